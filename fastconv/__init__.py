@@ -1,0 +1,18 @@
+"""fastconv: fast CNN inference kernels in Numba behind a torch.nn-shaped API.
+
+>>> import fastconv as fc
+>>> y = fc.conv2d(x, w, b, stride=1, padding=1, activation="relu")
+>>> net = fc.nn.Sequential(fc.nn.Conv2d(3, 16, 3, padding=1), fc.nn.ReLU())
+"""
+from ._runtime import get_num_threads, set_num_threads, threading_layer  # noqa: I001  (loads TBB first)
+from . import nn, planner
+from ._backend import get_backend, set_backend
+from ._warmup import warmup
+from .functional import (adaptive_avg_pool2d, avg_pool2d, batch_norm, conv2d, explain,
+                         fold_batchnorm, linear, max_pool2d)
+
+__version__ = "0.1.0"
+
+__all__ = ["conv2d", "linear", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm",
+           "fold_batchnorm", "explain", "nn", "planner", "set_num_threads", "get_num_threads",
+           "threading_layer", "set_backend", "get_backend", "warmup", "__version__"]

@@ -1,0 +1,101 @@
+"""The CPU convolution algorithms, registered with the planner.
+
+Each class adapts one kernel family to the planner's interface: it says which
+problems it serves, models its cost, sizes the kernel's blocking and
+workspaces, and calls the kernel.  No loops over data live here.
+"""
+import numpy as np
+
+from . import _workspace, planner
+from .kernels.cpu import direct as _direct
+from .kernels.cpu import im2col as _im2col
+from .kernels.cpu import pad as _pad
+
+L2_TILE_BYTES = 256 * 1024  # column tile of im2col kept well inside a 1 MiB L2
+
+
+def padded_input(prob, x):
+    """x itself when no padding is needed, else a zero-padded copy in a workspace."""
+    pt, pb, pl, pr = prob.pads
+    if pt == pb == pl == pr == 0:
+        return x
+    xp = _workspace.get("padded_input", (prob.n, prob.c, prob.h + pt + pb, prob.w + pl + pr))
+    _pad.pad_nchw(x, xp, pt, pl)
+    return xp
+
+
+class Direct(planner.Algorithm):
+    name = "direct"
+
+    def cost(self, prob, threads):
+        gflops = planner.DIRECT_GFLOPS
+        if prob.kg < _direct.KB:
+            gflops /= 4.0
+        if prob.stride[1] != 1:
+            gflops /= 2.0
+        par = min(threads, max(1, prob.n * prob.groups * -(-prob.kg // _direct.KB) * prob.oh))
+        return planner.CALL_OVERHEAD_S + prob.flops / (gflops * 1e9 * par)
+
+    def run(self, prob, x, w, b, y, act, workspace=None):
+        xp = padded_input(prob, x)
+        _direct.conv2d_direct(xp, w, b, y, prob.stride[0], prob.stride[1],
+                              prob.dilation[0], prob.dilation[1], prob.groups, act)
+
+
+def im2col_blocking(prob, threads):
+    """(pixel tile, output-channel block) so that tiles fit L2 and every thread has work."""
+    crs = prob.cg * prob.r * prob.s
+    P = prob.oh * prob.ow
+    tile = max(64, (L2_TILE_BYTES // (4 * crs)) // 16 * 16)
+    tile = min(tile, P)
+    kblock = prob.kg
+    tasks = prob.n * prob.groups * -(-P // tile)
+    if tasks < threads:
+        # too few pixel tiles: split them finer first, then the output channels
+        want = -(-threads // (prob.n * prob.groups))
+        tile = max(16, -(-P // want))
+        tasks = prob.n * prob.groups * -(-P // tile)
+        if tasks < threads and prob.kg >= 2 * 16:
+            kblock = -(-prob.kg // -(-threads // tasks))
+    return max(1, tile), max(1, kblock)
+
+
+class Im2col(planner.Algorithm):
+    name = "im2col"
+
+    def cost(self, prob, threads):
+        crs = prob.cg * prob.r * prob.s
+        P = prob.oh * prob.ow
+        eff = min(1.0, prob.kg / 64.0) * min(1.0, crs / 64.0)
+        gemm = prob.flops / (planner.GEMM_GFLOPS * 1e9 * max(eff, 0.02))
+        copy = 0.0 if prob.is_pointwise else prob.n * prob.groups * crs * P * 4 / (planner.COPY_GBS * 1e9)
+        tile, kblock = im2col_blocking(prob, threads)
+        par = min(threads, max(1, prob.n * prob.groups * -(-P // tile) * -(-prob.kg // kblock)))
+        return planner.CALL_OVERHEAD_S + (gemm + copy) / par
+
+    def run(self, prob, x, w, b, y, act, workspace=None):
+        from . import _runtime
+        threads = _runtime.get_num_threads()
+        wmat = w.reshape(prob.k, -1)
+        y3 = y.reshape(prob.n, prob.k, prob.oh * prob.ow)
+        if prob.is_pointwise:
+            kblock = prob.kg
+            tasks = prob.n * prob.groups
+            if tasks < threads:
+                kblock = max(8, -(-prob.kg // -(-threads // tasks)))
+            x3 = x.reshape(prob.n, prob.c, prob.h * prob.w)
+            _im2col.conv2d_gemm_1x1(x3, wmat, b, y3, prob.groups, act, kblock)
+            return
+        xp = padded_input(prob, x)
+        tile, kblock = im2col_blocking(prob, threads)
+        crs = wmat.shape[1]
+        nthreads = _runtime.max_threads()
+        cols = _workspace.get("im2col_cols", (nthreads, crs * tile))
+        acc = _workspace.get("im2col_acc", (nthreads, kblock * tile))
+        _im2col.conv2d_im2col(xp, wmat, b, y3, prob.ow, prob.stride[0], prob.stride[1],
+                              prob.dilation[0], prob.dilation[1], prob.groups,
+                              prob.r, prob.s, act, tile, kblock, cols, acc)
+
+
+planner.register(Direct())
+planner.register(Im2col())

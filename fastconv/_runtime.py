@@ -1,0 +1,181 @@
+"""Process-wide runtime state: the Numba threading layer, thread counts, BLAS.
+
+fastconv keeps exactly one thread pool busy at a time.  Numba's pool owns the
+cores; the BLAS that Numba calls for ``np.dot`` inside kernels (SciPy's) is
+pinned to one thread for the duration of every fastconv call, so a kernel's
+prange tiles each run a single-threaded SGEMM and no BLAS worker ever spins
+against a Numba worker.  ``set_num_threads`` sets the size of Numba's pool for
+fastconv calls from every Python thread (Numba's own setting is per thread).
+
+The threading layer is TBB where available: it is safe when several Python
+threads enter parallel kernels at once and in children forked after a parallel
+kernel ran, where workqueue aborts and GNU OpenMP kills the child.
+"""
+import ctypes
+import glob
+import os
+import sys
+import threading
+import warnings
+
+import numba
+
+_lock = threading.Lock()
+_num_threads = None           # None: all of Numba's threads
+_layer_checked = False
+_serialize = threading.Lock()  # only used when the layer is not thread-safe
+
+
+def _load_tbb():
+    """Make libtbb visible to Numba before its first parallel call.
+
+    The PyPI ``tbb`` wheel puts libtbb.so.12 in ``sys.prefix/lib``, which the
+    dynamic loader does not search inside a virtual environment; loading it
+    with RTLD_GLOBAL first lets Numba's tbbpool extension resolve it.
+    """
+    if os.environ.get("NUMBA_THREADING_LAYER"):
+        return  # the user chose; respect it
+    candidates = []
+    for prefix in {sys.prefix, sys.base_prefix, getattr(sys, "exec_prefix", sys.prefix)}:
+        candidates += sorted(glob.glob(os.path.join(prefix, "lib", "libtbb.so.12*")))
+    for path in candidates:
+        try:
+            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            break
+        except OSError:
+            continue
+    try:
+        from numba.np.ufunc import tbbpool  # noqa: F401  (raises if TBB is unusable)
+    except Exception:
+        return
+    # Only possible before Numba launched a layer; afterwards the layer is fixed.
+    numba.config.THREADING_LAYER = "tbb"
+
+
+_load_tbb()
+
+
+def threading_layer():
+    """The Numba threading layer in use (launches it if needed)."""
+    _ensure_layer()
+    return numba.threading_layer()
+
+
+def _ensure_layer():
+    global _layer_checked
+    if _layer_checked:
+        return
+    with _lock:
+        if _layer_checked:
+            return
+        numba.set_num_threads(numba.get_num_threads())  # launches the layer
+        layer = numba.threading_layer()
+        if layer != "tbb":
+            warnings.warn(
+                f"fastconv: Numba threading layer is {layer!r}, not 'tbb'; fastconv "
+                "serializes its kernel calls across Python threads "
+                "(install the 'tbb' package for concurrent calls)",
+                RuntimeWarning, stacklevel=3)
+        _layer_checked = True
+
+
+def max_threads():
+    """The most threads fastconv may use: Numba's pool size (NUMBA_NUM_THREADS)."""
+    return numba.config.NUMBA_NUM_THREADS
+
+
+def set_num_threads(n):
+    """Use ``n`` threads for every fastconv call, from any Python thread, BLAS included.
+
+    BLAS inside fastconv kernels always runs single-threaded under Numba's tiles,
+    so ``n`` is the number of busy cores during a call.
+    """
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
+        raise TypeError(f"set_num_threads: expected an int, got {type(n).__name__}")
+    n = int(n)
+    if not 1 <= n <= max_threads():
+        raise ValueError(f"set_num_threads: expected 1 <= n <= {max_threads()} "
+                         f"(NUMBA_NUM_THREADS), got {n}")
+    _num_threads = n
+
+
+def get_num_threads():
+    """Threads fastconv calls use."""
+    return max_threads() if _num_threads is None else _num_threads
+
+
+class _BlasPin:
+    """Pins the kernel BLAS to one thread while any fastconv call runs.
+
+    Reference-counted across Python threads: the first caller in saves the
+    library's setting and sets 1, the last one out restores it.
+    """
+
+    def __init__(self):
+        self._libs = None
+        self._depth = 0
+        self._saved = []
+        self._mutex = threading.Lock()
+
+    def libraries(self):
+        if self._libs is None:
+            import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls)
+            from threadpoolctl import ThreadpoolController
+            blas = [lib for lib in ThreadpoolController().lib_controllers
+                    if lib.user_api == "blas"]
+            scipy_blas = [lib for lib in blas if "scipy" in os.path.basename(
+                os.path.dirname(lib.filepath)) and "numpy" not in lib.filepath]
+            self._libs = scipy_blas or blas
+        return self._libs
+
+    def __enter__(self):
+        with self._mutex:
+            if self._depth == 0:
+                self._saved = [lib.get_num_threads() for lib in self.libraries()]
+                for lib, saved in zip(self._libs, self._saved):
+                    if saved != 1:
+                        lib.set_num_threads(1)
+            self._depth += 1
+
+    def __exit__(self, *exc):
+        with self._mutex:
+            self._depth -= 1
+            if self._depth == 0:
+                for lib, saved in zip(self._libs, self._saved):
+                    if saved != 1:
+                        lib.set_num_threads(saved)
+
+
+blas_pin = _BlasPin()
+
+
+class kernel_scope:
+    """Context for one kernel call: thread count applied, BLAS pinned, layer checked."""
+
+    __slots__ = ("_ser",)
+
+    def __enter__(self):
+        _ensure_layer()
+        n = get_num_threads()
+        if numba.get_num_threads() != n:
+            numba.set_num_threads(n)
+        blas_pin.__enter__()
+        self._ser = numba.threading_layer() != "tbb"
+        if self._ser:
+            _serialize.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        if self._ser:
+            _serialize.release()
+        blas_pin.__exit__(*exc)
+        return False
+
+
+def blas_info():
+    """Description of the BLAS that fastconv's kernels call."""
+    return [{"filepath": lib.filepath, "internal_api": lib.internal_api,
+             "version": lib.version, "num_threads": lib.get_num_threads(),
+             "architecture": getattr(lib, "architecture", None)}
+            for lib in blas_pin.libraries()]

@@ -1,0 +1,238 @@
+"""Functional API: validate once, plan, call one kernel, return the array.
+
+Every function accepts NCHW float32 NumPy arrays or CPU torch tensors (and
+returns the same type), converts float64 and non-contiguous inputs, rejects
+other dtypes, and never writes to its inputs.  ``layer`` names the caller in
+error messages (``fastconv.nn`` passes the module's name).
+"""
+import numpy as np
+
+from . import _algorithms  # noqa: F401  (registers the CPU algorithms)
+from . import _checks, _runtime, _workspace, planner
+from .kernels.cpu import linear as _linear
+from .kernels.cpu import pooling as _pooling
+
+
+def _unbatched(a, layer, what="input"):
+    """(C, H, W) inputs are treated as a batch of one, as torch does."""
+    if a.ndim == 3:
+        return a[None], True
+    if a.ndim != 4:
+        raise ValueError(f"{layer}: {what} must be 4-D (N, C, H, W) or 3-D (C, H, W), "
+                         f"got {a.ndim}-D with shape {tuple(a.shape)}")
+    return a, False
+
+
+def conv_problem(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1, layer="conv2d"):
+    """Validate the geometry of a convolution and return its :class:`ConvProblem`."""
+    n, c, h, w = x_shape
+    if len(w_shape) != 4:
+        raise ValueError(f"{layer}: weight must be 4-D (out_channels, in_channels/groups, kH, kW), "
+                         f"got shape {tuple(w_shape)}")
+    k, cg, r, s = w_shape
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"{layer}: groups must be a positive int, got {groups!r}")
+    if min(k, cg, r, s) < 1:
+        raise ValueError(f"{layer}: weight dimensions must be >= 1, got shape {tuple(w_shape)}")
+    if c % groups:
+        raise ValueError(f"{layer}: groups={groups} must divide the input channels, got {c} channels")
+    if k % groups:
+        raise ValueError(f"{layer}: groups={groups} must divide the output channels "
+                         f"(weight.shape[0]), got {k}")
+    if c // groups != cg:
+        raise ValueError(f"{layer}: expected input with {cg * groups} channels "
+                         f"(weight {tuple(w_shape)}, groups={groups}), got {c} channels "
+                         f"(input shape {tuple(x_shape)})")
+    st = _checks.pair(stride, layer, "stride", minimum=1)
+    dil = _checks.pair(dilation, layer, "dilation", minimum=1)
+    pads = _checks.padding4(padding, (r, s), dil, st, layer)
+    prob = planner.ConvProblem(int(n), int(c), int(h), int(w), int(k), int(r), int(s),
+                               st, pads, dil, int(groups))
+    if prob.oh < 1 or prob.ow < 1:
+        eff = (dil[0] * (r - 1) + 1, dil[1] * (s - 1) + 1)
+        raise ValueError(f"{layer}: kernel {r}x{s} (dilated extent {eff[0]}x{eff[1]}) is larger "
+                         f"than the padded input {h + pads[0] + pads[1]}x{w + pads[2] + pads[3]}")
+    return prob
+
+
+def _bias(bias, k, layer):
+    if bias is None:
+        return np.zeros(k, np.float32)
+    b = _checks.as_float32(bias, layer, "bias", ndim=1)
+    if b.shape[0] != k:
+        raise ValueError(f"{layer}: bias must have {k} elements (out_channels), got {b.shape[0]}")
+    return b
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           activation=None, algo="auto", layer="conv2d"):
+    """2-D convolution (cross-correlation, as torch.nn.functional.conv2d), bias and activation fused.
+
+    padding: int, pair, (top, bottom, left, right), "same" or "valid".
+    activation: None, "relu" or "relu6".  algo: "auto" or a registered algorithm name.
+    """
+    x_in = x
+    xa = _checks.as_float32(x, layer, "input")
+    xa, unbatched = _unbatched(xa, layer)
+    w = _checks.as_float32(weight, layer, "weight")
+    prob = conv_problem(xa.shape, w.shape, stride, padding, dilation, groups, layer)
+    b = _bias(bias, prob.k, layer)
+    act = _checks.activation_code(activation, layer)
+    chosen = planner.plan(prob, algo, layer).algorithm
+    y = np.empty((prob.n, prob.k, prob.oh, prob.ow), np.float32)
+    if prob.n:
+        with _runtime.kernel_scope():
+            chosen.run(prob, xa, w, b, y, act)
+    if unbatched:
+        y = y[0]
+    return _checks.wrap_like(y, x_in)
+
+
+def linear(x, weight, bias=None, activation=None, layer="linear"):
+    """y = x @ weight.T + bias over the last axis (any leading axes), activation fused."""
+    x_in = x
+    xa = _checks.as_float32(x, layer, "input")
+    w = _checks.as_float32(weight, layer, "weight", ndim=2)
+    if xa.ndim < 1:
+        raise ValueError(f"{layer}: input must have at least 1 dimension, got a scalar")
+    if xa.shape[-1] != w.shape[1]:
+        raise ValueError(f"{layer}: expected input with {w.shape[1]} features in the last "
+                         f"dimension, got shape {tuple(xa.shape)}")
+    b = _bias(bias, w.shape[0], layer)
+    act = _checks.activation_code(activation, layer)
+    lead = xa.shape[:-1]
+    x2 = xa.reshape(-1, w.shape[1])
+    n, f_out = x2.shape[0], w.shape[0]
+    y = np.empty((n, f_out), np.float32)
+    if n and f_out:
+        threads = _runtime.get_num_threads()
+        oblock = max(16, -(-f_out // threads))
+        yt = _workspace.get("linear_yt", (f_out, n))
+        with _runtime.kernel_scope():
+            _linear.linear(x2, w, b, y, yt, oblock, act)
+    return _checks.wrap_like(y.reshape(lead + (f_out,)), x_in)
+
+
+def _pool_out(size, k, s, p, d, ceil_mode):
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def _pool_geometry(xa, kernel_size, stride, padding, dilation, ceil_mode, layer):
+    k = _checks.pair(kernel_size, layer, "kernel_size", minimum=1)
+    st = k if stride is None or stride == () or stride == [] else \
+        _checks.pair(stride, layer, "stride", minimum=1)
+    pad = _checks.pair(padding, layer, "padding", minimum=0)
+    dil = _checks.pair(dilation, layer, "dilation", minimum=1)
+    if pad[0] > k[0] // 2 or pad[1] > k[1] // 2:
+        raise ValueError(f"{layer}: padding must be at most half the kernel size, "
+                         f"got padding={pad} for kernel_size={k}")
+    h, w = xa.shape[2], xa.shape[3]
+    oh = _pool_out(h, k[0], st[0], pad[0], dil[0], ceil_mode)
+    ow = _pool_out(w, k[1], st[1], pad[1], dil[1], ceil_mode)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{layer}: kernel {k} (dilation {dil}) is larger than the padded "
+                         f"input {h + 2 * pad[0]}x{w + 2 * pad[1]}")
+    return k, st, pad, dil, oh, ow
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               layer="max_pool2d"):
+    """Max pooling, torch.nn.functional.max_pool2d semantics (NaN propagates)."""
+    x_in = x
+    xa, unbatched = _unbatched(_checks.as_float32(x, layer, "input"), layer)
+    k, st, pad, dil, oh, ow = _pool_geometry(xa, kernel_size, stride, padding, dilation,
+                                             ceil_mode, layer)
+    y = np.empty(xa.shape[:2] + (oh, ow), np.float32)
+    if y.size:
+        with _runtime.kernel_scope():
+            _pooling.max_pool2d(xa, y, k[0], k[1], st[0], st[1], pad[0], pad[1], dil[0], dil[1])
+    return _checks.wrap_like(y[0] if unbatched else y, x_in)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None, layer="avg_pool2d"):
+    """Average pooling, torch.nn.functional.avg_pool2d semantics."""
+    x_in = x
+    xa, unbatched = _unbatched(_checks.as_float32(x, layer, "input"), layer)
+    k, st, pad, _, oh, ow = _pool_geometry(xa, kernel_size, stride, padding, 1, ceil_mode, layer)
+    if divisor_override is not None and (not isinstance(divisor_override, (int, np.integer))
+                                         or divisor_override < 1):
+        raise ValueError(f"{layer}: divisor_override must be a positive int or None, "
+                         f"got {divisor_override!r}")
+    y = np.empty(xa.shape[:2] + (oh, ow), np.float32)
+    if y.size:
+        with _runtime.kernel_scope():
+            _pooling.avg_pool2d(xa, y, k[0], k[1], st[0], st[1], pad[0], pad[1],
+                                bool(count_include_pad), int(divisor_override or 0))
+    return _checks.wrap_like(y[0] if unbatched else y, x_in)
+
+
+def adaptive_avg_pool2d(x, output_size, layer="adaptive_avg_pool2d"):
+    """Adaptive average pooling to ``output_size`` (int, pair; None keeps that side)."""
+    x_in = x
+    xa, unbatched = _unbatched(_checks.as_float32(x, layer, "input"), layer)
+    h, w = xa.shape[2], xa.shape[3]
+    if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
+        oh = h if output_size[0] is None else output_size[0]
+        ow = w if output_size[1] is None else output_size[1]
+        osz = _checks.pair((oh, ow), layer, "output_size", minimum=1)
+    else:
+        osz = _checks.pair(output_size, layer, "output_size", minimum=1)
+    if (h == 0 or w == 0) and xa.shape[0] * xa.shape[1]:
+        raise ValueError(f"{layer}: input spatial size must be non-zero, got {h}x{w}")
+    y = np.empty(xa.shape[:2] + osz, np.float32)
+    if y.size:
+        with _runtime.kernel_scope():
+            _pooling.adaptive_avg_pool2d(xa, y)
+    return _checks.wrap_like(y[0] if unbatched else y, x_in)
+
+
+def fold_batchnorm(weight, bias, gamma, beta, mean, var, eps=1e-5):
+    """Fold inference BatchNorm into the preceding convolution's weight and bias.
+
+    BN(conv(x)) = gamma * (conv(x) + b - mean) / sqrt(var + eps) + beta
+                = conv'(x) with w' = w * s[k], b' = (b - mean) * s + beta, s = gamma / sqrt(var + eps).
+    Computed in float64, returned as new float32 arrays (the inputs are not changed).
+    """
+    layer = "fold_batchnorm"
+    w = _checks.to_numpy(weight, layer, "weight")
+    k = w.shape[0]
+    vecs = {}
+    for name, v in (("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var)):
+        if v is None and name in ("gamma", "beta"):
+            v = np.ones(k) if name == "gamma" else np.zeros(k)
+        a = np.asarray(_checks.to_numpy(v, layer, name), np.float64)
+        if a.shape != (k,):
+            raise ValueError(f"{layer}: {name} must have shape ({k},) to match weight "
+                             f"{tuple(w.shape)}, got {tuple(a.shape)}")
+        vecs[name] = a
+    b = np.zeros(k) if bias is None else np.asarray(_checks.to_numpy(bias, layer, "bias"), np.float64)
+    if b.shape != (k,):
+        raise ValueError(f"{layer}: bias must have shape ({k},), got {tuple(b.shape)}")
+    scale = vecs["gamma"] / np.sqrt(vecs["var"] + eps)
+    w2 = (np.asarray(w, np.float64) * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+    b2 = ((b - vecs["mean"]) * scale + vecs["beta"]).astype(np.float32)
+    return w2, b2
+
+
+def batch_norm(x, mean, var, gamma=None, beta=None, eps=1e-5, layer="batch_norm"):
+    """Inference batch norm over axis 1 (a per-channel affine map)."""
+    x_in = x
+    xa = _checks.as_float32(x, layer, "input")
+    if xa.ndim < 2:
+        raise ValueError(f"{layer}: input must be at least 2-D (N, C, ...), got shape {xa.shape}")
+    c = xa.shape[1]
+    scale, shift = fold_batchnorm(np.ones((c, 1), np.float32), None, gamma, beta, mean, var, eps)
+    shape = (1, c) + (1,) * (xa.ndim - 2)
+    y = xa * scale.reshape(shape) + shift.reshape(shape)
+    return _checks.wrap_like(y.astype(np.float32, copy=False), x_in)
+
+
+def explain(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1, algo="auto"):
+    """What ``conv2d`` would run for these shapes, and why (one line)."""
+    prob = conv_problem(tuple(x_shape), tuple(w_shape), stride, padding, dilation, groups)
+    return planner.explain(prob, algo)

@@ -1,0 +1,144 @@
+"""Kernel registry and planner.
+
+Each convolution algorithm registers an :class:`Algorithm`: which problems it
+serves (``serves`` returns None or the reason it cannot), what it is expected to
+cost (``cost``, seconds, from the model below), and how to run it.  ``plan``
+picks the cheapest algorithm that serves a problem when ``algo="auto"``, or
+checks the one that was asked for.
+
+Cost model (calibrated on a 2-core AVX-512 machine, see docs/algorithms.md)
+---------------------------------------------------------------------------
+Both families do the same 2*N*K*Cg*R*S*OH*OW flops; they differ in speed and
+in the data they move.
+
+* im2col: the column copy moves Cg*R*S*OH*OW floats per image and group at
+  ``COPY_GBS`` GB/s per thread, then SGEMM runs at ``GEMM_GFLOPS`` per thread,
+  scaled down by ``min(1, m/64) * min(1, kdim/64)`` because single-threaded
+  SGEMM with a small M (output channels per group) or reduction dimension is
+  memory-bound.  A 1x1 stride-1 unpadded problem skips the copy.
+* direct: ``DIRECT_GFLOPS`` per thread when it can block 4 output channels per
+  input load (channels per group >= 4) and the width loop is unit-stride;
+  halved for strided width (a gather) and quartered for one output channel
+  per group (depthwise), where every input load feeds one FMA.
+
+Both add a fixed ``CALL_OVERHEAD_S``.  The planner never times anything.
+"""
+from dataclasses import dataclass, field
+
+from . import _runtime
+
+GEMM_GFLOPS = 85.0
+COPY_GBS = 6.0
+DIRECT_GFLOPS = 30.0
+CALL_OVERHEAD_S = 15e-6
+
+
+@dataclass(frozen=True)
+class ConvProblem:
+    """One convolution's shape: everything a kernel choice depends on."""
+    n: int
+    c: int
+    h: int
+    w: int
+    k: int
+    r: int
+    s: int
+    stride: tuple
+    pads: tuple          # (top, bottom, left, right)
+    dilation: tuple
+    groups: int
+    oh: int = field(init=False)
+    ow: int = field(init=False)
+
+    def __post_init__(self):
+        pt, pb, pl, pr = self.pads
+        oh = (self.h + pt + pb - self.dilation[0] * (self.r - 1) - 1) // self.stride[0] + 1
+        ow = (self.w + pl + pr - self.dilation[1] * (self.s - 1) - 1) // self.stride[1] + 1
+        object.__setattr__(self, "oh", oh)
+        object.__setattr__(self, "ow", ow)
+
+    @property
+    def cg(self):
+        return self.c // self.groups
+
+    @property
+    def kg(self):
+        return self.k // self.groups
+
+    @property
+    def flops(self):
+        """Multiply-adds counted as 2 flops, bias and activation not counted."""
+        return 2 * self.n * self.k * self.cg * self.r * self.s * self.oh * self.ow
+
+    @property
+    def is_pointwise(self):
+        return (self.r == 1 and self.s == 1 and self.stride == (1, 1)
+                and self.pads == (0, 0, 0, 0))
+
+    def describe(self):
+        return (f"N={self.n} C={self.c} HxW={self.h}x{self.w} -> K={self.k} "
+                f"{self.r}x{self.s}/s{self.stride[0]}x{self.stride[1]} "
+                f"pad={self.pads} dil={self.dilation} groups={self.groups} "
+                f"-> {self.oh}x{self.ow}")
+
+
+class Algorithm:
+    """A registered convolution algorithm (subclasses fill in the three methods)."""
+    name = ""
+
+    def serves(self, prob):
+        """None if this algorithm can run ``prob``, else the reason it cannot."""
+        return None
+
+    def cost(self, prob, threads):
+        """Modelled seconds for ``prob`` on ``threads`` threads."""
+        raise NotImplementedError
+
+    def run(self, prob, x, w, b, y, act, workspace):
+        """Compute y (N, K, OH, OW) from x (N, C, H, W); all float32 C-contiguous."""
+        raise NotImplementedError
+
+
+REGISTRY = {}
+
+
+def register(algo):
+    """Add an algorithm instance to the registry (name must be new)."""
+    if algo.name in REGISTRY:
+        raise ValueError(f"algorithm {algo.name!r} is registered already")
+    REGISTRY[algo.name] = algo
+    return algo
+
+
+@dataclass
+class Plan:
+    algorithm: Algorithm
+    reason: str
+    costs: dict
+
+
+def plan(prob, algo="auto", layer="conv2d"):
+    """Choose the algorithm for ``prob``: the cheapest that serves it, or the one asked for."""
+    threads = _runtime.get_num_threads()
+    if algo != "auto":
+        if algo not in REGISTRY:
+            raise ValueError(f"{layer}: algo must be 'auto' or one of "
+                             f"{sorted(REGISTRY)}, got {algo!r}")
+        chosen = REGISTRY[algo]
+        why = chosen.serves(prob)
+        if why is not None:
+            raise ValueError(f"{layer}: algo={algo!r} cannot run this convolution: {why}")
+        return Plan(chosen, "requested", {})
+    costs = {}
+    for name, a in REGISTRY.items():
+        if a.serves(prob) is None:
+            costs[name] = a.cost(prob, threads)
+    best = min(costs, key=costs.get)
+    others = ", ".join(f"{n} {c * 1e6:.0f} us" for n, c in sorted(costs.items(), key=lambda i: i[1]))
+    return Plan(REGISTRY[best], f"lowest modelled cost ({others})", costs)
+
+
+def explain(prob, algo="auto"):
+    """One line: the problem, the algorithm chosen and why."""
+    p = plan(prob, algo)
+    return f"{prob.describe()}: {p.algorithm.name} ({p.reason})"

@@ -1,0 +1,105 @@
+"""im2col + GEMM: lower the convolution to one matrix product per image and group.
+
+For image n and group g the column matrix is
+
+    cols[(c, r, s), (p, q)] = xp[n, g*Cg + c, p*sh + r*dh, q*sw + s*dw]      (Cg*R*S, OH*OW)
+
+and the output block is  y[n, g*Kg:(g+1)*Kg] = act(W_g @ cols + b)  with
+W_g = w[g*Kg:(g+1)*Kg].reshape(Kg, Cg*R*S).
+
+Parallel layout: Numba owns the cores.  Tasks are (n, g, pixel tile, output-channel
+block); each task writes its slice of ``cols`` into its own thread's workspace (sized
+to stay in L2) and calls single-threaded SGEMM through ``np.dot`` (SciPy's BLAS), so
+exactly one thread pool runs.  A 1x1 stride-1 unpadded convolution needs no copy at
+all: the input plane already is ``cols``.
+"""
+import numba
+import numpy as np
+from numba import njit, prange
+
+from . import FASTMATH
+from .epilogue import activate
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def conv2d_im2col(xp, wmat, b, y3, OW, sh, sw, dh, dw, groups, R, S, act,
+                  tile, kblock, cols_ws, out_ws):
+    """im2col + SGEMM of padded xp (N, C, HP, WP) with wmat (K, Cg*R*S) into y3 (N, K, OH*OW).
+
+    tile: output pixels per task; kblock: output channels per task;
+    cols_ws: (threads, >= Cg*R*S*tile) float32; out_ws: (threads, >= kblock*tile) float32.
+    """
+    N, C = xp.shape[0], xp.shape[1]
+    K, CRS = wmat.shape
+    P = y3.shape[2]
+    Kg = K // groups
+    Cg = C // groups
+    ntiles = (P + tile - 1) // tile
+    nkb = (Kg + kblock - 1) // kblock
+    for t in prange(N * groups * ntiles * nkb):
+        kb = t % nkb
+        rest = t // nkb
+        ti = rest % ntiles
+        rest = rest // ntiles
+        g = rest % groups
+        n = rest // groups
+        p0 = ti * tile
+        T = min(tile, P - p0)
+        tid = numba.get_thread_id()
+        cols = cols_ws[tid, :CRS * T].reshape((CRS, T))
+        for c in range(Cg):
+            plane = xp[n, g * Cg + c]
+            for r in range(R):
+                for s in range(S):
+                    crow = cols[(c * R + r) * S + s]
+                    j = 0
+                    p = p0 // OW
+                    q = p0 % OW
+                    while j < T:
+                        seg = min(OW - q, T - j)
+                        xrow = plane[p * sh + r * dh]
+                        base = q * sw + s * dw
+                        for u in range(seg):
+                            crow[j + u] = xrow[base + u * sw]
+                        j += seg
+                        p += 1
+                        q = 0
+        k0 = g * Kg + kb * kblock
+        k1 = min(k0 + kblock, (g + 1) * Kg)
+        KT = k1 - k0
+        acc = out_ws[tid, :KT * T].reshape((KT, T))
+        np.dot(wmat[k0:k1], cols, acc)
+        for k in range(KT):
+            bk = b[k0 + k]
+            yrow = y3[n, k0 + k]
+            arow = acc[k]
+            for j in range(T):
+                yrow[p0 + j] = activate(arow[j] + bk, act)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def conv2d_gemm_1x1(x3, wmat, b, y3, groups, act, kblock):
+    """1x1, stride 1, unpadded: y3[n, k0:k1] = act(wmat[k0:k1] @ x3[n, group channels] + b).
+
+    x3: (N, C, H*W), wmat: (K, Cg), y3: (N, K, H*W).  The product is written straight
+    into the output (no copy), then the epilogue runs in place.
+    """
+    N, C, P = x3.shape
+    K = wmat.shape[0]
+    Kg = K // groups
+    Cg = C // groups
+    nkb = (Kg + kblock - 1) // kblock
+    for t in prange(N * groups * nkb):
+        kb = t % nkb
+        rest = t // nkb
+        g = rest % groups
+        n = rest // groups
+        k0 = g * Kg + kb * kblock
+        k1 = min(k0 + kblock, (g + 1) * Kg)
+        out = y3[n, k0:k1]
+        np.dot(wmat[k0:k1], x3[n, g * Cg:(g + 1) * Cg], out)
+        for k in range(k1 - k0):
+            bk = b[k0 + k]
+            row = out[k]
+            for j in range(P):
+                row[j] = activate(row[j] + bk, act)
