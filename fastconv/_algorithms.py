@@ -6,12 +6,13 @@ workspaces, and calls the kernel.  No loops over data live here.
 """
 import numpy as np
 
-from . import _workspace, planner
+from . import _runtime, _workspace, planner
 from .kernels.cpu import direct as _direct
 from .kernels.cpu import im2col as _im2col
 from .kernels.cpu import pad as _pad
 
-L2_TILE_BYTES = 256 * 1024  # column tile of im2col kept well inside a 1 MiB L2
+COLS_TILE_BYTES = 2 * 1024 * 1024  # column tile per task: about the L2 of two cores (measured best)
+MIN_TILE = 32  # narrower SGEMMs run far below peak; split output channels instead
 
 
 def padded_input(prob, x):
@@ -38,26 +39,35 @@ class Direct(planner.Algorithm):
 
     def run(self, prob, x, w, b, y, act, workspace=None):
         xp = padded_input(prob, x)
+        acc = _workspace.get("direct_acc", (_runtime.max_threads(), _direct.KB * prob.ow))
         _direct.conv2d_direct(xp, w, b, y, prob.stride[0], prob.stride[1],
-                              prob.dilation[0], prob.dilation[1], prob.groups, act)
+                              prob.dilation[0], prob.dilation[1], prob.groups, act, acc)
 
 
 def im2col_blocking(prob, threads):
-    """(pixel tile, output-channel block) so that tiles fit L2 and every thread has work."""
+    """(pixel tile, output-channel block) per task.
+
+    Pixel tiles are as wide as fits ``COLS_TILE_BYTES`` of columns; their count is
+    rounded up so that every thread gets the same number of tasks (a 2-task problem on
+    2 threads beats a 3-task one).  When that would make tiles narrower than
+    ``MIN_TILE``, output channels are split instead (the column copy is repeated,
+    which is cheap next to the SGEMM at such shapes).
+    """
     crs = prob.cg * prob.r * prob.s
     P = prob.oh * prob.ow
-    tile = max(64, (L2_TILE_BYTES // (4 * crs)) // 16 * 16)
-    tile = min(tile, P)
-    kblock = prob.kg
-    tasks = prob.n * prob.groups * -(-P // tile)
-    if tasks < threads:
-        # too few pixel tiles: split them finer first, then the output channels
-        want = -(-threads // (prob.n * prob.groups))
-        tile = max(16, -(-P // want))
-        tasks = prob.n * prob.groups * -(-P // tile)
-        if tasks < threads and prob.kg >= 2 * 16:
-            kblock = -(-prob.kg // -(-threads // tasks))
-    return max(1, tile), max(1, kblock)
+    units = prob.n * prob.groups
+    ntiles = max(1, -(-P * crs * 4 // COLS_TILE_BYTES))
+    if units * ntiles < 4 * threads:
+        while (units * ntiles) % threads:
+            ntiles += 1
+    kblocks = 1
+    if -(-P // ntiles) < MIN_TILE and ntiles > 1:
+        ntiles = max(1, P // MIN_TILE)
+        while (units * ntiles * kblocks) % threads and kblocks < prob.kg:
+            kblocks += 1
+    tile = -(-P // ntiles)
+    kblock = -(-prob.kg // kblocks)
+    return tile, kblock
 
 
 class Im2col(planner.Algorithm):
@@ -74,7 +84,6 @@ class Im2col(planner.Algorithm):
         return planner.CALL_OVERHEAD_S + (gemm + copy) / par
 
     def run(self, prob, x, w, b, y, act, workspace=None):
-        from . import _runtime
         threads = _runtime.get_num_threads()
         wmat = w.reshape(prob.k, -1)
         y3 = y.reshape(prob.n, prob.k, prob.oh * prob.ow)

@@ -4,11 +4,12 @@
 
 xp is the zero-padded input (N, C, HP, WP), w is (K, Cg, R, S) with Cg = C / groups,
 g = k // (K / groups).  Work is split over (n, group, block of KB output channels,
-output row); each task keeps KB output rows hot in L1 and streams one input row per
-(c, r), so the innermost loop over the output width q is a unit-stride FMA chain
-(a strided gather when sw > 1) that LLVM vectorizes.
+output row).  Each task accumulates KB output rows in its thread's L1-resident
+workspace ``acc`` (KB, OW) and streams one input row per (c, r): the innermost loop
+over the output width q does KB FMAs per input load and is unit-stride when sw == 1
+(a separate strided loop serves sw > 1), so LLVM vectorizes it.
 """
-import numpy as np
+import numba
 from numba import njit, prange
 
 from . import FASTMATH
@@ -18,8 +19,11 @@ KB = 4  # output channels per task: 4 FMAs per input load
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def conv2d_direct(xp, w, b, y, sh, sw, dh, dw, groups, act):
-    """Direct conv of padded xp with w into y (N, K, OH, OW); bias and activation fused."""
+def conv2d_direct(xp, w, b, y, sh, sw, dh, dw, groups, act, acc_ws):
+    """Direct conv of padded xp with w into y (N, K, OH, OW); bias and activation fused.
+
+    acc_ws: (threads, KB * OW) float32 workspace.
+    """
     N = xp.shape[0]
     K, Cg, R, S = w.shape
     OH, OW = y.shape[2], y.shape[3]
@@ -33,45 +37,49 @@ def conv2d_direct(xp, w, b, y, sh, sw, dh, dw, groups, act):
         g = rest % groups
         n = rest // groups
         k0 = g * Kg + kb * KB
-        k1 = min(k0 + KB, (g + 1) * Kg)
-        for k in range(k0, k1):
-            yk = y[n, k, p]
-            bk = b[k]
+        nk = min(KB, (g + 1) * Kg - k0)
+        acc = acc_ws[numba.get_thread_id(), :KB * OW].reshape((KB, OW))
+        for k in range(nk):
+            bk = b[k0 + k]
             for q in range(OW):
-                yk[q] = bk
-        if k1 - k0 == KB:
-            y0 = y[n, k0, p]
-            y1 = y[n, k0 + 1, p]
-            y2 = y[n, k0 + 2, p]
-            y3 = y[n, k0 + 3, p]
-            for c in range(Cg):
-                for r in range(R):
-                    xrow = xp[n, g * Cg + c, p * sh + r * dh]
-                    for s in range(S):
+                acc[k, q] = bk
+        for c in range(Cg):
+            plane = xp[n, g * Cg + c]
+            for r in range(R):
+                xrow = plane[p * sh + r * dh]
+                for s in range(S):
+                    off = s * dw
+                    if nk == KB:
                         w0 = w[k0, c, r, s]
                         w1 = w[k0 + 1, c, r, s]
                         w2 = w[k0 + 2, c, r, s]
                         w3 = w[k0 + 3, c, r, s]
-                        off = s * dw
-                        for q in range(OW):
-                            v = xrow[off + q * sw]
-                            y0[q] += w0 * v
-                            y1[q] += w1 * v
-                            y2[q] += w2 * v
-                            y3[q] += w3 * v
-        else:
-            for k in range(k0, k1):
-                yk = y[n, k, p]
-                for c in range(Cg):
-                    for r in range(R):
-                        xrow = xp[n, g * Cg + c, p * sh + r * dh]
-                        for s in range(S):
-                            wv = w[k, c, r, s]
-                            off = s * dw
+                        if sw == 1:
+                            xs = xrow[off:off + OW]
                             for q in range(OW):
-                                yk[q] += wv * xrow[off + q * sw]
-        if act != 0:
-            for k in range(k0, k1):
-                yk = y[n, k, p]
-                for q in range(OW):
-                    yk[q] = activate(yk[q], act)
+                                v = xs[q]
+                                acc[0, q] += w0 * v
+                                acc[1, q] += w1 * v
+                                acc[2, q] += w2 * v
+                                acc[3, q] += w3 * v
+                        else:
+                            for q in range(OW):
+                                v = xrow[off + q * sw]
+                                acc[0, q] += w0 * v
+                                acc[1, q] += w1 * v
+                                acc[2, q] += w2 * v
+                                acc[3, q] += w3 * v
+                    else:
+                        for k in range(nk):
+                            wv = w[k0 + k, c, r, s]
+                            if sw == 1:
+                                xs = xrow[off:off + OW]
+                                for q in range(OW):
+                                    acc[k, q] += wv * xs[q]
+                            else:
+                                for q in range(OW):
+                                    acc[k, q] += wv * xrow[off + q * sw]
+        for k in range(nk):
+            yrow = y[n, k0 + k, p]
+            for q in range(OW):
+                yrow[q] = activate(acc[k, q], act)

@@ -59,8 +59,11 @@ def conv2d_im2col(xp, wmat, b, y3, OW, sh, sw, dh, dw, groups, R, S, act,
                         seg = min(OW - q, T - j)
                         xrow = plane[p * sh + r * dh]
                         base = q * sw + s * dw
-                        for u in range(seg):
-                            crow[j + u] = xrow[base + u * sw]
+                        if sw == 1:
+                            crow[j:j + seg] = xrow[base:base + seg]
+                        else:
+                            for u in range(seg):
+                                crow[j + u] = xrow[base + u * sw]
                         j += seg
                         p += 1
                         q = 0
@@ -71,10 +74,14 @@ def conv2d_im2col(xp, wmat, b, y3, OW, sh, sw, dh, dw, groups, R, S, act,
         np.dot(wmat[k0:k1], cols, acc)
         for k in range(KT):
             bk = b[k0 + k]
-            yrow = y3[n, k0 + k]
+            yrow = y3[n, k0 + k, p0:p0 + T]
             arow = acc[k]
-            for j in range(T):
-                yrow[p0 + j] = activate(arow[j] + bk, act)
+            if act == 0:
+                for j in range(T):
+                    yrow[j] = arow[j] + bk
+            else:
+                for j in range(T):
+                    yrow[j] = activate(arow[j] + bk, act)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)

@@ -1,0 +1,154 @@
+"""conv2d: every algorithm against the float64 reference over odd shapes."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastconv as fc
+from fastconv.kernels import reference as ref
+from conftest import rel_err
+
+ALGOS = ["direct", "im2col", "auto"]
+
+# (N, C, H, W, K, R, S, stride, padding, dilation, groups)
+CASES = [
+    (1, 3, 8, 8, 4, 3, 3, 1, 1, 1, 1),
+    (3, 3, 7, 9, 5, 3, 3, 1, 0, 1, 1),       # H != W, batch 3
+    (1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1),       # 1x1 image, C = K = 1
+    (2, 17, 5, 5, 17, 1, 1, 1, 0, 1, 1),     # pointwise, channels not a block multiple
+    (1, 17, 6, 6, 9, 1, 1, 2, 0, 1, 1),      # strided 1x1
+    (1, 4, 11, 13, 6, 3, 3, 2, 1, 1, 2),     # stride 2, groups 2
+    (1, 6, 10, 10, 6, 3, 3, 3, (2, 1), 1, 3),  # stride 3, asymmetric padding pair
+    (2, 5, 9, 9, 7, 3, 3, 1, 2, 2, 1),       # dilation 2
+    (1, 8, 9, 7, 8, 3, 3, 1, 1, 1, 8),       # depthwise (groups = C)
+    (1, 4, 9, 7, 8, 5, 5, 2, 2, 1, 4),       # depthwise, multiplier 2, stride 2
+    (1, 3, 23, 19, 8, 7, 7, 2, 3, 1, 1),     # stem-like 7x7/2
+    (1, 2, 4, 4, 3, 5, 5, 1, 2, 1, 1),       # kernel > input, padded
+    (1, 16, 3, 3, 16, 3, 3, 1, 1, 1, 1),     # K exact multiple of the block
+    (1, 3, 1, 12, 2, 1, 3, 1, 0, 1, 1),      # 1-row input, 1x3 kernel
+    (2, 6, 12, 12, 4, 2, 3, (1, 2), 0, (2, 1), 2),  # non-square everything
+    (1, 64, 14, 14, 35, 3, 3, 1, 1, 1, 1),   # larger channels, K % 4 != 0
+]
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)).replace(" ", ""))
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_conv_matches_reference(rng, algo, case, activation):
+    n, c, h, w, k, r, s, stride, padding, dilation, groups = case
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c // groups, r, s)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    y = fc.conv2d(x, wt, b, stride, padding, dilation, groups, activation=activation, algo=algo)
+    expected = ref.conv2d(x, wt, b, stride, padding, dilation, groups, activation=activation)
+    assert y.shape == expected.shape and y.dtype == np.float32
+    assert rel_err(y, expected) < 1e-4
+
+
+@pytest.mark.parametrize("algo", ["direct", "im2col"])
+def test_relu6_and_no_bias(rng, algo):
+    x = (4 * rng.standard_normal((2, 5, 8, 8))).astype(np.float32)
+    w = rng.standard_normal((6, 5, 3, 3)).astype(np.float32)
+    y = fc.conv2d(x, w, None, padding=1, activation="relu6", algo=algo)
+    expected = ref.conv2d(x, w, None, padding=1, activation="relu6")
+    assert y.min() >= 0 and y.max() <= 6
+    assert rel_err(y, expected) < 1e-4
+
+
+@pytest.mark.parametrize("algo", ["direct", "im2col"])
+@pytest.mark.parametrize("padding", ["same", "valid", (0, 1, 2, 1)])
+def test_string_and_four_sided_padding(rng, algo, padding):
+    x = rng.standard_normal((1, 3, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 4, 3)).astype(np.float32)  # even kernel: 'same' pads unevenly
+    y = fc.conv2d(x, w, padding=padding, dilation=1 if padding != "same" else 2, algo=algo)
+    if padding == "same":
+        assert y.shape[2:] == x.shape[2:]
+        expected = ref.conv2d(x, w, padding=(3, 3, 2, 2), dilation=2)
+    elif padding == "valid":
+        expected = ref.conv2d(x, w)
+    else:
+        expected = ref.conv2d(x, w, padding=padding)
+    assert rel_err(y, expected) < 1e-4
+
+
+@pytest.mark.parametrize("algo", ["direct", "im2col"])
+def test_empty_batch(rng, algo):
+    x = np.zeros((0, 3, 8, 8), np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    y = fc.conv2d(x, w, padding=1, algo=algo)
+    assert y.shape == (0, 4, 8, 8)
+
+
+def test_unbatched_input(rng):
+    x = rng.standard_normal((3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+    y = fc.conv2d(x, w)
+    assert y.shape == (2, 4, 4)
+    assert rel_err(y, ref.conv2d(x[None], w)[0]) < 1e-4
+
+
+@pytest.mark.parametrize("algo", ["direct", "im2col"])
+def test_noncontiguous_readonly_and_float64_inputs_untouched(rng, algo):
+    base = rng.standard_normal((2, 6, 10, 12))
+    x = base[:, ::2, :, ::-1]                      # float64, non-contiguous view
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    w.setflags(write=False)
+    x_before, w_before = x.copy(), w.copy()
+    y = fc.conv2d(x, w, padding=1, algo=algo)
+    assert rel_err(y, ref.conv2d(x, w, padding=1)) < 1e-4
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(w, w_before)
+
+
+@pytest.mark.parametrize("algo", ["direct", "im2col"])
+def test_nan_and_inf_propagate(rng, algo):
+    x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    x[0, 0, 2, 2] = np.nan
+    x[0, 1, 4, 4] = np.inf
+    w = np.abs(rng.standard_normal((3, 2, 3, 3))).astype(np.float32) + 0.1
+    y = fc.conv2d(x, w, padding=1, algo=algo, activation="relu")
+    expected = ref.conv2d(x, w, padding=1, activation="relu")
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
+    finite = np.isfinite(expected)
+    assert np.allclose(y[finite], expected[finite], rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(0, 3), groups=st.sampled_from([1, 2, 3]), cpg=st.integers(1, 5),
+       kpg=st.integers(1, 6), h=st.integers(1, 12), w=st.integers(1, 12),
+       r=st.integers(1, 5), s=st.integers(1, 5), sh=st.integers(1, 3), sw=st.integers(1, 3),
+       dh=st.integers(1, 2), dw=st.integers(1, 2), ph=st.integers(0, 3), pw=st.integers(0, 3),
+       algo=st.sampled_from(ALGOS), seed=st.integers(0, 2**16))
+def test_conv_hypothesis(n, groups, cpg, kpg, h, w, r, s, sh, sw, dh, dw, ph, pw, algo, seed):
+    if h + 2 * ph < dh * (r - 1) + 1 or w + 2 * pw < dw * (s - 1) + 1:
+        return  # an invalid geometry; the error tests cover it
+    rng = np.random.default_rng(seed)
+    c, k = cpg * groups, kpg * groups
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, cpg, r, s)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    y = fc.conv2d(x, wt, b, (sh, sw), (ph, pw), (dh, dw), groups, algo=algo)
+    expected = ref.conv2d(x, wt, b, (sh, sw), (ph, pw), (dh, dw), groups)
+    assert y.shape == expected.shape
+    assert rel_err(y, expected) < 1e-4
+
+
+def test_fold_batchnorm_equals_conv_then_bn(rng):
+    x = rng.standard_normal((2, 4, 7, 7)).astype(np.float32)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    gamma, beta = rng.uniform(0.5, 2, 6), rng.standard_normal(6)
+    mean, var = rng.standard_normal(6), rng.uniform(0.1, 2, 6)
+    args = [a.copy() for a in (w, b, gamma, beta, mean, var)]
+    w2, b2 = fc.fold_batchnorm(w, b, gamma, beta, mean, var, eps=1e-3)
+    for before, after in zip(args, (w, b, gamma, beta, mean, var)):
+        np.testing.assert_array_equal(before, after)  # inputs untouched
+    y = fc.conv2d(x, w2, b2, padding=1)
+    expected = ref.batch_norm(ref.conv2d(x, w, b, padding=1), mean, var, gamma, beta, eps=1e-3)
+    assert rel_err(y, expected) < 1e-4
+
+
+def test_explain_names_the_choice():
+    line = fc.explain((1, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    assert "im2col" in line and "modelled cost" in line

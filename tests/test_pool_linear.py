@@ -1,0 +1,89 @@
+"""Pooling, linear and batch norm against the float64 reference."""
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv.kernels import reference as ref
+from conftest import rel_err
+
+MAX_CASES = [  # kernel, stride, padding, dilation, ceil_mode, shape
+    (2, None, 0, 1, False, (2, 3, 8, 8)),
+    (3, 2, 1, 1, False, (1, 4, 9, 7)),
+    (3, 2, 1, 1, True, (1, 4, 10, 10)),
+    ((3, 2), (2, 1), (1, 0), (2, 1), False, (2, 2, 11, 6)),
+    (3, 3, 1, 1, True, (1, 1, 1, 1)),
+    (1, 1, 0, 1, False, (0, 3, 4, 4)),
+]
+
+
+@pytest.mark.parametrize("case", MAX_CASES)
+def test_max_pool(rng, case):
+    k, s, p, d, ceil_mode, shape = case
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = fc.max_pool2d(x, k, s, p, d, ceil_mode)
+    expected = ref.max_pool2d(x, k, s, p, d, ceil_mode)
+    assert y.shape == expected.shape
+    np.testing.assert_array_equal(y, expected.astype(np.float32))
+
+
+AVG_CASES = [  # kernel, stride, padding, ceil_mode, count_include_pad, divisor_override, shape
+    (2, None, 0, False, True, None, (2, 3, 8, 8)),
+    (3, 2, 1, False, True, None, (1, 4, 9, 7)),
+    (3, 2, 1, False, False, None, (1, 4, 9, 7)),
+    (3, 2, 1, True, True, None, (1, 2, 10, 10)),
+    (3, 2, 1, True, False, None, (1, 2, 10, 10)),
+    ((3, 2), (1, 2), (1, 1), False, True, 5, (2, 2, 6, 5)),
+]
+
+
+@pytest.mark.parametrize("case", AVG_CASES)
+def test_avg_pool(rng, case):
+    k, s, p, ceil_mode, cip, div, shape = case
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = fc.avg_pool2d(x, k, s, p, ceil_mode, cip, div)
+    expected = ref.avg_pool2d(x, k, s, p, ceil_mode, cip, div)
+    assert y.shape == expected.shape
+    assert rel_err(y, expected) < 1e-5
+
+
+@pytest.mark.parametrize("out", [1, 2, 3, (5, 3), (None, 2), 7])
+def test_adaptive_avg_pool(rng, out):
+    x = rng.standard_normal((2, 3, 7, 10)).astype(np.float32)
+    y = fc.adaptive_avg_pool2d(x, out)
+    expected = ref.adaptive_avg_pool2d(x, out if not isinstance(out, tuple) or out[0] else (7, out[1]))
+    assert y.shape == expected.shape
+    assert rel_err(y, expected) < 1e-5
+
+
+def test_max_pool_nan_propagates(rng):
+    x = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
+    x[0, 0, 1, 1] = np.nan
+    y = fc.max_pool2d(x, 2)
+    assert np.isnan(y[0, 0, 0, 0]) and not np.isnan(y[0, 0, 1, 1])
+
+
+@pytest.mark.parametrize("shape", [(1, 7), (5, 33), (0, 7), (3, 2, 7)])
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_linear(rng, shape, activation):
+    x = rng.standard_normal(shape).astype(np.float32)
+    out_f = 33 if shape[-1] == 7 else 5
+    w = rng.standard_normal((out_f, shape[-1])).astype(np.float32)
+    b = rng.standard_normal(out_f).astype(np.float32)
+    y = fc.linear(x, w, b, activation=activation)
+    expected = ref.activation(ref.linear(x, w, b), activation)
+    assert y.shape == expected.shape
+    assert rel_err(y, expected) < 1e-5
+
+
+def test_linear_large(rng):
+    x = rng.standard_normal((8, 1000)).astype(np.float32)
+    w = rng.standard_normal((1000, 1000)).astype(np.float32)
+    assert rel_err(fc.linear(x, w), ref.linear(x, w)) < 1e-4
+
+
+def test_batch_norm(rng):
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    mean, var = rng.standard_normal(3), rng.uniform(0.5, 2, 3)
+    gamma, beta = rng.standard_normal(3), rng.standard_normal(3)
+    y = fc.batch_norm(x, mean, var, gamma, beta)
+    assert rel_err(y, ref.batch_norm(x, mean, var, gamma, beta)) < 1e-5
