@@ -1,0 +1,62 @@
+"""Kernel microbenchmarks: every algorithm on every layer of the ResNet-50 and
+MobileNetV2 tables, batch 1 and 8, grouped so that PyTorch's time for the same
+layer sits in the same group.  Run:
+
+    python -m pytest bench --benchmark-only --benchmark-group-by=group
+"""
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv import functional as F
+from fastconv import planner
+from conftest import annotate, make_layer
+from shapes import LAYERS, flops
+
+BATCHES = [1, 8]
+
+
+def _algos_for(spec):
+    c, h, w, k, r, s, p, g = spec
+    prob = F.conv_problem((1, c, h, w), (k, c // g, r, r), s, p, 1, g)
+    return [a for a, impl in planner.REGISTRY.items() if impl.serves(prob) is None]
+
+
+CASES = [(name, batch, algo) for name, spec in LAYERS.items() for batch in BATCHES
+         for algo in _algos_for(spec) + ["auto"]]
+
+
+@pytest.mark.parametrize("name, batch, algo", CASES)
+def test_fastconv_layer(benchmark, sgemm_roof, name, batch, algo):
+    spec = LAYERS[name]
+    x, w, b = make_layer(spec, batch)
+    _, _, _, _, _, s, p, g = spec
+    fc.conv2d(x, w, b, s, p, 1, g, algo=algo)  # compile / size workspaces outside the timing
+    benchmark.group = f"{name} b{batch}"
+    benchmark.extra_info.update(layer=name, batch=batch, algo=algo, runtime="fastconv")
+    benchmark(fc.conv2d, x, w, b, s, p, 1, g, algo=algo)
+    annotate(benchmark, flops(spec, batch), sgemm_roof)
+
+
+@pytest.mark.parametrize("name, batch", [(n, b) for n in LAYERS for b in BATCHES])
+def test_torch_layer(benchmark, sgemm_roof, torch_mod, name, batch):
+    torch = torch_mod
+    spec = LAYERS[name]
+    x, w, b = (torch.from_numpy(a) for a in make_layer(spec, batch))
+    _, _, _, _, _, s, p, g = spec
+    conv = torch.nn.functional.conv2d
+    with torch.no_grad():
+        conv(x, w, b, s, p, 1, g)
+        benchmark.group = f"{name} b{batch}"
+        benchmark.extra_info.update(layer=name, batch=batch, algo="oneDNN", runtime="torch")
+        benchmark(conv, x, w, b, s, p, 1, g)
+    annotate(benchmark, flops(spec, batch), sgemm_roof)
+
+
+def test_call_overhead(benchmark):
+    """Fixed cost of a fastconv call on a tiny layer (dispatch, validation, thread wake-up)."""
+    x = np.zeros((1, 4, 4, 4), np.float32)
+    w = np.zeros((4, 4, 1, 1), np.float32)
+    fc.conv2d(x, w)
+    benchmark.group = "overhead"
+    benchmark(fc.conv2d, x, w)
