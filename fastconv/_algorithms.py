@@ -39,7 +39,7 @@ class Direct(planner.Algorithm):
 
     def run(self, prob, x, w, b, y, act, workspace=None):
         xp = padded_input(prob, x)
-        acc = _workspace.get("direct_acc", (_runtime.max_threads(), _direct.KB * prob.ow))
+        acc = _workspace.get("direct_acc", (_runtime.max_threads(), _direct.KB, prob.ow))
         _direct.conv2d_direct(xp, w, b, y, prob.stride[0], prob.stride[1],
                               prob.dilation[0], prob.dilation[1], prob.groups, act, acc)
 
@@ -72,6 +72,7 @@ def im2col_blocking(prob, threads):
 
 class Im2col(planner.Algorithm):
     name = "im2col"
+    uses_blas = True
 
     def cost(self, prob, threads):
         crs = prob.cg * prob.r * prob.s

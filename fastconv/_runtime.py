@@ -24,6 +24,7 @@ _lock = threading.Lock()
 _num_threads = None           # None: all of Numba's threads
 _layer_checked = False
 _serialize = threading.Lock()  # only used when the layer is not thread-safe
+_serial_layer = False
 
 
 def _load_tbb():
@@ -70,6 +71,8 @@ def _ensure_layer():
             return
         numba.set_num_threads(numba.get_num_threads())  # launches the layer
         layer = numba.threading_layer()
+        global _serial_layer
+        _serial_layer = layer != "tbb"
         if layer != "tbb":
             warnings.warn(
                 f"fastconv: Numba threading layer is {layer!r}, not 'tbb'; fastconv "
@@ -150,26 +153,43 @@ class _BlasPin:
 blas_pin = _BlasPin()
 
 
-class kernel_scope:
-    """Context for one kernel call: thread count applied, BLAS pinned, layer checked."""
+_thread_state = threading.local()
 
-    __slots__ = ("_ser",)
+
+class kernel_scope:
+    """Context for one kernel call: thread count applied, BLAS pinned, layer checked.
+
+    ``blas=False`` for kernels that make no BLAS call (no pinning needed).
+    Numba's thread count is per Python thread; the last value set on this
+    thread is remembered so the common case costs no call into Numba.
+    """
+
+    __slots__ = ("_blas", "_ser")
+
+    def __init__(self, blas=True):
+        self._blas = blas
+        self._ser = False
 
     def __enter__(self):
-        _ensure_layer()
-        n = get_num_threads()
-        if numba.get_num_threads() != n:
+        if not _layer_checked:
+            _ensure_layer()
+        n = _num_threads if _num_threads is not None else numba.config.NUMBA_NUM_THREADS
+        if getattr(_thread_state, "n", None) != n:
             numba.set_num_threads(n)
-        blas_pin.__enter__()
-        self._ser = numba.threading_layer() != "tbb"
-        if self._ser:
+            _thread_state.n = n
+        if self._blas:
+            blas_pin.__enter__()
+        if _serial_layer:
             _serialize.acquire()
+            self._ser = True
         return self
 
     def __exit__(self, *exc):
         if self._ser:
             _serialize.release()
-        blas_pin.__exit__(*exc)
+            self._ser = False
+        if self._blas:
+            blas_pin.__exit__(*exc)
         return False
 
 

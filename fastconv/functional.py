@@ -55,6 +55,35 @@ def conv_problem(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1, la
     return prob
 
 
+_plan_cache = {}
+_PLAN_CACHE_MAX = 4096
+
+
+def _key(v):
+    """v as an exact cache key, or None if it is not a plain int / tuple of ints / str."""
+    t = type(v)
+    if t is int or t is str:
+        return v
+    if (t is tuple or t is list) and all(type(e) is int for e in v):
+        return tuple(v)
+    return None
+
+
+def _conv_plan(x_shape, w_shape, stride, padding, dilation, groups, algo, layer):
+    """(ConvProblem, Algorithm) for these arguments, validated once per distinct signature."""
+    key = (x_shape, w_shape, _key(stride), _key(padding), _key(dilation), _key(groups),
+           algo if type(algo) is str else None, _runtime.get_num_threads())
+    hit = None if None in key else _plan_cache.get(key)
+    if hit is None:
+        prob = conv_problem(x_shape, w_shape, stride, padding, dilation, groups, layer)
+        hit = (prob, planner.plan(prob, algo, layer).algorithm)
+        if None not in key:
+            if len(_plan_cache) >= _PLAN_CACHE_MAX:
+                _plan_cache.clear()
+            _plan_cache[key] = hit
+    return hit
+
+
 def _bias(bias, k, layer):
     if bias is None:
         return np.zeros(k, np.float32)
@@ -75,13 +104,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     xa = _checks.as_float32(x, layer, "input")
     xa, unbatched = _unbatched(xa, layer)
     w = _checks.as_float32(weight, layer, "weight")
-    prob = conv_problem(xa.shape, w.shape, stride, padding, dilation, groups, layer)
+    prob, chosen = _conv_plan(xa.shape, w.shape, stride, padding, dilation, groups, algo, layer)
     b = _bias(bias, prob.k, layer)
     act = _checks.activation_code(activation, layer)
-    chosen = planner.plan(prob, algo, layer).algorithm
     y = np.empty((prob.n, prob.k, prob.oh, prob.ow), np.float32)
     if prob.n:
-        with _runtime.kernel_scope():
+        with _runtime.kernel_scope(blas=chosen.uses_blas):
             chosen.run(prob, xa, w, b, y, act)
     if unbatched:
         y = y[0]
@@ -148,7 +176,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
                                              ceil_mode, layer)
     y = np.empty(xa.shape[:2] + (oh, ow), np.float32)
     if y.size:
-        with _runtime.kernel_scope():
+        with _runtime.kernel_scope(blas=False):
             _pooling.max_pool2d(xa, y, k[0], k[1], st[0], st[1], pad[0], pad[1], dil[0], dil[1])
     return _checks.wrap_like(y[0] if unbatched else y, x_in)
 
@@ -165,7 +193,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
                          f"got {divisor_override!r}")
     y = np.empty(xa.shape[:2] + (oh, ow), np.float32)
     if y.size:
-        with _runtime.kernel_scope():
+        with _runtime.kernel_scope(blas=False):
             _pooling.avg_pool2d(xa, y, k[0], k[1], st[0], st[1], pad[0], pad[1],
                                 bool(count_include_pad), int(divisor_override or 0))
     return _checks.wrap_like(y[0] if unbatched else y, x_in)
@@ -186,7 +214,7 @@ def adaptive_avg_pool2d(x, output_size, layer="adaptive_avg_pool2d"):
         raise ValueError(f"{layer}: input spatial size must be non-zero, got {h}x{w}")
     y = np.empty(xa.shape[:2] + osz, np.float32)
     if y.size:
-        with _runtime.kernel_scope():
+        with _runtime.kernel_scope(blas=False):
             _pooling.adaptive_avg_pool2d(xa, y)
     return _checks.wrap_like(y[0] if unbatched else y, x_in)
 

@@ -85,6 +85,7 @@ class ConvProblem:
 class Algorithm:
     """A registered convolution algorithm (subclasses fill in the three methods)."""
     name = ""
+    uses_blas = False  # True if run() calls BLAS (then fastconv pins it to one thread)
 
     def serves(self, prob):
         """None if this algorithm can run ``prob``, else the reason it cannot."""
