@@ -30,12 +30,12 @@ class Direct(planner.Algorithm):
 
     def cost(self, prob, threads):
         gflops = planner.DIRECT_GFLOPS
-        if prob.kg < _direct.KB:
-            gflops /= 4.0
         if prob.stride[1] != 1:
-            gflops /= 2.0
-        par = min(threads, max(1, prob.n * prob.groups * -(-prob.kg // _direct.KB) * prob.oh))
-        return planner.CALL_OVERHEAD_S + prob.flops / (gflops * 1e9 * par)
+            gflops /= planner.DIRECT_STRIDED_PENALTY
+        tasks = prob.n * prob.groups * -(-prob.kg // _direct.KB) * prob.oh
+        par = min(threads, max(1, tasks))
+        return planner.CALL_OVERHEAD_S + (prob.flops / (gflops * 1e9)
+                                          + tasks * planner.DIRECT_TASK_S) / par
 
     def run(self, prob, x, w, b, y, act, workspace=None):
         xp = padded_input(prob, x)
@@ -77,12 +77,13 @@ class Im2col(planner.Algorithm):
     def cost(self, prob, threads):
         crs = prob.cg * prob.r * prob.s
         P = prob.oh * prob.ow
-        eff = min(1.0, prob.kg / 64.0) * min(1.0, crs / 64.0)
-        gemm = prob.flops / (planner.GEMM_GFLOPS * 1e9 * max(eff, 0.02))
+        eff = max(0.1, (min(1.0, prob.kg / 64.0) * min(1.0, crs / 64.0)) ** 0.5)
+        gemm = prob.flops / (planner.GEMM_GFLOPS * 1e9 * eff)
         copy = 0.0 if prob.is_pointwise else prob.n * prob.groups * crs * P * 4 / (planner.COPY_GBS * 1e9)
         tile, kblock = im2col_blocking(prob, threads)
-        par = min(threads, max(1, prob.n * prob.groups * -(-P // tile) * -(-prob.kg // kblock)))
-        return planner.CALL_OVERHEAD_S + (gemm + copy) / par
+        tasks = max(1, prob.n * prob.groups * -(-P // tile) * -(-prob.kg // kblock))
+        par = min(threads, tasks)
+        return planner.CALL_OVERHEAD_S + (gemm + copy + tasks * planner.IM2COL_TASK_S) / par
 
     def run(self, prob, x, w, b, y, act, workspace=None):
         threads = _runtime.get_num_threads()

@@ -8,29 +8,33 @@ checks the one that was asked for.
 
 Cost model (calibrated on a 2-core AVX-512 machine, see docs/algorithms.md)
 ---------------------------------------------------------------------------
-Both families do the same 2*N*K*Cg*R*S*OH*OW flops; they differ in speed and
-in the data they move.
+Both families do the same 2*N*K*Cg*R*S*OH*OW flops; they differ in speed, in
+the data they move and in the fixed cost of each parallel task.
 
-* im2col: the column copy moves Cg*R*S*OH*OW floats per image and group at
-  ``COPY_GBS`` GB/s per thread, then SGEMM runs at ``GEMM_GFLOPS`` per thread,
-  scaled down by ``min(1, m/64) * min(1, kdim/64)`` because single-threaded
-  SGEMM with a small M (output channels per group) or reduction dimension is
-  memory-bound.  A 1x1 stride-1 unpadded problem skips the copy.
-* direct: ``DIRECT_GFLOPS`` per thread when it can block 4 output channels per
-  input load (channels per group >= 4) and the width loop is unit-stride;
-  halved for strided width (a gather) and quartered for one output channel
-  per group (depthwise), where every input load feeds one FMA.
+* im2col: SGEMM at ``GEMM_GFLOPS`` per thread, scaled by
+  ``max(0.1, sqrt(min(1, Kg/64) * min(1, Cg*R*S/64)))`` because a single-threaded
+  SGEMM with few output channels (M) or a short reduction (K) is memory-bound;
+  the column copy moves N*G*Cg*R*S*OH*OW floats at ``COPY_GBS`` GB/s per thread
+  (skipped for 1x1 stride-1 unpadded problems); each task costs
+  ``IM2COL_TASK_S`` (an SGEMM call and its packing).
+* direct: ``DIRECT_GFLOPS`` per thread with unit-stride width loops, divided by
+  ``DIRECT_STRIDED_PENALTY`` when the width loop is a gather (sw > 1); each
+  task (one output row of up to 4 channels) costs ``DIRECT_TASK_S``.
 
-Both add a fixed ``CALL_OVERHEAD_S``.  The planner never times anything.
+Work is divided by ``min(threads, tasks)``, and every call pays
+``CALL_OVERHEAD_S``.  The planner never times anything.
 """
 from dataclasses import dataclass, field
 
 from . import _runtime
 
-GEMM_GFLOPS = 85.0
-COPY_GBS = 6.0
-DIRECT_GFLOPS = 30.0
-CALL_OVERHEAD_S = 15e-6
+GEMM_GFLOPS = 110.0
+COPY_GBS = 12.0
+IM2COL_TASK_S = 1.5e-6
+DIRECT_GFLOPS = 16.0
+DIRECT_STRIDED_PENALTY = 3.0
+DIRECT_TASK_S = 0.05e-6
+CALL_OVERHEAD_S = 10e-6
 
 
 @dataclass(frozen=True)

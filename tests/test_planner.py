@@ -1,0 +1,78 @@
+"""The planner follows its documented rules; the registry is open to new families."""
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv import functional as F
+from fastconv import planner
+
+
+def choose(x_shape, w_shape, **kw):
+    return planner.plan(F.conv_problem(x_shape, w_shape, **kw)).algorithm.name
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kw, expected", [
+    ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "im2col"),      # dense 3x3
+    ((1, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), "im2col"),  # stem
+    ((1, 256, 56, 56), (64, 256, 1, 1), {}, "im2col"),                  # pointwise
+    ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "im2col"),
+    ((1, 144, 56, 56), (144, 1, 3, 3), dict(padding=1, groups=144), "direct"),   # depthwise
+    ((1, 192, 28, 28), (192, 1, 3, 3), dict(stride=2, padding=1, groups=192), "direct"),
+    ((1, 96, 28, 28), (96, 1, 5, 5), dict(padding=2, groups=96), "direct"),
+])
+def test_documented_choices(x_shape, w_shape, kw, expected):
+    assert choose(x_shape, w_shape, **kw) == expected
+
+
+def test_every_registered_algorithm_serves_plain_convs():
+    prob = F.conv_problem((1, 4, 8, 8), (4, 4, 3, 3))
+    assert set(planner.REGISTRY) >= {"direct", "im2col"}
+    for algo in planner.REGISTRY.values():
+        assert algo.serves(prob) is None
+        assert algo.cost(prob, 2) > 0
+
+
+def test_cost_grows_with_work():
+    for algo in planner.REGISTRY.values():
+        small = algo.cost(F.conv_problem((1, 32, 14, 14), (32, 32, 3, 3), padding=1), 2)
+        big = algo.cost(F.conv_problem((4, 32, 14, 14), (32, 32, 3, 3), padding=1), 2)
+        assert big > small
+
+
+def test_explicit_algorithm_is_honoured():
+    p = planner.plan(F.conv_problem((1, 144, 8, 8), (144, 1, 3, 3), groups=144), "im2col")
+    assert p.algorithm.name == "im2col" and p.reason == "requested"
+
+
+def test_new_family_is_one_registry_entry(monkeypatch, rng):
+    calls = []
+
+    class OnlyOneByOne(planner.Algorithm):
+        name = "test_1x1"
+
+        def serves(self, prob):
+            return None if prob.is_pointwise else "1x1 stride 1 only"
+
+        def cost(self, prob, threads):
+            return 0.0
+
+        def run(self, prob, x, w, b, y, act, workspace=None):
+            calls.append(prob)
+            planner.REGISTRY["im2col"].run(prob, x, w, b, y, act)
+
+    monkeypatch.setitem(planner.REGISTRY, "test_1x1", OnlyOneByOne())
+    monkeypatch.setattr(F, "_plan_cache", {})
+    x = rng.standard_normal((1, 8, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((4, 8, 1, 1)).astype(np.float32)
+    y = fc.conv2d(x, w)
+    assert len(calls) == 1 and np.allclose(y, np.einsum("nchw,kc->nkhw", x, w[:, :, 0, 0]),
+                                           atol=1e-5)
+    with pytest.raises(ValueError, match="test_1x1.*cannot run this convolution: 1x1 stride 1 only"):
+        fc.conv2d(x, np.zeros((4, 8, 3, 3), np.float32), algo="test_1x1")
+    with pytest.raises(ValueError, match="registered already"):
+        planner.register(OnlyOneByOne())
+
+
+def test_explain_lists_candidates():
+    line = fc.explain((1, 144, 56, 56), (144, 1, 3, 3), padding=1, groups=144)
+    assert "direct" in line and "im2col" in line and "groups=144" in line
