@@ -66,8 +66,12 @@ def _write_json(path, obj):
         json.dump(obj, f, indent=2, default=str)
 
 
-def measure_sgemm_roof(threads, n=1024, repeat=7):
-    """Median GFLOP/s of an n^3 float32 matmul with ``threads`` BLAS threads."""
+def measure_sgemm_roof(threads, n=2048, repeat=5):
+    """Median GFLOP/s of an n^3 float32 matmul with ``threads`` BLAS threads.
+
+    n = 2048: at 1024 the two-thread OpenBLAS split is unstable on a 2-core VM
+    (100 to 195 GFLOP/s run to run); at 2048 it reads 195-203 every time.
+    """
     from threadpoolctl import threadpool_limits
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n)).astype(np.float32)

@@ -1,0 +1,152 @@
+"""Same-run, process-isolated layer comparison: fastconv vs PyTorch vs onnxruntime.
+
+Each runtime runs every layer in its own child process (so no two thread pools
+ever share the cores), with the same thread count, after warm-up; the medians
+and minima of ``--repeat`` timed calls are reported, with GFLOP/s and the
+fraction of the SGEMM roof measured in the same run.
+
+    python bench/compare.py --threads 2 --batch 1 --markdown
+
+prints the table that docs/performance.md carries.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from shapes import LAYERS, flops  # noqa: E402
+
+
+def _timeit(fn, repeat):
+    for _ in range(3):
+        fn()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts)), float(np.min(ts))
+
+
+def _make(spec, batch):
+    c, h, w, k, r, s, p, g = spec
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, c, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((k, c // g, r, r)) / np.sqrt(c // g * r * r)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    return x, wt, b
+
+
+def child(runtime, threads, batch, repeat, names):
+    out = {}
+    if runtime.startswith("fastconv"):
+        import fastconv as fc
+        fc.set_num_threads(threads)
+        algo = runtime.split(":")[1] if ":" in runtime else "auto"
+        for name in names:
+            c, h, w, k, r, s, p, g = LAYERS[name]
+            x, wt, b = _make(LAYERS[name], batch)
+            out[name] = _timeit(lambda: fc.conv2d(x, wt, b, s, p, 1, g, algo=algo), repeat)
+    elif runtime == "torch":
+        import torch
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            for name in names:
+                c, h, w, k, r, s, p, g = LAYERS[name]
+                x, wt, b = (torch.from_numpy(a) for a in _make(LAYERS[name], batch))
+                out[name] = _timeit(lambda: torch.nn.functional.conv2d(x, wt, b, s, p, 1, g), repeat)
+    elif runtime == "onnxruntime":
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+        for name in names:
+            c, h, w, k, r, s, p, g = LAYERS[name]
+            x, wt, b = _make(LAYERS[name], batch)
+            node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[r, r],
+                                    strides=[s, s], pads=[p, p, p, p], group=g)
+            graph = helper.make_graph(
+                [node], "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                [numpy_helper.from_array(wt, "w"), numpy_helper.from_array(b, "b")])
+            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                        providers=["CPUExecutionProvider"])
+            out[name] = _timeit(lambda: sess.run(None, {"x": x}), repeat)
+    elif runtime == "roof":
+        sys.path.insert(0, os.path.dirname(HERE))
+        from fastconv.cli import measure_sgemm_roof
+        out["roof"] = measure_sgemm_roof(threads)
+    print(json.dumps(out))
+
+
+def run_child(runtime, args, names):
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    cmd = [sys.executable, __file__, "--child", runtime, "--threads", str(args.threads),
+           "--batch", str(args.batch), "--repeat", str(args.repeat), "--layers", *names]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    if res.returncode != 0:
+        print(f"{runtime}: failed\n{res.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--layers", nargs="*", default=list(LAYERS))
+    ap.add_argument("--runtimes", nargs="*",
+                    default=["fastconv:direct", "fastconv:im2col", "fastconv", "torch", "onnxruntime"])
+    ap.add_argument("--child")
+    ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    if args.child:
+        return child(args.child, args.threads, args.batch, args.repeat, args.layers)
+    roof = run_child("roof", args, [])["roof"]
+    results = {}
+    for rt in args.runtimes:
+        print(f"running {rt} ...", file=sys.stderr, flush=True)
+        results[rt] = run_child(rt, args, args.layers)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"roof": roof, "threads": args.threads, "batch": args.batch,
+                       "results": results}, f, indent=2)
+    rts = [rt for rt in args.runtimes if results.get(rt)]
+    print(f"\nSGEMM roof {roof:.1f} GFLOP/s, {args.threads} threads, batch {args.batch}, "
+          f"median of {args.repeat} (min in parentheses)\n")
+    head = "| layer | " + " | ".join(f"{rt} ms" for rt in rts) + " | fastconv GFLOP/s | % roof |"
+    if "torch" in rts:
+        head += " vs torch |"
+    if "onnxruntime" in rts:
+        head += " vs ort |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for name in args.layers:
+        cells = []
+        for rt in rts:
+            med, mn = results[rt][name]
+            cells.append(f"{med * 1e3:.3f} ({mn * 1e3:.3f})")
+        fl = flops(LAYERS[name], args.batch)
+        best = results.get("fastconv", results[rts[0]])[name][0]
+        line = f"| {name} | " + " | ".join(cells) + f" | {fl / best / 1e9:.1f} | {100 * fl / best / 1e9 / roof:.0f}% |"
+        if "torch" in rts:
+            line += f" {results['torch'][name][0] / best:.2f}x |"
+        if "onnxruntime" in rts:
+            line += f" {results['onnxruntime'][name][0] / best:.2f}x |"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
