@@ -7,12 +7,22 @@ workspaces, and calls the kernel.  No loops over data live here.
 import numpy as np
 
 from . import _runtime, _workspace, planner
+from .kernels.cpu import depthwise as _depthwise
 from .kernels.cpu import direct as _direct
 from .kernels.cpu import im2col as _im2col
 from .kernels.cpu import pad as _pad
+from .kernels.cpu import pointwise as _pointwise
 
 COLS_TILE_BYTES = 2 * 1024 * 1024  # column tile per task: about the L2 of two cores (measured best)
 MIN_TILE = 32  # narrower SGEMMs run far below peak; split output channels instead
+_NO_RESIDUAL = np.zeros((1, 1, 1, 1), np.float32)
+
+
+def _res(res, ndim):
+    """The residual argument of a kernel: the array, or a dummy with has_res False."""
+    if res is None:
+        return _NO_RESIDUAL.reshape((1,) * ndim), False
+    return res, True
 
 
 def padded_input(prob, x):
@@ -23,6 +33,14 @@ def padded_input(prob, x):
     xp = _workspace.get("padded_input", (prob.n, prob.c, prob.h + pt + pb, prob.w + pl + pr))
     _pad.pad_nchw(x, xp, pt, pl)
     return xp
+
+
+def _split_tasks(units, ntiles, threads):
+    """Round a tile count up so few tasks spread evenly over the threads."""
+    if units * ntiles < 4 * threads:
+        while (units * ntiles) % threads:
+            ntiles += 1
+    return ntiles
 
 
 class Direct(planner.Algorithm):
@@ -37,11 +55,13 @@ class Direct(planner.Algorithm):
         return planner.CALL_OVERHEAD_S + (prob.flops / (gflops * 1e9)
                                           + tasks * planner.DIRECT_TASK_S) / par
 
-    def run(self, prob, x, w, b, y, act, workspace=None):
+    def run(self, prob, x, w, b, y, act, res=None):
         xp = padded_input(prob, x)
-        acc = _workspace.get("direct_acc", (_runtime.max_threads(), _direct.KB, prob.ow))
+        acc = _workspace.per_thread("direct_acc", _runtime.max_threads(), (_direct.KB, prob.ow))
+        r, has_res = _res(res, 4)
         _direct.conv2d_direct(xp, w, b, y, prob.stride[0], prob.stride[1],
-                              prob.dilation[0], prob.dilation[1], prob.groups, act, acc)
+                              prob.dilation[0], prob.dilation[1], prob.groups, act,
+                              r, has_res, acc)
 
 
 def im2col_blocking(prob, threads):
@@ -56,10 +76,7 @@ def im2col_blocking(prob, threads):
     crs = prob.cg * prob.r * prob.s
     P = prob.oh * prob.ow
     units = prob.n * prob.groups
-    ntiles = max(1, -(-P * crs * 4 // COLS_TILE_BYTES))
-    if units * ntiles < 4 * threads:
-        while (units * ntiles) % threads:
-            ntiles += 1
+    ntiles = _split_tasks(units, max(1, -(-P * crs * 4 // COLS_TILE_BYTES)), threads)
     kblocks = 1
     if -(-P // ntiles) < MIN_TILE and ntiles > 1:
         ntiles = max(1, P // MIN_TILE)
@@ -70,6 +87,11 @@ def im2col_blocking(prob, threads):
     return tile, kblock
 
 
+def _gemm_efficiency(m, k):
+    """Fraction of GEMM_GFLOPS a single-threaded SGEMM with M = m, K = k reaches."""
+    return max(0.1, (min(1.0, m / 64.0) * min(1.0, k / 64.0)) ** 0.5)
+
+
 class Im2col(planner.Algorithm):
     name = "im2col"
     uses_blas = True
@@ -77,36 +99,109 @@ class Im2col(planner.Algorithm):
     def cost(self, prob, threads):
         crs = prob.cg * prob.r * prob.s
         P = prob.oh * prob.ow
-        eff = max(0.1, (min(1.0, prob.kg / 64.0) * min(1.0, crs / 64.0)) ** 0.5)
-        gemm = prob.flops / (planner.GEMM_GFLOPS * 1e9 * eff)
-        copy = 0.0 if prob.is_pointwise else prob.n * prob.groups * crs * P * 4 / (planner.COPY_GBS * 1e9)
+        gemm = prob.flops / (planner.GEMM_GFLOPS * 1e9 * _gemm_efficiency(prob.kg, crs))
+        copy = prob.n * prob.groups * crs * P * 4 / (planner.COPY_GBS * 1e9)
         tile, kblock = im2col_blocking(prob, threads)
         tasks = max(1, prob.n * prob.groups * -(-P // tile) * -(-prob.kg // kblock))
         par = min(threads, tasks)
         return planner.CALL_OVERHEAD_S + (gemm + copy + tasks * planner.IM2COL_TASK_S) / par
 
-    def run(self, prob, x, w, b, y, act, workspace=None):
+    def run(self, prob, x, w, b, y, act, res=None):
         threads = _runtime.get_num_threads()
         wmat = w.reshape(prob.k, -1)
         y3 = y.reshape(prob.n, prob.k, prob.oh * prob.ow)
-        if prob.is_pointwise:
-            kblock = prob.kg
-            tasks = prob.n * prob.groups
-            if tasks < threads:
-                kblock = max(8, -(-prob.kg // -(-threads // tasks)))
-            x3 = x.reshape(prob.n, prob.c, prob.h * prob.w)
-            _im2col.conv2d_gemm_1x1(x3, wmat, b, y3, prob.groups, act, kblock)
-            return
+        r3, has_res = _res(None if res is None else res.reshape(y3.shape), 3)
         xp = padded_input(prob, x)
         tile, kblock = im2col_blocking(prob, threads)
         crs = wmat.shape[1]
         nthreads = _runtime.max_threads()
-        cols = _workspace.get("im2col_cols", (nthreads, crs * tile))
-        acc = _workspace.get("im2col_acc", (nthreads, kblock * tile))
+        cols = _workspace.per_thread("gemm_cols", nthreads, (crs * tile,))
+        acc = _workspace.per_thread("gemm_acc", nthreads, (kblock * tile,))
         _im2col.conv2d_im2col(xp, wmat, b, y3, prob.ow, prob.stride[0], prob.stride[1],
                               prob.dilation[0], prob.dilation[1], prob.groups,
-                              prob.r, prob.s, act, tile, kblock, cols, acc)
+                              prob.r, prob.s, act, r3, has_res, tile, kblock, cols, acc)
+
+
+class Pointwise(planner.Algorithm):
+    """1x1 convolutions: SGEMM on the input in place (stride 1) or on a subsampled copy."""
+    name = "pointwise"
+    uses_blas = True
+
+    def serves(self, prob):
+        if prob.r != 1 or prob.s != 1:
+            return f"needs a 1x1 kernel, got {prob.r}x{prob.s}"
+        if prob.pads != (0, 0, 0, 0):
+            return f"needs padding 0, got {prob.pads}"
+        return None
+
+    def _blocking(self, prob, threads):
+        units = prob.n * prob.groups
+        if prob.stride == (1, 1):
+            kblocks = 1
+            if units < threads:
+                kblocks = min(prob.kg, -(-threads // units))
+            return None, -(-prob.kg // kblocks)
+        P = prob.oh * prob.ow
+        ntiles = _split_tasks(units, max(1, -(-P * prob.cg * 4 // COLS_TILE_BYTES)), threads)
+        return -(-P // min(ntiles, P)), prob.kg
+
+    def cost(self, prob, threads):
+        P = prob.oh * prob.ow
+        gemm = prob.flops / (planner.GEMM_GFLOPS * 1e9 * _gemm_efficiency(prob.kg, prob.cg))
+        copy = 0.0 if prob.stride == (1, 1) else prob.n * prob.c * P * 4 / (planner.COPY_GBS * 1e9)
+        tile, kblock = self._blocking(prob, threads)
+        tasks = prob.n * prob.groups * (-(-P // tile) if tile else -(-prob.kg // kblock))
+        par = min(threads, max(1, tasks))
+        return planner.CALL_OVERHEAD_S + (gemm + copy + tasks * planner.IM2COL_TASK_S) / par
+
+    def run(self, prob, x, w, b, y, act, res=None):
+        threads = _runtime.get_num_threads()
+        wmat = w.reshape(prob.k, prob.cg)
+        y3 = y.reshape(prob.n, prob.k, prob.oh * prob.ow)
+        r3, has_res = _res(None if res is None else res.reshape(y3.shape), 3)
+        tile, kblock = self._blocking(prob, threads)
+        if tile is None:
+            x3 = x.reshape(prob.n, prob.c, prob.h * prob.w)
+            _pointwise.pointwise_conv2d(x3, wmat, b, y3, prob.groups, act, r3, has_res, kblock)
+            return
+        nthreads = _runtime.max_threads()
+        cols = _workspace.per_thread("gemm_cols", nthreads, (prob.cg * tile,))
+        acc = _workspace.per_thread("gemm_acc", nthreads, (prob.kg * tile,))
+        _pointwise.pointwise_conv2d_strided(x, wmat, b, y3, prob.ow, prob.stride[0],
+                                            prob.stride[1], prob.groups, act, r3, has_res,
+                                            tile, cols, acc)
+
+
+class Depthwise(planner.Algorithm):
+    """groups == C: one padded plane per task, all taps fused, memory-bound by design."""
+    name = "depthwise"
+
+    def serves(self, prob):
+        if prob.groups != prob.c or prob.cg != 1:
+            return f"needs groups == in_channels (depthwise), got groups={prob.groups}, C={prob.c}"
+        return None
+
+    def cost(self, prob, threads):
+        moved = 4 * (prob.n * prob.c * prob.h * prob.w + prob.n * prob.k * prob.oh * prob.ow)
+        tasks = prob.n * prob.c
+        par = min(threads, max(1, tasks))
+        return planner.CALL_OVERHEAD_S + (prob.flops / (planner.DEPTHWISE_GFLOPS * 1e9)
+                                          + moved / (planner.STREAM_GBS * 1e9)
+                                          + tasks * planner.DEPTHWISE_TASK_S) / par
+
+    def run(self, prob, x, w, b, y, act, res=None):
+        pt, pb, pl, pr = prob.pads
+        hp, wp = prob.h + pt + pb, prob.w + pl + pr
+        threads = _runtime.max_threads()
+        plane = _workspace.per_thread("depthwise_plane", threads, (hp * wp,))
+        out = _workspace.per_thread("depthwise_out", threads, (prob.oh * wp,))
+        r, has_res = _res(res, 4)
+        _depthwise.depthwise_conv2d(x, w, b, y, prob.stride[0], prob.stride[1], pt, pl, hp, wp,
+                                    prob.dilation[0], prob.dilation[1], act, r, has_res,
+                                    plane, out)
 
 
 planner.register(Direct())
 planner.register(Im2col())
+planner.register(Pointwise())
+planner.register(Depthwise())

@@ -108,11 +108,11 @@ def padding4(padding, kernel, dilation, stride, layer):
     return (ph, ph, pw, pw)
 
 
-ACTIVATIONS = {None: 0, "none": 0, "identity": 0, "relu": 1, "relu6": 2}
+ACTIVATIONS = {None: 0, "none": 0, "identity": 0, "relu": 1, "relu6": 2, "hardswish": 3}
 
 
 def activation_code(activation, layer):
-    if activation not in ACTIVATIONS:
+    if not isinstance(activation, (str, type(None))) or activation not in ACTIVATIONS:
         raise ValueError(f"{layer}: activation must be one of None, 'relu', 'relu6', "
-                         f"got {activation!r}")
+                         f"'hardswish', got {activation!r}")
     return ACTIVATIONS[activation]

@@ -21,11 +21,14 @@ def warmup(model=None, example_input=None):
         model(example_input)
         return time.perf_counter() - t0
     x = np.zeros((1, 4, 5, 5), np.float32)
-    w = np.zeros((4, 4, 3, 3), np.float32)
-    for algo in planner.REGISTRY:
-        F.conv2d(x, w, padding=1, algo=algo)
-        F.conv2d(x, w, padding=0, algo=algo)
-    F.conv2d(x, w[:, :, :1, :1], algo="im2col")
+    problems = [((4, 4, 3, 3), dict(padding=1)), ((4, 4, 3, 3), {}), ((4, 4, 1, 1), {}),
+                ((4, 4, 1, 1), dict(stride=2)), ((4, 1, 3, 3), dict(padding=1, groups=4))]
+    for w_shape, kw in problems:
+        w = np.zeros(w_shape, np.float32)
+        prob = F.conv_problem(x.shape, w_shape, **kw)
+        for name, algo in planner.REGISTRY.items():
+            if algo.serves(prob) is None:
+                F.conv2d(x, w, algo=name, **kw)
     F.linear(np.zeros((1, 4), np.float32), np.zeros((3, 4), np.float32))
     F.max_pool2d(x, 2)
     F.avg_pool2d(x, 2)

@@ -94,11 +94,16 @@ def _bias(bias, k, layer):
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-           activation=None, algo="auto", layer="conv2d"):
-    """2-D convolution (cross-correlation, as torch.nn.functional.conv2d), bias and activation fused.
+           activation=None, algo="auto", residual=None, layer="conv2d"):
+    """2-D convolution (cross-correlation, as torch.nn.functional.conv2d), epilogue fused.
+
+    y = activation(conv(x, weight) + bias + residual), in one pass over y.
 
     padding: int, pair, (top, bottom, left, right), "same" or "valid".
-    activation: None, "relu" or "relu6".  algo: "auto" or a registered algorithm name.
+    activation: None, "relu", "relu6" or "hardswish".
+    algo: "auto" or a registered algorithm name ("direct", "im2col", "pointwise", "depthwise").
+    residual: None or an array of the output's shape (a ResNet shortcut), added before
+    the activation.
     """
     x_in = x
     xa = _checks.as_float32(x, layer, "input")
@@ -107,10 +112,20 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     prob, chosen = _conv_plan(xa.shape, w.shape, stride, padding, dilation, groups, algo, layer)
     b = _bias(bias, prob.k, layer)
     act = _checks.activation_code(activation, layer)
-    y = np.empty((prob.n, prob.k, prob.oh, prob.ow), np.float32)
+    out_shape = (prob.n, prob.k, prob.oh, prob.ow)
+    res = None
+    if residual is not None:
+        res = _checks.as_float32(residual, layer, "residual")
+        if unbatched and res.ndim == 3:
+            res = res[None]
+        if res.shape != out_shape:
+            want = out_shape[1:] if unbatched else out_shape
+            raise ValueError(f"{layer}: residual must have the output's shape {want}, "
+                             f"got {tuple(res.shape)}")
+    y = np.empty(out_shape, np.float32)
     if prob.n:
         with _runtime.kernel_scope(blas=chosen.uses_blas):
-            chosen.run(prob, xa, w, b, y, act)
+            chosen.run(prob, xa, w, b, y, act, res)
     if unbatched:
         y = y[0]
     return _checks.wrap_like(y, x_in)

@@ -17,6 +17,11 @@ the data they move and in the fixed cost of each parallel task.
   the column copy moves N*G*Cg*R*S*OH*OW floats at ``COPY_GBS`` GB/s per thread
   (skipped for 1x1 stride-1 unpadded problems); each task costs
   ``IM2COL_TASK_S`` (an SGEMM call and its packing).
+* pointwise (1x1, padding 0): the im2col model with no copy at stride 1 and a
+  copy of the subsampled input (N*C*OH*OW floats) otherwise.
+* depthwise (groups == C): ``DEPTHWISE_GFLOPS`` per thread plus the input and
+  output moved once at ``STREAM_GBS`` GB/s per thread, ``DEPTHWISE_TASK_S`` per
+  (n, c) plane.
 * direct: ``DIRECT_GFLOPS`` per thread with unit-stride width loops, divided by
   ``DIRECT_STRIDED_PENALTY`` when the width loop is a gather (sw > 1); each
   task (one output row of up to 4 channels) costs ``DIRECT_TASK_S``.
@@ -34,6 +39,9 @@ IM2COL_TASK_S = 1.5e-6
 DIRECT_GFLOPS = 16.0
 DIRECT_STRIDED_PENALTY = 3.0
 DIRECT_TASK_S = 0.05e-6
+DEPTHWISE_GFLOPS = 30.0
+STREAM_GBS = 10.0
+DEPTHWISE_TASK_S = 0.1e-6
 CALL_OVERHEAD_S = 10e-6
 
 
@@ -99,8 +107,12 @@ class Algorithm:
         """Modelled seconds for ``prob`` on ``threads`` threads."""
         raise NotImplementedError
 
-    def run(self, prob, x, w, b, y, act, workspace):
-        """Compute y (N, K, OH, OW) from x (N, C, H, W); all float32 C-contiguous."""
+    def run(self, prob, x, w, b, y, act, res=None):
+        """Compute y = act(conv(x, w) + b (+ res)) into y (N, K, OH, OW).
+
+        All arrays float32 C-contiguous; act is an epilogue code (0 none, 1 relu,
+        2 relu6, 3 hardswish); res, when given, has y's shape.
+        """
         raise NotImplementedError
 
 

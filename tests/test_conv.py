@@ -5,10 +5,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastconv as fc
+from fastconv import functional as F
+from fastconv import planner
 from fastconv.kernels import reference as ref
 from conftest import rel_err
 
-ALGOS = ["direct", "im2col", "auto"]
+ALGOS = ["direct", "im2col", "pointwise", "depthwise", "auto"]
+
+
+def serves(algo, x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1):
+    """Whether algo can run this problem; if not, conv2d must say so clearly."""
+    if algo == "auto":
+        return True
+    prob = F.conv_problem(x_shape, w_shape, stride, padding, dilation, groups)
+    return planner.REGISTRY[algo].serves(prob) is None
 
 # (N, C, H, W, K, R, S, stride, padding, dilation, groups)
 CASES = [
@@ -39,6 +49,10 @@ def test_conv_matches_reference(rng, algo, case, activation):
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     wt = rng.standard_normal((k, c // groups, r, s)).astype(np.float32)
     b = rng.standard_normal(k).astype(np.float32)
+    if not serves(algo, x.shape, wt.shape, stride, padding, dilation, groups):
+        with pytest.raises(ValueError, match=f"algo='{algo}' cannot run this convolution"):
+            fc.conv2d(x, wt, b, stride, padding, dilation, groups, algo=algo)
+        return
     y = fc.conv2d(x, wt, b, stride, padding, dilation, groups, activation=activation, algo=algo)
     expected = ref.conv2d(x, wt, b, stride, padding, dilation, groups, activation=activation)
     assert y.shape == expected.shape and y.dtype == np.float32
@@ -114,10 +128,10 @@ def test_nan_and_inf_propagate(rng, algo):
     assert np.allclose(y[finite], expected[finite], rtol=1e-4, atol=1e-4)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(n=st.integers(0, 3), groups=st.sampled_from([1, 2, 3]), cpg=st.integers(1, 5),
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(0, 3), groups=st.sampled_from([1, 2, 3, 5]), cpg=st.sampled_from([1, 1, 2, 5]),
        kpg=st.integers(1, 6), h=st.integers(1, 12), w=st.integers(1, 12),
-       r=st.integers(1, 5), s=st.integers(1, 5), sh=st.integers(1, 3), sw=st.integers(1, 3),
+       r=st.sampled_from([1, 1, 2, 3, 3, 5]), s=st.sampled_from([1, 1, 2, 3, 3, 5]), sh=st.integers(1, 3), sw=st.integers(1, 3),
        dh=st.integers(1, 2), dw=st.integers(1, 2), ph=st.integers(0, 3), pw=st.integers(0, 3),
        algo=st.sampled_from(ALGOS), seed=st.integers(0, 2**16))
 def test_conv_hypothesis(n, groups, cpg, kpg, h, w, r, s, sh, sw, dh, dw, ph, pw, algo, seed):
@@ -128,6 +142,8 @@ def test_conv_hypothesis(n, groups, cpg, kpg, h, w, r, s, sh, sw, dh, dw, ph, pw
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     wt = rng.standard_normal((k, cpg, r, s)).astype(np.float32)
     b = rng.standard_normal(k).astype(np.float32)
+    if not serves(algo, x.shape, wt.shape, (sh, sw), (ph, pw), (dh, dw), groups):
+        return
     y = fc.conv2d(x, wt, b, (sh, sw), (ph, pw), (dh, dw), groups, algo=algo)
     expected = ref.conv2d(x, wt, b, (sh, sw), (ph, pw), (dh, dw), groups)
     assert y.shape == expected.shape
@@ -152,3 +168,53 @@ def test_fold_batchnorm_equals_conv_then_bn(rng):
 def test_explain_names_the_choice():
     line = fc.explain((1, 64, 56, 56), (64, 64, 3, 3), padding=1)
     assert "im2col" in line and "modelled cost" in line
+
+
+@pytest.mark.parametrize("algo", ["direct", "im2col", "pointwise", "depthwise"])
+@pytest.mark.parametrize("activation", [None, "relu", "relu6", "hardswish"])
+def test_residual_and_activation_epilogue(rng, algo, activation):
+    """y = act(conv(x) + b + residual): the ResNet block tail in one pass."""
+    if algo == "depthwise":
+        x_shape, w_shape, kw = (2, 6, 9, 8), (12, 1, 3, 3), dict(padding=1, groups=6)
+    elif algo == "pointwise":
+        x_shape, w_shape, kw = (2, 6, 9, 8), (12, 6, 1, 1), {}
+    else:
+        x_shape, w_shape, kw = (2, 6, 9, 8), (12, 3, 3, 3), dict(padding=1, groups=2)
+    x = (3 * rng.standard_normal(x_shape)).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(12).astype(np.float32)
+    res = (3 * rng.standard_normal((2, 12, 9, 8))).astype(np.float32)
+    res_before = res.copy()
+    y = fc.conv2d(x, w, b, activation=activation, algo=algo, residual=res, **kw)
+    pre = ref.conv2d(x, w, b, **kw) + res
+    if activation == "hardswish":
+        expected = pre * np.clip(pre + 3, 0, 6) / 6
+    else:
+        expected = ref.activation(pre, activation)
+    assert rel_err(y, expected) < 1e-4
+    np.testing.assert_array_equal(res, res_before)
+
+
+def test_residual_shape_is_checked(rng):
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"residual must have the output's shape \(1, 4, 6, 6\)"):
+        fc.conv2d(x, w, residual=np.zeros((1, 4, 8, 8), np.float32))
+
+
+@pytest.mark.parametrize("case", [
+    (1, 32, 56, 56, 1, 3, 1, 1, 1),    # MobileNet 3x3 s1
+    (2, 16, 28, 27, 1, 3, 2, 1, 1),    # s2, odd width
+    (1, 8, 13, 11, 3, 3, 1, 2, 2),     # multiplier 3, dilation 2
+    (1, 12, 15, 15, 1, 5, 2, 2, 1),    # 5x5 s2
+    (3, 5, 7, 9, 2, 5, 1, 2, 1),       # 5x5, multiplier 2, batch 3
+    (1, 4, 1, 1, 1, 3, 1, 1, 1),       # 1x1 image
+    (1, 7, 6, 6, 1, 7, 1, 3, 1),       # 7x7 (generic taps)
+])
+def test_depthwise_shapes(rng, case):
+    n, c, h, w, mult, k, stride, pad, dil = case
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((c * mult, 1, k, k)).astype(np.float32)
+    b = rng.standard_normal(c * mult).astype(np.float32)
+    y = fc.conv2d(x, wt, b, stride, pad, dil, groups=c, activation="relu6", algo="depthwise")
+    assert rel_err(y, ref.conv2d(x, wt, b, stride, pad, dil, c, activation="relu6")) < 1e-4

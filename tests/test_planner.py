@@ -14,11 +14,13 @@ def choose(x_shape, w_shape, **kw):
 @pytest.mark.parametrize("x_shape, w_shape, kw, expected", [
     ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "im2col"),      # dense 3x3
     ((1, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), "im2col"),  # stem
-    ((1, 256, 56, 56), (64, 256, 1, 1), {}, "im2col"),                  # pointwise
+    ((1, 256, 56, 56), (64, 256, 1, 1), {}, "pointwise"),               # 1x1
+    ((1, 256, 56, 56), (512, 256, 1, 1), dict(stride=2), "pointwise"),  # strided 1x1
     ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "im2col"),
-    ((1, 144, 56, 56), (144, 1, 3, 3), dict(padding=1, groups=144), "direct"),   # depthwise
-    ((1, 192, 28, 28), (192, 1, 3, 3), dict(stride=2, padding=1, groups=192), "direct"),
-    ((1, 96, 28, 28), (96, 1, 5, 5), dict(padding=2, groups=96), "direct"),
+    ((1, 144, 56, 56), (144, 1, 3, 3), dict(padding=1, groups=144), "depthwise"),
+    ((1, 192, 28, 28), (192, 1, 3, 3), dict(stride=2, padding=1, groups=192), "depthwise"),
+    ((1, 96, 28, 28), (96, 1, 5, 5), dict(padding=2, groups=96), "depthwise"),
+    ((1, 32, 28, 28), (32, 8, 3, 3), dict(padding=1, groups=4), "im2col"),   # grouped
 ])
 def test_documented_choices(x_shape, w_shape, kw, expected):
     assert choose(x_shape, w_shape, **kw) == expected
@@ -26,17 +28,22 @@ def test_documented_choices(x_shape, w_shape, kw, expected):
 
 def test_every_registered_algorithm_serves_plain_convs():
     prob = F.conv_problem((1, 4, 8, 8), (4, 4, 3, 3))
-    assert set(planner.REGISTRY) >= {"direct", "im2col"}
-    for algo in planner.REGISTRY.values():
-        assert algo.serves(prob) is None
-        assert algo.cost(prob, 2) > 0
+    assert set(planner.REGISTRY) >= {"direct", "im2col", "pointwise", "depthwise"}
+    for name in ("direct", "im2col"):
+        assert planner.REGISTRY[name].serves(prob) is None
+        assert planner.REGISTRY[name].cost(prob, 2) > 0
+    assert "1x1" in planner.REGISTRY["pointwise"].serves(prob)
+    assert "depthwise" in planner.REGISTRY["depthwise"].serves(prob)
 
 
 def test_cost_grows_with_work():
     for algo in planner.REGISTRY.values():
-        small = algo.cost(F.conv_problem((1, 32, 14, 14), (32, 32, 3, 3), padding=1), 2)
-        big = algo.cost(F.conv_problem((4, 32, 14, 14), (32, 32, 3, 3), padding=1), 2)
-        assert big > small
+        for w_shape, kw in (((32, 32, 3, 3), dict(padding=1)), ((32, 32, 1, 1), {}),
+                            ((32, 1, 3, 3), dict(padding=1, groups=32))):
+            small = F.conv_problem((1, 32, 14, 14), w_shape, **kw)
+            big = F.conv_problem((4, 32, 14, 14), w_shape, **kw)
+            if algo.serves(small) is None:
+                assert algo.cost(big, 2) > algo.cost(small, 2)
 
 
 def test_explicit_algorithm_is_honoured():

@@ -9,3 +9,4 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 ACT_NONE = 0
 ACT_RELU = 1
 ACT_RELU6 = 2
+ACT_HARDSWISH = 3

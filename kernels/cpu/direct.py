@@ -7,7 +7,8 @@ g = k // (K / groups).  Work is split over (n, group, block of KB output channel
 output row).  Each task accumulates KB output rows in its thread's L1-resident
 workspace ``acc`` (KB, OW) and streams one input row per (c, r): the innermost loop
 over the output width q does KB FMAs per input load and is unit-stride when sw == 1
-(a separate gather loop serves sw > 1), so LLVM vectorizes it.  The branches on
+(a separate gather loop serves sw > 1), so LLVM vectorizes it.  Bias, residual and
+activation are fused.  The branches on
 the block size and the stride sit outside the reduction loops so that every inner
 loop is a straight-line FMA chain.
 """
@@ -63,10 +64,11 @@ def _rows_single(acc, xp, w, n, cin0, k0, nk, p, sh, sw, dh, dw, OW):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def conv2d_direct(xp, w, b, y, sh, sw, dh, dw, groups, act, acc_ws):
+def conv2d_direct(xp, w, b, y, sh, sw, dh, dw, groups, act, res, has_res, acc_ws):
     """Direct conv of padded xp with w into y (N, K, OH, OW); bias and activation fused.
 
-    acc_ws: (threads, KB, >= OW) float32 workspace.
+    acc_ws: (threads, KB, >= OW) float32 workspace; res (N, K, OH, OW) is added before
+    the activation when has_res.
     """
     N = xp.shape[0]
     K, Cg = w.shape[0], w.shape[1]
@@ -110,5 +112,10 @@ def conv2d_direct(xp, w, b, y, sh, sw, dh, dw, groups, act, acc_ws):
             _rows_single(acc, xp, w, n, g * Cg, k0, nk, p, sh, sw, dh, dw, OW)
         for k in range(nk):
             yrow = y[n, k0 + k, p]
-            for q in range(OW):
-                yrow[q] = activate(acc[k, q], act)
+            if has_res:
+                rrow = res[n, k0 + k, p]
+                for q in range(OW):
+                    yrow[q] = activate(acc[k, q] + rrow[q], act)
+            else:
+                for q in range(OW):
+                    yrow[q] = activate(acc[k, q], act)

@@ -1,18 +1,20 @@
 """Epilogue helpers inlined into the kernels: activation by code.
 
 Comparisons are written so that NaN falls through unchanged, as in PyTorch
-(``relu(nan) == nan``, ``relu6(nan) == nan``).
+(``relu(nan) == nan``, ``relu6(nan) == nan``, ``hardswish(nan) == nan``).
 """
 import numpy as np
 from numba import njit
 
 ZERO = np.float32(0.0)
+THREE = np.float32(3.0)
 SIX = np.float32(6.0)
+SIXTH = np.float32(1.0 / 6.0)
 
 
 @njit(inline="always")
 def activate(v, act):
-    """act 0: identity; 1: max(v, 0); 2: min(max(v, 0), 6)."""
+    """act 0: v; 1: max(v, 0); 2: min(max(v, 0), 6); 3: v * min(max(v + 3, 0), 6) / 6."""
     if act == 1:
         if v < ZERO:
             v = ZERO
@@ -21,4 +23,48 @@ def activate(v, act):
             v = ZERO
         elif v > SIX:
             v = SIX
+    elif act == 3:
+        g = v + THREE
+        if g < ZERO:
+            g = ZERO
+        elif g > SIX:
+            g = SIX
+        v = v * g * SIXTH
     return v
+
+
+@njit(inline="always")
+def store_row(dst, src, bk, act):
+    """dst[q] = act(src[q] + bk); the branch on act sits outside the loops so each
+    loop sees a constant code and vectorizes (dst may be src)."""
+    n = dst.shape[0]
+    if act == 0:
+        for q in range(n):
+            dst[q] = src[q] + bk
+    elif act == 1:
+        for q in range(n):
+            dst[q] = activate(src[q] + bk, 1)
+    elif act == 2:
+        for q in range(n):
+            dst[q] = activate(src[q] + bk, 2)
+    else:
+        for q in range(n):
+            dst[q] = activate(src[q] + bk, 3)
+
+
+@njit(inline="always")
+def store_row_res(dst, src, bk, res, act):
+    """dst[q] = act(src[q] + bk + res[q]), the residual (shortcut) add fused."""
+    n = dst.shape[0]
+    if act == 0:
+        for q in range(n):
+            dst[q] = src[q] + bk + res[q]
+    elif act == 1:
+        for q in range(n):
+            dst[q] = activate(src[q] + bk + res[q], 1)
+    elif act == 2:
+        for q in range(n):
+            dst[q] = activate(src[q] + bk + res[q], 2)
+    else:
+        for q in range(n):
+            dst[q] = activate(src[q] + bk + res[q], 3)

@@ -10,8 +10,8 @@ W_g = w[g*Kg:(g+1)*Kg].reshape(Kg, Cg*R*S).
 Parallel layout: Numba owns the cores.  Tasks are (n, g, pixel tile, output-channel
 block); each task writes its slice of ``cols`` into its own thread's workspace (sized
 to stay in L2) and calls single-threaded SGEMM through ``np.dot`` (SciPy's BLAS), so
-exactly one thread pool runs.  A 1x1 stride-1 unpadded convolution needs no copy at
-all: the input plane already is ``cols``.
+exactly one thread pool runs.  (1x1 convolutions have their own copy-free family in
+pointwise.py.)  The residual and the activation are fused into the epilogue.
 """
 import numba
 import numpy as np
@@ -22,9 +22,11 @@ from .epilogue import activate
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def conv2d_im2col(xp, wmat, b, y3, OW, sh, sw, dh, dw, groups, R, S, act,
+def conv2d_im2col(xp, wmat, b, y3, OW, sh, sw, dh, dw, groups, R, S, act, res3, has_res,
                   tile, kblock, cols_ws, out_ws):
     """im2col + SGEMM of padded xp (N, C, HP, WP) with wmat (K, Cg*R*S) into y3 (N, K, OH*OW).
+
+    res3 (N, K, OH*OW) is added before the activation when has_res.
 
     tile: output pixels per task; kblock: output channels per task;
     cols_ws: (threads, >= Cg*R*S*tile) float32; out_ws: (threads, >= kblock*tile) float32.
@@ -76,37 +78,13 @@ def conv2d_im2col(xp, wmat, b, y3, OW, sh, sw, dh, dw, groups, R, S, act,
             bk = b[k0 + k]
             yrow = y3[n, k0 + k, p0:p0 + T]
             arow = acc[k]
-            if act == 0:
+            if has_res:
+                rrow = res3[n, k0 + k, p0:p0 + T]
+                for j in range(T):
+                    yrow[j] = activate(arow[j] + bk + rrow[j], act)
+            elif act == 0:
                 for j in range(T):
                     yrow[j] = arow[j] + bk
             else:
                 for j in range(T):
                     yrow[j] = activate(arow[j] + bk, act)
-
-
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def conv2d_gemm_1x1(x3, wmat, b, y3, groups, act, kblock):
-    """1x1, stride 1, unpadded: y3[n, k0:k1] = act(wmat[k0:k1] @ x3[n, group channels] + b).
-
-    x3: (N, C, H*W), wmat: (K, Cg), y3: (N, K, H*W).  The product is written straight
-    into the output (no copy), then the epilogue runs in place.
-    """
-    N, C, P = x3.shape
-    K = wmat.shape[0]
-    Kg = K // groups
-    Cg = C // groups
-    nkb = (Kg + kblock - 1) // kblock
-    for t in prange(N * groups * nkb):
-        kb = t % nkb
-        rest = t // nkb
-        g = rest % groups
-        n = rest // groups
-        k0 = g * Kg + kb * kblock
-        k1 = min(k0 + kblock, (g + 1) * Kg)
-        out = y3[n, k0:k1]
-        np.dot(wmat[k0:k1], x3[n, g * Cg:(g + 1) * Cg], out)
-        for k in range(k1 - k0):
-            bk = b[k0 + k]
-            row = out[k]
-            for j in range(P):
-                row[j] = activate(row[j] + bk, act)

@@ -1,0 +1,142 @@
+"""Depthwise convolution: groups == C, one filter (or ``mult`` filters) per input channel.
+
+    y[n, c*mult + m, p, q] = act(b[k] + sum_{r, s} xp[n, c, p*sh + r*dh, q*sw + s*dw] * w[k, 0, r, s] (+ res[n, k, p, q]))
+
+with k = c*mult + m and xp the zero-padded input.  Every input element feeds
+only R*S*mult multiply-adds, so the kernel is memory-bound by design: each task
+takes one (n, c) plane, copies it once into its thread's zero-padded plane
+buffer (L1/L2-resident; this removes every bounds check and the separate
+padding pass), and produces the ``mult`` output planes from it.
+
+Stride 1 works on the flattened padded plane: output (p, q) reads flat index
+p*WP + q + r*dh*WP + s*dw, so one loop over L = (OH-1)*WP + OW flat positions
+computes every output row at once (the WP - OW positions between rows are
+computed and thrown away) -- long unit-stride vectors even for 7x7 planes.
+A 3x3 filter runs all nine taps in that one loop with the weights in
+registers; other sizes add one tap per pass over the L1-resident buffer.
+Stride > 1 runs row by row, taps fused for 3x3.  The epilogue (bias, residual,
+activation) is a separate, vectorized pass per output row.
+"""
+import numba
+from numba import njit, prange
+
+from . import FASTMATH
+from .epilogue import store_row, store_row_res
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act, res, has_res,
+                     plane_ws, out_ws):
+    """Depthwise conv of x (N, C, H, W) with w (C*mult, 1, R, S) into y (N, C*mult, OH, OW).
+
+    HP, WP: padded plane size; plane_ws: (threads, >= HP*WP) float32;
+    out_ws: (threads, >= OH*WP) float32; res: (N, C*mult, OH, OW), added when has_res.
+    """
+    N, C, H, W = x.shape
+    K, _, R, S = w.shape
+    mult = K // C
+    OH, OW = y.shape[2], y.shape[3]
+    L = (OH - 1) * WP + OW
+    for t in prange(N * C):
+        n = t // C
+        c = t % C
+        tid = numba.get_thread_id()
+        flat = plane_ws[tid, :HP * WP]
+        src = x[n, c]
+        for i in range(HP):
+            row = flat[i * WP:(i + 1) * WP]
+            si = i - pad_top
+            if si < 0 or si >= H:
+                for j in range(WP):
+                    row[j] = 0.0
+            else:
+                srow = src[si]
+                for j in range(pad_left):
+                    row[j] = 0.0
+                for j in range(W):
+                    row[pad_left + j] = srow[j]
+                for j in range(pad_left + W, WP):
+                    row[j] = 0.0
+        buf = out_ws[tid]
+        for m in range(mult):
+            k = c * mult + m
+            if sh == 1 and sw == 1:
+                o = buf[:L]
+                if R == 3 and S == 3:
+                    r1 = dh * WP
+                    r2 = 2 * dh * WP
+                    d2 = 2 * dw
+                    a0 = flat[0:L]
+                    a1 = flat[dw:dw + L]
+                    a2 = flat[d2:d2 + L]
+                    b0 = flat[r1:r1 + L]
+                    b1 = flat[r1 + dw:r1 + dw + L]
+                    b2 = flat[r1 + d2:r1 + d2 + L]
+                    c0 = flat[r2:r2 + L]
+                    c1 = flat[r2 + dw:r2 + dw + L]
+                    c2 = flat[r2 + d2:r2 + d2 + L]
+                    w00 = w[k, 0, 0, 0]
+                    w01 = w[k, 0, 0, 1]
+                    w02 = w[k, 0, 0, 2]
+                    w10 = w[k, 0, 1, 0]
+                    w11 = w[k, 0, 1, 1]
+                    w12 = w[k, 0, 1, 2]
+                    w20 = w[k, 0, 2, 0]
+                    w21 = w[k, 0, 2, 1]
+                    w22 = w[k, 0, 2, 2]
+                    for q in range(L):
+                        o[q] = (w00 * a0[q] + w01 * a1[q] + w02 * a2[q]
+                                + w10 * b0[q] + w11 * b1[q] + w12 * b2[q]
+                                + w20 * c0[q] + w21 * c1[q] + w22 * c2[q])
+                else:
+                    for q in range(L):
+                        o[q] = 0.0
+                    for r in range(R):
+                        for s in range(S):
+                            off = r * dh * WP + s * dw
+                            xs = flat[off:off + L]
+                            wv = w[k, 0, r, s]
+                            for q in range(L):
+                                o[q] += wv * xs[q]
+                for p in range(OH):
+                    if has_res:
+                        store_row_res(y[n, k, p], buf[p * WP:p * WP + OW], b[k], res[n, k, p], act)
+                    else:
+                        store_row(y[n, k, p], buf[p * WP:p * WP + OW], b[k], act)
+            else:
+                o = buf[:OW]
+                for p in range(OH):
+                    base = p * sh * WP
+                    if R == 3 and S == 3:
+                        x0 = flat[base:base + WP]
+                        x1 = flat[base + dh * WP:base + (dh + 1) * WP]
+                        x2 = flat[base + 2 * dh * WP:base + (2 * dh + 1) * WP]
+                        w00 = w[k, 0, 0, 0]
+                        w01 = w[k, 0, 0, 1]
+                        w02 = w[k, 0, 0, 2]
+                        w10 = w[k, 0, 1, 0]
+                        w11 = w[k, 0, 1, 1]
+                        w12 = w[k, 0, 1, 2]
+                        w20 = w[k, 0, 2, 0]
+                        w21 = w[k, 0, 2, 1]
+                        w22 = w[k, 0, 2, 2]
+                        d2 = 2 * dw
+                        for q in range(OW):
+                            j = q * sw
+                            o[q] = (w00 * x0[j] + w01 * x0[j + dw] + w02 * x0[j + d2]
+                                    + w10 * x1[j] + w11 * x1[j + dw] + w12 * x1[j + d2]
+                                    + w20 * x2[j] + w21 * x2[j + dw] + w22 * x2[j + d2])
+                    else:
+                        for q in range(OW):
+                            o[q] = 0.0
+                        for r in range(R):
+                            xrow = flat[base + r * dh * WP:base + (r * dh + 1) * WP]
+                            for s in range(S):
+                                wv = w[k, 0, r, s]
+                                off = s * dw
+                                for q in range(OW):
+                                    o[q] += wv * xrow[off + q * sw]
+                    if has_res:
+                        store_row_res(y[n, k, p], o, b[k], res[n, k, p], act)
+                    else:
+                        store_row(y[n, k, p], o, b[k], act)
