@@ -75,7 +75,7 @@ def im2col_blocking(prob, threads):
     """
     crs = prob.cg * prob.r * prob.s
     P = prob.oh * prob.ow
-    units = prob.n * prob.groups
+    units = max(1, prob.n * prob.groups)
     ntiles = _split_tasks(units, max(1, -(-P * crs * 4 // COLS_TILE_BYTES)), threads)
     kblocks = 1
     if -(-P // ntiles) < MIN_TILE and ntiles > 1:
@@ -135,7 +135,7 @@ class Pointwise(planner.Algorithm):
         return None
 
     def _blocking(self, prob, threads):
-        units = prob.n * prob.groups
+        units = max(1, prob.n * prob.groups)
         if prob.stride == (1, 1):
             kblocks = 1
             if units < threads:
