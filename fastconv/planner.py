@@ -150,7 +150,9 @@ def plan(prob, algo="auto", layer="conv2d"):
     for name, a in REGISTRY.items():
         if a.serves(prob) is None:
             costs[name] = a.cost(prob, threads)
-    best = min(costs, key=costs.get)
+    order = {name: i for i, name in enumerate(REGISTRY)}
+    # ties go to the later-registered, more specialised family
+    best = min(costs, key=lambda name: (round(costs[name], 12), -order[name]))
     others = ", ".join(f"{n} {c * 1e6:.0f} us" for n, c in sorted(costs.items(), key=lambda i: i[1]))
     return Plan(REGISTRY[best], f"lowest modelled cost ({others})", costs)
 
