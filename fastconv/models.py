@@ -27,8 +27,23 @@ class BasicBlock(nn.Module):
         else:
             self.downsample = None
 
+    def fuse(self, enabled=True):
+        """Run conv1+bn1+relu and conv2+bn2+residual+relu as two kernel calls (default on)."""
+        from .fusion import FusedConv
+        steps = (FusedConv(self.conv1, self.bn1, "relu"),
+                 FusedConv(self.conv2, self.bn2, "relu")) if enabled else None
+        object.__setattr__(self, "_fused", steps)
+        if self.downsample is not None:
+            self.downsample.fuse(enabled)
+        return self
+
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
+        if "_fused" not in self.__dict__:
+            self.fuse(True)
+        if self._fused is not None:
+            first, second = self._fused
+            return second(first(x), residual=identity)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(np.asarray(out) + np.asarray(identity))
@@ -51,8 +66,19 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(inplanes, num_classes)
         self._nstages = len(widths)
 
+    def fuse(self, enabled=True):
+        """Fuse the stem (conv1+bn1+relu) and every block; on by default."""
+        from .fusion import FusedConv
+        object.__setattr__(self, "_stem", FusedConv(self.conv1, self.bn1, "relu") if enabled else None)
+        for i in range(self._nstages):
+            getattr(self, f"layer{i + 1}").fuse(enabled)
+        return self
+
     def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        if "_stem" not in self.__dict__:
+            self.fuse(True)
+        x = self._stem(x) if self._stem is not None else self.relu(self.bn1(self.conv1(x)))
+        x = self.maxpool(x)
         for i in range(self._nstages):
             x = getattr(self, f"layer{i + 1}")(x)
         x = self.avgpool(x)

@@ -14,6 +14,13 @@ import numpy as np
 from . import _checks
 from . import functional as F
 
+_version = [0]  # bumped whenever a parameter or buffer is replaced: fused forms re-fold
+
+
+def _bump():
+    _version[0] += 1
+
+
 __all__ = ["Module", "Conv2d", "BatchNorm2d", "ReLU", "ReLU6", "Hardswish", "Hardsigmoid",
            "Sigmoid", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Linear", "Flatten",
            "Dropout", "Identity", "Sequential"]
@@ -39,8 +46,10 @@ class Module:
             value._set_name(self._child_name(name))
         elif name in self._parameters:
             self._parameters[name] = value
+            _bump()
         elif name in self._buffers:
             self._buffers[name] = value
+            _bump()
         else:
             object.__setattr__(self, name, value)
 
@@ -53,9 +62,11 @@ class Module:
 
     def register_parameter(self, name, value):
         self._parameters[name] = value
+        _bump()
 
     def register_buffer(self, name, value):
         self._buffers[name] = value
+        _bump()
 
     def add_module(self, name, module):
         setattr(self, name, module)
@@ -155,11 +166,8 @@ class Module:
                 m._parameters[leaf] = arr
             else:
                 m._buffers[leaf] = arr
-            m._state_changed()
+        _bump()
         return missing, unexpected
-
-    def _state_changed(self):
-        """Hook: a parameter or buffer was replaced (drop any prepacked form)."""
 
     # -- call ---------------------------------------------------------------
     def forward(self, x):
@@ -255,7 +263,11 @@ class Conv2d(Module):
         return s
 
     def forward(self, x):
-        layer = self.layer_name
+        return self.conv(x, self.weight, self.bias, self.activation)
+
+    def conv(self, x, weight, bias, activation=None, residual=None, layer=None):
+        """This layer's convolution with the given weights and epilogue (fusion uses it)."""
+        layer = layer or self.layer_name
         padding = self.padding
         if self.padding_mode != "zeros" and padding != "valid":
             x_in = x
@@ -267,11 +279,11 @@ class Conv2d(Module):
                 raise ValueError(f"{layer}: reflect padding {pads} needs an input larger than "
                                  f"the padding, got spatial size {xa.shape[-2:]}")
             xa = np.pad(xa, spec, mode=_PAD_MODES[self.padding_mode])
-            y = F.conv2d(xa, self.weight, self.bias, self.stride, 0, self.dilation,
-                         self.groups, self.activation, self.algo, layer=layer)
+            y = F.conv2d(xa, weight, bias, self.stride, 0, self.dilation, self.groups,
+                         activation, self.algo, residual, layer=layer)
             return _checks.wrap_like(y, x_in)
-        return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation,
-                        self.groups, self.activation, self.algo, layer=layer)
+        return F.conv2d(x, weight, bias, self.stride, padding, self.dilation, self.groups,
+                        activation, self.algo, residual, layer=layer)
 
 
 class BatchNorm2d(Module):
@@ -499,6 +511,8 @@ class Sequential(Module):
 
     def __init__(self, *args):
         super().__init__()
+        object.__setattr__(self, "_fuse", True)
+        object.__setattr__(self, "_steps", None)
         if len(args) == 1 and isinstance(args[0], OrderedDict):
             items = args[0].items()
         else:
@@ -525,7 +539,32 @@ class Sequential(Module):
         self.add_module(str(len(self._modules)), module)
         return self
 
-    def forward(self, x):
+    def fuse(self, enabled=True):
+        """Fuse Conv2d -> BatchNorm2d -> ReLU/ReLU6/Hardswish runs into single kernel calls.
+
+        On by default (the first call fuses); ``fuse(False)`` runs every module as
+        written.  Calling ``fuse()`` again re-folds after in-place weight edits.
+        """
+        object.__setattr__(self, "_fuse", bool(enabled))
+        object.__setattr__(self, "_steps", None)
         for m in self._modules.values():
-            x = m(x)
+            if isinstance(m, Sequential) or hasattr(m, "fuse"):
+                m.fuse(enabled)
+        return self
+
+    def fused_steps(self):
+        """What a call runs: modules and FusedConv steps (rebuilt when the structure changes)."""
+        from .fusion import fuse_modules
+        mods = tuple(self._modules.values())
+        if self._steps is None or self._steps[0] != mods:
+            object.__setattr__(self, "_steps", (mods, fuse_modules(mods)))
+        return self._steps[1]
+
+    def forward(self, x):
+        if not self._fuse or self.training:
+            for m in self._modules.values():
+                x = m(x)
+            return x
+        for step in self.fused_steps():
+            x = step(x)
         return x
