@@ -97,21 +97,25 @@ def _time(fn, repeat):
 
 
 def _capture_convs(model, x):
-    """Run the model once and record every Conv2d's name, module and input."""
+    """Run the model once and record every convolution call as it runs (fused or not):
+    layer name, module, input, weight, bias, activation and residual."""
     from fastconv import nn
     seen = []
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
-            def hook(inp, _m=m, _name=name, _fwd=m.forward):
-                seen.append((_name, _m, np.array(inp, np.float32)))
-                return _fwd(inp)
-            object.__setattr__(m, "forward", hook)
+            def hook(inp, weight, bias, activation=None, residual=None, layer=None,
+                     _m=m, _name=name, _conv=m.conv):
+                keep = lambda a: None if a is None else np.array(a, np.float32)  # noqa: E731
+                seen.append((_name, _m, keep(inp), keep(weight), keep(bias), activation,
+                             keep(residual)))
+                return _conv(inp, weight, bias, activation, residual, layer)
+            object.__setattr__(m, "conv", hook)
     try:
         model(x)
     finally:
         for _, m in model.named_modules():
-            if "forward" in m.__dict__:
-                object.__delattr__(m, "forward")
+            if "conv" in m.__dict__ and isinstance(m, nn.Conv2d):
+                object.__delattr__(m, "conv")
     return seen
 
 
@@ -142,17 +146,23 @@ def bench(args):
     convs = _capture_convs(model, x)
     rows = []
     total = len(convs)
-    for i, (name, m, inp) in enumerate(convs, 1):
-        prob = F.conv_problem(inp.shape, m.weight.shape, m.stride, m.padding, m.dilation, m.groups)
+    for i, (name, m, inp, w, b, act, res) in enumerate(convs, 1):
+        prob = F.conv_problem(inp.shape, w.shape, m.stride, m.padding, m.dilation, m.groups)
         auto = planner.plan(prob).algorithm.name
-        expected = ref.conv2d(inp, m.weight, m.bias, m.stride, prob.pads, m.dilation, m.groups)
+        expected = ref.conv2d(inp, w, b, m.stride, prob.pads, m.dilation, m.groups)
+        if res is not None:
+            expected = expected + res
+        expected = ref.activation(expected, act) if act != "hardswish" else \
+            expected * np.clip(expected + 3, 0, 6) / 6
         scale = max(1.0, float(np.abs(expected).max()))
+        fused = "+".join(["bn" if not np.array_equal(w, m.weight) else ""] +
+                         [act or ""] + ["res" if res is not None else ""]).strip("+")
         for algo in planner.REGISTRY:
             if planner.REGISTRY[algo].serves(prob) is not None:
                 continue
             progress(f"[{i}/{total}] {name} {algo}")
-            call = (lambda a=algo: F.conv2d(inp, m.weight, m.bias, m.stride, m.padding,
-                                            m.dilation, m.groups, algo=a))
+            call = (lambda a=algo: F.conv2d(inp, w, b, m.stride, m.padding, m.dilation,
+                                            m.groups, activation=act, algo=a, residual=res))
             tc = time.perf_counter()
             y = call()
             first_s = time.perf_counter() - tc
@@ -160,6 +170,7 @@ def bench(args):
             med, mn = _time(call, args.repeat)
             gflops = prob.flops / med / 1e9
             rows.append({"layer": name, "shape": prob.describe(), "algo": algo,
+                         "fused": fused.replace("++", "+"),
                          "auto": algo == auto, "median_ms": med * 1e3, "min_ms": mn * 1e3,
                          "first_call_ms": first_s * 1e3, "gflops": gflops,
                          "roof_pct": 100.0 * gflops / roof, "rel_err": err,
@@ -168,7 +179,7 @@ def bench(args):
     model(x)
     e2e_med, e2e_min = _time(lambda: model(x), max(3, args.repeat // 2))
 
-    hdr = f"{'layer':24s} {'algo':7s} {'auto':4s} {'median ms':>10s} {'min ms':>8s} {'GFLOP/s':>8s} {'% roof':>7s} {'rel err':>8s}"
+    hdr = f"{'layer':24s} {'fused':12s} {'algo':9s} {'auto':4s} {'median ms':>10s} {'min ms':>8s} {'GFLOP/s':>8s} {'% roof':>7s} {'rel err':>8s}"
     print(f"fastconv {fc.__version__} bench: resnet_tiny widths={widths} batch={args.batch} "
           f"{args.size}x{args.size}, {threads} threads ({fc.threading_layer()})")
     print(f"SGEMM roof {roof:.1f} GFLOP/s; kernel compile/cache-load {compile_s:.2f} s "
@@ -176,7 +187,7 @@ def bench(args):
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        print(f"{r['layer']:24s} {r['algo']:7s} {'*' if r['auto'] else '':4s} {r['median_ms']:10.3f} "
+        print(f"{r['layer']:24s} {r['fused']:12s} {r['algo']:9s} {'*' if r['auto'] else '':4s} {r['median_ms']:10.3f} "
               f"{r['min_ms']:8.3f} {r['gflops']:8.1f} {r['roof_pct']:7.1f} {r['rel_err']:8.1e}"
               f"{'' if r['ok'] else '  MISMATCH'}")
     print(f"end-to-end (auto): median {e2e_med * 1e3:.2f} ms, min {e2e_min * 1e3:.2f} ms")
