@@ -12,6 +12,7 @@ from .kernels.cpu import direct as _direct
 from .kernels.cpu import im2col as _im2col
 from .kernels.cpu import pad as _pad
 from .kernels.cpu import pointwise as _pointwise
+from .kernels.cpu import winograd as _winograd
 
 COLS_TILE_BYTES = 2 * 1024 * 1024  # column tile per task: about the L2 of two cores (measured best)
 MIN_TILE = 32  # narrower SGEMMs run far below peak; split output channels instead
@@ -46,7 +47,7 @@ def _split_tasks(units, ntiles, threads):
 class Direct(planner.Algorithm):
     name = "direct"
 
-    def cost(self, prob, threads):
+    def cost(self, prob, threads, prepacked=False):
         gflops = planner.DIRECT_GFLOPS
         if prob.stride[1] != 1:
             gflops /= planner.DIRECT_STRIDED_PENALTY
@@ -55,7 +56,7 @@ class Direct(planner.Algorithm):
         return planner.CALL_OVERHEAD_S + (prob.flops / (gflops * 1e9)
                                           + tasks * planner.DIRECT_TASK_S) / par
 
-    def run(self, prob, x, w, b, y, act, res=None):
+    def run(self, prob, x, w, b, y, act, res=None, packed=None):
         xp = padded_input(prob, x)
         acc = _workspace.per_thread("direct_acc", _runtime.max_threads(), (_direct.KB, prob.ow))
         r, has_res = _res(res, 4)
@@ -96,7 +97,7 @@ class Im2col(planner.Algorithm):
     name = "im2col"
     uses_blas = True
 
-    def cost(self, prob, threads):
+    def cost(self, prob, threads, prepacked=False):
         crs = prob.cg * prob.r * prob.s
         P = prob.oh * prob.ow
         gemm = prob.flops / (planner.GEMM_GFLOPS * 1e9 * _gemm_efficiency(prob.kg, crs))
@@ -106,7 +107,7 @@ class Im2col(planner.Algorithm):
         par = min(threads, tasks)
         return planner.CALL_OVERHEAD_S + (gemm + copy + tasks * planner.IM2COL_TASK_S) / par
 
-    def run(self, prob, x, w, b, y, act, res=None):
+    def run(self, prob, x, w, b, y, act, res=None, packed=None):
         threads = _runtime.get_num_threads()
         wmat = w.reshape(prob.k, -1)
         y3 = y.reshape(prob.n, prob.k, prob.oh * prob.ow)
@@ -145,7 +146,7 @@ class Pointwise(planner.Algorithm):
         ntiles = _split_tasks(units, max(1, -(-P * prob.cg * 4 // COLS_TILE_BYTES)), threads)
         return -(-P // min(ntiles, P)), prob.kg
 
-    def cost(self, prob, threads):
+    def cost(self, prob, threads, prepacked=False):
         P = prob.oh * prob.ow
         gemm = prob.flops / (planner.GEMM_GFLOPS * 1e9 * _gemm_efficiency(prob.kg, prob.cg))
         copy = 0.0 if prob.stride == (1, 1) else prob.n * prob.c * P * 4 / (planner.COPY_GBS * 1e9)
@@ -154,7 +155,7 @@ class Pointwise(planner.Algorithm):
         par = min(threads, max(1, tasks))
         return planner.CALL_OVERHEAD_S + (gemm + copy + tasks * planner.IM2COL_TASK_S) / par
 
-    def run(self, prob, x, w, b, y, act, res=None):
+    def run(self, prob, x, w, b, y, act, res=None, packed=None):
         threads = _runtime.get_num_threads()
         wmat = w.reshape(prob.k, prob.cg)
         y3 = y.reshape(prob.n, prob.k, prob.oh * prob.ow)
@@ -181,7 +182,7 @@ class Depthwise(planner.Algorithm):
             return f"needs groups == in_channels (depthwise), got groups={prob.groups}, C={prob.c}"
         return None
 
-    def cost(self, prob, threads):
+    def cost(self, prob, threads, prepacked=False):
         moved = 4 * (prob.n * prob.c * prob.h * prob.w + prob.n * prob.k * prob.oh * prob.ow)
         tasks = prob.n * prob.c
         par = min(threads, max(1, tasks))
@@ -189,7 +190,7 @@ class Depthwise(planner.Algorithm):
                                           + moved / (planner.STREAM_GBS * 1e9)
                                           + tasks * planner.DEPTHWISE_TASK_S) / par
 
-    def run(self, prob, x, w, b, y, act, res=None):
+    def run(self, prob, x, w, b, y, act, res=None, packed=None):
         pt, pb, pl, pr = prob.pads
         hp, wp = prob.h + pt + pb, prob.w + pl + pr
         threads = _runtime.max_threads()
@@ -201,7 +202,99 @@ class Depthwise(planner.Algorithm):
                                     plane, out)
 
 
+class Winograd(planner.Algorithm):
+    """F(m x m, 3 x 3) for 3x3 stride-1 undilated convolutions (any padding, groups)."""
+    uses_blas = True
+    # Lavin & Gray 2016, and the F(4x4) points 0, +-1, +-2 of wincnn
+    MATRICES = {
+        2: (np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32),
+            np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float64),
+            np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)),
+        4: (np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                      [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float32),
+            np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                      [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64),
+            np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                      [0, 1, -1, 8, -8, 1]], np.float32)),
+    }
+
+    def __init__(self, m):
+        self.m = m
+        self.a = m + 2
+        self.name = f"winograd_f{m}x{m}_3x3"
+        self.BT, self.G, self.AT = self.MATRICES[m]
+
+    def serves(self, prob):
+        if (prob.r, prob.s) != (3, 3):
+            return f"needs a 3x3 kernel, got {prob.r}x{prob.s}"
+        if prob.stride != (1, 1) or prob.dilation != (1, 1):
+            return f"needs stride 1 and dilation 1, got stride {prob.stride}, dilation {prob.dilation}"
+        return None
+
+    # F(4x4)'s error grows like sqrt(C*9): measured max|err| / max|y| <= 4e-5 up to
+    # 2048 input channels per group (docs/algorithms.md); beyond that auto avoids it.
+    F4_AUTO_MAX_CG = 2048
+
+    def auto_excluded(self, prob):
+        if self.m == 4 and prob.cg > self.F4_AUTO_MAX_CG:
+            return (f"F(4x4) error bound only established up to {self.F4_AUTO_MAX_CG} "
+                    f"channels per group, got {prob.cg}")
+        return None
+
+    def tiles(self, prob):
+        return -(-prob.oh // self.m), -(-prob.ow // self.m)
+
+    def cost(self, prob, threads, prepacked=False):
+        th, tw = self.tiles(prob)
+        T = prob.n * th * tw
+        a, m = self.a, self.m
+        xi = a * a
+        transform_flops = (prob.n * prob.c * th * tw * 2 * a ** 3
+                           + prob.n * prob.k * th * tw * 2 * (m * a * a + m * m * a))
+        gemm_flops = 2.0 * xi * prob.k * prob.cg * T
+        eff = _gemm_efficiency(prob.kg, prob.cg) * min(1.0, T / 64.0) ** 0.5
+        seconds = (transform_flops / (planner.TRANSFORM_GFLOPS * 1e9)
+                   + gemm_flops / (planner.GEMM_GFLOPS * 1e9 * max(eff, 0.02))
+                   + 4.0 * xi * prob.k * prob.cg / (planner.WEIGHT_GBS * 1e9)
+                   + xi * prob.groups * planner.IM2COL_TASK_S)
+        if not prepacked:
+            seconds += prob.k * prob.cg * (18 * a + 6 * a * a) / (planner.TRANSFORM_GFLOPS * 1e9)
+        return planner.CALL_OVERHEAD_S + seconds / min(threads, max(1, prob.n * prob.c))
+
+    def pack(self, w):
+        """The transformed filters U (a*a, K, Cg) of a 3x3 weight."""
+        U = np.empty((self.a * self.a, w.shape[0], w.shape[1]), np.float32)
+        _winograd.filter_transform(w, self.G, U)
+        return U
+
+    def run(self, prob, x, w, b, y, act, res=None, packed=None):
+        U = None if packed is None else packed.get(self.name)
+        if U is None:
+            U = self.pack(w)
+            if packed is not None:
+                packed[self.name] = U
+        th, tw = self.tiles(prob)
+        pt, pb, pl, pr = prob.pads
+        hp, wp = th * self.m + 2, tw * self.m + 2
+        tiled = planner.ConvProblem(prob.n, prob.c, prob.h, prob.w, prob.k, 3, 3, (1, 1),
+                                    (pt, hp - prob.h - pt, pl, wp - prob.w - pl), (1, 1), prob.groups)
+        xp = padded_input(tiled, x)
+        T = prob.n * th * tw
+        xi = self.a * self.a
+        V = _workspace.get("winograd_V", (xi, prob.c, T))
+        M = _workspace.get("winograd_M", (xi, prob.k, T))
+        threads = _runtime.max_threads()
+        t = _workspace.per_thread("winograd_t", threads, (self.a, self.a, tw))
+        rows = _workspace.per_thread("winograd_rows", threads, (self.m, tw * self.m))
+        r, has_res = _res(res, 4)
+        _winograd.input_transform(xp, self.m, th, tw, V, t)
+        _winograd.transformed_gemms(U, V, M, prob.groups)
+        _winograd.output_transform(M, self.m, b, y, act, r, has_res, t, rows)
+
+
 planner.register(Direct())
 planner.register(Im2col())
 planner.register(Pointwise())
 planner.register(Depthwise())
+planner.register(Winograd(2))
+planner.register(Winograd(4))

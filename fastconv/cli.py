@@ -103,12 +103,12 @@ def _capture_convs(model, x):
     seen = []
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
-            def hook(inp, weight, bias, activation=None, residual=None, layer=None,
+            def hook(inp, weight, bias, activation=None, residual=None, layer=None, packed=None,
                      _m=m, _name=name, _conv=m.conv):
                 keep = lambda a: None if a is None else np.array(a, np.float32)  # noqa: E731
                 seen.append((_name, _m, keep(inp), keep(weight), keep(bias), activation,
                              keep(residual)))
-                return _conv(inp, weight, bias, activation, residual, layer)
+                return _conv(inp, weight, bias, activation, residual, layer, packed)
             object.__setattr__(m, "conv", hook)
     try:
         model(x)
@@ -148,7 +148,7 @@ def bench(args):
     total = len(convs)
     for i, (name, m, inp, w, b, act, res) in enumerate(convs, 1):
         prob = F.conv_problem(inp.shape, w.shape, m.stride, m.padding, m.dilation, m.groups)
-        auto = planner.plan(prob).algorithm.name
+        auto = planner.plan(prob, prepacked=True).algorithm.name
         expected = ref.conv2d(inp, w, b, m.stride, prob.pads, m.dilation, m.groups)
         if res is not None:
             expected = expected + res
@@ -161,8 +161,10 @@ def bench(args):
             if planner.REGISTRY[algo].serves(prob) is not None:
                 continue
             progress(f"[{i}/{total}] {name} {algo}")
-            call = (lambda a=algo: F.conv2d(inp, w, b, m.stride, m.padding, m.dilation,
-                                            m.groups, activation=act, algo=a, residual=res))
+            packed = {}
+            call = (lambda a=algo, pk=packed: F.conv2d(inp, w, b, m.stride, m.padding, m.dilation,
+                                                       m.groups, activation=act, algo=a,
+                                                       residual=res, packed=pk))
             tc = time.perf_counter()
             y = call()
             first_s = time.perf_counter() - tc

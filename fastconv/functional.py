@@ -69,14 +69,14 @@ def _key(v):
     return None
 
 
-def _conv_plan(x_shape, w_shape, stride, padding, dilation, groups, algo, layer):
+def _conv_plan(x_shape, w_shape, stride, padding, dilation, groups, algo, layer, prepacked=False):
     """(ConvProblem, Algorithm) for these arguments, validated once per distinct signature."""
     key = (x_shape, w_shape, _key(stride), _key(padding), _key(dilation), _key(groups),
-           algo if type(algo) is str else None, _runtime.get_num_threads())
+           algo if type(algo) is str else None, _runtime.get_num_threads(), prepacked)
     hit = None if None in key else _plan_cache.get(key)
     if hit is None:
         prob = conv_problem(x_shape, w_shape, stride, padding, dilation, groups, layer)
-        hit = (prob, planner.plan(prob, algo, layer).algorithm)
+        hit = (prob, planner.plan(prob, algo, layer, prepacked).algorithm)
         if None not in key:
             if len(_plan_cache) >= _PLAN_CACHE_MAX:
                 _plan_cache.clear()
@@ -94,7 +94,7 @@ def _bias(bias, k, layer):
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-           activation=None, algo="auto", residual=None, layer="conv2d"):
+           activation=None, algo="auto", residual=None, packed=None, layer="conv2d"):
     """2-D convolution (cross-correlation, as torch.nn.functional.conv2d), epilogue fused.
 
     y = activation(conv(x, weight) + bias + residual), in one pass over y.
@@ -104,12 +104,16 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     algo: "auto" or a registered algorithm name ("direct", "im2col", "pointwise", "depthwise").
     residual: None or an array of the output's shape (a ResNet shortcut), added before
     the activation.
+    packed: None, or a dict kept by the caller together with ``weight`` in which
+    algorithms cache transformed weights (Winograd's filter transform); the caller
+    must pass a fresh dict whenever the weight changes.  Layers do this for you.
     """
     x_in = x
     xa = _checks.as_float32(x, layer, "input")
     xa, unbatched = _unbatched(xa, layer)
     w = _checks.as_float32(weight, layer, "weight")
-    prob, chosen = _conv_plan(xa.shape, w.shape, stride, padding, dilation, groups, algo, layer)
+    prob, chosen = _conv_plan(xa.shape, w.shape, stride, padding, dilation, groups, algo, layer,
+                              packed is not None)
     b = _bias(bias, prob.k, layer)
     act = _checks.activation_code(activation, layer)
     out_shape = (prob.n, prob.k, prob.oh, prob.ow)
@@ -125,7 +129,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     y = np.empty(out_shape, np.float32)
     if prob.n:
         with _runtime.kernel_scope(blas=chosen.uses_blas):
-            chosen.run(prob, xa, w, b, y, act, res)
+            chosen.run(prob, xa, w, b, y, act, res, packed)
     if unbatched:
         y = y[0]
     return _checks.wrap_like(y, x_in)
@@ -275,7 +279,8 @@ def batch_norm(x, mean, var, gamma=None, beta=None, eps=1e-5, layer="batch_norm"
     return _checks.wrap_like(y.astype(np.float32, copy=False), x_in)
 
 
-def explain(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1, algo="auto"):
-    """What ``conv2d`` would run for these shapes, and why (one line)."""
+def explain(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1, algo="auto",
+            prepacked=True):
+    """What a layer (prepacked=True) or ``conv2d`` without a weight cache would run, and why."""
     prob = conv_problem(tuple(x_shape), tuple(w_shape), stride, padding, dilation, groups)
-    return planner.explain(prob, algo)
+    return planner.explain(prob, algo, prepacked)

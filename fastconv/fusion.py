@@ -6,7 +6,8 @@ epilogue, so a ResNet block's ``relu(bn2(conv2(x)) + identity)`` is one pass
 over the output instead of four.  Folded weights are cached and re-folded when
 any parameter or buffer of the model is replaced (attribute assignment or
 ``load_state_dict``); arrays edited in place are not seen -- call ``fuse()``
-again after doing that.
+again after doing that.  Transformed weights (Winograd's U) are cached beside
+the folded ones and dropped with them.
 """
 from . import functional as F
 from . import nn
@@ -40,12 +41,12 @@ class FusedConv:
                 bn = self.bn
                 w, b = F.fold_batchnorm(w, b, bn.weight, bn.bias, bn.running_mean,
                                         bn.running_var, bn.eps)
-            self._cache = (key, w, b)
+            self._cache = (key, w, b, {})
         return self._cache[1], self._cache[2]
 
     def __call__(self, x, residual=None):
         w, b = self.folded()
-        return self.conv.conv(x, w, b, self.activation, residual)
+        return self.conv.conv(x, w, b, self.activation, residual, packed=self._cache[3])
 
     def describe(self):
         parts = [type(self.conv).__name__]

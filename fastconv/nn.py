@@ -263,9 +263,23 @@ class Conv2d(Module):
         return s
 
     def forward(self, x):
-        return self.conv(x, self.weight, self.bias, self.activation)
+        return self.conv(x, self.weight, self.bias, self.activation, packed=self.packed_cache())
 
-    def conv(self, x, weight, bias, activation=None, residual=None, layer=None):
+    def packed_cache(self):
+        """The dict where algorithms keep transformed forms of this layer's weight.
+
+        Emptied whenever any parameter is replaced (attribute assignment or
+        load_state_dict); after editing ``weight`` in place, call ``fuse()`` or
+        assign the weight again.
+        """
+        key = _version[0]
+        cache = self.__dict__.get("_packed")
+        if cache is None or cache[0] != key:
+            cache = (key, {})
+            object.__setattr__(self, "_packed", cache)
+        return cache[1]
+
+    def conv(self, x, weight, bias, activation=None, residual=None, layer=None, packed=None):
         """This layer's convolution with the given weights and epilogue (fusion uses it)."""
         layer = layer or self.layer_name
         padding = self.padding
@@ -280,10 +294,10 @@ class Conv2d(Module):
                                  f"the padding, got spatial size {xa.shape[-2:]}")
             xa = np.pad(xa, spec, mode=_PAD_MODES[self.padding_mode])
             y = F.conv2d(xa, weight, bias, self.stride, 0, self.dilation, self.groups,
-                         activation, self.algo, residual, layer=layer)
+                         activation, self.algo, residual, packed, layer=layer)
             return _checks.wrap_like(y, x_in)
         return F.conv2d(x, weight, bias, self.stride, padding, self.dilation, self.groups,
-                        activation, self.algo, residual, layer=layer)
+                        activation, self.algo, residual, packed, layer=layer)
 
 
 class BatchNorm2d(Module):

@@ -42,6 +42,8 @@ DIRECT_TASK_S = 0.05e-6
 DEPTHWISE_GFLOPS = 30.0
 STREAM_GBS = 10.0
 DEPTHWISE_TASK_S = 0.1e-6
+TRANSFORM_GFLOPS = 15.0
+WEIGHT_GBS = 40.0
 CALL_OVERHEAD_S = 10e-6
 
 
@@ -103,15 +105,25 @@ class Algorithm:
         """None if this algorithm can run ``prob``, else the reason it cannot."""
         return None
 
-    def cost(self, prob, threads):
-        """Modelled seconds for ``prob`` on ``threads`` threads."""
+    def auto_excluded(self, prob):
+        """None, or why ``auto`` must not pick this algorithm for ``prob`` (e.g. accuracy)."""
+        return None
+
+    def cost(self, prob, threads, prepacked=False):
+        """Modelled seconds for ``prob`` on ``threads`` threads.
+
+        prepacked: the caller keeps transformed weights between calls (layers do),
+        so one-off weight transforms are not part of the cost.
+        """
         raise NotImplementedError
 
-    def run(self, prob, x, w, b, y, act, res=None):
+    def run(self, prob, x, w, b, y, act, res=None, packed=None):
         """Compute y = act(conv(x, w) + b (+ res)) into y (N, K, OH, OW).
 
         All arrays float32 C-contiguous; act is an epilogue code (0 none, 1 relu,
-        2 relu6, 3 hardswish); res, when given, has y's shape.
+        2 relu6, 3 hardswish); res, when given, has y's shape.  packed: a dict the
+        caller keeps with this weight, where the algorithm may cache a transformed
+        form of it (None: transform on every call).
         """
         raise NotImplementedError
 
@@ -134,7 +146,7 @@ class Plan:
     costs: dict
 
 
-def plan(prob, algo="auto", layer="conv2d"):
+def plan(prob, algo="auto", layer="conv2d", prepacked=False):
     """Choose the algorithm for ``prob``: the cheapest that serves it, or the one asked for."""
     threads = _runtime.get_num_threads()
     if algo != "auto":
@@ -148,8 +160,8 @@ def plan(prob, algo="auto", layer="conv2d"):
         return Plan(chosen, "requested", {})
     costs = {}
     for name, a in REGISTRY.items():
-        if a.serves(prob) is None:
-            costs[name] = a.cost(prob, threads)
+        if a.serves(prob) is None and a.auto_excluded(prob) is None:
+            costs[name] = a.cost(prob, threads, prepacked)
     order = {name: i for i, name in enumerate(REGISTRY)}
     # ties go to the later-registered, more specialised family
     best = min(costs, key=lambda name: (round(costs[name], 12), -order[name]))
@@ -157,7 +169,7 @@ def plan(prob, algo="auto", layer="conv2d"):
     return Plan(REGISTRY[best], f"lowest modelled cost ({others})", costs)
 
 
-def explain(prob, algo="auto"):
+def explain(prob, algo="auto", prepacked=False):
     """One line: the problem, the algorithm chosen and why."""
-    p = plan(prob, algo)
+    p = plan(prob, algo, prepacked=prepacked)
     return f"{prob.describe()}: {p.algorithm.name} ({p.reason})"

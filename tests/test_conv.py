@@ -10,7 +10,8 @@ from fastconv import planner
 from fastconv.kernels import reference as ref
 from conftest import rel_err
 
-ALGOS = ["direct", "im2col", "pointwise", "depthwise", "auto"]
+ALGOS = ["direct", "im2col", "pointwise", "depthwise", "winograd_f2x2_3x3", "winograd_f4x4_3x3",
+         "auto"]
 
 
 def serves(algo, x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1):
@@ -218,3 +219,49 @@ def test_depthwise_shapes(rng, case):
     b = rng.standard_normal(c * mult).astype(np.float32)
     y = fc.conv2d(x, wt, b, stride, pad, dil, groups=c, activation="relu6", algo="depthwise")
     assert rel_err(y, ref.conv2d(x, wt, b, stride, pad, dil, c, activation="relu6")) < 1e-4
+
+
+WINOGRAD_BOUND = {"winograd_f2x2_3x3": 1e-5, "winograd_f4x4_3x3": 5e-5}
+
+
+@pytest.mark.parametrize("algo", list(WINOGRAD_BOUND))
+@pytest.mark.parametrize("channels", [1, 16, 256, 1024])
+@pytest.mark.parametrize("dist", ["normal", "wide"])
+def test_winograd_error_bound(algo, channels, dist):
+    """The documented bound: max|err| / max|y| under 1e-5 (F2) and 5e-5 (F4) for Cg <= 2048."""
+    rng = np.random.default_rng(channels)
+    x = rng.standard_normal((1, channels, 13, 11))
+    if dist == "wide":  # eight orders of magnitude across the input
+        x = x * np.exp(rng.uniform(-4, 4, x.shape))
+    x = x.astype(np.float32)
+    w = rng.standard_normal((5, channels, 3, 3)).astype(np.float32)
+    y = fc.conv2d(x, w, None, 1, 1, algo=algo)
+    e = ref.conv2d(x, w, None, 1, 1)
+    assert np.abs(y - e).max() / np.abs(e).max() < WINOGRAD_BOUND[algo]
+
+
+@pytest.mark.parametrize("algo", list(WINOGRAD_BOUND))
+@pytest.mark.parametrize("case", [
+    (1, 3, 1, 1, 2, 1, 1),      # 1x1 image, padded
+    (3, 4, 9, 10, 7, 1, 1),     # edge tiles on both sides, batch 3
+    (2, 6, 6, 5, 4, 0, 2),      # unpadded, grouped
+    (1, 8, 17, 13, 9, (2, 0), 4),  # asymmetric padding pair, groups 4
+    (0, 3, 8, 8, 4, 1, 1),      # empty batch
+])
+def test_winograd_shapes(rng, algo, case):
+    n, c, h, w, k, pad, groups = case
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k * groups if k % groups else k, c // groups, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(wt.shape[0]).astype(np.float32)
+    packed = {}
+    for _ in range(2):  # second call reuses the transformed filters
+        y = fc.conv2d(x, wt, b, 1, pad, 1, groups, activation="relu", algo=algo, packed=packed)
+        assert rel_err(y, ref.conv2d(x, wt, b, 1, pad, 1, groups, activation="relu")) < 1e-4
+    assert n == 0 or algo in packed
+
+
+def test_winograd_f4_kept_out_of_auto_beyond_its_bound():
+    from fastconv import planner as P
+    big = F.conv_problem((1, 4096, 8, 8), (64, 4096, 3, 3), padding=1)
+    assert "winograd_f4x4_3x3" not in P.plan(big, prepacked=True).costs
+    assert P.REGISTRY["winograd_f4x4_3x3"].serves(big) is None   # still available explicitly

@@ -7,16 +7,18 @@ from fastconv import functional as F
 from fastconv import planner
 
 
-def choose(x_shape, w_shape, **kw):
-    return planner.plan(F.conv_problem(x_shape, w_shape, **kw)).algorithm.name
+def choose(x_shape, w_shape, prepacked=True, **kw):
+    return planner.plan(F.conv_problem(x_shape, w_shape, **kw), prepacked=prepacked).algorithm.name
 
 
 @pytest.mark.parametrize("x_shape, w_shape, kw, expected", [
-    ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "im2col"),      # dense 3x3
+    ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "winograd_f4x4_3x3"),  # dense 3x3
+    ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "winograd_f4x4_3x3"),
+    ((1, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "im2col"),  # 4 tiles: SGEMMs too thin
     ((1, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), "im2col"),  # stem
+    ((1, 64, 28, 28), (128, 64, 3, 3), dict(stride=2, padding=1), "im2col"),  # strided 3x3
     ((1, 256, 56, 56), (64, 256, 1, 1), {}, "pointwise"),               # 1x1
     ((1, 256, 56, 56), (512, 256, 1, 1), dict(stride=2), "pointwise"),  # strided 1x1
-    ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "im2col"),
     ((1, 144, 56, 56), (144, 1, 3, 3), dict(padding=1, groups=144), "depthwise"),
     ((1, 192, 28, 28), (192, 1, 3, 3), dict(stride=2, padding=1, groups=192), "depthwise"),
     ((1, 96, 28, 28), (96, 1, 5, 5), dict(padding=2, groups=96), "depthwise"),
@@ -24,6 +26,11 @@ def choose(x_shape, w_shape, **kw):
 ])
 def test_documented_choices(x_shape, w_shape, kw, expected):
     assert choose(x_shape, w_shape, **kw) == expected
+
+
+def test_unpacked_calls_count_the_filter_transform():
+    """Without a weight cache, Winograd pays its filter transform: big weights avoid F(4x4)."""
+    assert choose((8, 512, 7, 7), (512, 512, 3, 3), prepacked=False, padding=1) != "winograd_f4x4_3x3"
 
 
 def test_every_registered_algorithm_serves_plain_convs():
@@ -60,12 +67,12 @@ def test_new_family_is_one_registry_entry(monkeypatch, rng):
         def serves(self, prob):
             return None if prob.is_pointwise else "1x1 stride 1 only"
 
-        def cost(self, prob, threads):
+        def cost(self, prob, threads, prepacked=False):
             return 0.0
 
-        def run(self, prob, x, w, b, y, act, workspace=None):
+        def run(self, prob, x, w, b, y, act, res=None, packed=None):
             calls.append(prob)
-            planner.REGISTRY["im2col"].run(prob, x, w, b, y, act)
+            planner.REGISTRY["im2col"].run(prob, x, w, b, y, act, res, packed)
 
     monkeypatch.setitem(planner.REGISTRY, "test_1x1", OnlyOneByOne())
     monkeypatch.setattr(F, "_plan_cache", {})

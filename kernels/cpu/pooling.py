@@ -18,9 +18,24 @@ from . import FASTMATH
 NEG_INF = np.float32(-np.inf)
 
 
+@njit(inline="always")
+def _col_range(OW, W, sw, off):
+    """Output columns q with 0 <= q*sw + off < W, as [q0, q1)."""
+    q0 = 0
+    if off < 0:
+        q0 = (-off + sw - 1) // sw
+    q1 = (W - 1 - off) // sw + 1 if W - 1 - off >= 0 else 0
+    return q0, min(max(q1, q0), OW)
+
+
 @njit(parallel=True, cache=True)
 def max_pool2d(x, y, kh, kw, sh, sw, ph, pw, dh, dw):
-    """Max pooling of x (N, C, H, W) into y (N, C, OH, OW)."""
+    """Max pooling of x (N, C, H, W) into y (N, C, OH, OW).
+
+    Row-wise: each output row starts at -inf and takes the elementwise max with
+    every in-plane (i, j) tap's strided input row, so the inner loop is a
+    branch-free select over q.  A NaN wins (v != v), as in PyTorch.
+    """
     N, C, H, W = x.shape
     OH, OW = y.shape[2], y.shape[3]
     for t in prange(N * C * OH):
@@ -31,26 +46,40 @@ def max_pool2d(x, y, kh, kw, sh, sw, ph, pw, dh, dw):
         plane = x[n, c]
         yrow = y[n, c, p]
         for q in range(OW):
-            m = NEG_INF
-            for i in range(kh):
-                hi = p * sh - ph + i * dh
-                if hi < 0 or hi >= H:
-                    continue
-                for j in range(kw):
-                    wi = q * sw - pw + j * dw
-                    if wi < 0 or wi >= W:
-                        continue
-                    v = plane[hi, wi]
-                    if v > m or v != v:
-                        m = v
-                if m != m:
-                    break
-            yrow[q] = m
+            yrow[q] = NEG_INF
+        for i in range(kh):
+            hi = p * sh - ph + i * dh
+            if hi < 0 or hi >= H:
+                continue
+            xrow = plane[hi]
+            for j in range(kw):
+                off = j * dw - pw
+                q0, q1 = _col_range(OW, W, sw, off)
+                if sw == 1:
+                    for q in range(q0, q1):
+                        v = xrow[q + off]
+                        cur = yrow[q]
+                        yrow[q] = v if (v > cur) | (v != v) else cur
+                elif sw == 2:  # a constant stride lets LLVM vectorize with shuffles
+                    for q in range(q0, q1):
+                        v = xrow[2 * q + off]
+                        cur = yrow[q]
+                        yrow[q] = v if (v > cur) | (v != v) else cur
+                else:
+                    for q in range(q0, q1):
+                        v = xrow[q * sw + off]
+                        cur = yrow[q]
+                        yrow[q] = v if (v > cur) | (v != v) else cur
+        # a NaN already in yrow stays: neither v > nan nor a non-NaN v != v replaces it
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def avg_pool2d(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override):
-    """Average pooling of x (N, C, H, W) into y (N, C, OH, OW); divisor_override 0 = none."""
+    """Average pooling of x (N, C, H, W) into y (N, C, OH, OW); divisor_override 0 = none.
+
+    Row-wise sums over the in-plane taps, then one division per output by the
+    PyTorch divisor of its window.
+    """
     N, C, H, W = x.shape
     OH, OW = y.shape[2], y.shape[3]
     for t in prange(N * C * OH):
@@ -60,26 +89,36 @@ def avg_pool2d(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override
         c = nc % C
         plane = x[n, c]
         yrow = y[n, c, p]
+        for q in range(OW):
+            yrow[q] = 0.0
         h0 = p * sh - ph
         h1 = min(h0 + kh, H + ph)
         hc0 = max(h0, 0)
         hc1 = min(h1, H)
+        for hi in range(hc0, hc1):
+            xrow = plane[hi]
+            for j in range(kw):
+                off = j - pw
+                q0, q1 = _col_range(OW, W, sw, off)
+                if sw == 1:
+                    for q in range(q0, q1):
+                        yrow[q] += xrow[q + off]
+                elif sw == 2:
+                    for q in range(q0, q1):
+                        yrow[q] += xrow[2 * q + off]
+                else:
+                    for q in range(q0, q1):
+                        yrow[q] += xrow[q * sw + off]
         for q in range(OW):
             w0 = q * sw - pw
             w1 = min(w0 + kw, W + pw)
-            wc0 = max(w0, 0)
-            wc1 = min(w1, W)
-            acc = np.float32(0.0)
-            for i in range(hc0, hc1):
-                for j in range(wc0, wc1):
-                    acc += plane[i, j]
             if divisor_override > 0:
                 div = divisor_override
             elif count_include_pad:
                 div = (h1 - h0) * (w1 - w0)
             else:
-                div = (hc1 - hc0) * (wc1 - wc0)
-            yrow[q] = acc / np.float32(div)
+                div = (hc1 - hc0) * (min(w1, W) - max(w0, 0))
+            yrow[q] = yrow[q] / np.float32(div)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
