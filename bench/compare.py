@@ -43,7 +43,14 @@ def _make(spec, batch):
     return x, wt, b
 
 
-def child(runtime, threads, batch, repeat, names):
+def _block_state(k, wt, b):
+    rng = np.random.default_rng(1)
+    return {"0.weight": wt, "0.bias": b, "1.weight": rng.uniform(0.5, 1.5, k),
+            "1.bias": rng.standard_normal(k) * 0.1, "1.running_mean": rng.standard_normal(k) * 0.1,
+            "1.running_var": rng.uniform(0.5, 1.5, k), "1.num_batches_tracked": np.array(0)}
+
+
+def child(runtime, threads, batch, repeat, names, block=False):
     out = {}
     if runtime.startswith("fastconv"):
         import fastconv as fc
@@ -52,7 +59,16 @@ def child(runtime, threads, batch, repeat, names):
         for name in names:
             c, h, w, k, r, s, p, g = LAYERS[name]
             x, wt, b = _make(LAYERS[name], batch)
-            out[name] = _timeit(lambda: fc.conv2d(x, wt, b, s, p, 1, g, algo=algo), repeat)
+            if block:
+                net = fc.nn.Sequential(fc.nn.Conv2d(c, k, r, s, p, groups=g), fc.nn.BatchNorm2d(k),
+                                       fc.nn.ReLU())
+                net.load_state_dict(_block_state(k, wt, b))
+                net[0].algo = algo
+                out[name] = _timeit(lambda: net(x), repeat)
+            else:
+                packed = {}  # layers keep transformed weights; so do the peers
+                out[name] = _timeit(lambda: fc.conv2d(x, wt, b, s, p, 1, g, algo=algo,
+                                                      packed=packed), repeat)
     elif runtime == "torch":
         import torch
         torch.set_num_threads(threads)
@@ -60,7 +76,15 @@ def child(runtime, threads, batch, repeat, names):
             for name in names:
                 c, h, w, k, r, s, p, g = LAYERS[name]
                 x, wt, b = (torch.from_numpy(a) for a in _make(LAYERS[name], batch))
-                out[name] = _timeit(lambda: torch.nn.functional.conv2d(x, wt, b, s, p, 1, g), repeat)
+                if block:  # eager conv -> bn -> relu, as a torch user runs it
+                    net = torch.nn.Sequential(torch.nn.Conv2d(c, k, r, s, p, groups=g),
+                                              torch.nn.BatchNorm2d(k), torch.nn.ReLU()).eval()
+                    net.load_state_dict({kk: torch.as_tensor(v) for kk, v in
+                                         _block_state(k, wt.numpy(), b.numpy()).items()})
+                    out[name] = _timeit(lambda: net(x), repeat)
+                else:
+                    out[name] = _timeit(lambda: torch.nn.functional.conv2d(x, wt, b, s, p, 1, g),
+                                        repeat)
     elif runtime == "onnxruntime":
         import onnx
         import onnxruntime as ort
@@ -68,12 +92,20 @@ def child(runtime, threads, batch, repeat, names):
         for name in names:
             c, h, w, k, r, s, p, g = LAYERS[name]
             x, wt, b = _make(LAYERS[name], batch)
-            node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[r, r],
-                                    strides=[s, s], pads=[p, p, p, p], group=g)
+            nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c" if block else "y"],
+                                      kernel_shape=[r, r], strides=[s, s], pads=[p, p, p, p],
+                                      group=g)]
+            inits = [numpy_helper.from_array(wt, "w"), numpy_helper.from_array(b, "b")]
+            if block:  # ORT fuses this chain itself (graph optimizations on)
+                st = _block_state(k, wt, b)
+                for key, nm in (("1.weight", "g"), ("1.bias", "be"), ("1.running_mean", "mu"),
+                                ("1.running_var", "va")):
+                    inits.append(numpy_helper.from_array(np.asarray(st[key], np.float32), nm))
+                nodes += [helper.make_node("BatchNormalization", ["c", "g", "be", "mu", "va"], ["z"]),
+                          helper.make_node("Relu", ["z"], ["y"])]
             graph = helper.make_graph(
-                [node], "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
-                [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                [numpy_helper.from_array(wt, "w"), numpy_helper.from_array(b, "b")])
+                nodes, "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
             model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = threads
@@ -93,6 +125,8 @@ def run_child(runtime, args, names):
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     cmd = [sys.executable, __file__, "--child", runtime, "--threads", str(args.threads),
            "--batch", str(args.batch), "--repeat", str(args.repeat), "--layers", *names]
+    if args.block:
+        cmd.append("--block")
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     if res.returncode != 0:
         print(f"{runtime}: failed\n{res.stderr[-2000:]}", file=sys.stderr)
@@ -109,11 +143,13 @@ def main():
     ap.add_argument("--runtimes", nargs="*",
                     default=["fastconv:direct", "fastconv:im2col", "fastconv", "torch", "onnxruntime"])
     ap.add_argument("--child")
+    ap.add_argument("--block", action="store_true",
+                    help="time conv -> BatchNorm -> ReLU blocks instead of bare convolutions")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json")
     args = ap.parse_args()
     if args.child:
-        return child(args.child, args.threads, args.batch, args.repeat, args.layers)
+        return child(args.child, args.threads, args.batch, args.repeat, args.layers, args.block)
     roof = run_child("roof", args, [])["roof"]
     results = {}
     for rt in args.runtimes:
@@ -124,7 +160,8 @@ def main():
             json.dump({"roof": roof, "threads": args.threads, "batch": args.batch,
                        "results": results}, f, indent=2)
     rts = [rt for rt in args.runtimes if results.get(rt)]
-    print(f"\nSGEMM roof {roof:.1f} GFLOP/s, {args.threads} threads, batch {args.batch}, "
+    what = "conv+BN+ReLU blocks" if args.block else "convolutions"
+    print(f"\n{what}: SGEMM roof {roof:.1f} GFLOP/s, {args.threads} threads, batch {args.batch}, "
           f"median of {args.repeat} (min in parentheses)\n")
     head = "| layer | " + " | ".join(f"{rt} ms" for rt in rts) + " | fastconv GFLOP/s | % roof |"
     if "torch" in rts:
@@ -146,6 +183,11 @@ def main():
         if "onnxruntime" in rts:
             line += f" {results['onnxruntime'][name][0] / best:.2f}x |"
         print(line)
+    for peer in ("torch", "onnxruntime"):
+        if peer in rts:
+            ratios = [results[peer][n][0] / results.get("fastconv", results[rts[0]])[n][0]
+                      for n in args.layers]
+            print(f"\ngeometric mean speed vs {peer}: {np.exp(np.mean(np.log(ratios))):.2f}x")
 
 
 if __name__ == "__main__":

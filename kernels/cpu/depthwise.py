@@ -14,7 +14,9 @@ computes every output row at once (the WP - OW positions between rows are
 computed and thrown away) -- long unit-stride vectors even for 7x7 planes.
 A 3x3 filter runs all nine taps in that one loop with the weights in
 registers; other sizes add one tap per pass over the L1-resident buffer.
-Stride > 1 runs row by row, taps fused for 3x3.  The epilogue (bias, residual,
+Stride > 1 runs row by row, taps fused for 3x3; for 3x3 stride 2 (MobileNet's
+downsampling layers) each padded row is first split into its even and odd
+columns, so that the nine taps read three unit-stride vectors per input row.  The epilogue (bias, residual,
 activation) is a separate, vectorized pass per output row.
 """
 import numba
@@ -26,10 +28,10 @@ from .epilogue import store_row, store_row_res
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act, res, has_res,
-                     plane_ws, out_ws):
+                     plane_ws, out_ws, deint_ws):
     """Depthwise conv of x (N, C, H, W) with w (C*mult, 1, R, S) into y (N, C*mult, OH, OW).
 
-    HP, WP: padded plane size; plane_ws: (threads, >= HP*WP) float32;
+    HP, WP: padded plane size; plane_ws, deint_ws: (threads, >= HP*WP) float32;
     out_ws: (threads, >= OH*WP) float32; res: (N, C*mult, OH, OW), added when has_res.
     """
     N, C, H, W = x.shape
@@ -50,14 +52,34 @@ def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
                 for j in range(WP):
                     row[j] = 0.0
             else:
+                # index slices with the bare loop variable: Numba then drops the
+                # negative-index wraparound check and LLVM vectorizes the copy
+                inner = row[pad_left:pad_left + W]
                 srow = src[si]
+                for j in range(W):
+                    inner[j] = srow[j]
                 for j in range(pad_left):
                     row[j] = 0.0
-                for j in range(W):
-                    row[pad_left + j] = srow[j]
-                for j in range(pad_left + W, WP):
-                    row[j] = 0.0
+                tail = row[pad_left + W:]
+                for j in range(WP - pad_left - W):
+                    tail[j] = 0.0
         buf = out_ws[tid]
+        # 3x3 stride 2: split each padded row into its even and odd columns once, so
+        # the taps (s = 0, 1, 2) read even[q], odd[q], even[q + 1] with unit stride
+        WE = (WP + 1) // 2
+        WO = WP // 2
+        split = sw == 2 and dw == 1 and R == 3 and S == 3
+        if split:
+            de = deint_ws[tid]
+            for i in range(HP):
+                row = flat[i * WP:(i + 1) * WP]
+                ev = de[i * WP:i * WP + WE]
+                od = de[i * WP + WE:i * WP + WE + WO]
+                for u in range(WO):
+                    ev[u] = row[2 * u]
+                    od[u] = row[2 * u + 1]
+                if WE > WO:
+                    ev[WE - 1] = row[WP - 1]
         for m in range(mult):
             k = c * mult + m
             if sh == 1 and sw == 1:
@@ -103,6 +125,38 @@ def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
                         store_row_res(y[n, k, p], buf[p * WP:p * WP + OW], b[k], res[n, k, p], act)
                     else:
                         store_row(y[n, k, p], buf[p * WP:p * WP + OW], b[k], act)
+            elif split:
+                o = buf[:OW]
+                w00 = w[k, 0, 0, 0]
+                w01 = w[k, 0, 0, 1]
+                w02 = w[k, 0, 0, 2]
+                w10 = w[k, 0, 1, 0]
+                w11 = w[k, 0, 1, 1]
+                w12 = w[k, 0, 1, 2]
+                w20 = w[k, 0, 2, 0]
+                w21 = w[k, 0, 2, 1]
+                w22 = w[k, 0, 2, 2]
+                for p in range(OH):
+                    r0 = p * sh * WP
+                    r1 = r0 + dh * WP
+                    r2 = r0 + 2 * dh * WP
+                    e0 = de[r0:r0 + OW]
+                    f0 = de[r0 + WE:r0 + WE + OW]
+                    g0 = de[r0 + 1:r0 + 1 + OW]
+                    e1 = de[r1:r1 + OW]
+                    f1 = de[r1 + WE:r1 + WE + OW]
+                    g1 = de[r1 + 1:r1 + 1 + OW]
+                    e2 = de[r2:r2 + OW]
+                    f2 = de[r2 + WE:r2 + WE + OW]
+                    g2 = de[r2 + 1:r2 + 1 + OW]
+                    for q in range(OW):
+                        o[q] = (w00 * e0[q] + w01 * f0[q] + w02 * g0[q]
+                                + w10 * e1[q] + w11 * f1[q] + w12 * g1[q]
+                                + w20 * e2[q] + w21 * f2[q] + w22 * g2[q])
+                    if has_res:
+                        store_row_res(y[n, k, p], o, b[k], res[n, k, p], act)
+                    else:
+                        store_row(y[n, k, p], o, b[k], act)
             else:
                 o = buf[:OW]
                 for p in range(OH):
@@ -121,11 +175,26 @@ def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
                         w21 = w[k, 0, 2, 1]
                         w22 = w[k, 0, 2, 2]
                         d2 = 2 * dw
-                        for q in range(OW):
-                            j = q * sw
-                            o[q] = (w00 * x0[j] + w01 * x0[j + dw] + w02 * x0[j + d2]
-                                    + w10 * x1[j] + w11 * x1[j + dw] + w12 * x1[j + d2]
-                                    + w20 * x2[j] + w21 * x2[j + dw] + w22 * x2[j + d2])
+                        a0 = x0[0:]
+                        a1 = x0[dw:]
+                        a2 = x0[d2:]
+                        b0 = x1[0:]
+                        b1 = x1[dw:]
+                        b2 = x1[d2:]
+                        c0 = x2[0:]
+                        c1 = x2[dw:]
+                        c2 = x2[d2:]
+                        if sw == 2:
+                            for q in range(OW):
+                                o[q] = (w00 * a0[2 * q] + w01 * a1[2 * q] + w02 * a2[2 * q]
+                                        + w10 * b0[2 * q] + w11 * b1[2 * q] + w12 * b2[2 * q]
+                                        + w20 * c0[2 * q] + w21 * c1[2 * q] + w22 * c2[2 * q])
+                        else:
+                            for q in range(OW):
+                                j = q * sw
+                                o[q] = (w00 * a0[j] + w01 * a1[j] + w02 * a2[j]
+                                        + w10 * b0[j] + w11 * b1[j] + w12 * b2[j]
+                                        + w20 * c0[j] + w21 * c1[j] + w22 * c2[j])
                     else:
                         for q in range(OW):
                             o[q] = 0.0
@@ -133,9 +202,9 @@ def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
                             xrow = flat[base + r * dh * WP:base + (r * dh + 1) * WP]
                             for s in range(S):
                                 wv = w[k, 0, r, s]
-                                off = s * dw
+                                xs = xrow[s * dw:]
                                 for q in range(OW):
-                                    o[q] += wv * xrow[off + q * sw]
+                                    o[q] += wv * xs[q * sw]
                     if has_res:
                         store_row_res(y[n, k, p], o, b[k], res[n, k, p], act)
                     else:

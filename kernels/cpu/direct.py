@@ -33,9 +33,9 @@ def _rows_block4_strided(acc, xp, w, n, cin0, k0, p, sh, sw, dh, dw, OW):
                 w1 = w[k0 + 1, c, r, s]
                 w2 = w[k0 + 2, c, r, s]
                 w3 = w[k0 + 3, c, r, s]
-                off = s * dw
+                xs = xrow[s * dw:]
                 for q in range(OW):
-                    v = xrow[off + q * sw]
+                    v = xs[q * sw]
                     acc[0, q] += w0 * v
                     acc[1, q] += w1 * v
                     acc[2, q] += w2 * v
@@ -58,9 +58,9 @@ def _rows_single(acc, xp, w, n, cin0, k0, nk, p, sh, sw, dh, dw, OW):
                         for q in range(OW):
                             a[q] += wv * xs[q]
                     else:
-                        off = s * dw
+                        xs = xrow[s * dw:]
                         for q in range(OW):
-                            a[q] += wv * xrow[off + q * sw]
+                            a[q] += wv * xs[q * sw]
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)

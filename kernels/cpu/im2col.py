@@ -61,11 +61,19 @@ def conv2d_im2col(xp, wmat, b, y3, OW, sh, sw, dh, dw, groups, R, S, act, res3, 
                         seg = min(OW - q, T - j)
                         xrow = plane[p * sh + r * dh]
                         base = q * sw + s * dw
+                        # slices indexed by the bare loop variable: no wraparound
+                        # checks, so the copy vectorizes
+                        dst = crow[j:j + seg]
+                        src = xrow[base:]
                         if sw == 1:
-                            crow[j:j + seg] = xrow[base:base + seg]
+                            for u in range(seg):
+                                dst[u] = src[u]
+                        elif sw == 2:
+                            for u in range(seg):
+                                dst[u] = src[2 * u]
                         else:
                             for u in range(seg):
-                                crow[j + u] = xrow[base + u * sw]
+                                dst[u] = src[u * sw]
                         j += seg
                         p += 1
                         q = 0

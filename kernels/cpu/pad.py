@@ -21,9 +21,11 @@ def pad_nchw(x, xp, pad_top, pad_left):
                     row[j] = 0.0
             else:
                 xrow = x[n, c, src]
+                inner = row[pad_left:pad_left + W]  # bare loop index: vectorized copy
+                for j in range(W):
+                    inner[j] = xrow[j]
                 for j in range(pad_left):
                     row[j] = 0.0
-                for j in range(W):
-                    row[pad_left + j] = xrow[j]
-                for j in range(pad_left + W, WP):
-                    row[j] = 0.0
+                tail = row[pad_left + W:]
+                for j in range(WP - pad_left - W):
+                    tail[j] = 0.0

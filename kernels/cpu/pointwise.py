@@ -78,9 +78,14 @@ def pointwise_conv2d_strided(x, wmat, b, y3, OW, sh, sw, groups, act, res3, has_
             q = p0 % OW
             while j < T:
                 seg = min(OW - q, T - j)
-                xrow = plane[p * sh]
-                for u in range(seg):
-                    crow[j + u] = xrow[(q + u) * sw]
+                dst = crow[j:j + seg]
+                src = plane[p * sh, q * sw:]
+                if sw == 2:
+                    for u in range(seg):
+                        dst[u] = src[2 * u]
+                else:
+                    for u in range(seg):
+                        dst[u] = src[u * sw]
                 j += seg
                 p += 1
                 q = 0

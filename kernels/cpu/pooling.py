@@ -55,21 +55,24 @@ def max_pool2d(x, y, kh, kw, sh, sw, ph, pw, dh, dw):
             for j in range(kw):
                 off = j * dw - pw
                 q0, q1 = _col_range(OW, W, sw, off)
+                # slices indexed by the bare loop variable (no wraparound checks)
+                ys = yrow[q0:q1]
+                xs = xrow[q0 * sw + off:]
                 if sw == 1:
-                    for q in range(q0, q1):
-                        v = xrow[q + off]
-                        cur = yrow[q]
-                        yrow[q] = v if (v > cur) | (v != v) else cur
+                    for u in range(q1 - q0):
+                        v = xs[u]
+                        cur = ys[u]
+                        ys[u] = v if (v > cur) | (v != v) else cur
                 elif sw == 2:  # a constant stride lets LLVM vectorize with shuffles
-                    for q in range(q0, q1):
-                        v = xrow[2 * q + off]
-                        cur = yrow[q]
-                        yrow[q] = v if (v > cur) | (v != v) else cur
+                    for u in range(q1 - q0):
+                        v = xs[2 * u]
+                        cur = ys[u]
+                        ys[u] = v if (v > cur) | (v != v) else cur
                 else:
-                    for q in range(q0, q1):
-                        v = xrow[q * sw + off]
-                        cur = yrow[q]
-                        yrow[q] = v if (v > cur) | (v != v) else cur
+                    for u in range(q1 - q0):
+                        v = xs[u * sw]
+                        cur = ys[u]
+                        ys[u] = v if (v > cur) | (v != v) else cur
         # a NaN already in yrow stays: neither v > nan nor a non-NaN v != v replaces it
 
 
@@ -100,15 +103,17 @@ def avg_pool2d(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override
             for j in range(kw):
                 off = j - pw
                 q0, q1 = _col_range(OW, W, sw, off)
+                ys = yrow[q0:q1]
+                xs = xrow[q0 * sw + off:]
                 if sw == 1:
-                    for q in range(q0, q1):
-                        yrow[q] += xrow[q + off]
+                    for u in range(q1 - q0):
+                        ys[u] += xs[u]
                 elif sw == 2:
-                    for q in range(q0, q1):
-                        yrow[q] += xrow[2 * q + off]
+                    for u in range(q1 - q0):
+                        ys[u] += xs[2 * u]
                 else:
-                    for q in range(q0, q1):
-                        yrow[q] += xrow[q * sw + off]
+                    for u in range(q1 - q0):
+                        ys[u] += xs[u * sw]
         for q in range(OW):
             w0 = q * sw - pw
             w1 = min(w0 + kw, W + pw)

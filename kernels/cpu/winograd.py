@@ -121,9 +121,12 @@ def input_transform(xp, m, TH, TW, V, t_ws):
                 x2 = plane[r0 + 2]
                 x3 = plane[r0 + 3]
                 for j in range(4):
+                    y0 = x0[j:]
+                    y1 = x1[j:]
+                    y2 = x2[j:]
+                    y3 = x3[j:]
                     for t in range(TW):
-                        q = 2 * t + j
-                        u = bt2(x0[q], x1[q], x2[q], x3[q])
+                        u = bt2(y0[2 * t], y1[2 * t], y2[2 * t], y3[2 * t])
                         for i in range(4):
                             tmp[i, j, t] = u[i]
                 for i in range(4):
@@ -146,9 +149,14 @@ def input_transform(xp, m, TH, TW, V, t_ws):
                 x4 = plane[r0 + 4]
                 x5 = plane[r0 + 5]
                 for j in range(6):
+                    y0 = x0[j:]
+                    y1 = x1[j:]
+                    y2 = x2[j:]
+                    y3 = x3[j:]
+                    y4 = x4[j:]
+                    y5 = x5[j:]
                     for t in range(TW):
-                        q = 4 * t + j
-                        u = bt4(x0[q], x1[q], x2[q], x3[q], x4[q], x5[q])
+                        u = bt4(y0[4 * t], y1[4 * t], y2[4 * t], y3[4 * t], y4[4 * t], y5[4 * t])
                         for i in range(6):
                             tmp[i, j, t] = u[i]
                 for i in range(6):
