@@ -117,10 +117,10 @@ class Im2col(planner.Algorithm):
         crs = wmat.shape[1]
         nthreads = _runtime.max_threads()
         cols = _workspace.per_thread("gemm_cols", nthreads, (crs * tile,))
-        acc = _workspace.per_thread("gemm_acc", nthreads, (kblock * tile,))
+        scal = _workspace.per_thread("gemm_scalars", nthreads, (2,))
         _im2col.conv2d_im2col(xp, wmat, b, y3, prob.ow, prob.stride[0], prob.stride[1],
                               prob.dilation[0], prob.dilation[1], prob.groups,
-                              prob.r, prob.s, act, r3, has_res, tile, kblock, cols, acc)
+                              prob.r, prob.s, act, r3, has_res, tile, kblock, cols, scal)
 
 
 class Pointwise(planner.Algorithm):
@@ -136,22 +136,23 @@ class Pointwise(planner.Algorithm):
         return None
 
     def _blocking(self, prob, threads):
+        """(pixel tile, output-channel block): tiles of <= 2 MiB of input, spread evenly."""
         units = max(1, prob.n * prob.groups)
-        if prob.stride == (1, 1):
-            kblocks = 1
-            if units < threads:
-                kblocks = min(prob.kg, -(-threads // units))
-            return None, -(-prob.kg // kblocks)
         P = prob.oh * prob.ow
         ntiles = _split_tasks(units, max(1, -(-P * prob.cg * 4 // COLS_TILE_BYTES)), threads)
-        return -(-P // min(ntiles, P)), prob.kg
+        kblocks = 1
+        if -(-P // ntiles) < MIN_TILE and ntiles > 1:
+            ntiles = max(1, P // MIN_TILE)
+            while (units * ntiles * kblocks) % threads and kblocks < prob.kg:
+                kblocks += 1
+        return -(-P // ntiles), -(-prob.kg // kblocks)
 
     def cost(self, prob, threads, prepacked=False):
         P = prob.oh * prob.ow
         gemm = prob.flops / (planner.GEMM_GFLOPS * 1e9 * _gemm_efficiency(prob.kg, prob.cg))
         copy = 0.0 if prob.stride == (1, 1) else prob.n * prob.c * P * 4 / (planner.COPY_GBS * 1e9)
         tile, kblock = self._blocking(prob, threads)
-        tasks = prob.n * prob.groups * (-(-P // tile) if tile else -(-prob.kg // kblock))
+        tasks = prob.n * prob.groups * -(-P // tile) * -(-prob.kg // kblock)
         par = min(threads, max(1, tasks))
         return planner.CALL_OVERHEAD_S + (gemm + copy + tasks * planner.IM2COL_TASK_S) / par
 
@@ -161,16 +162,17 @@ class Pointwise(planner.Algorithm):
         y3 = y.reshape(prob.n, prob.k, prob.oh * prob.ow)
         r3, has_res = _res(None if res is None else res.reshape(y3.shape), 3)
         tile, kblock = self._blocking(prob, threads)
-        if tile is None:
-            x3 = x.reshape(prob.n, prob.c, prob.h * prob.w)
-            _pointwise.pointwise_conv2d(x3, wmat, b, y3, prob.groups, act, r3, has_res, kblock)
-            return
         nthreads = _runtime.max_threads()
+        scal = _workspace.per_thread("gemm_scalars", nthreads, (2,))
+        if prob.stride == (1, 1):
+            x3 = x.reshape(prob.n, prob.c, prob.h * prob.w)
+            _pointwise.pointwise_conv2d(x3, wmat, b, y3, prob.groups, act, r3, has_res,
+                                        tile, kblock, scal)
+            return
         cols = _workspace.per_thread("gemm_cols", nthreads, (prob.cg * tile,))
-        acc = _workspace.per_thread("gemm_acc", nthreads, (prob.kg * tile,))
         _pointwise.pointwise_conv2d_strided(x, wmat, b, y3, prob.ow, prob.stride[0],
                                             prob.stride[1], prob.groups, act, r3, has_res,
-                                            tile, cols, acc)
+                                            tile, cols, scal)
 
 
 class Depthwise(planner.Algorithm):

@@ -70,6 +70,8 @@ def _ensure_layer():
         if _layer_checked:
             return
         numba.set_num_threads(numba.get_num_threads())  # launches the layer
+        from .kernels.cpu import blas
+        blas.selftest()  # binds SciPy's SGEMM on this thread before any parallel kernel uses it
         layer = numba.threading_layer()
         global _serial_layer
         _serial_layer = layer != "tbb"

@@ -18,18 +18,19 @@ import numpy as np
 from numba import njit, prange
 
 from . import FASTMATH
-from .epilogue import activate
+from .blas import sgemm_rm
+from .epilogue import store_row, store_row_res
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def conv2d_im2col(xp, wmat, b, y3, OW, sh, sw, dh, dw, groups, R, S, act, res3, has_res,
-                  tile, kblock, cols_ws, out_ws):
+                  tile, kblock, cols_ws, scal_ws):
     """im2col + SGEMM of padded xp (N, C, HP, WP) with wmat (K, Cg*R*S) into y3 (N, K, OH*OW).
 
     res3 (N, K, OH*OW) is added before the activation when has_res.
 
     tile: output pixels per task; kblock: output channels per task;
-    cols_ws: (threads, >= Cg*R*S*tile) float32; out_ws: (threads, >= kblock*tile) float32.
+    cols_ws: (threads, >= Cg*R*S*tile) float32; scal_ws: (threads, >= 2) float32.
     """
     N, C = xp.shape[0], xp.shape[1]
     K, CRS = wmat.shape
@@ -79,20 +80,12 @@ def conv2d_im2col(xp, wmat, b, y3, OW, sh, sw, dh, dw, groups, R, S, act, res3, 
                         q = 0
         k0 = g * Kg + kb * kblock
         k1 = min(k0 + kblock, (g + 1) * Kg)
-        KT = k1 - k0
-        acc = out_ws[tid, :KT * T].reshape((KT, T))
-        np.dot(wmat[k0:k1], cols, acc)
-        for k in range(KT):
-            bk = b[k0 + k]
-            yrow = y3[n, k0 + k, p0:p0 + T]
-            arow = acc[k]
+        K3 = y3.shape[1]
+        sgemm_rm(k1 - k0, T, CRS, wmat, k0 * CRS, CRS, cols, 0, T,
+                 y3, (n * K3 + k0) * P + p0, P, 0.0, scal_ws[tid])
+        for k in range(k0, k1):
+            row = y3[n, k, p0:p0 + T]
             if has_res:
-                rrow = res3[n, k0 + k, p0:p0 + T]
-                for j in range(T):
-                    yrow[j] = activate(arow[j] + bk + rrow[j], act)
-            elif act == 0:
-                for j in range(T):
-                    yrow[j] = arow[j] + bk
+                store_row_res(row, row, b[k], res3[n, k, p0:p0 + T], act)
             else:
-                for j in range(T):
-                    yrow[j] = activate(arow[j] + bk, act)
+                store_row(row, row, b[k], act)

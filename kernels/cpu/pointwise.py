@@ -2,59 +2,63 @@
 
     y[n, k, p, q] = act(b[k] + sum_c w[k, c] * x[n, g*Cg + c, p*sh, q*sw] (+ res[n, k, p, q]))
 
-Stride 1: the input plane block x[n, g*Cg:(g+1)*Cg] viewed as (Cg, H*W) already
-is the right-hand matrix, so SGEMM reads it in place and writes straight into
-the output block y[n, k0:k1] (N, K, H*W); tasks split (n, g, output-channel
-block) and the epilogue runs in place while the block is hot.
+Stride 1: the input block x[n, g*Cg:(g+1)*Cg] viewed as (Cg, H*W) already is
+the right-hand matrix.  A task (n, g, pixel tile, output-channel block) runs
+SGEMM on its sub-blocks in place -- leading dimension H*W for the input tile
+and for the output tile it writes straight into y -- then runs the epilogue on
+that tile while it is hot.  No copy at all.
 
-Stride > 1: BLAS cannot read a column-strided matrix, so each task gathers the
-subsampled pixels of its pixel tile, (Cg, T), into its thread's workspace
-(1/(sh*sw) of the input, no R*S blow-up) and multiplies that.  BLAS runs
+Stride > 1: BLAS cannot read a column-strided matrix, so each task first
+gathers the subsampled pixels of its tile, (Cg, T), into its thread's
+workspace (1/(sh*sw) of the input, no R*S blow-up).  BLAS runs
 single-threaded inside Numba's tasks (see fastconv/_runtime.py).
 """
 import numba
-import numpy as np
 from numba import njit, prange
 
 from . import FASTMATH
-from .epilogue import activate
+from .blas import sgemm_rm
+from .epilogue import store_row, store_row_res
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def pointwise_conv2d(x3, wmat, b, y3, groups, act, res3, has_res, kblock):
-    """Stride-1 1x1 conv: x3 (N, C, P), wmat (K, Cg), y3/res3 (N, K, P)."""
+def pointwise_conv2d(x3, wmat, b, y3, groups, act, res3, has_res, tile, kblock, scal_ws):
+    """Stride-1 1x1 conv: x3 (N, C, P), wmat (K, Cg), y3/res3 (N, K, P).
+
+    tile: pixels per task; kblock: output channels per task; scal_ws: (threads, >= 2).
+    """
     N, C, P = x3.shape
-    K = wmat.shape[0]
+    K, Cg = wmat.shape
     Kg = K // groups
-    Cg = C // groups
+    ntiles = (P + tile - 1) // tile
     nkb = (Kg + kblock - 1) // kblock
-    for t in prange(N * groups * nkb):
+    for t in prange(N * groups * ntiles * nkb):
         kb = t % nkb
         rest = t // nkb
+        ti = rest % ntiles
+        rest = rest // ntiles
         g = rest % groups
         n = rest // groups
+        p0 = ti * tile
+        T = min(tile, P - p0)
         k0 = g * Kg + kb * kblock
         k1 = min(k0 + kblock, (g + 1) * Kg)
-        out = y3[n, k0:k1]
-        np.dot(wmat[k0:k1], x3[n, g * Cg:(g + 1) * Cg], out)
-        for k in range(k1 - k0):
-            bk = b[k0 + k]
-            row = out[k]
+        sgemm_rm(k1 - k0, T, Cg, wmat, k0 * Cg, Cg, x3, (n * C + g * Cg) * P + p0, P,
+                 y3, (n * K + k0) * P + p0, P, 0.0, scal_ws[numba.get_thread_id()])
+        for k in range(k0, k1):
+            row = y3[n, k, p0:p0 + T]
             if has_res:
-                rrow = res3[n, k0 + k]
-                for j in range(P):
-                    row[j] = activate(row[j] + bk + rrow[j], act)
+                store_row_res(row, row, b[k], res3[n, k, p0:p0 + T], act)
             else:
-                for j in range(P):
-                    row[j] = activate(row[j] + bk, act)
+                store_row(row, row, b[k], act)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def pointwise_conv2d_strided(x, wmat, b, y3, OW, sh, sw, groups, act, res3, has_res,
-                             tile, cols_ws, acc_ws):
+                             tile, cols_ws, scal_ws):
     """Strided 1x1 conv: x (N, C, H, W), wmat (K, Cg), y3/res3 (N, K, OH*OW).
 
-    cols_ws: (threads, >= Cg*tile); acc_ws: (threads, >= Kg*tile).
+    cols_ws: (threads, >= Cg*tile); scal_ws: (threads, >= 2).
     """
     N, C = x.shape[0], x.shape[1]
     K, Cg = wmat.shape
@@ -69,10 +73,10 @@ def pointwise_conv2d_strided(x, wmat, b, y3, OW, sh, sw, groups, act, res3, has_
         p0 = ti * tile
         T = min(tile, P - p0)
         tid = numba.get_thread_id()
-        cols = cols_ws[tid, :Cg * T].reshape((Cg, T))
+        cols = cols_ws[tid, :Cg * T]
         for c in range(Cg):
             plane = x[n, g * Cg + c]
-            crow = cols[c]
+            crow = cols[c * T:(c + 1) * T]
             j = 0
             p = p0 // OW
             q = p0 % OW
@@ -89,17 +93,12 @@ def pointwise_conv2d_strided(x, wmat, b, y3, OW, sh, sw, groups, act, res3, has_
                 j += seg
                 p += 1
                 q = 0
-        acc = acc_ws[tid, :Kg * T].reshape((Kg, T))
-        np.dot(wmat[g * Kg:(g + 1) * Kg], cols, acc)
-        for k in range(Kg):
-            kk = g * Kg + k
-            bk = b[kk]
-            yrow = y3[n, kk, p0:p0 + T]
-            arow = acc[k]
+        k0 = g * Kg
+        sgemm_rm(Kg, T, Cg, wmat, k0 * Cg, Cg, cols, 0, T, y3, (n * K + k0) * P + p0, P,
+                 0.0, scal_ws[tid])
+        for k in range(k0, k0 + Kg):
+            row = y3[n, k, p0:p0 + T]
             if has_res:
-                rrow = res3[n, kk, p0:p0 + T]
-                for j in range(T):
-                    yrow[j] = activate(arow[j] + bk + rrow[j], act)
+                store_row_res(row, row, b[k], res3[n, k, p0:p0 + T], act)
             else:
-                for j in range(T):
-                    yrow[j] = activate(arow[j] + bk, act)
+                store_row(row, row, b[k], act)
