@@ -86,7 +86,6 @@ def child(runtime, threads, batch, repeat, names, block=False):
                     out[name] = _timeit(lambda: torch.nn.functional.conv2d(x, wt, b, s, p, 1, g),
                                         repeat)
     elif runtime == "onnxruntime":
-        import onnx
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
         for name in names:

@@ -1,7 +1,6 @@
 """The ``fastconv`` command: ``fastconv info`` and ``fastconv bench``."""
 import argparse
 import json
-import os
 import platform
 import sys
 import time

@@ -26,6 +26,13 @@ from . import FASTMATH
 from .epilogue import store_row, store_row_res
 
 
+@njit(inline="always")
+def _taps3x3(w, k):
+    """The nine weights of 3x3 filter k, to keep in registers."""
+    f = w[k, 0]
+    return f[0, 0], f[0, 1], f[0, 2], f[1, 0], f[1, 1], f[1, 2], f[2, 0], f[2, 1], f[2, 2]
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act, res, has_res,
                      plane_ws, out_ws, deint_ws):
@@ -97,15 +104,7 @@ def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
                     c0 = flat[r2:r2 + L]
                     c1 = flat[r2 + dw:r2 + dw + L]
                     c2 = flat[r2 + d2:r2 + d2 + L]
-                    w00 = w[k, 0, 0, 0]
-                    w01 = w[k, 0, 0, 1]
-                    w02 = w[k, 0, 0, 2]
-                    w10 = w[k, 0, 1, 0]
-                    w11 = w[k, 0, 1, 1]
-                    w12 = w[k, 0, 1, 2]
-                    w20 = w[k, 0, 2, 0]
-                    w21 = w[k, 0, 2, 1]
-                    w22 = w[k, 0, 2, 2]
+                    w00, w01, w02, w10, w11, w12, w20, w21, w22 = _taps3x3(w, k)
                     for q in range(L):
                         o[q] = (w00 * a0[q] + w01 * a1[q] + w02 * a2[q]
                                 + w10 * b0[q] + w11 * b1[q] + w12 * b2[q]
@@ -127,15 +126,7 @@ def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
                         store_row(y[n, k, p], buf[p * WP:p * WP + OW], b[k], act)
             elif split:
                 o = buf[:OW]
-                w00 = w[k, 0, 0, 0]
-                w01 = w[k, 0, 0, 1]
-                w02 = w[k, 0, 0, 2]
-                w10 = w[k, 0, 1, 0]
-                w11 = w[k, 0, 1, 1]
-                w12 = w[k, 0, 1, 2]
-                w20 = w[k, 0, 2, 0]
-                w21 = w[k, 0, 2, 1]
-                w22 = w[k, 0, 2, 2]
+                w00, w01, w02, w10, w11, w12, w20, w21, w22 = _taps3x3(w, k)
                 for p in range(OH):
                     r0 = p * sh * WP
                     r1 = r0 + dh * WP
@@ -165,15 +156,7 @@ def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
                         x0 = flat[base:base + WP]
                         x1 = flat[base + dh * WP:base + (dh + 1) * WP]
                         x2 = flat[base + 2 * dh * WP:base + (2 * dh + 1) * WP]
-                        w00 = w[k, 0, 0, 0]
-                        w01 = w[k, 0, 0, 1]
-                        w02 = w[k, 0, 0, 2]
-                        w10 = w[k, 0, 1, 0]
-                        w11 = w[k, 0, 1, 1]
-                        w12 = w[k, 0, 1, 2]
-                        w20 = w[k, 0, 2, 0]
-                        w21 = w[k, 0, 2, 1]
-                        w22 = w[k, 0, 2, 2]
+                        w00, w01, w02, w10, w11, w12, w20, w21, w22 = _taps3x3(w, k)
                         d2 = 2 * dw
                         a0 = x0[0:]
                         a1 = x0[dw:]

@@ -68,3 +68,14 @@ def store_row_res(dst, src, bk, res, act):
     else:
         for q in range(n):
             dst[q] = activate(src[q] + bk + res[q], 3)
+
+
+@njit(inline="always")
+def epilogue_tile(y3, n, k0, k1, p0, T, b, act, res3, has_res):
+    """In place on the output tile y3[n, k0:k1, p0:p0+T]: bias, residual, activation."""
+    for k in range(k0, k1):
+        row = y3[n, k, p0:p0 + T]
+        if has_res:
+            store_row_res(row, row, b[k], res3[n, k, p0:p0 + T], act)
+        else:
+            store_row(row, row, b[k], act)

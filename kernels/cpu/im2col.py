@@ -14,12 +14,11 @@ exactly one thread pool runs.  (1x1 convolutions have their own copy-free family
 pointwise.py.)  The residual and the activation are fused into the epilogue.
 """
 import numba
-import numpy as np
 from numba import njit, prange
 
 from . import FASTMATH
 from .blas import sgemm_rm
-from .epilogue import store_row, store_row_res
+from .epilogue import epilogue_tile
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -83,9 +82,4 @@ def conv2d_im2col(xp, wmat, b, y3, OW, sh, sw, dh, dw, groups, R, S, act, res3, 
         K3 = y3.shape[1]
         sgemm_rm(k1 - k0, T, CRS, wmat, k0 * CRS, CRS, cols, 0, T,
                  y3, (n * K3 + k0) * P + p0, P, 0.0, scal_ws[tid])
-        for k in range(k0, k1):
-            row = y3[n, k, p0:p0 + T]
-            if has_res:
-                store_row_res(row, row, b[k], res3[n, k, p0:p0 + T], act)
-            else:
-                store_row(row, row, b[k], act)
+        epilogue_tile(y3, n, k0, k1, p0, T, b, act, res3, has_res)

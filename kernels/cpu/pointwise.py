@@ -18,7 +18,7 @@ from numba import njit, prange
 
 from . import FASTMATH
 from .blas import sgemm_rm
-from .epilogue import store_row, store_row_res
+from .epilogue import epilogue_tile
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -45,12 +45,7 @@ def pointwise_conv2d(x3, wmat, b, y3, groups, act, res3, has_res, tile, kblock, 
         k1 = min(k0 + kblock, (g + 1) * Kg)
         sgemm_rm(k1 - k0, T, Cg, wmat, k0 * Cg, Cg, x3, (n * C + g * Cg) * P + p0, P,
                  y3, (n * K + k0) * P + p0, P, 0.0, scal_ws[numba.get_thread_id()])
-        for k in range(k0, k1):
-            row = y3[n, k, p0:p0 + T]
-            if has_res:
-                store_row_res(row, row, b[k], res3[n, k, p0:p0 + T], act)
-            else:
-                store_row(row, row, b[k], act)
+        epilogue_tile(y3, n, k0, k1, p0, T, b, act, res3, has_res)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -60,7 +55,7 @@ def pointwise_conv2d_strided(x, wmat, b, y3, OW, sh, sw, groups, act, res3, has_
 
     cols_ws: (threads, >= Cg*tile); scal_ws: (threads, >= 2).
     """
-    N, C = x.shape[0], x.shape[1]
+    N = x.shape[0]
     K, Cg = wmat.shape
     P = y3.shape[2]
     Kg = K // groups
@@ -96,9 +91,4 @@ def pointwise_conv2d_strided(x, wmat, b, y3, OW, sh, sw, groups, act, res3, has_
         k0 = g * Kg
         sgemm_rm(Kg, T, Cg, wmat, k0 * Cg, Cg, cols, 0, T, y3, (n * K + k0) * P + p0, P,
                  0.0, scal_ws[tid])
-        for k in range(k0, k0 + Kg):
-            row = y3[n, k, p0:p0 + T]
-            if has_res:
-                store_row_res(row, row, b[k], res3[n, k, p0:p0 + T], act)
-            else:
-                store_row(row, row, b[k], act)
+        epilogue_tile(y3, n, k0, k0 + Kg, p0, T, b, act, res3, has_res)

@@ -105,7 +105,6 @@ def input_transform(xp, m, TH, TW, V, t_ws):
     xp: tile-padded input (N, C, TH*m + 2, TW*m + 2); t_ws: (threads, a, a, >= TW).
     """
     N, C = xp.shape[0], xp.shape[1]
-    a = m + 2
     tiles = TH * TW
     for task in prange(N * C):
         n = task // C
@@ -195,7 +194,6 @@ def output_transform(M, m, b, y, act, res, has_res, t_ws, row_ws):
     M: (a*a, K, N*TH*TW); t_ws: (threads, a, a, >= TW); row_ws: (threads, m, >= TW*m).
     """
     N, K, OH, OW = y.shape
-    a = m + 2
     TH = (OH + m - 1) // m
     TW = (OW + m - 1) // m
     tiles = TH * TW
