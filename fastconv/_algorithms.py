@@ -100,9 +100,11 @@ class Im2col(planner.Algorithm):
     def cost(self, prob, threads, prepacked=False):
         crs = prob.cg * prob.r * prob.s
         P = prob.oh * prob.ow
-        gemm = prob.flops / (planner.GEMM_GFLOPS * 1e9 * _gemm_efficiency(prob.kg, crs))
-        copy = prob.n * prob.groups * crs * P * 4 / (planner.COPY_GBS * 1e9)
         tile, kblock = im2col_blocking(prob, threads)
+        # narrow pixel tiles (7x7 maps) leave OpenBLAS's N dimension short as well
+        eff = _gemm_efficiency(prob.kg, crs) * min(1.0, tile / 128.0) ** 0.5
+        gemm = prob.flops / (planner.GEMM_GFLOPS * 1e9 * eff)
+        copy = prob.n * prob.groups * crs * P * 4 / (planner.COPY_GBS * 1e9)
         tasks = max(1, prob.n * prob.groups * -(-P // tile) * -(-prob.kg // kblock))
         par = min(threads, tasks)
         return planner.CALL_OVERHEAD_S + (gemm + copy + tasks * planner.IM2COL_TASK_S) / par
