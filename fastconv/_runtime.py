@@ -114,16 +114,22 @@ class _BlasPin:
     """Pins the kernel BLAS to one thread while any fastconv call runs.
 
     Reference-counted across Python threads: the first caller in saves the
-    library's setting and sets 1, the last one out restores it.
+    library's setting and sets 1, the last one out restores it.  OpenBLAS is
+    driven through its own ``openblas_{get,set}_num_threads`` symbols: going
+    through threadpoolctl's controller would be slower and, for OpenBLAS, is
+    silently ignored when called from any Python thread other than the first
+    one that used it.
     """
 
     def __init__(self):
         self._libs = None
+        self._funcs = None
         self._depth = 0
         self._saved = []
         self._mutex = threading.Lock()
 
     def libraries(self):
+        """threadpoolctl controllers of the BLAS behind Numba's np.dot (SciPy's)."""
         if self._libs is None:
             import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls)
             from threadpoolctl import ThreadpoolController
@@ -134,22 +140,46 @@ class _BlasPin:
             self._libs = scipy_blas or blas
         return self._libs
 
+    def functions(self):
+        """(get, set) callables per library: raw symbols where possible."""
+        if self._funcs is None:
+            funcs = []
+            for lib in self.libraries():
+                getter = setter = None
+                if lib.internal_api == "openblas" and getattr(lib, "threading_layer", "") != "openmp":
+                    getter = lib._get_symbol("openblas_get_num_threads")
+                    setter = lib._get_symbol("openblas_set_num_threads")
+                    if setter is not None:
+                        setter.argtypes = [ctypes.c_int]
+                        setter.restype = None
+                if getter is None or setter is None:
+                    getter = lib.get_num_threads
+                    setter = getattr(lib, "_real_set_num_threads", lib.set_num_threads)
+                funcs.append((getter, setter))
+            self._funcs = funcs
+        return self._funcs
+
+    def current(self):
+        """The thread counts the BLAS libraries report now."""
+        return [get() for get, _ in self.functions()]
+
     def __enter__(self):
         with self._mutex:
             if self._depth == 0:
-                self._saved = [lib.get_num_threads() for lib in self.libraries()]
-                for lib, saved in zip(self._libs, self._saved):
+                funcs = self.functions()
+                self._saved = [get() for get, _ in funcs]
+                for (_, set_threads), saved in zip(funcs, self._saved):
                     if saved != 1:
-                        lib.set_num_threads(1)
+                        set_threads(1)
             self._depth += 1
 
     def __exit__(self, *exc):
         with self._mutex:
             self._depth -= 1
             if self._depth == 0:
-                for lib, saved in zip(self._libs, self._saved):
-                    if saved != 1:
-                        lib.set_num_threads(saved)
+                for (_, set_threads), saved in zip(self._funcs, self._saved):
+                    if saved is not None and saved != 1:
+                        set_threads(saved)
 
 
 blas_pin = _BlasPin()

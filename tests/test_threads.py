@@ -36,6 +36,7 @@ def test_set_num_threads_governs_numba_and_blas(monkeypatch, rng, n):
     def spy(*args):
         seen["numba"] = numba.get_num_threads()
         seen["blas"] = [lib.get_num_threads() for lib in _runtime.blas_pin.libraries()]
+        seen["blas_raw"] = _runtime.blas_pin.current()
         return real(*args)
 
     monkeypatch.setattr(_algorithms._im2col, "conv2d_im2col", spy)
@@ -49,6 +50,7 @@ def test_set_num_threads_governs_numba_and_blas(monkeypatch, rng, n):
         fc.set_num_threads(old)
     assert seen["numba"] == n
     assert seen["blas"] and all(t == 1 for t in seen["blas"])  # BLAS never adds a second pool
+    assert all(t == 1 for t in seen["blas_raw"])
     assert rel_err(y, ref.conv2d(x, w, padding=1)) < 1e-4
 
 
@@ -77,6 +79,25 @@ def test_one_thread_means_one_busy_core():
     assert out.returncode == 0, out.stderr
     ratio = float(out.stdout.split()[-1])
     assert ratio < 1.3, f"CPU time / wall time = {ratio:.2f} with one thread"
+
+
+def test_blas_pinned_from_any_python_thread(rng, monkeypatch):
+    """The pin works from threads other than the first one that touched BLAS."""
+    seen = []
+    real = _algorithms._im2col.conv2d_im2col
+
+    def spy(*args):
+        seen.append(_runtime.blas_pin.current())
+        return real(*args)
+
+    monkeypatch.setattr(_algorithms._im2col, "conv2d_im2col", spy)
+    x = rng.standard_normal((1, 8, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    fc.conv2d(x, w, algo="im2col")                     # main thread first
+    t = threading.Thread(target=lambda: fc.conv2d(x, w, algo="im2col"))
+    t.start()
+    t.join()
+    assert len(seen) == 2 and all(all(n == 1 for n in s) for s in seen)
 
 
 def test_concurrent_python_threads(rng):
