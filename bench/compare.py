@@ -182,6 +182,23 @@ def main():
         if "onnxruntime" in rts:
             line += f" {results['onnxruntime'][name][0] / best:.2f}x |"
         print(line)
+    fc_rts = [rt for rt in rts if rt.startswith("fastconv")]
+    if fc_rts:
+        print("\nper fastconv algorithm: GFLOP/s, % of roof" + (", speed vs torch" if "torch" in rts
+                                                             else "") + "\n")
+        head = "| layer | " + " | ".join(fc_rts) + " |"
+        print(head)
+        print("|" + "---|" * (len(fc_rts) + 1))
+        for name in args.layers:
+            fl = flops(LAYERS[name], args.batch)
+            cells = []
+            for rt in fc_rts:
+                med = results[rt][name][0]
+                cell = f"{fl / med / 1e9:.1f} GF/s, {100 * fl / med / 1e9 / roof:.0f}%"
+                if "torch" in rts:
+                    cell += f", {results['torch'][name][0] / med:.2f}x"
+                cells.append(cell)
+            print(f"| {name} | " + " | ".join(cells) + " |")
     for peer in ("torch", "onnxruntime"):
         if peer in rts:
             ratios = [results[peer][n][0] / results.get("fastconv", results[rts[0]])[n][0]
