@@ -16,6 +16,7 @@ from .kernels.cpu import winograd as _winograd
 
 COLS_TILE_BYTES = 2 * 1024 * 1024  # column tile per task: about the L2 of two cores (measured best)
 MIN_TILE = 32  # narrower SGEMMs run far below peak; split output channels instead
+WINOGRAD_CHUNK_BYTES = 6 * 1024 * 1024  # V + M per chunk of images: stays in the 32 MiB L3
 _NO_RESIDUAL = np.zeros((1, 1, 1, 1), np.float32)
 
 
@@ -285,17 +286,29 @@ class Winograd(planner.Algorithm):
         tiled = planner.ConvProblem(prob.n, prob.c, prob.h, prob.w, prob.k, 3, 3, (1, 1),
                                     (pt, hp - prob.h - pt, pl, wp - prob.w - pl), (1, 1), prob.groups)
         xp = padded_input(tiled, x)
-        T = prob.n * th * tw
         xi = self.a * self.a
-        V = _workspace.get("winograd_V", (xi, prob.c, T))
-        M = _workspace.get("winograd_M", (xi, prob.k, T))
+        # Images go through in chunks whose transformed data (V and M) stays within
+        # WINOGRAD_CHUNK_BYTES, so a batch streams through the cache image by image
+        # instead of spilling V and M to memory.
+        per_image = xi * (prob.c + prob.k) * th * tw * 4
+        chunk = max(1, min(prob.n, WINOGRAD_CHUNK_BYTES // max(per_image, 1)))
+        V = _workspace.get("winograd_V", (xi, prob.c, chunk * th * tw))
+        M = _workspace.get("winograd_M", (xi, prob.k, chunk * th * tw))
         threads = _runtime.max_threads()
         t = _workspace.per_thread("winograd_t", threads, (self.a, self.a, tw))
         rows = _workspace.per_thread("winograd_rows", threads, (self.m, tw * self.m))
-        r, has_res = _res(res, 4)
-        _winograd.input_transform(xp, self.m, th, tw, V, t)
-        _winograd.transformed_gemms(U, V, M, prob.groups)
-        _winograd.output_transform(M, self.m, b, y, act, r, has_res, t, rows)
+        for n0 in range(0, prob.n, chunk):
+            n1 = min(prob.n, n0 + chunk)
+            T = (n1 - n0) * th * tw
+            Vc = V if n1 - n0 == chunk else V[:, :, :T]
+            Mc = M if n1 - n0 == chunk else M[:, :, :T]
+            if Vc is not V:  # the kernels want contiguous blocks
+                Vc = _workspace.get("winograd_V_tail", (xi, prob.c, T))
+                Mc = _workspace.get("winograd_M_tail", (xi, prob.k, T))
+            r, has_res = _res(None if res is None else res[n0:n1], 4)
+            _winograd.input_transform(xp[n0:n1], self.m, th, tw, Vc, t)
+            _winograd.transformed_gemms(U, Vc, Mc, prob.groups)
+            _winograd.output_transform(Mc, self.m, b, y[n0:n1], act, r, has_res, t, rows)
 
 
 planner.register(Direct())

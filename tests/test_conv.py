@@ -265,3 +265,18 @@ def test_winograd_f4_kept_out_of_auto_beyond_its_bound():
     big = F.conv_problem((1, 4096, 8, 8), (64, 4096, 3, 3), padding=1)
     assert "winograd_f4x4_3x3" not in P.plan(big, prepacked=True).costs
     assert P.REGISTRY["winograd_f4x4_3x3"].serves(big) is None   # still available explicitly
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 40_000])
+def test_winograd_batches_in_chunks(rng, monkeypatch, chunk_bytes):
+    """Images stream through in chunks (one, or two with a shorter tail): same result."""
+    from fastconv import _algorithms
+    monkeypatch.setattr(_algorithms, "WINOGRAD_CHUNK_BYTES", chunk_bytes)
+    x = rng.standard_normal((5, 6, 9, 7)).astype(np.float32)
+    w = rng.standard_normal((4, 6, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    res = rng.standard_normal((5, 4, 9, 7)).astype(np.float32)
+    expected = ref.activation(ref.conv2d(x, w, b, 1, 1) + res, "relu")
+    for algo in WINOGRAD_BOUND:
+        y = fc.conv2d(x, w, b, 1, 1, activation="relu", residual=res, algo=algo)
+        assert rel_err(y, expected) < 1e-4
