@@ -96,9 +96,9 @@ def set_num_threads(n):
     so ``n`` is the number of busy cores during a call.
     """
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
+    if isinstance(n, bool) or not hasattr(n, "__index__"):
         raise TypeError(f"set_num_threads: expected an int, got {type(n).__name__}")
-    n = int(n)
+    n = n.__index__()
     if not 1 <= n <= max_threads():
         raise ValueError(f"set_num_threads: expected 1 <= n <= {max_threads()} "
                          f"(NUMBA_NUM_THREADS), got {n}")

@@ -238,14 +238,13 @@ def adaptive_avg_pool2d(x, output_size, layer="adaptive_avg_pool2d"):
     return _checks.wrap_like(y[0] if unbatched else y, x_in)
 
 
-def fold_batchnorm(weight, bias, gamma, beta, mean, var, eps=1e-5):
+def fold_batchnorm(weight, bias, gamma, beta, mean, var, eps=1e-5, layer="fold_batchnorm"):
     """Fold inference BatchNorm into the preceding convolution's weight and bias.
 
     BN(conv(x)) = gamma * (conv(x) + b - mean) / sqrt(var + eps) + beta
                 = conv'(x) with w' = w * s[k], b' = (b - mean) * s + beta, s = gamma / sqrt(var + eps).
     Computed in float64, returned as new float32 arrays (the inputs are not changed).
     """
-    layer = "fold_batchnorm"
     w = _checks.to_numpy(weight, layer, "weight")
     k = w.shape[0]
     vecs = {}
@@ -273,7 +272,8 @@ def batch_norm(x, mean, var, gamma=None, beta=None, eps=1e-5, layer="batch_norm"
     if xa.ndim < 2:
         raise ValueError(f"{layer}: input must be at least 2-D (N, C, ...), got shape {xa.shape}")
     c = xa.shape[1]
-    scale, shift = fold_batchnorm(np.ones((c, 1), np.float32), None, gamma, beta, mean, var, eps)
+    scale, shift = fold_batchnorm(np.ones((c, 1), np.float32), None, gamma, beta, mean, var, eps,
+                                  layer=layer)
     shape = (1, c) + (1,) * (xa.ndim - 2)
     y = xa * scale.reshape(shape) + shift.reshape(shape)
     return _checks.wrap_like(y.astype(np.float32, copy=False), x_in)

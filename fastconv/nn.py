@@ -182,7 +182,6 @@ class Module:
     def __repr__(self):
         lines = [f"{type(self).__name__}({self.extra_repr()}"]
         if self._modules:
-            lines[0] = lines[0]
             for name, m in self._modules.items():
                 sub = repr(m).replace("\n", "\n  ")
                 lines.append(f"  ({name}): {sub}")

@@ -110,3 +110,12 @@ def test_set_num_threads_errors():
         fc.set_backend("cuda")
     with pytest.raises(ValueError, match="set_backend"):
         fc.set_backend("tpu")
+
+
+def test_batchnorm_errors_name_the_layer():
+    bn = fc.nn.BatchNorm2d(4)
+    net = fc.nn.Sequential(bn)
+    with pytest.raises(ValueError, match=r"0 \(BatchNorm2d\): expected input with 4 channels, got 3"):
+        net(x4(1, 3, 5, 5))
+    with pytest.raises(ValueError, match=r"batch_norm: mean must have shape \(3,\)"):
+        fc.batch_norm(x4(1, 3, 2, 2), np.zeros(4), np.ones(3))
