@@ -200,6 +200,7 @@ class Depthwise(planner.Algorithm):
         hp, wp = prob.h + pt + pb, prob.w + pl + pr
         threads = _runtime.max_threads()
         plane = _workspace.per_thread("depthwise_plane", threads, (hp * wp,))
+        plane.fill(0.0)  # the kernel writes interiors only: borders stay zero
         out = _workspace.per_thread("depthwise_out", threads, (prob.oh * wp,))
         deint = _workspace.per_thread("depthwise_deint", threads,
                                       (hp * wp if prob.stride[1] == 2 else 1,))

@@ -4,8 +4,9 @@
 
 with k = c*mult + m and xp the zero-padded input.  Every input element feeds
 only R*S*mult multiply-adds, so the kernel is memory-bound by design: each task
-takes one (n, c) plane, copies it once into its thread's zero-padded plane
-buffer (L1/L2-resident; this removes every bounds check and the separate
+takes one (n, c) plane, copies it once into the interior of its thread's
+zero-padded plane buffer (L1/L2-resident; zeroed once per call, so only the
+interior is copied per plane; this removes every bounds check and the separate
 padding pass), and produces the ``mult`` output planes from it.
 
 Stride 1 works on the flattened padded plane: output (p, q) reads flat index
@@ -38,7 +39,8 @@ def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
                      plane_ws, out_ws, deint_ws):
     """Depthwise conv of x (N, C, H, W) with w (C*mult, 1, R, S) into y (N, C*mult, OH, OW).
 
-    HP, WP: padded plane size; plane_ws, deint_ws: (threads, >= HP*WP) float32;
+    HP, WP: padded plane size; plane_ws, deint_ws: (threads, >= HP*WP) float32, plane_ws
+    zeroed by the caller (its border is never written);
     out_ws: (threads, >= OH*WP) float32; res: (N, C*mult, OH, OW), added when has_res.
     """
     N, C, H, W = x.shape
@@ -52,24 +54,15 @@ def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
         tid = numba.get_thread_id()
         flat = plane_ws[tid, :HP * WP]
         src = x[n, c]
-        for i in range(HP):
-            row = flat[i * WP:(i + 1) * WP]
-            si = i - pad_top
-            if si < 0 or si >= H:
-                for j in range(WP):
-                    row[j] = 0.0
-            else:
-                # index slices with the bare loop variable: Numba then drops the
-                # negative-index wraparound check and LLVM vectorizes the copy
-                inner = row[pad_left:pad_left + W]
-                srow = src[si]
-                for j in range(W):
-                    inner[j] = srow[j]
-                for j in range(pad_left):
-                    row[j] = 0.0
-                tail = row[pad_left + W:]
-                for j in range(WP - pad_left - W):
-                    tail[j] = 0.0
+        # the caller zeroed plane_ws and only the interior is ever written, so
+        # the padding border stays zero across planes: copy the interior rows only
+        for i in range(H):
+            # slices indexed by the bare loop variable: Numba drops the negative-index
+            # wraparound check and LLVM vectorizes the copy
+            inner = flat[(i + pad_top) * WP + pad_left:(i + pad_top) * WP + pad_left + W]
+            srow = src[i]
+            for j in range(W):
+                inner[j] = srow[j]
         buf = out_ws[tid]
         # 3x3 stride 2: split each padded row into its even and odd columns once, so
         # the taps (s = 0, 1, 2) read even[q], odd[q], even[q + 1] with unit stride
