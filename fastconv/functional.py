@@ -196,7 +196,10 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     y = np.empty(xa.shape[:2] + (oh, ow), np.float32)
     if y.size:
         with _runtime.kernel_scope(blas=False):
-            _pooling.max_pool2d(xa, y, k[0], k[1], st[0], st[1], pad[0], pad[1], dil[0], dil[1])
+            row = _workspace.per_thread("pool_row", _runtime.max_threads(), (
+                max(xa.shape[3] + 2 * pad[1], (ow - 1) * st[1] + (k[1] - 1) * dil[1] + 1),))
+            _pooling.max_pool2d(xa, y, k[0], k[1], st[0], st[1], pad[0], pad[1], dil[0], dil[1],
+                                row)
     return _checks.wrap_like(y[0] if unbatched else y, x_in)
 
 
@@ -213,8 +216,10 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     y = np.empty(xa.shape[:2] + (oh, ow), np.float32)
     if y.size:
         with _runtime.kernel_scope(blas=False):
+            row = _workspace.per_thread("pool_row", _runtime.max_threads(), (
+                max(xa.shape[3] + 2 * pad[1], (ow - 1) * st[1] + k[1]),))
             _pooling.avg_pool2d(xa, y, k[0], k[1], st[0], st[1], pad[0], pad[1],
-                                bool(count_include_pad), int(divisor_override or 0))
+                                bool(count_include_pad), int(divisor_override or 0), row)
     return _checks.wrap_like(y[0] if unbatched else y, x_in)
 
 

@@ -8,8 +8,11 @@ q*sw - pw + j*dw, j < kw; positions outside the plane are padding.
           window clipped to the padded plane (count_include_pad), or the in-plane count
     adaptive avg: bin p spans rows [floor(p*H/OH), ceil((p+1)*H/OH)), likewise columns
 
-Work is split over (n, c) planes and output rows.
+Max and average pooling are computed separably (a vertical pass over the
+window's rows, then a horizontal pass over its columns); tasks are (n, c)
+planes (adaptive pooling: planes and output rows).
 """
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -19,111 +22,115 @@ NEG_INF = np.float32(-np.inf)
 
 
 @njit(inline="always")
-def _col_range(OW, W, sw, off):
-    """Output columns q with 0 <= q*sw + off < W, as [q0, q1)."""
-    q0 = 0
-    if off < 0:
-        q0 = (-off + sw - 1) // sw
-    q1 = (W - 1 - off) // sw + 1 if W - 1 - off >= 0 else 0
-    return q0, min(max(q1, q0), OW)
+def _vmax(dst, src, n):
+    """dst[j] = max(dst[j], src[j]) with NaN winning (v != v), a branch-free select."""
+    for j in range(n):
+        v = src[j]
+        cur = dst[j]
+        dst[j] = v if (v > cur) | (v != v) else cur
 
 
 @njit(parallel=True, cache=True)
-def max_pool2d(x, y, kh, kw, sh, sw, ph, pw, dh, dw):
-    """Max pooling of x (N, C, H, W) into y (N, C, OH, OW).
+def max_pool2d(x, y, kh, kw, sh, sw, ph, pw, dh, dw, row_ws):
+    """Max pooling of x (N, C, H, W) into y (N, C, OH, OW), separably.
 
-    Row-wise: each output row starts at -inf and takes the elementwise max with
-    every in-plane (i, j) tap's strided input row, so the inner loop is a
-    branch-free select over q.  A NaN wins (v != v), as in PyTorch.
+    For each output row, a vertical pass takes the max of the kh in-plane input
+    rows into a row buffer that carries pw columns of -inf padding on the left
+    (and -inf beyond the right edge); a horizontal pass then takes the max over
+    kw strided taps of that buffer.  kh + kw comparisons per output instead of
+    kh * kw, all unit-stride or constant-stride vector loops.  Tasks are (n, c)
+    planes.  row_ws: (threads, >= max(W + 2*pw, (OW-1)*sw + (kw-1)*dw + 1)).
     """
     N, C, H, W = x.shape
     OH, OW = y.shape[2], y.shape[3]
-    for t in prange(N * C * OH):
-        p = t % OH
-        nc = t // OH
-        n = nc // C
-        c = nc % C
+    for t in prange(N * C):
+        n = t // C
+        c = t % C
         plane = x[n, c]
-        yrow = y[n, c, p]
-        for q in range(OW):
-            yrow[q] = NEG_INF
-        for i in range(kh):
-            hi = p * sh - ph + i * dh
-            if hi < 0 or hi >= H:
-                continue
-            xrow = plane[hi]
+        buf = row_ws[numba.get_thread_id()]
+        for j in range(buf.shape[0]):
+            buf[j] = NEG_INF
+        inner = buf[pw:pw + W]
+        for p in range(OH):
+            for j in range(W):
+                inner[j] = NEG_INF
+            for i in range(kh):
+                hi = p * sh - ph + i * dh
+                if hi >= 0 and hi < H:
+                    _vmax(inner, plane[hi], W)
+            yrow = y[n, c, p]
+            for q in range(OW):
+                yrow[q] = NEG_INF
             for j in range(kw):
-                off = j * dw - pw
-                q0, q1 = _col_range(OW, W, sw, off)
-                # slices indexed by the bare loop variable (no wraparound checks)
-                ys = yrow[q0:q1]
-                xs = xrow[q0 * sw + off:]
+                src = buf[j * dw:]
                 if sw == 1:
-                    for u in range(q1 - q0):
-                        v = xs[u]
-                        cur = ys[u]
-                        ys[u] = v if (v > cur) | (v != v) else cur
+                    _vmax(yrow, src, OW)
                 elif sw == 2:  # a constant stride lets LLVM vectorize with shuffles
-                    for u in range(q1 - q0):
-                        v = xs[2 * u]
-                        cur = ys[u]
-                        ys[u] = v if (v > cur) | (v != v) else cur
+                    for q in range(OW):
+                        v = src[2 * q]
+                        cur = yrow[q]
+                        yrow[q] = v if (v > cur) | (v != v) else cur
                 else:
-                    for u in range(q1 - q0):
-                        v = xs[u * sw]
-                        cur = ys[u]
-                        ys[u] = v if (v > cur) | (v != v) else cur
-        # a NaN already in yrow stays: neither v > nan nor a non-NaN v != v replaces it
+                    for q in range(OW):
+                        v = src[q * sw]
+                        cur = yrow[q]
+                        yrow[q] = v if (v > cur) | (v != v) else cur
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def avg_pool2d(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override):
+def avg_pool2d(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override, row_ws):
     """Average pooling of x (N, C, H, W) into y (N, C, OH, OW); divisor_override 0 = none.
 
-    Row-wise sums over the in-plane taps, then one division per output by the
-    PyTorch divisor of its window.
+    Separable like max pooling: a vertical sum of the in-plane rows into a
+    zero-padded row buffer, a horizontal sum over kw strided taps, then one
+    division per output by the PyTorch divisor of its window.
+    row_ws: (threads, >= max(W + 2*pw, (OW-1)*sw + kw)).
     """
     N, C, H, W = x.shape
     OH, OW = y.shape[2], y.shape[3]
-    for t in prange(N * C * OH):
-        p = t % OH
-        nc = t // OH
-        n = nc // C
-        c = nc % C
+    for t in prange(N * C):
+        n = t // C
+        c = t % C
         plane = x[n, c]
-        yrow = y[n, c, p]
-        for q in range(OW):
-            yrow[q] = 0.0
-        h0 = p * sh - ph
-        h1 = min(h0 + kh, H + ph)
-        hc0 = max(h0, 0)
-        hc1 = min(h1, H)
-        for hi in range(hc0, hc1):
-            xrow = plane[hi]
+        buf = row_ws[numba.get_thread_id()]
+        for j in range(buf.shape[0]):
+            buf[j] = 0.0
+        inner = buf[pw:pw + W]
+        for p in range(OH):
+            h0 = p * sh - ph
+            h1 = min(h0 + kh, H + ph)
+            hc0 = max(h0, 0)
+            hc1 = min(h1, H)
+            for j in range(W):
+                inner[j] = 0.0
+            for hi in range(hc0, hc1):
+                xr = plane[hi]
+                for j in range(W):
+                    inner[j] += xr[j]
+            yrow = y[n, c, p]
+            for q in range(OW):
+                yrow[q] = 0.0
             for j in range(kw):
-                off = j - pw
-                q0, q1 = _col_range(OW, W, sw, off)
-                ys = yrow[q0:q1]
-                xs = xrow[q0 * sw + off:]
+                src = buf[j:]
                 if sw == 1:
-                    for u in range(q1 - q0):
-                        ys[u] += xs[u]
+                    for q in range(OW):
+                        yrow[q] += src[q]
                 elif sw == 2:
-                    for u in range(q1 - q0):
-                        ys[u] += xs[2 * u]
+                    for q in range(OW):
+                        yrow[q] += src[2 * q]
                 else:
-                    for u in range(q1 - q0):
-                        ys[u] += xs[u * sw]
-        for q in range(OW):
-            w0 = q * sw - pw
-            w1 = min(w0 + kw, W + pw)
-            if divisor_override > 0:
-                div = divisor_override
-            elif count_include_pad:
-                div = (h1 - h0) * (w1 - w0)
-            else:
-                div = (hc1 - hc0) * (min(w1, W) - max(w0, 0))
-            yrow[q] = yrow[q] / np.float32(div)
+                    for q in range(OW):
+                        yrow[q] += src[q * sw]
+            for q in range(OW):
+                w0 = q * sw - pw
+                w1 = min(w0 + kw, W + pw)
+                if divisor_override > 0:
+                    div = divisor_override
+                elif count_include_pad:
+                    div = (h1 - h0) * (w1 - w0)
+                else:
+                    div = (hc1 - hc0) * (min(w1, W) - max(w0, 0))
+                yrow[q] = yrow[q] / np.float32(div)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
