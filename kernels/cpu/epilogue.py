@@ -33,10 +33,12 @@ def activate(v, act):
     return v
 
 
-@njit(inline="always")
+@njit(cache=True)
 def store_row(dst, src, bk, act):
     """dst[q] = act(src[q] + bk); the branch on act sits outside the loops so each
-    loop sees a constant code and vectorizes (dst may be src)."""
+    loop sees a constant code and vectorizes (dst may be src).  An ordinary call,
+    not inlined: kernels call it from several places, and inlining every copy
+    more than doubled their compile time for no run-time gain."""
     n = dst.shape[0]
     if act == 0:
         for q in range(n):
@@ -52,7 +54,7 @@ def store_row(dst, src, bk, act):
             dst[q] = activate(src[q] + bk, 3)
 
 
-@njit(inline="always")
+@njit(cache=True)
 def store_row_res(dst, src, bk, res, act):
     """dst[q] = act(src[q] + bk + res[q]), the residual (shortcut) add fused."""
     n = dst.shape[0]
