@@ -204,6 +204,7 @@ class Depthwise(planner.Algorithm):
         out = _workspace.per_thread("depthwise_out", threads, (prob.oh * wp,))
         deint = _workspace.per_thread("depthwise_deint", threads,
                                       (hp * wp if prob.stride[1] == 2 else 1,))
+        deint.fill(0.0)
         r, has_res = _res(res, 4)
         _depthwise.depthwise_conv2d(x, w, b, y, prob.stride[0], prob.stride[1], pt, pl, hp, wp,
                                     prob.dilation[0], prob.dilation[1], act, r, has_res,

@@ -211,6 +211,9 @@ def test_residual_shape_is_checked(rng):
     (3, 5, 7, 9, 2, 5, 1, 2, 1),       # 5x5, multiplier 2, batch 3
     (1, 4, 1, 1, 1, 3, 1, 1, 1),       # 1x1 image
     (1, 7, 6, 6, 1, 7, 1, 3, 1),       # 7x7 (generic taps)
+    (2, 5, 9, 10, 1, 3, 2, 0, 1),      # 3x3/2, even padding 0, even width
+    (1, 5, 10, 9, 1, 3, 2, 2, 1),      # 3x3/2, even padding 2, odd width
+    (1, 6, 11, 11, 2, 3, 2, 3, 1),     # 3x3/2, odd padding 3, multiplier 2
 ])
 def test_depthwise_shapes(rng, case):
     n, c, h, w, mult, k, stride, pad, dil = case

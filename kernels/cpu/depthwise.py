@@ -16,8 +16,9 @@ computed and thrown away) -- long unit-stride vectors even for 7x7 planes.
 A 3x3 filter runs all nine taps in that one loop with the weights in
 registers; other sizes add one tap per pass over the L1-resident buffer.
 Stride > 1 runs row by row, taps fused for 3x3; for 3x3 stride 2 (MobileNet's
-downsampling layers) each padded row is first split into its even and odd
-columns, so that the nine taps read three unit-stride vectors per input row.  The epilogue (bias, residual,
+downsampling layers) each input row is copied straight into the even and odd
+columns of its padded row, so that the nine taps read three unit-stride
+vectors per input row.  The epilogue (bias, residual,
 activation) is a separate, vectorized pass per output row.
 """
 import numba
@@ -39,8 +40,8 @@ def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
                      plane_ws, out_ws, deint_ws):
     """Depthwise conv of x (N, C, H, W) with w (C*mult, 1, R, S) into y (N, C*mult, OH, OW).
 
-    HP, WP: padded plane size; plane_ws, deint_ws: (threads, >= HP*WP) float32, plane_ws
-    zeroed by the caller (its border is never written);
+    HP, WP: padded plane size; plane_ws, deint_ws: (threads, >= HP*WP) float32, both
+    zeroed by the caller (their borders are never written);
     out_ws: (threads, >= OH*WP) float32; res: (N, C*mult, OH, OW), added when has_res.
     """
     N, C, H, W = x.shape
@@ -54,32 +55,37 @@ def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
         tid = numba.get_thread_id()
         flat = plane_ws[tid, :HP * WP]
         src = x[n, c]
-        # the caller zeroed plane_ws and only the interior is ever written, so
-        # the padding border stays zero across planes: copy the interior rows only
-        for i in range(H):
-            # slices indexed by the bare loop variable: Numba drops the negative-index
-            # wraparound check and LLVM vectorizes the copy
-            inner = flat[(i + pad_top) * WP + pad_left:(i + pad_top) * WP + pad_left + W]
-            srow = src[i]
-            for j in range(W):
-                inner[j] = srow[j]
         buf = out_ws[tid]
-        # 3x3 stride 2: split each padded row into its even and odd columns once, so
-        # the taps (s = 0, 1, 2) read even[q], odd[q], even[q + 1] with unit stride
+        # 3x3 stride 2 reads each padded row as its even and odd columns, so that the
+        # taps (s = 0, 1, 2) read even[q], odd[q], even[q + 1] with unit stride; the
+        # split is written straight from the input rows
         WE = (WP + 1) // 2
         WO = WP // 2
         split = sw == 2 and dw == 1 and R == 3 and S == 3
-        if split:
-            de = deint_ws[tid]
-            for i in range(HP):
-                row = flat[i * WP:(i + 1) * WP]
-                ev = de[i * WP:i * WP + WE]
-                od = de[i * WP + WE:i * WP + WE + WO]
-                for u in range(WO):
-                    ev[u] = row[2 * u]
-                    od[u] = row[2 * u + 1]
-                if WE > WO:
-                    ev[WE - 1] = row[WP - 1]
+        de = deint_ws[tid]
+        # the caller zeroed both buffers and only interiors are ever written, so the
+        # padding border stays zero across planes; slices indexed by the bare loop
+        # variable let Numba drop its wraparound check and LLVM vectorize the copies
+        for i in range(H):
+            srow = src[i]
+            if split:
+                r = (i + pad_top) * WP
+                ev = de[r:r + WE]
+                od = de[r + WE:r + WE + WO]
+                if pad_left % 2 == 0:
+                    first = ev[pad_left // 2:]
+                    second = od[pad_left // 2:]
+                else:
+                    first = od[(pad_left - 1) // 2:]
+                    second = ev[(pad_left + 1) // 2:]
+                for u in range((W + 1) // 2):
+                    first[u] = srow[2 * u]
+                for u in range(W // 2):
+                    second[u] = srow[2 * u + 1]
+            else:
+                inner = flat[(i + pad_top) * WP + pad_left:(i + pad_top) * WP + pad_left + W]
+                for j in range(W):
+                    inner[j] = srow[j]
         for m in range(mult):
             k = c * mult + m
             if sh == 1 and sw == 1:
