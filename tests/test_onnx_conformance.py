@@ -12,10 +12,11 @@ OPS = ("Conv", "MaxPool", "AveragePool", "BatchNormalization", "GlobalAveragePoo
 
 
 def _cases():
-    out = []
-    for op in OPS:
-        out += [(op, c) for c in collect_testcases(op)]
-    return out
+    # collect_testcases registers cases only on its first call (later calls return
+    # the first call's list, whatever op they ask for): collect everything once
+    # and filter by the node's op type here.
+    return [(c.model.graph.node[0].op_type, c) for c in collect_testcases(None)
+            if c.model.graph.node[0].op_type in OPS]
 
 
 def _attrs(node):
@@ -66,6 +67,8 @@ def _run(node, inputs):
         pads = a.get("pads", [0, 0, 0, 0])
         if pads[0] != pads[2] or pads[1] != pads[3]:
             raise Unsupported("asymmetric pooling pads")
+        if pads[0] > k[0] // 2 or pads[1] > k[1] // 2:
+            raise Unsupported("padding larger than half the kernel (PyTorch rejects it too)")
         st = a.get("strides", [1, 1])
         ceil = bool(a.get("ceil_mode", 0))
         if node.op_type == "MaxPool":
@@ -87,21 +90,26 @@ def _run(node, inputs):
             raise Unsupported("not 2-D")
         return fc.adaptive_avg_pool2d(inputs[0], 1)
     if node.op_type == "Gemm":
-        x, w = inputs[0], inputs[1]
-        if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
-            raise Unsupported("transA/alpha/beta")
-        c = inputs[2] if len(inputs) > 2 else None
-        if c is not None and c.shape != (w.shape[0 if a.get("transB", 0) else 1],):
-            raise Unsupported("broadcast C other than a bias vector")
-        wt = w if a.get("transB", 0) else w.T
-        return fc.linear(x, wt, c)
+        # Y = alpha * A' @ B' + beta * C: the product is fc.linear (y = a @ w.T); the
+        # scalars and C's broadcasting are the graph's business, done here in NumPy
+        a_in, b_in = inputs[0], inputs[1]
+        a_mat = a_in.T if a.get("transA", 0) else a_in
+        b_mat = b_in.T if a.get("transB", 0) else b_in
+        y = fc.linear(np.ascontiguousarray(a_mat), np.ascontiguousarray(b_mat.T))
+        y = np.float32(a.get("alpha", 1.0)) * y
+        if len(inputs) > 2:
+            y = y + np.float32(a.get("beta", 1.0)) * inputs[2]
+        return y
     raise Unsupported(node.op_type)
 
 
 RESULTS = {"ran": 0}
 
 
-@pytest.mark.parametrize("op, case", _cases(), ids=lambda v: getattr(v, "name", v))
+CASES = _cases()
+
+
+@pytest.mark.parametrize("op, case", CASES, ids=lambda v: getattr(v, "name", v))
 def test_onnx_node_case(op, case):
     node = case.model.graph.node[0]
     for inputs, outputs in case.data_sets:
@@ -111,20 +119,24 @@ def test_onnx_node_case(op, case):
             pytest.skip(f"outside fastconv's {op} semantics: {why}")
         expected = np.asarray(outputs[0])
         assert y.shape == expected.shape
-        np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+        # some hand-written expectations are rounded to 4 digits: use the case's own
+        # tolerance where it is looser than ours
+        np.testing.assert_allclose(y, expected, rtol=max(1e-4, case.rtol),
+                                   atol=max(1e-5, case.atol))
         RESULTS["ran"] += 1
 
 
 def test_onnx_cases_actually_ran():
-    """Guards against the conformance suite silently skipping everything."""
-    cases = _cases()
-    ran = 0
-    for op, case in cases:
+    """Guards against the conformance suite silently skipping everything: every op
+    contributes runnable cases."""
+    ran = {op: 0 for op in OPS}
+    for op, case in _cases():
         node = case.model.graph.node[0]
         try:
             for inputs, _ in case.data_sets:
                 _run(node, [np.asarray(i) for i in inputs])
-            ran += 1
+            ran[op] += 1
         except Unsupported:
             pass
-    assert ran >= 20, f"only {ran} of {len(cases)} ONNX node cases are runnable"
+    assert all(ran[op] >= 1 for op in OPS), ran
+    assert sum(ran.values()) >= 30, ran
