@@ -8,17 +8,21 @@ checks the one that was asked for.
 
 Cost model (calibrated on a 2-core AVX-512 machine, see docs/algorithms.md)
 ---------------------------------------------------------------------------
-Both families do the same 2*N*K*Cg*R*S*OH*OW flops; they differ in speed, in
-the data they move and in the fixed cost of each parallel task.
+Every family models the same direct-convolution flops at its own rate, the
+data it moves, and a fixed cost per parallel task.
 
 * im2col: SGEMM at ``GEMM_GFLOPS`` per thread, scaled by
   ``max(0.1, sqrt(min(1, Kg/64) * min(1, Cg*R*S/64)))`` because a single-threaded
-  SGEMM with few output channels (M) or a short reduction (K) is memory-bound;
-  the column copy moves N*G*Cg*R*S*OH*OW floats at ``COPY_GBS`` GB/s per thread
-  (skipped for 1x1 stride-1 unpadded problems); each task costs
+  SGEMM with few output channels (M) or a short reduction (K) is memory-bound,
+  and by ``sqrt(min(1, tile/128))`` for narrow pixel tiles; the column copy moves
+  N*G*Cg*R*S*OH*OW floats at ``COPY_GBS`` GB/s per thread; each task costs
   ``IM2COL_TASK_S`` (an SGEMM call and its packing).
-* pointwise (1x1, padding 0): the im2col model with no copy at stride 1 and a
-  copy of the subsampled input (N*C*OH*OW floats) otherwise.
+* pointwise (1x1, padding 0): the same SGEMM model with no copy at stride 1
+  and a copy of the subsampled input (N*C*OH*OW floats) otherwise.
+* Winograd F(m x m, 3 x 3): a*a SGEMMs over the tiles (narrow tile counts cost
+  efficiency), the input and output transforms at ``TRANSFORM_GFLOPS``, the
+  transformed weights read at ``WEIGHT_GBS``, and the filter transform itself
+  unless the caller keeps it (``prepacked``).
 * depthwise (groups == C): ``DEPTHWISE_GFLOPS`` per thread plus the input and
   output moved once at ``STREAM_GBS`` GB/s per thread, ``DEPTHWISE_TASK_S`` per
   (n, c) plane.
