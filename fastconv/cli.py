@@ -139,7 +139,12 @@ def bench(args):
     progress(f"SGEMM roof ({threads} threads): {roof:.1f} GFLOP/s")
 
     widths = tuple(args.widths)
-    model = models.resnet_tiny(widths=widths, num_classes=1000)
+    if args.model == "resnet_tiny":
+        model = models.resnet_tiny(widths=widths, num_classes=1000)
+        model_desc = f"resnet_tiny widths={widths}"
+    else:
+        model = models.ZOO[args.model]()
+        model_desc = args.model
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, 3, args.size, args.size)).astype(np.float32)
     convs = _capture_convs(model, x)
@@ -181,7 +186,7 @@ def bench(args):
     e2e_med, e2e_min = _time(lambda: model(x), max(3, args.repeat // 2))
 
     hdr = f"{'layer':24s} {'fused':12s} {'algo':9s} {'auto':4s} {'median ms':>10s} {'min ms':>8s} {'GFLOP/s':>8s} {'% roof':>7s} {'rel err':>8s}"
-    print(f"fastconv {fc.__version__} bench: resnet_tiny widths={widths} batch={args.batch} "
+    print(f"fastconv {fc.__version__} bench: {model_desc} batch={args.batch} "
           f"{args.size}x{args.size}, {threads} threads ({fc.threading_layer()})")
     print(f"SGEMM roof {roof:.1f} GFLOP/s; kernel compile/cache-load {compile_s:.2f} s "
           f"(reported apart from run time)")
@@ -194,7 +199,7 @@ def bench(args):
     print(f"end-to-end (auto): median {e2e_med * 1e3:.2f} ms, min {e2e_min * 1e3:.2f} ms")
     bad = [r for r in rows if not r["ok"]]
     if args.json:
-        _write_json(args.json, {"version": fc.__version__, "threads": threads,
+        _write_json(args.json, {"version": fc.__version__, "threads": threads, "model": args.model,
                                 "sgemm_roof_gflops": roof, "compile_s": compile_s,
                                 "batch": args.batch, "size": args.size, "widths": widths,
                                 "layers": rows, "end_to_end_ms": {"median": e2e_med * 1e3,
@@ -207,15 +212,19 @@ def bench(args):
 
 
 def main(argv=None):
+    from fastconv import models
     p = argparse.ArgumentParser(prog="fastconv", description="fast CNN inference kernels in Numba")
     sub = p.add_subparsers(dest="cmd", required=True)
     pi = sub.add_parser("info", help="version, CPU features, threads, threading layer, BLAS")
     pi.add_argument("--json", help="also write the information to this file")
-    pb = sub.add_parser("bench", help="benchmark the built-in ResNet-style model, layer by layer")
+    pb = sub.add_parser("bench", help="benchmark a built-in model layer by layer (default: "
+                                      "a ResNet-style network)")
+    pb.add_argument("--model", default="resnet_tiny", choices=sorted(models.ZOO),
+                    help="built-in model (deterministic weights)")
     pb.add_argument("--batch", type=int, default=1)
     pb.add_argument("--size", type=int, default=224, help="input height and width")
     pb.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256, 512],
-                    help="channels of the four stages")
+                    help="channels of the four stages (resnet_tiny only)")
     pb.add_argument("--repeat", type=int, default=10, help="timed runs per layer and algorithm")
     pb.add_argument("--threads", type=int, default=0, help="threads (default: all)")
     pb.add_argument("--json", help="write machine-readable results to this file")

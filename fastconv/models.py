@@ -1,18 +1,31 @@
 """Built-in models with deterministic weights (no downloads).
 
-``resnet_tiny`` is a ResNet-18-shaped network with one basic block per stage
-(a "ResNet-10"): the 7x7/2 stem, 3x3 blocks at 64/128/256/512 channels with
-1x1 strided shortcuts, global average pooling and a linear classifier.  Keys
-of ``state_dict()`` follow torchvision's ResNet naming.  ``resnet_tiny_torch``
-builds the same network in torch (when installed) for parity tests.
+* ``resnet18``, ``resnet50``: torchvision's ResNet-18 (BasicBlock, [2, 2, 2, 2])
+  and ResNet-50 (Bottleneck, [3, 4, 6, 3]).
+* ``resnet_tiny``: ResNet-18 widths with one basic block per stage (the model
+  ``fastconv bench`` runs by default: every layer kind, a quick run).
+* ``mobilenet_v2``: torchvision's MobileNetV2 (inverted residuals, depthwise
+  3x3, ReLU6, width multiplier 1.0).
+
+``state_dict()`` keys follow torchvision's naming, so torchvision weights load
+as they are.  Each has a ``*_torch`` twin built from torch.nn alone (no
+torchvision needed) for parity tests and speed comparisons.  Blocks run fused:
+conv+BN+activation is one kernel call and the residual add rides in the last
+convolution's epilogue.
 """
 import numpy as np
 
 from . import nn
 
 
+def _fused_conv(conv, bn, act):
+    from .fusion import FusedConv
+    return FusedConv(conv, bn, act)
+
+
 class BasicBlock(nn.Module):
     """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), torchvision's BasicBlock."""
+    expansion = 1
 
     def __init__(self, inplanes, planes, stride=1):
         super().__init__()
@@ -21,17 +34,12 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False),
-                                            nn.BatchNorm2d(planes))
-        else:
-            self.downsample = None
+        self.downsample = _shortcut(inplanes, planes, stride)
 
     def fuse(self, enabled=True):
         """Run conv1+bn1+relu and conv2+bn2+residual+relu as two kernel calls (default on)."""
-        from .fusion import FusedConv
-        steps = (FusedConv(self.conv1, self.bn1, "relu"),
-                 FusedConv(self.conv2, self.bn2, "relu")) if enabled else None
+        steps = ((_fused_conv(self.conv1, self.bn1, "relu"),
+                  _fused_conv(self.conv2, self.bn2, "relu")) if enabled else None)
         object.__setattr__(self, "_fused", steps)
         if self.downsample is not None:
             self.downsample.fuse(enabled)
@@ -49,27 +57,77 @@ class BasicBlock(nn.Module):
         return self.relu(np.asarray(out) + np.asarray(identity))
 
 
-class ResNet(nn.Module):
-    """Stem, one BasicBlock per entry of ``widths`` (stride 2 after the first), head."""
+class Bottleneck(nn.Module):
+    """relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))) + shortcut(x)), stride on conv2."""
+    expansion = 4
 
-    def __init__(self, widths=(64, 128, 256, 512), num_classes=1000):
+    def __init__(self, inplanes, planes, stride=1):
+        super().__init__()
+        out = planes * self.expansion
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(inplanes, out, stride)
+
+    def fuse(self, enabled=True):
+        """Three kernel calls per block: the residual add and ReLU ride in conv3's epilogue."""
+        steps = ((_fused_conv(self.conv1, self.bn1, "relu"),
+                  _fused_conv(self.conv2, self.bn2, "relu"),
+                  _fused_conv(self.conv3, self.bn3, "relu")) if enabled else None)
+        object.__setattr__(self, "_fused", steps)
+        if self.downsample is not None:
+            self.downsample.fuse(enabled)
+        return self
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        if "_fused" not in self.__dict__:
+            self.fuse(True)
+        if self._fused is not None:
+            a, b, c = self._fused
+            return c(b(a(x)), residual=identity)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(np.asarray(out) + np.asarray(identity))
+
+
+def _shortcut(inplanes, out, stride):
+    if stride != 1 or inplanes != out:
+        return nn.Sequential(nn.Conv2d(inplanes, out, 1, stride=stride, bias=False),
+                             nn.BatchNorm2d(out))
+    return None
+
+
+class ResNet(nn.Module):
+    """torchvision's ResNet: 7x7/2 stem, max pool, four stages of ``block``, average pool, fc."""
+
+    def __init__(self, block=BasicBlock, layers=(2, 2, 2, 2), widths=(64, 128, 256, 512),
+                 num_classes=1000):
         super().__init__()
         self.conv1 = nn.Conv2d(3, widths[0], 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         inplanes = widths[0]
-        for i, w in enumerate(widths):
-            setattr(self, f"layer{i + 1}", nn.Sequential(BasicBlock(inplanes, w, 1 if i == 0 else 2)))
-            inplanes = w
+        for i, (w, count) in enumerate(zip(widths, layers)):
+            blocks = []
+            for j in range(count):
+                blocks.append(block(inplanes, w, 2 if (i > 0 and j == 0) else 1))
+                inplanes = w * block.expansion
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(inplanes, num_classes)
         self._nstages = len(widths)
 
     def fuse(self, enabled=True):
         """Fuse the stem (conv1+bn1+relu) and every block; on by default."""
-        from .fusion import FusedConv
-        object.__setattr__(self, "_stem", FusedConv(self.conv1, self.bn1, "relu") if enabled else None)
+        object.__setattr__(self, "_stem",
+                           _fused_conv(self.conv1, self.bn1, "relu") if enabled else None)
         for i in range(self._nstages):
             getattr(self, f"layer{i + 1}").fuse(enabled)
         return self
@@ -85,15 +143,84 @@ class ResNet(nn.Module):
         return self.fc(np.asarray(x).reshape(np.shape(x)[0], -1))
 
 
+def _conv_bn_act(inp, out, kernel, stride=1, groups=1, act=True):
+    """torchvision's Conv2dNormActivation: conv (no bias), BN, ReLU6."""
+    mods = [nn.Conv2d(inp, out, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(out)]
+    if act:
+        mods.append(nn.ReLU6(inplace=True))
+    return nn.Sequential(*mods)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1x1 expand, 3x3 depthwise, 1x1 project (+ x when shapes allow)."""
+
+    def __init__(self, inp, oup, stride, expand_ratio):
+        super().__init__()
+        hidden = int(round(inp * expand_ratio))
+        self.use_res_connect = stride == 1 and inp == oup
+        layers = []
+        if expand_ratio != 1:
+            layers.append(_conv_bn_act(inp, hidden, 1))
+        layers += [_conv_bn_act(hidden, hidden, 3, stride, groups=hidden),
+                   nn.Conv2d(hidden, oup, 1, bias=False), nn.BatchNorm2d(oup)]
+        self.conv = nn.Sequential(*layers)
+        self.stride = stride
+        self.out_channels = oup
+
+    def fuse(self, enabled=True):
+        self.conv.fuse(enabled)
+        return self
+
+    def forward(self, x):
+        if not self.use_res_connect:
+            return self.conv(x)
+        if self.conv._fuse:
+            steps = self.conv.fused_steps()
+            y = x
+            for step in steps[:-1]:
+                y = step(y)
+            return steps[-1](y, residual=x)  # the projection's epilogue adds x
+        return np.asarray(self.conv(x)) + np.asarray(x)
+
+
+MOBILENET_V2_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                        (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))  # t, c, n, s
+
+
+class MobileNetV2(nn.Module):
+    """torchvision's MobileNetV2 (width 1.0): features, then dropout and a linear classifier."""
+
+    def __init__(self, num_classes=1000):
+        super().__init__()
+        feats = [_conv_bn_act(3, 32, 3, 2)]
+        inp = 32
+        for t, c, n, s in MOBILENET_V2_SETTING:
+            for i in range(n):
+                feats.append(InvertedResidual(inp, c, s if i == 0 else 1, t))
+                inp = c
+        feats.append(_conv_bn_act(inp, 1280, 1))
+        self.features = nn.Sequential(*feats)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+
+    def fuse(self, enabled=True):
+        self.features.fuse(enabled)
+        return self
+
+    def forward(self, x):
+        x = self.avgpool(self.features(x))
+        return self.classifier(np.asarray(x).reshape(np.shape(x)[0], -1))
+
+
 def _deterministic(model, seed):
     """He-style weights and non-trivial BN statistics from a fixed seed."""
     rng = np.random.default_rng(seed)
-    sd = model.state_dict()
     new = {}
-    for key, v in sd.items():
+    for key, v in model.state_dict().items():
         if key.endswith("num_batches_tracked"):
             new[key] = v
-        elif v.ndim == 4 or (v.ndim == 2 and "fc" in key):
+        elif v.ndim == 4 or v.ndim == 2:
             fan_in = int(np.prod(v.shape[1:]))
             new[key] = (rng.standard_normal(v.shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
         elif key.endswith("running_var"):
@@ -107,16 +234,38 @@ def _deterministic(model, seed):
 
 
 def resnet_tiny(widths=(64, 128, 256, 512), num_classes=1000, seed=0):
-    """The built-in benchmark model, with deterministic weights."""
-    return _deterministic(ResNet(widths, num_classes), seed)
+    """ResNet-18 widths, one basic block per stage, deterministic weights."""
+    return _deterministic(ResNet(BasicBlock, (1,) * len(widths), widths, num_classes), seed)
 
 
-def resnet_tiny_torch(widths=(64, 128, 256, 512), num_classes=1000):
-    """The same architecture as a torch.nn.Module (weights left to the caller)."""
+def resnet18(num_classes=1000, seed=0):
+    """torchvision's ResNet-18 architecture with deterministic weights."""
+    return _deterministic(ResNet(BasicBlock, (2, 2, 2, 2), num_classes=num_classes), seed)
+
+
+def resnet50(num_classes=1000, seed=0):
+    """torchvision's ResNet-50 architecture with deterministic weights."""
+    return _deterministic(ResNet(Bottleneck, (3, 4, 6, 3), num_classes=num_classes), seed)
+
+
+def mobilenet_v2(num_classes=1000, seed=0):
+    """torchvision's MobileNetV2 architecture with deterministic weights."""
+    return _deterministic(MobileNetV2(num_classes), seed)
+
+
+ZOO = {"resnet_tiny": resnet_tiny, "resnet18": resnet18, "resnet50": resnet50,
+       "mobilenet_v2": mobilenet_v2}
+
+
+# -- torch twins (torch.nn only) ----------------------------------------------------------
+
+def _torch_resnet(block_kind, layers, widths, num_classes):
     import torch
     tnn = torch.nn
 
-    class TorchBasicBlock(tnn.Module):
+    class TBasic(tnn.Module):
+        expansion = 1
+
         def __init__(self, inplanes, planes, stride=1):
             super().__init__()
             self.conv1 = tnn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
@@ -124,17 +273,43 @@ def resnet_tiny_torch(widths=(64, 128, 256, 512), num_classes=1000):
             self.relu = tnn.ReLU(inplace=True)
             self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
             self.bn2 = tnn.BatchNorm2d(planes)
-            self.downsample = None
-            if stride != 1 or inplanes != planes:
-                self.downsample = tnn.Sequential(tnn.Conv2d(inplanes, planes, 1, stride, bias=False),
-                                                 tnn.BatchNorm2d(planes))
+            self.downsample = _tshortcut(inplanes, planes, stride)
 
         def forward(self, x):
             identity = x if self.downsample is None else self.downsample(x)
             out = self.relu(self.bn1(self.conv1(x)))
             return self.relu(self.bn2(self.conv2(out)) + identity)
 
-    class TorchResNet(tnn.Module):
+    class TBottleneck(tnn.Module):
+        expansion = 4
+
+        def __init__(self, inplanes, planes, stride=1):
+            super().__init__()
+            out = planes * 4
+            self.conv1 = tnn.Conv2d(inplanes, planes, 1, bias=False)
+            self.bn1 = tnn.BatchNorm2d(planes)
+            self.conv2 = tnn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+            self.bn2 = tnn.BatchNorm2d(planes)
+            self.conv3 = tnn.Conv2d(planes, out, 1, bias=False)
+            self.bn3 = tnn.BatchNorm2d(out)
+            self.relu = tnn.ReLU(inplace=True)
+            self.downsample = _tshortcut(inplanes, out, stride)
+
+        def forward(self, x):
+            identity = x if self.downsample is None else self.downsample(x)
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.relu(self.bn2(self.conv2(out)))
+            return self.relu(self.bn3(self.conv3(out)) + identity)
+
+    def _tshortcut(inplanes, out, stride):
+        if stride != 1 or inplanes != out:
+            return tnn.Sequential(tnn.Conv2d(inplanes, out, 1, stride, bias=False),
+                                  tnn.BatchNorm2d(out))
+        return None
+
+    block = TBasic if block_kind == "basic" else TBottleneck
+
+    class TResNet(tnn.Module):
         def __init__(self):
             super().__init__()
             self.conv1 = tnn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
@@ -142,10 +317,12 @@ def resnet_tiny_torch(widths=(64, 128, 256, 512), num_classes=1000):
             self.relu = tnn.ReLU(inplace=True)
             self.maxpool = tnn.MaxPool2d(3, 2, 1)
             inplanes = widths[0]
-            for i, w in enumerate(widths):
-                setattr(self, f"layer{i + 1}",
-                        tnn.Sequential(TorchBasicBlock(inplanes, w, 1 if i == 0 else 2)))
-                inplanes = w
+            for i, (w, count) in enumerate(zip(widths, layers)):
+                blocks = []
+                for j in range(count):
+                    blocks.append(block(inplanes, w, 2 if (i > 0 and j == 0) else 1))
+                    inplanes = w * block.expansion
+                setattr(self, f"layer{i + 1}", tnn.Sequential(*blocks))
             self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
             self.fc = tnn.Linear(inplanes, num_classes)
 
@@ -155,4 +332,69 @@ def resnet_tiny_torch(widths=(64, 128, 256, 512), num_classes=1000):
                 x = getattr(self, f"layer{i + 1}")(x)
             return self.fc(torch.flatten(self.avgpool(x), 1))
 
-    return TorchResNet()
+    return TResNet()
+
+
+def _torch_mobilenet_v2(num_classes):
+    import torch
+    tnn = torch.nn
+
+    def cba(inp, out, kernel, stride=1, groups=1, act=True):
+        mods = [tnn.Conv2d(inp, out, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+                tnn.BatchNorm2d(out)]
+        if act:
+            mods.append(tnn.ReLU6(inplace=True))
+        return tnn.Sequential(*mods)
+
+    class TInverted(tnn.Module):
+        def __init__(self, inp, oup, stride, t):
+            super().__init__()
+            hidden = int(round(inp * t))
+            self.use_res_connect = stride == 1 and inp == oup
+            layers = [cba(inp, hidden, 1)] if t != 1 else []
+            layers += [cba(hidden, hidden, 3, stride, hidden), tnn.Conv2d(hidden, oup, 1, bias=False),
+                       tnn.BatchNorm2d(oup)]
+            self.conv = tnn.Sequential(*layers)
+
+        def forward(self, x):
+            return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+    class TMobileNetV2(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            feats = [cba(3, 32, 3, 2)]
+            inp = 32
+            for t, c, n, s in MOBILENET_V2_SETTING:
+                for i in range(n):
+                    feats.append(TInverted(inp, c, s if i == 0 else 1, t))
+                    inp = c
+            feats.append(cba(inp, 1280, 1))
+            self.features = tnn.Sequential(*feats)
+            self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
+            self.classifier = tnn.Sequential(tnn.Dropout(0.2), tnn.Linear(1280, num_classes))
+
+        def forward(self, x):
+            return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+    return TMobileNetV2()
+
+
+def resnet_tiny_torch(widths=(64, 128, 256, 512), num_classes=1000):
+    """``resnet_tiny``'s architecture as a torch.nn.Module (weights left to the caller)."""
+    return _torch_resnet("basic", (1,) * len(widths), widths, num_classes)
+
+
+def resnet18_torch(num_classes=1000):
+    return _torch_resnet("basic", (2, 2, 2, 2), (64, 128, 256, 512), num_classes)
+
+
+def resnet50_torch(num_classes=1000):
+    return _torch_resnet("bottleneck", (3, 4, 6, 3), (64, 128, 256, 512), num_classes)
+
+
+def mobilenet_v2_torch(num_classes=1000):
+    return _torch_mobilenet_v2(num_classes)
+
+
+TORCH_ZOO = {"resnet_tiny": resnet_tiny_torch, "resnet18": resnet18_torch,
+             "resnet50": resnet50_torch, "mobilenet_v2": mobilenet_v2_torch}

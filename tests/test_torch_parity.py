@@ -126,3 +126,20 @@ def test_builtin_resnet_matches_torch(rng):
     with torch.no_grad():
         expected = tnet(torch.from_numpy(x)).numpy()
     assert rel_err(net(x), expected) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2"])
+def test_model_zoo_matches_torch(rng, name):
+    """Same architecture, same (torchvision-named) weights, same output -- fused or not."""
+    from fastconv import models
+    net = models.ZOO[name](num_classes=10)
+    tnet = models.TORCH_ZOO[name](num_classes=10)
+    sd = {k: torch.from_numpy(np.array(v)) for k, v in net.state_dict().items()}
+    tnet.load_state_dict(sd)
+    tnet.eval()
+    assert list(tnet.state_dict()) == list(net.state_dict())
+    x = rng.standard_normal((2, 3, 48, 40)).astype(np.float32)
+    with torch.no_grad():
+        expected = tnet(torch.from_numpy(x)).numpy()
+    assert rel_err(net(x), expected) < 1e-4
+    assert rel_err(net.fuse(False)(x), expected) < 1e-4
