@@ -283,3 +283,14 @@ def test_winograd_batches_in_chunks(rng, monkeypatch, chunk_bytes):
     for algo in WINOGRAD_BOUND:
         y = fc.conv2d(x, w, b, 1, 1, activation="relu", residual=res, algo=algo)
         assert rel_err(y, expected) < 1e-4
+
+
+@pytest.mark.parametrize("hw", [5, 14, 31, 32, 40])
+@pytest.mark.parametrize("activation", [None, "relu6"])
+def test_depthwise_epilogue_paths(rng, hw, activation):
+    """Short rows take the whole-plane epilogue, long rows the per-row one: same result."""
+    x = rng.standard_normal((2, 6, hw, hw)).astype(np.float32)
+    w = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    y = fc.conv2d(x, w, b, 1, 1, 1, 6, activation=activation, algo="depthwise")
+    assert rel_err(y, ref.conv2d(x, w, b, 1, 1, 1, 6, activation=activation)) < 1e-4

@@ -118,11 +118,23 @@ def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
                             wv = w[k, 0, r, s]
                             for q in range(L):
                                 o[q] += wv * xs[q]
-                for p in range(OH):
-                    if has_res:
+                if has_res:
+                    for p in range(OH):
                         store_row_res(y[n, k, p], buf[p * WP:p * WP + OW], b[k], res[n, k, p], act)
-                    else:
+                elif OW >= 32:
+                    for p in range(OH):
                         store_row(y[n, k, p], buf[p * WP:p * WP + OW], b[k], act)
+                else:
+                    # short rows: one epilogue pass over the whole flat buffer (the columns
+                    # between rows are discarded anyway), then plain row copies -- one call
+                    # per plane instead of one per row (measured: 7x7 maps 20 % faster,
+                    # 56x56 maps 20 % slower, hence the split)
+                    store_row(o, o, b[k], act)
+                    for p in range(OH):
+                        dst = y[n, k, p]
+                        srow = buf[p * WP:p * WP + OW]
+                        for q in range(OW):
+                            dst[q] = srow[q]
             elif split:
                 o = buf[:OW]
                 w00, w01, w02, w10, w11, w12, w20, w21, w22 = _taps3x3(w, k)
