@@ -35,6 +35,17 @@ def _taps3x3(w, k):
     return f[0, 0], f[0, 1], f[0, 2], f[1, 0], f[1, 1], f[1, 2], f[2, 0], f[2, 1], f[2, 2]
 
 
+@njit(inline="always")
+def _plane_epilogue(y, n, k, buf, bk, act, res, has_res):
+    """y[n, k] = act(buf[:OH*OW] + bk (+ res[n, k])): one call for the whole output plane."""
+    OH, OW = y.shape[2], y.shape[3]
+    out = y[n, k].reshape(OH * OW)
+    if has_res:
+        store_row_res(out, buf[:OH * OW], bk, res[n, k].reshape(OH * OW), act)
+    else:
+        store_row(out, buf[:OH * OW], bk, act)
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act, res, has_res,
                      plane_ws, out_ws, deint_ws):
@@ -43,6 +54,7 @@ def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
     HP, WP: padded plane size; plane_ws, deint_ws: (threads, >= HP*WP) float32, both
     zeroed by the caller (their borders are never written);
     out_ws: (threads, >= OH*WP) float32; res: (N, C*mult, OH, OW), added when has_res.
+    Strided paths gather a whole output plane in out_ws, then run one epilogue on it.
     """
     N, C, H, W = x.shape
     K, _, R, S = w.shape
@@ -136,9 +148,9 @@ def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
                         for q in range(OW):
                             dst[q] = srow[q]
             elif split:
-                o = buf[:OW]
                 w00, w01, w02, w10, w11, w12, w20, w21, w22 = _taps3x3(w, k)
                 for p in range(OH):
+                    o = buf[p * OW:(p + 1) * OW]
                     r0 = p * sh * WP
                     r1 = r0 + dh * WP
                     r2 = r0 + 2 * dh * WP
@@ -155,13 +167,10 @@ def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
                         o[q] = (w00 * e0[q] + w01 * f0[q] + w02 * g0[q]
                                 + w10 * e1[q] + w11 * f1[q] + w12 * g1[q]
                                 + w20 * e2[q] + w21 * f2[q] + w22 * g2[q])
-                    if has_res:
-                        store_row_res(y[n, k, p], o, b[k], res[n, k, p], act)
-                    else:
-                        store_row(y[n, k, p], o, b[k], act)
+                _plane_epilogue(y, n, k, buf, b[k], act, res, has_res)
             else:
-                o = buf[:OW]
                 for p in range(OH):
+                    o = buf[p * OW:(p + 1) * OW]
                     base = p * sh * WP
                     if R == 3 and S == 3:
                         x0 = flat[base:base + WP]
@@ -199,7 +208,4 @@ def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
                                 xs = xrow[s * dw:]
                                 for q in range(OW):
                                     o[q] += wv * xs[q * sw]
-                    if has_res:
-                        store_row_res(y[n, k, p], o, b[k], res[n, k, p], act)
-                    else:
-                        store_row(y[n, k, p], o, b[k], act)
+                _plane_epilogue(y, n, k, buf, b[k], act, res, has_res)
