@@ -1,9 +1,11 @@
 """Same-run, process-isolated layer comparison: fastconv vs PyTorch vs onnxruntime.
 
 Each runtime runs every layer in its own child process (so no two thread pools
-ever share the cores), with the same thread count, after warm-up; the medians
-and minima of ``--repeat`` timed calls are reported, with GFLOP/s and the
-fraction of the SGEMM roof measured in the same run.
+ever share the cores), with the same thread count, after warm-up.  The
+runtimes take turns for ``--rounds`` rounds, so a slow phase of a shared
+machine hits them alike; per layer the median over rounds of each round's
+median of ``--repeat`` timed calls is reported, with the smallest minimum,
+GFLOP/s and the fraction of the SGEMM roof measured in the same run.
 
     python bench/compare.py --threads 2 --batch 1 --markdown
 
@@ -138,6 +140,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved rounds of every runtime (median over rounds)")
     ap.add_argument("--layers", nargs="*", default=list(LAYERS))
     ap.add_argument("--runtimes", nargs="*",
                     default=["fastconv:direct", "fastconv:im2col", "fastconv", "torch", "onnxruntime"])
@@ -149,11 +153,24 @@ def main():
     args = ap.parse_args()
     if args.child:
         return child(args.child, args.threads, args.batch, args.repeat, args.layers, args.block)
-    roof = run_child("roof", args, [])["roof"]
+    roofs = []
+    rounds = {rt: [] for rt in args.runtimes}
+    # Rounds interleave the runtimes, so a slow phase of the (shared) machine hits
+    # every runtime alike instead of one of them; per layer, the median over rounds
+    # of each round's median is reported, with the smallest minimum.
+    for r in range(args.rounds):
+        roofs.append(run_child("roof", args, [])["roof"])
+        for rt in args.runtimes:
+            print(f"round {r + 1}/{args.rounds}: {rt} ...", file=sys.stderr, flush=True)
+            out = run_child(rt, args, args.layers)
+            if out:
+                rounds[rt].append(out)
+    roof = float(np.median(roofs))
     results = {}
-    for rt in args.runtimes:
-        print(f"running {rt} ...", file=sys.stderr, flush=True)
-        results[rt] = run_child(rt, args, args.layers)
+    for rt, outs in rounds.items():
+        if outs:
+            results[rt] = {name: (float(np.median([o[name][0] for o in outs])),
+                                  float(min(o[name][1] for o in outs))) for name in args.layers}
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"roof": roof, "threads": args.threads, "batch": args.batch,
@@ -161,7 +178,8 @@ def main():
     rts = [rt for rt in args.runtimes if results.get(rt)]
     what = "conv+BN+ReLU blocks" if args.block else "convolutions"
     print(f"\n{what}: SGEMM roof {roof:.1f} GFLOP/s, {args.threads} threads, batch {args.batch}, "
-          f"median of {args.repeat} (min in parentheses)\n")
+          f"median over {args.rounds} interleaved rounds of the median of {args.repeat} calls "
+          f"(smallest minimum in parentheses)\n")
     head = "| layer | " + " | ".join(f"{rt} ms" for rt in rts) + " | fastconv GFLOP/s | % roof |"
     if "torch" in rts:
         head += " vs torch |"
