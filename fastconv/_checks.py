@@ -8,6 +8,8 @@ import numbers
 
 import numpy as np
 
+from .kernels.cpu import ACT_HARDSWISH, ACT_NONE, ACT_RELU, ACT_RELU6
+
 
 def _is_torch(x):
     t = type(x)
@@ -108,7 +110,9 @@ def padding4(padding, kernel, dilation, stride, layer):
     return (ph, ph, pw, pw)
 
 
-ACTIVATIONS = {None: 0, "none": 0, "identity": 0, "relu": 1, "relu6": 2, "hardswish": 3}
+# names -> the epilogue codes every kernel understands (kernels/cpu/epilogue.py)
+ACTIVATIONS = {None: ACT_NONE, "none": ACT_NONE, "identity": ACT_NONE, "relu": ACT_RELU,
+               "relu6": ACT_RELU6, "hardswish": ACT_HARDSWISH}
 
 
 def activation_code(activation, layer):

@@ -12,7 +12,7 @@ import numpy as np
 _local = threading.local()
 
 
-def get(name, shape, zero=False):
+def get(name, shape):
     """A float32 C-contiguous array of ``shape`` backed by the thread's ``name`` buffer."""
     size = 1
     for d in shape:
@@ -23,21 +23,7 @@ def get(name, shape, zero=False):
     buf = pool.get(name)
     if buf is None or buf.size < size:
         buf = pool[name] = np.empty(max(size, 1), np.float32)
-    view = buf[:size].reshape(shape)
-    if zero:
-        view.fill(0.0)
-    return view
-
-
-def nbytes():
-    """Bytes held by the calling thread's workspaces."""
-    pool = getattr(_local, "pool", {})
-    return sum(b.nbytes for b in pool.values())
-
-
-def release():
-    """Drop the calling thread's workspaces."""
-    _local.pool = {}
+    return buf[:size].reshape(shape)
 
 
 def per_thread(name, threads, shape):

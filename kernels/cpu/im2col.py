@@ -19,6 +19,7 @@ from numba import njit, prange
 from . import FASTMATH
 from .blas import sgemm_rm
 from .epilogue import epilogue_tile
+from .tiles import gather_pixels, gemm_task
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -39,47 +40,15 @@ def conv2d_im2col(xp, wmat, b, y3, OW, sh, sw, dh, dw, groups, R, S, act, res3, 
     ntiles = (P + tile - 1) // tile
     nkb = (Kg + kblock - 1) // kblock
     for t in prange(N * groups * ntiles * nkb):
-        kb = t % nkb
-        rest = t // nkb
-        ti = rest % ntiles
-        rest = rest // ntiles
-        g = rest % groups
-        n = rest // groups
-        p0 = ti * tile
-        T = min(tile, P - p0)
+        n, g, p0, T, k0, k1 = gemm_task(t, groups, ntiles, nkb, tile, kblock, P, Kg)
         tid = numba.get_thread_id()
         cols = cols_ws[tid, :CRS * T].reshape((CRS, T))
         for c in range(Cg):
             plane = xp[n, g * Cg + c]
             for r in range(R):
                 for s in range(S):
-                    crow = cols[(c * R + r) * S + s]
-                    j = 0
-                    p = p0 // OW
-                    q = p0 % OW
-                    while j < T:
-                        seg = min(OW - q, T - j)
-                        xrow = plane[p * sh + r * dh]
-                        base = q * sw + s * dw
-                        # slices indexed by the bare loop variable: no wraparound
-                        # checks, so the copy vectorizes
-                        dst = crow[j:j + seg]
-                        src = xrow[base:]
-                        if sw == 1:
-                            for u in range(seg):
-                                dst[u] = src[u]
-                        elif sw == 2:
-                            for u in range(seg):
-                                dst[u] = src[2 * u]
-                        else:
-                            for u in range(seg):
-                                dst[u] = src[u * sw]
-                        j += seg
-                        p += 1
-                        q = 0
-        k0 = g * Kg + kb * kblock
-        k1 = min(k0 + kblock, (g + 1) * Kg)
-        K3 = y3.shape[1]
+                    gather_pixels(cols[(c * R + r) * S + s], plane, p0, T, OW, sh, sw,
+                                  r * dh, s * dw)
         sgemm_rm(k1 - k0, T, CRS, wmat, k0 * CRS, CRS, cols, 0, T,
-                 y3, (n * K3 + k0) * P + p0, P, 0.0, scal_ws[tid])
+                 y3, (n * K + k0) * P + p0, P, 0.0, scal_ws[tid])
         epilogue_tile(y3, n, k0, k1, p0, T, b, act, res3, has_res)

@@ -19,6 +19,7 @@ from numba import njit, prange
 from . import FASTMATH
 from .blas import sgemm_rm
 from .epilogue import epilogue_tile
+from .tiles import gather_pixels, gemm_task
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -33,16 +34,7 @@ def pointwise_conv2d(x3, wmat, b, y3, groups, act, res3, has_res, tile, kblock, 
     ntiles = (P + tile - 1) // tile
     nkb = (Kg + kblock - 1) // kblock
     for t in prange(N * groups * ntiles * nkb):
-        kb = t % nkb
-        rest = t // nkb
-        ti = rest % ntiles
-        rest = rest // ntiles
-        g = rest % groups
-        n = rest // groups
-        p0 = ti * tile
-        T = min(tile, P - p0)
-        k0 = g * Kg + kb * kblock
-        k1 = min(k0 + kblock, (g + 1) * Kg)
+        n, g, p0, T, k0, k1 = gemm_task(t, groups, ntiles, nkb, tile, kblock, P, Kg)
         sgemm_rm(k1 - k0, T, Cg, wmat, k0 * Cg, Cg, x3, (n * C + g * Cg) * P + p0, P,
                  y3, (n * K + k0) * P + p0, P, 0.0, scal_ws[numba.get_thread_id()])
         epilogue_tile(y3, n, k0, k1, p0, T, b, act, res3, has_res)
@@ -61,34 +53,11 @@ def pointwise_conv2d_strided(x, wmat, b, y3, OW, sh, sw, groups, act, res3, has_
     Kg = K // groups
     ntiles = (P + tile - 1) // tile
     for t in prange(N * groups * ntiles):
-        ti = t % ntiles
-        rest = t // ntiles
-        g = rest % groups
-        n = rest // groups
-        p0 = ti * tile
-        T = min(tile, P - p0)
+        n, g, p0, T, k0, k1 = gemm_task(t, groups, ntiles, 1, tile, Kg, P, Kg)
         tid = numba.get_thread_id()
         cols = cols_ws[tid, :Cg * T]
         for c in range(Cg):
-            plane = x[n, g * Cg + c]
-            crow = cols[c * T:(c + 1) * T]
-            j = 0
-            p = p0 // OW
-            q = p0 % OW
-            while j < T:
-                seg = min(OW - q, T - j)
-                dst = crow[j:j + seg]
-                src = plane[p * sh, q * sw:]
-                if sw == 2:
-                    for u in range(seg):
-                        dst[u] = src[2 * u]
-                else:
-                    for u in range(seg):
-                        dst[u] = src[u * sw]
-                j += seg
-                p += 1
-                q = 0
-        k0 = g * Kg
+            gather_pixels(cols[c * T:(c + 1) * T], x[n, g * Cg + c], p0, T, OW, sh, sw, 0, 0)
         sgemm_rm(Kg, T, Cg, wmat, k0 * Cg, Cg, cols, 0, T, y3, (n * K + k0) * P + p0, P,
                  0.0, scal_ws[tid])
-        epilogue_tile(y3, n, k0, k0 + Kg, p0, T, b, act, res3, has_res)
+        epilogue_tile(y3, n, k0, k1, p0, T, b, act, res3, has_res)
