@@ -20,3 +20,13 @@ def set_backend(name):
 def get_backend():
     """The backend calls run on ("cpu" while no GPU kernels exist)."""
     return "cpu"
+
+
+def resolve(name, caller):
+    """The backend a call with ``backend=name`` runs on, or a clear error."""
+    if name not in _BACKENDS:
+        raise ValueError(f"{caller}: backend must be one of {list(_BACKENDS)}, got {name!r}")
+    if name == "cuda":
+        raise ValueError(f"{caller}: the 'cuda' backend has no kernels in this version of "
+                         "fastconv; use 'cpu' or 'auto'")
+    return "cpu"

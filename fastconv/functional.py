@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _algorithms  # noqa: F401  (registers the CPU algorithms)
 from . import _checks, _runtime, _workspace, planner
+from .kernels.cpu import conv_transpose as _convt
 from .kernels.cpu import linear as _linear
 from .kernels.cpu import pooling as _pooling
 
@@ -102,8 +103,23 @@ def _bias(bias, k, layer):
     return b
 
 
+def _out(out, shape, layer, inputs=()):
+    """``out`` checked as a destination for a result of ``shape``, or a new array."""
+    if out is None:
+        return np.empty(shape, np.float32)
+    if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != shape \
+            or not out.flags.c_contiguous or not out.flags.writeable:
+        desc = (f"{type(out).__name__} {getattr(out, 'dtype', '')} {tuple(getattr(out, 'shape', ()))}")
+        raise ValueError(f"{layer}: out must be a writeable C-contiguous float32 NumPy array of "
+                         f"shape {shape}, got {desc}")
+    for a in inputs:
+        if a is not None and np.may_share_memory(out, a):
+            raise ValueError(f"{layer}: out must not overlap an input")
+    return out
+
+
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-           activation=None, algo="auto", residual=None, packed=None, layer="conv2d"):
+           activation=None, algo="auto", residual=None, packed=None, layer="conv2d", out=None):
     """2-D convolution (cross-correlation, as torch.nn.functional.conv2d), epilogue fused.
 
     y = activation(conv(x, weight) + bias + residual), in one pass over y.
@@ -116,6 +132,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     packed: None, or a dict kept by the caller together with ``weight`` in which
     algorithms cache transformed weights (Winograd's filter transform); the caller
     must pass a fresh dict whenever the weight changes.  Layers do this for you.
+    out: None, or a float32 C-contiguous array of the result's shape to write into
+    (models reuse planned buffers this way); it must not overlap an input.
     """
     x_in = x
     xa = _checks.as_float32(x, layer, "input")
@@ -135,7 +153,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
             want = out_shape[1:] if unbatched else out_shape
             raise ValueError(f"{layer}: residual must have the output's shape {want}, "
                              f"got {tuple(res.shape)}")
-    y = np.empty(out_shape, np.float32)
+    if out is not None:
+        y = _out(out, out_shape[1:] if unbatched else out_shape, layer, (xa, res))
+        y = y[None] if unbatched else y
+    else:
+        y = np.empty(out_shape, np.float32)
     if prob.n:
         with _runtime.kernel_scope(blas=chosen.uses_blas):
             chosen.run(prob, xa, w, b, y, act, res, packed)
@@ -144,7 +166,82 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     return _checks.wrap_like(y, x_in)
 
 
-def linear(x, weight, bias=None, activation=None, layer="linear"):
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, activation=None, packed=None, layer="conv_transpose2d", out=None):
+    """Transposed convolution, torch.nn.functional.conv_transpose2d semantics, epilogue fused.
+
+    weight: (in_channels, out_channels/groups, kH, kW); padding: int, pair or
+    (top, bottom, left, right), cropped from the full output; output_padding adds
+    rows/columns at the bottom/right (each < stride or dilation, as in PyTorch).
+    """
+    x_in = x
+    xa, unbatched = _unbatched(_checks.as_float32(x, layer, "input"), layer)
+    w = _checks.as_float32(weight, layer, "weight")
+    if w.ndim != 4:
+        raise ValueError(f"{layer}: weight must be 4-D (in_channels, out_channels/groups, kH, kW), "
+                         f"got shape {tuple(w.shape)}")
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"{layer}: groups must be a positive int, got {groups!r}")
+    n, c, h, wd = xa.shape
+    if w.shape[0] != c or c % groups:
+        raise ValueError(f"{layer}: expected input with {w.shape[0]} channels (weight "
+                         f"{tuple(w.shape)}) divisible by groups={groups}, got {c} channels "
+                         f"(input shape {tuple(xa.shape)})")
+    kg, r, s_ = (int(d) for d in w.shape[1:])
+    if min(kg, r, s_) < 1:
+        raise ValueError(f"{layer}: weight dimensions must be >= 1, got shape {tuple(w.shape)}")
+    k = kg * groups
+    st = _checks.pair(stride, layer, "stride", minimum=1)
+    dil = _checks.pair(dilation, layer, "dilation", minimum=1)
+    op = _checks.pair(output_padding, layer, "output_padding", minimum=0)
+    if op[0] >= max(st[0], dil[0]) or op[1] >= max(st[1], dil[1]):
+        raise ValueError(f"{layer}: output_padding {op} must be smaller than stride {st} "
+                         f"or dilation {dil}")
+    if isinstance(padding, str):
+        raise ValueError(f"{layer}: padding must be an int, a pair or (top, bottom, left, right), "
+                         f"got {padding!r}")
+    pads = _checks.padding4(padding, (r, s_), dil, st, layer)
+    oh = (h - 1) * st[0] - pads[0] - pads[1] + dil[0] * (r - 1) + op[0] + 1
+    ow = (wd - 1) * st[1] - pads[2] - pads[3] + dil[1] * (s_ - 1) + op[1] + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{layer}: padding {pads} crops the whole {oh + pads[0] + pads[1]}x"
+                         f"{ow + pads[2] + pads[3]} output away")
+    b = _bias(bias, k, layer)
+    act = _checks.activation_code(activation, layer)
+    shape = (n, k, oh, ow)
+    if out is not None:
+        y = _out(out, shape[1:] if unbatched else shape, layer, (xa,))
+        y = y[None] if unbatched else y
+    else:
+        y = np.empty(shape, np.float32)
+    wt = None if packed is None else packed.get("convt")
+    if wt is None:
+        # (C, Kg, R, S) -> (G, Kg*R*S, Cg): the A operand of each group's SGEMM
+        wt = np.ascontiguousarray(w.reshape(groups, c // groups, kg * r * s_).transpose(0, 2, 1))
+        if packed is not None:
+            packed["convt"] = wt
+    if n and h and wd:
+        threads = _runtime.get_num_threads()
+        rs_hw = r * s_ * h * wd
+        kblock = max(1, min(kg, (2 << 20) // (4 * rs_hw), -(-kg * n * groups // (2 * threads))))
+        nthreads = _runtime.max_threads()
+        cols = _workspace.per_thread("convt_cols", nthreads, (kblock * rs_hw,))
+        scal = _workspace.per_thread("gemm_scalars", nthreads, (2,))
+        with _runtime.kernel_scope(blas=True):
+            _convt.conv_transpose2d(xa.reshape(n, c, h * wd), wt, b, y, h, wd, r, s_, st[0], st[1],
+                                    pads[0], pads[2], dil[0], dil[1], kblock, act, cols, scal)
+    elif y.size:
+        y[...] = 0.0
+        y += b.reshape(1, -1, 1, 1)
+        y[...] = _ACT_NUMPY[act](y)
+    return _checks.wrap_like(y[0] if unbatched else y, x_in)
+
+
+_ACT_NUMPY = {0: lambda v: v, 1: lambda v: np.maximum(v, 0), 2: lambda v: np.clip(v, 0, 6),
+              3: lambda v: v * np.clip(v + 3, 0, 6) / 6}
+
+
+def linear(x, weight, bias=None, activation=None, layer="linear", out=None):
     """y = x @ weight.T + bias over the last axis (any leading axes), activation fused."""
     x_in = x
     xa = _checks.as_float32(x, layer, "input")
@@ -159,7 +256,7 @@ def linear(x, weight, bias=None, activation=None, layer="linear"):
     lead = xa.shape[:-1]
     x2 = xa.reshape(-1, w.shape[1])
     n, f_out = x2.shape[0], w.shape[0]
-    y = np.empty((n, f_out), np.float32)
+    y = _out(out, lead + (f_out,), layer, (xa,)).reshape(n, f_out)
     if n and f_out:
         threads = _runtime.get_num_threads()
         oblock = max(16, -(-f_out // threads))
@@ -195,14 +292,22 @@ def _pool_geometry(xa, kernel_size, stride, padding, dilation, ceil_mode, layer)
     return k, st, pad, dil, oh, ow
 
 
+def _pool_out_array(out, xa, hw, unbatched, layer):
+    shape = xa.shape[:2] + tuple(hw)
+    if out is None:
+        return np.empty(shape, np.float32)
+    y = _out(out, shape[1:] if unbatched else shape, layer, (xa,))
+    return y[None] if unbatched else y
+
+
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               layer="max_pool2d"):
+               layer="max_pool2d", out=None):
     """Max pooling, torch.nn.functional.max_pool2d semantics (NaN propagates)."""
     x_in = x
     xa, unbatched = _unbatched(_checks.as_float32(x, layer, "input"), layer)
     k, st, pad, dil, oh, ow = _pool_geometry(xa, kernel_size, stride, padding, dilation,
                                              ceil_mode, layer)
-    y = np.empty(xa.shape[:2] + (oh, ow), np.float32)
+    y = _pool_out_array(out, xa, (oh, ow), unbatched, layer)
     if y.size:
         with _runtime.kernel_scope(blas=False):
             row = _workspace.per_thread("pool_row", _runtime.max_threads(), (
@@ -213,7 +318,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
-               count_include_pad=True, divisor_override=None, layer="avg_pool2d"):
+               count_include_pad=True, divisor_override=None, layer="avg_pool2d", out=None):
     """Average pooling, torch.nn.functional.avg_pool2d semantics."""
     x_in = x
     xa, unbatched = _unbatched(_checks.as_float32(x, layer, "input"), layer)
@@ -222,7 +327,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
                                          or divisor_override < 1):
         raise ValueError(f"{layer}: divisor_override must be a positive int or None, "
                          f"got {divisor_override!r}")
-    y = np.empty(xa.shape[:2] + (oh, ow), np.float32)
+    y = _pool_out_array(out, xa, (oh, ow), unbatched, layer)
     if y.size:
         with _runtime.kernel_scope(blas=False):
             row = _workspace.per_thread("pool_row", _runtime.max_threads(), (
@@ -232,7 +337,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     return _checks.wrap_like(y[0] if unbatched else y, x_in)
 
 
-def adaptive_avg_pool2d(x, output_size, layer="adaptive_avg_pool2d"):
+def adaptive_avg_pool2d(x, output_size, layer="adaptive_avg_pool2d", out=None):
     """Adaptive average pooling to ``output_size`` (int, pair; None keeps that side)."""
     x_in = x
     xa, unbatched = _unbatched(_checks.as_float32(x, layer, "input"), layer)
@@ -245,7 +350,7 @@ def adaptive_avg_pool2d(x, output_size, layer="adaptive_avg_pool2d"):
         osz = _checks.pair(output_size, layer, "output_size", minimum=1)
     if (h == 0 or w == 0) and xa.shape[0] * xa.shape[1]:
         raise ValueError(f"{layer}: input spatial size must be non-zero, got {h}x{w}")
-    y = np.empty(xa.shape[:2] + osz, np.float32)
+    y = _pool_out_array(out, xa, osz, unbatched, layer)
     if y.size:
         with _runtime.kernel_scope(blas=False):
             _pooling.adaptive_avg_pool2d(xa, y)

@@ -162,3 +162,39 @@ def batch_norm(x, mean, var, gamma=None, beta=None, eps=1e-5):
     scale = np.asarray(g, np.float64) / np.sqrt(np.asarray(var, np.float64) + eps)
     return (x - np.asarray(mean, np.float64).reshape(shape)) * scale.reshape(shape) \
         + np.asarray(bt, np.float64).reshape(shape)
+
+
+def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, activation=None):
+    """torch.nn.functional.conv_transpose2d in float64; padding may be (top, bottom, left, right).
+
+    Every input pixel scatters w[c, k] into the full output, which is then cropped:
+    yfull[n, g*Kg+k, i*sh + r*dh, j*sw + s*dw] += x[n, g*Cg+c, i, j] * w[g*Cg+c, k, r, s].
+    """
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    sh, sw = _pair(stride)
+    dh, dw = _pair(dilation)
+    oph, opw = _pair(output_padding)
+    if isinstance(padding, (tuple, list)) and len(padding) == 4:
+        pt, pb, pl, pr = padding
+    else:
+        ph, pw = _pair(padding)
+        pt, pb, pl, pr = ph, ph, pw, pw
+    n, c, h, wd = x.shape
+    _, kg, r_, s_ = w.shape
+    cg = c // groups
+    full_h = (h - 1) * sh + dh * (r_ - 1) + 1 + oph
+    full_w = (wd - 1) * sw + dw * (s_ - 1) + 1 + opw
+    yfull = np.zeros((n, kg * groups, full_h, full_w))
+    for g in range(groups):
+        xs = x[:, g * cg:(g + 1) * cg]
+        for r in range(r_):
+            for s in range(s_):
+                contrib = np.einsum("nchw,ck->nkhw", xs, w[g * cg:(g + 1) * cg, :, r, s])
+                yfull[:, g * kg:(g + 1) * kg, r * dh:r * dh + (h - 1) * sh + 1:sh,
+                      s * dw:s * dw + (wd - 1) * sw + 1:sw] += contrib
+    y = yfull[:, :, pt:full_h - pb, pl:full_w - pr]
+    if b is not None:
+        y = y + np.asarray(b, np.float64).reshape(1, -1, 1, 1)
+    return _ACTIVATIONS[activation](y) if activation else y

@@ -1,0 +1,504 @@
+"""A small graph runtime: nodes in topological order over named values.
+
+A :class:`Model` is a list of :class:`Node` (op name from :mod:`fastconv.ops`,
+input and output value names, attributes, weight arrays), the names of its
+inputs and outputs, and named constants.  Importers (``fc.from_torch``,
+``fc.from_onnx``) build one; ``fc.optimize`` rewrites one.
+
+Buffers are planned: the first call with a new input shape runs the graph
+allocating freely and records every value's shape; from then on each
+intermediate float32 result is written (``out=``) into one of a few reusable
+slots chosen by liveness (a slot is free again after its value's last reader
+ran; views such as reshape keep their source's slot alive).  Steady-state
+calls allocate nothing but the returned outputs.  Plans and slots are kept
+per Python thread, so a model may be called from several threads at once.
+
+Models pickle (plans and caches are dropped and rebuilt on first use) and
+save to a single ``.npz`` file (``model.save(path)``, ``fc.load(path)``) that
+holds a JSON description and the weights; loading never unpickles.
+"""
+import json
+import threading
+import time
+
+import numpy as np
+
+from . import _checks, _runtime
+from .ops import OPS, flops
+
+FORMAT = "fastconv-model"
+FORMAT_VERSION = 1
+
+
+class Node:
+    """One operation: ``outputs = op(inputs)`` with ``attrs`` and weight ``params``."""
+
+    __slots__ = ("op", "name", "inputs", "outputs", "attrs", "params", "source", "cache")
+
+    def __init__(self, op, name, inputs, outputs, attrs=None, params=None, source=None):
+        if op not in OPS:
+            raise ValueError(f"{name}: unknown op {op!r}")
+        self.op = op
+        self.name = name
+        self.inputs = list(inputs)
+        self.outputs = list(outputs)
+        self.attrs = dict(attrs or {})
+        self.params = dict(params or {})
+        self.source = source  # where the node came from (torch module path, ONNX node name)
+        self.cache = {}  # transformed weights (Winograd U, ...); dropped with the node
+
+    @property
+    def layer(self):
+        return f"{self.name} ({self.op})"
+
+    def copy(self):
+        n = Node(self.op, self.name, self.inputs, self.outputs, dict(self.attrs),
+                 dict(self.params), self.source)
+        return n
+
+    def __getstate__(self):
+        return {k: getattr(self, k) for k in self.__slots__ if k != "cache"}
+
+    def __setstate__(self, state):
+        for k, v in state.items():
+            setattr(self, k, v)
+        self.cache = {}
+
+    def __repr__(self):
+        return f"Node({self.op}: {', '.join(self.inputs)} -> {', '.join(self.outputs)})"
+
+
+class _Plan:
+    """Execution plan for one set of input shapes: value slots, buffers, output shapes."""
+
+    __slots__ = ("steps", "nvalues", "inputs", "outputs", "consts", "slot_bytes", "naive_bytes",
+                 "shapes")
+
+
+class Model:
+    """A computation graph callable like a function: ``y = model(x)``.
+
+    Inputs may be NumPy arrays or CPU torch tensors; outputs come back as the
+    same type as the first input.  A model with several outputs returns a tuple.
+    """
+
+    def __init__(self, nodes, inputs, outputs, constants=None, name="model", input_shapes=None):
+        self.nodes = list(nodes)
+        self.inputs = list(inputs)
+        self.outputs = list(outputs)
+        self.constants = dict(constants or {})
+        self.name = name
+        # declared input shapes (None for a free dimension) used to check calls
+        self.input_shapes = dict(input_shapes or {})
+        self.validate()
+        self._reset()
+
+    # -- structure ------------------------------------------------------------------------
+    def validate(self):
+        """Every input is defined before it is read; names are unique; outputs exist."""
+        defined = set(self.inputs) | set(self.constants)
+        for node in self.nodes:
+            for v in node.inputs:
+                if v and v not in defined:
+                    raise ValueError(f"{self.name}: node {node.name} ({node.op}) reads {v!r}, "
+                                     "which no earlier node, input or constant defines")
+            for v in node.outputs:
+                if v in defined:
+                    raise ValueError(f"{self.name}: value {v!r} is defined twice "
+                                     f"(again by {node.name})")
+                defined.add(v)
+        for v in self.outputs:
+            if v not in defined:
+                raise ValueError(f"{self.name}: output {v!r} is not computed by any node")
+
+    def _reset(self):
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_local", None)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._reset()
+
+    def invalidate(self):
+        """Forget buffer plans and transformed weights (after editing nodes or params)."""
+        for node in self.nodes:
+            node.cache = {}
+        self._reset()
+
+    def consumers(self):
+        """value name -> indices of the nodes that read it."""
+        out = {}
+        for i, node in enumerate(self.nodes):
+            for v in node.inputs:
+                if v:
+                    out.setdefault(v, []).append(i)
+        return out
+
+    def producer(self):
+        """value name -> index of the node that computes it."""
+        return {v: i for i, node in enumerate(self.nodes) for v in node.outputs}
+
+    # -- execution --------------------------------------------------------------------------
+    def _convert_inputs(self, args, kwargs):
+        if kwargs:
+            unknown = [k for k in kwargs if k not in self.inputs]
+            if unknown:
+                raise ValueError(f"{self.name}: unknown inputs {unknown}; inputs are {self.inputs}")
+            args = tuple(args) + tuple(kwargs[k] for k in self.inputs[len(args):] if k in kwargs)
+        if len(args) != len(self.inputs):
+            raise ValueError(f"{self.name}: expected {len(self.inputs)} input(s) "
+                             f"{self.inputs}, got {len(args)}")
+        arrays = []
+        for name, a in zip(self.inputs, args):
+            arr = _checks.as_float32(a, f"{self.name} input {name!r}")
+            want = self.input_shapes.get(name)
+            if want is not None:
+                ok = len(want) == arr.ndim and all(w is None or w == d for w, d in zip(want, arr.shape))
+                if not ok:
+                    shown = tuple("N" if w is None else w for w in want)
+                    raise ValueError(f"{self.name}: input {name!r} must have shape {shown} "
+                                     f"(N free), got {tuple(arr.shape)}")
+            arrays.append(arr)
+        return arrays
+
+    def __call__(self, *args, **kwargs):
+        arrays = self._convert_inputs(args, kwargs)
+        outs = self._run(arrays)
+        first = args[0] if args else next(iter(kwargs.values()))
+        outs = [_checks.wrap_like(o, first) if isinstance(o, np.ndarray) else o for o in outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    forward = __call__
+
+    def _plans(self):
+        plans = getattr(self._local, "plans", None)
+        if plans is None:
+            plans = self._local.plans = {}
+        return plans
+
+    def _run(self, arrays, timings=None):
+        key = tuple(a.shape for a in arrays)
+        plans = self._plans()
+        plan = plans.get(key)
+        if plan is None:
+            plan, first_outputs = self._plan(arrays)
+            if len(plans) > 16:
+                plans.clear()
+            plans[key] = plan
+            if timings is None:
+                return first_outputs
+        values = [None] * plan.nvalues
+        for i, c in plan.consts:
+            values[i] = c
+        for i, a in zip(plan.inputs, arrays):
+            values[i] = a
+        if timings is None:
+            for fn, node, ins, o, buf in plan.steps:
+                values[o] = fn(node, [values[i] if i >= 0 else None for i in ins], buf)
+        else:
+            for fn, node, ins, o, buf in plan.steps:
+                t0 = time.perf_counter()
+                values[o] = fn(node, [values[i] if i >= 0 else None for i in ins], buf)
+                timings.append(time.perf_counter() - t0)
+        return [values[i] for i in plan.outputs]
+
+    def _plan(self, arrays):
+        """Run once allocating freely, then assign reusable slots by liveness.
+
+        Returns (plan, outputs of this first run).
+        """
+        values = dict(self.constants)
+        values.update(zip(self.inputs, arrays))
+        results = []
+        for node in self.nodes:
+            args = [values[v] if v else None for v in node.inputs]
+            try:
+                res = OPS[node.op].fn(node, args, None)
+            except (ValueError, TypeError, IndexError) as exc:
+                msg = str(exc)
+                if node.name not in msg:
+                    msg = f"{node.layer}: {msg}"
+                raise (exc if isinstance(exc, (ValueError, TypeError)) else ValueError)(msg) \
+                    from None
+            values[node.outputs[0]] = res
+            results.append(res)
+
+        # liveness over storage roots: views (alias ops) keep their source's slot alive
+        n = len(self.nodes)
+        root = {}
+        last = {}
+        for i, node in enumerate(self.nodes):
+            for v in node.inputs:
+                if v:
+                    last[root.get(v, v)] = i
+            out = node.outputs[0]
+            src = node.inputs[0] if node.inputs else None
+            if OPS[node.op].kind == "alias" and src and isinstance(results[i], np.ndarray) \
+                    and np.shares_memory(results[i], values[src]):
+                root[out] = root.get(src, src)
+        # outputs, and values that outputs are views of, are fresh arrays every call:
+        # the caller keeps them, so they must never sit in a reused slot
+        returned = {root.get(v, v) for v in self.outputs}
+        for v in returned:
+            last[v] = n
+
+        slots = []  # capacity of each slot, in floats
+        free = []
+        held = {}  # root value -> slot
+        assign = {}
+        naive = 0
+        for i, node in enumerate(self.nodes):
+            out = node.outputs[0]
+            res = results[i]
+            if (OPS[node.op].kind == "out" and isinstance(res, np.ndarray)
+                    and res.dtype == np.float32 and res.size and out not in returned
+                    and last.get(out, -1) > i):
+                need = res.size
+                naive += 4 * need
+                fits = [s for s in free if slots[s] >= need]
+                if fits:
+                    slot = min(fits, key=lambda s: slots[s])
+                elif free:
+                    slot = max(free, key=lambda s: slots[s])
+                    slots[slot] = need
+                else:
+                    slot = len(slots)
+                    slots.append(need)
+                if slot in free:
+                    free.remove(slot)
+                held[out] = slot
+                assign[out] = (slot, res.shape)
+            for r in [r for r in held if last.get(r, -1) <= i]:
+                free.append(held.pop(r))
+
+        index = {}
+        for name in list(self.inputs) + list(self.constants) + [nd.outputs[0] for nd in self.nodes]:
+            index.setdefault(name, len(index))
+        arena = [np.empty(size, np.float32) for size in slots]
+        steps = []
+        for node in self.nodes:
+            out = node.outputs[0]
+            buf = None
+            if out in assign:
+                slot, shape = assign[out]
+                buf = arena[slot][:int(np.prod(shape))].reshape(shape)
+            steps.append((OPS[node.op].fn, node, [index[v] if v else -1 for v in node.inputs],
+                          index[out], buf))
+        plan = _Plan()
+        plan.steps = steps
+        plan.nvalues = len(index)
+        plan.inputs = [index[v] for v in self.inputs]
+        plan.outputs = [index[v] for v in self.outputs]
+        plan.consts = [(index[k], v) for k, v in self.constants.items()]
+        plan.slot_bytes = 4 * sum(slots)
+        plan.naive_bytes = naive
+        plan.shapes = {k: (tuple(np.shape(v)), getattr(v, "dtype", None)) for k, v in values.items()}
+        return plan, [values[v] for v in self.outputs]
+
+    # -- reports -------------------------------------------------------------------------------
+    def memory(self, *example):
+        """Planned buffer bytes for these inputs: {'planned', 'unplanned', 'slots'}."""
+        arrays = self._convert_inputs(example, {})
+        plan = self._plans().get(tuple(a.shape for a in arrays)) or self._plan(arrays)[0]
+        return {"planned_bytes": plan.slot_bytes, "unplanned_bytes": plan.naive_bytes,
+                "workspace_bytes": _workspace_bytes()}
+
+    def shapes(self, *example):
+        """value name -> (shape, dtype) for these inputs."""
+        arrays = self._convert_inputs(example, {})
+        return dict(self._plan(arrays)[0].shapes)
+
+    def profile(self, *example, repeat=5):
+        """Per-node median seconds over ``repeat`` runs (after one warm-up run)."""
+        arrays = self._convert_inputs(example, {})
+        self._run(arrays)
+        runs = []
+        for _ in range(max(1, repeat)):
+            t = []
+            self._run(arrays, timings=t)
+            runs.append(t)
+        return [float(v) for v in np.median(np.array(runs), axis=0)]
+
+    def explain(self, *example, repeat=5, roof_gflops=None):
+        """Per node: op, output shape, kernel, backend, time, GFLOP/s, % of roof; and the total.
+
+        ``example``: the input(s) to time with (default: the example the model was
+        imported or optimized with).  ``roof_gflops``: the SGEMM roof to compare
+        with (default: measured once per process).
+        """
+        if not example:
+            if getattr(self, "example_shapes", None) is None:
+                raise ValueError(f"{self.name}.explain: pass an example input (this model "
+                                 "was built without one)")
+            rng = np.random.default_rng(0)
+            example = [rng.standard_normal(s).astype(np.float32) for s in self.example_shapes]
+        times = self.profile(*example, repeat=repeat)
+        arrays = self._convert_inputs(example, {})
+        plan = self._plans()[tuple(a.shape for a in arrays)]
+        roof = roof_gflops if roof_gflops is not None else sgemm_roof()
+        rows = []
+        for (fn, node, ins, o, buf), t in zip(plan.steps, times):
+            in_shapes = [plan.shapes[v][0] for v in node.inputs if v]
+            out_shape = plan.shapes[node.outputs[0]][0]
+            fl = flops(node, in_shapes, out_shape)
+            rows.append((node, out_shape, kernel_of(node, in_shapes), t, fl))
+        total = sum(r[3] for r in rows)
+        total_fl = sum(r[4] for r in rows)
+        lines = [f"{self.name}: {len(self.nodes)} nodes, input "
+                 f"{', '.join(str(tuple(a.shape)) for a in arrays)}, "
+                 f"{_runtime.get_num_threads()} threads, SGEMM roof {roof:.0f} GFLOP/s",
+                 f"{'node':28s} {'op':16s} {'output':20s} {'kernel':14s} {'backend':7s} "
+                 f"{'ms':>8s} {'GFLOP/s':>8s} {'% roof':>7s}"]
+        lines.append("-" * len(lines[-1]))
+        for node, shape, kern, t, fl in rows:
+            gf = fl / t / 1e9 if fl and t > 0 else None
+            lines.append(f"{node.name[:28]:28s} {_describe(node)[:16]:16s} {str(shape)[:20]:20s} "
+                         f"{kern[:14]:14s} {'cpu':7s} {t * 1e3:8.3f} "
+                         f"{'' if gf is None else f'{gf:8.1f}':>8s} "
+                         f"{'' if gf is None else f'{100 * gf / roof:7.1f}':>7s}")
+        gf = total_fl / total / 1e9 if total > 0 else 0.0
+        lines.append(f"{'total':28s} {'':16s} {'':20s} {'':14s} {'':7s} {total * 1e3:8.3f} "
+                     f"{gf:8.1f} {100 * gf / roof:7.1f}")
+        mem = {"planned": plan.slot_bytes, "unplanned": plan.naive_bytes}
+        lines.append(f"activation buffers: {mem['planned'] / 2**20:.1f} MiB planned "
+                     f"(vs {mem['unplanned'] / 2**20:.1f} MiB without reuse); kernel workspaces "
+                     f"{_workspace_bytes() / 2**20:.1f} MiB")
+        return "\n".join(lines)
+
+    def summary(self):
+        """One line per node: name, op with fused parts, inputs -> output."""
+        lines = [f"{self.name}: inputs {self.inputs} -> outputs {self.outputs}"]
+        for node in self.nodes:
+            lines.append(f"  {node.name}: {_describe(node)}({', '.join(v for v in node.inputs if v)})"
+                         f" -> {node.outputs[0]}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"Model({self.name!r}, {len(self.nodes)} nodes, inputs={self.inputs}, " \
+               f"outputs={self.outputs})"
+
+    # -- files ---------------------------------------------------------------------------------
+    def save(self, path):
+        """Write the model (graph as JSON, weights as arrays) to one ``.npz`` file."""
+        arrays = {}
+        desc_nodes = []
+        for i, node in enumerate(self.nodes):
+            params = {}
+            for k, v in node.params.items():
+                if v is None:
+                    continue
+                key = f"n{i}.{k}"
+                arrays[key] = np.asarray(v)
+                params[k] = key
+            desc_nodes.append({"op": node.op, "name": node.name, "inputs": node.inputs,
+                               "outputs": node.outputs, "attrs": _jsonable(node.attrs),
+                               "params": params, "source": node.source})
+        consts = {}
+        for j, (k, v) in enumerate(self.constants.items()):
+            key = f"c{j}"
+            arrays[key] = np.asarray(v)
+            consts[k] = key
+        desc = {"format": FORMAT, "version": FORMAT_VERSION, "name": self.name,
+                "inputs": self.inputs, "outputs": self.outputs, "nodes": desc_nodes,
+                "constants": consts,
+                "input_shapes": {k: list(v) for k, v in self.input_shapes.items()},
+                "example_shapes": [list(s) for s in (getattr(self, "example_shapes", None) or [])]}
+        arrays["__graph__"] = np.frombuffer(json.dumps(desc).encode(), np.uint8)
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def load(path):
+    """Read a model written by ``Model.save``."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"load: {path!s} is not a fastconv model file ({exc})") from None
+    with data:
+        if "__graph__" not in data.files:
+            raise ValueError(f"load: {path!s} is not a fastconv model file (no graph)")
+        desc = json.loads(bytes(data["__graph__"]).decode())
+        if desc.get("format") != FORMAT:
+            raise ValueError(f"load: {path!s} is not a fastconv model file")
+        if desc.get("version", 0) > FORMAT_VERSION:
+            raise ValueError(f"load: {path!s} was written by a newer fastconv "
+                             f"(format {desc['version']}, this one reads {FORMAT_VERSION})")
+        nodes = [Node(d["op"], d["name"], d["inputs"], d["outputs"], _tuples(d["attrs"]),
+                      {k: data[v] for k, v in d["params"].items()}, d.get("source"))
+                 for d in desc["nodes"]]
+        consts = {k: data[v] for k, v in desc["constants"].items()}
+    model = Model(nodes, desc["inputs"], desc["outputs"], consts, desc.get("name", "model"),
+                  {k: tuple(v) for k, v in desc.get("input_shapes", {}).items()})
+    model.example_shapes = [tuple(s) for s in desc.get("example_shapes", [])] or None
+    return model
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v
+
+
+def _tuples(v):
+    if isinstance(v, dict):
+        return {k: _tuples(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return tuple(_tuples(x) for x in v)
+    return v
+
+
+def _describe(node):
+    parts = [node.op]
+    if node.attrs.get("folded_bn"):
+        parts.append("bn")
+    if node.op in ("conv", "conv_transpose", "linear") and len(node.inputs) > 1 and node.inputs[1]:
+        parts.append("add")
+    if node.attrs.get("activation"):
+        parts.append(node.attrs["activation"])
+    return "+".join(parts)
+
+
+def kernel_of(node, in_shapes):
+    """Which kernel a node runs for these input shapes."""
+    if node.op == "conv":
+        from . import functional as F
+        a = node.attrs
+        try:
+            return F._conv_plan(tuple(in_shapes[0]), node.params["weight"].shape, a["stride"],
+                                tuple(a["pads"]), a["dilation"], a["groups"], a.get("algo", "auto"),
+                                node.layer, True)[1].name
+        except (ValueError, TypeError):
+            return "?"
+    return {"conv_transpose": "gemm+col2im", "linear": "gemm", "matmul": "blas",
+            "max_pool": "pooling", "avg_pool": "pooling", "global_avg_pool": "pooling",
+            "adaptive_avg_pool": "pooling"}.get(node.op, "numpy")
+
+
+def _workspace_bytes():
+    from . import _workspace
+    pool = getattr(_workspace._local, "pool", None) or {}
+    return sum(b.nbytes for b in pool.values())
+
+
+_roof = {}
+
+
+def sgemm_roof():
+    """The machine's SGEMM GFLOP/s with fastconv's thread count (measured once per process)."""
+    threads = _runtime.get_num_threads()
+    if threads not in _roof:
+        from .cli import measure_sgemm_roof
+        _roof[threads] = measure_sgemm_roof(threads, n=1024, repeat=5)
+    return _roof[threads]

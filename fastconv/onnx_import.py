@@ -1,0 +1,474 @@
+"""``fc.from_onnx``: an ONNX model (file, bytes or ModelProto) as a fastconv Model.
+
+Opsets 9 to 21 of the default domain.  Every node is mapped to a fastconv op;
+a node whose inputs are all constants (initializers, Constant nodes, shape
+arithmetic on static dimensions) is evaluated at import and becomes a
+constant, so Shape -> Gather -> Unsqueeze -> Concat -> Reshape chains fold
+away unless they read a free (batch) dimension, in which case they stay as a
+few integer ops on tiny arrays.  Static shapes that padding rules need
+(``auto_pad``, ConvTranspose ``output_shape``) come from ONNX shape inference.
+Every unsupported node is reported at once.
+"""
+import os
+
+import numpy as np
+
+from .graph import Model, Node
+from .ops import OPS
+from .torch_import import UnsupportedError
+
+MIN_OPSET, MAX_OPSET = 9, 21
+
+
+def _attrs(node):
+    from onnx import helper
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _s(v):
+    return v.decode() if isinstance(v, bytes) else v
+
+
+class _Importer:
+    def __init__(self, proto, opset):
+        from onnx import numpy_helper
+        self.opset = opset
+        self.consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+        self.nodes = []
+        self.unsupported = []
+        self.shapes = {}
+        for vi in list(proto.graph.value_info) + list(proto.graph.input) + list(proto.graph.output):
+            dims = _dims(vi)
+            if dims is not None:
+                self.shapes[vi.name] = dims
+
+    # -- helpers ----------------------------------------------------------------------------
+    def const(self, name):
+        return self.consts.get(name) if name else None
+
+    def add(self, op, node, inputs, attrs=None, params=None, outputs=None):
+        outs = outputs or [node.output[0]]
+        n = Node(op, node.name or outs[0], inputs, outs, attrs, params, node.op_type)
+        ins = [v for v in inputs if v]
+        if op not in ("conv", "conv_transpose", "linear") and all(v in self.consts for v in ins) and (ins or op == "constant"):
+            self.consts[outs[0]] = OPS[op].fn(n, [self.consts[v] if v else None for v in inputs],
+                                              None)
+        else:
+            self.nodes.append(n)
+
+    def spatial(self, name):
+        s = self.shapes.get(name)
+        if s is None or len(s) != 4 or s[2] is None or s[3] is None:
+            raise ValueError(f"needs the static spatial size of {name!r}, which shape "
+                             "inference could not determine")
+        return s[2], s[3]
+
+    def opt_input(self, node, i):
+        return node.input[i] if len(node.input) > i and node.input[i] else None
+
+    def need_const(self, node, i, what):
+        v = self.const(self.opt_input(node, i))
+        if v is None and self.opt_input(node, i) is not None:
+            raise ValueError(f"{what} must be a constant (an initializer or folded at import)")
+        return v
+
+    # -- conversion -------------------------------------------------------------------------
+    def convert(self, node):
+        t = node.op_type
+        a = _attrs(node)
+        x = node.input[0] if node.input else None
+        fn = getattr(self, f"op_{t}", None)
+        if node.domain not in ("", "ai.onnx"):
+            raise ValueError(f"domain {node.domain!r} is not supported")
+        if fn is not None:
+            return fn(node, a, x)
+        simple = {"Relu": ("relu", {}), "Sigmoid": ("sigmoid", {}), "Tanh": ("tanh", {}),
+                  "HardSwish": ("hardswish", {}), "Identity": ("identity", {}),
+                  "GlobalAveragePool": ("global_avg_pool", {}),
+                  "GlobalMaxPool": ("global_max_pool", {})}
+        if t in simple:
+            op, attrs = simple[t]
+            return self.add(op, node, [x], attrs)
+        if t in ("Add", "Sub", "Mul", "Div"):
+            return self.add(t.lower(), node, [node.input[0], node.input[1]])
+        raise ValueError("operator is not supported")
+
+    def op_Conv(self, node, a, x):
+        w = self.need_const(node, 1, "Conv weight")
+        if w.ndim != 4:
+            raise ValueError(f"only 2-D convolutions are supported (weight shape {w.shape})")
+        b = self.need_const(node, 2, "Conv bias")
+        k = tuple(a.get("kernel_shape", w.shape[2:]))
+        st = tuple(a.get("strides", (1, 1)))
+        dil = tuple(a.get("dilations", (1, 1)))
+        pads = self.pads(node, a, x, k, st, dil)
+        params = {"weight": w.astype(np.float32)}
+        if b is not None:
+            params["bias"] = b.astype(np.float32)
+        self.add("conv", node, [x], {"stride": st, "pads": pads, "dilation": dil,
+                                     "groups": int(a.get("group", 1))}, params)
+
+    def pads(self, node, a, x, k, st, dil):
+        """(top, bottom, left, right) from ONNX pads [t, l, b, r] or auto_pad."""
+        auto = _s(a.get("auto_pad", "NOTSET"))
+        if auto in ("NOTSET", ""):
+            p = list(a.get("pads", (0, 0, 0, 0)))
+            return (p[0], p[2], p[1], p[3])
+        if auto == "VALID":
+            return (0, 0, 0, 0)
+        h, w = self.spatial(x)
+        out = []
+        for size, kk, s, d in ((h, k[0], st[0], dil[0]), (w, k[1], st[1], dil[1])):
+            total = max(0, (-(-size // s) - 1) * s + (kk - 1) * d + 1 - size)
+            small, big = total // 2, total - total // 2
+            out += [small, big] if auto == "SAME_UPPER" else [big, small]
+        return tuple(out)
+
+    def op_ConvTranspose(self, node, a, x):
+        w = self.need_const(node, 1, "ConvTranspose weight")
+        if w.ndim != 4:
+            raise ValueError(f"only 2-D transposed convolutions are supported (weight {w.shape})")
+        b = self.need_const(node, 2, "ConvTranspose bias")
+        k = tuple(a.get("kernel_shape", w.shape[2:]))
+        st = tuple(a.get("strides", (1, 1)))
+        dil = tuple(a.get("dilations", (1, 1)))
+        op = list(a.get("output_padding", (0, 0)))
+        auto = _s(a.get("auto_pad", "NOTSET"))
+        if "output_shape" in a or auto in ("SAME_UPPER", "SAME_LOWER"):
+            h, wd = self.spatial(x)
+            target = list(a["output_shape"])[-2:] if "output_shape" in a else [h * st[0], wd * st[1]]
+            pads = []
+            for i, size in enumerate((h, wd)):
+                total = st[i] * (size - 1) + op[i] + (k[i] - 1) * dil[i] + 1 - target[i]
+                if total < 0:  # the requested output is larger: extend with output padding
+                    op[i] -= total
+                    total = 0
+                first = total // 2 if auto == "SAME_UPPER" else total - total // 2
+                pads += [first, total - first]
+            pads = tuple(pads)
+        elif auto == "VALID":
+            pads = (0, 0, 0, 0)
+        else:
+            p = list(a.get("pads", (0, 0, 0, 0)))
+            pads = (p[0], p[2], p[1], p[3])
+        params = {"weight": w.astype(np.float32)}
+        if b is not None:
+            params["bias"] = b.astype(np.float32)
+        self.add("conv_transpose", node, [x],
+                 {"stride": st, "pads": pads, "dilation": dil, "groups": int(a.get("group", 1)),
+                  "output_padding": tuple(op)}, params)
+
+    def op_BatchNormalization(self, node, a, x):
+        if a.get("training_mode", 0) or len([o for o in node.output if o]) > 1:
+            raise ValueError("training-mode BatchNormalization is not an inference op")
+        vals = [self.need_const(node, i, "BatchNormalization parameters") for i in range(1, 5)]
+        gamma, beta, mean, var = (np.asarray(v, np.float64) for v in vals)
+        scale = gamma / np.sqrt(var + a.get("epsilon", 1e-5))
+        self.add("affine", node, [x], {"bn": True},
+                 {"scale": scale.astype(np.float32),
+                  "shift": (beta - mean * scale).astype(np.float32)})
+
+    def op_Clip(self, node, a, x):
+        if self.opset < 11:
+            lo, hi = a.get("min"), a.get("max")
+        else:
+            lo = self.need_const(node, 1, "Clip min")
+            hi = self.need_const(node, 2, "Clip max")
+        self.add("clip", node, [x], {"min": None if lo is None else float(lo),
+                                     "max": None if hi is None else float(hi)})
+
+    def op_LeakyRelu(self, node, a, x):
+        self.add("leaky_relu", node, [x], {"alpha": float(a.get("alpha", 0.01))})
+
+    def op_HardSigmoid(self, node, a, x):
+        self.add("hardsigmoid", node, [x], {"alpha": float(a.get("alpha", 0.2)),
+                                            "beta": float(a.get("beta", 0.5))})
+
+    def op_Softmax(self, node, a, x):
+        if self.opset < 13:
+            self.add("softmax", node, [x], {"axis": int(a.get("axis", 1)), "coerce2d": True})
+        else:
+            self.add("softmax", node, [x], {"axis": int(a.get("axis", -1))})
+
+    def op_Dropout(self, node, a, x):
+        if len(node.output) > 1 and node.output[1]:
+            self.consts[node.output[1]] = np.ones(1, bool)  # mask: all kept at inference
+        self.add("identity", node, [x])
+
+    def _pool(self, node, a, x, op):
+        k = tuple(a["kernel_shape"])
+        if len(k) != 2:
+            raise ValueError(f"only 2-D pooling is supported (kernel_shape {k})")
+        if len([o for o in node.output if o]) > 1:
+            raise ValueError("the Indices output of MaxPool is not supported")
+        st = tuple(a.get("strides", (1, 1)))
+        dil = tuple(a.get("dilations", (1, 1)))
+        attrs = {"kernel": k, "stride": st, "pads": self.pads(node, a, x, k, st, dil),
+                 "ceil_mode": bool(a.get("ceil_mode", 0))}
+        if op == "max_pool":
+            if a.get("storage_order", 0):
+                raise ValueError("storage_order=1 is not supported")
+            attrs["dilation"] = dil
+        else:
+            attrs["count_include_pad"] = bool(a.get("count_include_pad", 0))
+        self.add(op, node, [x], attrs)
+
+    def op_MaxPool(self, node, a, x):
+        self._pool(node, a, x, "max_pool")
+
+    def op_AveragePool(self, node, a, x):
+        self._pool(node, a, x, "avg_pool")
+
+    def op_Gemm(self, node, a, x):
+        alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+        B = self.const(node.input[1])
+        C = self.const(self.opt_input(node, 2))
+        n_out = None if B is None else (B.shape[0] if a.get("transB", 0) else B.shape[1])
+        if B is not None and (C is None or C.size in (1, n_out)):
+            if a.get("transA", 0):
+                t = f"{node.output[0]}_At"
+                self.nodes.append(Node("transpose", t, [x], [t], {"perm": (1, 0)}))
+                x = t
+            w = (B if a.get("transB", 0) else B.T) * alpha
+            params = {"weight": np.ascontiguousarray(w, np.float32)}
+            if C is not None:
+                params["bias"] = np.broadcast_to(np.asarray(C, np.float32).reshape(-1) * beta,
+                                                 (n_out,)).copy()
+            return self.add("linear", node, [x], {}, params)
+        raise ValueError("Gemm needs a constant B and a bias broadcast along the output features")
+
+    def op_MatMul(self, node, a, x):
+        B = self.const(node.input[1])
+        if B is not None and B.ndim == 2:
+            return self.add("linear", node, [x], {},
+                            {"weight": np.ascontiguousarray(B.T, np.float32)})
+        self.add("matmul", node, [x, node.input[1]])
+
+    def op_Flatten(self, node, a, x):
+        self.add("flatten2d", node, [x], {"axis": int(a.get("axis", 1))})
+
+    def op_Reshape(self, node, a, x):
+        shape = self.const(node.input[1])
+        attrs = {"onnx": True, "allowzero": bool(a.get("allowzero", 0))}
+        if shape is not None:
+            self.add("reshape", node, [x], dict(attrs, shape=tuple(int(v) for v in shape)))
+        else:
+            self.add("reshape", node, [x, node.input[1]], attrs)
+
+    def op_Transpose(self, node, a, x):
+        self.add("transpose", node, [x], {"perm": tuple(a["perm"]) if "perm" in a else None})
+
+    def op_Concat(self, node, a, x):
+        self.add("concat", node, list(node.input), {"axis": int(a["axis"])})
+
+    def op_Squeeze(self, node, a, x):
+        if self.opset < 13:
+            axes = a.get("axes")
+            self.add("squeeze", node, [x], {"axes": None if axes is None else tuple(axes)})
+        else:
+            self.add("squeeze", node, [x] + ([node.input[1]] if self.opt_input(node, 1) else []))
+
+    def op_Unsqueeze(self, node, a, x):
+        if self.opset < 13:
+            self.add("unsqueeze", node, [x], {"axes": tuple(a["axes"])})
+        else:
+            self.add("unsqueeze", node, [x, node.input[1]])
+
+    def op_Shape(self, node, a, x):
+        attrs = {"start": int(a.get("start", 0))}
+        if "end" in a:
+            attrs["end"] = int(a["end"])
+        s = self.shapes.get(x)
+        if x in self.consts:
+            return self.add("shape", node, [x], attrs)
+        sl = slice(attrs["start"], attrs.get("end"))
+        if s is not None and all(d is not None for d in s[sl]):
+            self.consts[node.output[0]] = np.array(s[sl], np.int64)  # static: fold now
+        else:
+            self.add("shape", node, [x], attrs)
+
+    def op_Gather(self, node, a, x):
+        self.add("gather", node, [x, node.input[1]], {"axis": int(a.get("axis", 0))})
+
+    def op_Cast(self, node, a, x):
+        from onnx import helper
+        self.add("cast", node, [x], {"to": np.dtype(helper.tensor_dtype_to_np_dtype(a["to"])).str})
+
+    def op_Slice(self, node, a, x):
+        if self.opset < 10:
+            names = []
+            for key in ("starts", "ends", "axes"):
+                if key in a:
+                    c = f"{node.output[0]}_{key}"
+                    self.consts[c] = np.array(a[key], np.int64)
+                    names.append(c)
+            return self.add("slice", node, [x] + names)
+        self.add("slice", node, list(node.input))
+
+    def op_Constant(self, node, a, x):
+        from onnx import numpy_helper
+        if "value" in a:
+            v = numpy_helper.to_array(a["value"])
+        elif "value_float" in a:
+            v = np.array(a["value_float"], np.float32)
+        elif "value_floats" in a:
+            v = np.array(a["value_floats"], np.float32)
+        elif "value_int" in a:
+            v = np.array(a["value_int"], np.int64)
+        elif "value_ints" in a:
+            v = np.array(a["value_ints"], np.int64)
+        else:
+            raise ValueError(f"Constant attribute {list(a)} is not supported")
+        self.consts[node.output[0]] = v
+
+    def op_ConstantOfShape(self, node, a, x):
+        from onnx import numpy_helper
+        value = numpy_helper.to_array(a["value"]) if "value" in a else np.zeros(1, np.float32)
+        self.add("constant_of_shape", node, [x], {}, {"value": value})
+
+    def op_Range(self, node, a, x):
+        self.add("range", node, list(node.input))
+
+    def op_Pad(self, node, a, x):
+        mode = _s(a.get("mode", "constant"))
+        if mode not in ("constant", "reflect", "edge", "wrap"):
+            raise ValueError(f"Pad mode {mode!r} is not supported")
+        if self.opset < 11:
+            return self.add("pad", node, [x], {"pads": tuple(a["pads"]), "mode": mode,
+                                               "value": float(a.get("value", 0.0))})
+        if self.opt_input(node, 3):
+            raise ValueError("Pad with axes is not supported")
+        self.add("pad", node, [x, node.input[1], self.opt_input(node, 2)], {"mode": mode})
+
+    def op_Resize(self, node, a, x):
+        mode = _s(a.get("mode", "nearest"))
+        if mode not in ("nearest", "linear"):
+            raise ValueError(f"Resize mode {mode!r} is not supported (nearest, linear are)")
+        if self.opset < 11:
+            scales, sizes = self.need_const(node, 1, "Resize scales"), None
+            ctm, nm = "asymmetric", "floor"
+        else:
+            scales = self.need_const(node, 2, "Resize scales")
+            sizes = self.need_const(node, 3, "Resize sizes")
+            ctm = _s(a.get("coordinate_transformation_mode", "half_pixel"))
+            nm = _s(a.get("nearest_mode", "round_prefer_floor"))
+            if ctm == "tf_crop_and_resize":
+                raise ValueError("coordinate_transformation_mode tf_crop_and_resize is not supported")
+        if a.get("axes") is not None or a.get("antialias", 0):
+            raise ValueError("Resize with axes or antialias is not supported")
+        attrs = {"mode": mode, "coordinate_transformation_mode": ctm, "nearest_mode": nm}
+        if sizes is not None and sizes.size:
+            if tuple(sizes[:2]) != tuple(self.shapes.get(x, (None, None))[:2]) and \
+                    self.shapes.get(x) is not None and None not in self.shapes[x][:2]:
+                raise ValueError("Resize may only change the last two axes")
+            attrs["sizes"] = tuple(int(v) for v in sizes[-2:])
+        elif scales is not None and scales.size:
+            if np.any(np.asarray(scales[:-2]) != 1):
+                raise ValueError("Resize may only scale the last two axes")
+            attrs["scales"] = tuple(float(v) for v in scales[-2:])
+        else:
+            raise ValueError("Resize needs constant scales or sizes")
+        self.add("resize", node, [x], attrs)
+
+    op_Upsample = op_Resize
+
+    def op_ReduceMean(self, node, a, x):
+        axes = a.get("axes")
+        if axes is None and self.opset >= 18 and self.opt_input(node, 1):
+            axes = self.need_const(node, 1, "ReduceMean axes")
+        keep = bool(a.get("keepdims", 1))
+        s = self.shapes.get(x)
+        nd = len(s) if s is not None else None
+        if axes is None:
+            if nd is None:
+                raise ValueError("ReduceMean over all axes needs the input's rank")
+            axes = range(nd)
+        axes = tuple(int(v) for v in np.asarray(axes).reshape(-1))
+        if nd == 4 and keep and sorted(v % 4 for v in axes) == [2, 3]:
+            return self.add("global_avg_pool", node, [x])
+        self.add("reduce_mean", node, [x], {"axes": axes, "keepdims": keep})
+
+    def op_DequantizeLinear(self, node, a, x):
+        self.add("dequantize_linear", node, list(node.input), {"axis": int(a.get("axis", 1))})
+
+    def op_QuantizeLinear(self, node, a, x):
+        self.add("quantize_linear", node, list(node.input), {"axis": int(a.get("axis", 1))})
+
+    def op_QLinearConv(self, node, a, x):
+        raise ValueError("QLinearConv needs fastconv's int8 kernels, which this version does "
+                         "not have; export the model in QDQ form or in float")
+
+
+def _dims(vi):
+    t = vi.type
+    if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
+        return None
+    return tuple(d.dim_value if d.HasField("dim_value") else None for d in t.tensor_type.shape.dim)
+
+
+def from_onnx(model, name=None):
+    """Import an ONNX model (a path, serialized bytes or an ``onnx.ModelProto``).
+
+    Raises :class:`fastconv.UnsupportedError` listing every node fastconv cannot
+    run (op type, node name and the reason), and ``ValueError`` for opsets
+    outside 9..21.
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError("from_onnx needs the onnx package: pip install onnx") from None
+    if isinstance(model, (str, os.PathLike)):
+        try:
+            proto = onnx.load(os.fspath(model))
+        except (OSError, Exception) as exc:  # onnx raises DecodeError and others
+            raise ValueError(f"from_onnx: cannot read {os.fspath(model)!r}: {exc}") from None
+    elif isinstance(model, (bytes, bytearray)):
+        proto = onnx.load_from_string(bytes(model))
+    elif isinstance(model, onnx.ModelProto):
+        proto = model
+    else:
+        raise TypeError(f"from_onnx: expected a path, bytes or onnx.ModelProto, "
+                        f"got {type(model).__name__}")
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"from_onnx: opset {opset} is not supported "
+                         f"(fastconv reads opsets {MIN_OPSET} to {MAX_OPSET})")
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # inference is best effort; ops that need shapes say so
+        pass
+    imp = _Importer(proto, opset)
+    for i, node in enumerate(proto.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}"
+        try:
+            imp.convert(node)
+        except (ValueError, TypeError, KeyError) as exc:
+            imp.unsupported.append(f"{node.op_type} node {node.name!r}: {exc}")
+            for o in node.output:
+                if o:
+                    imp.nodes.append(Node("identity", f"{node.name}:{o}", [], [o],
+                                          source="unsupported"))
+    name = name or proto.graph.name or "onnx_model"
+    if imp.unsupported:
+        raise UnsupportedError(f"from_onnx: {name} has {len(imp.unsupported)} node(s) fastconv "
+                               "cannot run:\n  - " + "\n  - ".join(imp.unsupported))
+    init = {t.name for t in proto.graph.initializer}
+    inputs = [vi.name for vi in proto.graph.input if vi.name not in init]
+    input_shapes = {}
+    for vi in proto.graph.input:
+        if vi.name in inputs:
+            d = _dims(vi)
+            if d is not None:
+                input_shapes[vi.name] = d
+    outputs = [vi.name for vi in proto.graph.output]
+    used = {v for n in imp.nodes for v in n.inputs} | set(outputs)
+    consts = {k: v for k, v in imp.consts.items() if k in used}
+    model = Model(imp.nodes, inputs, outputs, consts, name, input_shapes)
+    if all(s is not None and all(d is not None for d in s) for s in input_shapes.values()) \
+            and len(input_shapes) == len(inputs):
+        model.example_shapes = [input_shapes[k] for k in inputs]
+    else:
+        model.example_shapes = [tuple(1 if d is None else d for d in input_shapes[k])
+                                for k in inputs] if len(input_shapes) == len(inputs) else None
+    return model

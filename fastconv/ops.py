@@ -1,0 +1,551 @@
+"""The operations a :class:`fastconv.graph.Model` runs, one function each.
+
+Every op is ``fn(node, args, out) -> value``: ``args`` are the values of the
+node's inputs, ``out`` is either None or a preallocated float32 array of the
+result's shape that the op writes into (the model's buffer plan hands these
+out, so a model in steady state allocates nothing but its outputs).  Ops of
+kind ``"alias"`` return a view of their first input; ops of kind ``"alloc"``
+return new arrays (small shape arithmetic, softmax, resize).
+
+Convolutions, pooling and linear layers go through :mod:`fastconv.functional`
+(validation happens once per shape there, then the plan cache answers);
+everything else is NumPy ufuncs with ``out=``.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import functional as F
+
+_F32 = np.float32
+
+
+@dataclass(frozen=True)
+class Op:
+    fn: object
+    kind: str = "out"  # "out": writes into out when given; "alias": a view; "alloc": new array
+
+
+OPS = {}
+
+
+def op(name, kind="out"):
+    def deco(fn):
+        OPS[name] = Op(fn, kind)
+        return fn
+    return deco
+
+
+def _act(node):
+    return node.attrs.get("activation")
+
+
+# -- convolution, linear --------------------------------------------------------------
+
+@op("conv")
+def conv(node, args, out):
+    a = node.attrs
+    res = args[1] if len(args) > 1 else None
+    return F.conv2d(args[0], node.params["weight"], node.params.get("bias"), a["stride"],
+                    a["pads"], a["dilation"], a["groups"], _act(node), a.get("algo", "auto"),
+                    res, node.cache, layer=node.layer, out=out)
+
+
+@op("conv_transpose")
+def conv_transpose(node, args, out):
+    a = node.attrs
+    return F.conv_transpose2d(args[0], node.params["weight"], node.params.get("bias"),
+                              a["stride"], a["pads"], a["output_padding"], a["groups"],
+                              a["dilation"], _act(node), node.cache, layer=node.layer, out=out)
+
+
+@op("linear")
+def linear(node, args, out):
+    return F.linear(args[0], node.params["weight"], node.params.get("bias"), _act(node),
+                    layer=node.layer, out=out)
+
+
+@op("matmul")
+def matmul(node, args, out):
+    return np.matmul(args[0], args[1], out=out)
+
+
+# -- normalisation and activations ------------------------------------------------------
+
+@op("affine")
+def affine(node, args, out):
+    """y = x * scale[c] + shift[c] over axis 1 (inference BatchNorm)."""
+    x = args[0]
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    y = np.multiply(x, node.params["scale"].reshape(shape), out=out)
+    return np.add(y, node.params["shift"].reshape(shape), out=y)
+
+
+@op("relu")
+def relu(node, args, out):
+    return np.maximum(args[0], _F32(0), out=out)
+
+
+@op("clip")
+def clip(node, args, out):
+    lo, hi = node.attrs.get("min"), node.attrs.get("max")
+    x = args[0]
+    lo = -np.inf if lo is None else lo
+    hi = np.inf if hi is None else hi
+    return np.clip(x, x.dtype.type(lo), x.dtype.type(hi), out=out)
+
+
+@op("leaky_relu")
+def leaky_relu(node, args, out):
+    """x where x >= 0, alpha * x elsewhere."""
+    x = args[0]
+    y = np.multiply(x, _F32(node.attrs.get("alpha", 0.01)), out=out)
+    np.copyto(y, x, where=x >= 0)
+    return y
+
+
+@op("hardswish")
+def hardswish(node, args, out):
+    x = args[0]
+    y = np.add(x, _F32(3), out=out)
+    np.clip(y, _F32(0), _F32(6), out=y)
+    np.multiply(y, x, out=y)
+    return np.divide(y, _F32(6), out=y)
+
+
+@op("hardsigmoid")
+def hardsigmoid(node, args, out):
+    x = args[0]
+    y = np.multiply(x, _F32(node.attrs.get("alpha", 0.2)), out=out)
+    np.add(y, _F32(node.attrs.get("beta", 0.5)), out=y)
+    return np.clip(y, _F32(0), _F32(1), out=y)
+
+
+def _sigmoid_into(x, out):
+    with np.errstate(over="ignore"):
+        y = np.negative(x, out=out)
+        np.exp(y, out=y)
+        np.add(y, _F32(1), out=y)
+        return np.reciprocal(y, out=y)
+
+
+@op("sigmoid")
+def sigmoid(node, args, out):
+    return _sigmoid_into(args[0], out)
+
+
+@op("silu")
+def silu(node, args, out):
+    y = _sigmoid_into(args[0], out)
+    return np.multiply(y, args[0], out=y)
+
+
+@op("tanh")
+def tanh(node, args, out):
+    return np.tanh(args[0], out=out)
+
+
+@op("softmax", "alloc")
+def softmax(node, args, out):
+    x = args[0]
+    axis = node.attrs.get("axis", -1)
+    if node.attrs.get("coerce2d"):  # ONNX opset < 13: over all axes from ``axis`` on
+        axis = axis + x.ndim if axis < 0 else axis
+        flat = x.reshape(int(np.prod(x.shape[:axis])), -1)
+        y = flat - flat.max(axis=1, keepdims=True)
+        np.exp(y, out=y)
+        y /= y.sum(axis=1, keepdims=True)
+        return y.reshape(x.shape)
+    y = x - x.max(axis=axis, keepdims=True)
+    np.exp(y, out=y)
+    y /= y.sum(axis=axis, keepdims=True)
+    return y
+
+
+# -- elementwise binary (NumPy broadcasting) ----------------------------------------------
+
+def _binary(ufunc):
+    def fn(node, args, out):
+        a, b = args
+        if out is not None:
+            return ufunc(a, b, out=out)
+        r = ufunc(a, b)
+        return r
+    return fn
+
+
+for _name, _uf in (("add", np.add), ("sub", np.subtract), ("mul", np.multiply)):
+    op(_name)(_binary(_uf))
+
+
+@op("div")
+def div(node, args, out):
+    a, b = args
+    if np.issubdtype(np.result_type(a, b), np.integer):
+        return np.floor_divide(a, b) if node.attrs.get("floor") else np.trunc(
+            np.true_divide(a, b)).astype(np.result_type(a, b))
+    return np.true_divide(a, b, out=out)
+
+
+# -- pooling ------------------------------------------------------------------------------
+
+def _symmetric(pads):
+    return pads[0] == pads[1] and pads[2] == pads[3]
+
+
+@op("max_pool")
+def max_pool(node, args, out):
+    a = node.attrs
+    x, pads, k = args[0], a["pads"], a["kernel"]
+    if _symmetric(pads) and pads[0] <= k[0] // 2 and pads[2] <= k[1] // 2:
+        return F.max_pool2d(x, k, a["stride"], (pads[0], pads[2]), a.get("dilation", 1),
+                            a.get("ceil_mode", False), layer=node.layer, out=out)
+    xp = np.pad(x, ((0, 0), (0, 0), pads[:2], pads[2:]), constant_values=-np.inf)
+    return F.max_pool2d(xp, k, a["stride"], 0, a.get("dilation", 1), a.get("ceil_mode", False),
+                        layer=node.layer, out=out)
+
+
+@op("avg_pool")
+def avg_pool(node, args, out):
+    a = node.attrs
+    x, pads, k = args[0], a["pads"], a["kernel"]
+    include = a.get("count_include_pad", True)
+    if _symmetric(pads) and pads[0] <= k[0] // 2 and pads[2] <= k[1] // 2:
+        return F.avg_pool2d(x, k, a["stride"], (pads[0], pads[2]), a.get("ceil_mode", False),
+                            include, a.get("divisor_override"), layer=node.layer, out=out)
+    spec = ((0, 0), (0, 0), pads[:2], pads[2:])
+    xp = np.pad(x, spec)
+    if include:
+        return F.avg_pool2d(xp, k, a["stride"], 0, a.get("ceil_mode", False), True,
+                            layer=node.layer, out=out)
+    sums = F.avg_pool2d(xp, k, a["stride"], 0, a.get("ceil_mode", False), True, 1,
+                        layer=node.layer, out=out)
+    ones = np.pad(np.ones((1, 1) + x.shape[2:], _F32), spec)
+    counts = F.avg_pool2d(ones, k, a["stride"], 0, a.get("ceil_mode", False), True, 1,
+                          layer=node.layer)
+    return np.divide(sums, counts, out=sums)
+
+
+@op("global_avg_pool")
+def global_avg_pool(node, args, out):
+    return F.adaptive_avg_pool2d(args[0], 1, layer=node.layer, out=out)
+
+
+@op("adaptive_avg_pool")
+def adaptive_avg_pool(node, args, out):
+    return F.adaptive_avg_pool2d(args[0], node.attrs["output_size"], layer=node.layer, out=out)
+
+
+@op("global_max_pool", "alloc")
+def global_max_pool(node, args, out):
+    return args[0].max(axis=(2, 3), keepdims=True)
+
+
+@op("reduce_mean", "alloc")
+def reduce_mean(node, args, out):
+    x = args[0]
+    return x.mean(axis=tuple(node.attrs["axes"]), keepdims=node.attrs.get("keepdims", True),
+                  dtype=np.float64 if x.dtype == np.float64 else None).astype(x.dtype, copy=False)
+
+
+# -- layout ---------------------------------------------------------------------------------
+
+def _c(x):
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+
+
+@op("identity", "alias")
+def identity(node, args, out):
+    return args[0]
+
+
+@op("flatten", "alias")
+def flatten(node, args, out):
+    """torch.flatten(x, start_dim, end_dim)."""
+    x = args[0]
+    nd = x.ndim
+    s, e = node.attrs.get("start", 1), node.attrs.get("end", -1)
+    s, e = (s + nd if s < 0 else s), (e + nd if e < 0 else e)
+    if nd == 0:
+        return x.reshape(1)
+    return _c(x).reshape(x.shape[:s] + (int(np.prod(x.shape[s:e + 1])),) + x.shape[e + 1:])
+
+
+@op("flatten2d", "alias")
+def flatten2d(node, args, out):
+    """ONNX Flatten: (prod(shape[:axis]), prod(shape[axis:]))."""
+    x = args[0]
+    axis = node.attrs.get("axis", 1)
+    axis = axis + x.ndim if axis < 0 else axis
+    return _c(x).reshape(int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:])))
+
+
+def target_shape(x_shape, shape, allowzero=False, onnx=False):
+    shape = [int(v) for v in np.asarray(shape).reshape(-1)]
+    if onnx and not allowzero:
+        shape = [x_shape[i] if v == 0 else v for i, v in enumerate(shape)]
+    return tuple(shape)
+
+
+@op("reshape", "alias")
+def reshape(node, args, out):
+    x = args[0]
+    shape = args[1] if len(args) > 1 else node.attrs["shape"]
+    if isinstance(shape, (list, tuple)):
+        shape = [int(v) for v in shape]
+    return _c(x).reshape(target_shape(x.shape, shape, node.attrs.get("allowzero", False),
+                                      node.attrs.get("onnx", False)))
+
+
+@op("squeeze", "alias")
+def squeeze(node, args, out):
+    axes = args[1] if len(args) > 1 else node.attrs.get("axes")
+    x = args[0]
+    if axes is None:
+        return x.squeeze()
+    return x.squeeze(tuple(int(a) for a in np.asarray(axes).reshape(-1)))
+
+
+@op("unsqueeze", "alias")
+def unsqueeze(node, args, out):
+    axes = args[1] if len(args) > 1 else node.attrs["axes"]
+    x = args[0]
+    axes = sorted(int(a) + (x.ndim + len(np.atleast_1d(axes))) * (int(a) < 0)
+                  for a in np.asarray(axes).reshape(-1))
+    for ax in axes:
+        x = np.expand_dims(x, ax)
+    return x
+
+
+@op("transpose")
+def transpose(node, args, out):
+    x = args[0]
+    perm = node.attrs.get("perm") or tuple(reversed(range(x.ndim)))
+    t = x.transpose(perm)
+    if out is None:
+        return np.ascontiguousarray(t)
+    np.copyto(out, t)
+    return out
+
+
+@op("concat")
+def concat(node, args, out):
+    arrays = [np.asarray(a) for a in args]
+    if out is not None and all(a.dtype == out.dtype for a in arrays):
+        return np.concatenate(arrays, axis=node.attrs.get("axis", 1), out=out)
+    return np.concatenate(arrays, axis=node.attrs.get("axis", 1))
+
+
+@op("pad", "alloc")
+def pad(node, args, out):
+    """ONNX-style pads [begin_0, ..., begin_n, end_0, ..., end_n]; negative pads crop."""
+    x = args[0]
+    pads = [int(v) for v in (args[1] if len(args) > 1 and args[1] is not None
+                             else node.attrs["pads"])]
+    value = node.attrs.get("value", 0.0)
+    if len(args) > 2 and args[2] is not None and np.size(args[2]):
+        value = float(np.asarray(args[2]).reshape(-1)[0])
+    nd = x.ndim
+    begin, end = pads[:nd], pads[nd:]
+    crop = tuple(slice(max(0, -b), x.shape[i] - max(0, -e)) for i, (b, e) in
+                 enumerate(zip(begin, end)))
+    x = x[crop]
+    spec = [(max(0, b), max(0, e)) for b, e in zip(begin, end)]
+    mode = node.attrs.get("mode", "constant")
+    if mode == "constant":
+        return np.pad(x, spec, constant_values=x.dtype.type(value))
+    return np.pad(x, spec, mode=mode)
+
+
+# -- resize ---------------------------------------------------------------------------------
+
+def _source_coords(out_len, in_len, scale, mode):
+    o = np.arange(out_len, dtype=np.float64)
+    if mode == "align_corners":
+        return o * ((in_len - 1) / (out_len - 1)) if out_len > 1 else np.zeros(out_len)
+    if mode == "asymmetric":
+        return o / scale
+    if mode == "pytorch_half_pixel":
+        return (o + 0.5) / scale - 0.5 if out_len > 1 else np.zeros(out_len)
+    if mode == "tf_half_pixel_for_nn":
+        return (o + 0.5) / scale
+    return (o + 0.5) / scale - 0.5  # half_pixel
+
+
+def _nearest_index(coord, in_len, nearest_mode):
+    if nearest_mode == "floor":
+        idx = np.floor(coord)
+    elif nearest_mode == "ceil":
+        idx = np.ceil(coord)
+    elif nearest_mode == "round_prefer_ceil":
+        idx = np.floor(coord + 0.5)
+    else:  # round_prefer_floor
+        idx = np.ceil(coord - 0.5)
+    return np.clip(idx, 0, in_len - 1).astype(np.intp)
+
+
+@op("resize", "alloc")
+def resize(node, args, out):
+    """Resize the last two axes (nearest or bilinear), ONNX Resize / torch interpolate."""
+    x = args[0]
+    a = node.attrs
+    h, w = x.shape[-2:]
+    if a.get("sizes") is not None:
+        oh, ow = a["sizes"][-2:]
+        sh, sw = (oh / h, ow / w)
+    else:
+        sh, sw = a["scales"][-2:]
+        oh, ow = int(np.floor(h * sh)), int(np.floor(w * sw))
+    mode = a.get("coordinate_transformation_mode", "half_pixel")
+    cy, cx = _source_coords(oh, h, sh, mode), _source_coords(ow, w, sw, mode)
+    if a.get("mode", "nearest") == "nearest":
+        nm = a.get("nearest_mode", "round_prefer_floor")
+        iy, ix = _nearest_index(cy, h, nm), _nearest_index(cx, w, nm)
+        return np.ascontiguousarray(x[..., iy[:, None], ix[None, :]])
+    y = _lerp_axis(x, cy, h, -2)
+    return np.ascontiguousarray(_lerp_axis(y, cx, w, -1)).astype(x.dtype, copy=False)
+
+
+def _lerp_axis(x, coord, n, axis):
+    coord = np.clip(coord, 0, n - 1)
+    lo = np.floor(coord).astype(np.intp)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = (coord - lo).astype(x.dtype)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    frac = frac.reshape(shape)
+    a = np.take(x, lo, axis=axis)
+    b = np.take(x, hi, axis=axis)
+    return a + (b - a) * frac
+
+
+# -- shape arithmetic (tiny integer arrays) ----------------------------------------------------
+
+@op("shape", "alloc")
+def shape(node, args, out):
+    s = np.asarray(args[0]).shape
+    return np.array(s[node.attrs.get("start", 0):node.attrs.get("end")], np.int64)
+
+
+@op("size", "alloc")
+def size(node, args, out):
+    """torch's x.size(dim): a Python int."""
+    return int(np.asarray(args[0]).shape[node.attrs["dim"]])
+
+
+@op("pack", "alloc")
+def pack(node, args, out):
+    """A 1-D int64 vector from scalars and constants (torch's view(n, -1) arguments)."""
+    vals = []
+    it = iter(args)
+    for item in node.attrs["items"]:
+        vals.append(int(np.asarray(next(it)).reshape(())) if item is None else int(item))
+    return np.array(vals, np.int64)
+
+
+@op("gather", "alloc")
+def gather(node, args, out):
+    return np.take(np.asarray(args[0]), np.asarray(args[1]).astype(np.intp),
+                   axis=node.attrs.get("axis", 0))
+
+
+@op("cast", "alloc")
+def cast(node, args, out):
+    return np.asarray(args[0]).astype(np.dtype(node.attrs["to"]))
+
+
+@op("slice", "alloc")
+def slice_(node, args, out):
+    x = np.asarray(args[0])
+    starts, ends = np.asarray(args[1]).reshape(-1), np.asarray(args[2]).reshape(-1)
+    axes = (np.asarray(args[3]).reshape(-1) if len(args) > 3 and args[3] is not None
+            else np.arange(len(starts)))
+    steps = (np.asarray(args[4]).reshape(-1) if len(args) > 4 and args[4] is not None
+             else np.ones(len(starts), np.int64))
+    idx = [slice(None)] * x.ndim
+    for s, e, ax, st in zip(starts, ends, axes, steps):
+        ax = int(ax) + x.ndim * (int(ax) < 0)
+        n = x.shape[ax]
+        s, e, st = int(s), int(e), int(st)
+        s = min(max(s + n if s < 0 else s, 0), n if st > 0 else n - 1)
+        if e < -n - 1 or (st < 0 and e < -n):
+            e = -1 if st < 0 else 0
+            e = None if st < 0 else e
+        else:
+            e = min(max(e + n if e < 0 else e, 0 if st > 0 else -1), n)
+            e = None if (st < 0 and e < 0) else e
+        idx[ax] = slice(s, e, st)
+    return np.ascontiguousarray(x[tuple(idx)])
+
+
+@op("constant", "alloc")
+def constant(node, args, out):
+    return node.params["value"]
+
+
+@op("range", "alloc")
+def range_(node, args, out):
+    return np.arange(np.asarray(args[0]).item(), np.asarray(args[1]).item(),
+                     np.asarray(args[2]).item()).astype(np.asarray(args[0]).dtype)
+
+
+# -- work per node (for explain) ------------------------------------------------------------------
+
+def flops(node, in_shapes, out_shape):
+    """Multiply-adds x 2 of a node, in direct-convolution terms; 0 where not meaningful."""
+    if node.op == "conv":
+        w = node.params["weight"].shape
+        return 2.0 * np.prod(out_shape, dtype=np.float64) * w[1] * w[2] * w[3]
+    if node.op == "conv_transpose":
+        w = node.params["weight"].shape
+        return 2.0 * np.prod(in_shapes[0], dtype=np.float64) * w[1] * w[2] * w[3]
+    if node.op == "linear":
+        return 2.0 * np.prod(out_shape, dtype=np.float64) * node.params["weight"].shape[1]
+    if node.op == "matmul":
+        return 2.0 * np.prod(out_shape, dtype=np.float64) * in_shapes[0][-1]
+    return 0.0
+
+
+# -- quantize / dequantize (ONNX QDQ), computed in float ------------------------------------------
+
+def _per_axis(v, x, axis):
+    v = np.asarray(v)
+    if v.ndim == 0 or v.size == 1:
+        return v.reshape(())
+    shape = [1] * x.ndim
+    shape[axis % x.ndim] = -1
+    return v.reshape(shape)
+
+
+@op("dequantize_linear", "alloc")
+def dequantize_linear(node, args, out):
+    """y = (x - zero_point) * scale, per tensor or along ``axis``."""
+    x = np.asarray(args[0])
+    axis = node.attrs.get("axis", 1)
+    scale = _per_axis(args[1], x, axis).astype(np.float32)
+    zp = _per_axis(args[2], x, axis) if len(args) > 2 and args[2] is not None else 0
+    return ((x.astype(np.int32) - np.asarray(zp, np.int32)) * scale).astype(np.float32)
+
+
+@op("quantize_linear", "alloc")
+def quantize_linear(node, args, out):
+    """y = saturate(round_half_even(x / scale) + zero_point) as the zero point's type."""
+    x = np.asarray(args[0], np.float32)
+    axis = node.attrs.get("axis", 1)
+    scale = _per_axis(args[1], x, axis).astype(np.float32)
+    if len(args) > 2 and args[2] is not None:
+        zp = np.asarray(args[2])
+        dtype = zp.dtype
+        zp = _per_axis(zp, x, axis).astype(np.int32)
+    else:
+        dtype, zp = np.dtype(np.uint8), 0
+    info = np.iinfo(dtype)
+    q = np.rint(x / scale) + zp
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+@op("constant_of_shape", "alloc")
+def constant_of_shape(node, args, out):
+    value = node.params.get("value", np.zeros(1, np.float32))
+    return np.full(tuple(int(v) for v in np.asarray(args[0]).reshape(-1)), value.reshape(-1)[0],
+                   value.dtype)

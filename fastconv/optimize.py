@@ -1,0 +1,221 @@
+"""``fc.optimize``: graph rewrites for inference, then a kernel per layer.
+
+Passes, in order (each returns a new node list; the input model is not changed):
+
+1. constant folding: nodes whose inputs are all constants run once at
+   optimize time (ONNX shape arithmetic, reshape targets);
+2. identities and dropouts removed;
+3. BatchNorm folding: ``conv -> affine`` (an inference BatchNorm) becomes one
+   conv with ``w' = w * scale[k]``, ``b' = b * scale + shift`` (float64);
+4. residual fusion: ``add(conv(x), r)`` with ``r`` of the output's shape and
+   computed before the conv becomes the conv's epilogue residual;
+5. activation fusion: ``relu``, ``clip(0, 6)`` (ReLU6) and ``hardswish``
+   after a conv, transposed conv or linear layer move into its epilogue;
+6. dead nodes removed.
+
+Kernels: each conv keeps ``algo="auto"`` (the planner's cost model) unless
+``fc.tune`` measured this layer's shape on this machine before, in which case
+the measured winner is used (see :mod:`fastconv.tuning`).
+"""
+import numpy as np
+
+from . import _backend
+from .graph import Model
+from .ops import OPS
+
+_EPILOGUE_OWNERS = ("conv", "conv_transpose", "linear")
+
+
+def _epilogue_activation(node):
+    """The epilogue activation a node can become, or None."""
+    if node.op == "relu":
+        return "relu"
+    if node.op == "hardswish":
+        return "hardswish"
+    if node.op == "clip":
+        lo, hi = node.attrs.get("min"), node.attrs.get("max")
+        if lo == 0 and hi == 6:
+            return "relu6"
+        if lo == 0 and hi is None:
+            return "relu"
+    return None
+
+
+class _Rewriter:
+    def __init__(self, model, shapes=None):
+        self.nodes = [n.copy() for n in model.nodes]
+        self.constants = dict(model.constants)
+        self.outputs = list(model.outputs)
+        self.inputs = list(model.inputs)
+        self.shapes = shapes or {}
+
+    def uses(self):
+        out = {}
+        for i, n in enumerate(self.nodes):
+            for v in n.inputs:
+                if v:
+                    out.setdefault(v, []).append(i)
+        return out
+
+    def rename(self, old, new):
+        for n in self.nodes:
+            n.inputs = [new if v == old else v for v in n.inputs]
+        self.outputs = [new if v == old else v for v in self.outputs]
+
+    def sole_consumer(self, value, uses):
+        u = uses.get(value, [])
+        return u[0] if len(u) == 1 and value not in self.outputs else None
+
+    # -- passes --------------------------------------------------------------------------
+    def fold_constants(self):
+        keep = []
+        for n in self.nodes:
+            ins = [v for v in n.inputs if v]
+            if n.op != "identity" and all(v in self.constants for v in ins) and \
+                    (ins or n.op == "constant"):
+                args = [self.constants[v] if v else None for v in n.inputs]
+                self.constants[n.outputs[0]] = OPS[n.op].fn(n, args, None)
+            else:
+                keep.append(n)
+        self.nodes = keep
+
+    def drop_identities(self):
+        keep = []
+        for n in self.nodes:
+            src = n.inputs[0] if n.inputs else None
+            if n.op == "identity" and src and not (n.outputs[0] in self.outputs and
+                                                   (src in self.inputs or src in self.outputs)):
+                self.rename(n.outputs[0], src)
+            else:
+                keep.append(n)
+        self.nodes = keep
+
+    def fold_batchnorm(self):
+        uses = self.uses()
+        drop = set()
+        for i, n in enumerate(self.nodes):
+            if n.op != "conv" or n.attrs.get("activation") or len(n.inputs) > 1:
+                continue
+            j = self.sole_consumer(n.outputs[0], uses)
+            if j is None or self.nodes[j].op != "affine":
+                continue
+            aff = self.nodes[j]
+            scale = np.asarray(aff.params["scale"], np.float64)
+            shift = np.asarray(aff.params["shift"], np.float64)
+            w = np.asarray(n.params["weight"], np.float64)
+            if scale.shape != (w.shape[0],):
+                continue
+            b = np.asarray(n.params.get("bias", np.zeros(w.shape[0])), np.float64)
+            n.params = {"weight": (w * scale[:, None, None, None]).astype(np.float32),
+                        "bias": (b * scale + shift).astype(np.float32)}
+            n.attrs["folded_bn"] = True
+            n.source = f"{n.source} + {aff.source}"
+            self.rename(aff.outputs[0], n.outputs[0])
+            drop.add(j)
+        self.nodes = [n for k, n in enumerate(self.nodes) if k not in drop]
+
+    def fuse_residual(self):
+        if not self.shapes:
+            return
+        uses = self.uses()
+        produced = {v: i for i, n in enumerate(self.nodes) for v in n.outputs}
+        drop = set()
+        for j, add in enumerate(self.nodes):
+            if add.op != "add" or len(add.inputs) != 2:
+                continue
+            out_shape = self.shapes.get(add.outputs[0], (None,))[0]
+            for side in (0, 1):
+                u, r = add.inputs[side], add.inputs[1 - side]
+                i = produced.get(u)
+                if i is None or i in drop:
+                    continue
+                conv = self.nodes[i]
+                if conv.op != "conv" or conv.attrs.get("activation") or len(conv.inputs) > 1 \
+                        or self.sole_consumer(u, uses) != j:
+                    continue
+                rshape = self.shapes.get(r, (None,))[0]
+                r_ready = r in self.inputs or r in self.constants or produced.get(r, 1 << 30) < i
+                dtype = self.shapes.get(r, (None, None))[1]
+                if rshape != out_shape or rshape != self.shapes.get(u, (None,))[0] or not r_ready \
+                        or dtype != np.float32:
+                    continue
+                conv.inputs = conv.inputs + [r]
+                conv.outputs = [add.outputs[0]]
+                conv.source = f"{conv.source} + {add.source}"
+                drop.add(j)
+                break
+        self.nodes = [n for k, n in enumerate(self.nodes) if k not in drop]
+
+    def fuse_activations(self):
+        uses = self.uses()
+        drop = set()
+        for i, n in enumerate(self.nodes):
+            if n.op not in _EPILOGUE_OWNERS or n.attrs.get("activation"):
+                continue
+            j = self.sole_consumer(n.outputs[0], uses)
+            if j is None:
+                continue
+            act = _epilogue_activation(self.nodes[j])
+            if act is None:
+                continue
+            n.attrs["activation"] = act
+            n.outputs = list(self.nodes[j].outputs)
+            drop.add(j)
+        self.nodes = [n for k, n in enumerate(self.nodes) if k not in drop]
+
+    def drop_dead(self):
+        while True:
+            uses = self.uses()
+            keep = [n for n in self.nodes if n.outputs[0] in self.outputs or n.outputs[0] in uses]
+            if len(keep) == len(self.nodes):
+                break
+            self.nodes = keep
+        used = set(uses) | set(self.outputs)
+        self.constants = {k: v for k, v in self.constants.items() if k in used}
+
+
+def optimize(model, example_input=None, backend="auto", fuse=True):
+    """An optimized copy of ``model`` (a :class:`fastconv.graph.Model`).
+
+    ``example_input`` (array or tuple of arrays) gives the shapes residual fusion
+    and kernel choice need; without it the model's import example is used.
+    ``backend``: "auto" or "cpu" ("cuda" raises until CUDA kernels exist).
+    The result is run once on the example, so its kernels are compiled and its
+    buffers planned before the first real call.
+    """
+    if not isinstance(model, Model):
+        raise TypeError(f"optimize: expected a fastconv Model (fc.from_torch / fc.from_onnx), "
+                        f"got {type(model).__name__}")
+    _backend.resolve(backend, "optimize")
+    examples = _examples(model, example_input)
+    rw = _Rewriter(model)
+    rw.fold_constants()
+    rw.drop_identities()
+    if fuse:
+        rw.fold_batchnorm()
+        if examples is not None:
+            tmp = Model(rw.nodes, rw.inputs, rw.outputs, rw.constants, model.name,
+                        model.input_shapes)
+            rw.shapes = tmp.shapes(*examples)
+        rw.fuse_residual()
+        rw.fuse_activations()
+    rw.drop_dead()
+    out = Model(rw.nodes, rw.inputs, rw.outputs, rw.constants, model.name, model.input_shapes)
+    out.example_shapes = ([tuple(np.shape(e)) for e in examples] if examples is not None
+                          else getattr(model, "example_shapes", None))
+    if examples is not None:
+        from .tuning import apply_cached
+        apply_cached(out, examples)
+        out(*examples)
+    return out
+
+
+def _examples(model, example_input):
+    if example_input is None:
+        shapes = getattr(model, "example_shapes", None)
+        if not shapes:
+            return None
+        rng = np.random.default_rng(0)
+        return tuple(rng.standard_normal(s).astype(np.float32) for s in shapes)
+    ex = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
+    return tuple(ex)
