@@ -6,6 +6,10 @@
   ``fastconv bench`` runs by default: every layer kind, a quick run).
 * ``mobilenet_v2``: torchvision's MobileNetV2 (inverted residuals, depthwise
   3x3, ReLU6, width multiplier 1.0).
+* ``vgg``: VGG-11 with BatchNorm (torchvision's ``vgg11_bn`` features: eight 3x3
+  convolutions, five max pools) and a compact classifier (global average pool,
+  512 -> 512 -> classes) instead of the 120M-parameter 7x7x512 -> 4096 head,
+  so deterministic weights are built in well under a second.
 
 ``state_dict()`` keys follow torchvision's naming, so torchvision weights load
 as they are.  Each has a ``*_torch`` twin built from torch.nn alone (no
@@ -213,6 +217,35 @@ class MobileNetV2(nn.Module):
         return self.classifier(np.asarray(x).reshape(np.shape(x)[0], -1))
 
 
+VGG11_CFG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+
+
+class VGG(nn.Module):
+    """VGG-style: 3x3 conv+BN+ReLU stacks with max pools, then a small classifier."""
+
+    def __init__(self, cfg=VGG11_CFG, num_classes=1000):
+        super().__init__()
+        layers, c = [], 3
+        for v in cfg:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(c, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
+                c = v
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.classifier = nn.Sequential(nn.Linear(c, 512), nn.ReLU(True), nn.Dropout(),
+                                        nn.Linear(512, num_classes))
+
+    def fuse(self, enabled=True):
+        self.features.fuse(enabled)
+        return self
+
+    def forward(self, x):
+        x = self.avgpool(self.features(x))
+        return self.classifier(np.asarray(x).reshape(np.shape(x)[0], -1))
+
+
 def _deterministic(model, seed):
     """He-style weights and non-trivial BN statistics from a fixed seed."""
     rng = np.random.default_rng(seed)
@@ -253,8 +286,13 @@ def mobilenet_v2(num_classes=1000, seed=0):
     return _deterministic(MobileNetV2(num_classes), seed)
 
 
+def vgg(num_classes=1000, seed=0):
+    """VGG-11-BN features with a compact classifier, deterministic weights."""
+    return _deterministic(VGG(VGG11_CFG, num_classes), seed)
+
+
 ZOO = {"resnet_tiny": resnet_tiny, "resnet18": resnet18, "resnet50": resnet50,
-       "mobilenet_v2": mobilenet_v2}
+       "mobilenet_v2": mobilenet_v2, "vgg": vgg}
 
 
 # -- torch twins (torch.nn only) ----------------------------------------------------------
@@ -396,5 +434,40 @@ def mobilenet_v2_torch(num_classes=1000):
     return _torch_mobilenet_v2(num_classes)
 
 
+def vgg_torch(num_classes=1000):
+    import torch
+    tnn = torch.nn
+
+    class TVGG(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            layers, c = [], 3
+            for v in VGG11_CFG:
+                if v == "M":
+                    layers.append(tnn.MaxPool2d(2, 2))
+                else:
+                    layers += [tnn.Conv2d(c, v, 3, padding=1), tnn.BatchNorm2d(v),
+                               tnn.ReLU(inplace=True)]
+                    c = v
+            self.features = tnn.Sequential(*layers)
+            self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
+            self.classifier = tnn.Sequential(tnn.Linear(c, 512), tnn.ReLU(True), tnn.Dropout(),
+                                             tnn.Linear(512, num_classes))
+
+        def forward(self, x):
+            return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+    return TVGG()
+
+
 TORCH_ZOO = {"resnet_tiny": resnet_tiny_torch, "resnet18": resnet18_torch,
-             "resnet50": resnet50_torch, "mobilenet_v2": mobilenet_v2_torch}
+             "resnet50": resnet50_torch, "mobilenet_v2": mobilenet_v2_torch, "vgg": vgg_torch}
+
+
+def torch_twin(name, model=None, **kwargs):
+    """The torch.nn twin of zoo model ``name`` carrying ``model``'s weights (built if None)."""
+    import torch
+    model = model if model is not None else ZOO[name](**kwargs)
+    twin = TORCH_ZOO[name](**{k: v for k, v in kwargs.items() if k != "seed"}).eval()
+    twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
+    return twin

@@ -17,7 +17,7 @@ from .graph import Model, Node
 from .ops import OPS
 from .torch_import import UnsupportedError
 
-MIN_OPSET, MAX_OPSET = 9, 21
+MIN_OPSET, MAX_OPSET = 9, 25  # 22-25 only widened the types of the operators read here
 
 
 def _attrs(node):
@@ -191,9 +191,16 @@ class _Importer:
             self.add("softmax", node, [x], {"axis": int(a.get("axis", -1))})
 
     def op_Dropout(self, node, a, x):
-        if len(node.output) > 1 and node.output[1]:
-            self.consts[node.output[1]] = np.ones(1, bool)  # mask: all kept at inference
+        training = self.const(self.opt_input(node, 2))
+        ratio = self.const(self.opt_input(node, 1))
+        if training is not None and bool(training) and (ratio is None or float(ratio) > 0):
+            raise ValueError("training-mode Dropout is random; not an inference op")
         self.add("identity", node, [x])
+        if len(node.output) > 1 and node.output[1]:  # the mask: everything kept
+            shp = f"{node.output[1]}_shape"
+            self.nodes.append(Node("shape", shp, [x], [shp]))
+            self.nodes.append(Node("constant_of_shape", node.output[1], [shp], [node.output[1]],
+                                   params={"value": np.ones(1, bool)}))
 
     def _pool(self, node, a, x, op):
         k = tuple(a["kernel_shape"])
@@ -205,6 +212,8 @@ class _Importer:
         dil = tuple(a.get("dilations", (1, 1)))
         attrs = {"kernel": k, "stride": st, "pads": self.pads(node, a, x, k, st, dil),
                  "ceil_mode": bool(a.get("ceil_mode", 0))}
+        if op == "avg_pool" and dil != (1, 1):
+            raise ValueError(f"dilated average pooling (dilations {dil}) is not supported")
         if op == "max_pool":
             if a.get("storage_order", 0):
                 raise ValueError("storage_order=1 is not supported")
@@ -379,7 +388,9 @@ class _Importer:
         keep = bool(a.get("keepdims", 1))
         s = self.shapes.get(x)
         nd = len(s) if s is not None else None
-        if axes is None:
+        if axes is not None and np.size(axes) == 0 and a.get("noop_with_empty_axes", 0):
+            return self.add("identity", node, [x])
+        if axes is None or np.size(axes) == 0:
             if nd is None:
                 raise ValueError("ReduceMean over all axes needs the input's rank")
             axes = range(nd)

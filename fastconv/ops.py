@@ -361,8 +361,12 @@ def pad(node, args, out):
 
 def _source_coords(out_len, in_len, scale, mode):
     o = np.arange(out_len, dtype=np.float64)
-    if mode == "align_corners":
-        return o * ((in_len - 1) / (out_len - 1)) if out_len > 1 else np.zeros(out_len)
+    if mode == "align_corners":  # ONNX uses the unrounded output length in_len * scale
+        span = in_len * scale - 1
+        return o * ((in_len - 1) / span) if out_len > 1 and span > 0 else np.zeros(out_len)
+    if mode == "half_pixel_symmetric":
+        offset = in_len / 2 * (1 - out_len / (scale * in_len))
+        return offset + (o + 0.5) / scale - 0.5
     if mode == "asymmetric":
         return o / scale
     if mode == "pytorch_half_pixel":

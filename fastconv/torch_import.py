@@ -38,11 +38,15 @@ def _t2n(t):
 
 
 def _where(fx_node):
-    """'file:line in fn: code' from the stack trace torch.fx recorded, if any."""
+    """'file:line in fn: code' of the user's frame in the stack trace torch.fx recorded."""
+    import os
+
+    import torch
+    torch_dir = os.path.dirname(torch.__file__)
     trace = getattr(fx_node, "stack_trace", None) or ""
     lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip()]
     for i in range(len(lines) - 1, -1, -1):
-        if lines[i].startswith("File "):
+        if lines[i].startswith("File ") and torch_dir not in lines[i]:
             loc = lines[i][5:].replace('"', "")
             code = lines[i + 1] if i + 1 < len(lines) else ""
             return f"{loc}: {code}" if code else loc
