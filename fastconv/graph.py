@@ -161,9 +161,9 @@ class Model:
             if want is not None:
                 ok = len(want) == arr.ndim and all(w is None or w == d for w, d in zip(want, arr.shape))
                 if not ok:
-                    shown = tuple("N" if w is None else w for w in want)
-                    raise ValueError(f"{self.name}: input {name!r} must have shape {shown} "
-                                     f"(N free), got {tuple(arr.shape)}")
+                    shown = ", ".join("*" if w is None else str(w) for w in want)
+                    raise ValueError(f"{self.name}: input {name!r} must have shape ({shown}) "
+                                     f"(* = any size), got {tuple(arr.shape)}")
             arrays.append(arr)
         return arrays
 
@@ -224,8 +224,8 @@ class Model:
                 msg = str(exc)
                 if node.name not in msg:
                     msg = f"{node.layer}: {msg}"
-                raise (exc if isinstance(exc, (ValueError, TypeError)) else ValueError)(msg) \
-                    from None
+                kind = type(exc) if isinstance(exc, (ValueError, TypeError)) else ValueError
+                raise kind(msg) from None
             values[node.outputs[0]] = res
             results.append(res)
 

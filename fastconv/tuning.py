@@ -191,6 +191,7 @@ def tune(model, example_input, budget_s=60.0, repeat=5, use_cache=True):
         node.attrs["algo"] = best
         entry = {"algo": best, "times_ms": times, "layer": node.name}
         save_plan(key, entry)
+        plans[key] = entry  # a later layer of the same shape reuses this measurement
         report.append(dict(row, algo=best, times_ms=times, cached=False))
     model.invalidate()
     return report
