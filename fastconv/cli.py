@@ -118,35 +118,50 @@ def _capture_convs(model, x):
     return seen
 
 
-def bench(args):
-    """Run the built-in model through every algorithm; per-layer table against the SGEMM roof."""
+def measure_bandwidth(threads, mib=256, repeat=5):
+    """Median GB/s of a parallel STREAM triad over ``mib`` MiB per array (12 bytes/element)."""
     import fastconv as fc
+    from fastconv import _runtime
+    from fastconv.kernels.cpu.stream import triad
+    n = mib * 2 ** 20 // 4
+    a = np.empty(n, np.float32)
+    b = np.ones(n, np.float32)
+    c = np.ones(n, np.float32)
+    old = fc.get_num_threads()
+    fc.set_num_threads(threads)
+    try:
+        with _runtime.kernel_scope(blas=False):
+            triad(a, b, c, np.float32(0.5), threads * 8)
+            ts = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                triad(a, b, c, np.float32(0.5), threads * 8)
+                ts.append(time.perf_counter() - t0)
+    finally:
+        fc.set_num_threads(old)
+    return 12.0 * n / float(np.median(ts)) / 1e9
+
+
+class _Progress:
+    """A one-line progress bar on stderr (nothing when quiet or not a terminal run)."""
+
+    def __init__(self, quiet):
+        self.quiet = quiet
+
+    def __call__(self, msg, i=None, total=None):
+        if self.quiet:
+            return
+        if i is not None and total:
+            done = int(30 * i / total)
+            msg = f"[{'#' * done}{'.' * (30 - done)}] {i}/{total} {msg}"
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _zoo_layer_rows(model, x, args, roof, progress):
+    """Every conv of a zoo model through every algorithm that serves it, against the reference."""
     from fastconv import functional as F
-    from fastconv import models, planner
+    from fastconv import planner
     from fastconv.kernels import reference as ref
-
-    if args.threads:
-        fc.set_num_threads(args.threads)
-    threads = fc.get_num_threads()
-    progress = (lambda msg: print(msg, file=sys.stderr, flush=True)) if not args.quiet else (lambda m: None)
-
-    t0 = time.perf_counter()
-    fc.warmup()
-    compile_s = time.perf_counter() - t0
-    progress(f"kernels compiled or loaded from cache in {compile_s:.2f} s")
-    roof = measure_sgemm_roof(threads)
-    time.sleep(0.5)  # let NumPy's BLAS workers stop spinning before fastconv is timed
-    progress(f"SGEMM roof ({threads} threads): {roof:.1f} GFLOP/s")
-
-    widths = tuple(args.widths)
-    if args.model == "resnet_tiny":
-        model = models.resnet_tiny(widths=widths, num_classes=1000)
-        model_desc = f"resnet_tiny widths={widths}"
-    else:
-        model = models.ZOO[args.model]()
-        model_desc = args.model
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((args.batch, 3, args.size, args.size)).astype(np.float32)
     convs = _capture_convs(model, x)
     rows = []
     total = len(convs)
@@ -161,10 +176,11 @@ def bench(args):
         scale = max(1.0, float(np.abs(expected).max()))
         fused = "+".join(["bn" if not np.array_equal(w, m.weight) else ""] +
                          [act or ""] + ["res" if res is not None else ""]).strip("+")
+        nbytes = 4.0 * (inp.size + w.size + expected.size)
         for algo in planner.REGISTRY:
             if planner.REGISTRY[algo].serves(prob) is not None:
                 continue
-            progress(f"[{i}/{total}] {name} {algo}")
+            progress(f"{name} {algo}", i, total)
             packed = {}
             call = (lambda a=algo, pk=packed: F.conv2d(inp, w, b, m.stride, m.padding, m.dilation,
                                                        m.groups, activation=act, algo=a,
@@ -180,33 +196,188 @@ def bench(args):
                          "auto": algo == auto, "median_ms": med * 1e3, "min_ms": mn * 1e3,
                          "first_call_ms": first_s * 1e3, "gflops": gflops,
                          "roof_pct": 100.0 * gflops / roof, "rel_err": err,
-                         "ok": err < 1e-4})
+                         "intensity": prob.flops / nbytes, "ok": err < 1e-4})
+    return rows
+
+
+def _graph_layer_rows(model, x, args, roof):
+    """Per node of an imported model: its kernel, median time, GFLOP/s (no reference check)."""
+    from fastconv.graph import kernel_of
+    from fastconv.ops import flops
+    times = model.profile(x, repeat=args.repeat)
+    plan = model._plans()[(x.shape,)]
+    rows = []
+    for (fn, node, ins, o, buf), t in zip(plan.steps, times):
+        in_shapes = [plan.shapes[v][0] for v in node.inputs if v]
+        out_shape = plan.shapes[node.outputs[0]][0]
+        fl = flops(node, in_shapes, out_shape)
+        nbytes = 4.0 * (sum(int(np.prod(s)) for s in in_shapes) + int(np.prod(out_shape)) +
+                        sum(int(np.size(p)) for p in node.params.values()))
+        gf = fl / t / 1e9 if fl and t > 0 else 0.0
+        rows.append({"layer": node.name, "shape": str(out_shape), "algo": kernel_of(node, in_shapes),
+                     "fused": node.op, "auto": True, "median_ms": t * 1e3, "min_ms": t * 1e3,
+                     "first_call_ms": float("nan"), "gflops": gf,
+                     "roof_pct": 100.0 * gf / roof, "rel_err": 0.0,
+                     "intensity": fl / nbytes if nbytes else 0.0, "ok": True})
+    return rows
+
+
+def _plot(rows, roof, bandwidth, path, title):
+    """Roofline: each auto-chosen layer's GFLOP/s against its arithmetic intensity."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("--plot needs matplotlib (pip install 'fastconv[plot]'); no plot written",
+              file=sys.stderr)
+        return False
+    pts = [r for r in rows if r["auto"] and r["gflops"] > 0]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    xs = np.logspace(-1, 3, 200)
+    ax.plot(xs, np.minimum(roof, bandwidth * xs), "k-", lw=1,
+            label=f"roof: SGEMM {roof:.0f} GFLOP/s, memory {bandwidth:.0f} GB/s")
+    kinds = sorted({r["algo"] for r in pts})
+    for kind in kinds:
+        sel = [r for r in pts if r["algo"] == kind]
+        ax.scatter([r["intensity"] for r in sel], [r["gflops"] for r in sel], s=18, label=kind)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (direct-convolution FLOP per byte moved)")
+    ax.set_ylabel("GFLOP/s (direct-convolution equivalent)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def bench(args):
+    """Per-layer table against the SGEMM roof, end-to-end latency, peers in the same run."""
+    import os
+    import tempfile
+
+    import fastconv as fc
+    from fastconv import _backend, models
+
+    if args.backend == "cuda":
+        print("fastconv bench: the 'cuda' backend has no kernels in this version; "
+              "use --backend cpu", file=sys.stderr)
+        return 2
+    _backend.resolve(args.backend, "fastconv bench")
+    if args.threads:
+        fc.set_num_threads(args.threads)
+    threads = fc.get_num_threads()
+    progress = _Progress(args.quiet)
+    is_onnx = args.model.endswith(".onnx") or os.path.exists(args.model)
+    if not is_onnx and args.model not in models.ZOO:
+        print(f"fastconv bench: --model must be one of {sorted(models.ZOO)} or a path to an "
+              f".onnx file, got {args.model!r}", file=sys.stderr)
+        return 2
+    peers = [p for p in (args.compare or "").split(",") if p]
+    bad = [p for p in peers if p not in ("torch", "onnxruntime")]
+    if bad or (is_onnx and "torch" in peers):
+        print(f"fastconv bench: --compare takes torch and/or onnxruntime (torch only for "
+              f"built-in models), got {args.compare!r}", file=sys.stderr)
+        return 2
+
+    t0 = time.perf_counter()
+    fc.warmup()
+    compile_s = time.perf_counter() - t0
+    progress(f"kernels compiled or loaded from cache in {compile_s:.2f} s")
+    roof = measure_sgemm_roof(threads)
+    bandwidth = measure_bandwidth(threads)
+    time.sleep(0.5)  # let NumPy's BLAS workers stop spinning before fastconv is timed
+    progress(f"SGEMM roof ({threads} threads): {roof:.1f} GFLOP/s; memory {bandwidth:.1f} GB/s")
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.batch, 3, args.size, args.size)).astype(np.float32)
+    if is_onnx:
+        model = fc.from_onnx(args.model)
+        shape = (model.example_shapes or [x.shape])[0]
+        x = rng.standard_normal((args.batch,) + tuple(shape[1:])).astype(np.float32)
+        model = fc.optimize(model, x)
+        model_desc = os.path.basename(args.model)
+        rows = _graph_layer_rows(model, x, args, roof) if args.layers else []
+    else:
+        widths = tuple(args.widths)
+        model = (models.resnet_tiny(widths=widths) if args.model == "resnet_tiny"
+                 else models.ZOO[args.model]())
+        model_desc = args.model + (f" widths={widths}" if args.model == "resnet_tiny" else "")
+        rows = _zoo_layer_rows(model, x, args, roof, progress) if args.layers else []
     progress("end-to-end model latency")
     model(x)
-    e2e_med, e2e_min = _time(lambda: model(x), max(3, args.repeat // 2))
+    e2e_med, e2e_min = _time(lambda: model(x), max(3, args.repeat))
 
-    hdr = f"{'layer':24s} {'fused':12s} {'algo':9s} {'auto':4s} {'median ms':>10s} {'min ms':>8s} {'GFLOP/s':>8s} {'% roof':>7s} {'rel err':>8s}"
+    hdr = (f"{'layer':24s} {'fused':14s} {'algo':18s} {'auto':4s} {'median ms':>10s} "
+           f"{'min ms':>8s} {'GFLOP/s':>8s} {'% roof':>7s} {'rel err':>8s}")
     print(f"fastconv {fc.__version__} bench: {model_desc} batch={args.batch} "
-          f"{args.size}x{args.size}, {threads} threads ({fc.threading_layer()})")
-    print(f"SGEMM roof {roof:.1f} GFLOP/s; kernel compile/cache-load {compile_s:.2f} s "
-          f"(reported apart from run time)")
-    print(hdr)
-    print("-" * len(hdr))
+          f"input {tuple(x.shape[1:])}, {threads} threads ({fc.threading_layer()}), backend cpu")
+    print(f"SGEMM roof {roof:.1f} GFLOP/s, memory bandwidth {bandwidth:.1f} GB/s; kernel "
+          f"compile/cache-load {compile_s:.2f} s (reported apart from run time)")
+    if rows:
+        print(hdr)
+        print("-" * len(hdr))
     for r in rows:
-        print(f"{r['layer']:24s} {r['fused']:12s} {r['algo']:9s} {'*' if r['auto'] else '':4s} {r['median_ms']:10.3f} "
+        print(f"{r['layer'][:24]:24s} {r['fused'][:14]:14s} {r['algo'][:18]:18s} "
+              f"{'*' if r['auto'] else '':4s} {r['median_ms']:10.3f} "
               f"{r['min_ms']:8.3f} {r['gflops']:8.1f} {r['roof_pct']:7.1f} {r['rel_err']:8.1e}"
               f"{'' if r['ok'] else '  MISMATCH'}")
-    print(f"end-to-end (auto): median {e2e_med * 1e3:.2f} ms, min {e2e_min * 1e3:.2f} ms")
-    bad = [r for r in rows if not r["ok"]]
+    print(f"end-to-end (auto, in this process): median {e2e_med * 1e3:.2f} ms, "
+          f"min {e2e_min * 1e3:.2f} ms")
+
+    e2e = {}
+    if peers:
+        from fastconv import _peers
+        tmp = tempfile.mkdtemp(prefix="fastconv-bench-")
+        spec = {"model": args.model, "batch": args.batch, "size": args.size, "threads": threads,
+                "repeat": max(5, args.repeat),
+                "kwargs": {"widths": list(args.widths)} if args.model == "resnet_tiny" else {}}
+        onnx_path = args.model if is_onnx else None
+        if "onnxruntime" in peers and not is_onnx:
+            progress("exporting the torch twin to ONNX for onnxruntime")
+            try:
+                onnx_path = _peers.export_zoo_onnx(args.model, os.path.join(tmp, "model.onnx"),
+                                                   args.batch, args.size, **spec["kwargs"])
+            except ImportError:
+                print("--compare onnxruntime with a built-in model needs torch to export it",
+                      file=sys.stderr)
+                peers.remove("onnxruntime")
+        if is_onnx:
+            spec["input_shape"] = list(x.shape)
+        runtimes = ["fastconv"] + peers
+        for i, rt in enumerate(runtimes, 1):
+            progress(f"end-to-end: {rt} (own process)", i, len(runtimes))
+            s = dict(spec, runtime=rt)
+            if rt == "onnxruntime" or (rt == "fastconv" and is_onnx):
+                s["onnx"] = onnx_path
+            e2e[rt] = _peers.run_isolated(s)
+        print(f"end-to-end, each runtime in its own process, {threads} threads, median of "
+              f"{spec['repeat']}:")
+        base = e2e["fastconv"].get("median_s")
+        for rt, r in e2e.items():
+            if "error" in r:
+                print(f"  {rt:12s} failed: {r['error']}")
+                continue
+            ratio = "" if rt == "fastconv" or not base else \
+                f"   fastconv speed: {r['median_s'] / base:.2f}x {rt}"
+            print(f"  {rt:12s} {r['median_s'] * 1e3:9.2f} ms (min {r['min_s'] * 1e3:.2f}, "
+                  f"first call {r['first_call_s']:.2f} s){ratio}")
+    if args.plot and rows:
+        if _plot(rows, roof, bandwidth, args.plot, f"{model_desc}, batch {args.batch}, "
+                 f"{threads} threads"):
+            progress(f"wrote {args.plot}")
+    bad_rows = [r for r in rows if not r["ok"]]
     if args.json:
         _write_json(args.json, {"version": fc.__version__, "threads": threads, "model": args.model,
-                                "sgemm_roof_gflops": roof, "compile_s": compile_s,
-                                "batch": args.batch, "size": args.size, "widths": widths,
+                                "sgemm_roof_gflops": roof, "bandwidth_gbs": bandwidth,
+                                "compile_s": compile_s, "batch": args.batch, "size": args.size,
                                 "layers": rows, "end_to_end_ms": {"median": e2e_med * 1e3,
-                                                                  "min": e2e_min * 1e3}})
+                                                                  "min": e2e_min * 1e3},
+                                "isolated": e2e})
         progress(f"wrote {args.json}")
-    if bad:
-        print(f"{len(bad)} results did not match the reference", file=sys.stderr)
+    if bad_rows:
+        print(f"{len(bad_rows)} results did not match the reference", file=sys.stderr)
         return 1
     return 0
 
@@ -219,14 +390,22 @@ def main(argv=None):
     pi.add_argument("--json", help="also write the information to this file")
     pb = sub.add_parser("bench", help="benchmark a built-in model layer by layer (default: "
                                       "a ResNet-style network)")
-    pb.add_argument("--model", default="resnet_tiny", choices=sorted(models.ZOO),
-                    help="built-in model (deterministic weights)")
+    pb.add_argument("--model", default="resnet_tiny",
+                    help=f"built-in model ({', '.join(sorted(models.ZOO))}; deterministic "
+                         "weights) or a path to an .onnx file")
     pb.add_argument("--batch", type=int, default=1)
     pb.add_argument("--size", type=int, default=224, help="input height and width")
     pb.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256, 512],
                     help="channels of the four stages (resnet_tiny only)")
     pb.add_argument("--repeat", type=int, default=10, help="timed runs per layer and algorithm")
     pb.add_argument("--threads", type=int, default=0, help="threads (default: all)")
+    pb.add_argument("--backend", default="cpu", choices=["cpu", "cuda", "auto"])
+    pb.add_argument("--compare", default="",
+                    help="peers timed end to end in the same run, each in its own process: "
+                         "'torch', 'onnxruntime' or 'torch,onnxruntime'")
+    pb.add_argument("--plot", help="write a roofline plot (needs matplotlib) to this file")
+    pb.add_argument("--no-layers", dest="layers", action="store_false",
+                    help="skip the per-layer table (end-to-end numbers only)")
     pb.add_argument("--json", help="write machine-readable results to this file")
     pb.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = p.parse_args(argv)

@@ -43,3 +43,49 @@ def test_bad_arguments_are_rejected(capsys):
         assert e.code == 2
     else:
         raise AssertionError("expected an argparse error")
+
+
+def test_bench_compares_peers_end_to_end_and_plots(tmp_path, capsys):
+    import pytest
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    path = tmp_path / "bench.json"
+    plot = tmp_path / "roof.png"
+    rc = cli.main(["bench", "--size", "32", "--widths", "8", "8", "8", "8", "--repeat", "2",
+                   "--compare", "torch,onnxruntime", "--plot", str(plot), "--json", str(path),
+                   "--quiet"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "fastconv speed:" in out and "x torch" in out and "x onnxruntime" in out
+    data = json.loads(path.read_text())
+    assert set(data["isolated"]) == {"fastconv", "torch", "onnxruntime"}
+    assert all("median_s" in r for r in data["isolated"].values()), data["isolated"]
+    assert data["bandwidth_gbs"] > 0
+    try:
+        import matplotlib  # noqa: F401
+        assert plot.stat().st_size > 1000
+    except ImportError:
+        assert not plot.exists()
+
+
+def test_bench_an_onnx_file(tmp_path, capsys):
+    import pytest
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from fastconv import _peers
+    onnx_path = _peers.export_zoo_onnx("resnet_tiny", str(tmp_path / "m.onnx"), 1, 32,
+                                       widths=[8, 8, 8, 8])
+    assert torch is not None
+    rc = cli.main(["bench", "--model", onnx_path, "--size", "32", "--repeat", "2",
+                   "--compare", "onnxruntime", "--quiet"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "x onnxruntime" in out and "conv" in out
+
+
+def test_bench_rejects_unknown_models_backends_and_peers(capsys):
+    assert cli.main(["bench", "--model", "alexnet", "--quiet"]) == 2
+    assert cli.main(["bench", "--backend", "cuda", "--quiet"]) == 2
+    assert cli.main(["bench", "--compare", "tensorflow", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "alexnet" in err and "cuda" in err and "tensorflow" in err

@@ -1,0 +1,106 @@
+"""End-to-end latency of one runtime on one model, in a process of its own.
+
+``fastconv bench --compare`` and ``bench/model_compare.py`` start one child per
+runtime (fastconv, torch, onnxruntime) so no two thread pools share the cores;
+each child builds the model, warms up, times ``repeat`` calls and prints one
+JSON line: median and minimum seconds and the first call's seconds.
+
+    python -m fastconv._peers '{"runtime": "torch", "model": "resnet18", ...}'
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def _input(spec):
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((spec["batch"], 3, spec["size"], spec["size"])).astype(np.float32)
+
+
+def _time(fn, repeat):
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts)), float(np.min(ts))
+
+
+def child(spec):
+    runtime, threads = spec["runtime"], spec["threads"]
+    onnx_path = spec.get("onnx")
+    x = spec.get("input_shape") and np.random.default_rng(0).standard_normal(
+        spec["input_shape"]).astype(np.float32)
+    if x is None or x is False:
+        x = _input(spec)
+    t0 = time.perf_counter()
+    if runtime == "fastconv":
+        import fastconv as fc
+        fc.set_num_threads(threads)
+        if onnx_path:
+            model = fc.optimize(fc.from_onnx(onnx_path), x)
+        else:
+            from fastconv import models
+            model = models.ZOO[spec["model"]](**spec.get("kwargs", {}))
+        run = lambda: model(x)  # noqa: E731
+    elif runtime == "torch":
+        import torch
+        torch.set_num_threads(threads)
+        from fastconv import models
+        twin = models.torch_twin(spec["model"], **spec.get("kwargs", {}))
+        xt = torch.from_numpy(x)
+
+        def run():
+            with torch.no_grad():
+                return twin(xt)
+    elif runtime == "onnxruntime":
+        import onnxruntime as ort
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        run = lambda: sess.run(None, {name: x})  # noqa: E731
+    else:
+        raise ValueError(f"unknown runtime {runtime!r}")
+    run()
+    first = time.perf_counter() - t0
+    for _ in range(2):
+        run()
+    med, mn = _time(run, spec["repeat"])
+    print(json.dumps({"median_s": med, "min_s": mn, "first_call_s": first}))
+
+
+def run_isolated(spec, timeout=1800):
+    """Run ``child(spec)`` in a fresh interpreter; returns its dict or {'error': ...}."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]))
+    res = subprocess.run([sys.executable, "-m", "fastconv._peers", json.dumps(spec)],
+                         capture_output=True, text=True, env=env, timeout=timeout)
+    if res.returncode != 0:
+        return {"error": (res.stderr.strip().splitlines() or ["failed"])[-1][-300:]}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def export_zoo_onnx(name, path, batch, size, **kwargs):
+    """The zoo model's torch twin exported to ONNX (opset 17, dynamic batch)."""
+    import warnings
+
+    import torch
+
+    from fastconv import models
+    twin = models.torch_twin(name, **kwargs)
+    x = torch.zeros((batch, 3, size, size))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(twin, (x,), path, input_names=["x"], output_names=["y"],
+                          opset_version=17, dynamo=False, dynamic_axes={"x": {0: "N"}})
+    return path
+
+
+if __name__ == "__main__":
+    child(json.loads(sys.argv[1]))
