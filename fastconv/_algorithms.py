@@ -90,8 +90,13 @@ def im2col_blocking(prob, threads):
 
 
 def _gemm_efficiency(m, k):
-    """Fraction of GEMM_GFLOPS a single-threaded SGEMM with M = m, K = k reaches."""
-    return max(0.1, (min(1.0, m / 64.0) * min(1.0, k / 64.0)) ** 0.5)
+    """Fraction of GEMM_GFLOPS a single-threaded SGEMM with M = m, K = k reaches.
+
+    A short reduction (K < 64) costs more than in proportion: SGEMM then spends
+    its time packing and writing the output (measured 6-8 GFLOP/s per thread at
+    K = 16..24, i.e. efficiency 0.11-0.16, about (K/64)**1.5).
+    """
+    return max(0.1, min(1.0, m / 64.0) ** 0.5 * min(1.0, k / 64.0) ** 1.5)
 
 
 class Im2col(planner.Algorithm):
@@ -313,9 +318,91 @@ class Winograd(planner.Algorithm):
             _winograd.output_transform(Mc, self.m, b, y[n0:n1], act, r, has_res, t, rows)
 
 
+class PointwiseRegister(planner.Algorithm):
+    """Stride-1 1x1 convolutions with short reductions: accumulators in L1, no BLAS."""
+    name = "pointwise_register"
+    uses_blas = False
+
+    def serves(self, prob):
+        if not prob.is_pointwise or prob.stride != (1, 1):
+            return f"needs a 1x1 kernel, stride 1 and padding 0, got {prob.describe()}"
+        return None
+
+    def auto_excluded(self, prob):
+        if prob.cg > 32:
+            return f"Cg={prob.cg} > 32: SGEMM is faster for longer reductions"
+        return None
+
+    @staticmethod
+    def tile(prob, threads):
+        """Pixels per task: the tile's Cg x T inputs within 32 KiB, enough tasks to share."""
+        P = prob.oh * prob.ow
+        t = max(64, min(1024, (8192 // prob.cg) // 64 * 64))
+        return max(1, min(t, -(-P * prob.n * prob.groups // threads)))
+
+    def cost(self, prob, threads, prepacked=False):
+        P = prob.oh * prob.ow
+        tasks = prob.n * prob.groups * -(-P // self.tile(prob, threads))
+        par = min(threads, max(1, tasks))
+        return planner.CALL_OVERHEAD_S + prob.flops / (planner.REGISTER_GFLOPS * 1e9 * par)
+
+    def run(self, prob, x, w, b, y, act, res=None, packed=None):
+        tile = self.tile(prob, _runtime.get_num_threads())
+        y3 = y.reshape(prob.n, prob.k, prob.oh * prob.ow)
+        r3, has_res = _res(None if res is None else res.reshape(y3.shape), 3)
+        acc = _workspace.per_thread("pointwise_acc", _runtime.max_threads(), (4, tile))
+        _pointwise.pointwise_conv2d_register(x.reshape(prob.n, prob.c, prob.h * prob.w),
+                                             w.reshape(prob.k, prob.cg), b, y3, prob.groups,
+                                             act, r3, has_res, tile, acc)
+
+
+class Im2colRegister(planner.Algorithm):
+    """im2col whose product is accumulated in L1 instead of SGEMM: short reductions
+    (a 3-channel stem's Cg*R*S = 27)."""
+    name = "im2col_register"
+    uses_blas = False
+
+    def auto_excluded(self, prob):
+        crs = prob.cg * prob.r * prob.s
+        if crs > 32:
+            return f"Cg*R*S={crs} > 32: SGEMM is faster for longer reductions"
+        return None
+
+    @staticmethod
+    def tile(prob, threads):
+        crs = prob.cg * prob.r * prob.s
+        P = prob.oh * prob.ow
+        t = max(64, min(1024, (8192 // crs) // 64 * 64))
+        return max(1, min(t, -(-P * prob.n * prob.groups // threads)))
+
+    def cost(self, prob, threads, prepacked=False):
+        crs = prob.cg * prob.r * prob.s
+        P = prob.oh * prob.ow
+        tasks = prob.n * prob.groups * -(-P // self.tile(prob, threads))
+        par = min(threads, max(1, tasks))
+        copy = prob.n * prob.groups * crs * P * 4 / (planner.COPY_GBS * 1e9)
+        return planner.CALL_OVERHEAD_S + (prob.flops / (planner.REGISTER_GFLOPS * 1e9) + copy) / par
+
+    def run(self, prob, x, w, b, y, act, res=None, packed=None):
+        threads = _runtime.get_num_threads()
+        wmat = w.reshape(prob.k, -1)
+        y3 = y.reshape(prob.n, prob.k, prob.oh * prob.ow)
+        r3, has_res = _res(None if res is None else res.reshape(y3.shape), 3)
+        xp = padded_input(prob, x)
+        tile = self.tile(prob, threads)
+        nthreads = _runtime.max_threads()
+        cols = _workspace.per_thread("gemm_cols", nthreads, (wmat.shape[1] * tile,))
+        acc = _workspace.per_thread("pointwise_acc", nthreads, (4, tile))
+        _im2col.conv2d_im2col_register(xp, wmat, b, y3, prob.ow, prob.stride[0], prob.stride[1],
+                                       prob.dilation[0], prob.dilation[1], prob.groups,
+                                       prob.r, prob.s, act, r3, has_res, tile, cols, acc)
+
+
 planner.register(Direct())
 planner.register(Im2col())
+planner.register(Im2colRegister())
 planner.register(Pointwise())
+planner.register(PointwiseRegister())
 planner.register(Depthwise())
 planner.register(Winograd(2))
 planner.register(Winograd(4))

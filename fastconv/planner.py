@@ -12,7 +12,7 @@ Every family models the same direct-convolution flops at its own rate, the
 data it moves, and a fixed cost per parallel task.
 
 * im2col: SGEMM at ``GEMM_GFLOPS`` per thread, scaled by
-  ``max(0.1, sqrt(min(1, Kg/64) * min(1, Cg*R*S/64)))`` because a single-threaded
+  ``max(0.1, sqrt(min(1, Kg/64)) * min(1, Cg*R*S/64)**1.5)`` because a single-threaded
   SGEMM with few output channels (M) or a short reduction (K) is memory-bound,
   and by ``sqrt(min(1, tile/128))`` for narrow pixel tiles; the column copy moves
   N*G*Cg*R*S*OH*OW floats at ``COPY_GBS`` GB/s per thread; each task costs
@@ -23,6 +23,9 @@ data it moves, and a fixed cost per parallel task.
   efficiency), the input and output transforms at ``TRANSFORM_GFLOPS``, the
   transformed weights read at ``WEIGHT_GBS``, and the filter transform itself
   unless the caller keeps it (``prepacked``).
+* pointwise_register (1x1, stride 1, padding 0, Cg <= 32 in auto) and
+  im2col_register (Cg*R*S <= 32 in auto, plus im2col's column copy): a flat
+  ``REGISTER_GFLOPS`` per thread (measured 30-37 at reductions of 16..32).
 * depthwise (groups == C): ``DEPTHWISE_GFLOPS`` per thread plus the input and
   output moved once at ``STREAM_GBS`` GB/s per thread, ``DEPTHWISE_TASK_S`` per
   (n, c) plane.
@@ -44,6 +47,7 @@ DIRECT_GFLOPS = 16.0
 DIRECT_STRIDED_PENALTY = 3.0
 DIRECT_TASK_S = 0.05e-6
 DEPTHWISE_GFLOPS = 30.0
+REGISTER_GFLOPS = 35.0
 STREAM_GBS = 10.0
 DEPTHWISE_TASK_S = 0.1e-6
 TRANSFORM_GFLOPS = 15.0

@@ -10,8 +10,8 @@ from fastconv import planner
 from fastconv.kernels import reference as ref
 from conftest import rel_err
 
-ALGOS = ["direct", "im2col", "pointwise", "depthwise", "winograd_f2x2_3x3", "winograd_f4x4_3x3",
-         "auto"]
+ALGOS = ["direct", "im2col", "im2col_register", "pointwise", "pointwise_register", "depthwise", "winograd_f2x2_3x3",
+         "winograd_f4x4_3x3", "auto"]
 
 
 def serves(algo, x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1):
@@ -39,6 +39,8 @@ CASES = [
     (1, 3, 1, 12, 2, 1, 3, 1, 0, 1, 1),      # 1-row input, 1x3 kernel
     (2, 6, 12, 12, 4, 2, 3, (1, 2), 0, (2, 1), 2),  # non-square everything
     (1, 64, 14, 14, 35, 3, 3, 1, 1, 1, 1),   # larger channels, K % 4 != 0
+    (2, 24, 30, 31, 37, 1, 1, 1, 0, 1, 1),   # 1x1 short reduction, P > one tile, K % 4 == 1
+    (1, 6, 5, 5, 10, 1, 1, 1, 0, 1, 2),      # grouped 1x1
 ]
 
 
@@ -171,7 +173,8 @@ def test_explain_names_the_choice():
     assert "im2col" in line and "modelled cost" in line
 
 
-@pytest.mark.parametrize("algo", ["direct", "im2col", "pointwise", "depthwise"])
+@pytest.mark.parametrize("algo", ["direct", "im2col", "im2col_register", "pointwise",
+                                  "pointwise_register", "depthwise"])
 @pytest.mark.parametrize("activation", [None, "relu", "relu6", "hardswish"])
 def test_residual_and_activation_epilogue(rng, algo, activation):
     """y = act(conv(x) + b + residual): the ResNet block tail in one pass."""
@@ -179,6 +182,8 @@ def test_residual_and_activation_epilogue(rng, algo, activation):
         x_shape, w_shape, kw = (2, 6, 9, 8), (12, 1, 3, 3), dict(padding=1, groups=6)
     elif algo == "pointwise":
         x_shape, w_shape, kw = (2, 6, 9, 8), (12, 6, 1, 1), {}
+    elif algo == "pointwise_register":
+        x_shape, w_shape, kw = (2, 6, 9, 8), (12, 3, 1, 1), dict(groups=2)
     else:
         x_shape, w_shape, kw = (2, 6, 9, 8), (12, 3, 3, 3), dict(padding=1, groups=2)
     x = (3 * rng.standard_normal(x_shape)).astype(np.float32)

@@ -18,6 +18,9 @@ def choose(x_shape, w_shape, prepacked=True, **kw):
     ((1, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), "im2col"),  # stem
     ((1, 64, 28, 28), (128, 64, 3, 3), dict(stride=2, padding=1), "im2col"),  # strided 3x3
     ((1, 256, 56, 56), (64, 256, 1, 1), {}, "pointwise"),               # 1x1
+    ((1, 24, 56, 56), (144, 24, 1, 1), {}, "pointwise_register"),       # 1x1, short reduction
+    ((1, 16, 112, 112), (96, 16, 1, 1), {}, "pointwise_register"),
+    ((1, 3, 224, 224), (32, 3, 3, 3), dict(stride=2, padding=1), "im2col_register"),  # 3x3 stem
     ((1, 256, 56, 56), (512, 256, 1, 1), dict(stride=2), "pointwise"),  # strided 1x1
     ((1, 144, 56, 56), (144, 1, 3, 3), dict(padding=1, groups=144), "depthwise"),
     ((1, 192, 28, 28), (192, 1, 3, 3), dict(stride=2, padding=1, groups=192), "depthwise"),

@@ -19,7 +19,7 @@ from numba import njit, prange
 from . import FASTMATH
 from .blas import sgemm_rm
 from .epilogue import epilogue_tile
-from .tiles import gather_pixels, gemm_task
+from .tiles import gather_pixels, gemm_task, register_gemm_tile
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -52,3 +52,33 @@ def conv2d_im2col(xp, wmat, b, y3, OW, sh, sw, dh, dw, groups, R, S, act, res3, 
         sgemm_rm(k1 - k0, T, CRS, wmat, k0 * CRS, CRS, cols, 0, T,
                  y3, (n * K + k0) * P + p0, P, 0.0, scal_ws[tid])
         epilogue_tile(y3, n, k0, k1, p0, T, b, act, res3, has_res)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def conv2d_im2col_register(xp, wmat, b, y3, OW, sh, sw, dh, dw, groups, R, S, act, res3,
+                           has_res, tile, cols_ws, acc_ws):
+    """im2col with the product done by register_gemm_tile instead of SGEMM, for short
+    reductions (Cg*R*S small: a 3-channel image's 3x3 stem has 27).
+
+    Same tasks and column gather as conv2d_im2col, all output channels of a
+    group per task; cols_ws: (threads, >= Cg*R*S*tile); acc_ws: (threads, 4, >= tile).
+    """
+    N, C = xp.shape[0], xp.shape[1]
+    K, CRS = wmat.shape
+    P = y3.shape[2]
+    Kg = K // groups
+    Cg = C // groups
+    ntiles = (P + tile - 1) // tile
+    for t in prange(N * groups * ntiles):
+        n, g, p0, T, k0, k1 = gemm_task(t, groups, ntiles, 1, tile, Kg, P, Kg)
+        tid = numba.get_thread_id()
+        cols = cols_ws[tid, :CRS * T].reshape((CRS, T))
+        for c in range(Cg):
+            plane = xp[n, g * Cg + c]
+            for r in range(R):
+                for s in range(S):
+                    gather_pixels(cols[(c * R + r) * S + s], plane, p0, T, OW, sh, sw,
+                                  r * dh, s * dw)
+        res2 = res3[n] if has_res else res3[0]
+        register_gemm_tile(cols, 0, 0, T, wmat, k0, k1, acc_ws[tid], y3[n], p0, b, act, res2,
+                           has_res)

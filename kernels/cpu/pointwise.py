@@ -19,7 +19,7 @@ from numba import njit, prange
 from . import FASTMATH
 from .blas import sgemm_rm
 from .epilogue import epilogue_tile
-from .tiles import gather_pixels, gemm_task
+from .tiles import gather_pixels, gemm_task, register_gemm_tile
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -61,3 +61,26 @@ def pointwise_conv2d_strided(x, wmat, b, y3, OW, sh, sw, groups, act, res3, has_
         sgemm_rm(Kg, T, Cg, wmat, k0 * Cg, Cg, cols, 0, T, y3, (n * K + k0) * P + p0, P,
                  0.0, scal_ws[tid])
         epilogue_tile(y3, n, k0, k1, p0, T, b, act, res3, has_res)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def pointwise_conv2d_register(x3, wmat, b, y3, groups, act, res3, has_res, tile, acc_ws):
+    """Stride-1 1x1 conv without BLAS, for short reductions (small Cg): x3 (N, C, P),
+    wmat (K, Cg), y3/res3 (N, K, P).
+
+    A task is (n, g, pixel tile of T <= tile); register_gemm_tile does the
+    rest, reading the input in place.  acc_ws: (threads, 4, >= tile) float32.
+    """
+    N, C, P = x3.shape
+    K, Cg = wmat.shape
+    Kg = K // groups
+    ntiles = (P + tile - 1) // tile
+    for t in prange(N * groups * ntiles):
+        ti = t % ntiles
+        g = (t // ntiles) % groups
+        n = t // (ntiles * groups)
+        p0 = ti * tile
+        T = min(tile, P - p0)
+        res2 = res3[n] if has_res else res3[0]
+        register_gemm_tile(x3[n], g * Cg, p0, T, wmat, g * Kg, (g + 1) * Kg,
+                           acc_ws[numba.get_thread_id()], y3[n], p0, b, act, res2, has_res)

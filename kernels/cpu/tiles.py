@@ -1,9 +1,11 @@
-"""Tiling helpers shared by the SGEMM-based families (im2col, pointwise).
+"""Tiling helpers shared by the GEMM-shaped families (im2col, pointwise).
 
 A GEMM task is (image n, group g, pixel tile, output-channel block); pixel p
 of the output grid (OH, OW) is the row-major index p = oh*OW + ow.
 """
 from numba import njit
+
+from .epilogue import ZERO, store_row, store_row_res
 
 
 @njit(inline="always")
@@ -47,3 +49,48 @@ def gather_pixels(dst, plane, p0, T, OW, sh, sw, roff, coff):
         j += seg
         p += 1
         q = 0
+
+
+@njit(inline="always")
+def register_gemm_tile(src, row0, s0, T, wmat, k_begin, k_end, acc, y2, p0, b, act, res2,
+                       has_res):
+    """y2[k, p0:p0+T] = act(b[k] + sum_c wmat[k, c] * src[row0 + c, s0:s0+T] (+ res2[k, p0:p0+T]))
+    for k in [k_begin, k_end), c < wmat.shape[1].
+
+    Four output channels at a time accumulate in acc (4, >= T), which stays in
+    L1 while the reduction streams the source rows; then the epilogue writes y
+    once.  For a short reduction this beats SGEMM, which spends its time
+    packing and re-reading the output.  src and y2 are 2-D C-contiguous, so
+    every row slice is unit-stride and the j loops vectorize.
+    """
+    Cg = wmat.shape[1]
+    a0 = acc[0, :T]
+    a1 = acc[1, :T]
+    a2 = acc[2, :T]
+    a3 = acc[3, :T]
+    for k0 in range(k_begin, k_end, 4):
+        nk = min(4, k_end - k0)
+        for j in range(T):
+            a0[j] = 0.0
+            a1[j] = 0.0
+            a2[j] = 0.0
+            a3[j] = 0.0
+        for c in range(Cg):
+            xr = src[row0 + c, s0:s0 + T]
+            w0 = wmat[k0, c]
+            w1 = wmat[k0 + 1, c] if nk > 1 else ZERO  # float32 zeros: a float64 0.0
+            w2 = wmat[k0 + 2, c] if nk > 2 else ZERO  # would turn the loop into
+            w3 = wmat[k0 + 3, c] if nk > 3 else ZERO  # float64 arithmetic
+            for j in range(T):
+                v = xr[j]
+                a0[j] += w0 * v
+                a1[j] += w1 * v
+                a2[j] += w2 * v
+                a3[j] += w3 * v
+        for kk in range(nk):
+            k = k0 + kk
+            row = y2[k, p0:p0 + T]
+            if has_res:
+                store_row_res(row, acc[kk, :T], b[k], res2[k, p0:p0 + T], act)
+            else:
+                store_row(row, acc[kk, :T], b[k], act)
