@@ -13,12 +13,14 @@ from .functional import (adaptive_avg_pool2d, avg_pool2d, batch_norm, conv2d, co
 from .graph import Model, Node, load
 from .onnx_import import from_onnx
 from .optimize import optimize
+from .quantization import dequantize_tensor, int8_conv2d, int8_gemm, quantize_tensor
 from .torch_import import UnsupportedError, from_torch
 from .tuning import export_plans, import_plans, tune
 
 __version__ = "0.1.0"
 
 __all__ = ["conv2d", "conv_transpose2d", "Model", "Node", "load", "from_torch", "from_onnx",
-           "optimize", "tune", "export_plans", "import_plans", "UnsupportedError", "linear", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm",
+           "optimize", "tune", "export_plans", "import_plans", "UnsupportedError",
+           "quantize_tensor", "dequantize_tensor", "int8_gemm", "int8_conv2d", "linear", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm",
            "fold_batchnorm", "explain", "nn", "planner", "set_num_threads", "get_num_threads",
            "threading_layer", "set_backend", "get_backend", "warmup", "__version__"]

@@ -198,3 +198,44 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, groups
     if b is not None:
         y = y + np.asarray(b, np.float64).reshape(1, -1, 1, 1)
     return _ACTIVATIONS[activation](y) if activation else y
+
+
+def int8_gemm(a, b):
+    """Exact integer a @ b (int64), for checking int8 GEMMs bit for bit."""
+    return np.asarray(a, np.int64) @ np.asarray(b, np.int64)
+
+
+def int8_conv2d(xq, zx, sx, wq, sw, b=None, stride=1, padding=0, dilation=1, groups=1,
+                activation=None, residual=None, out_scale=None, out_zero_point=0,
+                out_dtype=np.int8):
+    """The integer reference of fastconv's int8 convolution, rounding step by step as the
+    kernel does: acc in int64 (exact), then float32(acc - zx*wsum[k]) * float32(sx*sw[k])
+    + b[k] (+ residual), activation, and optionally round-half-even requantization with
+    saturation to out_dtype."""
+    xq = np.asarray(xq)
+    wq = np.asarray(wq)
+    if isinstance(padding, (tuple, list)) and len(padding) == 4:
+        pt, pb, pl, pr = padding
+    else:
+        ph, pw = _pair(padding)
+        pt, pb, pl, pr = ph, ph, pw, pw
+    xp = np.pad(xq.astype(np.int64), ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=zx)
+    acc = conv2d(xp, wq.astype(np.int64), None, stride, 0, dilation, groups)  # exact in float64
+    acc = np.rint(acc).astype(np.int64)  # products < 2**53: the float64 sums are exact integers
+    k = wq.shape[0]
+    wsum = wq.reshape(k, -1).astype(np.int64).sum(axis=1)
+    scale = (np.float32(sx) * np.asarray(sw, np.float32)).astype(np.float32)
+    bias = np.zeros(k, np.float32) if b is None else np.asarray(b, np.float32)
+    v = (acc - zx * wsum.reshape(1, -1, 1, 1)).astype(np.float32) * scale.reshape(1, -1, 1, 1)
+    v = (v + bias.reshape(1, -1, 1, 1)).astype(np.float32)
+    if residual is not None:
+        v = (v + np.asarray(residual, np.float32)).astype(np.float32)
+    if activation == "relu":
+        v = np.maximum(v, np.float32(0))
+    elif activation == "relu6":
+        v = np.minimum(np.maximum(v, np.float32(0)), np.float32(6))
+    if out_scale is None:
+        return v
+    info = np.iinfo(out_dtype)
+    q = np.rint(v * np.float32(1.0 / out_scale)) + out_zero_point
+    return np.clip(q, info.min, info.max).astype(out_dtype)

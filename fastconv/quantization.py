@@ -1,0 +1,243 @@
+"""int8: tensors, GEMM and convolution for users who bring their own scales.
+
+* ``quantize_tensor(x, dtype="int8", axis=None)``: symmetric int8 (zero point 0)
+  or asymmetric uint8, per tensor or per ``axis`` (per output channel for
+  weights), scales from min/max unless given.
+* ``int8_gemm(a, b)``: exact int32 ``a @ b`` of int8/uint8 matrices.
+* ``int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, ...)``: convolution of
+  a quantized input with per-channel symmetric int8 weights, int32
+  accumulation, and the epilogue (zero-point correction, scales, bias,
+  residual, relu/relu6, optional requantization to int8/uint8) fused.
+
+All results match ``kernels/reference.py``'s integer reference bit for bit.
+"""
+import threading
+
+import numpy as np
+
+from . import _checks, _runtime
+from .functional import conv_problem
+from .kernels.cpu import int8 as _int8
+
+_QTYPES = {"int8": np.int8, "uint8": np.uint8, np.int8: np.int8, np.uint8: np.uint8}
+MAX_REDUCTION = 65792  # K * 255 * 128 < 2**31: int32 accumulation cannot overflow
+
+
+def _qdtype(dtype, layer):
+    key = dtype if isinstance(dtype, str) else np.dtype(dtype).type
+    if key not in _QTYPES:
+        raise ValueError(f"{layer}: dtype must be 'int8' or 'uint8', got {dtype!r}")
+    return _QTYPES[key]
+
+
+def quantize_tensor(x, scale=None, zero_point=None, dtype="int8", axis=None,
+                    layer="quantize_tensor"):
+    """(q, scale, zero_point): q = saturate(round_half_even(x / scale) + zero_point).
+
+    int8 is symmetric (zero point 0, scale = max|x| / 127); uint8 is asymmetric
+    (scale = (max - min) / 255 over a range that includes 0).  ``axis`` gives one
+    scale (and zero point) per index of that axis.  Given scales are used as they are.
+    """
+    xa = np.asarray(_checks.as_float32(x, layer, "input"))
+    qt = _qdtype(dtype, layer)
+    info = np.iinfo(qt)
+    red = None
+    if axis is not None:
+        if not -xa.ndim <= axis < xa.ndim:
+            raise ValueError(f"{layer}: axis {axis} is out of range for a {xa.ndim}-D input")
+        axis = axis % xa.ndim
+        red = tuple(i for i in range(xa.ndim) if i != axis)
+    if scale is None:
+        if xa.size == 0:
+            raise ValueError(f"{layer}: cannot derive a scale from an empty tensor")
+        if not np.all(np.isfinite(xa)):
+            raise ValueError(f"{layer}: input holds NaN or infinity; no scale fits it")
+        lo = np.minimum(xa.min(axis=red), 0).astype(np.float64)
+        hi = np.maximum(xa.max(axis=red), 0).astype(np.float64)
+        scale, zero_point = scales_for_range(lo, hi, qt)
+    else:
+        scale = np.asarray(scale, np.float32)
+        if np.any(scale <= 0) or not np.all(np.isfinite(scale)):
+            raise ValueError(f"{layer}: scale must be positive and finite, got {scale}")
+        zero_point = np.zeros_like(scale, np.int32) if zero_point is None else \
+            np.asarray(zero_point, np.int32)
+        if np.any(zero_point < info.min) or np.any(zero_point > info.max):
+            raise ValueError(f"{layer}: zero_point must lie in [{info.min}, {info.max}] for "
+                             f"{np.dtype(qt).name}")
+    shape = [1] * xa.ndim
+    if axis is not None:
+        shape[axis] = -1
+    s = np.asarray(scale, np.float32).reshape(shape if np.ndim(scale) else ())
+    z = np.asarray(zero_point, np.int32).reshape(shape if np.ndim(zero_point) else ())
+    q = np.rint(xa / s) + z
+    return np.clip(q, info.min, info.max).astype(qt), np.asarray(scale, np.float32), \
+        np.asarray(zero_point, np.int32)
+
+
+def scales_for_range(lo, hi, qt):
+    """(scale, zero_point) mapping [lo, hi] (which contains 0) onto qt's range."""
+    lo = np.asarray(lo, np.float64)
+    hi = np.asarray(hi, np.float64)
+    if qt is np.int8:
+        amax = np.maximum(np.abs(lo), np.abs(hi))
+        scale = np.where(amax > 0, amax / 127.0, 1.0)
+        return scale.astype(np.float32), np.zeros(np.shape(scale), np.int32)
+    span = hi - lo
+    scale = np.where(span > 0, span / 255.0, 1.0)
+    zp = np.clip(np.rint(-lo / scale), 0, 255)
+    return scale.astype(np.float32), zp.astype(np.int32)
+
+
+def dequantize_tensor(q, scale, zero_point=0, axis=None):
+    """float32 (q - zero_point) * scale, per tensor or along ``axis``."""
+    q = np.asarray(q)
+    shape = [1] * q.ndim
+    if axis is not None:
+        shape[axis % q.ndim] = -1
+    s = np.asarray(scale, np.float32)
+    z = np.asarray(zero_point, np.int32)
+    s = s.reshape(shape) if s.ndim else s
+    z = z.reshape(shape) if z.ndim else z
+    return ((q.astype(np.int32) - z) * s).astype(np.float32)
+
+
+def _int_matrix(a, layer, what):
+    a = np.asarray(a)
+    if a.dtype not in (np.int8, np.uint8):
+        raise TypeError(f"{layer}: {what} must be int8 or uint8, got {a.dtype}")
+    if a.ndim != 2:
+        raise ValueError(f"{layer}: {what} must be 2-D, got shape {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def int8_gemm(a, b, layer="int8_gemm"):
+    """Exact int32 ``a @ b`` for int8/uint8 ``a`` (M, K) and ``b`` (K, N)."""
+    a = _int_matrix(a, layer, "a")
+    b = _int_matrix(b, layer, "b")
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"{layer}: inner dimensions differ: a is {a.shape}, b is {b.shape}")
+    if a.shape[1] > MAX_REDUCTION:
+        raise ValueError(f"{layer}: K={a.shape[1]} could overflow int32 accumulation "
+                         f"(at most {MAX_REDUCTION})")
+    c = np.empty((a.shape[0], b.shape[1]), np.int32)
+    if c.size:
+        with _runtime.kernel_scope(blas=False):
+            _int8.gemm_int8(a, np.ascontiguousarray(b.T), c)
+    return c
+
+
+_ACTS = {None: 0, "relu": 1, "relu6": 2}
+_DUMMY_F = np.zeros((1, 1, 1), np.float32)
+
+
+def pack_weights(wq, w_scale, layer="int8_conv2d"):
+    """(wq as (K, Cg*R*S) int8, int32 row sums, float32 per-channel scales) for int8_conv2d."""
+    wq = np.asarray(wq)
+    if wq.dtype != np.int8 or wq.ndim != 4:
+        raise TypeError(f"{layer}: weight must be a 4-D int8 array (symmetric), got "
+                        f"{wq.dtype} {wq.shape}")
+    k = wq.shape[0]
+    sw = np.broadcast_to(np.asarray(w_scale, np.float32).reshape(-1), (k,)) \
+        if np.size(w_scale) in (1, k) else None
+    if sw is None:
+        raise ValueError(f"{layer}: w_scale must be a scalar or have {k} elements (one per "
+                         f"output channel), got {np.size(w_scale)}")
+    wmat = np.ascontiguousarray(wq.reshape(k, -1))
+    return wmat, wmat.sum(axis=1, dtype=np.int64).astype(np.int32), np.ascontiguousarray(sw)
+
+
+def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, padding=0,
+                dilation=1, groups=1, activation=None, residual=None, out_scale=None,
+                out_zero_point=0, out_dtype="int8", packed=None, layer="int8_conv2d", out=None):
+    """Convolution of a quantized input (int8 or uint8, NCHW) with int8 weights.
+
+    y = act((acc - x_zero_point * sum(wq[k])) * x_scale * w_scale[k] + bias[k] (+ residual)),
+    acc the exact int32 sum of products.  Float32 out, or with ``out_scale`` the
+    requantized int8/uint8 result.  ``packed``: a dict kept with the weights where
+    the packed form is cached (``pack_weights``).
+    """
+    xa = np.asarray(xq)
+    if xa.dtype not in (np.int8, np.uint8):
+        raise TypeError(f"{layer}: input must be int8 or uint8 (quantized), got {xa.dtype}")
+    if xa.ndim != 4:
+        raise ValueError(f"{layer}: input must be 4-D (N, C, H, W), got shape {xa.shape}")
+    info = np.iinfo(xa.dtype)
+    zx = int(x_zero_point)
+    if not info.min <= zx <= info.max:
+        raise ValueError(f"{layer}: x_zero_point {zx} is outside {xa.dtype}'s range")
+    sx = float(x_scale)
+    if not (sx > 0 and np.isfinite(sx)):
+        raise ValueError(f"{layer}: x_scale must be positive and finite, got {x_scale}")
+    prob = conv_problem(xa.shape, np.shape(wq), stride, padding, dilation, groups, layer)
+    hit = None if packed is None else packed.get("int8")
+    if hit is None:
+        hit = pack_weights(wq, w_scale, layer)
+        if packed is not None:
+            packed["int8"] = hit
+    wmat, wsum, sw = hit
+    if wmat.shape[1] > MAX_REDUCTION:
+        raise ValueError(f"{layer}: Cg*R*S={wmat.shape[1]} could overflow int32 accumulation")
+    k = prob.k
+    scale = (np.float32(sx) * sw).astype(np.float32)
+    b = np.zeros(k, np.float32) if bias is None else _checks.as_float32(bias, layer, "bias", 1)
+    if b.shape != (k,):
+        raise ValueError(f"{layer}: bias must have {k} elements, got {b.shape[0]}")
+    if activation not in _ACTS:
+        raise ValueError(f"{layer}: activation must be None, 'relu' or 'relu6', got {activation!r}")
+    P = prob.oh * prob.ow
+    res, has_res = _DUMMY_F, False
+    if residual is not None:
+        res = _checks.as_float32(residual, layer, "residual")
+        if res.shape != (prob.n, k, prob.oh, prob.ow):
+            raise ValueError(f"{layer}: residual must have shape {(prob.n, k, prob.oh, prob.ow)}, "
+                             f"got {res.shape}")
+        res, has_res = res.reshape(prob.n, k, P), True
+    quant = out_scale is not None
+    if quant:
+        qt = _qdtype(out_dtype, layer)
+        qi = np.iinfo(qt)
+        if not (float(out_scale) > 0):
+            raise ValueError(f"{layer}: out_scale must be positive, got {out_scale}")
+        yq = np.empty((prob.n, k, P), qt) if out is None else out.reshape(prob.n, k, P)
+        y = _DUMMY_F
+        inv, zy, qmin, qmax = np.float32(1.0 / float(out_scale)), int(out_zero_point), \
+            np.float32(qi.min), np.float32(qi.max)
+    else:
+        y = np.empty((prob.n, k, P), np.float32) if out is None else out.reshape(prob.n, k, P)
+        yq = np.zeros((1, 1, 1), np.int8)
+        inv, zy, qmin, qmax = np.float32(1), 0, np.float32(0), np.float32(0)
+    pt, pb, pl, pr = prob.pads
+    xp = xa if not any(prob.pads) else np.pad(xa, ((0, 0), (0, 0), (pt, pb), (pl, pr)),
+                                              constant_values=zx)
+    xp = np.ascontiguousarray(xp)
+    if prob.n and P:
+        threads = _runtime.get_num_threads()
+        crs = wmat.shape[1]
+        # the tile's (T, Cg*R*S) columns within 16 KiB, a multiple of 4, enough tasks to share
+        tile = max(4, min(256, (16384 // max(crs, 1)) // 4 * 4))
+        share = -(-P * prob.n * prob.groups // threads)
+        tile = max(4, min(tile, -(-share // 4) * 4))
+        cols = _int8_workspace(xa.dtype, (_runtime.max_threads(), tile * crs))
+        with _runtime.kernel_scope(blas=False):
+            _int8.conv2d_int8(xp, wmat, wsum, scale, b, zx, prob.ow, prob.stride[0],
+                              prob.stride[1], prob.dilation[0], prob.dilation[1], prob.groups,
+                              prob.r, prob.s, _ACTS[activation], res, has_res, y, yq, quant,
+                              inv, zy, qmin, qmax, tile, cols)
+    out_arr = yq if quant else y
+    return out_arr.reshape(prob.n, k, prob.oh, prob.ow)
+
+
+_int8_ws = threading.local()
+
+
+def _int8_workspace(dtype, shape):
+    """Per-Python-thread int8/uint8 column buffers (the float workspaces hold float32)."""
+    pool = getattr(_int8_ws, "pool", None)
+    if pool is None:
+        pool = _int8_ws.pool = {}
+    key = np.dtype(dtype).str
+    need = int(np.prod(shape))
+    buf = pool.get(key)
+    if buf is None or buf.size < need:
+        buf = pool[key] = np.empty(need, dtype)
+    return buf[:need].reshape(shape)

@@ -1,0 +1,171 @@
+"""int8 GEMM and convolution: u8 or s8 activations x s8 weights, exact int32 accumulation.
+
+GEMM (dot-product form, both operands contiguous along the reduction):
+
+    c[m, n] = sum_k int32(a[m, k]) * int32(b[n, k])
+
+Convolution (im2col, a tile of output pixels per task), per-channel symmetric
+weights wq[k] with scale sw[k], activations xq = round(x / sx) + zx:
+
+    acc[k, p] = sum_(c,r,s) int32(wq[k, (c,r,s)]) * int32(xq[c, p*stride + (r,s)*dilation])
+    y[k, p]   = act(float32(acc[k, p] - zx * wsum[k]) * (sx * sw[k]) + b[k] (+ res[k, p]))
+
+with wsum[k] = sum wq[k, :]; the padded border holds zx, so it contributes
+nothing after the correction.  Quantized output (chained int8 layers):
+yq = saturate(round_half_even(y / sy) + zy).
+
+Products are written int32(a) * int32(b) and truncated back to int32 after the
+add (Numba types int32 arithmetic as int64); LLVM then keeps 32-bit lanes and
+forms vpmaddwd-style multiply-adds.  Accumulation is exact as long as
+K * 255 * 128 < 2**31 (K < 65793), which the API checks.  No fastmath here:
+the float epilogue must round exactly like the integer reference.
+"""
+import numba
+import numpy as np
+from numba import njit, prange
+
+I32 = np.int32
+
+
+@njit(inline="always")
+def _dot4x4(a, i, b, j, K):
+    """The 4x4 block c[i:i+4, j:j+4] of a (M, K) . b (N, K)^T, as 16 int32 scalars."""
+    a0, a1, a2, a3 = a[i], a[i + 1], a[i + 2], a[i + 3]
+    b0, b1, b2, b3 = b[j], b[j + 1], b[j + 2], b[j + 3]
+    c00 = c01 = c02 = c03 = I32(0)
+    c10 = c11 = c12 = c13 = I32(0)
+    c20 = c21 = c22 = c23 = I32(0)
+    c30 = c31 = c32 = c33 = I32(0)
+    for k in range(K):
+        x0, x1, x2, x3 = I32(a0[k]), I32(a1[k]), I32(a2[k]), I32(a3[k])
+        y0, y1, y2, y3 = I32(b0[k]), I32(b1[k]), I32(b2[k]), I32(b3[k])
+        c00 = I32(c00 + x0 * y0)
+        c01 = I32(c01 + x0 * y1)
+        c02 = I32(c02 + x0 * y2)
+        c03 = I32(c03 + x0 * y3)
+        c10 = I32(c10 + x1 * y0)
+        c11 = I32(c11 + x1 * y1)
+        c12 = I32(c12 + x1 * y2)
+        c13 = I32(c13 + x1 * y3)
+        c20 = I32(c20 + x2 * y0)
+        c21 = I32(c21 + x2 * y1)
+        c22 = I32(c22 + x2 * y2)
+        c23 = I32(c23 + x2 * y3)
+        c30 = I32(c30 + x3 * y0)
+        c31 = I32(c31 + x3 * y1)
+        c32 = I32(c32 + x3 * y2)
+        c33 = I32(c33 + x3 * y3)
+    return (c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33)
+
+
+@njit(inline="always")
+def _dot1(a, i, b, j, K):
+    acc = I32(0)
+    ar = a[i]
+    br = b[j]
+    for k in range(K):
+        acc = I32(acc + I32(ar[k]) * I32(br[k]))
+    return acc
+
+
+@njit(parallel=True, cache=True)
+def gemm_int8(a, b, c):
+    """c (M, N) int32 = a (M, K) . b (N, K)^T, a and b int8 or uint8, exact.
+
+    Tasks are blocks of 4 rows of a; each runs 4x4 register blocks over b,
+    with scalar edges where M or N is not a multiple of 4.
+    """
+    M, K = a.shape
+    N = b.shape[0]
+    N4 = N - N % 4
+    for t in prange((M + 3) // 4):
+        i = 4 * t
+        if i + 4 <= M:
+            for j in range(0, N4, 4):
+                r = _dot4x4(a, i, b, j, K)
+                for u in range(4):
+                    for v in range(4):
+                        c[i + u, j + v] = r[4 * u + v]
+            for j in range(N4, N):
+                for u in range(4):
+                    c[i + u, j] = _dot1(a, i + u, b, j, K)
+        else:
+            for u in range(i, M):
+                for j in range(N):
+                    c[u, j] = _dot1(a, u, b, j, K)
+
+
+@njit(inline="always")
+def _finish(acc, k, p, n, zx, wsum, scale, b, act, res, has_res, y, yq, quant_out, inv_sy, zy,
+            qmin, qmax):
+    v = np.float32(acc - zx * wsum[k]) * scale[k] + b[k]
+    if has_res:
+        v = v + res[n, k, p]
+    if act == 1:
+        v = max(v, np.float32(0))
+    elif act == 2:
+        v = min(max(v, np.float32(0)), np.float32(6))
+    if quant_out:
+        q = np.rint(v * inv_sy) + zy
+        q = min(max(q, qmin), qmax)
+        yq[n, k, p] = q
+    else:
+        y[n, k, p] = v
+
+
+@njit(parallel=True, cache=True)
+def conv2d_int8(xq, wq, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, S, act, res, has_res,
+                y, yq, quant_out, inv_sy, zy, qmin, qmax, tile, cols_ws):
+    """int8 im2col convolution with the epilogue above.
+
+    xq (N, C, HP, WP): quantized input, already padded with zx; wq (K, Cg*R*S) int8;
+    wsum (K,) int32; scale (K,) float32 = sx * sw[k]; b (K,) float32;
+    y (N, K, P) float32 (or yq (N, K, P) int8/uint8 when quant_out); res (N, K, P) float32.
+    act: 0 none, 1 relu, 2 relu6.  tile: output pixels per task (a multiple of 4);
+    cols_ws: (threads, >= tile * Cg*R*S) of xq's dtype, holding the tile as (T, Cg*R*S).
+    """
+    N, C = xq.shape[0], xq.shape[1]
+    K, CRS = wq.shape
+    P = y.shape[2] if not quant_out else yq.shape[2]
+    Kg = K // groups
+    Cg = C // groups
+    ntiles = (P + tile - 1) // tile
+    for t in prange(N * groups * ntiles):
+        ti = t % ntiles
+        g = (t // ntiles) % groups
+        n = t // (ntiles * groups)
+        p0 = ti * tile
+        T = min(tile, P - p0)
+        cols = cols_ws[numba.get_thread_id(), :T * CRS].reshape((T, CRS))
+        for j in range(T):
+            p = p0 + j
+            oh = p // OW
+            ow = p - oh * OW
+            row = cols[j]
+            q = 0
+            for c in range(Cg):
+                plane = xq[n, g * Cg + c]
+                for r in range(R):
+                    src = plane[oh * sh + r * dh]
+                    for s in range(S):
+                        row[q] = src[ow * sw + s * dw]
+                        q += 1
+        wg = wq[g * Kg:(g + 1) * Kg]
+        K4 = Kg - Kg % 4
+        T4 = T - T % 4
+        for kb in range(0, K4, 4):
+            for jb in range(0, T4, 4):
+                r16 = _dot4x4(wg, kb, cols, jb, CRS)
+                for u in range(4):
+                    for v in range(4):
+                        _finish(r16[4 * u + v], g * Kg + kb + u, p0 + jb + v, n, zx, wsum, scale,
+                                b, act, res, has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax)
+            for j in range(T4, T):
+                for u in range(4):
+                    _finish(_dot1(wg, kb + u, cols, j, CRS), g * Kg + kb + u, p0 + j, n, zx,
+                            wsum, scale, b, act, res, has_res, y, yq, quant_out, inv_sy, zy,
+                            qmin, qmax)
+        for kk in range(K4, Kg):
+            for j in range(T):
+                _finish(_dot1(wg, kk, cols, j, CRS), g * Kg + kk, p0 + j, n, zx, wsum, scale, b,
+                        act, res, has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax)

@@ -1,0 +1,124 @@
+"""int8 kernels against the integer reference: bit for bit, saturation included."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastconv as fc
+from fastconv.kernels import reference as ref
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 13), k=st.integers(1, 70), n=st.integers(1, 11),
+       ua=st.booleans(), ub=st.booleans(), seed=st.integers(0, 1000))
+def test_int8_gemm_is_exact(m, k, n, ua, ub, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, (m, k)).astype(np.uint8) if ua else \
+        rng.integers(-128, 128, (m, k)).astype(np.int8)
+    b = rng.integers(0, 256, (k, n)).astype(np.uint8) if ub else \
+        rng.integers(-128, 128, (k, n)).astype(np.int8)
+    c = fc.int8_gemm(a, b)
+    assert c.dtype == np.int32
+    np.testing.assert_array_equal(c, ref.int8_gemm(a, b))
+
+
+def test_int8_gemm_extremes_do_not_overflow():
+    k = 4096
+    a = np.full((5, k), 255, np.uint8)
+    b = np.full((k, 6), -128, np.int8)
+    np.testing.assert_array_equal(fc.int8_gemm(a, b), np.full((5, 6), 255 * -128 * k))
+
+
+CONV_CASES = [  # N, C, H, W, K, R, S, stride, padding, dilation, groups
+    (1, 3, 8, 8, 4, 3, 3, 1, 1, 1, 1),
+    (2, 8, 11, 9, 12, 3, 3, (2, 1), (1, 2, 0, 1), 1, 2),
+    (1, 16, 7, 7, 9, 1, 1, 1, 0, 1, 1),
+    (1, 5, 9, 10, 7, 5, 5, 2, 2, 2, 1),
+    (3, 6, 6, 6, 6, 3, 3, 1, 1, 1, 6),
+    (1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1),
+    (1, 64, 14, 14, 35, 3, 3, 1, 1, 1, 1),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+@pytest.mark.parametrize("xdtype", ["int8", "uint8"])
+@pytest.mark.parametrize("activation", [None, "relu", "relu6"])
+def test_int8_conv_matches_the_integer_reference(rng, case, xdtype, activation):
+    n, c, h, w, k, r, s, stride, padding, dilation, groups = case
+    x = (2 * rng.standard_normal((n, c, h, w))).astype(np.float32)
+    wt = rng.standard_normal((k, c // groups, r, s)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    xq, sx, zx = fc.quantize_tensor(x, dtype=xdtype)
+    wq, sw, _ = fc.quantize_tensor(wt, axis=0)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+              activation=activation)
+    y = fc.int8_conv2d(xq, sx, zx, wq, sw, b, **kw)
+    e = ref.int8_conv2d(xq, int(zx), sx, wq, sw, b, stride, padding, dilation, groups, activation)
+    np.testing.assert_array_equal(y, e)
+    for odt, zy in (("int8", -3), ("uint8", 7)):
+        yq = fc.int8_conv2d(xq, sx, zx, wq, sw, b, out_scale=0.02, out_zero_point=zy,
+                            out_dtype=odt, **kw)  # small scale: saturation happens
+        eq = ref.int8_conv2d(xq, int(zx), sx, wq, sw, b, stride, padding, dilation, groups,
+                             activation, out_scale=0.02, out_zero_point=zy,
+                             out_dtype=np.dtype(odt).type)
+        assert yq.dtype == np.dtype(odt)
+        np.testing.assert_array_equal(yq, eq)
+    # and the quantized result is close to the float convolution
+    yf = fc.conv2d(x, wt, b, stride, padding, dilation, groups, activation=activation)
+    pre = fc.conv2d(x, wt, b, stride, padding, dilation, groups)
+    assert np.abs(y - yf).max() <= 0.05 * max(1.0, np.abs(pre).max())
+
+
+def test_int8_conv_residual(rng):
+    x = rng.standard_normal((1, 4, 6, 6)).astype(np.float32)
+    wt = rng.standard_normal((4, 4, 3, 3)).astype(np.float32)
+    res = rng.standard_normal((1, 4, 6, 6)).astype(np.float32)
+    xq, sx, zx = fc.quantize_tensor(x, dtype="uint8")
+    wq, sw, _ = fc.quantize_tensor(wt, axis=0)
+    y = fc.int8_conv2d(xq, sx, zx, wq, sw, None, padding=1, activation="relu", residual=res)
+    e = ref.int8_conv2d(xq, int(zx), sx, wq, sw, None, 1, 1, 1, 1, "relu", residual=res)
+    np.testing.assert_array_equal(y, e)
+
+
+def test_quantize_tensor_roundtrip_and_saturation():
+    x = np.array([-1.0, -0.5, 0.0, 0.26, 1.0], np.float32)
+    q, s, z = fc.quantize_tensor(x)
+    assert q.dtype == np.int8 and z == 0 and np.isclose(s, 1 / 127)
+    np.testing.assert_array_equal(q, [-127, -64, 0, 33, 127])  # -63.5 rounds to even
+    qu, su, zu = fc.quantize_tensor(x, dtype="uint8")
+    assert qu.min() == 0 and qu.max() == 255
+    assert np.abs(fc.dequantize_tensor(qu, su, zu) - x).max() <= su / 2 + 1e-7
+    q2, _, _ = fc.quantize_tensor(np.array([10.0, -10.0], np.float32), scale=0.01)
+    np.testing.assert_array_equal(q2, [127, -128])  # saturates
+    w = np.stack([np.full(3, 0.1), np.full(3, 10.0)]).astype(np.float32)
+    qw, sw, _ = fc.quantize_tensor(w, axis=0)
+    assert sw.shape == (2,) and np.all(qw == 127)
+
+
+def test_int8_errors():
+    x = np.zeros((1, 2, 4, 4), np.uint8)
+    w = np.zeros((3, 2, 3, 3), np.int8)
+    with pytest.raises(TypeError, match="int8 or uint8"):
+        fc.int8_conv2d(x.astype(np.float32), 0.1, 0, w, 0.1)
+    with pytest.raises(TypeError, match="4-D int8"):
+        fc.int8_conv2d(x, 0.1, 0, w.astype(np.uint8), 0.1)
+    with pytest.raises(ValueError, match="w_scale"):
+        fc.int8_conv2d(x, 0.1, 0, w, np.ones(2))
+    with pytest.raises(ValueError, match="x_zero_point"):
+        fc.int8_conv2d(x, 0.1, 300, w, 0.1)
+    with pytest.raises(ValueError, match="x_scale"):
+        fc.int8_conv2d(x, 0.0, 0, w, 0.1)
+    with pytest.raises(ValueError, match="expected input with 2 channels"):
+        fc.int8_conv2d(np.zeros((1, 3, 4, 4), np.uint8), 0.1, 0, w, 0.1)
+    with pytest.raises(ValueError, match="activation"):
+        fc.int8_conv2d(x, 0.1, 0, w, 0.1, activation="hardswish")
+    with pytest.raises(ValueError, match="inner dimensions"):
+        fc.int8_gemm(np.zeros((2, 3), np.int8), np.zeros((4, 2), np.int8))
+    with pytest.raises(TypeError, match="int8 or uint8"):
+        fc.int8_gemm(np.zeros((2, 3), np.int16), np.zeros((3, 2), np.int8))
+    with pytest.raises(ValueError, match="dtype must be 'int8' or 'uint8'"):
+        fc.quantize_tensor(np.zeros(3, np.float32), dtype="int4")
+    with pytest.raises(ValueError, match="NaN"):
+        fc.quantize_tensor(np.array([np.nan], np.float32))
+    with pytest.raises(ValueError, match="scale must be positive"):
+        fc.quantize_tensor(np.zeros(3, np.float32), scale=0.0)
