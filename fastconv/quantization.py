@@ -18,6 +18,7 @@ import numpy as np
 from . import _checks, _runtime
 from .functional import conv_problem
 from .kernels.cpu import int8 as _int8
+from .kernels.cpu import vnni as _vnni
 
 _QTYPES = {"int8": np.int8, "uint8": np.uint8, np.int8: np.int8, np.uint8: np.uint8}
 MAX_REDUCTION = 65792  # K * 255 * 128 < 2**31: int32 accumulation cannot overflow
@@ -120,9 +121,23 @@ def int8_gemm(a, b, layer="int8_gemm"):
         raise ValueError(f"{layer}: K={a.shape[1]} could overflow int32 accumulation "
                          f"(at most {MAX_REDUCTION})")
     c = np.empty((a.shape[0], b.shape[1]), np.int32)
-    if c.size:
-        with _runtime.kernel_scope(blas=False):
-            _int8.gemm_int8(a, np.ascontiguousarray(b.T), c)
+    if not c.size:
+        return c
+    bt = np.ascontiguousarray(b.T)
+    with _runtime.kernel_scope(blas=False):
+        if _vnni.HAS_VNNI and bt.dtype == np.int8 and a.shape[1]:
+            # u8 x s8 dot products; a signed a is shifted by 128 and corrected exactly:
+            # (a + 128) . b - 128 * sum(b)
+            k = a.shape[1]
+            pad = ((0, 0), (0, -k % 64))
+            shift = a.dtype == np.int8
+            au = np.pad(a.view(np.uint8) ^ np.uint8(0x80) if shift else a, pad)
+            _int8.gemm_u8s8_vnni(au, np.pad(bt, pad), c,
+                                 _int8_workspace(np.int32, (_runtime.max_threads(), 32)))
+            if shift:
+                c -= (128 * bt.sum(axis=1, dtype=np.int64)).astype(np.int32)[None, :]
+        else:
+            _int8.gemm_int8(a, bt, c)
     return c
 
 
@@ -131,7 +146,8 @@ _DUMMY_F = np.zeros((1, 1, 1), np.float32)
 
 
 def pack_weights(wq, w_scale, layer="int8_conv2d"):
-    """(wq as (K, Cg*R*S) int8, int32 row sums, float32 per-channel scales) for int8_conv2d."""
+    """(wq as (K, R*S*Cg) int8 in (r, s, c) order, int32 row sums, float32 per-channel
+    scales) for int8_conv2d."""
     wq = np.asarray(wq)
     if wq.dtype != np.int8 or wq.ndim != 4:
         raise TypeError(f"{layer}: weight must be a 4-D int8 array (symmetric), got "
@@ -142,7 +158,10 @@ def pack_weights(wq, w_scale, layer="int8_conv2d"):
     if sw is None:
         raise ValueError(f"{layer}: w_scale must be a scalar or have {k} elements (one per "
                          f"output channel), got {np.size(w_scale)}")
-    wmat = np.ascontiguousarray(wq.reshape(k, -1))
+    wmat = np.ascontiguousarray(wq.transpose(0, 2, 3, 1).reshape(k, -1))
+    if _vnni.HAS_VNNI:  # the VNNI kernel reads the reduction in 64-byte chunks: zero-pad it
+        crs = wmat.shape[1]
+        wmat = np.pad(wmat, ((0, 0), (0, -crs % 64)))
     return wmat, wmat.sum(axis=1, dtype=np.int64).astype(np.int32), np.ascontiguousarray(sw)
 
 
@@ -175,7 +194,8 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
         if packed is not None:
             packed["int8"] = hit
     wmat, wsum, sw = hit
-    if wmat.shape[1] > MAX_REDUCTION:
+    crs = prob.cg * prob.r * prob.s
+    if crs > MAX_REDUCTION:
         raise ValueError(f"{layer}: Cg*R*S={wmat.shape[1]} could overflow int32 accumulation")
     k = prob.k
     scale = (np.float32(sx) * sw).astype(np.float32)
@@ -206,23 +226,33 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
         y = np.empty((prob.n, k, P), np.float32) if out is None else out.reshape(prob.n, k, P)
         yq = np.zeros((1, 1, 1), np.int8)
         inv, zy, qmin, qmax = np.float32(1), 0, np.float32(0), np.float32(0)
+    vnni = _vnni.HAS_VNNI
+    if vnni and xa.dtype == np.int8:
+        # VNNI multiplies unsigned activations: x + 128 with zero point zx + 128 gives the
+        # same integers after the zero-point correction
+        xa = (xa.view(np.uint8) ^ np.uint8(0x80))
+        zx += 128
     pt, pb, pl, pr = prob.pads
-    xp = xa if not any(prob.pads) else np.pad(xa, ((0, 0), (0, 0), (pt, pb), (pl, pr)),
-                                              constant_values=zx)
-    xp = np.ascontiguousarray(xp)
+    # channels last, padded with the zero point: one pass over the (small) int8 input
+    xp = np.full((prob.n, prob.h + pt + pb, prob.w + pl + pr, prob.c), zx, xa.dtype)
+    xp[:, pt:pt + prob.h, pl:pl + prob.w, :] = xa.transpose(0, 2, 3, 1)
     if prob.n and P:
         threads = _runtime.get_num_threads()
-        crs = wmat.shape[1]
+        width = wmat.shape[1]
         # the tile's (T, Cg*R*S) columns within 16 KiB, a multiple of 4, enough tasks to share
-        tile = max(4, min(256, (16384 // max(crs, 1)) // 4 * 4))
+        tile = max(4, min(256, (16384 // max(width, 1)) // 4 * 4))
         share = -(-P * prob.n * prob.groups // threads)
         tile = max(4, min(tile, -(-share // 4) * 4))
-        cols = _int8_workspace(xa.dtype, (_runtime.max_threads(), tile * crs))
+        nth = _runtime.max_threads()
+        cols = _int8_workspace(xp.dtype, (nth, tile * width))
+        args = (xp, wmat, wsum, scale, b, zx, prob.ow, prob.stride[0], prob.stride[1],
+                prob.dilation[0], prob.dilation[1], prob.groups, prob.r, prob.s,
+                _ACTS[activation], res, has_res, y, yq, quant, inv, zy, qmin, qmax, tile, cols)
         with _runtime.kernel_scope(blas=False):
-            _int8.conv2d_int8(xp, wmat, wsum, scale, b, zx, prob.ow, prob.stride[0],
-                              prob.stride[1], prob.dilation[0], prob.dilation[1], prob.groups,
-                              prob.r, prob.s, _ACTS[activation], res, has_res, y, yq, quant,
-                              inv, zy, qmin, qmax, tile, cols)
+            if vnni:
+                _int8.conv2d_int8_vnni(*args, _int8_workspace(np.int32, (nth, 32)))
+            else:
+                _int8.conv2d_int8(*args)
     out_arr = yq if quant else y
     return out_arr.reshape(prob.n, k, prob.oh, prob.ow)
 

@@ -6,6 +6,15 @@ from hypothesis import strategies as st
 
 import fastconv as fc
 from fastconv.kernels import reference as ref
+from fastconv.kernels.cpu import vnni
+
+
+@pytest.fixture(params=["vnni", "portable"] if vnni.HAS_VNNI else ["portable"])
+def kernel_path(request, monkeypatch):
+    """Run a test through the VNNI kernels (where the CPU has them) and the portable ones."""
+    if request.param == "portable":
+        monkeypatch.setattr(vnni, "HAS_VNNI", False)
+    return request.param
 
 
 @settings(max_examples=40, deadline=None)
@@ -20,6 +29,14 @@ def test_int8_gemm_is_exact(m, k, n, ua, ub, seed):
     c = fc.int8_gemm(a, b)
     assert c.dtype == np.int32
     np.testing.assert_array_equal(c, ref.int8_gemm(a, b))
+
+
+@pytest.mark.parametrize("m, k, n", [(4, 64, 4), (9, 130, 7), (33, 1, 5), (16, 300, 16)])
+def test_int8_gemm_both_paths(kernel_path, rng, m, k, n):
+    for adt in (np.int8, np.uint8):
+        a = rng.integers(np.iinfo(adt).min, np.iinfo(adt).max + 1, (m, k)).astype(adt)
+        b = rng.integers(-128, 128, (k, n)).astype(np.int8)
+        np.testing.assert_array_equal(fc.int8_gemm(a, b), ref.int8_gemm(a, b))
 
 
 def test_int8_gemm_extremes_do_not_overflow():
@@ -43,7 +60,7 @@ CONV_CASES = [  # N, C, H, W, K, R, S, stride, padding, dilation, groups
 @pytest.mark.parametrize("case", CONV_CASES, ids=str)
 @pytest.mark.parametrize("xdtype", ["int8", "uint8"])
 @pytest.mark.parametrize("activation", [None, "relu", "relu6"])
-def test_int8_conv_matches_the_integer_reference(rng, case, xdtype, activation):
+def test_int8_conv_matches_the_integer_reference(kernel_path, rng, case, xdtype, activation):
     n, c, h, w, k, r, s, stride, padding, dilation, groups = case
     x = (2 * rng.standard_normal((n, c, h, w))).astype(np.float32)
     wt = rng.standard_normal((k, c // groups, r, s)).astype(np.float32)

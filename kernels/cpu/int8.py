@@ -7,7 +7,10 @@ GEMM (dot-product form, both operands contiguous along the reduction):
 Convolution (im2col, a tile of output pixels per task), per-channel symmetric
 weights wq[k] with scale sw[k], activations xq = round(x / sx) + zx:
 
-    acc[k, p] = sum_(c,r,s) int32(wq[k, (c,r,s)]) * int32(xq[c, p*stride + (r,s)*dilation])
+    acc[k, p] = sum_(r,s,c) int32(wq[k, (r,s,c)]) * int32(xq[p*stride + (r,s)*dilation, c])
+
+(the input channels-last, so each tap of a pixel's receptive field is Cg
+contiguous bytes, and the weights packed in the same (r, s, c) order)
     y[k, p]   = act(float32(acc[k, p] - zx * wsum[k]) * (sx * sw[k]) + b[k] (+ res[k, p]))
 
 with wsum[k] = sum wq[k, :]; the padded border holds zx, so it contributes
@@ -23,6 +26,8 @@ the float epilogue must round exactly like the integer reference.
 import numba
 import numpy as np
 from numba import njit, prange
+
+from .vnni import dot4x4_u8s8
 
 I32 = np.int32
 
@@ -96,6 +101,21 @@ def gemm_int8(a, b, c):
 
 
 @njit(inline="always")
+def _gather_pixel(row, xq, n, ih0, iw0, dh, dw, R, S, c0, Cg):
+    """row[(r*S + s)*Cg + c] = xq[n, ih0 + r*dh, iw0 + s*dw, c0 + c]: one output pixel's
+    receptive field from the channels-last input, Cg contiguous bytes per tap."""
+    q = 0
+    for r in range(R):
+        line = xq[n, ih0 + r * dh]
+        for s in range(S):
+            src = line[iw0 + s * dw, c0:c0 + Cg]
+            dst = row[q:q + Cg]
+            for c in range(Cg):
+                dst[c] = src[c]
+            q += Cg
+
+
+@njit(inline="always")
 def _finish(acc, k, p, n, zx, wsum, scale, b, act, res, has_res, y, yq, quant_out, inv_sy, zy,
             qmin, qmax):
     v = np.float32(acc - zx * wsum[k]) * scale[k] + b[k]
@@ -118,13 +138,14 @@ def conv2d_int8(xq, wq, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, S, ac
                 y, yq, quant_out, inv_sy, zy, qmin, qmax, tile, cols_ws):
     """int8 im2col convolution with the epilogue above.
 
-    xq (N, C, HP, WP): quantized input, already padded with zx; wq (K, Cg*R*S) int8;
+    xq (N, HP, WP, C): quantized input, channels last, already padded with zx;
+    wq (K, R*S*Cg) int8 in (r, s, c) order;
     wsum (K,) int32; scale (K,) float32 = sx * sw[k]; b (K,) float32;
     y (N, K, P) float32 (or yq (N, K, P) int8/uint8 when quant_out); res (N, K, P) float32.
     act: 0 none, 1 relu, 2 relu6.  tile: output pixels per task (a multiple of 4);
-    cols_ws: (threads, >= tile * Cg*R*S) of xq's dtype, holding the tile as (T, Cg*R*S).
+    cols_ws: (threads, >= tile * R*S*Cg) of xq's dtype, holding the tile as (T, R*S*Cg).
     """
-    N, C = xq.shape[0], xq.shape[1]
+    N, C = xq.shape[0], xq.shape[3]
     K, CRS = wq.shape
     P = y.shape[2] if not quant_out else yq.shape[2]
     Kg = K // groups
@@ -141,15 +162,7 @@ def conv2d_int8(xq, wq, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, S, ac
             p = p0 + j
             oh = p // OW
             ow = p - oh * OW
-            row = cols[j]
-            q = 0
-            for c in range(Cg):
-                plane = xq[n, g * Cg + c]
-                for r in range(R):
-                    src = plane[oh * sh + r * dh]
-                    for s in range(S):
-                        row[q] = src[ow * sw + s * dw]
-                        q += 1
+            _gather_pixel(cols[j], xq, n, oh * sh, ow * sw, dh, dw, R, S, g * Cg, Cg)
         wg = wq[g * Kg:(g + 1) * Kg]
         K4 = Kg - Kg % 4
         T4 = T - T % 4
@@ -169,3 +182,82 @@ def conv2d_int8(xq, wq, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, S, ac
             for j in range(T):
                 _finish(_dot1(wg, kk, cols, j, CRS), g * Kg + kk, p0 + j, n, zx, wsum, scale, b,
                         act, res, has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax)
+
+
+# -- AVX-512 VNNI variants: u8 activations x s8 weights, reduction padded to 64 bytes ----------
+
+@njit(parallel=True, cache=True)
+def gemm_u8s8_vnni(a, b, c, out16_ws):
+    """c (M, N) int32 = a (M, Kp) uint8 . b (N, Kp)^T int8 with Kp a multiple of 64 (zero
+    padded); 4x4 blocks through vpdpbusd, scalar edges.  out16_ws: (threads, >= 16) int32."""
+    M, Kp = a.shape
+    N = b.shape[0]
+    N4 = N - N % 4
+    af = a.reshape(M * Kp)
+    bf = b.reshape(N * Kp)
+    for t in prange((M + 3) // 4):
+        i = 4 * t
+        o = out16_ws[numba.get_thread_id()]
+        if i + 4 <= M:
+            for j in range(0, N4, 4):
+                dot4x4_u8s8(af, i * Kp, Kp, bf, j * Kp, Kp, Kp // 64, o)
+                for u in range(4):
+                    for v in range(4):
+                        c[i + u, j + v] = o[4 * u + v]
+            for j in range(N4, N):
+                for u in range(4):
+                    c[i + u, j] = _dot1(a, i + u, b, j, Kp)
+        else:
+            for u in range(i, M):
+                for j in range(N):
+                    c[u, j] = _dot1(a, u, b, j, Kp)
+
+
+@njit(parallel=True, cache=True)
+def conv2d_int8_vnni(xq, wq, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, S, act, res,
+                     has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax, tile, cols_ws, out16_ws):
+    """conv2d_int8 with uint8 xq and the reduction padded: wq (K, CRSp) int8, CRSp a multiple
+    of 64 >= Cg*R*S, zero beyond Cg*R*S; cols_ws (threads, >= tile*CRSp) uint8;
+    out16_ws (threads, >= 16) int32.  Same epilogue, same results bit for bit."""
+    N, C = xq.shape[0], xq.shape[3]
+    K, CRSp = wq.shape
+    P = y.shape[2] if not quant_out else yq.shape[2]
+    Kg = K // groups
+    Cg = C // groups
+    CRS = Cg * R * S
+    ntiles = (P + tile - 1) // tile
+    wf = wq.reshape(K * CRSp)
+    for t in prange(N * groups * ntiles):
+        ti = t % ntiles
+        g = (t // ntiles) % groups
+        n = t // (ntiles * groups)
+        p0 = ti * tile
+        T = min(tile, P - p0)
+        tid = numba.get_thread_id()
+        cf = cols_ws[tid, :T * CRSp]
+        cols = cf.reshape((T, CRSp))
+        o = out16_ws[tid]
+        for j in range(T):
+            p = p0 + j
+            oh = p // OW
+            ow = p - oh * OW
+            _gather_pixel(cols[j], xq, n, oh * sh, ow * sw, dh, dw, R, S, g * Cg, Cg)
+        K4 = Kg - Kg % 4
+        T4 = T - T % 4
+        k_base = g * Kg
+        for kb in range(0, K4, 4):
+            for jb in range(0, T4, 4):
+                dot4x4_u8s8(cf, jb * CRSp, CRSp, wf, (k_base + kb) * CRSp, CRSp, CRSp // 64, o)
+                for v in range(4):
+                    for u in range(4):
+                        _finish(o[4 * v + u], k_base + kb + u, p0 + jb + v, n, zx, wsum, scale,
+                                b, act, res, has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax)
+            for j in range(T4, T):
+                for u in range(4):
+                    _finish(_dot1(wq, k_base + kb + u, cols, j, CRSp), k_base + kb + u, p0 + j, n,
+                            zx, wsum, scale, b, act, res, has_res, y, yq, quant_out, inv_sy, zy,
+                            qmin, qmax)
+        for kk in range(K4, Kg):
+            for j in range(T):
+                _finish(_dot1(wq, k_base + kk, cols, j, CRSp), k_base + kk, p0 + j, n, zx, wsum,
+                        scale, b, act, res, has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax)
