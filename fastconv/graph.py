@@ -463,7 +463,8 @@ def _describe(node):
     parts = [node.op]
     if node.attrs.get("folded_bn"):
         parts.append("bn")
-    if node.op in ("conv", "conv_transpose", "linear") and len(node.inputs) > 1 and node.inputs[1]:
+    if node.op in ("conv", "conv_transpose", "linear", "qconv") and len(node.inputs) > 1 \
+            and node.inputs[1]:
         parts.append("add")
     if node.attrs.get("activation"):
         parts.append(node.attrs["activation"])
@@ -481,6 +482,9 @@ def kernel_of(node, in_shapes):
                                 node.layer, True)[1].name
         except (ValueError, TypeError):
             return "?"
+    if node.op in ("qconv", "qlinear"):
+        from .kernels.cpu import vnni
+        return "int8-vnni" if vnni.HAS_VNNI else "int8"
     return {"conv_transpose": "gemm+col2im", "linear": "gemm", "matmul": "blas",
             "max_pool": "pooling", "avg_pool": "pooling", "global_avg_pool": "pooling",
             "adaptive_avg_pool": "pooling"}.get(node.op, "numpy")

@@ -495,16 +495,25 @@ def range_(node, args, out):
 
 # -- work per node (for explain) ------------------------------------------------------------------
 
+def _weight_shape(node):
+    p = node.params
+    if "weight" in p:
+        return p["weight"].shape
+    if "weight_q" in p:
+        return p["weight_q"].shape
+    return tuple(node.attrs["weight_shape"])
+
+
 def flops(node, in_shapes, out_shape):
     """Multiply-adds x 2 of a node, in direct-convolution terms; 0 where not meaningful."""
-    if node.op == "conv":
-        w = node.params["weight"].shape
+    if node.op in ("conv", "qconv", "sparse_conv"):
+        w = _weight_shape(node)
         return 2.0 * np.prod(out_shape, dtype=np.float64) * w[1] * w[2] * w[3]
     if node.op == "conv_transpose":
         w = node.params["weight"].shape
         return 2.0 * np.prod(in_shapes[0], dtype=np.float64) * w[1] * w[2] * w[3]
-    if node.op == "linear":
-        return 2.0 * np.prod(out_shape, dtype=np.float64) * node.params["weight"].shape[1]
+    if node.op in ("linear", "qlinear"):
+        return 2.0 * np.prod(out_shape, dtype=np.float64) * _weight_shape(node)[1]
     if node.op == "matmul":
         return 2.0 * np.prod(out_shape, dtype=np.float64) * in_shapes[0][-1]
     return 0.0
@@ -553,3 +562,53 @@ def constant_of_shape(node, args, out):
     value = node.params.get("value", np.zeros(1, np.float32))
     return np.full(tuple(int(v) for v in np.asarray(args[0]).reshape(-1)), value.reshape(-1)[0],
                    value.dtype)
+
+
+# -- int8 layers (fc.quantize) ------------------------------------------------------------------
+
+def _quantize_input(x, node):
+    a = node.attrs
+    info = np.iinfo(np.dtype(a["x_dtype"]))
+    q = np.rint(x * np.float32(1.0 / a["x_scale"]))
+    if a["x_zero_point"]:
+        q += np.float32(a["x_zero_point"])
+    np.clip(q, info.min, info.max, out=q)
+    return q.astype(a["x_dtype"])
+
+
+@op("qconv")
+def qconv(node, args, out):
+    """Quantize the input (per tensor, calibrated scale), int8 conv, float32 epilogue."""
+    from .quantization import int8_conv2d
+    a = node.attrs
+    x = args[0]
+    xb = x[None] if x.ndim == 3 else x
+    res = args[1] if len(args) > 1 else None
+    y = int8_conv2d(_quantize_input(xb, node), a["x_scale"], a["x_zero_point"],
+                    node.params["weight_q"], node.params["w_scale"], node.params.get("bias"),
+                    a["stride"], a["pads"], a["dilation"], a["groups"], a.get("activation"),
+                    res, packed=node.cache, layer=node.layer,
+                    out=None if out is None else out.reshape((xb.shape[0],) + out.shape[-3:]))
+    return y[0] if x.ndim == 3 else y
+
+
+@op("qlinear", "alloc")
+def qlinear(node, args, out):
+    """Quantize the input rows (per tensor), exact int8 GEMM, float32 epilogue."""
+    from .quantization import int8_gemm
+    a = node.attrs
+    x = args[0]
+    x2 = x.reshape(-1, x.shape[-1])
+    wq = node.params["weight_q"]  # (out, in) int8
+    acc = int8_gemm(_quantize_input(x2, node), np.ascontiguousarray(wq.T))
+    wsum = wq.sum(axis=1, dtype=np.int64)
+    scale = (np.float32(a["x_scale"]) * node.params["w_scale"]).astype(np.float32)
+    y = (acc - a["x_zero_point"] * wsum).astype(np.float32) * scale
+    if node.params.get("bias") is not None:
+        y += node.params["bias"]
+    act = a.get("activation")
+    if act == "relu":
+        np.maximum(y, 0, out=y)
+    elif act == "relu6":
+        np.clip(y, 0, 6, out=y)
+    return y.reshape(x.shape[:-1] + (wq.shape[0],))

@@ -1,0 +1,105 @@
+"""Train the small CNN the compression tests use, on scikit-learn's 8x8 digits (no download).
+
+    python scripts/train_digits.py        # needs torch and scikit-learn; ~1 minute on 2 cores
+
+Writes tests/data/digits.npz (the held-out test split, a calibration split),
+tests/data/digits_cnn.npz (float weights, torch state-dict names) and
+tests/data/digits_cnn_pruned.npz (90 % of the conv/linear weights pruned by
+global magnitude, then fine-tuned with the mask fixed).  Seeds are fixed; the
+accuracies it prints are recorded in docs/performance.md.
+"""
+import json
+import os
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "..", "tests", "data")
+SEED = 0
+
+
+def net():
+    tnn = torch.nn
+
+    def block(cin, cout):
+        return [tnn.Conv2d(cin, cout, 3, padding=1, bias=False), tnn.BatchNorm2d(cout), tnn.ReLU()]
+    return tnn.Sequential(*block(1, 16), *block(16, 32), tnn.MaxPool2d(2), *block(32, 64),
+                          *block(64, 64), tnn.AdaptiveAvgPool2d(1), tnn.Flatten(),
+                          tnn.Linear(64, 64), tnn.ReLU(), tnn.Linear(64, 10))
+
+
+def accuracy(model, x, y):
+    model.eval()
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean()) * 100
+
+
+def train(model, x, y, epochs, lr, masks=None):
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    g = torch.Generator().manual_seed(SEED)
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), 64):
+            idx = perm[i:i + 64]
+            xb = x[idx]
+            # light augmentation: shift by up to one pixel
+            dx, dy = torch.randint(-1, 2, (2,), generator=g).tolist()
+            xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
+            loss = torch.nn.functional.cross_entropy(model(xb), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if masks:
+                with torch.no_grad():
+                    for p, m in masks.items():
+                        p.mul_(m)
+        sched.step()
+
+
+def main():
+    torch.manual_seed(SEED)
+    torch.set_num_threads(2)
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]
+    xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=0.25, random_state=SEED,
+                                          stratify=d.target)
+    Xtr, Ytr = torch.from_numpy(xtr), torch.from_numpy(ytr)
+    Xte, Yte = torch.from_numpy(xte), torch.from_numpy(yte)
+    model = net()
+    train(model, Xtr, Ytr, epochs=40, lr=5e-3)
+    acc = accuracy(model, Xte, Yte)
+    sd = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    np.savez(os.path.join(OUT, "digits_cnn.npz"), **sd)
+
+    # global magnitude pruning of every conv and linear weight to 90 %, then fine-tune
+    weights = [m.weight for m in model.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    allw = torch.cat([w.detach().abs().reshape(-1) for w in weights])
+    thr = torch.quantile(allw, 0.9)
+    masks = {w: (w.detach().abs() > thr).float() for w in weights}
+    with torch.no_grad():
+        for w, m in masks.items():
+            w.mul_(m)
+    acc_pruned_raw = accuracy(model, Xte, Yte)
+    train(model, Xtr, Ytr, epochs=30, lr=2e-3, masks=masks)
+    acc_pruned = accuracy(model, Xte, Yte)
+    sdp = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    np.savez(os.path.join(OUT, "digits_cnn_pruned.npz"), **sdp)
+    sparsity = float(sum((w == 0).sum() for w in weights) / sum(w.numel() for w in weights))
+
+    calib = xtr[:128]
+    np.savez_compressed(os.path.join(OUT, "digits.npz"), x_test=(xte * 16).astype(np.uint8),
+                        y_test=yte.astype(np.int64), x_calib=(calib * 16).astype(np.uint8))
+    info = {"test_accuracy": acc, "pruned_before_finetune": acc_pruned_raw,
+            "pruned_finetuned": acc_pruned, "weight_sparsity": sparsity,
+            "train": len(xtr), "test": len(xte), "seed": SEED}
+    print(json.dumps(info, indent=1))
+
+
+if __name__ == "__main__":
+    main()
