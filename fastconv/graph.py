@@ -463,11 +463,14 @@ def _describe(node):
     parts = [node.op]
     if node.attrs.get("folded_bn"):
         parts.append("bn")
-    if node.op in ("conv", "conv_transpose", "linear", "qconv") and len(node.inputs) > 1 \
+    if node.op in ("conv", "conv_transpose", "linear", "qconv", "sparse_conv") \
+            and len(node.inputs) > 1 \
             and node.inputs[1]:
         parts.append("add")
     if node.attrs.get("activation"):
         parts.append(node.attrs["activation"])
+    if node.attrs.get("sparsity"):
+        parts.append(f"{100 * node.attrs['sparsity']:.0f}%0")
     return "+".join(parts)
 
 
@@ -486,6 +489,7 @@ def kernel_of(node, in_shapes):
         from .kernels.cpu import vnni
         return "int8-vnni" if vnni.HAS_VNNI else "int8"
     return {"conv_transpose": "gemm+col2im", "linear": "gemm", "matmul": "blas",
+            "sparse_conv": "csr", "sparse_linear": "csr",
             "max_pool": "pooling", "avg_pool": "pooling", "global_avg_pool": "pooling",
             "adaptive_avg_pool": "pooling"}.get(node.op, "numpy")
 

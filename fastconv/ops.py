@@ -512,7 +512,7 @@ def flops(node, in_shapes, out_shape):
     if node.op == "conv_transpose":
         w = node.params["weight"].shape
         return 2.0 * np.prod(in_shapes[0], dtype=np.float64) * w[1] * w[2] * w[3]
-    if node.op in ("linear", "qlinear"):
+    if node.op in ("linear", "qlinear", "sparse_linear"):
         return 2.0 * np.prod(out_shape, dtype=np.float64) * _weight_shape(node)[1]
     if node.op == "matmul":
         return 2.0 * np.prod(out_shape, dtype=np.float64) * in_shapes[0][-1]
@@ -612,3 +612,22 @@ def qlinear(node, args, out):
     elif act == "relu6":
         np.clip(y, 0, 6, out=y)
     return y.reshape(x.shape[:-1] + (wq.shape[0],))
+
+
+# -- pruned layers (fc.prune) ---------------------------------------------------------------------
+
+@op("sparse_conv")
+def sparse_conv(node, args, out):
+    from .sparse import sparse_conv2d
+    a = node.attrs
+    res = args[1] if len(args) > 1 else None
+    return sparse_conv2d(args[0], node.params["weight"], node.params.get("bias"), a["stride"],
+                         a["pads"], a["dilation"], a["groups"], _act(node), res, node.cache,
+                         layer=node.layer, out=out)
+
+
+@op("sparse_linear", "alloc")
+def sparse_linear(node, args, out):
+    from .sparse import sparse_linear as run
+    return run(args[0], node.params["weight"], node.params.get("bias"), _act(node), node.cache,
+               layer=node.layer)

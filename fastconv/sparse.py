@@ -1,0 +1,214 @@
+"""Pruned layers: CSR weights, the sparse kernels, and ``fc.prune``.
+
+``sparse_conv2d`` / ``sparse_linear`` run a layer from its zeros-included dense
+weight (the CSR form is built once and cached in ``packed``).  ``prune(model,
+amount)`` zeroes the smallest-magnitude weights of every conv (depthwise
+excepted: a 3x3 depthwise filter has nine taps to lose) and linear layer,
+per layer or globally, and switches each layer to the CSR kernel where the
+cost model says it is faster than the best dense kernel for that shape; the
+rest keep their dense kernels with the pruned weights.  ``amount=0`` prunes
+nothing and only switches layers whose weights are already sparse (a torch
+model pruned with ``torch.nn.utils.prune`` imports with its zeros).
+"""
+import numpy as np
+
+from . import _checks, _runtime, _workspace, planner
+from ._algorithms import padded_input
+from .functional import _bias, _out, _unbatched, conv_problem
+from .graph import Model
+from .kernels.cpu import sparse as _sparse
+
+# nonzero multiply-adds x 2 per second per thread, measured on ResNet-50 layers at 50-90 %
+# sparsity (docs/performance.md): the flat stride-1 kernel, and the row kernel for strides > 1
+SPARSE_GFLOPS = 28.0
+SPARSE_STRIDED_GFLOPS = 5.0
+SPARSE_TASK_S = 0.5e-6
+
+
+def csr_conv(w, dilation, groups):
+    """CSR of a (K, Cg, R, S) weight: indptr, absolute input channel, r*dh, s*dw, values."""
+    k, cg, r, s = w.shape
+    kg = k // groups
+    nz = np.nonzero(w.reshape(k, -1))
+    rows, cols = nz
+    c, rr, ss = np.unravel_index(cols, (cg, r, s))
+    chan = (rows // kg) * cg + c
+    indptr = np.zeros(k + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=k), out=indptr[1:])
+    return (indptr, chan.astype(np.int64), (rr * dilation[0]).astype(np.int64),
+            (ss * dilation[1]).astype(np.int64), w.reshape(k, -1)[nz].astype(np.float32))
+
+
+def sparse_cost(prob, nnz, threads):
+    """Modelled seconds of sparse_conv2d: the nonzero multiply-adds plus a cost per task."""
+    flat = prob.stride == (1, 1)
+    tasks = prob.n * prob.k * (1 if flat else max(1, -(-prob.oh // _rows(prob))))
+    rate = SPARSE_GFLOPS if flat else SPARSE_STRIDED_GFLOPS
+    work = 2.0 * nnz * prob.n * prob.oh * prob.ow / (rate * 1e9)
+    return planner.CALL_OVERHEAD_S + (work + tasks * SPARSE_TASK_S) / min(threads, tasks)
+
+
+def _rows(prob):
+    return max(1, min(prob.oh, 4096 // max(prob.ow, 1)))
+
+
+def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+                  activation=None, residual=None, packed=None, layer="sparse_conv2d", out=None):
+    """conv2d (same arguments and result) computed from the nonzeros of ``weight`` only."""
+    x_in = x
+    xa, unbatched = _unbatched(_checks.as_float32(x, layer, "input"), layer)
+    w = _checks.as_float32(weight, layer, "weight")
+    prob = conv_problem(xa.shape, w.shape, stride, padding, dilation, groups, layer)
+    b = _bias(bias, prob.k, layer)
+    act = _checks.activation_code(activation, layer)
+    csr = None if packed is None else packed.get("csr")
+    if csr is None:
+        csr = csr_conv(w, prob.dilation, prob.groups)
+        if packed is not None:
+            packed["csr"] = csr
+    shape = (prob.n, prob.k, prob.oh, prob.ow)
+    res, has_res = np.zeros((1, 1, 1, 1), np.float32), False
+    if residual is not None:
+        res = _checks.as_float32(residual, layer, "residual")
+        res = res[None] if unbatched and res.ndim == 3 else res
+        if res.shape != shape:
+            raise ValueError(f"{layer}: residual must have the output's shape {shape}, "
+                             f"got {tuple(res.shape)}")
+        has_res = True
+    if out is not None:
+        y = _out(out, shape[1:] if unbatched else shape, layer, (xa,))
+        y = y[None] if unbatched else y
+    else:
+        y = np.empty(shape, np.float32)
+    if prob.n:
+        with _runtime.kernel_scope(blas=False):
+            xp = padded_input(prob, xa)
+            if prob.stride == (1, 1):
+                hp, wp = xp.shape[2], xp.shape[3]
+                offs = packed.get("csr_flat") if packed is not None else None
+                if offs is None or offs[0] != (hp, wp):
+                    indptr, chan, roff, coff, _ = csr
+                    offs = ((hp, wp), chan * (hp * wp) + roff * wp + coff)
+                    if packed is not None:
+                        packed["csr_flat"] = offs
+                plane = _workspace.per_thread("sparse_plane", _runtime.max_threads(),
+                                              (prob.oh * wp,))
+                _sparse.sparse_conv2d_flat(xp.reshape(prob.n, -1), wp, csr[0], offs[1], csr[4],
+                                           b, y, act, res, has_res, plane)
+            else:
+                row = _workspace.per_thread("sparse_row", _runtime.max_threads(), (prob.ow,))
+                _sparse.sparse_conv2d(xp, *csr, b, y, prob.stride[0], prob.stride[1], act,
+                                      res, has_res, _rows(prob), row)
+    return _checks.wrap_like(y[0] if unbatched else y, x_in)
+
+
+def sparse_linear(x, weight, bias=None, activation=None, packed=None, layer="sparse_linear"):
+    """linear (same arguments and result) from the nonzeros of ``weight`` only."""
+    x_in = x
+    xa = _checks.as_float32(x, layer, "input")
+    w = _checks.as_float32(weight, layer, "weight", ndim=2)
+    if xa.shape[-1] != w.shape[1]:
+        raise ValueError(f"{layer}: expected input with {w.shape[1]} features in the last "
+                         f"dimension, got shape {tuple(xa.shape)}")
+    b = _bias(bias, w.shape[0], layer)
+    act = _checks.activation_code(activation, layer)
+    csr = None if packed is None else packed.get("csr")
+    if csr is None:
+        rows, cols = np.nonzero(w)
+        indptr = np.zeros(w.shape[0] + 1, np.int64)
+        np.cumsum(np.bincount(rows, minlength=w.shape[0]), out=indptr[1:])
+        csr = (indptr, cols.astype(np.int64), w[rows, cols].astype(np.float32))
+        if packed is not None:
+            packed["csr"] = csr
+    x2 = xa.reshape(-1, w.shape[1])
+    yT = np.empty((w.shape[0], x2.shape[0]), np.float32)
+    if yT.size:
+        with _runtime.kernel_scope(blas=False):
+            _sparse.sparse_linear(np.ascontiguousarray(x2.T), *csr, b, yT, act)
+    return _checks.wrap_like(np.ascontiguousarray(yT.T).reshape(xa.shape[:-1] + (w.shape[0],)),
+                             x_in)
+
+
+def _eligible(node):
+    if node.op == "conv":
+        w = node.params["weight"]
+        return not (node.attrs["groups"] > 1 and w.shape[1] == 1)  # not depthwise
+    return node.op == "linear"
+
+
+def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=None):
+    """A pruned copy of ``model`` with CSR kernels where they are modelled faster.
+
+    amount: fraction of each eligible layer's weights (``scope="layer"``) or of all
+    of them together (``scope="global"``) set to zero, in [0, 1).  ``example_input``
+    gives the shapes the kernel choice needs (default: the model's example).
+    ``model.prune_report`` lists per layer: sparsity, kernel, modelled dense and
+    sparse milliseconds.
+    """
+    layer = "prune"
+    if not isinstance(model, Model):
+        raise TypeError(f"{layer}: expected a fastconv Model, got {type(model).__name__}")
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 <= amount < 1:
+        raise ValueError(f"{layer}: amount must be a fraction in [0, 1), got {amount!r}")
+    if method != "magnitude":
+        raise ValueError(f"{layer}: method must be 'magnitude', got {method!r}")
+    if scope not in ("layer", "global"):
+        raise ValueError(f"{layer}: scope must be 'layer' or 'global', got {scope!r}")
+    examples = example_input if isinstance(example_input, (tuple, list)) else (
+        (example_input,) if example_input is not None else None)
+    if examples is None:
+        if not getattr(model, "example_shapes", None):
+            raise ValueError(f"{layer}: pass example_input (the model has no example shapes)")
+        examples = tuple(np.zeros(s, np.float32) for s in model.example_shapes)
+    nodes = [n.copy() for n in model.nodes]
+    targets = [n for n in nodes if _eligible(n)]
+    if not targets:
+        raise ValueError(f"{layer}: {model.name} has no convolution or linear layer to prune")
+    if amount > 0:
+        if scope == "global":
+            allw = np.concatenate([np.abs(n.params["weight"]).reshape(-1) for n in targets])
+            thr = np.quantile(allw, amount)
+            thresholds = {n.name: thr for n in targets}
+        else:
+            thresholds = {n.name: np.quantile(np.abs(n.params["weight"]), amount)
+                          for n in targets}
+        for n in targets:
+            w = n.params["weight"]
+            n.params = dict(n.params, weight=np.where(np.abs(w) > thresholds[n.name], w,
+                                                      np.float32(0)).astype(np.float32))
+    tmp = Model(nodes, model.inputs, model.outputs, model.constants, model.name,
+                model.input_shapes)
+    shapes = tmp.shapes(*examples)
+    threads = _runtime.get_num_threads()
+    report = []
+    for n in targets:
+        w = n.params["weight"]
+        nnz = int(np.count_nonzero(w))
+        sparsity = 1.0 - nnz / w.size
+        xs = shapes[n.inputs[0]][0]
+        if n.op == "conv":
+            a = n.attrs
+            prob = conv_problem(xs, w.shape, a["stride"], tuple(a["pads"]), a["dilation"],
+                                a["groups"], n.layer)
+            chosen = planner.plan(prob, a.get("algo", "auto"), n.layer, True).algorithm
+            dense = chosen.cost(prob, threads, True)
+            sparse = sparse_cost(prob, nnz, threads)
+        else:
+            rows = int(np.prod(xs[:-1]))
+            dense = planner.CALL_OVERHEAD_S + 2.0 * rows * w.size / (planner.GEMM_GFLOPS * 1e9 *
+                                                                     min(threads, w.shape[0]))
+            sparse = planner.CALL_OVERHEAD_S + 2.0 * rows * nnz / (SPARSE_GFLOPS * 1e9 *
+                                                                   min(threads, w.shape[0]))
+        use = sparse < dense
+        if use:
+            n.op = "sparse_conv" if n.op == "conv" else "sparse_linear"
+            n.attrs = {k: v for k, v in n.attrs.items() if k != "algo"}
+        n.attrs["sparsity"] = round(sparsity, 4)
+        n.cache = {}
+        report.append({"layer": n.name, "sparsity": sparsity, "kernel": "csr" if use else "dense",
+                       "dense_ms": dense * 1e3, "sparse_ms": sparse * 1e3})
+    out = Model(nodes, model.inputs, model.outputs, model.constants, model.name,
+                model.input_shapes)
+    out.example_shapes = getattr(model, "example_shapes", None)
+    out.prune_report = report
+    return out
