@@ -10,7 +10,7 @@ from ._backend import get_backend, set_backend
 from ._warmup import warmup
 from .functional import (adaptive_avg_pool2d, avg_pool2d, batch_norm, conv2d, conv_transpose2d,
                          explain, fold_batchnorm, linear, max_pool2d)
-from .compress import quantize
+from .compress import quantize, share_weights
 from .graph import Model, Node, load
 from .onnx_import import from_onnx
 from .optimize import optimize
@@ -23,6 +23,6 @@ __version__ = "0.1.0"
 
 __all__ = ["conv2d", "conv_transpose2d", "Model", "Node", "load", "from_torch", "from_onnx",
            "optimize", "tune", "export_plans", "import_plans", "UnsupportedError",
-           "quantize", "quantize_tensor", "prune", "sparse_conv2d", "sparse_linear", "dequantize_tensor", "int8_gemm", "int8_conv2d", "linear", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm",
+           "quantize", "share_weights", "quantize_tensor", "prune", "sparse_conv2d", "sparse_linear", "dequantize_tensor", "int8_gemm", "int8_conv2d", "linear", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm",
            "fold_batchnorm", "explain", "nn", "planner", "set_num_threads", "get_num_threads",
            "threading_layer", "set_backend", "get_backend", "warmup", "__version__"]

@@ -246,3 +246,84 @@ def format_report(report, gate=None):
                      f"{gate['drop']:.3f} (max {gate['max_drop']}): "
                      f"{'met' if gate['met'] else 'NOT met with every layer float'}")
     return "\n".join(lines)
+
+
+# -- weight sharing (codebook) -------------------------------------------------------------------
+
+def kmeans_1d(values, k, iters=30):
+    """Centroids (k,) and the index of each value's centroid, by Lloyd's algorithm on the
+    line, centroids initialised evenly over [min, max] (the initialisation Han et al.
+    found best for weight sharing: it keeps the rare large weights represented)."""
+    v = np.asarray(values, np.float64).reshape(-1)
+    lo, hi = float(v.min()), float(v.max())
+    cent = np.linspace(lo, hi, k) if hi > lo else np.full(k, lo)
+    order = np.sort(v)
+    for _ in range(iters):
+        edges = (cent[1:] + cent[:-1]) / 2
+        idx = np.searchsorted(edges, order)
+        sums = np.bincount(idx, weights=order, minlength=k)
+        counts = np.bincount(idx, minlength=k)
+        new = np.where(counts > 0, sums / np.maximum(counts, 1), cent)
+        if np.allclose(new, cent):
+            break
+        cent = new
+    edges = (cent[1:] + cent[:-1]) / 2
+    return cent.astype(np.float32), np.searchsorted(edges, v).astype(np.uint8)
+
+
+def pack_indices(idx, bits):
+    """uint8 indices (< 2**bits) packed: two per byte for bits <= 4, one per byte otherwise."""
+    idx = np.asarray(idx, np.uint8).reshape(-1)
+    if bits > 4:
+        return idx.copy()
+    if idx.size % 2:
+        idx = np.append(idx, np.uint8(0))
+    return (idx[0::2] | (idx[1::2] << 4)).astype(np.uint8)
+
+
+def unpack_indices(packed, bits, count):
+    if bits > 4:
+        return packed[:count]
+    out = np.empty(packed.size * 2, np.uint8)
+    out[0::2] = packed & 0x0F
+    out[1::2] = packed >> 4
+    return out[:count]
+
+
+def share_weights(model, bits=4, iters=30):
+    """A copy of ``model`` whose conv and linear weights take 2**bits shared values per layer.
+
+    Each layer's weights are clustered (1-D k-means) into a codebook of 2**bits
+    float32 centroids; the model keeps only the codebook and the packed indices
+    (4 bits per weight at bits=4, so saved files shrink about 8x), and decodes a
+    layer's weights once, at its first call, into the dense kernels' cache.
+    ``model.share_report``: per layer, bits, relative weight error.
+    """
+    layer = "share_weights"
+    if not isinstance(model, Model):
+        raise TypeError(f"{layer}: expected a fastconv Model, got {type(model).__name__}")
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 8:
+        raise ValueError(f"{layer}: bits must be an int in 2..8, got {bits!r}")
+    nodes, report = [], []
+    for n in model.nodes:
+        c = n.copy()
+        if n.op in ("conv", "linear") and "weight" in n.params:
+            w = n.params["weight"]
+            cent, idx = kmeans_1d(w, 2 ** bits, iters)
+            decoded = cent[idx].reshape(w.shape)
+            c.op = "cb_conv" if n.op == "conv" else "cb_linear"
+            c.params = {k: v for k, v in n.params.items() if k != "weight"}
+            c.params["codebook"] = cent
+            c.params["weight_index"] = pack_indices(idx, bits)
+            c.attrs = dict(n.attrs, bits=int(bits), weight_shape=tuple(int(d) for d in w.shape))
+            err = float(np.linalg.norm(decoded - w) / max(np.linalg.norm(w), 1e-30))
+            report.append({"layer": n.name, "bits": int(bits), "weights": int(w.size),
+                           "rel_error": err})
+        nodes.append(c)
+    if not report:
+        raise ValueError(f"{layer}: {model.name} has no convolution or linear weights to share")
+    out = Model(nodes, model.inputs, model.outputs, model.constants, model.name,
+                model.input_shapes)
+    out.example_shapes = getattr(model, "example_shapes", None)
+    out.share_report = report
+    return out

@@ -469,6 +469,8 @@ def _describe(node):
         parts.append("add")
     if node.attrs.get("activation"):
         parts.append(node.attrs["activation"])
+    if node.attrs.get("bits"):
+        parts.append(f"{node.attrs['bits']}bit")
     if node.attrs.get("sparsity"):
         parts.append(f"{100 * node.attrs['sparsity']:.0f}%0")
     return "+".join(parts)
@@ -476,11 +478,12 @@ def _describe(node):
 
 def kernel_of(node, in_shapes):
     """Which kernel a node runs for these input shapes."""
-    if node.op == "conv":
+    if node.op in ("conv", "cb_conv"):
         from . import functional as F
+        from .ops import _weight_shape
         a = node.attrs
         try:
-            return F._conv_plan(tuple(in_shapes[0]), node.params["weight"].shape, a["stride"],
+            return F._conv_plan(tuple(in_shapes[0]), _weight_shape(node), a["stride"],
                                 tuple(a["pads"]), a["dilation"], a["groups"], a.get("algo", "auto"),
                                 node.layer, True)[1].name
         except (ValueError, TypeError):

@@ -506,13 +506,13 @@ def _weight_shape(node):
 
 def flops(node, in_shapes, out_shape):
     """Multiply-adds x 2 of a node, in direct-convolution terms; 0 where not meaningful."""
-    if node.op in ("conv", "qconv", "sparse_conv"):
+    if node.op in ("conv", "qconv", "sparse_conv", "cb_conv"):
         w = _weight_shape(node)
         return 2.0 * np.prod(out_shape, dtype=np.float64) * w[1] * w[2] * w[3]
     if node.op == "conv_transpose":
         w = node.params["weight"].shape
         return 2.0 * np.prod(in_shapes[0], dtype=np.float64) * w[1] * w[2] * w[3]
-    if node.op in ("linear", "qlinear", "sparse_linear"):
+    if node.op in ("linear", "qlinear", "sparse_linear", "cb_linear"):
         return 2.0 * np.prod(out_shape, dtype=np.float64) * _weight_shape(node)[1]
     if node.op == "matmul":
         return 2.0 * np.prod(out_shape, dtype=np.float64) * in_shapes[0][-1]
@@ -631,3 +631,32 @@ def sparse_linear(node, args, out):
     from .sparse import sparse_linear as run
     return run(args[0], node.params["weight"], node.params.get("bias"), _act(node), node.cache,
                layer=node.layer)
+
+
+# -- shared weights (fc.share_weights) ---------------------------------------------------------------
+
+def _decoded(node):
+    """The layer's dense weight, decoded from codebook + packed indices once and cached."""
+    w = node.cache.get("decoded")
+    if w is None:
+        from .compress import unpack_indices
+        shape = tuple(node.attrs["weight_shape"])
+        idx = unpack_indices(node.params["weight_index"], node.attrs["bits"],
+                             int(np.prod(shape)))
+        w = node.cache["decoded"] = np.ascontiguousarray(node.params["codebook"][idx].reshape(shape))
+    return w
+
+
+@op("cb_conv")
+def cb_conv(node, args, out):
+    a = node.attrs
+    res = args[1] if len(args) > 1 else None
+    return F.conv2d(args[0], _decoded(node), node.params.get("bias"), a["stride"], a["pads"],
+                    a["dilation"], a["groups"], _act(node), a.get("algo", "auto"), res,
+                    node.cache, layer=node.layer, out=out)
+
+
+@op("cb_linear")
+def cb_linear(node, args, out):
+    return F.linear(args[0], _decoded(node), node.params.get("bias"), _act(node),
+                    layer=node.layer, out=out)

@@ -86,3 +86,45 @@ def test_quantize_errors(data, float_model):
     only_pool = Model([Node("relu", "r", ["x"], ["y"])], ["x"], ["y"])
     with pytest.raises(ValueError, match="nothing to quantize"):
         fc.quantize(only_pool, x_calib)
+
+
+@pytest.mark.parametrize("bits, max_drop", [(4, 1.0), (8, 0.3)])
+def test_codebook_weights_accuracy_and_file_size(data, float_model, tmp_path, bits, max_drop):
+    x_test, y_test, _ = data
+    base = digits.accuracy(float_model, x_test, y_test)
+    shared = fc.share_weights(float_model, bits=bits)
+    assert all(r["bits"] == bits for r in shared.share_report)
+    for n in shared.nodes:
+        if n.op in ("cb_conv", "cb_linear"):
+            assert len(np.unique(n.params["codebook"])) <= 2 ** bits
+    acc = digits.accuracy(shared, x_test, y_test)
+    assert base - acc <= max_drop, (bits, base, acc)
+    float_model.save(tmp_path / "f.npz")
+    shared.save(tmp_path / "s.npz")
+    ratio = (tmp_path / "s.npz").stat().st_size / (tmp_path / "f.npz").stat().st_size
+    assert ratio < (0.2 if bits == 4 else 0.35), ratio
+    loaded = fc.load(tmp_path / "s.npz")
+    np.testing.assert_array_equal(loaded(x_test[:9]), shared(x_test[:9]))
+    assert f"{bits}bit" in shared.explain(x_test[:1], repeat=1, roof_gflops=100.0)
+
+
+def test_codebook_packing_and_kmeans():
+    from fastconv.compress import kmeans_1d, pack_indices, unpack_indices
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 16, 101).astype(np.uint8)
+    p = pack_indices(idx, 4)
+    assert p.size == 51
+    np.testing.assert_array_equal(unpack_indices(p, 4, 101), idx)
+    v = np.concatenate([np.full(50, -1.0), np.full(30, 0.5), np.full(20, 2.0)])
+    cent, lab = kmeans_1d(v, 4)
+    np.testing.assert_allclose(np.sort(cent[np.unique(lab)]), [-1.0, 0.5, 2.0], atol=1e-6)
+
+
+def test_share_weights_errors(float_model):
+    with pytest.raises(ValueError, match="bits must be an int in 2..8"):
+        fc.share_weights(float_model, bits=1)
+    with pytest.raises(ValueError, match="bits must be an int in 2..8"):
+        fc.share_weights(float_model, bits=9)
+    from fastconv.graph import Model, Node
+    with pytest.raises(ValueError, match="no convolution or linear weights"):
+        fc.share_weights(Model([Node("relu", "r", ["x"], ["y"])], ["x"], ["y"]))
