@@ -1,0 +1,194 @@
+"""int8 and sparse layers against their peers, each runtime in its own process.
+
+    python bench/compress_compare.py --threads 2 --batch 1       # int8 and sparse tables
+    python bench/compress_compare.py --gemm                      # int8 GEMM 1024^3 vs SGEMM
+
+int8: fastconv's int8 conv (uint8 activations, per-channel int8 weights, float32
+out) against fastconv fp32 im2col, PyTorch's quantized conv (x86 engine,
+quint8 x qint8) and onnxruntime's QLinearConv, on the ResNet-50 3x3 and 1x1
+layers.  Sparse: fastconv's CSR conv at 50-90 % magnitude sparsity against the
+dense conv of fastconv (auto) and PyTorch on the same layers; the break-even
+sparsity is where CSR first beats fastconv's dense time.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from shapes import RESNET50, flops  # noqa: E402
+
+LAYERS = {k: v for k, v in RESNET50.items() if "stem" not in k}
+SPARSITIES = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def _t(fn, repeat):
+    for _ in range(3):
+        fn()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def _data(spec, batch):
+    c, h, w, k, r, s, p, g = spec
+    rng = np.random.default_rng(0)
+    x = np.maximum(rng.standard_normal((batch, c, h, w)), 0).astype(np.float32)  # post-ReLU
+    wt = (rng.standard_normal((k, c, r, r)) / np.sqrt(c * r * r)).astype(np.float32)
+    return x, wt
+
+
+def child(runtime, threads, batch, repeat):
+    out = {}
+    if runtime.startswith("fastconv"):
+        import fastconv as fc
+        fc.set_num_threads(threads)
+    for name, spec in LAYERS.items():
+        c, h, w, k, r, s, p, g = spec
+        x, wt = _data(spec, batch)
+        if runtime == "fastconv-int8":
+            xq, sx, zx = fc.quantize_tensor(x, dtype="uint8")
+            wq, sw, _ = fc.quantize_tensor(wt, axis=0)
+            pk = {}
+            out[name] = _t(lambda: fc.int8_conv2d(xq, sx, zx, wq, sw, None, s, p, packed=pk),
+                           repeat)
+        elif runtime == "fastconv-fp32":
+            pk = {}
+            out[name] = {"im2col": _t(lambda: fc.conv2d(x, wt, None, s, p, algo="im2col"), repeat),
+                         "auto": _t(lambda: fc.conv2d(x, wt, None, s, p, packed=pk), repeat)}
+        elif runtime == "fastconv-sparse":
+            res = {}
+            for sp in SPARSITIES:
+                ws = wt.copy()
+                ws[np.abs(ws) < np.quantile(np.abs(ws), sp)] = 0
+                pk = {}
+                res[str(sp)] = _t(lambda: fc.sparse_conv2d(x, ws, None, s, p, packed=pk), repeat)
+            out[name] = res
+        elif runtime == "torch-int8":
+            import torch
+            torch.set_num_threads(threads)
+            torch.backends.quantized.engine = "x86" if "x86" in \
+                torch.backends.quantized.supported_engines else "fbgemm"
+            from torch.ao.nn.quantized import functional as qF
+            xt = torch.quantize_per_tensor(torch.from_numpy(x), float(x.max() / 255), 0,
+                                           torch.quint8)
+            sw = torch.from_numpy(np.abs(wt).reshape(k, -1).max(1) / 127).double()
+            wq = torch.quantize_per_channel(torch.from_numpy(wt), sw, torch.zeros(k).long(), 0,
+                                            torch.qint8)
+            out[name] = _t(lambda: qF.conv2d(xt, wq, None, s, p, scale=0.05, zero_point=0),
+                           repeat)
+        elif runtime == "torch":
+            import torch
+            torch.set_num_threads(threads)
+            xt, wtt = torch.from_numpy(x), torch.from_numpy(wt)
+            with torch.no_grad():
+                out[name] = _t(lambda: torch.nn.functional.conv2d(xt, wtt, None, s, p), repeat)
+        elif runtime == "onnxruntime-int8":
+            import onnxruntime as ort
+            from onnx import TensorProto, helper, numpy_helper
+            sx = float(x.max() / 255)
+            sw = (np.abs(wt).reshape(k, -1).max(1) / 127).astype(np.float32)
+            wq = np.clip(np.rint(wt / sw[:, None, None, None]), -127, 127).astype(np.int8)
+            xq = np.clip(np.rint(x / sx), 0, 255).astype(np.uint8)
+            inits = [numpy_helper.from_array(np.array(sx, np.float32), "xs"),
+                     numpy_helper.from_array(np.array(0, np.uint8), "xz"),
+                     numpy_helper.from_array(wq, "w"), numpy_helper.from_array(sw, "ws"),
+                     numpy_helper.from_array(np.zeros(k, np.int8), "wz"),
+                     numpy_helper.from_array(np.array(0.05, np.float32), "ys"),
+                     numpy_helper.from_array(np.array(0, np.uint8), "yz")]
+            node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"],
+                                    ["y"], kernel_shape=[r, r], strides=[s, s], pads=[p] * 4)
+            graph = helper.make_graph([node], "q", [helper.make_tensor_value_info(
+                "x", TensorProto.UINT8, xq.shape)], [helper.make_tensor_value_info(
+                    "y", TensorProto.UINT8, None)], inits)
+            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                        providers=["CPUExecutionProvider"])
+            out[name] = _t(lambda: sess.run(None, {"x": xq}), repeat)
+    print(json.dumps(out))
+
+
+def gemm_child(threads, repeat):
+    import fastconv as fc
+    from fastconv.cli import measure_sgemm_roof
+    fc.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (1024, 1024)).astype(np.uint8)
+    b = rng.integers(-128, 128, (1024, 1024)).astype(np.int8)
+    t = _t(lambda: fc.int8_gemm(a, b), repeat)
+    roof = measure_sgemm_roof(threads)
+    print(json.dumps({"int8_gops": 2 * 1024 ** 3 / t / 1e9, "sgemm_roof": roof, "ms": t * 1e3}))
+
+
+def run(runtime, a):
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
+    res = subprocess.run([sys.executable, __file__, "--child", runtime, "--threads",
+                          str(a.threads), "--batch", str(a.batch), "--repeat", str(a.repeat)],
+                         capture_output=True, text=True, env=env, timeout=3600)
+    if res.returncode:
+        print(f"{runtime} failed: {res.stderr[-1500:]}", file=sys.stderr)
+        return None
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--gemm", action="store_true")
+    ap.add_argument("--child")
+    a = ap.parse_args()
+    if a.child == "gemm":
+        return gemm_child(a.threads, a.repeat)
+    if a.child:
+        return child(a.child, a.threads, a.batch, a.repeat)
+    if a.gemm:
+        r = run("gemm", a)
+        print(f"int8 GEMM 1024^3, {a.threads} threads: {r['ms']:.2f} ms, {r['int8_gops']:.0f} "
+              f"GOP/s = {r['int8_gops'] / r['sgemm_roof']:.2f}x the SGEMM roof "
+              f"({r['sgemm_roof']:.0f} GFLOP/s)")
+        return
+    res = {rt: run(rt, a) for rt in ("fastconv-int8", "fastconv-fp32", "torch-int8",
+                                     "onnxruntime-int8", "fastconv-sparse", "torch")}
+    print(f"int8, batch {a.batch}, {a.threads} threads, median of {a.repeat} (ms; ratios are "
+          "fastconv int8's speed relative to each)")
+    print("| layer | int8 ms | GOP/s | vs fp32 im2col | vs fp32 auto | vs torch int8 | "
+          "vs ORT QLinearConv |")
+    print("|---|---|---|---|---|---|---|")
+    for name, spec in LAYERS.items():
+        i8 = res["fastconv-int8"][name]
+        f32 = res["fastconv-fp32"][name]
+        ti = (res["torch-int8"] or {}).get(name)
+        oi = (res["onnxruntime-int8"] or {}).get(name)
+        print(f"| {name} | {i8 * 1e3:.3f} | {flops(spec, a.batch) / i8 / 1e9:.0f} | "
+              f"{f32['im2col'] / i8:.2f}x | {f32['auto'] / i8:.2f}x | "
+              f"{'' if ti is None else f'{ti / i8:.2f}x'} | {'' if oi is None else f'{oi / i8:.2f}x'} |")
+    print(f"\nsparse CSR conv, batch {a.batch}: ms at each sparsity; ratios at 90 %")
+    print("| layer | torch dense | fastconv dense | " + " | ".join(f"{s:.0%}" for s in SPARSITIES)
+          + " | 90 % vs torch | 90 % vs fastconv | break-even |")
+    print("|---|---|---|" + "---|" * len(SPARSITIES) + "---|---|---|")
+    for name in LAYERS:
+        sp = res["fastconv-sparse"][name]
+        td = (res["torch"] or {}).get(name)
+        fd = res["fastconv-fp32"][name]["auto"]
+        even = next((f"{s:.0%}" for s in SPARSITIES if sp[str(s)] < fd), "> 90 %")
+        print(f"| {name} | {'' if td is None else f'{td * 1e3:.3f}'} | {fd * 1e3:.3f} | " +
+              " | ".join(f"{sp[str(s)] * 1e3:.3f}" for s in SPARSITIES) +
+              f" | {'' if td is None else f'{td / sp[str(0.9)]:.2f}x'} | "
+              f"{fd / sp[str(0.9)]:.2f}x | {even} |")
+
+
+if __name__ == "__main__":
+    main()
