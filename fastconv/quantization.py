@@ -167,13 +167,15 @@ def pack_weights(wq, w_scale, layer="int8_conv2d"):
 
 def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, padding=0,
                 dilation=1, groups=1, activation=None, residual=None, out_scale=None,
-                out_zero_point=0, out_dtype="int8", packed=None, layer="int8_conv2d", out=None):
+                out_zero_point=0, out_dtype="int8", packed=None, layer="int8_conv2d", out=None,
+                nhwc=None):
     """Convolution of a quantized input (int8 or uint8, NCHW) with int8 weights.
 
     y = act((acc - x_zero_point * sum(wq[k])) * x_scale * w_scale[k] + bias[k] (+ residual)),
     acc the exact int32 sum of products.  Float32 out, or with ``out_scale`` the
     requantized int8/uint8 result.  ``packed``: a dict kept with the weights where
-    the packed form is cached (``pack_weights``).
+    the packed form is cached (``pack_weights``).  ``nhwc``: the input already laid
+    out channels-last and padded (``quantize_nhwc``), which ``xq`` then only describes.
     """
     xa = np.asarray(xq)
     if xa.dtype not in (np.int8, np.uint8):
@@ -227,15 +229,21 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
         yq = np.zeros((1, 1, 1), np.int8)
         inv, zy, qmin, qmax = np.float32(1), 0, np.float32(0), np.float32(0)
     vnni = _vnni.HAS_VNNI
-    if vnni and xa.dtype == np.int8:
+    if vnni and xa.dtype == np.int8 and nhwc is None:
         # VNNI multiplies unsigned activations: x + 128 with zero point zx + 128 gives the
         # same integers after the zero-point correction
         xa = (xa.view(np.uint8) ^ np.uint8(0x80))
         zx += 128
     pt, pb, pl, pr = prob.pads
-    # channels last, padded with the zero point: one pass over the (small) int8 input
-    xp = np.full((prob.n, prob.h + pt + pb, prob.w + pl + pr, prob.c), zx, xa.dtype)
-    xp[:, pt:pt + prob.h, pl:pl + prob.w, :] = xa.transpose(0, 2, 3, 1)
+    # channels last, padded with the zero point: one parallel pass over the int8 input
+    # (or, from a model, the float input quantized on the way: quantize_nhwc)
+    if nhwc is not None:
+        xp = nhwc
+    else:
+        xp = _int8_workspace(xa.dtype, (prob.n, prob.h + pt + pb, prob.w + pl + pr, prob.c),
+                             "nhwc")
+        with _runtime.kernel_scope(blas=False):
+            _int8.nhwc_padded(np.ascontiguousarray(xa), xp, pt, pl, xa.dtype.type(zx))
     if prob.n and P:
         threads = _runtime.get_num_threads()
         width = wmat.shape[1]
@@ -260,14 +268,36 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
 _int8_ws = threading.local()
 
 
-def _int8_workspace(dtype, shape):
-    """Per-Python-thread int8/uint8 column buffers (the float workspaces hold float32)."""
+def _int8_workspace(dtype, shape, name="cols"):
+    """Per-Python-thread integer buffers (the float workspaces hold float32)."""
     pool = getattr(_int8_ws, "pool", None)
     if pool is None:
         pool = _int8_ws.pool = {}
-    key = np.dtype(dtype).str
+    key = (name, np.dtype(dtype).str)
     need = int(np.prod(shape))
     buf = pool.get(key)
     if buf is None or buf.size < need:
         buf = pool[key] = np.empty(need, dtype)
     return buf[:need].reshape(shape)
+
+
+def quantize_nhwc(x, scale, zero_point, dtype, pads):
+    """A float NCHW input quantized straight into the channels-last, zero-point-padded
+    layout int8_conv2d reads, in one pass.  With VNNI, int8 is shifted to uint8 (+128).
+
+    Returns (array, zero point as the kernel must see it)."""
+    qt = _qdtype(dtype, "quantize_nhwc")
+    zx = int(zero_point)
+    if _vnni.HAS_VNNI and qt is np.int8:
+        qt, lo, hi, zk = np.uint8, 0.0, 255.0, zx + 128
+    else:
+        info = np.iinfo(qt)
+        lo, hi, zk = float(info.min), float(info.max), zx
+    n, c, h, w = x.shape
+    pt, pb, pl, pr = pads
+    out = _int8_workspace(qt, (n, h + pt + pb, w + pl + pr, c), "nhwc")
+    with _runtime.kernel_scope(blas=False):
+        # the int8 range shifted by 128 is exactly [0, 255]; rounding happens before the shift
+        _int8.quantize_nhwc_padded(x, np.float32(1.0 / scale), np.float32(zk), np.float32(lo),
+                                   np.float32(hi), out, pt, pl)
+    return out, zk

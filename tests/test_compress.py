@@ -128,3 +128,21 @@ def test_share_weights_errors(float_model):
     from fastconv.graph import Model, Node
     with pytest.raises(ValueError, match="no convolution or linear weights"):
         fc.share_weights(Model([Node("relu", "r", ["x"], ["y"])], ["x"], ["y"]))
+
+
+def test_qconv_node_equals_the_kernel_on_a_quantized_input(data, float_model):
+    """The model path quantizes straight into the kernel's layout; same integers as
+    quantize_tensor + int8_conv2d."""
+    from fastconv.ops import OPS
+    x_test, _, x_calib = data
+    q = fc.quantize(float_model, x_calib)
+    node = next(n for n in q.nodes if n.op == "qconv")
+    x = np.abs(np.random.default_rng(0).standard_normal((3,) + (node.params["weight_q"].shape[1],
+                                                              8, 8))).astype(np.float32)
+    a = node.attrs
+    xq, _, _ = fc.quantize_tensor(x, scale=a["x_scale"], zero_point=a["x_zero_point"],
+                                  dtype=a["x_dtype"])
+    expected = fc.int8_conv2d(xq, a["x_scale"], a["x_zero_point"], node.params["weight_q"],
+                              node.params["w_scale"], node.params.get("bias"), a["stride"],
+                              a["pads"], a["dilation"], a["groups"], a.get("activation"))
+    np.testing.assert_array_equal(OPS["qconv"].fn(node, [x], None), expected)

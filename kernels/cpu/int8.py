@@ -261,3 +261,61 @@ def conv2d_int8_vnni(xq, wq, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
             for j in range(T):
                 _finish(_dot1(wq, k_base + kk, cols, j, CRSp), k_base + kk, p0 + j, n, zx, wsum,
                         scale, b, act, res, has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax)
+
+
+@njit(parallel=True, cache=True)
+def nhwc_padded(x, out, pt, pl, fill):
+    """out (N, HP, WP, C) = x (N, C, H, W) moved channels-last at offset (pt, pl), the border
+    set to ``fill`` (the zero point).  One task per output row."""
+    N, C, H, W = x.shape
+    HP, WP = out.shape[1], out.shape[2]
+    for t in prange(N * HP):
+        n = t // HP
+        i = t % HP
+        row = out[n, i]
+        h = i - pt
+        if h < 0 or h >= H:
+            for w in range(WP):
+                for c in range(C):
+                    row[w, c] = fill
+            continue
+        for w in range(pl):
+            for c in range(C):
+                row[w, c] = fill
+        for w in range(pl + W, WP):
+            for c in range(C):
+                row[w, c] = fill
+        for c in range(C):
+            src = x[n, c, h]
+            for w in range(W):
+                row[pl + w, c] = src[w]
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def quantize_nhwc_padded(x, inv_scale, zx, qmin, qmax, out, pt, pl):
+    """out (N, HP, WP, C) = saturate(round_half_even(x * inv_scale) + zx), channels-last at
+    offset (pt, pl), the border holding zx: a float layer input quantized and laid out for
+    the int8 conv in one pass."""
+    N, C, H, W = x.shape
+    HP, WP = out.shape[1], out.shape[2]
+    for t in prange(N * HP):
+        n = t // HP
+        i = t % HP
+        row = out[n, i]
+        h = i - pt
+        if h < 0 or h >= H:
+            for w in range(WP):
+                for c in range(C):
+                    row[w, c] = zx
+            continue
+        for w in range(pl):
+            for c in range(C):
+                row[w, c] = zx
+        for w in range(pl + W, WP):
+            for c in range(C):
+                row[w, c] = zx
+        for c in range(C):
+            src = x[n, c, h]
+            for w in range(W):
+                q = np.rint(src[w] * inv_scale) + zx
+                row[pl + w, c] = min(max(q, qmin), qmax)
