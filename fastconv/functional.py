@@ -8,7 +8,7 @@ error messages (``fastconv.nn`` passes the module's name).
 import numpy as np
 
 from . import _algorithms  # noqa: F401  (registers the CPU algorithms)
-from . import _checks, _runtime, _workspace, planner
+from . import _backend, _checks, _runtime, _workspace, planner
 from .kernels.cpu import conv_transpose as _convt
 from .kernels.cpu import linear as _linear
 from .kernels.cpu import pooling as _pooling
@@ -119,7 +119,8 @@ def _out(out, shape, layer, inputs=()):
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-           activation=None, algo="auto", residual=None, packed=None, layer="conv2d", out=None):
+           activation=None, algo="auto", residual=None, packed=None, layer="conv2d", out=None,
+           backend=None):
     """2-D convolution (cross-correlation, as torch.nn.functional.conv2d), epilogue fused.
 
     y = activation(conv(x, weight) + bias + residual), in one pass over y.
@@ -134,7 +135,15 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     must pass a fresh dict whenever the weight changes.  Layers do this for you.
     out: None, or a float32 C-contiguous array of the result's shape to write into
     (models reuse planned buffers this way); it must not overlap an input.
+    backend: None (the global setting), "cpu", "cuda" or "auto" (fastconv/_backend.py).
     """
+    if backend is not None or _backend._backend != "cpu":
+        be = _backend.choose(backend, x, layer)
+        if be != "cpu":
+            y = _conv2d_gpu(x, weight, bias, stride, padding, dilation, groups, activation,
+                            residual, packed, layer, be == "maybe")
+            if y is not None:
+                return y
     x_in = x
     xa = _checks.as_float32(x, layer, "input")
     xa, unbatched = _unbatched(xa, layer)
@@ -164,6 +173,46 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     if unbatched:
         y = y[0]
     return _checks.wrap_like(y, x_in)
+
+
+def _conv2d_gpu(x, weight, bias, stride, padding, dilation, groups, activation, residual, packed,
+                layer, only_if_faster):
+    """conv2d on the CUDA backend; None when ``only_if_faster`` and the CPU is modelled faster."""
+    from . import _cuda
+    x_orig = x
+    if _cuda.is_device_array(x):
+        x_shape = _cuda.device_shape_dtype(x, layer)
+    else:
+        x = _checks.as_float32(x, layer, "input")
+        x_shape = x.shape
+    if len(x_shape) != 4:
+        raise ValueError(f"{layer}: input must be 4-D (N, C, H, W) on the GPU, got shape {x_shape}")
+    w = _checks.as_float32(weight, layer, "weight")
+    prob = conv_problem(x_shape, w.shape, stride, padding, dilation, groups, layer)
+    if only_if_faster:
+        cpu = planner.plan(prob, "auto", layer, packed is not None)
+        if not _cuda.worth_offloading(prob, cpu.algorithm.cost(prob, _runtime.get_num_threads(),
+                                                                packed is not None)):
+            return None
+    b = _bias(bias, prob.k, layer)
+    act = _checks.activation_code(activation, layer)
+    res = None
+    if residual is not None:
+        rshape = _cuda.device_shape_dtype(residual, layer, "residual") \
+            if _cuda.is_device_array(residual) else np.shape(residual)
+        if tuple(rshape) != (prob.n, prob.k, prob.oh, prob.ow):
+            raise ValueError(f"{layer}: residual must have the output's shape "
+                             f"{(prob.n, prob.k, prob.oh, prob.ow)}, got {tuple(rshape)}")
+        res = residual if _cuda.is_device_array(residual) else \
+            _checks.as_float32(residual, layer, "residual")
+    if prob.n == 0:
+        y = np.zeros((0, prob.k, prob.oh, prob.ow), np.float32)
+        return _checks.wrap_like(y, x_orig) if not _cuda.is_device_array(x_orig) else \
+            _cuda.wrap(_cuda.to_device(y), x_orig)
+    y = _cuda.conv2d(prob, x, w, b, act, res, packed)
+    if _cuda.is_device_array(x_orig):
+        return _cuda.wrap(y, x_orig)
+    return _checks.wrap_like(y.copy_to_host(), x_orig)
 
 
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
@@ -241,8 +290,12 @@ _ACT_NUMPY = {0: lambda v: v, 1: lambda v: np.maximum(v, 0), 2: lambda v: np.cli
               3: lambda v: v * np.clip(v + 3, 0, 6) / 6}
 
 
-def linear(x, weight, bias=None, activation=None, layer="linear", out=None):
+def linear(x, weight, bias=None, activation=None, layer="linear", out=None, backend=None,
+           packed=None):
     """y = x @ weight.T + bias over the last axis (any leading axes), activation fused."""
+    if backend is not None or _backend._backend != "cpu":
+        if _backend.choose(backend, x, layer) == "cuda":
+            return _linear_gpu(x, weight, bias, activation, layer, packed)
     x_in = x
     xa = _checks.as_float32(x, layer, "input")
     w = _checks.as_float32(weight, layer, "weight", ndim=2)
@@ -264,6 +317,34 @@ def linear(x, weight, bias=None, activation=None, layer="linear", out=None):
         with _runtime.kernel_scope():
             _linear.linear(x2, w, b, y, yt, oblock, act)
     return _checks.wrap_like(y.reshape(lead + (f_out,)), x_in)
+
+
+def _linear_gpu(x, weight, bias, activation, layer, packed):
+    from . import _cuda
+    w = _checks.as_float32(weight, layer, "weight", ndim=2)
+    device = _cuda.is_device_array(x)
+    shape = _cuda.device_shape_dtype(x, layer) if device else np.shape(x)
+    if len(shape) < 1 or shape[-1] != w.shape[1]:
+        raise ValueError(f"{layer}: expected input with {w.shape[1]} features in the last "
+                         f"dimension, got shape {tuple(shape)}")
+    b = _bias(bias, w.shape[0], layer)
+    act = _checks.activation_code(activation, layer)
+    rows = int(np.prod(shape[:-1]))
+    xs = _cuda.to_device(x if device else _checks.as_float32(x, layer, "input"))
+    y = _cuda.linear(xs.reshape(rows, w.shape[1]), w, b, act, packed)
+    y = y.reshape(tuple(shape[:-1]) + (w.shape[0],))
+    return _cuda.wrap(y, x) if device else _checks.wrap_like(y.copy_to_host(), x)
+
+
+def _pool_gpu(x, kind, out_hw, layer, *args):
+    from . import _cuda
+    device = _cuda.is_device_array(x)
+    shape = _cuda.device_shape_dtype(x, layer) if device else np.shape(x)
+    if len(shape) != 4:
+        raise ValueError(f"{layer}: input must be 4-D (N, C, H, W) on the GPU, got {shape}")
+    xd = x if device else _cuda.to_device(_checks.as_float32(x, layer, "input"))
+    y = _cuda.pool(kind, xd, tuple(shape[:2]) + tuple(out_hw), *args)
+    return _cuda.wrap(y, x) if device else _checks.wrap_like(y.copy_to_host(), x)
 
 
 def _pool_out(size, k, s, p, d, ceil_mode):
@@ -292,6 +373,27 @@ def _pool_geometry(xa, kernel_size, stride, padding, dilation, ceil_mode, layer)
     return k, st, pad, dil, oh, ow
 
 
+class _ShapeOnly:
+    """What _pool_geometry reads of an array: its shape (device arrays stay on the device)."""
+
+    def __init__(self, x, layer):
+        from . import _cuda
+        self.shape = _cuda.device_shape_dtype(x, layer) if _cuda.is_device_array(x) else \
+            np.shape(x)
+
+
+def _gpu_pool(x, backend, layer):
+    """Pools run on the GPU for device arrays or backend='cuda' (never offloaded by 'auto':
+    a pool moves as many bytes as the transfer would)."""
+    if backend is None and _backend._backend == "cpu":
+        return False
+    from . import _cuda
+    if backend is None and _backend._backend == "auto" and not _cuda.is_device_array(x):
+        return False
+    return _backend.choose(backend, x, "pool") == "cuda" and (
+        _cuda.is_device_array(x) or backend == "cuda" or _backend._backend == "cuda")
+
+
 def _pool_out_array(out, xa, hw, unbatched, layer):
     shape = xa.shape[:2] + tuple(hw)
     if out is None:
@@ -301,8 +403,13 @@ def _pool_out_array(out, xa, hw, unbatched, layer):
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               layer="max_pool2d", out=None):
+               layer="max_pool2d", out=None, backend=None):
     """Max pooling, torch.nn.functional.max_pool2d semantics (NaN propagates)."""
+    if _gpu_pool(x, backend, layer):
+        k, st, pad, dil, oh, ow = _pool_geometry(_ShapeOnly(x, layer), kernel_size, stride,
+                                                 padding, dilation, ceil_mode, layer)
+        return _pool_gpu(x, "max_pool2d", (oh, ow), layer, k[0], k[1], st[0], st[1],
+                         pad[0], pad[1], dil[0], dil[1])
     x_in = x
     xa, unbatched = _unbatched(_checks.as_float32(x, layer, "input"), layer)
     k, st, pad, dil, oh, ow = _pool_geometry(xa, kernel_size, stride, padding, dilation,
@@ -318,8 +425,14 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
-               count_include_pad=True, divisor_override=None, layer="avg_pool2d", out=None):
+               count_include_pad=True, divisor_override=None, layer="avg_pool2d", out=None,
+               backend=None):
     """Average pooling, torch.nn.functional.avg_pool2d semantics."""
+    if _gpu_pool(x, backend, layer):
+        k, st, pad, _, oh, ow = _pool_geometry(_ShapeOnly(x, layer), kernel_size, stride,
+                                               padding, 1, ceil_mode, layer)
+        return _pool_gpu(x, "avg_pool2d", (oh, ow), layer, k[0], k[1], st[0], st[1],
+                         pad[0], pad[1], bool(count_include_pad), int(divisor_override or 0))
     x_in = x
     xa, unbatched = _unbatched(_checks.as_float32(x, layer, "input"), layer)
     k, st, pad, _, oh, ow = _pool_geometry(xa, kernel_size, stride, padding, 1, ceil_mode, layer)
@@ -337,8 +450,17 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     return _checks.wrap_like(y[0] if unbatched else y, x_in)
 
 
-def adaptive_avg_pool2d(x, output_size, layer="adaptive_avg_pool2d", out=None):
+def adaptive_avg_pool2d(x, output_size, layer="adaptive_avg_pool2d", out=None, backend=None):
     """Adaptive average pooling to ``output_size`` (int, pair; None keeps that side)."""
+    if _gpu_pool(x, backend, layer):
+        sx = _ShapeOnly(x, layer)
+        h, w = sx.shape[2], sx.shape[3]
+        if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
+            osz = (h if output_size[0] is None else output_size[0],
+                   w if output_size[1] is None else output_size[1])
+        else:
+            osz = _checks.pair(output_size, layer, "output_size", minimum=1)
+        return _pool_gpu(x, "adaptive_avg_pool2d", osz, layer)
     x_in = x
     xa, unbatched = _unbatched(_checks.as_float32(x, layer, "input"), layer)
     h, w = xa.shape[2], xa.shape[3]

@@ -90,6 +90,7 @@ class Model:
         self.name = name
         # declared input shapes (None for a free dimension) used to check calls
         self.input_shapes = dict(input_shapes or {})
+        self.backend = "cpu"  # "cuda": run device-resident (fc.optimize(..., backend="cuda"))
         self.validate()
         self._reset()
 
@@ -168,6 +169,10 @@ class Model:
         return arrays
 
     def __call__(self, *args, **kwargs):
+        if getattr(self, "backend", "cpu") == "cuda":
+            from ._device_run import run_on_device
+            outs = run_on_device(self, args, kwargs)
+            return outs[0] if len(outs) == 1 else tuple(outs)
         arrays = self._convert_inputs(args, kwargs)
         outs = self._run(arrays)
         first = args[0] if args else next(iter(kwargs.values()))
@@ -408,6 +413,7 @@ class Model:
                 "inputs": self.inputs, "outputs": self.outputs, "nodes": desc_nodes,
                 "constants": consts,
                 "input_shapes": {k: list(v) for k, v in self.input_shapes.items()},
+                "backend": getattr(self, "backend", "cpu"),
                 "example_shapes": [list(s) for s in (getattr(self, "example_shapes", None) or [])]}
         arrays["__graph__"] = np.frombuffer(json.dumps(desc).encode(), np.uint8)
         with open(path, "wb") as f:
@@ -436,6 +442,7 @@ def load(path):
     model = Model(nodes, desc["inputs"], desc["outputs"], consts, desc.get("name", "model"),
                   {k: tuple(v) for k, v in desc.get("input_shapes", {}).items()})
     model.example_shapes = [tuple(s) for s in desc.get("example_shapes", [])] or None
+    model.backend = desc.get("backend", "cpu")
     return model
 
 

@@ -62,7 +62,7 @@ def conv_transpose(node, args, out):
 @op("linear")
 def linear(node, args, out):
     return F.linear(args[0], node.params["weight"], node.params.get("bias"), _act(node),
-                    layer=node.layer, out=out)
+                    layer=node.layer, out=out, packed=node.cache)
 
 
 @op("matmul")

@@ -179,14 +179,15 @@ def optimize(model, example_input=None, backend="auto", fuse=True):
 
     ``example_input`` (array or tuple of arrays) gives the shapes residual fusion
     and kernel choice need; without it the model's import example is used.
-    ``backend``: "auto" or "cpu" ("cuda" raises until CUDA kernels exist).
+    ``backend``: "cpu", "cuda" (the model then runs device-resident: activations stay
+    on the GPU between layers) or "auto" (CUDA when the example is a device array).
     The result is run once on the example, so its kernels are compiled and its
     buffers planned before the first real call.
     """
     if not isinstance(model, Model):
         raise TypeError(f"optimize: expected a fastconv Model (fc.from_torch / fc.from_onnx), "
                         f"got {type(model).__name__}")
-    _backend.resolve(backend, "optimize")
+    be = _backend.resolve(backend, "optimize")
     examples = _examples(model, example_input)
     rw = _Rewriter(model)
     rw.fold_constants()
@@ -203,11 +204,19 @@ def optimize(model, example_input=None, backend="auto", fuse=True):
     out = Model(rw.nodes, rw.inputs, rw.outputs, rw.constants, model.name, model.input_shapes)
     out.example_shapes = ([tuple(np.shape(e)) for e in examples] if examples is not None
                           else getattr(model, "example_shapes", None))
+    if be == "cuda" or (be == "auto" and examples is not None
+                        and any(_is_device(e) for e in examples)):
+        out.backend = "cuda"
     if examples is not None:
         from .tuning import apply_cached
         apply_cached(out, examples)
         out(*examples)
     return out
+
+
+def _is_device(a):
+    from . import _cuda
+    return _cuda.is_device_array(a)
 
 
 def _examples(model, example_input):
