@@ -25,6 +25,12 @@ def _cpu_features():
     return model, [f for f in wanted if f in flags]
 
 
+def _cuda_status():
+    from fastconv import _cuda
+    ok, why = _cuda.status()
+    return "available" if ok else f"unavailable: {why}"
+
+
 def info(args=None):
     """What fastconv runs on: versions, CPU, threads, threading layer, BLAS."""
     import llvmlite.binding as llvm
@@ -44,7 +50,7 @@ def info(args=None):
         "threads": fc.get_num_threads(),
         "max_threads": _runtime.max_threads(),
         "threading_layer": fc.threading_layer(),
-        "backends": {"cpu": "available", "cuda": "no CUDA kernels in this version"},
+        "backends": {"cpu": "available", "cuda": _cuda_status()},
         "blas": _runtime.blas_info(),
         "numba_cache_dir": numba.config.CACHE_DIR or "(next to the kernel sources, or the user cache)",
     }
@@ -261,8 +267,8 @@ def bench(args):
     from fastconv import _backend, models
 
     if args.backend == "cuda":
-        print("fastconv bench: the 'cuda' backend has no kernels in this version; "
-              "use --backend cpu", file=sys.stderr)
+        print("fastconv bench: GPU benchmarking (--backend cuda) is not built yet; the CUDA "
+              "kernels run through fc.set_backend('cuda'). Use --backend cpu", file=sys.stderr)
         return 2
     _backend.resolve(args.backend, "fastconv bench")
     if args.threads:
