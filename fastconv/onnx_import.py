@@ -406,8 +406,9 @@ class _Importer:
         self.add("quantize_linear", node, list(node.input), {"axis": int(a.get("axis", 1))})
 
     def op_QLinearConv(self, node, a, x):
-        raise ValueError("QLinearConv needs fastconv's int8 kernels, which this version does "
-                         "not have; export the model in QDQ form or in float")
+        raise ValueError("QLinearConv is not imported yet (fastconv's int8 layers come from "
+                         "fc.quantize); import the float model and quantize it, or export the "
+                         "model in QDQ form")
 
 
 def _dims(vi):

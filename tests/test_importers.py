@@ -268,7 +268,7 @@ def test_from_onnx_errors():
     w = numpy_helper.from_array(np.ones((2, 2, 3, 3), np.float32), "w")
     qconv = _single("Conv", [("x", [1, 2, 5, 5])], [("y", [1, 2, 3, 3])], inits=[w])
     qconv.graph.node[0].op_type = "QLinearConv"
-    with pytest.raises(fc.UnsupportedError, match="int8 kernels"):
+    with pytest.raises(fc.UnsupportedError, match="QLinearConv is not imported yet"):
         fc.from_onnx(qconv)
     with pytest.raises(TypeError, match="ModelProto"):
         fc.from_onnx(12)
@@ -291,3 +291,27 @@ def test_from_onnx_shape_arithmetic_folds_or_stays_dynamic(rng):
     x5 = rng.standard_normal((5, 2, 4, 4)).astype(np.float32)
     np.testing.assert_array_equal(dyn(x5), (x5 * 2).reshape(5, -1))
     np.testing.assert_array_equal(static(x), (x * 2).reshape(3, -1))
+
+
+def test_from_torch_takes_weights_pruned_by_torch(rng):
+    """torch.nn.utils.prune leaves weight = weight_orig * weight_mask; the import sees the zeros
+    and fc.prune(amount=0) switches the layer to CSR."""
+    from torch.nn.utils import prune as tprune
+
+    class Net(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = tnn.Conv2d(64, 64, 3, padding=1)
+
+        def forward(self, x):
+            return torch.relu(self.conv(x))
+
+    torch.manual_seed(0)
+    m = Net().eval()
+    tprune.l1_unstructured(m.conv, "weight", amount=0.9)
+    x = rng.standard_normal((1, 64, 28, 28)).astype(np.float32)
+    model = fc.optimize(fc.from_torch(m, x), x)
+    sparse = fc.prune(model, amount=0, example_input=x)
+    rep = sparse.prune_report[0]
+    assert abs(rep["sparsity"] - 0.9) < 0.01 and rep["kernel"] == "csr"
+    assert rel_err(sparse(x), _torch_out(m, x)) < 1e-5

@@ -139,3 +139,21 @@ def test_int8_errors():
         fc.quantize_tensor(np.array([np.nan], np.float32))
     with pytest.raises(ValueError, match="scale must be positive"):
         fc.quantize_tensor(np.zeros(3, np.float32), scale=0.0)
+
+
+@pytest.mark.skipif(not vnni.HAS_VNNI, reason="this CPU has no AVX-512 VNNI")
+def test_vnni_kernel_emits_vpdpbusd():
+    """The intrinsic really becomes vpdpbusd (compiled fresh: cached code has no assembly)."""
+    from numba import njit
+
+    @njit
+    def dot(a, b, out):
+        vnni.dot4x4_u8s8(a, 0, 64, b, 0, 64, 1, out)
+
+    a = np.ones(256, np.uint8)
+    b = np.ones(256, np.int8)
+    out = np.zeros(16, np.int32)
+    dot(a, b, out)
+    np.testing.assert_array_equal(out, np.full(16, 64))
+    asm = "".join(dot.inspect_asm().values())
+    assert asm.count("vpdpbusd") >= 16
