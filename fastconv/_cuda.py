@@ -114,17 +114,51 @@ def worth_offloading(prob, cpu_seconds):
     return gpu < cpu_seconds
 
 
-def conv2d(prob, x, w, b, act, res, packed):
+GPU_ALGOS = ("auto", "implicit_gemm", "direct", "depthwise", "winograd_f2x2_3x3",
+             "winograd_f4x4_3x3")
+
+
+def gpu_algo(prob, algo, layer):
+    """The CUDA family for ``algo`` ("auto" or a CPU family name with a GPU twin)."""
+    depthwise = prob.groups == prob.c and prob.cg == 1
+    if algo == "auto":
+        return "depthwise" if depthwise else "implicit_gemm"
+    if algo in ("im2col", "pointwise", "pointwise_register", "im2col_register"):
+        return "implicit_gemm"  # the GPU family that plays their part
+    if algo not in GPU_ALGOS:
+        raise ValueError(f"{layer}: algo={algo!r} has no CUDA kernel; the GPU runs "
+                         f"{list(GPU_ALGOS)}")
+    if algo == "depthwise" and not depthwise:
+        raise ValueError(f"{layer}: algo='depthwise' needs groups == in_channels")
+    if algo.startswith("winograd") and ((prob.r, prob.s) != (3, 3) or prob.stride != (1, 1)
+                                        or prob.dilation != (1, 1)):
+        raise ValueError(f"{layer}: algo={algo!r} needs a 3x3 kernel, stride 1, dilation 1")
+    return algo
+
+
+def conv2d(prob, x, w, b, act, res, packed, algo="auto"):
     """Launch the family serving ``prob`` on device arrays; returns y (N, K, OH, OW) on device."""
     cuda = _cuda()
-    from .kernels.cuda import depthwise, implicit_gemm
+    from .kernels.cuda import depthwise, direct, implicit_gemm
+    family = gpu_algo(prob, algo, "conv2d")
     xd = to_device(x)
     bd = cached_weight(packed, "cuda_b", lambda: b) if packed is not None else to_device(b)
     P = prob.oh * prob.ow
     y = cuda.device_array((prob.n, prob.k, prob.oh, prob.ow), np.float32)
     has_res = res is not None
     pt, _, pl, _ = prob.pads
-    if prob.groups == prob.c and prob.cg == 1:
+    if family == "direct":
+        wd = cached_weight(packed, "cuda_w4", lambda: np.ascontiguousarray(w, np.float32))
+        rd = to_device(res) if has_res else y
+        total = prob.n * prob.k * P
+        direct.direct_conv2d[-(-total // 256), 256](xd, wd, bd, y, rd, has_res, act,
+                                                    prob.stride[0], prob.stride[1], pt, pl,
+                                                    prob.dilation[0], prob.dilation[1],
+                                                    prob.groups)
+        return y
+    if family.startswith("winograd"):
+        return _winograd(prob, xd, w, bd, y, act, res, packed, int(family[10]))
+    if family == "depthwise":
         wd = cached_weight(packed, "cuda_dw", lambda: np.ascontiguousarray(
             np.asarray(w, np.float32).reshape(prob.k, prob.r, prob.s)))
         rd = to_device(res) if has_res else y
@@ -208,3 +242,105 @@ def binary(a, b, op):
                                               y.reshape(n), op, per_channel,
                                               sa[1] if per_channel else 1, hw)
     return y
+
+
+def _winograd(prob, xd, w, bd, y, act, res, packed, m):
+    """Winograd F(m x m, 3 x 3): the CPU family's filter transform, the GPU's three phases."""
+    cuda = _cuda()
+    from ._algorithms import Winograd
+    from .kernels.cuda import winograd as wg
+    fam = Winograd(m)
+    a = m + 2
+    Ud = cached_weight(packed, f"cuda_{fam.name}", lambda: fam.pack(np.asarray(w, np.float32)))
+    BT = to_device(fam.BT)
+    AT = to_device(fam.AT)
+    th, tw = -(-prob.oh // m), -(-prob.ow // m)
+    T = prob.n * th * tw
+    V = cuda.device_array((a * a, prob.c, T), np.float32)
+    M = cuda.device_array((a * a, prob.k, T), np.float32)
+    pt, _, pl, _ = prob.pads
+    n1 = prob.n * prob.c * th * tw
+    wg.input_transform[-(-n1 // 128), 128](xd, BT, V, pt, pl, m, th, tw)
+    grid = (-(-T // wg.TN), -(-prob.kg // wg.TM), a * a * prob.groups)
+    wg.batched_gemm[grid, (16, 16)](Ud, V, M, prob.groups)
+    has_res = res is not None
+    rd = to_device(res) if has_res else y
+    n2 = prob.n * prob.k * th * tw
+    wg.output_transform[-(-n2 // 128), 128](M, AT, bd, y, rd, has_res, act, th, tw)
+    return y
+
+
+def sparse_conv2d(prob, x, csr, b, act, res, packed):
+    """The CSR convolution on the device; csr as fastconv.sparse.csr_conv returns it."""
+    cuda = _cuda()
+    from .kernels.cuda import sparse
+    xd = to_device(x)
+    if packed is not None and "cuda_csr" in packed:
+        parts = packed["cuda_csr"]
+    else:
+        parts = tuple(cuda.to_device(np.ascontiguousarray(a)) for a in csr)
+        if packed is not None:
+            packed["cuda_csr"] = parts
+    bd = to_device(b)
+    y = cuda.device_array((prob.n, prob.k, prob.oh, prob.ow), np.float32)
+    has_res = res is not None
+    rd = to_device(res) if has_res else y
+    pt, _, pl, _ = prob.pads
+    grid = (-(-(prob.oh * prob.ow) // 256), prob.n * prob.k)
+    sparse.sparse_conv2d[grid, 256](xd, *parts, bd, y, rd, has_res, act, prob.stride[0],
+                                    prob.stride[1], pt, pl)
+    return y
+
+
+def int8_words_input(xp_nhwc, groups):
+    """(N, HP, WP, C) uint8 channels-last -> (N, HP, WP, G, Cq) int32 words, each group's
+    channels zero-padded to a multiple of four (host side)."""
+    n, hp, wp, c = xp_nhwc.shape
+    cg = c // groups
+    c4 = -(-cg // 4) * 4
+    xg = xp_nhwc.reshape(n, hp, wp, groups, cg)
+    if c4 != cg:
+        xg = np.concatenate([xg, np.zeros((n, hp, wp, groups, c4 - cg), xg.dtype)], axis=4)
+    return np.ascontiguousarray(xg).view(np.int32)
+
+
+def int8_words_weight(wq):
+    """(K, Cg, R, S) int8 -> (K, R*S*Cq) int32 words in (r, s, c) order, c padded to 4."""
+    k, cg, r, s = wq.shape
+    c4 = -(-cg // 4) * 4
+    w = np.zeros((k, r, s, c4), np.int8)
+    w[..., :cg] = wq.transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(w).reshape(k, -1).view(np.int32)
+
+
+def int8_conv2d(prob, xp_nhwc_u8, wq, wsum, scale, b, zx, act, res, mode, inv_sy, zy, qmin, qmax,
+                out_dtype, packed):
+    """Launch kernels/cuda/int8.conv2d_int8; returns the host result (N, K, P)."""
+    cuda = _cuda()
+    from .kernels.cuda import int8
+    xw = cuda.to_device(int8_words_input(xp_nhwc_u8, prob.groups))
+    if packed is not None and "cuda_int8" in packed:
+        ww, wsd, scd = packed["cuda_int8"]
+    else:
+        k = wq.shape[0]
+        ww = cuda.to_device(int8_words_weight(wq))
+        wsd = cuda.to_device(np.zeros(k, np.int32) if wsum is None else wsum)
+        scd = cuda.to_device(np.ones(k, np.float32) if scale is None else scale)
+        if packed is not None:
+            packed["cuda_int8"] = (ww, wsd, scd)
+    if b is None:
+        b = np.zeros(wq.shape[0], np.float32)
+    P = prob.oh * prob.ow
+    shape = (prob.n, prob.k, P)
+    dummy_f = cuda.device_array((1, 1, 1), np.float32)
+    y = cuda.device_array(shape, np.float32) if mode == 0 else dummy_f
+    yq = cuda.device_array(shape, out_dtype) if mode == 1 else cuda.device_array((1, 1, 1), np.int8)
+    ya = cuda.device_array(shape, np.int32) if mode == 2 else cuda.device_array((1, 1, 1), np.int32)
+    has_res = res is not None
+    rd = to_device(np.ascontiguousarray(res).reshape(shape)) if has_res else dummy_f
+    grid = (-(-P // 128), prob.n * prob.k)
+    int8.conv2d_int8[grid, 128](xw, ww, wsd, scd, to_device(b), zx, prob.r, prob.s,
+                                prob.stride[0], prob.stride[1], prob.dilation[0],
+                                prob.dilation[1], act, rd, has_res, y, yq, ya, mode, inv_sy, zy,
+                                qmin, qmax)
+    return (y, yq, ya)[mode].copy_to_host()

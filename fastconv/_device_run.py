@@ -2,7 +2,7 @@
 
 The input is moved to the GPU once (device arrays and ``__cuda_array_interface__``
 objects are used in place); every node then gets device arrays and returns one:
-convolutions, pooling and linear layers through their CUDA kernels (weights
+convolutions (dense and CSR), pooling and linear layers through their CUDA kernels (weights
 copied once, into the node's cache), views by reshaping on the device, ReLU /
 clip / hardswish and same-shape or per-channel add/sub/mul through elementwise
 kernels.  Any other op runs on the host for that node (its inputs copied back
@@ -15,7 +15,7 @@ import numpy as np
 from . import _cuda
 from .ops import OPS
 
-_DEVICE = {"conv", "global_avg_pool", "adaptive_avg_pool", "linear"}
+_DEVICE = {"conv", "sparse_conv", "global_avg_pool", "adaptive_avg_pool", "linear"}
 _VIEWS = {"identity", "flatten", "flatten2d", "reshape", "squeeze", "unsqueeze"}
 _BINARY = {"add": 0, "sub": 1, "mul": 2}
 

@@ -141,7 +141,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
         be = _backend.choose(backend, x, layer)
         if be != "cpu":
             y = _conv2d_gpu(x, weight, bias, stride, padding, dilation, groups, activation,
-                            residual, packed, layer, be == "maybe")
+                            residual, packed, layer, be == "maybe", algo)
             if y is not None:
                 return y
     x_in = x
@@ -176,7 +176,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
 
 
 def _conv2d_gpu(x, weight, bias, stride, padding, dilation, groups, activation, residual, packed,
-                layer, only_if_faster):
+                layer, only_if_faster, algo="auto"):
     """conv2d on the CUDA backend; None when ``only_if_faster`` and the CPU is modelled faster."""
     from . import _cuda
     x_orig = x
@@ -209,7 +209,7 @@ def _conv2d_gpu(x, weight, bias, stride, padding, dilation, groups, activation, 
         y = np.zeros((0, prob.k, prob.oh, prob.ow), np.float32)
         return _checks.wrap_like(y, x_orig) if not _cuda.is_device_array(x_orig) else \
             _cuda.wrap(_cuda.to_device(y), x_orig)
-    y = _cuda.conv2d(prob, x, w, b, act, res, packed)
+    y = _cuda.conv2d(prob, x, w, b, act, res, packed, algo if isinstance(algo, str) else "auto")
     if _cuda.is_device_array(x_orig):
         return _cuda.wrap(y, x_orig)
     return _checks.wrap_like(y.copy_to_host(), x_orig)

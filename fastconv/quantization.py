@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-from . import _checks, _runtime
+from . import _backend, _checks, _cuda, _runtime
 from .functional import conv_problem
 from .kernels.cpu import int8 as _int8
 from .kernels.cpu import vnni as _vnni
@@ -111,7 +111,7 @@ def _int_matrix(a, layer, what):
     return np.ascontiguousarray(a)
 
 
-def int8_gemm(a, b, layer="int8_gemm"):
+def int8_gemm(a, b, layer="int8_gemm", backend=None):
     """Exact int32 ``a @ b`` for int8/uint8 ``a`` (M, K) and ``b`` (K, N)."""
     a = _int_matrix(a, layer, "a")
     b = _int_matrix(b, layer, "b")
@@ -124,6 +124,20 @@ def int8_gemm(a, b, layer="int8_gemm"):
     if not c.size:
         return c
     bt = np.ascontiguousarray(b.T)
+    if (backend is not None or _backend._backend == "cuda") and bt.dtype == np.int8 and \
+            _backend.choose(backend, a, layer) == "cuda":
+        # a 1 x M image of K channels against N 1x1 filters, raw int32 accumulators out
+        shift = a.dtype == np.int8
+        au = a.view(np.uint8) ^ np.uint8(0x80) if shift else a
+        m, k = a.shape
+        prob = conv_problem((1, k, 1, m), (bt.shape[0], k, 1, 1), layer=layer)
+        acc = _cuda.int8_conv2d(prob, au[None, None], bt[:, :, None, None], None, None, None, 0, 0,
+                                None, 2, np.float32(1), 0, np.float32(0), np.float32(0), np.int32,
+                                None)
+        c[...] = acc[0].T
+        if shift:
+            c -= (128 * bt.sum(axis=1, dtype=np.int64)).astype(np.int32)[None, :]
+        return c
     with _runtime.kernel_scope(blas=False):
         if _vnni.HAS_VNNI and bt.dtype == np.int8 and a.shape[1]:
             # u8 x s8 dot products; a signed a is shifted by 128 and corrected exactly:
@@ -168,7 +182,7 @@ def pack_weights(wq, w_scale, layer="int8_conv2d"):
 def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, padding=0,
                 dilation=1, groups=1, activation=None, residual=None, out_scale=None,
                 out_zero_point=0, out_dtype="int8", packed=None, layer="int8_conv2d", out=None,
-                nhwc=None):
+                nhwc=None, backend=None):
     """Convolution of a quantized input (int8 or uint8, NCHW) with int8 weights.
 
     y = act((acc - x_zero_point * sum(wq[k])) * x_scale * w_scale[k] + bias[k] (+ residual)),
@@ -228,8 +242,10 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
         y = np.empty((prob.n, k, P), np.float32) if out is None else out.reshape(prob.n, k, P)
         yq = np.zeros((1, 1, 1), np.int8)
         inv, zy, qmin, qmax = np.float32(1), 0, np.float32(0), np.float32(0)
-    vnni = _vnni.HAS_VNNI
-    if vnni and xa.dtype == np.int8 and nhwc is None:
+    gpu = (backend is not None or _backend._backend == "cuda") and \
+        _backend.choose(backend, xa, layer) == "cuda"
+    vnni = _vnni.HAS_VNNI and not gpu
+    if (vnni or gpu) and xa.dtype == np.int8 and nhwc is None:
         # VNNI multiplies unsigned activations: x + 128 with zero point zx + 128 gives the
         # same integers after the zero-point correction
         xa = (xa.view(np.uint8) ^ np.uint8(0x80))
@@ -244,7 +260,14 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
                              "nhwc")
         with _runtime.kernel_scope(blas=False):
             _int8.nhwc_padded(np.ascontiguousarray(xa), xp, pt, pl, xa.dtype.type(zx))
-    if prob.n and P:
+    if gpu and prob.n and P:
+        mode = 1 if quant else 0
+        res_arr = None if not has_res else res
+        host = _cuda.int8_conv2d(prob, xp, np.asarray(wq), wsum, scale, b, zx,
+                                 _ACTS[activation], res_arr, mode, inv, zy, qmin, qmax,
+                                 yq.dtype if quant else np.float32, packed)
+        (yq if quant else y)[...] = host
+    elif prob.n and P:
         threads = _runtime.get_num_threads()
         width = wmat.shape[1]
         # the tile's (T, Cg*R*S) columns within 16 KiB, a multiple of 4, enough tasks to share

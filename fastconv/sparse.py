@@ -12,7 +12,7 @@ model pruned with ``torch.nn.utils.prune`` imports with its zeros).
 """
 import numpy as np
 
-from . import _checks, _runtime, _workspace, planner
+from . import _backend, _checks, _cuda, _runtime, _workspace, planner
 from ._algorithms import padded_input
 from .functional import _bias, _out, _unbatched, conv_problem
 from .graph import Model
@@ -53,8 +53,13 @@ def _rows(prob):
 
 
 def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-                  activation=None, residual=None, packed=None, layer="sparse_conv2d", out=None):
+                  activation=None, residual=None, packed=None, layer="sparse_conv2d", out=None,
+                  backend=None):
     """conv2d (same arguments and result) computed from the nonzeros of ``weight`` only."""
+    if backend is not None or _backend._backend == "cuda" or _cuda.is_device_array(x):
+        if _backend.choose(backend, x, layer) == "cuda":
+            return _sparse_gpu(x, weight, bias, stride, padding, dilation, groups, activation,
+                               residual, packed, layer)
     x_in = x
     xa, unbatched = _unbatched(_checks.as_float32(x, layer, "input"), layer)
     w = _checks.as_float32(weight, layer, "weight")
@@ -100,6 +105,28 @@ def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=
                 _sparse.sparse_conv2d(xp, *csr, b, y, prob.stride[0], prob.stride[1], act,
                                       res, has_res, _rows(prob), row)
     return _checks.wrap_like(y[0] if unbatched else y, x_in)
+
+
+def _sparse_gpu(x, weight, bias, stride, padding, dilation, groups, activation, residual, packed,
+                layer):
+    device = _cuda.is_device_array(x)
+    shape = _cuda.device_shape_dtype(x, layer) if device else np.shape(x)
+    w = _checks.as_float32(weight, layer, "weight")
+    prob = conv_problem(tuple(shape), w.shape, stride, padding, dilation, groups, layer)
+    b = _bias(bias, prob.k, layer)
+    act = _checks.activation_code(activation, layer)
+    csr = None if packed is None else packed.get("csr")
+    if csr is None:
+        csr = csr_conv(w, prob.dilation, prob.groups)
+        if packed is not None:
+            packed["csr"] = csr
+    res = None
+    if residual is not None:
+        res = residual if _cuda.is_device_array(residual) else \
+            _checks.as_float32(residual, layer, "residual")
+    xs = x if device else _checks.as_float32(x, layer, "input")
+    y = _cuda.sparse_conv2d(prob, xs, csr, b, act, res, packed)
+    return _cuda.wrap(y, x) if device else _checks.wrap_like(y.copy_to_host(), x)
 
 
 def sparse_linear(x, weight, bias=None, activation=None, packed=None, layer="sparse_linear"):

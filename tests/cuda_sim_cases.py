@@ -95,7 +95,45 @@ def main():
     out["model_device_resident"] = max(float(np.abs(ym - cpu).max()),
                                        float(np.abs(ymd - cpu).max())) / float(np.abs(cpu).max())
     out["model_fallbacks"] = len(gm.device_fallbacks)
+    more_families(out)
     print(json.dumps(out))
+
+
+
+def more_families(out):
+    """direct, Winograd F2/F4, sparse CSR and int8 (dp4a) kernels against the CPU results."""
+    import fastconv as fc
+    from numba import cuda
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 5, 7, 6)).astype(np.float32)
+    w3 = rng.standard_normal((6, 5, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    res = rng.standard_normal((2, 6, 7, 6)).astype(np.float32)
+    e = ref.conv2d(x, w3, b, 1, 1) + res
+    e = np.maximum(e, 0)
+    for algo in ("direct", "winograd_f2x2_3x3", "winograd_f4x4_3x3"):
+        y = fc.conv2d(x, w3, b, 1, 1, activation="relu", residual=res, algo=algo, backend="cuda")
+        out[f"cuda_{algo}"] = float(np.abs(y - e).max() / np.abs(e).max())
+    ws = w3.copy()
+    ws[rng.random(ws.shape) < 0.7] = 0
+    e = np.maximum(ref.conv2d(x, ws, b, 2, 1), 0)
+    y = fc.sparse_conv2d(x, ws, b, 2, 1, activation="relu", backend="cuda")
+    out["cuda_sparse"] = float(np.abs(y - e).max() / np.abs(e).max())
+    for xdt in ("uint8", "int8"):
+        xq, sx, zx = fc.quantize_tensor(x, dtype=xdt)
+        wq, sw, _ = fc.quantize_tensor(rng.standard_normal((6, 5, 3, 3)).astype(np.float32),
+                                       axis=0)
+        e = ref.int8_conv2d(xq, int(zx), sx, wq, sw, b, 1, 1, 1, 1, "relu6")
+        y = fc.int8_conv2d(xq, sx, zx, wq, sw, b, 1, 1, activation="relu6", backend="cuda")
+        eq = ref.int8_conv2d(xq, int(zx), sx, wq, sw, b, 1, 1, 1, 1, None, out_scale=0.03,
+                             out_zero_point=2)
+        yq = fc.int8_conv2d(xq, sx, zx, wq, sw, b, 1, 1, out_scale=0.03, out_zero_point=2,
+                            backend="cuda")
+        out[f"cuda_int8_{xdt}_exact"] = bool(np.array_equal(y, e) and np.array_equal(yq, eq))
+    a = rng.integers(-128, 128, (9, 37)).astype(np.int8)
+    bm = rng.integers(-128, 128, (37, 6)).astype(np.int8)
+    out["cuda_int8_gemm_exact"] = bool(np.array_equal(fc.int8_gemm(a, bm, backend="cuda"),
+                                                      ref.int8_gemm(a, bm)))
 
 
 if __name__ == "__main__":

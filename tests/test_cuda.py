@@ -30,9 +30,20 @@ def simulated():
                                   "gemm_1x1_over_a_tile", "depthwise_3x3",
                                   "depthwise_5x5_s2_mult2", "max_pool", "avg_pool",
                                   "adaptive_avg_pool", "linear", "elementwise",
-                                  "model_device_resident"])
+                                  "model_device_resident", "cuda_direct",
+                                  "cuda_winograd_f2x2_3x3", "cuda_sparse"])
 def test_kernel_on_the_simulator(simulated, case):
     assert simulated[case] <= TOL.get(case, 1e-5), simulated
+
+
+def test_winograd_f4_on_the_simulator_within_its_bound(simulated):
+    assert simulated["cuda_winograd_f4x4_3x3"] < 1e-4
+
+
+@pytest.mark.parametrize("case", ["cuda_int8_uint8_exact", "cuda_int8_int8_exact",
+                                  "cuda_int8_gemm_exact"])
+def test_int8_on_the_simulator_is_exact(simulated, case):
+    assert simulated[case] is True
 
 
 def test_device_resident_model_needs_no_host_round_trip(simulated):
@@ -55,6 +66,17 @@ SIGNATURES = {
     ("pooling", "avg_pool2d"): f"void({F4}, {F4}, {', '.join([I] * 6)}, boolean, {I})",
     ("pooling", "adaptive_avg_pool2d"): f"void({F4}, {F4})",
     ("elementwise", "unary"): f"void({F1}, {F1}, {I}, float32, float32, boolean)",
+    ("direct", "direct_conv2d"): f"void({F4}, {F4}, {F1}, {F4}, {F4}, boolean, {', '.join([I] * 8)})",
+    ("winograd", "input_transform"): f"void({F4}, {F2}, {F3}, {', '.join([I] * 5)})",
+    ("winograd", "batched_gemm"): f"void({F3}, {F3}, {F3}, {I})",
+    ("winograd", "output_transform"): f"void({F3}, {F2}, {F1}, {F4}, {F4}, boolean, {I}, {I}, {I})",
+    ("sparse", "sparse_conv2d"):
+        f"void({F4}, int64[::1], int64[::1], int64[::1], int64[::1], {F1}, {F1}, {F4}, {F4}, "
+        f"boolean, {', '.join([I] * 5)})",
+    ("int8", "conv2d_int8"):
+        f"void(int32[:, :, :, :, ::1], int32[:, ::1], int32[::1], {F1}, {F1}, {', '.join([I] * 8)}, "
+        f"{F3}, boolean, {F3}, int8[:, :, ::1], int32[:, :, ::1], {I}, float32, {I}, "
+        f"float32, float32)",
     ("elementwise", "binary"): f"void({F1}, {F1}, {F1}, {I}, boolean, {I}, {I})",
 }
 
@@ -78,6 +100,8 @@ def test_kernel_compiles_to_ptx(module, kernel, cc):
     ptx, _ = cuda_pkg.compile_ptx(getattr(mod, kernel).py_func, SIGNATURES[(module, kernel)],
                                   cc=cc)
     assert f".target sm_{cc[0]}{cc[1]}" in ptx and ".entry" in ptx
+    if module == "int8":
+        assert "dp4a.u32.s32" in ptx
 
 
 def test_importing_fastconv_never_touches_cuda():
