@@ -9,9 +9,12 @@ torch CUDA tensors) are used in place, and results stay on the device (torch
 in, torch out).  Transformed weights live in the caller's ``packed`` dict like
 the CPU's, so a layer copies its weights to the device once.
 """
+import threading
+
 import numpy as np
 
 _state = {"checked": False, "ok": False, "why": None, "cuda": None}
+_pool = threading.local()  # a device-resident model's buffers for the node being run
 
 # "auto" offloads a standalone NumPy call only when the modelled GPU time,
 # transfers included, beats the CPU's: PCIe copies at H2D_GBS, the kernel at
@@ -19,6 +22,26 @@ _state = {"checked": False, "ok": False, "why": None, "cuda": None}
 H2D_GBS = 10.0
 GPU_GFLOPS = 5000.0
 LAUNCH_S = 30e-6
+
+
+def use_buffers(buffers, node):
+    """Route this thread's output allocations to ``buffers`` (a dict kept by a model) under
+    ``node``'s name, so a model in steady state reuses its device memory; None to stop."""
+    _pool.buffers, _pool.node = buffers, node
+
+
+def alloc(shape, dtype=np.float32, tag=""):
+    """A device array: from the active model's buffers when one is running, else new."""
+    cuda = _cuda()
+    buffers = getattr(_pool, "buffers", None)
+    shape = tuple(int(d) for d in shape)
+    if buffers is None:
+        return cuda.device_array(shape, dtype)
+    key = (_pool.node, tag, shape, np.dtype(dtype).str)
+    buf = buffers.get(key)
+    if buf is None:
+        buf = buffers[key] = cuda.device_array(shape, dtype)
+    return buf
 
 
 def status():
@@ -144,7 +167,7 @@ def conv2d(prob, x, w, b, act, res, packed, algo="auto"):
     xd = to_device(x)
     bd = cached_weight(packed, "cuda_b", lambda: b) if packed is not None else to_device(b)
     P = prob.oh * prob.ow
-    y = cuda.device_array((prob.n, prob.k, prob.oh, prob.ow), np.float32)
+    y = alloc((prob.n, prob.k, prob.oh, prob.ow))
     has_res = res is not None
     pt, _, pl, _ = prob.pads
     if family == "direct":
@@ -172,11 +195,14 @@ def conv2d(prob, x, w, b, act, res, packed, algo="auto"):
     y3 = y.reshape(prob.n, prob.k, P)
     rd = to_device(res).reshape(prob.n, prob.k, P) if has_res else y3
     g = implicit_gemm
-    grid = (-(-P // g.TN), -(-prob.kg // g.TM), prob.n * prob.groups)
-    g.conv2d_implicit_gemm[grid, (16, 16)](xd, wd, bd, y3, rd, has_res, act, prob.r, prob.s,
-                                           prob.stride[0], prob.stride[1], pt, pl,
-                                           prob.dilation[0], prob.dilation[1], prob.groups,
-                                           prob.ow)
+    # 64 x 64 tiles, or 32 x 32 where few channels or pixels would idle most of a 64 tile
+    small = prob.kg <= g.SMALL or P * prob.n <= 4 * g.SMALL
+    tile = g.SMALL if small else g.TM
+    kernel = g.conv2d_implicit_gemm_small if small else g.conv2d_implicit_gemm
+    grid = (-(-P // tile), -(-prob.kg // tile), prob.n * prob.groups)
+    kernel[grid, (16, 16)](xd, wd, bd, y3, rd, has_res, act, prob.r, prob.s, prob.stride[0],
+                           prob.stride[1], pt, pl, prob.dilation[0], prob.dilation[1],
+                           prob.groups, prob.ow)
     return y
 
 
@@ -187,15 +213,15 @@ def linear(x2, w, b, act, packed):
     xd = to_device(x2)
     rows, f = xd.shape
     o = w.shape[0]
-    xt = cuda.device_array((f, rows), np.float32)
+    xt = alloc((f, rows), tag="xt")
     g.transpose2d[(-(-f // 32), -(-rows // 32)), (32, 8)](xd, xt)
     wd = cached_weight(packed, "cuda_w", lambda: np.ascontiguousarray(w, np.float32))
     bd = cached_weight(packed, "cuda_b", lambda: b) if packed is not None else to_device(b)
-    yt = cuda.device_array((1, o, rows), np.float32)
+    yt = alloc((1, o, rows), tag="yt")
     grid = (-(-rows // g.TN), -(-o // g.TM), 1)
     g.conv2d_implicit_gemm[grid, (16, 16)](xt.reshape(1, f, 1, rows), wd, bd, yt, yt, False,
                                            act, 1, 1, 1, 1, 0, 0, 1, 1, 1, rows)
-    y = cuda.device_array((rows, o), np.float32)
+    y = alloc((rows, o))
     g.transpose2d[(-(-rows // 32), -(-o // 32)), (32, 8)](yt.reshape(o, rows), y)
     return y
 
@@ -205,7 +231,7 @@ def pool(kind, x, out_shape, *args):
     cuda = _cuda()
     from .kernels.cuda import pooling
     xd = to_device(x)
-    y = cuda.device_array(out_shape, np.float32)
+    y = alloc(out_shape)
     total = int(np.prod(out_shape))
     if total:
         getattr(pooling, kind)[-(-total // 256), 256](xd, y, *args)
@@ -215,7 +241,7 @@ def pool(kind, x, out_shape, *args):
 def unary(x, act=0, lo=0.0, hi=0.0, clip=False):
     cuda = _cuda()
     from .kernels.cuda import elementwise
-    y = cuda.device_array(x.shape, np.float32)
+    y = alloc(x.shape)
     n = int(np.prod(x.shape))
     if n:
         elementwise.unary[-(-n // 256), 256](x.reshape(n), y.reshape(n), act, np.float32(lo),
@@ -234,7 +260,7 @@ def binary(a, b, op):
         if not (len(sa) == 4 and sb == (sa[0], sa[1], 1, 1)):
             return None
         per_channel = True
-    y = cuda.device_array(sa, np.float32)
+    y = alloc(sa)
     n = int(np.prod(sa))
     if n:
         hw = sa[2] * sa[3] if per_channel else 1
@@ -256,8 +282,8 @@ def _winograd(prob, xd, w, bd, y, act, res, packed, m):
     AT = to_device(fam.AT)
     th, tw = -(-prob.oh // m), -(-prob.ow // m)
     T = prob.n * th * tw
-    V = cuda.device_array((a * a, prob.c, T), np.float32)
-    M = cuda.device_array((a * a, prob.k, T), np.float32)
+    V = alloc((a * a, prob.c, T), tag="V")
+    M = alloc((a * a, prob.k, T), tag="M")
     pt, _, pl, _ = prob.pads
     n1 = prob.n * prob.c * th * tw
     wg.input_transform[-(-n1 // 128), 128](xd, BT, V, pt, pl, m, th, tw)
@@ -282,7 +308,7 @@ def sparse_conv2d(prob, x, csr, b, act, res, packed):
         if packed is not None:
             packed["cuda_csr"] = parts
     bd = to_device(b)
-    y = cuda.device_array((prob.n, prob.k, prob.oh, prob.ow), np.float32)
+    y = alloc((prob.n, prob.k, prob.oh, prob.ow))
     has_res = res is not None
     rd = to_device(res) if has_res else y
     pt, _, pl, _ = prob.pads

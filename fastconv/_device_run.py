@@ -7,9 +7,12 @@ copied once, into the node's cache), views by reshaping on the device, ReLU /
 clip / hardswish and same-shape or per-channel add/sub/mul through elementwise
 kernels.  Any other op runs on the host for that node (its inputs copied back
 and its result copied up): correct, and visible in ``device_fallbacks``.
-Outputs come back as the caller's kind of array: NumPy for NumPy input,
-device arrays (or torch CUDA tensors) for device input.
+Each node writes into device buffers the model keeps per Python thread (keyed
+by node and shape), so steady-state calls allocate no device memory except the
+returned outputs.  Outputs come back as the caller's kind of array: NumPy for
+NumPy input, fresh device arrays (or torch CUDA tensors) for device input.
 """
+import threading
 import numpy as np
 
 from . import _cuda
@@ -68,7 +71,32 @@ def run_on_device(model, args, kwargs):
             from . import _checks
             values[name] = _cuda.to_device(_checks.as_float32(a, f"{model.name} input {name!r}"))
     fallbacks = []
+    pools = model.__dict__.setdefault("_device_buffers", {})
+    buffers = pools.setdefault(threading.get_ident(), {})
+    try:
+        _run_nodes(model, values, buffers, fallbacks)
+    finally:
+        _cuda.use_buffers(None, None)
+    model.device_fallbacks = fallbacks
+    first = args[0]
+    outs = []
+    for v in model.outputs:
+        o = values[v]
+        if _cuda.is_device_array(o):
+            if _cuda.is_device_array(first):  # the buffer is reused next call: hand out a copy
+                fresh = _cuda.alloc(tuple(o.shape))
+                fresh.copy_to_device(o)
+                o = _cuda.wrap(fresh, first)
+            else:
+                from . import _checks
+                o = _checks.wrap_like(o.copy_to_host(), first)
+        outs.append(o)
+    return outs
+
+
+def _run_nodes(model, values, buffers, fallbacks):
     for node in model.nodes:
+        _cuda.use_buffers(buffers, node.name)
         ins = [values[v] if v else None for v in node.inputs]
         res = _node_on_device(node, ins)
         if res is None:
@@ -77,15 +105,3 @@ def run_on_device(model, args, kwargs):
             if isinstance(res, np.ndarray) and res.dtype == np.float32 and res.size:
                 res = _cuda.to_device(res)
         values[node.outputs[0]] = res
-    model.device_fallbacks = fallbacks
-    first = args[0]
-    outs = []
-    for v in model.outputs:
-        o = values[v]
-        if _cuda.is_device_array(o):
-            o = _cuda.wrap(o, first)
-            if not _cuda.is_device_array(first):
-                from . import _checks
-                o = _checks.wrap_like(o, first)
-        outs.append(o)
-    return outs

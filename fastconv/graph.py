@@ -120,6 +120,7 @@ class Model:
         state = dict(self.__dict__)
         state.pop("_local", None)
         state.pop("_lock", None)
+        state.pop("_device_buffers", None)
         return state
 
     def __setstate__(self, state):
@@ -130,6 +131,7 @@ class Model:
         """Forget buffer plans and transformed weights (after editing nodes or params)."""
         for node in self.nodes:
             node.cache = {}
+        self.__dict__.pop("_device_buffers", None)
         self._reset()
 
     def consumers(self):

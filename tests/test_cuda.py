@@ -26,7 +26,7 @@ def simulated():
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("case", ["gemm_3x3_pad", "gemm_strided_dilated_groups",
+@pytest.mark.parametrize("case", ["gemm_3x3_pad", "gemm_64_tile", "gemm_strided_dilated_groups",
                                   "gemm_1x1_over_a_tile", "depthwise_3x3",
                                   "depthwise_5x5_s2_mult2", "max_pool", "avg_pool",
                                   "adaptive_avg_pool", "linear", "elementwise",
@@ -48,6 +48,7 @@ def test_int8_on_the_simulator_is_exact(simulated, case):
 
 def test_device_resident_model_needs_no_host_round_trip(simulated):
     assert simulated["model_fallbacks"] == 0
+    assert simulated["model_buffers_reused"] is True
     assert simulated["broadcast_falls_back"] is True
 
 
@@ -58,6 +59,8 @@ F1 = "float32[::1]"
 I = "int64"
 SIGNATURES = {
     ("implicit_gemm", "conv2d_implicit_gemm"):
+        f"void({F4}, {F2}, {F1}, {F3}, {F3}, boolean, {', '.join([I] * 11)})",
+    ("implicit_gemm", "conv2d_implicit_gemm_small"):
         f"void({F4}, {F2}, {F1}, {F3}, {F3}, boolean, {', '.join([I] * 11)})",
     ("implicit_gemm", "transpose2d"): f"void({F2}, {F2})",
     ("depthwise", "depthwise_conv2d"):
