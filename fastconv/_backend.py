@@ -47,6 +47,15 @@ def resolve(name, caller):
     return name
 
 
+def may_use_gpu(x):
+    """False (cheaply) when a call without ``backend=`` certainly runs on the CPU."""
+    if _backend == "cpu":
+        return False
+    if _backend == "cuda" or _probe:
+        return True
+    return hasattr(x, "__cuda_array_interface__") or type(x).__name__ == "FakeCUDAArray"
+
+
 def choose(backend, x, layer):
     """"cpu", "cuda" or "maybe" (auto with probing: decide from the modelled costs)."""
     from . import _cuda

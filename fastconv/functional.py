@@ -137,7 +137,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     (models reuse planned buffers this way); it must not overlap an input.
     backend: None (the global setting), "cpu", "cuda" or "auto" (fastconv/_backend.py).
     """
-    if backend is not None or _backend._backend != "cpu":
+    if backend is not None or _backend.may_use_gpu(x):
         be = _backend.choose(backend, x, layer)
         if be != "cpu":
             y = _conv2d_gpu(x, weight, bias, stride, padding, dilation, groups, activation,
@@ -293,7 +293,7 @@ _ACT_NUMPY = {0: lambda v: v, 1: lambda v: np.maximum(v, 0), 2: lambda v: np.cli
 def linear(x, weight, bias=None, activation=None, layer="linear", out=None, backend=None,
            packed=None):
     """y = x @ weight.T + bias over the last axis (any leading axes), activation fused."""
-    if backend is not None or _backend._backend != "cpu":
+    if backend is not None or _backend.may_use_gpu(x):
         if _backend.choose(backend, x, layer) == "cuda":
             return _linear_gpu(x, weight, bias, activation, layer, packed)
     x_in = x
