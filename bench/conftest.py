@@ -21,8 +21,9 @@ def threads():
 
 @pytest.fixture(scope="session")
 def sgemm_roof(threads):
-    from fastconv.cli import measure_sgemm_roof
     import time
+
+    from fastconv.cli import measure_sgemm_roof
     roof = measure_sgemm_roof(threads)
     time.sleep(0.5)
     return roof

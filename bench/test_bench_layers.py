@@ -6,12 +6,12 @@ that PyTorch's time for the same layer sits in the same group.  Run:
 """
 import numpy as np
 import pytest
+from conftest import annotate, make_layer
+from shapes import LAYERS, flops
 
 import fastconv as fc
 from fastconv import functional as F
 from fastconv import planner
-from conftest import annotate, make_layer
-from shapes import LAYERS, flops
 
 BATCHES = [1, 8]
 

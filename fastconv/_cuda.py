@@ -161,7 +161,7 @@ def gpu_algo(prob, algo, layer):
 
 def conv2d(prob, x, w, b, act, res, packed, algo="auto"):
     """Launch the family serving ``prob`` on device arrays; returns y (N, K, OH, OW) on device."""
-    cuda = _cuda()
+    _cuda()  # raises, with the reason, when no GPU is usable
     from .kernels.cuda import depthwise, direct, implicit_gemm
     family = gpu_algo(prob, algo, "conv2d")
     xd = to_device(x)
@@ -208,7 +208,7 @@ def conv2d(prob, x, w, b, act, res, packed, algo="auto"):
 
 def linear(x2, w, b, act, packed):
     """y (rows, out) = act(x2 @ w.T + b) as a 1 x rows implicit GEMM over the transposed input."""
-    cuda = _cuda()
+    _cuda()  # raises, with the reason, when no GPU is usable
     from .kernels.cuda import implicit_gemm as g
     xd = to_device(x2)
     rows, f = xd.shape
@@ -228,7 +228,7 @@ def linear(x2, w, b, act, packed):
 
 def pool(kind, x, out_shape, *args):
     """max / avg / adaptive pooling of a device array into a new (N, C, OH, OW) device array."""
-    cuda = _cuda()
+    _cuda()  # raises, with the reason, when no GPU is usable
     from .kernels.cuda import pooling
     xd = to_device(x)
     y = alloc(out_shape)
@@ -239,7 +239,7 @@ def pool(kind, x, out_shape, *args):
 
 
 def unary(x, act=0, lo=0.0, hi=0.0, clip=False):
-    cuda = _cuda()
+    _cuda()  # raises, with the reason, when no GPU is usable
     from .kernels.cuda import elementwise
     y = alloc(x.shape)
     n = int(np.prod(x.shape))
@@ -252,7 +252,7 @@ def unary(x, act=0, lo=0.0, hi=0.0, clip=False):
 def binary(a, b, op):
     """a (op) b on the device for same shapes, or b of shape (N, C, 1, 1) against a (N, C, H, W);
     None when the shapes need general broadcasting (the caller falls back to the host)."""
-    cuda = _cuda()
+    _cuda()  # raises, with the reason, when no GPU is usable
     from .kernels.cuda import elementwise
     sa, sb = tuple(a.shape), tuple(b.shape)
     per_channel = False
@@ -272,7 +272,7 @@ def binary(a, b, op):
 
 def _winograd(prob, xd, w, bd, y, act, res, packed, m):
     """Winograd F(m x m, 3 x 3): the CPU family's filter transform, the GPU's three phases."""
-    cuda = _cuda()
+    _cuda()  # raises, with the reason, when no GPU is usable
     from ._algorithms import Winograd
     from .kernels.cuda import winograd as wg
     fam = Winograd(m)

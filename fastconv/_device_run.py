@@ -13,6 +13,7 @@ returned outputs.  Outputs come back as the caller's kind of array: NumPy for
 NumPy input, fresh device arrays (or torch CUDA tensors) for device input.
 """
 import threading
+
 import numpy as np
 
 from . import _cuda

@@ -7,8 +7,14 @@ error messages (``fastconv.nn`` passes the module's name).
 """
 import numpy as np
 
-from . import _algorithms  # noqa: F401  (registers the CPU algorithms)
-from . import _backend, _checks, _runtime, _workspace, planner
+from . import (
+    _algorithms,  # noqa: F401  (registers the CPU algorithms)
+    _backend,
+    _checks,
+    _runtime,
+    _workspace,
+    planner,
+)
 from .kernels.cpu import conv_transpose as _convt
 from .kernels.cpu import linear as _linear
 from .kernels.cpu import pooling as _pooling

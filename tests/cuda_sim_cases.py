@@ -14,8 +14,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import fastconv as fc  # noqa: E402
 from fastconv.kernels import reference as ref  # noqa: E402
+
+import fastconv as fc  # noqa: E402
 
 CONV = {  # name: (N, C, H, W, K, R, S, stride, padding, dilation, groups, activation, residual)
     "gemm_3x3_pad": (1, 3, 5, 6, 5, 3, 3, 1, 1, 1, 1, "relu", False),
@@ -111,7 +112,6 @@ def main():
 def more_families(out):
     """direct, Winograd F2/F4, sparse CSR and int8 (dp4a) kernels against the CPU results."""
     import fastconv as fc
-    from numba import cuda
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 5, 7, 6)).astype(np.float32)
     w3 = rng.standard_normal((6, 5, 3, 3)).astype(np.float32)

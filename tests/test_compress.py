@@ -1,9 +1,9 @@
 """Compressed models on real data: the digits CNN trained by scripts/train_digits.py."""
+import digits
 import numpy as np
 import pytest
 
 import fastconv as fc
-import digits
 from fastconv.compress import format_report
 
 FLOAT_ACC = 98.22  # what the training script measured in torch (docs/performance.md)

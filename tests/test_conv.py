@@ -1,14 +1,14 @@
 """conv2d: every algorithm against the float64 reference over odd shapes."""
 import numpy as np
 import pytest
+from conftest import rel_err
+from fastconv.kernels import reference as ref
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastconv as fc
 from fastconv import functional as F
 from fastconv import planner
-from fastconv.kernels import reference as ref
-from conftest import rel_err
 
 ALGOS = ["direct", "im2col", "im2col_register", "pointwise", "pointwise_register", "depthwise", "winograd_f2x2_3x3",
          "winograd_f4x4_3x3", "auto"]

@@ -153,7 +153,8 @@ def test_backend_selection_without_a_gpu(monkeypatch):
 
 
 def test_auto_offloads_only_when_the_gpu_is_modelled_faster(monkeypatch):
-    from fastconv import _cuda, functional as F
+    from fastconv import _cuda
+    from fastconv import functional as F
     monkeypatch.setattr(_cuda, "_state", {"checked": True, "ok": True, "cuda": None, "why": None})
     small = F.conv_problem((1, 8, 8, 8), (8, 8, 3, 3), 1, 1)
     big = F.conv_problem((32, 256, 56, 56), (256, 256, 3, 3), 1, 1)

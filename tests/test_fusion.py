@@ -1,10 +1,10 @@
 """Conv -> BN -> activation fusion gives the unfused result, re-folds on new weights."""
 import numpy as np
 import pytest
+from conftest import rel_err
 
 import fastconv as fc
 from fastconv import fusion, models, nn
-from conftest import rel_err
 
 
 def _randomize_bn(model, rng):

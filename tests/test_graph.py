@@ -5,9 +5,9 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import rel_err
 
 import fastconv as fc
-from conftest import rel_err
 from fastconv import models
 from fastconv.graph import Model, Node
 
@@ -241,9 +241,9 @@ def test_optimize_rejects_bad_arguments(rng):
 
 
 def test_conv_transpose_against_reference(rng):
+    from fastconv.kernels import reference as ref
     from hypothesis import given, settings
     from hypothesis import strategies as st
-    from fastconv.kernels import reference as ref
 
     @settings(max_examples=40, deadline=None)
     @given(n=st.integers(0, 2), g=st.integers(1, 2), cg=st.integers(1, 3), kg=st.integers(1, 3),

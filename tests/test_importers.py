@@ -3,9 +3,9 @@ import io
 
 import numpy as np
 import pytest
+from conftest import rel_err
 
 import fastconv as fc
-from conftest import rel_err
 
 torch = pytest.importorskip("torch")
 tnn = torch.nn

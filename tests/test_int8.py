@@ -1,12 +1,12 @@
 """int8 kernels against the integer reference: bit for bit, saturation included."""
 import numpy as np
 import pytest
+from fastconv.kernels import reference as ref
+from fastconv.kernels.cpu import vnni
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv as fc
-from fastconv.kernels import reference as ref
-from fastconv.kernels.cpu import vnni
 
 
 @pytest.fixture(params=["vnni", "portable"] if vnni.HAS_VNNI else ["portable"])

@@ -1,10 +1,10 @@
 """Pooling, linear and batch norm against the float64 reference."""
 import numpy as np
 import pytest
+from conftest import rel_err
+from fastconv.kernels import reference as ref
 
 import fastconv as fc
-from fastconv.kernels import reference as ref
-from conftest import rel_err
 
 MAX_CASES = [  # kernel, stride, padding, dilation, ceil_mode, shape
     (2, None, 0, 1, False, (2, 3, 8, 8)),

@@ -1,13 +1,13 @@
 """Pruning: CSR kernels against the reference, fc.prune, and the pruned digits CNN."""
+import digits
 import numpy as np
 import pytest
+from conftest import rel_err
+from fastconv.kernels import reference as ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import digits
 import fastconv as fc
-from conftest import rel_err
-from fastconv.kernels import reference as ref
 
 
 @settings(max_examples=40, deadline=None)

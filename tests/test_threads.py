@@ -8,11 +8,11 @@ import threading
 import numba
 import numpy as np
 import pytest
+from conftest import rel_err
+from fastconv.kernels import reference as ref
 
 import fastconv as fc
 from fastconv import _algorithms, _runtime
-from fastconv.kernels import reference as ref
-from conftest import rel_err
 
 
 def _run_py(code, env=None, timeout=300):

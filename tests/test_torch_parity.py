@@ -1,9 +1,9 @@
 """Parity with torch.nn.functional and torch.nn models (skipped without torch)."""
 import numpy as np
 import pytest
+from conftest import rel_err
 
 import fastconv as fc
-from conftest import rel_err
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

@@ -224,7 +224,6 @@ def conv2d_int8_vnni(xq, wq, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
     P = y.shape[2] if not quant_out else yq.shape[2]
     Kg = K // groups
     Cg = C // groups
-    CRS = Cg * R * S
     ntiles = (P + tile - 1) // tile
     wf = wq.reshape(K * CRSp)
     for t in prange(N * groups * ntiles):
