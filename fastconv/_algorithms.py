@@ -180,7 +180,7 @@ class Pointwise(planner.Algorithm):
         cols = _workspace.per_thread("gemm_cols", nthreads, (prob.cg * tile,))
         _pointwise.pointwise_conv2d_strided(x, wmat, b, y3, prob.ow, prob.stride[0],
                                             prob.stride[1], prob.groups, act, r3, has_res,
-                                            tile, cols, scal)
+                                            tile, kblock, cols, scal)
 
 
 class Depthwise(planner.Algorithm):

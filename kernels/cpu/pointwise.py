@@ -42,9 +42,12 @@ def pointwise_conv2d(x3, wmat, b, y3, groups, act, res3, has_res, tile, kblock, 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def pointwise_conv2d_strided(x, wmat, b, y3, OW, sh, sw, groups, act, res3, has_res,
-                             tile, cols_ws, scal_ws):
+                             tile, kblock, cols_ws, scal_ws):
     """Strided 1x1 conv: x (N, C, H, W), wmat (K, Cg), y3/res3 (N, K, OH*OW).
 
+    Tasks are (n, g, pixel tile, output-channel block), so a small output map
+    (7x7) still spreads over the threads; each task gathers its tile's
+    subsampled pixels (Cg x T, cheap for a 1x1) into its own workspace.
     cols_ws: (threads, >= Cg*tile); scal_ws: (threads, >= 2).
     """
     N = x.shape[0]
@@ -52,13 +55,14 @@ def pointwise_conv2d_strided(x, wmat, b, y3, OW, sh, sw, groups, act, res3, has_
     P = y3.shape[2]
     Kg = K // groups
     ntiles = (P + tile - 1) // tile
-    for t in prange(N * groups * ntiles):
-        n, g, p0, T, k0, k1 = gemm_task(t, groups, ntiles, 1, tile, Kg, P, Kg)
+    nkb = (Kg + kblock - 1) // kblock
+    for t in prange(N * groups * ntiles * nkb):
+        n, g, p0, T, k0, k1 = gemm_task(t, groups, ntiles, nkb, tile, kblock, P, Kg)
         tid = numba.get_thread_id()
         cols = cols_ws[tid, :Cg * T]
         for c in range(Cg):
             gather_pixels(cols[c * T:(c + 1) * T], x[n, g * Cg + c], p0, T, OW, sh, sw, 0, 0)
-        sgemm_rm(Kg, T, Cg, wmat, k0 * Cg, Cg, cols, 0, T, y3, (n * K + k0) * P + p0, P,
+        sgemm_rm(k1 - k0, T, Cg, wmat, k0 * Cg, Cg, cols, 0, T, y3, (n * K + k0) * P + p0, P,
                  0.0, scal_ws[tid])
         epilogue_tile(y3, n, k0, k1, p0, T, b, act, res3, has_res)
 
