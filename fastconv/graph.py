@@ -38,6 +38,8 @@ class Node:
     def __init__(self, op, name, inputs, outputs, attrs=None, params=None, source=None):
         if op not in OPS:
             raise ValueError(f"{name}: unknown op {op!r}")
+        if len(outputs) != 1:
+            raise ValueError(f"{name}: a node has exactly one output, got {list(outputs)}")
         self.op = op
         self.name = name
         self.inputs = list(inputs)
@@ -114,12 +116,10 @@ class Model:
 
     def _reset(self):
         self._local = threading.local()
-        self._lock = threading.Lock()
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("_local", None)
-        state.pop("_lock", None)
         state.pop("_device_buffers", None)
         return state
 
@@ -133,19 +133,6 @@ class Model:
             node.cache = {}
         self.__dict__.pop("_device_buffers", None)
         self._reset()
-
-    def consumers(self):
-        """value name -> indices of the nodes that read it."""
-        out = {}
-        for i, node in enumerate(self.nodes):
-            for v in node.inputs:
-                if v:
-                    out.setdefault(v, []).append(i)
-        return out
-
-    def producer(self):
-        """value name -> index of the node that computes it."""
-        return {v: i for i, node in enumerate(self.nodes) for v in node.outputs}
 
     # -- execution --------------------------------------------------------------------------
     def _convert_inputs(self, args, kwargs):
