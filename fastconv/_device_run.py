@@ -39,6 +39,8 @@ def _node_on_device(node, args):
         probe = np.broadcast_to(np.zeros((), np.float32), shape)
         new = OPS[op].fn(node, [probe] + [_host(a) for a in args[1:]], None).shape
         return x if tuple(new) == shape else x.reshape(*new)
+    if not _cuda.is_device_array(x):
+        return None
     if op == "relu":
         return _cuda.unary(x, act=1)
     if op == "hardswish":

@@ -2,7 +2,8 @@
 
 Importing this package imports numba.cuda; fastconv only does so when the
 CUDA backend is first asked for (fastconv/_cuda.py), so importing fastconv
-never probes for a GPU.  Families so far: implicit-GEMM convolution (any
-shape, groups, fused bias/residual/activation), depthwise, pooling, and the
-small helpers a device-resident model needs.
+never probes for a GPU.  Families: implicit-GEMM convolution (two tilings),
+direct, Winograd F(2x2)/F(4x4), depthwise, int8 (dp4a), sparse CSR, pooling,
+and the elementwise ops a device-resident model needs between fused layers;
+every one with the fused bias/residual/activation epilogue (``epilogue.py``).
 """
