@@ -160,3 +160,14 @@ def test_auto_offloads_only_when_the_gpu_is_modelled_faster(monkeypatch):
     big = F.conv_problem((32, 256, 56, 56), (256, 256, 3, 3), 1, 1)
     assert not _cuda.worth_offloading(small, 20e-6)
     assert _cuda.worth_offloading(big, 1.0)
+
+
+def test_gpu_benchmark_script_runs_on_the_simulator():
+    """bench/gpu_compare.py is ready for a GPU: its smoke mode runs end to end here."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    script = os.path.join(os.path.dirname(HERE), "bench", "gpu_compare.py")
+    res = subprocess.run([sys.executable, script, "--smoke"], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    row = next(ln for ln in res.stdout.splitlines() if ln.startswith("| smoke_3x3"))
+    assert float(row.rstrip(" |").split("|")[-1]) < 1e-4
