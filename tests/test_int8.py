@@ -157,3 +157,22 @@ def test_vnni_kernel_emits_vpdpbusd():
     np.testing.assert_array_equal(out, np.full(16, 64))
     asm = "".join(dot.inspect_asm().values())
     assert asm.count("vpdpbusd") >= 16
+
+
+def test_portable_int8_gemm_uses_multiply_add_pairs():
+    """The portable kernel's int32(a) * int32(b) products become vpmaddwd (x86 with AVX2 or
+    AVX-512BW), compiled fresh from the kernel's source (cached code has no assembly)."""
+    import platform
+
+    from numba import njit
+
+    from fastconv.kernels.cpu import int8 as k8
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("x86 only")
+    fresh = njit(k8.gemm_int8.py_func)
+    a = np.ones((8, 64), np.int8)
+    c = np.zeros((8, 8), np.int32)
+    fresh(a, a, c)
+    np.testing.assert_array_equal(c, np.full((8, 8), 64))
+    asm = "".join(fresh.inspect_asm().values())
+    assert "vpmaddwd" in asm
