@@ -212,7 +212,8 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
     wmat, wsum, sw = hit
     crs = prob.cg * prob.r * prob.s
     if crs > MAX_REDUCTION:
-        raise ValueError(f"{layer}: Cg*R*S={wmat.shape[1]} could overflow int32 accumulation")
+        raise ValueError(f"{layer}: Cg*R*S={crs} could overflow int32 accumulation "
+                         f"(at most {MAX_REDUCTION})")
     k = prob.k
     scale = (np.float32(sx) * sw).astype(np.float32)
     b = np.zeros(k, np.float32) if bias is None else _checks.as_float32(bias, layer, "bias", 1)
@@ -229,6 +230,12 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
                              f"got {res.shape}")
         res, has_res = res.reshape(prob.n, k, P), True
     quant = out_scale is not None
+    if out is not None:
+        want = np.dtype(_qdtype(out_dtype, layer)) if quant else np.dtype(np.float32)
+        if not isinstance(out, np.ndarray) or out.dtype != want or not out.flags.c_contiguous \
+                or not out.flags.writeable or out.shape != (prob.n, k, prob.oh, prob.ow):
+            raise ValueError(f"{layer}: out must be a writeable C-contiguous {want} array of "
+                             f"shape {(prob.n, k, prob.oh, prob.ow)}")
     if quant:
         qt = _qdtype(out_dtype, layer)
         qi = np.iinfo(qt)
