@@ -111,8 +111,12 @@ def _int_matrix(a, layer, what):
     return np.ascontiguousarray(a)
 
 
-def int8_gemm(a, b, layer="int8_gemm", backend=None):
-    """Exact int32 ``a @ b`` for int8/uint8 ``a`` (M, K) and ``b`` (K, N)."""
+def int8_gemm(a, b, layer="int8_gemm", backend=None, packed=None):
+    """Exact int32 ``a @ b`` for int8/uint8 ``a`` (M, K) and ``b`` (K, N).
+
+    ``packed``: a dict kept with ``b`` (the weights) where its packed form is cached, as
+    layers keep theirs; pass a fresh dict whenever ``b`` changes.
+    """
     a = _int_matrix(a, layer, "a")
     b = _int_matrix(b, layer, "b")
     if a.shape[1] != b.shape[0]:
@@ -142,12 +146,17 @@ def int8_gemm(a, b, layer="int8_gemm", backend=None):
         if _vnni.HAS_VNNI and bt.dtype == np.int8 and a.shape[1]:
             # u8 x s8 dot products; a signed a is shifted by 128 and corrected exactly:
             # (a + 128) . b - 128 * sum(b)
-            k = a.shape[1]
-            pad = ((0, 0), (0, -k % 64))
+            m, k = a.shape
             shift = a.dtype == np.int8
-            au = np.pad(a.view(np.uint8) ^ np.uint8(0x80) if shift else a, pad)
-            _int8.gemm_u8s8_vnni(au, np.pad(bt, pad), c,
-                                 _int8_workspace(np.int32, (_runtime.max_threads(), 32)))
+            au = a.view(np.uint8) ^ np.uint8(0x80) if shift else a
+            au = np.pad(au, ((0, -m % 8), (0, -k % 4)))
+            wp = None if packed is None else packed.get("int8_gemm_vnni")
+            if wp is None:
+                wp = pack_vnni(bt, 1)[0]
+                if packed is not None:
+                    packed["int8_gemm_vnni"] = wp
+            _int8.gemm_u8s8_vnni(au, wp, bt.shape[0], c,
+                                 _int8_workspace(np.int32, (_runtime.max_threads(), 144)))
             if shift:
                 c -= (128 * bt.sum(axis=1, dtype=np.int64)).astype(np.int32)[None, :]
         else:
@@ -160,8 +169,10 @@ _DUMMY_F = np.zeros((1, 1, 1), np.float32)
 
 
 def pack_weights(wq, w_scale, layer="int8_conv2d"):
-    """(wq as (K, R*S*Cg) int8 in (r, s, c) order, int32 row sums, float32 per-channel
-    scales) for int8_conv2d."""
+    """(weights as the int8 kernel reads them, int32 row sums, float32 per-channel scales).
+
+    Portable kernel: (K, R*S*Cg) in (r, s, c) order.  VNNI kernel: pack_vnni of that.
+    """
     wq = np.asarray(wq)
     if wq.dtype != np.int8 or wq.ndim != 4:
         raise TypeError(f"{layer}: weight must be a 4-D int8 array (symmetric), got "
@@ -173,10 +184,22 @@ def pack_weights(wq, w_scale, layer="int8_conv2d"):
         raise ValueError(f"{layer}: w_scale must be a scalar or have {k} elements (one per "
                          f"output channel), got {np.size(w_scale)}")
     wmat = np.ascontiguousarray(wq.transpose(0, 2, 3, 1).reshape(k, -1))
-    if _vnni.HAS_VNNI:  # the VNNI kernel reads the reduction in 64-byte chunks: zero-pad it
-        crs = wmat.shape[1]
-        wmat = np.pad(wmat, ((0, 0), (0, -crs % 64)))
-    return wmat, wmat.sum(axis=1, dtype=np.int64).astype(np.int32), np.ascontiguousarray(sw)
+    wsum = wmat.sum(axis=1, dtype=np.int64).astype(np.int32)
+    return wmat, wsum, np.ascontiguousarray(sw)
+
+
+def pack_vnni(wmat, groups):
+    """(K, width0) int8 -> (flat packed weights, width): per group, output channels padded to
+    16 and the reduction to a multiple of 4, laid out (Kg16/16, width/4, 16, 4) so one
+    64-byte load holds four reduction bytes of 16 channels (kernels/cpu/vnni.py)."""
+    k, width0 = wmat.shape
+    kg = k // groups
+    kg16 = -(-kg // 16) * 16
+    width = -(-width0 // 4) * 4
+    w = np.zeros((groups, kg16, width), np.int8)
+    w[:, :kg, :width0] = wmat.reshape(groups, kg, width0)
+    w = w.reshape(groups, kg16 // 16, 16, width // 4, 4).transpose(0, 1, 3, 2, 4)
+    return np.ascontiguousarray(w).reshape(-1), width
 
 
 def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, padding=0,
@@ -276,21 +299,28 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
         (yq if quant else y)[...] = host
     elif prob.n and P:
         threads = _runtime.get_num_threads()
-        width = wmat.shape[1]
-        # the tile's (T, Cg*R*S) columns within 16 KiB, a multiple of 4, enough tasks to share
-        tile = max(4, min(256, (16384 // max(width, 1)) // 4 * 4))
+        width = -(-wmat.shape[1] // 4) * 4
+        # the tile's (T, R*S*Cg) columns within 16 KiB, a multiple of 8, enough tasks to share
+        tile = max(8, min(256, (16384 // max(width, 1)) // 8 * 8))
         share = -(-P * prob.n * prob.groups // threads)
-        tile = max(4, min(tile, -(-share // 4) * 4))
+        tile = max(8, min(tile, -(-share // 8) * 8))
         nth = _runtime.max_threads()
-        cols = _int8_workspace(xp.dtype, (nth, tile * width))
-        args = (xp, wmat, wsum, scale, b, zx, prob.ow, prob.stride[0], prob.stride[1],
-                prob.dilation[0], prob.dilation[1], prob.groups, prob.r, prob.s,
-                _ACTS[activation], res, has_res, y, yq, quant, inv, zy, qmin, qmax, tile, cols)
+        common = (zx, prob.ow, prob.stride[0], prob.stride[1], prob.dilation[0],
+                  prob.dilation[1], prob.groups, prob.r, prob.s, _ACTS[activation], res, has_res,
+                  y, yq, quant, inv, zy, qmin, qmax, tile)
         with _runtime.kernel_scope(blas=False):
             if vnni:
-                _int8.conv2d_int8_vnni(*args, _int8_workspace(np.int32, (nth, 32)))
+                vp = None if packed is None else packed.get("int8_vnni")
+                if vp is None:
+                    vp = pack_vnni(wmat, prob.groups)
+                    if packed is not None:
+                        packed["int8_vnni"] = vp
+                cols = _int8_workspace(xp.dtype, (nth, (tile + 8) * vp[1]))
+                _int8.conv2d_int8_vnni(xp, vp[0], wsum, scale, b, *common, vp[1], cols,
+                                       _int8_workspace(np.int32, (nth, 144)))
             else:
-                _int8.conv2d_int8(*args)
+                cols = _int8_workspace(xp.dtype, (nth, tile * wmat.shape[1]))
+                _int8.conv2d_int8(xp, wmat, wsum, scale, b, *common, cols)
     out_arr = yq if quant else y
     return out_arr.reshape(prob.n, k, prob.oh, prob.ow)
 

@@ -147,16 +147,16 @@ def test_vnni_kernel_emits_vpdpbusd():
     from numba import njit
 
     @njit
-    def dot(a, b, out):
-        vnni.dot4x4_u8s8(a, 0, 64, b, 0, 64, 1, out)
+    def dot(a, w, out):
+        vnni.dot8x16_bcast(a, 0, 64, w, 0, 16, out)
 
-    a = np.ones(256, np.uint8)
-    b = np.ones(256, np.int8)
-    out = np.zeros(16, np.int32)
-    dot(a, b, out)
-    np.testing.assert_array_equal(out, np.full(16, 64))
+    a = np.ones(8 * 64, np.uint8)
+    w = np.ones(16 * 64, np.int8)
+    out = np.zeros(128, np.int32)
+    dot(a, w, out)
+    np.testing.assert_array_equal(out, np.full(128, 64))
     asm = "".join(dot.inspect_asm().values())
-    assert asm.count("vpdpbusd") >= 16
+    assert asm.count("vpdpbusd") >= 8 and "vpbroadcastd" in asm
 
 
 def test_portable_int8_gemm_uses_multiply_add_pairs():

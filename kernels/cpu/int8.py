@@ -27,7 +27,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .vnni import dot4x4_u8s8
+from .vnni import dot8x16_bcast
 
 I32 = np.int32
 
@@ -184,48 +184,56 @@ def conv2d_int8(xq, wq, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, S, ac
                         act, res, has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax)
 
 
-# -- AVX-512 VNNI variants: u8 activations x s8 weights, reduction padded to 64 bytes ----------
+# -- AVX-512 VNNI variants: u8 activations x s8 weights packed for dot8x16_bcast ----------------
 
 @njit(parallel=True, cache=True)
-def gemm_u8s8_vnni(a, b, c, out16_ws):
-    """c (M, N) int32 = a (M, Kp) uint8 . b (N, Kp)^T int8 with Kp a multiple of 64 (zero
-    padded); 4x4 blocks through vpdpbusd, scalar edges.  out16_ws: (threads, >= 16) int32."""
-    M, Kp = a.shape
-    N = b.shape[0]
-    N4 = N - N % 4
-    af = a.reshape(M * Kp)
-    bf = b.reshape(N * Kp)
-    for t in prange((M + 3) // 4):
-        i = 4 * t
-        o = out16_ws[numba.get_thread_id()]
-        if i + 4 <= M:
-            for j in range(0, N4, 4):
-                dot4x4_u8s8(af, i * Kp, Kp, bf, j * Kp, Kp, Kp // 64, o)
-                for u in range(4):
-                    for v in range(4):
-                        c[i + u, j + v] = o[4 * u + v]
-            for j in range(N4, N):
-                for u in range(4):
-                    c[i + u, j] = _dot1(a, i + u, b, j, Kp)
-        else:
-            for u in range(i, M):
-                for j in range(N):
-                    c[u, j] = _dot1(a, u, b, j, Kp)
+def gemm_u8s8_vnni(a, wp, N, c, out_ws):
+    """c (M, N) int32 = a (M8, Kp) uint8 . b^T, with b packed by pack_vnni as
+    (N16/16, Kp/4, 16, 4) int8 flat; M8 >= M rounded up to 8 rows, Kp a multiple of 4.
+
+    The reduction runs in chunks of KC bytes (outer, sequential) so a chunk of a
+    (M x KC) stays in L2 while the tasks -- blocks of 16 output columns, whose
+    16 x KC weights stay in L1 -- sweep it; partial sums accumulate in c.
+    out_ws: (threads, >= 128) int32."""
+    M8, Kp = a.shape
+    M = c.shape[0]
+    nq = Kp // 4
+    KC = 512
+    af = a.reshape(M8 * Kp)
+    for k0 in range(0, Kp, KC):
+        kq = min(KC, Kp - k0) // 4
+        for nb in prange((N + 15) // 16):
+            o = out_ws[numba.get_thread_id()]
+            n0 = nb * 16
+            nl = min(16, N - n0)
+            for i in range(0, M, 8):
+                dot8x16_bcast(af, i * Kp + k0, Kp, wp, (nb * nq + k0 // 4) * 64, kq, o)
+                for j in range(min(8, M - i)):
+                    row = c[i + j]
+                    if k0 == 0:
+                        for lane in range(nl):
+                            row[n0 + lane] = o[16 * j + lane]
+                    else:
+                        for lane in range(nl):
+                            row[n0 + lane] += o[16 * j + lane]
 
 
 @njit(parallel=True, cache=True)
-def conv2d_int8_vnni(xq, wq, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, S, act, res,
-                     has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax, tile, cols_ws, out16_ws):
-    """conv2d_int8 with uint8 xq and the reduction padded: wq (K, CRSp) int8, CRSp a multiple
-    of 64 >= Cg*R*S, zero beyond Cg*R*S; cols_ws (threads, >= tile*CRSp) uint8;
-    out16_ws (threads, >= 16) int32.  Same epilogue, same results bit for bit."""
+def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, S, act, res,
+                     has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax, tile, width, cols_ws,
+                     out_ws):
+    """conv2d_int8 with uint8 xq through dot8x16_bcast: wp the weights packed by pack_vnni
+    per group as (Kg16/16, width/4, 16, 4) int8 flat (width >= R*S*Cg, a multiple of 4,
+    zero beyond R*S*Cg); cols_ws (threads, >= (tile + 8) * width) uint8; out_ws (threads,
+    >= 128) int32.  Same epilogue, same results bit for bit."""
     N, C = xq.shape[0], xq.shape[3]
-    K, CRSp = wq.shape
+    K = wsum.shape[0]
     P = y.shape[2] if not quant_out else yq.shape[2]
     Kg = K // groups
     Cg = C // groups
+    nq = width // 4
+    kblocks = (Kg + 15) // 16
     ntiles = (P + tile - 1) // tile
-    wf = wq.reshape(K * CRSp)
     for t in prange(N * groups * ntiles):
         ti = t % ntiles
         g = (t // ntiles) % groups
@@ -233,33 +241,27 @@ def conv2d_int8_vnni(xq, wq, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
         p0 = ti * tile
         T = min(tile, P - p0)
         tid = numba.get_thread_id()
-        cf = cols_ws[tid, :T * CRSp]
-        cols = cf.reshape((T, CRSp))
-        o = out16_ws[tid]
+        cf = cols_ws[tid]
+        cols = cf[:(tile + 8) * width].reshape((tile + 8, width))
+        o = out_ws[tid]
         for j in range(T):
             p = p0 + j
             oh = p // OW
             ow = p - oh * OW
-            _gather_pixel(cols[j], xq, n, oh * sh, ow * sw, dh, dw, R, S, g * Cg, Cg)
-        K4 = Kg - Kg % 4
-        T4 = T - T % 4
-        k_base = g * Kg
-        for kb in range(0, K4, 4):
-            for jb in range(0, T4, 4):
-                dot4x4_u8s8(cf, jb * CRSp, CRSp, wf, (k_base + kb) * CRSp, CRSp, CRSp // 64, o)
-                for v in range(4):
-                    for u in range(4):
-                        _finish(o[4 * v + u], k_base + kb + u, p0 + jb + v, n, zx, wsum, scale,
-                                b, act, res, has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax)
-            for j in range(T4, T):
-                for u in range(4):
-                    _finish(_dot1(wq, k_base + kb + u, cols, j, CRSp), k_base + kb + u, p0 + j, n,
-                            zx, wsum, scale, b, act, res, has_res, y, yq, quant_out, inv_sy, zy,
-                            qmin, qmax)
-        for kk in range(K4, Kg):
-            for j in range(T):
-                _finish(_dot1(wq, k_base + kk, cols, j, CRSp), k_base + kk, p0 + j, n, zx, wsum,
-                        scale, b, act, res, has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax)
+            row = cols[j]
+            _gather_pixel(row, xq, n, oh * sh, ow * sw, dh, dw, R, S, g * Cg, Cg)
+            for q in range(R * S * Cg, width):
+                row[q] = 0
+        for kb in range(kblocks):
+            kl = min(16, Kg - 16 * kb)
+            woff = (g * kblocks + kb) * nq * 64
+            for jb in range(0, T, 8):
+                dot8x16_bcast(cf, jb * width, width, wp, woff, nq, o)
+                for j in range(min(8, T - jb)):
+                    for lane in range(kl):
+                        _finish(o[16 * j + lane], g * Kg + 16 * kb + lane, p0 + jb + j, n, zx,
+                                wsum, scale, b, act, res, has_res, y, yq, quant_out, inv_sy,
+                                zy, qmin, qmax)
 
 
 @njit(parallel=True, cache=True)

@@ -3,15 +3,13 @@
 ``vpdpbusd acc, a, b`` adds, to each 32-bit lane of acc, the four products of
 that lane's unsigned bytes of ``a`` with the signed bytes of ``b``: 64 u8 x s8
 multiply-adds per instruction, four times what ``vpmaddwd`` does.  LLVM does
-not form it from plain loops, so ``dot4x4_u8s8`` is written in LLVM IR: a
-4 x 4 block of dot products over ``nchunks`` 64-byte chunks,
-
-    out[4*u + v] = sum_(k < 64*nchunks) int32(a[a_off + u*lda + k]) * int32(b[b_off + v*ldb + k])
-
-with a uint8 and b int8, sixteen zmm accumulators, reduced at the end.
-Callers pad the reduction to a multiple of 64 with zeros and must only call
-this on CPUs with ``avx512vnni`` (``HAS_VNNI``); cached code is keyed by the
-CPU, so the cache never hands it to another machine.
+not form it from plain loops, so ``dot8x16_bcast`` is written in LLVM IR: an
+8 pixel x 16 output channel block in eight zmm accumulators, lane l holding
+channel l, the weights packed (reduction/4, 16, 4) and each pixel's four
+activation bytes broadcast, so no horizontal reduction is ever needed.
+Callers pad the reduction to a multiple of 4 and the channels to 16 with zeros,
+and must only call this on CPUs with ``avx512vnni`` (``HAS_VNNI``); cached code
+is keyed by the CPU, so the cache never hands it to another machine.
 """
 import llvmlite.binding as llvm
 from llvmlite import ir
@@ -23,66 +21,74 @@ HAS_VNNI = "+avx512vnni" in llvm.get_host_cpu_features().flatten().split(",")
 
 
 @intrinsic
-def dot4x4_u8s8(typingctx, a, a_off, lda, b, b_off, ldb, nchunks, out):
-    sig = types.void(a, types.intp, types.intp, b, types.intp, types.intp, types.intp, out)
+def dot8x16_bcast(typingctx, a, a_off, lda, w, w_off, nq, out):
+    """out[16*j + l] = sum_(q < nq) sum_(i < 4) u8 a[a_off + j*lda + 4q + i] * s8 w[w_off + 64q + 4l + i]
+    for 8 pixels j and 16 output channels l.
+
+    The oneDNN arrangement: weights packed as (reduction/4, 16 channels, 4 bytes), so one
+    64-byte load holds four reduction bytes of 16 channels; each pixel's four
+    activation bytes are broadcast to all lanes, and one vpdpbusd adds 64 products into
+    that pixel's 16 channel accumulators.  No horizontal reductions: lane l is channel l.
+    """
+    sig = types.void(a, types.intp, types.intp, w, types.intp, types.intp, out)
 
     def codegen(context, builder, signature, args):
         a_arr = context.make_array(signature.args[0])(context, builder, args[0])
-        b_arr = context.make_array(signature.args[3])(context, builder, args[3])
-        o_arr = context.make_array(signature.args[7])(context, builder, args[7])
-        a_off, lda, b_off, ldb, nchunks = args[1], args[2], args[4], args[5], args[6]
+        w_arr = context.make_array(signature.args[3])(context, builder, args[3])
+        o_arr = context.make_array(signature.args[6])(context, builder, args[6])
+        a_off, lda, w_off, nq = args[1], args[2], args[4], args[5]
         i8p = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
         v16 = ir.VectorType(i32, 16)
         intp = a_off.type
         a_ptr = builder.bitcast(a_arr.data, i8p)
-        b_ptr = builder.bitcast(b_arr.data, i8p)
-        mod = builder.module
-        dp = cgutils.get_or_insert_function(mod, ir.FunctionType(v16, [v16, v16, v16]),
+        w_ptr = builder.bitcast(w_arr.data, i8p)
+        dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
                                             "llvm.x86.avx512.vpdpbusd.512")
-        red = cgutils.get_or_insert_function(mod, ir.FunctionType(i32, [v16]),
-                                             "llvm.vector.reduce.add.v16i32")
         zero = ir.Constant(v16, None)
+        mask = ir.Constant(ir.VectorType(i32, 16), [0] * 16)
         pre = builder.block
-        loop = builder.append_basic_block("vnni.loop")
-        done = builder.append_basic_block("vnni.done")
-        builder.cbranch(builder.icmp_signed(">", nchunks, ir.Constant(intp, 0)), loop, done)
+        loop = builder.append_basic_block("bcast.loop")
+        done = builder.append_basic_block("bcast.done")
+        builder.cbranch(builder.icmp_signed(">", nq, ir.Constant(intp, 0)), loop, done)
 
         builder.position_at_end(loop)
-        k = builder.phi(intp)
-        k.add_incoming(ir.Constant(intp, 0), pre)
+        q = builder.phi(intp)
+        q.add_incoming(ir.Constant(intp, 0), pre)
         accs = []
-        for _ in range(16):
+        for _ in range(8):
             p = builder.phi(v16)
             p.add_incoming(zero, pre)
             accs.append(p)
-        byte = builder.mul(k, ir.Constant(intp, 64))
-
-        def load(base, off, ld, row):
-            idx = builder.add(builder.add(off, builder.mul(ld, ir.Constant(intp, row))), byte)
-            ptr = builder.bitcast(builder.gep(base, [idx]), v16.as_pointer())
-            return builder.load(ptr, align=1)
-        av = [load(a_ptr, a_off, lda, u) for u in range(4)]
-        bv = [load(b_ptr, b_off, ldb, v) for v in range(4)]
-        new = [builder.call(dp, [accs[4 * u + v], av[u], bv[v]])
-               for u in range(4) for v in range(4)]
-        k1 = builder.add(k, ir.Constant(intp, 1))
+        wpos = builder.add(w_off, builder.mul(q, ir.Constant(intp, 64)))
+        wv = builder.load(builder.bitcast(builder.gep(w_ptr, [wpos]), v16.as_pointer()), align=1)
+        apos = builder.add(a_off, builder.mul(q, ir.Constant(intp, 4)))
+        new = []
+        for j in range(8):
+            idx = builder.add(apos, builder.mul(lda, ir.Constant(intp, j)))
+            word = builder.load(builder.bitcast(builder.gep(a_ptr, [idx]), i32.as_pointer()),
+                                align=1)
+            one = builder.insert_element(ir.Constant(v16, ir.Undefined), word,
+                                         ir.Constant(i32, 0))
+            bc = builder.shuffle_vector(one, ir.Constant(v16, ir.Undefined), mask)
+            new.append(builder.call(dp, [accs[j], bc, wv]))
+        q1 = builder.add(q, ir.Constant(intp, 1))
         end = builder.block
-        k.add_incoming(k1, end)
+        q.add_incoming(q1, end)
         for p, n in zip(accs, new):
             p.add_incoming(n, end)
-        builder.cbranch(builder.icmp_signed("<", k1, nchunks), loop, done)
+        builder.cbranch(builder.icmp_signed("<", q1, nq), loop, done)
 
         builder.position_at_end(done)
         finals = []
-        for i in range(16):  # phis first: LLVM wants them at the top of the block
+        for j in range(8):
             f = builder.phi(v16)
             f.add_incoming(zero, pre)
-            f.add_incoming(new[i], end)
+            f.add_incoming(new[j], end)
             finals.append(f)
-        o_ptr = builder.bitcast(o_arr.data, i32.as_pointer())
-        for i, f in enumerate(finals):
-            builder.store(builder.call(red, [f]), builder.gep(o_ptr, [ir.Constant(intp, i)]))
+        o_ptr = builder.bitcast(o_arr.data, v16.as_pointer())
+        for j, f in enumerate(finals):
+            builder.store(f, builder.gep(o_ptr, [ir.Constant(intp, j)]), align=1)
         return context.get_dummy_value()
 
     return sig, codegen
