@@ -13,10 +13,19 @@ from .kernels.cpu import im2col as _im2col
 from .kernels.cpu import pad as _pad
 from .kernels.cpu import pointwise as _pointwise
 from .kernels.cpu import winograd as _winograd
+from .kernels.cpu import zmm as _zmm
 
 COLS_TILE_BYTES = 2 * 1024 * 1024  # column tile per task: about the L2 of two cores (measured best)
 MIN_TILE = 32  # narrower SGEMMs run far below peak; split output channels instead
 WINOGRAD_CHUNK_BYTES = 6 * 1024 * 1024  # V + M per chunk of images: stays in the 32 MiB L3
+PACKED_TILE = 2048  # pixels per micro-kernel task at most
+PACKED_COLS_BYTES = 1024 * 1024  # im2col column tile for the micro-kernel: an L2
+PACKED_TILE_OVERHEAD = 4.0  # reduction steps' worth of a tile's load and store
+PACKED_TRANSPOSED_STORE = 0.75  # the channel-vectorized kernel's broadcasts and transposed store
+# below 28x28 the pixel-vectorized kernel loses speed beyond its ragged lanes (measured
+# 0.75x at 7x7 next to 56x56): (pixels / 784) ** 0.3
+PACKED_FULL_SPEED_PIXELS = 784
+PACKED_SMALL_MAP_EXP = 0.3
 _NO_RESIDUAL = np.zeros((1, 1, 1, 1), np.float32)
 
 
@@ -398,11 +407,160 @@ class Im2colRegister(planner.Algorithm):
                                        prob.r, prob.s, act, r3, has_res, tile, cols, acc)
 
 
+def packed_weights(packed, key, wmat, groups, width=None):
+    """zmm.pack_panels of wmat (K, Cr) in panels of width rows (default MR),
+    cached under key in the layer's dict."""
+    width = width or _zmm.MR
+    wp = None if packed is None else packed.get(key)
+    if wp is None:
+        K, Cr = wmat.shape
+        wp = np.empty((groups, -(-(K // groups) // width) * Cr * width), np.float32)
+        chunk = _zmm.KC if width == _zmm.MR else _zmm.KC_T
+        _zmm.pack_panels(np.ascontiguousarray(wmat), groups, width, chunk, wp)
+        if packed is not None:
+            packed[key] = wp
+    return wp
+
+
+def packed_blocking(prob, threads, cols_per_pixel, width=None):
+    """(pixel tile, output-channel block) for the micro-kernel families.
+
+    As few tasks as keep every thread busy (measured best: each task's weight
+    panels and input rows stay hot in its core's caches): pixel tiles of at most
+    PACKED_TILE pixels, or as many as keep an im2col column tile (cols_per_pixel
+    floats a pixel) within PACKED_COLS_BYTES, their count rounded up to spread
+    evenly; then output channels split in multiples of the panel width (MR, or
+    NR for the channel-vectorized kernel) while there are fewer tasks than
+    threads (small maps: 7x7, 14x14).
+    """
+    width = width or _zmm.MR
+    P = prob.oh * prob.ow
+    units = max(1, prob.n * prob.groups)
+    tile = min(P, PACKED_TILE)
+    if cols_per_pixel:
+        fit = (PACKED_COLS_BYTES // (4 * cols_per_pixel)) // _zmm.NR * _zmm.NR
+        tile = min(tile, max(_zmm.NR, fit))
+    ntiles = _split_tasks(units, -(-P // tile), threads)
+    tile = -(-P // ntiles)
+    panels = -(-prob.kg // width)
+    nkb = min(panels, max(1, -(-threads // (units * ntiles))))
+    return tile, -(-panels // nkb) * width
+
+
+def _lanes_used(n, width):
+    return n / (-(-n // width) * width)
+
+
+def _packed_efficiency(prob, tile, cr, width=None):
+    """Useful fraction of the micro-kernel's work: ragged pixel tiles and channel
+    panels do full-tile work, and a short reduction pays the tile's loads and stores.
+    width NR: the channel-vectorized kernel (pixels in groups of MP, plus the
+    transposed store of each tile)."""
+    short = cr / (cr + PACKED_TILE_OVERHEAD)
+    if width == _zmm.NR:
+        return (_lanes_used(tile, _zmm.MP) * _lanes_used(prob.kg, _zmm.NR) * short
+                * PACKED_TRANSPOSED_STORE)
+    small_map = min(1.0, prob.oh * prob.ow / PACKED_FULL_SPEED_PIXELS) ** PACKED_SMALL_MAP_EXP
+    return _lanes_used(tile, _zmm.NR) * _lanes_used(prob.kg, _zmm.MR) * short * small_map
+
+
+class PointwisePacked(Pointwise):
+    """1x1 convolutions on fastconv's own micro-kernel: weights packed once, no BLAS.
+
+    Two orientations: pixel vectors (MR-channel panels) for large maps, channel
+    vectors (NR-channel panels, MP-pixel tiles) where a map's pixel count leaves
+    NR-wide pixel vectors ragged (7x7, 14x14); the one with the higher modelled
+    efficiency runs.
+    """
+    name = "pointwise_packed"
+    uses_blas = False
+
+    def _layout(self, prob, threads):
+        """(seconds of modelled work, width, tile, kblock) of the better orientation."""
+        strided = prob.stride != (1, 1)
+        best = None
+        for width in (_zmm.MR, _zmm.NR):
+            tile, kblock = packed_blocking(prob, threads, prob.cg if strided else 0, width)
+            eff = _packed_efficiency(prob, tile, prob.cg, width)
+            seconds = prob.flops / (planner.PACKED_GFLOPS * 1e9 * eff)
+            if best is None or seconds < best[0]:
+                best = (seconds, width, tile, kblock)
+        return best
+
+    def cost(self, prob, threads, prepacked=False):
+        P = prob.oh * prob.ow
+        seconds, width, tile, kblock = self._layout(prob, threads)
+        if prob.stride != (1, 1):
+            seconds += prob.n * prob.c * P * 4 / (planner.COPY_GBS * 1e9)
+        if not prepacked:
+            seconds += prob.k * prob.cg * 8 / (planner.COPY_GBS * 1e9)
+        tasks = prob.n * prob.groups * -(-P // tile) * -(-prob.kg // kblock)
+        par = min(threads, max(1, tasks))
+        return planner.CALL_OVERHEAD_S + (seconds + tasks * planner.PACKED_TASK_S) / par
+
+    def run(self, prob, x, w, b, y, act, res=None, packed=None):
+        _, width, tile, kblock = self._layout(prob, _runtime.get_num_threads())
+        wp = packed_weights(packed, f"{self.name}_{width}", w.reshape(prob.k, prob.cg),
+                            prob.groups, width)
+        strided = prob.stride != (1, 1)
+        y3 = y.reshape(prob.n, prob.k, prob.oh * prob.ow)
+        r3, has_res = _res(None if res is None else res.reshape(y3.shape), 3)
+        threads = _runtime.max_threads()
+        cols = _workspace.per_thread("gemm_cols", threads,
+                                     (prob.cg * -(-tile // 16) * 16 if strided else 1,))
+        sc, xpk = _packed_scratch(threads)
+        _pointwise.pointwise_conv2d_packed(x, wp, width, b, y3, prob.ow, prob.stride[0], prob.stride[1],
+                                           prob.groups, act, r3, has_res, tile, kblock,
+                                           cols, sc, xpk)
+
+
+def _packed_scratch(threads):
+    return (_workspace.per_thread("zmm_tile", threads, (_zmm.MR * _zmm.NR,)),
+            _workspace.per_thread("zmm_cols", threads, (_zmm.KC * _zmm.JB,)))
+
+
+class Im2colPacked(Im2col):
+    """im2col tiles multiplied by fastconv's own micro-kernel, weights packed once."""
+    name = "im2col_packed"
+    uses_blas = False
+
+    def cost(self, prob, threads, prepacked=False):
+        crs = prob.cg * prob.r * prob.s
+        P = prob.oh * prob.ow
+        tile, kblock = packed_blocking(prob, threads, crs)
+        eff = _packed_efficiency(prob, tile, crs)
+        seconds = (prob.flops / (planner.PACKED_GFLOPS * 1e9 * eff)
+                   + prob.n * prob.groups * crs * P * 4 / (planner.COPY_GBS * 1e9)
+                   * -(-prob.kg // kblock))
+        if not prepacked:
+            seconds += prob.k * crs * 8 / (planner.COPY_GBS * 1e9)
+        tasks = prob.n * prob.groups * -(-P // tile) * -(-prob.kg // kblock)
+        par = min(threads, max(1, tasks))
+        return planner.CALL_OVERHEAD_S + (seconds + tasks * planner.PACKED_TASK_S) / par
+
+    def run(self, prob, x, w, b, y, act, res=None, packed=None):
+        crs = prob.cg * prob.r * prob.s
+        wp = packed_weights(packed, self.name, w.reshape(prob.k, crs), prob.groups)
+        tile, kblock = packed_blocking(prob, _runtime.get_num_threads(), crs)
+        y3 = y.reshape(prob.n, prob.k, prob.oh * prob.ow)
+        r3, has_res = _res(None if res is None else res.reshape(y3.shape), 3)
+        xp = padded_input(prob, x)
+        threads = _runtime.max_threads()
+        cols = _workspace.per_thread("gemm_cols", threads, (crs * -(-tile // 16) * 16,))
+        sc, xpk = _packed_scratch(threads)
+        _im2col.conv2d_im2col_packed(xp, wp, b, y3, prob.ow, prob.stride[0], prob.stride[1],
+                                     prob.dilation[0], prob.dilation[1], prob.groups,
+                                     prob.r, prob.s, act, r3, has_res, tile, kblock,
+                                     cols, sc, xpk)
+
+
 planner.register(Direct())
 planner.register(Im2col())
 planner.register(Im2colRegister())
 planner.register(Pointwise())
 planner.register(PointwiseRegister())
+planner.register(PointwisePacked())
+planner.register(Im2colPacked())
 planner.register(Depthwise())
 planner.register(Winograd(2))
 planner.register(Winograd(4))

@@ -22,8 +22,17 @@ def get(name, shape):
         pool = _local.pool = {}
     buf = pool.get(name)
     if buf is None or buf.size < size:
-        buf = pool[name] = np.empty(max(size, 1), np.float32)
+        buf = pool[name] = _aligned(max(size, 1))
     return buf[:size].reshape(shape)
+
+
+def _aligned(size):
+    """size float32s starting on a 64-byte boundary (a cache line, one zmm vector):
+    row blocks that are multiples of 16 floats then never split a vector load
+    across two lines."""
+    raw = np.empty(size + 16, np.float32)
+    skip = (-raw.ctypes.data % 64) // 4
+    return raw[skip:skip + size]
 
 
 def per_thread(name, threads, shape):

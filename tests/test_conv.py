@@ -10,8 +10,8 @@ import fastconv as fc
 from fastconv import functional as F
 from fastconv import planner
 
-ALGOS = ["direct", "im2col", "im2col_register", "pointwise", "pointwise_register", "depthwise", "winograd_f2x2_3x3",
-         "winograd_f4x4_3x3", "auto"]
+ALGOS = ["direct", "im2col", "im2col_register", "im2col_packed", "pointwise", "pointwise_register",
+         "pointwise_packed", "depthwise", "winograd_f2x2_3x3", "winograd_f4x4_3x3", "auto"]
 
 
 def serves(algo, x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1):
@@ -41,6 +41,13 @@ CASES = [
     (1, 64, 14, 14, 35, 3, 3, 1, 1, 1, 1),   # larger channels, K % 4 != 0
     (2, 24, 30, 31, 37, 1, 1, 1, 0, 1, 1),   # 1x1 short reduction, P > one tile, K % 4 == 1
     (1, 6, 5, 5, 10, 1, 1, 1, 0, 1, 2),      # grouped 1x1
+    # the micro-kernel's edges: reductions over one 256-step chunk (accumulated in y),
+    # row panels of 8 with a partial last one, 32-pixel tiles with a partial last one
+    (1, 300, 9, 11, 21, 1, 1, 1, 0, 1, 1),   # Cg = 300 > 256, P = 99 = 3*32 + 3, K = 8+8+5
+    (2, 40, 10, 10, 19, 3, 3, 1, 1, 1, 1),   # Cg*R*S = 360: two chunks, P = 100
+    (1, 12, 40, 40, 10, 1, 1, 1, 0, 1, 2),   # grouped 1x1, Kg = 5 < 8, P = 1600
+    (1, 520, 7, 7, 40, 1, 1, 2, 0, 1, 1),    # strided 1x1, three chunks, 16 pixels
+    (1, 8, 12, 16, 64, 1, 1, 1, 0, 1, 1),    # exact: 8 panels, 6 full 32-pixel tiles
 ]
 
 
@@ -173,8 +180,8 @@ def test_explain_names_the_choice():
     assert "im2col" in line and "modelled cost" in line
 
 
-@pytest.mark.parametrize("algo", ["direct", "im2col", "im2col_register", "pointwise",
-                                  "pointwise_register", "depthwise"])
+@pytest.mark.parametrize("algo", ["direct", "im2col", "im2col_register", "im2col_packed", "pointwise",
+                                  "pointwise_register", "pointwise_packed", "depthwise"])
 @pytest.mark.parametrize("activation", [None, "relu", "relu6", "hardswish"])
 def test_residual_and_activation_epilogue(rng, algo, activation):
     """y = act(conv(x) + b + residual): the ResNet block tail in one pass."""
@@ -182,7 +189,7 @@ def test_residual_and_activation_epilogue(rng, algo, activation):
         x_shape, w_shape, kw = (2, 6, 9, 8), (12, 1, 3, 3), dict(padding=1, groups=6)
     elif algo == "pointwise":
         x_shape, w_shape, kw = (2, 6, 9, 8), (12, 6, 1, 1), {}
-    elif algo == "pointwise_register":
+    elif algo in ("pointwise_register", "pointwise_packed"):
         x_shape, w_shape, kw = (2, 6, 9, 8), (12, 3, 1, 1), dict(groups=2)
     else:
         x_shape, w_shape, kw = (2, 6, 9, 8), (12, 3, 3, 3), dict(padding=1, groups=2)
@@ -299,3 +306,40 @@ def test_depthwise_epilogue_paths(rng, hw, activation):
     b = rng.standard_normal(6).astype(np.float32)
     y = fc.conv2d(x, w, b, 1, 1, 1, 6, activation=activation, algo="depthwise")
     assert rel_err(y, ref.conv2d(x, w, b, 1, 1, 1, 6, activation=activation)) < 1e-4
+
+
+@pytest.mark.parametrize("width", ["pixels", "channels"])
+@pytest.mark.parametrize("case", [
+    # (N, C, H, W, K, stride, groups)
+    (1, 160, 7, 7, 96, 1, 1),      # 49 pixels = 7 groups of 7, 3 panels of 32
+    (3, 40, 5, 9, 70, 1, 1),       # 45 pixels: a short pixel group; K % 32 = 6
+    (1, 600, 4, 4, 33, 1, 1),      # two reduction chunks of the channel kernel
+    (2, 300, 14, 14, 20, 1, 1),    # two chunks of the pixel kernel; unaligned 196-float rows
+    (1, 24, 9, 11, 40, 2, 2),      # strided and grouped
+    (1, 8, 1, 1, 8, 1, 1),         # one pixel
+])
+def test_pointwise_packed_both_orientations(rng, monkeypatch, width, case):
+    """Pixel-vectorized (MR-channel panels) and channel-vectorized (NR-channel panels,
+    MP-pixel tiles) micro-kernel paths, each forced, with a fused residual + activation."""
+    from fastconv import _algorithms
+    from fastconv.kernels.cpu import zmm
+    wd = zmm.MR if width == "pixels" else zmm.NR
+
+    def layout(self, prob, threads):
+        tile, kblock = _algorithms.packed_blocking(prob, threads, 0, wd)
+        return 0.0, wd, tile, kblock
+
+    monkeypatch.setattr(_algorithms.PointwisePacked, "_layout", layout)
+    n, c, h, w, k, stride, groups = case
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c // groups, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    oh, ow = -(-h // stride), -(-w // stride)
+    res = rng.standard_normal((n, k, oh, ow)).astype(np.float32)
+    packed = {}
+    for _ in range(2):  # the second call reuses the packed weights
+        y = fc.conv2d(x, wt, b, stride=stride, groups=groups, activation="relu6", residual=res,
+                      algo="pointwise_packed", packed=packed)
+        expected = ref.activation(ref.conv2d(x, wt, b, stride, groups=groups) + res, "relu6")
+        assert rel_err(y, expected) < 1e-4
+    assert list(packed) == [f"pointwise_packed_{wd}"]

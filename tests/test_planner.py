@@ -15,17 +15,20 @@ def choose(x_shape, w_shape, prepacked=True, **kw):
     ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "winograd_f4x4_3x3"),  # dense 3x3
     ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "winograd_f4x4_3x3"),
     ((1, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "winograd_f2x2_3x3"),  # F(4x4): 4 tiles
-    ((1, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), "im2col"),  # stem
+    ((1, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), "im2col_packed"),  # stem
     ((1, 64, 28, 28), (128, 64, 3, 3), dict(stride=2, padding=1), "im2col"),  # strided 3x3
-    ((1, 256, 56, 56), (64, 256, 1, 1), {}, "pointwise"),               # 1x1
-    ((1, 24, 56, 56), (144, 24, 1, 1), {}, "pointwise_register"),       # 1x1, short reduction
-    ((1, 16, 112, 112), (96, 16, 1, 1), {}, "pointwise_register"),
-    ((1, 3, 224, 224), (32, 3, 3, 3), dict(stride=2, padding=1), "im2col_register"),  # 3x3 stem
-    ((1, 256, 56, 56), (512, 256, 1, 1), dict(stride=2), "pointwise"),  # strided 1x1
+    ((1, 256, 56, 56), (64, 256, 1, 1), {}, "pointwise_packed"),        # 1x1, large map
+    ((8, 256, 56, 56), (64, 256, 1, 1), {}, "pointwise_packed"),
+    ((1, 24, 56, 56), (144, 24, 1, 1), {}, "pointwise_packed"),         # 1x1, short reduction
+    ((1, 16, 112, 112), (96, 16, 1, 1), {}, "pointwise_packed"),
+    ((1, 160, 7, 7), (960, 160, 1, 1), {}, "pointwise"),                # 1x1, 7x7: SGEMM
+    ((1, 1024, 14, 14), (256, 1024, 1, 1), {}, "pointwise"),
+    ((1, 3, 224, 224), (32, 3, 3, 3), dict(stride=2, padding=1), "im2col_packed"),  # 3x3 stem
+    ((1, 256, 56, 56), (512, 256, 1, 1), dict(stride=2), "im2col_packed"),  # strided 1x1
     ((1, 144, 56, 56), (144, 1, 3, 3), dict(padding=1, groups=144), "depthwise"),
     ((1, 192, 28, 28), (192, 1, 3, 3), dict(stride=2, padding=1, groups=192), "depthwise"),
     ((1, 96, 28, 28), (96, 1, 5, 5), dict(padding=2, groups=96), "depthwise"),
-    ((1, 32, 28, 28), (32, 8, 3, 3), dict(padding=1, groups=4), "im2col"),   # grouped
+    ((1, 32, 28, 28), (32, 8, 3, 3), dict(padding=1, groups=4), "im2col_packed"),   # grouped
 ])
 def test_documented_choices(x_shape, w_shape, kw, expected):
     assert choose(x_shape, w_shape, **kw) == expected

@@ -20,6 +20,18 @@ from . import FASTMATH
 from .blas import sgemm_rm
 from .epilogue import epilogue_tile
 from .tiles import gather_pixels, gemm_task, register_gemm_tile
+from .zmm import MR, gemm_block
+
+
+@njit(inline="always")
+def im2col_tile(cols, xp, n, c_begin, Cg, R, S, p0, T, OW, sh, sw, dh, dw):
+    """cols[(c, r, s), j] = xp[n, c_begin + c, oh*sh + r*dh, ow*sw + s*dw] for the
+    output pixels p0 + j (j < T) of the tile."""
+    for c in range(Cg):
+        plane = xp[n, c_begin + c]
+        for r in range(R):
+            for s in range(S):
+                gather_pixels(cols[(c * R + r) * S + s], plane, p0, T, OW, sh, sw, r * dh, s * dw)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -43,12 +55,7 @@ def conv2d_im2col(xp, wmat, b, y3, OW, sh, sw, dh, dw, groups, R, S, act, res3, 
         n, g, p0, T, k0, k1 = gemm_task(t, groups, ntiles, nkb, tile, kblock, P, Kg)
         tid = numba.get_thread_id()
         cols = cols_ws[tid, :CRS * T].reshape((CRS, T))
-        for c in range(Cg):
-            plane = xp[n, g * Cg + c]
-            for r in range(R):
-                for s in range(S):
-                    gather_pixels(cols[(c * R + r) * S + s], plane, p0, T, OW, sh, sw,
-                                  r * dh, s * dw)
+        im2col_tile(cols, xp, n, g * Cg, Cg, R, S, p0, T, OW, sh, sw, dh, dw)
         sgemm_rm(k1 - k0, T, CRS, wmat, k0 * CRS, CRS, cols, 0, T,
                  y3, (n * K + k0) * P + p0, P, 0.0, scal_ws[tid])
         epilogue_tile(y3, n, k0, k1, p0, T, b, act, res3, has_res)
@@ -73,12 +80,38 @@ def conv2d_im2col_register(xp, wmat, b, y3, OW, sh, sw, dh, dw, groups, R, S, ac
         n, g, p0, T, k0, k1 = gemm_task(t, groups, ntiles, 1, tile, Kg, P, Kg)
         tid = numba.get_thread_id()
         cols = cols_ws[tid, :CRS * T].reshape((CRS, T))
-        for c in range(Cg):
-            plane = xp[n, g * Cg + c]
-            for r in range(R):
-                for s in range(S):
-                    gather_pixels(cols[(c * R + r) * S + s], plane, p0, T, OW, sh, sw,
-                                  r * dh, s * dw)
+        im2col_tile(cols, xp, n, g * Cg, Cg, R, S, p0, T, OW, sh, sw, dh, dw)
         res2 = res3[n] if has_res else res3[0]
         register_gemm_tile(cols, 0, 0, T, wmat, k0, k1, acc_ws[tid], y3[n], p0, b, act, res2,
                            has_res)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def conv2d_im2col_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, groups, R, S, act, res3, has_res,
+                         tile, kblock, cols_ws, sc_ws, xp_ws):
+    """im2col of padded xp (N, C, HP, WP) times packed weights into y3 (N, K, OH*OW).
+
+    wp: zmm.pack_panels of the (K, Cg*R*S) weight matrix (width MR, chunk KC); kblock a multiple of MR; cols_ws (threads, >= Cg*R*S*ceil16(tile));
+    sc_ws (threads, >= MR*NR) and xp_ws (threads, >= KC*JB): micro-kernel scratch.
+    Column rows are padded to a multiple of 16 floats so they start on cache lines.
+    """
+    N, C = xp.shape[0], xp.shape[1]
+    K = y3.shape[1]
+    P = y3.shape[2]
+    Kg = K // groups
+    Cg = C // groups
+    CRS = Cg * R * S
+    npg = (Kg + MR - 1) // MR
+    ntiles = (P + tile - 1) // tile
+    nkb = (Kg + kblock - 1) // kblock
+    yf = y3.reshape(-1)
+    wf = wp.reshape(-1)
+    for t in prange(N * groups * ntiles * nkb):
+        n, g, p0, T, k0, k1 = gemm_task(t, groups, ntiles, nkb, tile, kblock, P, Kg)
+        tid = numba.get_thread_id()
+        ldt = (T + 15) // 16 * 16
+        cols = cols_ws[tid, :CRS * ldt]
+        im2col_tile(cols.reshape((CRS, ldt)), xp, n, g * Cg, Cg, R, S, p0, T, OW, sh, sw, dh, dw)
+        gemm_block(wf, g * npg * CRS * MR, npg, (k0 - g * Kg) // MR, CRS, cols, 0, ldt, T, yf, (n * K + k0) * P + p0, P, k1 - k0,
+                   sc_ws[tid], xp_ws[tid])
+        epilogue_tile(y3, n, k0, k1, p0, T, b, act, res3, has_res)

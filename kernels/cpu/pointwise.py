@@ -12,6 +12,11 @@ Stride > 1: BLAS cannot read a column-strided matrix, so each task first
 gathers the subsampled pixels of its tile, (Cg, T), into its thread's
 workspace (1/(sh*sw) of the input, no R*S blow-up).  BLAS runs
 single-threaded inside Numba's tasks (see fastconv/_runtime.py).
+
+``pointwise_conv2d_packed`` does the same tasks with fastconv's own
+register-blocked micro-kernel (zmm.py) on weights packed once into panels
+instead of SGEMM: no per-call packing, no BLAS call overhead, and the thin
+GEMMs of small maps (7x7: 49 pixels) keep their speed.
 """
 import numba
 from numba import njit, prange
@@ -20,6 +25,7 @@ from . import FASTMATH
 from .blas import sgemm_rm
 from .epilogue import epilogue_tile
 from .tiles import gather_pixels, gemm_task, register_gemm_tile
+from .zmm import NR, gemm_block, gemm_block_t
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -88,3 +94,52 @@ def pointwise_conv2d_register(x3, wmat, b, y3, groups, act, res3, has_res, tile,
         res2 = res3[n] if has_res else res3[0]
         register_gemm_tile(x3[n], g * Cg, p0, T, wmat, g * Kg, (g + 1) * Kg,
                            acc_ws[numba.get_thread_id()], y3[n], p0, b, act, res2, has_res)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def pointwise_conv2d_packed(x, wp, width, b, y3, OW, sh, sw, groups, act, res3, has_res, tile,
+                            kblock, cols_ws, sc_ws, xp_ws):
+    """1x1 conv of x (N, C, H, W) with packed weights into y3/res3 (N, K, OH*OW).
+
+    wp: zmm.pack_panels of the (K, Cg) weight, (groups, ceil(Kg/width)*Cg*width);
+    width MR (chunk KC) runs zmm.gemm_block (vectors over pixels), width NR
+    (chunk KC_T) zmm.gemm_block_t (vectors over channels, for small maps);
+    kblock: output channels per task, a multiple of the width.  Stride 1 reads the
+    input in place; a strided task first gathers its subsampled pixels
+    (Cg x T, rows padded to 16 floats) into cols_ws (threads, >= Cg*ceil16(tile),
+    only used when strided).
+    sc_ws (threads, >= MR*NR), xp_ws (threads, >= KC*JB): micro-kernel scratch.
+    """
+    N, C, H, W = x.shape
+    K = y3.shape[1]
+    P = y3.shape[2]
+    Kg = K // groups
+    Cg = C // groups
+    npg = (Kg + width - 1) // width
+    ntiles = (P + tile - 1) // tile
+    nkb = (Kg + kblock - 1) // kblock
+    xf = x.reshape(-1)
+    yf = y3.reshape(-1)
+    wf = wp.reshape(-1)
+    strided = sh != 1 or sw != 1
+    for t in prange(N * groups * ntiles * nkb):
+        n, g, p0, T, k0, k1 = gemm_task(t, groups, ntiles, nkb, tile, kblock, P, Kg)
+        tid = numba.get_thread_id()
+        w_base = g * npg * Cg * width
+        pan0 = (k0 - g * Kg) // width
+        src = xf
+        s_off = (n * C + g * Cg) * H * W + p0
+        lds = H * W
+        if strided:
+            lds = (T + 15) // 16 * 16
+            src = cols_ws[tid, :Cg * lds]
+            for c in range(Cg):
+                gather_pixels(src[c * lds:c * lds + T], x[n, g * Cg + c], p0, T, OW, sh, sw, 0, 0)
+            s_off = 0
+        if width == NR:
+            gemm_block_t(wf, w_base, npg, pan0, Cg, src, s_off, lds, T, yf, (n * K + k0) * P + p0, P,
+                         k1 - k0, sc_ws[tid], xp_ws[tid])
+        else:
+            gemm_block(wf, w_base, npg, pan0, Cg, src, s_off, lds, T, yf, (n * K + k0) * P + p0, P,
+                       k1 - k0, sc_ws[tid], xp_ws[tid])
+        epilogue_tile(y3, n, k0, k1, p0, T, b, act, res3, has_res)

@@ -1,0 +1,278 @@
+"""A register-blocked fp32 GEMM micro-kernel written in LLVM IR.
+
+    y[y_off + r*ldy + j] = sum_(c < nc) wp[w_off + c*MR + r] * x[x_off + c*ldx + j]
+    for r < MR, j < 16*NV (and the same with the roles swapped, ``gemm_tile_t``)
+
+Numba's loops cannot keep a tile of accumulators in registers across a
+reduction: LLVM sees array stores it must not reorder and spills every partial
+sum to memory.  Here the MR x 16*NV tile lives in MR*NV vector registers (16
+floats each, zmm on AVX-512) for the whole reduction: per reduction step, NV
+vector loads of the right-hand row, MR broadcasts of packed weights, MR*NV
+fused multiply-adds -- the GotoBLAS/oneDNN inner kernel.  The weights are
+packed as panels (reduction, MR) so the broadcasts walk memory sequentially;
+the right-hand side is read in place (any row stride), so a 1x1 convolution's
+input (C, H*W) needs no copy.  ``llvm.fma.v16f32`` is target independent: on a
+CPU without AVX-512 LLVM splits each vector in two and the code stays correct.
+"""
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+MR = 8      # output rows (channels) per tile
+NV = 2      # 16-float vectors per tile row
+NR = 16 * NV  # output columns (pixels) per tile
+
+
+def _make_tile(mr, nv):
+    @intrinsic
+    def tile(typingctx, a, a_off, lda, b, b_off, ldb, nc, y, y_off, ldy, accumulate):
+        """y[y_off + r*ldy + j] (+)= sum_(c < nc) a[a_off + c*lda + r] * b[b_off + c*ldb + j]
+        for r < mr, j < 16*nv: a's values are broadcast, b's rows are vectors."""
+        sig = types.void(a, types.intp, types.intp, b, types.intp, types.intp, types.intp, y,
+                         types.intp, types.intp, types.intp)
+
+        def codegen(context, builder, signature, args):
+            f32 = ir.FloatType()
+            v16 = ir.VectorType(f32, 16)
+            fp = f32.as_pointer()
+            vp = v16.as_pointer()
+            a_arr = context.make_array(signature.args[0])(context, builder, args[0])
+            b_arr = context.make_array(signature.args[3])(context, builder, args[3])
+            y_arr = context.make_array(signature.args[7])(context, builder, args[7])
+            a_off, lda, b_off, ldb, nc, y_off, ldy, accumulate = (
+                args[1], args[2], args[4], args[5], args[6], args[8], args[9], args[10])
+            intp = a_off.type
+            a_ptr = builder.bitcast(a_arr.data, fp)
+            b_ptr = builder.bitcast(b_arr.data, fp)
+            y_ptr = builder.bitcast(y_arr.data, fp)
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
+                                                 "llvm.fma.v16f32")
+            zero = ir.Constant(v16, None)
+            splat = ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16)
+            const = lambda v: ir.Constant(intp, v)  # noqa: E731
+
+            # the tile starts from zero, or from y's current values when accumulating
+            # (a reduction split into cache-sized chunks)
+            entry = builder.block
+            load_y = builder.append_basic_block("zmm.load")
+            start = builder.append_basic_block("zmm.start")
+            builder.cbranch(builder.icmp_signed("!=", accumulate, const(0)), load_y, start)
+            builder.position_at_end(load_y)
+            loaded = []
+            for r in range(mr):
+                yrow = builder.add(y_off, builder.mul(ldy, const(r)))
+                for v in range(nv):
+                    src = builder.bitcast(builder.gep(y_ptr, [builder.add(yrow, const(16 * v))]), vp)
+                    loaded.append(builder.load(src, align=4))
+            builder.branch(start)
+            builder.position_at_end(start)
+            init = []
+            for i in range(mr * nv):
+                f = builder.phi(v16)
+                f.add_incoming(zero, entry)
+                f.add_incoming(loaded[i], load_y)
+                init.append(f)
+
+            pre = builder.block
+            loop = builder.append_basic_block("zmm.loop")
+            done = builder.append_basic_block("zmm.done")
+            builder.cbranch(builder.icmp_signed(">", nc, const(0)), loop, done)
+
+            builder.position_at_end(loop)
+            c = builder.phi(intp)
+            c.add_incoming(const(0), pre)
+            acc = []
+            for i in range(mr * nv):
+                p = builder.phi(v16)
+                p.add_incoming(init[i], pre)
+                acc.append(p)
+            brow = builder.add(b_off, builder.mul(c, ldb))
+            xv = [builder.load(builder.bitcast(builder.gep(b_ptr, [builder.add(brow, const(16 * v))]),
+                                               vp), align=4) for v in range(nv)]
+            arow = builder.add(a_off, builder.mul(c, lda))
+            new = []
+            for r in range(mr):
+                s = builder.load(builder.gep(a_ptr, [builder.add(arow, const(r))]), align=4)
+                one = builder.insert_element(ir.Constant(v16, ir.Undefined), s,
+                                             ir.Constant(ir.IntType(32), 0))
+                bc = builder.shuffle_vector(one, ir.Constant(v16, ir.Undefined), splat)
+                for v in range(nv):
+                    new.append(builder.call(fma, [bc, xv[v], acc[r * nv + v]]))
+            c1 = builder.add(c, const(1))
+            end = builder.block
+            c.add_incoming(c1, end)
+            for p, n in zip(acc, new):
+                p.add_incoming(n, end)
+            builder.cbranch(builder.icmp_signed("<", c1, nc), loop, done)
+
+            builder.position_at_end(done)
+            final = []
+            for i, n in enumerate(new):  # all phis first: LLVM wants them at the top
+                f = builder.phi(v16)
+                f.add_incoming(init[i], pre)
+                f.add_incoming(n, end)
+                final.append(f)
+            for r in range(mr):
+                yrow = builder.add(y_off, builder.mul(ldy, const(r)))
+                for v in range(nv):
+                    dst = builder.bitcast(builder.gep(y_ptr, [builder.add(yrow, const(16 * v))]), vp)
+                    builder.store(final[r * nv + v], dst, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+gemm_tile = _make_tile(MR, NV)      # MR channels x NR pixels: weights broadcast
+MP = 7                               # pixels per transposed tile (7 divides 7x7 .. 112x112 maps)
+gemm_tile_t = _make_tile(MP, NV)     # MP pixels x NR channels: activations broadcast
+
+KC = 256    # reduction chunk: an MR x KC weight panel (8 KiB) stays in L1
+JB = 256    # column block: a KC x JB block of the right-hand side (256 KiB) stays in L2
+
+
+@njit(cache=True)
+def pack_panels(wmat, groups, width, chunk, out):
+    """Pack wmat (K, Cr) for the micro-kernels: out (groups, npg*Cr*width), npg = ceil(Kg/width).
+
+    Each group's output rows form npg panels of ``width`` rows (zero beyond the
+    group's rows); the reduction is cut into chunks of ``chunk`` steps, and a
+    chunk's panels are stored one after another, each reduction-major:
+
+        out[g, c0*npg*width + p*kc*width + (c - c0)*width + r] = wmat[g*Kg + p*width + r, c]
+
+    for c in the chunk starting at c0 (kc = min(chunk, Cr - c0) steps).  The
+    kernels walk a chunk's panels in order, so the weights stream through the
+    cache as one sequential read (at 7x7 and 14x14, 1x1 layers are bound by
+    reading their weights).  width MR, chunk KC: gemm_block; width NR, chunk
+    KC_T: gemm_block_t.
+    """
+    K, Cr = wmat.shape
+    Kg = K // groups
+    npg = (Kg + width - 1) // width
+    for g in range(groups):
+        for c0 in range(0, Cr, chunk):
+            kc = min(chunk, Cr - c0)
+            for p in range(npg):
+                base = c0 * npg * width + p * kc * width
+                for c in range(kc):
+                    for r in range(width):
+                        k = p * width + r
+                        out[g, base + c * width + r] = wmat[g * Kg + k, c0 + c] if k < Kg else 0.0
+
+
+@njit(inline="always")
+def gemm_block(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nrows, sc, xp):
+    """Y[r, j] = sum_(c < Cr) W[r, c] X[c, j] for r < nrows, j < T, where W's
+    rows are the panels pan0, pan0 + 1, ... of a group packed by pack_panels
+    (width MR, chunk KC) at wp[w_base:], npg panels in the group,
+    X[c, j] = x[x_off + c*ldx + j] and Y[r, j] = y[y_off + r*ldy + j]; x, y, wp 1-D.
+
+    Blocking (GotoBLAS order): the reduction in chunks of KC (from the second
+    chunk on the tile accumulates in y), the columns in blocks of JB, so the
+    X block (KC x JB, 256 KiB) stays in L2 while every MR x KC weight panel
+    (8 KiB, L1) sweeps it in NR-column tiles.  X is read in place when its rows
+    start on 64-byte lines (ldx and x_off multiples of 16: maps of 28x28, 56x56,
+    112x112); otherwise (7x7, 14x14 rows would split most vector loads across
+    two lines) each X block is first copied, zero-padded to whole tiles, into
+    the thread's aligned scratch xp (>= KC*JB floats), which every panel then
+    reuses.  In place, the last T % NR columns are copied the same way.  Partial
+    row panels and the last column tile are computed into sc (MR x NR) and
+    copied out, so nothing is written outside the caller's blocks.
+    """
+    copy_all = (ldx % 16 != 0) or (x_off % 16 != 0)
+    for c0 in range(0, Cr, KC):
+        kc = min(KC, Cr - c0)
+        acc = 1 if c0 > 0 else 0
+        for jb in range(0, T, JB):
+            jw = min(JB, T - jb)
+            nfull = jw // NR * NR
+            # the part copied to xp: everything, or only the ragged tail
+            cfrom = 0 if copy_all else nfull
+            cw = -(-(jw - cfrom) // NR) * NR
+            if cw:
+                for c in range(kc):
+                    src = x_off + (c0 + c) * ldx + jb + cfrom
+                    dst = c * cw
+                    for j in range(jw - cfrom):
+                        xp[dst + j] = x[src + j]
+                    for j in range(jw - cfrom, cw):
+                        xp[dst + j] = 0.0
+            for r0 in range(0, nrows, MR):
+                wo = w_base + c0 * npg * MR + (pan0 + r0 // MR) * kc * MR
+                mr = min(MR, nrows - r0)
+                for j0 in range(0, jw, NR):
+                    yo = y_off + r0 * ldy + jb + j0
+                    nj = min(NR, jw - j0)
+                    if j0 >= cfrom:  # from the copy
+                        if mr == MR and nj == NR:
+                            gemm_tile(wp, wo, MR, xp, j0 - cfrom, cw, kc, y, yo, ldy, acc)
+                        else:
+                            gemm_tile(wp, wo, MR, xp, j0 - cfrom, cw, kc, sc, 0, NR, 0)
+                            _merge(sc, y, yo, ldy, mr, nj, acc)
+                    else:
+                        xo = x_off + c0 * ldx + jb + j0
+                        if mr == MR:
+                            gemm_tile(wp, wo, MR, x, xo, ldx, kc, y, yo, ldy, acc)
+                        else:
+                            gemm_tile(wp, wo, MR, x, xo, ldx, kc, sc, 0, NR, 0)
+                            _merge(sc, y, yo, ldy, mr, NR, acc)
+
+
+@njit(inline="always")
+def _merge(sc, y, yo, ldy, rows, cols, acc):
+    """y[yo + r*ldy + j] (+)= sc[r*NR + j] for r < rows, j < cols."""
+    for r in range(rows):
+        base = yo + r * ldy
+        if acc:
+            for j in range(cols):
+                y[base + j] += sc[r * NR + j]
+        else:
+            for j in range(cols):
+                y[base + j] = sc[r * NR + j]
+
+
+KC_T = 512  # reduction chunk of the transposed kernel: a KC_T x NR weight panel in L2
+
+
+@njit(inline="always")
+def gemm_block_t(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nrows, sc, xp):
+    """The product of gemm_block, vectorized over output channels instead of pixels:
+    Y[r, j] = sum_(c < Cr) W[r, c] X[c, j], W's rows the panels pan0, ... packed
+    by pack_panels with width NR and chunk KC_T; X and Y as in gemm_block.
+
+    For small maps (7x7: 49 pixels = 1.5 NR-pixel tiles) the pixel-vectorized
+    tile wastes a quarter of its lanes; here a tile is MP = 7 pixels (7 divides
+    every map from 7x7 to 112x112) x NR channels, each pixel's value broadcast.
+    The tile comes out transposed (pixels x channels) in sc and is added into
+    y's rows; pixel groups short of MP are copied, zero-padded, into xp
+    (KC_T x MP) first.
+    """
+    for c0 in range(0, Cr, KC_T):
+        kc = min(KC_T, Cr - c0)
+        acc = c0 > 0
+        for r0 in range(0, nrows, NR):
+            wo = w_base + c0 * npg * NR + (pan0 + r0 // NR) * kc * NR
+            nr = min(NR, nrows - r0)
+            for j0 in range(0, T, MP):
+                npx = min(MP, T - j0)
+                if npx == MP:
+                    gemm_tile_t(x, x_off + c0 * ldx + j0, ldx, wp, wo, NR, kc, sc, 0, NR, 0)
+                else:
+                    for c in range(kc):
+                        src = x_off + (c0 + c) * ldx + j0
+                        for p in range(npx):
+                            xp[c * MP + p] = x[src + p]
+                        for p in range(npx, MP):
+                            xp[c * MP + p] = 0.0
+                    gemm_tile_t(xp, 0, MP, wp, wo, NR, kc, sc, 0, NR, 0)
+                for l in range(nr):
+                    base = y_off + (r0 + l) * ldy + j0
+                    if acc:
+                        for p in range(npx):
+                            y[base + p] += sc[p * NR + l]
+                    else:
+                        for p in range(npx):
+                            y[base + p] = sc[p * NR + l]
