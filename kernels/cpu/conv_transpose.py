@@ -18,7 +18,7 @@ from numba import njit, prange
 
 from . import FASTMATH
 from .blas import sgemm_rm
-from .epilogue import store_row
+from .epilogue import apply_row
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -66,4 +66,4 @@ def conv_transpose2d(x3, wt, b, y, H, W, R, S, sh, sw, pt, pl, dh, dw, kblock, a
                         for j in range(j0, j1):
                             orow[j * sw + coff] += srow[j]
             flat = plane.reshape(OH * OW)
-            store_row(flat, flat, b[k], act)
+            apply_row(flat, b[k], act)

@@ -25,7 +25,7 @@ import numba
 from numba import njit, prange
 
 from . import FASTMATH
-from .epilogue import store_row, store_row_res
+from .epilogue import apply_row, store_row, store_row_res
 
 
 @njit(inline="always")
@@ -141,7 +141,7 @@ def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
                     # between rows are discarded anyway), then plain row copies -- one call
                     # per plane instead of one per row (measured: 7x7 maps 20 % faster,
                     # 56x56 maps 20 % slower, hence the split)
-                    store_row(o, o, b[k], act)
+                    apply_row(o, b[k], act)
                     for p in range(OH):
                         dst = y[n, k, p]
                         srow = buf[p * WP:p * WP + OW]

@@ -72,12 +72,54 @@ def store_row_res(dst, src, bk, res, act):
             dst[q] = activate(src[q] + bk + res[q], 3)
 
 
+@njit(cache=True)
+def apply_row(row, bk, act):
+    """row[q] = act(row[q] + bk) in place.
+
+    Its own function, not store_row(row, row, ...): given two arrays LLVM
+    guards the vector loop with an overlap check, and identical arrays fail it,
+    so every in-place epilogue ran the scalar loop -- with relu6/hardswish's
+    data-dependent branches, 3-4 ns an element (a 112x112x96 MobileNet
+    expansion spent 4 ms there instead of 0.15 ms)."""
+    n = row.shape[0]
+    if act == 0:
+        for q in range(n):
+            row[q] = row[q] + bk
+    elif act == 1:
+        for q in range(n):
+            row[q] = activate(row[q] + bk, 1)
+    elif act == 2:
+        for q in range(n):
+            row[q] = activate(row[q] + bk, 2)
+    else:
+        for q in range(n):
+            row[q] = activate(row[q] + bk, 3)
+
+
+@njit(cache=True)
+def apply_row_res(row, bk, res, act):
+    """row[q] = act(row[q] + bk + res[q]) in place (res a different array)."""
+    n = row.shape[0]
+    if act == 0:
+        for q in range(n):
+            row[q] = row[q] + bk + res[q]
+    elif act == 1:
+        for q in range(n):
+            row[q] = activate(row[q] + bk + res[q], 1)
+    elif act == 2:
+        for q in range(n):
+            row[q] = activate(row[q] + bk + res[q], 2)
+    else:
+        for q in range(n):
+            row[q] = activate(row[q] + bk + res[q], 3)
+
+
 @njit(inline="always")
 def epilogue_tile(y3, n, k0, k1, p0, T, b, act, res3, has_res):
     """In place on the output tile y3[n, k0:k1, p0:p0+T]: bias, residual, activation."""
     for k in range(k0, k1):
         row = y3[n, k, p0:p0 + T]
         if has_res:
-            store_row_res(row, row, b[k], res3[n, k, p0:p0 + T], act)
+            apply_row_res(row, b[k], res3[n, k, p0:p0 + T], act)
         else:
-            store_row(row, row, b[k], act)
+            apply_row(row, b[k], act)

@@ -27,7 +27,7 @@ import numba
 from numba import njit, prange
 
 from . import FASTMATH
-from .epilogue import store_row, store_row_res
+from .epilogue import apply_row, store_row, store_row_res
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -114,4 +114,4 @@ def sparse_linear(xT, indptr, cols, vals, b, yT, act):
             src = xT[cols[i]]
             for j in range(acc.shape[0]):
                 acc[j] += v * src[j]
-        store_row(acc, acc, b[o], act)
+        apply_row(acc, b[o], act)
