@@ -440,8 +440,10 @@ def packed_blocking(prob, threads, cols_per_pixel, width=None):
     units = max(1, prob.n * prob.groups)
     tile = min(P, PACKED_TILE)
     if cols_per_pixel:
+        # at least two pixel tiles' worth: with long reductions (512@7: 4608 columns a
+        # pixel) narrower tiles would make every task stream all the weights
         fit = (PACKED_COLS_BYTES // (4 * cols_per_pixel)) // _zmm.NR * _zmm.NR
-        tile = min(tile, max(_zmm.NR, fit))
+        tile = min(tile, max(2 * _zmm.NR, fit))
     ntiles = _split_tasks(units, -(-P // tile), threads)
     tile = -(-P // ntiles)
     panels = -(-prob.kg // width)

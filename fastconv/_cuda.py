@@ -146,7 +146,8 @@ def gpu_algo(prob, algo, layer):
     depthwise = prob.groups == prob.c and prob.cg == 1
     if algo == "auto":
         return "depthwise" if depthwise else "implicit_gemm"
-    if algo in ("im2col", "pointwise", "pointwise_register", "im2col_register"):
+    if algo in ("im2col", "pointwise", "pointwise_register", "im2col_register",
+                "pointwise_packed", "im2col_packed"):
         return "implicit_gemm"  # the GPU family that plays their part
     if algo not in GPU_ALGOS:
         raise ValueError(f"{layer}: algo={algo!r} has no CUDA kernel; the GPU runs "

@@ -26,6 +26,12 @@ data it moves, and a fixed cost per parallel task.
 * pointwise_register (1x1, stride 1, padding 0, Cg <= 32 in auto) and
   im2col_register (Cg*R*S <= 32 in auto, plus im2col's column copy): a flat
   ``REGISTER_GFLOPS`` per thread (measured 30-37 at reductions of 16..32).
+* pointwise_packed and im2col_packed (fastconv's own micro-kernel, zmm.py):
+  ``PACKED_GFLOPS`` per thread times the fraction of the micro-kernel's tiles that
+  holds real outputs, ``Cr / (Cr + 4)`` for short reductions, and, for the
+  pixel-vectorized tile, ``min(1, P/784)**0.3`` on small maps (measured fall-off);
+  the same copies as their SGEMM twins, weight packing unless ``prepacked``,
+  ``PACKED_TASK_S`` per task.
 * depthwise (groups == C): ``DEPTHWISE_GFLOPS`` per thread plus the input and
   output moved once at ``STREAM_GBS`` GB/s per thread, ``DEPTHWISE_TASK_S`` per
   (n, c) plane.

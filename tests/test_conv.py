@@ -343,3 +343,38 @@ def test_pointwise_packed_both_orientations(rng, monkeypatch, width, case):
         expected = ref.activation(ref.conv2d(x, wt, b, stride, groups=groups) + res, "relu6")
         assert rel_err(y, expected) < 1e-4
     assert list(packed) == [f"pointwise_packed_{wd}"]
+
+
+def test_micro_kernel_tiles_and_assembly(rng):
+    """Both register tiles against NumPy (fresh and accumulating, odd offsets and strides),
+    and, on AVX-512, the 16 accumulators really are zmm FMAs (compiled fresh: cached code
+    has no assembly)."""
+    import llvmlite.binding as llvm
+    from numba import njit
+
+    from fastconv.kernels.cpu import zmm
+
+    @njit
+    def tiles(a, x, y, yt, nc):
+        zmm.gemm_tile(a, 0, zmm.MR, x, 3, 40, nc, y, 0, zmm.NR, 0)
+        zmm.gemm_tile(a, 0, zmm.MR, x, 3, 40, nc, y, 0, zmm.NR, 1)      # y += the same
+        zmm.gemm_tile_t(x, 3, 40, a, 0, zmm.MR, nc, yt, 0, zmm.NR, 0)   # roles swapped
+
+    nc = 37
+    a = rng.standard_normal(nc * zmm.MR + zmm.NR).astype(np.float32)
+    x = rng.standard_normal(3 + nc * 40 + 8).astype(np.float32)     # rows of 40 from offset 3
+    y = np.zeros(zmm.MR * zmm.NR, np.float32)
+    yt = np.zeros(zmm.MP * zmm.NR, np.float32)
+    tiles(a, x, y, yt, nc)
+    xm = np.stack([x[3 + c * 40:3 + c * 40 + zmm.NR] for c in range(nc)]).astype(np.float64)
+    am = np.stack([a[c * zmm.MR:c * zmm.MR + zmm.NR] for c in range(nc)]).astype(np.float64)
+    # gemm_tile: y[r, j] = 2 * sum_c a[c*MR + r] x[3 + 40c + j]
+    np.testing.assert_allclose(y.reshape(zmm.MR, zmm.NR), 2 * am[:, :zmm.MR].T @ xm,
+                               rtol=1e-5, atol=1e-4)
+    # gemm_tile_t: yt[p, l] = sum_c x[3 + 40c + p] a[c*MR + l]
+    np.testing.assert_allclose(yt.reshape(zmm.MP, zmm.NR), xm[:, :zmm.MP].T @ am,
+                               rtol=1e-5, atol=1e-4)
+    if "+avx512f" in llvm.get_host_cpu_features().flatten().split(","):
+        asm = "".join(tiles.inspect_asm().values())
+        fmas = [ln for ln in asm.splitlines() if "vfmadd" in ln and "zmm" in ln]
+        assert len(fmas) >= 16 + 16 + 14  # one unrolled reduction step per call site

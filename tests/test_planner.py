@@ -96,3 +96,12 @@ def test_new_family_is_one_registry_entry(monkeypatch, rng):
 def test_explain_lists_candidates():
     line = fc.explain((1, 144, 56, 56), (144, 1, 3, 3), padding=1, groups=144)
     assert "direct" in line and "im2col" in line and "groups=144" in line
+
+
+def test_every_cpu_gemm_family_has_a_gpu_counterpart():
+    """A plan or a pinned algo naming any CPU GEMM-shaped family runs implicit GEMM on the GPU."""
+    from fastconv import _cuda
+    prob = F.conv_problem((1, 16, 8, 8), (8, 16, 1, 1))
+    for name in planner.REGISTRY:
+        if name.startswith(("im2col", "pointwise")):
+            assert _cuda.gpu_algo(prob, name, "conv") == "implicit_gemm"
