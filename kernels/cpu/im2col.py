@@ -91,7 +91,8 @@ def conv2d_im2col_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, groups, R, S, act, r
                          tile, kblock, cols_ws, sc_ws, xp_ws):
     """im2col of padded xp (N, C, HP, WP) times packed weights into y3 (N, K, OH*OW).
 
-    wp: zmm.pack_panels of the (K, Cg*R*S) weight matrix (width MR, chunk KC); kblock a multiple of MR; cols_ws (threads, >= Cg*R*S*ceil16(tile));
+    wp: zmm.pack_panels of the (K, Cg*R*S) weight matrix (width MR, chunk KC);
+    kblock a multiple of MR; cols_ws (threads, >= Cg*R*S*ceil16(tile));
     sc_ws (threads, >= MR*NR) and xp_ws (threads, >= KC*JB): micro-kernel scratch.
     Column rows are padded to a multiple of 16 floats so they start on cache lines.
     """
@@ -112,6 +113,6 @@ def conv2d_im2col_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, groups, R, S, act, r
         ldt = (T + 15) // 16 * 16
         cols = cols_ws[tid, :CRS * ldt]
         im2col_tile(cols.reshape((CRS, ldt)), xp, n, g * Cg, Cg, R, S, p0, T, OW, sh, sw, dh, dw)
-        gemm_block(wf, g * npg * CRS * MR, npg, (k0 - g * Kg) // MR, CRS, cols, 0, ldt, T, yf, (n * K + k0) * P + p0, P, k1 - k0,
-                   sc_ws[tid], xp_ws[tid])
+        gemm_block(wf, g * npg * CRS * MR, npg, (k0 - g * Kg) // MR, CRS, cols, 0, ldt, T,
+                   yf, (n * K + k0) * P + p0, P, k1 - k0, sc_ws[tid], xp_ws[tid])
         epilogue_tile(y3, n, k0, k1, p0, T, b, act, res3, has_res)

@@ -10,9 +10,11 @@ floats each, zmm on AVX-512) for the whole reduction: per reduction step, NV
 vector loads of the right-hand row, MR broadcasts of packed weights, MR*NV
 fused multiply-adds -- the GotoBLAS/oneDNN inner kernel.  The weights are
 packed as panels (reduction, MR) so the broadcasts walk memory sequentially;
-the right-hand side is read in place (any row stride), so a 1x1 convolution's
-input (C, H*W) needs no copy.  ``llvm.fma.v16f32`` is target independent: on a
-CPU without AVX-512 LLVM splits each vector in two and the code stays correct.
+the right-hand side is read with any row stride, so a 1x1 convolution's
+input (C, H*W) needs no copy where its rows start on cache lines (gemm_block
+copies the others into an aligned block).  ``llvm.fma.v16f32`` is target
+independent: on a CPU without AVX-512 LLVM splits each vector in two and the
+code stays correct.
 """
 from llvmlite import ir
 from numba import njit, types
@@ -268,11 +270,11 @@ def gemm_block_t(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nro
                         for p in range(npx, MP):
                             xp[c * MP + p] = 0.0
                     gemm_tile_t(xp, 0, MP, wp, wo, NR, kc, sc, 0, NR, 0)
-                for l in range(nr):
-                    base = y_off + (r0 + l) * ldy + j0
+                for ch in range(nr):
+                    base = y_off + (r0 + ch) * ldy + j0
                     if acc:
                         for p in range(npx):
-                            y[base + p] += sc[p * NR + l]
+                            y[base + p] += sc[p * NR + ch]
                     else:
                         for p in range(npx):
-                            y[base + p] = sc[p * NR + l]
+                            y[base + p] = sc[p * NR + ch]
