@@ -21,7 +21,10 @@ WINOGRAD_CHUNK_BYTES = 6 * 1024 * 1024  # V + M per chunk of images: stays in th
 PACKED_TILE = 2048  # pixels per micro-kernel task at most
 PACKED_COLS_BYTES = 1024 * 1024  # im2col column tile for the micro-kernel: an L2
 PACKED_TILE_OVERHEAD = 4.0  # reduction steps' worth of a tile's load and store
-PACKED_TRANSPOSED_STORE = 0.75  # the channel-vectorized kernel's broadcasts and transposed store
+# the channel-vectorized kernel: its rate next to the pixel-vectorized one (broadcast
+# loads of strided activations), and its 7 x 32 transposed store in reduction steps
+PACKED_TRANSPOSED_RATE = 0.85
+PACKED_TRANSPOSED_STORE_STEPS = 16.0
 # below 28x28 the pixel-vectorized kernel loses speed beyond its ragged lanes (measured
 # 0.75x at 7x7 next to 56x56): (pixels / 784) ** 0.3
 PACKED_FULL_SPEED_PIXELS = 784
@@ -462,8 +465,12 @@ def _packed_efficiency(prob, tile, cr, width=None):
     transposed store of each tile)."""
     short = cr / (cr + PACKED_TILE_OVERHEAD)
     if width == _zmm.NR:
-        return (_lanes_used(tile, _zmm.MP) * _lanes_used(prob.kg, _zmm.NR) * short
-                * PACKED_TRANSPOSED_STORE)
+        # each tile's transposed store costs about PACKED_TRANSPOSED_STORE_STEPS reduction
+        # steps; measured slower than SGEMM on 7x7 maps whatever the shape
+        store = cr / (cr + PACKED_TRANSPOSED_STORE_STEPS)
+        small_map = min(1.0, prob.oh * prob.ow / 196) ** 0.5
+        return (_lanes_used(tile, _zmm.MP) * _lanes_used(prob.kg, _zmm.NR) * store
+                * PACKED_TRANSPOSED_RATE * small_map)
     small_map = min(1.0, prob.oh * prob.ow / PACKED_FULL_SPEED_PIXELS) ** PACKED_SMALL_MAP_EXP
     return _lanes_used(tile, _zmm.NR) * _lanes_used(prob.kg, _zmm.MR) * short * small_map
 

@@ -11,8 +11,8 @@ vector loads of the right-hand row, MR broadcasts of packed weights, MR*NV
 fused multiply-adds -- the GotoBLAS/oneDNN inner kernel.  The weights are
 packed as panels (reduction, MR) so the broadcasts walk memory sequentially;
 the right-hand side is read with any row stride, so a 1x1 convolution's
-input (C, H*W) needs no copy where its rows start on cache lines (gemm_block
-copies the others into an aligned block).  ``llvm.fma.v16f32`` is target
+input (C, H*W) needs no copy where its rows are 16-float multiples apart
+(gemm_block copies the others into an aligned block).  ``llvm.fma.v16f32`` is target
 independent: on a CPU without AVX-512 LLVM splits each vector in two and the
 code stays correct.
 """
@@ -175,12 +175,12 @@ def gemm_block(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nrows
     Blocking (GotoBLAS order): the reduction in chunks of KC (from the second
     chunk on the tile accumulates in y), the columns in blocks of JB, so the
     X block (KC x JB, 256 KiB) stays in L2 while every MR x KC weight panel
-    (8 KiB, L1) sweeps it in NR-column tiles.  X is read in place when its rows
-    start on 64-byte lines (ldx and x_off multiples of 16: maps of 28x28, 56x56,
-    112x112); otherwise (7x7, 14x14 rows would split most vector loads across
-    two lines) each X block is first copied, zero-padded to whole tiles, into
-    the thread's aligned scratch xp (>= KC*JB floats), which every panel then
-    reuses.  In place, the last T % NR columns are copied the same way.  Partial
+    (8 KiB, L1) sweeps it in NR-column tiles.  X is read in place when ldx and
+    x_off are multiples of 16 floats (maps of 28x28, 56x56, 112x112: every row
+    then has the same alignment as the array itself); otherwise (7x7 and 14x14
+    rows would split most vector loads across two cache lines) each X block is
+    first copied, zero-padded to whole tiles, into the thread's 64-byte aligned
+    scratch xp (>= KC*JB floats), which every panel then reuses.  In place, the last T % NR columns are copied the same way.  Partial
     row panels and the last column tile are computed into sc (MR x NR) and
     copied out, so nothing is written outside the caller's blocks.
     """
