@@ -23,7 +23,7 @@ PACKED_COLS_BYTES = 1024 * 1024  # im2col column tile for the micro-kernel: an L
 PACKED_TILE_OVERHEAD = 4.0  # reduction steps' worth of a tile's load and store
 # the channel-vectorized kernel: its rate next to the pixel-vectorized one (broadcast
 # loads of strided activations), and its 7 x 32 transposed store in reduction steps
-PACKED_TRANSPOSED_RATE = 0.85
+PACKED_TRANSPOSED_RATE = 0.95
 PACKED_TRANSPOSED_STORE_STEPS = 16.0
 # below 28x28 the pixel-vectorized kernel loses speed beyond its ragged lanes (measured
 # 0.75x at 7x7 next to 56x56): (pixels / 784) ** 0.3
@@ -433,10 +433,11 @@ def packed_blocking(prob, threads, cols_per_pixel, width=None):
     As few tasks as keep every thread busy (measured best: each task's weight
     panels and input rows stay hot in its core's caches): pixel tiles of at most
     PACKED_TILE pixels, or as many as keep an im2col column tile (cols_per_pixel
-    floats a pixel) within PACKED_COLS_BYTES, their count rounded up to spread
-    evenly; then output channels split in multiples of the panel width (MR, or
-    NR for the channel-vectorized kernel) while there are fewer tasks than
-    threads (small maps: 7x7, 14x14).
+    floats a pixel) within PACKED_COLS_BYTES.  Then the operand that is larger
+    per task decides the split: with more pixels than output channels the tile
+    count is rounded up to spread evenly; otherwise (small maps: 7x7, 14x14)
+    output channels split in multiples of the panel width (MR, or NR for the
+    channel-vectorized kernel) until there are as many tasks as threads.
     """
     width = width or _zmm.MR
     P = prob.oh * prob.ow
@@ -447,10 +448,22 @@ def packed_blocking(prob, threads, cols_per_pixel, width=None):
         # pixel) narrower tiles would make every task stream all the weights
         fit = (PACKED_COLS_BYTES // (4 * cols_per_pixel)) // _zmm.NR * _zmm.NR
         tile = min(tile, max(2 * _zmm.NR, fit))
-    ntiles = _split_tasks(units, -(-P // tile), threads)
+    ntiles = -(-P // tile)
+    if prob.kg < tile:
+        # more pixels than output channels: split pixels (every task then reads all the
+        # weights, the smaller operand)
+        ntiles = _split_tasks(units, ntiles, threads)
+    # otherwise split output channels below (every task then reads all the pixels):
+    # splitting a 7x7 map's 49 pixels in two made each task stream all of a 960x160
+    # weight and ran at 1.3x the time
     tile = -(-P // ntiles)
     panels = -(-prob.kg // width)
-    nkb = min(panels, max(1, -(-threads // (units * ntiles))))
+    nkb = 1
+    while nkb < panels:
+        tasks = units * ntiles * nkb
+        if tasks >= threads and (tasks % threads == 0 or tasks >= 4 * threads):
+            break
+        nkb += 1
     return tile, -(-panels // nkb) * width
 
 
@@ -465,12 +478,10 @@ def _packed_efficiency(prob, tile, cr, width=None):
     transposed store of each tile)."""
     short = cr / (cr + PACKED_TILE_OVERHEAD)
     if width == _zmm.NR:
-        # each tile's transposed store costs about PACKED_TRANSPOSED_STORE_STEPS reduction
-        # steps; measured slower than SGEMM on 7x7 maps whatever the shape
+        # each tile's transposed store costs about PACKED_TRANSPOSED_STORE_STEPS reduction steps
         store = cr / (cr + PACKED_TRANSPOSED_STORE_STEPS)
-        small_map = min(1.0, prob.oh * prob.ow / 196) ** 0.5
         return (_lanes_used(tile, _zmm.MP) * _lanes_used(prob.kg, _zmm.NR) * store
-                * PACKED_TRANSPOSED_RATE * small_map)
+                * PACKED_TRANSPOSED_RATE)
     small_map = min(1.0, prob.oh * prob.ow / PACKED_FULL_SPEED_PIXELS) ** PACKED_SMALL_MAP_EXP
     return _lanes_used(tile, _zmm.NR) * _lanes_used(prob.kg, _zmm.MR) * short * small_map
 
