@@ -457,6 +457,11 @@ def packed_blocking(prob, threads, cols_per_pixel, width=None):
     # splitting a 7x7 map's 49 pixels in two made each task stream all of a 960x160
     # weight and ran at 1.3x the time
     tile = -(-P // ntiles)
+    if ntiles > 1:
+        # whole NR-pixel tiles: every task but the last then starts on a vector boundary
+        # (in place and aligned) and has no ragged tail (192->32 @ 28x28: 392-pixel
+        # halves ran in 139 us, 416 + 368 in 77 us)
+        tile = -(-tile // _zmm.NR) * _zmm.NR
     panels = -(-prob.kg // width)
     nkb = 1
     while nkb < panels:
