@@ -4,6 +4,8 @@ Each class adapts one kernel family to the planner's interface: it says which
 problems it serves, models its cost, sizes the kernel's blocking and
 workspaces, and calls the kernel.  No loops over data live here.
 """
+import functools
+
 import numpy as np
 
 from . import _runtime, _workspace, planner
@@ -491,6 +493,21 @@ def _packed_efficiency(prob, tile, cr, width=None):
     return _lanes_used(tile, _zmm.NR) * _lanes_used(prob.kg, _zmm.MR) * short * small_map
 
 
+@functools.lru_cache(maxsize=1024)
+def _pointwise_layout(prob, threads):
+    """PointwisePacked's (modelled seconds, width, tile, kblock), cached per problem:
+    every call of a layer needs it, and working it out costs ~10 us of Python."""
+    strided = prob.stride != (1, 1)
+    best = None
+    for width in (_zmm.MR, _zmm.NR):
+        tile, kblock = packed_blocking(prob, threads, prob.cg if strided else 0, width)
+        eff = _packed_efficiency(prob, tile, prob.cg, width)
+        seconds = prob.flops / (planner.PACKED_GFLOPS * 1e9 * eff)
+        if best is None or seconds < best[0]:
+            best = (seconds, width, tile, kblock)
+    return best
+
+
 class PointwisePacked(Pointwise):
     """1x1 convolutions on fastconv's own micro-kernel: weights packed once, no BLAS.
 
@@ -504,15 +521,7 @@ class PointwisePacked(Pointwise):
 
     def _layout(self, prob, threads):
         """(seconds of modelled work, width, tile, kblock) of the better orientation."""
-        strided = prob.stride != (1, 1)
-        best = None
-        for width in (_zmm.MR, _zmm.NR):
-            tile, kblock = packed_blocking(prob, threads, prob.cg if strided else 0, width)
-            eff = _packed_efficiency(prob, tile, prob.cg, width)
-            seconds = prob.flops / (planner.PACKED_GFLOPS * 1e9 * eff)
-            if best is None or seconds < best[0]:
-                best = (seconds, width, tile, kblock)
-        return best
+        return _pointwise_layout(prob, threads)
 
     def cost(self, prob, threads, prepacked=False):
         P = prob.oh * prob.ow
@@ -546,6 +555,11 @@ def _packed_scratch(threads):
             _workspace.per_thread("zmm_cols", threads, (_zmm.KC * _zmm.JB,)))
 
 
+@functools.lru_cache(maxsize=1024)
+def _im2col_packed_blocking(prob, threads):
+    return packed_blocking(prob, threads, prob.cg * prob.r * prob.s)
+
+
 class Im2colPacked(Im2col):
     """im2col tiles multiplied by fastconv's own micro-kernel, weights packed once."""
     name = "im2col_packed"
@@ -568,7 +582,7 @@ class Im2colPacked(Im2col):
     def run(self, prob, x, w, b, y, act, res=None, packed=None):
         crs = prob.cg * prob.r * prob.s
         wp = packed_weights(packed, self.name, w.reshape(prob.k, crs), prob.groups)
-        tile, kblock = packed_blocking(prob, _runtime.get_num_threads(), crs)
+        tile, kblock = _im2col_packed_blocking(prob, _runtime.get_num_threads())
         y3 = y.reshape(prob.n, prob.k, prob.oh * prob.ow)
         r3, has_res = _res(None if res is None else res.reshape(y3.shape), 3)
         xp = padded_input(prob, x)
