@@ -156,7 +156,7 @@ def int8_gemm(a, b, layer="int8_gemm", backend=None, packed=None):
                 if packed is not None:
                     packed["int8_gemm_vnni"] = wp
             _int8.gemm_u8s8_vnni(au, wp, bt.shape[0], c,
-                                 _int8_workspace(np.int32, (_runtime.max_threads(), 144)))
+                                 _int8_workspace(np.int32, (_runtime.max_threads(), 272)))
             if shift:
                 c -= (128 * bt.sum(axis=1, dtype=np.int64)).astype(np.int32)[None, :]
         else:

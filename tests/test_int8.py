@@ -31,7 +31,11 @@ def test_int8_gemm_is_exact(m, k, n, ua, ub, seed):
     np.testing.assert_array_equal(c, ref.int8_gemm(a, b))
 
 
-@pytest.mark.parametrize("m, k, n", [(4, 64, 4), (9, 130, 7), (33, 1, 5), (16, 300, 16)])
+@pytest.mark.parametrize("m, k, n", [(4, 64, 4), (9, 130, 7), (33, 1, 5), (16, 300, 16),
+                                     # 32-column pairs of weight blocks: exact pair, pair +
+                                     # a lone block, a partial second block; several 512-byte
+                                     # reduction chunks
+                                     (9, 1100, 32), (17, 70, 48), (8, 2050, 40), (3, 5, 80)])
 def test_int8_gemm_both_paths(kernel_path, rng, m, k, n):
     for adt in (np.int8, np.uint8):
         a = rng.integers(np.iinfo(adt).min, np.iinfo(adt).max + 1, (m, k)).astype(adt)

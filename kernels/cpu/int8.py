@@ -27,7 +27,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .vnni import dot8x16_bcast
+from .vnni import dot8x16_bcast, dot8x32_bcast
 
 I32 = np.int32
 
@@ -191,31 +191,45 @@ def gemm_u8s8_vnni(a, wp, N, c, out_ws):
     """c (M, N) int32 = a (M8, Kp) uint8 . b^T, with b packed by pack_vnni as
     (N16/16, Kp/4, 16, 4) int8 flat; M8 >= M rounded up to 8 rows, Kp a multiple of 4.
 
-    The reduction runs in chunks of KC bytes (outer, sequential) so a chunk of a
-    (M x KC) stays in L2 while the tasks -- blocks of 16 output columns, whose
-    16 x KC weights stay in L1 -- sweep it; partial sums accumulate in c.
-    out_ws: (threads, >= 128) int32."""
+    A task is a group of GROUP pairs of 16-column weight blocks (256 columns);
+    for every block of 8 rows of a (8 x KC bytes, L1) it runs dot8x32_bcast over
+    each pair in turn (a last odd block alone, dot8x16_bcast), so those rows are
+    read from L1 GROUP times and the group's weights (256 x KC bytes) stay in
+    L2.  The reduction runs in chunks of KC bytes; from the second chunk on,
+    partial sums accumulate in c.  out_ws: (threads, >= 256) int32."""
     M8, Kp = a.shape
     M = c.shape[0]
     nq = Kp // 4
-    KC = 512
+    KC = 2048
+    GROUP = 8
+    nblocks = (N + 15) // 16
+    npairs = (nblocks + 1) // 2
     af = a.reshape(M8 * Kp)
     for k0 in range(0, Kp, KC):
         kq = min(KC, Kp - k0) // 4
-        for nb in prange((N + 15) // 16):
+        for grp in prange((npairs + GROUP - 1) // GROUP):
             o = out_ws[numba.get_thread_id()]
-            n0 = nb * 16
-            nl = min(16, N - n0)
             for i in range(0, M, 8):
-                dot8x16_bcast(af, i * Kp + k0, Kp, wp, (nb * nq + k0 // 4) * 64, kq, o)
-                for j in range(min(8, M - i)):
-                    row = c[i + j]
-                    if k0 == 0:
-                        for lane in range(nl):
-                            row[n0 + lane] = o[16 * j + lane]
+                for pb in range(grp * GROUP, min(npairs, (grp + 1) * GROUP)):
+                    nb = 2 * pb
+                    pair = nb + 1 < nblocks
+                    woff = (nb * nq + k0 // 4) * 64
+                    if pair:
+                        dot8x32_bcast(af, i * Kp + k0, Kp, wp, woff, nq * 64, kq, o)
                     else:
-                        for lane in range(nl):
-                            row[n0 + lane] += o[16 * j + lane]
+                        dot8x16_bcast(af, i * Kp + k0, Kp, wp, woff, kq, o)
+                    for blk in range(2 if pair else 1):
+                        n0 = (nb + blk) * 16
+                        nl = min(16, N - n0)
+                        for j in range(min(8, M - i)):
+                            row = c[i + j]
+                            src = o[16 * (8 * blk + j):]
+                            if k0 == 0:
+                                for lane in range(nl):
+                                    row[n0 + lane] = src[lane]
+                            else:
+                                for lane in range(nl):
+                                    row[n0 + lane] += src[lane]
 
 
 @njit(parallel=True, cache=True)

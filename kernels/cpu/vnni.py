@@ -20,23 +20,20 @@ from numba.extending import intrinsic
 HAS_VNNI = "+avx512vnni" in llvm.get_host_cpu_features().flatten().split(",")
 
 
-@intrinsic
-def dot8x16_bcast(typingctx, a, a_off, lda, w, w_off, nq, out):
-    """out[16*j + l] = sum_(q < nq) sum_(i < 4) u8 a[a_off + j*lda + 4q + i] * s8 w[w_off + 64q + 4l + i]
-    for 8 pixels j and 16 output channels l.
-
-    The oneDNN arrangement: weights packed as (reduction/4, 16 channels, 4 bytes), so one
-    64-byte load holds four reduction bytes of 16 channels; each pixel's four
-    activation bytes are broadcast to all lanes, and one vpdpbusd adds 64 products into
-    that pixel's 16 channel accumulators.  No horizontal reductions: lane l is channel l.
-    """
-    sig = types.void(a, types.intp, types.intp, w, types.intp, types.intp, out)
+def _make_dot(nblk):
+    """dot8x16_bcast (nblk 1) or dot8x32_bcast (nblk 2): 8 pixels x 16*nblk channels,
+    8*nblk zmm accumulators.  Two weight blocks per activation broadcast halve the
+    broadcasts per vpdpbusd: 8 broadcasts + nblk weight loads feed 8*nblk of them."""
 
     def codegen(context, builder, signature, args):
         a_arr = context.make_array(signature.args[0])(context, builder, args[0])
         w_arr = context.make_array(signature.args[3])(context, builder, args[3])
-        o_arr = context.make_array(signature.args[6])(context, builder, args[6])
-        a_off, lda, w_off, nq = args[1], args[2], args[4], args[5]
+        o_arr = context.make_array(signature.args[-1])(context, builder, args[-1])
+        a_off, lda, w_off = args[1], args[2], args[4]
+        if nblk == 1:
+            w_step, nq = None, args[5]
+        else:
+            w_step, nq = args[5], args[6]
         i8p = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
         v16 = ir.VectorType(i32, 16)
@@ -56,12 +53,16 @@ def dot8x16_bcast(typingctx, a, a_off, lda, w, w_off, nq, out):
         q = builder.phi(intp)
         q.add_incoming(ir.Constant(intp, 0), pre)
         accs = []
-        for _ in range(8):
+        for _ in range(8 * nblk):
             p = builder.phi(v16)
             p.add_incoming(zero, pre)
             accs.append(p)
         wpos = builder.add(w_off, builder.mul(q, ir.Constant(intp, 64)))
-        wv = builder.load(builder.bitcast(builder.gep(w_ptr, [wpos]), v16.as_pointer()), align=1)
+        wv = []
+        for blk in range(nblk):
+            pos = wpos if blk == 0 else builder.add(wpos, builder.mul(w_step, ir.Constant(intp, blk)))
+            wv.append(builder.load(builder.bitcast(builder.gep(w_ptr, [pos]), v16.as_pointer()),
+                                   align=1))
         apos = builder.add(a_off, builder.mul(q, ir.Constant(intp, 4)))
         new = []
         for j in range(8):
@@ -71,24 +72,49 @@ def dot8x16_bcast(typingctx, a, a_off, lda, w, w_off, nq, out):
             one = builder.insert_element(ir.Constant(v16, ir.Undefined), word,
                                          ir.Constant(i32, 0))
             bc = builder.shuffle_vector(one, ir.Constant(v16, ir.Undefined), mask)
-            new.append(builder.call(dp, [accs[j], bc, wv]))
+            for blk in range(nblk):
+                new.append(builder.call(dp, [accs[blk * 8 + j], bc, wv[blk]]))
+        # new is ordered (j, blk); accs (blk, j)
+        ordered = [new[j * nblk + blk] for blk in range(nblk) for j in range(8)]
         q1 = builder.add(q, ir.Constant(intp, 1))
         end = builder.block
         q.add_incoming(q1, end)
-        for p, n in zip(accs, new):
+        for p, n in zip(accs, ordered):
             p.add_incoming(n, end)
         builder.cbranch(builder.icmp_signed("<", q1, nq), loop, done)
 
         builder.position_at_end(done)
         finals = []
-        for j in range(8):
+        for n in ordered:
             f = builder.phi(v16)
             f.add_incoming(zero, pre)
-            f.add_incoming(new[j], end)
+            f.add_incoming(n, end)
             finals.append(f)
         o_ptr = builder.bitcast(o_arr.data, v16.as_pointer())
-        for j, f in enumerate(finals):
-            builder.store(f, builder.gep(o_ptr, [ir.Constant(intp, j)]), align=1)
+        for i, f in enumerate(finals):
+            builder.store(f, builder.gep(o_ptr, [ir.Constant(intp, i)]), align=1)
         return context.get_dummy_value()
 
-    return sig, codegen
+    return codegen
+
+
+@intrinsic
+def dot8x16_bcast(typingctx, a, a_off, lda, w, w_off, nq, out):
+    """out[16*j + l] = sum_(q < nq) sum_(i < 4) u8 a[a_off + j*lda + 4q + i] * s8 w[w_off + 64q + 4l + i]
+    for 8 pixels j and 16 output channels l.
+
+    The oneDNN arrangement: weights packed as (reduction/4, 16 channels, 4 bytes), so one
+    64-byte load holds four reduction bytes of 16 channels; each pixel's four
+    activation bytes are broadcast to all lanes, and one vpdpbusd adds 64 products into
+    that pixel's 16 channel accumulators.  No horizontal reductions: lane l is channel l.
+    """
+    sig = types.void(a, types.intp, types.intp, w, types.intp, types.intp, out)
+    return sig, _make_dot(1)
+
+
+@intrinsic
+def dot8x32_bcast(typingctx, a, a_off, lda, w, w_off, w_step, nq, out):
+    """Two 16-channel blocks at once: out[16*(8*blk + j) + l] = dot8x16_bcast's sum with the
+    weights of block blk at w_off + blk*w_step (blk = 0, 1)."""
+    sig = types.void(a, types.intp, types.intp, w, types.intp, types.intp, types.intp, out)
+    return sig, _make_dot(2)
