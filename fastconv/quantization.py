@@ -317,7 +317,9 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
                         packed["int8_vnni"] = vp
                 cols = _int8_workspace(xp.dtype, (nth, (tile + 8) * vp[1]))
                 _int8.conv2d_int8_vnni(xp, vp[0], wsum, scale, b, *common, vp[1], cols,
-                                       _int8_workspace(np.int32, (nth, 144)))
+                                       _int8_workspace(np.int32, (nth, 272)),
+                                       _int8_workspace(np.int32, (nth, -(-prob.kg // 16)
+                                                                  * 16 * tile), "acc"))
             else:
                 cols = _int8_workspace(xp.dtype, (nth, tile * wmat.shape[1]))
                 _int8.conv2d_int8(xp, wmat, wsum, scale, b, *common, cols)

@@ -58,6 +58,8 @@ CONV_CASES = [  # N, C, H, W, K, R, S, stride, padding, dilation, groups
     (3, 6, 6, 6, 6, 3, 3, 1, 1, 1, 6),
     (1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1),
     (1, 64, 14, 14, 35, 3, 3, 1, 1, 1, 1),
+    (1, 40, 9, 9, 40, 3, 3, 1, 1, 1, 2),     # Kg = 20: a 32-channel pair with a partial half
+    (2, 96, 20, 19, 48, 1, 1, 1, 0, 1, 1),   # 1x1: many pixel tiles, three 16-channel blocks
 ]
 
 
@@ -99,6 +101,11 @@ def test_int8_conv_residual(rng):
     y = fc.int8_conv2d(xq, sx, zx, wq, sw, None, padding=1, activation="relu", residual=res)
     e = ref.int8_conv2d(xq, int(zx), sx, wq, sw, None, 1, 1, 1, 1, "relu", residual=res)
     np.testing.assert_array_equal(y, e)
+    yq = fc.int8_conv2d(xq, sx, zx, wq, sw, None, padding=1, activation="relu6", residual=res,
+                        out_scale=0.03, out_zero_point=5, out_dtype="uint8")
+    eq = ref.int8_conv2d(xq, int(zx), sx, wq, sw, None, 1, 1, 1, 1, "relu6", residual=res,
+                         out_scale=0.03, out_zero_point=5, out_dtype=np.uint8)
+    np.testing.assert_array_equal(yq, eq)
 
 
 def test_quantize_tensor_roundtrip_and_saturation():

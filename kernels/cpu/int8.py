@@ -133,6 +133,51 @@ def _finish(acc, k, p, n, zx, wsum, scale, b, act, res, has_res, y, yq, quant_ou
         y[n, k, p] = v
 
 
+@njit(cache=True)
+def _finish_row(acc, k, p0, n, zx, wsum, scale, b, act, res, has_res, y, yq, quant_out,
+                inv_sy, zy, qmin, qmax):
+    """_finish for the pixels p0 .. p0 + len(acc) of output channel k, with the branches
+    outside the loops and unit-stride rows, so every case vectorizes (same arithmetic,
+    same results bit for bit)."""
+    T = acc.shape[0]
+    zw = zx * wsum[k]
+    sc = scale[k]
+    bb = b[k]
+    if quant_out:
+        out = yq[n, k, p0:p0 + T]
+        for j in range(T):
+            v = np.float32(acc[j] - zw) * sc + bb
+            if has_res:
+                v = v + res[n, k, p0 + j]
+            if act == 1:
+                v = max(v, np.float32(0))
+            elif act == 2:
+                v = min(max(v, np.float32(0)), np.float32(6))
+            q = np.rint(v * inv_sy) + zy
+            out[j] = min(max(q, qmin), qmax)
+    else:
+        out = y[n, k, p0:p0 + T]
+        if has_res:
+            rr = res[n, k, p0:p0 + T]
+            for j in range(T):
+                v = np.float32(acc[j] - zw) * sc + bb + rr[j]
+                if act == 1:
+                    v = max(v, np.float32(0))
+                elif act == 2:
+                    v = min(max(v, np.float32(0)), np.float32(6))
+                out[j] = v
+        elif act == 0:
+            for j in range(T):
+                out[j] = np.float32(acc[j] - zw) * sc + bb
+        elif act == 1:
+            for j in range(T):
+                out[j] = max(np.float32(acc[j] - zw) * sc + bb, np.float32(0))
+        else:
+            for j in range(T):
+                out[j] = min(max(np.float32(acc[j] - zw) * sc + bb, np.float32(0)),
+                             np.float32(6))
+
+
 @njit(parallel=True, cache=True)
 def conv2d_int8(xq, wq, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, S, act, res, has_res,
                 y, yq, quant_out, inv_sy, zy, qmin, qmax, tile, cols_ws):
@@ -235,11 +280,16 @@ def gemm_u8s8_vnni(a, wp, N, c, out_ws):
 @njit(parallel=True, cache=True)
 def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, S, act, res,
                      has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax, tile, width, cols_ws,
-                     out_ws):
-    """conv2d_int8 with uint8 xq through dot8x16_bcast: wp the weights packed by pack_vnni
-    per group as (Kg16/16, width/4, 16, 4) int8 flat (width >= R*S*Cg, a multiple of 4,
-    zero beyond R*S*Cg); cols_ws (threads, >= (tile + 8) * width) uint8; out_ws (threads,
-    >= 128) int32.  Same epilogue, same results bit for bit."""
+                     out_ws, acc_ws):
+    """conv2d_int8 with uint8 xq through dot8x32_bcast / dot8x16_bcast: wp the weights
+    packed by pack_vnni per group as (Kg16/16, width/4, 16, 4) int8 flat (width >=
+    R*S*Cg, a multiple of 4, zero beyond R*S*Cg); cols_ws (threads, >= (tile + 8) *
+    width) uint8; out_ws (threads, >= 256) int32; acc_ws (threads, >= Kg16 * tile) int32.
+
+    Each 8-pixel x 32-channel block's int32 sums are moved channel-major into the
+    task's acc tile, and the epilogue then runs once per output channel over the
+    tile's pixels (_finish_row: unit stride, vectorized) instead of element by
+    element.  Same epilogue arithmetic, same results bit for bit."""
     N, C = xq.shape[0], xq.shape[3]
     K = wsum.shape[0]
     P = y.shape[2] if not quant_out else yq.shape[2]
@@ -266,16 +316,25 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
             _gather_pixel(row, xq, n, oh * sh, ow * sw, dh, dw, R, S, g * Cg, Cg)
             for q in range(R * S * Cg, width):
                 row[q] = 0
-        for kb in range(kblocks):
-            kl = min(16, Kg - 16 * kb)
+        acc = acc_ws[tid]
+        for kb in range(0, kblocks, 2):
+            pair = kb + 1 < kblocks
             woff = (g * kblocks + kb) * nq * 64
             for jb in range(0, T, 8):
-                dot8x16_bcast(cf, jb * width, width, wp, woff, nq, o)
-                for j in range(min(8, T - jb)):
-                    for lane in range(kl):
-                        _finish(o[16 * j + lane], g * Kg + 16 * kb + lane, p0 + jb + j, n, zx,
-                                wsum, scale, b, act, res, has_res, y, yq, quant_out, inv_sy,
-                                zy, qmin, qmax)
+                if pair:
+                    dot8x32_bcast(cf, jb * width, width, wp, woff, nq * 64, nq, o)
+                else:
+                    dot8x16_bcast(cf, jb * width, width, wp, woff, nq, o)
+                nj = min(8, T - jb)
+                for blk in range(2 if pair else 1):
+                    for lane in range(16):
+                        dst = acc[(16 * (kb + blk) + lane) * tile + jb:]
+                        src = o[16 * 8 * blk + lane:]
+                        for j in range(nj):
+                            dst[j] = src[16 * j]
+        for kk in range(Kg):
+            _finish_row(acc[kk * tile:kk * tile + T], g * Kg + kk, p0, n, zx, wsum, scale, b,
+                        act, res, has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax)
 
 
 @njit(parallel=True, cache=True)
