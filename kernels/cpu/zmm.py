@@ -197,9 +197,10 @@ def gemm_block(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nrows
     then has the same alignment as the array itself); otherwise (7x7 and 14x14
     rows would split most vector loads across two cache lines) each X block is
     first copied, zero-padded to whole tiles, into the thread's 64-byte aligned
-    scratch xp (>= KC*JB floats), which every panel then reuses.  In place, the last T % NR columns are copied the same way.  Partial
-    row panels and the last column tile are computed into sc (MR x NR) and
-    copied out, so nothing is written outside the caller's blocks.
+    scratch xp (>= KC*JB floats), which every panel then reuses.  In place, the
+    last T % NR columns are copied the same way.  Partial row panels and the
+    last column tile are computed into sc (MR x NR) and copied out, so nothing
+    is written outside the caller's blocks.
     """
     copy_all = (ldx % 16 != 0) or (x_off % 16 != 0)
     for c0 in range(0, Cr, KC):
