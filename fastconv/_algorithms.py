@@ -27,6 +27,8 @@ PACKED_TILE_OVERHEAD = 4.0  # reduction steps' worth of a tile's load and store
 # loads of strided activations), and its 7 x 32 transposed store in reduction steps
 PACKED_TRANSPOSED_RATE = 0.95
 PACKED_TRANSPOSED_STORE_STEPS = 16.0
+IM2COL_NR_MAX_PIXELS = 64
+IM2COL_NR_RATE = 0.6
 # below 28x28 the pixel-vectorized kernel loses speed beyond its ragged lanes (measured
 # 0.75x at 7x7 next to 56x56): (pixels / 784) ** 0.3
 PACKED_FULL_SPEED_PIXELS = 784
@@ -556,23 +558,40 @@ def _packed_scratch(threads):
 
 
 @functools.lru_cache(maxsize=1024)
-def _im2col_packed_blocking(prob, threads):
-    return packed_blocking(prob, threads, prob.cg * prob.r * prob.s)
+def _im2col_packed_layout(prob, threads):
+    """Im2colPacked's (modelled seconds, width, tile, kblock): the orientation with the
+    lower modelled time, column copies included (repeated for every output-channel
+    block), cached per problem."""
+    crs = prob.cg * prob.r * prob.s
+    P = prob.oh * prob.ow
+    best = None
+    # channel vectors only for small maps (measured: 0.83-0.85x the time of pixel vectors
+    # at 49 pixels, slower at 196), and at about half their 1x1 rate: every step
+    # broadcasts from the column tile and the long-reduction weights stream from memory
+    widths = (_zmm.MR, _zmm.NR) if P <= IM2COL_NR_MAX_PIXELS else (_zmm.MR,)
+    for width in widths:
+        tile, kblock = packed_blocking(prob, threads, crs, width)
+        eff = _packed_efficiency(prob, tile, crs, width)
+        if width == _zmm.NR:
+            eff *= IM2COL_NR_RATE
+        seconds = (prob.flops / (planner.PACKED_GFLOPS * 1e9 * eff)
+                   + prob.n * prob.groups * crs * P * 4 / (planner.COPY_GBS * 1e9)
+                   * -(-prob.kg // kblock))
+        if best is None or seconds < best[0]:
+            best = (seconds, width, tile, kblock)
+    return best
 
 
 class Im2colPacked(Im2col):
-    """im2col tiles multiplied by fastconv's own micro-kernel, weights packed once."""
+    """im2col tiles multiplied by fastconv's own micro-kernel, weights packed once
+    (pixel- or channel-vectorized, as for PointwisePacked)."""
     name = "im2col_packed"
     uses_blas = False
 
     def cost(self, prob, threads, prepacked=False):
         crs = prob.cg * prob.r * prob.s
         P = prob.oh * prob.ow
-        tile, kblock = packed_blocking(prob, threads, crs)
-        eff = _packed_efficiency(prob, tile, crs)
-        seconds = (prob.flops / (planner.PACKED_GFLOPS * 1e9 * eff)
-                   + prob.n * prob.groups * crs * P * 4 / (planner.COPY_GBS * 1e9)
-                   * -(-prob.kg // kblock))
+        seconds, width, tile, kblock = _im2col_packed_layout(prob, threads)
         if not prepacked:
             seconds += prob.k * crs * 8 / (planner.COPY_GBS * 1e9)
         tasks = prob.n * prob.groups * -(-P // tile) * -(-prob.kg // kblock)
@@ -581,18 +600,19 @@ class Im2colPacked(Im2col):
 
     def run(self, prob, x, w, b, y, act, res=None, packed=None):
         crs = prob.cg * prob.r * prob.s
-        wp = packed_weights(packed, self.name, w.reshape(prob.k, crs), prob.groups)
-        tile, kblock = _im2col_packed_blocking(prob, _runtime.get_num_threads())
+        _, width, tile, kblock = _im2col_packed_layout(prob, _runtime.get_num_threads())
+        wp = packed_weights(packed, f"{self.name}_{width}", w.reshape(prob.k, crs), prob.groups,
+                            width)
         y3 = y.reshape(prob.n, prob.k, prob.oh * prob.ow)
         r3, has_res = _res(None if res is None else res.reshape(y3.shape), 3)
         xp = padded_input(prob, x)
         threads = _runtime.max_threads()
         cols = _workspace.per_thread("gemm_cols", threads, (crs * -(-tile // 16) * 16,))
         sc, xpk = _packed_scratch(threads)
-        _im2col.conv2d_im2col_packed(xp, wp, b, y3, prob.ow, prob.stride[0], prob.stride[1],
-                                     prob.dilation[0], prob.dilation[1], prob.groups,
-                                     prob.r, prob.s, act, r3, has_res, tile, kblock,
-                                     cols, sc, xpk)
+        _im2col.conv2d_im2col_packed(xp, wp, width, b, y3, prob.ow, prob.stride[0],
+                                     prob.stride[1], prob.dilation[0], prob.dilation[1],
+                                     prob.groups, prob.r, prob.s, act, r3, has_res, tile,
+                                     kblock, cols, sc, xpk)
 
 
 planner.register(Direct())

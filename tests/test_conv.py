@@ -345,6 +345,38 @@ def test_pointwise_packed_both_orientations(rng, monkeypatch, width, case):
     assert list(packed) == [f"pointwise_packed_{wd}"]
 
 
+@pytest.mark.parametrize("width", ["pixels", "channels"])
+@pytest.mark.parametrize("case", [
+    # (N, C, H, W, K, R, stride, padding, groups)
+    (1, 64, 7, 7, 40, 3, 1, 1, 1),      # 49 pixels, Cg*R*S = 576: two chunks of either kernel
+    (2, 6, 9, 11, 20, 3, 2, 1, 2),      # strided, grouped, ragged everything
+    (1, 3, 23, 19, 8, 7, 2, 3, 1),      # stem-like
+    (1, 70, 5, 5, 33, 3, 1, 1, 1),      # Cg*R*S = 630 > KC_T
+])
+def test_im2col_packed_both_orientations(rng, monkeypatch, width, case):
+    from fastconv import _algorithms
+    from fastconv.kernels.cpu import zmm
+    wd = zmm.MR if width == "pixels" else zmm.NR
+
+    def layout(prob, threads):
+        tile, kblock = _algorithms.packed_blocking(prob, threads, prob.cg * prob.r * prob.s, wd)
+        return 0.0, wd, tile, kblock
+
+    monkeypatch.setattr(_algorithms, "_im2col_packed_layout", layout)
+    n, c, h, w, k, r, stride, padding, groups = case
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c // groups, r, r)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    expected = ref.conv2d(x, wt, b, stride, padding, groups=groups)
+    res = rng.standard_normal(expected.shape).astype(np.float32)
+    packed = {}
+    y = fc.conv2d(x, wt, b, stride, padding, groups=groups, activation="hardswish",
+                  residual=res, algo="im2col_packed", packed=packed)
+    pre = expected + res
+    assert rel_err(y, pre * np.clip(pre + 3, 0, 6) / 6) < 1e-4
+    assert list(packed) == [f"im2col_packed_{wd}"]
+
+
 def test_micro_kernel_tiles_and_assembly(rng):
     """Both register tiles against NumPy (fresh and accumulating, odd offsets and strides),
     and, on AVX-512, the 16 accumulators really are zmm FMAs (compiled fresh: cached code

@@ -20,7 +20,7 @@ from . import FASTMATH
 from .blas import sgemm_rm
 from .epilogue import epilogue_tile
 from .tiles import gather_pixels, gemm_task, register_gemm_tile
-from .zmm import MR, gemm_block
+from .zmm import NR, gemm_block, gemm_block_t
 
 
 @njit(inline="always")
@@ -87,12 +87,14 @@ def conv2d_im2col_register(xp, wmat, b, y3, OW, sh, sw, dh, dw, groups, R, S, ac
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def conv2d_im2col_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, groups, R, S, act, res3, has_res,
-                         tile, kblock, cols_ws, sc_ws, xp_ws):
+def conv2d_im2col_packed(xp, wp, width, b, y3, OW, sh, sw, dh, dw, groups, R, S, act, res3,
+                         has_res, tile, kblock, cols_ws, sc_ws, xp_ws):
     """im2col of padded xp (N, C, HP, WP) times packed weights into y3 (N, K, OH*OW).
 
-    wp: zmm.pack_panels of the (K, Cg*R*S) weight matrix (width MR, chunk KC);
-    kblock a multiple of MR; cols_ws (threads, >= Cg*R*S*ceil16(tile));
+    wp: zmm.pack_panels of the (K, Cg*R*S) weight matrix, width MR (chunk KC:
+    zmm.gemm_block, pixel vectors) or NR (chunk KC_T: zmm.gemm_block_t, channel
+    vectors, for small maps); kblock a multiple of the width;
+    cols_ws (threads, >= Cg*R*S*ceil16(tile));
     sc_ws (threads, >= MR*NR) and xp_ws (threads, >= KC*JB): micro-kernel scratch.
     Column rows are padded to a multiple of 16 floats so they start on cache lines.
     """
@@ -102,7 +104,7 @@ def conv2d_im2col_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, groups, R, S, act, r
     Kg = K // groups
     Cg = C // groups
     CRS = Cg * R * S
-    npg = (Kg + MR - 1) // MR
+    npg = (Kg + width - 1) // width
     ntiles = (P + tile - 1) // tile
     nkb = (Kg + kblock - 1) // kblock
     yf = y3.reshape(-1)
@@ -113,6 +115,12 @@ def conv2d_im2col_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, groups, R, S, act, r
         ldt = (T + 15) // 16 * 16
         cols = cols_ws[tid, :CRS * ldt]
         im2col_tile(cols.reshape((CRS, ldt)), xp, n, g * Cg, Cg, R, S, p0, T, OW, sh, sw, dh, dw)
-        gemm_block(wf, g * npg * CRS * MR, npg, (k0 - g * Kg) // MR, CRS, cols, 0, ldt, T,
-                   yf, (n * K + k0) * P + p0, P, k1 - k0, sc_ws[tid], xp_ws[tid])
+        w_base = g * npg * CRS * width
+        pan0 = (k0 - g * Kg) // width
+        if width == NR:
+            gemm_block_t(wf, w_base, npg, pan0, CRS, cols, 0, ldt, T,
+                         yf, (n * K + k0) * P + p0, P, k1 - k0, sc_ws[tid], xp_ws[tid])
+        else:
+            gemm_block(wf, w_base, npg, pan0, CRS, cols, 0, ldt, T,
+                       yf, (n * K + k0) * P + p0, P, k1 - k0, sc_ws[tid], xp_ws[tid])
         epilogue_tile(y3, n, k0, k1, p0, T, b, act, res3, has_res)
