@@ -102,14 +102,17 @@ def filter_transform(w, G, U):
 def input_transform(xp, m, TH, TW, V, t_ws):
     """V[i*a + j, c, n*TH*TW + th*TW + tw] = (B^T d B)[i, j] for the input tile d at (th, tw).
 
-    xp: tile-padded input (N, C, TH*m + 2, TW*m + 2); t_ws: (threads, a, a, >= TW).
+    xp: tile-padded input (N, C, TH*m + 2, TW*m + 2); t_ws: (threads, a, a, >= TW + 2)
+    (F(4x4) uses it as a flat scratch of 6*WP + 4*(TW + 1) floats).
     """
     N, C = xp.shape[0], xp.shape[1]
+    WP = xp.shape[3]
     tiles = TH * TW
     for task in prange(N * C):
         n = task // C
         c = task % C
         tmp = t_ws[numba.get_thread_id()]
+        flat = tmp.reshape(-1)
         plane = xp[n, c]
         for th in range(TH):
             r0 = th * m
@@ -141,33 +144,54 @@ def input_transform(xp, m, TH, TW, V, t_ws):
                         v2[t] = u[2]
                         v3[t] = u[3]
             else:
+                # F(4x4): first B^T down the six rows, along whole rows (unit stride);
+                # then each transformed row is split into its four column phases
+                # (ph_k[t] = row[4t + k]), so that B^T along the tiles' columns reads
+                # ph_0[t], ph_1[t], ph_2[t], ph_3[t], ph_0[t+1], ph_1[t+1] -- unit stride
+                # too.  (Reading row[4t + j] directly made every load a stride-4 gather.)
                 x0 = plane[r0]
                 x1 = plane[r0 + 1]
                 x2 = plane[r0 + 2]
                 x3 = plane[r0 + 3]
                 x4 = plane[r0 + 4]
                 x5 = plane[r0 + 5]
-                for j in range(6):
-                    y0 = x0[j:]
-                    y1 = x1[j:]
-                    y2 = x2[j:]
-                    y3 = x3[j:]
-                    y4 = x4[j:]
-                    y5 = x5[j:]
-                    for t in range(TW):
-                        u = bt4(y0[4 * t], y1[4 * t], y2[4 * t], y3[4 * t], y4[4 * t], y5[4 * t])
-                        for i in range(6):
-                            tmp[i, j, t] = u[i]
+                u0 = flat[0:WP]
+                u1 = flat[WP:2 * WP]
+                u2 = flat[2 * WP:3 * WP]
+                u3 = flat[3 * WP:4 * WP]
+                u4 = flat[4 * WP:5 * WP]
+                u5 = flat[5 * WP:6 * WP]
+                for w in range(WP):
+                    r = bt4(x0[w], x1[w], x2[w], x3[w], x4[w], x5[w])
+                    u0[w] = r[0]
+                    u1[w] = r[1]
+                    u2[w] = r[2]
+                    u3[w] = r[3]
+                    u4[w] = r[4]
+                    u5[w] = r[5]
+                ph0 = flat[6 * WP:6 * WP + TW + 1]
+                ph1 = flat[6 * WP + TW + 1:6 * WP + 2 * (TW + 1)]
+                ph2 = flat[6 * WP + 2 * (TW + 1):6 * WP + 3 * (TW + 1)]
+                ph3 = flat[6 * WP + 3 * (TW + 1):6 * WP + 4 * (TW + 1)]
                 for i in range(6):
+                    row = flat[i * WP:(i + 1) * WP]
+                    for t in range(TW):
+                        ph0[t] = row[4 * t]
+                        ph1[t] = row[4 * t + 1]
+                        ph2[t] = row[4 * t + 2]
+                        ph3[t] = row[4 * t + 3]
+                    ph0[TW] = row[4 * TW]
+                    ph1[TW] = row[4 * TW + 1]
                     v0 = V[i * 6, c, base:base + TW]
                     v1 = V[i * 6 + 1, c, base:base + TW]
                     v2 = V[i * 6 + 2, c, base:base + TW]
                     v3 = V[i * 6 + 3, c, base:base + TW]
                     v4 = V[i * 6 + 4, c, base:base + TW]
                     v5 = V[i * 6 + 5, c, base:base + TW]
-                    ti = tmp[i]
+                    q0 = ph0[1:]
+                    q1 = ph1[1:]
                     for t in range(TW):
-                        u = bt4(ti[0, t], ti[1, t], ti[2, t], ti[3, t], ti[4, t], ti[5, t])
+                        u = bt4(ph0[t], ph1[t], ph2[t], ph3[t], q0[t], q1[t])
                         v0[t] = u[0]
                         v1[t] = u[1]
                         v2[t] = u[2]
