@@ -534,7 +534,8 @@ class PointwisePacked(Pointwise):
             seconds += prob.k * prob.cg * 8 / (planner.COPY_GBS * 1e9)
         tasks = prob.n * prob.groups * -(-P // tile) * -(-prob.kg // kblock)
         par = min(threads, max(1, tasks))
-        return planner.CALL_OVERHEAD_S + (seconds + tasks * planner.PACKED_TASK_S) / par
+        return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S
+                + (seconds + tasks * planner.PACKED_TASK_S) / par)
 
     def run(self, prob, x, w, b, y, act, res=None, packed=None):
         _, width, tile, kblock = self._layout(prob, _runtime.get_num_threads())
@@ -596,7 +597,8 @@ class Im2colPacked(Im2col):
             seconds += prob.k * crs * 8 / (planner.COPY_GBS * 1e9)
         tasks = prob.n * prob.groups * -(-P // tile) * -(-prob.kg // kblock)
         par = min(threads, max(1, tasks))
-        return planner.CALL_OVERHEAD_S + (seconds + tasks * planner.PACKED_TASK_S) / par
+        return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S
+                + (seconds + tasks * planner.PACKED_TASK_S) / par)
 
     def run(self, prob, x, w, b, y, act, res=None, packed=None):
         crs = prob.cg * prob.r * prob.s

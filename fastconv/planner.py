@@ -31,7 +31,8 @@ data it moves, and a fixed cost per parallel task.
   holds real outputs, ``Cr / (Cr + 4)`` for short reductions, and, for the
   pixel-vectorized tile, ``min(1, P/784)**0.3`` on small maps (measured fall-off);
   the same copies as their SGEMM twins, weight packing unless ``prepacked``,
-  ``PACKED_TASK_S`` per task.
+  ``PACKED_TASK_S`` per task, and ``PACKED_CALL_S`` more per call than the others
+  (a larger parallel function to dispatch).
 * depthwise (groups == C): ``DEPTHWISE_GFLOPS`` per thread plus the input and
   output moved once at ``STREAM_GBS`` GB/s per thread, ``DEPTHWISE_TASK_S`` per
   (n, c) plane.
@@ -61,6 +62,7 @@ WEIGHT_GBS = 40.0
 CALL_OVERHEAD_S = 10e-6
 PACKED_GFLOPS = 140.0
 PACKED_TASK_S = 0.5e-6
+PACKED_CALL_S = 8e-6  # more per call than the SGEMM families (measured 24-26 vs 16-18 us, 1x1 on 4x4)
 
 
 @dataclass(frozen=True)

@@ -410,3 +410,23 @@ def test_micro_kernel_tiles_and_assembly(rng):
         asm = "".join(tiles.inspect_asm().values())
         fmas = [ln for ln in asm.splitlines() if "vfmadd" in ln and "zmm" in ln]
         assert len(fmas) >= 16 + 16 + 14  # one unrolled reduction step per call site
+
+
+@pytest.mark.parametrize("case", [
+    # (C, H, W, padding): odd/even sizes and every padding parity, channel multiplier 2
+    (5, 9, 9, 1), (3, 10, 7, 1), (4, 8, 8, (0, 1, 0, 1)), (2, 7, 12, (1, 0, 1, 0)),
+    (3, 1, 1, 1), (2, 2, 5, (2, 1, 0, 2)), (6, 13, 11, 0),
+])
+@pytest.mark.parametrize("with_res", [False, True])
+def test_depthwise_stride2_planes(rng, case, with_res):
+    """3x3 stride-2 depthwise (rows split into even and odd columns) at every padding parity."""
+    c, h, w, padding = case
+    x = rng.standard_normal((2, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((2 * c, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(2 * c).astype(np.float32)
+    pre = ref.conv2d(x, wt, b, 2, padding, 1, c)
+    res = rng.standard_normal(pre.shape).astype(np.float32) if with_res else None
+    y = fc.conv2d(x, wt, b, stride=2, padding=padding, groups=c, algo="depthwise",
+                  activation="relu6", residual=res)
+    expected = ref.activation(pre + (res if with_res else 0), "relu6")
+    assert rel_err(y, expected) < 1e-4
