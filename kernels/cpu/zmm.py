@@ -12,9 +12,9 @@ fused multiply-adds -- the GotoBLAS/oneDNN inner kernel.  The weights are
 packed as panels (reduction, MR) so the broadcasts walk memory sequentially;
 the right-hand side is read with any row stride, so a 1x1 convolution's
 input (C, H*W) needs no copy where its rows are 16-float multiples apart
-(gemm_block copies the others into an aligned block).  ``llvm.fma.v16f32`` is target
-independent: on a CPU without AVX-512 LLVM splits each vector in two and the
-code stays correct.
+(gemm_block copies the others into an aligned block).  ``llvm.fma.v16f32``
+is target independent: on a CPU without AVX-512 LLVM splits each vector in
+two and the code stays correct.
 """
 from llvmlite import ir
 from numba import njit, types
@@ -26,9 +26,8 @@ NV = 2      # 16-float vectors per tile row
 NR = 16 * NV  # output columns (pixels) per tile
 
 
-def _make_tile(mr, nv, prefetch_a=0, prefetch_b=0):
-    """The tile intrinsic for mr broadcast rows x nv vectors; prefetch_a / prefetch_b:
-    software prefetch that many reduction steps ahead in a / b (0: none)."""
+def _make_tile(mr, nv):
+    """The tile intrinsic for mr broadcast rows x nv vectors of 16 floats."""
     @intrinsic
     def tile(typingctx, a, a_off, lda, b, b_off, ldb, nc, y, y_off, ldy, accumulate):
         """y[y_off + r*ldy + j] (+)= sum_(c < nc) a[a_off + c*lda + r] * b[b_off + c*ldb + j]
@@ -95,21 +94,6 @@ def _make_tile(mr, nv, prefetch_a=0, prefetch_b=0):
             xv = [builder.load(builder.bitcast(builder.gep(b_ptr, [builder.add(brow, const(16 * v))]),
                                                vp), align=4) for v in range(nv)]
             arow = builder.add(a_off, builder.mul(c, lda))
-            i8p = ir.IntType(8).as_pointer()
-            i32 = ir.IntType(32)
-            pf = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                "llvm.prefetch.p0")
-            if prefetch_a:
-                ahead = builder.add(arow, builder.mul(lda, const(prefetch_a)))
-                builder.call(pf, [builder.bitcast(builder.gep(a_ptr, [ahead]), i8p),
-                                  ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-            if prefetch_b:
-                ahead = builder.add(brow, builder.mul(ldb, const(prefetch_b)))
-                for v in range(nv):
-                    builder.call(pf, [builder.bitcast(builder.gep(b_ptr, [builder.add(ahead, const(16 * v))]),
-                                                      i8p),
-                                      ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
             new = []
             for r in range(mr):
                 s = builder.load(builder.gep(a_ptr, [builder.add(arow, const(r))]), align=4)
@@ -144,9 +128,9 @@ def _make_tile(mr, nv, prefetch_a=0, prefetch_b=0):
     return tile
 
 
-gemm_tile = _make_tile(MR, NV, prefetch_a=32)  # MR channels x NR pixels: weights broadcast
+gemm_tile = _make_tile(MR, NV)      # MR channels x NR pixels: weights broadcast
 MP = 7                               # pixels per transposed tile (7 divides 7x7 .. 112x112 maps)
-gemm_tile_t = _make_tile(MP, NV, prefetch_b=8)  # MP pixels x NR channels: activations broadcast
+gemm_tile_t = _make_tile(MP, NV)     # MP pixels x NR channels: activations broadcast
 
 KC = 256    # reduction chunk: an MR x KC weight panel (8 KiB) stays in L1
 JB = 256    # column block: a KC x JB block of the right-hand side (256 KiB) stays in L2
