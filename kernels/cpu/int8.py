@@ -27,6 +27,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .tiles import gemm_task
 from .vnni import dot8x16_bcast, dot8x32_bcast
 
 I32 = np.int32
@@ -197,11 +198,7 @@ def conv2d_int8(xq, wq, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, S, ac
     Cg = C // groups
     ntiles = (P + tile - 1) // tile
     for t in prange(N * groups * ntiles):
-        ti = t % ntiles
-        g = (t // ntiles) % groups
-        n = t // (ntiles * groups)
-        p0 = ti * tile
-        T = min(tile, P - p0)
+        n, g, p0, T, _, _ = gemm_task(t, groups, ntiles, 1, tile, Kg, P, Kg)
         cols = cols_ws[numba.get_thread_id(), :T * CRS].reshape((T, CRS))
         for j in range(T):
             p = p0 + j
@@ -299,11 +296,7 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
     kblocks = (Kg + 15) // 16
     ntiles = (P + tile - 1) // tile
     for t in prange(N * groups * ntiles):
-        ti = t % ntiles
-        g = (t // ntiles) % groups
-        n = t // (ntiles * groups)
-        p0 = ti * tile
-        T = min(tile, P - p0)
+        n, g, p0, T, _, _ = gemm_task(t, groups, ntiles, 1, tile, Kg, P, Kg)
         tid = numba.get_thread_id()
         cf = cols_ws[tid]
         cols = cf[:(tile + 8) * width].reshape((tile + 8, width))
@@ -337,28 +330,39 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
                         act, res, has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax)
 
 
+@njit(inline="always")
+def _fill_border(row, h, H, pl, W, fill):
+    """Set the padding of one channels-last padded row (WP, C) to ``fill``: the whole row
+    when input row h is outside [0, H), else the pl columns on the left and the ones
+    right of pl + W.  True if the row has an interior to fill from the input."""
+    WP, C = row.shape
+    if h < 0 or h >= H:
+        for w in range(WP):
+            for c in range(C):
+                row[w, c] = fill
+        return False
+    for w in range(pl):
+        for c in range(C):
+            row[w, c] = fill
+    for w in range(pl + W, WP):
+        for c in range(C):
+            row[w, c] = fill
+    return True
+
+
 @njit(parallel=True, cache=True)
 def nhwc_padded(x, out, pt, pl, fill):
     """out (N, HP, WP, C) = x (N, C, H, W) moved channels-last at offset (pt, pl), the border
     set to ``fill`` (the zero point).  One task per output row."""
     N, C, H, W = x.shape
-    HP, WP = out.shape[1], out.shape[2]
+    HP = out.shape[1]
     for t in prange(N * HP):
         n = t // HP
         i = t % HP
         row = out[n, i]
         h = i - pt
-        if h < 0 or h >= H:
-            for w in range(WP):
-                for c in range(C):
-                    row[w, c] = fill
+        if not _fill_border(row, h, H, pl, W, fill):
             continue
-        for w in range(pl):
-            for c in range(C):
-                row[w, c] = fill
-        for w in range(pl + W, WP):
-            for c in range(C):
-                row[w, c] = fill
         for c in range(C):
             src = x[n, c, h]
             for w in range(W):
@@ -371,23 +375,14 @@ def quantize_nhwc_padded(x, inv_scale, zx, qmin, qmax, out, pt, pl):
     offset (pt, pl), the border holding zx: a float layer input quantized and laid out for
     the int8 conv in one pass."""
     N, C, H, W = x.shape
-    HP, WP = out.shape[1], out.shape[2]
+    HP = out.shape[1]
     for t in prange(N * HP):
         n = t // HP
         i = t % HP
         row = out[n, i]
         h = i - pt
-        if h < 0 or h >= H:
-            for w in range(WP):
-                for c in range(C):
-                    row[w, c] = zx
+        if not _fill_border(row, h, H, pl, W, zx):
             continue
-        for w in range(pl):
-            for c in range(C):
-                row[w, c] = zx
-        for w in range(pl + W, WP):
-            for c in range(C):
-                row[w, c] = zx
         for c in range(C):
             src = x[n, c, h]
             for w in range(W):

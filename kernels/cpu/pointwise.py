@@ -86,11 +86,7 @@ def pointwise_conv2d_register(x3, wmat, b, y3, groups, act, res3, has_res, tile,
     Kg = K // groups
     ntiles = (P + tile - 1) // tile
     for t in prange(N * groups * ntiles):
-        ti = t % ntiles
-        g = (t // ntiles) % groups
-        n = t // (ntiles * groups)
-        p0 = ti * tile
-        T = min(tile, P - p0)
+        n, g, p0, T, _, _ = gemm_task(t, groups, ntiles, 1, tile, Kg, P, Kg)
         res2 = res3[n] if has_res else res3[0]
         register_gemm_tile(x3[n], g * Cg, p0, T, wmat, g * Kg, (g + 1) * Kg,
                            acc_ws[numba.get_thread_id()], y3[n], p0, b, act, res2, has_res)

@@ -197,13 +197,7 @@ def gemm_block(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nrows
             cfrom = 0 if copy_all else nfull
             cw = -(-(jw - cfrom) // NR) * NR
             if cw:
-                for c in range(kc):
-                    src = x_off + (c0 + c) * ldx + jb + cfrom
-                    dst = c * cw
-                    for j in range(jw - cfrom):
-                        xp[dst + j] = x[src + j]
-                    for j in range(jw - cfrom, cw):
-                        xp[dst + j] = 0.0
+                _copy_padded(x, x_off + c0 * ldx + jb + cfrom, ldx, kc, jw - cfrom, xp, cw)
             for r0 in range(0, nrows, MR):
                 wo = w_base + c0 * npg * MR + (pan0 + r0 // MR) * kc * MR
                 mr = min(MR, nrows - r0)
@@ -215,27 +209,41 @@ def gemm_block(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nrows
                             gemm_tile(wp, wo, MR, xp, j0 - cfrom, cw, kc, y, yo, ldy, acc)
                         else:
                             gemm_tile(wp, wo, MR, xp, j0 - cfrom, cw, kc, sc, 0, NR, 0)
-                            _merge(sc, y, yo, ldy, mr, nj, acc)
+                            _merge(sc, NR, 1, y, yo, ldy, mr, nj, acc)
                     else:
                         xo = x_off + c0 * ldx + jb + j0
                         if mr == MR:
                             gemm_tile(wp, wo, MR, x, xo, ldx, kc, y, yo, ldy, acc)
                         else:
                             gemm_tile(wp, wo, MR, x, xo, ldx, kc, sc, 0, NR, 0)
-                            _merge(sc, y, yo, ldy, mr, NR, acc)
+                            _merge(sc, NR, 1, y, yo, ldy, mr, NR, acc)
 
 
 @njit(inline="always")
-def _merge(sc, y, yo, ldy, rows, cols, acc):
-    """y[yo + r*ldy + j] (+)= sc[r*NR + j] for r < rows, j < cols."""
+def _merge(sc, sr, sj, y, yo, ldy, rows, cols, acc):
+    """y[yo + r*ldy + j] (+)= sc[r*sr + j*sj] for r < rows, j < cols: a scratch tile
+    (sr, sj = NR, 1) or a transposed one (1, NR) into y's rows."""
     for r in range(rows):
         base = yo + r * ldy
         if acc:
             for j in range(cols):
-                y[base + j] += sc[r * NR + j]
+                y[base + j] += sc[r * sr + j * sj]
         else:
             for j in range(cols):
-                y[base + j] = sc[r * NR + j]
+                y[base + j] = sc[r * sr + j * sj]
+
+
+@njit(inline="always")
+def _copy_padded(x, src, ldx, rows, cols, xp, width):
+    """xp[r*width + j] = x[src + r*ldx + j] for j < cols, 0 for cols <= j < width
+    (r < rows): a block of X, zero-padded to whole tiles, in the thread's scratch."""
+    for r in range(rows):
+        s = src + r * ldx
+        d = r * width
+        for j in range(cols):
+            xp[d + j] = x[s + j]
+        for j in range(cols, width):
+            xp[d + j] = 0.0
 
 
 KC_T = 512  # reduction chunk of the transposed kernel: a KC_T x NR weight panel in L2
@@ -265,18 +273,6 @@ def gemm_block_t(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nro
                 if npx == MP:
                     gemm_tile_t(x, x_off + c0 * ldx + j0, ldx, wp, wo, NR, kc, sc, 0, NR, 0)
                 else:
-                    for c in range(kc):
-                        src = x_off + (c0 + c) * ldx + j0
-                        for p in range(npx):
-                            xp[c * MP + p] = x[src + p]
-                        for p in range(npx, MP):
-                            xp[c * MP + p] = 0.0
+                    _copy_padded(x, x_off + c0 * ldx + j0, ldx, kc, npx, xp, MP)
                     gemm_tile_t(xp, 0, MP, wp, wo, NR, kc, sc, 0, NR, 0)
-                for ch in range(nr):
-                    base = y_off + (r0 + ch) * ldy + j0
-                    if acc:
-                        for p in range(npx):
-                            y[base + p] += sc[p * NR + ch]
-                    else:
-                        for p in range(npx):
-                            y[base + p] = sc[p * NR + ch]
+                _merge(sc, 1, NR, y, y_off + r0 * ldy + j0, ldy, nr, npx, acc)
