@@ -232,6 +232,59 @@ class Depthwise(planner.Algorithm):
                                     plane, out, deint)
 
 
+class DepthwiseBlocked(planner.Algorithm):
+    """Depthwise through 16-channel blocks (NCHW16c inside the call): one task per
+    (image, block), every tap one vector FMA for 16 channels."""
+    name = "depthwise_blocked"
+    SIZES = ((3, 3), (5, 5))
+
+    def serves(self, prob):
+        if prob.groups != prob.c or prob.cg != 1 or prob.kg != 1:
+            return ("needs groups == in_channels == out_channels (depthwise, multiplier 1), "
+                    f"got groups={prob.groups}, C={prob.c}, K={prob.k}")
+        if (prob.r, prob.s) not in self.SIZES:
+            return f"needs a 3x3 or 5x5 filter, got {prob.r}x{prob.s}"
+        if prob.h * prob.w < 16 or prob.oh * prob.ow < 16:
+            return (f"needs input and output planes of >= 16 pixels, got {prob.h}x{prob.w} -> "
+                    f"{prob.oh}x{prob.ow}")
+        return None
+
+    def cost(self, prob, threads, prepacked=False):
+        moved = 4 * (prob.n * prob.c * prob.h * prob.w + prob.n * prob.k * prob.oh * prob.ow)
+        tasks = prob.n * -(-prob.c // 16)
+        par = min(threads, max(1, tasks))
+        return planner.CALL_OVERHEAD_S + (prob.flops / (planner.DEPTHWISE_BLOCKED_GFLOPS * 1e9)
+                                          + moved / (planner.BLOCKED_GBS * 1e9)
+                                          + tasks * planner.DEPTHWISE_BLOCKED_TASK_S) / par
+
+    def run(self, prob, x, w, b, y, act, res=None, packed=None):
+        pt, pb, pl, pr = prob.pads
+        hp, wp = prob.h + pt + pb, prob.w + pl + pr
+        wt = None if packed is None else packed.get(self.name)
+        if wt is None:
+            wt = np.empty((-(-prob.c // 16), prob.r * prob.s, 16), np.float32)
+            _depthwise.pack_blocked(w, wt)
+            if packed is not None:
+                packed[self.name] = wt
+        threads = _runtime.max_threads()
+        plane = _workspace.per_thread("depthwise_plane", threads, (hp * wp * 16,))
+        out = _workspace.per_thread("depthwise_out", threads, (prob.oh * prob.ow * 16,))
+        bias = _workspace.per_thread("depthwise_bias", threads, (16,))
+        r, has_res = _res(res, 4)
+        _depthwise.depthwise_conv2d_blocked(x, wt, b, y, prob.r, prob.s, prob.stride[0],
+                                            prob.stride[1], pt, pl, hp, wp, prob.dilation[0],
+                                            prob.dilation[1], act, r, has_res,
+                                            _blocked_offsets(prob.h, prob.w, pt, pl, wp),
+                                            plane, out, bias)
+
+
+@functools.lru_cache(maxsize=128)
+def _blocked_offsets(h, w, pt, pl, wp):
+    """Vector offset of every input pixel in the padded blocked plane (shared: never written)."""
+    f = np.arange(h * w, dtype=np.intp)
+    return ((f // w + pt) * wp + f % w + pl) * 16
+
+
 class Winograd(planner.Algorithm):
     """F(m x m, 3 x 3) for 3x3 stride-1 undilated convolutions (any padding, groups)."""
     uses_blas = True
@@ -625,5 +678,6 @@ planner.register(PointwiseRegister())
 planner.register(PointwisePacked())
 planner.register(Im2colPacked())
 planner.register(Depthwise())
+planner.register(DepthwiseBlocked())
 planner.register(Winograd(2))
 planner.register(Winograd(4))

@@ -149,6 +149,8 @@ def gpu_algo(prob, algo, layer):
     if algo in ("im2col", "pointwise", "pointwise_register", "im2col_register",
                 "pointwise_packed", "im2col_packed"):
         return "implicit_gemm"  # the GPU family that plays their part
+    if algo == "depthwise_blocked":
+        algo = "depthwise"  # the GPU's depthwise kernel is already channel-parallel
     if algo not in GPU_ALGOS:
         raise ValueError(f"{layer}: algo={algo!r} has no CUDA kernel; the GPU runs "
                          f"{list(GPU_ALGOS)}")

@@ -11,7 +11,8 @@ from fastconv import functional as F
 from fastconv import planner
 
 ALGOS = ["direct", "im2col", "im2col_register", "im2col_packed", "pointwise", "pointwise_register",
-         "pointwise_packed", "depthwise", "winograd_f2x2_3x3", "winograd_f4x4_3x3", "auto"]
+         "pointwise_packed", "depthwise", "depthwise_blocked", "winograd_f2x2_3x3",
+         "winograd_f4x4_3x3", "auto"]
 
 
 def serves(algo, x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1):
@@ -181,12 +182,15 @@ def test_explain_names_the_choice():
 
 
 @pytest.mark.parametrize("algo", ["direct", "im2col", "im2col_register", "im2col_packed", "pointwise",
-                                  "pointwise_register", "pointwise_packed", "depthwise"])
+                                  "pointwise_register", "pointwise_packed", "depthwise",
+                                  "depthwise_blocked"])
 @pytest.mark.parametrize("activation", [None, "relu", "relu6", "hardswish"])
 def test_residual_and_activation_epilogue(rng, algo, activation):
     """y = act(conv(x) + b + residual): the ResNet block tail in one pass."""
     if algo == "depthwise":
         x_shape, w_shape, kw = (2, 6, 9, 8), (12, 1, 3, 3), dict(padding=1, groups=6)
+    elif algo == "depthwise_blocked":
+        x_shape, w_shape, kw = (2, 12, 9, 8), (12, 1, 3, 3), dict(padding=1, groups=12)
     elif algo == "pointwise":
         x_shape, w_shape, kw = (2, 6, 9, 8), (12, 6, 1, 1), {}
     elif algo in ("pointwise_register", "pointwise_packed"):
@@ -234,6 +238,49 @@ def test_depthwise_shapes(rng, case):
     b = rng.standard_normal(c * mult).astype(np.float32)
     y = fc.conv2d(x, wt, b, stride, pad, dil, groups=c, activation="relu6", algo="depthwise")
     assert rel_err(y, ref.conv2d(x, wt, b, stride, pad, dil, c, activation="relu6")) < 1e-4
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.sampled_from([0, 1, 3]), c=st.integers(1, 40), h=st.integers(1, 20),
+       w=st.integers(1, 20), k=st.sampled_from([3, 5]), stride=st.integers(1, 3),
+       pads=st.tuples(*[st.integers(0, 3)] * 4), dil=st.integers(1, 2),
+       activation=st.sampled_from([None, "relu", "relu6", "hardswish"]), with_res=st.booleans())
+def test_depthwise_blocked_shapes(rng, n, c, h, w, k, stride, pads, dil, activation, with_res):
+    """16-channel blocks: channel tails (C % 16), planes of exactly 16 pixels and the
+    overlapping last pixel group, asymmetric padding, dilation, strides, 3x3 and 5x5."""
+    x = (3 * rng.standard_normal((n, c, h, w))).astype(np.float32)
+    wt = rng.standard_normal((c, 1, k, k)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    if min(h + pads[0] + pads[1], w + pads[2] + pads[3]) < dil * (k - 1) + 1:
+        return
+    pre = ref.conv2d(x, wt, b, stride, pads, dil, c)
+    res = (3 * rng.standard_normal(pre.shape)).astype(np.float32) if with_res else None
+    if not serves("depthwise_blocked", x.shape, wt.shape, stride, pads, dil, c):
+        assert h * w < 16 or pre.shape[2] * pre.shape[3] < 16
+        return
+    x_before = x.copy()
+    y = fc.conv2d(x, wt, b, stride, pads, dil, c, activation=activation, residual=res,
+                  algo="depthwise_blocked")
+    pre = pre + (res if with_res else 0)
+    if activation == "hardswish":
+        expected = pre * np.clip(pre + 3, 0, 6) / 6
+    else:
+        expected = ref.activation(pre, activation)
+    assert y.shape == expected.shape
+    assert rel_err(y, expected) < 1e-4
+    np.testing.assert_array_equal(x, x_before)
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6", "hardswish"])
+def test_depthwise_blocked_nan_passes_through(activation):
+    """NaN stays NaN through the fused activation (as in PyTorch), only where it reaches."""
+    x = np.ones((1, 20, 6, 6), np.float32)
+    x[0, 17, 2, 3] = np.nan
+    w = np.full((20, 1, 3, 3), 0.5, np.float32)
+    y = fc.conv2d(x, w, None, padding=1, groups=20, activation=activation,
+                  algo="depthwise_blocked")
+    bad = np.isnan(y)
+    assert bad[0, 17, 1:4, 2:5].all() and bad.sum() == 9
 
 
 WINOGRAD_BOUND = {"winograd_f2x2_3x3": 1e-5, "winograd_f4x4_3x3": 5e-5}

@@ -27,9 +27,13 @@ def choose(x_shape, w_shape, prepacked=True, **kw):
     ((1, 64, 14, 14), (384, 64, 1, 1), {}, "pointwise"),                # short: SGEMM
     ((1, 3, 224, 224), (32, 3, 3, 3), dict(stride=2, padding=1), "im2col_packed"),  # 3x3 stem
     ((1, 256, 56, 56), (512, 256, 1, 1), dict(stride=2), "im2col_packed"),  # strided 1x1
-    ((1, 144, 56, 56), (144, 1, 3, 3), dict(padding=1, groups=144), "depthwise"),
-    ((1, 192, 28, 28), (192, 1, 3, 3), dict(stride=2, padding=1, groups=192), "depthwise"),
-    ((1, 96, 28, 28), (96, 1, 5, 5), dict(padding=2, groups=96), "depthwise"),
+    ((1, 144, 56, 56), (144, 1, 3, 3), dict(padding=1, groups=144), "depthwise_blocked"),
+    ((1, 192, 28, 28), (192, 1, 3, 3), dict(stride=2, padding=1, groups=192), "depthwise_blocked"),
+    ((1, 96, 28, 28), (96, 1, 5, 5), dict(padding=2, groups=96), "depthwise_blocked"),
+    ((1, 960, 7, 7), (960, 1, 3, 3), dict(padding=1, groups=960), "depthwise_blocked"),
+    ((1, 64, 3, 3), (64, 1, 3, 3), dict(padding=1, groups=64), "depthwise"),   # 9-pixel planes
+    ((1, 32, 28, 28), (64, 1, 3, 3), dict(padding=1, groups=32), "depthwise"),  # multiplier 2
+    ((1, 32, 28, 28), (32, 1, 7, 7), dict(padding=3, groups=32), "depthwise"),  # 7x7 taps
     ((1, 32, 28, 28), (32, 8, 3, 3), dict(padding=1, groups=4), "im2col_packed"),   # grouped
 ])
 def test_documented_choices(x_shape, w_shape, kw, expected):

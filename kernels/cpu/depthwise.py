@@ -24,8 +24,8 @@ activation) is a separate, vectorized pass per output row.
 import numba
 from numba import njit, prange
 
-from . import FASTMATH
-from .epilogue import apply_row, store_row, store_row_res
+from . import FASTMATH, nchwc
+from .epilogue import apply_row, apply_row_res, store_row, store_row_res
 
 
 @njit(inline="always")
@@ -209,3 +209,85 @@ def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
                                 for q in range(OW):
                                     o[q] += wv * xs[q * sw]
                 _plane_epilogue(y, n, k, buf, b[k], act, res, has_res)
+
+
+@njit(cache=True)
+def pack_blocked(w, out):
+    """out[blk, t, c] = w[16*blk + c, 0, t // S, t % S], zero beyond the last channel:
+    each tap of a 16-channel block is one vector (nchwc.py)."""
+    K, _, R, S = w.shape
+    for blk in range(out.shape[0]):
+        for t in range(R * S):
+            for c in range(nchwc.B):
+                k = blk * nchwc.B + c
+                out[blk, t, c] = w[k, 0, t // S, t % S] if k < K else 0.0
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def depthwise_conv2d_blocked(x, wt, b, y, R, S, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
+                             res, has_res, offs, plane_ws, out_ws, bias_ws):
+    """Depthwise conv (multiplier 1, 3x3 or 5x5) of x (N, C, H, W) into y (N, C, OH, OW)
+    through 16-channel blocks; wt (ceil(C/16), R*S, 16) from pack_blocked.
+
+    A task is one (n, 16-channel block): the block's planes are transposed into the
+    thread's zero-bordered padded plane of pixel vectors (plane_ws, >= HP*WP*16;
+    offs[f] = the vector offset of input pixel f), every output row is one
+    ``depthwise_row`` call (R*S vector FMAs a pixel for 16 channels, bias and
+    activation fused) into out_ws (>= OH*OW*16), and the result is transposed back
+    into y.  Pixels go 16 at a time; the last group of a plane starts at HW - 16
+    and rewrites a few pixels with the same values (needs H*W >= 16 and OH*OW >= 16).
+    With a residual the activation runs after the add, on the output rows.
+    bias_ws: (threads, >= 16).
+    """
+    N, C, H, W = x.shape
+    OH, OW = y.shape[2], y.shape[3]
+    HW = H * W
+    OHW = OH * OW
+    V = nchwc.B
+    nb = (C + V - 1) // V
+    xf = x.reshape(N * C * HW)
+    yf = y.reshape(N * C * OHW)
+    inner = 0 if has_res else act
+    for t in prange(N * nb):
+        n = t // nb
+        blk = t % nb
+        c0 = blk * V
+        cn = min(V, C - c0)
+        tid = numba.get_thread_id()
+        P = plane_ws[tid]
+        O = out_ws[tid]
+        bv = bias_ws[tid]
+        # zero the padding border (the interior is overwritten below)
+        for r in range(HP):
+            if r < pad_top or r >= pad_top + H:
+                seg = P[r * WP * V:(r + 1) * WP * V]
+                for j in range(WP * V):
+                    seg[j] = 0.0
+            else:
+                left = P[r * WP * V:(r * WP + pad_left) * V]
+                for j in range(pad_left * V):
+                    left[j] = 0.0
+                right = P[(r * WP + pad_left + W) * V:(r + 1) * WP * V]
+                for j in range((WP - pad_left - W) * V):
+                    right[j] = 0.0
+        for c in range(V):
+            bv[c] = b[c0 + c] if c < cn else 0.0
+        base = (n * C + c0) * HW
+        for f0 in range(0, HW, V):
+            f = min(f0, HW - V)
+            nchwc.to_blocked(xf, base + f, HW, cn, P, offs, f)
+        for p in range(OH):
+            if R == 3:
+                nchwc.depthwise_row3x3(P, p * sh * WP * V, dh * WP * V, dw * V, sw * V, OW, wt[blk],
+                                       0, bv, 0, inner, O, p * OW * V)
+            else:
+                nchwc.depthwise_row5x5(P, p * sh * WP * V, dh * WP * V, dw * V, sw * V, OW, wt[blk],
+                                       0, bv, 0, inner, O, p * OW * V)
+        ybase = (n * C + c0) * OHW
+        for f0 in range(0, OHW, V):
+            f = min(f0, OHW - V)
+            nchwc.from_blocked(O, f * V, yf, ybase + f, OHW, cn)
+        if has_res:
+            for c in range(cn):
+                apply_row_res(yf[ybase + c * OHW:ybase + (c + 1) * OHW], 0.0,
+                              res[n, c0 + c].reshape(OHW), act)

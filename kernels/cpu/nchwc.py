@@ -1,0 +1,183 @@
+"""16-channel blocked (NCHW16c) building blocks in LLVM IR: layout transposes and the depthwise tap row.
+
+    to_blocked:    dst[offs[o_off + i] + c]   = x[x_off + c*plane + i]          (i, c < 16)
+    from_blocked:  y[y_off + c*plane + i]     = src[s_off + 16*i + c]           (i < 16, c < nch)
+    depthwise row: out[o_off + 16*q + c] = act(bias[b_off + c]
+                       + sum_(r<R, s<S) wt[w_off + 16*(r*S + s) + c] * p[p_off + q*qstep + r*rs + s*cs + c])
+
+In a blocked plane every pixel holds 16 consecutive channels, so one 64-byte
+aligned vector load is one tap for 16 channels, and a depthwise filter's taps
+are whole vectors kept in registers (the NCHWc layout of oneDNN and
+onnxruntime).  Numba's loops over 16 channels do not vectorize (LLVM cannot
+prove the output slice does not alias the inputs, and a 16-iteration loop is
+not worth its run-time checks), so these pieces are written as intrinsics,
+the route of ``zmm.py``.  The transposes move 16 x 16 floats with four rounds
+of two-source shuffles (64 ``vpermt2ps`` on AVX-512) instead of 256 scalar
+loads and stores.  Everything is target independent: without AVX-512 LLVM
+splits each vector and the code stays correct.
+"""
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+B = 16   # channels per block: one 16-float vector
+
+_F32 = ir.FloatType()
+_V16 = ir.VectorType(_F32, B)
+_ZIP_LO = [i // 2 + (i % 2) * B for i in range(B)]        # a0 b0 a1 b1 ... a7 b7
+_ZIP_HI = [B // 2 + i // 2 + (i % 2) * B for i in range(B)]  # a8 b8 ... a15 b15
+
+
+def _transpose(builder, rows):
+    """16 vectors of 16 -> their transpose: four rounds of zipping row i with row i + 8
+    (after round k every vector holds 2^k-element runs of the transposed order)."""
+    i32 = ir.IntType(32)
+    lo = ir.Constant(ir.VectorType(i32, B), _ZIP_LO)
+    hi = ir.Constant(ir.VectorType(i32, B), _ZIP_HI)
+    for _ in range(4):
+        new = [None] * B
+        for i in range(B // 2):
+            new[2 * i] = builder.shuffle_vector(rows[i], rows[i + B // 2], lo)
+            new[2 * i + 1] = builder.shuffle_vector(rows[i], rows[i + B // 2], hi)
+        rows = new
+    return rows
+
+
+def _ptr(context, builder, aty, val, elem=None):
+    """An array argument's data pointer, as a pointer to its elements."""
+    arr = context.make_array(aty)(context, builder, val)
+    return builder.bitcast(arr.data, (elem or _F32).as_pointer())
+
+
+def _vload(builder, base, off):
+    return builder.load(builder.bitcast(builder.gep(base, [off]), _V16.as_pointer()), align=4)
+
+
+def _vstore(builder, val, base, off):
+    builder.store(val, builder.bitcast(builder.gep(base, [off]), _V16.as_pointer()), align=4)
+
+
+@intrinsic
+def to_blocked(typingctx, x, x_off, plane, nch, dst, offs, o_off):
+    """Pixels x_off .. x_off + 15 of channels 0 .. 15 (channel stride ``plane``) into
+    pixel vectors at dst[offs[o_off + i]:][:16].  Channels from nch on repeat channel
+    nch - 1 (their lanes are never read back); all 16 pixels must exist."""
+    sig = types.void(x, types.intp, types.intp, types.intp, dst, offs, types.intp)
+
+    def codegen(context, builder, signature, args):
+        xp = _ptr(context, builder, signature.args[0], args[0])
+        dp = _ptr(context, builder, signature.args[4], args[4])
+        x_off, plane, nch, o_off = args[1], args[2], args[3], args[6]
+        intp = x_off.type
+        op = _ptr(context, builder, signature.args[5], args[5], intp)
+        last = builder.sub(nch, ir.Constant(intp, 1))
+        rows = []
+        for c in range(B):
+            cc = ir.Constant(intp, c)
+            ch = builder.select(builder.icmp_signed("<", cc, nch), cc, last)
+            rows.append(_vload(builder, xp, builder.add(x_off, builder.mul(ch, plane))))
+        cols = _transpose(builder, rows)
+        for i in range(B):
+            off = builder.load(builder.gep(op, [builder.add(o_off, ir.Constant(intp, i))]))
+            _vstore(builder, cols[i], dp, off)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def from_blocked(typingctx, src, s_off, y, y_off, plane, nch):
+    """The 16 pixel vectors at src[s_off:][:256] back to channel rows:
+    y[y_off + c*plane:][:16] for c < nch."""
+    sig = types.void(src, types.intp, y, types.intp, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        sp = _ptr(context, builder, signature.args[0], args[0])
+        yp = _ptr(context, builder, signature.args[2], args[2])
+        s_off, y_off, plane, nch = args[1], args[3], args[4], args[5]
+        intp = s_off.type
+        rows = [_vload(builder, sp, builder.add(s_off, ir.Constant(intp, B * i)))
+                for i in range(B)]
+        chans = _transpose(builder, rows)
+        for c in range(B):
+            cc = ir.Constant(intp, c)
+            with builder.if_then(builder.icmp_signed("<", cc, nch), likely=True):
+                _vstore(builder, chans[c], yp, builder.add(y_off, builder.mul(cc, plane)))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _make_row(R, S):
+    """The depthwise row intrinsic for an R x S filter (R*S weight vectors in registers)."""
+    @intrinsic
+    def row(typingctx, p, p_off, rs, cs, qstep, nq, wt, w_off, bias, b_off, act, out, o_off):
+        """out[o_off + 16*q:][:16] = act(bias + sum of R*S taps) for q < nq (module docstring);
+        act 0 none, 1 relu, 2 relu6, 3 hardswish, NaN passing through as in epilogue.py."""
+        sig = types.void(p, types.intp, types.intp, types.intp, types.intp, types.intp, wt,
+                         types.intp, bias, types.intp, types.intp, out, types.intp)
+
+        def codegen(context, builder, signature, args):
+            pp = _ptr(context, builder, signature.args[0], args[0])
+            wp = _ptr(context, builder, signature.args[6], args[6])
+            bp = _ptr(context, builder, signature.args[8], args[8])
+            yp = _ptr(context, builder, signature.args[11], args[11])
+            p_off, rs, cs, qstep, nq, w_off, b_off, act, o_off = (
+                args[1], args[2], args[3], args[4], args[5], args[7], args[9], args[10], args[12])
+            intp = p_off.type
+            const = lambda v: ir.Constant(intp, v)  # noqa: E731
+            vconst = lambda v: ir.Constant(_V16, [v] * B)  # noqa: E731
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(_V16, [_V16, _V16, _V16]), "llvm.fma.v16f32")
+            taps = [_vload(builder, wp, builder.add(w_off, const(B * t))) for t in range(R * S)]
+            offs = [builder.add(builder.mul(const(r), rs), builder.mul(const(s), cs))
+                    for r in range(R) for s in range(S)]
+            bv = _vload(builder, bp, b_off)
+            # relu / relu6 / none as one clamp: v < lo -> lo, v > hi -> hi (NaN stays)
+            lo = builder.select(builder.icmp_signed(">=", act, const(1)), vconst(0.0),
+                                vconst(float("-inf")))
+            hi = builder.select(builder.icmp_signed("==", act, const(2)), vconst(6.0),
+                                vconst(float("inf")))
+
+            def clamp(v, a, b):
+                v = builder.select(builder.fcmp_ordered("<", v, a), a, v)
+                return builder.select(builder.fcmp_ordered(">", v, b), b, v)
+
+            def body(q, hswish):
+                base = builder.add(p_off, builder.mul(q, qstep))
+                acc = bv
+                for t in range(R * S):
+                    acc = builder.call(fma, [taps[t], _vload(builder, pp, builder.add(base, offs[t])),
+                                             acc])
+                if hswish:
+                    g = clamp(builder.fadd(acc, vconst(3.0)), vconst(0.0), vconst(6.0))
+                    acc = builder.fmul(builder.fmul(acc, g), vconst(1.0 / 6.0))
+                else:
+                    acc = clamp(acc, lo, hi)
+                _vstore(builder, acc, yp, builder.add(o_off, builder.mul(q, const(B))))
+
+            done = builder.append_basic_block("dwrow.done")
+            pick = builder.append_basic_block("dwrow.pick")
+            builder.cbranch(builder.icmp_signed(">", nq, const(0)), pick, done)
+            builder.position_at_end(pick)
+            loops = [builder.append_basic_block(f"dwrow.loop{h}") for h in range(2)]
+            builder.cbranch(builder.icmp_signed("==", act, const(3)), loops[1], loops[0])
+            for h, loop in enumerate(loops):
+                builder.position_at_end(loop)
+                q = builder.phi(intp)
+                q.add_incoming(const(0), pick)
+                body(q, h == 1)
+                q1 = builder.add(q, const(1))
+                q.add_incoming(q1, builder.block)
+                builder.cbranch(builder.icmp_signed("<", q1, nq), loop, done)
+            builder.position_at_end(done)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return row
+
+
+depthwise_row3x3 = _make_row(3, 3)
+depthwise_row5x5 = _make_row(5, 5)
