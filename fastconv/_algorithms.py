@@ -236,7 +236,7 @@ class DepthwiseBlocked(planner.Algorithm):
     """Depthwise through 16-channel blocks (NCHW16c inside the call): one task per
     (image, block), every tap one vector FMA for 16 channels."""
     name = "depthwise_blocked"
-    SIZES = ((3, 3), (5, 5))
+    SIZES = ((3, 3), (5, 5))  # square: the kernels take R only
 
     def serves(self, prob):
         if prob.groups != prob.c or prob.cg != 1 or prob.kg != 1:
@@ -271,7 +271,7 @@ class DepthwiseBlocked(planner.Algorithm):
         out = _workspace.per_thread("depthwise_out", threads, (prob.oh * prob.ow * 16,))
         bias = _workspace.per_thread("depthwise_bias", threads, (16,))
         r, has_res = _res(res, 4)
-        _depthwise.depthwise_conv2d_blocked(x, wt, b, y, prob.r, prob.s, prob.stride[0],
+        _depthwise.depthwise_conv2d_blocked(x, wt, b, y, prob.r, prob.stride[0],
                                             prob.stride[1], pt, pl, hp, wp, prob.dilation[0],
                                             prob.dilation[1], act, r, has_res,
                                             _blocked_offsets(prob.h, prob.w, pt, pl, wp),

@@ -223,21 +223,41 @@ def pack_blocked(w, out):
                 out[blk, t, c] = w[k, 0, t // S, t % S] if k < K else 0.0
 
 
+@njit(inline="always")
+def _blocked_row(P, p_off, rs, sw, dw, R, OW, wb, bv, act, O, o_off):
+    """One output row of a block: the shared-column kernels for dilation 1, stride 1 or 2."""
+    V = nchwc.B
+    if dw == 1 and OW >= nchwc.QB and sw == 1:
+        if R == 3:
+            nchwc.depthwise_row3x3_s1(P, p_off, rs, V, V, OW, wb, 0, bv, 0, act, O, o_off)
+        else:
+            nchwc.depthwise_row5x5_s1(P, p_off, rs, V, V, OW, wb, 0, bv, 0, act, O, o_off)
+    elif dw == 1 and OW >= nchwc.QB and sw == 2:
+        if R == 3:
+            nchwc.depthwise_row3x3_s2(P, p_off, rs, V, 2 * V, OW, wb, 0, bv, 0, act, O, o_off)
+        else:
+            nchwc.depthwise_row5x5_s2(P, p_off, rs, V, 2 * V, OW, wb, 0, bv, 0, act, O, o_off)
+    elif R == 3:
+        nchwc.depthwise_row3x3(P, p_off, rs, dw * V, sw * V, OW, wb, 0, bv, 0, act, O, o_off)
+    else:
+        nchwc.depthwise_row5x5(P, p_off, rs, dw * V, sw * V, OW, wb, 0, bv, 0, act, O, o_off)
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def depthwise_conv2d_blocked(x, wt, b, y, R, S, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
+def depthwise_conv2d_blocked(x, wt, b, y, R, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
                              res, has_res, offs, plane_ws, out_ws, bias_ws):
-    """Depthwise conv (multiplier 1, 3x3 or 5x5) of x (N, C, H, W) into y (N, C, OH, OW)
-    through 16-channel blocks; wt (ceil(C/16), R*S, 16) from pack_blocked.
+    """Depthwise conv (multiplier 1, R x R filter, R = 3 or 5) of x (N, C, H, W) into
+    y (N, C, OH, OW) through 16-channel blocks; wt (ceil(C/16), R*R, 16) from pack_blocked.
 
     A task is one (n, 16-channel block): the block's planes are transposed into the
-    thread's zero-bordered padded plane of pixel vectors (plane_ws, >= HP*WP*16;
-    offs[f] = the vector offset of input pixel f), every output row is one
-    ``depthwise_row`` call (R*S vector FMAs a pixel for 16 channels, bias and
-    activation fused) into out_ws (>= OH*OW*16), and the result is transposed back
-    into y.  Pixels go 16 at a time; the last group of a plane starts at HW - 16
-    and rewrites a few pixels with the same values (needs H*W >= 16 and OH*OW >= 16).
-    With a residual the activation runs after the add, on the output rows.
-    bias_ws: (threads, >= 16).
+    thread's padded plane of pixel vectors (plane_ws, >= HP*WP*16; offs[f] = the
+    vector offset of input pixel f; the zero border is written once per call, before
+    the tasks, and never overwritten), every output row is one ``depthwise_row`` call
+    (R*R vector FMAs a pixel for 16 channels, bias and activation fused) into
+    out_ws (>= OH*OW*16), and the result is transposed back into y.  Pixels go 16 at
+    a time; the last group of a plane starts at HW - 16 and rewrites a few pixels
+    with the same values (needs H*W >= 16 and OH*OW >= 16).  With a residual the
+    activation runs after the add, on the output rows.  bias_ws: (threads, >= 16).
     """
     N, C, H, W = x.shape
     OH, OW = y.shape[2], y.shape[3]
@@ -248,6 +268,18 @@ def depthwise_conv2d_blocked(x, wt, b, y, R, S, sh, sw, pad_top, pad_left, HP, W
     xf = x.reshape(N * C * HW)
     yf = y.reshape(N * C * OHW)
     inner = 0 if has_res else act
+    for tid in range(plane_ws.shape[0]):
+        P = plane_ws[tid]
+        for r in range(HP):
+            if r < pad_top or r >= pad_top + H:
+                seg = P[r * WP * V:(r + 1) * WP * V]
+            else:
+                seg = P[r * WP * V:(r * WP + pad_left) * V]
+                for j in range(seg.shape[0]):
+                    seg[j] = 0.0
+                seg = P[(r * WP + pad_left + W) * V:(r + 1) * WP * V]
+            for j in range(seg.shape[0]):
+                seg[j] = 0.0
     for t in prange(N * nb):
         n = t // nb
         blk = t % nb
@@ -257,32 +289,16 @@ def depthwise_conv2d_blocked(x, wt, b, y, R, S, sh, sw, pad_top, pad_left, HP, W
         P = plane_ws[tid]
         O = out_ws[tid]
         bv = bias_ws[tid]
-        # zero the padding border (the interior is overwritten below)
-        for r in range(HP):
-            if r < pad_top or r >= pad_top + H:
-                seg = P[r * WP * V:(r + 1) * WP * V]
-                for j in range(WP * V):
-                    seg[j] = 0.0
-            else:
-                left = P[r * WP * V:(r * WP + pad_left) * V]
-                for j in range(pad_left * V):
-                    left[j] = 0.0
-                right = P[(r * WP + pad_left + W) * V:(r + 1) * WP * V]
-                for j in range((WP - pad_left - W) * V):
-                    right[j] = 0.0
         for c in range(V):
             bv[c] = b[c0 + c] if c < cn else 0.0
         base = (n * C + c0) * HW
         for f0 in range(0, HW, V):
             f = min(f0, HW - V)
             nchwc.to_blocked(xf, base + f, HW, cn, P, offs, f)
+        wb = wt[blk]
         for p in range(OH):
-            if R == 3:
-                nchwc.depthwise_row3x3(P, p * sh * WP * V, dh * WP * V, dw * V, sw * V, OW, wt[blk],
-                                       0, bv, 0, inner, O, p * OW * V)
-            else:
-                nchwc.depthwise_row5x5(P, p * sh * WP * V, dh * WP * V, dw * V, sw * V, OW, wt[blk],
-                                       0, bv, 0, inner, O, p * OW * V)
+            _blocked_row(P, p * sh * WP * V, dh * WP * V, sw, dw, R, OW, wb, bv, inner, O,
+                         p * OW * V)
         ybase = (n * C + c0) * OHW
         for f0 in range(0, OHW, V):
             f = min(f0, OHW - V)

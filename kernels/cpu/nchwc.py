@@ -109,8 +109,17 @@ def from_blocked(typingctx, src, s_off, y, y_off, plane, nch):
     return sig, codegen
 
 
-def _make_row(R, S):
-    """The depthwise row intrinsic for an R x S filter (R*S weight vectors in registers)."""
+QB = 4   # output pixels per step of the strided-constant row kernels
+
+
+def _make_row(R, S, stride=None):
+    """The depthwise row intrinsic for an R x S filter (R*S weight vectors in registers).
+
+    With ``stride`` given (dilation 1 and that column stride assumed, so ``cs`` must be
+    16 and ``qstep`` 16*stride), each step computes QB neighbouring pixels and loads
+    every input column they share once: a 3x3 stride-1 step reads 3 x 6 vectors for
+    4 x 9 FMAs instead of 36 (the row's last step starts at nq - QB, recomputing a
+    few pixels).  Without it, one pixel a step with any cs and qstep."""
     @intrinsic
     def row(typingctx, p, p_off, rs, cs, qstep, nq, wt, w_off, bias, b_off, act, out, o_off):
         """out[o_off + 16*q:][:16] = act(bias + sum of R*S taps) for q < nq (module docstring);
@@ -131,8 +140,6 @@ def _make_row(R, S):
             fma = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(_V16, [_V16, _V16, _V16]), "llvm.fma.v16f32")
             taps = [_vload(builder, wp, builder.add(w_off, const(B * t))) for t in range(R * S)]
-            offs = [builder.add(builder.mul(const(r), rs), builder.mul(const(s), cs))
-                    for r in range(R) for s in range(S)]
             bv = _vload(builder, bp, b_off)
             # relu / relu6 / none as one clamp: v < lo -> lo, v > hi -> hi (NaN stays)
             lo = builder.select(builder.icmp_signed(">=", act, const(1)), vconst(0.0),
@@ -144,12 +151,7 @@ def _make_row(R, S):
                 v = builder.select(builder.fcmp_ordered("<", v, a), a, v)
                 return builder.select(builder.fcmp_ordered(">", v, b), b, v)
 
-            def body(q, hswish):
-                base = builder.add(p_off, builder.mul(q, qstep))
-                acc = bv
-                for t in range(R * S):
-                    acc = builder.call(fma, [taps[t], _vload(builder, pp, builder.add(base, offs[t])),
-                                             acc])
+            def finish(acc, q, hswish):
                 if hswish:
                     g = clamp(builder.fadd(acc, vconst(3.0)), vconst(0.0), vconst(6.0))
                     acc = builder.fmul(builder.fmul(acc, g), vconst(1.0 / 6.0))
@@ -157,20 +159,53 @@ def _make_row(R, S):
                     acc = clamp(acc, lo, hi)
                 _vstore(builder, acc, yp, builder.add(o_off, builder.mul(q, const(B))))
 
+            if stride is None:
+                steps = nq
+                offs = [builder.add(builder.mul(const(r), rs), builder.mul(const(s), cs))
+                        for r in range(R) for s in range(S)]
+
+                def body(k, hswish):
+                    base = builder.add(p_off, builder.mul(k, qstep))
+                    acc = bv
+                    for t in range(R * S):
+                        x = _vload(builder, pp, builder.add(base, offs[t]))
+                        acc = builder.call(fma, [taps[t], x, acc])
+                    finish(acc, k, hswish)
+            else:
+                ncol = (QB - 1) * stride + S
+                steps = builder.sdiv(builder.add(nq, const(QB - 1)), const(QB))
+                last = builder.sub(nq, const(QB))
+
+                def body(k, hswish):
+                    q0 = builder.mul(k, const(QB))
+                    q0 = builder.select(builder.icmp_signed(">", q0, last), last, q0)
+                    base = builder.add(p_off, builder.mul(q0, const(B * stride)))
+                    accs = [bv] * QB
+                    for r in range(R):
+                        rb = builder.add(base, builder.mul(const(r), rs))
+                        cols = [_vload(builder, pp, builder.add(rb, const(B * j)))
+                                for j in range(ncol)]
+                        for i in range(QB):
+                            for s in range(S):
+                                accs[i] = builder.call(fma, [taps[r * S + s],
+                                                             cols[i * stride + s], accs[i]])
+                    for i in range(QB):
+                        finish(accs[i], builder.add(q0, const(i)), hswish)
+
             done = builder.append_basic_block("dwrow.done")
             pick = builder.append_basic_block("dwrow.pick")
-            builder.cbranch(builder.icmp_signed(">", nq, const(0)), pick, done)
+            builder.cbranch(builder.icmp_signed(">", steps, const(0)), pick, done)
             builder.position_at_end(pick)
             loops = [builder.append_basic_block(f"dwrow.loop{h}") for h in range(2)]
             builder.cbranch(builder.icmp_signed("==", act, const(3)), loops[1], loops[0])
             for h, loop in enumerate(loops):
                 builder.position_at_end(loop)
-                q = builder.phi(intp)
-                q.add_incoming(const(0), pick)
-                body(q, h == 1)
-                q1 = builder.add(q, const(1))
-                q.add_incoming(q1, builder.block)
-                builder.cbranch(builder.icmp_signed("<", q1, nq), loop, done)
+                k = builder.phi(intp)
+                k.add_incoming(const(0), pick)
+                body(k, h == 1)
+                k1 = builder.add(k, const(1))
+                k.add_incoming(k1, builder.block)
+                builder.cbranch(builder.icmp_signed("<", k1, steps), loop, done)
             builder.position_at_end(done)
             return context.get_dummy_value()
 
@@ -181,3 +216,7 @@ def _make_row(R, S):
 
 depthwise_row3x3 = _make_row(3, 3)
 depthwise_row5x5 = _make_row(5, 5)
+depthwise_row3x3_s1 = _make_row(3, 3, 1)
+depthwise_row3x3_s2 = _make_row(3, 3, 2)
+depthwise_row5x5_s1 = _make_row(5, 5, 1)
+depthwise_row5x5_s2 = _make_row(5, 5, 2)
