@@ -53,6 +53,19 @@ def padded_input(prob, x):
     return xp
 
 
+def phased_input(prob, x):
+    """The im2col families' input: padded_input at column stride 1; for sw > 1 a padded
+    copy whose rows are split into sw column phases (pad.pad_nchw_phased)."""
+    sw = prob.stride[1]
+    if sw == 1:
+        return padded_input(prob, x)
+    pt, pb, pl, pr = prob.pads
+    ws = -(-(prob.w + pl + pr) // sw)
+    xp = _workspace.get("padded_input", (prob.n, prob.c, prob.h + pt + pb, ws * sw))
+    _pad.pad_nchw_phased(x, xp, pt, pl, sw)
+    return xp
+
+
 def _split_tasks(units, ntiles, threads):
     """Round a tile count up so few tasks spread evenly over the threads."""
     if units * ntiles < 4 * threads:
@@ -136,7 +149,7 @@ class Im2col(planner.Algorithm):
         wmat = w.reshape(prob.k, -1)
         y3 = y.reshape(prob.n, prob.k, prob.oh * prob.ow)
         r3, has_res = _res(None if res is None else res.reshape(y3.shape), 3)
-        xp = padded_input(prob, x)
+        xp = phased_input(prob, x)
         tile, kblock = im2col_blocking(prob, threads)
         crs = wmat.shape[1]
         nthreads = _runtime.max_threads()
@@ -459,7 +472,7 @@ class Im2colRegister(planner.Algorithm):
         wmat = w.reshape(prob.k, -1)
         y3 = y.reshape(prob.n, prob.k, prob.oh * prob.ow)
         r3, has_res = _res(None if res is None else res.reshape(y3.shape), 3)
-        xp = padded_input(prob, x)
+        xp = phased_input(prob, x)
         tile = self.tile(prob, threads)
         nthreads = _runtime.max_threads()
         cols = _workspace.per_thread("gemm_cols", nthreads, (wmat.shape[1] * tile,))
@@ -660,7 +673,7 @@ class Im2colPacked(Im2col):
                             width)
         y3 = y.reshape(prob.n, prob.k, prob.oh * prob.ow)
         r3, has_res = _res(None if res is None else res.reshape(y3.shape), 3)
-        xp = padded_input(prob, x)
+        xp = phased_input(prob, x)
         threads = _runtime.max_threads()
         cols = _workspace.per_thread("gemm_cols", threads, (crs * -(-tile // 16) * 16,))
         sc, xpk = _packed_scratch(threads)

@@ -271,6 +271,24 @@ def test_depthwise_blocked_shapes(rng, n, c, h, w, k, stride, pads, dil, activat
     np.testing.assert_array_equal(x, x_before)
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(algo=st.sampled_from(["im2col", "im2col_register", "im2col_packed"]),
+       c=st.integers(1, 5), h=st.integers(1, 17), w=st.integers(1, 17), k=st.integers(1, 9),
+       r=st.integers(1, 7), s=st.integers(1, 7), sh=st.integers(1, 3), sw=st.integers(2, 4),
+       pads=st.tuples(*[st.integers(0, 4)] * 4), dil=st.integers(1, 2))
+def test_strided_im2col_phases(rng, algo, c, h, w, k, r, s, sh, sw, pads, dil):
+    """Column strides > 1 read the input split into column phases: every stride,
+    padding parity, dilation and filter width against the reference."""
+    if h + pads[0] + pads[1] < dil * (r - 1) + 1 or w + pads[2] + pads[3] < dil * (s - 1) + 1:
+        return
+    x = rng.standard_normal((2, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c, r, s)).astype(np.float32)
+    x_before = x.copy()
+    y = fc.conv2d(x, wt, None, (sh, sw), pads, dil, algo=algo)
+    assert rel_err(y, ref.conv2d(x, wt, None, (sh, sw), pads, dil)) < 1e-4
+    np.testing.assert_array_equal(x, x_before)
+
+
 @pytest.mark.parametrize("activation", ["relu", "relu6", "hardswish"])
 def test_depthwise_blocked_nan_passes_through(activation):
     """NaN stays NaN through the fused activation (as in PyTorch), only where it reaches."""

@@ -5,7 +5,9 @@ For image n and group g the column matrix is
     cols[(c, r, s), (p, q)] = xp[n, g*Cg + c, p*sh + r*dh, q*sw + s*dw]      (Cg*R*S, OH*OW)
 
 and the output block is  y[n, g*Kg:(g+1)*Kg] = act(W_g @ cols + b)  with
-W_g = w[g*Kg:(g+1)*Kg].reshape(Kg, Cg*R*S).
+W_g = w[g*Kg:(g+1)*Kg].reshape(Kg, Cg*R*S).  Every kernel here takes xp as
+``_algorithms.phased_input`` makes it: the zero-padded input, with each row
+split into its sw column phases when sw > 1 (see im2col_tile).
 
 Parallel layout: Numba owns the cores.  Tasks are (n, g, pixel tile, output-channel
 block); each task writes its slice of ``cols`` into its own thread's workspace (sized
@@ -25,19 +27,27 @@ from .zmm import NR, gemm_block, gemm_block_t
 
 @njit(inline="always")
 def im2col_tile(cols, xp, n, c_begin, Cg, R, S, p0, T, OW, sh, sw, dh, dw):
-    """cols[(c, r, s), j] = xp[n, c_begin + c, oh*sh + r*dh, ow*sw + s*dw] for the
-    output pixels p0 + j (j < T) of the tile."""
+    """cols[(c, r, s), j] = xpad[n, c_begin + c, oh*sh + r*dh, ow*sw + s*dw] for the
+    output pixels p0 + j (j < T) of the tile.
+
+    xp is xpad itself at sw == 1; for sw > 1 its rows are split into sw column
+    phases (pad.pad_nchw_phased), so every column row is a unit-stride copy:
+    a strided gather ran at ~1.3 ns an element (the 7x7/2 stem spent 40 % of
+    its time there), the phase split costs one pass over the input."""
+    ws = xp.shape[3] // sw
     for c in range(Cg):
         plane = xp[n, c_begin + c]
         for r in range(R):
             for s in range(S):
-                gather_pixels(cols[(c * R + r) * S + s], plane, p0, T, OW, sh, sw, r * dh, s * dw)
+                off = s * dw
+                gather_pixels(cols[(c * R + r) * S + s], plane, p0, T, OW, sh, 1, r * dh,
+                              (off % sw) * ws + off // sw)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def conv2d_im2col(xp, wmat, b, y3, OW, sh, sw, dh, dw, groups, R, S, act, res3, has_res,
                   tile, kblock, cols_ws, scal_ws):
-    """im2col + SGEMM of padded xp (N, C, HP, WP) with wmat (K, Cg*R*S) into y3 (N, K, OH*OW).
+    """im2col + SGEMM of padded (phase-split) xp (N, C, HP, WP) with wmat (K, Cg*R*S) into y3 (N, K, OH*OW).
 
     res3 (N, K, OH*OW) is added before the activation when has_res.
 
@@ -89,7 +99,7 @@ def conv2d_im2col_register(xp, wmat, b, y3, OW, sh, sw, dh, dw, groups, R, S, ac
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def conv2d_im2col_packed(xp, wp, width, b, y3, OW, sh, sw, dh, dw, groups, R, S, act, res3,
                          has_res, tile, kblock, cols_ws, sc_ws, xp_ws):
-    """im2col of padded xp (N, C, HP, WP) times packed weights into y3 (N, K, OH*OW).
+    """im2col of padded (phase-split) xp (N, C, HP, WP) times packed weights into y3 (N, K, OH*OW).
 
     wp: zmm.pack_panels of the (K, Cg*R*S) weight matrix, width MR (chunk KC:
     zmm.gemm_block, pixel vectors) or NR (chunk KC_T: zmm.gemm_block_t, channel

@@ -29,3 +29,46 @@ def pad_nchw(x, xp, pad_top, pad_left):
                 tail = row[pad_left + W:]
                 for j in range(WP - pad_left - W):
                     tail[j] = 0.0
+
+
+@njit(parallel=True, cache=True)
+def pad_nchw_phased(x, xp, pad_top, pad_left, sw):
+    """Zero padding with each row split into its sw column phases:
+
+        xp[n, c, i, ph*WS + j] = xpad[n, c, i, j*sw + ph]    (ph < sw, j < WS)
+
+    where xpad is x zero-padded (pad_top rows above, pad_left columns on the left)
+    and WS = xp.shape[3] // sw; positions past the padded width are zero.  A
+    stride-sw gather q*sw + s from xpad is then the unit-stride run starting at
+    (s % sw)*WS + s // sw (how the strided im2col reads it).
+    """
+    N, C, H, W = x.shape
+    HP = xp.shape[2]
+    WS = xp.shape[3] // sw
+    for t in prange(N * C):
+        n = t // C
+        c = t % C
+        for i in range(HP):
+            row = xp[n, c, i]
+            for j in range(row.shape[0]):
+                row[j] = 0.0
+            src = i - pad_top
+            if src < 0 or src >= H:
+                continue
+            xrow = x[n, c, src]
+            for ph in range(sw):
+                # phase ph holds padded columns j*sw + ph, i.e. input columns
+                # j*sw + ph - pad_left, valid for j in [jlo, jhi)
+                jlo = max(0, -((ph - pad_left) // sw))
+                jhi = min(WS, (W - 1 - ph + pad_left) // sw + 1)
+                if jhi <= jlo:
+                    continue
+                dst = row[ph * WS + jlo:ph * WS + jhi]
+                first = jlo * sw + ph - pad_left
+                if sw == 2:
+                    src2 = xrow[first:]
+                    for u in range(jhi - jlo):
+                        dst[u] = src2[2 * u]
+                else:
+                    for u in range(jhi - jlo):
+                        dst[u] = xrow[first + u * sw]
