@@ -240,7 +240,8 @@ def test_depthwise_shapes(rng, case):
     assert rel_err(y, ref.conv2d(x, wt, b, stride, pad, dil, c, activation="relu6")) < 1e-4
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.sampled_from([0, 1, 3]), c=st.integers(1, 40), h=st.integers(1, 20),
        w=st.integers(1, 20), k=st.sampled_from([3, 5]), stride=st.integers(1, 3),
        pads=st.tuples(*[st.integers(0, 3)] * 4), dil=st.integers(1, 2),
@@ -271,7 +272,8 @@ def test_depthwise_blocked_shapes(rng, n, c, h, w, k, stride, pads, dil, activat
     np.testing.assert_array_equal(x, x_before)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(algo=st.sampled_from(["im2col", "im2col_register", "im2col_packed"]),
        c=st.integers(1, 5), h=st.integers(1, 17), w=st.integers(1, 17), k=st.integers(1, 9),
        r=st.integers(1, 7), s=st.integers(1, 7), sh=st.integers(1, 3), sw=st.integers(2, 4),

@@ -224,23 +224,23 @@ def pack_blocked(w, out):
 
 
 @njit(inline="always")
-def _blocked_row(P, p_off, rs, sw, dw, R, OW, wb, bv, act, O, o_off):
+def _blocked_row(P, p_off, rs, sw, dw, R, OW, wb, bv, act, ob, o_off):
     """One output row of a block: the shared-column kernels for dilation 1, stride 1 or 2."""
     V = nchwc.B
     if dw == 1 and OW >= nchwc.QB and sw == 1:
         if R == 3:
-            nchwc.depthwise_row3x3_s1(P, p_off, rs, V, V, OW, wb, 0, bv, 0, act, O, o_off)
+            nchwc.depthwise_row3x3_s1(P, p_off, rs, V, V, OW, wb, 0, bv, 0, act, ob, o_off)
         else:
-            nchwc.depthwise_row5x5_s1(P, p_off, rs, V, V, OW, wb, 0, bv, 0, act, O, o_off)
+            nchwc.depthwise_row5x5_s1(P, p_off, rs, V, V, OW, wb, 0, bv, 0, act, ob, o_off)
     elif dw == 1 and OW >= nchwc.QB and sw == 2:
         if R == 3:
-            nchwc.depthwise_row3x3_s2(P, p_off, rs, V, 2 * V, OW, wb, 0, bv, 0, act, O, o_off)
+            nchwc.depthwise_row3x3_s2(P, p_off, rs, V, 2 * V, OW, wb, 0, bv, 0, act, ob, o_off)
         else:
-            nchwc.depthwise_row5x5_s2(P, p_off, rs, V, 2 * V, OW, wb, 0, bv, 0, act, O, o_off)
+            nchwc.depthwise_row5x5_s2(P, p_off, rs, V, 2 * V, OW, wb, 0, bv, 0, act, ob, o_off)
     elif R == 3:
-        nchwc.depthwise_row3x3(P, p_off, rs, dw * V, sw * V, OW, wb, 0, bv, 0, act, O, o_off)
+        nchwc.depthwise_row3x3(P, p_off, rs, dw * V, sw * V, OW, wb, 0, bv, 0, act, ob, o_off)
     else:
-        nchwc.depthwise_row5x5(P, p_off, rs, dw * V, sw * V, OW, wb, 0, bv, 0, act, O, o_off)
+        nchwc.depthwise_row5x5(P, p_off, rs, dw * V, sw * V, OW, wb, 0, bv, 0, act, ob, o_off)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -287,7 +287,7 @@ def depthwise_conv2d_blocked(x, wt, b, y, R, sh, sw, pad_top, pad_left, HP, WP, 
         cn = min(V, C - c0)
         tid = numba.get_thread_id()
         P = plane_ws[tid]
-        O = out_ws[tid]
+        ob = out_ws[tid]
         bv = bias_ws[tid]
         for c in range(V):
             bv[c] = b[c0 + c] if c < cn else 0.0
@@ -297,12 +297,12 @@ def depthwise_conv2d_blocked(x, wt, b, y, R, sh, sw, pad_top, pad_left, HP, WP, 
             nchwc.to_blocked(xf, base + f, HW, cn, P, offs, f)
         wb = wt[blk]
         for p in range(OH):
-            _blocked_row(P, p * sh * WP * V, dh * WP * V, sw, dw, R, OW, wb, bv, inner, O,
+            _blocked_row(P, p * sh * WP * V, dh * WP * V, sw, dw, R, OW, wb, bv, inner, ob,
                          p * OW * V)
         ybase = (n * C + c0) * OHW
         for f0 in range(0, OHW, V):
             f = min(f0, OHW - V)
-            nchwc.from_blocked(O, f * V, yf, ybase + f, OHW, cn)
+            nchwc.from_blocked(ob, f * V, yf, ybase + f, OHW, cn)
         if has_res:
             for c in range(cn):
                 apply_row_res(yf[ybase + c * OHW:ybase + (c + 1) * OHW], 0.0,

@@ -1,9 +1,9 @@
-"""16-channel blocked (NCHW16c) building blocks in LLVM IR: layout transposes and the depthwise tap row.
+"""16-channel blocked (NCHW16c) building blocks in LLVM IR: transposes, depthwise tap rows.
 
     to_blocked:    dst[offs[o_off + i] + c]   = x[x_off + c*plane + i]          (i, c < 16)
     from_blocked:  y[y_off + c*plane + i]     = src[s_off + 16*i + c]           (i < 16, c < nch)
-    depthwise row: out[o_off + 16*q + c] = act(bias[b_off + c]
-                       + sum_(r<R, s<S) wt[w_off + 16*(r*S + s) + c] * p[p_off + q*qstep + r*rs + s*cs + c])
+    depthwise row: out[o_off + 16*q + c] = act(bias[b_off + c] + sum_(r<R, s<S)
+                       wt[w_off + 16*(r*S + s) + c] * p[p_off + q*qstep + r*rs + s*cs + c])
 
 In a blocked plane every pixel holds 16 consecutive channels, so one 64-byte
 aligned vector load is one tap for 16 channels, and a depthwise filter's taps
