@@ -36,6 +36,9 @@ data it moves, and a fixed cost per parallel task.
 * depthwise (groups == C): ``DEPTHWISE_GFLOPS`` per thread plus the input and
   output moved once at ``STREAM_GBS`` GB/s per thread, ``DEPTHWISE_TASK_S`` per
   (n, c) plane.
+* depthwise_blocked (multiplier 1, 3x3/5x5, planes >= 16 pixels): ``DEPTHWISE_BLOCKED_GFLOPS``
+  per thread, input and output once at ``BLOCKED_GBS`` (they are transposed in and out),
+  ``DEPTHWISE_BLOCKED_TASK_S`` per (n, 16-channel block).
 * direct: ``DIRECT_GFLOPS`` per thread with unit-stride width loops, divided by
   ``DIRECT_STRIDED_PENALTY`` when the width loop is a gather (sw > 1); each
   task (one output row of up to 4 channels) costs ``DIRECT_TASK_S``.
