@@ -123,6 +123,35 @@ def test_quantize_tensor_roundtrip_and_saturation():
     assert sw.shape == (2,) and np.all(qw == 127)
 
 
+@pytest.mark.parametrize("shape,pads", [
+    ((1, 32, 16, 16), (1, 1, 1, 1)),     # whole 16 x 16 blocks
+    ((2, 20, 5, 19), (0, 2, 3, 0)),      # channel and column tails (overlapping last groups)
+    ((1, 256, 7, 56), (0, 0, 0, 0)),     # a ResNet 1x1 input's rows
+    ((1, 15, 4, 40), (1, 0, 0, 1)),      # < 16 channels: the scalar path
+    ((1, 40, 3, 9), (2, 2, 2, 2)),       # < 16 columns: the scalar path
+])
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+def test_quantize_nhwc_is_exact(kernel_path, rng, shape, pads, dtype):
+    """Quantizing into the padded channels-last layout equals quantize_tensor then a
+    transpose, byte for byte: half-way values round to even, out-of-range saturates."""
+    from fastconv.quantization import quantize_nhwc
+    scale = 0.05
+    x = (rng.standard_normal(shape) * 4).astype(np.float32)
+    x.flat[::7] = (rng.integers(-300, 300, x.size)[::7] + 0.5).astype(np.float32) * scale
+    x.flat[::11] = 1e4 * np.sign(x.flat[::11])
+    zp = 3 if dtype == "uint8" else -2
+    x_before = x.copy()
+    out, zk = quantize_nhwc(x, scale, zp, dtype, pads)
+    q, _, _ = fc.quantize_tensor(x, scale=scale, zero_point=zp, dtype=dtype)
+    shift = zk - zp
+    expected = np.full((shape[0], shape[2] + pads[0] + pads[1], shape[3] + pads[2] + pads[3],
+                        shape[1]), zk, np.int64)
+    expected[:, pads[0]:pads[0] + shape[2], pads[2]:pads[2] + shape[3]] = (
+        q.transpose(0, 2, 3, 1).astype(np.int64) + shift)
+    np.testing.assert_array_equal(out.astype(np.int64), expected)
+    np.testing.assert_array_equal(x, x_before)
+
+
 def test_int8_errors():
     x = np.zeros((1, 2, 4, 4), np.uint8)
     w = np.zeros((3, 2, 3, 3), np.int8)

@@ -27,6 +27,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from . import nchwc
 from .tiles import gemm_task
 from .vnni import dot8x16_bcast, dot8x32_bcast
 
@@ -373,7 +374,9 @@ def nhwc_padded(x, out, pt, pl, fill):
 def quantize_nhwc_padded(x, inv_scale, zx, qmin, qmax, out, pt, pl):
     """out (N, HP, WP, C) = saturate(round_half_even(x * inv_scale) + zx), channels-last at
     offset (pt, pl), the border holding zx: a float layer input quantized and laid out for
-    the int8 conv in one pass."""
+    the int8 conv in one pass.  inv_scale, zx, qmin, qmax: float32.  With >= 16 channels
+    and columns, nchwc.quantize_to_channels_last moves 16 x 16 blocks (measured: the
+    scalar scatter, one byte store per element, took 0.44 ms for 256x56x56)."""
     N, C, H, W = x.shape
     HP = out.shape[1]
     for t in prange(N * HP):
@@ -382,6 +385,20 @@ def quantize_nhwc_padded(x, inv_scale, zx, qmin, qmax, out, pt, pl):
         row = out[n, i]
         h = i - pt
         if not _fill_border(row, h, H, pl, W, zx):
+            continue
+        if C >= nchwc.B and W >= nchwc.B:
+            # 16 channels x 16 pixels per step, transposed in registers; the last
+            # channel and pixel groups start at C - 16 and W - 16 (they rewrite a few
+            # bytes with the same values)
+            xf = x.reshape(N * C * H * W)
+            of = out.reshape(out.size)
+            for c0 in range(0, C, nchwc.B):
+                cc = min(c0, C - nchwc.B)
+                for w0 in range(0, W, nchwc.B):
+                    ww = min(w0, W - nchwc.B)
+                    nchwc.quantize_to_channels_last(
+                        xf, ((n * C + cc) * H + h) * W + ww, H * W, inv_scale, zx, qmin, qmax,
+                        of, ((n * HP + i) * out.shape[2] + pl + ww) * C + cc, C)
             continue
         for c in range(C):
             src = x[n, c, h]

@@ -2,6 +2,7 @@
 
     to_blocked:    dst[offs[o_off + i] + c]   = x[x_off + c*plane + i]          (i, c < 16)
     from_blocked:  y[y_off + c*plane + i]     = src[s_off + 16*i + c]           (i < 16, c < nch)
+    quantize_to_channels_last: the same move as to_blocked into int8/uint8 rows, quantizing
     depthwise row: out[o_off + 16*q + c] = act(bias[b_off + c] + sum_(r<R, s<S)
                        wt[w_off + 16*(r*S + s) + c] * p[p_off + q*qstep + r*rs + s*cs + c])
 
@@ -104,6 +105,49 @@ def from_blocked(typingctx, src, s_off, y, y_off, plane, nch):
             cc = ir.Constant(intp, c)
             with builder.if_then(builder.icmp_signed("<", cc, nch), likely=True):
                 _vstore(builder, chans[c], yp, builder.add(y_off, builder.mul(cc, plane)))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def quantize_to_channels_last(typingctx, x, x_off, plane, inv_scale, zx, qmin, qmax, out, o_off,
+                              ldo):
+    """out[o_off + i*ldo + c] = clamp(rint(x[x_off + c*plane + i] * inv_scale) + zx, qmin, qmax)
+    for i, c < 16: 16 pixels of 16 channel planes quantized and stored channels-last
+    (16 bytes a pixel, rows ldo bytes apart; out int8 or uint8).  The float math is
+    the scalar kernel's (float32 product, round half to even, float32 add), so the
+    bytes are identical; all 16 channels and pixels must exist."""
+    sig = types.void(x, types.intp, types.intp, types.float32, types.float32, types.float32,
+                     types.float32, out, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        xp = _ptr(context, builder, signature.args[0], args[0])
+        i8 = ir.IntType(8)
+        op = _ptr(context, builder, signature.args[7], args[7], i8)
+        x_off, plane, inv, zx, qmin, qmax, o_off, ldo = (args[1], args[2], args[3], args[4],
+                                                        args[5], args[6], args[8], args[9])
+        intp = x_off.type
+        splat = ir.Constant(ir.VectorType(ir.IntType(32), B), [0] * B)
+
+        def bcast(v):
+            one = builder.insert_element(ir.Constant(_V16, ir.Undefined), v,
+                                         ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(one, ir.Constant(_V16, ir.Undefined), splat)
+
+        vinv, vzx, vlo, vhi = bcast(inv), bcast(zx), bcast(qmin), bcast(qmax)
+        rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16, [_V16]),
+                                              "llvm.rint.v16f32")
+        rows = [_vload(builder, xp, builder.add(x_off, builder.mul(ir.Constant(intp, c), plane)))
+                for c in range(B)]
+        for i, v in enumerate(_transpose(builder, rows)):
+            q = builder.fadd(builder.call(rint, [builder.fmul(v, vinv)]), vzx)
+            q = builder.select(builder.fcmp_ordered("<", q, vlo), vlo, q)
+            q = builder.select(builder.fcmp_ordered(">", q, vhi), vhi, q)
+            b8 = builder.trunc(builder.fptosi(q, ir.VectorType(ir.IntType(32), B)),
+                               ir.VectorType(i8, B))
+            dst = builder.gep(op, [builder.add(o_off, builder.mul(ir.Constant(intp, i), ldo))])
+            builder.store(b8, builder.bitcast(dst, ir.VectorType(i8, B).as_pointer()), align=1)
         return context.get_dummy_value()
 
     return sig, codegen
