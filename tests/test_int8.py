@@ -60,6 +60,7 @@ CONV_CASES = [  # N, C, H, W, K, R, S, stride, padding, dilation, groups
     (1, 64, 14, 14, 35, 3, 3, 1, 1, 1, 1),
     (1, 40, 9, 9, 40, 3, 3, 1, 1, 1, 2),     # Kg = 20: a 32-channel pair with a partial half
     (2, 96, 20, 19, 48, 1, 1, 1, 0, 1, 1),   # 1x1: many pixel tiles, three 16-channel blocks
+    (1, 20, 17, 18, 8, 3, 3, 1, (2, 0, 1, 2), 1, 1),  # 16 x 16 layout moves with both tails
 ]
 
 

@@ -354,7 +354,8 @@ def _fill_border(row, h, H, pl, W, fill):
 @njit(parallel=True, cache=True)
 def nhwc_padded(x, out, pt, pl, fill):
     """out (N, HP, WP, C) = x (N, C, H, W) moved channels-last at offset (pt, pl), the border
-    set to ``fill`` (the zero point).  One task per output row."""
+    set to ``fill`` (the zero point).  One task per output row; x and out one-byte
+    integers of the same width."""
     N, C, H, W = x.shape
     HP = out.shape[1]
     for t in prange(N * HP):
@@ -363,6 +364,20 @@ def nhwc_padded(x, out, pt, pl, fill):
         row = out[n, i]
         h = i - pt
         if not _fill_border(row, h, H, pl, W, fill):
+            continue
+        if C >= nchwc.B and W >= nchwc.B:
+            # 16 x 16 blocks transposed in registers (the scalar scatter below, one
+            # byte store per element, took 0.44 ms for 256x56x56); the last channel
+            # and pixel groups start at C - 16 and W - 16
+            xf = x.reshape(N * C * H * W)
+            of = out.reshape(out.size)
+            for c0 in range(0, C, nchwc.B):
+                cc = min(c0, C - nchwc.B)
+                for w0 in range(0, W, nchwc.B):
+                    ww = min(w0, W - nchwc.B)
+                    nchwc.bytes_to_channels_last(xf, ((n * C + cc) * H + h) * W + ww, H * W, of,
+                                                 ((n * HP + i) * out.shape[2] + pl + ww) * C + cc,
+                                                 C)
             continue
         for c in range(C):
             src = x[n, c, h]
@@ -375,8 +390,7 @@ def quantize_nhwc_padded(x, inv_scale, zx, qmin, qmax, out, pt, pl):
     """out (N, HP, WP, C) = saturate(round_half_even(x * inv_scale) + zx), channels-last at
     offset (pt, pl), the border holding zx: a float layer input quantized and laid out for
     the int8 conv in one pass.  inv_scale, zx, qmin, qmax: float32.  With >= 16 channels
-    and columns, nchwc.quantize_to_channels_last moves 16 x 16 blocks (measured: the
-    scalar scatter, one byte store per element, took 0.44 ms for 256x56x56)."""
+    and columns, nchwc.quantize_to_channels_last moves 16 x 16 blocks."""
     N, C, H, W = x.shape
     HP = out.shape[1]
     for t in prange(N * HP):

@@ -2,7 +2,8 @@
 
     to_blocked:    dst[offs[o_off + i] + c]   = x[x_off + c*plane + i]          (i, c < 16)
     from_blocked:  y[y_off + c*plane + i]     = src[s_off + 16*i + c]           (i < 16, c < nch)
-    quantize_to_channels_last: the same move as to_blocked into int8/uint8 rows, quantizing
+    quantize_to_channels_last, bytes_to_channels_last: 16 x 16 moves into channels-last
+                   int8/uint8 rows (the int8 conv's layout), quantizing floats on the way
     depthwise row: out[o_off + 16*q + c] = act(bias[b_off + c] + sum_(r<R, s<S)
                        wt[w_off + 16*(r*S + s) + c] * p[p_off + q*qstep + r*rs + s*cs + c])
 
@@ -31,7 +32,7 @@ _ZIP_HI = [B // 2 + i // 2 + (i % 2) * B for i in range(B)]  # a8 b8 ... a15 b15
 
 
 def _transpose(builder, rows):
-    """16 vectors of 16 -> their transpose: four rounds of zipping row i with row i + 8
+    """16 vectors of 16 (any element type) -> their transpose: four rounds of zipping row i with row i + 8
     (after round k every vector holds 2^k-element runs of the transposed order)."""
     i32 = ir.IntType(32)
     lo = ir.Constant(ir.VectorType(i32, B), _ZIP_LO)
@@ -148,6 +149,29 @@ def quantize_to_channels_last(typingctx, x, x_off, plane, inv_scale, zx, qmin, q
                                ir.VectorType(i8, B))
             dst = builder.gep(op, [builder.add(o_off, builder.mul(ir.Constant(intp, i), ldo))])
             builder.store(b8, builder.bitcast(dst, ir.VectorType(i8, B).as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def bytes_to_channels_last(typingctx, x, x_off, plane, out, o_off, ldo):
+    """out[o_off + i*ldo + c] = x[x_off + c*plane + i] for i, c < 16, one-byte elements
+    (int8/uint8): 16 pixels of 16 channel planes moved channels-last."""
+    sig = types.void(x, types.intp, types.intp, out, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        i8 = ir.IntType(8)
+        v8p = ir.VectorType(i8, B).as_pointer()
+        xp = _ptr(context, builder, signature.args[0], args[0], i8)
+        op = _ptr(context, builder, signature.args[3], args[3], i8)
+        x_off, plane, o_off, ldo = args[1], args[2], args[4], args[5]
+        intp = x_off.type
+        rows = [builder.load(builder.bitcast(builder.gep(xp, [builder.add(
+            x_off, builder.mul(ir.Constant(intp, c), plane))]), v8p), align=1) for c in range(B)]
+        for i, v in enumerate(_transpose(builder, rows)):
+            dst = builder.gep(op, [builder.add(o_off, builder.mul(ir.Constant(intp, i), ldo))])
+            builder.store(v, builder.bitcast(dst, v8p), align=1)
         return context.get_dummy_value()
 
     return sig, codegen
