@@ -360,6 +360,6 @@ def quantize_nhwc(x, scale, zero_point, dtype, pads):
     out = _int8_workspace(qt, (n, h + pt + pb, w + pl + pr, c), "nhwc")
     with _runtime.kernel_scope(blas=False):
         # the int8 range shifted by 128 is exactly [0, 255]; rounding happens before the shift
-        _int8.quantize_nhwc_padded(x, np.float32(1.0 / scale), np.float32(zk), np.float32(lo),
-                                   np.float32(hi), out, pt, pl)
+        _int8.quantize_nhwc_padded(np.ascontiguousarray(x, np.float32), np.float32(1.0 / scale),
+                                   np.float32(zk), np.float32(lo), np.float32(hi), out, pt, pl)
     return out, zk

@@ -47,7 +47,8 @@ def im2col_tile(cols, xp, n, c_begin, Cg, R, S, p0, T, OW, sh, sw, dh, dw):
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def conv2d_im2col(xp, wmat, b, y3, OW, sh, sw, dh, dw, groups, R, S, act, res3, has_res,
                   tile, kblock, cols_ws, scal_ws):
-    """im2col + SGEMM of padded (phase-split) xp (N, C, HP, WP) with wmat (K, Cg*R*S) into y3 (N, K, OH*OW).
+    """im2col + SGEMM of padded (phase-split) xp (N, C, HP, WP) with wmat (K, Cg*R*S) into
+    y3 (N, K, OH*OW).
 
     res3 (N, K, OH*OW) is added before the activation when has_res.
 
@@ -99,7 +100,8 @@ def conv2d_im2col_register(xp, wmat, b, y3, OW, sh, sw, dh, dw, groups, R, S, ac
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def conv2d_im2col_packed(xp, wp, width, b, y3, OW, sh, sw, dh, dw, groups, R, S, act, res3,
                          has_res, tile, kblock, cols_ws, sc_ws, xp_ws):
-    """im2col of padded (phase-split) xp (N, C, HP, WP) times packed weights into y3 (N, K, OH*OW).
+    """im2col of padded (phase-split) xp (N, C, HP, WP) times packed weights into
+    y3 (N, K, OH*OW).
 
     wp: zmm.pack_panels of the (K, Cg*R*S) weight matrix, width MR (chunk KC:
     zmm.gemm_block, pixel vectors) or NR (chunk KC_T: zmm.gemm_block_t, channel
