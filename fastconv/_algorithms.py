@@ -212,6 +212,15 @@ class Pointwise(planner.Algorithm):
                                             tile, kblock, cols, scal)
 
 
+def _depthwise_cost(prob, threads, tasks, gflops, gbs, task_s):
+    """Both depthwise families: compute at ``gflops`` and the input and output moved once
+    at ``gbs`` per thread, ``task_s`` per task, over min(threads, tasks)."""
+    moved = 4 * (prob.n * prob.c * prob.h * prob.w + prob.n * prob.k * prob.oh * prob.ow)
+    par = min(threads, max(1, tasks))
+    return planner.CALL_OVERHEAD_S + (prob.flops / (gflops * 1e9) + moved / (gbs * 1e9)
+                                      + tasks * task_s) / par
+
+
 class Depthwise(planner.Algorithm):
     """groups == C: one padded plane per task, all taps fused, memory-bound by design."""
     name = "depthwise"
@@ -222,12 +231,8 @@ class Depthwise(planner.Algorithm):
         return None
 
     def cost(self, prob, threads, prepacked=False):
-        moved = 4 * (prob.n * prob.c * prob.h * prob.w + prob.n * prob.k * prob.oh * prob.ow)
-        tasks = prob.n * prob.c
-        par = min(threads, max(1, tasks))
-        return planner.CALL_OVERHEAD_S + (prob.flops / (planner.DEPTHWISE_GFLOPS * 1e9)
-                                          + moved / (planner.STREAM_GBS * 1e9)
-                                          + tasks * planner.DEPTHWISE_TASK_S) / par
+        return _depthwise_cost(prob, threads, prob.n * prob.c, planner.DEPTHWISE_GFLOPS,
+                               planner.STREAM_GBS, planner.DEPTHWISE_TASK_S)
 
     def run(self, prob, x, w, b, y, act, res=None, packed=None):
         pt, pb, pl, pr = prob.pads
@@ -263,12 +268,9 @@ class DepthwiseBlocked(planner.Algorithm):
         return None
 
     def cost(self, prob, threads, prepacked=False):
-        moved = 4 * (prob.n * prob.c * prob.h * prob.w + prob.n * prob.k * prob.oh * prob.ow)
-        tasks = prob.n * -(-prob.c // 16)
-        par = min(threads, max(1, tasks))
-        return planner.CALL_OVERHEAD_S + (prob.flops / (planner.DEPTHWISE_BLOCKED_GFLOPS * 1e9)
-                                          + moved / (planner.BLOCKED_GBS * 1e9)
-                                          + tasks * planner.DEPTHWISE_BLOCKED_TASK_S) / par
+        return _depthwise_cost(prob, threads, prob.n * -(-prob.c // 16),
+                               planner.DEPTHWISE_BLOCKED_GFLOPS, planner.BLOCKED_GBS,
+                               planner.DEPTHWISE_BLOCKED_TASK_S)
 
     def run(self, prob, x, w, b, y, act, res=None, packed=None):
         pt, pb, pl, pr = prob.pads

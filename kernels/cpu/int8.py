@@ -32,6 +32,8 @@ from .tiles import gemm_task
 from .vnni import dot8x16_bcast, dot8x32_bcast
 
 I32 = np.int32
+ONE = np.float32(1.0)   # unused scale arguments of a plain byte move
+ZERO = np.float32(0.0)
 
 
 @njit(inline="always")
@@ -351,6 +353,25 @@ def _fill_border(row, h, H, pl, W, fill):
     return True
 
 
+@njit(inline="always")
+def _row_blocks(x, out, n, i, h, pl, inv_scale, zx, qmin, qmax):
+    """Padded channels-last row out[n, i, pl:pl + W] from input row h of x (N, C, H, W),
+    C, W >= 16: 16 channels x 16 pixels a step through nchwc.to_channels_last
+    (quantized when x is float; the scalar scatter, one byte store per element, took
+    0.44 ms for 256x56x56).  The last channel and pixel groups start at C - 16 and
+    W - 16 and rewrite a few bytes with the same values."""
+    N, C, H, W = x.shape
+    xf = x.reshape(N * C * H * W)
+    of = out.reshape(out.size)
+    orow = ((n * out.shape[1] + i) * out.shape[2] + pl) * C
+    for c0 in range(0, C, nchwc.B):
+        cc = min(c0, C - nchwc.B)
+        for w0 in range(0, W, nchwc.B):
+            ww = min(w0, W - nchwc.B)
+            nchwc.to_channels_last(xf, ((n * C + cc) * H + h) * W + ww, H * W, inv_scale, zx,
+                                   qmin, qmax, of, orow + ww * C + cc, C)
+
+
 @njit(parallel=True, cache=True)
 def nhwc_padded(x, out, pt, pl, fill):
     """out (N, HP, WP, C) = x (N, C, H, W) moved channels-last at offset (pt, pl), the border
@@ -366,18 +387,7 @@ def nhwc_padded(x, out, pt, pl, fill):
         if not _fill_border(row, h, H, pl, W, fill):
             continue
         if C >= nchwc.B and W >= nchwc.B:
-            # 16 x 16 blocks transposed in registers (the scalar scatter below, one
-            # byte store per element, took 0.44 ms for 256x56x56); the last channel
-            # and pixel groups start at C - 16 and W - 16
-            xf = x.reshape(N * C * H * W)
-            of = out.reshape(out.size)
-            for c0 in range(0, C, nchwc.B):
-                cc = min(c0, C - nchwc.B)
-                for w0 in range(0, W, nchwc.B):
-                    ww = min(w0, W - nchwc.B)
-                    nchwc.bytes_to_channels_last(xf, ((n * C + cc) * H + h) * W + ww, H * W, of,
-                                                 ((n * HP + i) * out.shape[2] + pl + ww) * C + cc,
-                                                 C)
+            _row_blocks(x, out, n, i, h, pl, ONE, ZERO, ZERO, ZERO)
             continue
         for c in range(C):
             src = x[n, c, h]
@@ -389,8 +399,7 @@ def nhwc_padded(x, out, pt, pl, fill):
 def quantize_nhwc_padded(x, inv_scale, zx, qmin, qmax, out, pt, pl):
     """out (N, HP, WP, C) = saturate(round_half_even(x * inv_scale) + zx), channels-last at
     offset (pt, pl), the border holding zx: a float layer input quantized and laid out for
-    the int8 conv in one pass.  inv_scale, zx, qmin, qmax: float32.  With >= 16 channels
-    and columns, nchwc.quantize_to_channels_last moves 16 x 16 blocks."""
+    the int8 conv in one pass.  inv_scale, zx, qmin, qmax: float32."""
     N, C, H, W = x.shape
     HP = out.shape[1]
     for t in prange(N * HP):
@@ -401,18 +410,7 @@ def quantize_nhwc_padded(x, inv_scale, zx, qmin, qmax, out, pt, pl):
         if not _fill_border(row, h, H, pl, W, zx):
             continue
         if C >= nchwc.B and W >= nchwc.B:
-            # 16 channels x 16 pixels per step, transposed in registers; the last
-            # channel and pixel groups start at C - 16 and W - 16 (they rewrite a few
-            # bytes with the same values)
-            xf = x.reshape(N * C * H * W)
-            of = out.reshape(out.size)
-            for c0 in range(0, C, nchwc.B):
-                cc = min(c0, C - nchwc.B)
-                for w0 in range(0, W, nchwc.B):
-                    ww = min(w0, W - nchwc.B)
-                    nchwc.quantize_to_channels_last(
-                        xf, ((n * C + cc) * H + h) * W + ww, H * W, inv_scale, zx, qmin, qmax,
-                        of, ((n * HP + i) * out.shape[2] + pl + ww) * C + cc, C)
+            _row_blocks(x, out, n, i, h, pl, inv_scale, zx, qmin, qmax)
             continue
         for c in range(C):
             src = x[n, c, h]

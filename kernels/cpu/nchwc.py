@@ -2,8 +2,8 @@
 
     to_blocked:    dst[offs[o_off + i] + c]   = x[x_off + c*plane + i]          (i, c < 16)
     from_blocked:  y[y_off + c*plane + i]     = src[s_off + 16*i + c]           (i < 16, c < nch)
-    quantize_to_channels_last, bytes_to_channels_last: 16 x 16 moves into channels-last
-                   int8/uint8 rows (the int8 conv's layout), quantizing floats on the way
+    to_channels_last: the same 16 x 16 move into channels-last int8/uint8 rows (the int8
+                   conv's layout), quantizing float inputs on the way
     depthwise row: out[o_off + 16*q + c] = act(bias[b_off + c] + sum_(r<R, s<S)
                        wt[w_off + 16*(r*S + s) + c] * p[p_off + q*qstep + r*rs + s*cs + c])
 
@@ -32,8 +32,9 @@ _ZIP_HI = [B // 2 + i // 2 + (i % 2) * B for i in range(B)]  # a8 b8 ... a15 b15
 
 
 def _transpose(builder, rows):
-    """16 vectors of 16 (any element type) -> their transpose: four rounds of zipping row i with row i + 8
-    (after round k every vector holds 2^k-element runs of the transposed order)."""
+    """16 vectors of 16 (any element type) -> their transpose: four rounds of zipping
+    row i with row i + 8 (after round k every vector holds 2^k-element runs of the
+    transposed order)."""
     i32 = ir.IntType(32)
     lo = ir.Constant(ir.VectorType(i32, B), _ZIP_LO)
     hi = ir.Constant(ir.VectorType(i32, B), _ZIP_HI)
@@ -112,66 +113,53 @@ def from_blocked(typingctx, src, s_off, y, y_off, plane, nch):
 
 
 @intrinsic
-def quantize_to_channels_last(typingctx, x, x_off, plane, inv_scale, zx, qmin, qmax, out, o_off,
-                              ldo):
-    """out[o_off + i*ldo + c] = clamp(rint(x[x_off + c*plane + i] * inv_scale) + zx, qmin, qmax)
-    for i, c < 16: 16 pixels of 16 channel planes quantized and stored channels-last
-    (16 bytes a pixel, rows ldo bytes apart; out int8 or uint8).  The float math is
-    the scalar kernel's (float32 product, round half to even, float32 add), so the
-    bytes are identical; all 16 channels and pixels must exist."""
+def to_channels_last(typingctx, x, x_off, plane, inv_scale, zx, qmin, qmax, out, o_off, ldo):
+    """16 pixels of 16 channel planes stored channels-last as bytes (16 a pixel, rows ldo
+    bytes apart; out int8 or uint8), for i, c < 16:
+
+        x float32:       out[o_off + i*ldo + c] = clamp(rint(x[...] * inv_scale) + zx, qmin, qmax)
+        x int8 / uint8:  out[o_off + i*ldo + c] = x[x_off + c*plane + i]   (scale args unused)
+
+    The element type picks the code at compile time.  The float math is the scalar
+    kernel's (float32 product, round half to even, float32 add), so the bytes are
+    identical; all 16 channels and pixels must exist."""
     sig = types.void(x, types.intp, types.intp, types.float32, types.float32, types.float32,
                      types.float32, out, types.intp, types.intp)
+    quantize = isinstance(x.dtype, types.Float)
 
     def codegen(context, builder, signature, args):
-        xp = _ptr(context, builder, signature.args[0], args[0])
         i8 = ir.IntType(8)
+        v8 = ir.VectorType(i8, B)
         op = _ptr(context, builder, signature.args[7], args[7], i8)
         x_off, plane, inv, zx, qmin, qmax, o_off, ldo = (args[1], args[2], args[3], args[4],
                                                         args[5], args[6], args[8], args[9])
         intp = x_off.type
-        splat = ir.Constant(ir.VectorType(ir.IntType(32), B), [0] * B)
+        starts = [builder.add(x_off, builder.mul(ir.Constant(intp, c), plane)) for c in range(B)]
+        if quantize:
+            xp = _ptr(context, builder, signature.args[0], args[0])
+            rows = [_vload(builder, xp, o) for o in starts]
+            splat = ir.Constant(ir.VectorType(ir.IntType(32), B), [0] * B)
 
-        def bcast(v):
-            one = builder.insert_element(ir.Constant(_V16, ir.Undefined), v,
-                                         ir.Constant(ir.IntType(32), 0))
-            return builder.shuffle_vector(one, ir.Constant(_V16, ir.Undefined), splat)
+            def bcast(v):
+                one = builder.insert_element(ir.Constant(_V16, ir.Undefined), v,
+                                             ir.Constant(ir.IntType(32), 0))
+                return builder.shuffle_vector(one, ir.Constant(_V16, ir.Undefined), splat)
 
-        vinv, vzx, vlo, vhi = bcast(inv), bcast(zx), bcast(qmin), bcast(qmax)
-        rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16, [_V16]),
-                                              "llvm.rint.v16f32")
-        rows = [_vload(builder, xp, builder.add(x_off, builder.mul(ir.Constant(intp, c), plane)))
-                for c in range(B)]
+            vinv, vzx, vlo, vhi = bcast(inv), bcast(zx), bcast(qmin), bcast(qmax)
+            rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16, [_V16]),
+                                                  "llvm.rint.v16f32")
+        else:
+            xp = _ptr(context, builder, signature.args[0], args[0], i8)
+            rows = [builder.load(builder.bitcast(builder.gep(xp, [o]), v8.as_pointer()), align=1)
+                    for o in starts]
         for i, v in enumerate(_transpose(builder, rows)):
-            q = builder.fadd(builder.call(rint, [builder.fmul(v, vinv)]), vzx)
-            q = builder.select(builder.fcmp_ordered("<", q, vlo), vlo, q)
-            q = builder.select(builder.fcmp_ordered(">", q, vhi), vhi, q)
-            b8 = builder.trunc(builder.fptosi(q, ir.VectorType(ir.IntType(32), B)),
-                               ir.VectorType(i8, B))
+            if quantize:
+                q = builder.fadd(builder.call(rint, [builder.fmul(v, vinv)]), vzx)
+                q = builder.select(builder.fcmp_ordered("<", q, vlo), vlo, q)
+                q = builder.select(builder.fcmp_ordered(">", q, vhi), vhi, q)
+                v = builder.trunc(builder.fptosi(q, ir.VectorType(ir.IntType(32), B)), v8)
             dst = builder.gep(op, [builder.add(o_off, builder.mul(ir.Constant(intp, i), ldo))])
-            builder.store(b8, builder.bitcast(dst, ir.VectorType(i8, B).as_pointer()), align=1)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
-def bytes_to_channels_last(typingctx, x, x_off, plane, out, o_off, ldo):
-    """out[o_off + i*ldo + c] = x[x_off + c*plane + i] for i, c < 16, one-byte elements
-    (int8/uint8): 16 pixels of 16 channel planes moved channels-last."""
-    sig = types.void(x, types.intp, types.intp, out, types.intp, types.intp)
-
-    def codegen(context, builder, signature, args):
-        i8 = ir.IntType(8)
-        v8p = ir.VectorType(i8, B).as_pointer()
-        xp = _ptr(context, builder, signature.args[0], args[0], i8)
-        op = _ptr(context, builder, signature.args[3], args[3], i8)
-        x_off, plane, o_off, ldo = args[1], args[2], args[4], args[5]
-        intp = x_off.type
-        rows = [builder.load(builder.bitcast(builder.gep(xp, [builder.add(
-            x_off, builder.mul(ir.Constant(intp, c), plane))]), v8p), align=1) for c in range(B)]
-        for i, v in enumerate(_transpose(builder, rows)):
-            dst = builder.gep(op, [builder.add(o_off, builder.mul(ir.Constant(intp, i), ldo))])
-            builder.store(v, builder.bitcast(dst, v8p), align=1)
+            builder.store(v, builder.bitcast(dst, v8.as_pointer()), align=1)
         return context.get_dummy_value()
 
     return sig, codegen
