@@ -193,23 +193,32 @@ class Pointwise(planner.Algorithm):
         par = min(threads, max(1, tasks))
         return planner.CALL_OVERHEAD_S + (gemm + copy + tasks * planner.IM2COL_TASK_S) / par
 
-    def run(self, prob, x, w, b, y, act, res=None, packed=None):
-        threads = _runtime.get_num_threads()
+    def bind(self, prob, w, b, act, packed=None):
         wmat = w.reshape(prob.k, prob.cg)
-        y3 = y.reshape(prob.n, prob.k, prob.oh * prob.ow)
-        r3, has_res = _res(None if res is None else res.reshape(y3.shape), 3)
-        tile, kblock = self._blocking(prob, threads)
-        nthreads = _runtime.max_threads()
-        scal = _workspace.per_thread("gemm_scalars", nthreads, (2,))
+        y3_shape = (prob.n, prob.k, prob.oh * prob.ow)
+        tile, kblock = self._blocking(prob, _runtime.get_num_threads())
+        threads = _runtime.max_threads()
+        groups, per_thread = prob.groups, _workspace.per_thread
         if prob.stride == (1, 1):
-            x3 = x.reshape(prob.n, prob.c, prob.h * prob.w)
-            _pointwise.pointwise_conv2d(x3, wmat, b, y3, prob.groups, act, r3, has_res,
-                                        tile, kblock, scal)
-            return
-        cols = _workspace.per_thread("gemm_cols", nthreads, (prob.cg * tile,))
-        _pointwise.pointwise_conv2d_strided(x, wmat, b, y3, prob.ow, prob.stride[0],
-                                            prob.stride[1], prob.groups, act, r3, has_res,
-                                            tile, kblock, cols, scal)
+            x3_shape = (prob.n, prob.c, prob.h * prob.w)
+            kernel = _pointwise.pointwise_conv2d
+
+            def call(x, y, res):
+                y3 = y.reshape(y3_shape)
+                r3, has_res = _res(None if res is None else res.reshape(y3_shape), 3)
+                kernel(x.reshape(x3_shape), wmat, b, y3, groups, act, r3, has_res, tile, kblock,
+                       per_thread("gemm_scalars", threads, (2,)))
+            return call
+        (sh, sw), ow, cols_shape = prob.stride, prob.ow, (prob.cg * tile,)
+        kernel = _pointwise.pointwise_conv2d_strided
+
+        def call_strided(x, y, res):
+            y3 = y.reshape(y3_shape)
+            r3, has_res = _res(None if res is None else res.reshape(y3_shape), 3)
+            kernel(x, wmat, b, y3, ow, sh, sw, groups, act, r3, has_res, tile, kblock,
+                   per_thread("gemm_cols", threads, cols_shape),
+                   per_thread("gemm_scalars", threads, (2,)))
+        return call_strided
 
 
 def _depthwise_cost(prob, threads, tasks, gflops, gbs, task_s):
@@ -272,7 +281,7 @@ class DepthwiseBlocked(planner.Algorithm):
                                planner.DEPTHWISE_BLOCKED_GFLOPS, planner.BLOCKED_GBS,
                                planner.DEPTHWISE_BLOCKED_TASK_S)
 
-    def run(self, prob, x, w, b, y, act, res=None, packed=None):
+    def bind(self, prob, w, b, act, packed=None):
         pt, pb, pl, pr = prob.pads
         hp, wp = prob.h + pt + pb, prob.w + pl + pr
         wt = None if packed is None else packed.get(self.name)
@@ -282,15 +291,18 @@ class DepthwiseBlocked(planner.Algorithm):
             if packed is not None:
                 packed[self.name] = wt
         threads = _runtime.max_threads()
-        plane = _workspace.per_thread("depthwise_plane", threads, (hp * wp * 16,))
-        out = _workspace.per_thread("depthwise_out", threads, (prob.oh * prob.ow * 16,))
-        bias = _workspace.per_thread("depthwise_bias", threads, (16,))
-        r, has_res = _res(res, 4)
-        _depthwise.depthwise_conv2d_blocked(x, wt, b, y, prob.r, prob.stride[0],
-                                            prob.stride[1], pt, pl, hp, wp, prob.dilation[0],
-                                            prob.dilation[1], act, r, has_res,
-                                            _blocked_offsets(prob.h, prob.w, pt, pl, wp),
-                                            plane, out, bias)
+        plane_shape, out_shape = (hp * wp * 16,), (prob.oh * prob.ow * 16,)
+        offs = _blocked_offsets(prob.h, prob.w, pt, pl, wp)
+        (sh, sw), (dh, dw), R = prob.stride, prob.dilation, prob.r
+        kernel, per_thread = _depthwise.depthwise_conv2d_blocked, _workspace.per_thread
+
+        def call(x, y, res):
+            r, has_res = _res(res, 4)
+            kernel(x, wt, b, y, R, sh, sw, pt, pl, hp, wp, dh, dw, act, r, has_res, offs,
+                   per_thread("depthwise_plane", threads, plane_shape),
+                   per_thread("depthwise_out", threads, out_shape),
+                   per_thread("depthwise_bias", threads, (16,)))
+        return call
 
 
 @functools.lru_cache(maxsize=128)
@@ -605,20 +617,24 @@ class PointwisePacked(Pointwise):
         return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S
                 + (seconds + tasks * planner.PACKED_TASK_S) / par)
 
-    def run(self, prob, x, w, b, y, act, res=None, packed=None):
+    def bind(self, prob, w, b, act, packed=None):
         _, width, tile, kblock = self._layout(prob, _runtime.get_num_threads())
         wp = packed_weights(packed, f"{self.name}_{width}", w.reshape(prob.k, prob.cg),
                             prob.groups, width)
         strided = prob.stride != (1, 1)
-        y3 = y.reshape(prob.n, prob.k, prob.oh * prob.ow)
-        r3, has_res = _res(None if res is None else res.reshape(y3.shape), 3)
+        y3_shape = (prob.n, prob.k, prob.oh * prob.ow)
         threads = _runtime.max_threads()
-        cols = _workspace.per_thread("gemm_cols", threads,
-                                     (prob.cg * -(-tile // 16) * 16 if strided else 1,))
-        sc, xpk = _packed_scratch(threads)
-        _pointwise.pointwise_conv2d_packed(x, wp, width, b, y3, prob.ow, prob.stride[0], prob.stride[1],
-                                           prob.groups, act, r3, has_res, tile, kblock,
-                                           cols, sc, xpk)
+        cols_shape = (prob.cg * -(-tile // 16) * 16 if strided else 1,)
+        (sh, sw), groups, ow = prob.stride, prob.groups, prob.ow
+        kernel = _pointwise.pointwise_conv2d_packed
+
+        def call(x, y, res):
+            y3 = y.reshape(y3_shape)
+            r3, has_res = _res(None if res is None else res.reshape(y3_shape), 3)
+            sc, xpk = _packed_scratch(threads)
+            kernel(x, wp, width, b, y3, ow, sh, sw, groups, act, r3, has_res, tile, kblock,
+                   _workspace.per_thread("gemm_cols", threads, cols_shape), sc, xpk)
+        return call
 
 
 def _packed_scratch(threads):
@@ -668,21 +684,26 @@ class Im2colPacked(Im2col):
         return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S
                 + (seconds + tasks * planner.PACKED_TASK_S) / par)
 
-    def run(self, prob, x, w, b, y, act, res=None, packed=None):
+    def bind(self, prob, w, b, act, packed=None):
         crs = prob.cg * prob.r * prob.s
         _, width, tile, kblock = _im2col_packed_layout(prob, _runtime.get_num_threads())
         wp = packed_weights(packed, f"{self.name}_{width}", w.reshape(prob.k, crs), prob.groups,
                             width)
-        y3 = y.reshape(prob.n, prob.k, prob.oh * prob.ow)
-        r3, has_res = _res(None if res is None else res.reshape(y3.shape), 3)
-        xp = phased_input(prob, x)
+        y3_shape = (prob.n, prob.k, prob.oh * prob.ow)
         threads = _runtime.max_threads()
-        cols = _workspace.per_thread("gemm_cols", threads, (crs * -(-tile // 16) * 16,))
-        sc, xpk = _packed_scratch(threads)
-        _im2col.conv2d_im2col_packed(xp, wp, width, b, y3, prob.ow, prob.stride[0],
-                                     prob.stride[1], prob.dilation[0], prob.dilation[1],
-                                     prob.groups, prob.r, prob.s, act, r3, has_res, tile,
-                                     kblock, cols, sc, xpk)
+        cols_shape = (crs * -(-tile // 16) * 16,)
+        (sh, sw), (dh, dw) = prob.stride, prob.dilation
+        kernel = _im2col.conv2d_im2col_packed
+
+        def call(x, y, res):
+            y3 = y.reshape(y3_shape)
+            r3, has_res = _res(None if res is None else res.reshape(y3_shape), 3)
+            xp = phased_input(prob, x)
+            sc, xpk = _packed_scratch(threads)
+            kernel(xp, wp, width, b, y3, prob.ow, sh, sw, dh, dw, prob.groups, prob.r, prob.s,
+                   act, r3, has_res, tile, kblock,
+                   _workspace.per_thread("gemm_cols", threads, cols_shape), sc, xpk)
+        return call
 
 
 planner.register(Direct())

@@ -13,7 +13,16 @@ _local = threading.local()
 
 
 def get(name, shape):
-    """A float32 C-contiguous array of ``shape`` backed by the thread's ``name`` buffer."""
+    """A float32 C-contiguous array of ``shape`` backed by the thread's ``name`` buffer.
+
+    Views are remembered per (name, shape), so a repeated request is one dict
+    lookup; growing any buffer forgets them (they would keep the old one alive).
+    """
+    views = _views()
+    key = (name, shape)
+    view = views.get(key)
+    if view is not None:
+        return view
     size = 1
     for d in shape:
         size *= int(d)
@@ -23,7 +32,16 @@ def get(name, shape):
     buf = pool.get(name)
     if buf is None or buf.size < size:
         buf = pool[name] = _aligned(max(size, 1))
-    return buf[:size].reshape(shape)
+        views.clear()
+    view = views[key] = buf[:size].reshape(shape)
+    return view
+
+
+def _views():
+    views = getattr(_local, "views", None)
+    if views is None or len(views) > 512:
+        views = _local.views = {}
+    return views
 
 
 def _aligned(size):
@@ -43,6 +61,12 @@ def per_thread(name, threads, shape):
     sharing measurably slowed the depthwise kernel on small planes).  Kernels
     use the leading part of each row.
     """
-    shape = tuple(int(d) for d in shape)
-    last = -(-max(shape[-1], 1) // 16) * 16 + 16
-    return get(name, (threads,) + shape[:-1] + (last,))
+    views = _views()
+    key = (name, threads, shape)
+    view = views.get(key)
+    if view is None:
+        shape = tuple(int(d) for d in shape)
+        last = -(-max(shape[-1], 1) // 16) * 16 + 16
+        view = get(name, (threads,) + shape[:-1] + (last,))
+        views[key] = view
+    return view

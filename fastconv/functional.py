@@ -143,6 +143,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     (models reuse planned buffers this way); it must not overlap an input.
     backend: None (the global setting), "cpu", "cuda" or "auto" (fastconv/_backend.py).
     """
+    if packed is not None and backend is None and not _backend.may_use_gpu(x):
+        bound = packed.get(_BOUND)
+        if bound is not None:
+            y = bound(x, weight, bias, (stride, padding, dilation, groups, activation, algo,
+                                        _runtime.get_num_threads()), residual, out, layer)
+            if y is not None:
+                return y
     if backend is not None or _backend.may_use_gpu(x):
         be = _backend.choose(backend, x, layer)
         if be != "cpu":
@@ -176,9 +183,49 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     if prob.n:
         with _runtime.kernel_scope(blas=chosen.uses_blas):
             chosen.run(prob, xa, w, b, y, act, res, packed)
+        if (packed is not None and backend is None and xa is x_in and w is weight
+                and (bias is None or b is bias) and not unbatched):
+            packed[_BOUND] = _BoundConv(
+                (stride, padding, dilation, groups, activation, algo, _runtime.get_num_threads()),
+                weight, bias, xa.shape, out_shape, chosen.uses_blas,
+                chosen.bind(prob, w, b, act, packed))
     if unbatched:
         y = y[0]
     return _checks.wrap_like(y, x_in)
+
+
+_BOUND = "conv2d:bound"  # the packed-dict entry of a layer's repeat-call fast path
+_F32 = np.dtype(np.float32)
+
+
+class _BoundConv:
+    """A layer's last conv2d call, planned and bound (``Algorithm.bind``): a repeat
+    with the same arguments, weight and bias objects and an input of the same shape
+    skips planning and conversion.  Anything else returns None and takes the full
+    path, which validates it (and rebinds)."""
+    __slots__ = ("key", "weight", "bias", "x_shape", "out_shape", "blas", "run")
+
+    def __init__(self, key, weight, bias, x_shape, out_shape, blas, run):
+        self.key, self.weight, self.bias = key, weight, bias
+        self.x_shape, self.out_shape, self.blas, self.run = x_shape, out_shape, blas, run
+
+    def __call__(self, x, weight, bias, key, residual, out, layer):
+        if (type(x) is not np.ndarray or weight is not self.weight or bias is not self.bias
+                or x.shape != self.x_shape or x.dtype != _F32 or not x.flags.c_contiguous
+                or not x.flags.aligned or key != self.key):
+            return None
+        if residual is not None and (
+                type(residual) is not np.ndarray or residual.dtype != _F32
+                or residual.shape != self.out_shape or not residual.flags.c_contiguous
+                or not residual.flags.aligned):
+            return None
+        if out is None:
+            y = np.empty(self.out_shape, np.float32)
+        else:
+            y = _out(out, self.out_shape, layer, (x, residual))
+        with _runtime.kernel_scope(blas=self.blas):
+            self.run(x, y, residual)
+        return y
 
 
 def _conv2d_gpu(x, weight, bias, stride, padding, dilation, groups, activation, residual, packed,

@@ -193,8 +193,11 @@ class Model:
         for i, a in zip(plan.inputs, arrays):
             values[i] = a
         if timings is None:
-            for fn, node, ins, o, buf in plan.steps:
-                values[o] = fn(node, [values[i] if i >= 0 else None for i in ins], buf)
+            # one BLAS pin for the whole run: per layer, pinning and restoring the
+            # library's thread count costs ~2 us
+            with _runtime.blas_pin:
+                for fn, node, ins, o, buf in plan.steps:
+                    values[o] = fn(node, [values[i] if i >= 0 else None for i in ins], buf)
         else:
             for fn, node, ins, o, buf in plan.steps:
                 t0 = time.perf_counter()

@@ -148,8 +148,21 @@ class Algorithm:
         2 relu6, 3 hardswish); res, when given, has y's shape.  packed: a dict the
         caller keeps with this weight, where the algorithm may cache a transformed
         form of it (None: transform on every call).
+
+        Subclasses implement ``run`` or ``bind``; the default runs the bound call.
         """
-        raise NotImplementedError
+        if type(self).bind is Algorithm.bind:
+            raise NotImplementedError(f"{type(self).__name__} implements neither run nor bind")
+        self.bind(prob, w, b, act, packed)(x, y, res)
+
+    def bind(self, prob, w, b, act, packed=None):
+        """``run`` for repeated calls: a callable ``(x, y, res)`` with everything that
+        does not depend on the arrays (weights packed, blocking sized, workspace
+        shapes) decided once.  Layers keep it, so a repeated call of a small layer
+        costs the kernel and a few microseconds."""
+        def call(x, y, res):
+            self.run(prob, x, w, b, y, act, res, packed)
+        return call
 
 
 REGISTRY = {}

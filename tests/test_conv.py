@@ -409,7 +409,7 @@ def test_pointwise_packed_both_orientations(rng, monkeypatch, width, case):
                       algo="pointwise_packed", packed=packed)
         expected = ref.activation(ref.conv2d(x, wt, b, stride, groups=groups) + res, "relu6")
         assert rel_err(y, expected) < 1e-4
-    assert list(packed) == [f"pointwise_packed_{wd}"]
+    assert [k for k in packed if k != F._BOUND] == [f"pointwise_packed_{wd}"]
 
 
 @pytest.mark.parametrize("width", ["pixels", "channels"])
@@ -441,7 +441,7 @@ def test_im2col_packed_both_orientations(rng, monkeypatch, width, case):
                   residual=res, algo="im2col_packed", packed=packed)
     pre = expected + res
     assert rel_err(y, pre * np.clip(pre + 3, 0, 6) / 6) < 1e-4
-    assert list(packed) == [f"im2col_packed_{wd}"]
+    assert [k for k in packed if k != F._BOUND] == [f"im2col_packed_{wd}"]
 
 
 def test_micro_kernel_tiles_and_assembly(rng):
@@ -497,3 +497,66 @@ def test_depthwise_stride2_planes(rng, case, with_res):
                   activation="relu6", residual=res)
     expected = ref.activation(pre + (res if with_res else 0), "relu6")
     assert rel_err(y, expected) < 1e-4
+
+
+@pytest.mark.parametrize("c,h,k,r,stride,groups", [
+    (32, 14, 32, 3, 1, 32),    # depthwise_blocked
+    (24, 9, 40, 1, 1, 1),      # 1x1
+    (24, 9, 40, 1, 2, 1),      # strided 1x1
+    (8, 11, 12, 3, 2, 1),      # im2col family
+    (16, 10, 16, 3, 1, 1),     # Winograd / direct
+])
+def test_repeat_call_fast_path(rng, monkeypatch, c, h, k, r, stride, groups):
+    """A layer's repeat calls skip planning (the bound call) and still give the full
+    path's results, for residual / out / activation variants; anything that differs
+    from the bound call (shape, dtype, layout, arguments) takes the validating path."""
+    x = rng.standard_normal((2, c, h, h)).astype(np.float32)
+    wt = rng.standard_normal((k, c // groups, r, r)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    pad = r // 2
+    packed = {}
+    y0 = fc.conv2d(x, wt, b, stride, pad, groups=groups, activation="relu", packed=packed)
+    assert F._BOUND in packed
+    expected = ref.activation(ref.conv2d(x, wt, b, stride, pad, groups=groups), "relu")
+    assert rel_err(y0, expected) < 1e-4
+
+    def no_planning(*a, **kw):
+        raise AssertionError("a repeat call must not plan again")
+
+    with monkeypatch.context() as m:
+        m.setattr(F, "_conv_plan", no_planning)
+        x2 = rng.standard_normal(x.shape).astype(np.float32)
+        x2_copy = x2.copy()
+        res = rng.standard_normal(y0.shape).astype(np.float32)
+        res_copy = res.copy()
+        out = np.full(y0.shape, np.nan, np.float32)
+        y = fc.conv2d(x2, wt, b, stride, pad, groups=groups, activation="relu", residual=res,
+                      packed=packed, out=out)
+        assert y is out
+        want = ref.activation(ref.conv2d(x2, wt, b, stride, pad, groups=groups) + res, "relu")
+        assert rel_err(y, want) < 1e-4
+        np.testing.assert_array_equal(x2, x2_copy)
+        np.testing.assert_array_equal(res, res_copy)
+        # the destination is still checked
+        with pytest.raises(ValueError, match="out must not overlap"):
+            fc.conv2d(x2, wt, b, stride, pad, groups=groups, activation="relu", residual=res,
+                      packed=packed, out=res)
+
+    # different arguments, layouts and dtypes: planned and validated again, still right
+    xt = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)  # F-ordered planes
+    for args, kw in [((xt, wt, b, stride, pad), {}),
+                     ((x.astype(np.float64), wt, b, stride, pad), {}),
+                     ((x, wt, None, stride, pad), {}),
+                     ((x, wt, b, 1, pad), {}),
+                     ((x[:1], wt, b, stride, pad), {}),
+                     ((x[0], wt, b, stride, pad), {})]:
+        y = fc.conv2d(*args, groups=groups, activation="relu6", packed=packed, **kw)
+        xa, bb, st = np.asarray(args[0], np.float32), args[2], args[3]
+        want = ref.activation(ref.conv2d(xa if xa.ndim == 4 else xa[None], wt, bb, st, pad,
+                                         groups=groups), "relu6")
+        assert rel_err(y if y.ndim == 4 else y[None], want) < 1e-4
+    with pytest.raises(ValueError, match="channels"):
+        fc.conv2d(x[:, :c - 1] if groups == 1 else x[:, :c // 2], wt, b, stride, pad,
+                  groups=groups, packed=packed, layer="fast")
+    with pytest.raises(TypeError, match="dtype"):
+        fc.conv2d(x.astype(np.int32), wt, b, stride, pad, groups=groups, packed=packed)
