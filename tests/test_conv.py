@@ -454,29 +454,74 @@ def test_micro_kernel_tiles_and_assembly(rng):
     from fastconv.kernels.cpu import zmm
 
     @njit
-    def tiles(a, x, y, yt, nc):
+    def tiles(a, x, y, yt, nc, b, r):
         zmm.gemm_tile(a, 0, zmm.MR, x, 3, 40, nc, y, 0, zmm.NR, 0)
         zmm.gemm_tile(a, 0, zmm.MR, x, 3, 40, nc, y, 0, zmm.NR, 1)      # y += the same
-        zmm.gemm_tile_t(x, 3, 40, a, 0, zmm.MR, nc, yt, 0, zmm.NR, 0)   # roles swapped
+        # roles swapped, stored transposed: yt[l, p] (channel rows of MP pixels)
+        zmm.gemm_tile_t_store(x, 3, 40, a, 0, nc, yt, 0, zmm.MP, zmm.NR, zmm.MP, b, 0, 0,
+                              r, 0, 0, 1)
 
     nc = 37
-    a = rng.standard_normal(nc * zmm.MR + zmm.NR).astype(np.float32)
+    a = rng.standard_normal(nc * zmm.NR + zmm.NR).astype(np.float32)
     x = rng.standard_normal(3 + nc * 40 + 8).astype(np.float32)     # rows of 40 from offset 3
     y = np.zeros(zmm.MR * zmm.NR, np.float32)
     yt = np.zeros(zmm.MP * zmm.NR, np.float32)
-    tiles(a, x, y, yt, nc)
+    b = np.zeros(zmm.NR, np.float32)
+    tiles(a, x, y, yt, nc, b, np.zeros(1, np.float32))
     xm = np.stack([x[3 + c * 40:3 + c * 40 + zmm.NR] for c in range(nc)]).astype(np.float64)
-    am = np.stack([a[c * zmm.MR:c * zmm.MR + zmm.NR] for c in range(nc)]).astype(np.float64)
+    am = np.stack([a[c * zmm.MR:c * zmm.MR + zmm.MR] for c in range(nc)]).astype(np.float64)
+    at = np.stack([a[c * zmm.NR:c * zmm.NR + zmm.NR] for c in range(nc)]).astype(np.float64)
     # gemm_tile: y[r, j] = 2 * sum_c a[c*MR + r] x[3 + 40c + j]
-    np.testing.assert_allclose(y.reshape(zmm.MR, zmm.NR), 2 * am[:, :zmm.MR].T @ xm,
-                               rtol=1e-5, atol=1e-4)
-    # gemm_tile_t: yt[p, l] = sum_c x[3 + 40c + p] a[c*MR + l]
-    np.testing.assert_allclose(yt.reshape(zmm.MP, zmm.NR), xm[:, :zmm.MP].T @ am,
+    np.testing.assert_allclose(y.reshape(zmm.MR, zmm.NR), 2 * am.T @ xm, rtol=1e-5, atol=1e-4)
+    # gemm_tile_t_store: yt[l, p] = sum_c x[3 + 40c + p] a[c*NR + l]
+    np.testing.assert_allclose(yt.reshape(zmm.NR, zmm.MP), at.T @ xm[:, :zmm.MP],
                                rtol=1e-5, atol=1e-4)
     if "+avx512f" in llvm.get_host_cpu_features().flatten().split(","):
         asm = "".join(tiles.inspect_asm().values())
         fmas = [ln for ln in asm.splitlines() if "vfmadd" in ln and "zmm" in ln]
         assert len(fmas) >= 16 + 16 + 14  # one unrolled reduction step per call site
+
+
+def test_transposed_tile_store_epilogue(rng):
+    """gemm_tile_t_store against a float64 reference: partial channel panels and pixel
+    groups (nothing outside them is touched), accumulation into y, the epilogue only
+    on the final chunk (bias, residual, every activation), NaN passing through."""
+    from numba import njit
+
+    from fastconv.kernels.cpu import zmm
+    from fastconv.kernels.cpu.epilogue import activate
+
+    @njit
+    def store(x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr, npx, b, b_off, act, res,
+              has_res, acc, fin):
+        zmm.gemm_tile_t_store(x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr, npx, b, b_off,
+                              act, res, has_res, acc, fin)
+
+    MP, NR = zmm.MP, zmm.NR
+    for it in range(80):
+        nc, ldx, ldy = int(rng.integers(0, 30)), int(rng.integers(MP, 24)), int(rng.integers(MP, 16))
+        nr, npx = int(rng.integers(1, NR + 1)), int(rng.integers(1, MP + 1))
+        act, has_res, acc, fin = (int(v) for v in rng.integers(0, [4, 2, 2, 2]))
+        x_off, w_off, y_off, b_off = (int(v) for v in rng.integers(0, 5, 4))
+        x = rng.standard_normal(x_off + nc * ldx + MP).astype(np.float32)
+        wp = rng.standard_normal(w_off + nc * NR).astype(np.float32)
+        y = (4 * rng.standard_normal(y_off + NR * ldy + 8)).astype(np.float32)
+        if it % 10 == 0:
+            x[x_off] = np.nan  # pixel 0 of every channel row becomes NaN
+        b = rng.standard_normal(b_off + NR).astype(np.float32)
+        res = rng.standard_normal(y.size).astype(np.float32) if has_res else np.zeros(1, np.float32)
+        want = y.astype(np.float64)
+        for r in range(nr):
+            for j in range(npx):
+                o = y_off + r * ldy + j
+                v = sum(float(x[x_off + c * ldx + j]) * float(wp[w_off + c * NR + r])
+                        for c in range(nc)) + (float(y[o]) if acc else 0.0)
+                if fin:
+                    v = activate(np.float32(v + b[b_off + r] + (res[o] if has_res else 0.0)), act)
+                want[o] = v
+        store(x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr, npx, b, b_off, act, res, has_res,
+              acc, fin)
+        np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4, err_msg=f"case {it}")
 
 
 @pytest.mark.parametrize("case", [

@@ -116,6 +116,7 @@ def pointwise_conv2d_packed(x, wp, width, b, y3, OW, sh, sw, groups, act, res3, 
     nkb = (Kg + kblock - 1) // kblock
     xf = x.reshape(-1)
     yf = y3.reshape(-1)
+    rf = res3.reshape(-1)
     wf = wp.reshape(-1)
     strided = sh != 1 or sw != 1
     for t in prange(N * groups * ntiles * nkb):
@@ -132,10 +133,10 @@ def pointwise_conv2d_packed(x, wp, width, b, y3, OW, sh, sw, groups, act, res3, 
             for c in range(Cg):
                 gather_pixels(src[c * lds:c * lds + T], x[n, g * Cg + c], p0, T, OW, sh, sw, 0, 0)
             s_off = 0
-        if width == NR:
+        if width == NR:  # epilogue fused into the tiles' stores
             gemm_block_t(wf, w_base, npg, pan0, Cg, src, s_off, lds, T, yf, (n * K + k0) * P + p0, P,
-                         k1 - k0, sc_ws[tid], xp_ws[tid])
+                         k1 - k0, xp_ws[tid], b, k0, act, rf, has_res)
         else:
             gemm_block(wf, w_base, npg, pan0, Cg, src, s_off, lds, T, yf, (n * K + k0) * P + p0, P,
                        k1 - k0, sc_ws[tid], xp_ws[tid])
-        epilogue_tile(y3, n, k0, k1, p0, T, b, act, res3, has_res)
+            epilogue_tile(y3, n, k0, k1, p0, T, b, act, res3, has_res)

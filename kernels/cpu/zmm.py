@@ -1,7 +1,8 @@
 """A register-blocked fp32 GEMM micro-kernel written in LLVM IR.
 
     y[y_off + r*ldy + j] = sum_(c < nc) wp[w_off + c*MR + r] * x[x_off + c*ldx + j]
-    for r < MR, j < 16*NV (and the same with the roles swapped, ``gemm_tile_t``)
+    for r < MR, j < 16*NV (and, with the roles swapped and the epilogue fused,
+    ``gemm_tile_t_store``)
 
 Numba's loops cannot keep a tile of accumulators in registers across a
 reduction: LLVM sees array stores it must not reorder and spills every partial
@@ -24,6 +25,60 @@ from numba.extending import intrinsic
 MR = 8      # output rows (channels) per tile
 NV = 2      # 16-float vectors per tile row
 NR = 16 * NV  # output columns (pixels) per tile
+
+
+def _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv):
+    """Emit acc[r*nv + v] = init[r*nv + v] + sum_(c < nc) a[a_off + c*lda + r] *
+    b[b_off + c*ldb + 16*v : +16] (r < mr, v < nv) with the mr*nv accumulators in
+    registers; returns the final accumulators (init when nc <= 0)."""
+    f32 = ir.FloatType()
+    v16 = ir.VectorType(f32, 16)
+    vp = v16.as_pointer()
+    intp = a_off.type
+    const = lambda v: ir.Constant(intp, v)  # noqa: E731
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
+                                         "llvm.fma.v16f32")
+    splat = ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16)
+    pre = builder.block
+    loop = builder.append_basic_block("zmm.loop")
+    done = builder.append_basic_block("zmm.done")
+    builder.cbranch(builder.icmp_signed(">", nc, const(0)), loop, done)
+
+    builder.position_at_end(loop)
+    c = builder.phi(intp)
+    c.add_incoming(const(0), pre)
+    acc = []
+    for i in range(mr * nv):
+        p = builder.phi(v16)
+        p.add_incoming(init[i], pre)
+        acc.append(p)
+    brow = builder.add(b_off, builder.mul(c, ldb))
+    xv = [builder.load(builder.bitcast(builder.gep(b_ptr, [builder.add(brow, const(16 * v))]),
+                                       vp), align=4) for v in range(nv)]
+    arow = builder.add(a_off, builder.mul(c, lda))
+    new = []
+    for r in range(mr):
+        s = builder.load(builder.gep(a_ptr, [builder.add(arow, const(r))]), align=4)
+        one = builder.insert_element(ir.Constant(v16, ir.Undefined), s,
+                                     ir.Constant(ir.IntType(32), 0))
+        bc = builder.shuffle_vector(one, ir.Constant(v16, ir.Undefined), splat)
+        for v in range(nv):
+            new.append(builder.call(fma, [bc, xv[v], acc[r * nv + v]]))
+    c1 = builder.add(c, const(1))
+    end = builder.block
+    c.add_incoming(c1, end)
+    for p, n in zip(acc, new):
+        p.add_incoming(n, end)
+    builder.cbranch(builder.icmp_signed("<", c1, nc), loop, done)
+
+    builder.position_at_end(done)
+    final = []
+    for i, n in enumerate(new):  # all phis first: LLVM wants them at the top
+        f = builder.phi(v16)
+        f.add_incoming(init[i], pre)
+        f.add_incoming(n, end)
+        final.append(f)
+    return final
 
 
 def _make_tile(mr, nv):
@@ -49,10 +104,7 @@ def _make_tile(mr, nv):
             a_ptr = builder.bitcast(a_arr.data, fp)
             b_ptr = builder.bitcast(b_arr.data, fp)
             y_ptr = builder.bitcast(y_arr.data, fp)
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
-                                                 "llvm.fma.v16f32")
             zero = ir.Constant(v16, None)
-            splat = ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16)
             const = lambda v: ir.Constant(intp, v)  # noqa: E731
 
             # the tile starts from zero, or from y's current values when accumulating
@@ -77,45 +129,7 @@ def _make_tile(mr, nv):
                 f.add_incoming(loaded[i], load_y)
                 init.append(f)
 
-            pre = builder.block
-            loop = builder.append_basic_block("zmm.loop")
-            done = builder.append_basic_block("zmm.done")
-            builder.cbranch(builder.icmp_signed(">", nc, const(0)), loop, done)
-
-            builder.position_at_end(loop)
-            c = builder.phi(intp)
-            c.add_incoming(const(0), pre)
-            acc = []
-            for i in range(mr * nv):
-                p = builder.phi(v16)
-                p.add_incoming(init[i], pre)
-                acc.append(p)
-            brow = builder.add(b_off, builder.mul(c, ldb))
-            xv = [builder.load(builder.bitcast(builder.gep(b_ptr, [builder.add(brow, const(16 * v))]),
-                                               vp), align=4) for v in range(nv)]
-            arow = builder.add(a_off, builder.mul(c, lda))
-            new = []
-            for r in range(mr):
-                s = builder.load(builder.gep(a_ptr, [builder.add(arow, const(r))]), align=4)
-                one = builder.insert_element(ir.Constant(v16, ir.Undefined), s,
-                                             ir.Constant(ir.IntType(32), 0))
-                bc = builder.shuffle_vector(one, ir.Constant(v16, ir.Undefined), splat)
-                for v in range(nv):
-                    new.append(builder.call(fma, [bc, xv[v], acc[r * nv + v]]))
-            c1 = builder.add(c, const(1))
-            end = builder.block
-            c.add_incoming(c1, end)
-            for p, n in zip(acc, new):
-                p.add_incoming(n, end)
-            builder.cbranch(builder.icmp_signed("<", c1, nc), loop, done)
-
-            builder.position_at_end(done)
-            final = []
-            for i, n in enumerate(new):  # all phis first: LLVM wants them at the top
-                f = builder.phi(v16)
-                f.add_incoming(init[i], pre)
-                f.add_incoming(n, end)
-                final.append(f)
+            final = _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv)
             for r in range(mr):
                 yrow = builder.add(y_off, builder.mul(ldy, const(r)))
                 for v in range(nv):
@@ -130,7 +144,127 @@ def _make_tile(mr, nv):
 
 gemm_tile = _make_tile(MR, NV)      # MR channels x NR pixels: weights broadcast
 MP = 7                               # pixels per transposed tile (7 divides 7x7 .. 112x112 maps)
-gemm_tile_t = _make_tile(MP, NV)     # MP pixels x NR channels: activations broadcast
+
+
+_ZIP_LO = [i // 2 + (i % 2) * 16 for i in range(16)]       # a0 b0 a1 b1 ... a7 b7
+_ZIP_HI = [8 + i // 2 + (i % 2) * 16 for i in range(16)]   # a8 b8 ... a15 b15
+
+
+@intrinsic
+def gemm_tile_t_store(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr, npx, bias,
+                      b_off, act, res, has_res, accumulate, final):
+    """The transposed tile (MP pixels x NR channels: pixels broadcast, weights as vectors) stored
+    straight into y's channel rows, epilogue fused:
+
+        v = sum_(c < nc) x[x_off + c*ldx + j] * wp[w_off + c*NR + r]  (+ y[o] if accumulate)
+        if final: v = act(v + bias[b_off + r] (+ res[o] if has_res))
+        y[o] = v,   o = y_off + r*ldy + j,   for r < nr <= NR, j < npx <= MP
+
+    (x must be readable for all MP pixels of a step; res has y's layout.)  The
+    accumulators are moved to channel rows in registers: per 16 channels, the MP
+    pixel vectors (one zero row added) go through three rounds of two-source
+    shuffles, leaving channel pairs in the halves of 8 vectors; each channel's MP
+    pixels then take one masked load / store (act: 0 none, 1 relu, 2 relu6,
+    3 hardswish; NaN passes as in epilogue.py).  Rows r >= nr and pixels j >= npx
+    are never read or written, so no scratch tile and no separate epilogue pass
+    (at 14x14 these had cost as much as a third of a 1x1 layer's time).
+    """
+    sig = types.void(x, types.intp, types.intp, wp, types.intp, types.intp, y, types.intp,
+                     types.intp, types.intp, types.intp, bias, types.intp, types.intp, res,
+                     types.intp, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        v16 = ir.VectorType(f32, 16)
+        v8 = ir.VectorType(f32, 8)
+        i1, i32 = ir.IntType(1), ir.IntType(32)
+        m8 = ir.VectorType(i1, 8)
+        fp = f32.as_pointer()
+
+        def ptr(i):
+            arr = context.make_array(signature.args[i])(context, builder, args[i])
+            return builder.bitcast(arr.data, fp)
+
+        x_ptr, w_ptr, y_ptr, b_ptr, r_ptr = ptr(0), ptr(3), ptr(6), ptr(11), ptr(14)
+        (x_off, ldx, w_off, nc, y_off, ldy, nr, npx, b_off, act, has_res, accumulate,
+         final) = (args[1], args[2], args[4], args[5], args[7], args[8], args[9], args[10],
+                   args[12], args[13], args[15], args[16], args[17])
+        intp = x_off.type
+        const = lambda v: ir.Constant(intp, v)  # noqa: E731
+        vconst = lambda v: ir.Constant(v8, [v] * 8)  # noqa: E731
+        zero16 = ir.Constant(v16, None)
+        accs = _reduction(builder, x_ptr, x_off, ldx, w_ptr, w_off, const(NR), nc,
+                          [zero16] * (MP * NV), MP, NV)
+
+        vp8 = v8.as_pointer()
+        mstore = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [v8, vp8, i32, m8]),
+            "llvm.masked.store.v8f32.p0")
+        mload = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(v8, [vp8, i32, m8, v8]), "llvm.masked.load.v8f32.p0")
+        align = ir.Constant(i32, 4)
+        lanes = ir.Constant(ir.VectorType(intp, 8), list(range(8)))
+        npx_v = builder.insert_element(ir.Constant(ir.VectorType(intp, 8), ir.Undefined), npx,
+                                       ir.Constant(i32, 0))
+        npx_v = builder.shuffle_vector(npx_v, ir.Constant(ir.VectorType(intp, 8), ir.Undefined),
+                                       ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+        px_mask = builder.icmp_signed("<", lanes, npx_v)
+        no_lanes = ir.Constant(m8, [0] * 8)
+        is_final = builder.icmp_signed("!=", final, const(0))
+        acc_mask = builder.select(builder.icmp_signed("!=", accumulate, const(0)), px_mask,
+                                  no_lanes)
+        res_on = builder.and_(is_final, builder.icmp_signed("!=", has_res, const(0)))
+        # the epilogue only on the last reduction chunk: act 0 and bias 0 before it
+        act_f = builder.select(is_final, act, const(0))
+        lo = builder.select(builder.icmp_signed(">=", act_f, const(1)), vconst(0.0),
+                            vconst(float("-inf")))
+        hi = builder.select(builder.icmp_signed("==", act_f, const(2)), vconst(6.0),
+                            vconst(float("inf")))
+        hswish = builder.icmp_signed("==", act_f, const(3))
+
+        def clamp(v, a, b):
+            v = builder.select(builder.fcmp_ordered("<", v, a), a, v)
+            return builder.select(builder.fcmp_ordered(">", v, b), b, v)
+
+        zip_lo = ir.Constant(ir.VectorType(i32, 16), _ZIP_LO)
+        zip_hi = ir.Constant(ir.VectorType(i32, 16), _ZIP_HI)
+        halves = [ir.Constant(ir.VectorType(i32, 8), list(range(h * 8, h * 8 + 8)))
+                  for h in range(2)]
+        for v in range(NV):
+            rows = [accs[p * NV + v] for p in range(MP)] + [zero16] * (8 - MP)
+            for _ in range(3):
+                rows = [builder.shuffle_vector(rows[i // 2], rows[i // 2 + 4],
+                                               zip_lo if i % 2 == 0 else zip_hi)
+                        for i in range(8)]
+            for ch in range(16):
+                r = 16 * v + ch
+                val = builder.shuffle_vector(rows[ch // 2], ir.Constant(v16, ir.Undefined),
+                                             halves[ch % 2])
+                inside = builder.icmp_signed("<", const(r), nr)
+                mask = builder.select(inside, px_mask, no_lanes)
+                o = builder.add(y_off, builder.mul(const(r), ldy))
+                yp = builder.bitcast(builder.gep(y_ptr, [o]), vp8)
+                prev = builder.call(mload, [yp, align, builder.and_(mask, acc_mask),
+                                            vconst(0.0)])
+                val = builder.fadd(val, prev)
+                bidx = builder.select(inside, builder.add(b_off, const(r)), b_off)
+                bk = builder.select(is_final, builder.load(builder.gep(b_ptr, [bidx])),
+                                    ir.Constant(f32, 0.0))
+                bvec = builder.shuffle_vector(
+                    builder.insert_element(ir.Constant(v8, ir.Undefined), bk, ir.Constant(i32, 0)),
+                    ir.Constant(v8, ir.Undefined), ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+                val = builder.fadd(val, bvec)
+                rmask = builder.select(res_on, mask, no_lanes)
+                rp = builder.bitcast(builder.gep(r_ptr, [o]), vp8)
+                val = builder.fadd(val, builder.call(mload, [rp, align, rmask, vconst(0.0)]))
+                g = clamp(builder.fadd(val, vconst(3.0)), vconst(0.0), vconst(6.0))
+                hs = builder.fmul(builder.fmul(val, g), vconst(1.0 / 6.0))
+                val = builder.select(hswish, hs, clamp(val, lo, hi))
+                builder.call(mstore, [val, yp, align, mask])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
 
 KC = 256    # reduction chunk: an MR x KC weight panel (8 KiB) stays in L1
 JB = 256    # column block: a KC x JB block of the right-hand side (256 KiB) stays in L2
@@ -246,33 +380,39 @@ def _copy_padded(x, src, ldx, rows, cols, xp, width):
             xp[d + j] = 0.0
 
 
-KC_T = 512  # reduction chunk of the transposed kernel: a KC_T x NR weight panel in L2
+KC_T = 1024  # reduction chunk of the transposed kernel: a KC_T x NR weight panel in L2
 
 
 @njit(inline="always")
-def gemm_block_t(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nrows, sc, xp):
-    """The product of gemm_block, vectorized over output channels instead of pixels:
-    Y[r, j] = sum_(c < Cr) W[r, c] X[c, j], W's rows the panels pan0, ... packed
-    by pack_panels with width NR and chunk KC_T; X and Y as in gemm_block.
+def gemm_block_t(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nrows, xp,
+                 b, b_off, act, res, has_res):
+    """The product of gemm_block, vectorized over output channels instead of pixels,
+    with the epilogue fused:
+    Y[r, j] = act(sum_(c < Cr) W[r, c] X[c, j] + b[b_off + r] (+ R[r, j])), W's rows the
+    panels pan0, ... packed by pack_panels with width NR and chunk KC_T; X and Y as
+    in gemm_block; R[r, j] = res[y_off + r*ldy + j] when has_res (res has y's layout).
 
     For small maps (7x7: 49 pixels = 1.5 NR-pixel tiles) the pixel-vectorized
     tile wastes a quarter of its lanes; here a tile is MP = 7 pixels (7 divides
-    every map from 7x7 to 112x112) x NR channels, each pixel's value broadcast.
-    The tile comes out transposed (pixels x channels) in sc and is added into
-    y's rows; pixel groups short of MP are copied, zero-padded, into xp
-    (KC_T x MP) first.
+    every map from 7x7 to 112x112) x NR channels, each pixel's value broadcast,
+    stored into y's channel rows by gemm_tile_t_store (transposed in registers,
+    bias, residual and activation on the last reduction chunk); pixel groups
+    short of MP are copied, zero-padded, into xp (KC_T x MP) first.
     """
     for c0 in range(0, Cr, KC_T):
         kc = min(KC_T, Cr - c0)
-        acc = c0 > 0
+        acc = 1 if c0 > 0 else 0
+        fin = 1 if c0 + kc >= Cr else 0
         for r0 in range(0, nrows, NR):
             wo = w_base + c0 * npg * NR + (pan0 + r0 // NR) * kc * NR
             nr = min(NR, nrows - r0)
             for j0 in range(0, T, MP):
                 npx = min(MP, T - j0)
+                yo = y_off + r0 * ldy + j0
                 if npx == MP:
-                    gemm_tile_t(x, x_off + c0 * ldx + j0, ldx, wp, wo, NR, kc, sc, 0, NR, 0)
+                    gemm_tile_t_store(x, x_off + c0 * ldx + j0, ldx, wp, wo, kc, y, yo, ldy, nr,
+                                      MP, b, b_off + r0, act, res, has_res, acc, fin)
                 else:
                     _copy_padded(x, x_off + c0 * ldx + j0, ldx, kc, npx, xp, MP)
-                    gemm_tile_t(xp, 0, MP, wp, wo, NR, kc, sc, 0, NR, 0)
-                _merge(sc, 1, NR, y, y_off + r0 * ldy + j0, ldy, nr, npx, acc)
+                    gemm_tile_t_store(xp, 0, MP, wp, wo, kc, y, yo, ldy, nr, npx, b,
+                                      b_off + r0, act, res, has_res, acc, fin)
