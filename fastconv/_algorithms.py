@@ -24,9 +24,10 @@ PACKED_TILE = 2048  # pixels per micro-kernel task at most
 PACKED_COLS_BYTES = 1024 * 1024  # im2col column tile for the micro-kernel: an L2
 PACKED_TILE_OVERHEAD = 4.0  # reduction steps' worth of a tile's load and store
 # the channel-vectorized kernel: its rate next to the pixel-vectorized one (broadcast
-# loads of strided activations), and its 7 x 32 transposed store in reduction steps
+# loads of strided activations), and its 7 x 32 transposed store (shuffles, masked
+# stores, epilogue fused) in reduction steps
 PACKED_TRANSPOSED_RATE = 0.95
-PACKED_TRANSPOSED_STORE_STEPS = 16.0
+PACKED_TRANSPOSED_STORE_STEPS = 4.0
 IM2COL_NR_MAX_PIXELS = 64
 IM2COL_NR_RATE = 0.6
 # below 28x28 the pixel-vectorized kernel loses speed beyond its ragged lanes (measured
@@ -186,9 +187,11 @@ class Pointwise(planner.Algorithm):
 
     def cost(self, prob, threads, prepacked=False):
         P = prob.oh * prob.ow
-        gemm = prob.flops / (planner.GEMM_GFLOPS * 1e9 * _gemm_efficiency(prob.kg, prob.cg))
-        copy = 0.0 if prob.stride == (1, 1) else prob.n * prob.c * P * 4 / (planner.COPY_GBS * 1e9)
         tile, kblock = self._blocking(prob, threads)
+        # narrow pixel tiles leave SGEMM's N dimension short, as for Im2col
+        eff = _gemm_efficiency(prob.kg, prob.cg) * min(1.0, tile / 128.0) ** 0.5
+        gemm = prob.flops / (planner.GEMM_GFLOPS * 1e9 * eff)
+        copy = 0.0 if prob.stride == (1, 1) else prob.n * prob.c * P * 4 / (planner.COPY_GBS * 1e9)
         tasks = prob.n * prob.groups * -(-P // tile) * -(-prob.kg // kblock)
         par = min(threads, max(1, tasks))
         return planner.CALL_OVERHEAD_S + (gemm + copy + tasks * planner.IM2COL_TASK_S) / par
