@@ -455,8 +455,8 @@ def test_micro_kernel_tiles_and_assembly(rng):
 
     @njit
     def tiles(a, x, y, yt, nc, b, r):
-        zmm.gemm_tile(a, 0, zmm.MR, x, 3, 40, nc, y, 0, zmm.NR, 0)
-        zmm.gemm_tile(a, 0, zmm.MR, x, 3, 40, nc, y, 0, zmm.NR, 1)      # y += the same
+        zmm.gemm_tile(a, 0, zmm.MR, x, 3, 40, nc, y, 0, zmm.NR, 0, b, 0, 0, r, 0, 0)
+        zmm.gemm_tile(a, 0, zmm.MR, x, 3, 40, nc, y, 0, zmm.NR, 1, b, 0, 0, r, 0, 0)  # y +=
         # roles swapped, stored transposed: yt[l, p] (channel rows of MP pixels)
         zmm.gemm_tile_t_store(x, 3, 40, a, 0, nc, yt, 0, zmm.MP, zmm.NR, zmm.MP, b, 0, 0,
                               r, 0, 0, 1)
@@ -521,6 +521,44 @@ def test_transposed_tile_store_epilogue(rng):
                 want[o] = v
         store(x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr, npx, b, b_off, act, res, has_res,
               acc, fin)
+        np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4, err_msg=f"case {it}")
+
+
+def test_tile_store_epilogue(rng):
+    """gemm_tile (MR channels x NR pixels) with the epilogue in its stores: accumulation,
+    bias, residual and every activation on the final chunk only, NaN passing through."""
+    from numba import njit
+
+    from fastconv.kernels.cpu import zmm
+    from fastconv.kernels.cpu.epilogue import activate
+
+    @njit
+    def tile(a, a_off, x, x_off, ldx, nc, y, y_off, ldy, acc, b, b_off, act, res, has_res, fin):
+        zmm.gemm_tile(a, a_off, zmm.MR, x, x_off, ldx, nc, y, y_off, ldy, acc, b, b_off, act,
+                      res, has_res, fin)
+
+    MR, NR = zmm.MR, zmm.NR
+    for it in range(60):
+        nc, ldx, ldy = int(rng.integers(0, 30)), int(rng.integers(NR, 50)), int(rng.integers(NR, 40))
+        act, has_res, acc, fin = (int(v) for v in rng.integers(0, [4, 2, 2, 2]))
+        a_off, x_off, y_off, b_off = (int(v) for v in rng.integers(0, 5, 4))
+        a = rng.standard_normal(a_off + nc * MR).astype(np.float32)
+        x = rng.standard_normal(x_off + nc * ldx + NR).astype(np.float32)
+        if it % 10 == 0:
+            x[x_off + 5] = np.nan
+        y = (4 * rng.standard_normal(y_off + MR * ldy + NR)).astype(np.float32)
+        b = rng.standard_normal(b_off + MR).astype(np.float32)
+        res = rng.standard_normal(y.size).astype(np.float32) if has_res else np.zeros(1, np.float32)
+        want = y.astype(np.float64)
+        for r in range(MR):
+            for j in range(NR):
+                o = y_off + r * ldy + j
+                v = sum(float(a[a_off + c * MR + r]) * float(x[x_off + c * ldx + j])
+                        for c in range(nc)) + (float(y[o]) if acc else 0.0)
+                if fin:
+                    v = activate(np.float32(v + b[b_off + r] + (res[o] if has_res else 0.0)), act)
+                want[o] = v
+        tile(a, a_off, x, x_off, ldx, nc, y, y_off, ldy, acc, b, b_off, act, res, has_res, fin)
         np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4, err_msg=f"case {it}")
 
 

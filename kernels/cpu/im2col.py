@@ -130,11 +130,12 @@ def conv2d_im2col_packed(xp, wp, width, b, y3, OW, sh, sw, dh, dw, groups, R, S,
         im2col_tile(cols.reshape((CRS, ldt)), xp, n, g * Cg, Cg, R, S, p0, T, OW, sh, sw, dh, dw)
         w_base = g * npg * CRS * width
         pan0 = (k0 - g * Kg) // width
-        if width == NR:  # epilogue fused into the tiles' stores
+        # the epilogue (bias, residual, activation) is fused into the tiles' stores
+        if width == NR:
             gemm_block_t(wf, w_base, npg, pan0, CRS, cols, 0, ldt, T,
                          yf, (n * K + k0) * P + p0, P, k1 - k0, xp_ws[tid],
                          b, k0, act, rf, has_res)
         else:
             gemm_block(wf, w_base, npg, pan0, CRS, cols, 0, ldt, T,
-                       yf, (n * K + k0) * P + p0, P, k1 - k0, sc_ws[tid], xp_ws[tid])
-            epilogue_tile(y3, n, k0, k1, p0, T, b, act, res3, has_res)
+                       yf, (n * K + k0) * P + p0, P, k1 - k0, sc_ws[tid], xp_ws[tid],
+                       b, k0, act, rf, has_res)

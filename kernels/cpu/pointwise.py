@@ -133,10 +133,10 @@ def pointwise_conv2d_packed(x, wp, width, b, y3, OW, sh, sw, groups, act, res3, 
             for c in range(Cg):
                 gather_pixels(src[c * lds:c * lds + T], x[n, g * Cg + c], p0, T, OW, sh, sw, 0, 0)
             s_off = 0
-        if width == NR:  # epilogue fused into the tiles' stores
+        # the epilogue (bias, residual, activation) is fused into the tiles' stores
+        if width == NR:
             gemm_block_t(wf, w_base, npg, pan0, Cg, src, s_off, lds, T, yf, (n * K + k0) * P + p0, P,
                          k1 - k0, xp_ws[tid], b, k0, act, rf, has_res)
         else:
             gemm_block(wf, w_base, npg, pan0, Cg, src, s_off, lds, T, yf, (n * K + k0) * P + p0, P,
-                       k1 - k0, sc_ws[tid], xp_ws[tid])
-            epilogue_tile(y3, n, k0, k1, p0, T, b, act, res3, has_res)
+                       k1 - k0, sc_ws[tid], xp_ws[tid], b, k0, act, rf, has_res)

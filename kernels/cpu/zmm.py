@@ -22,6 +22,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .epilogue import activate
+
 MR = 8      # output rows (channels) per tile
 NV = 2      # 16-float vectors per tile row
 NR = 16 * NV  # output columns (pixels) per tile
@@ -81,29 +83,79 @@ def _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv):
     return final
 
 
+def _emit_epilogue(builder, act, final, has_res, width, body):
+    """Emit ``body(activate, with_res)`` once per epilogue variant and branch to the one
+    that applies: on the last reduction chunk (final != 0) act 1 relu, 2 relu6,
+    3 hardswish and the residual when has_res != 0; before it, neither.  Each
+    variant is straight-line code with its activation inlined (selecting among all
+    of them per vector cost as much as a short reduction).  NaN passes as in
+    epilogue.py."""
+    intp = act.type
+    vec = ir.VectorType(ir.FloatType(), width)
+    vconst = lambda v: ir.Constant(vec, [v] * width)  # noqa: E731
+    zero = ir.Constant(intp, 0)
+    is_final = builder.icmp_signed("!=", final, zero)
+    act_f = builder.select(is_final, act, zero)
+    res_on = builder.and_(is_final, builder.icmp_signed("!=", has_res, zero))
+    code = builder.add(builder.mul(act_f, ir.Constant(intp, 2)), builder.zext(res_on, intp))
+
+    def clamp(v, a, b):
+        v = builder.select(builder.fcmp_ordered("<", v, a), a, v)
+        return builder.select(builder.fcmp_ordered(">", v, b), b, v)
+
+    acts = [lambda v: v,
+            lambda v: clamp(v, vconst(0.0), vconst(float("inf"))),
+            lambda v: clamp(v, vconst(0.0), vconst(6.0)),
+            lambda v: builder.fmul(builder.fmul(v, clamp(builder.fadd(v, vconst(3.0)), vconst(0.0),
+                                                          vconst(6.0))), vconst(1.0 / 6.0))]
+    done = builder.append_basic_block("epi.done")
+    blocks = [builder.append_basic_block(f"epi.{i}") for i in range(8)]
+    switch = builder.switch(code, blocks[0])
+    for i, block in enumerate(blocks):
+        switch.add_case(ir.Constant(intp, i), block)
+        builder.position_at_end(block)
+        body(acts[i // 2], i % 2 == 1)
+        builder.branch(done)
+    builder.position_at_end(done)
+    return is_final
+
+
+def _splat(builder, scalar, width):
+    vec = ir.VectorType(scalar.type, width)
+    i32 = ir.IntType(32)
+    one = builder.insert_element(ir.Constant(vec, ir.Undefined), scalar, ir.Constant(i32, 0))
+    return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
+                                  ir.Constant(ir.VectorType(i32, width), [0] * width))
+
+
 def _make_tile(mr, nv):
     """The tile intrinsic for mr broadcast rows x nv vectors of 16 floats."""
     @intrinsic
-    def tile(typingctx, a, a_off, lda, b, b_off, ldb, nc, y, y_off, ldy, accumulate):
-        """y[y_off + r*ldy + j] (+)= sum_(c < nc) a[a_off + c*lda + r] * b[b_off + c*ldb + j]
-        for r < mr, j < 16*nv: a's values are broadcast, b's rows are vectors."""
+    def tile(typingctx, a, a_off, lda, b, b_off, ldb, nc, y, y_off, ldy, accumulate, bias,
+             bias_off, act, res, has_res, final):
+        """y[o] = v (+ y[o] if accumulate), v = sum_(c < nc) a[a_off + c*lda + r] *
+        b[b_off + c*ldb + j], o = y_off + r*ldy + j, for r < mr, j < 16*nv: a's values
+        are broadcast, b's rows are vectors.  With final != 0 the epilogue is fused:
+        y[o] = act(v + bias[bias_off + r] (+ res[o] if has_res)), res in y's layout."""
         sig = types.void(a, types.intp, types.intp, b, types.intp, types.intp, types.intp, y,
-                         types.intp, types.intp, types.intp)
+                         types.intp, types.intp, types.intp, bias, types.intp, types.intp, res,
+                         types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
             f32 = ir.FloatType()
             v16 = ir.VectorType(f32, 16)
             fp = f32.as_pointer()
             vp = v16.as_pointer()
-            a_arr = context.make_array(signature.args[0])(context, builder, args[0])
-            b_arr = context.make_array(signature.args[3])(context, builder, args[3])
-            y_arr = context.make_array(signature.args[7])(context, builder, args[7])
-            a_off, lda, b_off, ldb, nc, y_off, ldy, accumulate = (
-                args[1], args[2], args[4], args[5], args[6], args[8], args[9], args[10])
+
+            def ptr(i):
+                arr = context.make_array(signature.args[i])(context, builder, args[i])
+                return builder.bitcast(arr.data, fp)
+
+            a_ptr, b_ptr, y_ptr, bias_ptr, r_ptr = ptr(0), ptr(3), ptr(7), ptr(11), ptr(14)
+            (a_off, lda, b_off, ldb, nc, y_off, ldy, accumulate, bias_off, act, has_res,
+             final) = (args[1], args[2], args[4], args[5], args[6], args[8], args[9], args[10],
+                       args[12], args[13], args[15], args[16])
             intp = a_off.type
-            a_ptr = builder.bitcast(a_arr.data, fp)
-            b_ptr = builder.bitcast(b_arr.data, fp)
-            y_ptr = builder.bitcast(y_arr.data, fp)
             zero = ir.Constant(v16, None)
             const = lambda v: ir.Constant(intp, v)  # noqa: E731
 
@@ -129,12 +181,30 @@ def _make_tile(mr, nv):
                 f.add_incoming(loaded[i], load_y)
                 init.append(f)
 
-            final = _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv)
+            final_acc = _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr,
+                                   nv)
+            is_final = builder.icmp_signed("!=", final, const(0))
+            bvecs = []
             for r in range(mr):
-                yrow = builder.add(y_off, builder.mul(ldy, const(r)))
-                for v in range(nv):
-                    dst = builder.bitcast(builder.gep(y_ptr, [builder.add(yrow, const(16 * v))]), vp)
-                    builder.store(final[r * nv + v], dst, align=4)
+                # bias[bias_off + r] only on the final chunk (row r may not exist before)
+                bidx = builder.select(is_final, builder.add(bias_off, const(r)), const(0))
+                bk = builder.select(is_final, builder.load(builder.gep(bias_ptr, [bidx])),
+                                    ir.Constant(f32, 0.0))
+                bvecs.append(_splat(builder, bk, 16))
+
+            def stores(activate, with_res):
+                for r in range(mr):
+                    yrow = builder.add(y_off, builder.mul(ldy, const(r)))
+                    for v in range(nv):
+                        o = builder.add(yrow, const(16 * v))
+                        val = builder.fadd(final_acc[r * nv + v], bvecs[r])
+                        if with_res:
+                            rp = builder.bitcast(builder.gep(r_ptr, [o]), vp)
+                            val = builder.fadd(val, builder.load(rp, align=4))
+                        dst = builder.bitcast(builder.gep(y_ptr, [o]), vp)
+                        builder.store(activate(val), dst, align=4)
+
+            _emit_epilogue(builder, act, final, has_res, 16, stores)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -204,32 +274,18 @@ def gemm_tile_t_store(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr
             builder.module, ir.FunctionType(v8, [vp8, i32, m8, v8]), "llvm.masked.load.v8f32.p0")
         align = ir.Constant(i32, 4)
         lanes = ir.Constant(ir.VectorType(intp, 8), list(range(8)))
-        npx_v = builder.insert_element(ir.Constant(ir.VectorType(intp, 8), ir.Undefined), npx,
-                                       ir.Constant(i32, 0))
-        npx_v = builder.shuffle_vector(npx_v, ir.Constant(ir.VectorType(intp, 8), ir.Undefined),
-                                       ir.Constant(ir.VectorType(i32, 8), [0] * 8))
-        px_mask = builder.icmp_signed("<", lanes, npx_v)
+        px_mask = builder.icmp_signed("<", lanes, _splat(builder, npx, 8))
         no_lanes = ir.Constant(m8, [0] * 8)
         is_final = builder.icmp_signed("!=", final, const(0))
-        acc_mask = builder.select(builder.icmp_signed("!=", accumulate, const(0)), px_mask,
-                                  no_lanes)
-        res_on = builder.and_(is_final, builder.icmp_signed("!=", has_res, const(0)))
-        # the epilogue only on the last reduction chunk: act 0 and bias 0 before it
-        act_f = builder.select(is_final, act, const(0))
-        lo = builder.select(builder.icmp_signed(">=", act_f, const(1)), vconst(0.0),
-                            vconst(float("-inf")))
-        hi = builder.select(builder.icmp_signed("==", act_f, const(2)), vconst(6.0),
-                            vconst(float("inf")))
-        hswish = builder.icmp_signed("==", act_f, const(3))
+        acc_on = builder.icmp_signed("!=", accumulate, const(0))
 
-        def clamp(v, a, b):
-            v = builder.select(builder.fcmp_ordered("<", v, a), a, v)
-            return builder.select(builder.fcmp_ordered(">", v, b), b, v)
-
+        # channel r's MP pixels as an 8-vector (lane 7 is the zero row), its mask and
+        # its bias: 16 channels at a time, through three rounds of zips
         zip_lo = ir.Constant(ir.VectorType(i32, 16), _ZIP_LO)
         zip_hi = ir.Constant(ir.VectorType(i32, 16), _ZIP_HI)
         halves = [ir.Constant(ir.VectorType(i32, 8), list(range(h * 8, h * 8 + 8)))
                   for h in range(2)]
+        chans = []
         for v in range(NV):
             rows = [accs[p * NV + v] for p in range(MP)] + [zero16] * (8 - MP)
             for _ in range(3):
@@ -244,23 +300,22 @@ def gemm_tile_t_store(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr
                 mask = builder.select(inside, px_mask, no_lanes)
                 o = builder.add(y_off, builder.mul(const(r), ldy))
                 yp = builder.bitcast(builder.gep(y_ptr, [o]), vp8)
-                prev = builder.call(mload, [yp, align, builder.and_(mask, acc_mask),
+                prev = builder.call(mload, [yp, align, builder.select(acc_on, mask, no_lanes),
                                             vconst(0.0)])
                 val = builder.fadd(val, prev)
                 bidx = builder.select(inside, builder.add(b_off, const(r)), b_off)
                 bk = builder.select(is_final, builder.load(builder.gep(b_ptr, [bidx])),
                                     ir.Constant(f32, 0.0))
-                bvec = builder.shuffle_vector(
-                    builder.insert_element(ir.Constant(v8, ir.Undefined), bk, ir.Constant(i32, 0)),
-                    ir.Constant(v8, ir.Undefined), ir.Constant(ir.VectorType(i32, 8), [0] * 8))
-                val = builder.fadd(val, bvec)
-                rmask = builder.select(res_on, mask, no_lanes)
-                rp = builder.bitcast(builder.gep(r_ptr, [o]), vp8)
-                val = builder.fadd(val, builder.call(mload, [rp, align, rmask, vconst(0.0)]))
-                g = clamp(builder.fadd(val, vconst(3.0)), vconst(0.0), vconst(6.0))
-                hs = builder.fmul(builder.fmul(val, g), vconst(1.0 / 6.0))
-                val = builder.select(hswish, hs, clamp(val, lo, hi))
-                builder.call(mstore, [val, yp, align, mask])
+                chans.append((builder.fadd(val, _splat(builder, bk, 8)), mask, o, yp))
+
+        def stores(activate, with_res):
+            for val, mask, o, yp in chans:
+                if with_res:
+                    rp = builder.bitcast(builder.gep(r_ptr, [o]), vp8)
+                    val = builder.fadd(val, builder.call(mload, [rp, align, mask, vconst(0.0)]))
+                builder.call(mstore, [activate(val), yp, align, mask])
+
+        _emit_epilogue(builder, act, final, has_res, 8, stores)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -301,8 +356,10 @@ def pack_panels(wmat, groups, width, chunk, out):
 
 
 @njit(inline="always")
-def gemm_block(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nrows, sc, xp):
-    """Y[r, j] = sum_(c < Cr) W[r, c] X[c, j] for r < nrows, j < T, where W's
+def gemm_block(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nrows, sc, xp,
+               b, b_off, act, res, has_res):
+    """Y[r, j] = act(sum_(c < Cr) W[r, c] X[c, j] + b[b_off + r] (+ R[r, j])) for r < nrows,
+    j < T (R[r, j] = res[y_off + r*ldy + j] when has_res: res has y's layout), where W's
     rows are the panels pan0, pan0 + 1, ... of a group packed by pack_panels
     (width MR, chunk KC) at wp[w_base:], npg panels in the group,
     X[c, j] = x[x_off + c*ldx + j] and Y[r, j] = y[y_off + r*ldy + j]; x, y, wp 1-D.
@@ -318,12 +375,15 @@ def gemm_block(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nrows
     scratch xp (>= KC*JB floats), which every panel then reuses.  In place, the
     last T % NR columns are copied the same way.  Partial row panels and the
     last column tile are computed into sc (MR x NR) and copied out, so nothing
-    is written outside the caller's blocks.
+    is written outside the caller's blocks.  The epilogue runs on the last
+    reduction chunk, inside the tiles' stores (and after the copy for the
+    partial ones), while the tile is in registers or L1.
     """
     copy_all = (ldx % 16 != 0) or (x_off % 16 != 0)
     for c0 in range(0, Cr, KC):
         kc = min(KC, Cr - c0)
         acc = 1 if c0 > 0 else 0
+        fin = 1 if c0 + kc >= Cr else 0
         for jb in range(0, T, JB):
             jw = min(JB, T - jb)
             nfull = jw // NR * NR
@@ -340,17 +400,41 @@ def gemm_block(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nrows
                     nj = min(NR, jw - j0)
                     if j0 >= cfrom:  # from the copy
                         if mr == MR and nj == NR:
-                            gemm_tile(wp, wo, MR, xp, j0 - cfrom, cw, kc, y, yo, ldy, acc)
+                            gemm_tile(wp, wo, MR, xp, j0 - cfrom, cw, kc, y, yo, ldy, acc,
+                                      b, b_off + r0, act, res, has_res, fin)
                         else:
-                            gemm_tile(wp, wo, MR, xp, j0 - cfrom, cw, kc, sc, 0, NR, 0)
+                            gemm_tile(wp, wo, MR, xp, j0 - cfrom, cw, kc, sc, 0, NR, 0,
+                                      b, 0, 0, res, 0, 0)
                             _merge(sc, NR, 1, y, yo, ldy, mr, nj, acc)
+                            if fin:
+                                _epilogue_region(y, yo, ldy, mr, nj, b, b_off + r0, act, res,
+                                                 has_res)
                     else:
                         xo = x_off + c0 * ldx + jb + j0
                         if mr == MR:
-                            gemm_tile(wp, wo, MR, x, xo, ldx, kc, y, yo, ldy, acc)
+                            gemm_tile(wp, wo, MR, x, xo, ldx, kc, y, yo, ldy, acc,
+                                      b, b_off + r0, act, res, has_res, fin)
                         else:
-                            gemm_tile(wp, wo, MR, x, xo, ldx, kc, sc, 0, NR, 0)
+                            gemm_tile(wp, wo, MR, x, xo, ldx, kc, sc, 0, NR, 0,
+                                      b, 0, 0, res, 0, 0)
                             _merge(sc, NR, 1, y, yo, ldy, mr, NR, acc)
+                            if fin:
+                                _epilogue_region(y, yo, ldy, mr, NR, b, b_off + r0, act, res,
+                                                 has_res)
+
+
+@njit(inline="always")
+def _epilogue_region(y, yo, ldy, rows, cols, b, b_off, act, res, has_res):
+    """y[o] = act(y[o] + b[b_off + r] (+ res[o])), o = yo + r*ldy + j, r < rows, j < cols:
+    the epilogue of a partial tile (the full ones have it in their stores)."""
+    for r in range(rows):
+        base = yo + r * ldy
+        bk = b[b_off + r]
+        for j in range(cols):
+            v = y[base + j] + bk
+            if has_res:
+                v += res[base + j]
+            y[base + j] = activate(v, act)
 
 
 @njit(inline="always")
