@@ -25,7 +25,7 @@ def choose(x_shape, w_shape, prepacked=True, **kw):
     ((1, 960, 7, 7), (160, 960, 1, 1), {}, "pointwise_packed"),         # 1x1, 7x7: channel vectors
     ((1, 1024, 14, 14), (256, 1024, 1, 1), {}, "pointwise_packed"),  # channel-vectorized
     ((1, 64, 14, 14), (384, 64, 1, 1), {}, "pointwise_packed"),         # short, 14x14
-    ((1, 64, 14, 14), (384, 64, 1, 1), dict(prepacked=False), "pointwise"),  # one-off: SGEMM
+    ((1, 64, 7, 7), (256, 64, 1, 1), dict(prepacked=False), "pointwise"),  # one-off: SGEMM
     ((1, 3, 224, 224), (32, 3, 3, 3), dict(stride=2, padding=1), "im2col_packed"),  # 3x3 stem
     ((1, 256, 56, 56), (512, 256, 1, 1), dict(stride=2), "im2col_packed"),  # strided 1x1
     ((1, 144, 56, 56), (144, 1, 3, 3), dict(padding=1, groups=144), "depthwise_blocked"),
