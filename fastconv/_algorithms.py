@@ -34,6 +34,9 @@ IM2COL_NR_RATE = 0.6
 # 0.75x at 7x7 next to 56x56): (pixels / 784) ** 0.3
 PACKED_FULL_SPEED_PIXELS = 784
 PACKED_SMALL_MAP_EXP = 0.3
+# output rows per band of the blocked depthwise kernel: a band's input and output rows
+# stay in L2 (a 112x112 plane of pixel vectors alone is 800 KiB)
+DEPTHWISE_BAND_PIXELS = 2048
 _NO_RESIDUAL = np.zeros((1, 1, 1, 1), np.float32)
 
 
@@ -297,6 +300,7 @@ class DepthwiseBlocked(planner.Algorithm):
         plane_shape, out_shape = (hp * wp * 16,), (prob.oh * prob.ow * 16,)
         offs = _blocked_offsets(prob.h, prob.w, pt, pl, wp)
         (sh, sw), (dh, dw), R = prob.stride, prob.dilation, prob.r
+        band = max(1, DEPTHWISE_BAND_PIXELS // prob.ow)
         kernel, per_thread = _depthwise.depthwise_conv2d_blocked, _workspace.per_thread
 
         def call(x, y, res):
@@ -304,7 +308,7 @@ class DepthwiseBlocked(planner.Algorithm):
             kernel(x, wt, b, y, R, sh, sw, pt, pl, hp, wp, dh, dw, act, r, has_res, offs,
                    per_thread("depthwise_plane", threads, plane_shape),
                    per_thread("depthwise_out", threads, out_shape),
-                   per_thread("depthwise_bias", threads, (16,)))
+                   per_thread("depthwise_bias", threads, (16,)), band)
         return call
 
 

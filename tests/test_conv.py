@@ -245,10 +245,16 @@ def test_depthwise_shapes(rng, case):
 @given(n=st.sampled_from([0, 1, 3]), c=st.integers(1, 40), h=st.integers(1, 20),
        w=st.integers(1, 20), k=st.sampled_from([3, 5]), stride=st.integers(1, 3),
        pads=st.tuples(*[st.integers(0, 3)] * 4), dil=st.integers(1, 2),
-       activation=st.sampled_from([None, "relu", "relu6", "hardswish"]), with_res=st.booleans())
-def test_depthwise_blocked_shapes(rng, n, c, h, w, k, stride, pads, dil, activation, with_res):
+       activation=st.sampled_from([None, "relu", "relu6", "hardswish"]), with_res=st.booleans(),
+       band=st.sampled_from([1, 16, 40, 2048]))
+def test_depthwise_blocked_shapes(rng, monkeypatch, n, c, h, w, k, stride, pads, dil, activation,
+                                  with_res, band):
     """16-channel blocks: channel tails (C % 16), planes of exactly 16 pixels and the
-    overlapping last pixel group, asymmetric padding, dilation, strides, 3x3 and 5x5."""
+    overlapping last pixel group, asymmetric padding, dilation, strides, 3x3 and 5x5;
+    row bands of one row up to the whole plane, short last bands whose pixel groups
+    reach back into the previous band (with a residual too)."""
+    from fastconv import _algorithms
+    monkeypatch.setattr(_algorithms, "DEPTHWISE_BAND_PIXELS", band)
     x = (3 * rng.standard_normal((n, c, h, w))).astype(np.float32)
     wt = rng.standard_normal((c, 1, k, k)).astype(np.float32)
     b = rng.standard_normal(c).astype(np.float32)

@@ -245,7 +245,7 @@ def _blocked_row(P, p_off, rs, sw, dw, R, OW, wb, bv, act, ob, o_off):
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def depthwise_conv2d_blocked(x, wt, b, y, R, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
-                             res, has_res, offs, plane_ws, out_ws, bias_ws):
+                             res, has_res, offs, plane_ws, out_ws, bias_ws, band):
     """Depthwise conv (multiplier 1, R x R filter, R = 3 or 5) of x (N, C, H, W) into
     y (N, C, OH, OW) through 16-channel blocks; wt (ceil(C/16), R*R, 16) from pack_blocked.
 
@@ -258,6 +258,12 @@ def depthwise_conv2d_blocked(x, wt, b, y, R, sh, sw, pad_top, pad_left, HP, WP, 
     a time; the last group of a plane starts at HW - 16 and rewrites a few pixels
     with the same values (needs H*W >= 16 and OH*OW >= 16).  With a residual the
     activation runs after the add, on the output rows.  bias_ws: (threads, >= 16).
+
+    The output rows go in bands of ``band`` rows: each band transposes in only the
+    input rows it newly needs, computes its rows and transposes them out (with the
+    residual), so a large plane's rows are reused from L2 instead of memory.  A
+    band's last pixel group may reach back into the previous band; those pixels are
+    rewritten from out_ws and get their residual again.
     """
     N, C, H, W = x.shape
     OH, OW = y.shape[2], y.shape[3]
@@ -292,18 +298,27 @@ def depthwise_conv2d_blocked(x, wt, b, y, R, sh, sw, pad_top, pad_left, HP, WP, 
         for c in range(V):
             bv[c] = b[c0 + c] if c < cn else 0.0
         base = (n * C + c0) * HW
-        for f0 in range(0, HW, V):
-            f = min(f0, HW - V)
-            nchwc.to_blocked(xf, base + f, HW, cn, P, offs, f)
-        wb = wt[blk]
-        for p in range(OH):
-            _blocked_row(P, p * sh * WP * V, dh * WP * V, sw, dw, R, OW, wb, bv, inner, ob,
-                         p * OW * V)
         ybase = (n * C + c0) * OHW
-        for f0 in range(0, OHW, V):
-            f = min(f0, OHW - V)
-            nchwc.from_blocked(ob, f * V, yf, ybase + f, OHW, cn)
-        if has_res:
-            for c in range(cn):
-                apply_row_res(yf[ybase + c * OHW:ybase + (c + 1) * OHW], 0.0,
-                              res[n, c0 + c].reshape(OHW), act)
+        wb = wt[blk]
+        done = 0  # input rows in the blocked plane so far
+        for p0 in range(0, OH, band):
+            p1 = min(OH, p0 + band)
+            need = min(H, (p1 - 1) * sh - pad_top + (R - 1) * dh + 1)
+            if need > done:
+                hi = need * W
+                for f0 in range(done * W, hi, V):
+                    f = max(0, min(f0, hi - V))
+                    nchwc.to_blocked(xf, base + f, HW, cn, P, offs, f)
+                done = need
+            for p in range(p0, p1):
+                _blocked_row(P, p * sh * WP * V, dh * WP * V, sw, dw, R, OW, wb, bv, inner,
+                             ob, p * OW * V)
+            hi = p1 * OW
+            lo = max(0, min(p0 * OW, hi - V))  # a short band's group reaches back
+            for f0 in range(lo, hi, V):
+                f = max(0, min(f0, hi - V))
+                nchwc.from_blocked(ob, f * V, yf, ybase + f, OHW, cn)
+            if has_res:
+                for c in range(cn):
+                    o = ybase + c * OHW
+                    apply_row_res(yf[o + lo:o + hi], 0.0, res[n, c0 + c].reshape(OHW)[lo:hi], act)
