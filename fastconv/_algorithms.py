@@ -29,7 +29,7 @@ PACKED_TILE_OVERHEAD = 4.0  # reduction steps' worth of a tile's load and store
 PACKED_TRANSPOSED_RATE = 0.95
 PACKED_TRANSPOSED_STORE_STEPS = 4.0
 IM2COL_NR_MAX_PIXELS = 64
-IM2COL_NR_RATE = 0.6
+IM2COL_NR_RATE = 0.75
 # below 28x28 the pixel-vectorized kernel loses speed beyond its ragged lanes (measured
 # 0.75x at 7x7 next to 56x56): (pixels / 784) ** 0.3
 PACKED_FULL_SPEED_PIXELS = 784
