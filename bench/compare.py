@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -24,16 +23,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from shapes import LAYERS, flops  # noqa: E402
 
+from fastconv._peers import timed  # noqa: E402  (time-based warm-up, the same for every runtime)
+
 
 def _timeit(fn, repeat):
-    for _ in range(3):
-        fn()
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts)), float(np.min(ts))
+    return timed(fn, repeat)
 
 
 def _make(spec, batch):

@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -23,19 +22,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from shapes import RESNET50, flops  # noqa: E402
 
+from fastconv._peers import timed  # noqa: E402  (time-based warm-up, the same for every runtime)
+
 LAYERS = {k: v for k, v in RESNET50.items() if "stem" not in k}
 SPARSITIES = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def _t(fn, repeat):
-    for _ in range(3):
-        fn()
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+    return timed(fn, repeat)[0]
 
 
 def _data(spec, batch):

@@ -21,7 +21,24 @@ def _input(spec):
     return rng.standard_normal((spec["batch"], 3, spec["size"], spec["size"])).astype(np.float32)
 
 
-def _time(fn, repeat):
+WARM_S = 0.3  # seconds of calls before timing, in every runtime
+
+
+def timed(fn, repeat, warm_s=WARM_S):
+    """(median, minimum) seconds of ``repeat`` calls of ``fn`` after ``warm_s`` seconds
+    (and at least three calls) of warm-up.
+
+    A fixed count of warm-up calls is not enough in a fresh process: there the
+    first ~0.1 s of two-thread kernels with few long tasks (im2col_packed on the
+    stem and on 512@7: 2.4-2.6 ms, then 1.25-1.3 ms) run at one thread's speed
+    until the thread pool has settled, so medians of a short run mixed the two.
+    Every runtime gets the same warm-up.
+    """
+    t_end = time.perf_counter() + warm_s
+    n = 0
+    while n < 3 or time.perf_counter() < t_end:
+        fn()
+        n += 1
     ts = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -70,9 +87,7 @@ def child(spec):
         raise ValueError(f"unknown runtime {runtime!r}")
     run()
     first = time.perf_counter() - t0
-    for _ in range(2):
-        run()
-    med, mn = _time(run, spec["repeat"])
+    med, mn = timed(run, spec["repeat"])
     print(json.dumps({"median_s": med, "min_s": mn, "first_call_s": first}))
 
 

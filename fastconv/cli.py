@@ -92,13 +92,9 @@ def measure_sgemm_roof(threads, n=2048, repeat=5):
     return 2.0 * n ** 3 / float(np.median(ts)) / 1e9
 
 
-def _time(fn, repeat):
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts)), float(np.min(ts))
+def _time(fn, repeat, warm_s=0.0):
+    from ._peers import timed
+    return timed(fn, repeat, warm_s)
 
 
 def _capture_convs(model, x):
@@ -313,7 +309,7 @@ def bench(args):
         rows = _zoo_layer_rows(model, x, args, roof, progress) if args.layers else []
     progress("end-to-end model latency")
     model(x)
-    e2e_med, e2e_min = _time(lambda: model(x), max(3, args.repeat))
+    e2e_med, e2e_min = _time(lambda: model(x), max(3, args.repeat), warm_s=0.3)
 
     hdr = (f"{'layer':24s} {'fused':14s} {'algo':18s} {'auto':4s} {'median ms':>10s} "
            f"{'min ms':>8s} {'GFLOP/s':>8s} {'% roof':>7s} {'rel err':>8s}")
