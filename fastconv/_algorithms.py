@@ -28,7 +28,7 @@ PACKED_TILE_OVERHEAD = 4.0  # reduction steps' worth of a tile's load and store
 # stores, epilogue fused) in reduction steps
 PACKED_TRANSPOSED_RATE = 0.95
 PACKED_TRANSPOSED_STORE_STEPS = 4.0
-IM2COL_NR_MAX_PIXELS = 64
+IM2COL_NR_MAX_PIXELS = 256
 IM2COL_NR_RATE = 0.75
 # below 28x28 the pixel-vectorized kernel loses speed beyond its ragged lanes (measured
 # 0.75x at 7x7 next to 56x56): (pixels / 784) ** 0.3
@@ -659,9 +659,10 @@ def _im2col_packed_layout(prob, threads):
     crs = prob.cg * prob.r * prob.s
     P = prob.oh * prob.ow
     best = None
-    # channel vectors only for small maps (measured: 0.83-0.85x the time of pixel vectors
-    # at 49 pixels, slower at 196), and at about half their 1x1 rate: every step
-    # broadcasts from the column tile and the long-reduction weights stream from memory
+    # channel vectors only for maps of up to 16x16 (with the epilogue fused into their
+    # transposed store: 0.78-0.80x the time of pixel vectors at 14x14, even at 28x28),
+    # at IM2COL_NR_RATE of their 1x1 rate: every step broadcasts from the column tile
+    # and the long-reduction weights stream from memory
     widths = (_zmm.MR, _zmm.NR) if P <= IM2COL_NR_MAX_PIXELS else (_zmm.MR,)
     for width in widths:
         tile, kblock = packed_blocking(prob, threads, crs, width)
@@ -720,8 +721,8 @@ planner.register(Im2col())
 planner.register(Im2colRegister())
 planner.register(Pointwise())
 planner.register(PointwiseRegister())
-planner.register(PointwisePacked())
 planner.register(Im2colPacked())
+planner.register(PointwisePacked())  # after im2col_packed: a strided 1x1 ties, and gathers less
 planner.register(Depthwise())
 planner.register(DepthwiseBlocked())
 planner.register(Winograd(2))
