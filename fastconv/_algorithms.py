@@ -70,6 +70,14 @@ def phased_input(prob, x):
     return xp
 
 
+def pad_call_s(prob, phased=False):
+    """PAD_CALL_S when the family first makes a padded (or, phased and sw > 1, a
+    phase-split) copy of the input: one more parallel kernel call."""
+    if any(prob.pads) or (phased and prob.stride[1] > 1):
+        return planner.PAD_CALL_S
+    return 0.0
+
+
 def _split_tasks(units, ntiles, threads):
     """Round a tile count up so few tasks spread evenly over the threads."""
     if units * ntiles < 4 * threads:
@@ -87,7 +95,7 @@ class Direct(planner.Algorithm):
             gflops /= planner.DIRECT_STRIDED_PENALTY
         tasks = prob.n * prob.groups * -(-prob.kg // _direct.KB) * prob.oh
         par = min(threads, max(1, tasks))
-        return planner.CALL_OVERHEAD_S + (prob.flops / (gflops * 1e9)
+        return planner.CALL_OVERHEAD_S + pad_call_s(prob) + (prob.flops / (gflops * 1e9)
                                           + tasks * planner.DIRECT_TASK_S) / par
 
     def run(self, prob, x, w, b, y, act, res=None, packed=None):
@@ -146,7 +154,8 @@ class Im2col(planner.Algorithm):
         copy = prob.n * prob.groups * crs * P * 4 / (planner.COPY_GBS * 1e9)
         tasks = max(1, prob.n * prob.groups * -(-P // tile) * -(-prob.kg // kblock))
         par = min(threads, tasks)
-        return planner.CALL_OVERHEAD_S + (gemm + copy + tasks * planner.IM2COL_TASK_S) / par
+        return (planner.CALL_OVERHEAD_S + pad_call_s(prob, True)
+                + (gemm + copy + tasks * planner.IM2COL_TASK_S) / par)
 
     def run(self, prob, x, w, b, y, act, res=None, packed=None):
         threads = _runtime.get_num_threads()
@@ -376,7 +385,9 @@ class Winograd(planner.Algorithm):
                    + xi * prob.groups * planner.IM2COL_TASK_S)
         if not prepacked:
             seconds += prob.k * prob.cg * (18 * a + 6 * a * a) / (planner.TRANSFORM_GFLOPS * 1e9)
-        return planner.CALL_OVERHEAD_S + seconds / min(threads, max(1, prob.n * prob.c))
+        # the input is always copied, padded to whole tiles
+        return (planner.CALL_OVERHEAD_S + planner.PAD_CALL_S
+                + seconds / min(threads, max(1, prob.n * prob.c)))
 
     def pack(self, w):
         """The transformed filters U (a*a, K, Cg) of a 3x3 weight."""
@@ -486,7 +497,8 @@ class Im2colRegister(planner.Algorithm):
         tasks = prob.n * prob.groups * -(-P // self.tile(prob, threads))
         par = min(threads, max(1, tasks))
         copy = prob.n * prob.groups * crs * P * 4 / (planner.COPY_GBS * 1e9)
-        return planner.CALL_OVERHEAD_S + (prob.flops / (planner.REGISTER_GFLOPS * 1e9) + copy) / par
+        return (planner.CALL_OVERHEAD_S + pad_call_s(prob, True)
+                + (prob.flops / (planner.REGISTER_GFLOPS * 1e9) + copy) / par)
 
     def run(self, prob, x, w, b, y, act, res=None, packed=None):
         threads = _runtime.get_num_threads()
@@ -691,7 +703,7 @@ class Im2colPacked(Im2col):
             seconds += prob.k * crs * 8 / (planner.COPY_GBS * 1e9)
         tasks = prob.n * prob.groups * -(-P // tile) * -(-prob.kg // kblock)
         par = min(threads, max(1, tasks))
-        return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S
+        return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S + pad_call_s(prob, True)
                 + (seconds + tasks * planner.PACKED_TASK_S) / par)
 
     def bind(self, prob, w, b, act, packed=None):
