@@ -528,7 +528,10 @@ def adaptive_avg_pool2d(x, output_size, layer="adaptive_avg_pool2d", out=None, b
     y = _pool_out_array(out, xa, osz, unbatched, layer)
     if y.size:
         with _runtime.kernel_scope(blas=False):
-            _pooling.adaptive_avg_pool2d(xa, y)
+            if osz == (1, 1) and xa.flags.c_contiguous and y.flags.c_contiguous:
+                _pooling.global_avg_pool2d(xa.reshape(-1, h * w), y.reshape(-1))
+            else:
+                _pooling.adaptive_avg_pool2d(xa, y)
     return _checks.wrap_like(y[0] if unbatched else y, x_in)
 
 

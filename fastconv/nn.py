@@ -489,7 +489,7 @@ class Flatten(Module):
         if not (0 <= s < max(nd, 1) and 0 <= e < max(nd, 1)) or s > e:
             raise ValueError(f"{self.layer_name}: cannot flatten dims {self.start_dim}..{self.end_dim} "
                              f"of a {nd}-D input with shape {tuple(xa.shape)}")
-        shape = xa.shape[:s] + (int(np.prod(xa.shape[s:e + 1])),) + xa.shape[e + 1:]
+        shape = xa.shape[:s] + (math.prod(xa.shape[s:e + 1]),) + xa.shape[e + 1:]
         return _checks.wrap_like(np.ascontiguousarray(xa).reshape(shape), x)
 
 

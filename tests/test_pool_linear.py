@@ -55,6 +55,27 @@ def test_adaptive_avg_pool(rng, out):
     assert rel_err(y, expected) < 1e-5
 
 
+@pytest.mark.parametrize("shape", [(1, 1280, 7, 7), (3, 70, 1, 1), (2, 65, 13, 3), (0, 4, 5, 5),
+                                   (1, 1, 1, 37)])
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "out"])
+def test_global_avg_pool(rng, shape, layout):
+    """Output 1x1: the flat global kernel for contiguous arrays (tasks of 64 planes, a
+    ragged last one), the adaptive kernel otherwise; both equal the mean."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    if layout == "strided":
+        x = np.ascontiguousarray(np.swapaxes(x, 2, 3)).swapaxes(2, 3)
+        assert not x.flags.c_contiguous or x.size <= 1 or 1 in shape[2:]
+    before = x.copy()
+    out = np.full(shape[:2] + (1, 1), np.nan, np.float32) if layout == "out" else None
+    y = fc.adaptive_avg_pool2d(x, 1, out=out)
+    assert out is None or y is out or np.shares_memory(y, out)
+    expected = ref.adaptive_avg_pool2d(x, 1)
+    assert y.shape == expected.shape
+    assert np.array_equal(x, before)
+    if y.size:
+        assert rel_err(y, expected) < 1e-5
+
+
 def test_max_pool_nan_propagates(rng):
     x = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
     x[0, 0, 1, 1] = np.nan

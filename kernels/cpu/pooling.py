@@ -7,6 +7,7 @@ q*sw - pw + j*dw, j < kw; positions outside the plane are padding.
     avg:  y = sum over in-plane positions / divisor, divisor = divisor_override, or the
           window clipped to the padded plane (count_include_pad), or the in-plane count
     adaptive avg: bin p spans rows [floor(p*H/OH), ceil((p+1)*H/OH)), likewise columns
+    global avg:   y[p] = sum_(j < H*W) x[p, j] / (H*W) over flat planes p (the 1x1 case)
 
 Max and average pooling are computed separably (a vertical pass over the
 window's rows, then a horizontal pass over its columns); tasks are (n, c)
@@ -154,3 +155,21 @@ def adaptive_avg_pool2d(x, y):
                 for j in range(w0, w1):
                     acc += plane[i, j]
             y[n, c, p, q] = acc / np.float32((h1 - h0) * (w1 - w0))
+
+
+GLOBAL_PLANES = 64  # planes per task of the global average
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def global_avg_pool2d(x, y):
+    """y (P,) = the mean of each row of x (P, H*W), C-contiguous: planes in tasks of
+    GLOBAL_PLANES, each row summed as one vectorized reduction (the adaptive kernel's
+    row-by-row sums of 7 run at the latency of a scalar add)."""
+    P, HW = x.shape
+    nb = (P + GLOBAL_PLANES - 1) // GLOBAL_PLANES
+    for t in prange(nb):
+        for p in range(t * GLOBAL_PLANES, min(P, (t + 1) * GLOBAL_PLANES)):
+            acc = np.float32(0.0)
+            for j in range(HW):
+                acc += x[p, j]
+            y[p] = acc / np.float32(HW)
