@@ -567,11 +567,13 @@ class Sequential(Module):
 
     def fused_steps(self):
         """What a call runs: modules and FusedConv steps (rebuilt when the structure changes)."""
-        from .fusion import fuse_modules
         mods = tuple(self._modules.values())
-        if self._steps is None or self._steps[0] != mods:
-            object.__setattr__(self, "_steps", (mods, fuse_modules(mods)))
-        return self._steps[1]
+        steps = self._steps
+        if steps is None or steps[0] != mods:
+            from .fusion import fuse_modules  # (an import statement per call costs ~1 us)
+            steps = (mods, fuse_modules(mods))
+            object.__setattr__(self, "_steps", steps)
+        return steps[1]
 
     def forward(self, x):
         if not self._fuse or self.training:
