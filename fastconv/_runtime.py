@@ -34,8 +34,9 @@ def _load_tbb():
     dynamic loader does not search inside a virtual environment; loading it
     with RTLD_GLOBAL first lets Numba's tbbpool extension resolve it.
     """
-    if os.environ.get("NUMBA_THREADING_LAYER"):
-        return  # the user chose; respect it
+    chosen = os.environ.get("NUMBA_THREADING_LAYER", "").strip().lower()
+    if chosen not in ("", "tbb", "default", "safe", "threadsafe"):
+        return  # the user chose a layer other than TBB; respect it
     candidates = []
     for prefix in {sys.prefix, sys.base_prefix, getattr(sys, "exec_prefix", sys.prefix)}:
         candidates += sorted(glob.glob(os.path.join(prefix, "lib", "libtbb.so.12*")))
@@ -49,8 +50,9 @@ def _load_tbb():
         from numba.np.ufunc import tbbpool  # noqa: F401  (raises if TBB is unusable)
     except Exception:
         return
-    # Only possible before Numba launched a layer; afterwards the layer is fixed.
-    numba.config.THREADING_LAYER = "tbb"
+    if not chosen:
+        # Only possible before Numba launched a layer; afterwards the layer is fixed.
+        numba.config.THREADING_LAYER = "tbb"
 
 
 _load_tbb()

@@ -26,6 +26,19 @@ def test_threading_layer_is_thread_and_fork_safe():
     assert fc.threading_layer() == "tbb"
 
 
+@pytest.mark.parametrize("layer", ["tbb", "omp"])
+def test_threading_layer_chosen_by_the_user(layer):
+    """NUMBA_THREADING_LAYER is respected; asking for tbb by name still finds the
+    wheel's libtbb (it is not on the loader's path inside a virtual environment)."""
+    r = _run_py("""
+        import numpy as np, fastconv as fc
+        y = fc.conv2d(np.ones((1, 2, 5, 5), np.float32), np.ones((3, 2, 3, 3), np.float32))
+        print(fc.threading_layer(), float(y[0, 0, 2, 2]))
+    """, env={"NUMBA_THREADING_LAYER": layer})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[-2:] == [layer, "18.0"]
+
+
 @pytest.mark.parametrize("n", [1, 2])
 def test_set_num_threads_governs_numba_and_blas(monkeypatch, rng, n):
     if n > _runtime.max_threads():
