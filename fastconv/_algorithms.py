@@ -728,6 +728,89 @@ class Im2colPacked(Im2col):
         return call
 
 
+
+# implicit_packed: the channel-vectorized tile's rate here (per tap and channel
+# chunk the tile is loaded and stored again: IMPLICIT_STORE_STEPS reduction steps'
+# worth), measured 0.74-0.78 of the micro-kernel rate on 3x3 layers into 7x7 and
+# 14x14 maps (512@7 1.13 ms, 512@14/2 1.07, 256@28/2 1.12); every 7-pixel group
+# sweeps a chunk of input channels, so beyond an L2 of it (IMPLICIT_L2_BYTES) the
+# rate falls with its size (measured 0.34-0.41 at 3.3 MB: 64@112/2, 256@56/2)
+IMPLICIT_RATE = 0.78
+IMPLICIT_STORE_STEPS = 8.0
+IMPLICIT_L2_BYTES = 2 * 1024 * 1024
+
+
+def _implicit_kblock(prob, threads):
+    """Output channels per implicit_packed task: whole NR panels, split so that
+    images x channel blocks give every thread a task."""
+    npg = -(-prob.k // _zmm.NR)
+    splits = min(npg, max(1, -(-threads // max(1, prob.n))))
+    return -(-npg // splits) * _zmm.NR
+
+
+class ImplicitPacked(planner.Algorithm):
+    """The channel-vectorized micro-kernel reading the (padded, phase-split) input in
+    place, tap by tap: im2col_packed's product with no column matrix (an implicit
+    GEMM).  groups == 1."""
+    name = "implicit_packed"
+    uses_blas = False
+
+    def serves(self, prob):
+        if prob.groups != 1:
+            return "implicit_packed needs groups == 1"
+        return None
+
+    def cost(self, prob, threads, prepacked=False):
+        (sh, sw), (dh, dw) = prob.stride, prob.dilation
+        hp = (prob.oh - 1) * sh + (prob.r - 1) * dh + 1
+        wpad = (prob.ow - 1) * sw + (prob.s - 1) * dw + 1
+        chunk_bytes = min(prob.c, _zmm.KC_T) * hp * wpad * 4
+        eff = (_lanes_used(prob.ow, _zmm.MP) * prob.c / (prob.c + IMPLICIT_STORE_STEPS)
+               * PACKED_TRANSPOSED_RATE * IMPLICIT_RATE
+               * min(1.0, IMPLICIT_L2_BYTES / max(1, chunk_bytes)))
+        # per image and 32-channel panel (a ragged last panel does full-panel work),
+        # and the busiest thread's share of the (image, channel block) tasks
+        npg = -(-prob.k // _zmm.NR)
+        panel = prob.flops / max(1, prob.n) / prob.k * _zmm.NR / (planner.PACKED_GFLOPS * 1e9 * eff)
+        kblock = _implicit_kblock(prob, threads)
+        tasks = prob.n * -(-prob.k // kblock)
+        per_thread = -(-tasks // threads) if tasks else 0
+        seconds = per_thread * (min(kblock // _zmm.NR, npg) * panel + planner.PACKED_TASK_S)
+        if not prepacked:
+            seconds += prob.k * prob.c * prob.r * prob.s * 8 / (planner.COPY_GBS * 1e9)
+        return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S + pad_call_s(prob, True)
+                + seconds)
+
+    def pack(self, w, packed=None):
+        """Tap t = (r, s): W[:, :, r, s] (K, C) packed by zmm.pack_panels, width NR."""
+        wp = None if packed is None else packed.get(self.name)
+        if wp is None:
+            K, C, R, S = w.shape
+            wp = np.empty((R * S, -(-K // _zmm.NR) * C * _zmm.NR), np.float32)
+            for t in range(R * S):
+                _zmm.pack_panels(np.ascontiguousarray(w[:, :, t // S, t % S]), 1, _zmm.NR,
+                                 _zmm.KC_T, wp[t:t + 1])
+            if packed is not None:
+                packed[self.name] = wp
+        return wp
+
+    def bind(self, prob, w, b, act, packed=None):
+        wp = self.pack(w, packed)
+        kblock = _implicit_kblock(prob, _runtime.get_num_threads())
+        y3_shape = (prob.n, prob.k, prob.oh * prob.ow)
+        threads = _runtime.max_threads()
+        (sh, sw), (dh, dw) = prob.stride, prob.dilation
+        kernel = _im2col.conv2d_implicit_packed
+
+        def call(x, y, res):
+            y3 = y.reshape(y3_shape)
+            r3, has_res = _res(None if res is None else res.reshape(y3_shape), 3)
+            kernel(phased_input(prob, x), wp, b, y3, prob.ow, sh, sw, dh, dw, prob.r, prob.s,
+                   act, r3, has_res, kblock,
+                   _workspace.per_thread("implicit_edge", threads, (_zmm.KC_T * _zmm.MP,)))
+        return call
+
+
 planner.register(Direct())
 planner.register(Im2col())
 planner.register(Im2colRegister())
@@ -735,6 +818,7 @@ planner.register(Pointwise())
 planner.register(PointwiseRegister())
 planner.register(Im2colPacked())
 planner.register(PointwisePacked())  # after im2col_packed: a strided 1x1 ties, and gathers less
+planner.register(ImplicitPacked())
 planner.register(Depthwise())
 planner.register(DepthwiseBlocked())
 planner.register(Winograd(2))

@@ -10,8 +10,8 @@ import fastconv as fc
 from fastconv import functional as F
 from fastconv import planner
 
-ALGOS = ["direct", "im2col", "im2col_register", "im2col_packed", "pointwise", "pointwise_register",
-         "pointwise_packed", "depthwise", "depthwise_blocked", "winograd_f2x2_3x3",
+ALGOS = ["direct", "im2col", "im2col_register", "im2col_packed", "implicit_packed", "pointwise",
+         "pointwise_register", "pointwise_packed", "depthwise", "depthwise_blocked", "winograd_f2x2_3x3",
          "winograd_f4x4_3x3", "auto"]
 
 
@@ -181,9 +181,9 @@ def test_explain_names_the_choice():
     assert "im2col" in line and "modelled cost" in line
 
 
-@pytest.mark.parametrize("algo", ["direct", "im2col", "im2col_register", "im2col_packed", "pointwise",
-                                  "pointwise_register", "pointwise_packed", "depthwise",
-                                  "depthwise_blocked"])
+@pytest.mark.parametrize("algo", ["direct", "im2col", "im2col_register", "im2col_packed",
+                                  "implicit_packed", "pointwise", "pointwise_register",
+                                  "pointwise_packed", "depthwise", "depthwise_blocked"])
 @pytest.mark.parametrize("activation", [None, "relu", "relu6", "hardswish"])
 def test_residual_and_activation_epilogue(rng, algo, activation):
     """y = act(conv(x) + b + residual): the ResNet block tail in one pass."""
@@ -195,6 +195,8 @@ def test_residual_and_activation_epilogue(rng, algo, activation):
         x_shape, w_shape, kw = (2, 6, 9, 8), (12, 6, 1, 1), {}
     elif algo in ("pointwise_register", "pointwise_packed"):
         x_shape, w_shape, kw = (2, 6, 9, 8), (12, 3, 1, 1), dict(groups=2)
+    elif algo == "implicit_packed":
+        x_shape, w_shape, kw = (2, 6, 9, 8), (12, 6, 3, 3), dict(padding=1)
     else:
         x_shape, w_shape, kw = (2, 6, 9, 8), (12, 3, 3, 3), dict(padding=1, groups=2)
     x = (3 * rng.standard_normal(x_shape)).astype(np.float32)
@@ -280,7 +282,7 @@ def test_depthwise_blocked_shapes(rng, monkeypatch, n, c, h, w, k, stride, pads,
 
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(algo=st.sampled_from(["im2col", "im2col_register", "im2col_packed"]),
+@given(algo=st.sampled_from(["im2col", "im2col_register", "im2col_packed", "implicit_packed"]),
        c=st.integers(1, 5), h=st.integers(1, 17), w=st.integers(1, 17), k=st.integers(1, 9),
        r=st.integers(1, 7), s=st.integers(1, 7), sh=st.integers(1, 3), sw=st.integers(2, 4),
        pads=st.tuples(*[st.integers(0, 4)] * 4), dil=st.integers(1, 2))
@@ -295,6 +297,40 @@ def test_strided_im2col_phases(rng, algo, c, h, w, k, r, s, sh, sw, pads, dil):
     y = fc.conv2d(x, wt, None, (sh, sw), pads, dil, algo=algo)
     assert rel_err(y, ref.conv2d(x, wt, None, (sh, sw), pads, dil)) < 1e-4
     np.testing.assert_array_equal(x, x_before)
+
+
+@pytest.mark.parametrize("case", [
+    # (N, C, H, W, K, R, S, stride, pads, dilation)
+    (2, 1100, 7, 7, 70, 3, 3, 1, (1, 1, 1, 1), 1),    # two channel chunks, ragged panel
+    (1, 40, 9, 10, 33, 3, 3, 1, (1, 1, 1, 1), 1),     # rows of 10: a 3-pixel edge group
+    (1, 24, 15, 13, 64, 3, 3, 2, (1, 0, 1, 0), 1),    # stride 2, asymmetric padding
+    (3, 16, 12, 12, 40, 5, 5, 1, (2, 2, 2, 2), 2),    # 5x5, dilation 2, batch 3
+    (1, 8, 11, 11, 96, 1, 1, 1, (0, 0, 0, 0), 1),     # 1x1, no padding: x read in place
+    (1, 20, 9, 23, 8, 3, 7, (2, 3), (1, 2, 3, 0), 1),  # column stride 3, K < 32
+])
+@pytest.mark.parametrize("act, residual", [(None, False), ("relu6", True), ("hardswish", False)])
+def test_implicit_packed(rng, case, act, residual):
+    """The implicit GEMM (taps straight off the padded input, no column matrix)
+    against the float64 reference: channel chunks, ragged panels and pixel groups,
+    strides, dilation, the fused residual and activation; its packed weights cached."""
+    n, c, h, w, k, r, s, stride, pads, dil = case
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((k, c, r, s)) / np.sqrt(c * r * s)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    packed = {}
+    e = ref.conv2d(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64), stride,
+                   pads, dil)
+    res = rng.standard_normal(e.shape).astype(np.float32) if residual else None
+    if res is not None:
+        e = e + res
+    e = {None: e, "relu6": np.clip(e, 0, 6), "hardswish": e * np.clip(e + 3, 0, 6) / 6}[act]
+    before = x.copy()
+    for _ in range(2):  # the second call takes the layer's bound fast path
+        y = fc.conv2d(x, wt, b, stride, pads, dil, activation=act, residual=res,
+                      algo="implicit_packed", packed=packed)
+        assert rel_err(y, e) < 1e-5
+    assert "implicit_packed" in packed
+    np.testing.assert_array_equal(x, before)
 
 
 @pytest.mark.parametrize("activation", ["relu", "relu6", "hardswish"])

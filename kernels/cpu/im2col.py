@@ -14,6 +14,9 @@ block); each task writes its slice of ``cols`` into its own thread's workspace (
 to stay in L2) and calls single-threaded SGEMM through ``np.dot`` (SciPy's BLAS), so
 exactly one thread pool runs.  (1x1 convolutions have their own copy-free family in
 pointwise.py.)  The residual and the activation are fused into the epilogue.
+
+conv2d_implicit_packed computes the same product with no column matrix: the
+channel-vectorized micro-kernel reads xp in place, tap by tap (an implicit GEMM).
 """
 import numba
 from numba import njit, prange
@@ -22,7 +25,7 @@ from . import FASTMATH
 from .blas import sgemm_rm
 from .epilogue import epilogue_tile
 from .tiles import gather_pixels, gemm_task, register_gemm_tile
-from .zmm import NR, gemm_block, gemm_block_t
+from .zmm import KC_T, MP, NR, _copy_padded, gemm_block, gemm_block_t, gemm_tile_t_store
 
 
 @njit(inline="always")
@@ -139,3 +142,68 @@ def conv2d_im2col_packed(xp, wp, width, b, y3, OW, sh, sw, dh, dw, groups, R, S,
             gemm_block(wf, w_base, npg, pan0, CRS, cols, 0, ldt, T,
                        yf, (n * K + k0) * P + p0, P, k1 - k0, sc_ws[tid], xp_ws[tid],
                        b, k0, act, rf, has_res)
+
+
+@njit(parallel=True, cache=True)
+def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, has_res,
+                           kblock, xp_ws):
+    """The convolution as im2col_packed's channel-vectorized product, with no column
+    matrix (an implicit GEMM), groups == 1:
+
+        y3[n, k, p*OW + q] = act(b[k] + sum_(r, s) sum_c W[k, c, r, s] *
+                                 xpad[n, c, p*sh + r*dh, q*sw + s*dw]  (+ res3[n, k, p*OW + q]))
+
+    For a tap (r, s) and an output row p, the MP output pixels q0 .. q0+MP-1 read
+    MP consecutive values of one row of xp (the phase-split padded input, as for
+    im2col_tile), and the next reduction step (channel c+1) is one plane further:
+    so each (tap, channel chunk) is one zmm.gemm_tile_t_store per 7-pixel group,
+    reading xp in place with the plane as its row stride, accumulating into y
+    and applying the epilogue after the last tap's last chunk.  A row's last
+    group short of MP pixels is copied, zero-padded, into xp_ws first.
+
+    wp: (R*S, npg*C*NR), tap t's (K, C) matrix W[:, :, r, s] packed by
+    zmm.pack_panels (width NR, chunk KC_T); tasks are (image, block of kblock
+    output channels), kblock a multiple of NR; xp_ws (threads, >= KC_T*MP).
+    """
+    N, C, HP, WPF = xp.shape
+    K = y3.shape[1]
+    P = y3.shape[2]
+    OH = P // OW
+    ws = WPF // sw
+    plane = HP * WPF
+    npg = (K + NR - 1) // NR
+    nkb = (K + kblock - 1) // kblock
+    RS = R * S
+    xf = xp.reshape(-1)
+    wf = wp.reshape(-1)
+    yf = y3.reshape(-1)
+    rf = res3.reshape(-1)
+    for t in prange(N * nkb):
+        n = t // nkb
+        k0 = (t % nkb) * kblock
+        k1 = min(K, k0 + kblock)
+        scratch = xp_ws[numba.get_thread_id()]
+        for r0 in range(k0, k1, NR):
+            nr = min(NR, k1 - r0)
+            for tap in range(RS):
+                r = tap // S
+                s = tap % S
+                coff = ((s * dw) % sw) * ws + (s * dw) // sw
+                for c0 in range(0, C, KC_T):
+                    kc = min(KC_T, C - c0)
+                    wo = tap * npg * C * NR + c0 * npg * NR + (r0 // NR) * kc * NR
+                    acc = 0 if tap == 0 and c0 == 0 else 1
+                    fin = 1 if tap == RS - 1 and c0 + kc >= C else 0
+                    xbase = (n * C + c0) * plane + coff
+                    for p in range(OH):
+                        xo = xbase + (p * sh + r * dh) * WPF
+                        yo = (n * K + r0) * P + p * OW
+                        for q0 in range(0, OW, MP):
+                            npx = min(MP, OW - q0)
+                            if npx == MP:
+                                gemm_tile_t_store(xf, xo + q0, plane, wf, wo, kc, yf, yo + q0, P,
+                                                  nr, MP, b, r0, act, rf, has_res, acc, fin)
+                            else:
+                                _copy_padded(xf, xo + q0, plane, kc, npx, scratch, MP)
+                                gemm_tile_t_store(scratch, 0, MP, wf, wo, kc, yf, yo + q0, P,
+                                                  nr, npx, b, r0, act, rf, has_res, acc, fin)
