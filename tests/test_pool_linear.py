@@ -1,6 +1,8 @@
 """Pooling, linear and batch norm against the float64 reference."""
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from conftest import rel_err
 from fastconv.kernels import reference as ref
 
@@ -74,6 +76,28 @@ def test_global_avg_pool(rng, shape, layout):
     assert np.array_equal(x, before)
     if y.size:
         assert rel_err(y, expected) < 1e-5
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kh=st.integers(1, 4), kw=st.integers(1, 4), sh=st.integers(1, 3), sw=st.integers(1, 3),
+       dh=st.integers(1, 2), dw=st.integers(1, 2), ceil=st.booleans(), h=st.integers(1, 12),
+       w=st.integers(1, 12), nan=st.booleans(), data=st.data())
+def test_max_pool_any_geometry(rng, kh, kw, sh, sw, dh, dw, ceil, h, w, nan, data):
+    """The separable max pool (vertical max, unit-stride horizontal max, strided
+    pick) against the reference for every stride, dilation, padding and ceil
+    mode, NaN propagating from anywhere in a window."""
+    ph = data.draw(st.integers(0, kh // 2))
+    pw = data.draw(st.integers(0, kw // 2))
+    if h + 2 * ph < dh * (kh - 1) + 1 or w + 2 * pw < dw * (kw - 1) + 1:
+        return
+    x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
+    if nan:
+        x[1, 2, rng.integers(h), rng.integers(w)] = np.nan
+    y = fc.max_pool2d(x, (kh, kw), (sh, sw), (ph, pw), (dh, dw), ceil)
+    e = ref.max_pool2d(x, (kh, kw), (sh, sw), (ph, pw), (dh, dw), ceil)
+    assert y.shape == e.shape
+    np.testing.assert_array_equal(y, e)
 
 
 def test_max_pool_nan_propagates(rng):
