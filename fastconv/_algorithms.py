@@ -34,6 +34,10 @@ IM2COL_NR_RATE = 0.75
 # 0.75x at 7x7 next to 56x56): (pixels / 784) ** 0.3
 PACKED_FULL_SPEED_PIXELS = 784
 PACKED_SMALL_MAP_EXP = 0.3
+# im2col_packed's pixel vectors run 1.4-2.3x their modelled time on 3x3 layers into
+# 28x28 maps (128@56/2 1.56-1.62 ms, 128@28 1.42-1.83, 96@28 1.37 against 1.0, 1.0,
+# 0.6 modelled) and within 1.1x of it on 56x56 and larger ones: (pixels / 3136) ** 0.3
+IM2COL_MR_FULL_SPEED_PIXELS = 3136
 # output rows per band of the blocked depthwise kernel: a band's input and output rows
 # stay in L2 (a 112x112 plane of pixel vectors alone is 800 KiB)
 DEPTHWISE_BAND_PIXELS = 2048
@@ -681,6 +685,11 @@ def _im2col_packed_layout(prob, threads):
         eff = _packed_efficiency(prob, tile, crs, width)
         if width == _zmm.NR:
             eff *= IM2COL_NR_RATE
+        elif P < IM2COL_MR_FULL_SPEED_PIXELS:
+            # the pixel-vectorized product over a column tile falls off from 56x56
+            # down, beyond the 1x1 kernel's small-map factor
+            eff *= (min(1.0, P / IM2COL_MR_FULL_SPEED_PIXELS)
+                    / min(1.0, P / PACKED_FULL_SPEED_PIXELS)) ** PACKED_SMALL_MAP_EXP
         seconds = (prob.flops / (planner.PACKED_GFLOPS * 1e9 * eff)
                    + prob.n * prob.groups * crs * P * 4 / (planner.COPY_GBS * 1e9)
                    * -(-prob.kg // kblock))
