@@ -33,6 +33,12 @@ data it moves, and a fixed cost per parallel task.
   the same copies as their SGEMM twins, weight packing unless ``prepacked``,
   ``PACKED_TASK_S`` per task, and ``PACKED_CALL_S`` more per call than the others
   (a larger parallel function to dispatch).
+* implicit_packed (groups == 1; the channel-vectorized micro-kernel reading the
+  padded input tap by tap): ``PACKED_GFLOPS`` times the lanes used in each
+  row's 7-pixel groups, ``C / (C + 8)`` (the tile's load and store per tap and
+  chunk), the transposed tile's and its own measured rates, and the L2 fit of
+  a channel chunk of the input; per image and 32-channel panel, the busiest
+  thread's share of the tasks.
 * depthwise (groups == C): ``DEPTHWISE_GFLOPS`` per thread plus the input and
   output moved once at ``STREAM_GBS`` GB/s per thread, ``DEPTHWISE_TASK_S`` per
   (n, c) plane.

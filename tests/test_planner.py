@@ -112,5 +112,5 @@ def test_every_cpu_gemm_family_has_a_gpu_counterpart():
     from fastconv import _cuda
     prob = F.conv_problem((1, 16, 8, 8), (8, 16, 1, 1))
     for name in planner.REGISTRY:
-        if name.startswith(("im2col", "pointwise")):
+        if name.startswith(("im2col", "pointwise", "implicit")):
             assert _cuda.gpu_algo(prob, name, "conv") == "implicit_gemm"
