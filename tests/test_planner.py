@@ -13,7 +13,9 @@ def choose(x_shape, w_shape, prepacked=True, **kw):
 
 @pytest.mark.parametrize("x_shape, w_shape, kw, expected", [
     ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "winograd_f4x4_3x3"),  # dense 3x3
-    ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "winograd_f4x4_3x3"),
+    ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "implicit_packed"),  # batch: no wider
+    ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1), "winograd_f2x2_3x3"),
+    ((8, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), "winograd_f4x4_3x3"),
     ((1, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "implicit_packed"),  # 7x7: no columns
     ((1, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), "im2col_packed"),  # stem
     ((1, 64, 28, 28), (128, 64, 3, 3), dict(stride=2, padding=1), "implicit_packed"),  # to 14x14
