@@ -38,10 +38,23 @@ PACKED_SMALL_MAP_EXP = 0.3
 # 28x28 maps (128@56/2 1.56-1.62 ms, 128@28 1.42-1.83, 96@28 1.37 against 1.0, 1.0,
 # 0.6 modelled) and within 1.1x of it on 56x56 and larger ones: (pixels / 3136) ** 0.3
 IM2COL_MR_FULL_SPEED_PIXELS = 3136
+# Winograd F(2x2)'s products on the channel-vectorized tile: 0.65-0.75 of the
+# micro-kernel rate (256@14: 49 tiles, 0.49 ms; 128@28: 196 tiles, 0.57 ms)
+WINOGRAD_PACKED_RATE = 0.75
 # output rows per band of the blocked depthwise kernel: a band's input and output rows
 # stay in L2 (a 112x112 plane of pixel vectors alone is 800 KiB)
 DEPTHWISE_BAND_PIXELS = 2048
 _NO_RESIDUAL = np.zeros((1, 1, 1, 1), np.float32)
+_NO_RESIDUAL_1D = np.zeros(1, np.float32)
+_ZEROS = {}
+
+
+def _zero_bias(k):
+    """k float32 zeros (shared, never written)."""
+    z = _ZEROS.get(k)
+    if z is None:
+        z = _ZEROS[k] = np.zeros(k, np.float32)
+    return z
 
 
 def _res(res, ndim):
@@ -374,6 +387,16 @@ class Winograd(planner.Algorithm):
     def tiles(self, prob):
         return -(-prob.oh // self.m), -(-prob.ow // self.m)
 
+    # F(2x2)'s products on the channel-vectorized micro-kernel from this many tiles up
+    # (a chunk's): 256@14 (49 tiles) 0.49 ms against SGEMM's 0.65, 128@28 (196) 0.57
+    # against 0.63; F(4x4)'s 36 products and products of 16 tiles ran slower there
+    # (F(4x4) 128@28 0.29 vs 0.28, 64@56 0.33 vs 0.28; F(2x2) 512@7 1.83 vs 1.59)
+    PACKED_MIN_TILES = 32
+
+    def packed_gemms(self, prob, tiles):
+        """Whether the products of a chunk of ``tiles`` tiles run on the micro-kernel."""
+        return self.m == 2 and prob.groups == 1 and tiles >= self.PACKED_MIN_TILES
+
     def cost(self, prob, threads, prepacked=False):
         th, tw = self.tiles(prob)
         T = prob.n * th * tw
@@ -386,8 +409,17 @@ class Winograd(planner.Algorithm):
         # in practice: per image, 512@7 F(2x2) measured 1.65, 1.84, 1.37, 1.59 ms at
         # batch 1, 2, 4, 8 (the tile count of one image decides, not of the batch)
         eff = _gemm_efficiency(prob.kg, prob.cg) * min(1.0, th * tw / 64.0) ** 0.5
+        per_image = xi * (prob.c + prob.k) * th * tw * 4
+        chunk_tiles = th * tw * max(1, min(prob.n, WINOGRAD_CHUNK_BYTES // max(per_image, 1)))
+        if self.packed_gemms(prob, chunk_tiles):
+            eff_p = (_lanes_used(chunk_tiles, _zmm.MP) * _lanes_used(prob.k, _zmm.NR)
+                     * prob.c / (prob.c + PACKED_TRANSPOSED_STORE_STEPS)
+                     * PACKED_TRANSPOSED_RATE * WINOGRAD_PACKED_RATE)
+            gemm_s = gemm_flops / (planner.PACKED_GFLOPS * 1e9 * eff_p)
+        else:
+            gemm_s = gemm_flops / (planner.GEMM_GFLOPS * 1e9 * max(eff, 0.02))
         seconds = (transform_flops / (planner.TRANSFORM_GFLOPS * 1e9)
-                   + gemm_flops / (planner.GEMM_GFLOPS * 1e9 * max(eff, 0.02))
+                   + gemm_s
                    + 4.0 * xi * prob.k * prob.cg / (planner.WEIGHT_GBS * 1e9)
                    + xi * prob.groups * planner.IM2COL_TASK_S)
         if not prepacked:
@@ -435,7 +467,19 @@ class Winograd(planner.Algorithm):
                 Mc = _workspace.get("winograd_M_tail", (xi, prob.k, T))
             r, has_res = _res(None if res is None else res[n0:n1], 4)
             _winograd.input_transform(xp[n0:n1], self.m, th, tw, Vc, t)
-            _winograd.transformed_gemms(U, Vc, Mc, prob.groups)
+            if self.packed_gemms(prob, T):
+                wz = None if packed is None else packed.get(self.name + "_zmm")
+                if wz is None:
+                    wz = np.empty((xi, -(-prob.k // _zmm.NR) * prob.c * _zmm.NR), np.float32)
+                    for i in range(xi):
+                        _zmm.pack_panels(U[i], 1, _zmm.NR, _zmm.KC_T, wz[i:i + 1])
+                    if packed is not None:
+                        packed[self.name + "_zmm"] = wz
+                _winograd.transformed_gemms_packed(
+                    wz, Vc, Mc, _zero_bias(prob.k), _workspace.per_thread(
+                        "winograd_edge", threads, (_zmm.KC_T * _zmm.MP,)), _NO_RESIDUAL_1D)
+            else:
+                _winograd.transformed_gemms(U, Vc, Mc, prob.groups)
             _winograd.output_transform(Mc, self.m, b, y[n0:n1], act, r, has_res, t, rows)
 
 

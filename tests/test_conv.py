@@ -384,6 +384,43 @@ def test_winograd_shapes(rng, algo, case):
     assert n == 0 or algo in packed
 
 
+@pytest.mark.parametrize("case", [
+    # (N, C, H, W, K, groups, chunk_bytes): tiles per chunk decide the product's kernel
+    (1, 40, 13, 13, 70, 1, None),        # 49 tiles: micro-kernel, ragged 32-channel panel
+    (1, 1100, 15, 11, 33, 1, None),      # 48 tiles (ragged 7-tile group), two chunks of C
+    (3, 16, 14, 14, 32, 1, 20_000),      # three chunks of one image (49 tiles each)
+    (2, 8, 12, 12, 16, 1, 1),            # 36 tiles a chunk of one image
+    (1, 8, 9, 11, 16, 1, None),          # 30 tiles: SGEMM
+    (1, 8, 14, 14, 16, 2, None),         # grouped: SGEMM
+])
+def test_winograd_f2_products_on_the_micro_kernel(rng, monkeypatch, case):
+    """F(2x2)'s transformed products on the channel-vectorized micro-kernel (from 32
+    tiles a chunk, groups == 1) equal the reference like the SGEMM path; bias,
+    residual and activation still come from the output transform."""
+    from fastconv import _algorithms
+    n, c, h, w, k, groups, chunk_bytes = case
+    if chunk_bytes is not None:
+        monkeypatch.setattr(_algorithms, "WINOGRAD_CHUNK_BYTES", chunk_bytes)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((k, c // groups, 3, 3)) / np.sqrt(c * 9 // groups)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    res = rng.standard_normal((n, k, h, w)).astype(np.float32)
+    e = ref.activation(ref.conv2d(x.astype(np.float64), wt.astype(np.float64),
+                                  b.astype(np.float64), 1, 1, 1, groups) + res, "relu6")
+    packed = {}
+    for _ in range(2):
+        y = fc.conv2d(x, wt, b, 1, 1, 1, groups, activation="relu6", residual=res,
+                      algo="winograd_f2x2_3x3", packed=packed)
+        assert rel_err(y, e) < 1e-5
+    prob = F.conv_problem(x.shape, wt.shape, 1, 1, 1, groups)
+    tiles = -(-h // 2) * -(-w // 2)
+    per_image = 16 * (c + k) * tiles * 4
+    chunk = max(1, min(n, _algorithms.WINOGRAD_CHUNK_BYTES // per_image))
+    on_zmm = groups == 1 and tiles * chunk >= 32
+    assert _algorithms.Winograd(2).packed_gemms(prob, tiles * chunk) == on_zmm
+    assert ("winograd_f2x2_3x3_zmm" in packed) == on_zmm
+
+
 def test_winograd_f4_kept_out_of_auto_beyond_its_bound():
     from fastconv import planner as P
     big = F.conv_problem((1, 4096, 8, 8), (64, 4096, 3, 3), padding=1)

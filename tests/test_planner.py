@@ -13,7 +13,7 @@ def choose(x_shape, w_shape, prepacked=True, **kw):
 
 @pytest.mark.parametrize("x_shape, w_shape, kw, expected", [
     ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "winograd_f4x4_3x3"),  # dense 3x3
-    ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "implicit_packed"),  # batch: no wider
+    ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "winograd_f2x2_3x3"),  # products on zmm
     ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1), "winograd_f2x2_3x3"),
     ((8, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), "winograd_f4x4_3x3"),
     ((1, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "implicit_packed"),  # 7x7: no columns

@@ -12,6 +12,8 @@ product becomes a * a independent GEMMs in the transformed domain:
     U[xi, k, c] = (G g_kc G^T)[xi]                       filter transform, once per weight
     V[xi, c, t] = (B^T d_ct B)[xi]                        input transform, every tile t
     M[xi, k, t] = sum_c U[xi, k, c] V[xi, c, t]           a*a SGEMMs of K x C x tiles
+                                                          (F(2x2) with enough tiles: on the
+                                                          micro-kernel, transformed_gemms_packed)
     y tile      = A^T M[:, k, t] A  (+ bias, residual, activation)
 
 Tiles t run over the whole batch, so the SGEMMs are batched across images.
@@ -41,6 +43,7 @@ from numba import njit, prange
 
 from . import FASTMATH
 from .epilogue import store_row, store_row_res
+from .zmm import NR, gemm_block_t
 
 TWO = np.float32(2.0)
 FOUR = np.float32(4.0)
@@ -209,6 +212,27 @@ def transformed_gemms(U, V, M, groups):
         xi = task // groups
         g = task % groups
         np.dot(U[xi, g * Kg:(g + 1) * Kg], V[xi, g * Cg:(g + 1) * Cg], M[xi, g * Kg:(g + 1) * Kg])
+
+
+@njit(parallel=True, cache=True)
+def transformed_gemms_packed(wp, V, M, zeros, xp_ws, no_res):
+    """M[xi] = U[xi] @ V[xi] for every xi (groups == 1) on fastconv's channel-vectorized
+    micro-kernel (zmm.gemm_block_t: 7 tiles x 32 output channels a register tile)
+    instead of SGEMM: one task per product.
+
+    wp: (a*a, ceil(K/NR)*C*NR), U[xi] packed by zmm.pack_panels (width NR, chunk
+    KC_T); zeros: K zeros (the kernel's bias); xp_ws (threads, >= KC_T*MP); no_res:
+    a 1-element dummy (no residual here, nor activation: the output transform
+    applies them).
+    """
+    XI, C, T = V.shape
+    K = M.shape[1]
+    npg = (K + NR - 1) // NR
+    wf = wp.reshape(-1)
+    for xi in prange(XI):
+        gemm_block_t(wf, xi * npg * C * NR, npg, 0, C, V[xi].reshape(-1), 0, T, T,
+                     M[xi].reshape(-1), 0, T, K, xp_ws[numba.get_thread_id()], zeros, 0, 0,
+                     no_res, 0)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
