@@ -784,7 +784,6 @@ class Im2colPacked(Im2col):
         return call
 
 
-
 # implicit_packed: the channel-vectorized tile's rate here (per tap and channel
 # chunk the tile is loaded and stored again: IMPLICIT_STORE_STEPS reduction steps'
 # worth), measured 0.74-0.78 of the micro-kernel rate on 3x3 layers into 7x7 and
@@ -827,7 +826,8 @@ class ImplicitPacked(planner.Algorithm):
         # per image and 32-channel panel (a ragged last panel does full-panel work),
         # and the busiest thread's share of the (image, channel block) tasks
         npg = -(-prob.k // _zmm.NR)
-        panel = prob.flops / max(1, prob.n) / prob.k * _zmm.NR / (planner.PACKED_GFLOPS * 1e9 * eff)
+        panel = (prob.flops / max(1, prob.n) / prob.k * _zmm.NR
+                 / (planner.PACKED_GFLOPS * 1e9 * eff))
         kblock = _implicit_kblock(prob, threads)
         tasks = prob.n * -(-prob.k // kblock)
         per_thread = -(-tasks // threads) if tasks else 0

@@ -11,8 +11,8 @@ from fastconv import functional as F
 from fastconv import planner
 
 ALGOS = ["direct", "im2col", "im2col_register", "im2col_packed", "implicit_packed", "pointwise",
-         "pointwise_register", "pointwise_packed", "depthwise", "depthwise_blocked", "winograd_f2x2_3x3",
-         "winograd_f4x4_3x3", "auto"]
+         "pointwise_register", "pointwise_packed", "depthwise", "depthwise_blocked",
+         "winograd_f2x2_3x3", "winograd_f4x4_3x3", "auto"]
 
 
 def serves(algo, x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1):
