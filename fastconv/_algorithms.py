@@ -45,16 +45,6 @@ WINOGRAD_PACKED_RATE = 0.75
 # stay in L2 (a 112x112 plane of pixel vectors alone is 800 KiB)
 DEPTHWISE_BAND_PIXELS = 2048
 _NO_RESIDUAL = np.zeros((1, 1, 1, 1), np.float32)
-_NO_RESIDUAL_1D = np.zeros(1, np.float32)
-_ZEROS = {}
-
-
-def _zero_bias(k):
-    """k float32 zeros (shared, never written)."""
-    z = _ZEROS.get(k)
-    if z is None:
-        z = _ZEROS[k] = np.zeros(k, np.float32)
-    return z
 
 
 def _res(res, ndim):
@@ -476,8 +466,8 @@ class Winograd(planner.Algorithm):
                     if packed is not None:
                         packed[self.name + "_zmm"] = wz
                 _winograd.transformed_gemms_packed(
-                    wz, Vc, Mc, _zero_bias(prob.k), _workspace.per_thread(
-                        "winograd_edge", threads, (_zmm.KC_T * _zmm.MP,)), _NO_RESIDUAL_1D)
+                    wz, Vc, Mc, _workspace.zeros(prob.k), _workspace.per_thread(
+                        "winograd_edge", threads, (_zmm.KC_T * _zmm.MP,)), _res(None, 1)[0])
             else:
                 _winograd.transformed_gemms(U, Vc, Mc, prob.groups)
             _winograd.output_transform(Mc, self.m, b, y[n0:n1], act, r, has_res, t, rows)

@@ -10,6 +10,17 @@ import threading
 import numpy as np
 
 _local = threading.local()
+_ZEROS = {}
+
+
+def zeros(k):
+    """k float32 zeros shared by every caller (bias-free layers, epilogues that add no
+    bias); kernels only read them.  Kept writable: a read-only array is a different
+    Numba type, i.e. a recompile."""
+    z = _ZEROS.get(k)
+    if z is None:
+        z = _ZEROS[k] = np.zeros(k, np.float32)
+    return z
 
 
 def get(name, shape):

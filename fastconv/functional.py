@@ -91,18 +91,9 @@ def _conv_plan(x_shape, w_shape, stride, padding, dilation, groups, algo, layer,
     return hit
 
 
-_ZERO_BIAS = {}
-
-
 def _bias(bias, k, layer):
     if bias is None:
-        zeros = _ZERO_BIAS.get(k)
-        if zeros is None:
-            # shared by every bias-free call with k outputs; kernels only read it (kept
-            # writable: a read-only array is a different Numba type, i.e. a recompile)
-            zeros = np.zeros(k, np.float32)
-            _ZERO_BIAS[k] = zeros
-        return zeros
+        return _workspace.zeros(k)
     b = _checks.as_float32(bias, layer, "bias", ndim=1)
     if b.shape[0] != k:
         raise ValueError(f"{layer}: bias must have {k} elements (out_channels), got {b.shape[0]}")

@@ -25,7 +25,7 @@ from . import FASTMATH
 from .blas import sgemm_rm
 from .epilogue import epilogue_tile
 from .tiles import gather_pixels, gemm_task, register_gemm_tile
-from .zmm import KC_T, MP, NR, _copy_padded, gemm_block, gemm_block_t, gemm_tile_t_store
+from .zmm import KC_T, MP, NR, gemm_block, gemm_block_t, tile_t_group
 
 
 @njit(inline="always")
@@ -199,11 +199,6 @@ def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
                         xo = xbase + (p * sh + r * dh) * WPF
                         yo = (n * K + r0) * P + p * OW
                         for q0 in range(0, OW, MP):
-                            npx = min(MP, OW - q0)
-                            if npx == MP:
-                                gemm_tile_t_store(xf, xo + q0, plane, wf, wo, kc, yf, yo + q0, P,
-                                                  nr, MP, b, r0, act, rf, has_res, acc, fin)
-                            else:
-                                _copy_padded(xf, xo + q0, plane, kc, npx, scratch, MP)
-                                gemm_tile_t_store(scratch, 0, MP, wf, wo, kc, yf, yo + q0, P,
-                                                  nr, npx, b, r0, act, rf, has_res, acc, fin)
+                            tile_t_group(xf, xo + q0, plane, wf, wo, kc, yf, yo + q0, P, nr,
+                                         min(MP, OW - q0), scratch, b, r0, act, rf, has_res,
+                                         acc, fin)

@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import FASTMATH
+from .tiles import copy_strided
 
 NEG_INF = np.float32(-np.inf)
 
@@ -77,16 +78,7 @@ def max_pool2d(x, y, kh, kw, sh, sw, ph, pw, dh, dw, row_ws):
                 hb[j] = vb[j]
             for j in range(1, kw):
                 _vmax(hb, vb[j * dw:], span)
-            yrow = y[n, c, p]
-            if sw == 1:
-                for q in range(OW):
-                    yrow[q] = hb[q]
-            elif sw == 2:
-                for q in range(OW):
-                    yrow[q] = hb[2 * q]
-            else:
-                for q in range(OW):
-                    yrow[q] = hb[q * sw]
+            copy_strided(y[n, c, p], hb, OW, sw)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)

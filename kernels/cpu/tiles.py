@@ -23,6 +23,21 @@ def gemm_task(t, groups, ntiles, nkb, tile, kblock, P, Kg):
 
 
 @njit(inline="always")
+def copy_strided(out, src, n, stride):
+    """out[u] = src[u * stride] for u < n; strides 1 and 2 as their own loops (unit
+    stride, or shuffles for the constant 2, vectorize; a run-time stride gathers)."""
+    if stride == 1:
+        for u in range(n):
+            out[u] = src[u]
+    elif stride == 2:
+        for u in range(n):
+            out[u] = src[2 * u]
+    else:
+        for u in range(n):
+            out[u] = src[u * stride]
+
+
+@njit(inline="always")
 def gather_pixels(dst, plane, p0, T, OW, sh, sw, roff, coff):
     """dst[j] = plane[oh*sh + roff, ow*sw + coff] for the output pixels p0 + j, j < T.
 
@@ -36,16 +51,7 @@ def gather_pixels(dst, plane, p0, T, OW, sh, sw, roff, coff):
     while j < T:
         seg = min(OW - q, T - j)
         out = dst[j:j + seg]
-        src = plane[p * sh + roff, q * sw + coff:]
-        if sw == 1:
-            for u in range(seg):
-                out[u] = src[u]
-        elif sw == 2:
-            for u in range(seg):
-                out[u] = src[2 * u]
-        else:
-            for u in range(seg):
-                out[u] = src[u * sw]
+        copy_strided(out, plane[p * sh + roff, q * sw + coff:], seg, sw)
         j += seg
         p += 1
         q = 0

@@ -468,6 +468,20 @@ KC_T = 1024  # reduction chunk of the transposed kernel: a KC_T x NR weight pane
 
 
 @njit(inline="always")
+def tile_t_group(x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr, npx, xp, b, b_off, act, res,
+                 has_res, acc, fin):
+    """gemm_tile_t_store on a group of npx <= MP pixels, x[x_off + c*ldx + j]: read in
+    place when the group is whole, else first copied, zero-padded, into xp (>= nc*MP)."""
+    if npx == MP:
+        gemm_tile_t_store(x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr, MP, b, b_off, act,
+                          res, has_res, acc, fin)
+    else:
+        _copy_padded(x, x_off, ldx, nc, npx, xp, MP)
+        gemm_tile_t_store(xp, 0, MP, wp, w_off, nc, y, y_off, ldy, nr, npx, b, b_off, act,
+                          res, has_res, acc, fin)
+
+
+@njit(inline="always")
 def gemm_block_t(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nrows, xp,
                  b, b_off, act, res, has_res):
     """The product of gemm_block, vectorized over output channels instead of pixels,
@@ -491,12 +505,6 @@ def gemm_block_t(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nro
             wo = w_base + c0 * npg * NR + (pan0 + r0 // NR) * kc * NR
             nr = min(NR, nrows - r0)
             for j0 in range(0, T, MP):
-                npx = min(MP, T - j0)
-                yo = y_off + r0 * ldy + j0
-                if npx == MP:
-                    gemm_tile_t_store(x, x_off + c0 * ldx + j0, ldx, wp, wo, kc, y, yo, ldy, nr,
-                                      MP, b, b_off + r0, act, res, has_res, acc, fin)
-                else:
-                    _copy_padded(x, x_off + c0 * ldx + j0, ldx, kc, npx, xp, MP)
-                    gemm_tile_t_store(xp, 0, MP, wp, wo, kc, y, yo, ldy, nr, npx, b,
-                                      b_off + r0, act, res, has_res, acc, fin)
+                tile_t_group(x, x_off + c0 * ldx + j0, ldx, wp, wo, kc, y,
+                             y_off + r0 * ldy + j0, ldy, nr, min(MP, T - j0), xp, b, b_off + r0,
+                             act, res, has_res, acc, fin)
