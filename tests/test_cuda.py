@@ -105,6 +105,10 @@ def test_kernel_compiles_to_ptx(module, kernel, cc):
     assert f".target sm_{cc[0]}{cc[1]}" in ptx and ".entry" in ptx
     if module == "int8":
         assert "dp4a.u32.s32" in ptx
+        # bit-exactness on a GPU: the epilogue's product and sum are rounded separately, as in
+        # the integer reference (a contracted fma.rn.f32 made real GPUs differ by one step)
+        assert "fma.rn.f32" not in ptx and "mul.rn.f32" in ptx and "add.rn.f32" in ptx
+        assert "cvt.rni.f32.f32" in ptx  # requantization rounds half to even
 
 
 def test_importing_fastconv_never_touches_cuda():

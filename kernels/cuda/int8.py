@@ -13,6 +13,12 @@ multiple of four and viewed as int32 words, (N, HP, WP, G, Cq); weights
 emitted as inline PTX; on the CUDA simulator (which runs Python, not PTX) the
 same sum is computed byte by byte in int32.  One thread per output element.
 Launch: grid (ceil(OH*OW / 128), N*K), block 128.
+
+The float epilogue rounds each step as the integer reference does: the scale's
+product and the bias's sum are separate roundings (``fmul_rn``/``fadd_rn``,
+which the compiler may not contract into one fused multiply-add, as it would
+``a * b + c`` by default on the GPU), and requantization rounds half to even
+(``rintf``).  On the simulator the same steps are plain float32 operations.
 """
 from llvmlite import ir
 from numba import config, cuda, float32, int32, types
@@ -28,6 +34,18 @@ if config.ENABLE_CUDASIM:
                 bb -= 256
             s += ab * bb
         return int32(s)
+
+    @cuda.jit(device=True)
+    def mul_rn(a, b):
+        return float32(a) * float32(b)
+
+    @cuda.jit(device=True)
+    def add_rn(a, b):
+        return float32(a) + float32(b)
+
+    @cuda.jit(device=True)
+    def rint(v):
+        return float32(round(v))  # Python's round: half to even
 else:
     try:
         from numba.cuda.extending import intrinsic
@@ -45,6 +63,20 @@ else:
                                "dp4a.u32.s32 $0, $1, $2, $3;", "=r,r,r,r")
             return builder.call(asm, args)
         return sig, codegen
+
+    from numba.cuda import libdevice
+
+    @cuda.jit(device=True, inline=True)
+    def mul_rn(a, b):
+        return libdevice.fmul_rn(a, b)
+
+    @cuda.jit(device=True, inline=True)
+    def add_rn(a, b):
+        return libdevice.fadd_rn(a, b)
+
+    @cuda.jit(device=True, inline=True)
+    def rint(v):
+        return libdevice.rintf(v)
 
 
 @cuda.jit
@@ -82,15 +114,15 @@ def conv2d_int8(xw, ww, wsum, scale, b, zx, R, S, sh, sw, dh, dw, act, res, has_
     if mode == 2:
         yacc[n, k, p] = acc
         return
-    v = float32(acc - zx * wsum[k]) * scale[k] + b[k]
+    v = add_rn(mul_rn(float32(acc - zx * wsum[k]), scale[k]), b[k])
     if has_res:
-        v += res[n, k, p]
+        v = add_rn(v, res[n, k, p])
     if act == 1:
         v = max(v, float32(0))
     elif act == 2:
         v = min(max(v, float32(0)), float32(6))
     if mode == 1:
-        qv = float32(round(v * inv_sy)) + float32(zy)
+        qv = add_rn(rint(mul_rn(v, inv_sy)), float32(zy))
         yq[n, k, p] = min(max(qv, qmin), qmax)
     else:
         y[n, k, p] = v
