@@ -10,6 +10,7 @@ in, torch out).  Transformed weights live in the caller's ``packed`` dict like
 the CPU's, so a layer copies its weights to the device once.
 """
 import threading
+import time
 
 import numpy as np
 
@@ -125,6 +126,50 @@ def cached_weight(packed, key, make):
     if packed is not None:
         packed[key] = d
     return d
+
+
+def device_name():
+    """The current GPU's name ("CUDA simulator" on the simulator)."""
+    cuda = _cuda()
+    try:
+        name = cuda.get_current_device().name
+    except Exception:  # the simulator's device carries no name
+        return "CUDA simulator"
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+_roof = {}
+
+
+def sgemm_roof(n=4096, repeat=10):
+    """The GPU's fp32 GEMM GFLOP/s as cuBLAS reaches it (PyTorch, TF32 off), measured once
+    per process; None when PyTorch with CUDA is not installed (nothing else here calls
+    cuBLAS, and fastconv's own GEMM is what is being measured, not a roof)."""
+    if "gflops" not in _roof:
+        _roof["gflops"] = None
+        try:
+            import torch
+            if torch.cuda.is_available():
+                old = torch.backends.cuda.matmul.allow_tf32
+                torch.backends.cuda.matmul.allow_tf32 = False
+                try:
+                    a = torch.randn(n, n, device="cuda")
+                    b = torch.randn(n, n, device="cuda")
+                    for _ in range(3):
+                        a @ b
+                    torch.cuda.synchronize()
+                    ts = []
+                    for _ in range(repeat):
+                        t0 = time.perf_counter()
+                        a @ b
+                        torch.cuda.synchronize()
+                        ts.append(time.perf_counter() - t0)
+                finally:
+                    torch.backends.cuda.matmul.allow_tf32 = old
+                _roof["gflops"] = 2.0 * n ** 3 / float(np.median(ts)) / 1e9
+        except ImportError:
+            pass
+    return _roof["gflops"]
 
 
 def worth_offloading(prob, cpu_seconds):

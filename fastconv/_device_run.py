@@ -13,6 +13,7 @@ returned outputs.  Outputs come back as the caller's kind of array: NumPy for
 NumPy input, fresh device arrays (or torch CUDA tensors) for device input.
 """
 import threading
+import time
 
 import numpy as np
 
@@ -59,7 +60,9 @@ def _symmetric(node):
     return p[0] == p[1] and p[2] == p[3] and p[0] <= k[0] // 2 and p[2] <= k[1] // 2
 
 
-def run_on_device(model, args, kwargs):
+def run_on_device(model, args, kwargs, timings=None):
+    """The model's outputs for ``args``; with ``timings`` (a list), each node's seconds up to
+    its device synchronization are appended to it (the profile of ``Model.profile``)."""
     if kwargs:
         args = tuple(args) + tuple(kwargs[k] for k in model.inputs[len(args):] if k in kwargs)
     if len(args) != len(model.inputs):
@@ -77,7 +80,7 @@ def run_on_device(model, args, kwargs):
     pools = model.__dict__.setdefault("_device_buffers", {})
     buffers = pools.setdefault(threading.get_ident(), {})
     try:
-        _run_nodes(model, values, buffers, fallbacks)
+        _run_nodes(model, values, buffers, fallbacks, timings)
     finally:
         _cuda.use_buffers(None, None)
     model.device_fallbacks = fallbacks
@@ -97,8 +100,12 @@ def run_on_device(model, args, kwargs):
     return outs
 
 
-def _run_nodes(model, values, buffers, fallbacks):
+def _run_nodes(model, values, buffers, fallbacks, timings=None):
+    sync = _cuda._cuda().synchronize if timings is not None else None
+    if sync is not None:
+        sync()  # the input's copy is not the first node's time
     for node in model.nodes:
+        t0 = time.perf_counter()
         _cuda.use_buffers(buffers, node.name)
         ins = [values[v] if v else None for v in node.inputs]
         res = _node_on_device(node, ins)
@@ -108,3 +115,20 @@ def _run_nodes(model, values, buffers, fallbacks):
             if isinstance(res, np.ndarray) and res.dtype == np.float32 and res.size:
                 res = _cuda.to_device(res)
         values[node.outputs[0]] = res
+        if sync is not None:
+            sync()
+            timings.append(time.perf_counter() - t0)
+
+
+def profile_on_device(model, example, repeat):
+    """Per-node median seconds of the device-resident run (input on the device already,
+    each node timed to its synchronization), after one warm-up run."""
+    args = [a if _cuda.is_device_array(a) else _cuda.to_device(np.asarray(a, np.float32))
+            for a in example]
+    run_on_device(model, args, {})
+    runs = []
+    for _ in range(max(1, repeat)):
+        t = []
+        run_on_device(model, args, {}, timings=t)
+        runs.append(t)
+    return [float(v) for v in np.median(np.array(runs), axis=0)]

@@ -48,6 +48,8 @@ def timed(fn, repeat, warm_s=WARM_S):
 
 
 def child(spec):
+    if spec.get("device") == "cuda":
+        return child_cuda(spec)
     runtime, threads = spec["runtime"], spec["threads"]
     onnx_path = spec.get("onnx")
     x = spec.get("input_shape") and np.random.default_rng(0).standard_normal(
@@ -83,6 +85,66 @@ def child(spec):
         sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         run = lambda: sess.run(None, {name: x})  # noqa: E731
+    else:
+        raise ValueError(f"unknown runtime {runtime!r}")
+    run()
+    first = time.perf_counter() - t0
+    med, mn = timed(run, spec["repeat"])
+    print(json.dumps({"median_s": med, "min_s": mn, "first_call_s": first}))
+
+
+def child_cuda(spec):
+    """The GPU twin of ``child``: input on the device, every call synchronized. fastconv runs
+    device-resident (``fc.optimize(..., backend="cuda")``), PyTorch on CUDA with TF32 off,
+    onnxruntime with its CUDA execution provider (an error when that is not installed)."""
+    runtime = spec["runtime"]
+    onnx_path = spec.get("onnx")
+    shape = spec.get("input_shape")
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32) if shape else \
+        _input(spec)
+    t0 = time.perf_counter()
+    if runtime == "fastconv":
+        import fastconv as fc
+        from numba import cuda
+        fc.set_num_threads(spec["threads"])
+        if onnx_path:
+            graph = fc.from_onnx(onnx_path)
+        else:
+            from fastconv import models
+            graph = fc.from_torch(models.torch_twin(spec["model"], **spec.get("kwargs", {})),
+                                  x[:1])
+        model = fc.optimize(graph, x, backend="cuda")
+        xd = cuda.to_device(x)
+
+        def run():
+            model(xd)
+            cuda.synchronize()
+    elif runtime == "torch":
+        import torch
+        from fastconv import models
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        twin = models.torch_twin(spec["model"], **spec.get("kwargs", {})).cuda()
+        xt = torch.from_numpy(x).cuda()
+
+        def run():
+            with torch.no_grad():
+                twin(xt)
+            torch.cuda.synchronize()
+    elif runtime == "onnxruntime":
+        import onnxruntime as ort
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise RuntimeError("this onnxruntime has no CUDAExecutionProvider "
+                               "(install onnxruntime-gpu)")
+        sess = ort.InferenceSession(onnx_path, providers=["CUDAExecutionProvider"])
+        io = sess.io_binding()
+        xo = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+        io.bind_ortvalue_input(sess.get_inputs()[0].name, xo)
+        for o in sess.get_outputs():
+            io.bind_output(o.name, "cuda")
+
+        def run():
+            sess.run_with_iobinding(io)  # returns once the outputs are ready
     else:
         raise ValueError(f"unknown runtime {runtime!r}")
     run()

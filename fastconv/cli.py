@@ -203,11 +203,14 @@ def _zoo_layer_rows(model, x, args, roof, progress):
 
 
 def _graph_layer_rows(model, x, args, roof):
-    """Per node of an imported model: its kernel, median time, GFLOP/s (no reference check)."""
+    """Per node of a graph model: its kernel, median time, GFLOP/s (no reference check); on
+    the CUDA backend timed device-resident, nodes that run on the host marked "host:"."""
     from fastconv.graph import kernel_of
     from fastconv.ops import flops
     times = model.profile(x, repeat=args.repeat)
-    plan = model._plans()[(x.shape,)]
+    cuda = getattr(model, "backend", "cpu") == "cuda"
+    fallbacks = set(getattr(model, "device_fallbacks", ()) or ())
+    plan = model._plans().get((x.shape,)) or model._plan([x])[0]
     rows = []
     for (fn, node, ins, o, buf), t in zip(plan.steps, times):
         in_shapes = [plan.shapes[v][0] for v in node.inputs if v]
@@ -216,10 +219,13 @@ def _graph_layer_rows(model, x, args, roof):
         nbytes = 4.0 * (sum(int(np.prod(s)) for s in in_shapes) + int(np.prod(out_shape)) +
                         sum(int(np.size(p)) for p in node.params.values()))
         gf = fl / t / 1e9 if fl and t > 0 else 0.0
-        rows.append({"layer": node.name, "shape": str(out_shape), "algo": kernel_of(node, in_shapes),
+        be = ("host" if node.name in fallbacks else "cuda") if cuda else "cpu"
+        kern = kernel_of(node, in_shapes, be)
+        rows.append({"layer": node.name, "shape": str(out_shape),
+                     "algo": ("host:" + kern) if be == "host" else kern,
                      "fused": node.op, "auto": True, "median_ms": t * 1e3, "min_ms": t * 1e3,
                      "first_call_ms": float("nan"), "gflops": gf,
-                     "roof_pct": 100.0 * gf / roof, "rel_err": 0.0,
+                     "roof_pct": 100.0 * gf / roof if roof else float("nan"), "rel_err": 0.0,
                      "intensity": fl / nbytes if nbytes else 0.0, "ok": True})
     return rows
 
@@ -263,9 +269,11 @@ def bench(args):
     from fastconv import _backend, models
 
     if args.backend == "cuda":
-        print("fastconv bench: GPU benchmarking (--backend cuda) is not built yet; the CUDA "
-              "kernels run through fc.set_backend('cuda'). Use --backend cpu", file=sys.stderr)
-        return 2
+        from fastconv import _cuda
+        ok, why = _cuda.status()
+        if not ok:
+            print(f"fastconv bench: --backend cuda needs a usable GPU: {why}", file=sys.stderr)
+            return 2
     _backend.resolve(args.backend, "fastconv bench")
     if args.threads:
         fc.set_num_threads(args.threads)
@@ -282,6 +290,8 @@ def bench(args):
         print(f"fastconv bench: --compare takes torch and/or onnxruntime (torch only for "
               f"built-in models), got {args.compare!r}", file=sys.stderr)
         return 2
+    if args.backend == "cuda":
+        return _bench_cuda(args, is_onnx, peers, progress)
 
     t0 = time.perf_counter()
     fc.warmup()
@@ -311,20 +321,11 @@ def bench(args):
     model(x)
     e2e_med, e2e_min = _time(lambda: model(x), max(3, args.repeat), warm_s=0.3)
 
-    hdr = (f"{'layer':24s} {'fused':14s} {'algo':18s} {'auto':4s} {'median ms':>10s} "
-           f"{'min ms':>8s} {'GFLOP/s':>8s} {'% roof':>7s} {'rel err':>8s}")
     print(f"fastconv {fc.__version__} bench: {model_desc} batch={args.batch} "
           f"input {tuple(x.shape[1:])}, {threads} threads ({fc.threading_layer()}), backend cpu")
     print(f"SGEMM roof {roof:.1f} GFLOP/s, memory bandwidth {bandwidth:.1f} GB/s; kernel "
           f"compile/cache-load {compile_s:.2f} s (reported apart from run time)")
-    if rows:
-        print(hdr)
-        print("-" * len(hdr))
-    for r in rows:
-        print(f"{r['layer'][:24]:24s} {r['fused'][:14]:14s} {r['algo'][:18]:18s} "
-              f"{'*' if r['auto'] else '':4s} {r['median_ms']:10.3f} "
-              f"{r['min_ms']:8.3f} {r['gflops']:8.1f} {r['roof_pct']:7.1f} {r['rel_err']:8.1e}"
-              f"{'' if r['ok'] else '  MISMATCH'}")
+    _print_rows(rows)
     print(f"end-to-end (auto, in this process): median {e2e_med * 1e3:.2f} ms, "
           f"min {e2e_min * 1e3:.2f} ms")
 
@@ -384,6 +385,147 @@ def bench(args):
     return 0
 
 
+def _print_rows(rows):
+    if not rows:
+        return
+    hdr = (f"{'layer':24s} {'fused':14s} {'algo':18s} {'auto':4s} {'median ms':>10s} "
+           f"{'min ms':>8s} {'GFLOP/s':>8s} {'% roof':>7s} {'rel err':>8s}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        print(f"{r['layer'][:24]:24s} {r['fused'][:14]:14s} {r['algo'][:18]:18s} "
+              f"{'*' if r['auto'] else '':4s} {r['median_ms']:10.3f} "
+              f"{r['min_ms']:8.3f} {r['gflops']:8.1f} {r['roof_pct']:7.1f} {r['rel_err']:8.1e}"
+              f"{'' if r['ok'] else '  MISMATCH'}")
+
+
+def measure_device_bandwidth(mib=256, repeat=5):
+    """Median GB/s of a device-to-device copy of ``mib`` MiB (bytes read plus written)."""
+    from numba import cuda
+    n = mib * 2 ** 20 // 4
+    a = cuda.device_array(n, np.float32)
+    b = cuda.device_array(n, np.float32)
+    b.copy_to_device(a)
+    cuda.synchronize()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        b.copy_to_device(a)
+        cuda.synchronize()
+        ts.append(time.perf_counter() - t0)
+    return 8.0 * n / float(np.median(ts)) / 1e9
+
+
+def _bench_cuda(args, is_onnx, peers, progress):
+    """``fastconv bench --backend cuda``: the model device-resident on the GPU, its nodes timed
+    to their synchronization, end to end with the input on the device, checked against the
+    CPU backend; peers (PyTorch on the GPU, onnxruntime's CUDA provider) in own processes."""
+    import os
+    import tempfile
+
+    import fastconv as fc
+    from fastconv import _cuda, models
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.batch, 3, args.size, args.size)).astype(np.float32)
+    kwargs = {"widths": list(args.widths)} if args.model == "resnet_tiny" else {}
+    if is_onnx:
+        graph = fc.from_onnx(args.model)
+        shape = (graph.example_shapes or [x.shape])[0]
+        x = rng.standard_normal((args.batch,) + tuple(shape[1:])).astype(np.float32)
+        model_desc = os.path.basename(args.model)
+    else:
+        try:
+            twin = models.torch_twin(args.model, **kwargs)
+        except ImportError:
+            print("fastconv bench: --backend cuda with a built-in model needs torch (the "
+                  "device-resident graph is imported from the model's torch twin)",
+                  file=sys.stderr)
+            return 2
+        graph = fc.from_torch(twin, x[:1])
+        model_desc = args.model
+    progress("optimizing for the CPU (reference) and the GPU")
+    cpu = fc.optimize(graph, x, backend="cpu")
+    gpu = fc.optimize(graph, x, backend="cuda")
+    expected = cpu(x)
+    got = gpu(x)
+    err = float(np.abs(got - expected).max() / max(1e-30, float(np.abs(expected).max())))
+    roof = _cuda.sgemm_roof()
+    bandwidth = measure_device_bandwidth()
+    rows = _graph_layer_rows(gpu, x, args, roof) if args.layers else []
+    from numba import cuda
+    xd = cuda.to_device(x)
+
+    def run_device():
+        gpu(xd)
+        cuda.synchronize()
+    progress("end-to-end model latency")
+    med, mn = _time(run_device, max(3, args.repeat), warm_s=0.3)
+    host_med, _ = _time(lambda: gpu(x), max(3, args.repeat), warm_s=0.1)
+    print(f"fastconv {fc.__version__} bench: {model_desc} batch={args.batch} input "
+          f"{tuple(x.shape[1:])}, backend cuda ({_cuda.device_name()})")
+    print("GPU SGEMM roof " + ("not measured (needs PyTorch with CUDA)" if roof is None else
+                               f"{roof:.0f} GFLOP/s (cuBLAS fp32, TF32 off)") +
+          f", device copy bandwidth {bandwidth:.0f} GB/s; nodes on the host: "
+          f"{gpu.device_fallbacks or 'none'}")
+    _print_rows(rows)
+    print(f"end-to-end, device-resident input (in this process): median {med * 1e3:.2f} ms, min "
+          f"{mn * 1e3:.2f} ms; NumPy in and out (copies included): {host_med * 1e3:.2f} ms; max "
+          f"rel err vs the CPU backend {err:.1e}")
+    e2e = {}
+    if peers:
+        from fastconv import _peers
+        tmp = tempfile.mkdtemp(prefix="fastconv-bench-")
+        spec = {"model": args.model, "batch": args.batch, "size": args.size,
+                "threads": fc.get_num_threads(),
+                "repeat": max(5, args.repeat), "device": "cuda", "kwargs": kwargs}
+        onnx_path = args.model if is_onnx else None
+        if "onnxruntime" in peers and not is_onnx:
+            onnx_path = _peers.export_zoo_onnx(args.model, os.path.join(tmp, "model.onnx"),
+                                               args.batch, args.size, **kwargs)
+        if is_onnx:
+            spec["input_shape"] = list(x.shape)
+        runtimes = ["fastconv"] + peers
+        for i, rt in enumerate(runtimes, 1):
+            progress(f"end-to-end on the GPU: {rt} (own process)", i, len(runtimes))
+            s = dict(spec, runtime=rt)
+            if rt == "onnxruntime" or (rt == "fastconv" and is_onnx):
+                s["onnx"] = onnx_path
+            e2e[rt] = _peers.run_isolated(s)
+        print(f"end-to-end on the GPU, each runtime in its own process, input on the device, "
+              f"median of {spec['repeat']} synchronized calls:")
+        base = e2e["fastconv"].get("median_s")
+        for rt, r in e2e.items():
+            if "error" in r:
+                print(f"  {rt:12s} failed: {r['error']}")
+                continue
+            ratio = "" if rt == "fastconv" or not base else \
+                f"   fastconv speed: {r['median_s'] / base:.2f}x {rt}"
+            print(f"  {rt:12s} {r['median_s'] * 1e3:9.2f} ms (min {r['min_s'] * 1e3:.2f}, "
+                  f"first call {r['first_call_s']:.2f} s){ratio}")
+    if args.plot and rows and roof:
+        if _plot(rows, roof, bandwidth, args.plot, f"{model_desc}, batch {args.batch}, "
+                 f"{_cuda.device_name()}"):
+            progress(f"wrote {args.plot}")
+    elif args.plot:
+        print("--plot on the GPU needs the per-layer table and a measured roof (PyTorch with "
+              "CUDA); no plot written", file=sys.stderr)
+    if args.json:
+        _write_json(args.json, {"version": fc.__version__, "backend": "cuda",
+                                "device": _cuda.device_name(), "model": args.model,
+                                "sgemm_roof_gflops": roof, "bandwidth_gbs": bandwidth,
+                                "batch": args.batch, "size": args.size, "layers": rows,
+                                "end_to_end_ms": {"median": med * 1e3, "min": mn * 1e3,
+                                                  "host_arrays": host_med * 1e3},
+                                "rel_err_vs_cpu": err, "host_nodes": gpu.device_fallbacks,
+                                "isolated": e2e})
+        progress(f"wrote {args.json}")
+    if err > 1e-4:
+        print(f"the GPU result differs from the CPU backend by {err:.1e} (relative)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None):
     from fastconv import models
     p = argparse.ArgumentParser(prog="fastconv", description="fast CNN inference kernels in Numba")
@@ -401,7 +543,9 @@ def main(argv=None):
                     help="channels of the four stages (resnet_tiny only)")
     pb.add_argument("--repeat", type=int, default=10, help="timed runs per layer and algorithm")
     pb.add_argument("--threads", type=int, default=0, help="threads (default: all)")
-    pb.add_argument("--backend", default="cpu", choices=["cpu", "cuda", "auto"])
+    pb.add_argument("--backend", default="cpu", choices=["cpu", "cuda", "auto"],
+                    help="cpu, or cuda: the model device-resident on the GPU, against PyTorch "
+                         "on the GPU and onnxruntime's CUDA provider")
     pb.add_argument("--compare", default="",
                     help="peers timed end to end in the same run, each in its own process: "
                          "'torch', 'onnxruntime' or 'torch,onnxruntime'")

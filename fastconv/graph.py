@@ -312,7 +312,11 @@ class Model:
         return dict(self._plan(arrays)[0].shapes)
 
     def profile(self, *example, repeat=5):
-        """Per-node median seconds over ``repeat`` runs (after one warm-up run)."""
+        """Per-node median seconds over ``repeat`` runs (after one warm-up run); a model on
+        the CUDA backend is timed device-resident, each node up to its synchronization."""
+        if getattr(self, "backend", "cpu") == "cuda":
+            from ._device_run import profile_on_device
+            return profile_on_device(self, example, repeat)
         arrays = self._convert_inputs(example, {})
         self._run(arrays)
         runs = []
@@ -335,33 +339,47 @@ class Model:
                                  "was built without one)")
             rng = np.random.default_rng(0)
             example = [rng.standard_normal(s).astype(np.float32) for s in self.example_shapes]
+        cuda = getattr(self, "backend", "cpu") == "cuda"
+        if cuda:  # shapes and the default roof come from the host
+            from . import _cuda
+            example = [a.copy_to_host() if _cuda.is_device_array(a) and hasattr(a, "copy_to_host")
+                       else np.asarray(a) for a in example]
         times = self.profile(*example, repeat=repeat)
+        fallbacks = set(getattr(self, "device_fallbacks", ()) or ()) if cuda else set()
         arrays = self._convert_inputs(example, {})
-        plan = self._plans()[tuple(a.shape for a in arrays)]
-        roof = roof_gflops if roof_gflops is not None else sgemm_roof()
+        plan = self._plans().get(tuple(a.shape for a in arrays)) or self._plan(arrays)[0]
+        if roof_gflops is not None:
+            roof = roof_gflops
+        else:
+            roof = _cuda.sgemm_roof() if cuda else sgemm_roof()
         rows = []
         for (fn, node, ins, o, buf), t in zip(plan.steps, times):
             in_shapes = [plan.shapes[v][0] for v in node.inputs if v]
             out_shape = plan.shapes[node.outputs[0]][0]
             fl = flops(node, in_shapes, out_shape)
-            rows.append((node, out_shape, kernel_of(node, in_shapes), t, fl))
+            where = ("host" if node.name in fallbacks else "cuda") if cuda else "cpu"
+            rows.append((node, out_shape, kernel_of(node, in_shapes, where), t, fl, where))
         total = sum(r[3] for r in rows)
         total_fl = sum(r[4] for r in rows)
+        where = (f"CUDA ({_cuda.device_name()}), SGEMM roof "
+                 + ("not measured (needs PyTorch with CUDA)" if roof is None else
+                    f"{roof:.0f} GFLOP/s")) if cuda else \
+            f"{_runtime.get_num_threads()} threads, SGEMM roof {roof:.0f} GFLOP/s"
         lines = [f"{self.name}: {len(self.nodes)} nodes, input "
-                 f"{', '.join(str(tuple(a.shape)) for a in arrays)}, "
-                 f"{_runtime.get_num_threads()} threads, SGEMM roof {roof:.0f} GFLOP/s",
+                 f"{', '.join(str(tuple(a.shape)) for a in arrays)}, {where}",
                  f"{'node':28s} {'op':16s} {'output':20s} {'kernel':14s} {'backend':7s} "
                  f"{'ms':>8s} {'GFLOP/s':>8s} {'% roof':>7s}"]
         lines.append("-" * len(lines[-1]))
-        for node, shape, kern, t, fl in rows:
+        pct = (lambda g: "") if roof is None else (lambda g: f"{100 * g / roof:7.1f}")
+        for node, shape, kern, t, fl, be in rows:
             gf = fl / t / 1e9 if fl and t > 0 else None
             lines.append(f"{node.name[:28]:28s} {_describe(node)[:16]:16s} {str(shape)[:20]:20s} "
-                         f"{kern[:14]:14s} {'cpu':7s} {t * 1e3:8.3f} "
+                         f"{kern[:14]:14s} {be:7s} {t * 1e3:8.3f} "
                          f"{'' if gf is None else f'{gf:8.1f}':>8s} "
-                         f"{'' if gf is None else f'{100 * gf / roof:7.1f}':>7s}")
+                         f"{'' if gf is None else pct(gf):>7s}")
         gf = total_fl / total / 1e9 if total > 0 else 0.0
         lines.append(f"{'total':28s} {'':16s} {'':20s} {'':14s} {'':7s} {total * 1e3:8.3f} "
-                     f"{gf:8.1f} {100 * gf / roof:7.1f}")
+                     f"{gf:8.1f} {pct(gf):>7s}")
         mem = {"planned": plan.slot_bytes, "unplanned": plan.naive_bytes}
         lines.append(f"activation buffers: {mem['planned'] / 2**20:.1f} MiB planned "
                      f"(vs {mem['unplanned'] / 2**20:.1f} MiB without reuse); kernel workspaces "
@@ -475,8 +493,20 @@ def _describe(node):
     return "+".join(parts)
 
 
-def kernel_of(node, in_shapes):
-    """Which kernel a node runs for these input shapes."""
+def kernel_of(node, in_shapes, backend="cpu"):
+    """Which kernel a node runs for these input shapes ("cuda": the GPU family; "host": a
+    device-resident model's node that runs on the host)."""
+    if backend == "cuda" and node.op == "conv":
+        from . import _cuda
+        from . import functional as F
+        from .ops import _weight_shape
+        a = node.attrs
+        try:
+            prob = F.conv_problem(tuple(in_shapes[0]), _weight_shape(node), a["stride"],
+                                  tuple(a["pads"]), a["dilation"], a["groups"])
+            return _cuda.gpu_algo(prob, a.get("algo", "auto"), node.name)
+        except (ValueError, TypeError):
+            return "?"
     if node.op in ("conv", "cb_conv"):
         from . import functional as F
         from .ops import _weight_shape

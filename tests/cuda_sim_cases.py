@@ -104,6 +104,11 @@ def main():
     gm(cuda.to_device(rng.standard_normal(xm.shape).astype(np.float32)))
     out["model_buffers_reused"] = (sum(len(b) for b in gm._device_buffers.values()) == nbuf
                                    and bool(np.array_equal(y1.copy_to_host(), keep)))
+    # explain() times the device-resident run: every node on "cuda", the GPU's conv family
+    text = gm.explain(xm, repeat=1, roof_gflops=1000.0)
+    rows = text.splitlines()[3:-2]
+    out["explain_on_device"] = (len(rows) == len(gm.nodes) and all(" cuda " in r for r in rows)
+                                and sum(" implicit_gemm " in r for r in rows) == 2)
     more_families(out)
     print(json.dumps(out))
 

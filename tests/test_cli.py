@@ -83,6 +83,58 @@ def test_bench_an_onnx_file(tmp_path, capsys):
     assert "x onnxruntime" in out and "conv" in out
 
 
+def _tiny_onnx(path):
+    """conv+relu -> max pool -> conv + residual -> relu -> global pool -> gemm, on 3x8x8."""
+    import numpy as np
+    import pytest
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper, save
+    rng = np.random.default_rng(0)
+    init = [numpy_helper.from_array((0.3 * rng.standard_normal(s)).astype(np.float32), n)
+            for n, s in [("w1", (4, 3, 3, 3)), ("b1", (4,)), ("w2", (4, 4, 3, 3)),
+                         ("wf", (4, 5)), ("bf", (5,))]]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("MaxPool", ["b"], ["c"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["c", "w2"], ["d"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["d", "c"], ["e"]),
+             helper.make_node("Relu", ["e"], ["f"]),
+             helper.make_node("GlobalAveragePool", ["f"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["h"]),
+             helper.make_node("Gemm", ["h", "wf", "bf"], ["y"])]
+    g = helper.make_graph(nodes, "tiny",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], init)
+    save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return str(path)
+
+
+def test_bench_on_the_gpu_backend_with_the_simulator(tmp_path):
+    """--backend cuda end to end on the CUDA simulator: per-node table timed device-resident,
+    the check against the CPU backend, the isolated fastconv child on the device, and a peer
+    that cannot run (onnxruntime without its CUDA provider) reported, not fatal."""
+    import os
+    import pytest
+    pytest.importorskip("numba.cuda")
+    pytest.importorskip("onnxruntime")
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    out_json = tmp_path / "gpu.json"
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    res = subprocess.run([sys.executable, "-m", "fastconv.cli", "bench", "--model", model,
+                          "--backend", "cuda", "--repeat", "1", "--quiet", "--compare",
+                          "onnxruntime", "--json", str(out_json)],
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "backend cuda (CUDA simulator)" in res.stdout
+    assert "onnxruntime  failed:" in res.stdout and "CUDAExecutionProvider" in res.stdout
+    data = json.loads(out_json.read_text())
+    assert data["backend"] == "cuda" and data["host_nodes"] == []
+    assert data["rel_err_vs_cpu"] < 1e-5
+    assert [r["algo"] for r in data["layers"] if r["fused"] == "conv"] == ["implicit_gemm"] * 2
+    assert all(r["median_ms"] > 0 for r in data["layers"])
+    assert "median_s" in data["isolated"]["fastconv"], data["isolated"]
+
+
 def test_bench_rejects_unknown_models_backends_and_peers(capsys):
     assert cli.main(["bench", "--model", "alexnet", "--quiet"]) == 2
     assert cli.main(["bench", "--backend", "cuda", "--quiet"]) == 2

@@ -47,6 +47,7 @@ def test_int8_on_the_simulator_is_exact(simulated, case):
 
 
 def test_device_resident_model_needs_no_host_round_trip(simulated):
+    assert simulated["explain_on_device"] is True
     assert simulated["model_fallbacks"] == 0
     assert simulated["model_buffers_reused"] is True
     assert simulated["broadcast_falls_back"] is True
