@@ -774,15 +774,23 @@ class Im2colPacked(Im2col):
         return call
 
 
-# implicit_packed: the channel-vectorized tile's rate here (per tap and channel
-# chunk the tile is loaded and stored again: IMPLICIT_STORE_STEPS reduction steps'
-# worth), measured 0.74-0.78 of the micro-kernel rate on 3x3 layers into 7x7 and
-# 14x14 maps (512@7 1.13 ms, 512@14/2 1.07, 256@28/2 1.12); every 7-pixel group
-# sweeps a chunk of input channels, so beyond an L2 of it (IMPLICIT_L2_BYTES) the
-# rate falls with its size (measured 0.34-0.41 at 3.3 MB: 64@112/2, 256@56/2)
-IMPLICIT_RATE = 0.78
+# implicit_packed: the channel-vectorized tile's rate here, with every tap inside its
+# reduction (the tile is loaded and stored once per channel chunk: IMPLICIT_STORE_STEPS
+# reduction steps' worth); measured 0.85-0.95 of the micro-kernel rate on 3x3 layers
+# from 7x7 to 112x112 maps (512@7 1.15 ms, 256@14 1.16, 128@28 1.19, 64@56 1.27,
+# 512@14/2 1.27, 256@28/2 1.22, 128@56/2 1.28, 64@112/2 1.48, 256@56/2 5.1).  A
+# chunk's weights per 32-channel panel stay within IMPLICIT_PANEL_BYTES (L2).
+IMPLICIT_RATE = 0.88
 IMPLICIT_STORE_STEPS = 8.0
-IMPLICIT_L2_BYTES = 2 * 1024 * 1024
+IMPLICIT_PANEL_BYTES = 320 * 1024
+
+
+def _implicit_chunk(prob):
+    """Input channels per implicit_packed pass: balanced chunks whose R*S taps of weights
+    for one NR-channel panel fit IMPLICIT_PANEL_BYTES."""
+    per_channel = prob.r * prob.s * _zmm.NR * 4
+    chunks = max(1, -(-prob.c * per_channel // IMPLICIT_PANEL_BYTES))
+    return -(-prob.c // chunks)
 
 
 def _implicit_kblock(prob, threads):
@@ -806,13 +814,9 @@ class ImplicitPacked(planner.Algorithm):
         return None
 
     def cost(self, prob, threads, prepacked=False):
-        (sh, sw), (dh, dw) = prob.stride, prob.dilation
-        hp = (prob.oh - 1) * sh + (prob.r - 1) * dh + 1
-        wpad = (prob.ow - 1) * sw + (prob.s - 1) * dw + 1
-        chunk_bytes = min(prob.c, _zmm.KC_T) * hp * wpad * 4
-        eff = (_lanes_used(prob.ow, _zmm.MP) * prob.c / (prob.c + IMPLICIT_STORE_STEPS)
-               * PACKED_TRANSPOSED_RATE * IMPLICIT_RATE
-               * min(1.0, IMPLICIT_L2_BYTES / max(1, chunk_bytes)))
+        steps = prob.r * prob.s * _implicit_chunk(prob)
+        eff = (_lanes_used(prob.ow, _zmm.MP) * steps / (steps + IMPLICIT_STORE_STEPS)
+               * PACKED_TRANSPOSED_RATE * IMPLICIT_RATE)
         # per image and 32-channel panel (a ragged last panel does full-panel work),
         # and the busiest thread's share of the (image, channel block) tasks
         npg = -(-prob.k // _zmm.NR)
@@ -827,33 +831,39 @@ class ImplicitPacked(planner.Algorithm):
         return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S + pad_call_s(prob, True)
                 + seconds)
 
-    def pack(self, w, packed=None):
-        """Tap t = (r, s): W[:, :, r, s] (K, C) packed by zmm.pack_panels, width NR."""
+    def pack(self, w, packed=None, kch=None):
+        """W arranged as (K, R*S*C) with columns in (channel chunk, tap, channel) order,
+        packed by zmm.pack_panels (width NR, chunk R*S*kch): per panel and chunk, tap t's
+        kc x NR weights at t*kc*NR (kernels/cpu/im2col.conv2d_implicit_packed)."""
         wp = None if packed is None else packed.get(self.name)
         if wp is None:
             K, C, R, S = w.shape
-            wp = np.empty((R * S, -(-K // _zmm.NR) * C * _zmm.NR), np.float32)
-            for t in range(R * S):
-                _zmm.pack_panels(np.ascontiguousarray(w[:, :, t // S, t % S]), 1, _zmm.NR,
-                                 _zmm.KC_T, wp[t:t + 1])
+            kch = kch or C
+            w3 = np.asarray(w, np.float32).reshape(K, C, R * S)
+            wm = np.concatenate([w3[:, c0:c0 + kch].transpose(0, 2, 1).reshape(K, -1)
+                                 for c0 in range(0, C, kch)], axis=1)
+            wp = np.empty((1, -(-K // _zmm.NR) * R * S * C * _zmm.NR), np.float32)
+            _zmm.pack_panels(np.ascontiguousarray(wm), 1, _zmm.NR, R * S * kch, wp)
             if packed is not None:
                 packed[self.name] = wp
         return wp
 
     def bind(self, prob, w, b, act, packed=None):
-        wp = self.pack(w, packed)
+        kch = _implicit_chunk(prob)
+        wp = self.pack(w, packed, kch)
         kblock = _implicit_kblock(prob, _runtime.get_num_threads())
         y3_shape = (prob.n, prob.k, prob.oh * prob.ow)
         threads = _runtime.max_threads()
         (sh, sw), (dh, dw) = prob.stride, prob.dilation
         kernel = _im2col.conv2d_implicit_packed
+        edge = (prob.r * prob.s * kch * _zmm.MP,)
 
         def call(x, y, res):
             y3 = y.reshape(y3_shape)
             r3, has_res = _res(None if res is None else res.reshape(y3_shape), 3)
             kernel(phased_input(prob, x), wp, b, y3, prob.ow, sh, sw, dh, dw, prob.r, prob.s,
-                   act, r3, has_res, kblock,
-                   _workspace.per_thread("implicit_edge", threads, (_zmm.KC_T * _zmm.MP,)))
+                   act, r3, has_res, kblock, kch,
+                   _workspace.per_thread("implicit_edge", threads, edge))
         return call
 
 

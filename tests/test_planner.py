@@ -17,11 +17,11 @@ def choose(x_shape, w_shape, prepacked=True, **kw):
     ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1), "winograd_f2x2_3x3"),
     ((8, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), "winograd_f4x4_3x3"),
     ((1, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "implicit_packed"),  # 7x7: no columns
-    ((1, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), "im2col_packed"),  # stem
+    ((1, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), "implicit_packed"),  # 7x7 stem
     ((1, 64, 28, 28), (128, 64, 3, 3), dict(stride=2, padding=1), "implicit_packed"),  # to 14x14
     ((1, 256, 56, 56), (512, 256, 1, 1), dict(stride=2), "pointwise_packed"),  # strided 1x1
     ((1, 256, 14, 14), (512, 256, 3, 3), dict(stride=2, padding=1), "implicit_packed"),  # to 7x7
-    ((1, 64, 112, 112), (64, 64, 3, 3), dict(stride=2, padding=1), "im2col_packed"),  # 3.3 MB input
+    ((1, 64, 112, 112), (64, 64, 3, 3), dict(stride=2, padding=1), "implicit_packed"),  # 3.3 MB input
     ((1, 160, 7, 7), (320, 160, 3, 3), dict(padding=1), "implicit_packed"),
     ((1, 256, 56, 56), (64, 256, 1, 1), {}, "pointwise_packed"),        # 1x1, large map
     ((8, 256, 56, 56), (64, 256, 1, 1), {}, "pointwise_packed"),

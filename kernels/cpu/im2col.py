@@ -16,16 +16,18 @@ exactly one thread pool runs.  (1x1 convolutions have their own copy-free family
 pointwise.py.)  The residual and the activation are fused into the epilogue.
 
 conv2d_implicit_packed computes the same product with no column matrix: the
-channel-vectorized micro-kernel reads xp in place, tap by tap (an implicit GEMM).
+channel-vectorized micro-kernel reads xp in place, all taps of a channel chunk in
+one reduction (an implicit GEMM).
 """
 import numba
+import numpy as np
 from numba import njit, prange
 
 from . import FASTMATH
 from .blas import sgemm_rm
 from .epilogue import epilogue_tile
 from .tiles import gather_pixels, gemm_task, register_gemm_tile
-from .zmm import KC_T, MP, NR, gemm_block, gemm_block_t, tile_t_group
+from .zmm import MP, NR, _copy_padded, gemm_block, gemm_block_t, gemm_tile_t_taps
 
 
 @njit(inline="always")
@@ -145,25 +147,24 @@ def conv2d_im2col_packed(xp, wp, width, b, y3, OW, sh, sw, dh, dw, groups, R, S,
 
 
 @njit(parallel=True, cache=True)
-def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, has_res,
-                           kblock, xp_ws):
-    """The convolution as im2col_packed's channel-vectorized product, with no column
-    matrix (an implicit GEMM), groups == 1:
+def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, has_res, kblock,
+                         kch, xp_ws):
+    """The convolution as im2col_packed's channel-vectorized product with no column matrix
+    (an implicit GEMM), groups == 1, every tap inside the micro-kernel's reduction: one
+    zmm.gemm_tile_t_taps per 7-pixel group and channel chunk sums all R*S taps of
+    kch channels in registers, so the tile is stored once per chunk (not once per
+    tap and chunk) and the input is swept once per output-channel panel (the taps
+    of an output row read R input rows, which stay in cache for the next groups):
 
         y3[n, k, p*OW + q] = act(b[k] + sum_(r, s) sum_c W[k, c, r, s] *
                                  xpad[n, c, p*sh + r*dh, q*sw + s*dw]  (+ res3[n, k, p*OW + q]))
 
-    For a tap (r, s) and an output row p, the MP output pixels q0 .. q0+MP-1 read
-    MP consecutive values of one row of xp (the phase-split padded input, as for
-    im2col_tile), and the next reduction step (channel c+1) is one plane further:
-    so each (tap, channel chunk) is one zmm.gemm_tile_t_store per 7-pixel group,
-    reading xp in place with the plane as its row stride, accumulating into y
-    and applying the epilogue after the last tap's last chunk.  A row's last
-    group short of MP pixels is copied, zero-padded, into xp_ws first.
-
-    wp: (R*S, npg*C*NR), tap t's (K, C) matrix W[:, :, r, s] packed by
-    zmm.pack_panels (width NR, chunk KC_T); tasks are (image, block of kblock
-    output channels), kblock a multiple of NR; xp_ws (threads, >= KC_T*MP).
+    wp: zmm.pack_panels (width NR, chunk R*S*kch) of W arranged as (K, R*S*C) with
+    columns in (channel chunk, tap, channel) order, so a panel's weights for one chunk
+    are R*S*kc*NR consecutive floats (tap t's kc x NR block at t*kc*NR).  xp: the
+    phase-split padded input; tasks (image, block of kblock output channels);
+    xp_ws (threads, >= R*S*kch*MP): a row's last group short of MP pixels, copied
+    zero-padded tap by tap.
     """
     N, C, HP, WPF = xp.shape
     K = y3.shape[1]
@@ -174,6 +175,11 @@ def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
     npg = (K + NR - 1) // NR
     nkb = (K + kblock - 1) // kblock
     RS = R * S
+    toff = np.empty(RS, np.int64)
+    for tap in range(RS):
+        r = tap // S
+        s = tap % S
+        toff[tap] = r * dh * WPF + ((s * dw) % sw) * ws + (s * dw) // sw
     xf = xp.reshape(-1)
     wf = wp.reshape(-1)
     yf = y3.reshape(-1)
@@ -183,22 +189,29 @@ def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
         k0 = (t % nkb) * kblock
         k1 = min(K, k0 + kblock)
         scratch = xp_ws[numba.get_thread_id()]
+        soff = np.empty(RS, np.int64)
         for r0 in range(k0, k1, NR):
             nr = min(NR, k1 - r0)
-            for tap in range(RS):
-                r = tap // S
-                s = tap % S
-                coff = ((s * dw) % sw) * ws + (s * dw) // sw
-                for c0 in range(0, C, KC_T):
-                    kc = min(KC_T, C - c0)
-                    wo = tap * npg * C * NR + c0 * npg * NR + (r0 // NR) * kc * NR
-                    acc = 0 if tap == 0 and c0 == 0 else 1
-                    fin = 1 if tap == RS - 1 and c0 + kc >= C else 0
-                    xbase = (n * C + c0) * plane + coff
-                    for p in range(OH):
-                        xo = xbase + (p * sh + r * dh) * WPF
-                        yo = (n * K + r0) * P + p * OW
-                        for q0 in range(0, OW, MP):
-                            tile_t_group(xf, xo + q0, plane, wf, wo, kc, yf, yo + q0, P, nr,
-                                         min(MP, OW - q0), scratch, b, r0, act, rf, has_res,
-                                         acc, fin)
+            for c0 in range(0, C, kch):
+                kc = min(kch, C - c0)
+                for tap in range(RS):
+                    soff[tap] = tap * kc * MP
+                wo = RS * c0 * npg * NR + (r0 // NR) * RS * kc * NR
+                acc = 0 if c0 == 0 else 1
+                fin = 1 if c0 + kc >= C else 0
+                xbase = (n * C + c0) * plane
+                for p in range(OH):
+                    xo = xbase + p * sh * WPF
+                    yo = (n * K + r0) * P + p * OW
+                    for q0 in range(0, OW, MP):
+                        npx = min(MP, OW - q0)
+                        if npx == MP:
+                            gemm_tile_t_taps(xf, xo + q0, plane, toff, RS, wf, wo, kc, yf,
+                                             yo + q0, P, nr, MP, b, r0, act, rf, has_res, acc,
+                                             fin)
+                        else:
+                            for tap in range(RS):
+                                _copy_padded(xf, xo + q0 + toff[tap], plane, kc, npx,
+                                             scratch[tap * kc * MP:(tap + 1) * kc * MP], MP)
+                            gemm_tile_t_taps(scratch, 0, MP, soff, RS, wf, wo, kc, yf, yo + q0,
+                                             P, nr, npx, b, r0, act, rf, has_res, acc, fin)

@@ -220,6 +220,87 @@ _ZIP_LO = [i // 2 + (i % 2) * 16 for i in range(16)]       # a0 b0 a1 b1 ... a7 
 _ZIP_HI = [8 + i // 2 + (i % 2) * 16 for i in range(16)]   # a8 b8 ... a15 b15
 
 
+def _store_t(context, builder, signature, args, accs, first):
+    """The transposed tile's store (gemm_tile_t_store's docstring), its arguments from
+    index ``first`` on: y, y_off, ldy, nr, npx, bias, b_off, act, res, has_res,
+    accumulate, final."""
+    f32 = ir.FloatType()
+    v16 = ir.VectorType(f32, 16)
+    v8 = ir.VectorType(f32, 8)
+    i1, i32 = ir.IntType(1), ir.IntType(32)
+    m8 = ir.VectorType(i1, 8)
+    fp = f32.as_pointer()
+
+    def ptr(i):
+        arr = context.make_array(signature.args[i])(context, builder, args[i])
+        return builder.bitcast(arr.data, fp)
+
+    y_ptr, b_ptr, r_ptr = ptr(first), ptr(first + 5), ptr(first + 8)
+    (y_off, ldy, nr, npx, b_off, act, has_res, accumulate, final) = (
+        args[first + 1], args[first + 2], args[first + 3], args[first + 4], args[first + 6],
+        args[first + 7], args[first + 9], args[first + 10], args[first + 11])
+    intp = y_off.type
+    const = lambda v: ir.Constant(intp, v)  # noqa: E731
+    vconst = lambda v: ir.Constant(v8, [v] * 8)  # noqa: E731
+    zero16 = ir.Constant(v16, None)
+
+    vp8 = v8.as_pointer()
+    mstore = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [v8, vp8, i32, m8]),
+        "llvm.masked.store.v8f32.p0")
+    mload = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(v8, [vp8, i32, m8, v8]), "llvm.masked.load.v8f32.p0")
+    align = ir.Constant(i32, 4)
+    lanes = ir.Constant(ir.VectorType(intp, 8), list(range(8)))
+    px_mask = builder.icmp_signed("<", lanes, _splat(builder, npx, 8))
+    no_lanes = ir.Constant(m8, [0] * 8)
+    is_final = builder.icmp_signed("!=", final, const(0))
+    acc_on = builder.icmp_signed("!=", accumulate, const(0))
+
+    # channel r's MP pixels as an 8-vector (lane 7 is the zero row), its mask and
+    # its bias: 16 channels at a time, through three rounds of zips
+    zip_lo = ir.Constant(ir.VectorType(i32, 16), _ZIP_LO)
+    zip_hi = ir.Constant(ir.VectorType(i32, 16), _ZIP_HI)
+    halves = [ir.Constant(ir.VectorType(i32, 8), list(range(h * 8, h * 8 + 8)))
+              for h in range(2)]
+    chans = []
+    for v in range(NV):
+        rows = [accs[p * NV + v] for p in range(MP)] + [zero16] * (8 - MP)
+        for _ in range(3):
+            rows = [builder.shuffle_vector(rows[i // 2], rows[i // 2 + 4],
+                                           zip_lo if i % 2 == 0 else zip_hi)
+                    for i in range(8)]
+        for ch in range(16):
+            r = 16 * v + ch
+            val = builder.shuffle_vector(rows[ch // 2], ir.Constant(v16, ir.Undefined),
+                                         halves[ch % 2])
+            inside = builder.icmp_signed("<", const(r), nr)
+            mask = builder.select(inside, px_mask, no_lanes)
+            o = builder.add(y_off, builder.mul(const(r), ldy))
+            yp = builder.bitcast(builder.gep(y_ptr, [o]), vp8)
+            prev = builder.call(mload, [yp, align, builder.select(acc_on, mask, no_lanes),
+                                        vconst(0.0)])
+            val = builder.fadd(val, prev)
+            bidx = builder.select(inside, builder.add(b_off, const(r)), b_off)
+            bk = builder.select(is_final, builder.load(builder.gep(b_ptr, [bidx])),
+                                ir.Constant(f32, 0.0))
+            chans.append((builder.fadd(val, _splat(builder, bk, 8)), mask, o, yp))
+
+    def stores(activate, with_res):
+        for val, mask, o, yp in chans:
+            if with_res:
+                rp = builder.bitcast(builder.gep(r_ptr, [o]), vp8)
+                val = builder.fadd(val, builder.call(mload, [rp, align, mask, vconst(0.0)]))
+            builder.call(mstore, [activate(val), yp, align, mask])
+
+    _emit_epilogue(builder, act, final, has_res, 8, stores)
+
+
+def _data_ptr(context, builder, signature, args, i, ty=None):
+    arr = context.make_array(signature.args[i])(context, builder, args[i])
+    return builder.bitcast(arr.data, (ty or ir.FloatType()).as_pointer())
+
+
 @intrinsic
 def gemm_tile_t_store(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr, npx, bias,
                       b_off, act, res, has_res, accumulate, final):
@@ -244,78 +325,63 @@ def gemm_tile_t_store(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr
                      types.intp, types.intp, types.intp)
 
     def codegen(context, builder, signature, args):
-        f32 = ir.FloatType()
-        v16 = ir.VectorType(f32, 16)
-        v8 = ir.VectorType(f32, 8)
-        i1, i32 = ir.IntType(1), ir.IntType(32)
-        m8 = ir.VectorType(i1, 8)
-        fp = f32.as_pointer()
+        x_ptr = _data_ptr(context, builder, signature, args, 0)
+        w_ptr = _data_ptr(context, builder, signature, args, 3)
+        x_off, ldx, w_off, nc = args[1], args[2], args[4], args[5]
+        zero16 = ir.Constant(ir.VectorType(ir.FloatType(), 16), None)
+        accs = _reduction(builder, x_ptr, x_off, ldx, w_ptr, w_off, ir.Constant(x_off.type, NR),
+                          nc, [zero16] * (MP * NV), MP, NV)
+        _store_t(context, builder, signature, args, accs, 6)
+        return context.get_dummy_value()
 
-        def ptr(i):
-            arr = context.make_array(signature.args[i])(context, builder, args[i])
-            return builder.bitcast(arr.data, fp)
+    return sig, codegen
 
-        x_ptr, w_ptr, y_ptr, b_ptr, r_ptr = ptr(0), ptr(3), ptr(6), ptr(11), ptr(14)
-        (x_off, ldx, w_off, nc, y_off, ldy, nr, npx, b_off, act, has_res, accumulate,
-         final) = (args[1], args[2], args[4], args[5], args[7], args[8], args[9], args[10],
-                   args[12], args[13], args[15], args[16], args[17])
+
+@intrinsic
+def gemm_tile_t_taps(typingctx, x, x_off, ldx, toff, ntaps, wp, w_off, nc, y, y_off, ldy, nr,
+                     npx, bias, b_off, act, res, has_res, accumulate, final):
+    """gemm_tile_t_store with the reduction running over ntaps taps of nc steps each, the
+    accumulators kept in registers throughout (an implicit GEMM's whole (tap, channel)
+    reduction in one tile, one store):
+
+        v = sum_(t < ntaps) sum_(c < nc) x[x_off + toff[t] + c*ldx + j] * wp[w_off + (t*nc + c)*NR + r]
+
+    then the store and epilogue as gemm_tile_t_store (ntaps >= 1; toff int64)."""
+    sig = types.void(x, types.intp, types.intp, toff, types.intp, wp, types.intp, types.intp, y,
+                     types.intp, types.intp, types.intp, types.intp, bias, types.intp,
+                     types.intp, res, types.intp, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        x_ptr = _data_ptr(context, builder, signature, args, 0)
+        t_ptr = _data_ptr(context, builder, signature, args, 3, ir.IntType(64))
+        w_ptr = _data_ptr(context, builder, signature, args, 5)
+        x_off, ldx, ntaps, w_off, nc = args[1], args[2], args[4], args[6], args[7]
         intp = x_off.type
-        const = lambda v: ir.Constant(intp, v)  # noqa: E731
-        vconst = lambda v: ir.Constant(v8, [v] * 8)  # noqa: E731
-        zero16 = ir.Constant(v16, None)
-        accs = _reduction(builder, x_ptr, x_off, ldx, w_ptr, w_off, const(NR), nc,
-                          [zero16] * (MP * NV), MP, NV)
-
-        vp8 = v8.as_pointer()
-        mstore = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [v8, vp8, i32, m8]),
-            "llvm.masked.store.v8f32.p0")
-        mload = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(v8, [vp8, i32, m8, v8]), "llvm.masked.load.v8f32.p0")
-        align = ir.Constant(i32, 4)
-        lanes = ir.Constant(ir.VectorType(intp, 8), list(range(8)))
-        px_mask = builder.icmp_signed("<", lanes, _splat(builder, npx, 8))
-        no_lanes = ir.Constant(m8, [0] * 8)
-        is_final = builder.icmp_signed("!=", final, const(0))
-        acc_on = builder.icmp_signed("!=", accumulate, const(0))
-
-        # channel r's MP pixels as an 8-vector (lane 7 is the zero row), its mask and
-        # its bias: 16 channels at a time, through three rounds of zips
-        zip_lo = ir.Constant(ir.VectorType(i32, 16), _ZIP_LO)
-        zip_hi = ir.Constant(ir.VectorType(i32, 16), _ZIP_HI)
-        halves = [ir.Constant(ir.VectorType(i32, 8), list(range(h * 8, h * 8 + 8)))
-                  for h in range(2)]
-        chans = []
-        for v in range(NV):
-            rows = [accs[p * NV + v] for p in range(MP)] + [zero16] * (8 - MP)
-            for _ in range(3):
-                rows = [builder.shuffle_vector(rows[i // 2], rows[i // 2 + 4],
-                                               zip_lo if i % 2 == 0 else zip_hi)
-                        for i in range(8)]
-            for ch in range(16):
-                r = 16 * v + ch
-                val = builder.shuffle_vector(rows[ch // 2], ir.Constant(v16, ir.Undefined),
-                                             halves[ch % 2])
-                inside = builder.icmp_signed("<", const(r), nr)
-                mask = builder.select(inside, px_mask, no_lanes)
-                o = builder.add(y_off, builder.mul(const(r), ldy))
-                yp = builder.bitcast(builder.gep(y_ptr, [o]), vp8)
-                prev = builder.call(mload, [yp, align, builder.select(acc_on, mask, no_lanes),
-                                            vconst(0.0)])
-                val = builder.fadd(val, prev)
-                bidx = builder.select(inside, builder.add(b_off, const(r)), b_off)
-                bk = builder.select(is_final, builder.load(builder.gep(b_ptr, [bidx])),
-                                    ir.Constant(f32, 0.0))
-                chans.append((builder.fadd(val, _splat(builder, bk, 8)), mask, o, yp))
-
-        def stores(activate, with_res):
-            for val, mask, o, yp in chans:
-                if with_res:
-                    rp = builder.bitcast(builder.gep(r_ptr, [o]), vp8)
-                    val = builder.fadd(val, builder.call(mload, [rp, align, mask, vconst(0.0)]))
-                builder.call(mstore, [activate(val), yp, align, mask])
-
-        _emit_epilogue(builder, act, final, has_res, 8, stores)
+        v16 = ir.VectorType(ir.FloatType(), 16)
+        entry = builder.block
+        loop = builder.append_basic_block("taps.loop")
+        done = builder.append_basic_block("taps.done")
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        t = builder.phi(intp)
+        t.add_incoming(ir.Constant(intp, 0), entry)
+        acc = []
+        for _ in range(MP * NV):
+            p = builder.phi(v16)
+            p.add_incoming(ir.Constant(v16, None), entry)
+            acc.append(p)
+        xo = builder.add(x_off, builder.load(builder.gep(t_ptr, [t])))
+        wo = builder.add(w_off, builder.mul(builder.mul(t, nc), ir.Constant(intp, NR)))
+        new = _reduction(builder, x_ptr, xo, ldx, w_ptr, wo, ir.Constant(intp, NR), nc, acc,
+                         MP, NV)
+        t1 = builder.add(t, ir.Constant(intp, 1))
+        end = builder.block
+        t.add_incoming(t1, end)
+        for p, n in zip(acc, new):
+            p.add_incoming(n, end)
+        builder.cbranch(builder.icmp_signed("<", t1, ntaps), loop, done)
+        builder.position_at_end(done)
+        _store_t(context, builder, signature, args, new, 8)
         return context.get_dummy_value()
 
     return sig, codegen
