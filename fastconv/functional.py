@@ -219,6 +219,40 @@ class _BoundConv:
         return y
 
 
+def planned_conv(packed, params, x_shape, out_shape):
+    """For a caller that fixes the shapes and owns the output buffer (a Model's plan): the
+    layer's bound conv2d as ``step(x, y, residual) -> bool``, or None when the layer has
+    no bound call for these shapes and ``params["weight"]`` / ``params.get("bias")``.
+    The step runs the kernel into y and returns True, or returns False, doing nothing,
+    when anything differs from what was bound (input or residual type, dtype, shape,
+    layout; the objects in params["weight"] and params["bias"]; the thread count):
+    the caller then takes the full conv2d path.  y must be a C-contiguous float32 array
+    of out_shape that overlaps neither input (the plan's buffers never do)."""
+    bound = packed.get(_BOUND) if packed else None
+    weight, bias = params.get("weight"), params.get("bias")
+    if (bound is None or bound.x_shape != tuple(x_shape) or bound.out_shape != tuple(out_shape)
+            or bound.weight is not weight or bound.bias is not bias):
+        return None
+    run, blas, threads = bound.run, bound.blas, bound.key[-1]
+    x_shape, out_shape = bound.x_shape, bound.out_shape
+
+    def step(x, y, residual):
+        if (type(x) is not np.ndarray or x.shape != x_shape or x.dtype != _F32
+                or not x.flags.c_contiguous or not x.flags.aligned
+                or _runtime.get_num_threads() != threads or params.get("weight") is not weight
+                or params.get("bias") is not bias):
+            return False
+        if residual is not None and (
+                type(residual) is not np.ndarray or residual.shape != out_shape
+                or residual.dtype != _F32 or not residual.flags.c_contiguous
+                or not residual.flags.aligned):
+            return False
+        with _runtime.kernel_scope(blas=blas):
+            run(x, y, residual)
+        return True
+    return step
+
+
 def _conv2d_gpu(x, weight, bias, stride, padding, dilation, groups, activation, residual, packed,
                 layer, only_if_faster, algo="auto"):
     """conv2d on the CUDA backend; None when ``only_if_faster`` and the CPU is modelled faster."""

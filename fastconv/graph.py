@@ -74,7 +74,7 @@ class _Plan:
     """Execution plan for one set of input shapes: value slots, buffers, output shapes."""
 
     __slots__ = ("steps", "nvalues", "inputs", "outputs", "consts", "slot_bytes", "naive_bytes",
-                 "shapes")
+                 "shapes", "direct")
 
 
 class Model:
@@ -193,10 +193,13 @@ class Model:
         for i, a in zip(plan.inputs, arrays):
             values[i] = a
         if timings is None:
+            steps = plan.direct
+            if steps is None:
+                steps = plan.direct = _direct_steps(plan)
             # one BLAS pin for the whole run: per layer, pinning and restoring the
             # library's thread count costs ~2 us
             with _runtime.blas_pin:
-                for fn, node, ins, o, buf in plan.steps:
+                for fn, node, ins, o, buf in steps:
                     values[o] = fn(node, [values[i] if i >= 0 else None for i in ins], buf)
         else:
             for fn, node, ins, o, buf in plan.steps:
@@ -288,6 +291,7 @@ class Model:
             steps.append((OPS[node.op].fn, node, [index[v] if v else -1 for v in node.inputs],
                           index[out], buf))
         plan = _Plan()
+        plan.direct = None
         plan.steps = steps
         plan.nvalues = len(index)
         plan.inputs = [index[v] for v in self.inputs]
@@ -491,6 +495,30 @@ def _describe(node):
     if node.attrs.get("sparsity"):
         parts.append(f"{100 * node.attrs['sparsity']:.0f}%0")
     return "+".join(parts)
+
+
+def _direct_steps(plan):
+    """The plan's steps with each convolution that has a bound call for its shapes (made
+    by the run that planned it) calling that directly (functional.planned_conv): no
+    argument handling, planning or key checks per run, which in a model cost far more
+    than their warm few microseconds once the kernels have evicted the interpreter's
+    data from the caches.  Anything unexpected falls back to the op itself, and the
+    next run rebuilds these steps from the layers' new bound calls."""
+    from . import functional as F
+    steps = []
+    for fn, node, ins, o, buf in plan.steps:
+        direct = None
+        if node.op == "conv" and buf is not None and ins and ins[0] >= 0:
+            x_shape = plan.shapes[node.inputs[0]][0]
+            direct = F.planned_conv(node.cache, node.params, x_shape, buf.shape)
+        if direct is not None:
+            def fn(node, args, buf, _direct=direct, _op=fn):
+                if _direct(args[0], buf, args[1] if len(args) > 1 else None):
+                    return buf
+                plan.direct = None  # the op rebinds the layer: take its new call next run
+                return _op(node, args, buf)
+        steps.append((fn, node, ins, o, buf))
+    return steps
 
 
 def kernel_of(node, in_shapes, backend="cpu"):

@@ -85,6 +85,41 @@ def test_buffers_are_reused_and_outputs_are_fresh(rng):
     assert peak < 0.1 * mem["unplanned_bytes"], (peak, mem)
 
 
+def test_planned_runs_call_bound_convolutions_directly(rng, monkeypatch):
+    """From the second run on, each conv step calls its bound kernel directly; whatever
+    differs from what was bound (thread count, weight object) falls back to the full
+    conv path, and every run equals the first."""
+    from fastconv import functional as F
+    x = rng.standard_normal((2, 4, 9, 7)).astype(np.float32)
+    model = fc.optimize(_tiny_graph(rng), x)
+    y0 = model(x)
+    np.testing.assert_array_equal(model(x), y0)
+    plan = model._plans()[(x.shape,)]
+    convs = [i for i, st in enumerate(plan.steps) if st[1].op == "conv"]
+    assert len(convs) == 2 and all(plan.direct[i][0] is not plan.steps[i][0] for i in convs)
+    fallbacks = []
+    real = F.conv2d
+    monkeypatch.setattr(F, "conv2d", lambda *a, **k: fallbacks.append(1) or real(*a, **k))
+    np.testing.assert_array_equal(model(x), y0)
+    assert fallbacks == []
+    threads = fc.get_num_threads()
+    try:
+        fc.set_num_threads(1)
+        np.testing.assert_allclose(model(x), y0, rtol=1e-5, atol=1e-6)
+    finally:
+        fc.set_num_threads(threads)
+    assert len(fallbacks) == 2
+    np.testing.assert_array_equal(model(x), y0)  # rebound at 2 threads: one more fallback each
+    assert len(fallbacks) == 4
+    np.testing.assert_array_equal(model(x), y0)
+    assert len(fallbacks) == 4  # direct again
+    node = plan.steps[convs[0]][1]
+    node.params["weight"] = node.params["weight"].copy()  # a new object: the step steps aside
+    np.testing.assert_array_equal(model(x), y0)
+    np.testing.assert_array_equal(model(x), y0)
+    assert len(fallbacks) == 5  # once: the rebound layer goes direct again
+
+
 def _has_torch():
     try:
         import torch  # noqa: F401
