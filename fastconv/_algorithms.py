@@ -303,7 +303,9 @@ class DepthwiseBlocked(planner.Algorithm):
                                planner.DEPTHWISE_BLOCKED_GFLOPS, planner.BLOCKED_GBS,
                                planner.DEPTHWISE_BLOCKED_TASK_S)
 
-    def bind(self, prob, w, b, act, packed=None):
+    def bind(self, prob, w, b, act, packed=None, blocked_in=False):
+        """blocked_in: the call's x is channel-blocked (N, C/16, H*W, 16), viewed as
+        (N, C, H, W) (C a multiple of 16)."""
         pt, pb, pl, pr = prob.pads
         hp, wp = prob.h + pt + pb, prob.w + pl + pr
         wt = None if packed is None else packed.get(self.name)
@@ -324,7 +326,7 @@ class DepthwiseBlocked(planner.Algorithm):
             kernel(x, wt, b, y, R, sh, sw, pt, pl, hp, wp, dh, dw, act, r, has_res, offs,
                    per_thread("depthwise_plane", threads, plane_shape),
                    per_thread("depthwise_out", threads, out_shape),
-                   per_thread("depthwise_bias", threads, (16,)), band)
+                   per_thread("depthwise_bias", threads, (16,)), band, blocked_in)
         return call
 
 
@@ -697,6 +699,34 @@ class PointwisePacked(Pointwise):
             kernel(x, wp, width, b, y3, ow, sh, sw, groups, act, r3, has_res, tile, kblock,
                    _workspace.per_thread("gemm_cols", threads, cols_shape), sc, xpk)
         return call
+
+
+def bind_pointwise_depthwise(pw, dw, w1, b1, act1, w2, b2, act2, packed):
+    """An inverted residual block's expansion and depthwise layers as one call(x, y):
+    the stride-1 1x1 conv ``pw`` (groups 1, K a multiple of 16) writes its output
+    channel-blocked (NCHW16c) into a workspace with pointwise.pointwise_conv2d_to_blocked,
+    and depthwise_blocked (``dw``: groups == channels == pw.k, 3x3 or 5x5) reads it
+    there without transposing it in (it still writes y in NCHW).  Weights are packed
+    into ``packed`` once (the 1x1's under pointwise_packed's key: the same panels)."""
+    threads = _runtime.get_num_threads()
+    tile, kblock = packed_blocking(pw, threads, 0, _zmm.NR)
+    tile = max(_zmm.MP, tile // _zmm.MP * _zmm.MP)
+    wp = packed_weights(packed, f"pointwise_packed_{_zmm.NR}", w1.reshape(pw.k, pw.c), 1,
+                        _zmm.NR)
+    dcall = planner.REGISTRY["depthwise_blocked"].bind(dw, w2, b2, act2, packed,
+                                                       blocked_in=True)
+    mid_shape = (pw.n, pw.k // 16, pw.oh * pw.ow * 16)
+    view_shape = (pw.n, pw.k, pw.oh, pw.ow)
+    edge = (_zmm.KC_T * _zmm.MP,)
+    max_threads = _runtime.max_threads()
+    kernel = _pointwise.pointwise_conv2d_to_blocked
+
+    def call(x, y):
+        mid = _workspace.get("pw_dw_mid", mid_shape)
+        kernel(x, wp, b1, mid, act1, tile, kblock,
+               _workspace.per_thread("pw_dw_edge", max_threads, edge))
+        dcall(mid.reshape(view_shape), y, None)
+    return call
 
 
 def _packed_scratch(threads):

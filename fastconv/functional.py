@@ -253,6 +253,69 @@ def planned_conv(packed, params, x_shape, out_shape):
     return step
 
 
+_PW_DW = "pointwise_depthwise:bound"
+
+
+def pointwise_depthwise(x, weight, bias, activation, dw_weight, dw_bias=None, stride=1,
+                        padding=0, dilation=1, dw_activation=None, packed=None,
+                        layer="pointwise_depthwise", out=None):
+    """An inverted residual block's expansion and depthwise layers in one call:
+
+        z = act(conv2d(x, weight, bias))                     (1x1, stride 1, groups 1)
+        y = dw_act(conv2d(z, dw_weight, dw_bias, stride, padding, dilation, groups=K))
+
+    equal to the two conv2d calls (same kernels, same rounding).  When the depthwise
+    layer can run channel-blocked (K a multiple of 16, a 3x3 or 5x5 filter, planes of
+    >= 16 pixels) the 1x1 writes z in that layout and the depthwise reads it without
+    transposing; otherwise the two calls run as they are.  x: (N, C, H, W) float32;
+    weight (K, C, 1, 1); dw_weight (K, 1, R, R).  ``packed``: the pair's cache (packed
+    weights and the planned call), as a layer keeps it.
+    """
+    xa = _checks.as_float32(x, layer, "input")
+    if xa.ndim != 4:
+        raise ValueError(f"{layer}: input must be 4-D (N, C, H, W), got shape {xa.shape}")
+    w1 = _checks.as_float32(weight, layer, "weight")
+    w2 = _checks.as_float32(dw_weight, layer, "dw_weight")
+    if w1.ndim != 4 or w1.shape[2:] != (1, 1):
+        raise ValueError(f"{layer}: weight must be (K, C, 1, 1), got {w1.shape}")
+    k = w1.shape[0]
+    if w2.ndim != 4 or w2.shape[0] != k or w2.shape[1] != 1:
+        raise ValueError(f"{layer}: dw_weight must be ({k}, 1, R, S) (depthwise over the "
+                         f"1x1's {k} outputs), got {w2.shape}")
+    key = (xa.shape, stride, padding, dilation, activation, dw_activation,
+           _runtime.get_num_threads())
+    entry = None if packed is None else packed.get(_PW_DW)
+    if (entry is not None and entry[0] == key and entry[1] is weight and entry[2] is bias
+            and entry[3] is dw_weight and entry[4] is dw_bias):
+        call, out_shape = entry[5], entry[6]
+    else:
+        pw = conv_problem(xa.shape, w1.shape, 1, 0, 1, 1, layer)
+        dw = conv_problem((pw.n, k, pw.oh, pw.ow), w2.shape, stride, padding, dilation, k,
+                          layer)
+        b1, b2 = _bias(bias, k, layer), _bias(dw_bias, k, layer)
+        a1 = _checks.activation_code(activation, layer)
+        a2 = _checks.activation_code(dw_activation, layer)
+        out_shape = (dw.n, dw.k, dw.oh, dw.ow)
+        blocked = planner.REGISTRY["depthwise_blocked"]
+        if k % 16 == 0 and pw.n and blocked.serves(dw) is None:
+            call = _algorithms.bind_pointwise_depthwise(pw, dw, w1, b1, a1, w2, b2, a2,
+                                                        {} if packed is None else packed)
+        else:
+            def call(xv, y, _w1=w1, _b1=b1, _w2=w2, _b2=b2):
+                z = conv2d(xv, _w1, _b1, activation=activation, layer=layer,
+                           packed=None if packed is None else packed.setdefault("pw", {}))
+                conv2d(z, _w2, _b2, stride, padding, dilation, k, activation=dw_activation,
+                       layer=layer, out=y,
+                       packed=None if packed is None else packed.setdefault("dw", {}))
+        if packed is not None and xa is x:
+            packed[_PW_DW] = (key, weight, bias, dw_weight, dw_bias, call, out_shape)
+    y = _out(out, out_shape, layer, (xa,))
+    if out_shape[0]:
+        with _runtime.kernel_scope(blas=False):
+            call(xa, y)
+    return _checks.wrap_like(y, x)
+
+
 def _conv2d_gpu(x, weight, bias, stride, padding, dilation, groups, activation, residual, packed,
                 layer, only_if_faster, algo="auto"):
     """conv2d on the CUDA backend; None when ``only_if_faster`` and the CPU is modelled faster."""

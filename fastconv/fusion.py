@@ -8,6 +8,11 @@ any parameter or buffer of the model is replaced (attribute assignment or
 ``load_state_dict``); arrays edited in place are not seen -- call ``fuse()``
 again after doing that.  Transformed weights (Winograd's U) are cached beside
 the folded ones and dropped with them.
+
+An inverted residual block's expansion (a fused 1x1 conv, stride 1) followed by its
+depthwise conv (each a fused conv, or a Sequential that fuses into exactly one)
+runs as one ``functional.pointwise_depthwise`` call: the 1x1 writes its output
+channel-blocked and the depthwise reads it so, with no transposition between them.
 """
 from . import functional as F
 from . import nn
@@ -60,6 +65,77 @@ class FusedConv:
         return f"FusedConv({self.conv.layer_name}: {self.describe()})"
 
 
+def _single_fused(step):
+    """The one FusedConv a step runs (itself, or a fused Sequential of one), or None."""
+    if isinstance(step, FusedConv):
+        return step
+    if isinstance(step, nn.Sequential) and step._fuse and not step.training:
+        inner = step.fused_steps()
+        if len(inner) == 1 and isinstance(inner[0], FusedConv):
+            return inner[0]
+    return None
+
+
+def _expansion(f):
+    c = f.conv
+    return (f.bn is not None or c.activation is None) and c.kernel_size == (1, 1) \
+        and c.stride == (1, 1) and c.padding in ((0, 0), "valid") and c.groups == 1 \
+        and c.padding_mode == "zeros" and c.algo == "auto" and c.out_channels % 16 == 0
+
+
+def _depthwise_of(f, k):
+    c = f.conv
+    return c.groups == c.in_channels == c.out_channels == k and c.kernel_size in ((3, 3), (5, 5)) \
+        and c.padding_mode == "zeros" and c.algo == "auto" and not isinstance(c.padding, str)
+
+
+class FusedPointwiseDepthwise:
+    """Two steps, an expansion 1x1 and the depthwise conv after it, as one call."""
+
+    def __init__(self, first, second, pw, dw):
+        self.first, self.second = first, second  # the steps, as fuse_modules found them
+        self.pw, self.dw = pw, dw
+        self._packed = (None, {})
+
+    def __call__(self, x, residual=None):
+        if (residual is not None or getattr(x, "ndim", 0) != 4
+                or _single_fused(self.first) is not self.pw
+                or _single_fused(self.second) is not self.dw):
+            y = self.first(x)  # changed since fusing, unbatched, or a residual: step by step
+            return self.second(y) if residual is None else self.second(y, residual=residual)
+        w1, b1 = self.pw.folded()
+        w2, b2 = self.dw.folded()
+        key = nn._version[0]
+        if self._packed[0] != key:
+            self._packed = (key, {})
+        c = self.dw.conv
+        return F.pointwise_depthwise(x, w1, b1, self.pw.activation, w2, b2, c.stride, c.padding,
+                                     c.dilation, self.dw.activation, packed=self._packed[1],
+                                     layer=f"{self.pw.conv.layer_name}+{c.layer_name}")
+
+    def describe(self):
+        return f"{self.pw.describe()} > {self.dw.describe()}"
+
+    def __repr__(self):
+        return f"FusedPointwiseDepthwise({self.pw!r}, {self.dw!r})"
+
+
+def _pair_pointwise_depthwise(steps):
+    out = []
+    i = 0
+    while i < len(steps):
+        a = _single_fused(steps[i])
+        b = _single_fused(steps[i + 1]) if i + 1 < len(steps) else None
+        if a is not None and b is not None and _expansion(a) \
+                and _depthwise_of(b, a.conv.out_channels):
+            out.append(FusedPointwiseDepthwise(steps[i], steps[i + 1], a, b))
+            i += 2
+            continue
+        out.append(steps[i])
+        i += 1
+    return out
+
+
 def fuse_modules(modules):
     """Steps that compute the same as calling ``modules`` in order, with conv chains fused."""
     steps = []
@@ -83,4 +159,4 @@ def fuse_modules(modules):
                 continue
         steps.append(m)
         i += 1
-    return steps
+    return _pair_pointwise_depthwise(steps)

@@ -488,6 +488,8 @@ def _describe(node):
             and len(node.inputs) > 1 \
             and node.inputs[1]:
         parts.append("add")
+    if node.attrs.get("pw_activation"):
+        parts.append(node.attrs["pw_activation"])
     if node.attrs.get("activation"):
         parts.append(node.attrs["activation"])
     if node.attrs.get("bits"):
@@ -549,6 +551,7 @@ def kernel_of(node, in_shapes, backend="cpu"):
         from .kernels.cpu import vnni
         return "int8-vnni" if vnni.HAS_VNNI else "int8"
     return {"conv_transpose": "gemm+col2im", "linear": "gemm", "matmul": "blas",
+            "pw_dw": "pointwise>blocked_dw",
             "sparse_conv": "csr", "sparse_linear": "csr",
             "max_pool": "pooling", "avg_pool": "pooling", "global_avg_pool": "pooling",
             "adaptive_avg_pool": "pooling"}.get(node.op, "numpy")

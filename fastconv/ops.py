@@ -52,6 +52,16 @@ def conv(node, args, out):
                     res, node.cache, layer=node.layer, out=out)
 
 
+@op("pw_dw")
+def pw_dw(node, args, out):
+    """An expansion 1x1 conv and the depthwise conv after it (fc.optimize fuses the pair)."""
+    a, p = node.attrs, node.params
+    return F.pointwise_depthwise(args[0], p["weight"], p.get("bias"), a.get("pw_activation"),
+                                 p["dw_weight"], p.get("dw_bias"), a["stride"], a["pads"],
+                                 a["dilation"], a.get("activation"), node.cache,
+                                 layer=node.layer, out=out)
+
+
 @op("conv_transpose")
 def conv_transpose(node, args, out):
     a = node.attrs
@@ -515,6 +525,11 @@ def flops(node, in_shapes, out_shape):
     if node.op == "conv_transpose":
         w = node.params["weight"].shape
         return 2.0 * np.prod(in_shapes[0], dtype=np.float64) * w[1] * w[2] * w[3]
+    if node.op == "pw_dw":
+        w1, w2 = node.params["weight"].shape, node.params["dw_weight"].shape
+        pixels_in = np.prod(in_shapes[0], dtype=np.float64) / in_shapes[0][1]
+        return 2.0 * (pixels_in * w1[0] * w1[1] + np.prod(out_shape, dtype=np.float64)
+                      * w2[2] * w2[3])
     if node.op in ("linear", "qlinear", "sparse_linear", "cb_linear"):
         return 2.0 * np.prod(out_shape, dtype=np.float64) * _weight_shape(node)[1]
     if node.op == "matmul":

@@ -11,7 +11,11 @@ Passes, in order (each returns a new node list; the input model is not changed):
    computed before the conv becomes the conv's epilogue residual;
 5. activation fusion: ``relu``, ``clip(0, 6)`` (ReLU6) and ``hardswish``
    after a conv, transposed conv or linear layer move into its epilogue;
-6. dead nodes removed.
+6. expansion + depthwise (CPU models): a stride-1 1x1 conv whose only consumer is
+   a depthwise conv over its outputs becomes one ``pw_dw`` node
+   (``functional.pointwise_depthwise``: the 1x1 writes its output channel-blocked
+   and the depthwise reads it so, with no transposition between them);
+7. dead nodes removed.
 
 Kernels: each conv keeps ``algo="auto"`` (the planner's cost model) unless
 ``fc.tune`` measured this layer's shape on this machine before, in which case
@@ -20,7 +24,7 @@ the measured winner is used (see :mod:`fastconv.tuning`).
 import numpy as np
 
 from . import _backend
-from .graph import Model
+from .graph import Model, Node
 from .ops import OPS
 
 _EPILOGUE_OWNERS = ("conv", "conv_transpose", "linear")
@@ -39,6 +43,26 @@ def _epilogue_activation(node):
         if lo == 0 and hi is None:
             return "relu"
     return None
+
+
+def _is_expansion(n):
+    """A stride-1, unpadded 1x1 conv, groups 1, no residual, a multiple of 16 outputs."""
+    if n.op != "conv" or (len(n.inputs) > 1 and n.inputs[1]) or "weight" not in n.params:
+        return False
+    a, w = n.attrs, n.params["weight"]
+    return (w.ndim == 4 and w.shape[2:] == (1, 1) and w.shape[0] % 16 == 0
+            and tuple(a["stride"]) == (1, 1) and not any(a["pads"]) and a["groups"] == 1
+            and a.get("algo", "auto") == "auto")
+
+
+def _is_depthwise_of(n, k):
+    """A depthwise conv (multiplier 1, square 3x3 or 5x5) over k channels, no residual."""
+    if n.op != "conv" or (len(n.inputs) > 1 and n.inputs[1]) or "weight" not in n.params:
+        return False
+    w = n.params["weight"]
+    return (w.ndim == 4 and w.shape[0] == k and w.shape[1] == 1 and n.attrs["groups"] == k
+            and w.shape[2] == w.shape[3] and w.shape[2] in (3, 5)
+            and n.attrs.get("algo", "auto") == "auto")
 
 
 class _Rewriter:
@@ -163,6 +187,31 @@ class _Rewriter:
             drop.add(j)
         self.nodes = [n for k, n in enumerate(self.nodes) if k not in drop]
 
+    def fuse_pointwise_depthwise(self):
+        uses = self.uses()
+        drop = set()
+        for i, a in enumerate(self.nodes):
+            if i in drop or not _is_expansion(a):
+                continue
+            j = self.sole_consumer(a.outputs[0], uses)
+            if j is None or not _is_depthwise_of(self.nodes[j], a.params["weight"].shape[0]):
+                continue
+            b = self.nodes[j]
+            params = {"weight": a.params["weight"], "dw_weight": b.params["weight"]}
+            if a.params.get("bias") is not None:
+                params["bias"] = a.params["bias"]
+            if b.params.get("bias") is not None:
+                params["dw_bias"] = b.params["bias"]
+            attrs = {"stride": b.attrs["stride"], "pads": b.attrs["pads"],
+                     "dilation": b.attrs["dilation"], "pw_activation": a.attrs.get("activation"),
+                     "activation": b.attrs.get("activation")}
+            if a.attrs.get("folded_bn") or b.attrs.get("folded_bn"):
+                attrs["folded_bn"] = True
+            self.nodes[i] = Node("pw_dw", f"{a.name}+{b.name}", a.inputs[:1], list(b.outputs),
+                                 attrs, params, a.source)
+            drop.add(j)
+        self.nodes = [n for k, n in enumerate(self.nodes) if k not in drop]
+
     def drop_dead(self):
         while True:
             uses = self.uses()
@@ -200,6 +249,10 @@ def optimize(model, example_input=None, backend="auto", fuse=True):
             rw.shapes = tmp.shapes(*examples)
         rw.fuse_residual()
         rw.fuse_activations()
+        on_gpu = be == "cuda" or (be == "auto" and examples is not None
+                                  and any(_is_device(e) for e in examples))
+        if not on_gpu and not _backend.may_use_gpu(np.zeros(0, np.float32)):
+            rw.fuse_pointwise_depthwise()
     rw.drop_dead()
     out = Model(rw.nodes, rw.inputs, rw.outputs, rw.constants, model.name, model.input_shapes)
     out.example_shapes = ([tuple(np.shape(e)) for e in examples] if examples is not None

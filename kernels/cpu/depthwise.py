@@ -245,7 +245,7 @@ def _blocked_row(P, p_off, rs, sw, dw, R, OW, wb, bv, act, ob, o_off):
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def depthwise_conv2d_blocked(x, wt, b, y, R, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
-                             res, has_res, offs, plane_ws, out_ws, bias_ws, band):
+                             res, has_res, offs, plane_ws, out_ws, bias_ws, band, blocked_in):
     """Depthwise conv (multiplier 1, R x R filter, R = 3 or 5) of x (N, C, H, W) into
     y (N, C, OH, OW) through 16-channel blocks; wt (ceil(C/16), R*R, 16) from pack_blocked.
 
@@ -264,6 +264,10 @@ def depthwise_conv2d_blocked(x, wt, b, y, R, sh, sw, pad_top, pad_left, HP, WP, 
     residual), so a large plane's rows are reused from L2 instead of memory.  A
     band's last pixel group may reach back into the previous band; those pixels are
     rewritten from out_ws and get their residual again.
+
+    blocked_in: x already holds the input channel-blocked, (N, C/16, H*W, 16) viewed as
+    (N, C, H, W) (C a multiple of 16; as pointwise_conv2d_to_blocked writes it): each
+    pixel's vector is copied into the padded plane, no transpose.
     """
     N, C, H, W = x.shape
     OH, OW = y.shape[2], y.shape[3]
@@ -306,9 +310,13 @@ def depthwise_conv2d_blocked(x, wt, b, y, R, sh, sw, pad_top, pad_left, HP, WP, 
             need = min(H, (p1 - 1) * sh - pad_top + (R - 1) * dh + 1)
             if need > done:
                 hi = need * W
-                for f0 in range(done * W, hi, V):
-                    f = max(0, min(f0, hi - V))
-                    nchwc.to_blocked(xf, base + f, HW, cn, P, offs, f)
+                if blocked_in:  # base = (n*C + c0)*HW: block (n, blk)'s start
+                    for f in range(done * W, hi):
+                        nchwc.copy_vector(xf, base + f * V, P, offs[f])
+                else:
+                    for f0 in range(done * W, hi, V):
+                        f = max(0, min(f0, hi - V))
+                        nchwc.to_blocked(xf, base + f, HW, cn, P, offs, f)
                 done = need
             for p in range(p0, p1):
                 _blocked_row(P, p * sh * WP * V, dh * WP * V, sw, dw, R, OW, wb, bv, inner,

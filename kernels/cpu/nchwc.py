@@ -90,6 +90,20 @@ def to_blocked(typingctx, x, x_off, plane, nch, dst, offs, o_off):
 
 
 @intrinsic
+def copy_vector(typingctx, src, s_off, dst, d_off):
+    """dst[d_off:][:16] = src[s_off:][:16]: one pixel's 16 channels, one vector move."""
+    sig = types.void(src, types.intp, dst, types.intp)
+
+    def codegen(context, builder, signature, args):
+        sp = _ptr(context, builder, signature.args[0], args[0])
+        dp = _ptr(context, builder, signature.args[2], args[2])
+        _vstore(builder, _vload(builder, sp, args[1]), dp, args[3])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
 def from_blocked(typingctx, src, s_off, y, y_off, plane, nch):
     """The 16 pixel vectors at src[s_off:][:256] back to channel rows:
     y[y_off + c*plane:][:16] for c < nch."""

@@ -17,6 +17,11 @@ single-threaded inside Numba's tasks (see fastconv/_runtime.py).
 register-blocked micro-kernel (zmm.py) on weights packed once into panels
 instead of SGEMM: no per-call packing, no BLAS call overhead, and the thin
 GEMMs of small maps (7x7: 49 pixels) keep their speed.
+
+``pointwise_conv2d_to_blocked`` writes its output channel-blocked (NCHW16c) for a
+depthwise layer that reads it in that layout (the expansion of an inverted
+residual block): the channel-vectorized tile stores each pixel's 16 channels as
+one vector, with no transpose.
 """
 import numba
 from numba import njit, prange
@@ -25,7 +30,7 @@ from . import FASTMATH
 from .blas import sgemm_rm
 from .epilogue import epilogue_tile
 from .tiles import gather_pixels, gemm_task, register_gemm_tile
-from .zmm import NR, gemm_block, gemm_block_t
+from .zmm import KC_T, MP, NR, _copy_padded, gemm_block, gemm_block_t, gemm_tile_t_blocked
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -140,3 +145,49 @@ def pointwise_conv2d_packed(x, wp, width, b, y3, OW, sh, sw, groups, act, res3, 
         else:
             gemm_block(wf, w_base, npg, pan0, Cg, src, s_off, lds, T, yf, (n * K + k0) * P + p0, P,
                        k1 - k0, sc_ws[tid], xp_ws[tid], b, k0, act, rf, has_res)
+
+
+@njit(parallel=True, cache=True)
+def pointwise_conv2d_to_blocked(x, wp, b, yb, act, tile, kblock, xp_ws):
+    """Stride-1 1x1 conv of x (N, C, H, W) into the channel-blocked yb (N, K/16, H*W*16):
+
+        yb[n, k // 16, p*16 + k % 16] = act(b[k] + sum_c w[k, c] * x[n, c, p])
+
+    K a multiple of 16.  wp: zmm.pack_panels of the (K, C) weight, width NR, chunk
+    KC_T (as pointwise_conv2d_packed's channel-vectorized orientation); tasks are
+    (image, pixel tile, block of kblock output channels, a multiple of NR); each
+    7-pixel group is one zmm.gemm_tile_t_blocked per 32-channel panel and chunk, read
+    in place (a group short of MP pixels is copied, zero-padded, into xp_ws first:
+    threads x >= KC_T*MP).
+    """
+    N, C, H, W = x.shape
+    P = H * W
+    nb = yb.shape[1]
+    K = nb * 16
+    npg = (K + NR - 1) // NR
+    ntiles = (P + tile - 1) // tile
+    nkb = (K + kblock - 1) // kblock
+    xf = x.reshape(-1)
+    yf = yb.reshape(-1)
+    wf = wp.reshape(-1)
+    for t in prange(N * ntiles * nkb):
+        n, g, p0, T, k0, k1 = gemm_task(t, 1, ntiles, nkb, tile, kblock, P, K)
+        scratch = xp_ws[numba.get_thread_id()]
+        for c0 in range(0, C, KC_T):
+            kc = min(KC_T, C - c0)
+            acc = 1 if c0 > 0 else 0
+            fin = 1 if c0 + kc >= C else 0
+            for r0 in range(k0, k1, NR):
+                nr = min(NR, k1 - r0)
+                wo = c0 * npg * NR + (r0 // NR) * kc * NR
+                yo = ((n * nb + r0 // 16) * P + p0) * 16
+                for j0 in range(0, T, MP):
+                    npx = min(MP, T - j0)
+                    xo = (n * C + c0) * P + p0 + j0
+                    if npx == MP:
+                        gemm_tile_t_blocked(xf, xo, P, wf, wo, kc, yf, yo + j0 * 16, P * 16, nr,
+                                            MP, b, r0, act, acc, fin)
+                    else:
+                        _copy_padded(xf, xo, P, kc, npx, scratch, MP)
+                        gemm_tile_t_blocked(scratch, 0, MP, wf, wo, kc, yf, yo + j0 * 16,
+                                            P * 16, nr, npx, b, r0, act, acc, fin)

@@ -387,6 +387,75 @@ def gemm_tile_t_taps(typingctx, x, x_off, ldx, toff, ntaps, wp, w_off, nc, y, y_
     return sig, codegen
 
 
+@intrinsic
+def gemm_tile_t_blocked(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, bstride, nr, npx,
+                        bias, b_off, act, accumulate, final):
+    """The transposed tile (MP pixels x NR channels) stored into a channel-blocked output
+    (NCHW16c: 16 channels of a pixel side by side), no transpose needed:
+
+        v = sum_(c < nc) x[x_off + c*ldx + j] * wp[w_off + c*NR + r]  (+ y[o] if accumulate)
+        if final: v = act(v + bias[b_off + r])
+        y[o] = v,   o = y_off + (r // 16)*bstride + j*16 + r % 16,   r < nr, j < npx <= MP
+
+    (nr a multiple of 16; x readable for all MP pixels of a step.)  Each pixel's 16
+    channels are one accumulator vector: one (masked) vector store each.
+    """
+    sig = types.void(x, types.intp, types.intp, wp, types.intp, types.intp, y, types.intp,
+                     types.intp, types.intp, types.intp, bias, types.intp, types.intp,
+                     types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        v16 = ir.VectorType(f32, 16)
+        i1, i32 = ir.IntType(1), ir.IntType(32)
+        m16 = ir.VectorType(i1, 16)
+        x_ptr = _data_ptr(context, builder, signature, args, 0)
+        w_ptr = _data_ptr(context, builder, signature, args, 3)
+        y_ptr = _data_ptr(context, builder, signature, args, 6)
+        b_ptr = _data_ptr(context, builder, signature, args, 11)
+        (x_off, ldx, w_off, nc, y_off, bstride, nr, npx, b_off, act, accumulate,
+         final) = (args[1], args[2], args[4], args[5], args[7], args[8], args[9], args[10],
+                   args[12], args[13], args[14], args[15])
+        intp = x_off.type
+        const = lambda v: ir.Constant(intp, v)  # noqa: E731
+        zero16 = ir.Constant(v16, None)
+        accs = _reduction(builder, x_ptr, x_off, ldx, w_ptr, w_off, const(NR), nc,
+                          [zero16] * (MP * NV), MP, NV)
+        vp = v16.as_pointer()
+        mstore = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [v16, vp, i32, m16]),
+            "llvm.masked.store.v16f32.p0")
+        mload = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(v16, [vp, i32, m16, v16]), "llvm.masked.load.v16f32.p0")
+        align = ir.Constant(i32, 4)
+        ones, none = ir.Constant(m16, [1] * 16), ir.Constant(m16, [0] * 16)
+        is_final = builder.icmp_signed("!=", final, const(0))
+        acc_on = builder.icmp_signed("!=", accumulate, const(0))
+        items = []
+        for v in range(NV):
+            block_on = builder.icmp_signed("<", const(16 * v), nr)
+            bmask = builder.select(block_on, ones, none)
+            bp = builder.bitcast(builder.gep(b_ptr, [builder.add(b_off, const(16 * v))]), vp)
+            bvec = builder.call(mload, [bp, align, builder.select(is_final, bmask, none), zero16])
+            for j in range(MP):
+                on = builder.and_(block_on, builder.icmp_signed("<", const(j), npx))
+                mask = builder.select(on, ones, none)
+                o = builder.add(y_off, builder.add(builder.mul(const(v), bstride), const(16 * j)))
+                yp = builder.bitcast(builder.gep(y_ptr, [o]), vp)
+                prev = builder.call(mload, [yp, align, builder.select(acc_on, mask, none), zero16])
+                val = builder.fadd(builder.fadd(accs[j * NV + v], prev), bvec)
+                items.append((val, mask, yp))
+
+        def stores(activate, with_res):
+            for val, mask, yp in items:
+                builder.call(mstore, [activate(val), yp, align, mask])
+
+        _emit_epilogue(builder, act, final, const(0), 16, stores)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 KC = 256    # reduction chunk: an MR x KC weight panel (8 KiB) stays in L1
 JB = 256    # column block: a KC x JB block of the right-hand side (256 KiB) stays in L2
 
