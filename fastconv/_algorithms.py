@@ -303,9 +303,9 @@ class DepthwiseBlocked(planner.Algorithm):
                                planner.DEPTHWISE_BLOCKED_GFLOPS, planner.BLOCKED_GBS,
                                planner.DEPTHWISE_BLOCKED_TASK_S)
 
-    def bind(self, prob, w, b, act, packed=None, blocked_in=False):
-        """blocked_in: the call's x is channel-blocked (N, C/16, H*W, 16), viewed as
-        (N, C, H, W) (C a multiple of 16)."""
+    def bind(self, prob, w, b, act, packed=None, blocked_in=False, blocked_out=False):
+        """blocked_in / blocked_out: the call's x / y is channel-blocked (N, C/16, H*W, 16),
+        viewed as (N, C, H, W) (C a multiple of 16; blocked_out takes no residual)."""
         pt, pb, pl, pr = prob.pads
         hp, wp = prob.h + pt + pb, prob.w + pl + pr
         wt = None if packed is None else packed.get(self.name)
@@ -326,7 +326,7 @@ class DepthwiseBlocked(planner.Algorithm):
             kernel(x, wt, b, y, R, sh, sw, pt, pl, hp, wp, dh, dw, act, r, has_res, offs,
                    per_thread("depthwise_plane", threads, plane_shape),
                    per_thread("depthwise_out", threads, out_shape),
-                   per_thread("depthwise_bias", threads, (16,)), band, blocked_in)
+                   per_thread("depthwise_bias", threads, (16,)), band, blocked_in, blocked_out)
         return call
 
 
@@ -701,31 +701,67 @@ class PointwisePacked(Pointwise):
         return call
 
 
-def bind_pointwise_depthwise(pw, dw, w1, b1, act1, w2, b2, act2, packed):
-    """An inverted residual block's expansion and depthwise layers as one call(x, y):
-    the stride-1 1x1 conv ``pw`` (groups 1, K a multiple of 16) writes its output
-    channel-blocked (NCHW16c) into a workspace with pointwise.pointwise_conv2d_to_blocked,
-    and depthwise_blocked (``dw``: groups == channels == pw.k, 3x3 or 5x5) reads it
-    there without transposing it in (it still writes y in NCHW).  Weights are packed
-    into ``packed`` once (the 1x1's under pointwise_packed's key: the same panels)."""
-    threads = _runtime.get_num_threads()
-    tile, kblock = packed_blocking(pw, threads, 0, _zmm.NR)
-    tile = max(_zmm.MP, tile // _zmm.MP * _zmm.MP)
-    wp = packed_weights(packed, f"pointwise_packed_{_zmm.NR}", w1.reshape(pw.k, pw.c), 1,
-                        _zmm.NR)
-    dcall = planner.REGISTRY["depthwise_blocked"].bind(dw, w2, b2, act2, packed,
-                                                       blocked_in=True)
-    mid_shape = (pw.n, pw.k // 16, pw.oh * pw.ow * 16)
-    view_shape = (pw.n, pw.k, pw.oh, pw.ow)
-    edge = (_zmm.KC_T * _zmm.MP,)
-    max_threads = _runtime.max_threads()
-    kernel = _pointwise.pointwise_conv2d_to_blocked
+NR = _zmm.NR  # the channel-vectorized tile's panel width
 
-    def call(x, y):
-        mid = _workspace.get("pw_dw_mid", mid_shape)
-        kernel(x, wp, b1, mid, act1, tile, kblock,
-               _workspace.per_thread("pw_dw_edge", max_threads, edge))
-        dcall(mid.reshape(view_shape), y, None)
+
+def bind_inverted_residual(expand, dw, project, packed):
+    """An inverted residual block's convolutions as one call(x, y, residual): the
+    optional expansion 1x1 ``expand``, the depthwise ``dw`` and the optional projection
+    1x1 ``project``, each ``(prob, w, b, act)``, with the tensors between them kept
+    channel-blocked (NCHW16c) in workspaces: the expansion writes blocks
+    (pointwise.pointwise_conv2d_to_blocked), depthwise_blocked reads and writes them
+    without transposing, the projection reads them (pointwise_conv2d_from_blocked)
+    and writes y in NCHW with the residual.  Needs the depthwise channels a multiple
+    of 16, stride-1 1x1s (groups 1) and what depthwise_blocked serves; weights are
+    packed into ``packed`` once (a 1x1's under its own key)."""
+    threads = _runtime.get_num_threads()
+    max_threads = _runtime.max_threads()
+    dprob, w2, b2, a2 = dw
+    expand_call = project_call = None
+    if expand is not None:
+        pw, w1, b1, a1 = expand
+        tile1, kblock1 = packed_blocking(pw, threads, 0, _zmm.NR)
+        tile1 = max(_zmm.MP, tile1 // _zmm.MP * _zmm.MP)
+        wp1 = packed_weights(packed, f"expand_{_zmm.NR}", w1.reshape(pw.k, pw.c), 1, _zmm.NR)
+        mid_shape = (pw.n, pw.k // 16, pw.oh * pw.ow * 16)
+        edge1 = (_zmm.KC_T * _zmm.MP,)
+        k1 = _pointwise.pointwise_conv2d_to_blocked
+
+        def expand_call(x):
+            mid = _workspace.get("ir_expanded", mid_shape)
+            k1(x, wp1, b1, mid, a1, tile1, kblock1,
+               _workspace.per_thread("ir_edge", max_threads, edge1))
+            return mid.reshape(dprob.n, dprob.c, dprob.h, dprob.w)
+    dcall = planner.REGISTRY["depthwise_blocked"].bind(
+        dprob, w2, b2, a2, packed, blocked_in=expand is not None, blocked_out=project is not None)
+    if project is not None:
+        pp, w3, b3, a3 = project
+        tile3, kblock3 = packed_blocking(pp, threads, 0, _zmm.NR)
+        tile3 = max(_zmm.MP, tile3 // _zmm.MP * _zmm.MP)
+        wp3 = packed.get("project_from_blocked")
+        if wp3 is None:
+            wp3 = packed["project_from_blocked"] = np.empty(
+                (1, -(-pp.k // _zmm.NR) * pp.c * _zmm.NR), np.float32)
+            _zmm.pack_panels(np.ascontiguousarray(w3.reshape(pp.k, pp.c)), 1, _zmm.NR, pp.c,
+                             wp3)
+        dw_out_shape = (dprob.n, dprob.k // 16, dprob.oh * dprob.ow * 16)
+        y3_shape = (pp.n, pp.k, pp.oh * pp.ow)
+        edge3 = (pp.c * _zmm.MP,)
+        k3 = _pointwise.pointwise_conv2d_from_blocked
+
+        def project_call(z, y, res):
+            r3, has_res = _res(None if res is None else res.reshape(y3_shape), 3)
+            k3(z, wp3, b3, y.reshape(y3_shape), a3, r3, has_res, tile3, kblock3,
+               _workspace.per_thread("ir_edge3", max_threads, edge3))
+
+    def call(x, y, res):
+        z = expand_call(x) if expand_call is not None else x
+        if project_call is None:
+            dcall(z, y, res)
+            return
+        d = _workspace.get("ir_depthwise", dw_out_shape)
+        dcall(z, d.reshape(dprob.n, dprob.k, dprob.oh, dprob.ow), None)
+        project_call(d, y, res)
     return call
 
 

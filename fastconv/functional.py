@@ -253,67 +253,132 @@ def planned_conv(packed, params, x_shape, out_shape):
     return step
 
 
-_PW_DW = "pointwise_depthwise:bound"
+_IR = "inverted_residual:bound"
 
 
-def pointwise_depthwise(x, weight, bias, activation, dw_weight, dw_bias=None, stride=1,
-                        padding=0, dilation=1, dw_activation=None, packed=None,
-                        layer="pointwise_depthwise", out=None):
-    """An inverted residual block's expansion and depthwise layers in one call:
+def inverted_residual(x, expand, depthwise, project=None, residual=None, packed=None,
+                      layer="inverted_residual", out=None):
+    """An inverted residual block's convolutions (MobileNetV2) in one call:
 
-        z = act(conv2d(x, weight, bias))                     (1x1, stride 1, groups 1)
-        y = dw_act(conv2d(z, dw_weight, dw_bias, stride, padding, dilation, groups=K))
+        z = act_e(conv2d(x, w_e, b_e))                                  if expand
+        d = act_d(conv2d(z, w_d, b_d, stride, padding, dilation, groups=channels))
+        y = act_p(conv2d(d, w_p, b_p) + residual)                       if project
 
-    equal to the two conv2d calls (same kernels, same rounding).  When the depthwise
-    layer can run channel-blocked (K a multiple of 16, a 3x3 or 5x5 filter, planes of
-    >= 16 pixels) the 1x1 writes z in that layout and the depthwise reads it without
-    transposing; otherwise the two calls run as they are.  x: (N, C, H, W) float32;
-    weight (K, C, 1, 1); dw_weight (K, 1, R, R).  ``packed``: the pair's cache (packed
-    weights and the planned call), as a layer keeps it.
+    expand = (w_e, b_e, act_e) with w_e (K, C, 1, 1), or None; depthwise = (w_d, b_d,
+    act_d, stride, padding, dilation) with w_d (K, 1, R, S); project = (w_p, b_p, act_p)
+    with w_p (K2, K, 1, 1), or None (then the residual, if any, is the depthwise's).
+    Equal to the separate conv2d calls (same kernels and rounding).  When the depthwise
+    channels are a multiple of 16 and depthwise_blocked serves it (3x3 or 5x5, planes of
+    >= 16 pixels) the tensors between the convolutions stay channel-blocked (NCHW16c):
+    no transposition between the kernels (docs/algorithms.md); otherwise the calls run
+    one after another.  ``packed``: the block's cache (the planned call with its packed
+    weights, replanned when any of the weight objects changes).
     """
     xa = _checks.as_float32(x, layer, "input")
     if xa.ndim != 4:
         raise ValueError(f"{layer}: input must be 4-D (N, C, H, W), got shape {xa.shape}")
-    w1 = _checks.as_float32(weight, layer, "weight")
-    w2 = _checks.as_float32(dw_weight, layer, "dw_weight")
-    if w1.ndim != 4 or w1.shape[2:] != (1, 1):
-        raise ValueError(f"{layer}: weight must be (K, C, 1, 1), got {w1.shape}")
-    k = w1.shape[0]
-    if w2.ndim != 4 or w2.shape[0] != k or w2.shape[1] != 1:
-        raise ValueError(f"{layer}: dw_weight must be ({k}, 1, R, S) (depthwise over the "
-                         f"1x1's {k} outputs), got {w2.shape}")
-    key = (xa.shape, stride, padding, dilation, activation, dw_activation,
-           _runtime.get_num_threads())
-    entry = None if packed is None else packed.get(_PW_DW)
-    if (entry is not None and entry[0] == key and entry[1] is weight and entry[2] is bias
-            and entry[3] is dw_weight and entry[4] is dw_bias):
-        call, out_shape = entry[5], entry[6]
+    if len(depthwise) != 6:
+        raise ValueError(f"{layer}: depthwise must be (weight, bias, activation, stride, "
+                         f"padding, dilation), got {len(depthwise)} items")
+    wd = _checks.as_float32(depthwise[0], layer, "depthwise weight")
+    c = xa.shape[1]
+    if expand is not None:
+        we = _checks.as_float32(expand[0], layer, "expand weight")
+        if we.ndim != 4 or we.shape[1:] != (c, 1, 1):
+            raise ValueError(f"{layer}: expand weight must be (K, {c}, 1, 1), got {we.shape}")
+        c = we.shape[0]
+    if wd.ndim != 4 or wd.shape[0] != c or wd.shape[1] != 1:
+        raise ValueError(f"{layer}: depthwise weight must be ({c}, 1, R, S) (one filter per "
+                         f"channel), got {wd.shape}")
+    if project is not None:
+        wq = _checks.as_float32(project[0], layer, "project weight")
+        if wq.ndim != 4 or wq.shape[1:] != (c, 1, 1):
+            raise ValueError(f"{layer}: project weight must be (K2, {c}, 1, 1), got {wq.shape}")
+    key = (xa.shape, _runtime.get_num_threads())
+    parts = (expand or (), depthwise, project or ())
+    entry = None if packed is None else packed.get(_IR)
+    if (entry is not None and entry[0] == key
+            and all(len(a) == len(b) and all(u is v for u, v in zip(a, b))
+                    for a, b in zip(entry[1], parts))):
+        call, out_shape = entry[2], entry[3]
     else:
-        pw = conv_problem(xa.shape, w1.shape, 1, 0, 1, 1, layer)
-        dw = conv_problem((pw.n, k, pw.oh, pw.ow), w2.shape, stride, padding, dilation, k,
-                          layer)
-        b1, b2 = _bias(bias, k, layer), _bias(dw_bias, k, layer)
-        a1 = _checks.activation_code(activation, layer)
-        a2 = _checks.activation_code(dw_activation, layer)
-        out_shape = (dw.n, dw.k, dw.oh, dw.ow)
-        blocked = planner.REGISTRY["depthwise_blocked"]
-        if k % 16 == 0 and pw.n and blocked.serves(dw) is None:
-            call = _algorithms.bind_pointwise_depthwise(pw, dw, w1, b1, a1, w2, b2, a2,
-                                                        {} if packed is None else packed)
-        else:
-            def call(xv, y, _w1=w1, _b1=b1, _w2=w2, _b2=b2):
-                z = conv2d(xv, _w1, _b1, activation=activation, layer=layer,
-                           packed=None if packed is None else packed.setdefault("pw", {}))
-                conv2d(z, _w2, _b2, stride, padding, dilation, k, activation=dw_activation,
-                       layer=layer, out=y,
-                       packed=None if packed is None else packed.setdefault("dw", {}))
+        # packed weights live with the plan: new weight objects never meet stale panels
+        weights = {}
+        call, out_shape = _plan_inverted_residual(xa, expand, depthwise, project, weights, layer)
         if packed is not None and xa is x:
-            packed[_PW_DW] = (key, weight, bias, dw_weight, dw_bias, call, out_shape)
-    y = _out(out, out_shape, layer, (xa,))
+            packed[_IR] = (key, parts, call, out_shape, weights)
+    res = None
+    if residual is not None:
+        res = _checks.as_float32(residual, layer, "residual")
+        if res.shape != out_shape:
+            raise ValueError(f"{layer}: residual must have the output's shape {out_shape}, "
+                             f"got {tuple(res.shape)}")
+    y = _out(out, out_shape, layer, (xa, res))
     if out_shape[0]:
-        with _runtime.kernel_scope(blas=False):
-            call(xa, y)
+        with _runtime.kernel_scope(blas=True):
+            call(xa, y, res)
     return _checks.wrap_like(y, x)
+
+
+def _plan_inverted_residual(xa, expand, depthwise, project, packed, layer):
+    """(call(x, y, residual), output shape) for inverted_residual; ``packed``: a new dict
+    that the call's packed weights go into."""
+    wd, bd, ad, stride, padding, dilation = depthwise
+    n, c, h, w = xa.shape
+    probs = {}
+    if expand is not None:
+        we = _checks.as_float32(expand[0], layer, "expand weight")
+        probs["e"] = conv_problem(xa.shape, we.shape, 1, 0, 1, 1, layer)
+        c = we.shape[0]
+    wd = _checks.as_float32(wd, layer, "depthwise weight")
+    dprob = conv_problem((n, c, h, w), wd.shape, stride, padding, dilation, c, layer)
+    out_shape = (n, c, dprob.oh, dprob.ow)
+    if project is not None:
+        wq = _checks.as_float32(project[0], layer, "project weight")
+        probs["p"] = conv_problem(out_shape, wq.shape, 1, 0, 1, 1, layer)
+        out_shape = (n, wq.shape[0], dprob.oh, dprob.ow)
+    blocked = planner.REGISTRY["depthwise_blocked"]
+    # the projection reads blocks only in whole 32-channel panels: its channel-vectorized
+    # tile would leave a ragged panel's lanes idle where the NCHW path's pixel vectors do not
+    # (16 or 24 outputs at 56x56: 0.44 against 0.38 ms for the block)
+    blocked_project = project is not None and out_shape[1] % _algorithms.NR == 0
+    if c % 16 == 0 and n and blocked.serves(dprob) is None and (expand or blocked_project):
+        def part(spec, prob):
+            w = _checks.as_float32(spec[0], layer, "weight")
+            return (prob, w, _bias(spec[1], prob.k, layer),
+                    _checks.activation_code(spec[2], layer))
+        cache = packed
+        inner = _algorithms.bind_inverted_residual(
+            None if expand is None else part(expand, probs["e"]),
+            (dprob, wd, _bias(bd, c, layer), _checks.activation_code(ad, layer)),
+            part(project, probs["p"]) if blocked_project else None, cache)
+        if project is None or blocked_project:
+            return inner, out_shape
+        mid_shape = (n, c, dprob.oh, dprob.ow)
+        pcache = cache.setdefault("project", {})
+
+        def call(x, y, res):
+            d = _workspace.get("ir_depthwise_nchw", mid_shape)
+            inner(x, d, None)
+            conv2d(d, project[0], project[1], activation=project[2], residual=res, out=y,
+                   layer=layer, packed=pcache)
+        return call, out_shape
+    # the separate calls, each with its own cache
+    caches = packed
+
+    def call(x, y, res):
+        z = x
+        if expand is not None:
+            z = conv2d(z, expand[0], expand[1], activation=expand[2], layer=layer,
+                       packed=caches.setdefault("e", {}))
+        last = project is None
+        z = conv2d(z, wd, bd, stride, padding, dilation, c, activation=ad, layer=layer,
+                   residual=res if last else None, out=y if last else None,
+                   packed=caches.setdefault("d", {}))
+        if not last:
+            conv2d(z, project[0], project[1], activation=project[2], residual=res, out=y,
+                   layer=layer, packed=caches.setdefault("p", {}))
+    return call, out_shape
 
 
 def _conv2d_gpu(x, weight, bias, stride, padding, dilation, groups, activation, residual, packed,

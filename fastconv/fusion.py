@@ -9,10 +9,10 @@ any parameter or buffer of the model is replaced (attribute assignment or
 again after doing that.  Transformed weights (Winograd's U) are cached beside
 the folded ones and dropped with them.
 
-An inverted residual block's expansion (a fused 1x1 conv, stride 1) followed by its
-depthwise conv (each a fused conv, or a Sequential that fuses into exactly one)
-runs as one ``functional.pointwise_depthwise`` call: the 1x1 writes its output
-channel-blocked and the depthwise reads it so, with no transposition between them.
+An inverted residual block's expansion (a fused 1x1 conv, stride 1), its depthwise
+conv and its projection 1x1 (each a fused conv, or a Sequential that fuses into
+exactly one) run as one ``functional.inverted_residual`` call: the tensors between
+them stay channel-blocked, with no transposition.
 """
 from . import functional as F
 from . import nn
@@ -76,63 +76,84 @@ def _single_fused(step):
     return None
 
 
-def _expansion(f):
+def _pointwise(f):
     c = f.conv
-    return (f.bn is not None or c.activation is None) and c.kernel_size == (1, 1) \
-        and c.stride == (1, 1) and c.padding in ((0, 0), "valid") and c.groups == 1 \
-        and c.padding_mode == "zeros" and c.algo == "auto" and c.out_channels % 16 == 0
+    return c.kernel_size == (1, 1) and c.stride == (1, 1) and c.padding in ((0, 0), "valid") \
+        and c.groups == 1 and c.padding_mode == "zeros" and c.algo == "auto"
 
 
-def _depthwise_of(f, k):
+def _depthwise(f):
     c = f.conv
-    return c.groups == c.in_channels == c.out_channels == k and c.kernel_size in ((3, 3), (5, 5)) \
-        and c.padding_mode == "zeros" and c.algo == "auto" and not isinstance(c.padding, str)
+    return c.groups == c.in_channels == c.out_channels and c.out_channels % 16 == 0 \
+        and c.kernel_size in ((3, 3), (5, 5)) and c.padding_mode == "zeros" \
+        and c.algo == "auto" and not isinstance(c.padding, str)
 
 
-class FusedPointwiseDepthwise:
-    """Two steps, an expansion 1x1 and the depthwise conv after it, as one call."""
+class FusedInvertedResidual:
+    """Consecutive steps -- an expansion 1x1 (optional), a depthwise conv and a projection
+    1x1 (optional) -- as one functional.inverted_residual call."""
 
-    def __init__(self, first, second, pw, dw):
-        self.first, self.second = first, second  # the steps, as fuse_modules found them
-        self.pw, self.dw = pw, dw
+    def __init__(self, steps, expand, dw, project):
+        self.steps = steps  # the steps as fuse_modules found them
+        self.fused = (expand, dw, project)
         self._packed = (None, {})
 
     def __call__(self, x, residual=None):
-        if (residual is not None or getattr(x, "ndim", 0) != 4
-                or _single_fused(self.first) is not self.pw
-                or _single_fused(self.second) is not self.dw):
-            y = self.first(x)  # changed since fusing, unbatched, or a residual: step by step
-            return self.second(y) if residual is None else self.second(y, residual=residual)
-        w1, b1 = self.pw.folded()
-        w2, b2 = self.dw.folded()
+        now = [_single_fused(s) for s in self.steps]
+        if getattr(x, "ndim", 0) != 4 or now != [f for f in self.fused if f is not None]:
+            for s in self.steps[:-1]:  # changed since fusing, or unbatched: step by step
+                x = s(x)
+            return self.steps[-1](x) if residual is None else self.steps[-1](x, residual=residual)
         key = nn._version[0]
         if self._packed[0] != key:
-            self._packed = (key, {})
-        c = self.dw.conv
-        return F.pointwise_depthwise(x, w1, b1, self.pw.activation, w2, b2, c.stride, c.padding,
-                                     c.dilation, self.dw.activation, packed=self._packed[1],
-                                     layer=f"{self.pw.conv.layer_name}+{c.layer_name}")
+            self._packed = (key, {}, self._parts())
+        return F.inverted_residual(x, *self._packed[2], residual=residual,
+                                   packed=self._packed[1],
+                                   layer="+".join(f.conv.layer_name for f in self.fused
+                                                  if f is not None))
+
+    def _parts(self):
+        expand, dw, project = self.fused
+        part = lambda f: None if f is None else (*f.folded(), f.activation)  # noqa: E731
+        w, b = dw.folded()
+        c = dw.conv
+        return (part(expand), (w, b, dw.activation, c.stride, c.padding, c.dilation),
+                part(project))
 
     def describe(self):
-        return f"{self.pw.describe()} > {self.dw.describe()}"
+        return " > ".join(f.describe() for f in self.fused if f is not None)
 
     def __repr__(self):
-        return f"FusedPointwiseDepthwise({self.pw!r}, {self.dw!r})"
+        return f"FusedInvertedResidual({self.describe()})"
 
 
-def _pair_pointwise_depthwise(steps):
+def _inverted_residuals(steps):
+    """Runs of [expansion 1x1] depthwise [projection 1x1] steps as FusedInvertedResidual
+    (a depthwise conv alone, or with only a projection of other than a multiple of 32
+    outputs, stays as it is: nothing channel-blocked to gain)."""
+    fused = [_single_fused(s) for s in steps]
     out = []
     i = 0
     while i < len(steps):
-        a = _single_fused(steps[i])
-        b = _single_fused(steps[i + 1]) if i + 1 < len(steps) else None
-        if a is not None and b is not None and _expansion(a) \
-                and _depthwise_of(b, a.conv.out_channels):
-            out.append(FusedPointwiseDepthwise(steps[i], steps[i + 1], a, b))
-            i += 2
+        d = next((j for j in (i, i + 1) if j < len(steps) and fused[j] is not None
+                  and _depthwise(fused[j])), None)
+        e = fused[i] if d == i + 1 else None
+        if d is None or (e is not None and not (_pointwise(e) and
+                                                e.conv.out_channels == fused[d].conv.in_channels)):
+            out.append(steps[i])
+            i += 1
             continue
-        out.append(steps[i])
-        i += 1
+        k = fused[d].conv.out_channels
+        q = fused[d + 1] if d + 1 < len(steps) else None
+        if q is None or not (_pointwise(q) and q.conv.in_channels == k):
+            q = None
+        if e is None and (q is None or q.conv.out_channels % 32):
+            out.append(steps[i])
+            i += 1
+            continue
+        end = d + 2 if q is not None else d + 1
+        out.append(FusedInvertedResidual(steps[i:end], e, fused[d], q))
+        i = end
     return out
 
 
@@ -159,4 +180,4 @@ def fuse_modules(modules):
                 continue
         steps.append(m)
         i += 1
-    return _pair_pointwise_depthwise(steps)
+    return _inverted_residuals(steps)

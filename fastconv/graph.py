@@ -484,12 +484,13 @@ def _describe(node):
     parts = [node.op]
     if node.attrs.get("folded_bn"):
         parts.append("bn")
-    if node.op in ("conv", "conv_transpose", "linear", "qconv", "sparse_conv") \
+    if node.op in ("conv", "conv_transpose", "linear", "qconv", "sparse_conv",
+                   "inverted_residual") \
             and len(node.inputs) > 1 \
             and node.inputs[1]:
         parts.append("add")
-    if node.attrs.get("pw_activation"):
-        parts.append(node.attrs["pw_activation"])
+    if node.attrs.get("expand_activation"):
+        parts.append(node.attrs["expand_activation"])
     if node.attrs.get("activation"):
         parts.append(node.attrs["activation"])
     if node.attrs.get("bits"):
@@ -551,7 +552,7 @@ def kernel_of(node, in_shapes, backend="cpu"):
         from .kernels.cpu import vnni
         return "int8-vnni" if vnni.HAS_VNNI else "int8"
     return {"conv_transpose": "gemm+col2im", "linear": "gemm", "matmul": "blas",
-            "pw_dw": "pointwise>blocked_dw",
+            "inverted_residual": "blocked pw>dw>pw",
             "sparse_conv": "csr", "sparse_linear": "csr",
             "max_pool": "pooling", "avg_pool": "pooling", "global_avg_pool": "pooling",
             "adaptive_avg_pool": "pooling"}.get(node.op, "numpy")

@@ -52,14 +52,25 @@ def conv(node, args, out):
                     res, node.cache, layer=node.layer, out=out)
 
 
-@op("pw_dw")
-def pw_dw(node, args, out):
-    """An expansion 1x1 conv and the depthwise conv after it (fc.optimize fuses the pair)."""
+_IR_PARAMS = ("expand_weight", "expand_bias", "dw_weight", "dw_bias", "project_weight",
+              "project_bias")
+
+
+@op("inverted_residual")
+def inverted_residual(node, args, out):
+    """An inverted residual block's expansion 1x1 (optional), depthwise and projection 1x1
+    (optional) in one call (fc.optimize fuses them: functional.inverted_residual)."""
     a, p = node.attrs, node.params
-    return F.pointwise_depthwise(args[0], p["weight"], p.get("bias"), a.get("pw_activation"),
-                                 p["dw_weight"], p.get("dw_bias"), a["stride"], a["pads"],
-                                 a["dilation"], a.get("activation"), node.cache,
-                                 layer=node.layer, out=out)
+    objs = tuple(p.get(k) for k in _IR_PARAMS)
+    parts = node.cache.get("ir_parts")  # the same tuples each call: the planned call is kept
+    if parts is None or any(u is not v for u, v in zip(parts[0], objs)):
+        expand = None if objs[0] is None else (objs[0], objs[1], a.get("expand_activation"))
+        depthwise = (objs[2], objs[3], a.get("activation"), a["stride"], a["pads"], a["dilation"])
+        project = None if objs[4] is None else (objs[4], objs[5], a.get("project_activation"))
+        parts = node.cache["ir_parts"] = (objs, expand, depthwise, project)
+    res = args[1] if len(args) > 1 else None
+    return F.inverted_residual(args[0], parts[1], parts[2], parts[3], residual=res,
+                               packed=node.cache, layer=node.layer, out=out)
 
 
 @op("conv_transpose")
@@ -525,11 +536,17 @@ def flops(node, in_shapes, out_shape):
     if node.op == "conv_transpose":
         w = node.params["weight"].shape
         return 2.0 * np.prod(in_shapes[0], dtype=np.float64) * w[1] * w[2] * w[3]
-    if node.op == "pw_dw":
-        w1, w2 = node.params["weight"].shape, node.params["dw_weight"].shape
+    if node.op == "inverted_residual":
+        p = node.params
         pixels_in = np.prod(in_shapes[0], dtype=np.float64) / in_shapes[0][1]
-        return 2.0 * (pixels_in * w1[0] * w1[1] + np.prod(out_shape, dtype=np.float64)
-                      * w2[2] * w2[3])
+        pixels_out = np.prod(out_shape, dtype=np.float64) / out_shape[1]
+        kd, _, r, s = p["dw_weight"].shape
+        total = pixels_out * kd * r * s
+        if "expand_weight" in p:
+            total += pixels_in * p["expand_weight"].shape[0] * p["expand_weight"].shape[1]
+        if "project_weight" in p:
+            total += pixels_out * p["project_weight"].shape[0] * p["project_weight"].shape[1]
+        return 2.0 * total
     if node.op in ("linear", "qlinear", "sparse_linear", "cb_linear"):
         return 2.0 * np.prod(out_shape, dtype=np.float64) * _weight_shape(node)[1]
     if node.op == "matmul":

@@ -11,10 +11,11 @@ Passes, in order (each returns a new node list; the input model is not changed):
    computed before the conv becomes the conv's epilogue residual;
 5. activation fusion: ``relu``, ``clip(0, 6)`` (ReLU6) and ``hardswish``
    after a conv, transposed conv or linear layer move into its epilogue;
-6. expansion + depthwise (CPU models): a stride-1 1x1 conv whose only consumer is
-   a depthwise conv over its outputs becomes one ``pw_dw`` node
-   (``functional.pointwise_depthwise``: the 1x1 writes its output channel-blocked
-   and the depthwise reads it so, with no transposition between them);
+6. inverted residual blocks (CPU models): a depthwise conv with the stride-1 1x1
+   conv that only feeds it (expansion) and/or the stride-1 1x1 conv that only it
+   feeds (projection, its residual kept) becomes one ``inverted_residual`` node
+   (``functional.inverted_residual``: the tensors between them stay
+   channel-blocked, with no transposition);
 7. dead nodes removed.
 
 Kernels: each conv keeps ``algo="auto"`` (the planner's cost model) unless
@@ -53,6 +54,15 @@ def _is_expansion(n):
     return (w.ndim == 4 and w.shape[2:] == (1, 1) and w.shape[0] % 16 == 0
             and tuple(a["stride"]) == (1, 1) and not any(a["pads"]) and a["groups"] == 1
             and a.get("algo", "auto") == "auto")
+
+
+def _is_projection_of(n, k):
+    """A stride-1, unpadded 1x1 conv over k channels, groups 1 (a residual allowed)."""
+    if n.op != "conv" or "weight" not in n.params:
+        return False
+    a, w = n.attrs, n.params["weight"]
+    return (w.ndim == 4 and w.shape[1:] == (k, 1, 1) and tuple(a["stride"]) == (1, 1)
+            and not any(a["pads"]) and a["groups"] == 1 and a.get("algo", "auto") == "auto")
 
 
 def _is_depthwise_of(n, k):
@@ -187,30 +197,58 @@ class _Rewriter:
             drop.add(j)
         self.nodes = [n for k, n in enumerate(self.nodes) if k not in drop]
 
-    def fuse_pointwise_depthwise(self):
+    def fuse_inverted_residuals(self):
+        """expand 1x1 -> depthwise -> project 1x1 (either 1x1 optional) as one node."""
         uses = self.uses()
-        drop = set()
-        for i, a in enumerate(self.nodes):
-            if i in drop or not _is_expansion(a):
+        producer = {n.outputs[0]: i for i, n in enumerate(self.nodes)}
+        drop, fused = set(), {}
+        for j, d in enumerate(self.nodes):
+            if j in drop or d.op != "conv" or (len(d.inputs) > 1 and d.inputs[1]):
                 continue
-            j = self.sole_consumer(a.outputs[0], uses)
-            if j is None or not _is_depthwise_of(self.nodes[j], a.params["weight"].shape[0]):
+            k = d.params["weight"].shape[0] if "weight" in d.params else 0
+            if not _is_depthwise_of(d, k):
                 continue
-            b = self.nodes[j]
-            params = {"weight": a.params["weight"], "dw_weight": b.params["weight"]}
-            if a.params.get("bias") is not None:
-                params["bias"] = a.params["bias"]
-            if b.params.get("bias") is not None:
-                params["dw_bias"] = b.params["bias"]
-            attrs = {"stride": b.attrs["stride"], "pads": b.attrs["pads"],
-                     "dilation": b.attrs["dilation"], "pw_activation": a.attrs.get("activation"),
-                     "activation": b.attrs.get("activation")}
-            if a.attrs.get("folded_bn") or b.attrs.get("folded_bn"):
+            i = producer.get(d.inputs[0])
+            e = self.nodes[i] if i is not None and i not in drop else None
+            if e is None or not _is_expansion(e) or self.sole_consumer(e.outputs[0], uses) != j:
+                e = None
+            m = self.sole_consumer(d.outputs[0], uses)
+            q = self.nodes[m] if m is not None and m not in drop else None
+            if q is None or not _is_projection_of(q, k):
+                q = None
+            elif len(q.inputs) > 1 and q.inputs[1] and \
+                    producer.get(q.inputs[1], -1) >= (j if e is None else i):
+                q = None  # its residual is computed after the block starts
+            if e is None and (q is None or q.params["weight"].shape[0] % 32):
+                continue  # nothing channel-blocked to gain (functional.inverted_residual)
+            params, attrs = {"dw_weight": d.params["weight"]}, {
+                "stride": d.attrs["stride"], "pads": d.attrs["pads"],
+                "dilation": d.attrs["dilation"], "activation": d.attrs.get("activation")}
+            if d.params.get("bias") is not None:
+                params["dw_bias"] = d.params["bias"]
+            for role, n in (("expand", e), ("project", q)):
+                if n is None:
+                    continue
+                params[f"{role}_weight"] = n.params["weight"]
+                if n.params.get("bias") is not None:
+                    params[f"{role}_bias"] = n.params["bias"]
+                attrs[f"{role}_activation"] = n.attrs.get("activation")
+            if any(n is not None and n.attrs.get("folded_bn") for n in (e, d, q)):
                 attrs["folded_bn"] = True
-            self.nodes[i] = Node("pw_dw", f"{a.name}+{b.name}", a.inputs[:1], list(b.outputs),
-                                 attrs, params, a.source)
-            drop.add(j)
-        self.nodes = [n for k, n in enumerate(self.nodes) if k not in drop]
+            first, last = e or d, q or d
+            inputs = [first.inputs[0]] + ([q.inputs[1]] if q is not None and len(q.inputs) > 1
+                                          and q.inputs[1] else [])
+            name = "+".join(n.name for n in (e, d, q) if n is not None)
+            fused[self.nodes.index(first)] = Node("inverted_residual", name, inputs,
+                                                  list(last.outputs), attrs, params, first.source)
+            drop.update(self.nodes.index(n) for n in (e, d, q) if n is not None)
+        out = []
+        for idx, n in enumerate(self.nodes):
+            if idx in fused:
+                out.append(fused[idx])
+            elif idx not in drop:
+                out.append(n)
+        self.nodes = out
 
     def drop_dead(self):
         while True:
@@ -252,7 +290,7 @@ def optimize(model, example_input=None, backend="auto", fuse=True):
         on_gpu = be == "cuda" or (be == "auto" and examples is not None
                                   and any(_is_device(e) for e in examples))
         if not on_gpu and not _backend.may_use_gpu(np.zeros(0, np.float32)):
-            rw.fuse_pointwise_depthwise()
+            rw.fuse_inverted_residuals()
     rw.drop_dead()
     out = Model(rw.nodes, rw.inputs, rw.outputs, rw.constants, model.name, model.input_shapes)
     out.example_shapes = ([tuple(np.shape(e)) for e in examples] if examples is not None

@@ -84,72 +84,101 @@ def test_resnet_block_residual_fused(rng):
     assert rel_err(fused, unfused) < 1e-5
 
 
-# -- an inverted residual block's expansion + depthwise as one call -----------------------
+# -- an inverted residual block's convolutions as one call ----------------------------------
 
-def _pw_dw_case(rng, n, c, hw, k, r, stride, dilation):
+def _ir_case(rng, n, c, hw, k, k2, r, expand, project):
+    kd = k if expand else c
     x = rng.standard_normal((n, c, hw[0], hw[1])).astype(np.float32)
-    w1 = (rng.standard_normal((k, c, 1, 1)) / np.sqrt(c)).astype(np.float32)
-    b1 = rng.standard_normal(k).astype(np.float32)
-    w2 = rng.standard_normal((k, 1, r, r)).astype(np.float32)
-    b2 = rng.standard_normal(k).astype(np.float32)
-    return x, w1, b1, w2, b2
+    we = (rng.standard_normal((k, c, 1, 1)) / np.sqrt(c)).astype(np.float32)
+    wd = rng.standard_normal((kd, 1, r, r)).astype(np.float32)
+    wp = (rng.standard_normal((k2, kd, 1, 1)) / np.sqrt(kd)).astype(np.float32)
+    b = lambda m: rng.standard_normal(m).astype(np.float32)  # noqa: E731
+    return x, (we, b(k)), (wd, b(kd)), (wp, b(k2)), kd
 
 
-@pytest.mark.parametrize("n, c, hw, k, r, stride, dilation, acts", [
-    (1, 16, (28, 28), 96, 3, 2, 1, ("relu6", "relu6")),    # MobileNetV2-like, ragged panel
-    (1, 24, (14, 14), 144, 3, 1, 1, ("relu6", "relu6")),
-    (3, 24, (9, 11), 48, 5, 1, 1, ("hardswish", None)),   # batch 3, 99 pixels: ragged groups
-    (1, 8, (13, 13), 16, 3, 2, 2, (None, "relu")),        # one 16-channel block, dilation
-    (2, 1100, (7, 7), 32, 3, 1, 1, ("relu", "relu6")),    # two reduction chunks (> KC_T)
-    (1, 5, (16, 15), 80, 3, 3, 1, ("relu", "hardswish")),  # stride 3, 240 pixels
-    (1, 5, (6, 5), 80, 3, 3, 1, ("relu", "hardswish")),   # 2x2 output: two calls
-    (0, 16, (8, 8), 32, 3, 1, 1, ("relu6", "relu6")),     # batch 0
-    (1, 24, (10, 10), 40, 3, 1, 1, ("relu6", "relu6")),   # K not a multiple of 16: two calls
-    (1, 16, (3, 3), 32, 3, 1, 1, ("relu6", "relu6")),     # 9-pixel planes: two calls
-])
-def test_pointwise_depthwise_equals_the_two_convolutions(rng, n, c, hw, k, r, stride, dilation,
-                                                         acts):
+_IR_CASES = [  # n, c, hw, k, k2, r, stride, dilation, expand, project, residual, acts
+    (1, 16, (28, 28), 96, 32, 3, 2, 1, True, True, False, ("relu6", "relu6", None)),
+    (1, 24, (14, 14), 144, 64, 3, 1, 1, True, True, True, ("relu6", "relu6", None)),
+    (1, 24, (14, 14), 144, 24, 3, 1, 1, True, True, True, ("relu6", "relu6", None)),  # 24 out
+    (3, 24, (9, 11), 48, 32, 5, 1, 1, True, True, True, ("hardswish", None, "relu")),  # ragged
+    (1, 8, (13, 13), 16, 32, 3, 2, 2, True, True, False, (None, "relu", "relu6")),  # dilation
+    (2, 1100, (7, 7), 32, 64, 3, 1, 1, True, True, False, ("relu", "relu6", None)),  # 2 chunks
+    (1, 5, (16, 15), 80, 96, 3, 3, 1, True, True, False, ("relu", "hardswish", None)),  # s3
+    (1, 32, (20, 20), 0, 64, 3, 1, 1, False, True, True, (None, "relu6", None)),  # no expansion
+    (1, 16, (15, 15), 96, 0, 3, 2, 1, True, False, False, ("relu6", "relu6", None)),  # no project
+    (1, 16, (15, 15), 96, 0, 3, 1, 1, True, False, True, ("relu6", "relu6", None)),  # dw + res
+    (0, 16, (8, 8), 32, 32, 3, 1, 1, True, True, False, ("relu6", "relu6", None)),  # batch 0
+    (1, 24, (10, 10), 40, 32, 3, 1, 1, True, True, True, ("relu6", "relu6", None)),  # 40: calls
+    (1, 5, (6, 5), 80, 32, 3, 3, 1, True, True, False, ("relu", "relu", None)),  # 2x2 out: calls
+]
+
+
+@pytest.mark.parametrize("n, c, hw, k, k2, r, stride, dilation, expand, project, residual, acts",
+                         _IR_CASES)
+def test_inverted_residual_equals_the_separate_convolutions(rng, n, c, hw, k, k2, r, stride,
+                                                            dilation, expand, project, residual,
+                                                            acts):
     from fastconv import functional as F
+    from fastconv import planner
     from fastconv.kernels import reference as ref
-    x, w1, b1, w2, b2 = _pw_dw_case(rng, n, c, hw, k, r, stride, dilation)
+    x, (we, be), (wd, bd), (wp, bp), kd = _ir_case(rng, n, c, hw, k, k2, r, expand, project)
     pad = (r // 2) * dilation
-    keep = [a.copy() for a in (x, w1, b1, w2, b2)]
+    E = (we, be, acts[0]) if expand else None
+    D = (wd, bd, acts[1], stride, pad, dilation)
+    P = (wp, bp, acts[2]) if project else None
+    z = fc.conv2d(x, we, be, activation=acts[0]) if expand else x
+    dprob = F.conv_problem(z.shape, wd.shape, stride, pad, dilation, kd)
+    out_c = k2 if project else kd
+    res = rng.standard_normal((n, out_c, dprob.oh, dprob.ow)).astype(np.float32) \
+        if residual else None
+    if project:
+        d = fc.conv2d(z, wd, bd, stride, pad, dilation, kd, activation=acts[1])
+        e = fc.conv2d(d, wp, bp, activation=acts[2], residual=res)
+    else:
+        e = fc.conv2d(z, wd, bd, stride, pad, dilation, kd, activation=acts[1], residual=res)
+    keep = [np.array(a) for a in (x, we, wd, wp)] + ([res.copy()] if residual else [])
     packed = {}
-    y = F.pointwise_depthwise(x, w1, b1, acts[0], w2, b2, stride, pad, dilation, acts[1],
-                              packed=packed)
-    z = fc.conv2d(x, w1, b1, activation=acts[0])
-    e = fc.conv2d(z, w2, b2, stride, pad, dilation, k, activation=acts[1])
+    y = F.inverted_residual(x, E, D, P, residual=res, packed=packed)
     assert y.shape == e.shape and rel_err(y, e) < 1e-6
-    # the float64 reference, through the activations
     hs = lambda v: v * np.clip(v + 3, 0, 6) / 6  # noqa: E731
     act = lambda v, a: hs(v) if a == "hardswish" else ref.activation(v, a)  # noqa: E731
-    if n:
-        e64 = act(ref.conv2d(act(ref.conv2d(x, w1, b1), acts[0]), w2, b2, stride, pad, dilation,
-                             k), acts[1])
+    if n:  # against float64 step by step
+        z64 = act(ref.conv2d(x, we, be), acts[0]) if expand else x
+        d64 = ref.conv2d(z64, wd, bd, stride, pad, dilation, kd)
+        if project:
+            e64 = act(ref.conv2d(act(d64, acts[1]), wp, bp) + (res if residual else 0), acts[2])
+        else:
+            e64 = act(d64 + (res if residual else 0), acts[1])
         assert rel_err(y, e64) < 1e-5
-    np.testing.assert_array_equal(F.pointwise_depthwise(x, w1, b1, acts[0], w2, b2, stride, pad,
-                                                        dilation, acts[1], packed=packed), y)
-    for a, b in zip(keep, (x, w1, b1, w2, b2)):
+    np.testing.assert_array_equal(F.inverted_residual(x, E, D, P, residual=res, packed=packed), y)
+    for a, b in zip(keep, [x, we, wd, wp] + ([res] if residual else [])):
         np.testing.assert_array_equal(a, b)  # the caller's arrays are never modified
-    from fastconv import planner
-    dw = F.conv_problem((n, k) + hw, w2.shape, stride, pad, dilation, k)
-    fused = k % 16 == 0 and n and planner.REGISTRY["depthwise_blocked"].serves(dw) is None
-    assert ("pointwise_packed_32" in packed) == bool(fused)
+    blocked = kd % 16 == 0 and n and planner.REGISTRY["depthwise_blocked"].serves(dprob) is None
+    weights = packed["inverted_residual:bound"][-1]  # the plan's packed weights
+    assert ("expand_32" in weights) == bool(blocked and expand)
+    assert ("project_from_blocked" in weights) == bool(blocked and project and k2 % 32 == 0)
 
 
-def test_pointwise_depthwise_rejects_mismatched_weights(rng):
+def test_inverted_residual_rejects_mismatched_weights(rng):
     from fastconv import functional as F
-    x, w1, b1, w2, b2 = _pw_dw_case(rng, 1, 8, (8, 8), 32, 3, 1, 1)
-    with pytest.raises(ValueError, match="blk: weight must be \\(K, C, 1, 1\\)"):
-        F.pointwise_depthwise(x, w2, None, None, w2, None, layer="blk")
-    with pytest.raises(ValueError, match="blk: dw_weight must be \\(32, 1, R, S\\)"):
-        F.pointwise_depthwise(x, w1, None, None, w2[:16], None, layer="blk")
+    x, (we, be), (wd, bd), (wp, bp), _ = _ir_case(rng, 1, 8, (8, 8), 32, 16, 3, True, True)
+    D = (wd, bd, None, 1, 1, 1)
+    with pytest.raises(ValueError, match="blk: expand weight must be \\(K, 8, 1, 1\\)"):
+        F.inverted_residual(x, (wd, None, None), D, layer="blk")
+    with pytest.raises(ValueError, match="blk: depthwise weight must be \\(32, 1, R, S\\)"):
+        F.inverted_residual(x, (we, None, None), (wd[:16], None, None, 1, 1, 1), layer="blk")
+    with pytest.raises(ValueError, match="blk: project weight must be \\(K2, 32, 1, 1\\)"):
+        F.inverted_residual(x, (we, None, None), D, (we, None, None), layer="blk")
+    with pytest.raises(ValueError, match="blk: depthwise must be \\(weight, bias, activation"):
+        F.inverted_residual(x, (we, None, None), (wd, None), layer="blk")
     with pytest.raises(ValueError, match="blk: input must be 4-D"):
-        F.pointwise_depthwise(x[0], w1, None, None, w2, None, layer="blk")
+        F.inverted_residual(x[0], (we, None, None), D, layer="blk")
+    with pytest.raises(ValueError, match="blk: residual must have the output's shape"):
+        F.inverted_residual(x, (we, None, None), D, (wp, None, None), residual=x, layer="blk")
 
 
-def _inverted_residual_graph(rng):
-    """expand 1x1 (+BN, relu6) -> depthwise 3x3 (+BN, relu6) -> project 1x1 + x: hand-built."""
+def _inverted_residual_graph(rng, c=16, hidden=96, out=16):
+    """expand 1x1 (+BN, relu6) -> depthwise 3x3 (+BN, relu6) -> project 1x1 (+ x): by hand."""
     from fastconv.graph import Model, Node
     conv = lambda s, p, g: dict(stride=(s, s), pads=(p, p, p, p), dilation=(1, 1),  # noqa: E731
                                 groups=g)
@@ -157,66 +186,102 @@ def _inverted_residual_graph(rng):
                      "shift": rng.standard_normal(k).astype(np.float32)}
     w = lambda *s: (0.3 * rng.standard_normal(s)).astype(np.float32)  # noqa: E731
     nodes = [
-        Node("conv", "expand", ["x"], ["a"], conv(1, 0, 1), {"weight": w(96, 16, 1, 1)}),
-        Node("affine", "bn1", ["a"], ["b"], {}, aff(96)),
+        Node("conv", "expand", ["x"], ["a"], conv(1, 0, 1), {"weight": w(hidden, c, 1, 1)}),
+        Node("affine", "bn1", ["a"], ["b"], {}, aff(hidden)),
         Node("clip", "r1", ["b"], ["c"], {"min": 0.0, "max": 6.0}),
-        Node("conv", "dw", ["c"], ["d"], conv(1, 1, 96), {"weight": w(96, 1, 3, 3)}),
-        Node("affine", "bn2", ["d"], ["e"], {}, aff(96)),
+        Node("conv", "dw", ["c"], ["d"], conv(1, 1, hidden), {"weight": w(hidden, 1, 3, 3)}),
+        Node("affine", "bn2", ["d"], ["e"], {}, aff(hidden)),
         Node("clip", "r2", ["e"], ["f"], {"min": 0.0, "max": 6.0}),
-        Node("conv", "project", ["f"], ["g"], conv(1, 0, 1), {"weight": w(16, 96, 1, 1)}),
-        Node("add", "res", ["g", "x"], ["y"]),
+        Node("conv", "project", ["f"], ["g"], conv(1, 0, 1), {"weight": w(out, hidden, 1, 1)}),
     ]
-    return Model(nodes, ["x"], ["y"], name="block", input_shapes={"x": (None, 16, None, None)})
+    outs = "g"
+    if out == c:
+        nodes.append(Node("add", "res", ["g", "x"], ["y"]))
+        outs = "y"
+    return Model(nodes, ["x"], [outs], name="block", input_shapes={"x": (None, c, None, None)})
 
 
-def test_optimize_fuses_expansion_and_depthwise(rng, tmp_path):
+@pytest.mark.parametrize("out, ops", [(32, ["inverted_residual"]),          # all three
+                                      (16, ["inverted_residual"])])         # + residual
+def test_optimize_fuses_inverted_residual_blocks(rng, tmp_path, out, ops):
     import importlib
     opt = importlib.import_module("fastconv.optimize")
-    x = rng.standard_normal((2, 16, 15, 15)).astype(np.float32)
-    graph = _inverted_residual_graph(rng)
+    c = out
+    x = rng.standard_normal((2, c, 15, 15)).astype(np.float32)
+    graph = _inverted_residual_graph(rng, c=c, hidden=96, out=out)
     model = fc.optimize(graph, x)
-    ops = [n.op for n in model.nodes]
-    assert ops == ["pw_dw", "conv"], ops
-    orig = opt._Rewriter.fuse_pointwise_depthwise
+    assert [n.op for n in model.nodes] == ops, [n.op for n in model.nodes]
+    node = model.nodes[0]
+    assert sorted(node.params) == ["dw_bias", "dw_weight", "expand_bias", "expand_weight",
+                                   "project_weight"]
+    assert node.attrs["expand_activation"] == "relu6" and node.attrs["activation"] == "relu6"
+    orig = opt._Rewriter.fuse_inverted_residuals
     try:
-        opt._Rewriter.fuse_pointwise_depthwise = lambda self: None
+        opt._Rewriter.fuse_inverted_residuals = lambda self: None
         unfused = fc.optimize(graph, x)
     finally:
-        opt._Rewriter.fuse_pointwise_depthwise = orig
+        opt._Rewriter.fuse_inverted_residuals = orig
     assert [n.op for n in unfused.nodes] == ["conv", "conv", "conv"]
     y = model(x)
     assert rel_err(y, unfused(x)) < 1e-6
     assert rel_err(y, graph(x)) < 1e-5
-    assert "pw_dw+bn+relu6+r" in model.explain(x, repeat=1, roof_gflops=100.0)
+    np.testing.assert_array_equal(model(x), y)
+    text = model.explain(x, repeat=1, roof_gflops=100.0)
+    assert "expand+dw+project" in text and "inverted_residua" in text and "blocked pw>dw>" in text
     path = tmp_path / "block.npz"
     model.save(path)
     np.testing.assert_array_equal(fc.load(path)(x), y)
+    # new weights in a fused node's params: the node replans, no stale packed weights
+    node.params["project_weight"] = node.params["project_weight"] * 2
+    y2 = model(x)
+    unfused.nodes[-1].params["weight"] = unfused.nodes[-1].params["weight"] * 2
+    unfused.nodes[-1].cache.clear()
+    assert rel_err(y2, unfused(x)) < 1e-6
 
 
-def test_inverted_residual_runs_expansion_and_depthwise_as_one_call(rng):
-    from fastconv.fusion import FusedPointwiseDepthwise
-    block = _randomize_bn(models.InvertedResidual(16, 16, 1, 6), rng)  # 16 -> 96 -> 16, + x
-    x = rng.standard_normal((2, 16, 14, 14)).astype(np.float32)
+def test_optimize_leaves_lone_depthwise_convs_and_gpu_models(rng):
+    # a depthwise conv whose projection has 16 outputs and no expansion: nothing to gain
+    from fastconv.graph import Model, Node
+    conv = lambda s, p, g: dict(stride=(s, s), pads=(p, p, p, p), dilation=(1, 1),  # noqa: E731
+                                groups=g)
+    w = lambda *s: (0.3 * rng.standard_normal(s)).astype(np.float32)  # noqa: E731
+    g = Model([Node("conv", "dw", ["x"], ["a"], conv(1, 1, 32), {"weight": w(32, 1, 3, 3)}),
+               Node("conv", "pw", ["a"], ["y"], conv(1, 0, 1), {"weight": w(16, 32, 1, 1)})],
+              ["x"], ["y"], name="t", input_shapes={"x": (None, 32, None, None)})
+    x = rng.standard_normal((1, 32, 12, 12)).astype(np.float32)
+    assert [n.op for n in fc.optimize(g, x).nodes] == ["conv", "conv"]
+    g.nodes[1].params["weight"] = w(32, 32, 1, 1)  # 32 outputs: read channel-blocked
+    m = fc.optimize(g, x)
+    assert [n.op for n in m.nodes] == ["inverted_residual"]
+    assert rel_err(m(x), g(x)) < 1e-5
+
+
+def test_inverted_residual_module_runs_as_one_call(rng):
+    from fastconv.fusion import FusedInvertedResidual
+    block = _randomize_bn(models.InvertedResidual(32, 32, 1, 6), rng)  # 32 -> 192 -> 32, + x
+    x = rng.standard_normal((2, 32, 14, 14)).astype(np.float32)
     y = block(x)
     steps = block.conv.fused_steps()
-    assert isinstance(steps[0], FusedPointwiseDepthwise) and len(steps) == 2
+    assert len(steps) == 1 and isinstance(steps[0], FusedInvertedResidual)
     ref = block.fuse(False)(x)
     block.fuse()
     assert rel_err(y, ref) < 1e-5
     np.testing.assert_allclose(block(x[0]), y[0], rtol=1e-5, atol=1e-5)  # unbatched: step by step
-    # new weights: both layers refold, the pair's packed weights are rebuilt
+    # new weights: every layer refolds, the block's packed weights are rebuilt
     sd = block.state_dict()
     sd["conv.0.0.weight"] = sd["conv.0.0.weight"] * 0.5
     sd["conv.1.0.weight"] = -sd["conv.1.0.weight"]
+    sd["conv.2.weight"] = sd["conv.2.weight"] * 3
     block.load_state_dict(sd)
     y2 = block(x)
     assert rel_err(y2, block.fuse(False)(x)) < 1e-5 and rel_err(y2, y) > 1e-2
     block.fuse()
-    # a stride-2 block without the residual, and a block with no expansion
-    for inp, oup, s, t in ((16, 24, 2, 6), (32, 16, 1, 1)):
+    # a stride-2 block without the residual (24 outputs: the projection runs on its own), a
+    # block with no expansion (16 outputs: left as it is)
+    for inp, oup, s, t, kinds in ((16, 24, 2, 6, ["FusedInvertedResidual"]),
+                                  (32, 16, 1, 1, ["Sequential", "FusedConv"])):
         blk = _randomize_bn(models.InvertedResidual(inp, oup, s, t), rng)
         xb = rng.standard_normal((1, inp, 12, 12)).astype(np.float32)
         yb = blk(xb)
-        fused = any(isinstance(st, FusedPointwiseDepthwise) for st in blk.conv.fused_steps())
-        assert fused == (t != 1)
+        assert [type(st).__name__ for st in blk.conv.fused_steps()] == kinds
         assert rel_err(yb, blk.fuse(False)(xb)) < 1e-5

@@ -245,7 +245,8 @@ def _blocked_row(P, p_off, rs, sw, dw, R, OW, wb, bv, act, ob, o_off):
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def depthwise_conv2d_blocked(x, wt, b, y, R, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
-                             res, has_res, offs, plane_ws, out_ws, bias_ws, band, blocked_in):
+                             res, has_res, offs, plane_ws, out_ws, bias_ws, band, blocked_in,
+                             blocked_out):
     """Depthwise conv (multiplier 1, R x R filter, R = 3 or 5) of x (N, C, H, W) into
     y (N, C, OH, OW) through 16-channel blocks; wt (ceil(C/16), R*R, 16) from pack_blocked.
 
@@ -267,7 +268,9 @@ def depthwise_conv2d_blocked(x, wt, b, y, R, sh, sw, pad_top, pad_left, HP, WP, 
 
     blocked_in: x already holds the input channel-blocked, (N, C/16, H*W, 16) viewed as
     (N, C, H, W) (C a multiple of 16; as pointwise_conv2d_to_blocked writes it): each
-    pixel's vector is copied into the padded plane, no transpose.
+    pixel's vector is copied into the padded plane, no transpose.  blocked_out: y is
+    written channel-blocked the same way (its rows straight from the row kernel; no
+    residual then).
     """
     N, C, H, W = x.shape
     OH, OW = y.shape[2], y.shape[3]
@@ -318,6 +321,11 @@ def depthwise_conv2d_blocked(x, wt, b, y, R, sh, sw, pad_top, pad_left, HP, WP, 
                         f = max(0, min(f0, hi - V))
                         nchwc.to_blocked(xf, base + f, HW, cn, P, offs, f)
                 done = need
+            if blocked_out:  # rows straight into y's block: (n, blk) starts at ybase
+                for p in range(p0, p1):
+                    _blocked_row(P, p * sh * WP * V, dh * WP * V, sw, dw, R, OW, wb, bv, inner,
+                                 yf, ybase + p * OW * V)
+                continue
             for p in range(p0, p1):
                 _blocked_row(P, p * sh * WP * V, dh * WP * V, sw, dw, R, OW, wb, bv, inner,
                              ob, p * OW * V)

@@ -21,16 +21,20 @@ GEMMs of small maps (7x7: 49 pixels) keep their speed.
 ``pointwise_conv2d_to_blocked`` writes its output channel-blocked (NCHW16c) for a
 depthwise layer that reads it in that layout (the expansion of an inverted
 residual block): the channel-vectorized tile stores each pixel's 16 channels as
-one vector, with no transpose.
+one vector, with no transpose.  ``pointwise_conv2d_from_blocked`` reads such an
+input (the depthwise output, for the block's projection).
 """
 import numba
+import numpy as np
 from numba import njit, prange
 
 from . import FASTMATH
 from .blas import sgemm_rm
 from .epilogue import epilogue_tile
 from .tiles import gather_pixels, gemm_task, register_gemm_tile
-from .zmm import KC_T, MP, NR, _copy_padded, gemm_block, gemm_block_t, gemm_tile_t_blocked
+from . import nchwc
+from .zmm import (KC_T, MP, NR, _copy_padded, gemm_block, gemm_block_t, gemm_tile_t_blocked,
+                  gemm_tile_t_taps_c16)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -191,3 +195,57 @@ def pointwise_conv2d_to_blocked(x, wp, b, yb, act, tile, kblock, xp_ws):
                         _copy_padded(xf, xo, P, kc, npx, scratch, MP)
                         gemm_tile_t_blocked(scratch, 0, MP, wf, wo, kc, yf, yo + j0 * 16,
                                             P * 16, nr, npx, b, r0, act, acc, fin)
+
+
+@njit(parallel=True, cache=True)
+def pointwise_conv2d_from_blocked(xb, wp, b, y3, act, res3, has_res, tile, kblock, xp_ws):
+    """Stride-1 1x1 conv of the channel-blocked xb (N, C/16, H*W*16) into y3 (N, K, H*W):
+
+        y3[n, k, p] = act(b[k] + sum_c w[k, c] * xb[n, c // 16, p*16 + c % 16] (+ res3[n, k, p]))
+
+    wp: zmm.pack_panels of the (K, C) weight, width NR, chunk C (one chunk: a panel's
+    C x NR weights in channel order); tasks are (image, pixel tile, block of kblock
+    output channels); a 7-pixel group is one zmm.gemm_tile_t_taps_c16 per panel with
+    the channel blocks as its taps (16 steps each, pixels 16 floats apart), stored
+    transposed into y3's channel rows with the epilogue.  A group short of MP pixels
+    is copied, zero-padded, into xp_ws (threads x >= C*MP) first.
+    """
+    N, nb, PV = xb.shape
+    P = PV // 16
+    K = y3.shape[1]
+    C = nb * 16
+    ntiles = (P + tile - 1) // tile
+    nkb = (K + kblock - 1) // kblock
+    toff = np.empty(nb, np.int64)
+    soff = np.empty(nb, np.int64)
+    for t in range(nb):
+        toff[t] = t * PV
+        soff[t] = t * MP * 16
+    xf = xb.reshape(-1)
+    yf = y3.reshape(-1)
+    rf = res3.reshape(-1)
+    wf = wp.reshape(-1)
+    for t in prange(N * ntiles * nkb):
+        n, g, p0, T, k0, k1 = gemm_task(t, 1, ntiles, nkb, tile, kblock, P, K)
+        scratch = xp_ws[numba.get_thread_id()]
+        for r0 in range(k0, k1, NR):
+            nr = min(NR, k1 - r0)
+            wo = (r0 // NR) * C * NR
+            yo = (n * K + r0) * P + p0
+            for j0 in range(0, T, MP):
+                npx = min(MP, T - j0)
+                xo = (n * nb * P + p0 + j0) * 16
+                if npx == MP:
+                    gemm_tile_t_taps_c16(xf, xo, 1, toff, nb, wf, wo, 16, yf, yo + j0, P, nr,
+                                         MP, b, r0, act, rf, has_res, 0, 1)
+                else:
+                    for blk in range(nb):
+                        for j in range(MP):
+                            d = (blk * MP + j) * 16
+                            if j < npx:
+                                nchwc.copy_vector(xf, xo + blk * PV + j * 16, scratch, d)
+                            else:
+                                for c in range(16):
+                                    scratch[d + c] = 0.0
+                    gemm_tile_t_taps_c16(scratch, 0, 1, soff, nb, wf, wo, 16, yf, yo + j0, P, nr,
+                                         npx, b, r0, act, rf, has_res, 0, 1)

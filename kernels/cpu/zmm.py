@@ -29,8 +29,8 @@ NV = 2      # 16-float vectors per tile row
 NR = 16 * NV  # output columns (pixels) per tile
 
 
-def _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv):
-    """Emit acc[r*nv + v] = init[r*nv + v] + sum_(c < nc) a[a_off + c*lda + r] *
+def _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv, a_step=1):
+    """Emit acc[r*nv + v] = init[r*nv + v] + sum_(c < nc) a[a_off + c*lda + r*a_step] *
     b[b_off + c*ldb + 16*v : +16] (r < mr, v < nv) with the mr*nv accumulators in
     registers; returns the final accumulators (init when nc <= 0)."""
     f32 = ir.FloatType()
@@ -60,7 +60,7 @@ def _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv):
     arow = builder.add(a_off, builder.mul(c, lda))
     new = []
     for r in range(mr):
-        s = builder.load(builder.gep(a_ptr, [builder.add(arow, const(r))]), align=4)
+        s = builder.load(builder.gep(a_ptr, [builder.add(arow, const(r * a_step))]), align=4)
         one = builder.insert_element(ir.Constant(v16, ir.Undefined), s,
                                      ir.Constant(ir.IntType(32), 0))
         bc = builder.shuffle_vector(one, ir.Constant(v16, ir.Undefined), splat)
@@ -337,54 +337,64 @@ def gemm_tile_t_store(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr
     return sig, codegen
 
 
-@intrinsic
-def gemm_tile_t_taps(typingctx, x, x_off, ldx, toff, ntaps, wp, w_off, nc, y, y_off, ldy, nr,
-                     npx, bias, b_off, act, res, has_res, accumulate, final):
-    """gemm_tile_t_store with the reduction running over ntaps taps of nc steps each, the
-    accumulators kept in registers throughout (an implicit GEMM's whole (tap, channel)
-    reduction in one tile, one store):
+def _make_taps(a_step):
+    """gemm_tile_t_taps reading pixel j of a step at ``a_step * j``."""
+    @intrinsic
+    def taps(typingctx, x, x_off, ldx, toff, ntaps, wp, w_off, nc, y, y_off, ldy, nr, npx, bias,
+             b_off, act, res, has_res, accumulate, final):
+        """gemm_tile_t_store with the reduction running over ntaps taps of nc steps each, the
+        accumulators kept in registers throughout (an implicit GEMM's whole (tap, channel)
+        reduction in one tile, one store):
 
-        v = sum_(t < ntaps) sum_(c < nc) x[x_off + toff[t] + c*ldx + j] * wp[w_off + (t*nc + c)*NR + r]
+            v = sum_(t < ntaps) sum_(c < nc) x[x_off + toff[t] + c*ldx + a_step*j]
+                                             * wp[w_off + (t*nc + c)*NR + r]
 
-    then the store and epilogue as gemm_tile_t_store (ntaps >= 1; toff int64)."""
-    sig = types.void(x, types.intp, types.intp, toff, types.intp, wp, types.intp, types.intp, y,
-                     types.intp, types.intp, types.intp, types.intp, bias, types.intp,
-                     types.intp, res, types.intp, types.intp, types.intp)
+        then the store and epilogue as gemm_tile_t_store (ntaps >= 1; toff int64)."""
+        sig = types.void(x, types.intp, types.intp, toff, types.intp, wp, types.intp,
+                         types.intp, y, types.intp, types.intp, types.intp, types.intp, bias,
+                         types.intp, types.intp, res, types.intp, types.intp, types.intp)
 
-    def codegen(context, builder, signature, args):
-        x_ptr = _data_ptr(context, builder, signature, args, 0)
-        t_ptr = _data_ptr(context, builder, signature, args, 3, ir.IntType(64))
-        w_ptr = _data_ptr(context, builder, signature, args, 5)
-        x_off, ldx, ntaps, w_off, nc = args[1], args[2], args[4], args[6], args[7]
-        intp = x_off.type
-        v16 = ir.VectorType(ir.FloatType(), 16)
-        entry = builder.block
-        loop = builder.append_basic_block("taps.loop")
-        done = builder.append_basic_block("taps.done")
-        builder.branch(loop)
-        builder.position_at_end(loop)
-        t = builder.phi(intp)
-        t.add_incoming(ir.Constant(intp, 0), entry)
-        acc = []
-        for _ in range(MP * NV):
-            p = builder.phi(v16)
-            p.add_incoming(ir.Constant(v16, None), entry)
-            acc.append(p)
-        xo = builder.add(x_off, builder.load(builder.gep(t_ptr, [t])))
-        wo = builder.add(w_off, builder.mul(builder.mul(t, nc), ir.Constant(intp, NR)))
-        new = _reduction(builder, x_ptr, xo, ldx, w_ptr, wo, ir.Constant(intp, NR), nc, acc,
-                         MP, NV)
-        t1 = builder.add(t, ir.Constant(intp, 1))
-        end = builder.block
-        t.add_incoming(t1, end)
-        for p, n in zip(acc, new):
-            p.add_incoming(n, end)
-        builder.cbranch(builder.icmp_signed("<", t1, ntaps), loop, done)
-        builder.position_at_end(done)
-        _store_t(context, builder, signature, args, new, 8)
-        return context.get_dummy_value()
+        def codegen(context, builder, signature, args):
+            x_ptr = _data_ptr(context, builder, signature, args, 0)
+            t_ptr = _data_ptr(context, builder, signature, args, 3, ir.IntType(64))
+            w_ptr = _data_ptr(context, builder, signature, args, 5)
+            x_off, ldx, ntaps, w_off, nc = args[1], args[2], args[4], args[6], args[7]
+            intp = x_off.type
+            v16 = ir.VectorType(ir.FloatType(), 16)
+            entry = builder.block
+            loop = builder.append_basic_block("taps.loop")
+            done = builder.append_basic_block("taps.done")
+            builder.branch(loop)
+            builder.position_at_end(loop)
+            t = builder.phi(intp)
+            t.add_incoming(ir.Constant(intp, 0), entry)
+            acc = []
+            for _ in range(MP * NV):
+                p = builder.phi(v16)
+                p.add_incoming(ir.Constant(v16, None), entry)
+                acc.append(p)
+            xo = builder.add(x_off, builder.load(builder.gep(t_ptr, [t])))
+            wo = builder.add(w_off, builder.mul(builder.mul(t, nc), ir.Constant(intp, NR)))
+            new = _reduction(builder, x_ptr, xo, ldx, w_ptr, wo, ir.Constant(intp, NR), nc, acc,
+                             MP, NV, a_step)
+            t1 = builder.add(t, ir.Constant(intp, 1))
+            end = builder.block
+            t.add_incoming(t1, end)
+            for p, n in zip(acc, new):
+                p.add_incoming(n, end)
+            builder.cbranch(builder.icmp_signed("<", t1, ntaps), loop, done)
+            builder.position_at_end(done)
+            _store_t(context, builder, signature, args, new, 8)
+            return context.get_dummy_value()
 
-    return sig, codegen
+        return sig, codegen
+
+    return taps
+
+
+gemm_tile_t_taps = _make_taps(1)
+# the same over a channel-blocked input: pixel j of a step at x[... + 16*j]
+gemm_tile_t_taps_c16 = _make_taps(16)
 
 
 @intrinsic
