@@ -29,6 +29,11 @@ def warmup(model=None, example_input=None):
         for name, algo in planner.REGISTRY.items():
             if algo.serves(prob) is None:
                 F.conv2d(x, w, algo=name, **kw)
+    # an inverted residual block's channel-blocked kernels
+    z = np.zeros
+    F.inverted_residual(z((1, 4, 4, 4), np.float32), (z((16, 4, 1, 1), np.float32), None, None),
+                        (z((16, 1, 3, 3), np.float32), None, None, 1, 1, 1),
+                        (z((32, 16, 1, 1), np.float32), None, None))
     F.linear(np.zeros((1, 4), np.float32), np.zeros((3, 4), np.float32))
     F.max_pool2d(x, 2)
     F.avg_pool2d(x, 2)
