@@ -713,7 +713,8 @@ def bind_inverted_residual(expand, dw, project, packed):
     without transposing, the projection reads them (pointwise_conv2d_from_blocked)
     and writes y in NCHW with the residual.  Needs the depthwise channels a multiple
     of 16, stride-1 1x1s (groups 1) and what depthwise_blocked serves; weights are
-    packed into ``packed`` once (a 1x1's under its own key)."""
+    packed into ``packed`` once (a 1x1's under its own key).  The call enters the
+    kernel scope itself."""
     threads = _runtime.get_num_threads()
     max_threads = _runtime.max_threads()
     dprob, w2, b2, a2 = dw
@@ -755,13 +756,14 @@ def bind_inverted_residual(expand, dw, project, packed):
                _workspace.per_thread("ir_edge3", max_threads, edge3))
 
     def call(x, y, res):
-        z = expand_call(x) if expand_call is not None else x
-        if project_call is None:
-            dcall(z, y, res)
-            return
-        d = _workspace.get("ir_depthwise", dw_out_shape)
-        dcall(z, d.reshape(dprob.n, dprob.k, dprob.oh, dprob.ow), None)
-        project_call(d, y, res)
+        with _runtime.kernel_scope(blas=False):
+            z = expand_call(x) if expand_call is not None else x
+            if project_call is None:
+                dcall(z, y, res)
+                return
+            d = _workspace.get("ir_depthwise", dw_out_shape)
+            dcall(z, d.reshape(dprob.n, dprob.k, dprob.oh, dprob.ow), None)
+            project_call(d, y, res)
     return call
 
 

@@ -315,8 +315,7 @@ def inverted_residual(x, expand, depthwise, project=None, residual=None, packed=
                              f"got {tuple(res.shape)}")
     y = _out(out, out_shape, layer, (xa, res))
     if out_shape[0]:
-        with _runtime.kernel_scope(blas=True):
-            call(xa, y, res)
+        call(xa, y, res)  # it enters the kernel scope itself (or conv2d does, per call)
     return _checks.wrap_like(y, x)
 
 

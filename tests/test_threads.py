@@ -32,7 +32,15 @@ def test_threading_layer_chosen_by_the_user(layer):
     wheel's libtbb (it is not on the loader's path inside a virtual environment)."""
     r = _run_py("""
         import numpy as np, fastconv as fc
+        from fastconv import functional as F
         y = fc.conv2d(np.ones((1, 2, 5, 5), np.float32), np.ones((3, 2, 3, 3), np.float32))
+        # calls that run several kernels one after another (a layer that serializes its
+        # kernel calls must never wait on itself): blocked, blocked then a conv2d, separate
+        o = lambda *s: np.ones(s, np.float32)
+        dw = (o(16, 1, 3, 3), None, None, 1, 1, 1)
+        for proj in (o(32, 16, 1, 1), o(24, 16, 1, 1)):
+            F.inverted_residual(o(1, 4, 4, 4), (o(16, 4, 1, 1), None, None), dw, (proj, None, None))
+        F.inverted_residual(o(1, 4, 2, 2), (o(16, 4, 1, 1), None, None), dw, (proj, None, None))
         print(fc.threading_layer(), float(y[0, 0, 2, 2]))
     """, env={"NUMBA_THREADING_LAYER": layer})
     assert r.returncode == 0, r.stderr[-2000:]
