@@ -135,11 +135,14 @@ def _inverted_residuals(steps):
     out = []
     i = 0
     while i < len(steps):
-        d = next((j for j in (i, i + 1) if j < len(steps) and fused[j] is not None
-                  and _depthwise(fused[j])), None)
-        e = fused[i] if d == i + 1 else None
-        if d is None or (e is not None and not (_pointwise(e) and
-                                                e.conv.out_channels == fused[d].conv.in_channels)):
+        a = fused[i]
+        b = fused[i + 1] if i + 1 < len(steps) else None
+        if a is not None and _depthwise(a):
+            e, d = None, i
+        elif (a is not None and b is not None and _depthwise(b) and _pointwise(a)
+              and a.conv.out_channels == b.conv.in_channels):
+            e, d = a, i + 1
+        else:
             out.append(steps[i])
             i += 1
             continue

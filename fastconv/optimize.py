@@ -206,8 +206,8 @@ class _Rewriter:
             if j in drop or d.op != "conv" or (len(d.inputs) > 1 and d.inputs[1]):
                 continue
             k = d.params["weight"].shape[0] if "weight" in d.params else 0
-            if not _is_depthwise_of(d, k):
-                continue
+            if k % 16 or not _is_depthwise_of(d, k):
+                continue  # channel blocks need a multiple of 16 channels
             i = producer.get(d.inputs[0])
             e = self.nodes[i] if i is not None and i not in drop else None
             if e is None or not _is_expansion(e) or self.sole_consumer(e.outputs[0], uses) != j:
