@@ -285,3 +285,39 @@ def test_inverted_residual_module_runs_as_one_call(rng):
         yb = blk(xb)
         assert [type(st).__name__ for st in blk.conv.fused_steps()] == kinds
         assert rel_err(yb, blk.fuse(False)(xb)) < 1e-5
+
+
+def test_inverted_residual_any_geometry():
+    """Random blocks (channels, maps, strides, dilations, filters, which parts exist, residual)
+    equal the separate conv2d calls."""
+    hyp = pytest.importorskip("hypothesis")
+    st = hyp.strategies
+    from fastconv import functional as F
+
+    @hyp.settings(max_examples=60, deadline=None, derandomize=True)
+    @hyp.given(n=st.integers(1, 2), c=st.integers(1, 40), h=st.integers(3, 19),
+               w=st.integers(3, 19), k=st.sampled_from([16, 32, 48]),
+               k2=st.sampled_from([8, 16, 24, 32, 64]), r=st.sampled_from([3, 5]),
+               stride=st.integers(1, 3), dilation=st.integers(1, 2), parts=st.integers(1, 3),
+               residual=st.booleans(), seed=st.integers(0, 2 ** 16))
+    def check(n, c, h, w, k, k2, r, stride, dilation, parts, residual, seed):
+        expand, project = bool(parts & 1), bool(parts & 2)
+        rng = np.random.default_rng(seed)
+        x, (we, be), (wd, bd), (wp, bp), kd = _ir_case(rng, n, c, (h, w), k, k2, r, expand,
+                                                       project)
+        pad = (r // 2) * dilation
+        z = fc.conv2d(x, we, be, activation="relu6") if expand else x
+        d = fc.conv2d(z, wd, bd, stride, pad, dilation, kd, activation="relu6")
+        out_c = k2 if project else kd
+        res = rng.standard_normal((n, out_c) + d.shape[2:]).astype(np.float32) \
+            if residual else None
+        if project:
+            e = fc.conv2d(d, wp, bp, residual=res)
+        else:
+            e = fc.conv2d(z, wd, bd, stride, pad, dilation, kd, activation="relu6", residual=res)
+        y = F.inverted_residual(x, (we, be, "relu6") if expand else None,
+                                (wd, bd, "relu6", stride, pad, dilation),
+                                (wp, bp, None) if project else None, residual=res, packed={})
+        assert y.shape == e.shape and rel_err(y, e) < 1e-5
+
+    check()
