@@ -17,8 +17,9 @@ import numpy as np
 
 
 def _input(spec):
-    rng = np.random.default_rng(0)
-    return rng.standard_normal((spec["batch"], 3, spec["size"], spec["size"])).astype(np.float32)
+    """The timed input: of ``spec["input_shape"]`` (an ONNX model's), else an image batch."""
+    shape = spec.get("input_shape") or (spec["batch"], 3, spec["size"], spec["size"])
+    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
 
 
 WARM_S = 0.3  # seconds of calls before timing, in every runtime
@@ -48,15 +49,20 @@ def timed(fn, repeat, warm_s=WARM_S):
 
 
 def child(spec):
-    if spec.get("device") == "cuda":
-        return child_cuda(spec)
+    """Build the runtime's model, warm up, time it; prints one JSON line."""
+    x = _input(spec)
+    t0 = time.perf_counter()
+    run = (_gpu_runner if spec.get("device") == "cuda" else _cpu_runner)(spec, x)
+    run()
+    first = time.perf_counter() - t0
+    med, mn = timed(run, spec["repeat"])
+    print(json.dumps({"median_s": med, "min_s": mn, "first_call_s": first}))
+
+
+def _cpu_runner(spec, x):
+    """One call of the model in the runtime ``spec["runtime"]`` on the CPU."""
     runtime, threads = spec["runtime"], spec["threads"]
     onnx_path = spec.get("onnx")
-    x = spec.get("input_shape") and np.random.default_rng(0).standard_normal(
-        spec["input_shape"]).astype(np.float32)
-    if x is None or x is False:
-        x = _input(spec)
-    t0 = time.perf_counter()
     if runtime == "fastconv":
         import fastconv as fc
         fc.set_num_threads(threads)
@@ -87,22 +93,15 @@ def child(spec):
         run = lambda: sess.run(None, {name: x})  # noqa: E731
     else:
         raise ValueError(f"unknown runtime {runtime!r}")
-    run()
-    first = time.perf_counter() - t0
-    med, mn = timed(run, spec["repeat"])
-    print(json.dumps({"median_s": med, "min_s": mn, "first_call_s": first}))
+    return run
 
 
-def child_cuda(spec):
-    """The GPU twin of ``child``: input on the device, every call synchronized. fastconv runs
-    device-resident (``fc.optimize(..., backend="cuda")``), PyTorch on CUDA with TF32 off,
-    onnxruntime with its CUDA execution provider (an error when that is not installed)."""
+def _gpu_runner(spec, x):
+    """The GPU twin of _cpu_runner: input on the device, every call synchronized. fastconv
+    runs device-resident (``fc.optimize(..., backend="cuda")``), PyTorch on CUDA with TF32
+    off, onnxruntime with its CUDA execution provider (an error when that is not installed)."""
     runtime = spec["runtime"]
     onnx_path = spec.get("onnx")
-    shape = spec.get("input_shape")
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32) if shape else \
-        _input(spec)
-    t0 = time.perf_counter()
     if runtime == "fastconv":
         import fastconv as fc
         from numba import cuda
@@ -147,10 +146,7 @@ def child_cuda(spec):
             sess.run_with_iobinding(io)  # returns once the outputs are ready
     else:
         raise ValueError(f"unknown runtime {runtime!r}")
-    run()
-    first = time.perf_counter() - t0
-    med, mn = timed(run, spec["repeat"])
-    print(json.dumps({"median_s": med, "min_s": mn, "first_call_s": first}))
+    return run
 
 
 def run_isolated(spec, timeout=1800):

@@ -263,7 +263,6 @@ def _plot(rows, roof, bandwidth, path, title):
 def bench(args):
     """Per-layer table against the SGEMM roof, end-to-end latency, peers in the same run."""
     import os
-    import tempfile
 
     import fastconv as fc
     from fastconv import _backend, models
@@ -331,41 +330,12 @@ def bench(args):
 
     e2e = {}
     if peers:
-        from fastconv import _peers
-        tmp = tempfile.mkdtemp(prefix="fastconv-bench-")
         spec = {"model": args.model, "batch": args.batch, "size": args.size, "threads": threads,
                 "repeat": max(5, args.repeat),
                 "kwargs": {"widths": list(args.widths)} if args.model == "resnet_tiny" else {}}
-        onnx_path = args.model if is_onnx else None
-        if "onnxruntime" in peers and not is_onnx:
-            progress("exporting the torch twin to ONNX for onnxruntime")
-            try:
-                onnx_path = _peers.export_zoo_onnx(args.model, os.path.join(tmp, "model.onnx"),
-                                                   args.batch, args.size, **spec["kwargs"])
-            except ImportError:
-                print("--compare onnxruntime with a built-in model needs torch to export it",
-                      file=sys.stderr)
-                peers.remove("onnxruntime")
-        if is_onnx:
-            spec["input_shape"] = list(x.shape)
-        runtimes = ["fastconv"] + peers
-        for i, rt in enumerate(runtimes, 1):
-            progress(f"end-to-end: {rt} (own process)", i, len(runtimes))
-            s = dict(spec, runtime=rt)
-            if rt == "onnxruntime" or (rt == "fastconv" and is_onnx):
-                s["onnx"] = onnx_path
-            e2e[rt] = _peers.run_isolated(s)
-        print(f"end-to-end, each runtime in its own process, {threads} threads, median of "
-              f"{spec['repeat']}:")
-        base = e2e["fastconv"].get("median_s")
-        for rt, r in e2e.items():
-            if "error" in r:
-                print(f"  {rt:12s} failed: {r['error']}")
-                continue
-            ratio = "" if rt == "fastconv" or not base else \
-                f"   fastconv speed: {r['median_s'] / base:.2f}x {rt}"
-            print(f"  {rt:12s} {r['median_s'] * 1e3:9.2f} ms (min {r['min_s'] * 1e3:.2f}, "
-                  f"first call {r['first_call_s']:.2f} s){ratio}")
+        e2e = _peer_runs(spec, peers, args, is_onnx, x, progress)
+        _print_peer_runs(e2e, f"end-to-end, each runtime in its own process, {threads} threads, "
+                              f"median of {spec['repeat']}:")
     if args.plot and rows:
         if _plot(rows, roof, bandwidth, args.plot, f"{model_desc}, batch {args.batch}, "
                  f"{threads} threads"):
@@ -383,6 +353,53 @@ def bench(args):
         print(f"{len(bad_rows)} results did not match the reference", file=sys.stderr)
         return 1
     return 0
+
+
+def _peer_runs(spec, peers, args, is_onnx, x, progress, where=""):
+    """fastconv and each peer end to end, each in a process of its own
+    (fastconv._peers.child, with ``spec``): {runtime: result}.  A built-in model is
+    exported to ONNX for onnxruntime (which needs torch; without it that peer is dropped)."""
+    import os
+    import tempfile
+
+    from fastconv import _peers
+    peers = list(peers)
+    onnx_path = args.model if is_onnx else None
+    if "onnxruntime" in peers and not is_onnx:
+        progress("exporting the torch twin to ONNX for onnxruntime")
+        tmp = tempfile.mkdtemp(prefix="fastconv-bench-")
+        try:
+            onnx_path = _peers.export_zoo_onnx(args.model, os.path.join(tmp, "model.onnx"),
+                                               args.batch, args.size, **spec["kwargs"])
+        except ImportError:
+            print("--compare onnxruntime with a built-in model needs torch to export it",
+                  file=sys.stderr)
+            peers.remove("onnxruntime")
+    if is_onnx:
+        spec = dict(spec, input_shape=list(x.shape))
+    runtimes = ["fastconv"] + peers
+    e2e = {}
+    for i, rt in enumerate(runtimes, 1):
+        progress(f"end-to-end{where}: {rt} (own process)", i, len(runtimes))
+        s = dict(spec, runtime=rt)
+        if rt == "onnxruntime" or (rt == "fastconv" and is_onnx):
+            s["onnx"] = onnx_path
+        e2e[rt] = _peers.run_isolated(s)
+    return e2e
+
+
+def _print_peer_runs(e2e, header):
+    """``header``, then each runtime's median, minimum, first call and speed ratio."""
+    print(header)
+    base = e2e["fastconv"].get("median_s")
+    for rt, r in e2e.items():
+        if "error" in r:
+            print(f"  {rt:12s} failed: {r['error']}")
+            continue
+        ratio = "" if rt == "fastconv" or not base else \
+            f"   fastconv speed: {r['median_s'] / base:.2f}x {rt}"
+        print(f"  {rt:12s} {r['median_s'] * 1e3:9.2f} ms (min {r['min_s'] * 1e3:.2f}, "
+              f"first call {r['first_call_s']:.2f} s){ratio}")
 
 
 def _print_rows(rows):
@@ -421,7 +438,6 @@ def _bench_cuda(args, is_onnx, peers, progress):
     to their synchronization, end to end with the input on the device, checked against the
     CPU backend; peers (PyTorch on the GPU, onnxruntime's CUDA provider) in own processes."""
     import os
-    import tempfile
 
     import fastconv as fc
     from fastconv import _cuda, models
@@ -473,35 +489,12 @@ def _bench_cuda(args, is_onnx, peers, progress):
           f"rel err vs the CPU backend {err:.1e}")
     e2e = {}
     if peers:
-        from fastconv import _peers
-        tmp = tempfile.mkdtemp(prefix="fastconv-bench-")
         spec = {"model": args.model, "batch": args.batch, "size": args.size,
                 "threads": fc.get_num_threads(),
                 "repeat": max(5, args.repeat), "device": "cuda", "kwargs": kwargs}
-        onnx_path = args.model if is_onnx else None
-        if "onnxruntime" in peers and not is_onnx:
-            onnx_path = _peers.export_zoo_onnx(args.model, os.path.join(tmp, "model.onnx"),
-                                               args.batch, args.size, **kwargs)
-        if is_onnx:
-            spec["input_shape"] = list(x.shape)
-        runtimes = ["fastconv"] + peers
-        for i, rt in enumerate(runtimes, 1):
-            progress(f"end-to-end on the GPU: {rt} (own process)", i, len(runtimes))
-            s = dict(spec, runtime=rt)
-            if rt == "onnxruntime" or (rt == "fastconv" and is_onnx):
-                s["onnx"] = onnx_path
-            e2e[rt] = _peers.run_isolated(s)
-        print(f"end-to-end on the GPU, each runtime in its own process, input on the device, "
-              f"median of {spec['repeat']} synchronized calls:")
-        base = e2e["fastconv"].get("median_s")
-        for rt, r in e2e.items():
-            if "error" in r:
-                print(f"  {rt:12s} failed: {r['error']}")
-                continue
-            ratio = "" if rt == "fastconv" or not base else \
-                f"   fastconv speed: {r['median_s'] / base:.2f}x {rt}"
-            print(f"  {rt:12s} {r['median_s'] * 1e3:9.2f} ms (min {r['min_s'] * 1e3:.2f}, "
-                  f"first call {r['first_call_s']:.2f} s){ratio}")
+        e2e = _peer_runs(spec, peers, args, is_onnx, x, progress, " on the GPU")
+        _print_peer_runs(e2e, f"end-to-end on the GPU, each runtime in its own process, input "
+                              f"on the device, median of {spec['repeat']} synchronized calls:")
     if args.plot and rows and roof:
         if _plot(rows, roof, bandwidth, args.plot, f"{model_desc}, batch {args.batch}, "
                  f"{_cuda.device_name()}"):
