@@ -120,6 +120,21 @@ def _emit_epilogue(builder, act, final, has_res, width, body):
     return is_final
 
 
+def _masked_load_store(builder, width):
+    """LLVM's masked load and store of ``width`` floats: load(ptr, align, mask, passthru),
+    store(value, ptr, align, mask)."""
+    vec = ir.VectorType(ir.FloatType(), width)
+    vp, i32 = vec.as_pointer(), ir.IntType(32)
+    mask = ir.VectorType(ir.IntType(1), width)
+    mload = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vec, [vp, i32, mask, vec]),
+        f"llvm.masked.load.v{width}f32.p0")
+    mstore = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [vec, vp, i32, mask]),
+        f"llvm.masked.store.v{width}f32.p0")
+    return mload, mstore
+
+
 def _splat(builder, scalar, width):
     vec = ir.VectorType(scalar.type, width)
     i32 = ir.IntType(32)
@@ -245,11 +260,7 @@ def _store_t(context, builder, signature, args, accs, first):
     zero16 = ir.Constant(v16, None)
 
     vp8 = v8.as_pointer()
-    mstore = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(ir.VoidType(), [v8, vp8, i32, m8]),
-        "llvm.masked.store.v8f32.p0")
-    mload = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(v8, [vp8, i32, m8, v8]), "llvm.masked.load.v8f32.p0")
+    mload, mstore = _masked_load_store(builder, 8)
     align = ir.Constant(i32, 4)
     lanes = ir.Constant(ir.VectorType(intp, 8), list(range(8)))
     px_mask = builder.icmp_signed("<", lanes, _splat(builder, npx, 8))
@@ -432,11 +443,7 @@ def gemm_tile_t_blocked(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, bstri
         accs = _reduction(builder, x_ptr, x_off, ldx, w_ptr, w_off, const(NR), nc,
                           [zero16] * (MP * NV), MP, NV)
         vp = v16.as_pointer()
-        mstore = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [v16, vp, i32, m16]),
-            "llvm.masked.store.v16f32.p0")
-        mload = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(v16, [vp, i32, m16, v16]), "llvm.masked.load.v16f32.p0")
+        mload, mstore = _masked_load_store(builder, 16)
         align = ir.Constant(i32, 4)
         ones, none = ir.Constant(m16, [1] * 16), ir.Constant(m16, [0] * 16)
         is_final = builder.icmp_signed("!=", final, const(0))
