@@ -13,17 +13,55 @@ model pruned with ``torch.nn.utils.prune`` imports with its zeros).
 import numpy as np
 
 from . import _backend, _checks, _cuda, _runtime, _workspace, planner
-from ._algorithms import pad_call_s, padded_input
+from ._algorithms import padded_input
 from .functional import _bias, _out, _unbatched, conv_problem
 from .graph import Model
+from .kernels.cpu import pad as _pad
 from .kernels.cpu import sparse as _sparse
 
-# nonzero multiply-adds x 2 per second per thread, measured on ResNet-50 layers at 50-90 %
-# sparsity (docs/performance.md): the flat stride-1 kernel, and the row kernel for strides > 1
-SPARSE_GFLOPS = 28.0
-SPARSE_STRIDED_GFLOPS = 5.0
-# per output-channel task: 0.14-0.2 us (K = 64..1024 on a 4x4 map, 95 % sparse)
-SPARSE_TASK_S = 0.2e-6
+# nonzero multiply-adds x 2 per second per thread and per computed tile lane of the
+# register-tiled kernel (kernels/cpu/sparse.sparse_conv2d_tiles), measured on ResNet-50
+# layers at 50-90 % sparsity (docs/performance.md): one broadcast and nv vector loads per
+# nonzero, so it runs near the load ports' rate, not the FMA peak
+SPARSE_GFLOPS = 36.0
+# per (task, output channel) tile call: the tile's epilogue and the call
+SPARSE_TILE_S = 0.02e-6
+# the CSR linear kernel (one output feature per task), per thread
+SPARSE_LINEAR_GFLOPS = 28.0
+
+
+def _grid(prob):
+    """(HS, WS): the stride-phase planes' size (kernels/cpu/pad.pad_space_to_depth)."""
+    (sh, sw), (pt, pb, pl, pr) = prob.stride, prob.pads
+    return -(-(prob.h + pt + pb) // sh), -(-(prob.w + pl + pr) // sw)
+
+
+def _strided_pointwise(prob):
+    """A strided 1x1 conv without padding reads only every sh-th row and sw-th column:
+    (the equivalent stride-1 problem on that subsampled input, the subsampling), else
+    (None, None)."""
+    if prob.r == prob.s == 1 and not any(prob.pads) and prob.stride != (1, 1):
+        (sh, sw) = prob.stride
+        sub = (slice(None), slice(None), slice(None, sh * (prob.oh - 1) + 1, sh),
+               slice(None, sw * (prob.ow - 1) + 1, sw))
+        eq = conv_problem((prob.n, prob.c, prob.oh, prob.ow), (prob.k, prob.cg, 1, 1), 1, 0, 1,
+                          prob.groups)
+        return eq, sub
+    return None, None
+
+
+def _tiling(prob, threads):
+    """sparse_conv2d_tiles' (nv, tiles, tgroup, kblock): 64-pixel tiles on maps of 28
+    columns and more, 32 below; about eight tasks per thread, the output channels split
+    where the map has too few tiles for that."""
+    ws = _grid(prob)[1]
+    nv = 4 if prob.ow >= 28 else 2
+    ntiles = -(-((prob.oh - 1) * ws + prob.ow) // (16 * nv))
+    want = 8 * threads
+    units = max(1, prob.n) * ntiles
+    tgroup = max(1, units // want)
+    nkb = 1 if units >= 4 * threads else min(prob.k, -(-4 * threads // units))
+    return nv, ntiles, tgroup, -(-prob.k // nkb)
 
 
 def csr_conv(w, dilation, groups):
@@ -41,17 +79,25 @@ def csr_conv(w, dilation, groups):
 
 
 def sparse_cost(prob, nnz, threads):
-    """Modelled seconds of sparse_conv2d: the nonzero multiply-adds plus a cost per task."""
-    flat = prob.stride == (1, 1)
-    tasks = prob.n * prob.k * (1 if flat else max(1, -(-prob.oh // _rows(prob))))
-    rate = SPARSE_GFLOPS if flat else SPARSE_STRIDED_GFLOPS
-    work = 2.0 * nnz * prob.n * prob.oh * prob.ow / (rate * 1e9)
-    return (planner.CALL_OVERHEAD_S + pad_call_s(prob)
-            + (work + tasks * SPARSE_TASK_S) / min(threads, tasks))
-
-
-def _rows(prob):
-    return max(1, min(prob.oh, 4096 // max(prob.ow, 1)))
+    """Modelled seconds of sparse_conv2d: the nonzero multiply-adds over every computed
+    tile lane (partial tiles and, flat, the padding columns count), plus a cost per
+    tile call, spread over the tasks' threads."""
+    copy = planner.PAD_CALL_S if any(prob.pads) or prob.stride != (1, 1) else 0.0
+    eq = _strided_pointwise(prob)[0]
+    if eq is not None:  # the subsampled input, copied
+        copy += eq.n * eq.c * eq.h * eq.w * 4 / (planner.COPY_GBS * 1e9)
+        prob = eq
+    elif prob.stride != (1, 1):  # the stride phases, written
+        hs, ws = _grid(prob)
+        copy += prob.n * prob.c * hs * ws * prob.stride[0] * prob.stride[1] * 4 / (
+            planner.COPY_GBS * 1e9)
+    nv, ntiles, tgroup, kblock = _tiling(prob, threads)
+    lanes = max(1, prob.n) * ntiles * 16 * nv
+    work = 2.0 * nnz * lanes / (SPARSE_GFLOPS * 1e9)
+    tasks = max(1, prob.n) * -(-ntiles // tgroup) * -(-prob.k // kblock)
+    calls = max(1, prob.n) * ntiles * prob.k
+    return (planner.CALL_OVERHEAD_S + copy
+            + (work + calls * SPARSE_TILE_S) / min(threads, tasks))
 
 
 def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
@@ -88,25 +134,52 @@ def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=
     else:
         y = np.empty(shape, np.float32)
     if prob.n:
+        eq, sub = _strided_pointwise(prob)
+        if eq is not None:  # only every sh-th row and sw-th column is read: copy those
+            xa = np.ascontiguousarray(xa[sub])
+            prob = eq
+        nv, _, tgroup, kblock = _tiling(prob, _runtime.get_num_threads())
         with _runtime.kernel_scope(blas=False):
-            xp = padded_input(prob, xa)
-            if prob.stride == (1, 1):
-                hp, wp = xp.shape[2], xp.shape[3]
-                offs = packed.get("csr_flat") if packed is not None else None
-                if offs is None or offs[0] != (hp, wp):
-                    indptr, chan, roff, coff, _ = csr
-                    offs = ((hp, wp), chan * (hp * wp) + roff * wp + coff)
-                    if packed is not None:
-                        packed["csr_flat"] = offs
-                plane = _workspace.per_thread("sparse_plane", _runtime.max_threads(),
-                                              (prob.oh * wp,))
-                _sparse.sparse_conv2d_flat(xp.reshape(prob.n, -1), wp, csr[0], offs[1], csr[4],
-                                           b, y, act, res, has_res, plane)
-            else:
-                row = _workspace.per_thread("sparse_row", _runtime.max_threads(), (prob.ow,))
-                _sparse.sparse_conv2d(xp, *csr, b, y, prob.stride[0], prob.stride[1], act,
-                                      res, has_res, _rows(prob), row)
+            xs = _phase_planes(prob, xa)
+            offs = _tap_offsets(csr, prob, packed, layer)
+            line = _workspace.per_thread("sparse_line", _runtime.max_threads(),
+                                         (kblock * 16 * nv,))
+            _sparse.sparse_conv2d_tiles(xs, csr[0], offs, csr[4], b, y, act, res, has_res, nv,
+                                        tgroup, kblock, line)
     return _checks.wrap_like(y[0] if unbatched else y, x_in)
+
+
+def _phase_planes(prob, x):
+    """The kernel's input: x (no padding, stride 1), the padded input (stride 1), or the
+    padded input split into its stride phases, in a workspace."""
+    if prob.stride == (1, 1):
+        return padded_input(prob, x)
+    sh, sw = prob.stride
+    hs, ws = _grid(prob)
+    xs = _workspace.get("sparse_phases", (prob.n, prob.c * sh * sw, hs, ws))
+    _pad.pad_space_to_depth(x, xs, prob.pads[0], prob.pads[2], sh, sw)
+    return xs
+
+
+def _tap_offsets(csr, prob, packed, layer):
+    """Each nonzero's int32 offset into one image of the phase planes: tap (c, r, s)
+    reads phase (r*dh % sh, s*dw % sw) of channel c, shifted by (r*dh // sh, s*dw // sw);
+    cached with the weights per input size."""
+    hs, ws = _grid(prob)
+    (sh, sw), key = prob.stride, (prob.h, prob.w, prob.pads, prob.stride)
+    cached = None if packed is None else packed.get("csr_offsets")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    if prob.c * sh * sw * hs * ws >= 2 ** 31:
+        raise ValueError(f"{layer}: the sparse kernel addresses one image's padded input "
+                         f"with 32-bit offsets; {prob.c}x{hs * sh}x{ws * sw} floats is too "
+                         "large")
+    _, chan, roff, coff, _ = csr
+    plane = ((chan * sh + roff % sh) * sw + coff % sw) * (hs * ws)
+    offs = (plane + (roff // sh) * ws + coff // sw).astype(np.int32)
+    if packed is not None:
+        packed["csr_offsets"] = (key, offs)
+    return offs
 
 
 def _sparse_gpu(x, weight, bias, stride, padding, dilation, groups, activation, residual, packed,
@@ -226,7 +299,7 @@ def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=No
             rows = int(np.prod(xs[:-1]))
             dense = planner.CALL_OVERHEAD_S + 2.0 * rows * w.size / (planner.GEMM_GFLOPS * 1e9 *
                                                                      min(threads, w.shape[0]))
-            sparse = planner.CALL_OVERHEAD_S + 2.0 * rows * nnz / (SPARSE_GFLOPS * 1e9 *
+            sparse = planner.CALL_OVERHEAD_S + 2.0 * rows * nnz / (SPARSE_LINEAR_GFLOPS * 1e9 *
                                                                    min(threads, w.shape[0]))
         use = sparse < dense
         if use:

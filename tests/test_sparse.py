@@ -33,6 +33,101 @@ def test_sparse_conv_matches_reference(n, g, cg, kg, h, w, r, s, stride, pad, di
     assert rel_err(y, e) < 1e-5
 
 
+SHAPES = [  # (n, c, h, w, k, r, stride, pad, dilation): full and partial tiles of every width
+    (1, 8, 30, 30, 10, 3, 1, 1, 1),   # flat, 64-pixel tiles
+    (3, 8, 20, 20, 10, 3, 1, 1, 1),   # flat, 32-pixel tiles
+    (1, 6, 40, 70, 7, 3, 2, 1, 1),    # row tiles of 64 (stride 2)
+    (2, 6, 40, 50, 7, 3, 2, 1, 1),    # row tiles of 32
+    (1, 6, 12, 12, 7, 1, 2, 0, 1),    # row tiles of 16, strided 1x1
+    (1, 5, 9, 33, 4, 5, 1, 2, 2),     # dilated 5x5, flat
+    (1, 32, 7, 7, 64, 3, 1, 1, 1),    # a 7x7 map: output channels split over tasks
+    (1, 16, 23, 17, 5, 3, (2, 1), 1, 1),  # row stride only, rows of 17
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_sparse_conv_tiles_match_reference(shape, rng):
+    n, c, h, w, k, r, stride, pad, dil = shape
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c, r, r)).astype(np.float32)
+    wt[rng.random(wt.shape) < 0.7] = 0
+    wt[0] = 0  # an output channel with no nonzeros: bias only
+    b = rng.standard_normal(k).astype(np.float32)
+    e = ref.conv2d(x, wt, b, stride, pad, dil, 1)
+    res = rng.standard_normal(e.shape).astype(np.float32)
+    x0, res0 = x.copy(), res.copy()
+    for act, f in (("relu", lambda v: np.maximum(v, 0)), ("relu6", lambda v: np.clip(v, 0, 6)),
+                   ("hardswish", lambda v: v * np.clip(v + 3, 0, 6) / 6), (None, lambda v: v)):
+        y = fc.sparse_conv2d(x, wt, b, stride, pad, dil, activation=act, residual=res)
+        assert rel_err(y, f(e + res)) < 1e-5, act
+    assert rel_err(fc.sparse_conv2d(x, wt, b, stride, pad, dil), e) < 1e-5
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(res, res0)
+
+
+@pytest.mark.parametrize("nv", [1, 2, 4])
+@pytest.mark.parametrize("stride,pad", [(1, 1), (1, 0), (2, 1), ((1, 3), 2)])
+def test_sparse_tile_kernel_every_blocking(nv, stride, pad, rng):
+    """The kernel itself under every tile width, tile grouping and channel split the
+    planner could pick (and some it would not), on a padded grid, on y's own layout
+    (1x1 below) and on stride phases."""
+    from fastconv import sparse as fs
+    from fastconv.functional import conv_problem
+    from fastconv.kernels.cpu import sparse as ks
+    r = 1 if pad == 0 else 3
+    x = rng.standard_normal((2, 5, 11, 21)).astype(np.float32)
+    wt = rng.standard_normal((9, 5, r, r)).astype(np.float32)
+    wt[rng.random(wt.shape) < 0.5] = 0
+    b = rng.standard_normal(9).astype(np.float32)
+    prob = conv_problem(x.shape, wt.shape, stride, pad, 2)
+    e = np.maximum(ref.conv2d(x, wt, b, stride, pad, 2), 0)
+    csr = fs.csr_conv(wt, prob.dilation, 1)
+    xs = fs._phase_planes(prob, x).copy()
+    offs = fs._tap_offsets(csr, prob, None, "t")
+    no_res = np.zeros((1, 1, 1, 1), np.float32)
+    for tgroup, kblock in ((1, 9), (3, 4), (100, 1), (2, 100)):
+        y = np.full(e.shape, np.nan, np.float32)
+        line = np.empty((4, min(kblock, 9) * 16 * nv), np.float32)
+        ks.sparse_conv2d_tiles(xs, csr[0], offs, csr[4], b, y, 1, no_res, False, nv, tgroup,
+                               kblock, line)
+        assert rel_err(y, e) < 1e-5, (tgroup, kblock)
+
+
+def test_space_to_depth_planes(rng):
+    from fastconv.kernels.cpu import pad
+    x = rng.standard_normal((2, 3, 7, 10)).astype(np.float32)
+    for sh, sw, pt, pl in ((2, 2, 1, 1), (3, 2, 0, 2), (1, 3, 2, 0)):
+        xpad = np.pad(x, ((0, 0), (0, 0), (pt, 3), (pl, 4)))
+        hs, ws = -(-(7 + pt + 1) // sh), -(-(10 + pl + 2) // sw)
+        xs = np.full((2, 3 * sh * sw, hs, ws), np.nan, np.float32)
+        pad.pad_space_to_depth(x, xs, pt, pl, sh, sw)
+        for pr in range(sh):
+            for pc in range(sw):
+                want = xpad[:, :, pr::sh, pc::sw][:, :, :hs, :ws]
+                got = xs[:, pr * sw + pc::sh * sw]
+                np.testing.assert_array_equal(got[:, :, :want.shape[2], :want.shape[3]], want)
+
+
+def test_sparse_tiling_choices():
+    from fastconv.functional import conv_problem
+    from fastconv.sparse import _tiling
+    nv, ntiles, tgroup, kblock = _tiling(conv_problem((1, 64, 56, 56), (64, 64, 3, 3), 1, 1), 2)
+    assert (nv, ntiles, kblock) == (4, -(-(55 * 58 + 56) // 64), 64) and tgroup > 1
+    nv, ntiles, _, kblock = _tiling(conv_problem((1, 512, 7, 7), (512, 512, 3, 3), 1, 1), 2)
+    assert (nv, ntiles) == (2, 2) and kblock == 128  # 2 tiles: channels split
+    nv, ntiles, _, _ = _tiling(conv_problem((1, 128, 56, 56), (128, 128, 3, 3), 2, 1), 2)
+    assert (nv, ntiles) == (4, -(-(27 * 29 + 28) // 64))  # stride phases of 29 columns
+
+
+def test_sparse_conv_offsets_too_large():
+    from fastconv import sparse as fs
+    from fastconv.functional import conv_problem
+    csr = fs.csr_conv(np.ones((1, 2 ** 16, 1, 1), np.float32), (1, 1), 1)
+    prob = conv_problem((1, 2 ** 16, 2 ** 8, 2 ** 7), (1, 2 ** 16, 1, 1))
+    with pytest.raises(ValueError, match="layerX: the sparse kernel addresses"):
+        fs._tap_offsets(csr, prob, None, "layerX")
+
+
 def test_sparse_linear_matches_dense(rng):
     x = rng.standard_normal((5, 3, 40)).astype(np.float32)
     w = rng.standard_normal((17, 40)).astype(np.float32)
@@ -111,3 +206,18 @@ def test_prune_errors(rng):
         fc.prune(m, example_input=x)
     with pytest.raises(TypeError, match="fastconv Model"):
         fc.prune("model")
+
+
+def test_sparse_strided_pointwise_reads_the_subsampled_input(rng):
+    from fastconv import sparse as fs
+    from fastconv.functional import conv_problem
+    x = rng.standard_normal((2, 6, 13, 10)).astype(np.float32)
+    wt = rng.standard_normal((5, 6, 1, 1)).astype(np.float32)
+    wt[rng.random(wt.shape) < 0.5] = 0
+    eq, _ = fs._strided_pointwise(conv_problem(x.shape, wt.shape, (2, 3), 0))
+    assert eq.stride == (1, 1) and (eq.h, eq.w) == (7, 4)
+    assert fs._strided_pointwise(conv_problem(x.shape, wt.shape, 2, 1))[0] is None  # padded
+    pk = {}
+    for _ in range(2):  # the offsets cached in pk are the subsampled problem's
+        y = fc.sparse_conv2d(x, wt, None, (2, 3), 0, packed=pk)
+        assert rel_err(y, ref.conv2d(x, wt, None, (2, 3), 0)) < 1e-5

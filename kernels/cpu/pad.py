@@ -72,3 +72,37 @@ def pad_nchw_phased(x, xp, pad_top, pad_left, sw):
                 else:
                     for u in range(jhi - jlo):
                         dst[u] = xrow[first + u * sw]
+
+
+@njit(parallel=True, cache=True)
+def pad_space_to_depth(x, xs, pad_top, pad_left, sh, sw):
+    """Zero padding with rows and columns split into their sh x sw stride phases:
+
+        xs[n, (c*sh + pr)*sw + pc, i, j] = xpad[n, c, i*sh + pr, j*sw + pc]
+
+    (pr < sh, pc < sw, i < HS, j < WS; positions past the padded input are zero).
+    A stride-(sh, sw) conv's tap (r, s) then reads, for output pixels (p, q), the
+    unit-stride plane of phase (r % sh, s % sw) at (p + r // sh, q + s // sw): a
+    stride-1 access on a grid of WS columns (how the sparse kernel tiles it).
+    """
+    N, C, H, W = x.shape
+    HS, WS = xs.shape[2], xs.shape[3]
+    for t in prange(N * C * sh):
+        n = t // (C * sh)
+        c = (t // sh) % C
+        pr = t % sh
+        for pc in range(sw):
+            plane = xs[n, (c * sh + pr) * sw + pc]
+            jlo = max(0, -((pc - pad_left) // sw))
+            jhi = min(WS, (W - 1 - pc + pad_left) // sw + 1)
+            for i in range(HS):
+                row = plane[i]
+                for j in range(WS):
+                    row[j] = 0.0
+                src = i * sh + pr - pad_top
+                if src < 0 or src >= H or jhi <= jlo:
+                    continue
+                xrow = x[n, c, src]
+                first = jlo * sw + pc - pad_left
+                for u in range(jhi - jlo):
+                    row[jlo + u] = xrow[first + u * sw]

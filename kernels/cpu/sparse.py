@@ -5,100 +5,247 @@ column = (absolute input channel c, r, s), so
 
     y[n, k, p, q] = act(b[k] + sum_(i in row k) vals[i] * xp[n, c_i, p*sh + r_i*dh, q*sw + s_i*dw] (+ res))
 
-A task is (image, output channel, block of output rows); each output row
-accumulates, nonzero by nonzero, a scaled input row segment into a row
-buffer that stays in L1 (unit stride when sw == 1, so it vectorizes), then
-the epilogue writes it once.  Work is proportional to the nonzeros: at 90 %
-sparsity a tenth of the dense multiply-adds, with no im2col copy.
+Work is proportional to the nonzeros: at 90 % sparsity a tenth of the dense
+multiply-adds, with no im2col copy.
 
-Stride 1 takes a faster route (``sparse_conv2d_flat``): on the padded input
-viewed flat, tap (c, r, s) of every output pixel is one contiguous run,
+The kernel (``sparse_conv2d_tiles``; strided convs on their input's stride
+phases, so every conv is a stride-1 product) is a sparse-times-dense
+product as NCHW inference libraries run it: a tile of
+16*nv output pixels lives in nv vector registers while one output channel's
+nonzeros stream past it,
 
-    acc[p*WP + q] += v * xp_flat[c, (p + r*dh)*WP + q + s*dw],   L = (OH-1)*WP + OW elements,
+    acc[0:16*nv] += vals[i] * x[x_off + offs[i] : +16*nv]   for i in row k,
 
-so each nonzero is one long unit-stride multiply-add over the whole plane
-(columns q >= OW of the accumulator are scratch and never stored), four
-four nonzeros per pass so the accumulator is loaded and stored once per four
-(eight measured no faster: the input planes stream from L2 either way).
+one broadcast and nv vector loads per nonzero and no accumulator traffic,
+then the epilogue stores the tile once.  The tile's input (every channel's
+few rows around it) is reused from L1/L2 by all K output channels, and the
+CSR stream (int32 offsets, float32 values) by all the tiles of a task.
 
 Linear: yT[o, n] = act(b[o] + sum_(i in row o) vals[i] * xT[col_i, n]).
 """
 import numba
-from numba import njit, prange
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from . import FASTMATH
 from .epilogue import apply_row, store_row, store_row_res
+from .zmm import _data_ptr, _emit_epilogue, _masked_load_store, _splat
+
+
+def _counted_loop(builder, lo, hi, step, init, body):
+    """Emit ``for i = lo; i + step <= hi; i += step: accs = body(i, accs)`` with the
+    accumulators in registers; returns (the first i not run, the final accumulators)."""
+    intp = lo.type
+    pre = builder.block
+    loop = builder.append_basic_block("sp.loop")
+    done = builder.append_basic_block("sp.done")
+    step_c = ir.Constant(intp, step)
+    builder.cbranch(builder.icmp_signed("<=", builder.add(lo, step_c), hi), loop, done)
+    builder.position_at_end(loop)
+    i = builder.phi(intp)
+    i.add_incoming(lo, pre)
+    accs = []
+    for a in init:
+        ph = builder.phi(a.type)
+        ph.add_incoming(a, pre)
+        accs.append(ph)
+    new = body(i, accs)
+    i_next = builder.add(i, step_c)
+    end = builder.block
+    i.add_incoming(i_next, end)
+    for ph, n in zip(accs, new):
+        ph.add_incoming(n, end)
+    builder.cbranch(builder.icmp_signed("<=", builder.add(i_next, step_c), hi), loop, done)
+    builder.position_at_end(done)
+    i_out = builder.phi(intp)
+    i_out.add_incoming(lo, pre)
+    i_out.add_incoming(i_next, end)
+    final = []
+    for a, n in zip(init, new):
+        ph = builder.phi(a.type)
+        ph.add_incoming(a, pre)
+        ph.add_incoming(n, end)
+        final.append(ph)
+    return i_out, final
+
+
+def _make_spmm(nv, sets):
+    """The sparse tile intrinsic for 16*nv pixels, nonzeros taken ``sets`` at a time into
+    as many accumulator sets (so enough independent FMA chains are in flight)."""
+    @intrinsic
+    def spmm(typingctx, x, x_off, offs, vals, i0, i1, y, y_off, npx, bias, b_off, act, res,
+             has_res):
+        """y[y_off + j] = act(bias[b_off] + sum_(i0 <= i < i1) vals[i] * x[x_off + offs[i] + j]
+        (+ res[y_off + j])) for j < npx <= 16*nv; offs int32.  A partial tile (npx < 16*nv)
+        reads and writes only its npx lanes (masked), so nothing past x's or y's end is
+        touched; act as in epilogue.py."""
+        sig = types.void(x, types.intp, offs, vals, types.intp, types.intp, y, types.intp,
+                         types.intp, bias, types.intp, types.intp, res, types.intp)
+
+        def codegen(context, builder, signature, args):
+            f32 = ir.FloatType()
+            v16 = ir.VectorType(f32, 16)
+            vp = v16.as_pointer()
+            i32 = ir.IntType(32)
+            x_ptr = _data_ptr(context, builder, signature, args, 0)
+            o_ptr = _data_ptr(context, builder, signature, args, 2, i32)
+            v_ptr = _data_ptr(context, builder, signature, args, 3)
+            y_ptr = _data_ptr(context, builder, signature, args, 6)
+            b_ptr = _data_ptr(context, builder, signature, args, 9)
+            r_ptr = _data_ptr(context, builder, signature, args, 12)
+            x_off, i0, i1, y_off, npx, b_off, act, has_res = (
+                args[1], args[4], args[5], args[7], args[8], args[10], args[11], args[13])
+            intp = x_off.type
+            const = lambda v: ir.Constant(intp, v)  # noqa: E731
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(v16, [v16, v16, v16]), "llvm.fma.v16f32")
+            mload, mstore = _masked_load_store(builder, 16)
+            align = ir.Constant(i32, 4)
+            lanes = ir.Constant(ir.VectorType(intp, 16), list(range(16)))
+            masks = [builder.icmp_signed("<", lanes, _splat(builder, builder.sub(npx, const(16 * v)),
+                                                              16)) for v in range(nv)]
+            zero = ir.Constant(v16, None)
+
+            def step(masked):
+                def body(i, accs):
+                    accs = list(accs)
+                    for u in range(len(accs) // nv):
+                        iu = builder.add(i, const(u))
+                        o = builder.sext(builder.load(builder.gep(o_ptr, [iu])), intp)
+                        w = _splat(builder, builder.load(builder.gep(v_ptr, [iu])), 16)
+                        base = builder.add(x_off, o)
+                        for v in range(nv):
+                            xp = builder.bitcast(builder.gep(x_ptr, [builder.add(base, const(16 * v))]),
+                                                 vp)
+                            if masked:
+                                xv = builder.call(mload, [xp, align, masks[v], zero])
+                            else:
+                                xv = builder.load(xp, align=4)
+                            accs[u * nv + v] = builder.call(fma, [w, xv, accs[u * nv + v]])
+                    return accs
+                return body
+
+            full = builder.icmp_signed(">=", npx, const(16 * nv))
+            b_full = builder.append_basic_block("sp.full")
+            b_part = builder.append_basic_block("sp.part")
+            b_join = builder.append_basic_block("sp.join")
+            builder.cbranch(full, b_full, b_part)
+            results = []
+            for blk, masked in ((b_full, False), (b_part, True)):
+                builder.position_at_end(blk)
+                i, accs = _counted_loop(builder, i0, i1, sets, [zero] * (sets * nv), step(masked))
+                acc = accs[:nv]
+                for u in range(1, sets):
+                    acc = [builder.fadd(a, accs[u * nv + v]) for v, a in enumerate(acc)]
+                _, acc = _counted_loop(builder, i, i1, 1, acc, step(masked))
+                results.append((builder.block, acc))
+                builder.branch(b_join)
+            builder.position_at_end(b_join)
+            acc = []
+            for v in range(nv):
+                ph = builder.phi(v16)
+                for blk, a in results:
+                    ph.add_incoming(a[v], blk)
+                acc.append(ph)
+            bk = _splat(builder, builder.load(builder.gep(b_ptr, [b_off])), 16)
+
+            def stores(activate, with_res):
+                for v in range(nv):
+                    o = builder.add(y_off, const(16 * v))
+                    val = builder.fadd(acc[v], bk)
+                    if with_res:
+                        rp = builder.bitcast(builder.gep(r_ptr, [o]), vp)
+                        val = builder.fadd(val, builder.call(mload, [rp, align, masks[v], zero]))
+                    yp = builder.bitcast(builder.gep(y_ptr, [o]), vp)
+                    builder.call(mstore, [activate(val), yp, align, masks[v]])
+
+            _emit_epilogue(builder, act, const(1), has_res, 16, stores)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return spmm
+
+
+spmm_tile1 = _make_spmm(1, 4)
+spmm_tile2 = _make_spmm(2, 4)
+spmm_tile4 = _make_spmm(4, 2)
+
+
+@njit(inline="always")
+def _spmm(nv, x, x_off, offs, vals, i0, i1, y, y_off, npx, bias, b_off, act, res, has_res):
+    if nv == 4:
+        spmm_tile4(x, x_off, offs, vals, i0, i1, y, y_off, npx, bias, b_off, act, res, has_res)
+    elif nv == 2:
+        spmm_tile2(x, x_off, offs, vals, i0, i1, y, y_off, npx, bias, b_off, act, res, has_res)
+    else:
+        spmm_tile1(x, x_off, offs, vals, i0, i1, y, y_off, npx, bias, b_off, act, res, has_res)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def sparse_conv2d(xp, indptr, chan, roff, coff, vals, b, y, sh, sw, act, res, has_res, rows,
-                  row_ws):
-    """xp (N, C, HP, WP) padded input; CSR (indptr (K+1,), chan/roff/coff/vals (nnz,)) with
-    roff = r*dh, coff = s*dw; y/res (N, K, OH, OW); rows: output rows per task;
-    row_ws (threads, >= OW) float32."""
-    N = xp.shape[0]
-    K, OH, OW = y.shape[1], y.shape[2], y.shape[3]
-    nrb = (OH + rows - 1) // rows
-    for t in prange(N * K * nrb):
-        rb = t % nrb
-        k = (t // nrb) % K
-        n = t // (nrb * K)
-        acc = row_ws[numba.get_thread_id(), :OW]
-        for p in range(rb * rows, min(OH, (rb + 1) * rows)):
-            for q in range(OW):
-                acc[q] = 0.0
-            for i in range(indptr[k], indptr[k + 1]):
-                v = vals[i]
-                src = xp[n, chan[i], p * sh + roff[i], coff[i]:]
-                if sw == 1:
-                    for q in range(OW):
-                        acc[q] += v * src[q]
-                else:
-                    for q in range(OW):
-                        acc[q] += v * src[q * sw]
-            if has_res:
-                store_row_res(y[n, k, p], acc, b[k], res[n, k, p], act)
-            else:
-                store_row(y[n, k, p], acc, b[k], act)
+def sparse_conv2d_tiles(xs, indptr, offs, vals, b, y, act, res, has_res, nv, tgroup, kblock,
+                        line_ws):
+    """The register-tiled sparse conv on a stride-1 grid.  xs (N, C*sh*sw, HS, WS): the
+    padded input split into its stride phases (pad.pad_space_to_depth; at stride 1 the
+    padded input itself), so tap (c, r, s) of output pixels (p, q) is one unit-stride run
+    at offs[i] + p*WS + q of the image (offs int32: the tap's phase plane and its shift
+    r//sh, s//sw in it); y/res (N, K, OH, OW).
 
-
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def sparse_conv2d_flat(xf, WP, indptr, offs, vals, b, y, act, res, has_res, plane_ws):
-    """Stride-1 sparse conv: xf (N, C*HP*WP) the padded input flattened per image,
-    offs[i] = c*HP*WP + r*dh*WP + s*dw; y/res (N, K, OH, OW);
-    plane_ws (threads, >= OH*WP) float32."""
-    N = xf.shape[0]
+    A tile is 16*nv consecutive positions f = p*WS + q of that grid, so on narrow maps
+    one tile spans several output rows (columns q >= OW are computed and dropped).
+    Where WS == OW (a 1x1 conv without padding) the grid is y's own layout and the tile
+    is stored straight into y with the epilogue; otherwise its raw sums go to
+    line_ws (threads, >= kblock*16*nv) and each output row's part is stored from
+    there with the epilogue.  Tasks: (image, group of tgroup tiles, block of kblock
+    output channels); in a task every tile runs all its channels, so the tile's input
+    stays in cache.
+    """
+    N, CS, HS, WS = xs.shape
     K, OH, OW = y.shape[1], y.shape[2], y.shape[3]
-    L = (OH - 1) * WP + OW
-    for t in prange(N * K):
-        k = t % K
-        n = t // K
-        acc = plane_ws[numba.get_thread_id(), :L]
-        for q in range(L):
-            acc[q] = 0.0
-        x = xf[n]
-        i = indptr[k]
-        end = indptr[k + 1]
-        while i + 4 <= end:
-            v0, v1, v2, v3 = vals[i], vals[i + 1], vals[i + 2], vals[i + 3]
-            s0 = x[offs[i]:offs[i] + L]
-            s1 = x[offs[i + 1]:offs[i + 1] + L]
-            s2 = x[offs[i + 2]:offs[i + 2] + L]
-            s3 = x[offs[i + 3]:offs[i + 3] + L]
-            for q in range(L):
-                acc[q] += v0 * s0[q] + v1 * s1[q] + v2 * s2[q] + v3 * s3[q]
-            i += 4
-        while i < end:
-            v0 = vals[i]
-            s0 = x[offs[i]:offs[i] + L]
-            for q in range(L):
-                acc[q] += v0 * s0[q]
-            i += 1
-        for p in range(OH):
-            if has_res:
-                store_row_res(y[n, k, p], acc[p * WP:p * WP + OW], b[k], res[n, k, p], act)
-            else:
-                store_row(y[n, k, p], acc[p * WP:p * WP + OW], b[k], act)
+    NB = 16 * nv
+    img = CS * HS * WS
+    L = (OH - 1) * WS + OW
+    ntiles = (L + NB - 1) // NB
+    ngr = (ntiles + tgroup - 1) // tgroup
+    nkb = (K + kblock - 1) // kblock
+    direct = WS == OW
+    xf = xs.reshape(-1)
+    yf = y.reshape(-1)
+    rf = res.reshape(-1)
+    zero_b = np.zeros(1, np.float32)
+    for t in prange(N * ngr * nkb):
+        n = t // (ngr * nkb)
+        g = (t // nkb) % ngr
+        k0 = (t % nkb) * kblock
+        k1 = min(K, k0 + kblock)
+        line = line_ws[numba.get_thread_id()]
+        for tile in range(g * tgroup, min(ntiles, (g + 1) * tgroup)):
+            f0 = tile * NB
+            npx = min(NB, L - f0)
+            xo = n * img + f0
+            if direct:
+                for k in range(k0, k1):
+                    _spmm(nv, xf, xo, offs, vals, indptr[k], indptr[k + 1], yf,
+                          (n * K + k) * OH * OW + f0, npx, b, k, act, rf, has_res)
+                continue
+            for k in range(k0, k1):
+                _spmm(nv, xf, xo, offs, vals, indptr[k], indptr[k + 1], line, (k - k0) * NB,
+                      npx, zero_b, 0, 0, rf, 0)
+            for p in range(f0 // WS, min(OH, (f0 + NB - 1) // WS + 1)):
+                lo = max(p * WS, f0)
+                hi = min(p * WS + OW, f0 + NB)
+                if lo >= hi:
+                    continue
+                for k in range(k0, k1):
+                    src = line[(k - k0) * NB + lo - f0:(k - k0) * NB + hi - f0]
+                    dst = y[n, k, p, lo - p * WS:hi - p * WS]
+                    if has_res:
+                        store_row_res(dst, src, b[k], res[n, k, p, lo - p * WS:hi - p * WS], act)
+                    else:
+                        store_row(dst, src, b[k], act)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
