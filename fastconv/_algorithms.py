@@ -861,12 +861,16 @@ def _implicit_chunk(prob):
     return -(-prob.c // chunks)
 
 
-def _implicit_kblock(prob, threads):
-    """Output channels per implicit_packed task: whole NR panels, split so that
-    images x channel blocks give every thread a task."""
+def _implicit_blocking(prob, threads):
+    """(output channels, output rows) per implicit_packed task: whole NR panels, split
+    so that images x channel blocks give every thread a task, and where there are too
+    few panels for that (a 32-channel stem at batch 1) the rows split as well."""
     npg = -(-prob.k // _zmm.NR)
-    splits = min(npg, max(1, -(-threads // max(1, prob.n))))
-    return -(-npg // splits) * _zmm.NR
+    want = max(1, -(-threads // max(1, prob.n)))
+    splits = min(npg, want)
+    # rows split four ways per thread left idle, so a late-waking thread costs little
+    rsplits = 1 if splits >= want else min(prob.oh, 4 * -(-want // splits))
+    return -(-npg // splits) * _zmm.NR, -(-prob.oh // rsplits)
 
 
 class ImplicitPacked(planner.Algorithm):
@@ -890,10 +894,12 @@ class ImplicitPacked(planner.Algorithm):
         npg = -(-prob.k // _zmm.NR)
         panel = (prob.flops / max(1, prob.n) / prob.k * _zmm.NR
                  / (planner.PACKED_GFLOPS * 1e9 * eff))
-        kblock = _implicit_kblock(prob, threads)
-        tasks = prob.n * -(-prob.k // kblock)
+        kblock, rblock = _implicit_blocking(prob, threads)
+        nrb = -(-prob.oh // rblock) if prob.oh else 1
+        tasks = prob.n * -(-prob.k // kblock) * nrb
         per_thread = -(-tasks // threads) if tasks else 0
-        seconds = per_thread * (min(kblock // _zmm.NR, npg) * panel + planner.PACKED_TASK_S)
+        seconds = per_thread * (min(kblock // _zmm.NR, npg) * panel / nrb
+                                + planner.PACKED_TASK_S)
         if not prepacked:
             seconds += prob.k * prob.c * prob.r * prob.s * 8 / (planner.COPY_GBS * 1e9)
         return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S + pad_call_s(prob, True)
@@ -919,7 +925,7 @@ class ImplicitPacked(planner.Algorithm):
     def bind(self, prob, w, b, act, packed=None):
         kch = _implicit_chunk(prob)
         wp = self.pack(w, packed, kch)
-        kblock = _implicit_kblock(prob, _runtime.get_num_threads())
+        kblock, rblock = _implicit_blocking(prob, _runtime.get_num_threads())
         y3_shape = (prob.n, prob.k, prob.oh * prob.ow)
         threads = _runtime.max_threads()
         (sh, sw), (dh, dw) = prob.stride, prob.dilation
@@ -930,7 +936,7 @@ class ImplicitPacked(planner.Algorithm):
             y3 = y.reshape(y3_shape)
             r3, has_res = _res(None if res is None else res.reshape(y3_shape), 3)
             kernel(phased_input(prob, x), wp, b, y3, prob.ow, sh, sw, dh, dw, prob.r, prob.s,
-                   act, r3, has_res, kblock, kch,
+                   act, r3, has_res, kblock, rblock, kch,
                    _workspace.per_thread("implicit_edge", threads, edge))
         return call
 

@@ -31,7 +31,7 @@ def choose(x_shape, w_shape, prepacked=True, **kw):
     ((1, 1024, 14, 14), (256, 1024, 1, 1), {}, "pointwise_packed"),  # channel-vectorized
     ((1, 64, 14, 14), (384, 64, 1, 1), {}, "pointwise_packed"),         # short, 14x14
     ((1, 64, 7, 7), (256, 64, 1, 1), dict(prepacked=False), "pointwise"),  # one-off: SGEMM
-    ((1, 3, 224, 224), (32, 3, 3, 3), dict(stride=2, padding=1), "im2col_packed"),  # 3x3 stem
+    ((1, 3, 224, 224), (32, 3, 3, 3), dict(stride=2, padding=1), "implicit_packed"),  # 3x3 stem
     ((1, 144, 56, 56), (144, 1, 3, 3), dict(padding=1, groups=144), "depthwise_blocked"),
     ((1, 192, 28, 28), (192, 1, 3, 3), dict(stride=2, padding=1, groups=192), "depthwise_blocked"),
     ((1, 96, 28, 28), (96, 1, 5, 5), dict(padding=2, groups=96), "depthwise_blocked"),

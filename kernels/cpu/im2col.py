@@ -148,7 +148,7 @@ def conv2d_im2col_packed(xp, wp, width, b, y3, OW, sh, sw, dh, dw, groups, R, S,
 
 @njit(parallel=True, cache=True)
 def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, has_res, kblock,
-                         kch, xp_ws):
+                           rblock, kch, xp_ws):
     """The convolution as im2col_packed's channel-vectorized product with no column matrix
     (an implicit GEMM), groups == 1, every tap inside the micro-kernel's reduction: one
     zmm.gemm_tile_t_taps per 7-pixel group and channel chunk sums all R*S taps of
@@ -162,7 +162,8 @@ def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
     wp: zmm.pack_panels (width NR, chunk R*S*kch) of W arranged as (K, R*S*C) with
     columns in (channel chunk, tap, channel) order, so a panel's weights for one chunk
     are R*S*kc*NR consecutive floats (tap t's kc x NR block at t*kc*NR).  xp: the
-    phase-split padded input; tasks (image, block of kblock output channels);
+    phase-split padded input; tasks (image, block of kblock output channels, block of
+    rblock output rows: rows split only where channel blocks alone leave a thread idle);
     xp_ws (threads, >= R*S*kch*MP): a row's last group short of MP pixels, copied
     zero-padded tap by tap.
     """
@@ -174,6 +175,7 @@ def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
     plane = HP * WPF
     npg = (K + NR - 1) // NR
     nkb = (K + kblock - 1) // kblock
+    nrb = (OH + rblock - 1) // rblock
     RS = R * S
     toff = np.empty(RS, np.int64)
     for tap in range(RS):
@@ -184,10 +186,12 @@ def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
     wf = wp.reshape(-1)
     yf = y3.reshape(-1)
     rf = res3.reshape(-1)
-    for t in prange(N * nkb):
-        n = t // nkb
-        k0 = (t % nkb) * kblock
+    for t in prange(N * nkb * nrb):
+        n = t // (nkb * nrb)
+        k0 = (t // nrb % nkb) * kblock
         k1 = min(K, k0 + kblock)
+        p0 = (t % nrb) * rblock
+        p1 = min(OH, p0 + rblock)
         scratch = xp_ws[numba.get_thread_id()]
         soff = np.empty(RS, np.int64)
         for r0 in range(k0, k1, NR):
@@ -200,7 +204,7 @@ def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
                 acc = 0 if c0 == 0 else 1
                 fin = 1 if c0 + kc >= C else 0
                 xbase = (n * C + c0) * plane
-                for p in range(OH):
+                for p in range(p0, p1):
                     xo = xbase + p * sh * WPF
                     yo = (n * K + r0) * P + p * OW
                     for q0 in range(0, OW, MP):
