@@ -61,6 +61,7 @@ CONV_CASES = [  # N, C, H, W, K, R, S, stride, padding, dilation, groups
     (1, 40, 9, 9, 40, 3, 3, 1, 1, 1, 2),     # Kg = 20: a 32-channel pair with a partial half
     (2, 96, 20, 19, 48, 1, 1, 1, 0, 1, 1),   # 1x1: many pixel tiles, three 16-channel blocks
     (1, 20, 17, 18, 8, 3, 3, 1, (2, 0, 1, 2), 1, 1),  # 16 x 16 layout moves with both tails
+    (2, 48, 14, 14, 20, 1, 1, 1, 0, 1, 1),   # 1x1 read in place; 14-column rows regrouped
 ]
 
 
@@ -130,6 +131,7 @@ def test_quantize_tensor_roundtrip_and_saturation():
     ((1, 256, 7, 56), (0, 0, 0, 0)),     # a ResNet 1x1 input's rows
     ((1, 15, 4, 40), (1, 0, 0, 1)),      # < 16 channels: the scalar path
     ((1, 40, 3, 9), (2, 2, 2, 2)),       # < 16 columns: the scalar path
+    ((2, 40, 14, 14), (0, 0, 0, 0)),     # < 16 columns, no padding: pixels regrouped in rows
 ])
 @pytest.mark.parametrize("dtype", ["int8", "uint8"])
 def test_quantize_nhwc_is_exact(kernel_path, rng, shape, pads, dtype):

@@ -29,7 +29,7 @@ from numba import njit, prange
 
 from . import nchwc
 from .tiles import gemm_task
-from .vnni import dot8x16_bcast, dot8x32_bcast
+from .vnni import dot8x16_bcast, dot8x16_rows, dot8x32_bcast, dot8x32_rows
 
 I32 = np.int32
 ONE = np.float32(1.0)   # unused scale arguments of a plain byte move
@@ -280,16 +280,18 @@ def gemm_u8s8_vnni(a, wp, N, c, out_ws):
 @njit(parallel=True, cache=True)
 def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, S, act, res,
                      has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax, tile, width, cols_ws,
-                     out_ws, acc_ws):
+                     acc_ws):
     """conv2d_int8 with uint8 xq through dot8x32_bcast / dot8x16_bcast: wp the weights
     packed by pack_vnni per group as (Kg16/16, width/4, 16, 4) int8 flat (width >=
     R*S*Cg, a multiple of 4, zero beyond R*S*Cg); cols_ws (threads, >= (tile + 8) *
-    width) uint8; out_ws (threads, >= 256) int32; acc_ws (threads, >= Kg16 * tile) int32.
+    width) uint8; acc_ws (threads, >= Kg16 * tile) int32.
 
-    Each 8-pixel x 32-channel block's int32 sums are moved channel-major into the
-    task's acc tile, and the epilogue then runs once per output channel over the
-    tile's pixels (_finish_row: unit stride, vectorized) instead of element by
-    element.  Same epilogue arithmetic, same results bit for bit."""
+    Each 8-pixel x 32-channel block's int32 sums are stored channel-major into the
+    task's acc tile, transposed in registers (dot8x32_rows; a scalar scatter of the
+    256 sums cost a fifth of a 1x1 layer's time), and the epilogue then runs once per
+    output channel over the tile's pixels (_finish_row: unit stride, vectorized)
+    instead of element by element.  Same epilogue arithmetic, same results bit for
+    bit."""
     N, C = xq.shape[0], xq.shape[3]
     K = wsum.shape[0]
     P = y.shape[2] if not quant_out else yq.shape[2]
@@ -298,13 +300,19 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
     nq = width // 4
     kblocks = (Kg + 15) // 16
     ntiles = (P + tile - 1) // tile
+    # a 1x1 stride-1 conv over an unpadded input whose channels fill the packed width:
+    # each pixel's row of xq is its column already, read in place (no gather)
+    direct = (R == 1 and S == 1 and sh == 1 and sw == 1 and groups == 1 and width == C
+              and xq.shape[1] * xq.shape[2] == P)
+    xf = xq.reshape(xq.size)
     for t in prange(N * groups * ntiles):
         n, g, p0, T, _, _ = gemm_task(t, groups, ntiles, 1, tile, Kg, P, Kg)
         tid = numba.get_thread_id()
         cf = cols_ws[tid]
         cols = cf[:(tile + 8) * width].reshape((tile + 8, width))
-        o = out_ws[tid]
-        for j in range(T):
+        # the pixels gathered into cols: all, or (direct) a last group short of 8
+        j0 = (T // 8) * 8 if direct else 0
+        for j in range(j0, T):
             p = p0 + j
             oh = p // OW
             ow = p - oh * OW
@@ -317,17 +325,14 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
             pair = kb + 1 < kblocks
             woff = (g * kblocks + kb) * nq * 64
             for jb in range(0, T, 8):
+                src = xf if jb < j0 else cf
+                a_off = (n * P + p0 + jb) * width if jb < j0 else jb * width
                 if pair:
-                    dot8x32_bcast(cf, jb * width, width, wp, woff, nq * 64, nq, o)
+                    dot8x32_rows(src, a_off, width, wp, woff, nq * 64, nq, acc,
+                                 16 * kb * tile + jb, tile)
                 else:
-                    dot8x16_bcast(cf, jb * width, width, wp, woff, nq, o)
-                nj = min(8, T - jb)
-                for blk in range(2 if pair else 1):
-                    for lane in range(16):
-                        dst = acc[(16 * (kb + blk) + lane) * tile + jb:]
-                        src = o[16 * 8 * blk + lane:]
-                        for j in range(nj):
-                            dst[j] = src[16 * j]
+                    dot8x16_rows(src, a_off, width, wp, woff, nq, acc, 16 * kb * tile + jb,
+                                 tile)
         for kk in range(Kg):
             _finish_row(acc[kk * tile:kk * tile + T], g * Kg + kk, p0, n, zx, wsum, scale, b,
                         act, res, has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax)

@@ -20,15 +20,46 @@ from numba.extending import intrinsic
 HAS_VNNI = "+avx512vnni" in llvm.get_host_cpu_features().flatten().split(",")
 
 
-def _make_dot(nblk):
+_ZIP_LO = [i // 2 + (i % 2) * 16 for i in range(16)]       # a0 b0 a1 b1 ... a7 b7
+_ZIP_HI = [8 + i // 2 + (i % 2) * 16 for i in range(16)]   # a8 b8 ... a15 b15
+
+
+def _store_channel_rows(builder, finals, o_ptr, o_off, ldo, nblk):
+    """Store 8 pixel accumulators (16 channel lanes each) per block as 16 channel rows
+    of 8 int32: out[o_off + (16*blk + l)*ldo + j] = finals[blk*8 + j][l], transposed in
+    registers by three rounds of two-source zips (channel pairs end in the halves of
+    8 vectors), one 32-byte store per channel."""
+    i32 = ir.IntType(32)
+    v16 = ir.VectorType(i32, 16)
+    v8p = ir.VectorType(i32, 8).as_pointer()
+    intp = o_off.type
+    zip_lo = ir.Constant(v16, _ZIP_LO)
+    zip_hi = ir.Constant(v16, _ZIP_HI)
+    halves = [ir.Constant(ir.VectorType(i32, 8), list(range(h * 8, h * 8 + 8))) for h in range(2)]
+    for blk in range(nblk):
+        rows = finals[blk * 8:blk * 8 + 8]
+        for _ in range(3):
+            rows = [builder.shuffle_vector(rows[i // 2], rows[i // 2 + 4],
+                                           zip_lo if i % 2 == 0 else zip_hi) for i in range(8)]
+        for ch in range(16):
+            val = builder.shuffle_vector(rows[ch // 2], ir.Constant(v16, ir.Undefined),
+                                         halves[ch % 2])
+            o = builder.add(o_off, builder.mul(ldo, ir.Constant(intp, 16 * blk + ch)))
+            builder.store(val, builder.bitcast(builder.gep(o_ptr, [o]), v8p), align=4)
+
+
+def _make_dot(nblk, channel_rows=False):
     """dot8x16_bcast (nblk 1) or dot8x32_bcast (nblk 2): 8 pixels x 16*nblk channels,
     8*nblk zmm accumulators.  Two weight blocks per activation broadcast halve the
-    broadcasts per vpdpbusd: 8 broadcasts + nblk weight loads feed 8*nblk of them."""
+    broadcasts per vpdpbusd: 8 broadcasts + nblk weight loads feed 8*nblk of them.
+    channel_rows: the sums stored channel-major (_store_channel_rows), the out
+    argument followed by o_off and ldo."""
 
     def codegen(context, builder, signature, args):
         a_arr = context.make_array(signature.args[0])(context, builder, args[0])
         w_arr = context.make_array(signature.args[3])(context, builder, args[3])
-        o_arr = context.make_array(signature.args[-1])(context, builder, args[-1])
+        oi = -3 if channel_rows else -1
+        o_arr = context.make_array(signature.args[oi])(context, builder, args[oi])
         a_off, lda, w_off = args[1], args[2], args[4]
         if nblk == 1:
             w_step, nq = None, args[5]
@@ -90,6 +121,10 @@ def _make_dot(nblk):
             f.add_incoming(zero, pre)
             f.add_incoming(n, end)
             finals.append(f)
+        if channel_rows:
+            _store_channel_rows(builder, finals, builder.bitcast(o_arr.data, i32.as_pointer()),
+                                args[-2], args[-1], nblk)
+            return context.get_dummy_value()
         o_ptr = builder.bitcast(o_arr.data, v16.as_pointer())
         for i, f in enumerate(finals):
             builder.store(f, builder.gep(o_ptr, [ir.Constant(intp, i)]), align=1)
@@ -118,3 +153,20 @@ def dot8x32_bcast(typingctx, a, a_off, lda, w, w_off, w_step, nq, out):
     weights of block blk at w_off + blk*w_step (blk = 0, 1)."""
     sig = types.void(a, types.intp, types.intp, w, types.intp, types.intp, types.intp, out)
     return sig, _make_dot(2)
+
+
+@intrinsic
+def dot8x16_rows(typingctx, a, a_off, lda, w, w_off, nq, out, o_off, ldo):
+    """dot8x16_bcast's sums stored channel-major: out[o_off + l*ldo + j] (int32), so the
+    epilogue reads unit-stride channel rows with no scalar scatter (ldo >= 8)."""
+    sig = types.void(a, types.intp, types.intp, w, types.intp, types.intp, out, types.intp,
+                     types.intp)
+    return sig, _make_dot(1, True)
+
+
+@intrinsic
+def dot8x32_rows(typingctx, a, a_off, lda, w, w_off, w_step, nq, out, o_off, ldo):
+    """dot8x32_bcast's sums stored channel-major: out[o_off + (16*blk + l)*ldo + j]."""
+    sig = types.void(a, types.intp, types.intp, w, types.intp, types.intp, types.intp, out,
+                     types.intp, types.intp)
+    return sig, _make_dot(2, True)
