@@ -29,7 +29,8 @@ from numba import njit, prange
 
 from . import nchwc
 from .tiles import gemm_task
-from .vnni import dot8x16_bcast, dot8x16_rows, dot8x32_bcast, dot8x32_rows
+from .vnni import (dot8x16_bcast, dot8x16_epi, dot8x16_rows, dot8x32_bcast, dot8x32_epi,
+                   dot8x32_rows)
 
 I32 = np.int32
 ONE = np.float32(1.0)   # unused scale arguments of a plain byte move
@@ -286,12 +287,13 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
     R*S*Cg, a multiple of 4, zero beyond R*S*Cg); cols_ws (threads, >= (tile + 8) *
     width) uint8; acc_ws (threads, >= Kg16 * tile) int32.
 
-    Each 8-pixel x 32-channel block's int32 sums are stored channel-major into the
-    task's acc tile, transposed in registers (dot8x32_rows; a scalar scatter of the
-    256 sums cost a fifth of a 1x1 layer's time), and the epilogue then runs once per
-    output channel over the tile's pixels (_finish_row: unit stride, vectorized)
-    instead of element by element.  Same epilogue arithmetic, same results bit for
-    bit."""
+    Float output: each 8-pixel x 32-channel block is transposed to channel rows in
+    registers and the epilogue applied on the way to y (dot8x32_epi): no int32 tile,
+    no second pass (the per-channel epilogue pass over the tile had cost a third of
+    a 1x1 layer's time, a scalar scatter into that tile a fifth before it).  Quantized
+    output: the block's sums go to the task's channel-major acc tile (dot8x32_rows)
+    and _finish_row requantizes each channel row.  Same epilogue arithmetic as
+    _finish, same results bit for bit."""
     N, C = xq.shape[0], xq.shape[3]
     K = wsum.shape[0]
     P = y.shape[2] if not quant_out else yq.shape[2]
@@ -305,6 +307,11 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
     direct = (R == 1 and S == 1 and sh == 1 and sw == 1 and groups == 1 and width == C
               and xq.shape[1] * xq.shape[2] == P)
     xf = xq.reshape(xq.size)
+    yf = y.reshape(y.size)
+    rf = res.reshape(res.size)
+    zw = np.empty(K, np.int32)  # zx * wsum[k]: exact in int32 under the API's reduction bound
+    for k in range(K):
+        zw[k] = zx * wsum[k]
     for t in prange(N * groups * ntiles):
         n, g, p0, T, _, _ = gemm_task(t, groups, ntiles, 1, tile, Kg, P, Kg)
         tid = numba.get_thread_id()
@@ -324,15 +331,27 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
         for kb in range(0, kblocks, 2):
             pair = kb + 1 < kblocks
             woff = (g * kblocks + kb) * nq * 64
+            k0 = g * Kg + 16 * kb
             for jb in range(0, T, 8):
                 src = xf if jb < j0 else cf
                 a_off = (n * P + p0 + jb) * width if jb < j0 else jb * width
-                if pair:
+                if not quant_out:  # float out: the epilogue in the block's store
+                    y_off = (n * K + k0) * P + p0 + jb
+                    npx = min(8, T - jb)
+                    if pair:
+                        dot8x32_epi(src, a_off, width, wp, woff, nq * 64, nq, yf, y_off, P, npx,
+                                    Kg - 16 * kb, zw, scale, b, k0, act, rf, has_res)
+                    else:
+                        dot8x16_epi(src, a_off, width, wp, woff, nq, yf, y_off, P, npx,
+                                    Kg - 16 * kb, zw, scale, b, k0, act, rf, has_res)
+                elif pair:
                     dot8x32_rows(src, a_off, width, wp, woff, nq * 64, nq, acc,
                                  16 * kb * tile + jb, tile)
                 else:
                     dot8x16_rows(src, a_off, width, wp, woff, nq, acc, 16 * kb * tile + jb,
                                  tile)
+        if not quant_out:
+            continue
         for kk in range(Kg):
             _finish_row(acc[kk * tile:kk * tile + T], g * Kg + kk, p0, n, zx, wsum, scale, b,
                         act, res, has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax)

@@ -17,6 +17,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .zmm import _emit_epilogue, _masked_load_store, _splat
+
 HAS_VNNI = "+avx512vnni" in llvm.get_host_cpu_features().flatten().split(",")
 
 
@@ -48,23 +50,90 @@ def _store_channel_rows(builder, finals, o_ptr, o_off, ldo, nblk):
             builder.store(val, builder.bitcast(builder.gep(o_ptr, [o]), v8p), align=4)
 
 
-def _make_dot(nblk, channel_rows=False):
+def _store_epilogue(context, builder, signature, args, finals, nblk, first):
+    """The float epilogue fused into the block's store, its arguments from index ``first``:
+    y, y_off, ldy, npx, nch, zw, scale, bias, k_off, act, res, has_res.  For channel
+    c < nch of the block (16*blk + l) and pixel j < npx:
+
+        y[y_off + c*ldy + j] = act(float32(acc - zw[k]) * scale[k] + bias[k] (+ res[same]))
+
+    k = k_off + c; each step rounded separately (no fused multiply-add), as the integer
+    reference does; act 0 none, 1 relu, 2 relu6 (NaN passes)."""
+    i32, f32 = ir.IntType(32), ir.FloatType()
+    v16 = ir.VectorType(i32, 16)
+    f8 = ir.VectorType(f32, 8)
+    m8 = ir.VectorType(ir.IntType(1), 8)
+
+    def ptr(i, ty):
+        arr = context.make_array(signature.args[i])(context, builder, args[i])
+        return builder.bitcast(arr.data, ty.as_pointer())
+
+    y_ptr, zw_ptr, sc_ptr, b_ptr, r_ptr = (ptr(first, f32), ptr(first + 5, i32),
+                                           ptr(first + 6, f32), ptr(first + 7, f32),
+                                           ptr(first + 10, f32))
+    y_off, ldy, npx, nch, k_off, act, has_res = (args[first + 1], args[first + 2],
+                                                 args[first + 3], args[first + 4],
+                                                 args[first + 8], args[first + 9],
+                                                 args[first + 11])
+    intp = y_off.type
+    const = lambda v: ir.Constant(intp, v)  # noqa: E731
+    mload, mstore = _masked_load_store(builder, 8)
+    align = ir.Constant(i32, 4)
+    lanes = ir.Constant(ir.VectorType(intp, 8), list(range(8)))
+    px_mask = builder.icmp_signed("<", lanes, _splat(builder, npx, 8))
+    no_lanes = ir.Constant(m8, [0] * 8)
+    zip_lo = ir.Constant(v16, _ZIP_LO)
+    zip_hi = ir.Constant(v16, _ZIP_HI)
+    halves = [ir.Constant(ir.VectorType(i32, 8), list(range(h * 8, h * 8 + 8))) for h in range(2)]
+    chans = []
+    for blk in range(nblk):
+        rows = finals[blk * 8:blk * 8 + 8]
+        for _ in range(3):
+            rows = [builder.shuffle_vector(rows[i // 2], rows[i // 2 + 4],
+                                           zip_lo if i % 2 == 0 else zip_hi) for i in range(8)]
+        for ch in range(16):
+            c = const(16 * blk + ch)
+            inside = builder.icmp_signed("<", c, nch)
+            k = builder.select(inside, builder.add(k_off, c), k_off)
+            iv = builder.shuffle_vector(rows[ch // 2], ir.Constant(v16, ir.Undefined),
+                                        halves[ch % 2])
+            d = builder.sub(iv, _splat(builder, builder.load(builder.gep(zw_ptr, [k])), 8))
+            v = builder.fmul(builder.sitofp(d, f8),
+                             _splat(builder, builder.load(builder.gep(sc_ptr, [k])), 8))
+            v = builder.fadd(v, _splat(builder, builder.load(builder.gep(b_ptr, [k])), 8))
+            o = builder.add(y_off, builder.mul(c, ldy))
+            chans.append((v, builder.select(inside, px_mask, no_lanes), o))
+
+    def stores(activate, with_res):
+        for v, mask, o in chans:
+            if with_res:
+                rp = builder.bitcast(builder.gep(r_ptr, [o]), f8.as_pointer())
+                v = builder.fadd(v, builder.call(mload, [rp, align, mask,
+                                                         ir.Constant(f8, [0.0] * 8)]))
+            yp = builder.bitcast(builder.gep(y_ptr, [o]), f8.as_pointer())
+            builder.call(mstore, [activate(v), yp, align, mask])
+
+    _emit_epilogue(builder, act, const(1), has_res, 8, stores)
+
+
+def _make_dot(nblk, channel_rows=False, epilogue=False):
     """dot8x16_bcast (nblk 1) or dot8x32_bcast (nblk 2): 8 pixels x 16*nblk channels,
     8*nblk zmm accumulators.  Two weight blocks per activation broadcast halve the
     broadcasts per vpdpbusd: 8 broadcasts + nblk weight loads feed 8*nblk of them.
     channel_rows: the sums stored channel-major (_store_channel_rows), the out
-    argument followed by o_off and ldo."""
+    argument followed by o_off and ldo.  epilogue: the float epilogue fused into the
+    store (_store_epilogue), the out argument replaced by its 12."""
 
     def codegen(context, builder, signature, args):
         a_arr = context.make_array(signature.args[0])(context, builder, args[0])
         w_arr = context.make_array(signature.args[3])(context, builder, args[3])
-        oi = -3 if channel_rows else -1
-        o_arr = context.make_array(signature.args[oi])(context, builder, args[oi])
         a_off, lda, w_off = args[1], args[2], args[4]
         if nblk == 1:
             w_step, nq = None, args[5]
         else:
             w_step, nq = args[5], args[6]
+        first = 6 if nblk == 1 else 7
+        o_arr = context.make_array(signature.args[first])(context, builder, args[first])
         i8p = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
         v16 = ir.VectorType(i32, 16)
@@ -121,6 +190,9 @@ def _make_dot(nblk, channel_rows=False):
             f.add_incoming(zero, pre)
             f.add_incoming(n, end)
             finals.append(f)
+        if epilogue:
+            _store_epilogue(context, builder, signature, args, finals, nblk, first)
+            return context.get_dummy_value()
         if channel_rows:
             _store_channel_rows(builder, finals, builder.bitcast(o_arr.data, i32.as_pointer()),
                                 args[-2], args[-1], nblk)
@@ -170,3 +242,25 @@ def dot8x32_rows(typingctx, a, a_off, lda, w, w_off, w_step, nq, out, o_off, ldo
     sig = types.void(a, types.intp, types.intp, w, types.intp, types.intp, types.intp, out,
                      types.intp, types.intp)
     return sig, _make_dot(2, True)
+
+
+def _epilogue_sig(head, y, zw, scale, bias, res):
+    return types.void(*head, y, types.intp, types.intp, types.intp, types.intp, zw, scale, bias,
+                      types.intp, types.intp, res, types.intp)
+
+
+@intrinsic
+def dot8x16_epi(typingctx, a, a_off, lda, w, w_off, nq, y, y_off, ldy, npx, nch, zw, scale, bias,
+                k_off, act, res, has_res):
+    """dot8x16_bcast with the float epilogue fused into its store (_store_epilogue): the
+    block's 8 pixels x 16 channels go straight to y's channel rows, no int32 tile."""
+    return _epilogue_sig((a, types.intp, types.intp, w, types.intp, types.intp), y, zw, scale,
+                         bias, res), _make_dot(1, epilogue=True)
+
+
+@intrinsic
+def dot8x32_epi(typingctx, a, a_off, lda, w, w_off, w_step, nq, y, y_off, ldy, npx, nch, zw,
+                scale, bias, k_off, act, res, has_res):
+    """dot8x32_bcast with the float epilogue fused into its store."""
+    return _epilogue_sig((a, types.intp, types.intp, w, types.intp, types.intp, types.intp), y,
+                         zw, scale, bias, res), _make_dot(2, epilogue=True)
