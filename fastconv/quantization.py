@@ -301,10 +301,7 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
     elif prob.n and P:
         threads = _runtime.get_num_threads()
         width = -(-wmat.shape[1] // 4) * 4
-        # the tile's (T, R*S*Cg) columns within 16 KiB, a multiple of 8, enough tasks to share
-        tile = max(8, min(256, (16384 // max(width, 1)) // 8 * 8))
-        share = -(-P * prob.n * prob.groups // threads)
-        tile = max(8, min(tile, -(-share // 8) * 8))
+        tile = _int8_tile(prob, width, threads)
         nth = _runtime.max_threads()
         common = (zx, prob.ow, prob.stride[0], prob.stride[1], prob.dilation[0],
                   prob.dilation[1], prob.groups, prob.r, prob.s, _ACTS[activation], res, has_res,
@@ -325,6 +322,18 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
                 _int8.conv2d_int8(xp, wmat, wsum, scale, b, *common, cols)
     out_arr = yq if quant else y
     return out_arr.reshape(prob.n, k, prob.oh, prob.ow)
+
+
+INT8_COLS_BYTES = 16384
+
+
+def _int8_tile(prob, width, threads):
+    """Output pixels per int8 conv task: the tile's (T, R*S*Cg) columns within
+    INT8_COLS_BYTES, a multiple of 8, and no more than an equal share of the pixels
+    per thread."""
+    tile = max(8, min(256, (INT8_COLS_BYTES // max(width, 1)) // 8 * 8))
+    share = -(-prob.oh * prob.ow * prob.n * prob.groups // threads)
+    return max(8, min(tile, -(-share // 8) * 8))
 
 
 _int8_ws = threading.local()
