@@ -26,6 +26,10 @@ from .kernels.cpu import sparse as _sparse
 SPARSE_GFLOPS = 36.0
 # per (task, output channel) tile call: the tile's epilogue and the call
 SPARSE_TILE_S = 0.02e-6
+# input channels per chunk: a tile's input for one chunk (the chunk's channels, every stride
+# phase, the rows the taps reach) within this many bytes, so it stays in L1 while every
+# output channel's nonzeros of the chunk stream past
+SPARSE_CHUNK_BYTES = 16384
 # the CSR linear kernel (one output feature per task), per thread
 SPARSE_LINEAR_GFLOPS = 28.0
 
@@ -62,6 +66,29 @@ def _tiling(prob, threads):
     tgroup = max(1, units // want)
     nkb = 1 if units >= 4 * threads else min(prob.k, -(-4 * threads // units))
     return nv, ntiles, tgroup, -(-prob.k // nkb)
+
+
+def _chunk(prob, nv):
+    """Input channels per chunk of sparse_conv2d_tiles' reduction (SPARSE_CHUNK_BYTES)."""
+    (sh, sw), (dh, dw) = prob.stride, prob.dilation
+    hs, ws = _grid(prob)
+    span = 16 * nv + ((prob.r - 1) * dh // sh) * ws + (prob.s - 1) * dw // sw
+    per_channel = 4 * sh * sw * min(span, hs * ws)
+    return max(1, min(prob.c, SPARSE_CHUNK_BYTES // per_channel))
+
+
+def _chunk_pointers(csr, k, c, chunk):
+    """(K, nch + 1) int64: row k's nonzeros of input channels [j*chunk, (j+1)*chunk) are
+    cptr[k, j] .. cptr[k, j + 1] (the CSR rows are sorted by channel)."""
+    indptr, chan = csr[0], csr[1]
+    nch = -(-c // chunk)
+    rows = np.repeat(np.arange(k), np.diff(indptr))
+    counts = np.bincount(rows * nch + chan // chunk, minlength=k * nch).reshape(k, nch)
+    cptr = np.empty((k, nch + 1), np.int64)
+    cptr[:, 0] = indptr[:-1]
+    np.cumsum(counts, axis=1, out=cptr[:, 1:])
+    cptr[:, 1:] += indptr[:-1, None]
+    return cptr
 
 
 def csr_conv(w, dilation, groups):
@@ -142,10 +169,16 @@ def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=
         with _runtime.kernel_scope(blas=False):
             xs = _phase_planes(prob, xa)
             offs = _tap_offsets(csr, prob, packed, layer)
+            chunk = _chunk(prob, nv)
+            cached = None if packed is None else packed.get("csr_chunks")
+            if cached is None or cached[0] != (chunk, prob.c):
+                cached = ((chunk, prob.c), _chunk_pointers(csr, prob.k, prob.c, chunk))
+                if packed is not None:
+                    packed["csr_chunks"] = cached
             line = _workspace.per_thread("sparse_line", _runtime.max_threads(),
                                          (kblock * 16 * nv,))
-            _sparse.sparse_conv2d_tiles(xs, csr[0], offs, csr[4], b, y, act, res, has_res, nv,
-                                        tgroup, kblock, line)
+            _sparse.sparse_conv2d_tiles(xs, cached[1], offs, csr[4], b, y, act, res, has_res,
+                                        nv, tgroup, kblock, line)
     return _checks.wrap_like(y[0] if unbatched else y, x_in)
 
 

@@ -85,12 +85,13 @@ def test_sparse_tile_kernel_every_blocking(nv, stride, pad, rng):
     xs = fs._phase_planes(prob, x).copy()
     offs = fs._tap_offsets(csr, prob, None, "t")
     no_res = np.zeros((1, 1, 1, 1), np.float32)
-    for tgroup, kblock in ((1, 9), (3, 4), (100, 1), (2, 100)):
+    for tgroup, kblock, chunk in ((1, 9, 5), (3, 4, 2), (100, 1, 1), (2, 100, 3)):
         y = np.full(e.shape, np.nan, np.float32)
         line = np.empty((4, min(kblock, 9) * 16 * nv), np.float32)
-        ks.sparse_conv2d_tiles(xs, csr[0], offs, csr[4], b, y, 1, no_res, False, nv, tgroup,
+        cptr = fs._chunk_pointers(csr, 9, 5, chunk)
+        ks.sparse_conv2d_tiles(xs, cptr, offs, csr[4], b, y, 1, no_res, False, nv, tgroup,
                                kblock, line)
-        assert rel_err(y, e) < 1e-5, (tgroup, kblock)
+        assert rel_err(y, e) < 1e-5, (tgroup, kblock, chunk)
 
 
 def test_space_to_depth_planes(rng):
@@ -117,6 +118,24 @@ def test_sparse_tiling_choices():
     assert (nv, ntiles) == (2, 2) and kblock == 128  # 2 tiles: channels split
     nv, ntiles, _, _ = _tiling(conv_problem((1, 128, 56, 56), (128, 128, 3, 3), 2, 1), 2)
     assert (nv, ntiles) == (4, -(-(27 * 29 + 28) // 64))  # stride phases of 29 columns
+
+
+def test_sparse_chunk_pointers(rng):
+    from fastconv import sparse as fs
+    w = rng.standard_normal((6, 7, 3, 3)).astype(np.float32)
+    w[rng.random(w.shape) < 0.6] = 0
+    csr = fs.csr_conv(w, (1, 1), 1)
+    cptr = fs._chunk_pointers(csr, 6, 7, 3)
+    assert cptr.shape == (6, 4)
+    for k in range(6):
+        assert cptr[k, 0] == csr[0][k] and cptr[k, -1] == csr[0][k + 1]
+        for j in range(3):
+            ch = csr[1][cptr[k, j]:cptr[k, j + 1]]
+            assert ((ch >= 3 * j) & (ch < 3 * j + 3)).all()
+    from fastconv.functional import conv_problem
+    assert fs._chunk(conv_problem((1, 64, 56, 56), (64, 64, 3, 3), 1, 1), 4) == 16384 // (
+        4 * (64 + 2 * 58 + 2))
+    assert fs._chunk(conv_problem((1, 8, 5, 5), (8, 8, 1, 1)), 2) == 8  # all channels
 
 
 def test_sparse_conv_offsets_too_large():

@@ -77,13 +77,15 @@ def _make_spmm(nv, sets):
     as many accumulator sets (so enough independent FMA chains are in flight)."""
     @intrinsic
     def spmm(typingctx, x, x_off, offs, vals, i0, i1, y, y_off, npx, bias, b_off, act, res,
-             has_res):
-        """y[y_off + j] = act(bias[b_off] + sum_(i0 <= i < i1) vals[i] * x[x_off + offs[i] + j]
-        (+ res[y_off + j])) for j < npx <= 16*nv; offs int32.  A partial tile (npx < 16*nv)
-        reads and writes only its npx lanes (masked), so nothing past x's or y's end is
-        touched; act as in epilogue.py."""
+             has_res, init, init_off, accumulate):
+        """y[y_off + j] = act(bias[b_off] + a_j + sum_(i0 <= i < i1) vals[i] * x[x_off + offs[i] + j]
+        (+ res[y_off + j])) for j < npx <= 16*nv, a_j = init[init_off + j] when accumulate
+        (a reduction split into channel chunks), else 0; offs int32.  A partial tile
+        (npx < 16*nv) reads and writes only its npx lanes (masked), so nothing past x's or
+        y's end is touched; act as in epilogue.py."""
         sig = types.void(x, types.intp, offs, vals, types.intp, types.intp, y, types.intp,
-                         types.intp, bias, types.intp, types.intp, res, types.intp)
+                         types.intp, bias, types.intp, types.intp, res, types.intp, init,
+                         types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
             f32 = ir.FloatType()
@@ -96,8 +98,10 @@ def _make_spmm(nv, sets):
             y_ptr = _data_ptr(context, builder, signature, args, 6)
             b_ptr = _data_ptr(context, builder, signature, args, 9)
             r_ptr = _data_ptr(context, builder, signature, args, 12)
-            x_off, i0, i1, y_off, npx, b_off, act, has_res = (
-                args[1], args[4], args[5], args[7], args[8], args[10], args[11], args[13])
+            a_ptr = _data_ptr(context, builder, signature, args, 14)
+            x_off, i0, i1, y_off, npx, b_off, act, has_res, init_off, accumulate = (
+                args[1], args[4], args[5], args[7], args[8], args[10], args[11], args[13],
+                args[15], args[16])
             intp = x_off.type
             const = lambda v: ir.Constant(intp, v)  # noqa: E731
             fma = cgutils.get_or_insert_function(
@@ -128,6 +132,14 @@ def _make_spmm(nv, sets):
                     return accs
                 return body
 
+            # the starting sums: zero, or init's (masked to the tile's lanes)
+            acc_on = builder.icmp_signed("!=", accumulate, const(0))
+            no_lanes = ir.Constant(ir.VectorType(ir.IntType(1), 16), [0] * 16)
+            start = []
+            for v in range(nv):
+                ap = builder.bitcast(builder.gep(a_ptr, [builder.add(init_off, const(16 * v))]), vp)
+                start.append(builder.call(mload, [ap, align, builder.select(acc_on, masks[v],
+                                                                            no_lanes), zero]))
             full = builder.icmp_signed(">=", npx, const(16 * nv))
             b_full = builder.append_basic_block("sp.full")
             b_part = builder.append_basic_block("sp.part")
@@ -136,7 +148,8 @@ def _make_spmm(nv, sets):
             results = []
             for blk, masked in ((b_full, False), (b_part, True)):
                 builder.position_at_end(blk)
-                i, accs = _counted_loop(builder, i0, i1, sets, [zero] * (sets * nv), step(masked))
+                i, accs = _counted_loop(builder, i0, i1, sets, start + [zero] * ((sets - 1) * nv),
+                                        step(masked))
                 acc = accs[:nv]
                 for u in range(1, sets):
                     acc = [builder.fadd(a, accs[u * nv + v]) for v, a in enumerate(acc)]
@@ -176,35 +189,42 @@ spmm_tile4 = _make_spmm(4, 2)
 
 
 @njit(inline="always")
-def _spmm(nv, x, x_off, offs, vals, i0, i1, y, y_off, npx, bias, b_off, act, res, has_res):
+def _spmm(nv, x, x_off, offs, vals, i0, i1, y, y_off, npx, bias, b_off, act, res, has_res, init,
+          init_off, accumulate):
     if nv == 4:
-        spmm_tile4(x, x_off, offs, vals, i0, i1, y, y_off, npx, bias, b_off, act, res, has_res)
+        spmm_tile4(x, x_off, offs, vals, i0, i1, y, y_off, npx, bias, b_off, act, res, has_res,
+                   init, init_off, accumulate)
     elif nv == 2:
-        spmm_tile2(x, x_off, offs, vals, i0, i1, y, y_off, npx, bias, b_off, act, res, has_res)
+        spmm_tile2(x, x_off, offs, vals, i0, i1, y, y_off, npx, bias, b_off, act, res, has_res,
+                   init, init_off, accumulate)
     else:
-        spmm_tile1(x, x_off, offs, vals, i0, i1, y, y_off, npx, bias, b_off, act, res, has_res)
+        spmm_tile1(x, x_off, offs, vals, i0, i1, y, y_off, npx, bias, b_off, act, res, has_res,
+                   init, init_off, accumulate)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def sparse_conv2d_tiles(xs, indptr, offs, vals, b, y, act, res, has_res, nv, tgroup, kblock,
+def sparse_conv2d_tiles(xs, cptr, offs, vals, b, y, act, res, has_res, nv, tgroup, kblock,
                         line_ws):
     """The register-tiled sparse conv on a stride-1 grid.  xs (N, C*sh*sw, HS, WS): the
     padded input split into its stride phases (pad.pad_space_to_depth; at stride 1 the
     padded input itself), so tap (c, r, s) of output pixels (p, q) is one unit-stride run
     at offs[i] + p*WS + q of the image (offs int32: the tap's phase plane and its shift
-    r//sh, s//sw in it); y/res (N, K, OH, OW).
+    r//sh, s//sw in it); y/res (N, K, OH, OW).  cptr (K, nch + 1): row k's nonzeros of
+    input-channel chunk j are cptr[k, j] .. cptr[k, j + 1] (CSR sorted by channel).
 
     A tile is 16*nv consecutive positions f = p*WS + q of that grid, so on narrow maps
-    one tile spans several output rows (columns q >= OW are computed and dropped).
-    Where WS == OW (a 1x1 conv without padding) the grid is y's own layout and the tile
-    is stored straight into y with the epilogue; otherwise its raw sums go to
-    line_ws (threads, >= kblock*16*nv) and each output row's part is stored from
-    there with the epilogue.  Tasks: (image, group of tgroup tiles, block of kblock
-    output channels); in a task every tile runs all its channels, so the tile's input
-    stays in cache.
+    one tile spans several output rows (columns q >= OW are computed and dropped).  The
+    tile runs chunk by chunk, every output channel of the task per chunk, its partial
+    sums kept in line_ws (threads, >= kblock*16*nv): a chunk's input (its channels'
+    few rows around the tile) stays in L1 while all the channels' nonzeros of that chunk
+    stream past.  Then each output row's part is stored with the epilogue; where
+    WS == OW (a 1x1 conv without padding: the grid is y's own layout) the last chunk
+    stores straight into y with the epilogue instead.  Tasks: (image, group of tgroup
+    tiles, block of kblock output channels).
     """
     N, CS, HS, WS = xs.shape
     K, OH, OW = y.shape[1], y.shape[2], y.shape[3]
+    nch = cptr.shape[1] - 1
     NB = 16 * nv
     img = CS * HS * WS
     L = (OH - 1) * WS + OW
@@ -226,14 +246,17 @@ def sparse_conv2d_tiles(xs, indptr, offs, vals, b, y, act, res, has_res, nv, tgr
             f0 = tile * NB
             npx = min(NB, L - f0)
             xo = n * img + f0
+            last = nch - 1 if direct else nch
+            for j in range(last):
+                for k in range(k0, k1):
+                    _spmm(nv, xf, xo, offs, vals, cptr[k, j], cptr[k, j + 1], line,
+                          (k - k0) * NB, npx, zero_b, 0, 0, rf, 0, line, (k - k0) * NB, j)
             if direct:
                 for k in range(k0, k1):
-                    _spmm(nv, xf, xo, offs, vals, indptr[k], indptr[k + 1], yf,
-                          (n * K + k) * OH * OW + f0, npx, b, k, act, rf, has_res)
+                    _spmm(nv, xf, xo, offs, vals, cptr[k, last], cptr[k, last + 1], yf,
+                          (n * K + k) * OH * OW + f0, npx, b, k, act, rf, has_res, line,
+                          (k - k0) * NB, last)
                 continue
-            for k in range(k0, k1):
-                _spmm(nv, xf, xo, offs, vals, indptr[k], indptr[k + 1], line, (k - k0) * NB,
-                      npx, zero_b, 0, 0, rf, 0)
             for p in range(f0 // WS, min(OH, (f0 + NB - 1) // WS + 1)):
                 lo = max(p * WS, f0)
                 hi = min(p * WS + OW, f0 + NB)
