@@ -941,6 +941,82 @@ class ImplicitPacked(planner.Algorithm):
         return call
 
 
+# implicit_pixels: the pixel-vectorized tile with every tap in its reduction; its rate
+# relative to the micro-kernel's, and the tile's store in reduction steps (MR*NV masked
+# stores with the epilogue, once per tile)
+IMPLICIT_PIXELS_RATE = 1.0
+IMPLICIT_PIXELS_STORE_STEPS = 4.0
+IMPLICIT_PIXELS_MAX_CHANNELS = 16
+
+
+class ImplicitPixels(planner.Algorithm):
+    """zmm.gemm_tile_taps over the (padded, phase-split) input in place: MR output channels
+    x NR pixels of an output row per tile, every (tap, channel) step in registers, the
+    tile stored straight into y's rows.  groups == 1; in ``auto`` only for inputs of at
+    most IMPLICIT_PIXELS_MAX_CHANNELS channels (stems), where implicit_packed's
+    channel-vectorized tile stores after a handful of steps."""
+    name = "implicit_pixels"
+    uses_blas = False
+
+    def serves(self, prob):
+        if prob.groups != 1:
+            return "implicit_pixels needs groups == 1"
+        return None
+
+    def auto_excluded(self, prob):
+        if prob.c > IMPLICIT_PIXELS_MAX_CHANNELS:
+            return (f"implicit_pixels is for few input channels (<= "
+                    f"{IMPLICIT_PIXELS_MAX_CHANNELS}), not {prob.c}")
+        return None
+
+    @staticmethod
+    def rblock(prob, threads):
+        """Output rows per task: about four tasks per thread."""
+        tasks = max(1, -(-4 * threads // max(1, prob.n)))
+        return max(1, -(-prob.oh // tasks))
+
+    def cost(self, prob, threads, prepacked=False):
+        steps = prob.r * prob.s * prob.c
+        eff = (_lanes_used(prob.ow, _zmm.NR) * _lanes_used(prob.k, _zmm.MR)
+               * steps / (steps + IMPLICIT_PIXELS_STORE_STEPS) * IMPLICIT_PIXELS_RATE)
+        rblock = self.rblock(prob, threads)
+        tasks = max(1, prob.n) * -(-prob.oh // rblock)
+        seconds = prob.flops / (planner.PACKED_GFLOPS * 1e9 * eff)
+        seconds = seconds / min(threads, tasks) + planner.PACKED_TASK_S * -(-tasks // threads)
+        if not prepacked:
+            seconds += prob.k * prob.c * prob.r * prob.s * 8 / (planner.COPY_GBS * 1e9)
+        return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S + pad_call_s(prob, True)
+                + seconds)
+
+    def pack(self, w, packed=None):
+        """W as (K, R*S*C) with columns in (tap, channel) order, packed by zmm.pack_panels
+        (width MR, one chunk): panel p's step t*C + c at p*R*S*C*MR + (t*C + c)*MR."""
+        wp = None if packed is None else packed.get(self.name)
+        if wp is None:
+            K, C, R, S = w.shape
+            wm = np.ascontiguousarray(np.asarray(w, np.float32).reshape(K, C, R * S)
+                                      .transpose(0, 2, 1).reshape(K, R * S * C))
+            wp = np.empty((1, -(-K // _zmm.MR) * R * S * C * _zmm.MR), np.float32)
+            _zmm.pack_panels(wm, 1, _zmm.MR, R * S * C, wp)
+            if packed is not None:
+                packed[self.name] = wp
+        return wp
+
+    def bind(self, prob, w, b, act, packed=None):
+        wp = self.pack(w, packed)
+        rblock = self.rblock(prob, _runtime.get_num_threads())
+        y3_shape = (prob.n, prob.k, prob.oh * prob.ow)
+        (sh, sw), (dh, dw) = prob.stride, prob.dilation
+        kernel = _im2col.conv2d_implicit_pixels
+
+        def call(x, y, res):
+            y3 = y.reshape(y3_shape)
+            r3, has_res = _res(None if res is None else res.reshape(y3_shape), 3)
+            kernel(phased_input(prob, x), wp, b, y3, prob.ow, sh, sw, dh, dw, prob.r, prob.s,
+                   act, r3, has_res, rblock)
+        return call
+
+
 planner.register(Direct())
 planner.register(Im2col())
 planner.register(Im2colRegister())
@@ -949,6 +1025,7 @@ planner.register(PointwiseRegister())
 planner.register(Im2colPacked())
 planner.register(PointwisePacked())  # after im2col_packed: a strided 1x1 ties, and gathers less
 planner.register(ImplicitPacked())
+planner.register(ImplicitPixels())
 planner.register(Depthwise())
 planner.register(DepthwiseBlocked())
 planner.register(Winograd(2))

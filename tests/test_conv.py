@@ -10,7 +10,8 @@ import fastconv as fc
 from fastconv import functional as F
 from fastconv import planner
 
-ALGOS = ["direct", "im2col", "im2col_register", "im2col_packed", "implicit_packed", "pointwise",
+ALGOS = ["direct", "im2col", "im2col_register", "im2col_packed", "implicit_packed",
+         "implicit_pixels", "pointwise",
          "pointwise_register", "pointwise_packed", "depthwise", "depthwise_blocked",
          "winograd_f2x2_3x3", "winograd_f4x4_3x3", "auto"]
 

@@ -17,7 +17,7 @@ def choose(x_shape, w_shape, prepacked=True, **kw):
     ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1), "winograd_f2x2_3x3"),
     ((8, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), "winograd_f4x4_3x3"),
     ((1, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "implicit_packed"),  # 7x7: no columns
-    ((1, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), "implicit_packed"),  # 7x7 stem
+    ((1, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), "implicit_pixels"),  # 7x7 stem
     ((1, 64, 28, 28), (128, 64, 3, 3), dict(stride=2, padding=1), "implicit_packed"),  # to 14x14
     ((1, 256, 56, 56), (512, 256, 1, 1), dict(stride=2), "pointwise_packed"),  # strided 1x1
     ((1, 256, 14, 14), (512, 256, 3, 3), dict(stride=2, padding=1), "implicit_packed"),  # to 7x7
@@ -31,7 +31,8 @@ def choose(x_shape, w_shape, prepacked=True, **kw):
     ((1, 1024, 14, 14), (256, 1024, 1, 1), {}, "pointwise_packed"),  # channel-vectorized
     ((1, 64, 14, 14), (384, 64, 1, 1), {}, "pointwise_packed"),         # short, 14x14
     ((1, 64, 7, 7), (256, 64, 1, 1), dict(prepacked=False), "pointwise"),  # one-off: SGEMM
-    ((1, 3, 224, 224), (32, 3, 3, 3), dict(stride=2, padding=1), "implicit_packed"),  # 3x3 stem
+    ((1, 3, 224, 224), (32, 3, 3, 3), dict(stride=2, padding=1), "implicit_pixels"),  # 3x3 stem
+    ((1, 32, 112, 112), (32, 32, 3, 3), dict(padding=1), "implicit_packed"),  # 32 channels: not pixels
     ((1, 144, 56, 56), (144, 1, 3, 3), dict(padding=1, groups=144), "depthwise_blocked"),
     ((1, 192, 28, 28), (192, 1, 3, 3), dict(stride=2, padding=1, groups=192), "depthwise_blocked"),
     ((1, 96, 28, 28), (96, 1, 5, 5), dict(padding=2, groups=96), "depthwise_blocked"),

@@ -27,7 +27,8 @@ from . import FASTMATH
 from .blas import sgemm_rm
 from .epilogue import epilogue_tile
 from .tiles import gather_pixels, gemm_task, register_gemm_tile
-from .zmm import MP, NR, _copy_padded, gemm_block, gemm_block_t, gemm_tile_t_taps
+from .zmm import (MP, MR, NR, _copy_padded, gemm_block, gemm_block_t, gemm_tile_taps,
+                  gemm_tile_t_taps)
 
 
 @njit(inline="always")
@@ -219,3 +220,51 @@ def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
                                              scratch[tap * kc * MP:(tap + 1) * kc * MP], MP)
                             gemm_tile_t_taps(scratch, 0, MP, soff, RS, wf, wo, kc, yf, yo + q0,
                                              P, nr, npx, b, r0, act, rf, has_res, acc, fin)
+
+
+@njit(parallel=True, cache=True)
+def conv2d_implicit_pixels(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, has_res, rblock):
+    """The implicit GEMM with the pixel-vectorized tile (zmm.gemm_tile_taps: MR output
+    channels x NR pixels of one output row, every (tap, channel) step inside its
+    reduction, stored straight into y's rows), groups == 1: for convolutions with few
+    input channels (stems), where the channel-vectorized tile of conv2d_implicit_packed
+    spends as long on its transposed store as on a reduction of R*S*C steps.
+
+        y3[n, k, p*OW + q] = act(b[k] + sum_(r, s) sum_c W[k, c, r, s] *
+                                 xpad[n, c, p*sh + r*dh, q*sw + s*dw]  (+ res3[n, k, p*OW + q]))
+
+    wp: zmm.pack_panels (width MR, one chunk) of W arranged as (K, R*S*C) with columns in
+    (tap, channel) order.  xp: the phase-split padded input.  Tasks: (image, block of
+    rblock output rows); a task runs every channel panel over each output row, so the
+    rows the taps read stay in L1.
+    """
+    N, C, HP, WPF = xp.shape
+    K = y3.shape[1]
+    P = y3.shape[2]
+    OH = P // OW
+    ws = WPF // sw
+    plane = HP * WPF
+    npg = (K + MR - 1) // MR
+    nrb = (OH + rblock - 1) // rblock
+    RS = R * S
+    toff = np.empty(RS, np.int64)
+    for tap in range(RS):
+        r = tap // S
+        s = tap % S
+        toff[tap] = r * dh * WPF + ((s * dw) % sw) * ws + (s * dw) // sw
+    xf = xp.reshape(-1)
+    wf = wp.reshape(-1)
+    yf = y3.reshape(-1)
+    rf = res3.reshape(-1)
+    for t in prange(N * nrb):
+        n = t // nrb
+        p0 = (t % nrb) * rblock
+        for p in range(p0, min(OH, p0 + rblock)):
+            xo = n * C * plane + p * sh * WPF
+            for pan in range(npg):
+                k0 = pan * MR
+                yo = (n * K + k0) * P + p * OW
+                for q0 in range(0, OW, NR):
+                    gemm_tile_taps(xf, xo + q0, plane, toff, RS, wf, pan * RS * C * MR, C, yf,
+                                   yo + q0, P, min(MR, K - k0), min(NR, OW - q0), b, k0, act, rf,
+                                   has_res)
