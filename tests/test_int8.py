@@ -35,7 +35,8 @@ def test_int8_gemm_is_exact(m, k, n, ua, ub, seed):
                                      # 32-column pairs of weight blocks: exact pair, pair +
                                      # a lone block, a partial second block; several 512-byte
                                      # reduction chunks
-                                     (9, 1100, 32), (17, 70, 48), (8, 2050, 40), (3, 5, 80)])
+                                     (9, 1100, 32), (17, 70, 48), (8, 2050, 40), (3, 5, 80),
+                                     (40, 256, 100)])  # whole 8 x 32 blocks stored in place
 def test_int8_gemm_both_paths(kernel_path, rng, m, k, n):
     for adt in (np.int8, np.uint8):
         a = rng.integers(np.iinfo(adt).min, np.iinfo(adt).max + 1, (m, k)).astype(adt)

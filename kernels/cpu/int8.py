@@ -30,7 +30,7 @@ from numba import njit, prange
 from . import nchwc
 from .tiles import gemm_task
 from .vnni import (dot8x16_bcast, dot8x16_epi, dot8x16_rows, dot8x32_bcast, dot8x32_epi,
-                   dot8x32_rows)
+                   dot8x32_rows, dot8x32_to_rows)
 
 I32 = np.int32
 ONE = np.float32(1.0)   # unused scale arguments of a plain byte move
@@ -242,7 +242,9 @@ def gemm_u8s8_vnni(a, wp, N, c, out_ws):
     each pair in turn (a last odd block alone, dot8x16_bcast), so those rows are
     read from L1 GROUP times and the group's weights (256 x KC bytes) stay in
     L2.  The reduction runs in chunks of KC bytes; from the second chunk on,
-    partial sums accumulate in c.  out_ws: (threads, >= 256) int32."""
+    partial sums accumulate in c; a whole 8 x 32 block of the first chunk is stored
+    straight into c's rows (dot8x32_to_rows), the others through out_ws (threads,
+    >= 256) int32."""
     M8, Kp = a.shape
     M = c.shape[0]
     nq = Kp // 4
@@ -251,6 +253,7 @@ def gemm_u8s8_vnni(a, wp, N, c, out_ws):
     nblocks = (N + 15) // 16
     npairs = (nblocks + 1) // 2
     af = a.reshape(M8 * Kp)
+    cf = c.reshape(c.size)
     for k0 in range(0, Kp, KC):
         kq = min(KC, Kp - k0) // 4
         for grp in prange((npairs + GROUP - 1) // GROUP):
@@ -260,6 +263,11 @@ def gemm_u8s8_vnni(a, wp, N, c, out_ws):
                     nb = 2 * pb
                     pair = nb + 1 < nblocks
                     woff = (nb * nq + k0 // 4) * 64
+                    if k0 == 0 and pair and i + 8 <= M and nb * 16 + 32 <= N:
+                        # a whole 8 x 32 block of the first chunk: straight into c's rows
+                        dot8x32_to_rows(af, i * Kp, Kp, wp, woff, nq * 64, kq, cf,
+                                        i * N + nb * 16, N)
+                        continue
                     if pair:
                         dot8x32_bcast(af, i * Kp + k0, Kp, wp, woff, nq * 64, kq, o)
                     else:

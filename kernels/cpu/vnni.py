@@ -116,13 +116,14 @@ def _store_epilogue(context, builder, signature, args, finals, nblk, first):
     _emit_epilogue(builder, act, const(1), has_res, 8, stores)
 
 
-def _make_dot(nblk, channel_rows=False, epilogue=False):
+def _make_dot(nblk, channel_rows=False, epilogue=False, rows=False):
     """dot8x16_bcast (nblk 1) or dot8x32_bcast (nblk 2): 8 pixels x 16*nblk channels,
     8*nblk zmm accumulators.  Two weight blocks per activation broadcast halve the
     broadcasts per vpdpbusd: 8 broadcasts + nblk weight loads feed 8*nblk of them.
     channel_rows: the sums stored channel-major (_store_channel_rows), the out
     argument followed by o_off and ldo.  epilogue: the float epilogue fused into the
-    store (_store_epilogue), the out argument replaced by its 12."""
+    store (_store_epilogue), the out argument replaced by its 12.  rows: pixel j's
+    16*nblk sums stored at out[o_off + j*ldo : +16*nblk] (a row-major int32 result)."""
 
     def codegen(context, builder, signature, args):
         a_arr = context.make_array(signature.args[0])(context, builder, args[0])
@@ -192,6 +193,17 @@ def _make_dot(nblk, channel_rows=False, epilogue=False):
             finals.append(f)
         if epilogue:
             _store_epilogue(context, builder, signature, args, finals, nblk, first)
+            return context.get_dummy_value()
+        if rows:
+            o_ptr = builder.bitcast(o_arr.data, i32.as_pointer())
+            o_off, ldo = args[-2], args[-1]
+            for blk in range(nblk):
+                for j in range(8):
+                    o = builder.add(o_off, builder.add(builder.mul(ldo, ir.Constant(intp, j)),
+                                                       ir.Constant(intp, 16 * blk)))
+                    builder.store(finals[blk * 8 + j],
+                                  builder.bitcast(builder.gep(o_ptr, [o]), v16.as_pointer()),
+                                  align=4)
             return context.get_dummy_value()
         if channel_rows:
             _store_channel_rows(builder, finals, builder.bitcast(o_arr.data, i32.as_pointer()),
@@ -264,3 +276,12 @@ def dot8x32_epi(typingctx, a, a_off, lda, w, w_off, w_step, nq, y, y_off, ldy, n
     """dot8x32_bcast with the float epilogue fused into its store."""
     return _epilogue_sig((a, types.intp, types.intp, w, types.intp, types.intp, types.intp), y,
                          zw, scale, bias, res), _make_dot(2, epilogue=True)
+
+
+@intrinsic
+def dot8x32_to_rows(typingctx, a, a_off, lda, w, w_off, w_step, nq, out, o_off, ldo):
+    """dot8x32_bcast's sums stored straight into a row-major result: pixel (row) j's 32
+    sums at out[o_off + j*ldo : +32] (all 8 rows and 32 columns must exist)."""
+    sig = types.void(a, types.intp, types.intp, w, types.intp, types.intp, types.intp, out,
+                     types.intp, types.intp)
+    return sig, _make_dot(2, rows=True)
