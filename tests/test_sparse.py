@@ -115,7 +115,9 @@ def test_sparse_tiling_choices():
     nv, ntiles, tgroup, kblock = _tiling(conv_problem((1, 64, 56, 56), (64, 64, 3, 3), 1, 1), 2)
     assert (nv, ntiles, kblock) == (4, -(-(55 * 58 + 56) // 64), 64) and tgroup > 1
     nv, ntiles, _, kblock = _tiling(conv_problem((1, 512, 7, 7), (512, 512, 3, 3), 1, 1), 2)
-    assert (nv, ntiles) == (2, 2) and kblock == 128  # 2 tiles: channels split
+    assert (nv, ntiles) == (4, 1) and kblock == 64  # one tile: channels split
+    nv, ntiles, _, kblock = _tiling(conv_problem((1, 1024, 14, 14), (256, 1024, 1, 1)), 2)
+    assert (nv, ntiles) == (2, 7) and kblock == 128  # 1x1 on a narrow map: 32-pixel tiles
     nv, ntiles, _, _ = _tiling(conv_problem((1, 128, 56, 56), (128, 128, 3, 3), 2, 1), 2)
     assert (nv, ntiles) == (4, -(-(27 * 29 + 28) // 64))  # stride phases of 29 columns
 
