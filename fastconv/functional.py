@@ -495,6 +495,9 @@ _ACT_NUMPY = {0: lambda v: v, 1: lambda v: np.maximum(v, 0), 2: lambda v: np.cli
               3: lambda v: v * np.clip(v + 3, 0, 6) / 6}
 
 
+LINEAR_ROWS_MAX = 8  # input rows up to which linear_rows (a dot per weight row) runs
+
+
 def linear(x, weight, bias=None, activation=None, layer="linear", out=None, backend=None,
            packed=None):
     """y = x @ weight.T + bias over the last axis (any leading axes), activation fused."""
@@ -517,10 +520,16 @@ def linear(x, weight, bias=None, activation=None, layer="linear", out=None, back
     y = _out(out, lead + (f_out,), layer, (xa,)).reshape(n, f_out)
     if n and f_out:
         threads = _runtime.get_num_threads()
-        oblock = max(16, -(-f_out // threads))
-        yt = _workspace.get("linear_yt", (f_out, n))
-        with _runtime.kernel_scope():
-            _linear.linear(x2, w, b, y, yt, oblock, act)
+        if n <= LINEAR_ROWS_MAX:
+            with _runtime.kernel_scope(blas=False):
+                _linear.linear_rows(np.ascontiguousarray(x2), np.ascontiguousarray(w), b, y,
+                                    max(16, -(-f_out // (4 * threads))),
+                                    act)
+        else:
+            oblock = max(16, -(-f_out // threads))
+            yt = _workspace.get("linear_yt", (f_out, n))
+            with _runtime.kernel_scope():
+                _linear.linear(x2, w, b, y, yt, oblock, act)
     return _checks.wrap_like(y.reshape(lead + (f_out,)), x_in)
 
 

@@ -107,9 +107,10 @@ def test_max_pool_nan_propagates(rng):
     assert np.isnan(y[0, 0, 0, 0]) and not np.isnan(y[0, 0, 1, 1])
 
 
-@pytest.mark.parametrize("shape", [(1, 7), (5, 33), (0, 7), (3, 2, 7)])
-@pytest.mark.parametrize("activation", [None, "relu"])
+@pytest.mark.parametrize("shape", [(1, 7), (5, 33), (0, 7), (3, 2, 7), (20, 33), (9, 7)])
+@pytest.mark.parametrize("activation", [None, "relu", "relu6"])
 def test_linear(rng, shape, activation):
+    """Up to LINEAR_ROWS_MAX rows: a dot per weight row; more: the SGEMM tasks."""
     x = rng.standard_normal(shape).astype(np.float32)
     out_f = 33 if shape[-1] == 7 else 5
     w = rng.standard_normal((out_f, shape[-1])).astype(np.float32)
@@ -118,6 +119,16 @@ def test_linear(rng, shape, activation):
     expected = ref.activation(ref.linear(x, w, b), activation)
     assert y.shape == expected.shape
     assert rel_err(y, expected) < 1e-5
+
+
+def test_linear_strided_operands(rng):
+    x = rng.standard_normal((3, 40)).astype(np.float32)[:, ::2]
+    w = rng.standard_normal((20, 17)).astype(np.float32).T  # (17, 20), not contiguous
+    x0, w0 = x.copy(), w.copy()
+    for rows in (x[:2], np.concatenate([x] * 4)):  # both paths
+        assert rel_err(fc.linear(rows, w), ref.linear(rows, w)) < 1e-5
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(w, w0)
 
 
 def test_linear_large(rng):
