@@ -631,8 +631,10 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     y = _pool_out_array(out, xa, (oh, ow), unbatched, layer)
     if y.size:
         with _runtime.kernel_scope(blas=False):
-            row = _workspace.per_thread("pool_rows", _runtime.max_threads(), (2, max(
-                xa.shape[3] + 2 * pad[1], (ow - 1) * st[1] + (k[1] - 1) * dil[1] + 1)))
+            width = max(xa.shape[3] + 2 * pad[1], (ow - 1) * st[1] + (k[1] - 1) * dil[1] + 1,
+                        2 * ow + 2)
+            row = _workspace.per_thread("pool_rows", _runtime.max_threads(),
+                                        (2, width + width % 2))
             _pooling.max_pool2d(xa, y, k[0], k[1], st[0], st[1], pad[0], pad[1], dil[0], dil[1],
                                 row)
     return _checks.wrap_like(y[0] if unbatched else y, x_in)
