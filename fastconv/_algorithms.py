@@ -946,7 +946,7 @@ class ImplicitPacked(planner.Algorithm):
 # stores with the epilogue, once per tile)
 IMPLICIT_PIXELS_RATE = 1.0
 IMPLICIT_PIXELS_STORE_STEPS = 4.0
-IMPLICIT_PIXELS_MAX_CHANNELS = 16
+IMPLICIT_PIXELS_MAX_CHANNELS = 8
 
 
 class ImplicitPixels(planner.Algorithm):

@@ -33,6 +33,8 @@ def choose(x_shape, w_shape, prepacked=True, **kw):
     ((1, 64, 7, 7), (256, 64, 1, 1), dict(prepacked=False), "pointwise"),  # one-off: SGEMM
     ((1, 3, 224, 224), (32, 3, 3, 3), dict(stride=2, padding=1), "implicit_pixels"),  # 3x3 stem
     ((1, 32, 112, 112), (32, 32, 3, 3), dict(padding=1), "implicit_packed"),  # 32 channels: not pixels
+    ((1, 16, 56, 56), (32, 16, 3, 3), dict(padding=1), "implicit_packed"),  # 16: a tie, not pixels
+    ((1, 8, 112, 112), (16, 8, 3, 3), dict(padding=1), "implicit_pixels"),  # 8 channels
     ((1, 144, 56, 56), (144, 1, 3, 3), dict(padding=1, groups=144), "depthwise_blocked"),
     ((1, 192, 28, 28), (192, 1, 3, 3), dict(stride=2, padding=1, groups=192), "depthwise_blocked"),
     ((1, 96, 28, 28), (96, 1, 5, 5), dict(padding=2, groups=96), "depthwise_blocked"),

@@ -28,7 +28,7 @@ from .blas import sgemm_rm
 from .epilogue import epilogue_tile
 from .tiles import gather_pixels, gemm_task, register_gemm_tile
 from .zmm import (MP, MR, NR, _copy_padded, gemm_block, gemm_block_t, gemm_tile_taps,
-                  gemm_tile_t_taps)
+                  gemm_tile_taps16, gemm_tile_t_taps)
 
 
 @njit(inline="always")
@@ -265,6 +265,11 @@ def conv2d_implicit_pixels(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
                 k0 = pan * MR
                 yo = (n * K + k0) * P + p * OW
                 for q0 in range(0, OW, NR):
-                    gemm_tile_taps(xf, xo + q0, plane, toff, RS, wf, pan * RS * C * MR, C, yf,
-                                   yo + q0, P, min(MR, K - k0), min(NR, OW - q0), b, k0, act, rf,
-                                   has_res)
+                    if OW - q0 <= 16:  # a short last tile: half the vectors, no idle lanes
+                        gemm_tile_taps16(xf, xo + q0, plane, toff, RS, wf, pan * RS * C * MR, C,
+                                         yf, yo + q0, P, min(MR, K - k0), OW - q0, b, k0, act,
+                                         rf, has_res)
+                    else:
+                        gemm_tile_taps(xf, xo + q0, plane, toff, RS, wf, pan * RS * C * MR, C,
+                                       yf, yo + q0, P, min(MR, K - k0), min(NR, OW - q0), b, k0,
+                                       act, rf, has_res)

@@ -670,107 +670,116 @@ def gemm_block_t(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nro
                              act, res, has_res, acc, fin)
 
 
-@intrinsic
-def gemm_tile_taps(typingctx, x, x_off, ldx, toff, ntaps, wp, w_off, nc, y, y_off, ldy, nr, npx,
-                   bias, b_off, act, res, has_res):
-    """The pixel-vectorized tile (MR channels x NR pixels: weights broadcast, input rows
-    as vectors) over an implicit GEMM's whole (tap, channel) reduction, stored straight
-    into y's channel rows with the epilogue (no transposition: the right layout for a
-    conv with few input channels, whose channel-vectorized tile would store after a
-    handful of steps):
+def _make_tile_taps(nv):
+    """gemm_tile_taps over 16*nv pixels."""
+    @intrinsic
+    def gemm_tile_taps(typingctx, x, x_off, ldx, toff, ntaps, wp, w_off, nc, y, y_off, ldy,
+                       nr, npx, bias, b_off, act, res, has_res):
+        """The pixel-vectorized tile (MR channels x NR pixels: weights broadcast, input rows
+        as vectors) over an implicit GEMM's whole (tap, channel) reduction, stored straight
+        into y's channel rows with the epilogue (no transposition: the right layout for a
+        conv with few input channels, whose channel-vectorized tile would store after a
+        handful of steps):
 
-        v = sum_(t < ntaps) sum_(c < nc) wp[w_off + (t*nc + c)*MR + r] * x[x_off + toff[t] + c*ldx + j]
-        y[o] = act(v + bias[b_off + r] (+ res[o])),   o = y_off + r*ldy + j,
+            v = sum_(t < ntaps) sum_(c < nc) wp[w_off + (t*nc + c)*MR + r]
+                                             * x[x_off + toff[t] + c*ldx + j]
+            y[o] = act(v + bias[b_off + r] (+ res[o])),   o = y_off + r*ldy + j,
 
-    for r < nr <= MR, j < npx <= NR.  A partial tile (npx < NR) loads and stores only
-    its npx lanes; rows r >= nr are not stored.  toff int64; act as in epilogue.py."""
-    sig = types.void(x, types.intp, types.intp, toff, types.intp, wp, types.intp, types.intp, y,
-                     types.intp, types.intp, types.intp, types.intp, bias, types.intp, types.intp,
-                     res, types.intp)
+        for r < nr <= MR, j < npx <= 16*nv.  A partial tile (npx < 16*nv) loads and stores
+        only its npx lanes; rows r >= nr are not stored.  toff int64; act as in epilogue.py."""
+        sig = types.void(x, types.intp, types.intp, toff, types.intp, wp, types.intp, types.intp, y,
+                         types.intp, types.intp, types.intp, types.intp, bias, types.intp, types.intp,
+                         res, types.intp)
 
-    def codegen(context, builder, signature, args):
-        f32 = ir.FloatType()
-        v16 = ir.VectorType(f32, 16)
-        vp = v16.as_pointer()
-        i32 = ir.IntType(32)
-        x_ptr = _data_ptr(context, builder, signature, args, 0)
-        t_ptr = _data_ptr(context, builder, signature, args, 3, ir.IntType(64))
-        w_ptr = _data_ptr(context, builder, signature, args, 5)
-        y_ptr = _data_ptr(context, builder, signature, args, 8)
-        b_ptr = _data_ptr(context, builder, signature, args, 13)
-        r_ptr = _data_ptr(context, builder, signature, args, 16)
-        (x_off, ldx, ntaps, w_off, nc, y_off, ldy, nr, npx, b_off, act, has_res) = (
-            args[1], args[2], args[4], args[6], args[7], args[9], args[10], args[11], args[12],
-            args[14], args[15], args[17])
-        intp = x_off.type
-        const = lambda v: ir.Constant(intp, v)  # noqa: E731
-        zero = ir.Constant(v16, None)
-        lanes = ir.Constant(ir.VectorType(intp, 16), list(range(16)))
-        masks = [builder.icmp_signed("<", lanes, _splat(builder, builder.sub(npx, const(16 * v)),
-                                                          16)) for v in range(NV)]
-        full = builder.icmp_signed(">=", npx, const(NR))
-        b_full = builder.append_basic_block("taps.full")
-        b_part = builder.append_basic_block("taps.part")
-        b_join = builder.append_basic_block("taps.join")
-        builder.cbranch(full, b_full, b_part)
-        results = []
-        for blk, b_masks in ((b_full, None), (b_part, masks)):
-            builder.position_at_end(blk)
-            pre = builder.block
-            loop = builder.append_basic_block("taps.loop")
-            done = builder.append_basic_block("taps.done")
-            builder.branch(loop)
-            builder.position_at_end(loop)
-            t = builder.phi(intp)
-            t.add_incoming(const(0), pre)
-            acc = []
-            for _ in range(MR * NV):
+        def codegen(context, builder, signature, args):
+            f32 = ir.FloatType()
+            v16 = ir.VectorType(f32, 16)
+            vp = v16.as_pointer()
+            i32 = ir.IntType(32)
+            x_ptr = _data_ptr(context, builder, signature, args, 0)
+            t_ptr = _data_ptr(context, builder, signature, args, 3, ir.IntType(64))
+            w_ptr = _data_ptr(context, builder, signature, args, 5)
+            y_ptr = _data_ptr(context, builder, signature, args, 8)
+            b_ptr = _data_ptr(context, builder, signature, args, 13)
+            r_ptr = _data_ptr(context, builder, signature, args, 16)
+            (x_off, ldx, ntaps, w_off, nc, y_off, ldy, nr, npx, b_off, act, has_res) = (
+                args[1], args[2], args[4], args[6], args[7], args[9], args[10], args[11], args[12],
+                args[14], args[15], args[17])
+            intp = x_off.type
+            const = lambda v: ir.Constant(intp, v)  # noqa: E731
+            zero = ir.Constant(v16, None)
+            lanes = ir.Constant(ir.VectorType(intp, 16), list(range(16)))
+            masks = [builder.icmp_signed("<", lanes, _splat(builder, builder.sub(npx, const(16 * v)),
+                                                              16)) for v in range(nv)]
+            full = builder.icmp_signed(">=", npx, const(16 * nv))
+            b_full = builder.append_basic_block("taps.full")
+            b_part = builder.append_basic_block("taps.part")
+            b_join = builder.append_basic_block("taps.join")
+            builder.cbranch(full, b_full, b_part)
+            results = []
+            for blk, b_masks in ((b_full, None), (b_part, masks)):
+                builder.position_at_end(blk)
+                pre = builder.block
+                loop = builder.append_basic_block("taps.loop")
+                done = builder.append_basic_block("taps.done")
+                builder.branch(loop)
+                builder.position_at_end(loop)
+                t = builder.phi(intp)
+                t.add_incoming(const(0), pre)
+                acc = []
+                for _ in range(MR * nv):
+                    ph = builder.phi(v16)
+                    ph.add_incoming(zero, pre)
+                    acc.append(ph)
+                xo = builder.add(x_off, builder.load(builder.gep(t_ptr, [t])))
+                wo = builder.add(w_off, builder.mul(builder.mul(t, nc), const(MR)))
+                new = _reduction(builder, w_ptr, wo, const(MR), x_ptr, xo, ldx, nc, acc, MR, nv,
+                                 b_masks=b_masks)
+                t1 = builder.add(t, const(1))
+                end = builder.block
+                t.add_incoming(t1, end)
+                for ph, n in zip(acc, new):
+                    ph.add_incoming(n, end)
+                builder.cbranch(builder.icmp_signed("<", t1, ntaps), loop, done)
+                builder.position_at_end(done)
+                results.append((builder.block, new))
+                builder.branch(b_join)
+            builder.position_at_end(b_join)
+            accs = []
+            for i in range(MR * nv):
                 ph = builder.phi(v16)
-                ph.add_incoming(zero, pre)
-                acc.append(ph)
-            xo = builder.add(x_off, builder.load(builder.gep(t_ptr, [t])))
-            wo = builder.add(w_off, builder.mul(builder.mul(t, nc), const(MR)))
-            new = _reduction(builder, w_ptr, wo, const(MR), x_ptr, xo, ldx, nc, acc, MR, NV,
-                             b_masks=b_masks)
-            t1 = builder.add(t, const(1))
-            end = builder.block
-            t.add_incoming(t1, end)
-            for ph, n in zip(acc, new):
-                ph.add_incoming(n, end)
-            builder.cbranch(builder.icmp_signed("<", t1, ntaps), loop, done)
-            builder.position_at_end(done)
-            results.append((builder.block, new))
-            builder.branch(b_join)
-        builder.position_at_end(b_join)
-        accs = []
-        for i in range(MR * NV):
-            ph = builder.phi(v16)
-            for blk, new in results:
-                ph.add_incoming(new[i], blk)
-            accs.append(ph)
-        mload, mstore = _masked_load_store(builder, 16)
-        align = ir.Constant(i32, 4)
-        no_lanes = ir.Constant(ir.VectorType(ir.IntType(1), 16), [0] * 16)
-        rows = []
-        for r in range(MR):
-            inside = builder.icmp_signed("<", const(r), nr)
-            bidx = builder.select(inside, builder.add(b_off, const(r)), b_off)
-            bk = _splat(builder, builder.load(builder.gep(b_ptr, [bidx])), 16)
-            rows.append((inside, bk, builder.add(y_off, builder.mul(ldy, const(r)))))
+                for blk, new in results:
+                    ph.add_incoming(new[i], blk)
+                accs.append(ph)
+            mload, mstore = _masked_load_store(builder, 16)
+            align = ir.Constant(i32, 4)
+            no_lanes = ir.Constant(ir.VectorType(ir.IntType(1), 16), [0] * 16)
+            rows = []
+            for r in range(MR):
+                inside = builder.icmp_signed("<", const(r), nr)
+                bidx = builder.select(inside, builder.add(b_off, const(r)), b_off)
+                bk = _splat(builder, builder.load(builder.gep(b_ptr, [bidx])), 16)
+                rows.append((inside, bk, builder.add(y_off, builder.mul(ldy, const(r)))))
 
-        def stores(activate, with_res):
-            for r, (inside, bk, yrow) in enumerate(rows):
-                for v in range(NV):
-                    mask = builder.select(inside, masks[v], no_lanes)
-                    o = builder.add(yrow, const(16 * v))
-                    val = builder.fadd(accs[r * NV + v], bk)
-                    if with_res:
-                        rp = builder.bitcast(builder.gep(r_ptr, [o]), vp)
-                        val = builder.fadd(val, builder.call(mload, [rp, align, mask, zero]))
-                    yp = builder.bitcast(builder.gep(y_ptr, [o]), vp)
-                    builder.call(mstore, [activate(val), yp, align, mask])
+            def stores(activate, with_res):
+                for r, (inside, bk, yrow) in enumerate(rows):
+                    for v in range(nv):
+                        mask = builder.select(inside, masks[v], no_lanes)
+                        o = builder.add(yrow, const(16 * v))
+                        val = builder.fadd(accs[r * nv + v], bk)
+                        if with_res:
+                            rp = builder.bitcast(builder.gep(r_ptr, [o]), vp)
+                            val = builder.fadd(val, builder.call(mload, [rp, align, mask, zero]))
+                        yp = builder.bitcast(builder.gep(y_ptr, [o]), vp)
+                        builder.call(mstore, [activate(val), yp, align, mask])
 
-        _emit_epilogue(builder, act, const(1), has_res, 16, stores)
-        return context.get_dummy_value()
+            _emit_epilogue(builder, act, const(1), has_res, 16, stores)
+            return context.get_dummy_value()
 
-    return sig, codegen
+        return sig, codegen
+
+    return gemm_tile_taps
+
+
+gemm_tile_taps = _make_tile_taps(NV)      # MR channels x NR pixels
+gemm_tile_taps16 = _make_tile_taps(1)     # MR channels x 16 pixels: a row's short last tile
