@@ -17,9 +17,11 @@ nonzeros stream past it,
     acc[0:16*nv] += vals[i] * x[x_off + offs[i] : +16*nv]   for i in row k,
 
 one broadcast and nv vector loads per nonzero and no accumulator traffic,
-then the epilogue stores the tile once.  The tile's input (every channel's
-few rows around it) is reused from L1/L2 by all K output channels, and the
-CSR stream (int32 offsets, float32 values) by all the tiles of a task.
+then the epilogue stores the tile once.  The reduction runs in input-channel
+chunks whose share of the tile's input stays in L1 while every output
+channel's nonzeros of the chunk stream past (partial sums wait in a
+per-thread line), and the CSR stream (int32 offsets, float32 values) is
+reused by all the tiles of a task.
 
 Linear: yT[o, n] = act(b[o] + sum_(i in row o) vals[i] * xT[col_i, n]).
 """
