@@ -147,6 +147,20 @@ def conv2d_im2col_packed(xp, wp, width, b, y3, OW, sh, sw, dh, dw, groups, R, S,
                        b, k0, act, rf, has_res)
 
 
+@njit(inline="always")
+def _tap_offsets(R, S, dh, dw, sw, WPF):
+    """Tap (r, s)'s offset into one channel plane of the phase-split padded input
+    (pad.pad_nchw_phased, rows WPF = sw*ws wide): r*dh rows down, then column s*dw's
+    phase and its shift within it -- so output pixels q.. of a row read a unit-stride run."""
+    ws = WPF // sw
+    toff = np.empty(R * S, np.int64)
+    for tap in range(R * S):
+        r = tap // S
+        s = tap % S
+        toff[tap] = r * dh * WPF + ((s * dw) % sw) * ws + (s * dw) // sw
+    return toff
+
+
 @njit(parallel=True, cache=True)
 def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, has_res, kblock,
                            rblock, kch, xp_ws):
@@ -172,17 +186,12 @@ def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
     K = y3.shape[1]
     P = y3.shape[2]
     OH = P // OW
-    ws = WPF // sw
     plane = HP * WPF
     npg = (K + NR - 1) // NR
     nkb = (K + kblock - 1) // kblock
     nrb = (OH + rblock - 1) // rblock
     RS = R * S
-    toff = np.empty(RS, np.int64)
-    for tap in range(RS):
-        r = tap // S
-        s = tap % S
-        toff[tap] = r * dh * WPF + ((s * dw) % sw) * ws + (s * dw) // sw
+    toff = _tap_offsets(R, S, dh, dw, sw, WPF)
     xf = xp.reshape(-1)
     wf = wp.reshape(-1)
     yf = y3.reshape(-1)
@@ -242,16 +251,11 @@ def conv2d_implicit_pixels(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
     K = y3.shape[1]
     P = y3.shape[2]
     OH = P // OW
-    ws = WPF // sw
     plane = HP * WPF
     npg = (K + MR - 1) // MR
     nrb = (OH + rblock - 1) // rblock
     RS = R * S
-    toff = np.empty(RS, np.int64)
-    for tap in range(RS):
-        r = tap // S
-        s = tap % S
-        toff[tap] = r * dh * WPF + ((s * dw) % sw) * ws + (s * dw) // sw
+    toff = _tap_offsets(R, S, dh, dw, sw, WPF)
     xf = xp.reshape(-1)
     wf = wp.reshape(-1)
     yf = y3.reshape(-1)

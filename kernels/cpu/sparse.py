@@ -34,44 +34,8 @@ from numba.extending import intrinsic
 
 from . import FASTMATH
 from .epilogue import apply_row, store_row, store_row_res
-from .zmm import _data_ptr, _emit_epilogue, _masked_load_store, _splat
-
-
-def _counted_loop(builder, lo, hi, step, init, body):
-    """Emit ``for i = lo; i + step <= hi; i += step: accs = body(i, accs)`` with the
-    accumulators in registers; returns (the first i not run, the final accumulators)."""
-    intp = lo.type
-    pre = builder.block
-    loop = builder.append_basic_block("sp.loop")
-    done = builder.append_basic_block("sp.done")
-    step_c = ir.Constant(intp, step)
-    builder.cbranch(builder.icmp_signed("<=", builder.add(lo, step_c), hi), loop, done)
-    builder.position_at_end(loop)
-    i = builder.phi(intp)
-    i.add_incoming(lo, pre)
-    accs = []
-    for a in init:
-        ph = builder.phi(a.type)
-        ph.add_incoming(a, pre)
-        accs.append(ph)
-    new = body(i, accs)
-    i_next = builder.add(i, step_c)
-    end = builder.block
-    i.add_incoming(i_next, end)
-    for ph, n in zip(accs, new):
-        ph.add_incoming(n, end)
-    builder.cbranch(builder.icmp_signed("<=", builder.add(i_next, step_c), hi), loop, done)
-    builder.position_at_end(done)
-    i_out = builder.phi(intp)
-    i_out.add_incoming(lo, pre)
-    i_out.add_incoming(i_next, end)
-    final = []
-    for a, n in zip(init, new):
-        ph = builder.phi(a.type)
-        ph.add_incoming(a, pre)
-        ph.add_incoming(n, end)
-        final.append(ph)
-    return i_out, final
+from .zmm import (_counted_loop, _data_ptr, _emit_epilogue, _full_or_partial, _lane_masks,
+                  _masked_load_store, _splat)
 
 
 def _make_spmm(nv, sets):
@@ -110,9 +74,7 @@ def _make_spmm(nv, sets):
                 builder.module, ir.FunctionType(v16, [v16, v16, v16]), "llvm.fma.v16f32")
             mload, mstore = _masked_load_store(builder, 16)
             align = ir.Constant(i32, 4)
-            lanes = ir.Constant(ir.VectorType(intp, 16), list(range(16)))
-            masks = [builder.icmp_signed("<", lanes, _splat(builder, builder.sub(npx, const(16 * v)),
-                                                              16)) for v in range(nv)]
+            masks = _lane_masks(builder, npx, nv)
             zero = ir.Constant(v16, None)
 
             def step(masked):
@@ -142,29 +104,16 @@ def _make_spmm(nv, sets):
                 ap = builder.bitcast(builder.gep(a_ptr, [builder.add(init_off, const(16 * v))]), vp)
                 start.append(builder.call(mload, [ap, align, builder.select(acc_on, masks[v],
                                                                             no_lanes), zero]))
-            full = builder.icmp_signed(">=", npx, const(16 * nv))
-            b_full = builder.append_basic_block("sp.full")
-            b_part = builder.append_basic_block("sp.part")
-            b_join = builder.append_basic_block("sp.join")
-            builder.cbranch(full, b_full, b_part)
-            results = []
-            for blk, masked in ((b_full, False), (b_part, True)):
-                builder.position_at_end(blk)
+
+            def emit(masked):
                 i, accs = _counted_loop(builder, i0, i1, sets, start + [zero] * ((sets - 1) * nv),
                                         step(masked))
                 acc = accs[:nv]
                 for u in range(1, sets):
                     acc = [builder.fadd(a, accs[u * nv + v]) for v, a in enumerate(acc)]
-                _, acc = _counted_loop(builder, i, i1, 1, acc, step(masked))
-                results.append((builder.block, acc))
-                builder.branch(b_join)
-            builder.position_at_end(b_join)
-            acc = []
-            for v in range(nv):
-                ph = builder.phi(v16)
-                for blk, a in results:
-                    ph.add_incoming(a[v], blk)
-                acc.append(ph)
+                return _counted_loop(builder, i, i1, 1, acc, step(masked))[1]
+
+            acc = _full_or_partial(builder, npx, 16 * nv, emit)
             bk = _splat(builder, builder.load(builder.gep(b_ptr, [b_off])), 16)
 
             def stores(activate, with_res):

@@ -17,13 +17,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .zmm import _emit_epilogue, _masked_load_store, _splat
+from .zmm import _emit_epilogue, _masked_load_store, _splat, _zip_columns
 
 HAS_VNNI = "+avx512vnni" in llvm.get_host_cpu_features().flatten().split(",")
 
-
-_ZIP_LO = [i // 2 + (i % 2) * 16 for i in range(16)]       # a0 b0 a1 b1 ... a7 b7
-_ZIP_HI = [8 + i // 2 + (i % 2) * 16 for i in range(16)]   # a8 b8 ... a15 b15
 
 
 def _store_channel_rows(builder, finals, o_ptr, o_off, ldo, nblk):
@@ -32,20 +29,10 @@ def _store_channel_rows(builder, finals, o_ptr, o_off, ldo, nblk):
     registers by three rounds of two-source zips (channel pairs end in the halves of
     8 vectors), one 32-byte store per channel."""
     i32 = ir.IntType(32)
-    v16 = ir.VectorType(i32, 16)
     v8p = ir.VectorType(i32, 8).as_pointer()
     intp = o_off.type
-    zip_lo = ir.Constant(v16, _ZIP_LO)
-    zip_hi = ir.Constant(v16, _ZIP_HI)
-    halves = [ir.Constant(ir.VectorType(i32, 8), list(range(h * 8, h * 8 + 8))) for h in range(2)]
     for blk in range(nblk):
-        rows = finals[blk * 8:blk * 8 + 8]
-        for _ in range(3):
-            rows = [builder.shuffle_vector(rows[i // 2], rows[i // 2 + 4],
-                                           zip_lo if i % 2 == 0 else zip_hi) for i in range(8)]
-        for ch in range(16):
-            val = builder.shuffle_vector(rows[ch // 2], ir.Constant(v16, ir.Undefined),
-                                         halves[ch % 2])
+        for ch, val in enumerate(_zip_columns(builder, finals[blk * 8:blk * 8 + 8])):
             o = builder.add(o_off, builder.mul(ldo, ir.Constant(intp, 16 * blk + ch)))
             builder.store(val, builder.bitcast(builder.gep(o_ptr, [o]), v8p), align=4)
 
@@ -60,7 +47,6 @@ def _store_epilogue(context, builder, signature, args, finals, nblk, first):
     k = k_off + c; each step rounded separately (no fused multiply-add), as the integer
     reference does; act 0 none, 1 relu, 2 relu6 (NaN passes)."""
     i32, f32 = ir.IntType(32), ir.FloatType()
-    v16 = ir.VectorType(i32, 16)
     f8 = ir.VectorType(f32, 8)
     m8 = ir.VectorType(ir.IntType(1), 8)
 
@@ -82,21 +68,12 @@ def _store_epilogue(context, builder, signature, args, finals, nblk, first):
     lanes = ir.Constant(ir.VectorType(intp, 8), list(range(8)))
     px_mask = builder.icmp_signed("<", lanes, _splat(builder, npx, 8))
     no_lanes = ir.Constant(m8, [0] * 8)
-    zip_lo = ir.Constant(v16, _ZIP_LO)
-    zip_hi = ir.Constant(v16, _ZIP_HI)
-    halves = [ir.Constant(ir.VectorType(i32, 8), list(range(h * 8, h * 8 + 8))) for h in range(2)]
     chans = []
     for blk in range(nblk):
-        rows = finals[blk * 8:blk * 8 + 8]
-        for _ in range(3):
-            rows = [builder.shuffle_vector(rows[i // 2], rows[i // 2 + 4],
-                                           zip_lo if i % 2 == 0 else zip_hi) for i in range(8)]
-        for ch in range(16):
+        for ch, iv in enumerate(_zip_columns(builder, finals[blk * 8:blk * 8 + 8])):
             c = const(16 * blk + ch)
             inside = builder.icmp_signed("<", c, nch)
             k = builder.select(inside, builder.add(k_off, c), k_off)
-            iv = builder.shuffle_vector(rows[ch // 2], ir.Constant(v16, ir.Undefined),
-                                        halves[ch % 2])
             d = builder.sub(iv, _splat(builder, builder.load(builder.gep(zw_ptr, [k])), 8))
             v = builder.fmul(builder.sitofp(d, f8),
                              _splat(builder, builder.load(builder.gep(sc_ptr, [k])), 8))

@@ -151,6 +151,107 @@ def _splat(builder, scalar, width):
                                   ir.Constant(ir.VectorType(i32, width), [0] * width))
 
 
+def _counted_loop(builder, lo, hi, step, init, body):
+    """Emit ``for i = lo; i + step <= hi; i += step: accs = body(i, accs)`` with the
+    accumulators in registers; returns (the first i not run, the final accumulators)."""
+    intp = lo.type
+    pre = builder.block
+    loop = builder.append_basic_block("cl.loop")
+    done = builder.append_basic_block("cl.done")
+    step_c = ir.Constant(intp, step)
+    builder.cbranch(builder.icmp_signed("<=", builder.add(lo, step_c), hi), loop, done)
+    builder.position_at_end(loop)
+    i = builder.phi(intp)
+    i.add_incoming(lo, pre)
+    accs = []
+    for a in init:
+        ph = builder.phi(a.type)
+        ph.add_incoming(a, pre)
+        accs.append(ph)
+    new = body(i, accs)
+    i_next = builder.add(i, step_c)
+    end = builder.block
+    i.add_incoming(i_next, end)
+    for ph, n in zip(accs, new):
+        ph.add_incoming(n, end)
+    builder.cbranch(builder.icmp_signed("<=", builder.add(i_next, step_c), hi), loop, done)
+    builder.position_at_end(done)
+    i_out = builder.phi(intp)
+    i_out.add_incoming(lo, pre)
+    i_out.add_incoming(i_next, end)
+    final = []
+    for a, n in zip(init, new):
+        ph = builder.phi(a.type)
+        ph.add_incoming(a, pre)
+        ph.add_incoming(n, end)
+        final.append(ph)
+    return i_out, final
+
+
+def _lane_masks(builder, npx, nv):
+    """Per 16-lane vector v < nv of a tile, the lanes 16*v + j < npx (i1 x 16)."""
+    intp = npx.type
+    lanes = ir.Constant(ir.VectorType(intp, 16), list(range(16)))
+    return [builder.icmp_signed("<", lanes, _splat(builder, builder.sub(npx, ir.Constant(intp, 16 * v)),
+                                                      16)) for v in range(nv)]
+
+
+def _full_or_partial(builder, npx, width, emit):
+    """Emit ``emit(partial)`` twice -- for a full tile (npx >= width; plain loads) and
+    a partial one (masked loads) -- branch on npx and join: returns the joined values
+    (emit returns a list of values)."""
+    full = builder.icmp_signed(">=", npx, ir.Constant(npx.type, width))
+    b_full = builder.append_basic_block("tile.full")
+    b_part = builder.append_basic_block("tile.part")
+    b_join = builder.append_basic_block("tile.join")
+    builder.cbranch(full, b_full, b_part)
+    results = []
+    for blk, partial in ((b_full, False), (b_part, True)):
+        builder.position_at_end(blk)
+        vals = emit(partial)
+        results.append((builder.block, vals))
+        builder.branch(b_join)
+    builder.position_at_end(b_join)
+    joined = []
+    for i in range(len(results[0][1])):
+        ph = builder.phi(results[0][1][i].type)
+        for blk, vals in results:
+            ph.add_incoming(vals[i], blk)
+        joined.append(ph)
+    return joined
+
+
+def _tap_reduction(builder, t_ptr, ntaps, init, reduce_tap):
+    """acc = init, then for t < ntaps (>= 1): acc = reduce_tap(toff[t], t, acc), the
+    accumulators in registers across taps (an implicit GEMM's (tap, channel)
+    reduction); t_ptr: the int64 tap-offset table."""
+    intp = ntaps.type
+
+    def body(t, acc):
+        return reduce_tap(builder.load(builder.gep(t_ptr, [t])), t, acc)
+
+    return _counted_loop(builder, ir.Constant(intp, 0), ntaps, 1, init, body)[1]
+
+
+_ZIP_LO = [i // 2 + (i % 2) * 16 for i in range(16)]       # a0 b0 a1 b1 ... a7 b7
+_ZIP_HI = [8 + i // 2 + (i % 2) * 16 for i in range(16)]   # a8 b8 ... a15 b15
+
+
+def _zip_columns(builder, rows):
+    """The 16 columns of 8 vectors of 16 lanes (any element type): column l as an 8-lane
+    vector of each row's lane l, through three rounds of two-source zips (column pairs
+    end in the halves of 8 vectors) -- a register transposition."""
+    i32 = ir.IntType(32)
+    zip_lo = ir.Constant(ir.VectorType(i32, 16), _ZIP_LO)
+    zip_hi = ir.Constant(ir.VectorType(i32, 16), _ZIP_HI)
+    halves = [ir.Constant(ir.VectorType(i32, 8), list(range(h * 8, h * 8 + 8))) for h in range(2)]
+    for _ in range(3):
+        rows = [builder.shuffle_vector(rows[i // 2], rows[i // 2 + 4],
+                                       zip_lo if i % 2 == 0 else zip_hi) for i in range(8)]
+    undef = ir.Constant(rows[0].type, ir.Undefined)
+    return [builder.shuffle_vector(rows[ch // 2], undef, halves[ch % 2]) for ch in range(16)]
+
+
 def _make_tile(mr, nv):
     """The tile intrinsic for mr broadcast rows x nv vectors of 16 floats."""
     @intrinsic
@@ -239,10 +340,6 @@ gemm_tile = _make_tile(MR, NV)      # MR channels x NR pixels: weights broadcast
 MP = 7                               # pixels per transposed tile (7 divides 7x7 .. 112x112 maps)
 
 
-_ZIP_LO = [i // 2 + (i % 2) * 16 for i in range(16)]       # a0 b0 a1 b1 ... a7 b7
-_ZIP_HI = [8 + i // 2 + (i % 2) * 16 for i in range(16)]   # a8 b8 ... a15 b15
-
-
 def _store_t(context, builder, signature, args, accs, first):
     """The transposed tile's store (gemm_tile_t_store's docstring), its arguments from
     index ``first`` on: y, y_off, ldy, nr, npx, bias, b_off, act, res, has_res,
@@ -277,22 +374,12 @@ def _store_t(context, builder, signature, args, accs, first):
     acc_on = builder.icmp_signed("!=", accumulate, const(0))
 
     # channel r's MP pixels as an 8-vector (lane 7 is the zero row), its mask and
-    # its bias: 16 channels at a time, through three rounds of zips
-    zip_lo = ir.Constant(ir.VectorType(i32, 16), _ZIP_LO)
-    zip_hi = ir.Constant(ir.VectorType(i32, 16), _ZIP_HI)
-    halves = [ir.Constant(ir.VectorType(i32, 8), list(range(h * 8, h * 8 + 8)))
-              for h in range(2)]
+    # its bias: 16 channels at a time, through the zip transposition
     chans = []
     for v in range(NV):
         rows = [accs[p * NV + v] for p in range(MP)] + [zero16] * (8 - MP)
-        for _ in range(3):
-            rows = [builder.shuffle_vector(rows[i // 2], rows[i // 2 + 4],
-                                           zip_lo if i % 2 == 0 else zip_hi)
-                    for i in range(8)]
-        for ch in range(16):
+        for ch, val in enumerate(_zip_columns(builder, rows)):
             r = 16 * v + ch
-            val = builder.shuffle_vector(rows[ch // 2], ir.Constant(v16, ir.Undefined),
-                                         halves[ch % 2])
             inside = builder.icmp_signed("<", const(r), nr)
             mask = builder.select(inside, px_mask, no_lanes)
             o = builder.add(y_off, builder.mul(const(r), ldy))
@@ -380,29 +467,15 @@ def _make_taps(a_step):
             x_off, ldx, ntaps, w_off, nc = args[1], args[2], args[4], args[6], args[7]
             intp = x_off.type
             v16 = ir.VectorType(ir.FloatType(), 16)
-            entry = builder.block
-            loop = builder.append_basic_block("taps.loop")
-            done = builder.append_basic_block("taps.done")
-            builder.branch(loop)
-            builder.position_at_end(loop)
-            t = builder.phi(intp)
-            t.add_incoming(ir.Constant(intp, 0), entry)
-            acc = []
-            for _ in range(MP * NV):
-                p = builder.phi(v16)
-                p.add_incoming(ir.Constant(v16, None), entry)
-                acc.append(p)
-            xo = builder.add(x_off, builder.load(builder.gep(t_ptr, [t])))
-            wo = builder.add(w_off, builder.mul(builder.mul(t, nc), ir.Constant(intp, NR)))
-            new = _reduction(builder, x_ptr, xo, ldx, w_ptr, wo, ir.Constant(intp, NR), nc, acc,
-                             MP, NV, a_step)
-            t1 = builder.add(t, ir.Constant(intp, 1))
-            end = builder.block
-            t.add_incoming(t1, end)
-            for p, n in zip(acc, new):
-                p.add_incoming(n, end)
-            builder.cbranch(builder.icmp_signed("<", t1, ntaps), loop, done)
-            builder.position_at_end(done)
+            nr_c = ir.Constant(intp, NR)
+
+            def reduce_tap(toff, t, acc):
+                wo = builder.add(w_off, builder.mul(builder.mul(t, nc), nr_c))
+                return _reduction(builder, x_ptr, builder.add(x_off, toff), ldx, w_ptr, wo, nr_c,
+                                  nc, acc, MP, NV, a_step)
+
+            new = _tap_reduction(builder, t_ptr, ntaps, [ir.Constant(v16, None)] * (MP * NV),
+                                 reduce_tap)
             _store_t(context, builder, signature, args, new, 8)
             return context.get_dummy_value()
 
@@ -708,49 +781,17 @@ def _make_tile_taps(nv):
             intp = x_off.type
             const = lambda v: ir.Constant(intp, v)  # noqa: E731
             zero = ir.Constant(v16, None)
-            lanes = ir.Constant(ir.VectorType(intp, 16), list(range(16)))
-            masks = [builder.icmp_signed("<", lanes, _splat(builder, builder.sub(npx, const(16 * v)),
-                                                              16)) for v in range(nv)]
-            full = builder.icmp_signed(">=", npx, const(16 * nv))
-            b_full = builder.append_basic_block("taps.full")
-            b_part = builder.append_basic_block("taps.part")
-            b_join = builder.append_basic_block("taps.join")
-            builder.cbranch(full, b_full, b_part)
-            results = []
-            for blk, b_masks in ((b_full, None), (b_part, masks)):
-                builder.position_at_end(blk)
-                pre = builder.block
-                loop = builder.append_basic_block("taps.loop")
-                done = builder.append_basic_block("taps.done")
-                builder.branch(loop)
-                builder.position_at_end(loop)
-                t = builder.phi(intp)
-                t.add_incoming(const(0), pre)
-                acc = []
-                for _ in range(MR * nv):
-                    ph = builder.phi(v16)
-                    ph.add_incoming(zero, pre)
-                    acc.append(ph)
-                xo = builder.add(x_off, builder.load(builder.gep(t_ptr, [t])))
-                wo = builder.add(w_off, builder.mul(builder.mul(t, nc), const(MR)))
-                new = _reduction(builder, w_ptr, wo, const(MR), x_ptr, xo, ldx, nc, acc, MR, nv,
-                                 b_masks=b_masks)
-                t1 = builder.add(t, const(1))
-                end = builder.block
-                t.add_incoming(t1, end)
-                for ph, n in zip(acc, new):
-                    ph.add_incoming(n, end)
-                builder.cbranch(builder.icmp_signed("<", t1, ntaps), loop, done)
-                builder.position_at_end(done)
-                results.append((builder.block, new))
-                builder.branch(b_join)
-            builder.position_at_end(b_join)
-            accs = []
-            for i in range(MR * nv):
-                ph = builder.phi(v16)
-                for blk, new in results:
-                    ph.add_incoming(new[i], blk)
-                accs.append(ph)
+            masks = _lane_masks(builder, npx, nv)
+
+            def emit(partial):
+                def reduce_tap(toff, t, acc):
+                    wo = builder.add(w_off, builder.mul(builder.mul(t, nc), const(MR)))
+                    return _reduction(builder, w_ptr, wo, const(MR), x_ptr,
+                                      builder.add(x_off, toff), ldx, nc, acc, MR, nv,
+                                      b_masks=masks if partial else None)
+                return _tap_reduction(builder, t_ptr, ntaps, [zero] * (MR * nv), reduce_tap)
+
+            accs = _full_or_partial(builder, npx, 16 * nv, emit)
             mload, mstore = _masked_load_store(builder, 16)
             align = ir.Constant(i32, 4)
             no_lanes = ir.Constant(ir.VectorType(ir.IntType(1), 16), [0] * 16)
