@@ -12,6 +12,7 @@ from . import _runtime, _workspace, planner
 from .kernels.cpu import depthwise as _depthwise
 from .kernels.cpu import direct as _direct
 from .kernels.cpu import im2col as _im2col
+from .kernels.cpu import inverted_residual as _inverted_residual
 from .kernels.cpu import pad as _pad
 from .kernels.cpu import pointwise as _pointwise
 from .kernels.cpu import winograd as _winograd
@@ -44,7 +45,14 @@ WINOGRAD_PACKED_RATE = 0.75
 # output rows per band of the blocked depthwise kernel: a band's input and output rows
 # stay in L2 (a 112x112 plane of pixel vectors alone is 800 KiB)
 DEPTHWISE_BAND_PIXELS = 2048
+# inverted residual blocks stream by rows (expanded rows in a per-thread ring) from
+# IR_ROWS_MIN_BYTES of expanded tensor an image with bands of >= IR_ROWS_MIN_BAND rows;
+# IR_RING_SLOTS rows in the ring (fewer row copies for the windows that wrap)
+IR_ROWS_MIN_BYTES = 1 << 18
+IR_ROWS_MIN_BAND = 4
+IR_RING_SLOTS = 8
 _NO_RESIDUAL = np.zeros((1, 1, 1, 1), np.float32)
+_NO_WEIGHTS = np.zeros((1, 1), np.float32)
 
 
 def _res(res, ndim):
@@ -308,12 +316,7 @@ class DepthwiseBlocked(planner.Algorithm):
         viewed as (N, C, H, W) (C a multiple of 16; blocked_out takes no residual)."""
         pt, pb, pl, pr = prob.pads
         hp, wp = prob.h + pt + pb, prob.w + pl + pr
-        wt = None if packed is None else packed.get(self.name)
-        if wt is None:
-            wt = np.empty((-(-prob.c // 16), prob.r * prob.s, 16), np.float32)
-            _depthwise.pack_blocked(w, wt)
-            if packed is not None:
-                packed[self.name] = wt
+        wt = _depthwise_blocked_weights(prob, w, packed)
         threads = _runtime.max_threads()
         plane_shape, out_shape = (hp * wp * 16,), (prob.oh * prob.ow * 16,)
         offs = _blocked_offsets(prob.h, prob.w, pt, pl, wp)
@@ -328,6 +331,17 @@ class DepthwiseBlocked(planner.Algorithm):
                    per_thread("depthwise_out", threads, out_shape),
                    per_thread("depthwise_bias", threads, (16,)), band, blocked_in, blocked_out)
         return call
+
+
+def _depthwise_blocked_weights(prob, w, packed):
+    """depthwise.pack_blocked of w, cached in the layer's dict."""
+    wt = None if packed is None else packed.get(DepthwiseBlocked.name)
+    if wt is None:
+        wt = np.empty((-(-prob.c // 16), prob.r * prob.s, 16), np.float32)
+        _depthwise.pack_blocked(w, wt)
+        if packed is not None:
+            packed[DepthwiseBlocked.name] = wt
+    return wt
 
 
 @functools.lru_cache(maxsize=128)
@@ -704,7 +718,7 @@ class PointwisePacked(Pointwise):
 NR = _zmm.NR  # the channel-vectorized tile's panel width
 
 
-def bind_inverted_residual(expand, dw, project, packed):
+def bind_inverted_residual(expand, dw, project, packed, rows=False):
     """An inverted residual block's convolutions as one call(x, y, residual): the
     optional expansion 1x1 ``expand``, the depthwise ``dw`` and the optional projection
     1x1 ``project``, each ``(prob, w, b, act)``, with the tensors between them kept
@@ -714,7 +728,10 @@ def bind_inverted_residual(expand, dw, project, packed):
     and writes y in NCHW with the residual.  Needs the depthwise channels a multiple
     of 16, stride-1 1x1s (groups 1) and what depthwise_blocked serves; weights are
     packed into ``packed`` once (a 1x1's under its own key).  The call enters the
-    kernel scope itself."""
+    kernel scope itself.  ``rows`` (with a projection; streams_rows): one call streamed
+    by rows instead, nothing channel-blocked in memory (inverted_residual.py)."""
+    if rows:
+        return _bind_inverted_residual_rows(expand, dw, project, packed)
     threads = _runtime.get_num_threads()
     max_threads = _runtime.max_threads()
     dprob, w2, b2, a2 = dw
@@ -764,6 +781,61 @@ def bind_inverted_residual(expand, dw, project, packed):
             d = _workspace.get("ir_depthwise", dw_out_shape)
             dcall(z, d.reshape(dprob.n, dprob.k, dprob.oh, dprob.ow), None)
             project_call(d, y, res)
+    return call
+
+
+def streams_rows(dprob, expand=True):
+    """Whether an inverted residual block (with a projection) runs streamed by rows
+    (inverted_residual.py): when the depthwise input (the expanded tensor, or x itself
+    without an expansion) would not stay in a core's L2 between the kernels
+    (IR_ROWS_MIN_BYTES an image) and every band keeps IR_ROWS_MIN_BAND output rows (the
+    rows where bands meet are expanded twice).  Without an expansion the rows are
+    transposed 16 pixels at a time: input rows of >= 16 pixels."""
+    threads = _runtime.get_num_threads()
+    bands = max(1, -(-threads // dprob.n))
+    return (4 * dprob.c * dprob.h * dprob.w >= IR_ROWS_MIN_BYTES
+            and dprob.oh >= bands * IR_ROWS_MIN_BAND and (expand or dprob.w >= 16))
+
+
+def _bind_inverted_residual_rows(expand, dw, project, packed):
+    """bind_inverted_residual's call for a block streamed by rows: one
+    inverted_residual.inverted_residual_rows call, a band of output rows per task."""
+    dprob, w2, b2, a2 = dw
+    pp, w3, b3, a3 = project
+    if expand is not None:
+        pe, w1, b1, a1 = expand
+        wp1 = packed_weights(packed, f"expand_{_zmm.NR}", w1.reshape(pe.k, pe.c), 1, _zmm.NR)
+        edge_shape = (min(pe.c, _zmm.KC_T) * _zmm.MP,)
+    else:
+        wp1, b1, a1, edge_shape = _NO_WEIGHTS, _NO_WEIGHTS[0], 0, (1,)
+    wt2 = _depthwise_blocked_weights(dprob, w2, packed)
+    wp3 = packed.get("project_from_blocked")
+    if wp3 is None:
+        wp3 = packed["project_from_blocked"] = np.empty(
+            (1, -(-pp.k // _zmm.NR) * pp.c * _zmm.NR), np.float32)
+        _zmm.pack_panels(np.ascontiguousarray(w3.reshape(pp.k, pp.c)), 1, _zmm.NR, pp.c, wp3)
+    pt, pb, pl, pr = dprob.pads
+    wpad = dprob.w + pl + pr
+    (sh, sw), (dh, dwl), R = dprob.stride, dprob.dilation, dprob.r
+    span = (R - 1) * dh + 1
+    ring_slots = max(span, IR_RING_SLOTS)
+    nb = dprob.c // 16
+    threads = _runtime.max_threads()
+    bands = max(1, -(-_runtime.get_num_threads() // dprob.n))
+    ow = dprob.ow
+    ring_shape = (nb * (ring_slots + span - 1) * wpad * 16,)
+    row_shape = (nb * -(-ow // _zmm.MP) * _zmm.MP * 16,)
+    kernel, per_thread = _inverted_residual.inverted_residual_rows, _workspace.per_thread
+    has_expand = expand is not None
+
+    def call(x, y, res):
+        r, has_res = _res(res, 4)
+        with _runtime.kernel_scope(blas=False):
+            kernel(x, has_expand, wp1, b1, a1, wt2, b2, a2, R, sh, sw, pt, pl, wpad, dh, dwl, wp3,
+                   b3, a3, y, r, has_res, bands, ring_slots,
+                   per_thread("ir_ring", threads, ring_shape),
+                   per_thread("ir_row", threads, row_shape),
+                   per_thread("ir_rows_edge", threads, edge_shape))
     return call
 
 

@@ -319,6 +319,42 @@ def inverted_residual(x, expand, depthwise, project=None, residual=None, packed=
     return _checks.wrap_like(y, x)
 
 
+def _inverted_residual_path(dprob, has_expand, project_k):
+    """How inverted_residual runs a block with depthwise problem ``dprob``: "rows"
+    (streamed by rows, inverted_residual.py), "blocked" (channel-blocked tensors between
+    the kernels), "blocked, nchw project" or "separate" (the conv2d calls)."""
+    blocked = planner.REGISTRY["depthwise_blocked"]
+    usable = dprob.c % 16 == 0 and dprob.n and blocked.serves(dprob) is None
+    if usable and project_k and _algorithms.streams_rows(dprob, has_expand):
+        return "rows"
+    # the projection reads blocks only in whole 32-channel panels: its channel-vectorized
+    # tile would leave a ragged panel's lanes idle where the NCHW path's pixel vectors do not
+    # (16 or 24 outputs at 56x56: 0.44 against 0.38 ms for the block)
+    blocked_project = bool(project_k) and project_k % _algorithms.NR == 0
+    if usable and (has_expand or blocked_project):
+        return "blocked" if blocked_project or not project_k else "blocked, nchw project"
+    return "separate"
+
+
+def inverted_residual_kernel(x_shape, expand_shape, dw_shape, stride, padding, dilation,
+                             project_shape):
+    """What inverted_residual runs for these shapes (weights' shapes; expand_shape /
+    project_shape None when absent), as fc.explain names it: "rows pw>dw>pw" (streamed
+    by rows), "blocked pw>dw>pw" (channel-blocked between the kernels; "dw,pw": the
+    projection on its own, in NCHW) or "separate pw,dw,pw" (the conv2d calls)."""
+    n, c, h, w = x_shape
+    if expand_shape is not None:
+        c = expand_shape[0]
+    dprob = conv_problem((n, c, h, w), tuple(dw_shape), stride, padding, dilation, c)
+    path = _inverted_residual_path(dprob, expand_shape is not None,
+                                   None if project_shape is None else project_shape[0])
+    name, into_dw, into_pw = {"rows": ("rows", ">", ">"), "blocked": ("blocked", ">", ">"),
+                              "blocked, nchw project": ("blocked", ">", ","),
+                              "separate": ("separate", ",", ",")}[path]
+    return (name + " " + ("pw" + into_dw if expand_shape is not None else "") + "dw"
+            + (into_pw + "pw" if project_shape is not None else ""))
+
+
 def _plan_inverted_residual(xa, expand, depthwise, project, packed, layer):
     """(call(x, y, residual), output shape) for inverted_residual; ``packed``: a new dict
     that the call's packed weights go into."""
@@ -336,12 +372,10 @@ def _plan_inverted_residual(xa, expand, depthwise, project, packed, layer):
         wq = _checks.as_float32(project[0], layer, "project weight")
         probs["p"] = conv_problem(out_shape, wq.shape, 1, 0, 1, 1, layer)
         out_shape = (n, wq.shape[0], dprob.oh, dprob.ow)
-    blocked = planner.REGISTRY["depthwise_blocked"]
-    # the projection reads blocks only in whole 32-channel panels: its channel-vectorized
-    # tile would leave a ragged panel's lanes idle where the NCHW path's pixel vectors do not
-    # (16 or 24 outputs at 56x56: 0.44 against 0.38 ms for the block)
-    blocked_project = project is not None and out_shape[1] % _algorithms.NR == 0
-    if c % 16 == 0 and n and blocked.serves(dprob) is None and (expand or blocked_project):
+    path = _inverted_residual_path(dprob, expand is not None,
+                                   None if project is None else out_shape[1])
+    blocked_project = project is not None and path != "blocked, nchw project"
+    if path != "separate":
         def part(spec, prob):
             w = _checks.as_float32(spec[0], layer, "weight")
             return (prob, w, _bias(spec[1], prob.k, layer),
@@ -350,7 +384,7 @@ def _plan_inverted_residual(xa, expand, depthwise, project, packed, layer):
         inner = _algorithms.bind_inverted_residual(
             None if expand is None else part(expand, probs["e"]),
             (dprob, wd, _bias(bd, c, layer), _checks.activation_code(ad, layer)),
-            part(project, probs["p"]) if blocked_project else None, cache)
+            part(project, probs["p"]) if blocked_project else None, cache, rows=path == "rows")
         if project is None or blocked_project:
             return inner, out_shape
         mid_shape = (n, c, dprob.oh, dprob.ow)

@@ -129,8 +129,8 @@ class FusedInvertedResidual:
 
 def _inverted_residuals(steps):
     """Runs of [expansion 1x1] depthwise [projection 1x1] steps as FusedInvertedResidual
-    (a depthwise conv alone, or with only a projection of other than a multiple of 32
-    outputs, stays as it is: nothing channel-blocked to gain)."""
+    (a depthwise conv alone stays as it is: functional.inverted_residual runs what it
+    cannot keep channel-blocked as the separate calls)."""
     fused = [_single_fused(s) for s in steps]
     out = []
     i = 0
@@ -150,7 +150,7 @@ def _inverted_residuals(steps):
         q = fused[d + 1] if d + 1 < len(steps) else None
         if q is None or not (_pointwise(q) and q.conv.in_channels == k):
             q = None
-        if e is None and (q is None or q.conv.out_channels % 32):
+        if e is None and q is None:
             out.append(steps[i])
             i += 1
             continue

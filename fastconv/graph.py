@@ -548,11 +548,20 @@ def kernel_of(node, in_shapes, backend="cpu"):
                                 node.layer, True)[1].name
         except (ValueError, TypeError):
             return "?"
+    if node.op == "inverted_residual":
+        from . import functional as F
+        a, p = node.attrs, node.params
+        shape = lambda k: None if p.get(k) is None else tuple(p[k].shape)  # noqa: E731
+        try:
+            return F.inverted_residual_kernel(tuple(in_shapes[0]), shape("expand_weight"),
+                                              shape("dw_weight"), a["stride"], tuple(a["pads"]),
+                                              a["dilation"], shape("project_weight"))
+        except (ValueError, TypeError):
+            return "?"
     if node.op in ("qconv", "qlinear"):
         from .kernels.cpu import vnni
         return "int8-vnni" if vnni.HAS_VNNI else "int8"
     return {"conv_transpose": "gemm+col2im", "linear": "gemm", "matmul": "blas",
-            "inverted_residual": "blocked pw>dw>pw",
             "sparse_conv": "csr", "sparse_linear": "csr",
             "max_pool": "pooling", "avg_pool": "pooling", "global_avg_pool": "pooling",
             "adaptive_avg_pool": "pooling"}.get(node.op, "numpy")

@@ -219,8 +219,8 @@ class _Rewriter:
             elif len(q.inputs) > 1 and q.inputs[1] and \
                     producer.get(q.inputs[1], -1) >= (j if e is None else i):
                 q = None  # its residual is computed after the block starts
-            if e is None and (q is None or q.params["weight"].shape[0] % 32):
-                continue  # nothing channel-blocked to gain (functional.inverted_residual)
+            if e is None and q is None:
+                continue  # a depthwise conv alone: nothing to fuse
             params, attrs = {"dw_weight": d.params["weight"]}, {
                 "stride": d.attrs["stride"], "pads": d.attrs["pads"],
                 "dilation": d.attrs["dilation"], "activation": d.attrs.get("activation")}

@@ -41,7 +41,7 @@ def test_fused_equals_unfused(rng):
     assert rel_err(fused, unfused) < 1e-5
     steps = net.fuse(True).fused_steps()
     kinds = [s.describe() if isinstance(s, fusion.FusedConv) else type(s).__name__ for s in steps]
-    assert kinds == ["Conv2d+BatchNorm2d+relu", "Conv2d+BatchNorm2d+relu6", "Conv2d+BatchNorm2d",
+    assert kinds == ["Conv2d+BatchNorm2d+relu", "FusedInvertedResidual",  # dw > pw: one call
                      "Conv2d+hardswish", "Conv2d+relu", "MaxPool2d"]
 
 
@@ -110,19 +110,34 @@ _IR_CASES = [  # n, c, hw, k, k2, r, stride, dilation, expand, project, residual
     (0, 16, (8, 8), 32, 32, 3, 1, 1, True, True, False, ("relu6", "relu6", None)),  # batch 0
     (1, 24, (10, 10), 40, 32, 3, 1, 1, True, True, True, ("relu6", "relu6", None)),  # 40: calls
     (1, 5, (6, 5), 80, 32, 3, 3, 1, True, True, False, ("relu", "relu", None)),  # 2x2 out: calls
+    (1, 16, (16, 23), 0, 16, 3, 1, 1, False, True, False, (None, "relu6", None)),  # 16 out
+    (2, 6, (11, 9), 48, 40, 3, 2, 1, True, True, False, ("relu6", "relu6", "relu")),  # 32 + 8
+    (1, 3, (9, 12), 32, 7, 5, (2, 1), 1, True, True, False, ("relu", None, None)),  # 7 out
 ]
+
+
+@pytest.fixture(params=["auto", "rows"])
+def ir_rows(request, monkeypatch):
+    """"rows": every block with a projection that the blocked kernels serve streams by
+    rows (inverted_residual.py), whatever its size."""
+    if request.param == "rows":
+        from fastconv import _algorithms
+        monkeypatch.setattr(_algorithms, "IR_ROWS_MIN_BYTES", 0)
+        monkeypatch.setattr(_algorithms, "IR_ROWS_MIN_BAND", 1)
+    return request.param
 
 
 @pytest.mark.parametrize("n, c, hw, k, k2, r, stride, dilation, expand, project, residual, acts",
                          _IR_CASES)
-def test_inverted_residual_equals_the_separate_convolutions(rng, n, c, hw, k, k2, r, stride,
-                                                            dilation, expand, project, residual,
-                                                            acts):
+def test_inverted_residual_equals_the_separate_convolutions(rng, ir_rows, n, c, hw, k, k2, r,
+                                                            stride, dilation, expand, project,
+                                                            residual, acts):
+    from fastconv import _algorithms, planner
     from fastconv import functional as F
-    from fastconv import planner
     from fastconv.kernels import reference as ref
     x, (we, be), (wd, bd), (wp, bp), kd = _ir_case(rng, n, c, hw, k, k2, r, expand, project)
     pad = (r // 2) * dilation
+    stride = stride if isinstance(stride, tuple) else (stride, stride)
     E = (we, be, acts[0]) if expand else None
     D = (wd, bd, acts[1], stride, pad, dilation)
     P = (wp, bp, acts[2]) if project else None
@@ -154,9 +169,16 @@ def test_inverted_residual_equals_the_separate_convolutions(rng, n, c, hw, k, k2
     for a, b in zip(keep, [x, we, wd, wp] + ([res] if residual else [])):
         np.testing.assert_array_equal(a, b)  # the caller's arrays are never modified
     blocked = kd % 16 == 0 and n and planner.REGISTRY["depthwise_blocked"].serves(dprob) is None
+    rows = blocked and project and _algorithms.streams_rows(dprob, expand)
+    if ir_rows == "rows":  # every such block, whatever its size
+        assert rows == bool(blocked and project and (expand or dprob.w >= 16))
+    kernel = F.inverted_residual_kernel(x.shape, we.shape if expand else None, wd.shape, stride,
+                                        pad, dilation, wp.shape if project else None)
+    assert kernel.startswith("rows ") == bool(rows), kernel
     weights = packed["inverted_residual:bound"][-1]  # the plan's packed weights
     assert ("expand_32" in weights) == bool(blocked and expand)
-    assert ("project_from_blocked" in weights) == bool(blocked and project and k2 % 32 == 0)
+    assert ("project_from_blocked" in weights) == bool(
+        blocked and project and (k2 % 32 == 0 or rows))
 
 
 def test_inverted_residual_rejects_mismatched_weights(rng):
@@ -227,7 +249,8 @@ def test_optimize_fuses_inverted_residual_blocks(rng, tmp_path, out, ops):
     assert rel_err(y, graph(x)) < 1e-5
     np.testing.assert_array_equal(model(x), y)
     text = model.explain(x, repeat=1, roof_gflops=100.0)
-    assert "expand+dw+project" in text and "inverted_residua" in text and "blocked pw>dw>" in text
+    assert "expand+dw+project" in text and "inverted_residua" in text
+    assert ("blocked pw>dw>" if out == 32 else "blocked pw>dw,") in text
     path = tmp_path / "block.npz"
     model.save(path)
     np.testing.assert_array_equal(fc.load(path)(x), y)
@@ -240,7 +263,8 @@ def test_optimize_fuses_inverted_residual_blocks(rng, tmp_path, out, ops):
 
 
 def test_optimize_leaves_lone_depthwise_convs_and_gpu_models(rng):
-    # a depthwise conv whose projection has 16 outputs and no expansion: nothing to gain
+    # a depthwise conv followed by a 1x1 is one node, whatever the 1x1's outputs;
+    # a depthwise conv alone stays a conv
     from fastconv.graph import Model, Node
     conv = lambda s, p, g: dict(stride=(s, s), pads=(p, p, p, p), dilation=(1, 1),  # noqa: E731
                                 groups=g)
@@ -249,11 +273,20 @@ def test_optimize_leaves_lone_depthwise_convs_and_gpu_models(rng):
                Node("conv", "pw", ["a"], ["y"], conv(1, 0, 1), {"weight": w(16, 32, 1, 1)})],
               ["x"], ["y"], name="t", input_shapes={"x": (None, 32, None, None)})
     x = rng.standard_normal((1, 32, 12, 12)).astype(np.float32)
-    assert [n.op for n in fc.optimize(g, x).nodes] == ["conv", "conv"]
+    m = fc.optimize(g, x)
+    assert [n.op for n in m.nodes] == ["inverted_residual"]
+    assert "separate dw,pw" in m.explain(x, repeat=1, roof_gflops=100.0)  # 16 outputs, 12x12
+    assert rel_err(m(x), g(x)) < 1e-5
     g.nodes[1].params["weight"] = w(32, 32, 1, 1)  # 32 outputs: read channel-blocked
     m = fc.optimize(g, x)
     assert [n.op for n in m.nodes] == ["inverted_residual"]
+    assert "blocked dw>pw" in m.explain(x, repeat=1, roof_gflops=100.0)
     assert rel_err(m(x), g(x)) < 1e-5
+    xl = rng.standard_normal((1, 32, 48, 48)).astype(np.float32)  # 288 KiB: streamed by rows
+    assert "rows dw>pw" in m.explain(xl, repeat=1, roof_gflops=100.0)
+    assert rel_err(m(xl), g(xl)) < 1e-5
+    lone = Model([g.nodes[0]], ["x"], ["a"], name="t", input_shapes={"x": (None, 32, None, None)})
+    assert [n.op for n in fc.optimize(lone, x).nodes] == ["conv"]
 
 
 def test_inverted_residual_module_runs_as_one_call(rng):
@@ -277,9 +310,9 @@ def test_inverted_residual_module_runs_as_one_call(rng):
     assert rel_err(y2, block.fuse(False)(x)) < 1e-5 and rel_err(y2, y) > 1e-2
     block.fuse()
     # a stride-2 block without the residual (24 outputs: the projection runs on its own), a
-    # block with no expansion (16 outputs: left as it is)
+    # block with no expansion (16 outputs: one call too)
     for inp, oup, s, t, kinds in ((16, 24, 2, 6, ["FusedInvertedResidual"]),
-                                  (32, 16, 1, 1, ["Sequential", "FusedConv"])):
+                                  (32, 16, 1, 1, ["FusedInvertedResidual"])):
         blk = _randomize_bn(models.InvertedResidual(inp, oup, s, t), rng)
         xb = rng.standard_normal((1, inp, 12, 12)).astype(np.float32)
         yb = blk(xb)
@@ -287,9 +320,9 @@ def test_inverted_residual_module_runs_as_one_call(rng):
         assert rel_err(yb, blk.fuse(False)(xb)) < 1e-5
 
 
-def test_inverted_residual_any_geometry():
+def test_inverted_residual_any_geometry(ir_rows):
     """Random blocks (channels, maps, strides, dilations, filters, which parts exist, residual)
-    equal the separate conv2d calls."""
+    equal the separate conv2d calls (streamed by rows too)."""
     hyp = pytest.importorskip("hypothesis")
     st = hyp.strategies
     from fastconv import functional as F

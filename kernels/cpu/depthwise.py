@@ -224,7 +224,7 @@ def pack_blocked(w, out):
 
 
 @njit(inline="always")
-def _blocked_row(P, p_off, rs, sw, dw, R, OW, wb, bv, act, ob, o_off):
+def blocked_row(P, p_off, rs, sw, dw, R, OW, wb, bv, act, ob, o_off):
     """One output row of a block: the shared-column kernels for dilation 1, stride 1 or 2."""
     V = nchwc.B
     if dw == 1 and OW >= nchwc.QB and sw == 1:
@@ -323,11 +323,11 @@ def depthwise_conv2d_blocked(x, wt, b, y, R, sh, sw, pad_top, pad_left, HP, WP, 
                 done = need
             if blocked_out:  # rows straight into y's block: (n, blk) starts at ybase
                 for p in range(p0, p1):
-                    _blocked_row(P, p * sh * WP * V, dh * WP * V, sw, dw, R, OW, wb, bv, inner,
+                    blocked_row(P, p * sh * WP * V, dh * WP * V, sw, dw, R, OW, wb, bv, inner,
                                  yf, ybase + p * OW * V)
                 continue
             for p in range(p0, p1):
-                _blocked_row(P, p * sh * WP * V, dh * WP * V, sw, dw, R, OW, wb, bv, inner,
+                blocked_row(P, p * sh * WP * V, dh * WP * V, sw, dw, R, OW, wb, bv, inner,
                              ob, p * OW * V)
             hi = p1 * OW
             lo = max(0, min(p0 * OW, hi - V))  # a short band's group reaches back

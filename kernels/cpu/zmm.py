@@ -376,8 +376,9 @@ def _store_t(context, builder, signature, args, accs, first):
     # channel r's MP pixels as an 8-vector (lane 7 is the zero row), its mask and
     # its bias: 16 channels at a time, through the zip transposition
     chans = []
-    for v in range(NV):
-        rows = [accs[p * NV + v] for p in range(MP)] + [zero16] * (8 - MP)
+    nv = len(accs) // MP
+    for v in range(nv):
+        rows = [accs[p * nv + v] for p in range(MP)] + [zero16] * (8 - MP)
         for ch, val in enumerate(_zip_columns(builder, rows)):
             r = 16 * v + ch
             inside = builder.icmp_signed("<", const(r), nr)
@@ -443,8 +444,9 @@ def gemm_tile_t_store(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr
     return sig, codegen
 
 
-def _make_taps(a_step):
-    """gemm_tile_t_taps reading pixel j of a step at ``a_step * j``."""
+def _make_taps(a_step, nv=NV):
+    """gemm_tile_t_taps reading pixel j of a step at ``a_step * j``, over 16*nv channels
+    (the weight panels stay NR wide: nv=1 reads a panel's first 16 columns)."""
     @intrinsic
     def taps(typingctx, x, x_off, ldx, toff, ntaps, wp, w_off, nc, y, y_off, ldy, nr, npx, bias,
              b_off, act, res, has_res, accumulate, final):
@@ -472,9 +474,9 @@ def _make_taps(a_step):
             def reduce_tap(toff, t, acc):
                 wo = builder.add(w_off, builder.mul(builder.mul(t, nc), nr_c))
                 return _reduction(builder, x_ptr, builder.add(x_off, toff), ldx, w_ptr, wo, nr_c,
-                                  nc, acc, MP, NV, a_step)
+                                  nc, acc, MP, nv, a_step)
 
-            new = _tap_reduction(builder, t_ptr, ntaps, [ir.Constant(v16, None)] * (MP * NV),
+            new = _tap_reduction(builder, t_ptr, ntaps, [ir.Constant(v16, None)] * (MP * nv),
                                  reduce_tap)
             _store_t(context, builder, signature, args, new, 8)
             return context.get_dummy_value()
@@ -487,6 +489,8 @@ def _make_taps(a_step):
 gemm_tile_t_taps = _make_taps(1)
 # the same over a channel-blocked input: pixel j of a step at x[... + 16*j]
 gemm_tile_t_taps_c16 = _make_taps(16)
+# ... for a last panel of <= 16 channels (nr <= 16): half the accumulators and FMAs
+gemm_tile_t_taps_c16_16 = _make_taps(16, 1)
 
 
 @intrinsic
