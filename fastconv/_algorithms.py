@@ -53,6 +53,7 @@ IR_ROWS_MIN_BAND = 4
 IR_RING_SLOTS = 8
 _NO_RESIDUAL = np.zeros((1, 1, 1, 1), np.float32)
 _NO_WEIGHTS = np.zeros((1, 1), np.float32)
+_NO_TAPS = np.zeros(1, np.int64)
 
 
 def _res(res, ndim):
@@ -799,15 +800,35 @@ def streams_rows(dprob, expand=True):
 
 def _bind_inverted_residual_rows(expand, dw, project, packed):
     """bind_inverted_residual's call for a block streamed by rows: one
-    inverted_residual.inverted_residual_rows call, a band of output rows per task."""
+    inverted_residual.inverted_residual_rows call, a band of output rows per task.  An
+    expansion whose problem is not a stride-1 unpadded 1x1 is a head conv (its input
+    zero-padded into a workspace first)."""
     dprob, w2, b2, a2 = dw
     pp, w3, b3, a3 = project
+    toff1, sh1, sw1, fill, edge_shape, head = _NO_TAPS, 1, 1, 0, (1,), None
+    wp1, b1, a1 = _NO_WEIGHTS, _NO_WEIGHTS[0], 0
     if expand is not None:
         pe, w1, b1, a1 = expand
-        wp1 = packed_weights(packed, f"expand_{_zmm.NR}", w1.reshape(pe.k, pe.c), 1, _zmm.NR)
-        edge_shape = (min(pe.c, _zmm.KC_T) * _zmm.MP,)
-    else:
-        wp1, b1, a1, edge_shape = _NO_WEIGHTS, _NO_WEIGHTS[0], 0, (1,)
+        if pe.r == pe.s == 1 and pe.stride == (1, 1) and not any(pe.pads):
+            fill = 1
+            wp1 = packed_weights(packed, f"expand_{_zmm.NR}", w1.reshape(pe.k, pe.c), 1,
+                                 _zmm.NR)
+            edge_shape = (min(pe.c, _zmm.KC_T) * _zmm.MP,)
+        else:
+            fill = 2
+            wp1 = packed.get("head_rows")
+            if wp1 is None:  # columns (tap, channel): the taps tile's step order
+                wmat = np.ascontiguousarray(w1.transpose(0, 2, 3, 1).reshape(pe.k, -1))
+                wp1 = packed["head_rows"] = np.empty(
+                    (1, -(-pe.k // _zmm.NR) * wmat.shape[1] * _zmm.NR), np.float32)
+                _zmm.pack_panels(wmat, 1, _zmm.NR, wmat.shape[1], wp1)
+            head = pe
+            hx, wx = pe.h + pe.pads[0] + pe.pads[1], pe.w + pe.pads[2] + pe.pads[3]
+            (sh1, sw1), (dh1, dw1) = pe.stride, pe.dilation
+            toff1 = np.array([r * dh1 * wx + s * dw1 for r in range(pe.r) for s in range(pe.s)],
+                             np.int64)
+            x_size = pe.n * pe.c * hx * wx
+            slack = _zmm.MP * sw1 + wx
     wt2 = _depthwise_blocked_weights(dprob, w2, packed)
     wp3 = packed.get("project_from_blocked")
     if wp3 is None:
@@ -822,17 +843,23 @@ def _bind_inverted_residual_rows(expand, dw, project, packed):
     nb = dprob.c // 16
     threads = _runtime.max_threads()
     bands = max(1, -(-_runtime.get_num_threads() // dprob.n))
-    ow = dprob.ow
     ring_shape = (nb * (ring_slots + span - 1) * wpad * 16,)
-    row_shape = (nb * -(-ow // _zmm.MP) * _zmm.MP * 16,)
+    row_shape = (nb * -(-dprob.ow // _zmm.MP) * _zmm.MP * 16,)
     kernel, per_thread = _inverted_residual.inverted_residual_rows, _workspace.per_thread
-    has_expand = expand is not None
+    h, w = dprob.h, dprob.w
 
     def call(x, y, res):
         r, has_res = _res(res, 4)
+        n, c, hx_, wx_ = x.shape
         with _runtime.kernel_scope(blas=False):
-            kernel(x, has_expand, wp1, b1, a1, wt2, b2, a2, R, sh, sw, pt, pl, wpad, dh, dwl, wp3,
-                   b3, a3, y, r, has_res, bands, ring_slots,
+            xf = x.reshape(-1)
+            if head is not None:  # the head conv reads a zero-padded copy, slack after it
+                xf = _workspace.get("ir_head_input", (x_size + slack,))
+                xf[x_size:] = 0.0
+                hx_, wx_ = hx, wx
+                _pad.pad_nchw(x, xf[:x_size].reshape(n, c, hx, wx), head.pads[0], head.pads[2])
+            kernel(xf, n, c, hx_, wx_, fill, wp1, b1, a1, toff1, sh1, sw1, h, w, wt2, b2, a2, R,
+                   sh, sw, pt, pl, wpad, dh, dwl, wp3, b3, a3, y, r, has_res, bands, ring_slots,
                    per_thread("ir_ring", threads, ring_shape),
                    per_thread("ir_row", threads, row_shape),
                    per_thread("ir_rows_edge", threads, edge_shape))

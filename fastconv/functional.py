@@ -264,15 +264,20 @@ def inverted_residual(x, expand, depthwise, project=None, residual=None, packed=
         d = act_d(conv2d(z, w_d, b_d, stride, padding, dilation, groups=channels))
         y = act_p(conv2d(d, w_p, b_p) + residual)                       if project
 
-    expand = (w_e, b_e, act_e) with w_e (K, C, 1, 1), or None; depthwise = (w_d, b_d,
-    act_d, stride, padding, dilation) with w_d (K, 1, R, S); project = (w_p, b_p, act_p)
-    with w_p (K2, K, 1, 1), or None (then the residual, if any, is the depthwise's).
-    Equal to the separate conv2d calls (same kernels and rounding).  When the depthwise
-    channels are a multiple of 16 and depthwise_blocked serves it (3x3 or 5x5, planes of
-    >= 16 pixels) the tensors between the convolutions stay channel-blocked (NCHW16c):
-    no transposition between the kernels (docs/algorithms.md); otherwise the calls run
-    one after another.  ``packed``: the block's cache (the planned call with its packed
-    weights, replanned when any of the weight objects changes).
+    expand = (w_e, b_e, act_e) with w_e (K, C, 1, 1), or None; or a "head" conv in its
+    place, (w_e, b_e, act_e, stride_e, padding_e) with w_e (K, C, R_e, S_e) (a network's
+    stem before its first depthwise conv: z = act_e(conv2d(x, w_e, b_e, stride_e,
+    padding_e))); depthwise = (w_d, b_d, act_d, stride, padding, dilation) with w_d
+    (K, 1, R, S); project = (w_p, b_p, act_p) with w_p (K2, K, 1, 1), or None (then the
+    residual, if any, is the depthwise's).  Equal to the separate conv2d calls up to
+    float rounding (the same arithmetic where the tensors stay channel-blocked).  When
+    the depthwise channels are a multiple of 16 and depthwise_blocked serves it (3x3 or
+    5x5, planes of >= 16 pixels) the tensors between the convolutions stay
+    channel-blocked (NCHW16c): no transposition between the kernels; a large block with
+    a projection streams by rows, its expanded tensor never in memory
+    (docs/algorithms.md); otherwise the calls run one after another.  ``packed``: the
+    block's cache (the planned call with its packed weights, replanned when any of the
+    weight objects changes).
     """
     xa = _checks.as_float32(x, layer, "input")
     if xa.ndim != 4:
@@ -283,9 +288,14 @@ def inverted_residual(x, expand, depthwise, project=None, residual=None, packed=
     wd = _checks.as_float32(depthwise[0], layer, "depthwise weight")
     c = xa.shape[1]
     if expand is not None:
+        if len(expand) not in (3, 5):
+            raise ValueError(f"{layer}: expand must be (weight, bias, activation) or (weight, "
+                             f"bias, activation, stride, padding), got {len(expand)} items")
         we = _checks.as_float32(expand[0], layer, "expand weight")
-        if we.ndim != 4 or we.shape[1:] != (c, 1, 1):
+        if len(expand) == 3 and (we.ndim != 4 or we.shape[1:] != (c, 1, 1)):
             raise ValueError(f"{layer}: expand weight must be (K, {c}, 1, 1), got {we.shape}")
+        if len(expand) == 5 and (we.ndim != 4 or we.shape[1] != c):
+            raise ValueError(f"{layer}: head conv weight must be (K, {c}, R, S), got {we.shape}")
         c = we.shape[0]
     if wd.ndim != 4 or wd.shape[0] != c or wd.shape[1] != 1:
         raise ValueError(f"{layer}: depthwise weight must be ({c}, 1, R, S) (one filter per "
@@ -319,14 +329,17 @@ def inverted_residual(x, expand, depthwise, project=None, residual=None, packed=
     return _checks.wrap_like(y, x)
 
 
-def _inverted_residual_path(dprob, has_expand, project_k):
+def _inverted_residual_path(dprob, has_expand, project_k, head=False):
     """How inverted_residual runs a block with depthwise problem ``dprob``: "rows"
     (streamed by rows, inverted_residual.py), "blocked" (channel-blocked tensors between
-    the kernels), "blocked, nchw project" or "separate" (the conv2d calls)."""
+    the kernels), "blocked, nchw project" or "separate" (the conv2d calls; always for a
+    head conv that does not stream)."""
     blocked = planner.REGISTRY["depthwise_blocked"]
     usable = dprob.c % 16 == 0 and dprob.n and blocked.serves(dprob) is None
     if usable and project_k and _algorithms.streams_rows(dprob, has_expand):
         return "rows"
+    if head:
+        return "separate"
     # the projection reads blocks only in whole 32-channel panels: its channel-vectorized
     # tile would leave a ragged panel's lanes idle where the NCHW path's pixel vectors do not
     # (16 or 24 outputs at 56x56: 0.44 against 0.38 ms for the block)
@@ -337,22 +350,27 @@ def _inverted_residual_path(dprob, has_expand, project_k):
 
 
 def inverted_residual_kernel(x_shape, expand_shape, dw_shape, stride, padding, dilation,
-                             project_shape):
+                             project_shape, expand_stride=None, expand_padding=None):
     """What inverted_residual runs for these shapes (weights' shapes; expand_shape /
-    project_shape None when absent), as fc.explain names it: "rows pw>dw>pw" (streamed
-    by rows), "blocked pw>dw>pw" (channel-blocked between the kernels; "dw,pw": the
+    project_shape None when absent; expand_stride / expand_padding for a head conv), as
+    fc.explain names it: "rows pw>dw>pw" (streamed by rows; "conv>dw>pw" with a head
+    conv), "blocked pw>dw>pw" (channel-blocked between the kernels; "dw,pw": the
     projection on its own, in NCHW) or "separate pw,dw,pw" (the conv2d calls)."""
-    n, c, h, w = x_shape
+    head = expand_stride is not None
+    zshape = x_shape
     if expand_shape is not None:
-        c = expand_shape[0]
-    dprob = conv_problem((n, c, h, w), tuple(dw_shape), stride, padding, dilation, c)
+        e = conv_problem(tuple(x_shape), tuple(expand_shape), expand_stride or 1,
+                         expand_padding or 0)
+        zshape = (x_shape[0], expand_shape[0], e.oh, e.ow)
+    c = zshape[1]
+    dprob = conv_problem(zshape, tuple(dw_shape), stride, padding, dilation, c)
     path = _inverted_residual_path(dprob, expand_shape is not None,
-                                   None if project_shape is None else project_shape[0])
+                                   None if project_shape is None else project_shape[0], head)
     name, into_dw, into_pw = {"rows": ("rows", ">", ">"), "blocked": ("blocked", ">", ">"),
                               "blocked, nchw project": ("blocked", ">", ","),
                               "separate": ("separate", ",", ",")}[path]
-    return (name + " " + ("pw" + into_dw if expand_shape is not None else "") + "dw"
-            + (into_pw + "pw" if project_shape is not None else ""))
+    first = ("conv" if head else "pw") + into_dw if expand_shape is not None else ""
+    return name + " " + first + "dw" + (into_pw + "pw" if project_shape is not None else "")
 
 
 def _plan_inverted_residual(xa, expand, depthwise, project, packed, layer):
@@ -361,10 +379,12 @@ def _plan_inverted_residual(xa, expand, depthwise, project, packed, layer):
     wd, bd, ad, stride, padding, dilation = depthwise
     n, c, h, w = xa.shape
     probs = {}
+    head = expand is not None and len(expand) == 5
     if expand is not None:
         we = _checks.as_float32(expand[0], layer, "expand weight")
-        probs["e"] = conv_problem(xa.shape, we.shape, 1, 0, 1, 1, layer)
-        c = we.shape[0]
+        probs["e"] = conv_problem(xa.shape, we.shape, *(expand[3:] if head else (1, 0)), 1, 1,
+                                  layer)
+        c, h, w = we.shape[0], probs["e"].oh, probs["e"].ow
     wd = _checks.as_float32(wd, layer, "depthwise weight")
     dprob = conv_problem((n, c, h, w), wd.shape, stride, padding, dilation, c, layer)
     out_shape = (n, c, dprob.oh, dprob.ow)
@@ -373,7 +393,7 @@ def _plan_inverted_residual(xa, expand, depthwise, project, packed, layer):
         probs["p"] = conv_problem(out_shape, wq.shape, 1, 0, 1, 1, layer)
         out_shape = (n, wq.shape[0], dprob.oh, dprob.ow)
     path = _inverted_residual_path(dprob, expand is not None,
-                                   None if project is None else out_shape[1])
+                                   None if project is None else out_shape[1], head)
     blocked_project = project is not None and path != "blocked, nchw project"
     if path != "separate":
         def part(spec, prob):
@@ -402,8 +422,8 @@ def _plan_inverted_residual(xa, expand, depthwise, project, packed, layer):
     def call(x, y, res):
         z = x
         if expand is not None:
-            z = conv2d(z, expand[0], expand[1], activation=expand[2], layer=layer,
-                       packed=caches.setdefault("e", {}))
+            z = conv2d(z, expand[0], expand[1], *(expand[3:] if head else ()),
+                       activation=expand[2], layer=layer, packed=caches.setdefault("e", {}))
         last = project is None
         z = conv2d(z, wd, bd, stride, padding, dilation, c, activation=ad, layer=layer,
                    residual=res if last else None, out=y if last else None,

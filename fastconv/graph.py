@@ -371,18 +371,18 @@ class Model:
             f"{_runtime.get_num_threads()} threads, SGEMM roof {roof:.0f} GFLOP/s"
         lines = [f"{self.name}: {len(self.nodes)} nodes, input "
                  f"{', '.join(str(tuple(a.shape)) for a in arrays)}, {where}",
-                 f"{'node':28s} {'op':16s} {'output':20s} {'kernel':14s} {'backend':7s} "
+                 f"{'node':28s} {'op':16s} {'output':20s} {'kernel':19s} {'backend':7s} "
                  f"{'ms':>8s} {'GFLOP/s':>8s} {'% roof':>7s}"]
         lines.append("-" * len(lines[-1]))
         pct = (lambda g: "") if roof is None else (lambda g: f"{100 * g / roof:7.1f}")
         for node, shape, kern, t, fl, be in rows:
             gf = fl / t / 1e9 if fl and t > 0 else None
             lines.append(f"{node.name[:28]:28s} {_describe(node)[:16]:16s} {str(shape)[:20]:20s} "
-                         f"{kern[:14]:14s} {be:7s} {t * 1e3:8.3f} "
+                         f"{kern[:19]:19s} {be:7s} {t * 1e3:8.3f} "
                          f"{'' if gf is None else f'{gf:8.1f}':>8s} "
                          f"{'' if gf is None else pct(gf):>7s}")
         gf = total_fl / total / 1e9 if total > 0 else 0.0
-        lines.append(f"{'total':28s} {'':16s} {'':20s} {'':14s} {'':7s} {total * 1e3:8.3f} "
+        lines.append(f"{'total':28s} {'':16s} {'':20s} {'':19s} {'':7s} {total * 1e3:8.3f} "
                      f"{gf:8.1f} {pct(gf):>7s}")
         mem = {"planned": plan.slot_bytes, "unplanned": plan.naive_bytes}
         lines.append(f"activation buffers: {mem['planned'] / 2**20:.1f} MiB planned "
@@ -555,7 +555,8 @@ def kernel_of(node, in_shapes, backend="cpu"):
         try:
             return F.inverted_residual_kernel(tuple(in_shapes[0]), shape("expand_weight"),
                                               shape("dw_weight"), a["stride"], tuple(a["pads"]),
-                                              a["dilation"], shape("project_weight"))
+                                              a["dilation"], shape("project_weight"),
+                                              a.get("expand_stride"), a.get("expand_pads"))
         except (ValueError, TypeError):
             return "?"
     if node.op in ("qconv", "qlinear"):

@@ -64,7 +64,8 @@ def inverted_residual(node, args, out):
     objs = tuple(p.get(k) for k in _IR_PARAMS)
     parts = node.cache.get("ir_parts")  # the same tuples each call: the planned call is kept
     if parts is None or any(u is not v for u, v in zip(parts[0], objs)):
-        expand = None if objs[0] is None else (objs[0], objs[1], a.get("expand_activation"))
+        expand = None if objs[0] is None else (objs[0], objs[1], a.get("expand_activation")) + (
+            (a["expand_stride"], a["expand_pads"]) if "expand_stride" in a else ())
         depthwise = (objs[2], objs[3], a.get("activation"), a["stride"], a["pads"], a["dilation"])
         project = None if objs[4] is None else (objs[4], objs[5], a.get("project_activation"))
         parts = node.cache["ir_parts"] = (objs, expand, depthwise, project)
@@ -543,7 +544,13 @@ def flops(node, in_shapes, out_shape):
         kd, _, r, s = p["dw_weight"].shape
         total = pixels_out * kd * r * s
         if "expand_weight" in p:
-            total += pixels_in * p["expand_weight"].shape[0] * p["expand_weight"].shape[1]
+            we = p["expand_weight"].shape
+            if "expand_stride" in node.attrs:  # a head conv: its own output map
+                e = F.conv_problem(tuple(in_shapes[0]), we, node.attrs["expand_stride"],
+                                   tuple(node.attrs["expand_pads"]))
+                total += e.flops / 2.0
+            else:
+                total += pixels_in * we[0] * we[1]
         if "project_weight" in p:
             total += pixels_out * p["project_weight"].shape[0] * p["project_weight"].shape[1]
         return 2.0 * total

@@ -47,13 +47,27 @@ def _epilogue_activation(node):
 
 
 def _is_expansion(n):
-    """A stride-1, unpadded 1x1 conv, groups 1, no residual, a multiple of 16 outputs."""
+    """A stride-1, unpadded 1x1 conv, groups 1, no residual, a multiple of 16 outputs; or
+    a head conv: any filter, stride and padding over at most HEAD_MAX_CHANNELS inputs,
+    dilation 1 (a stem before the first depthwise conv)."""
     if n.op != "conv" or (len(n.inputs) > 1 and n.inputs[1]) or "weight" not in n.params:
         return False
     a, w = n.attrs, n.params["weight"]
-    return (w.ndim == 4 and w.shape[2:] == (1, 1) and w.shape[0] % 16 == 0
-            and tuple(a["stride"]) == (1, 1) and not any(a["pads"]) and a["groups"] == 1
-            and a.get("algo", "auto") == "auto")
+    if not (w.ndim == 4 and w.shape[0] % 16 == 0 and a["groups"] == 1
+            and a.get("algo", "auto") == "auto"):
+        return False
+    return (w.shape[2:] == (1, 1) and tuple(a["stride"]) == (1, 1) and not any(a["pads"])) \
+        or _is_head(n)
+
+
+HEAD_MAX_CHANNELS = 8
+
+
+def _is_head(n):
+    a, w = n.attrs, n.params["weight"]
+    return (w.shape[1] <= HEAD_MAX_CHANNELS and tuple(a["dilation"]) == (1, 1)
+            and not (w.shape[2:] == (1, 1) and tuple(a["stride"]) == (1, 1)
+                     and not any(a["pads"])))
 
 
 def _is_projection_of(n, k):
@@ -233,6 +247,9 @@ class _Rewriter:
                 if n.params.get("bias") is not None:
                     params[f"{role}_bias"] = n.params["bias"]
                 attrs[f"{role}_activation"] = n.attrs.get("activation")
+            if e is not None and _is_head(e):  # a head conv's geometry
+                attrs["expand_stride"] = tuple(e.attrs["stride"])
+                attrs["expand_pads"] = tuple(e.attrs["pads"])
             if any(n is not None and n.attrs.get("folded_bn") for n in (e, d, q)):
                 attrs["folded_bn"] = True
             first, last = e or d, q or d

@@ -354,3 +354,101 @@ def test_inverted_residual_any_geometry(ir_rows):
         assert y.shape == e.shape and rel_err(y, e) < 1e-5
 
     check()
+
+
+# -- a head conv (a stem) streamed into the first depthwise block ---------------------------
+
+@pytest.mark.parametrize("n, c, hw, k, r1, s1, p1, k2, r, stride, acts", [
+    (1, 3, (64, 64), 32, 3, 2, 1, 16, 3, 1, ("relu6", "relu6", None)),   # MobileNetV2's stem
+    (2, 3, (37, 41), 32, 3, 2, 1, 24, 3, 1, ("relu", "relu", "relu6")),  # odd maps, 24 out
+    (1, 4, (30, 29), 48, 5, (2, 1), (2, 1), 40, 3, 2, ("relu6", None, None)),  # 32 + 8 out
+    (1, 1, (20, 20), 16, 7, 1, 3, 8, 5, 1, (None, "hardswish", "relu")),
+    (1, 3, (24, 24), 32, 3, 2, 0, 32, 3, 1, ("hardswish", "relu6", None)),  # unpadded
+    (1, 8, (9, 12), 16, 1, 2, 0, 16, 3, 1, ("relu", "relu", None)),  # strided 1x1
+])
+def test_inverted_residual_head_conv(rng, ir_rows, n, c, hw, k, r1, s1, p1, k2, r, stride,
+                                     acts):
+    from fastconv import functional as F
+    from fastconv.kernels import reference as ref
+    x = rng.standard_normal((n, c) + hw).astype(np.float32)
+    we = (rng.standard_normal((k, c, r1, r1)) / np.sqrt(c * r1 * r1)).astype(np.float32)
+    wd = rng.standard_normal((k, 1, r, r)).astype(np.float32)
+    wp = (rng.standard_normal((k2, k, 1, 1)) / np.sqrt(k)).astype(np.float32)
+    be, bd, bp = (rng.standard_normal(m).astype(np.float32) for m in (k, k, k2))
+    E, D, P = (we, be, acts[0], s1, p1), (wd, bd, acts[1], stride, r // 2, 1), (wp, bp, acts[2])
+    z = fc.conv2d(x, we, be, s1, p1, activation=acts[0])
+    d = fc.conv2d(z, wd, bd, stride, r // 2, 1, k, activation=acts[1])
+    res = rng.standard_normal((n, k2) + d.shape[2:]).astype(np.float32)
+    e = fc.conv2d(d, wp, bp, activation=acts[2], residual=res)
+    keep = [a.copy() for a in (x, we, wd, wp, res)]
+    packed = {}
+    y = F.inverted_residual(x, E, D, P, residual=res, packed=packed)
+    assert y.shape == e.shape and rel_err(y, e) < 1e-5
+    hs = lambda v: v * np.clip(v + 3, 0, 6) / 6  # noqa: E731
+    act = lambda v, a: hs(v) if a == "hardswish" else ref.activation(v, a)  # noqa: E731
+    z64 = act(ref.conv2d(x, we, be, s1, p1), acts[0])
+    d64 = act(ref.conv2d(z64, wd, bd, stride, r // 2, 1, k), acts[1])
+    assert rel_err(y, act(ref.conv2d(d64, wp, bp) + res, acts[2])) < 1e-5
+    kernel = F.inverted_residual_kernel(x.shape, we.shape, wd.shape, stride, r // 2, 1,
+                                        wp.shape, s1, p1)
+    assert kernel in ("rows conv>dw>pw", "separate conv,dw,pw"), kernel
+    if ir_rows == "rows":
+        assert kernel == "rows conv>dw>pw" and "head_rows" in packed[
+            "inverted_residual:bound"][-1]
+    # the same plan from the second call on (a separate conv2d may pick another kernel
+    # once its weights are packed)
+    y2 = F.inverted_residual(x, E, D, P, residual=res, packed=packed)
+    assert rel_err(y2, y) < 1e-6
+    np.testing.assert_array_equal(F.inverted_residual(x, E, D, P, residual=res, packed=packed),
+                                  y2)
+    for a, b in zip(keep, (x, we, wd, wp, res)):
+        np.testing.assert_array_equal(a, b)  # the caller's arrays are never modified
+
+
+def test_inverted_residual_head_conv_errors(rng):
+    from fastconv import functional as F
+    x = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
+    wd = np.ones((16, 1, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="blk: head conv weight must be \\(K, 3, R, S\\)"):
+        F.inverted_residual(x, (np.ones((16, 4, 3, 3), np.float32), None, None, 2, 1),
+                            (wd, None, None, 1, 1, 1), layer="blk")
+    with pytest.raises(ValueError, match="blk: expand must be \\(weight, bias, activation\\)"):
+        F.inverted_residual(x, (np.ones((16, 3, 3, 3), np.float32), None, None, 2),
+                            (wd, None, None, 1, 1, 1), layer="blk")
+
+
+def test_optimize_fuses_a_stem_into_the_first_block(rng, tmp_path):
+    """conv 3x3/2 over 3 channels (+BN, relu6) -> depthwise -> 1x1: one node, streamed by
+    rows at 112x112; a conv over more than HEAD_MAX_CHANNELS inputs is no head."""
+    import torch
+    t = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 32, 3, 2, 1, bias=False), torch.nn.BatchNorm2d(32), torch.nn.ReLU6(),
+        torch.nn.Conv2d(32, 32, 3, 1, 1, groups=32, bias=False), torch.nn.BatchNorm2d(32),
+        torch.nn.ReLU6(), torch.nn.Conv2d(32, 16, 1, bias=False), torch.nn.BatchNorm2d(16)).eval()
+    with torch.no_grad():
+        for m in t.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+    x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
+    model = fc.optimize(fc.from_torch(t, x), x)
+    assert [n.op for n in model.nodes] == ["inverted_residual"]
+    node = model.nodes[0]
+    assert node.attrs["expand_stride"] == (2, 2) and node.attrs["expand_pads"] == (1, 1, 1, 1)
+    assert "rows conv>dw>pw" in model.explain(x, repeat=1, roof_gflops=100.0)
+    with torch.no_grad():
+        want = t(torch.from_numpy(x)).numpy()
+    y = model(x)
+    assert rel_err(y, want) < 1e-5
+    path = tmp_path / "stem.npz"
+    model.save(path)
+    np.testing.assert_array_equal(fc.load(path)(x), y)
+    small = rng.standard_normal((2, 3, 20, 20)).astype(np.float32)  # separate calls
+    model = fc.optimize(fc.from_torch(t, small), small)
+    assert [n.op for n in model.nodes] == ["inverted_residual"]
+    assert "separate conv,dw,pw" in model.explain(small, repeat=1, roof_gflops=100.0)
+    assert rel_err(model(small), t(torch.from_numpy(small)).detach().numpy()) < 1e-5
+    wide = torch.nn.Sequential(torch.nn.Conv2d(9, 32, 3, 2, 1), t[3], t[6]).eval()
+    xw = rng.standard_normal((1, 9, 32, 32)).astype(np.float32)
+    assert [n.op for n in fc.optimize(fc.from_torch(wide, xw), xw).nodes] == [
+        "conv", "inverted_residual"]

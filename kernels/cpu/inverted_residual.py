@@ -21,6 +21,13 @@ projects that row into y (zmm.gemm_tile_t_taps_c16 with the channel blocks as ta
 bias, residual and activation in the store).  Only the rows where two bands meet are
 expanded twice.  The ring's border columns and the row buffer's padding pixels (up to
 a whole 7-pixel group) are zeroed at the start of every call and never written after.
+
+Two other sources fill the ring: x itself, transposed 16 pixels x 16 channels at a
+time (a block without expansion), and a "head" conv with any filter and stride in place
+of the 1x1 (a network's stem, 3 channels, 3x3 stride 2, feeding its first depthwise
+conv): zmm.gemm_tile_t_taps_blocked over the zero-padded input, every (tap, channel)
+step of a 7-pixel group in registers, pixels ``stride`` apart (the channel-vectorized
+tile broadcasts each pixel, so a strided read costs nothing).
 """
 import numba
 import numpy as np
@@ -28,26 +35,23 @@ from numba import njit, prange
 
 from .depthwise import blocked_row
 from .nchwc import copy_vector, to_blocked
-from .zmm import (KC_T, MP, NR, _copy_padded, gemm_tile_t_blocked, gemm_tile_t_taps_c16,
-                  gemm_tile_t_taps_c16_16)
+from .zmm import (KC_T, MP, NR, _copy_padded, gemm_tile_t_blocked, gemm_tile_t_taps_blocked,
+                  gemm_tile_t_taps_c16, gemm_tile_t_taps_c16_16)
 
 V = 16  # channels per block
 
 
 @njit(inline="always")
-def _expand_row(xf, n, C, H, W, q, pad_top, pad_left, WP, wf1, b1, a1, K, ring, bstride, slot,
-                scratch):
-    """Padded expanded row q into ring slot ``slot`` (all blocks): the 1x1 of input row
-    q - pad_top, or zeros where that row is padding."""
-    ih = q - pad_top
-    row0 = (slot * WP + pad_left) * V
-    if ih < 0 or ih >= H:
-        for blk in range(K // V):
-            seg = ring[blk * bstride + row0:blk * bstride + row0 + W * V]
-            for i in range(seg.shape[0]):
-                seg[i] = 0.0
-        return
-    HW = H * W
+def _zero_row(ring, nb, bstride, row0, W):
+    for blk in range(nb):
+        seg = ring[blk * bstride + row0:blk * bstride + row0 + W * V]
+        for i in range(seg.shape[0]):
+            seg[i] = 0.0
+
+
+@njit(inline="always")
+def _expand_row(xf, n, C, HW, W, ih, row0, wf1, b1, a1, K, ring, bstride, scratch):
+    """Expanded row ih (the 1x1 of input row ih) into the ring row at row0 (all blocks)."""
     npg = (K + NR - 1) // NR
     for c0 in range(0, C, KC_T):
         kc = min(KC_T, C - c0)
@@ -70,20 +74,28 @@ def _expand_row(xf, n, C, H, W, q, pad_top, pad_left, WP, wf1, b1, a1, K, ring, 
 
 
 @njit(inline="always")
-def _transpose_row(xf, n, C, H, W, q, pad_top, pad_left, WP, ring, bstride, slot, offs):
-    """Padded row q of x itself (no expansion; C a multiple of 16, W >= 16) into ring slot
-    ``slot``, channel-blocked: 16 pixels of 16 channels per register transposition (a
+def _head_row(xf, n, C, HX, WX, W, ih, row0, wf1, b1, a1, K, ring, bstride, toff1, sh1, sw1):
+    """Row ih of a head conv (any filter and stride over the zero-padded input, (N, C, HX,
+    WX) in xf with slack after it) into the ring row at row0: per 32-channel panel and
+    7-pixel group one zmm.gemm_tile_t_taps_blocked over all (tap, channel) steps."""
+    ntaps = toff1.shape[0]
+    xo = n * C * HX * WX + ih * sh1 * WX
+    for r0 in range(0, K, NR):
+        nr = min(NR, K - r0)
+        yo = (r0 // V) * bstride + row0
+        for j0 in range(0, W, MP):
+            gemm_tile_t_taps_blocked(xf, xo + j0 * sw1, HX * WX, toff1, ntaps, sw1, wf1,
+                                     r0 * ntaps * C, C, ring, yo + j0 * V, bstride, nr,
+                                     min(MP, W - j0), b1, r0, a1)
+
+
+@njit(inline="always")
+def _transpose_row(xf, n, C, HW, W, ih, row0, ring, bstride, offs):
+    """Input row ih itself (no expansion; C a multiple of 16, W >= 16) into the ring row
+    at row0, channel-blocked: 16 pixels of 16 channels per register transposition (a
     row's last group starts at W - 16, rewriting a few pixels with their own values)."""
-    ih = q - pad_top
-    row0 = (slot * WP + pad_left) * V
-    HW = H * W
     for blk in range(C // V):
         o = blk * bstride + row0
-        if ih < 0 or ih >= H:
-            seg = ring[o:o + W * V]
-            for i in range(seg.shape[0]):
-                seg[i] = 0.0
-            continue
         xo = (n * C + blk * V) * HW + ih * W
         for f0 in range(0, W, V):
             f = min(f0, W - V)
@@ -91,24 +103,28 @@ def _transpose_row(xf, n, C, H, W, q, pad_top, pad_left, WP, ring, bstride, slot
 
 
 @njit(parallel=True, cache=True)
-def inverted_residual_rows(x, expand, wp1, b1, a1, wt2, b2, a2, R, sh, sw, pad_top, pad_left,
-                           WP, dh, dw, wp3, b3, a3, y, res, has_res, nbands, RB, ring_ws, row_ws,
-                           edge_ws):
-    """The block of x (N, C, H, W) into y (N, K2, OH, OW) (res: y's shape when has_res).
+def inverted_residual_rows(xf, N, C, HX, WX, fill, wp1, b1, a1, toff1, sh1, sw1, H, W, wt2, b2,
+                           a2, R, sh, sw, pad_top, pad_left, WP, dh, dw, wp3, b3, a3, y, res,
+                           has_res, nbands, RB, ring_ws, row_ws, edge_ws):
+    """The block of x (N, C, HX, WX), given flat as xf, into y (N, K2, OH, OW) (res: y's
+    shape when has_res); H x W is the depthwise input's map.
 
-    expand: wp1 is zmm.pack_panels of the (K, C) expansion weight (width NR, chunk KC_T)
-    with bias b1 and activation a1; without it the depthwise reads x itself (K = C, a
-    multiple of 16, W >= 16).  wt2 (K/16, R*R, 16): depthwise.pack_blocked of the
-    (K, 1, R, R) depthwise weight (K a multiple of 16, R 3 or 5), b2 (K,), a2, stride
-    (sh, sw), padding (pad_top, pad_left) within a padded width WP, dilation (dh, dw).
-    wp3: zmm.pack_panels of the (K2, K) projection weight, width NR, in one chunk: the
-    channel-vectorized tile reads the row's pixel vectors (zmm.gemm_tile_t_taps_c16, the
-    channel blocks as taps; a last panel of <= 16 channels on the 16-channel tile).
+    fill says where the depthwise input comes from: 0, x itself (C = K a multiple of 16,
+    HX, WX = H, W, W >= 16); 1, the 1x1 expansion of x (HX, WX = H, W): wp1 is
+    zmm.pack_panels of the (K, C) weight, width NR, chunk KC_T; 2, a head conv of x (the
+    zero-padded input, xf readable MP*sw1 floats past its end): wp1 packs the (K, T*C)
+    weight, columns t*C + c for tap t at offset toff1[t] (r*WX + s), width NR in one chunk,
+    stride (sh1, sw1).  b1, a1 the expansion's bias and activation.  wt2 (K/16, R*R, 16):
+    depthwise.pack_blocked of the (K, 1, R, R) depthwise weight (K a multiple of 16, R 3
+    or 5), b2 (K,), a2, stride (sh, sw), padding (pad_top, pad_left) within a padded
+    width WP, dilation (dh, dw).  wp3: zmm.pack_panels of the (K2, K) projection weight,
+    width NR, in one chunk: the channel-vectorized tile reads the row's pixel vectors
+    (zmm.gemm_tile_t_taps_c16, the channel blocks as taps; a last panel of <= 16
+    channels on the 16-channel tile).
     nbands: row bands per image (tasks: N * nbands); RB >= span ring slots.
     ring_ws (threads, >= K/16 * (RB + span - 1) * WP * 16), row_ws (threads, >= K/16 *
-    ceil(OW/7)*7 * 16), edge_ws (threads, >= min(C, KC_T) * MP).
+    ceil(OW/7)*7 * 16), edge_ws (threads, >= min(C, KC_T) * MP with fill 1).
     """
-    N, C, H, W = x.shape
     K2, OH, OW = y.shape[1], y.shape[2], y.shape[3]
     nb = wt2.shape[0]
     K = nb * V
@@ -136,7 +152,6 @@ def inverted_residual_rows(x, expand, wp1, b1, a1, wt2, b2, a2, R, sh, sw, pad_t
         ob = row_ws[tid]
         for i in range(nb * rstride):
             ob[i] = 0.0
-    xf = x.reshape(-1)
     yf = y.reshape(-1)
     rf = res.reshape(-1)
     wf1 = wp1.reshape(-1)
@@ -155,19 +170,24 @@ def inverted_residual_rows(x, expand, wp1, b1, a1, wt2, b2, a2, R, sh, sw, pad_t
             q0 = p * sh
             for q in range(max(done, q0), q0 + span):
                 slot = q % RB
-                if expand:
-                    _expand_row(xf, n, C, H, W, q, pad_top, pad_left, WP, wf1, b1, a1, K, ring,
-                                bstride, slot, scratch)
+                ih = q - pad_top
+                row0 = (slot * WP + pad_left) * V
+                if ih < 0 or ih >= H:
+                    _zero_row(ring, nb, bstride, row0, W)
+                elif fill == 1:
+                    _expand_row(xf, n, C, H * W, W, ih, row0, wf1, b1, a1, K, ring, bstride,
+                                scratch)
+                elif fill == 2:
+                    _head_row(xf, n, C, HX, WX, W, ih, row0, wf1, b1, a1, K, ring, bstride,
+                              toff1, sh1, sw1)
                 else:
-                    _transpose_row(xf, n, C, H, W, q, pad_top, pad_left, WP, ring, bstride,
-                                   slot, offs)
+                    _transpose_row(xf, n, C, H * W, W, ih, row0, ring, bstride, offs)
                 if slot < span - 1:  # the window that wraps reads it from RB + slot
-                    a = (slot * WP + pad_left) * V
                     d = ((RB + slot) * WP + pad_left) * V
                     for blk in range(nb):
                         o = blk * bstride
                         for i in range(0, W * V, V):
-                            copy_vector(ring, o + a + i, ring, o + d + i)
+                            copy_vector(ring, o + row0 + i, ring, o + d + i)
             done = q0 + span
             w0 = (q0 % RB) * WP * V
             for blk in range(nb):

@@ -33,8 +33,9 @@ def _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv, 
                b_masks=None):
     """Emit acc[r*nv + v] = init[r*nv + v] + sum_(c < nc) a[a_off + c*lda + r*a_step] *
     b[b_off + c*ldb + 16*v : +16] (r < mr, v < nv) with the mr*nv accumulators in
-    registers; returns the final accumulators (init when nc <= 0).  b_masks: per v, the
-    lanes of b to load (the others read as zero and touch no memory)."""
+    registers (a_step a Python int or an IR value); returns the final accumulators (init
+    when nc <= 0).  b_masks: per v, the lanes of b to load (the others read as zero and
+    touch no memory)."""
     f32 = ir.FloatType()
     v16 = ir.VectorType(f32, 16)
     vp = v16.as_pointer()
@@ -68,7 +69,8 @@ def _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv, 
     arow = builder.add(a_off, builder.mul(c, lda))
     new = []
     for r in range(mr):
-        s = builder.load(builder.gep(a_ptr, [builder.add(arow, const(r * a_step))]), align=4)
+        a_r = const(r * a_step) if isinstance(a_step, int) else builder.mul(a_step, const(r))
+        s = builder.load(builder.gep(a_ptr, [builder.add(arow, a_r)]), align=4)
         one = builder.insert_element(ir.Constant(v16, ir.Undefined), s,
                                      ir.Constant(ir.IntType(32), 0))
         bc = builder.shuffle_vector(one, ir.Constant(v16, ir.Undefined), splat)
@@ -493,6 +495,46 @@ gemm_tile_t_taps_c16 = _make_taps(16)
 gemm_tile_t_taps_c16_16 = _make_taps(16, 1)
 
 
+def _store_blocked(builder, accs, y_ptr, y_off, bstride, nr, npx, b_ptr, b_off, act, accumulate,
+                   final):
+    """The channel-vectorized tile's accumulators (MP pixels x 16*nv channels) stored into a
+    channel-blocked output with the epilogue (gemm_tile_t_blocked's docstring)."""
+    f32 = ir.FloatType()
+    v16 = ir.VectorType(f32, 16)
+    i1, i32 = ir.IntType(1), ir.IntType(32)
+    m16 = ir.VectorType(i1, 16)
+    intp = y_off.type
+    const = lambda v: ir.Constant(intp, v)  # noqa: E731
+    zero16 = ir.Constant(v16, None)
+    nv = len(accs) // MP
+    vp = v16.as_pointer()
+    mload, mstore = _masked_load_store(builder, 16)
+    align = ir.Constant(i32, 4)
+    ones, none = ir.Constant(m16, [1] * 16), ir.Constant(m16, [0] * 16)
+    is_final = builder.icmp_signed("!=", final, const(0))
+    acc_on = builder.icmp_signed("!=", accumulate, const(0))
+    items = []
+    for v in range(nv):
+        block_on = builder.icmp_signed("<", const(16 * v), nr)
+        bmask = builder.select(block_on, ones, none)
+        bp = builder.bitcast(builder.gep(b_ptr, [builder.add(b_off, const(16 * v))]), vp)
+        bvec = builder.call(mload, [bp, align, builder.select(is_final, bmask, none), zero16])
+        for j in range(MP):
+            on = builder.and_(block_on, builder.icmp_signed("<", const(j), npx))
+            mask = builder.select(on, ones, none)
+            o = builder.add(y_off, builder.add(builder.mul(const(v), bstride), const(16 * j)))
+            yp = builder.bitcast(builder.gep(y_ptr, [o]), vp)
+            prev = builder.call(mload, [yp, align, builder.select(acc_on, mask, none), zero16])
+            val = builder.fadd(builder.fadd(accs[j * nv + v], prev), bvec)
+            items.append((val, mask, yp))
+
+    def stores(activate, with_res):
+        for val, mask, yp in items:
+            builder.call(mstore, [activate(val), yp, align, mask])
+
+    _emit_epilogue(builder, act, final, const(0), 16, stores)
+
+
 @intrinsic
 def gemm_tile_t_blocked(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, bstride, nr, npx,
                         bias, b_off, act, accumulate, final):
@@ -511,10 +553,6 @@ def gemm_tile_t_blocked(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, bstri
                      types.intp, types.intp)
 
     def codegen(context, builder, signature, args):
-        f32 = ir.FloatType()
-        v16 = ir.VectorType(f32, 16)
-        i1, i32 = ir.IntType(1), ir.IntType(32)
-        m16 = ir.VectorType(i1, 16)
         x_ptr = _data_ptr(context, builder, signature, args, 0)
         w_ptr = _data_ptr(context, builder, signature, args, 3)
         y_ptr = _data_ptr(context, builder, signature, args, 6)
@@ -522,37 +560,54 @@ def gemm_tile_t_blocked(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, bstri
         (x_off, ldx, w_off, nc, y_off, bstride, nr, npx, b_off, act, accumulate,
          final) = (args[1], args[2], args[4], args[5], args[7], args[8], args[9], args[10],
                    args[12], args[13], args[14], args[15])
+        zero16 = ir.Constant(ir.VectorType(ir.FloatType(), 16), None)
+        accs = _reduction(builder, x_ptr, x_off, ldx, w_ptr, w_off, ir.Constant(x_off.type, NR),
+                          nc, [zero16] * (MP * NV), MP, NV)
+        _store_blocked(builder, accs, y_ptr, y_off, bstride, nr, npx, b_ptr, b_off, act,
+                       accumulate, final)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def gemm_tile_t_taps_blocked(typingctx, x, x_off, ldx, toff, ntaps, a_step, wp, w_off, nc, y,
+                             y_off, bstride, nr, npx, bias, b_off, act):
+    """gemm_tile_t_blocked over an implicit GEMM's whole (tap, channel) reduction, pixel j
+    of a step at ``a_step * j`` (a strided conv's output pixels in its padded input):
+
+        v = sum_(t < ntaps) sum_(c < nc) x[x_off + toff[t] + c*ldx + a_step*j]
+                                         * wp[w_off + (t*nc + c)*NR + r]
+        y[o] = act(v + bias[b_off + r]),   o = y_off + (r // 16)*bstride + j*16 + r % 16
+
+    for r < nr (a multiple of 16), j < npx <= MP (x readable for all MP pixels; toff
+    int64, ntaps >= 1)."""
+    sig = types.void(x, types.intp, types.intp, toff, types.intp, types.intp, wp, types.intp,
+                     types.intp, y, types.intp, types.intp, types.intp, types.intp, bias,
+                     types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        x_ptr = _data_ptr(context, builder, signature, args, 0)
+        t_ptr = _data_ptr(context, builder, signature, args, 3, ir.IntType(64))
+        w_ptr = _data_ptr(context, builder, signature, args, 6)
+        y_ptr = _data_ptr(context, builder, signature, args, 9)
+        b_ptr = _data_ptr(context, builder, signature, args, 14)
+        (x_off, ldx, ntaps, a_step, w_off, nc, y_off, bstride, nr, npx, b_off, act) = (
+            args[1], args[2], args[4], args[5], args[7], args[8], args[10], args[11], args[12],
+            args[13], args[15], args[16])
         intp = x_off.type
-        const = lambda v: ir.Constant(intp, v)  # noqa: E731
-        zero16 = ir.Constant(v16, None)
-        accs = _reduction(builder, x_ptr, x_off, ldx, w_ptr, w_off, const(NR), nc,
-                          [zero16] * (MP * NV), MP, NV)
-        vp = v16.as_pointer()
-        mload, mstore = _masked_load_store(builder, 16)
-        align = ir.Constant(i32, 4)
-        ones, none = ir.Constant(m16, [1] * 16), ir.Constant(m16, [0] * 16)
-        is_final = builder.icmp_signed("!=", final, const(0))
-        acc_on = builder.icmp_signed("!=", accumulate, const(0))
-        items = []
-        for v in range(NV):
-            block_on = builder.icmp_signed("<", const(16 * v), nr)
-            bmask = builder.select(block_on, ones, none)
-            bp = builder.bitcast(builder.gep(b_ptr, [builder.add(b_off, const(16 * v))]), vp)
-            bvec = builder.call(mload, [bp, align, builder.select(is_final, bmask, none), zero16])
-            for j in range(MP):
-                on = builder.and_(block_on, builder.icmp_signed("<", const(j), npx))
-                mask = builder.select(on, ones, none)
-                o = builder.add(y_off, builder.add(builder.mul(const(v), bstride), const(16 * j)))
-                yp = builder.bitcast(builder.gep(y_ptr, [o]), vp)
-                prev = builder.call(mload, [yp, align, builder.select(acc_on, mask, none), zero16])
-                val = builder.fadd(builder.fadd(accs[j * NV + v], prev), bvec)
-                items.append((val, mask, yp))
+        nr_c = ir.Constant(intp, NR)
 
-        def stores(activate, with_res):
-            for val, mask, yp in items:
-                builder.call(mstore, [activate(val), yp, align, mask])
+        def reduce_tap(toff, t, acc):
+            wo = builder.add(w_off, builder.mul(builder.mul(t, nc), nr_c))
+            return _reduction(builder, x_ptr, builder.add(x_off, toff), ldx, w_ptr, wo, nr_c,
+                              nc, acc, MP, NV, a_step)
 
-        _emit_epilogue(builder, act, final, const(0), 16, stores)
+        accs = _tap_reduction(builder, t_ptr, ntaps,
+                              [ir.Constant(ir.VectorType(ir.FloatType(), 16), None)] * (MP * NV),
+                              reduce_tap)
+        _store_blocked(builder, accs, y_ptr, y_off, bstride, nr, npx, b_ptr, b_off, act,
+                       ir.Constant(intp, 0), ir.Constant(intp, 1))
         return context.get_dummy_value()
 
     return sig, codegen
