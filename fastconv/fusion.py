@@ -12,7 +12,8 @@ the folded ones and dropped with them.
 An inverted residual block's expansion (a fused 1x1 conv, stride 1), its depthwise
 conv and its projection 1x1 (each a fused conv, or a Sequential that fuses into
 exactly one) run as one ``functional.inverted_residual`` call: the tensors between
-them stay channel-blocked, with no transposition.
+them stay channel-blocked, with no transposition.  ``head_block`` puts a network's
+stem in front of its first such block (no expansion) as the block's head conv.
 """
 from . import functional as F
 from . import nn
@@ -93,14 +94,15 @@ class FusedInvertedResidual:
     """Consecutive steps -- an expansion 1x1 (optional), a depthwise conv and a projection
     1x1 (optional) -- as one functional.inverted_residual call."""
 
-    def __init__(self, steps, expand, dw, project):
+    def __init__(self, steps, expand, dw, project, live=None):
         self.steps = steps  # the steps as fuse_modules found them
         self.fused = (expand, dw, project)
         self._packed = (None, {})
+        # the fused convs the steps stand for now (a change since fusing: step by step)
+        self._live = live or (lambda: [_single_fused(s) for s in self.steps])
 
     def __call__(self, x, residual=None):
-        now = [_single_fused(s) for s in self.steps]
-        if getattr(x, "ndim", 0) != 4 or now != [f for f in self.fused if f is not None]:
+        if getattr(x, "ndim", 0) != 4 or self._live() != [f for f in self.fused if f is not None]:
             for s in self.steps[:-1]:  # changed since fusing, or unbatched: step by step
                 x = s(x)
             return self.steps[-1](x) if residual is None else self.steps[-1](x, residual=residual)
@@ -117,8 +119,10 @@ class FusedInvertedResidual:
         part = lambda f: None if f is None else (*f.folded(), f.activation)  # noqa: E731
         w, b = dw.folded()
         c = dw.conv
-        return (part(expand), (w, b, dw.activation, c.stride, c.padding, c.dilation),
-                part(project))
+        e = part(expand)
+        if expand is not None and not _pointwise(expand):  # a head conv
+            e = e + (expand.conv.stride, expand.conv.padding)
+        return (e, (w, b, dw.activation, c.stride, c.padding, c.dilation), part(project))
 
     def describe(self):
         return " > ".join(f.describe() for f in self.fused if f is not None)
@@ -158,6 +162,38 @@ def _inverted_residuals(steps):
         out.append(FusedInvertedResidual(steps[i:end], e, fused[d], q))
         i = end
     return out
+
+
+HEAD_MAX_CHANNELS = 8
+
+
+def head_block(first, block):
+    """``first`` (a step that fuses into one conv over at most HEAD_MAX_CHANNELS inputs,
+    zero padding, dilation 1, groups 1: a network's stem) followed by ``block`` (a module
+    whose ``conv`` Sequential fuses into a depthwise conv and a projection, no expansion,
+    and that adds no residual) as one FusedInvertedResidual with the stem as its head
+    conv, or None."""
+    head = _single_fused(first)
+    inner = getattr(block, "conv", None)
+    if (head is None or not isinstance(inner, nn.Sequential) or not inner._fuse
+            or getattr(block, "use_res_connect", True)):
+        return None
+    c = head.conv
+    if not (c.in_channels <= HEAD_MAX_CHANNELS and c.groups == 1 and c.dilation == (1, 1)
+            and c.padding_mode == "zeros" and c.algo == "auto" and not isinstance(c.padding, str)):
+        return None
+
+    def live():
+        steps = inner.fused_steps()
+        ir = steps[0] if len(steps) == 1 and isinstance(steps[0], FusedInvertedResidual) else None
+        if ir is None or ir.fused[0] is not None or ir._live() != list(ir.fused[1:]):
+            return None
+        return [_single_fused(first)] + list(ir.fused[1:])
+
+    now = live()
+    if now is None or now[2] is None or c.out_channels != now[1].conv.in_channels:
+        return None
+    return FusedInvertedResidual([first, block], now[0], now[1], now[2], live=live)
 
 
 def fuse_modules(modules):

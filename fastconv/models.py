@@ -19,7 +19,7 @@ convolution's epilogue.
 """
 import numpy as np
 
-from . import nn
+from . import fusion, nn
 
 
 def _fused_conv(conv, bn, act):
@@ -210,10 +210,21 @@ class MobileNetV2(nn.Module):
 
     def fuse(self, enabled=True):
         self.features.fuse(enabled)
+        object.__setattr__(self, "_head", None if not enabled else fusion.head_block(
+            self.features[0], self.features[1]))
         return self
 
     def forward(self, x):
-        x = self.avgpool(self.features(x))
+        if "_head" not in self.__dict__:
+            self.fuse(self.features._fuse)
+        if self._head is not None and self.features._fuse and not self.training:
+            # the stem and the first block (no expansion) in one call: fusion.head_block
+            x = self._head(x)
+            for m in list(self.features)[2:]:
+                x = m(x)
+        else:
+            x = self.features(x)
+        x = self.avgpool(x)
         return self.classifier(np.asarray(x).reshape(np.shape(x)[0], -1))
 
 
@@ -239,10 +250,21 @@ class VGG(nn.Module):
 
     def fuse(self, enabled=True):
         self.features.fuse(enabled)
+        object.__setattr__(self, "_head", None if not enabled else fusion.head_block(
+            self.features[0], self.features[1]))
         return self
 
     def forward(self, x):
-        x = self.avgpool(self.features(x))
+        if "_head" not in self.__dict__:
+            self.fuse(self.features._fuse)
+        if self._head is not None and self.features._fuse and not self.training:
+            # the stem and the first block (no expansion) in one call: fusion.head_block
+            x = self._head(x)
+            for m in list(self.features)[2:]:
+                x = m(x)
+        else:
+            x = self.features(x)
+        x = self.avgpool(x)
         return self.classifier(np.asarray(x).reshape(np.shape(x)[0], -1))
 
 

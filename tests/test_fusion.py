@@ -452,3 +452,40 @@ def test_optimize_fuses_a_stem_into_the_first_block(rng, tmp_path):
     xw = rng.standard_normal((1, 9, 32, 32)).astype(np.float32)
     assert [n.op for n in fc.optimize(fc.from_torch(wide, xw), xw).nodes] == [
         "conv", "inverted_residual"]
+
+
+def test_mobilenet_v2_stem_runs_with_its_first_block(rng):
+    """The zoo's MobileNetV2: its stem and first block (no expansion) as one
+    FusedInvertedResidual with a head conv; equal to the unfused model, refolded after
+    new weights, step by step while fusion is off."""
+    from fastconv.fusion import FusedInvertedResidual, head_block
+    m = _randomize_bn(models.MobileNetV2(num_classes=10), rng)
+    x = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    y = m(x)
+    assert isinstance(m._head, FusedInvertedResidual)
+    assert m._head.describe() == ("Conv2d+BatchNorm2d+relu6 > Conv2d+BatchNorm2d+relu6 > "
+                                  "Conv2d+BatchNorm2d")
+    calls = []
+    real = fc.functional.inverted_residual
+    try:
+        fc.functional.inverted_residual = lambda *a, **k: calls.append(a[1]) or real(*a, **k)
+        np.testing.assert_array_equal(m(x), y)
+    finally:
+        fc.functional.inverted_residual = real
+    assert len(calls[0]) == 5 and calls[0][3] == (2, 2)  # the head conv's stride goes along
+    assert rel_err(y, m.fuse(False)(x)) < 1e-5
+    m.fuse(True)
+    first = lambda: m.features[1](m.features[0](x))  # noqa: E731  (step by step)
+    h = m._head(x)
+    assert rel_err(h, first()) < 1e-5
+    sd = m.state_dict()
+    sd["features.0.0.weight"] = -sd["features.0.0.weight"]
+    m.load_state_dict(sd)
+    h2 = m._head(x)
+    assert rel_err(h2, first()) < 1e-5 and rel_err(h2, h) > 1e-2
+    assert rel_err(m(x), m.fuse(False)(x)) < 1e-5
+    m.fuse(True)
+    # a first block with an expansion or a residual, or a wide first conv: no head block
+    assert head_block(m.features[0], m.features[2]) is None  # 16 -> 96 expansion
+    wide = models._conv_bn_act(16, 32, 3, 2)
+    assert head_block(wide, m.features[1]) is None
