@@ -280,6 +280,35 @@ def inverted_residual(x, expand, depthwise, project=None, residual=None, packed=
     weight objects changes).
     """
     xa = _checks.as_float32(x, layer, "input")
+    key = (xa.shape, _runtime.get_num_threads())
+    parts = (expand or (), depthwise, project or ())
+    entry = None if packed is None else packed.get(_IR)
+    if (entry is not None and entry[0] == key
+            and all(len(a) == len(b) and all(u is v for u, v in zip(a, b))
+                    for a, b in zip(entry[1], parts))):
+        # the same weight objects as when the plan was made (and checked): no checks again
+        call, out_shape = entry[2], entry[3]
+    else:
+        _check_inverted_residual(xa, expand, depthwise, project, layer)
+        # packed weights live with the plan: new weight objects never meet stale panels
+        weights = {}
+        call, out_shape = _plan_inverted_residual(xa, expand, depthwise, project, weights, layer)
+        if packed is not None and xa is x:
+            packed[_IR] = (key, parts, call, out_shape, weights)
+    res = None
+    if residual is not None:
+        res = _checks.as_float32(residual, layer, "residual")
+        if res.shape != out_shape:
+            raise ValueError(f"{layer}: residual must have the output's shape {out_shape}, "
+                             f"got {tuple(res.shape)}")
+    y = _out(out, out_shape, layer, (xa, res))
+    if out_shape[0]:
+        call(xa, y, res)  # it enters the kernel scope itself (or conv2d does, per call)
+    return _checks.wrap_like(y, x)
+
+
+def _check_inverted_residual(xa, expand, depthwise, project, layer):
+    """inverted_residual's argument checks (a clear error naming the layer)."""
     if xa.ndim != 4:
         raise ValueError(f"{layer}: input must be 4-D (N, C, H, W), got shape {xa.shape}")
     if len(depthwise) != 6:
@@ -304,29 +333,6 @@ def inverted_residual(x, expand, depthwise, project=None, residual=None, packed=
         wq = _checks.as_float32(project[0], layer, "project weight")
         if wq.ndim != 4 or wq.shape[1:] != (c, 1, 1):
             raise ValueError(f"{layer}: project weight must be (K2, {c}, 1, 1), got {wq.shape}")
-    key = (xa.shape, _runtime.get_num_threads())
-    parts = (expand or (), depthwise, project or ())
-    entry = None if packed is None else packed.get(_IR)
-    if (entry is not None and entry[0] == key
-            and all(len(a) == len(b) and all(u is v for u, v in zip(a, b))
-                    for a, b in zip(entry[1], parts))):
-        call, out_shape = entry[2], entry[3]
-    else:
-        # packed weights live with the plan: new weight objects never meet stale panels
-        weights = {}
-        call, out_shape = _plan_inverted_residual(xa, expand, depthwise, project, weights, layer)
-        if packed is not None and xa is x:
-            packed[_IR] = (key, parts, call, out_shape, weights)
-    res = None
-    if residual is not None:
-        res = _checks.as_float32(residual, layer, "residual")
-        if res.shape != out_shape:
-            raise ValueError(f"{layer}: residual must have the output's shape {out_shape}, "
-                             f"got {tuple(res.shape)}")
-    y = _out(out, out_shape, layer, (xa, res))
-    if out_shape[0]:
-        call(xa, y, res)  # it enters the kernel scope itself (or conv2d does, per call)
-    return _checks.wrap_like(y, x)
 
 
 def _inverted_residual_path(dprob, has_expand, project_k, head=False):

@@ -100,6 +100,7 @@ class FusedInvertedResidual:
         self._packed = (None, {})
         # the fused convs the steps stand for now (a change since fusing: step by step)
         self._live = live or (lambda: [_single_fused(s) for s in self.steps])
+        self._layer = "+".join(f.conv.layer_name for f in self.fused if f is not None)
 
     def __call__(self, x, residual=None):
         if getattr(x, "ndim", 0) != 4 or self._live() != [f for f in self.fused if f is not None]:
@@ -110,9 +111,7 @@ class FusedInvertedResidual:
         if self._packed[0] != key:
             self._packed = (key, {}, self._parts())
         return F.inverted_residual(x, *self._packed[2], residual=residual,
-                                   packed=self._packed[1],
-                                   layer="+".join(f.conv.layer_name for f in self.fused
-                                                  if f is not None))
+                                   packed=self._packed[1], layer=self._layer)
 
     def _parts(self):
         expand, dw, project = self.fused
