@@ -696,23 +696,33 @@ class PointwisePacked(Pointwise):
         return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S
                 + (seconds + tasks * planner.PACKED_TASK_S) / par)
 
-    def bind(self, prob, w, b, act, packed=None):
-        _, width, tile, kblock = self._layout(prob, _runtime.get_num_threads())
+    def bind(self, prob, w, b, act, packed=None, pool=False):
+        """pool: the call is call(x, y, res, pooled): it also writes the global average of
+        every output plane into pooled (N, K), each task averaging the planes it has just
+        stored (its pixel tile then a whole plane)."""
+        threads_now = _runtime.get_num_threads()
+        _, width, tile, kblock = self._layout(prob, threads_now)
+        P = prob.oh * prob.ow
+        if pool and tile < P:  # whole planes; the output channels give the tasks
+            tile = P
+            panels = -(-prob.kg // width)
+            kblock = -(-panels // max(1, -(-threads_now // (prob.n * prob.groups)))) * width
         wp = packed_weights(packed, f"{self.name}_{width}", w.reshape(prob.k, prob.cg),
                             prob.groups, width)
         strided = prob.stride != (1, 1)
-        y3_shape = (prob.n, prob.k, prob.oh * prob.ow)
+        y3_shape = (prob.n, prob.k, P)
         threads = _runtime.max_threads()
         cols_shape = (prob.cg * -(-tile // 16) * 16 if strided else 1,)
         (sh, sw), groups, ow = prob.stride, prob.groups, prob.ow
         kernel = _pointwise.pointwise_conv2d_packed
 
-        def call(x, y, res):
+        def call(x, y, res, pooled=_NO_WEIGHTS):
             y3 = y.reshape(y3_shape)
             r3, has_res = _res(None if res is None else res.reshape(y3_shape), 3)
             sc, xpk = _packed_scratch(threads)
             kernel(x, wp, width, b, y3, ow, sh, sw, groups, act, r3, has_res, tile, kblock,
-                   _workspace.per_thread("gemm_cols", threads, cols_shape), sc, xpk)
+                   _workspace.per_thread("gemm_cols", threads, cols_shape), sc, xpk, pooled,
+                   pooled is not _NO_WEIGHTS)
         return call
 
 

@@ -162,6 +162,8 @@ def quantize(model, calibration_batches, method="minmax", per_channel=True,
         why = None
         if n.attrs.get("activation") not in _Q_ACTS:
             why = f"activation {n.attrs['activation']!r} has no int8 epilogue"
+        elif n.attrs.get("global_pool"):
+            why = "computes the global average pool after it (fc.optimize fused them)"
         elif n.op == "conv" and not quantize_first and convs and n is convs[0]:
             why = "first convolution kept float (quantize_first=True to change)"
         elif n.op == "linear" and not quantize_last and lins and n is lins[-1]:
@@ -307,7 +309,8 @@ def share_weights(model, bits=4, iters=30):
     nodes, report = [], []
     for n in model.nodes:
         c = n.copy()
-        if n.op in ("conv", "linear") and "weight" in n.params:
+        if n.op in ("conv", "linear") and "weight" in n.params \
+                and not n.attrs.get("global_pool"):  # (a fused pool: cb_conv has none)
             w = n.params["weight"]
             cent, idx = kmeans_1d(w, 2 ** bits, iters)
             decoded = cent[idx].reshape(w.shape)

@@ -185,6 +185,61 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     return _checks.wrap_like(y, x_in)
 
 
+_GAP = "conv2d_global_avg_pool:bound"
+
+
+def conv2d_global_avg_pool(x, weight, bias=None, activation=None, residual=None, packed=None,
+                           layer="conv2d_global_avg_pool", out=None):
+    """The global average pool of a stride-1 1x1 convolution's output, in one call:
+
+        y[n, k, 0, 0] = mean_p act(conv2d(x, weight, bias)[n, k, p] (+ residual[n, k, p]))
+
+    x (N, C, H, W), weight (K, C/groups, 1, 1), residual None or (N, K, H, W); returns
+    (N, K, 1, 1).  Where pointwise_packed serves the conv each of its tasks averages
+    the whole planes it has just stored, while they are in its core's cache (a
+    network's last 1x1 before its classifier: no pass of its own, no cross-core read);
+    otherwise conv2d then adaptive_avg_pool2d.  ``packed``: the layer's cache.
+    """
+    xa = _checks.as_float32(x, layer, "input")
+    w = _checks.as_float32(weight, layer, "weight")
+    if xa.ndim != 4:
+        raise ValueError(f"{layer}: input must be 4-D (N, C, H, W), got shape {xa.shape}")
+    if w.ndim != 4 or w.shape[2:] != (1, 1):
+        raise ValueError(f"{layer}: weight must be (K, C/groups, 1, 1), got {w.shape}")
+    groups = xa.shape[1] // max(1, w.shape[1])
+    key = (xa.shape, w.shape, activation, _runtime.get_num_threads())
+    entry = None if packed is None else packed.get(_GAP)
+    if entry is not None and entry[0] == key and entry[1] is weight and entry[2] is bias:
+        run, conv_shape = entry[3], entry[4]
+    else:
+        prob = conv_problem(xa.shape, w.shape, 1, 0, 1, groups, layer)
+        b = _bias(bias, prob.k, layer)
+        act = _checks.activation_code(activation, layer)
+        conv_shape = (prob.n, prob.k, prob.oh, prob.ow)
+        alg = planner.REGISTRY["pointwise_packed"]
+        run = None
+        if alg.serves(prob) is None and prob.n and prob.oh * prob.ow:
+            bound = alg.bind(prob, w, b, act, packed, pool=True)
+            run = lambda xx, yy, rr, pp: bound(xx, yy, rr, pp)  # noqa: E731
+        if packed is not None and xa is x and w is weight and (bias is None or b is bias):
+            packed[_GAP] = (key, weight, bias, run, conv_shape)
+    res = None
+    if residual is not None:
+        res = _checks.as_float32(residual, layer, "residual")
+        if res.shape != conv_shape:
+            raise ValueError(f"{layer}: residual must have the convolution's output shape "
+                             f"{conv_shape}, got {tuple(res.shape)}")
+    y = _out(out, conv_shape[:2] + (1, 1), layer, (xa, res))
+    if run is None:
+        z = conv2d(xa, w, bias, 1, 0, 1, groups, activation, residual=res, packed=packed,
+                   layer=layer)
+        return _checks.wrap_like(adaptive_avg_pool2d(z, 1, layer=layer, out=y), x)
+    z = _workspace.get("conv_gap_out", conv_shape)
+    with _runtime.kernel_scope(blas=False):
+        run(xa, z, res, y.reshape(conv_shape[:2]))
+    return _checks.wrap_like(y, x)
+
+
 _BOUND = "conv2d:bound"  # the packed-dict entry of a layer's repeat-call fast path
 _F32 = np.dtype(np.float32)
 

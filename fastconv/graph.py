@@ -493,6 +493,8 @@ def _describe(node):
         parts.append(node.attrs["expand_activation"])
     if node.attrs.get("activation"):
         parts.append(node.attrs["activation"])
+    if node.attrs.get("global_pool"):
+        parts.append("avgpool")
     if node.attrs.get("bits"):
         parts.append(f"{node.attrs['bits']}bit")
     if node.attrs.get("sparsity"):

@@ -19,6 +19,7 @@ convolution's epilogue.
 """
 import numpy as np
 
+from . import functional as F
 from . import fusion, nn
 
 
@@ -217,14 +218,26 @@ class MobileNetV2(nn.Module):
     def forward(self, x):
         if "_head" not in self.__dict__:
             self.fuse(self.features._fuse)
-        if self._head is not None and self.features._fuse and not self.training:
+        if not self.features._fuse or self.training:
+            x = self.avgpool(self.features(x))
+            return self.classifier(np.asarray(x).reshape(np.shape(x)[0], -1))
+        feats = list(self.features)
+        start = 0
+        if self._head is not None:
             # the stem and the first block (no expansion) in one call: fusion.head_block
             x = self._head(x)
-            for m in list(self.features)[2:]:
-                x = m(x)
+            start = 2
+        last = fusion._single_fused(feats[-1])
+        pooled = last is not None and fusion._pointwise(last) and np.ndim(x) == 4
+        for m in feats[start:len(feats) - pooled]:
+            x = m(x)
+        if pooled:  # the last 1x1 averages its planes as it stores them
+            w, b = last.folded()
+            x = F.conv2d_global_avg_pool(x, w, b, last.activation,
+                                         packed=self.__dict__.setdefault("_gap_packed", {}),
+                                         layer=last.conv.layer_name)
         else:
-            x = self.features(x)
-        x = self.avgpool(x)
+            x = self.avgpool(x)
         return self.classifier(np.asarray(x).reshape(np.shape(x)[0], -1))
 
 
@@ -257,14 +270,26 @@ class VGG(nn.Module):
     def forward(self, x):
         if "_head" not in self.__dict__:
             self.fuse(self.features._fuse)
-        if self._head is not None and self.features._fuse and not self.training:
+        if not self.features._fuse or self.training:
+            x = self.avgpool(self.features(x))
+            return self.classifier(np.asarray(x).reshape(np.shape(x)[0], -1))
+        feats = list(self.features)
+        start = 0
+        if self._head is not None:
             # the stem and the first block (no expansion) in one call: fusion.head_block
             x = self._head(x)
-            for m in list(self.features)[2:]:
-                x = m(x)
+            start = 2
+        last = fusion._single_fused(feats[-1])
+        pooled = last is not None and fusion._pointwise(last) and np.ndim(x) == 4
+        for m in feats[start:len(feats) - pooled]:
+            x = m(x)
+        if pooled:  # the last 1x1 averages its planes as it stores them
+            w, b = last.folded()
+            x = F.conv2d_global_avg_pool(x, w, b, last.activation,
+                                         packed=self.__dict__.setdefault("_gap_packed", {}),
+                                         layer=last.conv.layer_name)
         else:
-            x = self.features(x)
-        x = self.avgpool(x)
+            x = self.avgpool(x)
         return self.classifier(np.asarray(x).reshape(np.shape(x)[0], -1))
 
 

@@ -47,6 +47,9 @@ def _act(node):
 def conv(node, args, out):
     a = node.attrs
     res = args[1] if len(args) > 1 else None
+    if a.get("global_pool"):  # fc.optimize fused the global average pool after it
+        return F.conv2d_global_avg_pool(args[0], node.params["weight"], node.params.get("bias"),
+                                        _act(node), res, node.cache, layer=node.layer, out=out)
     return F.conv2d(args[0], node.params["weight"], node.params.get("bias"), a["stride"],
                     a["pads"], a["dilation"], a["groups"], _act(node), a.get("algo", "auto"),
                     res, node.cache, layer=node.layer, out=out)
@@ -533,6 +536,8 @@ def flops(node, in_shapes, out_shape):
     """Multiply-adds x 2 of a node, in direct-convolution terms; 0 where not meaningful."""
     if node.op in ("conv", "qconv", "sparse_conv", "cb_conv"):
         w = _weight_shape(node)
+        if node.attrs.get("global_pool"):  # the conv's own output: every input pixel
+            return 2.0 * np.prod(in_shapes[0], dtype=np.float64) / in_shapes[0][1] * w[0] * w[1]
         return 2.0 * np.prod(out_shape, dtype=np.float64) * w[1] * w[2] * w[3]
     if node.op == "conv_transpose":
         w = node.params["weight"].shape

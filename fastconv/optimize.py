@@ -267,6 +267,31 @@ class _Rewriter:
                 out.append(n)
         self.nodes = out
 
+    def fuse_global_pool(self):
+        """A stride-1 1x1 conv whose only consumer is a global average pool computes the
+        pool itself (functional.conv2d_global_avg_pool)."""
+        uses = self.uses()
+        drop = set()
+        for i, n in enumerate(self.nodes):
+            if n.op != "conv" or "weight" not in n.params or n.attrs.get("global_pool"):
+                continue
+            a, w = n.attrs, n.params["weight"]
+            if not (w.ndim == 4 and w.shape[2:] == (1, 1) and tuple(a["stride"]) == (1, 1)
+                    and not any(a["pads"]) and a.get("algo", "auto") == "auto"):
+                continue
+            j = self.sole_consumer(n.outputs[0], uses)
+            if j is None:
+                continue
+            p = self.nodes[j]
+            size = p.attrs.get("output_size")
+            if not (p.op == "global_avg_pool" or (p.op == "adaptive_avg_pool"
+                                                  and size in (1, (1, 1), [1, 1]))):
+                continue
+            n.attrs["global_pool"] = True
+            n.outputs = list(p.outputs)
+            drop.add(j)
+        self.nodes = [n for k, n in enumerate(self.nodes) if k not in drop]
+
     def drop_dead(self):
         while True:
             uses = self.uses()
@@ -308,6 +333,7 @@ def optimize(model, example_input=None, backend="auto", fuse=True):
                                   and any(_is_device(e) for e in examples))
         if not on_gpu and not _backend.may_use_gpu(np.zeros(0, np.float32)):
             rw.fuse_inverted_residuals()
+            rw.fuse_global_pool()
     rw.drop_dead()
     out = Model(rw.nodes, rw.inputs, rw.outputs, rw.constants, model.name, model.input_shapes)
     out.example_shapes = ([tuple(np.shape(e)) for e in examples] if examples is not None

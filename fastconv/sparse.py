@@ -269,7 +269,9 @@ def sparse_linear(x, weight, bias=None, activation=None, packed=None, layer="spa
 def _eligible(node):
     if node.op == "conv":
         w = node.params["weight"]
-        return not (node.attrs["groups"] > 1 and w.shape[1] == 1)  # not depthwise
+        # not depthwise; not a conv that computes the global average pool after it
+        return not (node.attrs["groups"] > 1 and w.shape[1] == 1) \
+            and not node.attrs.get("global_pool")
     return node.op == "linear"
 
 

@@ -473,6 +473,7 @@ def test_mobilenet_v2_stem_runs_with_its_first_block(rng):
     finally:
         fc.functional.inverted_residual = real
     assert len(calls[0]) == 5 and calls[0][3] == (2, 2)  # the head conv's stride goes along
+    assert "_gap_packed" in m.__dict__  # the last 1x1 computed the average pool itself
     assert rel_err(y, m.fuse(False)(x)) < 1e-5
     m.fuse(True)
     first = lambda: m.features[1](m.features[0](x))  # noqa: E731  (step by step)
@@ -489,3 +490,70 @@ def test_mobilenet_v2_stem_runs_with_its_first_block(rng):
     assert head_block(m.features[0], m.features[2]) is None  # 16 -> 96 expansion
     wide = models._conv_bn_act(16, 32, 3, 2)
     assert head_block(wide, m.features[1]) is None
+
+
+# -- a 1x1 conv and the global average pool after it, in one call ----------------------------
+
+@pytest.mark.parametrize("n, c, hw, k, groups, act, residual", [
+    (1, 320, (7, 7), 1280, 1, "relu6", False),   # MobileNetV2's last conv
+    (2, 64, (7, 7), 256, 1, "relu", True),       # a bottleneck's conv3 with its shortcut
+    (1, 24, (13, 11), 40, 1, None, False),       # pixel-vectorized, a plane split in tiles
+    (3, 16, (5, 5), 48, 2, "hardswish", True),   # groups
+    (0, 16, (5, 5), 32, 1, None, False),         # batch 0
+])
+def test_conv2d_global_avg_pool(rng, n, c, hw, k, groups, act, residual):
+    from fastconv import functional as F
+    x = rng.standard_normal((n, c) + hw).astype(np.float32)
+    w = (rng.standard_normal((k, c // groups, 1, 1)) / np.sqrt(c)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    res = rng.standard_normal((n, k) + hw).astype(np.float32) if residual else None
+    keep = [a.copy() for a in (x, w, b)]
+    want = fc.conv2d(x, w, b, groups=groups, activation=act, residual=res).mean(
+        axis=(2, 3), keepdims=True)
+    packed = {}
+    y = F.conv2d_global_avg_pool(x, w, b, act, res, packed, layer="gap")
+    assert y.shape == (n, k, 1, 1) and rel_err(y, want) < 1e-5
+    np.testing.assert_array_equal(F.conv2d_global_avg_pool(x, w, b, act, res, packed), y)
+    out = np.empty((n, k, 1, 1), np.float32)
+    assert F.conv2d_global_avg_pool(x, w, b, act, res, packed, out=out) is out
+    np.testing.assert_array_equal(out, y)
+    for a, a0 in zip((x, w, b), keep):
+        np.testing.assert_array_equal(a, a0)
+    with pytest.raises(ValueError, match="gap: weight must be \\(K, C/groups, 1, 1\\)"):
+        F.conv2d_global_avg_pool(x, np.ones((k, c, 3, 3), np.float32), layer="gap")
+    if residual:
+        with pytest.raises(ValueError, match="gap: residual must have the convolution's"):
+            F.conv2d_global_avg_pool(x, w, b, act, res[:, :, :1], layer="gap")
+
+
+def test_optimize_fuses_the_global_pool_into_the_last_conv(rng, tmp_path):
+    import importlib
+    opt = importlib.import_module("fastconv.optimize")
+    t = models.torch_twin("mobilenet_v2")
+    x = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    model = fc.optimize(fc.from_torch(t, x), x)
+    fused = [n for n in model.nodes if n.attrs.get("global_pool")]
+    assert len(fused) == 1 and fused[0].params["weight"].shape == (1280, 320, 1, 1)
+    assert "global_avg_pool" not in [n.op for n in model.nodes]
+    assert "conv+bn+relu6+av" in model.explain(x, repeat=1, roof_gflops=100.0)  # +avgpool
+    import torch
+    with torch.no_grad():
+        want = t(torch.from_numpy(x)).numpy()
+    y = model(x)
+    assert rel_err(y, want) < 1e-5
+    path = tmp_path / "m.npz"
+    model.save(path)
+    np.testing.assert_array_equal(fc.load(path)(x), y)
+    orig = opt._Rewriter.fuse_global_pool
+    try:
+        opt._Rewriter.fuse_global_pool = lambda self: None
+        plain = fc.optimize(fc.from_torch(t, x), x)
+    finally:
+        opt._Rewriter.fuse_global_pool = orig
+    np.testing.assert_array_equal(plain(x), y)  # the same sums, in the same order
+    # quantization, pruning and weight sharing leave the fused conv as it is
+    q = fc.quantize(model, [x], quantize_last=True)
+    assert [n.op for n in q.nodes if n.attrs.get("global_pool")] == ["conv"]
+    assert rel_err(q(x), y) < 0.2
+    s = fc.share_weights(model, bits=4)
+    assert [n.op for n in s.nodes if n.attrs.get("global_pool")] == ["conv"]

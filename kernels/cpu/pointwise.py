@@ -103,8 +103,11 @@ def pointwise_conv2d_register(x3, wmat, b, y3, groups, act, res3, has_res, tile,
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def pointwise_conv2d_packed(x, wp, width, b, y3, OW, sh, sw, groups, act, res3, has_res, tile,
-                            kblock, cols_ws, sc_ws, xp_ws):
+                            kblock, cols_ws, sc_ws, xp_ws, pooled, pool):
     """1x1 conv of x (N, C, H, W) with packed weights into y3/res3 (N, K, OH*OW).
+
+    pool: also the global average of every output plane into pooled (N, K) (the tile a
+    whole plane, tile >= OH*OW), each task averaging the rows it has just stored.
 
     wp: zmm.pack_panels of the (K, Cg) weight, (groups, ceil(Kg/width)*Cg*width);
     width MR (chunk KC) runs zmm.gemm_block (vectors over pixels), width NR
@@ -149,6 +152,13 @@ def pointwise_conv2d_packed(x, wp, width, b, y3, OW, sh, sw, groups, act, res3, 
         else:
             gemm_block(wf, w_base, npg, pan0, Cg, src, s_off, lds, T, yf, (n * K + k0) * P + p0, P,
                        k1 - k0, sc_ws[tid], xp_ws[tid], b, k0, act, rf, has_res)
+        if pool:
+            for k in range(k0, k1):
+                acc = np.float32(0.0)
+                o = (n * K + k) * P
+                for j in range(P):
+                    acc += yf[o + j]
+                pooled[n, k] = acc / np.float32(P)
 
 
 @njit(parallel=True, cache=True)
