@@ -219,8 +219,7 @@ def conv2d_global_avg_pool(x, weight, bias=None, activation=None, residual=None,
         alg = planner.REGISTRY["pointwise_packed"]
         run = None
         if alg.serves(prob) is None and prob.n and prob.oh * prob.ow:
-            bound = alg.bind(prob, w, b, act, packed, pool=True)
-            run = lambda xx, yy, rr, pp: bound(xx, yy, rr, pp)  # noqa: E731
+            run = alg.bind(prob, w, b, act, packed, pool=True)  # run(x, y, res, pooled)
         if packed is not None and xa is x and w is weight and (bias is None or b is bias):
             packed[_GAP] = (key, weight, bias, run, conv_shape)
     res = None

@@ -263,33 +263,10 @@ class VGG(nn.Module):
 
     def fuse(self, enabled=True):
         self.features.fuse(enabled)
-        object.__setattr__(self, "_head", None if not enabled else fusion.head_block(
-            self.features[0], self.features[1]))
         return self
 
     def forward(self, x):
-        if "_head" not in self.__dict__:
-            self.fuse(self.features._fuse)
-        if not self.features._fuse or self.training:
-            x = self.avgpool(self.features(x))
-            return self.classifier(np.asarray(x).reshape(np.shape(x)[0], -1))
-        feats = list(self.features)
-        start = 0
-        if self._head is not None:
-            # the stem and the first block (no expansion) in one call: fusion.head_block
-            x = self._head(x)
-            start = 2
-        last = fusion._single_fused(feats[-1])
-        pooled = last is not None and fusion._pointwise(last) and np.ndim(x) == 4
-        for m in feats[start:len(feats) - pooled]:
-            x = m(x)
-        if pooled:  # the last 1x1 averages its planes as it stores them
-            w, b = last.folded()
-            x = F.conv2d_global_avg_pool(x, w, b, last.activation,
-                                         packed=self.__dict__.setdefault("_gap_packed", {}),
-                                         layer=last.conv.layer_name)
-        else:
-            x = self.avgpool(x)
+        x = self.avgpool(self.features(x))
         return self.classifier(np.asarray(x).reshape(np.shape(x)[0], -1))
 
 
