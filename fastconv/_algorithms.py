@@ -46,9 +46,12 @@ WINOGRAD_PACKED_RATE = 0.75
 # stay in L2 (a 112x112 plane of pixel vectors alone is 800 KiB)
 DEPTHWISE_BAND_PIXELS = 2048
 # inverted residual blocks stream by rows (expanded rows in a per-thread ring) from
-# IR_ROWS_MIN_BYTES of expanded tensor an image with bands of >= IR_ROWS_MIN_BAND rows;
-# IR_RING_SLOTS rows in the ring (fewer row copies for the windows that wrap)
+# IR_ROWS_MIN_BYTES of expanded tensor an image, in bands of rows where at most
+# IR_ROWS_MAX_REDO of the rows are expanded twice, else in channel groups (else bands of
+# >= IR_ROWS_MIN_BAND rows); IR_RING_SLOTS rows in the ring (fewer row copies for the
+# windows that wrap)
 IR_ROWS_MIN_BYTES = 1 << 18
+IR_ROWS_MAX_REDO = 0.1
 IR_ROWS_MIN_BAND = 4
 IR_RING_SLOTS = 8
 _NO_RESIDUAL = np.zeros((1, 1, 1, 1), np.float32)
@@ -797,15 +800,35 @@ def bind_inverted_residual(expand, dw, project, packed, rows=False):
 
 def streams_rows(dprob, expand=True):
     """Whether an inverted residual block (with a projection) runs streamed by rows
-    (inverted_residual.py): when the depthwise input (the expanded tensor, or x itself
-    without an expansion) would not stay in a core's L2 between the kernels
-    (IR_ROWS_MIN_BYTES an image) and every band keeps IR_ROWS_MIN_BAND output rows (the
-    rows where bands meet are expanded twice).  Without an expansion the rows are
-    transposed 16 pixels at a time: input rows of >= 16 pixels."""
+    (inverted_residual.py): rows_split is not None."""
+    return rows_split(dprob, expand) is not None
+
+
+def rows_split(dprob, expand=True):
+    """How a block streamed by rows splits an image over the threads: (bands, channel
+    groups), or None when it does not stream -- when the depthwise input (the expanded
+    tensor, or x itself without an expansion) is under IR_ROWS_MIN_BYTES an image (it
+    stays in a core's L2 between separate kernels), or, without an expansion, its rows
+    are under 16 pixels (they are transposed 16 at a time).  Bands of output rows
+    expand the rows where they meet twice: where that is more than IR_ROWS_MAX_REDO of
+    the map's rows (14x14 and 7x7 maps, stride 1) each thread takes a group of the
+    expanded channels instead (for all rows; a multiple of 32 channels each), and the
+    groups' partial projections are added in a second pass."""
     threads = _runtime.get_num_threads()
-    bands = max(1, -(-threads // dprob.n))
-    return (4 * dprob.c * dprob.h * dprob.w >= IR_ROWS_MIN_BYTES
-            and dprob.oh >= bands * IR_ROWS_MIN_BAND and (expand or dprob.w >= 16))
+    if 4 * dprob.c * dprob.h * dprob.w < IR_ROWS_MIN_BYTES or not (expand or dprob.w >= 16):
+        return None
+    parts = max(1, -(-threads // dprob.n))
+    if parts == 1:
+        return 1, 1
+    span = (dprob.r - 1) * dprob.dilation[0] + 1
+    redo = (parts - 1) * max(0, span - dprob.stride[0]) / dprob.h
+    if redo <= IR_ROWS_MAX_REDO and dprob.oh >= parts:
+        return parts, 1
+    if dprob.c % (32 * parts) == 0:
+        return 1, parts
+    if dprob.oh >= parts * IR_ROWS_MIN_BAND:
+        return parts, 1
+    return None
 
 
 def _bind_inverted_residual_rows(expand, dw, project, packed):
@@ -852,7 +875,8 @@ def _bind_inverted_residual_rows(expand, dw, project, packed):
     ring_slots = max(span, IR_RING_SLOTS)
     nb = dprob.c // 16
     threads = _runtime.max_threads()
-    bands = max(1, -(-_runtime.get_num_threads() // dprob.n))
+    bands, csplit = rows_split(dprob, expand is not None) or (1, 1)
+    part_shape = (csplit, pp.n, pp.k, pp.oh * pp.ow) if csplit > 1 else (1, 1, 1, 1)
     ring_shape = (nb * (ring_slots + span - 1) * wpad * 16,)
     row_shape = (nb * -(-dprob.ow // _zmm.MP) * _zmm.MP * 16,)
     kernel, per_thread = _inverted_residual.inverted_residual_rows, _workspace.per_thread
@@ -869,10 +893,11 @@ def _bind_inverted_residual_rows(expand, dw, project, packed):
                 hx_, wx_ = hx, wx
                 _pad.pad_nchw(x, xf[:x_size].reshape(n, c, hx, wx), head.pads[0], head.pads[2])
             kernel(xf, n, c, hx_, wx_, fill, wp1, b1, a1, toff1, sh1, sw1, h, w, wt2, b2, a2, R,
-                   sh, sw, pt, pl, wpad, dh, dwl, wp3, b3, a3, y, r, has_res, bands, ring_slots,
-                   per_thread("ir_ring", threads, ring_shape),
+                   sh, sw, pt, pl, wpad, dh, dwl, wp3, b3, a3, y, r, has_res, bands, csplit,
+                   ring_slots, per_thread("ir_ring", threads, ring_shape),
                    per_thread("ir_row", threads, row_shape),
-                   per_thread("ir_rows_edge", threads, edge_shape))
+                   per_thread("ir_rows_edge", threads, edge_shape),
+                   _workspace.get("ir_partials", part_shape))
     return call
 
 

@@ -113,17 +113,24 @@ _IR_CASES = [  # n, c, hw, k, k2, r, stride, dilation, expand, project, residual
     (1, 16, (16, 23), 0, 16, 3, 1, 1, False, True, False, (None, "relu6", None)),  # 16 out
     (2, 6, (11, 9), 48, 40, 3, 2, 1, True, True, False, ("relu6", "relu6", "relu")),  # 32 + 8
     (1, 3, (9, 12), 32, 7, 5, (2, 1), 1, True, True, False, ("relu", None, None)),  # 7 out
+    (1, 32, (14, 14), 192, 64, 3, 1, 1, True, True, True, ("relu6", "relu6", None)),  # groups
+    (1, 160, (7, 7), 960, 160, 3, 1, 1, True, True, True, ("relu6", "relu6", "relu")),
+    (1, 64, (16, 17), 0, 24, 3, 1, 1, False, True, True, (None, "relu6", None)),  # groups
 ]
 
 
-@pytest.fixture(params=["auto", "rows"])
+@pytest.fixture(params=["auto", "rows", "channels"])
 def ir_rows(request, monkeypatch):
-    """"rows": every block with a projection that the blocked kernels serve streams by
-    rows (inverted_residual.py), whatever its size."""
-    if request.param == "rows":
+    """"rows" / "channels": every block with a projection that the blocked kernels serve
+    streams by rows (inverted_residual.py), whatever its size, an image split over the
+    threads in bands of rows / in groups of 32*k expanded channels where the channels
+    allow it (else in bands)."""
+    if request.param != "auto":
         from fastconv import _algorithms
         monkeypatch.setattr(_algorithms, "IR_ROWS_MIN_BYTES", 0)
         monkeypatch.setattr(_algorithms, "IR_ROWS_MIN_BAND", 1)
+        monkeypatch.setattr(_algorithms, "IR_ROWS_MAX_REDO",
+                            float("inf") if request.param == "rows" else -1.0)
     return request.param
 
 
@@ -170,8 +177,11 @@ def test_inverted_residual_equals_the_separate_convolutions(rng, ir_rows, n, c, 
         np.testing.assert_array_equal(a, b)  # the caller's arrays are never modified
     blocked = kd % 16 == 0 and n and planner.REGISTRY["depthwise_blocked"].serves(dprob) is None
     rows = blocked and project and _algorithms.streams_rows(dprob, expand)
-    if ir_rows == "rows":  # every such block, whatever its size
+    if ir_rows != "auto":  # every such block, whatever its size
         assert rows == bool(blocked and project and (expand or dprob.w >= 16))
+        if rows and n == 1 and fc.get_num_threads() > 1:  # how an image is split
+            bands, groups = _algorithms.rows_split(dprob, expand)
+            assert (groups > 1) == (ir_rows == "channels" and kd % 64 == 0), (bands, groups)
     kernel = F.inverted_residual_kernel(x.shape, we.shape if expand else None, wd.shape, stride,
                                         pad, dilation, wp.shape if project else None)
     assert kernel.startswith("rows ") == bool(rows), kernel
@@ -364,6 +374,7 @@ def test_inverted_residual_any_geometry(ir_rows):
     (1, 4, (30, 29), 48, 5, (2, 1), (2, 1), 40, 3, 2, ("relu6", None, None)),  # 32 + 8 out
     (1, 1, (20, 20), 16, 7, 1, 3, 8, 5, 1, (None, "hardswish", "relu")),
     (1, 3, (24, 24), 32, 3, 2, 0, 32, 3, 1, ("hardswish", "relu6", None)),  # unpadded
+    (1, 3, (33, 32), 64, 3, 2, 1, 24, 3, 1, ("relu6", "relu6", None)),  # channel groups
     (1, 8, (9, 12), 16, 1, 2, 0, 16, 3, 1, ("relu", "relu", None)),  # strided 1x1
 ])
 def test_inverted_residual_head_conv(rng, ir_rows, n, c, hw, k, r1, s1, p1, k2, r, stride,
@@ -392,7 +403,7 @@ def test_inverted_residual_head_conv(rng, ir_rows, n, c, hw, k, r1, s1, p1, k2, 
     kernel = F.inverted_residual_kernel(x.shape, we.shape, wd.shape, stride, r // 2, 1,
                                         wp.shape, s1, p1)
     assert kernel in ("rows conv>dw>pw", "separate conv,dw,pw"), kernel
-    if ir_rows == "rows":
+    if ir_rows != "auto":
         assert kernel == "rows conv>dw>pw" and "head_rows" in packed[
             "inverted_residual:bound"][-1]
     # the same plan from the second call on (a separate conv2d may pick another kernel

@@ -34,6 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from .depthwise import blocked_row
+from .epilogue import apply_row, apply_row_res
 from .nchwc import copy_vector, to_blocked
 from .zmm import (KC_T, MP, NR, _copy_padded, gemm_tile_t_blocked, gemm_tile_t_taps_blocked,
                   gemm_tile_t_taps_c16, gemm_tile_t_taps_c16_16)
@@ -42,23 +43,24 @@ V = 16  # channels per block
 
 
 @njit(inline="always")
-def _zero_row(ring, nb, bstride, row0, W):
-    for blk in range(nb):
+def _zero_row(ring, blo, bhi, bstride, row0, W):
+    for blk in range(blo, bhi):
         seg = ring[blk * bstride + row0:blk * bstride + row0 + W * V]
         for i in range(seg.shape[0]):
             seg[i] = 0.0
 
 
 @njit(inline="always")
-def _expand_row(xf, n, C, HW, W, ih, row0, wf1, b1, a1, K, ring, bstride, scratch):
-    """Expanded row ih (the 1x1 of input row ih) into the ring row at row0 (all blocks)."""
+def _expand_row(xf, n, C, HW, W, ih, row0, wf1, b1, a1, K, k0, k1, ring, bstride, scratch):
+    """Expanded row ih (the 1x1 of input row ih) into the ring row at row0, channels
+    k0 .. k1 (whole 32-channel panels but a last one)."""
     npg = (K + NR - 1) // NR
     for c0 in range(0, C, KC_T):
         kc = min(KC_T, C - c0)
         acc = 1 if c0 > 0 else 0
         fin = 1 if c0 + kc >= C else 0
-        for r0 in range(0, K, NR):
-            nr = min(NR, K - r0)
+        for r0 in range(k0, k1, NR):
+            nr = min(NR, k1 - r0)
             wo = c0 * npg * NR + (r0 // NR) * kc * NR
             yo = (r0 // V) * bstride + row0
             xo = (n * C + c0) * HW + ih * W
@@ -74,14 +76,16 @@ def _expand_row(xf, n, C, HW, W, ih, row0, wf1, b1, a1, K, ring, bstride, scratc
 
 
 @njit(inline="always")
-def _head_row(xf, n, C, HX, WX, W, ih, row0, wf1, b1, a1, K, ring, bstride, toff1, sh1, sw1):
+def _head_row(xf, n, C, HX, WX, W, ih, row0, wf1, b1, a1, k0, k1, ring, bstride, toff1, sh1,
+              sw1):
     """Row ih of a head conv (any filter and stride over the zero-padded input, (N, C, HX,
-    WX) in xf with slack after it) into the ring row at row0: per 32-channel panel and
-    7-pixel group one zmm.gemm_tile_t_taps_blocked over all (tap, channel) steps."""
+    WX) in xf with slack after it) into the ring row at row0, channels k0 .. k1: per
+    32-channel panel and 7-pixel group one zmm.gemm_tile_t_taps_blocked over all (tap,
+    channel) steps."""
     ntaps = toff1.shape[0]
     xo = n * C * HX * WX + ih * sh1 * WX
-    for r0 in range(0, K, NR):
-        nr = min(NR, K - r0)
+    for r0 in range(k0, k1, NR):
+        nr = min(NR, k1 - r0)
         yo = (r0 // V) * bstride + row0
         for j0 in range(0, W, MP):
             gemm_tile_t_taps_blocked(xf, xo + j0 * sw1, HX * WX, toff1, ntaps, sw1, wf1,
@@ -90,11 +94,12 @@ def _head_row(xf, n, C, HX, WX, W, ih, row0, wf1, b1, a1, K, ring, bstride, toff
 
 
 @njit(inline="always")
-def _transpose_row(xf, n, C, HW, W, ih, row0, ring, bstride, offs):
-    """Input row ih itself (no expansion; C a multiple of 16, W >= 16) into the ring row
-    at row0, channel-blocked: 16 pixels of 16 channels per register transposition (a
-    row's last group starts at W - 16, rewriting a few pixels with their own values)."""
-    for blk in range(C // V):
+def _transpose_row(xf, n, C, HW, W, ih, row0, ring, bstride, offs, blo, bhi):
+    """Input row ih itself (no expansion; C a multiple of 16, W >= 16), blocks blo .. bhi,
+    into the ring row at row0, channel-blocked: 16 pixels of 16 channels per register
+    transposition (a row's last group starts at W - 16, rewriting a few pixels with
+    their own values)."""
+    for blk in range(blo, bhi):
         o = blk * bstride + row0
         xo = (n * C + blk * V) * HW + ih * W
         for f0 in range(0, W, V):
@@ -105,7 +110,7 @@ def _transpose_row(xf, n, C, HW, W, ih, row0, ring, bstride, offs):
 @njit(parallel=True, cache=True)
 def inverted_residual_rows(xf, N, C, HX, WX, fill, wp1, b1, a1, toff1, sh1, sw1, H, W, wt2, b2,
                            a2, R, sh, sw, pad_top, pad_left, WP, dh, dw, wp3, b3, a3, y, res,
-                           has_res, nbands, RB, ring_ws, row_ws, edge_ws):
+                           has_res, nbands, csplit, RB, ring_ws, row_ws, edge_ws, part_ws):
     """The block of x (N, C, HX, WX), given flat as xf, into y (N, K2, OH, OW) (res: y's
     shape when has_res); H x W is the depthwise input's map.
 
@@ -121,7 +126,12 @@ def inverted_residual_rows(xf, N, C, HX, WX, fill, wp1, b1, a1, toff1, sh1, sw1,
     width NR, in one chunk: the channel-vectorized tile reads the row's pixel vectors
     (zmm.gemm_tile_t_taps_c16, the channel blocks as taps; a last panel of <= 16
     channels on the 16-channel tile).
-    nbands: row bands per image (tasks: N * nbands); RB >= span ring slots.
+    nbands: row bands per image; csplit: channel groups per image (one of them 1;
+    tasks: N * nbands * csplit).  A channel group expands, filters and projects only its
+    K / csplit channels (K a multiple of 32*csplit) for every row -- no row expanded
+    twice, for maps too short to band -- into its partial sum in part_ws (csplit, N,
+    K2, OH*OW); a second pass adds the partials, the bias and the residual and applies
+    the activation.  RB >= span ring slots.
     ring_ws (threads, >= K/16 * (RB + span - 1) * WP * 16), row_ws (threads, >= K/16 *
     ceil(OW/7)*7 * 16), edge_ws (threads, >= min(C, KC_T) * MP with fill 1).
     """
@@ -157,10 +167,15 @@ def inverted_residual_rows(xf, N, C, HX, WX, fill, wp1, b1, a1, toff1, sh1, sw1,
     wf1 = wp1.reshape(-1)
     wf3 = wp3.reshape(-1)
     rows = (OH + nbands - 1) // nbands
-    for t in prange(N * nbands):
-        n = t // nbands
-        p0 = (t % nbands) * rows
+    nbc = nb // csplit  # blocks of a channel group
+    zeros = np.zeros(K2, np.float32)
+    pf = part_ws.reshape(-1)
+    for t in prange(N * nbands * csplit):
+        n = t // (nbands * csplit)
+        p0 = (t // csplit) % nbands * rows
         p1 = min(OH, p0 + rows)
+        cg = t % csplit
+        blo, bhi = cg * nbc, (cg + 1) * nbc
         tid = numba.get_thread_id()
         ring = ring_ws[tid]
         ob = row_ws[tid]
@@ -173,35 +188,59 @@ def inverted_residual_rows(xf, N, C, HX, WX, fill, wp1, b1, a1, toff1, sh1, sw1,
                 ih = q - pad_top
                 row0 = (slot * WP + pad_left) * V
                 if ih < 0 or ih >= H:
-                    _zero_row(ring, nb, bstride, row0, W)
+                    _zero_row(ring, blo, bhi, bstride, row0, W)
                 elif fill == 1:
-                    _expand_row(xf, n, C, H * W, W, ih, row0, wf1, b1, a1, K, ring, bstride,
-                                scratch)
+                    _expand_row(xf, n, C, H * W, W, ih, row0, wf1, b1, a1, K, blo * V, bhi * V,
+                                ring, bstride, scratch)
                 elif fill == 2:
-                    _head_row(xf, n, C, HX, WX, W, ih, row0, wf1, b1, a1, K, ring, bstride,
-                              toff1, sh1, sw1)
+                    _head_row(xf, n, C, HX, WX, W, ih, row0, wf1, b1, a1, blo * V, bhi * V, ring,
+                              bstride, toff1, sh1, sw1)
                 else:
-                    _transpose_row(xf, n, C, H * W, W, ih, row0, ring, bstride, offs)
+                    _transpose_row(xf, n, C, H * W, W, ih, row0, ring, bstride, offs, blo, bhi)
                 if slot < span - 1:  # the window that wraps reads it from RB + slot
                     d = ((RB + slot) * WP + pad_left) * V
-                    for blk in range(nb):
+                    for blk in range(blo, bhi):
                         o = blk * bstride
                         for i in range(0, W * V, V):
                             copy_vector(ring, o + row0 + i, ring, o + d + i)
             done = q0 + span
             w0 = (q0 % RB) * WP * V
-            for blk in range(nb):
+            for blk in range(blo, bhi):
                 blocked_row(ring, blk * bstride + w0, dh * WP * V, sw, dw, R, OW, wt2[blk],
                             b2[blk * V:(blk + 1) * V], a2, ob, blk * rstride)
-            yo = n * K2 * OHW + p * OW
+            # the projection over this task's blocks: all of them into y with the
+            # epilogue, or a channel group's partial sum
+            if csplit == 1:
+                dst, yo, bias, act, with_res = yf, n * K2 * OHW + p * OW, b3, a3, 1 if has_res else 0
+            else:
+                dst, yo, bias, act, with_res = pf, (cg * N + n) * K2 * OHW + p * OW, zeros, 0, 0
             for r0 in range(0, K2, NR):
                 nr = min(NR, K2 - r0)
                 for j0 in range(0, OW, MP):
                     if nr > V:
-                        gemm_tile_t_taps_c16(ob, j0 * V, 1, toff, nb, wf3, r0 * K, V, yf,
-                                             yo + r0 * OHW + j0, OHW, nr, min(MP, OW - j0), b3,
-                                             r0, a3, rf, has_res, 0, 1)
+                        gemm_tile_t_taps_c16(ob, (blo * OWP + j0) * V, 1, toff, bhi - blo, wf3,
+                                             r0 * K + blo * V * NR, V, dst, yo + r0 * OHW + j0,
+                                             OHW, nr, min(MP, OW - j0), bias, r0, act, rf,
+                                             with_res, 0, 1)
                     else:
-                        gemm_tile_t_taps_c16_16(ob, j0 * V, 1, toff, nb, wf3, r0 * K, V, yf,
-                                                yo + r0 * OHW + j0, OHW, nr, min(MP, OW - j0),
-                                                b3, r0, a3, rf, has_res, 0, 1)
+                        gemm_tile_t_taps_c16_16(ob, (blo * OWP + j0) * V, 1, toff, bhi - blo, wf3,
+                                                r0 * K + blo * V * NR, V, dst, yo + r0 * OHW + j0,
+                                                OHW, nr, min(MP, OW - j0), bias, r0, act, rf,
+                                                with_res, 0, 1)
+    if csplit > 1:
+        for t in prange(N * K2):
+            n = t // K2
+            k = t % K2
+            row = yf[t * OHW:(t + 1) * OHW]
+            first = pf[t * OHW:(t + 1) * OHW]
+            for q in range(OHW):
+                row[q] = first[q]
+            for g in range(1, csplit):
+                o = ((g * N + n) * K2 + k) * OHW
+                part = pf[o:o + OHW]
+                for q in range(OHW):
+                    row[q] += part[q]
+            if has_res:
+                apply_row_res(row, b3[k], rf[t * OHW:(t + 1) * OHW], a3)
+            else:
+                apply_row(row, b3[k], a3)
