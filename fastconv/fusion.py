@@ -102,7 +102,9 @@ class FusedInvertedResidual:
         self._live = live or (lambda: [_single_fused(s) for s in self.steps])
         self._layer = "+".join(f.conv.layer_name for f in self.fused if f is not None)
 
-    def __call__(self, x, residual=None):
+    def __call__(self, x, residual=None, out=None):
+        """The block's output: written into ``out`` (an array of its shape) when given and
+        the block runs as one call, else a new array."""
         if getattr(x, "ndim", 0) != 4 or self._live() != [f for f in self.fused if f is not None]:
             for s in self.steps[:-1]:  # changed since fusing, or unbatched: step by step
                 x = s(x)
@@ -111,7 +113,13 @@ class FusedInvertedResidual:
         if self._packed[0] != key:
             self._packed = (key, {}, self._parts())
         return F.inverted_residual(x, *self._packed[2], residual=residual,
-                                   packed=self._packed[1], layer=self._layer)
+                                   packed=self._packed[1], layer=self._layer, out=out)
+
+    def out_shape(self, x_shape):
+        """The output shape for an input of ``x_shape`` once a call has planned it, else
+        None."""
+        entry = self._packed[1].get(F._IR) if self._packed[0] == nn._version[0] else None
+        return None if entry is None or entry[0][0] != tuple(x_shape) else entry[3]
 
     def _parts(self):
         expand, dw, project = self.fused

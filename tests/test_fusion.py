@@ -485,6 +485,19 @@ def test_mobilenet_v2_stem_runs_with_its_first_block(rng):
         fc.functional.inverted_residual = real
     assert len(calls[0]) == 5 and calls[0][3] == (2, 2)  # the head conv's stride goes along
     assert "_gap_packed" in m.__dict__  # the last 1x1 computed the average pool itself
+    # the blocks write into the model's reused buffers: results stay the caller's own (the
+    # zoo's weights: an output that follows its input, unlike the randomized BN's above)
+    z = models.ZOO["mobilenet_v2"]()
+    x2 = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    y1 = z(x)
+    y_again, y2 = z(x), z(x2)
+    np.testing.assert_array_equal(y_again, y1)
+    assert rel_err(y2, z.fuse(False)(x2)) < 1e-5 and rel_err(y2, y1) > 1e-2
+    z.fuse(True)
+    x3 = rng.standard_normal((2, 3, 48, 40)).astype(np.float32)  # other shapes: other buffers
+    assert rel_err(z(x3), z.fuse(False)(x3)) < 1e-5
+    z.fuse(True)
+    np.testing.assert_array_equal(z(x), y1)
     assert rel_err(y, m.fuse(False)(x)) < 1e-5
     m.fuse(True)
     first = lambda: m.features[1](m.features[0](x))  # noqa: E731  (step by step)
