@@ -105,11 +105,11 @@ def _capture_convs(model, x):
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
             def hook(inp, weight, bias, activation=None, residual=None, layer=None, packed=None,
-                     _m=m, _name=name, _conv=m.conv):
+                     out=None, _m=m, _name=name, _conv=m.conv):
                 keep = lambda a: None if a is None else np.array(a, np.float32)  # noqa: E731
                 seen.append((_name, _m, keep(inp), keep(weight), keep(bias), activation,
                              keep(residual)))
-                return _conv(inp, weight, bias, activation, residual, layer, packed)
+                return _conv(inp, weight, bias, activation, residual, layer, packed, out)
             object.__setattr__(m, "conv", hook)
     try:
         model(x)

@@ -50,9 +50,22 @@ class FusedConv:
             self._cache = (key, w, b, {})
         return self._cache[1], self._cache[2]
 
-    def __call__(self, x, residual=None):
+    def __call__(self, x, residual=None, out=None):
         w, b = self.folded()
-        return self.conv.conv(x, w, b, self.activation, residual, packed=self._cache[3])
+        return self.conv.conv(x, w, b, self.activation, residual, packed=self._cache[3],
+                              out=out)
+
+    def out_shape(self, x_shape):
+        """The output shape for a 4-D input of ``x_shape`` (cached per input shape)."""
+        shapes = self.__dict__.setdefault("_out_shapes", {})
+        shape = shapes.get(x_shape)
+        if shape is None:
+            c = self.conv
+            prob = F.conv_problem(x_shape, (c.out_channels, c.in_channels // c.groups)
+                                  + tuple(c.kernel_size), c.stride, c.padding, c.dilation,
+                                  c.groups, c.layer_name)
+            shape = shapes[x_shape] = (prob.n, prob.k, prob.oh, prob.ow)
+        return shape
 
     def describe(self):
         parts = [type(self.conv).__name__]

@@ -142,10 +142,37 @@ class ResNet(nn.Module):
             self.fuse(True)
         x = self._stem(x) if self._stem is not None else self.relu(self.bn1(self.conv1(x)))
         x = self.maxpool(x)
+        k = 0
         for i in range(self._nstages):
-            x = getattr(self, f"layer{i + 1}")(x)
+            stage = getattr(self, f"layer{i + 1}")
+            if not stage._fuse or self.training:
+                x = stage(x)
+                continue
+            for blk in stage:
+                x = _block_into_buffers(blk, x, k)
+                k += 1
         x = self.avgpool(x)
         return self.fc(np.asarray(x).reshape(np.shape(x)[0], -1))
+
+
+def _block_into_buffers(blk, x, k):
+    """A fused residual block of the model's own forward, its convolutions writing into
+    per-thread buffers reused across calls (block k's output into the one of parity
+    k % 2, so it never overlaps the block's input): a freshly allocated activation
+    made the next layer read it slower (MobileNetV2._block).  Anything else: blk(x)."""
+    fused = blk.__dict__.get("_fused")
+    ds = blk.downsample
+    dsf = None if ds is None else fusion._single_fused(ds)
+    if fused is None or (ds is not None and dsf is None) or type(x) is not np.ndarray \
+            or x.ndim != 4:
+        return blk(x)
+    get = _workspace.get
+    identity = x if dsf is None else dsf(x, out=get("resnet.shortcut", dsf.out_shape(x.shape)))
+    t = x
+    for j, f in enumerate(fused[:-1]):
+        t = f(t, out=get(f"resnet.inner{j}", f.out_shape(t.shape)))
+    last = fused[-1]
+    return last(t, residual=identity, out=get(f"resnet.out{k % 2}", last.out_shape(t.shape)))
 
 
 def _conv_bn_act(inp, out, kernel, stride=1, groups=1, act=True):

@@ -278,8 +278,11 @@ class Conv2d(Module):
             object.__setattr__(self, "_packed", cache)
         return cache[1]
 
-    def conv(self, x, weight, bias, activation=None, residual=None, layer=None, packed=None):
-        """This layer's convolution with the given weights and epilogue (fusion uses it)."""
+    def conv(self, x, weight, bias, activation=None, residual=None, layer=None, packed=None,
+             out=None):
+        """This layer's convolution with the given weights and epilogue (fusion uses it);
+        ``out``: an array of the output's shape to write into (zero padding only; the
+        result is returned either way)."""
         layer = layer or self.layer_name
         padding = self.padding
         if self.padding_mode != "zeros" and padding != "valid":
@@ -296,7 +299,7 @@ class Conv2d(Module):
                          activation, self.algo, residual, packed, layer=layer)
             return _checks.wrap_like(y, x_in)
         return F.conv2d(x, weight, bias, self.stride, padding, self.dilation, self.groups,
-                        activation, self.algo, residual, packed, layer=layer)
+                        activation, self.algo, residual, packed, layer=layer, out=out)
 
 
 class BatchNorm2d(Module):

@@ -76,6 +76,27 @@ def test_bn_without_running_stats_is_not_folded(rng):
     assert rel_err(net(x), net.fuse(False)(x)) < 1e-6
 
 
+@pytest.mark.parametrize("block", ["BasicBlock", "Bottleneck"])
+def test_resnet_blocks_write_into_reused_buffers(rng, block):
+    """The zoo ResNet's own forward runs its fused blocks into per-thread buffers reused
+    across calls: results equal the unfused model's, stay the caller's own (a second
+    call does not change the first's), for any input shape."""
+    m = models.ResNet(getattr(models, block), layers=(2, 1, 1, 1), widths=(8, 16, 16, 24),
+                      num_classes=10)
+    m = _randomize_bn(m, rng)
+    xs = [rng.standard_normal(s).astype(np.float32)
+          for s in ((1, 3, 40, 36), (1, 3, 40, 36), (2, 3, 33, 47))]
+    ys = [m(x) for x in xs]
+    y0 = ys[0].copy()
+    m(xs[1])
+    np.testing.assert_array_equal(ys[0], y0)
+    want = [m.fuse(False)(x) for x in xs]
+    for y, w in zip(ys, want):
+        assert rel_err(y, w) < 1e-5
+    m.fuse(True)
+    np.testing.assert_array_equal(m(xs[0]), y0)
+
+
 def test_resnet_block_residual_fused(rng):
     m = _randomize_bn(models.resnet_tiny(widths=(8, 16, 16, 24), num_classes=10), rng)
     x = rng.standard_normal((2, 3, 40, 36)).astype(np.float32)
