@@ -19,8 +19,11 @@ epilogue fused; rows in the padding are zero), runs the depthwise row of every
 16-channel block (depthwise.blocked_row) into a row buffer of pixel vectors, and
 projects that row into y (zmm.gemm_tile_t_taps_c16 with the channel blocks as taps,
 bias, residual and activation in the store).  Only the rows where two bands meet are
-expanded twice.  The ring's border columns and the row buffer's padding pixels (up to
-a whole 7-pixel group) are zeroed at the start of every call and never written after.
+expanded twice.  On maps too short for that (14x14, 7x7) a task is (image, group of
+expanded channels) instead: all rows, its channels only, its partial projection into
+a workspace that a second pass sums with bias, residual and activation.  The ring's
+border columns and the row buffer's padding pixels (up to a whole 7-pixel group) are
+zeroed at the start of every call and never written after.
 
 Two other sources fill the ring: x itself, transposed 16 pixels x 16 channels at a
 time (a block without expansion), and a "head" conv with any filter and stride in place
