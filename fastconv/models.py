@@ -140,8 +140,17 @@ class ResNet(nn.Module):
     def forward(self, x):
         if "_stem" not in self.__dict__:
             self.fuse(True)
-        x = self._stem(x) if self._stem is not None else self.relu(self.bn1(self.conv1(x)))
-        x = self.maxpool(x)
+        if self._stem is not None and type(x) is np.ndarray and x.ndim == 4 and not self.training:
+            # the stem's and the pool's outputs into reused buffers (_block_into_buffers)
+            x = self._stem(x, out=_workspace.get("resnet.stem", self._stem.out_shape(x.shape)))
+            mp = self.maxpool
+            args = (mp.kernel_size, mp.stride, mp.padding, mp.dilation, mp.ceil_mode)
+            oh, ow = F._pool_geometry(x, *args, mp.layer_name)[-2:]
+            x = F.max_pool2d(x, *args, layer=mp.layer_name,
+                             out=_workspace.get("resnet.pool", x.shape[:2] + (oh, ow)))
+        else:
+            x = self._stem(x) if self._stem is not None else self.relu(self.bn1(self.conv1(x)))
+            x = self.maxpool(x)
         k = 0
         for i in range(self._nstages):
             stage = getattr(self, f"layer{i + 1}")
