@@ -25,6 +25,7 @@ the measured winner is used (see :mod:`fastconv.tuning`).
 import numpy as np
 
 from . import _backend
+from .fusion import HEAD_MAX_CHANNELS
 from .graph import Model, Node
 from .ops import OPS
 
@@ -59,8 +60,6 @@ def _is_expansion(n):
     return (w.shape[2:] == (1, 1) and tuple(a["stride"]) == (1, 1) and not any(a["pads"])) \
         or _is_head(n)
 
-
-HEAD_MAX_CHANNELS = 8
 
 
 def _is_head(n):

@@ -14,9 +14,10 @@ depthwise window needs in a ring of channel-blocked rows (NCHW16c: a block's row
 WP pixel vectors of 16 channels; row q lives in slot q % RB, and is also copied to slot
 RB + q % RB when q % RB < span - 1, span = (R-1)*dh + 1, so every window of span rows is
 contiguous at one row stride).  For each output row it computes the expanded rows not
-yet in the ring (per 32-channel panel and 7-pixel group one zmm.gemm_tile_t_blocked,
-epilogue fused; rows in the padding are zero), runs the depthwise row of every
-16-channel block (depthwise.blocked_row) into a row buffer of pixel vectors, and
+yet in the ring (pointwise.pixels_to_blocked: per 32-channel panel and 7-pixel group
+one zmm.gemm_tile_t_blocked, epilogue fused; rows in the padding are zero), runs the
+depthwise row of every 16-channel block (depthwise.blocked_row) into a row buffer of
+pixel vectors, and
 projects that row into y (zmm.gemm_tile_t_taps_c16 with the channel blocks as taps,
 bias, residual and activation in the store).  Only the rows where two bands meet are
 expanded twice.  On maps too short for that (14x14, 7x7) a task is (image, group of
@@ -39,8 +40,8 @@ from numba import njit, prange
 from .depthwise import blocked_row
 from .epilogue import apply_row, apply_row_res
 from .nchwc import copy_vector, to_blocked
-from .zmm import (KC_T, MP, NR, _copy_padded, gemm_tile_t_blocked, gemm_tile_t_taps_blocked,
-                  gemm_tile_t_taps_c16, gemm_tile_t_taps_c16_16)
+from .pointwise import pixels_to_blocked
+from .zmm import MP, NR, gemm_tile_t_taps_blocked, gemm_tile_t_taps_c16, gemm_tile_t_taps_c16_16
 
 V = 16  # channels per block
 
@@ -51,31 +52,6 @@ def _zero_row(ring, blo, bhi, bstride, row0, W):
         seg = ring[blk * bstride + row0:blk * bstride + row0 + W * V]
         for i in range(seg.shape[0]):
             seg[i] = 0.0
-
-
-@njit(inline="always")
-def _expand_row(xf, n, C, HW, W, ih, row0, wf1, b1, a1, K, k0, k1, ring, bstride, scratch):
-    """Expanded row ih (the 1x1 of input row ih) into the ring row at row0, channels
-    k0 .. k1 (whole 32-channel panels but a last one)."""
-    npg = (K + NR - 1) // NR
-    for c0 in range(0, C, KC_T):
-        kc = min(KC_T, C - c0)
-        acc = 1 if c0 > 0 else 0
-        fin = 1 if c0 + kc >= C else 0
-        for r0 in range(k0, k1, NR):
-            nr = min(NR, k1 - r0)
-            wo = c0 * npg * NR + (r0 // NR) * kc * NR
-            yo = (r0 // V) * bstride + row0
-            xo = (n * C + c0) * HW + ih * W
-            for j0 in range(0, W, MP):
-                npx = min(MP, W - j0)
-                if npx == MP:
-                    gemm_tile_t_blocked(xf, xo + j0, HW, wf1, wo, kc, ring, yo + j0 * V, bstride,
-                                        nr, MP, b1, r0, a1, acc, fin)
-                else:
-                    _copy_padded(xf, xo + j0, HW, kc, npx, scratch, MP)
-                    gemm_tile_t_blocked(scratch, 0, MP, wf1, wo, kc, ring, yo + j0 * V, bstride,
-                                        nr, npx, b1, r0, a1, acc, fin)
 
 
 @njit(inline="always")
@@ -193,8 +169,9 @@ def inverted_residual_rows(xf, N, C, HX, WX, fill, wp1, b1, a1, toff1, sh1, sw1,
                 if ih < 0 or ih >= H:
                     _zero_row(ring, blo, bhi, bstride, row0, W)
                 elif fill == 1:
-                    _expand_row(xf, n, C, H * W, W, ih, row0, wf1, b1, a1, K, blo * V, bhi * V,
-                                ring, bstride, scratch)
+                    pixels_to_blocked(xf, n * C * H * W + ih * W, H * W, C, W, wf1,
+                                      (K + NR - 1) // NR, blo * V, bhi * V, ring, row0, bstride,
+                                      b1, a1, scratch)
                 elif fill == 2:
                     _head_row(xf, n, C, HX, WX, W, ih, row0, wf1, b1, a1, blo * V, bhi * V, ring,
                               bstride, toff1, sh1, sw1)
@@ -214,7 +191,8 @@ def inverted_residual_rows(xf, N, C, HX, WX, fill, wp1, b1, a1, toff1, sh1, sw1,
             # the projection over this task's blocks: all of them into y with the
             # epilogue, or a channel group's partial sum
             if csplit == 1:
-                dst, yo, bias, act, with_res = yf, n * K2 * OHW + p * OW, b3, a3, 1 if has_res else 0
+                dst, yo, bias, act = yf, n * K2 * OHW + p * OW, b3, a3
+                with_res = 1 if has_res else 0
             else:
                 dst, yo, bias, act, with_res = pf, (cg * N + n) * K2 * OHW + p * OW, zeros, 0, 0
             for r0 in range(0, K2, NR):

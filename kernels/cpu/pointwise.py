@@ -186,25 +186,39 @@ def pointwise_conv2d_to_blocked(x, wp, b, yb, act, tile, kblock, xp_ws):
     wf = wp.reshape(-1)
     for t in prange(N * ntiles * nkb):
         n, g, p0, T, k0, k1 = gemm_task(t, 1, ntiles, nkb, tile, kblock, P, K)
-        scratch = xp_ws[numba.get_thread_id()]
-        for c0 in range(0, C, KC_T):
-            kc = min(KC_T, C - c0)
-            acc = 1 if c0 > 0 else 0
-            fin = 1 if c0 + kc >= C else 0
-            for r0 in range(k0, k1, NR):
-                nr = min(NR, k1 - r0)
-                wo = c0 * npg * NR + (r0 // NR) * kc * NR
-                yo = ((n * nb + r0 // 16) * P + p0) * 16
-                for j0 in range(0, T, MP):
-                    npx = min(MP, T - j0)
-                    xo = (n * C + c0) * P + p0 + j0
-                    if npx == MP:
-                        gemm_tile_t_blocked(xf, xo, P, wf, wo, kc, yf, yo + j0 * 16, P * 16, nr,
-                                            MP, b, r0, act, acc, fin)
-                    else:
-                        _copy_padded(xf, xo, P, kc, npx, scratch, MP)
-                        gemm_tile_t_blocked(scratch, 0, MP, wf, wo, kc, yf, yo + j0 * 16,
-                                            P * 16, nr, npx, b, r0, act, acc, fin)
+        pixels_to_blocked(xf, n * C * P + p0, P, C, T, wf, npg, k0, k1, yf,
+                          (n * nb * P + p0) * 16, P * 16, b, act, xp_ws[numba.get_thread_id()])
+
+
+@njit(inline="always")
+def pixels_to_blocked(xf, x_off, ldx, C, T, wf, npg, k0, k1, y, y_off, bstride, b, act, scratch):
+    """The 1x1 of T pixels, output channels k0 .. k1 (whole 32-channel panels but a last
+    one), stored channel-blocked:
+
+        y[y_off + (k // 16)*bstride + j*16 + k % 16]
+            = act(b[k] + sum_c w[k, c] * xf[x_off + c*ldx + j])
+
+    wf: zmm.pack_panels of the (K, C) weight (npg panels of NR, chunk KC_T).  Per chunk,
+    panel and 7-pixel group one zmm.gemm_tile_t_blocked read in place; a group short of
+    MP pixels is copied, zero-padded, into scratch (>= min(C, KC_T)*MP) first."""
+    for c0 in range(0, C, KC_T):
+        kc = min(KC_T, C - c0)
+        acc = 1 if c0 > 0 else 0
+        fin = 1 if c0 + kc >= C else 0
+        xo = x_off + c0 * ldx
+        for r0 in range(k0, k1, NR):
+            nr = min(NR, k1 - r0)
+            wo = c0 * npg * NR + (r0 // NR) * kc * NR
+            yo = y_off + (r0 // 16) * bstride
+            for j0 in range(0, T, MP):
+                npx = min(MP, T - j0)
+                if npx == MP:
+                    gemm_tile_t_blocked(xf, xo + j0, ldx, wf, wo, kc, y, yo + j0 * 16, bstride,
+                                        nr, MP, b, r0, act, acc, fin)
+                else:
+                    _copy_padded(xf, xo + j0, ldx, kc, npx, scratch, MP)
+                    gemm_tile_t_blocked(scratch, 0, MP, wf, wo, kc, y, yo + j0 * 16, bstride,
+                                        nr, npx, b, r0, act, acc, fin)
 
 
 @njit(parallel=True, cache=True)
