@@ -561,6 +561,8 @@ def kernel_of(node, in_shapes, backend="cpu"):
                                               a.get("expand_stride"), a.get("expand_pads"))
         except (ValueError, TypeError):
             return "?"
+    if node.op == "sparse_conv" and node.attrs.get("block", 1) > 1:
+        return f"bsr{node.attrs['block']}"
     if node.op in ("qconv", "qlinear"):
         from .kernels.cpu import vnni
         return "int8-vnni" if vnni.HAS_VNNI else "int8"

@@ -673,7 +673,7 @@ def sparse_conv(node, args, out):
     res = args[1] if len(args) > 1 else None
     return sparse_conv2d(args[0], node.params["weight"], node.params.get("bias"), a["stride"],
                          a["pads"], a["dilation"], a["groups"], _act(node), res, node.cache,
-                         layer=node.layer, out=out)
+                         layer=node.layer, out=out, block=a.get("block"))
 
 
 @op("sparse_linear", "alloc")

@@ -30,6 +30,10 @@ SPARSE_TILE_S = 0.02e-6
 # phase, the rows the taps reach) within this many bytes, so it stays in L1 while every
 # output channel's nonzeros of the chunk stream past
 SPARSE_CHUNK_BYTES = 16384
+# the same with 4-channel blocks (kb 4): one input read per 4 multiply-adds of a nonzero block
+BLOCK_GFLOPS = 72.0
+# the block sizes sparse_conv2d runs (output channels per block)
+BLOCKS = (1, 4)
 # the CSR linear kernel (one output feature per task), per thread
 SPARSE_LINEAR_GFLOPS = 28.0
 
@@ -93,24 +97,53 @@ def _chunk_pointers(csr, k, c, chunk):
     return cptr
 
 
-def csr_conv(w, dilation, groups):
-    """CSR of a (K, Cg, R, S) weight: indptr, absolute input channel, r*dh, s*dw, values."""
+def csr_conv(w, dilation, groups, kb=1):
+    """Block CSR of a (K, Cg, R, S) weight: rows of kb consecutive output channels, one block
+    per (row, tap) where any of the row's channels is nonzero: indptr (ceil(K/kb) + 1), the
+    block's absolute input channel, r*dh, s*dw, and values (nblocks*kb: block i's at
+    [kb*i, kb*i + kb), zeros past K and for the block's zero members).  kb 1 is plain CSR.
+    A block never spans two groups (kb > 1 needs K/groups % kb == 0, or groups == 1)."""
     k, cg, r, s = w.shape
     kg = k // groups
-    nz = np.nonzero(w.reshape(k, -1))
-    rows, cols = nz
+    kr = -(-k // kb)
+    wm = w.reshape(k, -1)
+    if kb > 1:
+        wp = np.zeros((kr * kb, wm.shape[1]), np.float32)
+        wp[:k] = wm
+        wb = wp.reshape(kr, kb, -1)
+        rows, cols = np.nonzero(np.any(wb != 0, axis=1))
+        vals = np.ascontiguousarray(wb[rows, :, cols]).reshape(-1)
+    else:
+        rows, cols = np.nonzero(wm)
+        vals = wm[rows, cols].astype(np.float32)
     c, rr, ss = np.unravel_index(cols, (cg, r, s))
-    chan = (rows // kg) * cg + c
-    indptr = np.zeros(k + 1, np.int64)
-    np.cumsum(np.bincount(rows, minlength=k), out=indptr[1:])
+    chan = ((rows * kb) // kg) * cg + c
+    indptr = np.zeros(kr + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=kr), out=indptr[1:])
     return (indptr, chan.astype(np.int64), (rr * dilation[0]).astype(np.int64),
-            (ss * dilation[1]).astype(np.int64), w.reshape(k, -1)[nz].astype(np.float32))
+            (ss * dilation[1]).astype(np.int64), vals)
 
 
-def sparse_cost(prob, nnz, threads):
-    """Modelled seconds of sparse_conv2d: the nonzero multiply-adds over every computed
-    tile lane (partial tiles and, flat, the padding columns count), plus a cost per
-    tile call, spread over the tasks' threads."""
+def block_counts(w, groups, kb):
+    """(nonzeros, nonzero kb-channel blocks) of a (K, Cg, R, S) weight; the block count is
+    None where blocks would span groups."""
+    k = w.shape[0]
+    nnz = int(np.count_nonzero(w))
+    if kb == 1:
+        return nnz, nnz
+    if groups > 1 and (k // groups) % kb:
+        return nnz, None
+    kr = -(-k // kb)
+    wp = np.zeros((kr * kb, w[0].size), bool)
+    wp[:k] = w.reshape(k, -1) != 0
+    return nnz, int(np.count_nonzero(wp.reshape(kr, kb, -1).any(axis=1)))
+
+
+def sparse_cost(prob, nnz, threads, kb=1):
+    """Modelled seconds of sparse_conv2d: the stored values' multiply-adds (nnz: the
+    nonzeros, or with kb-channel blocks the blocks times kb) over every computed tile lane
+    (partial tiles and, flat, the padding columns count), plus a cost per tile call, spread
+    over the tasks' threads."""
     copy = planner.PAD_CALL_S if any(prob.pads) or prob.stride != (1, 1) else 0.0
     eq = _strided_pointwise(prob)[0]
     if eq is not None:  # the subsampled input, copied
@@ -122,17 +155,23 @@ def sparse_cost(prob, nnz, threads):
             planner.COPY_GBS * 1e9)
     nv, ntiles, tgroup, kblock = _tiling(prob, threads)
     lanes = max(1, prob.n) * ntiles * 16 * nv
-    work = 2.0 * nnz * lanes / (SPARSE_GFLOPS * 1e9)
+    work = 2.0 * nnz * lanes / ((SPARSE_GFLOPS if kb == 1 else BLOCK_GFLOPS) * 1e9)
     tasks = max(1, prob.n) * -(-ntiles // tgroup) * -(-prob.k // kblock)
-    calls = max(1, prob.n) * ntiles * prob.k
+    calls = max(1, prob.n) * ntiles * -(-prob.k // kb)
     return (planner.CALL_OVERHEAD_S + copy
             + (work + calls * SPARSE_TILE_S) / min(threads, tasks))
 
 
 def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
                   activation=None, residual=None, packed=None, layer="sparse_conv2d", out=None,
-                  backend=None):
-    """conv2d (same arguments and result) computed from the nonzeros of ``weight`` only."""
+                  backend=None, block=None):
+    """conv2d (same arguments and result) computed from the nonzeros of ``weight`` only.
+
+    block: 1 runs the weight as CSR (one row per output channel), 4 as block CSR (a block
+    is one tap of 4 consecutive output channels; zeros inside a kept block are computed);
+    None (default) picks the one modelled faster for this weight's zero pattern -- blocks
+    where the weight was pruned in blocks (``fc.prune(..., block=4)``), CSR for scattered
+    zeros.  The CPU kernels only: the GPU runs every weight as CSR."""
     if backend is not None or _backend._backend == "cuda" or _cuda.is_device_array(x):
         if _backend.choose(backend, x, layer) == "cuda":
             return _sparse_gpu(x, weight, bias, stride, padding, dilation, groups, activation,
@@ -143,11 +182,13 @@ def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=
     prob = conv_problem(xa.shape, w.shape, stride, padding, dilation, groups, layer)
     b = _bias(bias, prob.k, layer)
     act = _checks.activation_code(activation, layer)
-    csr = None if packed is None else packed.get("csr")
+    kb = _block(w, prob, block, packed, layer)
+    key = "csr" if kb == 1 else f"bsr{kb}"
+    csr = None if packed is None else packed.get(key)
     if csr is None:
-        csr = csr_conv(w, prob.dilation, prob.groups)
+        csr = csr_conv(w, prob.dilation, prob.groups, kb)
         if packed is not None:
-            packed["csr"] = csr
+            packed[key] = csr
     shape = (prob.n, prob.k, prob.oh, prob.ow)
     res, has_res = np.zeros((1, 1, 1, 1), np.float32), False
     if residual is not None:
@@ -168,20 +209,50 @@ def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=
             xa = np.ascontiguousarray(xa[sub])
             prob = eq
         nv, _, tgroup, kblock = _tiling(prob, _runtime.get_num_threads())
+        rows = -(-kblock // kb)  # block rows per task
         with _runtime.kernel_scope(blas=False):
             xs = _phase_planes(prob, xa)
-            offs = _tap_offsets(csr, prob, packed, layer)
+            offs = _tap_offsets(csr, prob, packed, layer, kb)
             chunk = _chunk(prob, nv)
             cached = None if packed is None else packed.get("csr_chunks")
-            if cached is None or cached[0] != (chunk, prob.c):
-                cached = ((chunk, prob.c), _chunk_pointers(csr, prob.k, prob.c, chunk))
+            if cached is None or cached[0] != (chunk, prob.c, kb):
+                cached = ((chunk, prob.c, kb),
+                          _chunk_pointers(csr, len(csr[0]) - 1, prob.c, chunk))
                 if packed is not None:
                     packed["csr_chunks"] = cached
             line = _workspace.per_thread("sparse_line", _runtime.max_threads(),
-                                         (kblock * 16 * nv,))
+                                         (rows * kb * 16 * nv,))
             _sparse.sparse_conv2d_tiles(xs, cached[1], offs, csr[4], b, y, act, res, has_res,
-                                        nv, tgroup, kblock, line)
+                                        kb, nv, tgroup, rows, line)
     return _checks.wrap_like(y[0] if unbatched else y, x_in)
+
+
+def _block(w, prob, block, packed, layer):
+    """Output channels per block for this weight: ``block`` checked, or (None) the block
+    size of lower modelled cost for the weight's zero pattern, cached in packed."""
+    if block is not None:
+        if isinstance(block, bool) or block not in BLOCKS:
+            raise ValueError(f"{layer}: block must be one of {BLOCKS} (output channels per "
+                             f"block) or None, got {block!r}")
+        if block > 1 and prob.groups > 1 and (prob.k // prob.groups) % block:
+            raise ValueError(f"{layer}: block={block} needs each group's output channels "
+                             f"({prob.k // prob.groups}) to be a multiple of {block}")
+        return block
+    cached = None if packed is None else packed.get("csr_block")
+    if cached is not None:
+        return cached
+    threads = _runtime.get_num_threads()
+    best, kb = None, 1
+    for size in BLOCKS:
+        stored = block_counts(w, prob.groups, size)[1]
+        if stored is None:
+            continue
+        cost = sparse_cost(prob, stored * size, threads, size)
+        if best is None or cost < best:
+            best, kb = cost, size
+    if packed is not None:
+        packed["csr_block"] = kb
+    return kb
 
 
 def _phase_planes(prob, x):
@@ -196,12 +267,12 @@ def _phase_planes(prob, x):
     return xs
 
 
-def _tap_offsets(csr, prob, packed, layer):
+def _tap_offsets(csr, prob, packed, layer, kb):
     """Each nonzero's int32 offset into one image of the phase planes: tap (c, r, s)
     reads phase (r*dh % sh, s*dw % sw) of channel c, shifted by (r*dh // sh, s*dw // sw);
     cached with the weights per input size."""
     hs, ws = _grid(prob)
-    (sh, sw), key = prob.stride, (prob.h, prob.w, prob.pads, prob.stride)
+    (sh, sw), key = prob.stride, (prob.h, prob.w, prob.pads, prob.stride, kb)
     cached = None if packed is None else packed.get("csr_offsets")
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -275,14 +346,57 @@ def _eligible(node):
     return node.op == "linear"
 
 
-def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=None):
-    """A pruned copy of ``model`` with CSR kernels where they are modelled faster.
+def _prune_block(node, block):
+    """The block size a layer is pruned with: ``block``, or 1 where its groups' output
+    channels are not a multiple of it."""
+    w = node.params["weight"]
+    groups = node.attrs.get("groups", 1) if node.op == "conv" else 1
+    return block if (w.shape[0] // groups) % block == 0 or groups == 1 else 1
+
+
+def _block_scores(w, kb):
+    """(scores, count) of a weight's blocks of kb consecutive output channels at one
+    column: their root-mean-square (the magnitude for kb 1), shape (ceil(K/kb), columns),
+    and how many weights each block holds (kb, fewer in a last partial block)."""
+    k = w.shape[0]
+    wm = w.reshape(k, -1).astype(np.float64)
+    kr = -(-k // kb)
+    sq = np.zeros((kr * kb, wm.shape[1]))
+    sq[:k] = wm * wm
+    count = np.minimum(kb, k - np.arange(kr) * kb)
+    return np.sqrt(sq.reshape(kr, kb, -1).sum(1) / count[:, None]), count
+
+
+def _quantile(scores, amount):
+    """The score below or at which ``amount`` of the weights lie, each block counted by
+    its weights (scores: (block scores, weights per block row) pairs)."""
+    vals = np.concatenate([sc.reshape(-1) for sc, _ in scores])
+    weights = np.concatenate([np.repeat(cnt, sc.shape[1]) for sc, cnt in scores])
+    order = np.argsort(vals, kind="stable")
+    cum = np.cumsum(weights[order])
+    i = int(np.searchsorted(cum, amount * cum[-1], side="left"))
+    return vals[order[min(i, len(order) - 1)]]
+
+
+def _expand_blocks(keep, shape, kb):
+    """The (K, ...) weight mask of a (ceil(K/kb), columns) block mask."""
+    k = shape[0]
+    return np.repeat(keep, kb, axis=0)[:k].reshape(shape)
+
+
+def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=None, block=1):
+    """A pruned copy of ``model`` with sparse kernels where they are modelled faster.
 
     amount: fraction of each eligible layer's weights (``scope="layer"``) or of all
-    of them together (``scope="global"``) set to zero, in [0, 1).  ``example_input``
-    gives the shapes the kernel choice needs (default: the model's example).
-    ``model.prune_report`` lists per layer: sparsity, kernel, modelled dense and
-    sparse milliseconds.
+    of them together (``scope="global"``) set to zero, in [0, 1).  block: 1 zeroes single
+    weights (unstructured); 4 zeroes whole blocks of one tap (conv) or input feature
+    (linear) across 4 consecutive output channels, the blocks of smallest root-mean-square
+    first, so the block-CSR conv kernel (one input read per 4 multiply-adds, ~1.7x the
+    speed per stored value) runs them (a grouped conv whose groups' output channels are
+    not a multiple of 4 is pruned unstructured).  ``example_input`` gives the shapes the
+    kernel choice needs (default: the model's example).  ``model.prune_report`` lists per
+    layer: sparsity, block, kernel ("csr", "bsr4" or "dense"), modelled dense and sparse
+    milliseconds.
     """
     layer = "prune"
     if not isinstance(model, Model):
@@ -293,6 +407,9 @@ def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=No
         raise ValueError(f"{layer}: method must be 'magnitude', got {method!r}")
     if scope not in ("layer", "global"):
         raise ValueError(f"{layer}: scope must be 'layer' or 'global', got {scope!r}")
+    if isinstance(block, bool) or block not in BLOCKS:
+        raise ValueError(f"{layer}: block must be one of {BLOCKS} (output channels pruned "
+                         f"together), got {block!r}")
     examples = example_input if isinstance(example_input, (tuple, list)) else (
         (example_input,) if example_input is not None else None)
     if examples is None:
@@ -304,17 +421,19 @@ def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=No
     if not targets:
         raise ValueError(f"{layer}: {model.name} has no convolution or linear layer to prune")
     if amount > 0:
+        sizes = {n.name: _prune_block(n, block) for n in targets}
+        scores = {n.name: _block_scores(n.params["weight"], sizes[n.name]) for n in targets}
         if scope == "global":
-            allw = np.concatenate([np.abs(n.params["weight"]).reshape(-1) for n in targets])
-            thr = np.quantile(allw, amount)
+            thr = _quantile(list(scores.values()), amount)
             thresholds = {n.name: thr for n in targets}
         else:
-            thresholds = {n.name: np.quantile(np.abs(n.params["weight"]), amount)
-                          for n in targets}
+            thresholds = {n.name: _quantile([scores[n.name]], amount) for n in targets}
         for n in targets:
             w = n.params["weight"]
-            n.params = dict(n.params, weight=np.where(np.abs(w) > thresholds[n.name], w,
-                                                      np.float32(0)).astype(np.float32))
+            keep = _expand_blocks(scores[n.name][0] > thresholds[n.name], w.shape,
+                                  sizes[n.name])
+            n.params = dict(n.params, weight=np.where(keep, w, np.float32(0)).astype(
+                np.float32))
     tmp = Model(nodes, model.inputs, model.outputs, model.constants, model.name,
                 model.input_shapes)
     shapes = tmp.shapes(*examples)
@@ -325,13 +444,20 @@ def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=No
         nnz = int(np.count_nonzero(w))
         sparsity = 1.0 - nnz / w.size
         xs = shapes[n.inputs[0]][0]
+        kb = 1
         if n.op == "conv":
             a = n.attrs
             prob = conv_problem(xs, w.shape, a["stride"], tuple(a["pads"]), a["dilation"],
                                 a["groups"], n.layer)
             chosen = planner.plan(prob, a.get("algo", "auto"), n.layer, True).algorithm
             dense = chosen.cost(prob, threads, True)
-            sparse = sparse_cost(prob, nnz, threads)
+            sparse = None
+            for size in BLOCKS:
+                stored = block_counts(w, prob.groups, size)[1]
+                if stored is not None:
+                    cost = sparse_cost(prob, stored * size, threads, size)
+                    if sparse is None or cost < sparse:
+                        sparse, kb = cost, size
         else:
             rows = int(np.prod(xs[:-1]))
             dense = planner.CALL_OVERHEAD_S + 2.0 * rows * w.size / (planner.GEMM_GFLOPS * 1e9 *
@@ -342,9 +468,13 @@ def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=No
         if use:
             n.op = "sparse_conv" if n.op == "conv" else "sparse_linear"
             n.attrs = {k: v for k, v in n.attrs.items() if k != "algo"}
+            if n.op == "sparse_conv":
+                n.attrs["block"] = kb
         n.attrs["sparsity"] = round(sparsity, 4)
         n.cache = {}
-        report.append({"layer": n.name, "sparsity": sparsity, "kernel": "csr" if use else "dense",
+        report.append({"layer": n.name, "sparsity": sparsity,
+                       "block": sizes[n.name] if amount > 0 else 1,
+                       "kernel": ("csr" if kb == 1 else f"bsr{kb}") if use else "dense",
                        "dense_ms": dense * 1e3, "sparse_ms": sparse * 1e3})
     out = Model(nodes, model.inputs, model.outputs, model.constants, model.name,
                 model.input_shapes)

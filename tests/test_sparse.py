@@ -65,12 +65,14 @@ def test_sparse_conv_tiles_match_reference(shape, rng):
     np.testing.assert_array_equal(res, res0)
 
 
+@pytest.mark.parametrize("kb", [1, 4])
 @pytest.mark.parametrize("nv", [1, 2, 4])
 @pytest.mark.parametrize("stride,pad", [(1, 1), (1, 0), (2, 1), ((1, 3), 2)])
-def test_sparse_tile_kernel_every_blocking(nv, stride, pad, rng):
-    """The kernel itself under every tile width, tile grouping and channel split the
-    planner could pick (and some it would not), on a padded grid, on y's own layout
-    (1x1 below) and on stride phases."""
+def test_sparse_tile_kernel_every_blocking(kb, nv, stride, pad, rng):
+    """The kernel itself under every tile width, tile grouping, channel split and block
+    size the planner could pick (and some it would not), on a padded grid, on y's own
+    layout (1x1 below) and on stride phases; 9 output channels, so the last 4-channel
+    block is partial."""
     from fastconv import sparse as fs
     from fastconv.functional import conv_problem
     from fastconv.kernels.cpu import sparse as ks
@@ -81,16 +83,17 @@ def test_sparse_tile_kernel_every_blocking(nv, stride, pad, rng):
     b = rng.standard_normal(9).astype(np.float32)
     prob = conv_problem(x.shape, wt.shape, stride, pad, 2)
     e = np.maximum(ref.conv2d(x, wt, b, stride, pad, 2), 0)
-    csr = fs.csr_conv(wt, prob.dilation, 1)
+    csr = fs.csr_conv(wt, prob.dilation, 1, kb)
+    rows = len(csr[0]) - 1
     xs = fs._phase_planes(prob, x).copy()
-    offs = fs._tap_offsets(csr, prob, None, "t")
+    offs = fs._tap_offsets(csr, prob, None, "t", kb)
     no_res = np.zeros((1, 1, 1, 1), np.float32)
-    for tgroup, kblock, chunk in ((1, 9, 5), (3, 4, 2), (100, 1, 1), (2, 100, 3)):
+    for tgroup, kblock, chunk in ((1, 9, 5), (3, 2, 2), (100, 1, 1), (2, 100, 3)):
         y = np.full(e.shape, np.nan, np.float32)
-        line = np.empty((4, min(kblock, 9) * 16 * nv), np.float32)
-        cptr = fs._chunk_pointers(csr, 9, 5, chunk)
-        ks.sparse_conv2d_tiles(xs, cptr, offs, csr[4], b, y, 1, no_res, False, nv, tgroup,
-                               kblock, line)
+        line = np.empty((4, min(kblock, rows) * kb * 16 * nv), np.float32)
+        cptr = fs._chunk_pointers(csr, rows, 5, chunk)
+        ks.sparse_conv2d_tiles(xs, cptr, offs, csr[4], b, y, 1, no_res, False, kb, nv,
+                               tgroup, kblock, line)
         assert rel_err(y, e) < 1e-5, (tgroup, kblock, chunk)
 
 
@@ -146,7 +149,7 @@ def test_sparse_conv_offsets_too_large():
     csr = fs.csr_conv(np.ones((1, 2 ** 16, 1, 1), np.float32), (1, 1), 1)
     prob = conv_problem((1, 2 ** 16, 2 ** 8, 2 ** 7), (1, 2 ** 16, 1, 1))
     with pytest.raises(ValueError, match="layerX: the sparse kernel addresses"):
-        fs._tap_offsets(csr, prob, None, "layerX")
+        fs._tap_offsets(csr, prob, None, "layerX", 1)
 
 
 def test_sparse_linear_matches_dense(rng):
@@ -242,3 +245,193 @@ def test_sparse_strided_pointwise_reads_the_subsampled_input(rng):
     for _ in range(2):  # the offsets cached in pk are the subsampled problem's
         y = fc.sparse_conv2d(x, wt, None, (2, 3), 0, packed=pk)
         assert rel_err(y, ref.conv2d(x, wt, None, (2, 3), 0)) < 1e-5
+
+
+# -- block sparsity (4 output channels per block) --------------------------------------------------
+
+def _block_pruned(rng, shape, density, kb=4):
+    """A weight whose zeros come in blocks of kb consecutive output channels at one tap,
+    with a few zeros inside kept blocks too."""
+    k = shape[0]
+    w = rng.standard_normal(shape).astype(np.float32)
+    keep = rng.random((-(-k // kb), int(np.prod(shape[1:])))) < density
+    w *= np.repeat(keep, kb, axis=0)[:k].reshape(shape)
+    w[rng.random(shape) < 0.05] = 0
+    return w
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.sampled_from([0, 1, 3]), g=st.integers(1, 2), cg=st.integers(1, 6),
+       kg=st.sampled_from([4, 8, 12]), h=st.integers(1, 10), w=st.integers(1, 10),
+       r=st.integers(1, 3), stride=st.integers(1, 2), pad=st.integers(0, 2),
+       dil=st.integers(1, 2), density=st.sampled_from([0.0, 0.2, 0.6, 1.0]),
+       act=st.sampled_from([None, "relu", "hardswish"]), use_res=st.booleans(),
+       seed=st.integers(0, 99))
+def test_block_sparse_conv_matches_reference(n, g, cg, kg, h, w, r, stride, pad, dil, density,
+                                             act, use_res, seed):
+    rng = np.random.default_rng(seed)
+    if h + 2 * pad < dil * (r - 1) + 1 or w + 2 * pad < dil * (r - 1) + 1:
+        return
+    x = rng.standard_normal((n, g * cg, h, w)).astype(np.float32)
+    wt = _block_pruned(rng, (g * kg, cg, r, r), density)
+    b = rng.standard_normal(g * kg).astype(np.float32)
+    e = ref.conv2d(x, wt, b, stride, pad, dil, g)
+    res = rng.standard_normal(e.shape).astype(np.float32) if use_res else None
+    x0 = x.copy()
+    y = fc.sparse_conv2d(x, wt, b, stride, pad, dil, g, activation=act, residual=res, block=4)
+    e = e + (res if use_res else 0)
+    e = {None: e, "relu": np.maximum(e, 0), "hardswish": e * np.clip(e + 3, 0, 6) / 6}[act]
+    assert y.shape == e.shape
+    assert rel_err(y, e) < 1e-5
+    np.testing.assert_array_equal(x, x0)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 6, 7, 13, 64])
+def test_block_sparse_conv_any_output_count(k, rng):
+    """K not a multiple of 4: the last block's missing channels are neither read nor
+    written (NaN canaries around y stay)."""
+    x = rng.standard_normal((2, 7, 9, 11)).astype(np.float32)
+    for r, pad, stride in ((3, 1, 1), (1, 0, 1), (3, 1, 2)):
+        wt = _block_pruned(rng, (k, 7, r, r), 0.5)
+        b = rng.standard_normal(k).astype(np.float32)
+        e = np.maximum(ref.conv2d(x, wt, b, stride, pad), 0)
+        buf = np.full((2 * e.size + 64,), np.nan, np.float32)
+        out = buf[32:32 + e.size].reshape(e.shape)
+        y = fc.sparse_conv2d(x, wt, b, stride, pad, activation="relu", out=out, block=4)
+        assert y is out or np.shares_memory(y, out)
+        assert rel_err(out, e) < 1e-5
+        assert np.isnan(buf[:32]).all() and np.isnan(buf[32 + e.size:]).all()
+
+
+def test_block_csr_layout(rng):
+    """csr_conv with 4-channel blocks: one block per (row, tap) with any nonzero, its four
+    values the channels' weights (zeros past K), columns as CSR's; rebuilding the dense
+    weight from either form gives the weight back."""
+    from fastconv import sparse as fs
+    for groups, shape in ((1, (10, 6, 3, 3)), (2, (8, 3, 3, 3)), (3, (12, 2, 1, 1))):
+        w = _block_pruned(rng, shape, 0.4)
+        k, cg, r, s = shape
+        for kb in (1, 4):
+            indptr, chan, roff, coff, vals = fs.csr_conv(w, (1, 1), groups, kb)
+            assert len(indptr) == -(-k // kb) + 1 and len(vals) == kb * indptr[-1]
+            back = np.zeros((-(-k // kb) * kb, groups * cg, r, s), np.float32)
+            for row in range(len(indptr) - 1):
+                for i in range(indptr[row], indptr[row + 1]):
+                    back[row * kb:row * kb + kb, chan[i], roff[i], coff[i]] = \
+                        vals[kb * i:kb * i + kb]
+                assert (np.diff(chan[indptr[row]:indptr[row + 1]]) >= 0).all()  # by channel
+            dense = np.zeros((k, groups * cg, r, s), np.float32)
+            for gi in range(groups):
+                kg = k // groups
+                dense[gi * kg:(gi + 1) * kg, gi * cg:(gi + 1) * cg] = w[gi * kg:(gi + 1) * kg]
+            np.testing.assert_array_equal(back[:k], dense)
+            assert not back[k:].any()
+        nnz, blocks = fs.block_counts(w, groups, 4)
+        assert nnz == np.count_nonzero(w) and blocks == fs.csr_conv(w, (1, 1), groups, 4)[0][-1]
+    assert fs.block_counts(np.ones((6, 2, 3, 3), np.float32), 2, 4)[1] is None  # 3 per group
+
+
+def test_block_size_chosen_from_the_zero_pattern(rng):
+    """block=None: 4-channel blocks for a block-pruned weight, CSR for scattered zeros,
+    each cached in packed; both give the same result."""
+    x = rng.standard_normal((1, 32, 14, 14)).astype(np.float32)
+    blocky = _block_pruned(rng, (32, 32, 3, 3), 0.2)
+    scattered = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+    scattered[rng.random(scattered.shape) < 0.9] = 0
+    for wt, kb in ((blocky, 4), (scattered, 1)):
+        pk = {}
+        y = fc.sparse_conv2d(x, wt, None, 1, 1, packed=pk)
+        assert pk["csr_block"] == kb
+        assert ("bsr4" in pk) == (kb == 4)
+        other = fc.sparse_conv2d(x, wt, None, 1, 1, block=5 - kb if kb == 4 else 4)
+        assert rel_err(y, other) < 1e-5
+        assert rel_err(y, ref.conv2d(x, wt, None, 1, 1)) < 1e-5
+    grouped = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)  # 3 outputs per group
+    pk = {}
+    fc.sparse_conv2d(rng.standard_normal((1, 8, 5, 5)).astype(np.float32), grouped, None, 1, 1,
+                     groups=2, packed=pk)
+    assert pk["csr_block"] == 1
+
+
+def test_block_sparse_errors(rng):
+    x = rng.standard_normal((1, 8, 5, 5)).astype(np.float32)
+    wt = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"convX: block must be one of \(1, 4\)"):
+        fc.sparse_conv2d(x, wt, None, 1, 1, groups=2, block=3, layer="convX")
+    with pytest.raises(ValueError, match="convX: block must be one of"):
+        fc.sparse_conv2d(x, wt, None, 1, 1, groups=2, block=True, layer="convX")
+    with pytest.raises(ValueError, match=r"convX: block=4 needs each group's output channels "
+                                         r"\(3\) to be a multiple of 4"):
+        fc.sparse_conv2d(x, wt, None, 1, 1, groups=2, block=4, layer="convX")
+    from fastconv.graph import Model, Node
+    m = Model([Node("conv", "c", ["x"], ["y"], dict(stride=(1, 1), pads=(1, 1, 1, 1),
+                                                     dilation=(1, 1), groups=1),
+                    {"weight": rng.standard_normal((8, 8, 3, 3)).astype(np.float32)})],
+              ["x"], ["y"])
+    with pytest.raises(ValueError, match=r"prune: block must be one of \(1, 4\)"):
+        fc.prune(m, amount=0.5, example_input=x, block=2)
+
+
+def test_prune_in_blocks(rng, tmp_path):
+    """block=4: every zeroed weight's block (4 output channels at one tap) is all zero, the
+    sparsity is the amount, the layers run the block kernel, the result equals the dense
+    conv with those zeros, and the choice survives save/load; linear layers are pruned in
+    blocks of 4 output features, a grouped conv with 3 outputs per group unstructured."""
+    from fastconv.graph import Model, Node
+    conv = dict(stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1)
+    nodes = [Node("conv", "a", ["x"], ["h1"], dict(conv, activation="relu"),
+                  {"weight": rng.standard_normal((64, 64, 3, 3)).astype(np.float32),
+                   "bias": rng.standard_normal(64).astype(np.float32)}),
+             Node("conv", "b", ["h1"], ["h2"], conv,
+                  {"weight": rng.standard_normal((66, 64, 3, 3)).astype(np.float32)}),
+             Node("conv", "g", ["h2"], ["h3"], dict(conv, groups=22),
+                  {"weight": rng.standard_normal((66, 3, 3, 3)).astype(np.float32)}),
+             Node("global_avg_pool", "p", ["h3"], ["h4"]),
+             Node("flatten", "f", ["h4"], ["h5"], {"axis": 1}),
+             Node("linear", "fc", ["h5"], ["y"], {},
+                  {"weight": rng.standard_normal((10, 66)).astype(np.float32)})]
+    m = Model(nodes, ["x"], ["y"])
+    x = rng.standard_normal((1, 64, 28, 28)).astype(np.float32)
+    for scope in ("layer", "global"):
+        p = fc.prune(m, amount=0.8, example_input=x, block=4, scope=scope)
+        rep = {r["layer"]: r for r in p.prune_report}
+        nodes = {n.name: n for n in p.nodes}
+        for name in ("a", "b", "fc"):
+            w = nodes[name].params["weight"]
+            k = w.shape[0]
+            some = np.zeros((-(-k // 4) * 4,) + w.shape[1:], bool)
+            some[:k] = w != 0
+            every = np.ones_like(some)  # the last block's missing channels count as both
+            every[:k] = w != 0
+            some, every = (a.reshape(-1, 4, *w.shape[1:]) for a in (some, every))
+            assert (every.all(1) | ~some.any(1)).all(), name  # whole blocks or none
+            assert rep[name]["block"] == 4
+        assert rep["g"]["block"] == 1
+        if scope == "layer":
+            assert all(abs(r["sparsity"] - 0.8) < 0.02 for r in rep.values())
+            assert rep["a"]["kernel"] == rep["b"]["kernel"] == "bsr4"
+            assert nodes["a"].attrs["block"] == 4
+        assert rel_err(p(x), _dense_equivalent(p, x)) < 1e-5
+    text = p.explain(x, repeat=1, roof_gflops=100.0)
+    assert "bsr4" in text
+    path = tmp_path / "m.fcm"
+    p.save(path)
+    q = fc.load(path)
+    assert [n.attrs.get("block") for n in q.nodes] == [n.attrs.get("block") for n in p.nodes]
+    np.testing.assert_array_equal(q(x), p(x))
+
+
+def test_block_pruning_keeps_the_largest_blocks():
+    from fastconv import sparse as fs
+    w = np.zeros((8, 1, 1, 2), np.float32)
+    w[0:4, 0, 0, 0] = [3, 0, 0, 0]     # rms 1.5
+    w[0:4, 0, 0, 1] = [1, 1, 1, 1]     # rms 1
+    w[4:8, 0, 0, 0] = [2, 2, 2, 2]     # rms 2
+    w[4:8, 0, 0, 1] = [0.1] * 4
+    scores, count = fs._block_scores(w, 4)
+    np.testing.assert_allclose(scores, [[1.5, 1.0], [2.0, 0.1]], rtol=1e-6)
+    thr = fs._quantile([(scores, count)], 0.5)
+    keep = fs._expand_blocks(scores > thr, w.shape, 4)
+    assert keep[:, 0, 0, 0].all() and not keep[:, 0, 0, 1].any()
+    s5, c5 = fs._block_scores(np.ones((5, 2, 1, 1), np.float32), 4)  # a partial last block
+    assert list(c5) == [4, 1] and np.allclose(s5, 1)

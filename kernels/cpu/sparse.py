@@ -38,20 +38,23 @@ from .zmm import (_counted_loop, _data_ptr, _emit_epilogue, _full_or_partial, _l
                   _masked_load_store, _splat)
 
 
-def _make_spmm(nv, sets):
-    """The sparse tile intrinsic for 16*nv pixels, nonzeros taken ``sets`` at a time into
-    as many accumulator sets (so enough independent FMA chains are in flight)."""
+def _make_spmm(nv, sets, kb):
+    """The sparse tile intrinsic for 16*nv pixels and kb output channels (a row of kb-channel
+    blocks), the row's blocks taken ``sets`` at a time into as many accumulator sets (so
+    enough independent FMA chains are in flight)."""
     @intrinsic
-    def spmm(typingctx, x, x_off, offs, vals, i0, i1, y, y_off, npx, bias, b_off, act, res,
-             has_res, init, init_off, accumulate):
-        """y[y_off + j] = act(bias[b_off] + a_j + sum_(i0 <= i < i1) vals[i] * x[x_off + offs[i] + j]
-        (+ res[y_off + j])) for j < npx <= 16*nv, a_j = init[init_off + j] when accumulate
-        (a reduction split into channel chunks), else 0; offs int32.  A partial tile
-        (npx < 16*nv) reads and writes only its npx lanes (masked), so nothing past x's or
-        y's end is touched; act as in epilogue.py."""
+    def spmm(typingctx, x, x_off, offs, vals, i0, i1, y, y_off, ystride, nk, npx, bias, b_off,
+             act, res, has_res, init, init_off, istride, accumulate):
+        """For channels u < nk <= kb of the row and lanes j < npx <= 16*nv:
+        y[y_off + u*ystride + j] = act(bias[b_off + u] + a_uj
+            + sum_(i0 <= i < i1) vals[kb*i + u] * x[x_off + offs[i] + j] (+ res[same index])),
+        a_uj = init[init_off + u*istride + j] when accumulate (a reduction split into channel
+        chunks), else 0; offs int32.  A partial tile (npx < 16*nv) reads and writes only its
+        npx lanes (masked) and channels u >= nk are neither read nor written, so nothing past
+        x's, y's or bias's end is touched; act as in epilogue.py."""
         sig = types.void(x, types.intp, offs, vals, types.intp, types.intp, y, types.intp,
-                         types.intp, bias, types.intp, types.intp, res, types.intp, init,
-                         types.intp, types.intp)
+                         types.intp, types.intp, types.intp, bias, types.intp, types.intp, res,
+                         types.intp, init, types.intp, types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
             f32 = ir.FloatType()
@@ -62,12 +65,12 @@ def _make_spmm(nv, sets):
             o_ptr = _data_ptr(context, builder, signature, args, 2, i32)
             v_ptr = _data_ptr(context, builder, signature, args, 3)
             y_ptr = _data_ptr(context, builder, signature, args, 6)
-            b_ptr = _data_ptr(context, builder, signature, args, 9)
-            r_ptr = _data_ptr(context, builder, signature, args, 12)
-            a_ptr = _data_ptr(context, builder, signature, args, 14)
-            x_off, i0, i1, y_off, npx, b_off, act, has_res, init_off, accumulate = (
-                args[1], args[4], args[5], args[7], args[8], args[10], args[11], args[13],
-                args[15], args[16])
+            b_ptr = _data_ptr(context, builder, signature, args, 11)
+            r_ptr = _data_ptr(context, builder, signature, args, 14)
+            a_ptr = _data_ptr(context, builder, signature, args, 16)
+            (x_off, i0, i1, y_off, ystride, nk, npx, b_off, act, has_res, init_off, istride,
+             accumulate) = (args[1], args[4], args[5], args[7], args[8], args[9], args[10],
+                            args[12], args[13], args[15], args[17], args[18], args[19])
             intp = x_off.type
             const = lambda v: ir.Constant(intp, v)  # noqa: E731
             fma = cgutils.get_or_insert_function(
@@ -76,55 +79,75 @@ def _make_spmm(nv, sets):
             align = ir.Constant(i32, 4)
             masks = _lane_masks(builder, npx, nv)
             zero = ir.Constant(v16, None)
+            na = kb * nv  # accumulators per set: channel u, vector v at u*nv + v
 
             def step(masked):
                 def body(i, accs):
                     accs = list(accs)
-                    for u in range(len(accs) // nv):
-                        iu = builder.add(i, const(u))
-                        o = builder.sext(builder.load(builder.gep(o_ptr, [iu])), intp)
-                        w = _splat(builder, builder.load(builder.gep(v_ptr, [iu])), 16)
+                    for t in range(len(accs) // na):
+                        it = builder.add(i, const(t))
+                        o = builder.sext(builder.load(builder.gep(o_ptr, [it])), intp)
                         base = builder.add(x_off, o)
+                        xs = []
                         for v in range(nv):
                             xp = builder.bitcast(builder.gep(x_ptr, [builder.add(base, const(16 * v))]),
                                                  vp)
                             if masked:
-                                xv = builder.call(mload, [xp, align, masks[v], zero])
+                                xs.append(builder.call(mload, [xp, align, masks[v], zero]))
                             else:
-                                xv = builder.load(xp, align=4)
-                            accs[u * nv + v] = builder.call(fma, [w, xv, accs[u * nv + v]])
+                                xs.append(builder.load(xp, align=4))
+                        for u in range(kb):
+                            w = _splat(builder, builder.load(builder.gep(
+                                v_ptr, [builder.add(builder.mul(it, const(kb)), const(u))])), 16)
+                            for v in range(nv):
+                                a = t * na + u * nv + v
+                                accs[a] = builder.call(fma, [w, xs[v], accs[a]])
                     return accs
                 return body
 
-            # the starting sums: zero, or init's (masked to the tile's lanes)
+            # the starting sums: zero, or init's (masked to the tile's lanes and the channels)
             acc_on = builder.icmp_signed("!=", accumulate, const(0))
             no_lanes = ir.Constant(ir.VectorType(ir.IntType(1), 16), [0] * 16)
             start = []
-            for v in range(nv):
-                ap = builder.bitcast(builder.gep(a_ptr, [builder.add(init_off, const(16 * v))]), vp)
-                start.append(builder.call(mload, [ap, align, builder.select(acc_on, masks[v],
-                                                                            no_lanes), zero]))
+            for u in range(kb):
+                on = builder.and_(acc_on, builder.icmp_signed("<", const(u), nk))
+                for v in range(nv):
+                    ao = builder.add(init_off, builder.add(builder.mul(const(u), istride),
+                                                           const(16 * v)))
+                    ap = builder.bitcast(builder.gep(a_ptr, [ao]), vp)
+                    start.append(builder.call(mload, [ap, align, builder.select(on, masks[v],
+                                                                                no_lanes), zero]))
 
             def emit(masked):
-                i, accs = _counted_loop(builder, i0, i1, sets, start + [zero] * ((sets - 1) * nv),
+                i, accs = _counted_loop(builder, i0, i1, sets, start + [zero] * ((sets - 1) * na),
                                         step(masked))
-                acc = accs[:nv]
-                for u in range(1, sets):
-                    acc = [builder.fadd(a, accs[u * nv + v]) for v, a in enumerate(acc)]
+                acc = accs[:na]
+                for t in range(1, sets):
+                    acc = [builder.fadd(a, accs[t * na + j]) for j, a in enumerate(acc)]
                 return _counted_loop(builder, i, i1, 1, acc, step(masked))[1]
 
             acc = _full_or_partial(builder, npx, 16 * nv, emit)
-            bk = _splat(builder, builder.load(builder.gep(b_ptr, [b_off])), 16)
 
             def stores(activate, with_res):
-                for v in range(nv):
-                    o = builder.add(y_off, const(16 * v))
-                    val = builder.fadd(acc[v], bk)
-                    if with_res:
-                        rp = builder.bitcast(builder.gep(r_ptr, [o]), vp)
-                        val = builder.fadd(val, builder.call(mload, [rp, align, masks[v], zero]))
-                    yp = builder.bitcast(builder.gep(y_ptr, [o]), vp)
-                    builder.call(mstore, [activate(val), yp, align, masks[v]])
+                for u in range(kb):
+                    def store_channel():
+                        bk = _splat(builder, builder.load(builder.gep(
+                            b_ptr, [builder.add(b_off, const(u))])), 16)
+                        for v in range(nv):
+                            o = builder.add(y_off, builder.add(builder.mul(const(u), ystride),
+                                                               const(16 * v)))
+                            val = builder.fadd(acc[u * nv + v], bk)
+                            if with_res:
+                                rp = builder.bitcast(builder.gep(r_ptr, [o]), vp)
+                                val = builder.fadd(val, builder.call(mload, [rp, align, masks[v],
+                                                                             zero]))
+                            yp = builder.bitcast(builder.gep(y_ptr, [o]), vp)
+                            builder.call(mstore, [activate(val), yp, align, masks[v]])
+                    if u == 0:
+                        store_channel()
+                    else:
+                        with builder.if_then(builder.icmp_signed("<", const(u), nk)):
+                            store_channel()
 
             _emit_epilogue(builder, act, const(1), has_res, 16, stores)
             return context.get_dummy_value()
@@ -134,64 +157,82 @@ def _make_spmm(nv, sets):
     return spmm
 
 
-spmm_tile1 = _make_spmm(1, 4)
-spmm_tile2 = _make_spmm(2, 4)
-spmm_tile4 = _make_spmm(4, 2)
+# one intrinsic per (channels per block, vectors per tile), with enough accumulator sets
+# that 8 or more independent FMA chains are in flight
+spmm_k1_v1 = _make_spmm(1, 4, 1)
+spmm_k1_v2 = _make_spmm(2, 4, 1)
+spmm_k1_v4 = _make_spmm(4, 2, 1)
+spmm_k4_v1 = _make_spmm(1, 2, 4)
+spmm_k4_v2 = _make_spmm(2, 1, 4)
+spmm_k4_v4 = _make_spmm(4, 1, 4)
 
 
 @njit(inline="always")
-def _spmm(nv, x, x_off, offs, vals, i0, i1, y, y_off, npx, bias, b_off, act, res, has_res, init,
-          init_off, accumulate):
-    if nv == 4:
-        spmm_tile4(x, x_off, offs, vals, i0, i1, y, y_off, npx, bias, b_off, act, res, has_res,
-                   init, init_off, accumulate)
+def _spmm(kb, nv, x, x_off, offs, vals, i0, i1, y, y_off, ystride, nk, npx, bias, b_off, act,
+          res, has_res, init, init_off, istride, accumulate):
+    if kb == 4:
+        if nv == 4:
+            spmm_k4_v4(x, x_off, offs, vals, i0, i1, y, y_off, ystride, nk, npx, bias, b_off,
+                       act, res, has_res, init, init_off, istride, accumulate)
+        elif nv == 2:
+            spmm_k4_v2(x, x_off, offs, vals, i0, i1, y, y_off, ystride, nk, npx, bias, b_off,
+                       act, res, has_res, init, init_off, istride, accumulate)
+        else:
+            spmm_k4_v1(x, x_off, offs, vals, i0, i1, y, y_off, ystride, nk, npx, bias, b_off,
+                       act, res, has_res, init, init_off, istride, accumulate)
+    elif nv == 4:
+        spmm_k1_v4(x, x_off, offs, vals, i0, i1, y, y_off, ystride, nk, npx, bias, b_off, act,
+                   res, has_res, init, init_off, istride, accumulate)
     elif nv == 2:
-        spmm_tile2(x, x_off, offs, vals, i0, i1, y, y_off, npx, bias, b_off, act, res, has_res,
-                   init, init_off, accumulate)
+        spmm_k1_v2(x, x_off, offs, vals, i0, i1, y, y_off, ystride, nk, npx, bias, b_off, act,
+                   res, has_res, init, init_off, istride, accumulate)
     else:
-        spmm_tile1(x, x_off, offs, vals, i0, i1, y, y_off, npx, bias, b_off, act, res, has_res,
-                   init, init_off, accumulate)
+        spmm_k1_v1(x, x_off, offs, vals, i0, i1, y, y_off, ystride, nk, npx, bias, b_off, act,
+                   res, has_res, init, init_off, istride, accumulate)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def sparse_conv2d_tiles(xs, cptr, offs, vals, b, y, act, res, has_res, nv, tgroup, kblock,
+def sparse_conv2d_tiles(xs, cptr, offs, vals, b, y, act, res, has_res, kb, nv, tgroup, kblock,
                         line_ws):
     """The register-tiled sparse conv on a stride-1 grid.  xs (N, C*sh*sw, HS, WS): the
     padded input split into its stride phases (pad.pad_space_to_depth; at stride 1 the
     padded input itself), so tap (c, r, s) of output pixels (p, q) is one unit-stride run
     at offs[i] + p*WS + q of the image (offs int32: the tap's phase plane and its shift
-    r//sh, s//sw in it); y/res (N, K, OH, OW).  cptr (K, nch + 1): row k's nonzeros of
-    input-channel chunk j are cptr[k, j] .. cptr[k, j + 1] (CSR sorted by channel).
+    r//sh, s//sw in it); y/res (N, K, OH, OW).  The weights are rows of kb-channel blocks
+    (kb 1: CSR; kb 4: block CSR, each block the same tap of kb consecutive output channels,
+    one input read feeding kb accumulator rows): cptr (ceil(K/kb), nch + 1), row r's blocks
+    of input-channel chunk j are cptr[r, j] .. cptr[r, j + 1] (sorted by channel), block i's
+    values vals[kb*i : kb*i + kb] (zeros past K).
 
     A tile is 16*nv consecutive positions f = p*WS + q of that grid, so on narrow maps
     one tile spans several output rows (columns q >= OW are computed and dropped).  The
-    tile runs chunk by chunk, every output channel of the task per chunk, its partial
-    sums kept in line_ws (threads, >= kblock*16*nv): a chunk's input (its channels'
-    few rows around the tile) stays in L1 while all the channels' nonzeros of that chunk
-    stream past.  Then each output row's part is stored with the epilogue; where
-    WS == OW (a 1x1 conv without padding: the grid is y's own layout) the last chunk
-    stores straight into y with the epilogue instead.  Tasks: (image, group of tgroup
-    tiles, block of kblock output channels).
+    tile runs chunk by chunk, every block row of the task per chunk, its partial sums kept
+    in line_ws (threads, >= kb*kblock*16*nv): a chunk's input (its channels' few rows
+    around the tile) stays in L1 while all the rows' blocks of that chunk stream past.
+    Then each output row's part is stored with the epilogue; where WS == OW (a 1x1 conv
+    without padding: the grid is y's own layout) the last chunk stores straight into y
+    with the epilogue instead.  Tasks: (image, group of tgroup tiles, kblock block rows).
     """
     N, CS, HS, WS = xs.shape
     K, OH, OW = y.shape[1], y.shape[2], y.shape[3]
     nch = cptr.shape[1] - 1
+    KR = cptr.shape[0]
     NB = 16 * nv
     img = CS * HS * WS
     L = (OH - 1) * WS + OW
     ntiles = (L + NB - 1) // NB
     ngr = (ntiles + tgroup - 1) // tgroup
-    nkb = (K + kblock - 1) // kblock
+    nkb = (KR + kblock - 1) // kblock
     direct = WS == OW
     xf = xs.reshape(-1)
     yf = y.reshape(-1)
     rf = res.reshape(-1)
-    zero_b = np.zeros(1, np.float32)
+    zero_b = np.zeros(kb, np.float32)
     for t in prange(N * ngr * nkb):
         n = t // (ngr * nkb)
         g = (t // nkb) % ngr
-        k0 = (t % nkb) * kblock
-        k1 = min(K, k0 + kblock)
+        r0 = (t % nkb) * kblock
+        r1 = min(KR, r0 + kblock)
         line = line_ws[numba.get_thread_id()]
         for tile in range(g * tgroup, min(ntiles, (g + 1) * tgroup)):
             f0 = tile * NB
@@ -199,21 +240,23 @@ def sparse_conv2d_tiles(xs, cptr, offs, vals, b, y, act, res, has_res, nv, tgrou
             xo = n * img + f0
             last = nch - 1 if direct else nch
             for j in range(last):
-                for k in range(k0, k1):
-                    _spmm(nv, xf, xo, offs, vals, cptr[k, j], cptr[k, j + 1], line,
-                          (k - k0) * NB, npx, zero_b, 0, 0, rf, 0, line, (k - k0) * NB, j)
+                for r in range(r0, r1):
+                    _spmm(kb, nv, xf, xo, offs, vals, cptr[r, j], cptr[r, j + 1], line,
+                          (r - r0) * kb * NB, NB, min(kb, K - r * kb), npx, zero_b, 0, 0, rf,
+                          0, line, (r - r0) * kb * NB, NB, j)
             if direct:
-                for k in range(k0, k1):
-                    _spmm(nv, xf, xo, offs, vals, cptr[k, last], cptr[k, last + 1], yf,
-                          (n * K + k) * OH * OW + f0, npx, b, k, act, rf, has_res, line,
-                          (k - k0) * NB, last)
+                for r in range(r0, r1):
+                    _spmm(kb, nv, xf, xo, offs, vals, cptr[r, last], cptr[r, last + 1], yf,
+                          (n * K + r * kb) * OH * OW + f0, OH * OW, min(kb, K - r * kb), npx,
+                          b, r * kb, act, rf, has_res, line, (r - r0) * kb * NB, NB, last)
                 continue
+            k0 = r0 * kb
             for p in range(f0 // WS, min(OH, (f0 + NB - 1) // WS + 1)):
                 lo = max(p * WS, f0)
                 hi = min(p * WS + OW, f0 + NB)
                 if lo >= hi:
                     continue
-                for k in range(k0, k1):
+                for k in range(k0, min(K, r1 * kb)):
                     src = line[(k - k0) * NB + lo - f0:(k - k0) * NB + hi - f0]
                     dst = y[n, k, p, lo - p * WS:hi - p * WS]
                     if has_res:
