@@ -141,6 +141,12 @@ def test_sparse_chunk_pointers(rng):
     assert fs._chunk(conv_problem((1, 64, 56, 56), (64, 64, 3, 3), 1, 1), 4) == 16384 // (
         4 * (64 + 2 * 58 + 2))
     assert fs._chunk(conv_problem((1, 8, 5, 5), (8, 8, 1, 1)), 2) == 8  # all channels
+    big = conv_problem((1, 256, 56, 56), (64, 256, 1, 1))
+    assert fs._chunk(big, 4) == 16384 // (4 * 64)  # 64 of 256 channels fit
+    assert fs._chunk(big, 4, 4) == 256  # 4-channel blocks: four times the bytes
+    assert fs._chunk(big, 4, 1, 128.0) == 64  # dense enough: 32 values per row per chunk
+    assert fs._chunk(big, 4, 1, 51.2) == 160  # sparser: fewer, larger chunks
+    assert fs._chunk(big, 4, 1, 25.6) == 256  # (at most all of them)
 
 
 def test_sparse_conv_offsets_too_large():

@@ -3,7 +3,8 @@
 Convolution: row k of the CSR matrix holds output channel k's nonzero taps,
 column = (absolute input channel c, r, s), so
 
-    y[n, k, p, q] = act(b[k] + sum_(i in row k) vals[i] * xp[n, c_i, p*sh + r_i*dh, q*sw + s_i*dw] (+ res))
+    y[n, k, p, q] = act(b[k] + sum_(i in row k) vals[i] * xp[n, c_i, p*sh + r_i*dh,
+                                                            q*sw + s_i*dw] (+ res))
 
 Work is proportional to the nonzeros: at 90 % sparsity a tenth of the dense
 multiply-adds, with no im2col copy.
@@ -23,6 +24,15 @@ channel's nonzeros of the chunk stream past (partial sums wait in a
 per-thread line), and the CSR stream (int32 offsets, float32 values) is
 reused by all the tiles of a task.
 
+Block sparsity (kb = 4): rows of the matrix are blocks of kb consecutive output
+channels, a stored block one tap (c, r, s) of all kb of them,
+
+    acc[u][0:16*nv] += vals[kb*i + u] * x[x_off + offs[i] : +16*nv]   for u < kb,
+
+so one input read feeds kb accumulator rows (nv loads, kb broadcasts, kb*nv FMAs per
+block: the FMA ports, not the loads, set the pace); zeros inside a stored block are
+multiplied like any value.
+
 Linear: yT[o, n] = act(b[o] + sum_(i in row o) vals[i] * xT[col_i, n]).
 """
 import numba
@@ -33,9 +43,17 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import FASTMATH
-from .epilogue import apply_row, store_row, store_row_res
+from .epilogue import apply_row
 from .zmm import (_counted_loop, _data_ptr, _emit_epilogue, _full_or_partial, _lane_masks,
                   _masked_load_store, _splat)
+
+
+def _imax(builder, a, b):
+    return builder.select(builder.icmp_signed(">", a, b), a, b)
+
+
+def _imin(builder, a, b):
+    return builder.select(builder.icmp_signed("<", a, b), a, b)
 
 
 def _make_spmm(nv, sets, kb):
@@ -43,18 +61,22 @@ def _make_spmm(nv, sets, kb):
     blocks), the row's blocks taken ``sets`` at a time into as many accumulator sets (so
     enough independent FMA chains are in flight)."""
     @intrinsic
-    def spmm(typingctx, x, x_off, offs, vals, i0, i1, y, y_off, ystride, nk, npx, bias, b_off,
-             act, res, has_res, init, init_off, istride, accumulate):
-        """For channels u < nk <= kb of the row and lanes j < npx <= 16*nv:
-        y[y_off + u*ystride + j] = act(bias[b_off + u] + a_uj
+    def spmm(typingctx, x, x_off, offs, vals, i0, i1, y, y_off, ystride, f0, ws, ow, nk, npx,
+             bias, b_off, act, res, has_res, init, init_off, istride, accumulate):
+        """For channels u < nk <= kb of the row and lanes j < npx <= 16*nv, grid position
+        f = f0 + j = p*ws + q with q < ow (lanes with q >= ow are dropped):
+        y[y_off + u*ystride + p*ow + q] = act(bias[b_off + u] + a_uj
             + sum_(i0 <= i < i1) vals[kb*i + u] * x[x_off + offs[i] + j] (+ res[same index])),
         a_uj = init[init_off + u*istride + j] when accumulate (a reduction split into channel
-        chunks), else 0; offs int32.  A partial tile (npx < 16*nv) reads and writes only its
-        npx lanes (masked) and channels u >= nk are neither read nor written, so nothing past
-        x's, y's or bias's end is touched; act as in epilogue.py."""
+        chunks), else 0; offs int32.  So the tile's lanes land in y's rows straight from the
+        registers, one masked store per row the tile touches (ws == ow: y is the grid's own
+        layout).  A partial tile (npx < 16*nv) reads and writes only its npx lanes (masked)
+        and channels u >= nk are neither read nor written, so nothing past x's, y's or
+        bias's end is touched; act as in epilogue.py."""
         sig = types.void(x, types.intp, offs, vals, types.intp, types.intp, y, types.intp,
-                         types.intp, types.intp, types.intp, bias, types.intp, types.intp, res,
-                         types.intp, init, types.intp, types.intp, types.intp)
+                         types.intp, types.intp, types.intp, types.intp, types.intp, types.intp,
+                         bias, types.intp, types.intp, res, types.intp, init, types.intp,
+                         types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
             f32 = ir.FloatType()
@@ -65,12 +87,13 @@ def _make_spmm(nv, sets, kb):
             o_ptr = _data_ptr(context, builder, signature, args, 2, i32)
             v_ptr = _data_ptr(context, builder, signature, args, 3)
             y_ptr = _data_ptr(context, builder, signature, args, 6)
-            b_ptr = _data_ptr(context, builder, signature, args, 11)
-            r_ptr = _data_ptr(context, builder, signature, args, 14)
-            a_ptr = _data_ptr(context, builder, signature, args, 16)
-            (x_off, i0, i1, y_off, ystride, nk, npx, b_off, act, has_res, init_off, istride,
-             accumulate) = (args[1], args[4], args[5], args[7], args[8], args[9], args[10],
-                            args[12], args[13], args[15], args[17], args[18], args[19])
+            b_ptr = _data_ptr(context, builder, signature, args, 14)
+            r_ptr = _data_ptr(context, builder, signature, args, 17)
+            a_ptr = _data_ptr(context, builder, signature, args, 19)
+            (x_off, i0, i1, y_off, ystride, f0, ws, ow, nk, npx, b_off, act, has_res, init_off,
+             istride, accumulate) = (args[1], args[4], args[5], args[7], args[8], args[9],
+                                     args[10], args[11], args[12], args[13], args[15], args[16],
+                                     args[18], args[20], args[21], args[22])
             intp = x_off.type
             const = lambda v: ir.Constant(intp, v)  # noqa: E731
             fma = cgutils.get_or_insert_function(
@@ -90,8 +113,8 @@ def _make_spmm(nv, sets, kb):
                         base = builder.add(x_off, o)
                         xs = []
                         for v in range(nv):
-                            xp = builder.bitcast(builder.gep(x_ptr, [builder.add(base, const(16 * v))]),
-                                                 vp)
+                            xo = builder.add(base, const(16 * v))
+                            xp = builder.bitcast(builder.gep(x_ptr, [xo]), vp)
                             if masked:
                                 xs.append(builder.call(mload, [xp, align, masks[v], zero]))
                             else:
@@ -127,27 +150,56 @@ def _make_spmm(nv, sets, kb):
                 return _counted_loop(builder, i, i1, 1, acc, step(masked))[1]
 
             acc = _full_or_partial(builder, npx, 16 * nv, emit)
+            biased = []  # acc + bias; channels u >= nk (never stored) do not read bias
+            for u in range(kb):
+                if u == 0:
+                    bu = builder.load(builder.gep(b_ptr, [b_off]))
+                else:
+                    on = builder.icmp_signed("<", const(u), nk)
+                    bo = builder.select(on, builder.add(b_off, const(u)), b_off)
+                    bu = builder.load(builder.gep(b_ptr, [bo]))
+                bk = _splat(builder, bu, 16)
+                biased += [builder.fadd(acc[u * nv + v], bk) for v in range(nv)]
+            lanes = ir.Constant(ir.VectorType(intp, 16), list(range(16)))
 
             def stores(activate, with_res):
-                for u in range(kb):
-                    def store_channel():
-                        bk = _splat(builder, builder.load(builder.gep(
-                            b_ptr, [builder.add(b_off, const(u))])), 16)
+                # one masked store per output row the tile's lanes fall in
+                p_first = builder.sdiv(f0, ws)
+                p_last = builder.sdiv(builder.sub(builder.add(f0, npx), const(1)), ws)
+                count = builder.add(builder.sub(p_last, p_first), const(1))
+                with cgutils.for_range(builder, count) as loop:
+                    p = builder.add(p_first, loop.index)
+                    row = builder.mul(p, ws)
+                    lo = builder.sub(_imax(builder, row, f0), f0)
+                    hi = builder.sub(_imin(builder, builder.add(row, ow),
+                                           builder.add(f0, npx)), f0)
+                    with builder.if_then(builder.icmp_signed("<", lo, hi), likely=True):
+                        # lane j of this row goes to y[y_off + u*ystride + base + j]
+                        base = builder.add(y_off, builder.add(f0, builder.mul(
+                            p, builder.sub(ow, ws))))
+                        seg = []
                         for v in range(nv):
-                            o = builder.add(y_off, builder.add(builder.mul(const(u), ystride),
-                                                               const(16 * v)))
-                            val = builder.fadd(acc[u * nv + v], bk)
-                            if with_res:
-                                rp = builder.bitcast(builder.gep(r_ptr, [o]), vp)
-                                val = builder.fadd(val, builder.call(mload, [rp, align, masks[v],
-                                                                             zero]))
-                            yp = builder.bitcast(builder.gep(y_ptr, [o]), vp)
-                            builder.call(mstore, [activate(val), yp, align, masks[v]])
-                    if u == 0:
-                        store_channel()
-                    else:
-                        with builder.if_then(builder.icmp_signed("<", const(u), nk)):
-                            store_channel()
+                            j = builder.add(lanes, _splat(builder, const(16 * v), 16))
+                            seg.append(builder.and_(
+                                builder.icmp_signed(">=", j, _splat(builder, lo, 16)),
+                                builder.icmp_signed("<", j, _splat(builder, hi, 16))))
+                        for u in range(kb):
+                            def store_channel():
+                                for v in range(nv):
+                                    o = builder.add(base, builder.add(
+                                        builder.mul(const(u), ystride), const(16 * v)))
+                                    val = biased[u * nv + v]
+                                    if with_res:
+                                        rp = builder.bitcast(builder.gep(r_ptr, [o]), vp)
+                                        val = builder.fadd(val, builder.call(
+                                            mload, [rp, align, seg[v], zero]))
+                                    yp = builder.bitcast(builder.gep(y_ptr, [o]), vp)
+                                    builder.call(mstore, [activate(val), yp, align, seg[v]])
+                            if u == 0:
+                                store_channel()
+                            else:
+                                with builder.if_then(builder.icmp_signed("<", const(u), nk)):
+                                    store_channel()
 
             _emit_epilogue(builder, act, const(1), has_res, 16, stores)
             return context.get_dummy_value()
@@ -168,27 +220,27 @@ spmm_k4_v4 = _make_spmm(4, 1, 4)
 
 
 @njit(inline="always")
-def _spmm(kb, nv, x, x_off, offs, vals, i0, i1, y, y_off, ystride, nk, npx, bias, b_off, act,
-          res, has_res, init, init_off, istride, accumulate):
+def _spmm(kb, nv, x, x_off, offs, vals, i0, i1, y, y_off, ystride, f0, ws, ow, nk, npx, bias,
+          b_off, act, res, has_res, init, init_off, istride, accumulate):
     if kb == 4:
         if nv == 4:
-            spmm_k4_v4(x, x_off, offs, vals, i0, i1, y, y_off, ystride, nk, npx, bias, b_off,
-                       act, res, has_res, init, init_off, istride, accumulate)
+            spmm_k4_v4(x, x_off, offs, vals, i0, i1, y, y_off, ystride, f0, ws, ow, nk, npx,
+                       bias, b_off, act, res, has_res, init, init_off, istride, accumulate)
         elif nv == 2:
-            spmm_k4_v2(x, x_off, offs, vals, i0, i1, y, y_off, ystride, nk, npx, bias, b_off,
-                       act, res, has_res, init, init_off, istride, accumulate)
+            spmm_k4_v2(x, x_off, offs, vals, i0, i1, y, y_off, ystride, f0, ws, ow, nk, npx,
+                       bias, b_off, act, res, has_res, init, init_off, istride, accumulate)
         else:
-            spmm_k4_v1(x, x_off, offs, vals, i0, i1, y, y_off, ystride, nk, npx, bias, b_off,
-                       act, res, has_res, init, init_off, istride, accumulate)
+            spmm_k4_v1(x, x_off, offs, vals, i0, i1, y, y_off, ystride, f0, ws, ow, nk, npx,
+                       bias, b_off, act, res, has_res, init, init_off, istride, accumulate)
     elif nv == 4:
-        spmm_k1_v4(x, x_off, offs, vals, i0, i1, y, y_off, ystride, nk, npx, bias, b_off, act,
-                   res, has_res, init, init_off, istride, accumulate)
+        spmm_k1_v4(x, x_off, offs, vals, i0, i1, y, y_off, ystride, f0, ws, ow, nk, npx,
+                   bias, b_off, act, res, has_res, init, init_off, istride, accumulate)
     elif nv == 2:
-        spmm_k1_v2(x, x_off, offs, vals, i0, i1, y, y_off, ystride, nk, npx, bias, b_off, act,
-                   res, has_res, init, init_off, istride, accumulate)
+        spmm_k1_v2(x, x_off, offs, vals, i0, i1, y, y_off, ystride, f0, ws, ow, nk, npx,
+                   bias, b_off, act, res, has_res, init, init_off, istride, accumulate)
     else:
-        spmm_k1_v1(x, x_off, offs, vals, i0, i1, y, y_off, ystride, nk, npx, bias, b_off, act,
-                   res, has_res, init, init_off, istride, accumulate)
+        spmm_k1_v1(x, x_off, offs, vals, i0, i1, y, y_off, ystride, f0, ws, ow, nk, npx,
+                   bias, b_off, act, res, has_res, init, init_off, istride, accumulate)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -209,9 +261,10 @@ def sparse_conv2d_tiles(xs, cptr, offs, vals, b, y, act, res, has_res, kb, nv, t
     tile runs chunk by chunk, every block row of the task per chunk, its partial sums kept
     in line_ws (threads, >= kb*kblock*16*nv): a chunk's input (its channels' few rows
     around the tile) stays in L1 while all the rows' blocks of that chunk stream past.
-    Then each output row's part is stored with the epilogue; where WS == OW (a 1x1 conv
-    without padding: the grid is y's own layout) the last chunk stores straight into y
-    with the epilogue instead.  Tasks: (image, group of tgroup tiles, kblock block rows).
+    The last chunk's sums go from the registers into y with the epilogue, one masked
+    store per output row the tile touches (no row buffer, no per-row loop; with a single
+    chunk the line is never used).  Tasks: (image, group of tgroup tiles, kblock block
+    rows).
     """
     N, CS, HS, WS = xs.shape
     K, OH, OW = y.shape[1], y.shape[2], y.shape[3]
@@ -223,7 +276,9 @@ def sparse_conv2d_tiles(xs, cptr, offs, vals, b, y, act, res, has_res, kb, nv, t
     ntiles = (L + NB - 1) // NB
     ngr = (ntiles + tgroup - 1) // tgroup
     nkb = (KR + kblock - 1) // kblock
-    direct = WS == OW
+    # where WS == OW (a 1x1 conv without padding) the grid is y's own layout: one row
+    gw = L if WS == OW else WS
+    gow = L if WS == OW else OW
     xf = xs.reshape(-1)
     yf = y.reshape(-1)
     rf = res.reshape(-1)
@@ -238,31 +293,16 @@ def sparse_conv2d_tiles(xs, cptr, offs, vals, b, y, act, res, has_res, kb, nv, t
             f0 = tile * NB
             npx = min(NB, L - f0)
             xo = n * img + f0
-            last = nch - 1 if direct else nch
-            for j in range(last):
+            for j in range(nch - 1):  # partial sums of the first chunks, in line
                 for r in range(r0, r1):
-                    _spmm(kb, nv, xf, xo, offs, vals, cptr[r, j], cptr[r, j + 1], line,
-                          (r - r0) * kb * NB, NB, min(kb, K - r * kb), npx, zero_b, 0, 0, rf,
-                          0, line, (r - r0) * kb * NB, NB, j)
-            if direct:
-                for r in range(r0, r1):
-                    _spmm(kb, nv, xf, xo, offs, vals, cptr[r, last], cptr[r, last + 1], yf,
-                          (n * K + r * kb) * OH * OW + f0, OH * OW, min(kb, K - r * kb), npx,
-                          b, r * kb, act, rf, has_res, line, (r - r0) * kb * NB, NB, last)
-                continue
-            k0 = r0 * kb
-            for p in range(f0 // WS, min(OH, (f0 + NB - 1) // WS + 1)):
-                lo = max(p * WS, f0)
-                hi = min(p * WS + OW, f0 + NB)
-                if lo >= hi:
-                    continue
-                for k in range(k0, min(K, r1 * kb)):
-                    src = line[(k - k0) * NB + lo - f0:(k - k0) * NB + hi - f0]
-                    dst = y[n, k, p, lo - p * WS:hi - p * WS]
-                    if has_res:
-                        store_row_res(dst, src, b[k], res[n, k, p, lo - p * WS:hi - p * WS], act)
-                    else:
-                        store_row(dst, src, b[k], act)
+                    lo = (r - r0) * kb * NB
+                    _spmm(kb, nv, xf, xo, offs, vals, cptr[r, j], cptr[r, j + 1], line, lo, NB,
+                          0, NB, NB, min(kb, K - r * kb), npx, zero_b, 0, 0, rf, 0, line, lo, NB,
+                          j)
+            for r in range(r0, r1):  # the last chunk, with the epilogue, into y's rows
+                _spmm(kb, nv, xf, xo, offs, vals, cptr[r, nch - 1], cptr[r, nch], yf,
+                      (n * K + r * kb) * OH * OW, OH * OW, f0, gw, gow, min(kb, K - r * kb), npx,
+                      b, r * kb, act, rf, has_res, line, (r - r0) * kb * NB, NB, nch - 1)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
