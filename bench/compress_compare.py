@@ -6,9 +6,10 @@
 int8: fastconv's int8 conv (uint8 activations, per-channel int8 weights, float32
 out) against fastconv fp32 im2col, PyTorch's quantized conv (x86 engine,
 quint8 x qint8) and onnxruntime's QLinearConv, on the ResNet-50 3x3 and 1x1
-layers.  Sparse: fastconv's CSR conv at 50-90 % magnitude sparsity against the
-dense conv of fastconv (auto) and PyTorch on the same layers; the break-even
-sparsity is where CSR first beats fastconv's dense time.
+layers.  Sparse: fastconv's sparse conv at 50-90 % magnitude sparsity against the
+dense conv of fastconv (auto) and PyTorch on the same layers, pruned unstructured
+(CSR kernel) and in blocks of 4 output channels (``fc.prune(..., block=4)``, block
+CSR kernel); the break-even sparsity is where it first beats fastconv's dense time.
 """
 import argparse
 import json
@@ -40,6 +41,15 @@ def _data(spec, batch):
     return x, wt
 
 
+def _pruned(fc, wt, amount, block, s, p, x):
+    """wt pruned by fc.prune (magnitude, per layer, blocks of ``block`` output channels)."""
+    from fastconv.graph import Model, Node
+    node = Node("conv", "c", ["x"], ["y"], dict(stride=(s, s), pads=(p,) * 4, dilation=(1, 1),
+                                                groups=1), {"weight": wt})
+    model = fc.prune(Model([node], ["x"], ["y"]), amount, block=block, example_input=x)
+    return model.nodes[0].params["weight"]
+
+
 def child(runtime, threads, batch, repeat):
     out = {}
     if runtime.startswith("fastconv"):
@@ -60,11 +70,14 @@ def child(runtime, threads, batch, repeat):
                          "auto": _t(lambda: fc.conv2d(x, wt, None, s, p, packed=pk), repeat)}
         elif runtime == "fastconv-sparse":
             res = {}
-            for sp in SPARSITIES:
-                ws = wt.copy()
-                ws[np.abs(ws) < np.quantile(np.abs(ws), sp)] = 0
-                pk = {}
-                res[str(sp)] = _t(lambda: fc.sparse_conv2d(x, ws, None, s, p, packed=pk), repeat)
+            for block in (1, 4):
+                for sp in SPARSITIES:
+                    ws = _pruned(fc, wt, sp, block, s, p, x)
+                    pk = {}  # the kernel (CSR or block CSR) is chosen from the zeros
+                    res[f"{block}/{sp}"] = _t(lambda: fc.sparse_conv2d(x, ws, None, s, p,
+                                                                       packed=pk), repeat)
+                    res[f"{block}/{sp}/kernel"] = "csr" if pk["csr_block"] == 1 else \
+                        f"bsr{pk['csr_block']}"
             out[name] = res
         elif runtime == "torch-int8":
             import torch
@@ -173,19 +186,23 @@ def main():
         print(f"| {name} | {i8 * 1e3:.3f} | {flops(spec, a.batch) / i8 / 1e9:.0f} | "
               f"{f32['im2col'] / i8:.2f}x | {f32['auto'] / i8:.2f}x | "
               f"{'' if ti is None else f'{ti / i8:.2f}x'} | {'' if oi is None else f'{oi / i8:.2f}x'} |")
-    print(f"\nsparse CSR conv, batch {a.batch}: ms at each sparsity; ratios at 90 %")
-    print("| layer | torch dense | fastconv dense | " + " | ".join(f"{s:.0%}" for s in SPARSITIES)
-          + " | 90 % vs torch | 90 % vs fastconv | break-even |")
-    print("|---|---|---|" + "---|" * len(SPARSITIES) + "---|---|---|")
-    for name in LAYERS:
-        sp = res["fastconv-sparse"][name]
-        td = (res["torch"] or {}).get(name)
-        fd = res["fastconv-fp32"][name]["auto"]
-        even = next((f"{s:.0%}" for s in SPARSITIES if sp[str(s)] < fd), "> 90 %")
-        print(f"| {name} | {'' if td is None else f'{td * 1e3:.3f}'} | {fd * 1e3:.3f} | " +
-              " | ".join(f"{sp[str(s)] * 1e3:.3f}" for s in SPARSITIES) +
-              f" | {'' if td is None else f'{td / sp[str(0.9)]:.2f}x'} | "
-              f"{fd / sp[str(0.9)]:.2f}x | {even} |")
+    for block, title in ((1, "unstructured (CSR)"), (4, "in blocks of 4 output channels")):
+        print(f"\nsparse conv, pruned {title}, batch {a.batch}: ms at each sparsity "
+              "(the kernel chosen at 90 %); ratios at 90 %")
+        print("| layer | torch dense | fastconv dense | " +
+              " | ".join(f"{s:.0%}" for s in SPARSITIES) +
+              " | 90 % vs torch | 90 % vs fastconv | break-even |")
+        print("|---|---|---|" + "---|" * len(SPARSITIES) + "---|---|---|")
+        for name in LAYERS:
+            sp = {s: res["fastconv-sparse"][name][f"{block}/{s}"] for s in SPARSITIES}
+            kernel = res["fastconv-sparse"][name][f"{block}/0.9/kernel"]
+            td = (res["torch"] or {}).get(name)
+            fd = res["fastconv-fp32"][name]["auto"]
+            even = next((f"{s:.0%}" for s in SPARSITIES if sp[s] < fd), "> 90 %")
+            print(f"| {name} ({kernel}) | {'' if td is None else f'{td * 1e3:.3f}'} | "
+                  f"{fd * 1e3:.3f} | " + " | ".join(f"{sp[s] * 1e3:.3f}" for s in SPARSITIES) +
+                  f" | {'' if td is None else f'{td / sp[0.9]:.2f}x'} | "
+                  f"{fd / sp[0.9]:.2f}x | {even} |")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """Kernel microbenchmarks: every algorithm on every layer of the ResNet-50 and
 MobileNetV2 tables (direct only below 0.2 GFLOP), batch 1 and 8, grouped so
-that PyTorch's time for the same layer sits in the same group.  Run:
+that PyTorch's time for the same layer sits in the same group; the compressed
+families (int8, and 90 % sparse pruned unstructured and in 4-channel blocks) on
+the ResNet-50 layers in the same groups.  Run:
 
     python -m pytest bench --benchmark-only --benchmark-group-by=group
 """
 import numpy as np
 import pytest
 from conftest import annotate, make_layer
-from shapes import LAYERS, flops
+from shapes import LAYERS, RESNET50, flops
 
 import fastconv as fc
 from fastconv import functional as F
@@ -52,6 +54,37 @@ def test_torch_layer(benchmark, sgemm_roof, torch_mod, name, batch):
         benchmark.group = f"{name} b{batch}"
         benchmark.extra_info.update(layer=name, batch=batch, algo="oneDNN", runtime="torch")
         benchmark(conv, x, w, b, s, p, 1, g)
+    annotate(benchmark, flops(spec, batch), sgemm_roof)
+
+
+COMPRESSED = [(name, batch, family) for name in RESNET50 if "stem" not in name
+              for batch in BATCHES for family in ("int8", "csr90", "bsr90")]
+
+
+@pytest.mark.parametrize("name, batch, family", COMPRESSED)
+def test_compressed_layer(benchmark, sgemm_roof, name, batch, family):
+    """int8 (uint8 activations, per-channel int8 weights, float32 out) and the sparse
+    kernels at 90 %: GFLOP/s counts the dense layer's multiply-adds, so it compares with
+    the fp32 kernels of the same group."""
+    spec = LAYERS[name]
+    x, w, b = make_layer(spec, batch)
+    _, _, _, _, _, s, p, g = spec
+    packed = {}
+    if family == "int8":
+        xq, sx, zx = fc.quantize_tensor(np.maximum(x, 0), dtype="uint8")
+        wq, sw, _ = fc.quantize_tensor(w, axis=0)
+        fn, args = fc.int8_conv2d, (xq, sx, zx, wq, sw, b, s, p)
+    else:
+        from fastconv.graph import Model, Node
+        node = Node("conv", "c", ["x"], ["y"], dict(stride=(s, s), pads=(p,) * 4,
+                                                    dilation=(1, 1), groups=g), {"weight": w})
+        pruned = fc.prune(Model([node], ["x"], ["y"]), 0.9, example_input=x,
+                          block=4 if family == "bsr90" else 1)
+        fn, args = fc.sparse_conv2d, (x, pruned.nodes[0].params["weight"], b, s, p)
+    fn(*args, packed=packed)  # compile, pack
+    benchmark.group = f"{name} b{batch}"
+    benchmark.extra_info.update(layer=name, batch=batch, algo=family, runtime="fastconv")
+    benchmark(fn, *args, packed=packed)
     annotate(benchmark, flops(spec, batch), sgemm_roof)
 
 
