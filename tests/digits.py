@@ -17,7 +17,10 @@ def load_data():
 
 
 def state(pruned=False):
-    name = "digits_cnn_pruned.npz" if pruned else "digits_cnn.npz"
+    """The float weights, or (pruned=True) the 90 %-pruned fine-tuned ones, or
+    (pruned="block4") those pruned in blocks of 4 output channels."""
+    name = {False: "digits_cnn.npz", True: "digits_cnn_pruned.npz",
+            "block4": "digits_cnn_pruned_block4.npz"}[pruned]
     with np.load(os.path.join(DATA, name)) as f:
         return {k: f[k] for k in f.files}
 

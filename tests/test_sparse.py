@@ -188,6 +188,30 @@ def test_pruned_digits_cnn_accuracy(data):
     assert "csr" in sp.explain(x_test[:1], repeat=1, roof_gflops=100.0)
 
 
+def test_block_pruned_digits_cnn_accuracy(data):
+    """The script's weights pruned to 90 % in blocks of 4 output channels and fine-tuned:
+    within one point of the float model; every layer fc.prune switches runs the block
+    kernel, and the result is the dense model's with those zeros."""
+    x_test, y_test, _ = data
+    base = digits.accuracy(fc.optimize(digits.build(digits.state()), x_test[:2]), x_test, y_test)
+    pruned = fc.optimize(digits.build(digits.state(pruned="block4")), x_test[:2])
+    for n in pruned.nodes:
+        if n.op == "conv":
+            w = n.params["weight"]
+            blocks = (w != 0).reshape(w.shape[0] // 4, 4, -1)
+            assert (blocks.all(1) | ~blocks.any(1)).all(), n.name  # zeros in whole blocks
+    sp = fc.prune(pruned, amount=0, example_input=x_test[:1])
+    rep = {r["layer"]: r for r in sp.prune_report}
+    assert rep["conv3"]["sparsity"] > 0.85 and rep["conv4"]["sparsity"] > 0.85
+    convs = [n for n in sp.nodes if n.op == "sparse_conv"]
+    assert convs and all(n.attrs["block"] == 4 for n in convs)
+    assert all(rep[n.name]["kernel"] == "bsr4" for n in convs)
+    acc = digits.accuracy(sp, x_test, y_test)
+    assert base - acc <= 1.0, (base, acc)
+    assert acc == digits.accuracy(pruned, x_test, y_test)
+    assert "bsr4" in sp.explain(x_test[:1], repeat=1, roof_gflops=100.0)
+
+
 def test_prune_scopes_and_crossover(rng):
     from fastconv.graph import Model, Node
     conv = dict(stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1)
