@@ -235,8 +235,8 @@ def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=
                     packed["csr_chunks"] = cached
             line = _workspace.per_thread("sparse_line", _runtime.max_threads(),
                                          (rows * kb * 16 * nv,))
-            _sparse.sparse_conv2d_tiles(xs, cached[1], offs, csr[4], b, y, act, res, has_res,
-                                        kb, nv, tgroup, rows, line)
+            run = _sparse.sparse_conv2d_tiles if kb == 1 else _sparse.block_conv2d_tiles
+            run(xs, cached[1], offs, csr[4], b, y, act, res, has_res, nv, tgroup, rows, line)
     return _checks.wrap_like(y[0] if unbatched else y, x_in)
 
 

@@ -92,8 +92,8 @@ def test_sparse_tile_kernel_every_blocking(kb, nv, stride, pad, rng):
         y = np.full(e.shape, np.nan, np.float32)
         line = np.empty((4, min(kblock, rows) * kb * 16 * nv), np.float32)
         cptr = fs._chunk_pointers(csr, rows, 5, chunk)
-        ks.sparse_conv2d_tiles(xs, cptr, offs, csr[4], b, y, 1, no_res, False, kb, nv,
-                               tgroup, kblock, line)
+        run = ks.sparse_conv2d_tiles if kb == 1 else ks.block_conv2d_tiles
+        run(xs, cptr, offs, csr[4], b, y, 1, no_res, False, nv, tgroup, kblock, line)
         assert rel_err(y, e) < 1e-5, (tgroup, kblock, chunk)
 
 

@@ -56,15 +56,23 @@ def _imin(builder, a, b):
     return builder.select(builder.icmp_signed("<", a, b), a, b)
 
 
-def _make_spmm(nv, sets, kb):
+PART, RUN, ROWS = 0, 1, 2  # what a tile call stores (see _make_spmm)
+
+
+def _make_spmm(nv, sets, kb, mode):
     """The sparse tile intrinsic for 16*nv pixels and kb output channels (a row of kb-channel
     blocks), the row's blocks taken ``sets`` at a time into as many accumulator sets (so
-    enough independent FMA chains are in flight)."""
+    enough independent FMA chains are in flight).  mode ROWS: the last chunk, stored with
+    the epilogue into y's rows as below; RUN: the same where y has the grid's layout
+    (ws == ow), one run of npx lanes; PART: a partial sum of a chunk that is not the last,
+    stored raw at y[y_off + u*ystride + j] (f0, ws, ow, p0, prows, bias, act and res
+    unused).  Each is its own code, so a call site carries only the stores it makes."""
     @intrinsic
-    def spmm(typingctx, x, x_off, offs, vals, i0, i1, y, y_off, ystride, f0, ws, ow, nk, npx,
-             bias, b_off, act, res, has_res, init, init_off, istride, accumulate):
+    def spmm(typingctx, x, x_off, offs, vals, i0, i1, y, y_off, ystride, f0, ws, ow, p0, prows,
+             nk, npx, bias, b_off, act, res, has_res, init, init_off, istride, accumulate):
         """For channels u < nk <= kb of the row and lanes j < npx <= 16*nv, grid position
-        f = f0 + j = p*ws + q with q < ow (lanes with q >= ow are dropped):
+        f = f0 + j = p*ws + q with q < ow (lanes with q >= ow are dropped; the tile's lanes
+        lie in rows p0 .. p0 + prows - 1, passed so no division runs here):
         y[y_off + u*ystride + p*ow + q] = act(bias[b_off + u] + a_uj
             + sum_(i0 <= i < i1) vals[kb*i + u] * x[x_off + offs[i] + j] (+ res[same index])),
         a_uj = init[init_off + u*istride + j] when accumulate (a reduction split into channel
@@ -75,8 +83,8 @@ def _make_spmm(nv, sets, kb):
         bias's end is touched; act as in epilogue.py."""
         sig = types.void(x, types.intp, offs, vals, types.intp, types.intp, y, types.intp,
                          types.intp, types.intp, types.intp, types.intp, types.intp, types.intp,
-                         bias, types.intp, types.intp, res, types.intp, init, types.intp,
-                         types.intp, types.intp)
+                         types.intp, types.intp, bias, types.intp, types.intp, res, types.intp,
+                         init, types.intp, types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
             f32 = ir.FloatType()
@@ -87,13 +95,14 @@ def _make_spmm(nv, sets, kb):
             o_ptr = _data_ptr(context, builder, signature, args, 2, i32)
             v_ptr = _data_ptr(context, builder, signature, args, 3)
             y_ptr = _data_ptr(context, builder, signature, args, 6)
-            b_ptr = _data_ptr(context, builder, signature, args, 14)
-            r_ptr = _data_ptr(context, builder, signature, args, 17)
-            a_ptr = _data_ptr(context, builder, signature, args, 19)
-            (x_off, i0, i1, y_off, ystride, f0, ws, ow, nk, npx, b_off, act, has_res, init_off,
-             istride, accumulate) = (args[1], args[4], args[5], args[7], args[8], args[9],
-                                     args[10], args[11], args[12], args[13], args[15], args[16],
-                                     args[18], args[20], args[21], args[22])
+            b_ptr = _data_ptr(context, builder, signature, args, 16)
+            r_ptr = _data_ptr(context, builder, signature, args, 19)
+            a_ptr = _data_ptr(context, builder, signature, args, 21)
+            (x_off, i0, i1, y_off, ystride, f0, ws, ow, p0, prows, nk, npx, b_off, act, has_res,
+             init_off, istride, accumulate) = (
+                args[1], args[4], args[5], args[7], args[8], args[9], args[10], args[11],
+                args[12], args[13], args[14], args[15], args[17], args[18], args[20], args[22],
+                args[23], args[24])
             intp = x_off.type
             const = lambda v: ir.Constant(intp, v)  # noqa: E731
             fma = cgutils.get_or_insert_function(
@@ -150,6 +159,20 @@ def _make_spmm(nv, sets, kb):
                 return _counted_loop(builder, i, i1, 1, acc, step(masked))[1]
 
             acc = _full_or_partial(builder, npx, 16 * nv, emit)
+            if mode == PART:
+                for u in range(kb):
+                    def store_raw():
+                        for v in range(nv):
+                            o = builder.add(y_off, builder.add(builder.mul(const(u), ystride),
+                                                               const(16 * v)))
+                            yp = builder.bitcast(builder.gep(y_ptr, [o]), vp)
+                            builder.call(mstore, [acc[u * nv + v], yp, align, masks[v]])
+                    if u == 0:
+                        store_raw()
+                    else:
+                        with builder.if_then(builder.icmp_signed("<", const(u), nk)):
+                            store_raw()
+                return context.get_dummy_value()
             biased = []  # acc + bias; channels u >= nk (never stored) do not read bias
             for u in range(kb):
                 if u == 0:
@@ -162,44 +185,46 @@ def _make_spmm(nv, sets, kb):
                 biased += [builder.fadd(acc[u * nv + v], bk) for v in range(nv)]
             lanes = ir.Constant(ir.VectorType(intp, 16), list(range(16)))
 
+            def store_run(activate, with_res, base, lane_masks):
+                # lane j of every channel u < nk goes to y[base + u*ystride + j]
+                for u in range(kb):
+                    def store_channel():
+                        for v in range(nv):
+                            o = builder.add(base, builder.add(builder.mul(const(u), ystride),
+                                                              const(16 * v)))
+                            val = biased[u * nv + v]
+                            if with_res:
+                                rp = builder.bitcast(builder.gep(r_ptr, [o]), vp)
+                                val = builder.fadd(val, builder.call(
+                                    mload, [rp, align, lane_masks[v], zero]))
+                            yp = builder.bitcast(builder.gep(y_ptr, [o]), vp)
+                            builder.call(mstore, [activate(val), yp, align, lane_masks[v]])
+                    if u == 0:
+                        store_channel()
+                    else:
+                        with builder.if_then(builder.icmp_signed("<", const(u), nk)):
+                            store_channel()
+
             def stores(activate, with_res):
-                # one masked store per output row the tile's lanes fall in
-                p_first = builder.sdiv(f0, ws)
-                p_last = builder.sdiv(builder.sub(builder.add(f0, npx), const(1)), ws)
-                count = builder.add(builder.sub(p_last, p_first), const(1))
-                with cgutils.for_range(builder, count) as loop:
-                    p = builder.add(p_first, loop.index)
+                if mode == RUN:  # y has the grid's layout: one run of npx lanes
+                    store_run(activate, with_res, builder.add(y_off, f0), masks)
+                    return
+                with cgutils.for_range(builder, prows) as loop:  # a store per output row
+                    p = builder.add(p0, loop.index)
                     row = builder.mul(p, ws)
                     lo = builder.sub(_imax(builder, row, f0), f0)
                     hi = builder.sub(_imin(builder, builder.add(row, ow),
                                            builder.add(f0, npx)), f0)
                     with builder.if_then(builder.icmp_signed("<", lo, hi), likely=True):
-                        # lane j of this row goes to y[y_off + u*ystride + base + j]
-                        base = builder.add(y_off, builder.add(f0, builder.mul(
-                            p, builder.sub(ow, ws))))
                         seg = []
                         for v in range(nv):
                             j = builder.add(lanes, _splat(builder, const(16 * v), 16))
                             seg.append(builder.and_(
                                 builder.icmp_signed(">=", j, _splat(builder, lo, 16)),
                                 builder.icmp_signed("<", j, _splat(builder, hi, 16))))
-                        for u in range(kb):
-                            def store_channel():
-                                for v in range(nv):
-                                    o = builder.add(base, builder.add(
-                                        builder.mul(const(u), ystride), const(16 * v)))
-                                    val = biased[u * nv + v]
-                                    if with_res:
-                                        rp = builder.bitcast(builder.gep(r_ptr, [o]), vp)
-                                        val = builder.fadd(val, builder.call(
-                                            mload, [rp, align, seg[v], zero]))
-                                    yp = builder.bitcast(builder.gep(y_ptr, [o]), vp)
-                                    builder.call(mstore, [activate(val), yp, align, seg[v]])
-                            if u == 0:
-                                store_channel()
-                            else:
-                                with builder.if_then(builder.icmp_signed("<", const(u), nk)):
-                                    store_channel()
+                        base = builder.add(y_off, builder.add(f0, builder.mul(
+                            p, builder.sub(ow, ws))))
+                        store_run(activate, with_res, base, seg)
 
             _emit_epilogue(builder, act, const(1), has_res, 16, stores)
             return context.get_dummy_value()
@@ -209,63 +234,119 @@ def _make_spmm(nv, sets, kb):
     return spmm
 
 
-# one intrinsic per (channels per block, vectors per tile), with enough accumulator sets
-# that 8 or more independent FMA chains are in flight
-spmm_k1_v1 = _make_spmm(1, 4, 1)
-spmm_k1_v2 = _make_spmm(2, 4, 1)
-spmm_k1_v4 = _make_spmm(4, 2, 1)
-spmm_k4_v1 = _make_spmm(1, 2, 4)
-spmm_k4_v2 = _make_spmm(2, 1, 4)
-spmm_k4_v4 = _make_spmm(4, 1, 4)
+# one intrinsic per (channels per block, vectors per tile, mode), with enough accumulator
+# sets that 8 or more independent FMA chains are in flight
+spmm_k1_v1 = _make_spmm(1, 4, 1, ROWS)
+spmm_k1_v2 = _make_spmm(2, 4, 1, ROWS)
+spmm_k1_v4 = _make_spmm(4, 2, 1, ROWS)
+spmm_k4_v1 = _make_spmm(1, 2, 4, ROWS)
+spmm_k4_v2 = _make_spmm(2, 1, 4, ROWS)
+spmm_k4_v4 = _make_spmm(4, 1, 4, ROWS)
+spmm_k1_v1_run = _make_spmm(1, 4, 1, RUN)
+spmm_k1_v2_run = _make_spmm(2, 4, 1, RUN)
+spmm_k1_v4_run = _make_spmm(4, 2, 1, RUN)
+spmm_k4_v1_run = _make_spmm(1, 2, 4, RUN)
+spmm_k4_v2_run = _make_spmm(2, 1, 4, RUN)
+spmm_k4_v4_run = _make_spmm(4, 1, 4, RUN)
+spmm_k1_v1_part = _make_spmm(1, 4, 1, PART)
+spmm_k1_v2_part = _make_spmm(2, 4, 1, PART)
+spmm_k1_v4_part = _make_spmm(4, 2, 1, PART)
+spmm_k4_v1_part = _make_spmm(1, 2, 4, PART)
+spmm_k4_v2_part = _make_spmm(2, 1, 4, PART)
+spmm_k4_v4_part = _make_spmm(4, 1, 4, PART)
 
 
 @njit(inline="always")
-def _spmm(kb, nv, x, x_off, offs, vals, i0, i1, y, y_off, ystride, f0, ws, ow, nk, npx, bias,
-          b_off, act, res, has_res, init, init_off, istride, accumulate):
-    if kb == 4:
-        if nv == 4:
-            spmm_k4_v4(x, x_off, offs, vals, i0, i1, y, y_off, ystride, f0, ws, ow, nk, npx,
-                       bias, b_off, act, res, has_res, init, init_off, istride, accumulate)
+def _spmm(kb, nv, mode, x, x_off, offs, vals, i0, i1, y, y_off, ystride, f0, ws, ow, p0,
+          prows, nk, npx, bias, b_off, act, res, has_res, init, init_off, istride, accumulate):
+    """The intrinsic for (kb, nv, mode); each call site passes constant kb and mode, so
+    only its own intrinsics are compiled in."""
+    if mode == 2:
+        if kb == 4:
+            if nv == 4:
+                spmm_k4_v4(x, x_off, offs, vals, i0, i1, y, y_off, ystride,
+                           f0, ws, ow, p0, prows, nk, npx, bias, b_off, act, res,
+                           has_res, init, init_off, istride, accumulate)
+            elif nv == 2:
+                spmm_k4_v2(x, x_off, offs, vals, i0, i1, y, y_off, ystride,
+                           f0, ws, ow, p0, prows, nk, npx, bias, b_off, act, res,
+                           has_res, init, init_off, istride, accumulate)
+            else:
+                spmm_k4_v1(x, x_off, offs, vals, i0, i1, y, y_off, ystride,
+                           f0, ws, ow, p0, prows, nk, npx, bias, b_off, act, res,
+                           has_res, init, init_off, istride, accumulate)
+        elif nv == 4:
+            spmm_k1_v4(x, x_off, offs, vals, i0, i1, y, y_off, ystride,
+                       f0, ws, ow, p0, prows, nk, npx, bias, b_off, act, res,
+                       has_res, init, init_off, istride, accumulate)
         elif nv == 2:
-            spmm_k4_v2(x, x_off, offs, vals, i0, i1, y, y_off, ystride, f0, ws, ow, nk, npx,
-                       bias, b_off, act, res, has_res, init, init_off, istride, accumulate)
+            spmm_k1_v2(x, x_off, offs, vals, i0, i1, y, y_off, ystride,
+                       f0, ws, ow, p0, prows, nk, npx, bias, b_off, act, res,
+                       has_res, init, init_off, istride, accumulate)
         else:
-            spmm_k4_v1(x, x_off, offs, vals, i0, i1, y, y_off, ystride, f0, ws, ow, nk, npx,
-                       bias, b_off, act, res, has_res, init, init_off, istride, accumulate)
-    elif nv == 4:
-        spmm_k1_v4(x, x_off, offs, vals, i0, i1, y, y_off, ystride, f0, ws, ow, nk, npx,
-                   bias, b_off, act, res, has_res, init, init_off, istride, accumulate)
-    elif nv == 2:
-        spmm_k1_v2(x, x_off, offs, vals, i0, i1, y, y_off, ystride, f0, ws, ow, nk, npx,
-                   bias, b_off, act, res, has_res, init, init_off, istride, accumulate)
+            spmm_k1_v1(x, x_off, offs, vals, i0, i1, y, y_off, ystride,
+                       f0, ws, ow, p0, prows, nk, npx, bias, b_off, act, res,
+                       has_res, init, init_off, istride, accumulate)
+    elif mode == 1:
+        if kb == 4:
+            if nv == 4:
+                spmm_k4_v4_run(x, x_off, offs, vals, i0, i1, y, y_off, ystride,
+                               f0, ws, ow, p0, prows, nk, npx, bias, b_off, act, res,
+                               has_res, init, init_off, istride, accumulate)
+            elif nv == 2:
+                spmm_k4_v2_run(x, x_off, offs, vals, i0, i1, y, y_off, ystride,
+                               f0, ws, ow, p0, prows, nk, npx, bias, b_off, act, res,
+                               has_res, init, init_off, istride, accumulate)
+            else:
+                spmm_k4_v1_run(x, x_off, offs, vals, i0, i1, y, y_off, ystride,
+                               f0, ws, ow, p0, prows, nk, npx, bias, b_off, act, res,
+                               has_res, init, init_off, istride, accumulate)
+        elif nv == 4:
+            spmm_k1_v4_run(x, x_off, offs, vals, i0, i1, y, y_off, ystride,
+                           f0, ws, ow, p0, prows, nk, npx, bias, b_off, act, res,
+                           has_res, init, init_off, istride, accumulate)
+        elif nv == 2:
+            spmm_k1_v2_run(x, x_off, offs, vals, i0, i1, y, y_off, ystride,
+                           f0, ws, ow, p0, prows, nk, npx, bias, b_off, act, res,
+                           has_res, init, init_off, istride, accumulate)
+        else:
+            spmm_k1_v1_run(x, x_off, offs, vals, i0, i1, y, y_off, ystride,
+                           f0, ws, ow, p0, prows, nk, npx, bias, b_off, act, res,
+                           has_res, init, init_off, istride, accumulate)
     else:
-        spmm_k1_v1(x, x_off, offs, vals, i0, i1, y, y_off, ystride, f0, ws, ow, nk, npx,
-                   bias, b_off, act, res, has_res, init, init_off, istride, accumulate)
+        if kb == 4:
+            if nv == 4:
+                spmm_k4_v4_part(x, x_off, offs, vals, i0, i1, y, y_off, ystride,
+                                f0, ws, ow, p0, prows, nk, npx, bias, b_off, act, res,
+                                has_res, init, init_off, istride, accumulate)
+            elif nv == 2:
+                spmm_k4_v2_part(x, x_off, offs, vals, i0, i1, y, y_off, ystride,
+                                f0, ws, ow, p0, prows, nk, npx, bias, b_off, act, res,
+                                has_res, init, init_off, istride, accumulate)
+            else:
+                spmm_k4_v1_part(x, x_off, offs, vals, i0, i1, y, y_off, ystride,
+                                f0, ws, ow, p0, prows, nk, npx, bias, b_off, act, res,
+                                has_res, init, init_off, istride, accumulate)
+        elif nv == 4:
+            spmm_k1_v4_part(x, x_off, offs, vals, i0, i1, y, y_off, ystride,
+                            f0, ws, ow, p0, prows, nk, npx, bias, b_off, act, res,
+                            has_res, init, init_off, istride, accumulate)
+        elif nv == 2:
+            spmm_k1_v2_part(x, x_off, offs, vals, i0, i1, y, y_off, ystride,
+                            f0, ws, ow, p0, prows, nk, npx, bias, b_off, act, res,
+                            has_res, init, init_off, istride, accumulate)
+        else:
+            spmm_k1_v1_part(x, x_off, offs, vals, i0, i1, y, y_off, ystride,
+                            f0, ws, ow, p0, prows, nk, npx, bias, b_off, act, res,
+                            has_res, init, init_off, istride, accumulate)
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def sparse_conv2d_tiles(xs, cptr, offs, vals, b, y, act, res, has_res, kb, nv, tgroup, kblock,
-                        line_ws):
-    """The register-tiled sparse conv on a stride-1 grid.  xs (N, C*sh*sw, HS, WS): the
-    padded input split into its stride phases (pad.pad_space_to_depth; at stride 1 the
-    padded input itself), so tap (c, r, s) of output pixels (p, q) is one unit-stride run
-    at offs[i] + p*WS + q of the image (offs int32: the tap's phase plane and its shift
-    r//sh, s//sw in it); y/res (N, K, OH, OW).  The weights are rows of kb-channel blocks
-    (kb 1: CSR; kb 4: block CSR, each block the same tap of kb consecutive output channels,
-    one input read feeding kb accumulator rows): cptr (ceil(K/kb), nch + 1), row r's blocks
-    of input-channel chunk j are cptr[r, j] .. cptr[r, j + 1] (sorted by channel), block i's
-    values vals[kb*i : kb*i + kb] (zeros past K).
-
-    A tile is 16*nv consecutive positions f = p*WS + q of that grid, so on narrow maps
-    one tile spans several output rows (columns q >= OW are computed and dropped).  The
-    tile runs chunk by chunk, every block row of the task per chunk, its partial sums kept
-    in line_ws (threads, >= kb*kblock*16*nv): a chunk's input (its channels' few rows
-    around the tile) stays in L1 while all the rows' blocks of that chunk stream past.
-    The last chunk's sums go from the registers into y with the epilogue, one masked
-    store per output row the tile touches (no row buffer, no per-row loop; with a single
-    chunk the line is never used).  Tasks: (image, group of tgroup tiles, kblock block
-    rows).
-    """
+@njit(inline="always")
+def _tile_task(t, kb, xs, cptr, offs, vals, b, y, act, res, has_res, nv, tgroup, kblock,
+               line_ws, zero_b):
+    """Task t of the tiled sparse conv (image, group of tgroup tiles, kblock rows of
+    kb-channel blocks); kb is a constant at each call site, so each kernel compiles only
+    its own intrinsics."""
     N, CS, HS, WS = xs.shape
     K, OH, OW = y.shape[1], y.shape[2], y.shape[3]
     nch = cptr.shape[1] - 1
@@ -276,33 +357,87 @@ def sparse_conv2d_tiles(xs, cptr, offs, vals, b, y, act, res, has_res, kb, nv, t
     ntiles = (L + NB - 1) // NB
     ngr = (ntiles + tgroup - 1) // tgroup
     nkb = (KR + kblock - 1) // kblock
-    # where WS == OW (a 1x1 conv without padding) the grid is y's own layout: one row
-    gw = L if WS == OW else WS
-    gow = L if WS == OW else OW
     xf = xs.reshape(-1)
     yf = y.reshape(-1)
     rf = res.reshape(-1)
-    zero_b = np.zeros(kb, np.float32)
-    for t in prange(N * ngr * nkb):
-        n = t // (ngr * nkb)
-        g = (t // nkb) % ngr
-        r0 = (t % nkb) * kblock
-        r1 = min(KR, r0 + kblock)
-        line = line_ws[numba.get_thread_id()]
-        for tile in range(g * tgroup, min(ntiles, (g + 1) * tgroup)):
-            f0 = tile * NB
-            npx = min(NB, L - f0)
-            xo = n * img + f0
-            for j in range(nch - 1):  # partial sums of the first chunks, in line
-                for r in range(r0, r1):
-                    lo = (r - r0) * kb * NB
-                    _spmm(kb, nv, xf, xo, offs, vals, cptr[r, j], cptr[r, j + 1], line, lo, NB,
-                          0, NB, NB, min(kb, K - r * kb), npx, zero_b, 0, 0, rf, 0, line, lo, NB,
-                          j)
-            for r in range(r0, r1):  # the last chunk, with the epilogue, into y's rows
-                _spmm(kb, nv, xf, xo, offs, vals, cptr[r, nch - 1], cptr[r, nch], yf,
-                      (n * K + r * kb) * OH * OW, OH * OW, f0, gw, gow, min(kb, K - r * kb), npx,
-                      b, r * kb, act, rf, has_res, line, (r - r0) * kb * NB, NB, nch - 1)
+    n = t // (ngr * nkb)
+    g = (t // nkb) % ngr
+    r0 = (t % nkb) * kblock
+    r1 = min(KR, r0 + kblock)
+    line = line_ws[numba.get_thread_id()]
+    for tile in range(g * tgroup, min(ntiles, (g + 1) * tgroup)):
+        f0 = tile * NB
+        npx = min(NB, L - f0)
+        xo = n * img + f0
+        for j in range(nch - 1):  # partial sums of the first chunks, in line
+            for r in range(r0, r1):
+                lo = (r - r0) * kb * NB
+                _spmm(kb, nv, 0, xf, xo, offs, vals, cptr[r, j], cptr[r, j + 1], line, lo,
+                      NB, 0, NB, NB, 0, 1, min(kb, K - r * kb), npx, zero_b, 0, 0, rf, 0, line,
+                      lo, NB, j)
+        p0 = f0 // WS  # the output rows the tile's lanes fall in
+        prows = (f0 + npx - 1) // WS - p0 + 1
+        for r in range(r0, r1):  # the last chunk, with the epilogue, into y's rows
+            if WS == OW:  # y has the grid's layout (a 1x1 conv without padding)
+                _spmm(kb, nv, 1, xf, xo, offs, vals, cptr[r, nch - 1], cptr[r, nch], yf,
+                      (n * K + r * kb) * OH * OW, OH * OW, f0, WS, OW, p0, prows,
+                      min(kb, K - r * kb), npx, b, r * kb, act, rf, has_res, line,
+                      (r - r0) * kb * NB, NB, nch - 1)
+            else:
+                _spmm(kb, nv, 2, xf, xo, offs, vals, cptr[r, nch - 1], cptr[r, nch], yf,
+                      (n * K + r * kb) * OH * OW, OH * OW, f0, WS, OW, p0, prows,
+                      min(kb, K - r * kb), npx, b, r * kb, act, rf, has_res, line,
+                      (r - r0) * kb * NB, NB, nch - 1)
+
+
+@njit(inline="always")
+def _task_count(xs, cptr, y, nv, tgroup, kblock):
+    WS = xs.shape[3]
+    L = (y.shape[2] - 1) * WS + y.shape[3]
+    ntiles = (L + 16 * nv - 1) // (16 * nv)
+    return xs.shape[0] * ((ntiles + tgroup - 1) // tgroup) * (
+        (cptr.shape[0] + kblock - 1) // kblock)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def sparse_conv2d_tiles(xs, cptr, offs, vals, b, y, act, res, has_res, nv, tgroup, kblock,
+                        line_ws):
+    """The register-tiled sparse conv on a stride-1 grid.  xs (N, C*sh*sw, HS, WS): the
+    padded input split into its stride phases (pad.pad_space_to_depth; at stride 1 the
+    padded input itself), so tap (c, r, s) of output pixels (p, q) is one unit-stride run
+    at offs[i] + p*WS + q of the image (offs int32: the tap's phase plane and its shift
+    r//sh, s//sw in it); y/res (N, K, OH, OW).  The weights are CSR rows, one per output
+    channel: cptr (K, nch + 1), row k's nonzeros of input-channel chunk j are cptr[k, j] ..
+    cptr[k, j + 1] (sorted by channel), their values vals[i] (block_conv2d_tiles: rows of
+    4-channel blocks).
+
+    A tile is 16*nv consecutive positions f = p*WS + q of that grid, so on narrow maps
+    one tile spans several output rows (columns q >= OW are computed and dropped).  The
+    tile runs chunk by chunk, every block row of the task per chunk, its partial sums kept
+    in line_ws (threads, >= kb*kblock*16*nv, kb = 1 here): a chunk's input (its channels' few rows
+    around the tile) stays in L1 while all the rows' blocks of that chunk stream past.
+    The last chunk's sums go from the registers into y with the epilogue, one masked
+    store per output row the tile touches (no row buffer, no per-row loop; with a single
+    chunk the line is never used).  Tasks: (image, group of tgroup tiles, kblock block
+    rows).
+    """
+    zero_b = np.zeros(4, np.float32)
+    for t in prange(_task_count(xs, cptr, y, nv, tgroup, kblock)):
+        _tile_task(t, 1, xs, cptr, offs, vals, b, y, act, res, has_res, nv, tgroup, kblock,
+                   line_ws, zero_b)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def block_conv2d_tiles(xs, cptr, offs, vals, b, y, act, res, has_res, nv, tgroup, kblock,
+                       line_ws):
+    """sparse_conv2d_tiles on rows of 4-channel blocks (block CSR): each block the same tap
+    of 4 consecutive output channels, one input read feeding 4 accumulator rows; cptr
+    (ceil(K/4), nch + 1) over block rows, block i's values vals[4*i : 4*i + 4] (zeros past
+    K); kblock counts block rows, line_ws holds >= 4*kblock*16*nv floats per thread."""
+    zero_b = np.zeros(4, np.float32)
+    for t in prange(_task_count(xs, cptr, y, nv, tgroup, kblock)):
+        _tile_task(t, 4, xs, cptr, offs, vals, b, y, act, res, has_res, nv, tgroup, kblock,
+                   line_ws, zero_b)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
