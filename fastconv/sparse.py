@@ -24,15 +24,16 @@ from .kernels.cpu import sparse as _sparse
 # layers at 50-90 % sparsity (docs/performance.md): one broadcast and nv vector loads per
 # nonzero, so it runs near the load ports' rate, not the FMA peak
 SPARSE_GFLOPS = 36.0
-# per (task, output channel) tile call: the tile's epilogue and the call
+# per (tile, output channel): the tile's epilogue and the call (a 4-channel block row stores
+# four channels per call at about the same cost per channel)
 SPARSE_TILE_S = 0.02e-6
 # input channels per chunk: a tile's input for one chunk (the chunk's channels, every stride
 # phase, the rows the taps reach) within this many bytes, so it stays in L1 while every
 # output channel's nonzeros of the chunk stream past
 SPARSE_CHUNK_BYTES = 16384
-# the same with 4-channel blocks (kb 4): one input read per 4 multiply-adds of a stored block,
-# 1.7-1.9x CSR's rate on the same ResNet-50 layers at 90 % (one thread)
-BLOCK_GFLOPS = 64.0
+# the same with 4-channel blocks (kb 4): one input read per 4 multiply-adds of a stored block;
+# fitted to ResNet-50 layers at 50-90 % (two threads: 64@56 at 50 % 0.75 ms, at 90 % 0.22-0.27)
+BLOCK_GFLOPS = 85.0
 # the block sizes sparse_conv2d runs (output channels per block)
 BLOCKS = (1, 4)
 # ... and at least this many stored blocks of a block row per chunk (fewer chunks where the
@@ -170,7 +171,7 @@ def sparse_cost(prob, nnz, threads, kb=1):
     lanes = max(1, prob.n) * ntiles * 16 * nv
     work = 2.0 * nnz * lanes / ((SPARSE_GFLOPS if kb == 1 else BLOCK_GFLOPS) * 1e9)
     tasks = max(1, prob.n) * -(-ntiles // tgroup) * -(-prob.k // kblock)
-    calls = max(1, prob.n) * ntiles * -(-prob.k // kb)
+    calls = max(1, prob.n) * ntiles * prob.k
     return (planner.CALL_OVERHEAD_S + copy
             + (work + calls * SPARSE_TILE_S) / min(threads, tasks))
 
