@@ -4,12 +4,13 @@
     python bench/compress_compare.py --gemm                      # int8 GEMM 1024^3 vs SGEMM
 
 int8: fastconv's int8 conv (uint8 activations, per-channel int8 weights, float32
-out) against fastconv fp32 im2col, PyTorch's quantized conv (x86 engine,
-quint8 x qint8) and onnxruntime's QLinearConv, on the ResNet-50 3x3 and 1x1
-layers.  Sparse: fastconv's sparse conv at 30-90 % magnitude sparsity against the
-dense conv of fastconv (auto) and PyTorch on the same layers, pruned unstructured
-(CSR kernel) and in blocks of 4 output channels (``fc.prune(..., block=4)``, block
-CSR kernel); the break-even sparsity is where it first beats fastconv's dense time.
+out, and requantized uint8 out as QLinearConv's) against fastconv fp32 im2col,
+PyTorch's quantized conv (x86 engine, quint8 x qint8) and onnxruntime's
+QLinearConv, on the ResNet-50 3x3 and 1x1 layers.  Sparse: fastconv's sparse conv
+at 30-90 % magnitude sparsity against the dense conv of fastconv (auto) and PyTorch
+on the same layers, pruned unstructured (CSR kernel) and in blocks of 4 output
+channels (``fc.prune(..., block=4)``, block CSR kernel); the break-even sparsity is
+where it first beats fastconv's dense time.
 """
 import argparse
 import json
@@ -64,6 +65,10 @@ def child(runtime, threads, batch, repeat):
             pk = {}
             out[name] = _t(lambda: fc.int8_conv2d(xq, sx, zx, wq, sw, None, s, p, packed=pk),
                            repeat)
+            # requantized uint8 out, as onnxruntime's QLinearConv below writes it
+            out[name + "/u8"] = _t(lambda: fc.int8_conv2d(xq, sx, zx, wq, sw, None, s, p,
+                                                          packed=pk, out_scale=0.05,
+                                                          out_dtype="uint8"), repeat)
         elif runtime == "fastconv-fp32":
             pk = {}
             out[name] = {"im2col": _t(lambda: fc.conv2d(x, wt, None, s, p, algo="im2col"), repeat),
@@ -176,16 +181,19 @@ def main():
     print(f"int8, batch {a.batch}, {a.threads} threads, median of {a.repeat} (ms; ratios are "
           "fastconv int8's speed relative to each)")
     print("| layer | int8 ms | GOP/s | vs fp32 im2col | vs fp32 auto | vs torch int8 | "
-          "vs ORT QLinearConv |")
-    print("|---|---|---|---|---|---|---|")
+          "vs ORT QLinearConv | uint8 out ms | uint8 out vs ORT |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, spec in LAYERS.items():
         i8 = res["fastconv-int8"][name]
         f32 = res["fastconv-fp32"][name]
         ti = (res["torch-int8"] or {}).get(name)
         oi = (res["onnxruntime-int8"] or {}).get(name)
+        u8 = res["fastconv-int8"][name + "/u8"]
         print(f"| {name} | {i8 * 1e3:.3f} | {flops(spec, a.batch) / i8 / 1e9:.0f} | "
               f"{f32['im2col'] / i8:.2f}x | {f32['auto'] / i8:.2f}x | "
-              f"{'' if ti is None else f'{ti / i8:.2f}x'} | {'' if oi is None else f'{oi / i8:.2f}x'} |")
+              f"{'' if ti is None else f'{ti / i8:.2f}x'} | "
+              f"{'' if oi is None else f'{oi / i8:.2f}x'} | {u8 * 1e3:.3f} | "
+              f"{'' if oi is None else f'{oi / u8:.2f}x'} |")
     for block, title in ((1, "unstructured (CSR)"), (4, "in blocks of 4 output channels")):
         print(f"\nsparse conv, pruned {title}, batch {a.batch}: ms at each sparsity "
               "(the kernel chosen at 90 %); ratios at 90 %")

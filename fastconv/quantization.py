@@ -314,9 +314,7 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
                     if packed is not None:
                         packed["int8_vnni"] = vp
                 cols = _int8_workspace(xp.dtype, (nth, (tile + 8) * vp[1]))
-                _int8.conv2d_int8_vnni(xp, vp[0], wsum, scale, b, *common, vp[1], cols,
-                                       _int8_workspace(np.int32, (nth, -(-prob.kg // 16)
-                                                                  * 16 * tile), "acc"))
+                _int8.conv2d_int8_vnni(xp, vp[0], wsum, scale, b, *common, vp[1], cols)
             else:
                 cols = _int8_workspace(xp.dtype, (nth, tile * wmat.shape[1]))
                 _int8.conv2d_int8(xp, wmat, wsum, scale, b, *common, cols)

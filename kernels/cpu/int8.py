@@ -29,8 +29,8 @@ from numba import njit, prange
 
 from . import nchwc
 from .tiles import gemm_task
-from .vnni import (dot8x16_bcast, dot8x16_epi, dot8x16_rows, dot8x32_bcast, dot8x32_epi,
-                   dot8x32_rows, dot8x32_to_rows)
+from .vnni import (dot8x16_bcast, dot8x16_epi, dot8x16_epq, dot8x32_bcast, dot8x32_epi,
+                   dot8x32_epq, dot8x32_to_rows)
 
 I32 = np.int32
 ONE = np.float32(1.0)   # unused scale arguments of a plain byte move
@@ -138,51 +138,6 @@ def _finish(acc, k, p, n, zx, wsum, scale, b, act, res, has_res, y, yq, quant_ou
         y[n, k, p] = v
 
 
-@njit(cache=True)
-def _finish_row(acc, k, p0, n, zx, wsum, scale, b, act, res, has_res, y, yq, quant_out,
-                inv_sy, zy, qmin, qmax):
-    """_finish for the pixels p0 .. p0 + len(acc) of output channel k, with the branches
-    outside the loops and unit-stride rows, so every case vectorizes (same arithmetic,
-    same results bit for bit)."""
-    T = acc.shape[0]
-    zw = zx * wsum[k]
-    sc = scale[k]
-    bb = b[k]
-    if quant_out:
-        out = yq[n, k, p0:p0 + T]
-        for j in range(T):
-            v = np.float32(acc[j] - zw) * sc + bb
-            if has_res:
-                v = v + res[n, k, p0 + j]
-            if act == 1:
-                v = max(v, np.float32(0))
-            elif act == 2:
-                v = min(max(v, np.float32(0)), np.float32(6))
-            q = np.rint(v * inv_sy) + zy
-            out[j] = min(max(q, qmin), qmax)
-    else:
-        out = y[n, k, p0:p0 + T]
-        if has_res:
-            rr = res[n, k, p0:p0 + T]
-            for j in range(T):
-                v = np.float32(acc[j] - zw) * sc + bb + rr[j]
-                if act == 1:
-                    v = max(v, np.float32(0))
-                elif act == 2:
-                    v = min(max(v, np.float32(0)), np.float32(6))
-                out[j] = v
-        elif act == 0:
-            for j in range(T):
-                out[j] = np.float32(acc[j] - zw) * sc + bb
-        elif act == 1:
-            for j in range(T):
-                out[j] = max(np.float32(acc[j] - zw) * sc + bb, np.float32(0))
-        else:
-            for j in range(T):
-                out[j] = min(max(np.float32(acc[j] - zw) * sc + bb, np.float32(0)),
-                             np.float32(6))
-
-
 @njit(parallel=True, cache=True)
 def conv2d_int8(xq, wq, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, S, act, res, has_res,
                 y, yq, quant_out, inv_sy, zy, qmin, qmax, tile, cols_ws):
@@ -288,20 +243,18 @@ def gemm_u8s8_vnni(a, wp, N, c, out_ws):
 
 @njit(parallel=True, cache=True)
 def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, S, act, res,
-                     has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax, tile, width, cols_ws,
-                     acc_ws):
+                     has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax, tile, width, cols_ws):
     """conv2d_int8 with uint8 xq through dot8x32_bcast / dot8x16_bcast: wp the weights
     packed by pack_vnni per group as (Kg16/16, width/4, 16, 4) int8 flat (width >=
     R*S*Cg, a multiple of 4, zero beyond R*S*Cg); cols_ws (threads, >= (tile + 8) *
-    width) uint8; acc_ws (threads, >= Kg16 * tile) int32.
+    width) uint8.
 
-    Float output: each 8-pixel x 32-channel block is transposed to channel rows in
-    registers and the epilogue applied on the way to y (dot8x32_epi): no int32 tile,
-    no second pass (the per-channel epilogue pass over the tile had cost a third of
-    a 1x1 layer's time, a scalar scatter into that tile a fifth before it).  Quantized
-    output: the block's sums go to the task's channel-major acc tile (dot8x32_rows)
-    and _finish_row requantizes each channel row.  Same epilogue arithmetic as
-    _finish, same results bit for bit."""
+    Each 8-pixel x 32-channel block is transposed to channel rows in registers and the
+    epilogue applied on the way to y (dot8x32_epi), or, for a quantized output, the
+    epilogue and the requantization on the way to yq (dot8x32_epq): no int32 tile, no
+    second pass (the per-channel epilogue pass over the tile had cost a third of a 1x1
+    layer's time, a scalar scatter into that tile a fifth before it).  Same epilogue
+    arithmetic as _finish, same results bit for bit."""
     N, C = xq.shape[0], xq.shape[3]
     K = wsum.shape[0]
     P = y.shape[2] if not quant_out else yq.shape[2]
@@ -320,6 +273,9 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
     zw = np.empty(K, np.int32)  # zx * wsum[k]: exact in int32 under the API's reduction bound
     for k in range(K):
         zw[k] = zx * wsum[k]
+    yqf = yq.reshape(yq.size)
+    inv32, zy32, lo32, hi32 = (np.float32(inv_sy), np.float32(zy), np.float32(qmin),
+                               np.float32(qmax))
     for t in prange(N * groups * ntiles):
         n, g, p0, T, _, _ = gemm_task(t, groups, ntiles, 1, tile, Kg, P, Kg)
         tid = numba.get_thread_id()
@@ -335,7 +291,6 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
             _gather_pixel(row, xq, n, oh * sh, ow * sw, dh, dw, R, S, g * Cg, Cg)
             for q in range(R * S * Cg, width):
                 row[q] = 0
-        acc = acc_ws[tid]
         for kb in range(0, kblocks, 2):
             pair = kb + 1 < kblocks
             woff = (g * kblocks + kb) * nq * 64
@@ -343,26 +298,23 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
             for jb in range(0, T, 8):
                 src = xf if jb < j0 else cf
                 a_off = (n * P + p0 + jb) * width if jb < j0 else jb * width
-                if not quant_out:  # float out: the epilogue in the block's store
-                    y_off = (n * K + k0) * P + p0 + jb
-                    npx = min(8, T - jb)
+                y_off = (n * K + k0) * P + p0 + jb
+                npx = min(8, T - jb)
+                if quant_out:  # the epilogue and the requantization in the block's store
                     if pair:
-                        dot8x32_epi(src, a_off, width, wp, woff, nq * 64, nq, yf, y_off, P, npx,
-                                    Kg - 16 * kb, zw, scale, b, k0, act, rf, has_res)
+                        dot8x32_epq(src, a_off, width, wp, woff, nq * 64, nq, yqf, y_off, P,
+                                    npx, Kg - 16 * kb, zw, scale, b, k0, act, rf, has_res,
+                                    inv32, zy32, lo32, hi32)
                     else:
-                        dot8x16_epi(src, a_off, width, wp, woff, nq, yf, y_off, P, npx,
-                                    Kg - 16 * kb, zw, scale, b, k0, act, rf, has_res)
-                elif pair:
-                    dot8x32_rows(src, a_off, width, wp, woff, nq * 64, nq, acc,
-                                 16 * kb * tile + jb, tile)
+                        dot8x16_epq(src, a_off, width, wp, woff, nq, yqf, y_off, P, npx,
+                                    Kg - 16 * kb, zw, scale, b, k0, act, rf, has_res, inv32,
+                                    zy32, lo32, hi32)
+                elif pair:  # float out: the epilogue in the block's store
+                    dot8x32_epi(src, a_off, width, wp, woff, nq * 64, nq, yf, y_off, P, npx,
+                                Kg - 16 * kb, zw, scale, b, k0, act, rf, has_res)
                 else:
-                    dot8x16_rows(src, a_off, width, wp, woff, nq, acc, 16 * kb * tile + jb,
-                                 tile)
-        if not quant_out:
-            continue
-        for kk in range(Kg):
-            _finish_row(acc[kk * tile:kk * tile + T], g * Kg + kk, p0, n, zx, wsum, scale, b,
-                        act, res, has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax)
+                    dot8x16_epi(src, a_off, width, wp, woff, nq, yf, y_off, P, npx,
+                                Kg - 16 * kb, zw, scale, b, k0, act, rf, has_res)
 
 
 @njit(inline="always")

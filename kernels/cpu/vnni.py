@@ -22,22 +22,7 @@ from .zmm import _emit_epilogue, _masked_load_store, _splat, _zip_columns
 HAS_VNNI = "+avx512vnni" in llvm.get_host_cpu_features().flatten().split(",")
 
 
-
-def _store_channel_rows(builder, finals, o_ptr, o_off, ldo, nblk):
-    """Store 8 pixel accumulators (16 channel lanes each) per block as 16 channel rows
-    of 8 int32: out[o_off + (16*blk + l)*ldo + j] = finals[blk*8 + j][l], transposed in
-    registers by three rounds of two-source zips (channel pairs end in the halves of
-    8 vectors), one 32-byte store per channel."""
-    i32 = ir.IntType(32)
-    v8p = ir.VectorType(i32, 8).as_pointer()
-    intp = o_off.type
-    for blk in range(nblk):
-        for ch, val in enumerate(_zip_columns(builder, finals[blk * 8:blk * 8 + 8])):
-            o = builder.add(o_off, builder.mul(ldo, ir.Constant(intp, 16 * blk + ch)))
-            builder.store(val, builder.bitcast(builder.gep(o_ptr, [o]), v8p), align=4)
-
-
-def _store_epilogue(context, builder, signature, args, finals, nblk, first):
+def _store_epilogue(context, builder, signature, args, finals, nblk, first, quant=False):
     """The float epilogue fused into the block's store, its arguments from index ``first``:
     y, y_off, ldy, npx, nch, zw, scale, bias, k_off, act, res, has_res.  For channel
     c < nch of the block (16*blk + l) and pixel j < npx:
@@ -45,7 +30,9 @@ def _store_epilogue(context, builder, signature, args, finals, nblk, first):
         y[y_off + c*ldy + j] = act(float32(acc - zw[k]) * scale[k] + bias[k] (+ res[same]))
 
     k = k_off + c; each step rounded separately (no fused multiply-add), as the integer
-    reference does; act 0 none, 1 relu, 2 relu6 (NaN passes)."""
+    reference does; act 0 none, 1 relu, 2 relu6 (NaN passes).  quant: y is int8 or uint8
+    and four more float32 arguments follow (inv, zy, qmin, qmax): the value stored is
+    min(max(rint(v * inv) + zy, qmin), qmax), as int8.int8's _finish_row rounds it."""
     i32, f32 = ir.IntType(32), ir.FloatType()
     f8 = ir.VectorType(f32, 8)
     m8 = ir.VectorType(ir.IntType(1), 8)
@@ -54,7 +41,8 @@ def _store_epilogue(context, builder, signature, args, finals, nblk, first):
         arr = context.make_array(signature.args[i])(context, builder, args[i])
         return builder.bitcast(arr.data, ty.as_pointer())
 
-    y_ptr, zw_ptr, sc_ptr, b_ptr, r_ptr = (ptr(first, f32), ptr(first + 5, i32),
+    y_ptr, zw_ptr, sc_ptr, b_ptr, r_ptr = (ptr(first, ir.IntType(8) if quant else f32),
+                                           ptr(first + 5, i32),
                                            ptr(first + 6, f32), ptr(first + 7, f32),
                                            ptr(first + 10, f32))
     y_off, ldy, npx, nch, k_off, act, has_res = (args[first + 1], args[first + 2],
@@ -81,25 +69,43 @@ def _store_epilogue(context, builder, signature, args, finals, nblk, first):
             o = builder.add(y_off, builder.mul(c, ldy))
             chans.append((v, builder.select(inside, px_mask, no_lanes), o))
 
+    if quant:
+        inv, zy, qmin, qmax = (_splat(builder, args[first + 12 + i], 8) for i in range(4))
+        b8 = ir.VectorType(ir.IntType(8), 8)
+        rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f8, [f8]),
+                                              "llvm.rint.v8f32")
+        qstore = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [b8, b8.as_pointer(), i32, m8]),
+            "llvm.masked.store.v8i8.p0")
+
     def stores(activate, with_res):
         for v, mask, o in chans:
             if with_res:
                 rp = builder.bitcast(builder.gep(r_ptr, [o]), f8.as_pointer())
                 v = builder.fadd(v, builder.call(mload, [rp, align, mask,
                                                          ir.Constant(f8, [0.0] * 8)]))
-            yp = builder.bitcast(builder.gep(y_ptr, [o]), f8.as_pointer())
-            builder.call(mstore, [activate(v), yp, align, mask])
+            v = activate(v)
+            if quant:
+                q = builder.fadd(builder.call(rint, [builder.fmul(v, inv)]), zy)
+                q = builder.select(builder.fcmp_ordered("<", q, qmin), qmin, q)
+                q = builder.select(builder.fcmp_ordered(">", q, qmax), qmax, q)
+                qb = builder.trunc(builder.fptosi(q, ir.VectorType(i32, 8)), b8)
+                yp = builder.bitcast(builder.gep(y_ptr, [o]), b8.as_pointer())
+                builder.call(qstore, [qb, yp, ir.Constant(i32, 1), mask])
+            else:
+                yp = builder.bitcast(builder.gep(y_ptr, [o]), f8.as_pointer())
+                builder.call(mstore, [v, yp, align, mask])
 
     _emit_epilogue(builder, act, const(1), has_res, 8, stores)
 
 
-def _make_dot(nblk, channel_rows=False, epilogue=False, rows=False):
+def _make_dot(nblk, epilogue=False, rows=False, quant=False):
     """dot8x16_bcast (nblk 1) or dot8x32_bcast (nblk 2): 8 pixels x 16*nblk channels,
     8*nblk zmm accumulators.  Two weight blocks per activation broadcast halve the
     broadcasts per vpdpbusd: 8 broadcasts + nblk weight loads feed 8*nblk of them.
-    channel_rows: the sums stored channel-major (_store_channel_rows), the out
-    argument followed by o_off and ldo.  epilogue: the float epilogue fused into the
-    store (_store_epilogue), the out argument replaced by its 12.  rows: pixel j's
+    epilogue: the float epilogue fused into the
+    store (_store_epilogue), the out argument replaced by its 12 (16 with quant: the
+    requantized int8/uint8 store).  rows: pixel j's
     16*nblk sums stored at out[o_off + j*ldo : +16*nblk] (a row-major int32 result)."""
 
     def codegen(context, builder, signature, args):
@@ -169,7 +175,7 @@ def _make_dot(nblk, channel_rows=False, epilogue=False, rows=False):
             f.add_incoming(n, end)
             finals.append(f)
         if epilogue:
-            _store_epilogue(context, builder, signature, args, finals, nblk, first)
+            _store_epilogue(context, builder, signature, args, finals, nblk, first, quant)
             return context.get_dummy_value()
         if rows:
             o_ptr = builder.bitcast(o_arr.data, i32.as_pointer())
@@ -181,10 +187,6 @@ def _make_dot(nblk, channel_rows=False, epilogue=False, rows=False):
                     builder.store(finals[blk * 8 + j],
                                   builder.bitcast(builder.gep(o_ptr, [o]), v16.as_pointer()),
                                   align=4)
-            return context.get_dummy_value()
-        if channel_rows:
-            _store_channel_rows(builder, finals, builder.bitcast(o_arr.data, i32.as_pointer()),
-                                args[-2], args[-1], nblk)
             return context.get_dummy_value()
         o_ptr = builder.bitcast(o_arr.data, v16.as_pointer())
         for i, f in enumerate(finals):
@@ -216,23 +218,6 @@ def dot8x32_bcast(typingctx, a, a_off, lda, w, w_off, w_step, nq, out):
     return sig, _make_dot(2)
 
 
-@intrinsic
-def dot8x16_rows(typingctx, a, a_off, lda, w, w_off, nq, out, o_off, ldo):
-    """dot8x16_bcast's sums stored channel-major: out[o_off + l*ldo + j] (int32), so the
-    epilogue reads unit-stride channel rows with no scalar scatter (ldo >= 8)."""
-    sig = types.void(a, types.intp, types.intp, w, types.intp, types.intp, out, types.intp,
-                     types.intp)
-    return sig, _make_dot(1, True)
-
-
-@intrinsic
-def dot8x32_rows(typingctx, a, a_off, lda, w, w_off, w_step, nq, out, o_off, ldo):
-    """dot8x32_bcast's sums stored channel-major: out[o_off + (16*blk + l)*ldo + j]."""
-    sig = types.void(a, types.intp, types.intp, w, types.intp, types.intp, types.intp, out,
-                     types.intp, types.intp)
-    return sig, _make_dot(2, True)
-
-
 def _epilogue_sig(head, y, zw, scale, bias, res):
     return types.void(*head, y, types.intp, types.intp, types.intp, types.intp, zw, scale, bias,
                       types.intp, types.intp, res, types.intp)
@@ -253,6 +238,28 @@ def dot8x32_epi(typingctx, a, a_off, lda, w, w_off, w_step, nq, y, y_off, ldy, n
     """dot8x32_bcast with the float epilogue fused into its store."""
     return _epilogue_sig((a, types.intp, types.intp, w, types.intp, types.intp, types.intp), y,
                          zw, scale, bias, res), _make_dot(2, epilogue=True)
+
+
+def _quant_sig(head, y, zw, scale, bias, res):
+    return types.void(*_epilogue_sig(head, y, zw, scale, bias, res).args, types.float32,
+                      types.float32, types.float32, types.float32)
+
+
+@intrinsic
+def dot8x16_epq(typingctx, a, a_off, lda, w, w_off, nq, y, y_off, ldy, npx, nch, zw, scale, bias,
+                k_off, act, res, has_res, inv, zy, qmin, qmax):
+    """dot8x16_epi storing the requantized result into an int8/uint8 y:
+    min(max(rint(v * inv) + zy, qmin), qmax) of the float epilogue's v."""
+    return _quant_sig((a, types.intp, types.intp, w, types.intp, types.intp), y, zw, scale,
+                      bias, res), _make_dot(1, epilogue=True, quant=True)
+
+
+@intrinsic
+def dot8x32_epq(typingctx, a, a_off, lda, w, w_off, w_step, nq, y, y_off, ldy, npx, nch, zw,
+                scale, bias, k_off, act, res, has_res, inv, zy, qmin, qmax):
+    """dot8x32_epi storing the requantized result (dot8x16_epq)."""
+    return _quant_sig((a, types.intp, types.intp, w, types.intp, types.intp, types.intp), y,
+                      zw, scale, bias, res), _make_dot(2, epilogue=True, quant=True)
 
 
 @intrinsic
