@@ -186,6 +186,9 @@ def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=
     None (default) picks the one modelled faster for this weight's zero pattern -- blocks
     where the weight was pruned in blocks (``fc.prune(..., block=4)``), CSR for scattered
     zeros.  The CPU kernels only: the GPU runs every weight as CSR."""
+    if block is not None and (isinstance(block, bool) or block not in BLOCKS):
+        raise ValueError(f"{layer}: block must be one of {BLOCKS} (output channels per "
+                         f"block) or None, got {block!r}")
     if backend is not None or _backend._backend == "cuda" or _cuda.is_device_array(x):
         if _backend.choose(backend, x, layer) == "cuda":
             return _sparse_gpu(x, weight, bias, stride, padding, dilation, groups, activation,
@@ -244,10 +247,7 @@ def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=
 def _block(w, prob, block, packed, layer):
     """Output channels per block for this weight: ``block`` checked, or (None) the block
     size of lower modelled cost for the weight's zero pattern, cached in packed."""
-    if block is not None:
-        if isinstance(block, bool) or block not in BLOCKS:
-            raise ValueError(f"{layer}: block must be one of {BLOCKS} (output channels per "
-                             f"block) or None, got {block!r}")
+    if block is not None:  # one of BLOCKS (sparse_conv2d checked)
         if block > 1 and prob.groups > 1 and (prob.k // prob.groups) % block:
             raise ValueError(f"{layer}: block={block} needs each group's output channels "
                              f"({prob.k // prob.groups}) to be a multiple of {block}")
@@ -255,18 +255,23 @@ def _block(w, prob, block, packed, layer):
     cached = None if packed is None else packed.get("csr_block")
     if cached is not None:
         return cached
-    threads = _runtime.get_num_threads()
-    best, kb = None, 1
-    for size in BLOCKS:
-        stored = block_counts(w, prob.groups, size)[1]
-        if stored is None:
-            continue
-        cost = sparse_cost(prob, stored * size, threads, size)
-        if best is None or cost < best:
-            best, kb = cost, size
+    kb = best_block(w, prob, _runtime.get_num_threads())[1]
     if packed is not None:
         packed["csr_block"] = kb
     return kb
+
+
+def best_block(w, prob, threads):
+    """(modelled seconds, block size) of the sparse kernel that runs this weight's zero
+    pattern fastest: CSR over its nonzeros or block CSR over its nonzero blocks."""
+    best = None
+    for size in BLOCKS:
+        stored = block_counts(w, prob.groups, size)[1]
+        if stored is not None:
+            cost = sparse_cost(prob, stored * size, threads, size)
+            if best is None or cost < best[0]:
+                best = (cost, size)
+    return best
 
 
 def _phase_planes(prob, x):
@@ -465,13 +470,7 @@ def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=No
                                 a["groups"], n.layer)
             chosen = planner.plan(prob, a.get("algo", "auto"), n.layer, True).algorithm
             dense = chosen.cost(prob, threads, True)
-            sparse = None
-            for size in BLOCKS:
-                stored = block_counts(w, prob.groups, size)[1]
-                if stored is not None:
-                    cost = sparse_cost(prob, stored * size, threads, size)
-                    if sparse is None or cost < sparse:
-                        sparse, kb = cost, size
+            sparse, kb = best_block(w, prob, threads)
         else:
             rows = int(np.prod(xs[:-1]))
             dense = planner.CALL_OVERHEAD_S + 2.0 * rows * w.size / (planner.GEMM_GFLOPS * 1e9 *
