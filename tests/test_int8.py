@@ -95,6 +95,46 @@ def test_int8_conv_matches_the_integer_reference(kernel_path, rng, case, xdtype,
     assert np.abs(y - yf).max() <= 0.05 * max(1.0, np.abs(pre).max())
 
 
+@pytest.mark.skipif(not vnni.HAS_VNNI, reason="the VNNI kernel's task split")
+@pytest.mark.parametrize("kblock", [32, 64, 96])
+def test_int8_vnni_output_channel_split(rng, monkeypatch, kblock):
+    """Tasks over blocks of output channels (small maps): every split of 80 channels
+    (5 blocks of 16: pairs and a lone last block) and of 2 groups of 40, float and
+    quantized outputs, equal to the integer reference bit for bit."""
+    from fastconv import quantization
+    calls = []
+
+    def forced(prob, tile, threads):
+        calls.append(prob.kg)
+        return kblock
+    monkeypatch.setattr(quantization, "_int8_kblock", forced)
+    for groups, c, r in ((1, 24, 3), (2, 16, 1), (1, 40, 1)):
+        x = rng.standard_normal((2, c, 7, 7)).astype(np.float32)
+        wt = rng.standard_normal((80, c // groups, r, r)).astype(np.float32)
+        b = rng.standard_normal(80).astype(np.float32)
+        xq, sx, zx = fc.quantize_tensor(x, dtype="uint8")
+        wq, sw, _ = fc.quantize_tensor(wt, axis=0)
+        kw = dict(padding=r // 2, groups=groups, activation="relu")
+        y = fc.int8_conv2d(xq, sx, zx, wq, sw, b, **kw)
+        e = ref.int8_conv2d(xq, int(zx), sx, wq, sw, b, 1, r // 2, 1, groups, "relu")
+        np.testing.assert_array_equal(y, e)
+        yq = fc.int8_conv2d(xq, sx, zx, wq, sw, b, out_scale=0.02, out_zero_point=3,
+                            out_dtype="uint8", **kw)
+        eq = ref.int8_conv2d(xq, int(zx), sx, wq, sw, b, 1, r // 2, 1, groups, "relu",
+                             out_scale=0.02, out_zero_point=3, out_dtype=np.uint8)
+        np.testing.assert_array_equal(yq, eq)
+    assert calls
+
+
+def test_int8_task_split_choice():
+    from fastconv.functional import conv_problem
+    from fastconv.quantization import _int8_kblock
+    # 512@7: 7 tiles of 8 pixels; two halves give 7 + 7 tasks per thread pair
+    assert _int8_kblock(conv_problem((1, 512, 7, 7), (512, 512, 3, 3), 1, 1), 8, 2) == 256
+    # 64@56: 131 tiles already balance; no split
+    assert _int8_kblock(conv_problem((1, 64, 56, 56), (64, 64, 3, 3), 1, 1), 24, 2) == 64
+
+
 def test_int8_conv_residual(rng):
     x = rng.standard_normal((1, 4, 6, 6)).astype(np.float32)
     wt = rng.standard_normal((4, 4, 3, 3)).astype(np.float32)

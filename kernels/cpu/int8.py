@@ -243,11 +243,13 @@ def gemm_u8s8_vnni(a, wp, N, c, out_ws):
 
 @njit(parallel=True, cache=True)
 def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, S, act, res,
-                     has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax, tile, width, cols_ws):
+                     has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax, tile, width, cols_ws,
+                     kblock):
     """conv2d_int8 with uint8 xq through dot8x32_bcast / dot8x16_bcast: wp the weights
     packed by pack_vnni per group as (Kg16/16, width/4, 16, 4) int8 flat (width >=
     R*S*Cg, a multiple of 4, zero beyond R*S*Cg); cols_ws (threads, >= (tile + 8) *
-    width) uint8.
+    width) uint8.  Tasks: (image, group, tile of pixels, kblock output channels, a
+    multiple of 32), so maps with few tiles still give every thread a share.
 
     Each 8-pixel x 32-channel block is transposed to channel rows in registers and the
     epilogue applied on the way to y (dot8x32_epi), or, for a quantized output, the
@@ -263,6 +265,7 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
     nq = width // 4
     kblocks = (Kg + 15) // 16
     ntiles = (P + tile - 1) // tile
+    nkb = (Kg + kblock - 1) // kblock
     # a 1x1 stride-1 conv over an unpadded input whose channels fill the packed width:
     # each pixel's row of xq is its column already, read in place (no gather)
     direct = (R == 1 and S == 1 and sh == 1 and sw == 1 and groups == 1 and width == C
@@ -276,8 +279,10 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
     yqf = yq.reshape(yq.size)
     inv32, zy32, lo32, hi32 = (np.float32(inv_sy), np.float32(zy), np.float32(qmin),
                                np.float32(qmax))
-    for t in prange(N * groups * ntiles):
-        n, g, p0, T, _, _ = gemm_task(t, groups, ntiles, 1, tile, Kg, P, Kg)
+    for t in prange(N * groups * ntiles * nkb):
+        n, g, p0, T, k0t, k1t = gemm_task(t, groups, ntiles, nkb, tile, kblock, P, Kg)
+        kb_lo = (k0t - g * Kg) // 16
+        kb_hi = (k1t - g * Kg + 15) // 16
         tid = numba.get_thread_id()
         cf = cols_ws[tid]
         cols = cf[:(tile + 8) * width].reshape((tile + 8, width))
@@ -291,8 +296,8 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
             _gather_pixel(row, xq, n, oh * sh, ow * sw, dh, dw, R, S, g * Cg, Cg)
             for q in range(R * S * Cg, width):
                 row[q] = 0
-        for kb in range(0, kblocks, 2):
-            pair = kb + 1 < kblocks
+        for kb in range(kb_lo, kb_hi, 2):
+            pair = kb + 1 < kb_hi
             woff = (g * kblocks + kb) * nq * 64
             k0 = g * Kg + 16 * kb
             for jb in range(0, T, 8):
