@@ -171,7 +171,9 @@ def test_quantize_tensor_roundtrip_and_saturation():
     ((2, 20, 5, 19), (0, 2, 3, 0)),      # channel and column tails (overlapping last groups)
     ((1, 256, 7, 56), (0, 0, 0, 0)),     # a ResNet 1x1 input's rows
     ((1, 15, 4, 40), (1, 0, 0, 1)),      # < 16 channels: the scalar path
-    ((1, 40, 3, 9), (2, 2, 2, 2)),       # < 16 columns: the scalar path
+    ((1, 40, 3, 9), (2, 2, 2, 2)),       # < 16 columns: one masked group a row
+    ((1, 64, 7, 7), (1, 1, 1, 1)),       # a 7x7 map's padded rows
+    ((2, 17, 2, 1), (0, 1, 3, 0)),       # one column
     ((2, 40, 14, 14), (0, 0, 0, 0)),     # < 16 columns, no padding: pixels regrouped in rows
 ])
 @pytest.mark.parametrize("dtype", ["int8", "uint8"])

@@ -127,31 +127,38 @@ def from_blocked(typingctx, src, s_off, y, y_off, plane, nch):
 
 
 @intrinsic
-def to_channels_last(typingctx, x, x_off, plane, inv_scale, zx, qmin, qmax, out, o_off, ldo):
-    """16 pixels of 16 channel planes stored channels-last as bytes (16 a pixel, rows ldo
-    bytes apart; out int8 or uint8), for i, c < 16:
+def to_channels_last(typingctx, x, x_off, plane, inv_scale, zx, qmin, qmax, out, o_off, ldo,
+                     npx):
+    """npx <= 16 pixels of 16 channel planes stored channels-last as bytes (16 a pixel, rows
+    ldo bytes apart; out int8 or uint8), for i < npx, c < 16:
 
         x float32:       out[o_off + i*ldo + c] = clamp(rint(x[...] * inv_scale) + zx, qmin, qmax)
         x int8 / uint8:  out[o_off + i*ldo + c] = x[x_off + c*plane + i]   (scale args unused)
 
     The element type picks the code at compile time.  The float math is the scalar
     kernel's (float32 product, round half to even, float32 add), so the bytes are
-    identical; all 16 channels and pixels must exist."""
+    identical; all 16 channels must exist.  A run of fewer than 16 pixels (rows of 7x7
+    and 14x14 maps) reads only its pixels (masked loads) and writes only its rows."""
     sig = types.void(x, types.intp, types.intp, types.float32, types.float32, types.float32,
-                     types.float32, out, types.intp, types.intp)
+                     types.float32, out, types.intp, types.intp, types.intp)
     quantize = isinstance(x.dtype, types.Float)
 
     def codegen(context, builder, signature, args):
         i8 = ir.IntType(8)
         v8 = ir.VectorType(i8, B)
         op = _ptr(context, builder, signature.args[7], args[7], i8)
-        x_off, plane, inv, zx, qmin, qmax, o_off, ldo = (args[1], args[2], args[3], args[4],
-                                                        args[5], args[6], args[8], args[9])
+        x_off, plane, inv, zx, qmin, qmax, o_off, ldo, npx = (
+            args[1], args[2], args[3], args[4], args[5], args[6], args[8], args[9], args[10])
         intp = x_off.type
         starts = [builder.add(x_off, builder.mul(ir.Constant(intp, c), plane)) for c in range(B)]
+        lanes = ir.Constant(ir.VectorType(intp, B), list(range(B)))
+        mask = builder.icmp_signed("<", lanes, builder.shuffle_vector(
+            builder.insert_element(ir.Constant(ir.VectorType(intp, B), ir.Undefined), npx,
+                                   ir.Constant(ir.IntType(32), 0)),
+            ir.Constant(ir.VectorType(intp, B), ir.Undefined),
+            ir.Constant(ir.VectorType(ir.IntType(32), B), [0] * B)))
         if quantize:
             xp = _ptr(context, builder, signature.args[0], args[0])
-            rows = [_vload(builder, xp, o) for o in starts]
             splat = ir.Constant(ir.VectorType(ir.IntType(32), B), [0] * B)
 
             def bcast(v):
@@ -162,18 +169,43 @@ def to_channels_last(typingctx, x, x_off, plane, inv_scale, zx, qmin, qmax, out,
             vinv, vzx, vlo, vhi = bcast(inv), bcast(zx), bcast(qmin), bcast(qmax)
             rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16, [_V16]),
                                                   "llvm.rint.v16f32")
+            vec, align = _V16, 4
         else:
             xp = _ptr(context, builder, signature.args[0], args[0], i8)
-            rows = [builder.load(builder.bitcast(builder.gep(xp, [o]), v8.as_pointer()), align=1)
-                    for o in starts]
-        for i, v in enumerate(_transpose(builder, rows)):
-            if quantize:
-                q = builder.fadd(builder.call(rint, [builder.fmul(v, vinv)]), vzx)
-                q = builder.select(builder.fcmp_ordered("<", q, vlo), vlo, q)
-                q = builder.select(builder.fcmp_ordered(">", q, vhi), vhi, q)
-                v = builder.trunc(builder.fptosi(q, ir.VectorType(ir.IntType(32), B)), v8)
-            dst = builder.gep(op, [builder.add(o_off, builder.mul(ir.Constant(intp, i), ldo))])
-            builder.store(v, builder.bitcast(dst, v8.as_pointer()), align=1)
+            vec, align = v8, 1
+        mload = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [vec.as_pointer(), ir.IntType(32),
+                                                  mask.type, vec]),
+            f"llvm.masked.load.v{B}{'f32' if quantize else 'i8'}.p0")
+
+        def move(partial):
+            rows = []
+            for o in starts:
+                ptr = builder.bitcast(builder.gep(xp, [o]), vec.as_pointer())
+                if partial:
+                    rows.append(builder.call(mload, [ptr, ir.Constant(ir.IntType(32), align),
+                                                     mask, ir.Constant(vec, None)]))
+                else:
+                    rows.append(builder.load(ptr, align=align))
+            for i, v in enumerate(_transpose(builder, rows)):
+                if quantize:
+                    q = builder.fadd(builder.call(rint, [builder.fmul(v, vinv)]), vzx)
+                    q = builder.select(builder.fcmp_ordered("<", q, vlo), vlo, q)
+                    q = builder.select(builder.fcmp_ordered(">", q, vhi), vhi, q)
+                    v = builder.trunc(builder.fptosi(q, ir.VectorType(ir.IntType(32), B)), v8)
+                dst = builder.gep(op, [builder.add(o_off, builder.mul(ir.Constant(intp, i), ldo))])
+                if partial:
+                    with builder.if_then(builder.icmp_signed("<", ir.Constant(intp, i), npx)):
+                        builder.store(v, builder.bitcast(dst, v8.as_pointer()), align=1)
+                else:
+                    builder.store(v, builder.bitcast(dst, v8.as_pointer()), align=1)
+
+        with builder.if_else(builder.icmp_signed(">=", npx, ir.Constant(intp, B)),
+                             likely=True) as (full, part):
+            with full:
+                move(False)
+            with part:
+                move(True)
         return context.get_dummy_value()
 
     return sig, codegen
