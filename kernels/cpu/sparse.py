@@ -59,6 +59,17 @@ def _imin(builder, a, b):
 PART, RUN, ROWS = 0, 1, 2  # what a tile call stores (see _make_spmm)
 
 
+def _each_channel(builder, kb, nk, body):
+    """Emit body(u) for the block's channels u < kb, those past the first only where
+    u < nk (a partial last block)."""
+    for u in range(kb):
+        if u == 0:
+            body(u)
+        else:
+            with builder.if_then(builder.icmp_signed("<", ir.Constant(nk.type, u), nk)):
+                body(u)
+
+
 def _make_spmm(nv, sets, kb, mode):
     """The sparse tile intrinsic for 16*nv pixels and kb output channels (a row of kb-channel
     blocks), the row's blocks taken ``sets`` at a time into as many accumulator sets (so
@@ -160,18 +171,13 @@ def _make_spmm(nv, sets, kb, mode):
 
             acc = _full_or_partial(builder, npx, 16 * nv, emit)
             if mode == PART:
-                for u in range(kb):
-                    def store_raw():
-                        for v in range(nv):
-                            o = builder.add(y_off, builder.add(builder.mul(const(u), ystride),
-                                                               const(16 * v)))
-                            yp = builder.bitcast(builder.gep(y_ptr, [o]), vp)
-                            builder.call(mstore, [acc[u * nv + v], yp, align, masks[v]])
-                    if u == 0:
-                        store_raw()
-                    else:
-                        with builder.if_then(builder.icmp_signed("<", const(u), nk)):
-                            store_raw()
+                def store_raw(u):
+                    for v in range(nv):
+                        o = builder.add(y_off, builder.add(builder.mul(const(u), ystride),
+                                                           const(16 * v)))
+                        yp = builder.bitcast(builder.gep(y_ptr, [o]), vp)
+                        builder.call(mstore, [acc[u * nv + v], yp, align, masks[v]])
+                _each_channel(builder, kb, nk, store_raw)
                 return context.get_dummy_value()
             biased = []  # acc + bias; channels u >= nk (never stored) do not read bias
             for u in range(kb):
@@ -187,23 +193,18 @@ def _make_spmm(nv, sets, kb, mode):
 
             def store_run(activate, with_res, base, lane_masks):
                 # lane j of every channel u < nk goes to y[base + u*ystride + j]
-                for u in range(kb):
-                    def store_channel():
-                        for v in range(nv):
-                            o = builder.add(base, builder.add(builder.mul(const(u), ystride),
-                                                              const(16 * v)))
-                            val = biased[u * nv + v]
-                            if with_res:
-                                rp = builder.bitcast(builder.gep(r_ptr, [o]), vp)
-                                val = builder.fadd(val, builder.call(
-                                    mload, [rp, align, lane_masks[v], zero]))
-                            yp = builder.bitcast(builder.gep(y_ptr, [o]), vp)
-                            builder.call(mstore, [activate(val), yp, align, lane_masks[v]])
-                    if u == 0:
-                        store_channel()
-                    else:
-                        with builder.if_then(builder.icmp_signed("<", const(u), nk)):
-                            store_channel()
+                def store_channel(u):
+                    for v in range(nv):
+                        o = builder.add(base, builder.add(builder.mul(const(u), ystride),
+                                                          const(16 * v)))
+                        val = biased[u * nv + v]
+                        if with_res:
+                            rp = builder.bitcast(builder.gep(r_ptr, [o]), vp)
+                            val = builder.fadd(val, builder.call(
+                                mload, [rp, align, lane_masks[v], zero]))
+                        yp = builder.bitcast(builder.gep(y_ptr, [o]), vp)
+                        builder.call(mstore, [activate(val), yp, align, lane_masks[v]])
+                _each_channel(builder, kb, nk, store_channel)
 
             def stores(activate, with_res):
                 if mode == RUN:  # y has the grid's layout: one run of npx lanes
