@@ -29,7 +29,10 @@ from .fusion import HEAD_MAX_CHANNELS
 from .graph import Model, Node
 from .ops import OPS
 
-_EPILOGUE_OWNERS = ("conv", "conv_transpose", "linear")
+_EPILOGUE_OWNERS = ("conv", "conv_transpose", "linear", "sparse_conv", "sparse_linear")
+# convolutions whose weights take a folded BatchNorm and whose epilogue a residual add
+# (a pruned conv keeps its zeros, and its block pattern, under a per-channel scale)
+_CONVS = ("conv", "sparse_conv")
 
 
 def _epilogue_activation(node):
@@ -141,7 +144,7 @@ class _Rewriter:
         uses = self.uses()
         drop = set()
         for i, n in enumerate(self.nodes):
-            if n.op != "conv" or n.attrs.get("activation") or len(n.inputs) > 1:
+            if n.op not in _CONVS or n.attrs.get("activation") or len(n.inputs) > 1:
                 continue
             j = self.sole_consumer(n.outputs[0], uses)
             if j is None or self.nodes[j].op != "affine":
@@ -177,7 +180,7 @@ class _Rewriter:
                 if i is None or i in drop:
                     continue
                 conv = self.nodes[i]
-                if conv.op != "conv" or conv.attrs.get("activation") or len(conv.inputs) > 1 \
+                if conv.op not in _CONVS or conv.attrs.get("activation") or len(conv.inputs) > 1 \
                         or self.sole_consumer(u, uses) != j:
                     continue
                 rshape = self.shapes.get(r, (None,))[0]

@@ -465,3 +465,48 @@ def test_block_pruning_keeps_the_largest_blocks():
     assert keep[:, 0, 0, 0].all() and not keep[:, 0, 0, 1].any()
     s5, c5 = fs._block_scores(np.ones((5, 2, 1, 1), np.float32), 4)  # a partial last block
     assert list(c5) == [4, 1] and np.allclose(s5, 1)
+
+
+def test_prune_then_optimize_fuses_into_the_sparse_convs(rng):
+    """Pruning an imported graph before optimize (the order for MobileNet-style models,
+    whose 1x1 convs optimize would fuse into inverted-residual blocks): the BatchNorm
+    folds into the sparse convs' weights (their zeros and blocks kept), ReLU6 and the
+    residual add into their epilogues, the classifier's ReLU into the sparse linear,
+    and the result is the unoptimized pruned model's."""
+    from fastconv.graph import Model, Node
+    one = dict(stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1)
+
+    def bn(k):
+        return {"scale": rng.uniform(0.5, 2, k).astype(np.float32),
+                "shift": rng.standard_normal(k).astype(np.float32)}
+    nodes = [Node("conv", "expand", ["x"], ["e"], one,
+                  {"weight": rng.standard_normal((64, 32, 1, 1)).astype(np.float32)}),
+             Node("affine", "bn1", ["e"], ["eb"], {}, bn(64)),
+             Node("clip", "relu6", ["eb"], ["er"], {"min": 0, "max": 6}),
+             Node("conv", "project", ["er"], ["pj"], one,
+                  {"weight": rng.standard_normal((32, 64, 1, 1)).astype(np.float32)}),
+             Node("affine", "bn2", ["pj"], ["pb"], {}, bn(32)),
+             Node("add", "res", ["pb", "x"], ["r"]),
+             Node("global_avg_pool", "gap", ["r"], ["g"]),
+             Node("flatten", "flat", ["g"], ["f"], {"start": 1, "end": -1}),
+             Node("linear", "fc1", ["f"], ["h"], {},
+                  {"weight": rng.standard_normal((40, 32)).astype(np.float32),
+                   "bias": rng.standard_normal(40).astype(np.float32)}),
+             Node("relu", "relu", ["h"], ["y"])]
+    m = Model(nodes, ["x"], ["y"])
+    x = rng.standard_normal((1, 32, 28, 28)).astype(np.float32)
+    pruned = fc.prune(m, amount=0.9, example_input=x, block=4)
+    assert {r["layer"]: r["kernel"] for r in pruned.prune_report} == {
+        "expand": "bsr4", "project": "bsr4", "fc1": "csr"}
+    opt = fc.optimize(pruned, x)
+    ops = [n.op for n in opt.nodes]
+    assert "affine" not in ops and "clip" not in ops and "add" not in ops and "relu" not in ops
+    by = {n.name: n for n in opt.nodes}
+    assert by["expand"].attrs["folded_bn"] and by["expand"].attrs["activation"] == "relu6"
+    assert by["project"].attrs["folded_bn"] and len(by["project"].inputs) == 2
+    assert by["fc1"].attrs["activation"] == "relu"
+    for name in ("expand", "project"):
+        w, w0 = by[name].params["weight"], {n.name: n for n in pruned.nodes}[name].params["weight"]
+        np.testing.assert_array_equal(w != 0, w0 != 0)  # the same zeros, so the same blocks
+    assert rel_err(opt(x), pruned(x)) < 1e-5
+    assert "bsr4" in opt.explain(x, repeat=1, roof_gflops=100.0)
