@@ -23,6 +23,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .zmm import _lane_masks, _splat
+
 B = 16   # channels per block: one 16-float vector
 
 _F32 = ir.FloatType()
@@ -151,22 +153,10 @@ def to_channels_last(typingctx, x, x_off, plane, inv_scale, zx, qmin, qmax, out,
             args[1], args[2], args[3], args[4], args[5], args[6], args[8], args[9], args[10])
         intp = x_off.type
         starts = [builder.add(x_off, builder.mul(ir.Constant(intp, c), plane)) for c in range(B)]
-        lanes = ir.Constant(ir.VectorType(intp, B), list(range(B)))
-        mask = builder.icmp_signed("<", lanes, builder.shuffle_vector(
-            builder.insert_element(ir.Constant(ir.VectorType(intp, B), ir.Undefined), npx,
-                                   ir.Constant(ir.IntType(32), 0)),
-            ir.Constant(ir.VectorType(intp, B), ir.Undefined),
-            ir.Constant(ir.VectorType(ir.IntType(32), B), [0] * B)))
+        mask = _lane_masks(builder, npx, 1)[0]  # pixels i < npx
         if quantize:
             xp = _ptr(context, builder, signature.args[0], args[0])
-            splat = ir.Constant(ir.VectorType(ir.IntType(32), B), [0] * B)
-
-            def bcast(v):
-                one = builder.insert_element(ir.Constant(_V16, ir.Undefined), v,
-                                             ir.Constant(ir.IntType(32), 0))
-                return builder.shuffle_vector(one, ir.Constant(_V16, ir.Undefined), splat)
-
-            vinv, vzx, vlo, vhi = bcast(inv), bcast(zx), bcast(qmin), bcast(qmax)
+            vinv, vzx, vlo, vhi = (_splat(builder, v, B) for v in (inv, zx, qmin, qmax))
             rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16, [_V16]),
                                                   "llvm.rint.v16f32")
             vec, align = _V16, 4
