@@ -115,6 +115,22 @@ def _out(out, shape, layer, inputs=()):
     return out
 
 
+
+def _residual(residual, shape, layer, unbatched=False, what="the output's shape"):
+    """The residual as float32 with the output's (batched) shape, or None; an unbatched
+    3-D residual gains the batch axis.  A wrong shape is an error that names the layer
+    and the shape wanted (unbatched: without the batch axis)."""
+    if residual is None:
+        return None
+    res = _checks.as_float32(residual, layer, "residual")
+    if unbatched and res.ndim == 3:
+        res = res[None]
+    if res.shape != shape:
+        want = shape[1:] if unbatched else shape
+        raise ValueError(f"{layer}: residual must have {what} {want}, got {tuple(res.shape)}")
+    return res
+
+
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
            activation=None, algo="auto", residual=None, packed=None, layer="conv2d", out=None,
            backend=None):
@@ -157,15 +173,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     b = _bias(bias, prob.k, layer)
     act = _checks.activation_code(activation, layer)
     out_shape = (prob.n, prob.k, prob.oh, prob.ow)
-    res = None
-    if residual is not None:
-        res = _checks.as_float32(residual, layer, "residual")
-        if unbatched and res.ndim == 3:
-            res = res[None]
-        if res.shape != out_shape:
-            want = out_shape[1:] if unbatched else out_shape
-            raise ValueError(f"{layer}: residual must have the output's shape {want}, "
-                             f"got {tuple(res.shape)}")
+    res = _residual(residual, out_shape, layer, unbatched)
     if out is not None:
         y = _out(out, out_shape[1:] if unbatched else out_shape, layer, (xa, res))
         y = y[None] if unbatched else y
@@ -222,12 +230,7 @@ def conv2d_global_avg_pool(x, weight, bias=None, activation=None, residual=None,
             run = alg.bind(prob, w, b, act, packed, pool=True)  # run(x, y, res, pooled)
         if packed is not None and xa is x and w is weight and (bias is None or b is bias):
             packed[_GAP] = (key, weight, bias, run, conv_shape)
-    res = None
-    if residual is not None:
-        res = _checks.as_float32(residual, layer, "residual")
-        if res.shape != conv_shape:
-            raise ValueError(f"{layer}: residual must have the convolution's output shape "
-                             f"{conv_shape}, got {tuple(res.shape)}")
+    res = _residual(residual, conv_shape, layer, what="the convolution's output shape")
     y = _out(out, conv_shape[:2] + (1, 1), layer, (xa, res))
     if run is None:
         z = conv2d(xa, w, bias, 1, 0, 1, groups, activation, residual=res, packed=packed,
@@ -349,12 +352,7 @@ def inverted_residual(x, expand, depthwise, project=None, residual=None, packed=
         call, out_shape = _plan_inverted_residual(xa, expand, depthwise, project, weights, layer)
         if packed is not None and xa is x:
             packed[_IR] = (key, parts, call, out_shape, weights)
-    res = None
-    if residual is not None:
-        res = _checks.as_float32(residual, layer, "residual")
-        if res.shape != out_shape:
-            raise ValueError(f"{layer}: residual must have the output's shape {out_shape}, "
-                             f"got {tuple(res.shape)}")
+    res = _residual(residual, out_shape, layer)
     y = _out(out, out_shape, layer, (xa, res))
     if out_shape[0]:
         call(xa, y, res)  # it enters the kernel scope itself (or conv2d does, per call)

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _backend, _checks, _cuda, _runtime, _workspace, planner
 from ._algorithms import padded_input
-from .functional import _bias, _out, _unbatched, conv_problem
+from .functional import _bias, _out, _residual, _unbatched, conv_problem
 from .graph import Model
 from .kernels.cpu import pad as _pad
 from .kernels.cpu import sparse as _sparse
@@ -207,14 +207,10 @@ def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=
         if packed is not None:
             packed[key] = csr
     shape = (prob.n, prob.k, prob.oh, prob.ow)
-    res, has_res = np.zeros((1, 1, 1, 1), np.float32), False
-    if residual is not None:
-        res = _checks.as_float32(residual, layer, "residual")
-        res = res[None] if unbatched and res.ndim == 3 else res
-        if res.shape != shape:
-            raise ValueError(f"{layer}: residual must have the output's shape {shape}, "
-                             f"got {tuple(res.shape)}")
-        has_res = True
+    res = _residual(residual, shape, layer, unbatched)
+    has_res = res is not None
+    if res is None:
+        res = np.zeros((1, 1, 1, 1), np.float32)
     if out is not None:
         y = _out(out, shape[1:] if unbatched else shape, layer, (xa,))
         y = y[None] if unbatched else y
