@@ -343,7 +343,8 @@ def _int8_kblock(prob, tile, threads):
     tiles = prob.n * prob.groups * -(-prob.oh * prob.ow // tile)
     best = None
     for parts in range(1, min(8, -(-prob.kg // 32)) + 1):
-        kblock = -(-(-(-prob.kg // parts)) // 32) * 32
+        per_part = -(-prob.kg // parts)
+        kblock = -(-per_part // 32) * 32
         tasks = tiles * -(-prob.kg // kblock)
         load = -(-tasks // threads) * min(kblock, prob.kg)
         if best is None or load < 0.95 * best[0]:  # a split gathers the pixels again
