@@ -24,6 +24,19 @@ def _randomize_bn(model, rng):
     return model
 
 
+def _matches_torch_and_reloads(model, t, x, path):
+    """model(x) equals the torch module t's output within 1e-5, and a save/load round trip
+    gives the same result exactly; returns model(x)."""
+    import torch
+    with torch.no_grad():
+        want = t(torch.from_numpy(x)).numpy()
+    y = model(x)
+    assert rel_err(y, want) < 1e-5
+    model.save(path)
+    np.testing.assert_array_equal(fc.load(path)(x), y)
+    return y
+
+
 def _net():
     return nn.Sequential(
         nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
@@ -468,13 +481,7 @@ def test_optimize_fuses_a_stem_into_the_first_block(rng, tmp_path):
     node = model.nodes[0]
     assert node.attrs["expand_stride"] == (2, 2) and node.attrs["expand_pads"] == (1, 1, 1, 1)
     assert "rows conv>dw>pw" in model.explain(x, repeat=1, roof_gflops=100.0)
-    with torch.no_grad():
-        want = t(torch.from_numpy(x)).numpy()
-    y = model(x)
-    assert rel_err(y, want) < 1e-5
-    path = tmp_path / "stem.npz"
-    model.save(path)
-    np.testing.assert_array_equal(fc.load(path)(x), y)
+    _matches_torch_and_reloads(model, t, x, tmp_path / "stem.npz")
     small = rng.standard_normal((2, 3, 20, 20)).astype(np.float32)  # separate calls
     model = fc.optimize(fc.from_torch(t, small), small)
     assert [n.op for n in model.nodes] == ["inverted_residual"]
@@ -581,14 +588,7 @@ def test_optimize_fuses_the_global_pool_into_the_last_conv(rng, tmp_path):
     assert len(fused) == 1 and fused[0].params["weight"].shape == (1280, 320, 1, 1)
     assert "global_avg_pool" not in [n.op for n in model.nodes]
     assert "conv+bn+relu6+av" in model.explain(x, repeat=1, roof_gflops=100.0)  # +avgpool
-    import torch
-    with torch.no_grad():
-        want = t(torch.from_numpy(x)).numpy()
-    y = model(x)
-    assert rel_err(y, want) < 1e-5
-    path = tmp_path / "m.npz"
-    model.save(path)
-    np.testing.assert_array_equal(fc.load(path)(x), y)
+    y = _matches_torch_and_reloads(model, t, x, tmp_path / "m.npz")
     orig = opt._Rewriter.fuse_global_pool
     try:
         opt._Rewriter.fuse_global_pool = lambda self: None
