@@ -92,6 +92,9 @@ def measure_sgemm_roof(threads, n=2048, repeat=5):
     return 2.0 * n ** 3 / float(np.median(ts)) / 1e9
 
 
+LAYER_WARM_S = 0.1  # seconds of calls before timing each (layer, algorithm) of the table
+
+
 def _time(fn, repeat, warm_s=0.0):
     from ._peers import timed
     return timed(fn, repeat, warm_s)
@@ -191,7 +194,11 @@ def _zoo_layer_rows(model, x, args, roof, progress):
             y = call()
             first_s = time.perf_counter() - tc
             err = float(np.abs(y - expected).max()) / scale
-            med, mn = _time(call, args.repeat)
+            # warm for --warm seconds first: right after the single-threaded reference
+            # and first call, two-thread kernels ran at one thread's speed for their
+            # first calls, and with three warm-up calls the 1x1 layers' medians read
+            # ~100 GFLOP/s, half of what they run at inside the model
+            med, mn = _time(call, args.repeat, warm_s=args.warm)
             gflops = prob.flops / med / 1e9
             rows.append({"layer": name, "shape": prob.describe(), "algo": algo,
                          "fused": fused.replace("++", "+"),
@@ -535,6 +542,9 @@ def main(argv=None):
     pb.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256, 512],
                     help="channels of the four stages (resnet_tiny only)")
     pb.add_argument("--repeat", type=int, default=10, help="timed runs per layer and algorithm")
+    pb.add_argument("--warm", type=float, default=LAYER_WARM_S,
+                    help="seconds of calls before timing each layer and algorithm "
+                         f"(default {LAYER_WARM_S})")
     pb.add_argument("--threads", type=int, default=0, help="threads (default: all)")
     pb.add_argument("--backend", default="cpu", choices=["cpu", "cuda", "auto"],
                     help="cpu, or cuda: the model device-resident on the GPU, against PyTorch "
@@ -549,8 +559,8 @@ def main(argv=None):
     pb.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = p.parse_args(argv)
     if args.cmd == "bench":
-        if args.batch < 1 or args.size < 32 or args.repeat < 1:
-            p.error("--batch and --repeat must be >= 1 and --size >= 32")
+        if args.batch < 1 or args.size < 32 or args.repeat < 1 or not args.warm >= 0:
+            p.error("--batch and --repeat must be >= 1, --size >= 32 and --warm >= 0")
         return bench(args)
     return info(args)
 

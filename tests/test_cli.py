@@ -17,7 +17,7 @@ def test_info_prints_the_essentials(capsys, tmp_path):
 
 def test_bench_small_model_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
-    rc = cli.main(["bench", "--size", "32", "--widths", "8", "16", "16", "24", "--repeat", "2",
+    rc = cli.main(["bench", "--size", "32", "--widths", "8", "16", "16", "24", "--repeat", "2", "--warm", "0",
                    "--json", str(path)])
     assert rc == 0
     out = capsys.readouterr().out
@@ -37,12 +37,13 @@ def test_console_script_runs():
 
 
 def test_bad_arguments_are_rejected(capsys):
-    try:
-        cli.main(["bench", "--batch", "0"])
-    except SystemExit as e:
-        assert e.code == 2
-    else:
-        raise AssertionError("expected an argparse error")
+    for bad in (["--batch", "0"], ["--warm", "-1"], ["--warm", "nan"]):
+        try:
+            cli.main(["bench"] + bad)
+        except SystemExit as e:
+            assert e.code == 2
+        else:
+            raise AssertionError(f"expected an argparse error for {bad}")
 
 
 def test_bench_compares_peers_end_to_end_and_plots(tmp_path, capsys):
@@ -51,7 +52,7 @@ def test_bench_compares_peers_end_to_end_and_plots(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     path = tmp_path / "bench.json"
     plot = tmp_path / "roof.png"
-    rc = cli.main(["bench", "--size", "32", "--widths", "8", "8", "8", "8", "--repeat", "2",
+    rc = cli.main(["bench", "--size", "32", "--widths", "8", "8", "8", "8", "--repeat", "2", "--warm", "0",
                    "--compare", "torch,onnxruntime", "--plot", str(plot), "--json", str(path),
                    "--quiet"])
     assert rc == 0
@@ -76,7 +77,7 @@ def test_bench_an_onnx_file(tmp_path, capsys):
     onnx_path = _peers.export_zoo_onnx("resnet_tiny", str(tmp_path / "m.onnx"), 1, 32,
                                        widths=[8, 8, 8, 8])
     assert torch is not None
-    rc = cli.main(["bench", "--model", onnx_path, "--size", "32", "--repeat", "2",
+    rc = cli.main(["bench", "--model", onnx_path, "--size", "32", "--repeat", "2", "--warm", "0",
                    "--compare", "onnxruntime", "--quiet"])
     assert rc == 0
     out = capsys.readouterr().out

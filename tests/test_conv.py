@@ -525,21 +525,26 @@ def test_im2col_packed_both_orientations(rng, monkeypatch, width, case):
 
 
 def test_micro_kernel_tiles_and_assembly(rng):
-    """Both register tiles against NumPy (fresh and accumulating, odd offsets and strides),
-    and, on AVX-512, the 16 accumulators really are zmm FMAs (compiled fresh: cached code
-    has no assembly)."""
+    """Both register tiles against NumPy (fresh and accumulating, odd offsets and strides;
+    the prefetching variants give the same results), and, on AVX-512, the 16
+    accumulators really are zmm FMAs and the prefetches are there (compiled fresh:
+    cached code has no assembly)."""
     import llvmlite.binding as llvm
     from numba import njit
 
     from fastconv.kernels.cpu import zmm
 
     @njit
-    def tiles(a, x, y, yt, nc, b, r):
-        zmm.gemm_tile(a, 0, zmm.MR, x, 3, 40, nc, y, 0, zmm.NR, 0, b, 0, 0, r, 0, 0)
-        zmm.gemm_tile(a, 0, zmm.MR, x, 3, 40, nc, y, 0, zmm.NR, 1, b, 0, 0, r, 0, 0)  # y +=
+    def tiles(a, x, y, yt, nc, b, r, pf):
+        zmm.gemm_tile(a, 0, zmm.MR, x, 3, 40, nc, y, 0, zmm.NR, 0, b, 0, 0, r, 0, 0, 0)
+        zmm.gemm_tile(a, 0, zmm.MR, x, 3, 40, nc, y, 0, zmm.NR, 1, b, 0, 0, r, 0, 0, 0)  # y +=
         # roles swapped, stored transposed: yt[l, p] (channel rows of MP pixels)
         zmm.gemm_tile_t_store(x, 3, 40, a, 0, nc, yt, 0, zmm.MP, zmm.NR, zmm.MP, b, 0, 0,
-                              r, 0, 0, 1)
+                              r, 0, 0, 1, pf)
+
+    @njit
+    def tile_pf(a, x, y, nc, b, r, pf):
+        zmm.gemm_tile_pf(a, 0, zmm.MR, x, 3, 40, nc, y, 0, zmm.NR, 0, b, 0, 0, r, 0, 0, pf)
 
     nc = 37
     a = rng.standard_normal(nc * zmm.NR + zmm.NR).astype(np.float32)
@@ -547,12 +552,21 @@ def test_micro_kernel_tiles_and_assembly(rng):
     y = np.zeros(zmm.MR * zmm.NR, np.float32)
     yt = np.zeros(zmm.MP * zmm.NR, np.float32)
     b = np.zeros(zmm.NR, np.float32)
-    tiles(a, x, y, yt, nc, b, np.zeros(1, np.float32))
+    tiles(a, x, y, yt, nc, b, np.zeros(1, np.float32), 0)
+    # prefetching never changes a result, wherever it points (even outside the array)
+    y2 = np.zeros_like(y)
+    yt2 = np.zeros_like(yt)
+    tiles(a, x, y2, yt2, nc, b, np.zeros(1, np.float32), 1 << 20)
+    np.testing.assert_array_equal(y2, y)
+    np.testing.assert_array_equal(yt2, yt)
+    y3 = np.zeros_like(y)
+    tile_pf(a, x, y3, nc, b, np.zeros(1, np.float32), zmm.NR)
     xm = np.stack([x[3 + c * 40:3 + c * 40 + zmm.NR] for c in range(nc)]).astype(np.float64)
     am = np.stack([a[c * zmm.MR:c * zmm.MR + zmm.MR] for c in range(nc)]).astype(np.float64)
     at = np.stack([a[c * zmm.NR:c * zmm.NR + zmm.NR] for c in range(nc)]).astype(np.float64)
     # gemm_tile: y[r, j] = 2 * sum_c a[c*MR + r] x[3 + 40c + j]
     np.testing.assert_allclose(y.reshape(zmm.MR, zmm.NR), 2 * am.T @ xm, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(y3.reshape(zmm.MR, zmm.NR), am.T @ xm, rtol=1e-5, atol=1e-4)
     # gemm_tile_t_store: yt[l, p] = sum_c x[3 + 40c + p] a[c*NR + l]
     np.testing.assert_allclose(yt.reshape(zmm.NR, zmm.MP), at.T @ xm[:, :zmm.MP],
                                rtol=1e-5, atol=1e-4)
@@ -560,6 +574,8 @@ def test_micro_kernel_tiles_and_assembly(rng):
         asm = "".join(tiles.inspect_asm().values())
         fmas = [ln for ln in asm.splitlines() if "vfmadd" in ln and "zmm" in ln]
         assert len(fmas) >= 16 + 16 + 14  # one unrolled reduction step per call site
+        asm_pf = "".join(tile_pf.inspect_asm().values())
+        assert "prefetcht0" in asm_pf and "prefetcht0" in asm
 
 
 def test_transposed_tile_store_epilogue(rng):
@@ -575,7 +591,7 @@ def test_transposed_tile_store_epilogue(rng):
     def store(x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr, npx, b, b_off, act, res,
               has_res, acc, fin):
         zmm.gemm_tile_t_store(x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr, npx, b, b_off,
-                              act, res, has_res, acc, fin)
+                              act, res, has_res, acc, fin, 7 * nc * zmm.NR)
 
     MP, NR = zmm.MP, zmm.NR
     for it in range(80):
@@ -614,8 +630,12 @@ def test_tile_store_epilogue(rng):
 
     @njit
     def tile(a, a_off, x, x_off, ldx, nc, y, y_off, ldy, acc, b, b_off, act, res, has_res, fin):
-        zmm.gemm_tile(a, a_off, zmm.MR, x, x_off, ldx, nc, y, y_off, ldy, acc, b, b_off, act,
-                      res, has_res, fin)
+        if fin:  # the prefetching variant on final chunks (the same results)
+            zmm.gemm_tile_pf(a, a_off, zmm.MR, x, x_off, ldx, nc, y, y_off, ldy, acc, b, b_off,
+                             act, res, has_res, fin, zmm.NR)
+        else:
+            zmm.gemm_tile(a, a_off, zmm.MR, x, x_off, ldx, nc, y, y_off, ldy, acc, b, b_off,
+                          act, res, has_res, fin, 0)
 
     MR, NR = zmm.MR, zmm.NR
     for it in range(60):

@@ -151,7 +151,7 @@ def pointwise_conv2d_packed(x, wp, width, b, y3, OW, sh, sw, groups, act, res3, 
                          k1 - k0, xp_ws[tid], b, k0, act, rf, has_res)
         else:
             gemm_block(wf, w_base, npg, pan0, Cg, src, s_off, lds, T, yf, (n * K + k0) * P + p0, P,
-                       k1 - k0, sc_ws[tid], xp_ws[tid], b, k0, act, rf, has_res)
+                       k1 - k0, sc_ws[tid], xp_ws[tid], b, k0, act, rf, has_res, not strided)
         if pool:
             for k in range(k0, k1):
                 acc = np.float32(0.0)
