@@ -142,3 +142,29 @@ def test_bench_rejects_unknown_models_backends_and_peers(capsys):
     assert cli.main(["bench", "--compare", "tensorflow", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "alexnet" in err and "cuda" in err and "tensorflow" in err
+
+
+def test_node_compare_pairs_the_convolutions(tmp_path):
+    """bench/node_compare.py: each runtime's per-node times of the same zoo model, the
+    convolutions paired in order, sums by kernel; a model whose blocks fastconv fuses
+    into single nodes is refused with a clear message, not a wrong pairing."""
+    import os
+    import pytest
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench",
+                          "node_compare.py")
+    res = subprocess.run([sys.executable, script, "--model", "resnet_tiny", "--size", "32",
+                          "--repeat", "2", "--threads", "1"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    import re
+    rows = [ln for ln in res.stdout.splitlines()
+            if re.fullmatch(r"\S+\s+\S+\s+[\d.]+\s+[\d.]+\s+[\d.]+x", ln)]
+    assert len(rows) == 12  # the stem, 4 stages x 2 convs, 3 shortcuts
+    assert "total" in res.stdout and "other nodes" in res.stdout
+    res = subprocess.run([sys.executable, script, "--model", "mobilenet_v2", "--size", "32",
+                          "--repeat", "1", "--threads", "1"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode != 0 and "do not pair up" in res.stderr

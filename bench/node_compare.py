@@ -1,0 +1,132 @@
+"""Per-node times of a zoo model in fastconv and in onnxruntime, convolution by
+convolution, each runtime in its own process with the same thread count.
+
+    python bench/node_compare.py --model resnet50 --threads 2 --repeat 30
+
+fastconv: the torch twin imported and optimized (``model.profile``: each node timed
+inside whole-model runs, medians).  onnxruntime: the same twin exported to ONNX,
+all graph optimizations on, its own profiler (``enable_profiling``), medians of the
+kernel times over the timed runs.  Both fuse BatchNorm, activations and residual adds
+into the convolutions, so the convolutions pair up in order; everything else (pooling,
+the classifier, layout reorders) is summed as "other".
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+
+def _input(size):
+    return np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+
+
+def child_fastconv(model, threads, repeat, size):
+    import fastconv as fc
+    from fastconv import models
+    from fastconv.graph import kernel_of
+    fc.set_num_threads(threads)
+    x = _input(size)
+    g = fc.optimize(fc.from_torch(models.torch_twin(model), x), x)
+    times = g.profile(x, repeat=repeat)
+    plan = g._plans().get((x.shape,))
+    rows = []
+    for (fn, node, ins, o, buf), t in zip(plan.steps, times):
+        shapes = [plan.shapes[v][0] for v in node.inputs if v]
+        rows.append({"name": node.name, "conv": node.op.startswith("conv"),
+                     "kernel": kernel_of(node, shapes, "cpu"), "ms": t * 1e3})
+    return rows
+
+
+def child_onnxruntime(model, threads, repeat, size, path):
+    import onnxruntime as ort
+    from fastconv._peers import export_zoo_onnx
+    export_zoo_onnx(model, path, 1, size)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.enable_profiling = True
+    opts.profile_file_prefix = os.path.join(os.path.dirname(path), "ort_profile")
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    x = _input(size)
+    warm = max(10, repeat)
+    for _ in range(warm + repeat):
+        sess.run(None, {name: x})
+    with open(sess.end_profiling()) as f:
+        events = json.load(f)
+    per = {}
+    order = []
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            key = e["name"][:-len("_kernel_time")]
+            if key not in per:
+                per[key] = (e["args"].get("op_name", ""), [])
+                order.append(key)
+            per[key][1].append(e["dur"] / 1e3)
+    return [{"name": k, "conv": per[k][0] in ("Conv", "FusedConv"), "kernel": per[k][0],
+             "ms": float(np.median(per[k][1][-repeat:]))} for k in order]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="resnet50")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--child")
+    ap.add_argument("--onnx")
+    a = ap.parse_args()
+    if a.child == "fastconv":
+        print(json.dumps(child_fastconv(a.model, a.threads, a.repeat, a.size)))
+        return
+    if a.child == "onnxruntime":
+        print(json.dumps(child_onnxruntime(a.model, a.threads, a.repeat, a.size, a.onnx)))
+        return
+    res = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rt in ("fastconv", "onnxruntime"):
+            out = subprocess.run([sys.executable, __file__, "--child", rt, "--model", a.model,
+                                  "--threads", str(a.threads), "--repeat", str(a.repeat),
+                                  "--size", str(a.size), "--onnx",
+                                  os.path.join(tmp, "model.onnx")],
+                                 capture_output=True, text=True,
+                                 env=dict(os.environ, OMP_NUM_THREADS=str(a.threads)))
+            if out.returncode:
+                sys.exit(f"{rt} failed: {out.stderr[-1500:]}")
+            res[rt] = json.loads(out.stdout.strip().splitlines()[-1])
+    fcv = [r for r in res["fastconv"] if r["conv"]]
+    orv = [r for r in res["onnxruntime"] if r["conv"]]
+    if len(fcv) != len(orv):
+        sys.exit(f"{len(fcv)} fastconv convolutions against {len(orv)} in onnxruntime: "
+                 "they do not pair up (fastconv runs whole blocks as one node, e.g. "
+                 "MobileNetV2's inverted residuals; compare those end to end with "
+                 "fastconv bench --compare)")
+    print(f"{a.model}, batch 1, {a.threads} threads, per-node medians of {a.repeat} runs (ms)")
+    print(f"{'node':28s} {'fastconv kernel':19s} {'fastconv':>9s} {'ort':>9s} {'ort/fc':>7s}")
+    for f, o in zip(fcv, orv):
+        print(f"{f['name']:28s} {f['kernel']:19s} {f['ms']:9.3f} {o['ms']:9.3f} "
+              f"{o['ms'] / f['ms']:6.2f}x")
+    sums = {}
+    for f, o in zip(fcv, orv):
+        s = sums.setdefault(f["kernel"], [0.0, 0.0, 0])
+        s[0] += f["ms"]
+        s[1] += o["ms"]
+        s[2] += 1
+    print("\nby fastconv kernel (the same convolutions in onnxruntime):")
+    for k, (fs, os_, n) in sorted(sums.items(), key=lambda i: -i[1][0]):
+        print(f"  {k:19s} {n:3d} convs  fastconv {fs:7.2f}  ort {os_:7.2f}  ({fs - os_:+.2f} ms)")
+    fo = sum(r["ms"] for r in res["fastconv"] if not r["conv"])
+    oo = sum(r["ms"] for r in res["onnxruntime"] if not r["conv"])
+    ft = sum(r["ms"] for r in res["fastconv"])
+    ot = sum(r["ms"] for r in res["onnxruntime"])
+    print(f"  {'other nodes':19s}            fastconv {fo:7.2f}  ort {oo:7.2f}  ({fo - oo:+.2f} ms)")
+    print(f"  {'total':19s}            fastconv {ft:7.2f}  ort {ot:7.2f}  ({ft - ot:+.2f} ms)")
+
+
+if __name__ == "__main__":
+    main()
