@@ -690,8 +690,8 @@ def gemm_block(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nrows
     row panel's tiles, the first to read each part of X, each prefetch the next tile's
     X rows as they go.  X's rows are one plane apart (a 56x56 map: 12.5 KB), so every
     row of a tile is on another page and the hardware prefetchers, which stay within
-    a page, fetch nothing ahead: 1x1 256->64 @ 56x56 ran in 0.67 ms with the input
-    just out of L3, 0.54 ms with this.
+    a page, fetch nothing ahead: 1x1 256->64 @ 56x56 ran in 0.62-0.67 ms with the
+    input just out of L3, 0.54-0.55 ms with this (docs/algorithms.md).
     """
     copy_all = (ldx % 16 != 0) or (x_off % 16 != 0)
     for c0 in range(0, Cr, KC):
