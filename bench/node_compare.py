@@ -107,9 +107,9 @@ def main():
                  "MobileNetV2's inverted residuals; compare those end to end with "
                  "fastconv bench --compare)")
     print(f"{a.model}, batch 1, {a.threads} threads, per-node medians of {a.repeat} runs (ms)")
-    print(f"{'node':28s} {'fastconv kernel':19s} {'fastconv':>9s} {'ort':>9s} {'ort/fc':>7s}")
+    print(f"{'node':28s} {'fastconv kernel':26s} {'fastconv':>9s} {'ort':>9s} {'ort/fc':>7s}")
     for f, o in zip(fcv, orv):
-        print(f"{f['name']:28s} {f['kernel']:19s} {f['ms']:9.3f} {o['ms']:9.3f} "
+        print(f"{f['name']:28s} {f['kernel']:26s} {f['ms']:9.3f} {o['ms']:9.3f} "
               f"{o['ms'] / f['ms']:6.2f}x")
     sums = {}
     for f, o in zip(fcv, orv):
@@ -119,13 +119,14 @@ def main():
         s[2] += 1
     print("\nby fastconv kernel (the same convolutions in onnxruntime):")
     for k, (fs, os_, n) in sorted(sums.items(), key=lambda i: -i[1][0]):
-        print(f"  {k:19s} {n:3d} convs  fastconv {fs:7.2f}  ort {os_:7.2f}  ({fs - os_:+.2f} ms)")
+        print(f"  {k:26s} {n:3d} convs  fastconv {fs:7.2f}  ort {os_:7.2f}  ({fs - os_:+.2f} ms)")
     fo = sum(r["ms"] for r in res["fastconv"] if not r["conv"])
     oo = sum(r["ms"] for r in res["onnxruntime"] if not r["conv"])
     ft = sum(r["ms"] for r in res["fastconv"])
     ot = sum(r["ms"] for r in res["onnxruntime"])
-    print(f"  {'other nodes':19s}            fastconv {fo:7.2f}  ort {oo:7.2f}  ({fo - oo:+.2f} ms)")
-    print(f"  {'total':19s}            fastconv {ft:7.2f}  ort {ot:7.2f}  ({ft - ot:+.2f} ms)")
+    print(f"  {'other nodes':26s}            fastconv {fo:7.2f}  ort {oo:7.2f}  "
+          f"({fo - oo:+.2f} ms)")
+    print(f"  {'total':26s}            fastconv {ft:7.2f}  ort {ot:7.2f}  ({ft - ot:+.2f} ms)")
 
 
 if __name__ == "__main__":

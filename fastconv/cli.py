@@ -183,7 +183,7 @@ def _zoo_layer_rows(model, x, args, roof, progress):
                          [act or ""] + ["res" if res is not None else ""]).strip("+")
         nbytes = 4.0 * (inp.size + w.size + expected.size)
         for algo in planner.REGISTRY:
-            if planner.REGISTRY[algo].serves(prob) is not None:
+            if not planner.can_run(algo, prob):
                 continue
             progress(f"{name} {algo}", i, total)
             packed = {}

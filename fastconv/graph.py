@@ -18,6 +18,7 @@ save to a single ``.npz`` file (``model.save(path)``, ``fc.load(path)``) that
 holds a JSON description and the weights; loading never unpickles.
 """
 import json
+import re
 import threading
 import time
 
@@ -371,19 +372,22 @@ class Model:
             f"{_runtime.get_num_threads()} threads, SGEMM roof {roof:.0f} GFLOP/s"
         lines = [f"{self.name}: {len(self.nodes)} nodes, input "
                  f"{', '.join(str(tuple(a.shape)) for a in arrays)}, {where}",
-                 f"{'node':28s} {'op':16s} {'output':20s} {'kernel':19s} {'backend':7s} "
+                 f"{'node':28s} {'op':16s} {'output':20s} {'kernel':26s} {'backend':7s} "
                  f"{'ms':>8s} {'GFLOP/s':>8s} {'% roof':>7s}"]
         lines.append("-" * len(lines[-1]))
         pct = (lambda g: "") if roof is None else (lambda g: f"{100 * g / roof:7.1f}")
         for node, shape, kern, t, fl, be in rows:
             gf = fl / t / 1e9 if fl and t > 0 else None
             lines.append(f"{node.name[:28]:28s} {_describe(node)[:16]:16s} {str(shape)[:20]:20s} "
-                         f"{kern[:19]:19s} {be:7s} {t * 1e3:8.3f} "
+                         f"{kern[:26]:26s} {be:7s} {t * 1e3:8.3f} "
                          f"{'' if gf is None else f'{gf:8.1f}':>8s} "
                          f"{'' if gf is None else pct(gf):>7s}")
         gf = total_fl / total / 1e9 if total > 0 else 0.0
-        lines.append(f"{'total':28s} {'':16s} {'':20s} {'':19s} {'':7s} {total * 1e3:8.3f} "
+        lines.append(f"{'total':28s} {'':16s} {'':20s} {'':26s} {'':7s} {total * 1e3:8.3f} "
                      f"{gf:8.1f} {pct(gf):>7s}")
+        if any(re.search(r" \d+x\d+/\d+x\d+$", r[2]) for r in rows):
+            lines.append("kernel 'NAME a x b/R x S': the kernel ran the a x b of the layer's "
+                         "R x S taps that read the input; the others only ever read padding")
         mem = {"planned": plan.slot_bytes, "unplanned": plan.naive_bytes}
         lines.append(f"activation buffers: {mem['planned'] / 2**20:.1f} MiB planned "
                      f"(vs {mem['unplanned'] / 2**20:.1f} MiB without reuse); kernel workspaces "
@@ -545,9 +549,10 @@ def kernel_of(node, in_shapes, backend="cpu"):
         from .ops import _weight_shape
         a = node.attrs
         try:
-            return F._conv_plan(tuple(in_shapes[0]), _weight_shape(node), a["stride"],
-                                tuple(a["pads"]), a["dilation"], a["groups"], a.get("algo", "auto"),
-                                node.layer, True)[1].name
+            alg = F._conv_plan(tuple(in_shapes[0]), _weight_shape(node), a["stride"],
+                               tuple(a["pads"]), a["dilation"], a["groups"], a.get("algo", "auto"),
+                               node.layer, True)[1]
+            return getattr(alg, "label", alg.name)
         except (ValueError, TypeError):
             return "?"
     if node.op == "inverted_residual":

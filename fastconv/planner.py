@@ -54,6 +54,8 @@ Work is divided by ``min(threads, tasks)``, and every call pays
 """
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from . import _runtime
 
 GEMM_GFLOPS = 110.0
@@ -190,8 +192,140 @@ class Plan:
     costs: dict
 
 
+def _live_range(size, out, k, stride, dil, pad):
+    """(first, last + 1) of the kernel taps along one axis that read at least one real
+    input element for some output position (tap t reads o*stride + t*dil - pad for
+    o < out), or None if none does."""
+    live = []
+    for t in range(k):
+        o = max(0, -(-(pad - t * dil) // stride))  # the first o reading a row >= 0
+        if o < out and o * stride + t * dil - pad < size:
+            live.append(t)
+    return (live[0], live[-1] + 1) if live else None
+
+
+def live_taps(prob):
+    """(r0, r1, s0, s1): the smallest window of kernel taps outside which every tap reads
+    only padding, widened where needed so the trimmed pads stay >= 0; None when
+    nothing can be trimmed (every tap live, or none: the output is the bias alone)."""
+    pt, pb, pl, pr = prob.pads
+    rows = _live_range(prob.h, prob.oh, prob.r, prob.stride[0], prob.dilation[0], pt)
+    cols = _live_range(prob.w, prob.ow, prob.s, prob.stride[1], prob.dilation[1], pl)
+    if rows is None or cols is None:
+        return None
+    (dh, dw) = prob.dilation
+    r0, r1 = min(rows[0], pt // dh), max(rows[1], prob.r - pb // dh)
+    s0, s1 = min(cols[0], pl // dw), max(cols[1], prob.s - pr // dw)
+    if (r0, r1, s0, s1) == (0, prob.r, 0, prob.s):
+        return None
+    return (r0, r1, s0, s1)
+
+
+def trimmed(prob, taps):
+    """``prob`` with only the taps [r0:r1, s0:s1]: the pads shrink by the dilated extent
+    of the taps removed on each side (and the bottom/right ones to what the last output
+    row/column still reads), so the output size and every output value are unchanged
+    (the taps removed only ever multiplied padding)."""
+    r0, r1, s0, s1 = taps
+    (dh, dw), (sh, sw), (pt, pb, pl, pr) = prob.dilation, prob.stride, prob.pads
+    pt, pl = pt - r0 * dh, pl - s0 * dw
+    # bottom/right: no more padding than the last output row/column reads
+    pb = min(pb - (prob.r - r1) * dh,
+             max(0, (prob.oh - 1) * sh + dh * (r1 - r0 - 1) + 1 - prob.h - pt))
+    pr = min(pr - (prob.s - s1) * dw,
+             max(0, (prob.ow - 1) * sw + dw * (s1 - s0 - 1) + 1 - prob.w - pl))
+    t = ConvProblem(prob.n, prob.c, prob.h, prob.w, prob.k, r1 - r0, s1 - s0, prob.stride,
+                    (pt, pb, pl, pr), prob.dilation, prob.groups)
+    assert (t.oh, t.ow) == (prob.oh, prob.ow) and min(t.pads) >= 0, (prob, taps)
+    return t
+
+
+class Trimmed(Algorithm):
+    """``inner`` run on the trimmed problem with the weight's live taps only.
+
+    On small maps a padded kernel has taps that never read the input: a 3x3 conv with
+    padding 1 on a 1x1 map (a ResNet's last stage on a 32x32 image) reads the input
+    with its centre tap alone, and the eight others multiply padding.  Such a
+    convolution is the same convolution with fewer taps and smaller pads; the weight is
+    sliced once and kept in the layer's dict (with the inner algorithm's own cache in a
+    dict of its own, since it holds another weight).  ``name`` is the inner algorithm's,
+    so plans and ``algo=`` requests stay registry names; ``label`` says what was cut."""
+
+    def __init__(self, inner, full, taps):
+        self.inner, self.full, self.taps = inner, full, taps
+        self.prob = trimmed(full, taps)
+        self.name = inner.name
+        self.uses_blas = inner.uses_blas
+        r0, r1, s0, s1 = taps
+        self.label = f"{inner.name} {r1 - r0}x{s1 - s0}/{full.r}x{full.s}"  # taps run/of
+
+    def serves(self, prob):
+        return self.inner.serves(self.prob)
+
+    def cost(self, prob, threads, prepacked=False):
+        slice_s = 0.0 if prepacked else 4.0 * self.full.k * self.full.cg * self.prob.r \
+            * self.prob.s / (STREAM_GBS * 1e9)
+        return self.inner.cost(self.prob, threads, prepacked) + slice_s
+
+    def _weights(self, w, packed):
+        key = ("trimmed", self.taps)
+        entry = None if packed is None else packed.get(key)
+        if entry is None:
+            r0, r1, s0, s1 = self.taps
+            entry = (np.ascontiguousarray(w[:, :, r0:r1, s0:s1]), {})
+            if packed is not None:
+                packed[key] = entry
+        return entry[0], (None if packed is None else entry[1])
+
+    def run(self, prob, x, w, b, y, act, res=None, packed=None):
+        wt, inner_packed = self._weights(w, packed)
+        self.inner.run(self.prob, x, wt, b, y, act, res, inner_packed)
+
+    def bind(self, prob, w, b, act, packed=None):
+        wt, inner_packed = self._weights(w, packed)
+        return self.inner.bind(self.prob, wt, b, act, inner_packed)
+
+
 def plan(prob, algo="auto", layer="conv2d", prepacked=False):
-    """Choose the algorithm for ``prob``: the cheapest that serves it, or the one asked for."""
+    """Choose the algorithm for ``prob``: the cheapest that serves it, or the one asked for.
+
+    Where some taps only ever read padding (``live_taps``) the trimmed problem is
+    planned too, and a :class:`Trimmed` wrapper is returned when it is modelled cheaper
+    (``auto``) or when the algorithm asked for serves it."""
+    taps = live_taps(prob)
+    if taps is None:
+        return _plan(prob, algo, layer, prepacked)
+    small = trimmed(prob, taps)
+    if algo != "auto":
+        if algo not in REGISTRY or REGISTRY[algo].serves(small) is not None:
+            return _plan(prob, algo, layer, prepacked)
+        return Plan(Trimmed(REGISTRY[algo], prob, taps), "requested; " + _trim_note(prob, small),
+                    {})
+    full = _plan(prob, algo, layer, prepacked)
+    part = _plan(small, algo, layer, prepacked)
+    wrapped = Trimmed(part.algorithm, prob, taps)
+    threads = _runtime.get_num_threads()
+    if wrapped.cost(prob, threads, prepacked) >= full.algorithm.cost(prob, threads, prepacked):
+        return full
+    return Plan(wrapped, f"{_trim_note(prob, small)}; {part.reason}", part.costs)
+
+
+def can_run(name, prob):
+    """Whether ``plan(prob, name)`` succeeds: the registered algorithm serves ``prob`` as
+    given or with the taps that only read padding trimmed."""
+    algo = REGISTRY[name]
+    if algo.serves(prob) is None:
+        return True
+    taps = live_taps(prob)
+    return taps is not None and algo.serves(trimmed(prob, taps)) is None
+
+
+def _trim_note(prob, small):
+    return (f"taps reading only padding skipped: {small.r}x{small.s} of {prob.r}x{prob.s}, "
+            f"pads {small.pads}")
+
+
+def _plan(prob, algo, layer, prepacked):
     threads = _runtime.get_num_threads()
     if algo != "auto":
         if algo not in REGISTRY:
@@ -216,4 +350,4 @@ def plan(prob, algo="auto", layer="conv2d", prepacked=False):
 def explain(prob, algo="auto", prepacked=False):
     """One line: the problem, the algorithm chosen and why."""
     p = plan(prob, algo, prepacked=prepacked)
-    return f"{prob.describe()}: {p.algorithm.name} ({p.reason})"
+    return f"{prob.describe()}: {getattr(p.algorithm, 'label', p.algorithm.name)} ({p.reason})"

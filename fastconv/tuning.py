@@ -171,8 +171,8 @@ def tune(model, example_input, budget_s=60.0, repeat=5, use_cache=True):
         res = None if rs is None else rng.standard_normal(rs).astype(np.float32)
         a = node.attrs
         times = {}
-        for name, algo in planner.REGISTRY.items():
-            if algo.serves(prob) is not None:
+        for name in planner.REGISTRY:
+            if not planner.can_run(name, prob):
                 continue
             packed = {}
 

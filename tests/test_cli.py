@@ -161,7 +161,7 @@ def test_node_compare_pairs_the_convolutions(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     import re
     rows = [ln for ln in res.stdout.splitlines()
-            if re.fullmatch(r"\S+\s+\S+\s+[\d.]+\s+[\d.]+\s+[\d.]+x", ln)]
+            if re.fullmatch(r"\S+\s+\S+(?: \d+x\d+/\d+x\d+)?\s+[\d.]+\s+[\d.]+\s+[\d.]+x", ln)]
     assert len(rows) == 12  # the stem, 4 stages x 2 convs, 3 shortcuts
     assert "total" in res.stdout and "other nodes" in res.stdout
     res = subprocess.run([sys.executable, script, "--model", "mobilenet_v2", "--size", "32",

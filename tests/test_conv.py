@@ -17,11 +17,12 @@ ALGOS = ["direct", "im2col", "im2col_register", "im2col_packed", "implicit_packe
 
 
 def serves(algo, x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1):
-    """Whether algo can run this problem; if not, conv2d must say so clearly."""
+    """Whether algo can run this problem (as given, or with the taps that only read padding
+    trimmed: planner.live_taps); if not, conv2d must say so clearly."""
     if algo == "auto":
         return True
     prob = F.conv_problem(x_shape, w_shape, stride, padding, dilation, groups)
-    return planner.REGISTRY[algo].serves(prob) is None
+    return planner.can_run(algo, prob)
 
 # (N, C, H, W, K, R, S, stride, padding, dilation, groups)
 CASES = [
@@ -743,3 +744,75 @@ def test_repeat_call_fast_path(rng, monkeypatch, c, h, k, r, stride, groups):
                   groups=groups, packed=packed, layer="fast")
     with pytest.raises(TypeError, match="dtype"):
         fc.conv2d(x.astype(np.int32), wt, b, stride, pad, groups=groups, packed=packed)
+
+
+# -- taps that only read padding (planner.live_taps): trimmed, same result -------------------
+
+TRIM_CASES = [  # (N, C, H, W, K, R, S, stride, padding, dilation, groups)
+    (1, 40, 1, 1, 33, 3, 3, 1, 1, 1, 1),       # centre tap only: a 1x1
+    (3, 16, 1, 1, 8, 5, 5, 1, 2, 1, 1),
+    (1, 24, 2, 2, 20, 3, 3, 2, 1, 1, 1),       # 3x3/2 to 1x1: 2x2 taps, bottom pad dropped
+    (2, 12, 1, 7, 10, 3, 3, 1, 1, 1, 1),       # one-row map: 1x3 taps
+    (1, 6, 3, 1, 9, 3, 5, 1, (1, 2), 1, 3),    # one-column map, grouped
+    (1, 8, 1, 1, 8, 3, 3, 1, 2, 2, 1),         # dilated: centre tap only
+    (1, 8, 1, 2, 16, 3, 3, 1, 1, 1, 8),        # depthwise, multiplier 2
+    (0, 8, 1, 1, 8, 3, 3, 1, 1, 1, 1),         # empty batch
+    (1, 5, 1, 1, 7, 5, 5, 2, 3, 1, 1),         # stride 2 on 1x1: 3x3 of the 5x5 taps
+]
+
+
+@pytest.mark.parametrize("case", TRIM_CASES, ids=lambda c: "x".join(map(str, c)).replace(" ", ""))
+@pytest.mark.parametrize("algo", ALGOS)
+def test_trimmed_taps_match_reference(rng, case, algo):
+    n, c, h, w, k, r, s, stride, padding, dilation, groups = case
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c // groups, r, s)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    res = rng.standard_normal(ref.conv2d(x, wt, b, stride, padding, dilation, groups).shape) \
+        .astype(np.float32)
+    prob = F.conv_problem(x.shape, wt.shape, stride, padding, dilation, groups)
+    assert planner.live_taps(prob) is not None
+    if not serves(algo, x.shape, wt.shape, stride, padding, dilation, groups):
+        with pytest.raises(ValueError, match=f"algo='{algo}' cannot run this convolution"):
+            fc.conv2d(x, wt, b, stride, padding, dilation, groups, algo=algo)
+        return
+    args = (x.copy(), wt.copy(), b.copy(), res.copy())
+    packed = {}
+    for _ in range(2):  # the first call binds, the second takes the layer's fast path
+        y = fc.conv2d(x, wt, b, stride, padding, dilation, groups, activation="relu",
+                      algo=algo, residual=res, packed=packed)
+        expected = ref.activation(ref.conv2d(x, wt, b, stride, padding, dilation, groups)
+                                  + res, "relu")
+        assert y.shape == expected.shape and rel_err(y, expected) < 1e-4
+    for a, a0 in zip((x, wt, b, res), args):
+        np.testing.assert_array_equal(a, a0)  # nothing the caller passed is written
+
+
+def test_trimmed_layer_keeps_each_geometry_apart(rng):
+    """One layer (one weight cache) called on maps that trim differently and on one that
+    does not: each result is right, and the trimmed weights live in entries of their own."""
+    conv = fc.nn.Conv2d(32, 48, 3, padding=1)
+    conv.weight[:] = rng.standard_normal(conv.weight.shape).astype(np.float32)
+    for hw in [(1, 1), (6, 5), (1, 4), (1, 1), (6, 5)]:
+        x = rng.standard_normal((2, 32) + hw).astype(np.float32)
+        expected = ref.conv2d(x, conv.weight, conv.bias, 1, 1)
+        assert rel_err(conv(x), expected) < 1e-4
+    trims = [key[1] for key in conv.packed_cache()
+             if isinstance(key, tuple) and key[0] == "trimmed"]
+    assert sorted(trims) == [(0, 3, 1, 2), (1, 2, 1, 2)] or sorted(trims) == [(1, 2, 0, 3),
+                                                                             (1, 2, 1, 2)]
+
+
+def test_resnet_on_a_small_image_trims_its_last_stage(rng):
+    """A ResNet on a 32x32 image reaches its last stage at 1x1: those 3x3 convs run as 1x1
+    (explain says so) and the model still equals PyTorch."""
+    torch = pytest.importorskip("torch")
+    from fastconv import models
+    twin = models.torch_twin("resnet_tiny", widths=(8, 16, 16, 24), num_classes=5).eval()
+    x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+    model = fc.optimize(fc.from_torch(twin, x), x)
+    with torch.no_grad():
+        expected = twin(torch.from_numpy(x)).numpy()
+    assert rel_err(model(x), expected) < 1e-4
+    text = model.explain(x, repeat=1, roof_gflops=100.0)
+    assert "1x1/3x3 " in text and "only ever read padding" in text

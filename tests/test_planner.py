@@ -1,6 +1,8 @@
 """The planner follows its documented rules; the registry is open to new families."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastconv as fc
 from fastconv import functional as F
@@ -119,3 +121,70 @@ def test_every_cpu_gemm_family_has_a_gpu_counterpart():
     for name in planner.REGISTRY:
         if name.startswith(("im2col", "pointwise", "implicit")):
             assert _cuda.gpu_algo(prob, name, "conv") == "implicit_gemm"
+
+
+# -- taps that only read padding -------------------------------------------------------------
+
+@settings(max_examples=300, deadline=None)
+@given(h=st.integers(1, 9), r=st.integers(1, 7), sh=st.integers(1, 4), dh=st.integers(1, 3),
+       pt=st.integers(0, 6), pb=st.integers(0, 6))
+def test_live_taps_keeps_every_tap_that_reads_the_input(h, r, sh, dh, pt, pb):
+    """Along one axis, brute force: a tap outside the kept window reads padding at every
+    output position; the trimmed geometry has pads >= 0 and the same output size."""
+    if h + pt + pb < dh * (r - 1) + 1:
+        return
+    prob = F.conv_problem((1, 2, h, 3), (2, 2, r, 1), (sh, 1), (pt, pb, 0, 0), (dh, 1))
+    taps = planner.live_taps(prob)
+    reads = [any(0 <= o * sh + t * dh - pt < h for o in range(prob.oh)) for t in range(r)]
+    if taps is None:  # no tap reads the input, or the outermost that do (widened to keep
+        # the pads >= 0) span the whole kernel
+        live = [t for t in range(r) if reads[t]]
+        assert not live or (min(live[0], pt // dh), max(live[-1] + 1, r - pb // dh)) == (0, r)
+        return
+    r0, r1 = taps[:2]
+    assert taps[2:] == (0, 1) and (r0, r1) != (0, r)
+    assert not any(reads[:r0]) and not any(reads[r1:])
+    t = planner.trimmed(prob, taps)
+    assert (t.oh, t.ow) == (prob.oh, prob.ow) and min(t.pads) >= 0 and t.r == r1 - r0
+    # tap r0 + j of the trimmed problem reads exactly what tap r0 + j of the full one read
+    for o in range(prob.oh):
+        for j in range(t.r):
+            assert o * sh + j * dh - t.pads[0] == o * sh + (r0 + j) * dh - pt
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kw, inner, label", [
+    ((1, 512, 1, 1), (512, 512, 3, 3), dict(padding=1), "pointwise_packed",
+     "pointwise_packed 1x1/3x3"),                         # a ResNet's layer4 on a 32x32 image
+    ((1, 256, 2, 2), (512, 256, 3, 3), dict(stride=2, padding=1), None, " 2x2/3x3"),
+    ((1, 64, 1, 9), (64, 64, 3, 3), dict(padding=1), None, " 1x3/3x3"),   # one-row maps
+    ((1, 32, 1, 1), (32, 32, 5, 5), dict(padding=4, dilation=2), None, " 1x1/5x5"),
+])
+def test_taps_reading_only_padding_are_trimmed(x_shape, w_shape, kw, inner, label):
+    prob = F.conv_problem(x_shape, w_shape, **kw)
+    p = planner.plan(prob, prepacked=True)
+    assert isinstance(p.algorithm, planner.Trimmed)
+    assert p.algorithm.label.endswith(label) and "taps reading only padding" in p.reason
+    assert p.algorithm.name in planner.REGISTRY   # plans stay registry names
+    if inner:
+        assert p.algorithm.name == inner
+    assert label.strip() in fc.explain(x_shape, w_shape, **kw)
+
+
+def test_untrimmable_problems_plan_as_before():
+    for x_shape, w_shape, kw in [((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1)),
+                                 ((1, 64, 2, 2), (64, 64, 3, 3), dict(padding=1)),
+                                 ((1, 64, 56, 56), (64, 64, 3, 3), dict(stride=2, padding=1)),
+                                 ((1, 8, 1, 1), (8, 8, 1, 1), {})]:
+        prob = F.conv_problem(x_shape, w_shape, **kw)
+        assert planner.live_taps(prob) is None
+        assert not isinstance(planner.plan(prob).algorithm, planner.Trimmed)
+
+
+def test_requested_algorithm_runs_trimmed_only_where_it_serves_the_trimmed_problem():
+    prob = F.conv_problem((1, 16, 1, 1), (16, 16, 3, 3), padding=1)
+    p = planner.plan(prob, "pointwise")          # serves the 1x1 it trims to
+    assert isinstance(p.algorithm, planner.Trimmed) and p.reason.startswith("requested")
+    p = planner.plan(prob, "winograd_f2x2_3x3")  # not a 3x3 any more once trimmed: as asked
+    assert p.algorithm.name == "winograd_f2x2_3x3" and p.reason == "requested"
+    with pytest.raises(ValueError, match="cannot run this convolution"):
+        planner.plan(F.conv_problem((1, 16, 4, 4), (16, 16, 3, 3), padding=1), "pointwise")
