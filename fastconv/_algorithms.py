@@ -15,6 +15,7 @@ from .kernels.cpu import im2col as _im2col
 from .kernels.cpu import inverted_residual as _inverted_residual
 from .kernels.cpu import pad as _pad
 from .kernels.cpu import pointwise as _pointwise
+from .kernels.cpu import rowdot as _rowdot
 from .kernels.cpu import winograd as _winograd
 from .kernels.cpu import zmm as _zmm
 
@@ -370,6 +371,11 @@ class Winograd(planner.Algorithm):
             np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
                       [0, 1, -1, 8, -8, 1]], np.float32)),
     }
+
+    weight_gbs = 13.0  # the transformed weights of 256x256 on a 2x2 map: 26 GB/s, two threads
+
+    def weight_bytes(self, prob):
+        return 4.0 * prob.k * prob.cg * self.a * self.a
 
     def __init__(self, m):
         self.m = m
@@ -1019,6 +1025,12 @@ class ImplicitPacked(planner.Algorithm):
             return "implicit_packed needs groups == 1"
         return None
 
+    def auto_excluded(self, prob):
+        if prob.ow < _zmm.MP:
+            return (f"implicit_packed's {_zmm.MP}-pixel row groups would be mostly empty "
+                    f"(rows of {prob.ow}): 128@4x4 ran 2-3x slower than rowdot or im2col")
+        return None
+
     def cost(self, prob, threads, prepacked=False):
         steps = prob.r * prob.s * _implicit_chunk(prob)
         eff = (_lanes_used(prob.ow, _zmm.MP) * steps / (steps + IMPLICIT_STORE_STEPS)
@@ -1151,6 +1163,63 @@ class ImplicitPixels(planner.Algorithm):
         return call
 
 
+# rowdot: each weight row dotted with the gathered receptive fields of a few pixels.
+# Its rate while the weights stream (GB/s per thread, measured from L3: 512x256x3x3 at
+# one to four pixels) and its multiply-add rate (GFLOP/s per thread, 4x4 register blocks)
+ROWDOT_GBS = 30.0
+ROWDOT_GFLOPS = 80.0
+ROWDOT_MAX_PIXELS = 16  # in auto: 64@8x8 ran 99 us against 67-71 for implicit_pixels and im2col
+ROWDOT_MIN_ROWS = 16  # output channels per task at least
+
+
+class RowDot(planner.Algorithm):
+    """kernels/cpu/rowdot.py: y[k, p] = w[k, :] . f[p, :] over the gathered receptive fields,
+    the weight in its own (K, C*R*S) layout streamed once.  groups == 1; in ``auto`` for
+    at most ROWDOT_MAX_PIXELS output pixels (a small image's last stages)."""
+    name = "rowdot"
+    weight_gbs = None  # its cost is the weight stream
+
+    def serves(self, prob):
+        if prob.groups != 1:
+            return "rowdot needs groups == 1"
+        return None
+
+    def auto_excluded(self, prob):
+        if prob.n * prob.oh * prob.ow > ROWDOT_MAX_PIXELS:
+            return f"rowdot is for a few output pixels (<= {ROWDOT_MAX_PIXELS})"
+        return None
+
+    @staticmethod
+    def kblock(prob, threads):
+        """Output channels per task: one block per thread, a multiple of 4."""
+        per = -(-prob.k // max(1, threads))
+        return max(ROWDOT_MIN_ROWS, -(-per // 4) * 4)
+
+    def cost(self, prob, threads, prepacked=False):
+        kb = self.kblock(prob, threads)
+        par = min(threads, -(-prob.k // kb))
+        cr = prob.c * prob.r * prob.s
+        pixels = prob.n * prob.oh * prob.ow
+        stream = 4.0 * prob.k * cr / (ROWDOT_GBS * 1e9)
+        compute = prob.flops / (ROWDOT_GFLOPS * 1e9)
+        gather = 4.0 * pixels * cr / (planner.COPY_GBS * 1e9)  # per task, in parallel
+        return planner.CALL_OVERHEAD_S + gather + max(stream, compute) / par
+
+    def bind(self, prob, w, b, act, packed=None):
+        w2 = np.ascontiguousarray(w).reshape(prob.k, prob.c * prob.r * prob.s)
+        kb = self.kblock(prob, _runtime.get_num_threads())
+        ntasks = -(-prob.k // kb)
+        f_shape = (ntasks, prob.n * prob.oh * prob.ow, prob.c * prob.r * prob.s)
+        (sh, sw), (dh, dw) = prob.stride, prob.dilation
+        pt, pl = prob.pads[0], prob.pads[2]
+
+        def call(x, y, res):
+            r, has_res = _res(res, 4)
+            _rowdot.conv2d_rowdot(x, w2, b, y, _workspace.get("rowdot_fields", f_shape),
+                                  sh, sw, dh, dw, pt, pl, prob.r, prob.s, act, r, has_res, kb)
+        return call
+
+
 planner.register(Direct())
 planner.register(Im2col())
 planner.register(Im2colRegister())
@@ -1164,3 +1233,4 @@ planner.register(Depthwise())
 planner.register(DepthwiseBlocked())
 planner.register(Winograd(2))
 planner.register(Winograd(4))
+planner.register(RowDot())

@@ -508,8 +508,9 @@ def _conv2d_gpu(x, weight, bias, stride, padding, dilation, groups, activation, 
     prob = conv_problem(x_shape, w.shape, stride, padding, dilation, groups, layer)
     if only_if_faster:
         cpu = planner.plan(prob, "auto", layer, packed is not None)
-        if not _cuda.worth_offloading(prob, cpu.algorithm.cost(prob, _runtime.get_num_threads(),
-                                                                packed is not None)):
+        if not _cuda.worth_offloading(prob, planner.modelled(cpu.algorithm, prob,
+                                                             _runtime.get_num_threads(),
+                                                             packed is not None)):
             return None
     b = _bias(bias, prob.k, layer)
     act = _checks.activation_code(activation, layer)

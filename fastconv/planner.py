@@ -45,12 +45,20 @@ data it moves, and a fixed cost per parallel task.
 * depthwise_blocked (multiplier 1, 3x3/5x5, planes >= 16 pixels): ``DEPTHWISE_BLOCKED_GFLOPS``
   per thread, input and output once at ``BLOCKED_GBS`` (they are transposed in and out),
   ``DEPTHWISE_BLOCKED_TASK_S`` per (n, 16-channel block).
+* rowdot (groups == 1; in auto for at most 16 output pixels): the weights streamed once
+  at ``ROWDOT_GBS`` or the flops at ``ROWDOT_GFLOPS`` per thread, whichever is slower,
+  plus each task's gather of the receptive fields.
+* Every family but rowdot is also held to a floor (``modelled``): its weights read once
+  at ``weight_gbs`` GB/s per thread (``WEIGHT_STREAM_GBS``; Winograd's transformed
+  weights at its own rate).  On 1x1-4x4 maps the flops are nothing and the weights are
+  the cost, which the per-family models (tiles and flops) do not see.
 * direct: ``DIRECT_GFLOPS`` per thread with unit-stride width loops, divided by
   ``DIRECT_STRIDED_PENALTY`` when the width loop is a gather (sw > 1); each
   task (one output row of up to 4 channels) costs ``DIRECT_TASK_S``.
 
 Work is divided by ``min(threads, tasks)``, and every call pays
-``CALL_OVERHEAD_S``.  The planner never times anything.
+``CALL_OVERHEAD_S``.  Taps that only ever read padding are trimmed first where that
+is modelled cheaper (``live_taps``, ``Trimmed``).  The planner never times anything.
 """
 from dataclasses import dataclass, field
 
@@ -77,6 +85,8 @@ CALL_OVERHEAD_S = 10e-6
 PACKED_GFLOPS = 140.0
 PACKED_TASK_S = 0.5e-6
 PAD_CALL_S = 6e-6  # the padded copy some families make first: one more parallel call (measured 6.4 us)
+# measured 10-20 GB/s for two threads, 1x1 and 3x3 weights of 1-2.4 MB at 1-4 pixels
+WEIGHT_STREAM_GBS = 8.0
 PACKED_CALL_S = 1e-6  # more per call than the SGEMM families (measured 11-16 us against 12-15, 1x1 on 4x4 and 8x8; 8 us before the repeat-call fast path)
 
 
@@ -133,6 +143,21 @@ class Algorithm:
     """A registered convolution algorithm (subclasses fill in the three methods)."""
     name = ""
     uses_blas = False  # True if run() calls BLAS (then fastconv pins it to one thread)
+    # GB/s per thread at which the family reads its weights when there are too few
+    # pixels to hide them behind the multiply-adds (``stream_floor``); None: its cost
+    # model counts the weight reads itself
+    weight_gbs = WEIGHT_STREAM_GBS
+
+    def weight_bytes(self, prob):
+        """Bytes of weights one call reads (its packed or transformed form)."""
+        return 4.0 * prob.k * prob.cg * prob.r * prob.s
+
+    def stream_floor(self, prob, threads):
+        """The least a call can take: its weights read once, at ``weight_gbs`` per thread
+        (on a 1x1 or 2x2 map every family is bound by this, not by its flops)."""
+        if self.weight_gbs is None:
+            return 0.0
+        return CALL_OVERHEAD_S + self.weight_bytes(prob) / (self.weight_gbs * 1e9 * threads)
 
     def serves(self, prob):
         """None if this algorithm can run ``prob``, else the reason it cannot."""
@@ -265,7 +290,7 @@ class Trimmed(Algorithm):
     def cost(self, prob, threads, prepacked=False):
         slice_s = 0.0 if prepacked else 4.0 * self.full.k * self.full.cg * self.prob.r \
             * self.prob.s / (STREAM_GBS * 1e9)
-        return self.inner.cost(self.prob, threads, prepacked) + slice_s
+        return modelled(self.inner, self.prob, threads, prepacked) + slice_s
 
     def _weights(self, w, packed):
         key = ("trimmed", self.taps)
@@ -305,9 +330,16 @@ def plan(prob, algo="auto", layer="conv2d", prepacked=False):
     part = _plan(small, algo, layer, prepacked)
     wrapped = Trimmed(part.algorithm, prob, taps)
     threads = _runtime.get_num_threads()
-    if wrapped.cost(prob, threads, prepacked) >= full.algorithm.cost(prob, threads, prepacked):
+    if wrapped.cost(prob, threads, prepacked) >= modelled(full.algorithm, prob, threads,
+                                                          prepacked):
         return full
     return Plan(wrapped, f"{_trim_note(prob, small)}; {part.reason}", part.costs)
+
+
+def modelled(algo, prob, threads, prepacked=False):
+    """The planner's estimate: the family's cost model, but never below its weight
+    stream (``Algorithm.stream_floor``)."""
+    return max(algo.cost(prob, threads, prepacked), algo.stream_floor(prob, threads))
 
 
 def can_run(name, prob):
@@ -336,13 +368,16 @@ def _plan(prob, algo, layer, prepacked):
         if why is not None:
             raise ValueError(f"{layer}: algo={algo!r} cannot run this convolution: {why}")
         return Plan(chosen, "requested", {})
-    costs = {}
+    costs, raw = {}, {}
     for name, a in REGISTRY.items():
         if a.serves(prob) is None and a.auto_excluded(prob) is None:
-            costs[name] = a.cost(prob, threads, prepacked)
+            costs[name] = modelled(a, prob, threads, prepacked)
+            raw[name] = a.cost(prob, threads, prepacked)
     order = {name: i for i, name in enumerate(REGISTRY)}
-    # ties go to the later-registered, more specialised family
-    best = min(costs, key=lambda name: (round(costs[name], 12), -order[name]))
+    # ties (several families at their weight-stream floor) go to the lower cost model,
+    # then to the later-registered, more specialised family
+    best = min(costs, key=lambda name: (round(costs[name], 12), round(raw[name], 12),
+                                        -order[name]))
     others = ", ".join(f"{n} {c * 1e6:.0f} us" for n, c in sorted(costs.items(), key=lambda i: i[1]))
     return Plan(REGISTRY[best], f"lowest modelled cost ({others})", costs)
 

@@ -465,7 +465,7 @@ def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=No
             prob = conv_problem(xs, w.shape, a["stride"], tuple(a["pads"]), a["dilation"],
                                 a["groups"], n.layer)
             chosen = planner.plan(prob, a.get("algo", "auto"), n.layer, True).algorithm
-            dense = chosen.cost(prob, threads, True)
+            dense = planner.modelled(chosen, prob, threads, True)
             sparse, kb = best_block(w, prob, threads)
         else:
             rows = int(np.prod(xs[:-1]))

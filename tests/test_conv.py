@@ -13,7 +13,7 @@ from fastconv import planner
 ALGOS = ["direct", "im2col", "im2col_register", "im2col_packed", "implicit_packed",
          "implicit_pixels", "pointwise",
          "pointwise_register", "pointwise_packed", "depthwise", "depthwise_blocked",
-         "winograd_f2x2_3x3", "winograd_f4x4_3x3", "auto"]
+         "winograd_f2x2_3x3", "winograd_f4x4_3x3", "rowdot", "auto"]
 
 
 def serves(algo, x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1):
@@ -98,7 +98,7 @@ def test_string_and_four_sided_padding(rng, algo, padding):
     assert rel_err(y, expected) < 1e-4
 
 
-@pytest.mark.parametrize("algo", ["direct", "im2col"])
+@pytest.mark.parametrize("algo", ["direct", "im2col", "rowdot"])
 def test_empty_batch(rng, algo):
     x = np.zeros((0, 3, 8, 8), np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
@@ -114,7 +114,7 @@ def test_unbatched_input(rng):
     assert rel_err(y, ref.conv2d(x[None], w)[0]) < 1e-4
 
 
-@pytest.mark.parametrize("algo", ["direct", "im2col"])
+@pytest.mark.parametrize("algo", ["direct", "im2col", "rowdot"])
 def test_noncontiguous_readonly_and_float64_inputs_untouched(rng, algo):
     base = rng.standard_normal((2, 6, 10, 12))
     x = base[:, ::2, :, ::-1]                      # float64, non-contiguous view
@@ -127,7 +127,7 @@ def test_noncontiguous_readonly_and_float64_inputs_untouched(rng, algo):
     np.testing.assert_array_equal(w, w_before)
 
 
-@pytest.mark.parametrize("algo", ["direct", "im2col"])
+@pytest.mark.parametrize("algo", ["direct", "im2col", "rowdot"])
 def test_nan_and_inf_propagate(rng, algo):
     x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
     x[0, 0, 2, 2] = np.nan
@@ -185,7 +185,8 @@ def test_explain_names_the_choice():
 
 @pytest.mark.parametrize("algo", ["direct", "im2col", "im2col_register", "im2col_packed",
                                   "implicit_packed", "pointwise", "pointwise_register",
-                                  "pointwise_packed", "depthwise", "depthwise_blocked"])
+                                  "pointwise_packed", "depthwise", "depthwise_blocked",
+                                  "rowdot"])
 @pytest.mark.parametrize("activation", [None, "relu", "relu6", "hardswish"])
 def test_residual_and_activation_epilogue(rng, algo, activation):
     """y = act(conv(x) + b + residual): the ResNet block tail in one pass."""
@@ -197,7 +198,7 @@ def test_residual_and_activation_epilogue(rng, algo, activation):
         x_shape, w_shape, kw = (2, 6, 9, 8), (12, 6, 1, 1), {}
     elif algo in ("pointwise_register", "pointwise_packed"):
         x_shape, w_shape, kw = (2, 6, 9, 8), (12, 3, 1, 1), dict(groups=2)
-    elif algo == "implicit_packed":
+    elif algo in ("implicit_packed", "rowdot"):
         x_shape, w_shape, kw = (2, 6, 9, 8), (12, 6, 3, 3), dict(padding=1)
     else:
         x_shape, w_shape, kw = (2, 6, 9, 8), (12, 3, 3, 3), dict(padding=1, groups=2)
@@ -816,3 +817,26 @@ def test_resnet_on_a_small_image_trims_its_last_stage(rng):
     assert rel_err(model(x), expected) < 1e-4
     text = model.explain(x, repeat=1, roof_gflops=100.0)
     assert "1x1/3x3 " in text and "only ever read padding" in text
+
+
+@pytest.mark.parametrize("case", [  # (N, C, H, W, K, R, S, stride, padding): rowdot's blocks
+    (1, 300, 2, 2, 37, 3, 3, 1, 1),   # K % 4 == 1, P = 4 exactly
+    (3, 17, 1, 3, 18, 3, 3, 1, 1),    # P = 9 across images, K % 4 == 2
+    (1, 64, 4, 4, 70, 1, 1, 2, 0),    # strided 1x1, P = 4
+    (2, 8, 3, 3, 3, 2, 2, 1, 0),      # K < 4: only single rows
+    (1, 1, 1, 1, 1, 1, 1, 1, 0),
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rowdot_blocks_and_tasks(rng, case, threads):
+    n, c, h, w, k, r, s, stride, padding = case
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c, r, s)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    before = fc.get_num_threads()
+    fc.set_num_threads(threads)
+    try:
+        y = fc.conv2d(x, wt, b, stride, padding, activation="relu6", algo="rowdot")
+    finally:
+        fc.set_num_threads(before)
+    expected = ref.conv2d(x, wt, b, stride, padding, activation="relu6")
+    assert rel_err(y, expected) < 1e-4

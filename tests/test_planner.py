@@ -45,6 +45,12 @@ def choose(x_shape, w_shape, prepacked=True, **kw):
     ((1, 32, 28, 28), (64, 1, 3, 3), dict(padding=1, groups=32), "depthwise"),  # multiplier 2
     ((1, 32, 28, 28), (32, 1, 7, 7), dict(padding=3, groups=32), "depthwise"),  # 7x7 taps
     ((1, 32, 28, 28), (32, 8, 3, 3), dict(padding=1, groups=4), "im2col_packed"),   # grouped
+    # a few output pixels (a small image's last stages): the weights' stream is the cost
+    ((1, 256, 2, 2), (256, 256, 3, 3), dict(padding=1), "rowdot"),
+    ((1, 128, 4, 4), (128, 128, 3, 3), dict(padding=1), "rowdot"),
+    ((1, 2304, 1, 1), (256, 2304, 1, 1), {}, "rowdot"),
+    ((1, 512, 4, 4), (1024, 512, 1, 1), dict(stride=2), "rowdot"),
+    ((1, 64, 8, 8), (64, 64, 3, 3), dict(padding=1), "implicit_packed"),   # 64 pixels: not rowdot
 ])
 def test_documented_choices(x_shape, w_shape, kw, expected):
     assert choose(x_shape, w_shape, **kw) == expected
@@ -119,7 +125,7 @@ def test_every_cpu_gemm_family_has_a_gpu_counterpart():
     from fastconv import _cuda
     prob = F.conv_problem((1, 16, 8, 8), (8, 16, 1, 1))
     for name in planner.REGISTRY:
-        if name.startswith(("im2col", "pointwise", "implicit")):
+        if name.startswith(("im2col", "pointwise", "implicit", "rowdot")):
             assert _cuda.gpu_algo(prob, name, "conv") == "implicit_gemm"
 
 
@@ -153,8 +159,8 @@ def test_live_taps_keeps_every_tap_that_reads_the_input(h, r, sh, dh, pt, pb):
 
 
 @pytest.mark.parametrize("x_shape, w_shape, kw, inner, label", [
-    ((1, 512, 1, 1), (512, 512, 3, 3), dict(padding=1), "pointwise_packed",
-     "pointwise_packed 1x1/3x3"),                         # a ResNet's layer4 on a 32x32 image
+    ((1, 512, 1, 1), (512, 512, 3, 3), dict(padding=1), "rowdot",
+     "rowdot 1x1/3x3"),                                   # a ResNet's layer4 on a 32x32 image
     ((1, 256, 2, 2), (512, 256, 3, 3), dict(stride=2, padding=1), None, " 2x2/3x3"),
     ((1, 64, 1, 9), (64, 64, 3, 3), dict(padding=1), None, " 1x3/3x3"),   # one-row maps
     ((1, 32, 1, 1), (32, 32, 5, 5), dict(padding=4, dilation=2), None, " 1x1/5x5"),
