@@ -206,7 +206,8 @@ def conv2d_global_avg_pool(x, weight, bias=None, activation=None, residual=None,
     (N, K, 1, 1).  Where pointwise_packed serves the conv each of its tasks averages
     the whole planes it has just stored, while they are in its core's cache (a
     network's last 1x1 before its classifier: no pass of its own, no cross-core read);
-    otherwise conv2d then adaptive_avg_pool2d.  ``packed``: the layer's cache.
+    otherwise (or where the planner picks rowdot: a few pixels) conv2d then
+    adaptive_avg_pool2d.  ``packed``: the layer's cache.
     """
     xa = _checks.as_float32(x, layer, "input")
     w = _checks.as_float32(weight, layer, "weight")
@@ -226,7 +227,10 @@ def conv2d_global_avg_pool(x, weight, bias=None, activation=None, residual=None,
         conv_shape = (prob.n, prob.k, prob.oh, prob.ow)
         alg = planner.REGISTRY["pointwise_packed"]
         run = None
-        if alg.serves(prob) is None and prob.n and prob.oh * prob.ow:
+        # a few pixels (a small image): the planner's rowdot streams the weights faster,
+        # and the pool after it averages a handful of values
+        few = planner.plan(prob, "auto", layer, packed is not None).algorithm.name == "rowdot"
+        if alg.serves(prob) is None and prob.n and prob.oh * prob.ow and not few:
             run = alg.bind(prob, w, b, act, packed, pool=True)  # run(x, y, res, pooled)
         if packed is not None and xa is x and w is weight and (bias is None or b is bias):
             packed[_GAP] = (key, weight, bias, run, conv_shape)
