@@ -1013,6 +1013,9 @@ def _implicit_blocking(prob, threads):
     return -(-npg // splits) * _zmm.NR, -(-prob.oh // rsplits)
 
 
+IMPLICIT_MIN_LANES = 0.75  # in auto: rows filling at least this much of their pixel groups
+
+
 class ImplicitPacked(planner.Algorithm):
     """The channel-vectorized micro-kernel reading the (padded, phase-split) input in
     place, tap by tap: im2col_packed's product with no column matrix (an implicit
@@ -1026,9 +1029,10 @@ class ImplicitPacked(planner.Algorithm):
         return None
 
     def auto_excluded(self, prob):
-        if prob.ow < _zmm.MP:
-            return (f"implicit_packed's {_zmm.MP}-pixel row groups would be mostly empty "
-                    f"(rows of {prob.ow}): 128@4x4 ran 2-3x slower than rowdot or im2col")
+        if _lanes_used(prob.ow, _zmm.MP) < IMPLICIT_MIN_LANES:
+            return (f"implicit_packed's {_zmm.MP}-pixel row groups would be largely empty "
+                    f"(rows of {prob.ow}): on 4x4 and 8x8 maps it ran 1.4-3x slower than "
+                    f"rowdot, im2col or implicit_pixels")
         return None
 
     def cost(self, prob, threads, prepacked=False):
@@ -1168,8 +1172,9 @@ class ImplicitPixels(planner.Algorithm):
 # one to four pixels) and its multiply-add rate (GFLOP/s per thread, 4x4 register blocks)
 ROWDOT_GBS = 30.0
 ROWDOT_GFLOPS = 80.0
-ROWDOT_MAX_PIXELS = 16  # in auto: 64@8x8 ran 99 us against 67-71 for implicit_pixels and im2col
+ROWDOT_MAX_PIXELS = 64  # in auto: an 8x8 map at most (64@8x8: 58 us, the next 67-72)
 ROWDOT_MIN_ROWS = 16  # output channels per task at least
+ROWDOT_SUM_STEPS = 64  # an output's horizontal sum, in reduction steps
 
 
 class RowDot(planner.Algorithm):
@@ -1201,7 +1206,9 @@ class RowDot(planner.Algorithm):
         cr = prob.c * prob.r * prob.s
         pixels = prob.n * prob.oh * prob.ow
         stream = 4.0 * prob.k * cr / (ROWDOT_GBS * 1e9)
-        compute = prob.flops / (ROWDOT_GFLOPS * 1e9)
+        # each output ends in a horizontal sum of its vector accumulator: about 64
+        # reduction steps' worth, which short reductions (a 64-channel 1x1) feel
+        compute = prob.flops / (ROWDOT_GFLOPS * 1e9) * (cr + ROWDOT_SUM_STEPS) / cr
         gather = 4.0 * pixels * cr / (planner.COPY_GBS * 1e9)  # per task, in parallel
         return planner.CALL_OVERHEAD_S + gather + max(stream, compute) / par
 

@@ -50,7 +50,8 @@ def choose(x_shape, w_shape, prepacked=True, **kw):
     ((1, 128, 4, 4), (128, 128, 3, 3), dict(padding=1), "rowdot"),
     ((1, 2304, 1, 1), (256, 2304, 1, 1), {}, "rowdot"),
     ((1, 512, 4, 4), (1024, 512, 1, 1), dict(stride=2), "rowdot"),
-    ((1, 64, 8, 8), (64, 64, 3, 3), dict(padding=1), "implicit_packed"),   # 64 pixels: not rowdot
+    ((1, 64, 8, 8), (64, 64, 3, 3), dict(padding=1), "rowdot"),   # 64 pixels: still rowdot
+    ((1, 64, 9, 9), (64, 64, 3, 3), dict(padding=1), "im2col_packed"),   # 81: not any more
 ])
 def test_documented_choices(x_shape, w_shape, kw, expected):
     assert choose(x_shape, w_shape, **kw) == expected

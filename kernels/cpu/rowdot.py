@@ -31,33 +31,46 @@ ZERO = np.float32(0.0)
 
 
 @njit(inline="always")
-def _gather(f, x, OH, OW, sh, sw, dh, dw, pt, pl, R, S):
-    """f[p, (c*R + r)*S + s] = x[n, c, oh*sh + r*dh - pt, ow*sw + s*dw - pl] or 0."""
-    N, C, H, W = x.shape
-    for n in range(N):
-        for oh in range(OH):
-            for ow in range(OW):
-                fp = f[(n * OH + oh) * OW + ow]
+def _gather(f, xf, C, H, W, OH, OW, sh, sw, dh, dw, pt, pl, R, S, taps):
+    """f[p, (c*R + r)*S + s] = x[n, c, oh*sh + r*dh - pt, ow*sw + s*dw - pl] or 0, from the
+    flat input xf: per pixel the R*S tap offsets within a plane (-1: padding) are found
+    once, then every channel copies its taps (no 4-D index arithmetic per element)."""
+    RS = R * S
+    HW = H * W
+    for p in range(f.shape[0]):
+        n = p // (OH * OW)
+        q = p - n * (OH * OW)
+        oh = q // OW
+        ow = q - oh * OW
+        for r in range(R):
+            ih = oh * sh + r * dh - pt
+            for s in range(S):
+                iw = ow * sw + s * dw - pl
+                taps[r * S + s] = ih * W + iw if 0 <= ih < H and 0 <= iw < W else -1
+        fp = f[p]
+        x0 = n * C * HW
+        if RS == 1:
+            o = taps[0]
+            if o < 0:
                 for c in range(C):
-                    for r in range(R):
-                        ih = oh * sh + r * dh - pt
-                        for s in range(S):
-                            iw = ow * sw + s * dw - pl
-                            v = ZERO
-                            if 0 <= ih < H and 0 <= iw < W:
-                                v = x[n, c, ih, iw]
-                            fp[(c * R + r) * S + s] = v
+                    fp[c] = ZERO
+            else:
+                for c in range(C):
+                    fp[c] = xf[x0 + c * HW + o]
+            continue
+        for c in range(C):
+            xc = x0 + c * HW
+            for t in range(RS):
+                o = taps[t]
+                fp[c * RS + t] = xf[xc + o] if o >= 0 else ZERO
 
 
 @njit(inline="always")
-def _store(y, res, has_res, k, p, OH, OW, v, act):
-    n = p // (OH * OW)
-    q = p - n * (OH * OW)
-    oh = q // OW
-    ow = q - oh * OW
+def _store(yf, rf, has_res, o, v, act):
+    """yf[o] = act(v (+ rf[o])): o is pixel p's flat offset plus k*OH*OW."""
     if has_res:
-        v += res[n, k, oh, ow]
-    y[n, k, oh, ow] = activate(v, act)
+        v += rf[o]
+    yf[o] = activate(v, act)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -65,12 +78,22 @@ def conv2d_rowdot(x, w, b, y, f, sh, sw, dh, dw, pt, pl, R, S, act, res, has_res
     """y (N, K, OH, OW) = act(conv(x, w) + b (+ res)) as dot products of w's rows (K, C*R*S)
     with the gathered receptive fields; f: (tasks, N*OH*OW, C*R*S) workspace."""
     N, K, OH, OW = y.shape
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    xf = x.reshape(x.size)
     P = N * OH * OW
+    HW = OH * OW
     J = w.shape[1]
+    yf = y.reshape(y.size)
+    rf = res.reshape(res.size)
     ntasks = (K + kblock - 1) // kblock
     for t in prange(ntasks):
         ft = f[t]
-        _gather(ft, x, OH, OW, sh, sw, dh, dw, pt, pl, R, S)
+        taps = np.empty(R * S, np.int64)
+        _gather(ft, xf, C, H, W, OH, OW, sh, sw, dh, dw, pt, pl, R, S, taps)
+        base = np.empty(P, np.int64)  # pixel p's offset in y (channel 0)
+        for p in range(P):
+            n = p // HW
+            base[p] = n * K * HW + (p - n * HW)
         k0 = t * kblock
         k1 = min(K, k0 + kblock)
         k = k0
@@ -103,22 +126,22 @@ def conv2d_rowdot(x, w, b, y, f, sh, sw, dh, dw, pt, pl, R, S, act, res, has_res
                     a32 += u3 * v2
                     a33 += u3 * v3
                 b0, b1, b2, b3 = b[k], b[k + 1], b[k + 2], b[k + 3]
-                _store(y, res, has_res, k, p, OH, OW, a00 + b0, act)
-                _store(y, res, has_res, k, p + 1, OH, OW, a01 + b0, act)
-                _store(y, res, has_res, k, p + 2, OH, OW, a02 + b0, act)
-                _store(y, res, has_res, k, p + 3, OH, OW, a03 + b0, act)
-                _store(y, res, has_res, k + 1, p, OH, OW, a10 + b1, act)
-                _store(y, res, has_res, k + 1, p + 1, OH, OW, a11 + b1, act)
-                _store(y, res, has_res, k + 1, p + 2, OH, OW, a12 + b1, act)
-                _store(y, res, has_res, k + 1, p + 3, OH, OW, a13 + b1, act)
-                _store(y, res, has_res, k + 2, p, OH, OW, a20 + b2, act)
-                _store(y, res, has_res, k + 2, p + 1, OH, OW, a21 + b2, act)
-                _store(y, res, has_res, k + 2, p + 2, OH, OW, a22 + b2, act)
-                _store(y, res, has_res, k + 2, p + 3, OH, OW, a23 + b2, act)
-                _store(y, res, has_res, k + 3, p, OH, OW, a30 + b3, act)
-                _store(y, res, has_res, k + 3, p + 1, OH, OW, a31 + b3, act)
-                _store(y, res, has_res, k + 3, p + 2, OH, OW, a32 + b3, act)
-                _store(y, res, has_res, k + 3, p + 3, OH, OW, a33 + b3, act)
+                _store(yf, rf, has_res, base[p] + k * HW, a00 + b0, act)
+                _store(yf, rf, has_res, base[p + 1] + k * HW, a01 + b0, act)
+                _store(yf, rf, has_res, base[p + 2] + k * HW, a02 + b0, act)
+                _store(yf, rf, has_res, base[p + 3] + k * HW, a03 + b0, act)
+                _store(yf, rf, has_res, base[p] + (k + 1) * HW, a10 + b1, act)
+                _store(yf, rf, has_res, base[p + 1] + (k + 1) * HW, a11 + b1, act)
+                _store(yf, rf, has_res, base[p + 2] + (k + 1) * HW, a12 + b1, act)
+                _store(yf, rf, has_res, base[p + 3] + (k + 1) * HW, a13 + b1, act)
+                _store(yf, rf, has_res, base[p] + (k + 2) * HW, a20 + b2, act)
+                _store(yf, rf, has_res, base[p + 1] + (k + 2) * HW, a21 + b2, act)
+                _store(yf, rf, has_res, base[p + 2] + (k + 2) * HW, a22 + b2, act)
+                _store(yf, rf, has_res, base[p + 3] + (k + 2) * HW, a23 + b2, act)
+                _store(yf, rf, has_res, base[p] + (k + 3) * HW, a30 + b3, act)
+                _store(yf, rf, has_res, base[p + 1] + (k + 3) * HW, a31 + b3, act)
+                _store(yf, rf, has_res, base[p + 2] + (k + 3) * HW, a32 + b3, act)
+                _store(yf, rf, has_res, base[p + 3] + (k + 3) * HW, a33 + b3, act)
                 p += 4
             while p < P:  # the last pixels: four rows at a time, one pixel
                 fp = ft[p]
@@ -129,10 +152,10 @@ def conv2d_rowdot(x, w, b, y, f, sh, sw, dh, dw, pt, pl, R, S, act, res, has_res
                     a1 += w1[j] * v
                     a2 += w2[j] * v
                     a3 += w3[j] * v
-                _store(y, res, has_res, k, p, OH, OW, a0 + b[k], act)
-                _store(y, res, has_res, k + 1, p, OH, OW, a1 + b[k + 1], act)
-                _store(y, res, has_res, k + 2, p, OH, OW, a2 + b[k + 2], act)
-                _store(y, res, has_res, k + 3, p, OH, OW, a3 + b[k + 3], act)
+                _store(yf, rf, has_res, base[p] + k * HW, a0 + b[k], act)
+                _store(yf, rf, has_res, base[p] + (k + 1) * HW, a1 + b[k + 1], act)
+                _store(yf, rf, has_res, base[p] + (k + 2) * HW, a2 + b[k + 2], act)
+                _store(yf, rf, has_res, base[p] + (k + 3) * HW, a3 + b[k + 3], act)
                 p += 1
             k += 4
         while k < k1:  # the last rows: one at a time
@@ -142,5 +165,5 @@ def conv2d_rowdot(x, w, b, y, f, sh, sw, dh, dw, pt, pl, R, S, act, res, has_res
                 a = ZERO
                 for j in range(J):
                     a += wk[j] * fp[j]
-                _store(y, res, has_res, k, p, OH, OW, a + b[k], act)
+                _store(yf, rf, has_res, base[p] + k * HW, a + b[k], act)
             k += 1
