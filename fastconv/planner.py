@@ -45,9 +45,12 @@ data it moves, and a fixed cost per parallel task.
 * depthwise_blocked (multiplier 1, 3x3/5x5, planes >= 16 pixels): ``DEPTHWISE_BLOCKED_GFLOPS``
   per thread, input and output once at ``BLOCKED_GBS`` (they are transposed in and out),
   ``DEPTHWISE_BLOCKED_TASK_S`` per (n, 16-channel block).
-* rowdot (groups == 1; in auto for at most 16 output pixels): the weights streamed once
-  at ``ROWDOT_GBS`` or the flops at ``ROWDOT_GFLOPS`` per thread, whichever is slower,
-  plus each task's gather of the receptive fields.
+* rowdot (groups == 1; in auto for at most 64 output pixels): the weights streamed once
+  at ``ROWDOT_GBS`` or the flops at ``ROWDOT_GFLOPS`` per thread (each output's
+  horizontal sum counted as ``ROWDOT_SUM_STEPS`` more reduction steps), whichever is
+  slower, plus each task's gather of the receptive fields.
+* implicit_packed is kept out of auto where rows fill less than ``IMPLICIT_MIN_LANES``
+  of its 7-pixel groups.
 * Every family but rowdot is also held to a floor (``modelled``): its weights read once
   at ``weight_gbs`` GB/s per thread (``WEIGHT_STREAM_GBS``; Winograd's transformed
   weights at its own rate).  On 1x1-4x4 maps the flops are nothing and the weights are

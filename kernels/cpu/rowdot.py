@@ -1,8 +1,8 @@
 """Few-pixel convolution: each weight row dotted with every receptive field.
 
-For a map of P = N*OH*OW output pixels with P small (a network's last stages on a
-small image: 4x4, 2x2, 1x1 maps) the convolution is a product with a handful of
-columns, and its cost is streaming the weights, not the multiply-adds.  With the
+For a map of P = N*OH*OW output pixels with P small (a network's later stages on a
+small image: 8x8 down to 1x1 maps) the convolution is a product with a handful of
+columns, and its cost is streaming the weights more than the multiply-adds.  With the
 receptive fields gathered pixel-major,
 
     f[p, (c, r, s)] = x[n, c, oh*sh + r*dh - pt, ow*sw + s*dw - pl]   (0 outside the input)
@@ -18,7 +18,7 @@ receptive fields at once (16 vector accumulators, 8 loads per 16 multiply-adds),
 each weight row is read from memory once and from L1/L2 once per four pixels.  Tasks
 are blocks of output channels (``kblock``, a multiple of 4 but the last); each task
 gathers the P receptive fields into its own slice of ``f`` (P*C*R*S floats: a few
-KB), so the call is one parallel region.  No weight packing: the layer's weight is
+KB to a few hundred), so the call is one parallel region.  No weight packing: the layer's weight is
 used as it is.
 """
 import numpy as np
