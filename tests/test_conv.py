@@ -759,6 +759,7 @@ TRIM_CASES = [  # (N, C, H, W, K, R, S, stride, padding, dilation, groups)
     (1, 8, 1, 2, 16, 3, 3, 1, 1, 1, 8),        # depthwise, multiplier 2
     (0, 8, 1, 1, 8, 3, 3, 1, 1, 1, 1),         # empty batch
     (1, 5, 1, 1, 7, 5, 5, 2, 3, 1, 1),         # stride 2 on 1x1: 3x3 of the 5x5 taps
+    (1, 6, 1, 2, 5, 3, 3, 1, (2, 0, 1, 2), 1, 1),  # asymmetric (ONNX) pads: 1x3 taps
 ]
 
 
