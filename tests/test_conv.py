@@ -825,6 +825,7 @@ def test_resnet_on_a_small_image_trims_its_last_stage(rng):
     (3, 17, 1, 3, 18, 3, 3, 1, 1),    # P = 9 across images, K % 4 == 2
     (1, 64, 4, 4, 70, 1, 1, 2, 0),    # strided 1x1, P = 4
     (2, 8, 3, 3, 3, 2, 2, 1, 0),      # K < 4: only single rows
+    (3, 20, 1, 1, 10, 3, 3, 1, 1),    # P = 3 < 4: a row at a time
     (1, 1, 1, 1, 1, 1, 1, 1, 0),
 ])
 @pytest.mark.parametrize("threads", [1, 2])
