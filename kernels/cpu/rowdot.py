@@ -102,17 +102,9 @@ def conv2d_rowdot(x, w, b, y, f, sh, sw, dh, dw, pt, pl, R, S, act, res, has_res
         k0 = t * kblock
         k1 = min(K, k0 + kblock)
         k = k0
-        if P < 4:  # a row at a time: the weights one sequential stream (see the docstring)
-            k = k1
-            for kk in range(k0, k1):
-                wk = w[kk]
-                for p in range(P):
-                    fp = ft[p]
-                    a = ZERO
-                    for j in range(J):
-                        a += wk[j] * fp[j]
-                    _store(yf, rf, has_res, base[p] + kk * HW, a + b[kk], act)
-        while k + 4 <= k1:
+        # below four pixels every row goes through the one-row loop at the end: the
+        # weights one sequential stream (see the docstring)
+        while P >= 4 and k + 4 <= k1:
             w0, w1, w2, w3 = w[k], w[k + 1], w[k + 2], w[k + 3]
             p = 0
             while p + 4 <= P:
@@ -173,7 +165,7 @@ def conv2d_rowdot(x, w, b, y, f, sh, sw, dh, dw, pt, pl, R, S, act, res, has_res
                 _store(yf, rf, has_res, base[p] + (k + 3) * HW, a3 + b[k + 3], act)
                 p += 1
             k += 4
-        while k < k1:  # the last rows: one at a time
+        while k < k1:  # the last rows (all of them below four pixels): one at a time
             wk = w[k]
             for p in range(P):
                 fp = ft[p]
