@@ -1001,6 +1001,21 @@ def _implicit_chunk(prob):
     return -(-prob.c // chunks)
 
 
+def _live_row_fraction(prob):
+    """The share of implicit_packed's taps that run: an output row skips the kernel rows
+    that read only padding (im2col.live_rows; a row of padding alone keeps them all)."""
+    if not prob.oh or not prob.r:
+        return 1.0
+    (sh, _), (dh, _) = prob.stride, prob.dilation
+    pt = prob.pads[0]
+    live = 0
+    for p in range(prob.oh):
+        top = p * sh - pt
+        rows = sum(1 for r in range(prob.r) if 0 <= top + r * dh < prob.h)
+        live += rows or prob.r
+    return live / (prob.oh * prob.r)
+
+
 def _implicit_blocking(prob, threads):
     """(output channels, output rows) per implicit_packed task: whole NR panels, split
     so that images x channel blocks give every thread a task, and where there are too
@@ -1042,7 +1057,7 @@ class ImplicitPacked(planner.Algorithm):
         # per image and 32-channel panel (a ragged last panel does full-panel work),
         # and the busiest thread's share of the (image, channel block) tasks
         npg = -(-prob.k // _zmm.NR)
-        panel = (prob.flops / max(1, prob.n) / prob.k * _zmm.NR
+        panel = (prob.flops * _live_row_fraction(prob) / max(1, prob.n) / prob.k * _zmm.NR
                  / (planner.PACKED_GFLOPS * 1e9 * eff))
         kblock, rblock = _implicit_blocking(prob, threads)
         nrb = -(-prob.oh // rblock) if prob.oh else 1
@@ -1087,7 +1102,7 @@ class ImplicitPacked(planner.Algorithm):
             r3, has_res = _res(None if res is None else res.reshape(y3_shape), 3)
             kernel(phased_input(prob, x), wp, b, y3, prob.ow, sh, sw, dh, dw, prob.r, prob.s,
                    act, r3, has_res, kblock, rblock, kch,
-                   _workspace.per_thread("implicit_edge", threads, edge))
+                   _workspace.per_thread("implicit_edge", threads, edge), prob.pads[0], prob.h)
         return call
 
 

@@ -310,6 +310,9 @@ def test_strided_im2col_phases(rng, algo, c, h, w, k, r, s, sh, sw, pads, dil):
     (3, 16, 12, 12, 40, 5, 5, 1, (2, 2, 2, 2), 2),    # 5x5, dilation 2, batch 3
     (1, 8, 11, 11, 96, 1, 1, 1, (0, 0, 0, 0), 1),     # 1x1, no padding: x read in place
     (1, 20, 9, 23, 8, 3, 7, (2, 3), (1, 2, 3, 0), 1),  # column stride 3, K < 32
+    (1, 16, 5, 5, 20, 3, 3, 1, (3, 3, 1, 1), 1),      # output rows reading padding only
+    (1, 16, 10, 9, 32, 3, 3, 2, (2, 1, 1, 1), 2),     # rows skipped under stride, dilation
+    (2, 24, 3, 8, 40, 5, 3, 1, (4, 2, 1, 1), 1),      # every row skips some kernel rows
 ])
 @pytest.mark.parametrize("act, residual", [(None, False), ("relu6", True), ("hardswish", False)])
 def test_implicit_packed(rng, case, act, residual):
@@ -334,6 +337,18 @@ def test_implicit_packed(rng, case, act, residual):
         assert rel_err(y, e) < 1e-5
     assert "implicit_packed" in packed
     np.testing.assert_array_equal(x, before)
+
+
+@settings(max_examples=300, deadline=None)
+@given(p=st.integers(0, 30), sh=st.integers(1, 3), dh=st.integers(1, 3), pt=st.integers(0, 8),
+       h=st.integers(1, 12), r=st.integers(1, 7))
+def test_live_rows_are_the_rows_reading_input(p, sh, dh, pt, h, r):
+    """implicit_packed's per-row tap range: exactly the kernel rows that read a real
+    input row, or all of them where none does."""
+    from fastconv.kernels.cpu.im2col import live_rows
+    rows = [q for q in range(r) if 0 <= p * sh - pt + q * dh < h]
+    expect = (rows[0], rows[-1] + 1) if rows else (0, r)
+    assert tuple(live_rows(p, sh, dh, pt, h, r)) == expect
 
 
 @pytest.mark.parametrize("activation", ["relu", "relu6", "hardswish"])
