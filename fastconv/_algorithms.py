@@ -1001,19 +1001,27 @@ def _implicit_chunk(prob):
     return -(-prob.c // chunks)
 
 
-def _live_row_fraction(prob):
-    """The share of implicit_packed's taps that run: an output row skips the kernel rows
-    that read only padding (im2col.live_rows; a row of padding alone keeps them all)."""
-    if not prob.oh or not prob.r:
+def _live_tap_fraction(prob):
+    """The share of implicit_packed's (pixel, tap) products that run: an output row skips
+    the kernel rows that read only padding (im2col.live_rows; a row of padding alone
+    keeps them all), and a whole pixel group at a row's end the products of its first or
+    last pixel in the column taps where that pixel reads only padding (im2col.edge_codes)."""
+    if not prob.oh or not prob.ow or not prob.r or not prob.s:
         return 1.0
-    (sh, _), (dh, _) = prob.stride, prob.dilation
-    pt = prob.pads[0]
+    (sh, sw), (dh, dw) = prob.stride, prob.dilation
+    pt, pl = prob.pads[0], prob.pads[2]
     live = 0
     for p in range(prob.oh):
         top = p * sh - pt
         rows = sum(1 for r in range(prob.r) if 0 <= top + r * dh < prob.h)
         live += rows or prob.r
-    return live / (prob.oh * prob.r)
+    skipped = 0
+    for g in range(prob.ow // _zmm.MP):
+        q0 = g * _zmm.MP
+        skipped += sum(1 for s in range(prob.s)
+                       if q0 * sw + s * dw - pl < 0
+                       or (q0 + _zmm.MP - 1) * sw + s * dw - pl >= prob.w)
+    return live / (prob.oh * prob.r) * (1 - skipped / (prob.ow * prob.s))
 
 
 def _implicit_blocking(prob, threads):
@@ -1057,7 +1065,7 @@ class ImplicitPacked(planner.Algorithm):
         # per image and 32-channel panel (a ragged last panel does full-panel work),
         # and the busiest thread's share of the (image, channel block) tasks
         npg = -(-prob.k // _zmm.NR)
-        panel = (prob.flops * _live_row_fraction(prob) / max(1, prob.n) / prob.k * _zmm.NR
+        panel = (prob.flops * _live_tap_fraction(prob) / max(1, prob.n) / prob.k * _zmm.NR
                  / (planner.PACKED_GFLOPS * 1e9 * eff))
         kblock, rblock = _implicit_blocking(prob, threads)
         nrb = -(-prob.oh // rblock) if prob.oh else 1
@@ -1102,7 +1110,8 @@ class ImplicitPacked(planner.Algorithm):
             r3, has_res = _res(None if res is None else res.reshape(y3_shape), 3)
             kernel(phased_input(prob, x), wp, b, y3, prob.ow, sh, sw, dh, dw, prob.r, prob.s,
                    act, r3, has_res, kblock, rblock, kch,
-                   _workspace.per_thread("implicit_edge", threads, edge), prob.pads[0], prob.h)
+                   _workspace.per_thread("implicit_edge", threads, edge), prob.pads[0], prob.h,
+                   prob.pads[2], prob.w)
         return call
 
 
@@ -1112,6 +1121,15 @@ class ImplicitPacked(planner.Algorithm):
 IMPLICIT_PIXELS_RATE = 1.0
 IMPLICIT_PIXELS_STORE_STEPS = 4.0
 IMPLICIT_PIXELS_MAX_CHANNELS = 8
+
+
+def _pixel_tile_lanes(ow):
+    """Lanes used by implicit_pixels' tiles along a row of ow pixels: NR-pixel tiles, the
+    last one 16 pixels wide where at most 16 are left."""
+    full, rest = divmod(ow, _zmm.NR)
+    if not rest:
+        return 1.0
+    return ow / (full * _zmm.NR + (16 if rest <= 16 else _zmm.NR))
 
 
 class ImplicitPixels(planner.Algorithm):
@@ -1142,7 +1160,7 @@ class ImplicitPixels(planner.Algorithm):
 
     def cost(self, prob, threads, prepacked=False):
         steps = prob.r * prob.s * prob.c
-        eff = (_lanes_used(prob.ow, _zmm.NR) * _lanes_used(prob.k, _zmm.MR)
+        eff = (_pixel_tile_lanes(prob.ow) * _lanes_used(prob.k, _zmm.MR)
                * steps / (steps + IMPLICIT_PIXELS_STORE_STEPS) * IMPLICIT_PIXELS_RATE)
         rblock = self.rblock(prob, threads)
         tasks = max(1, prob.n) * -(-prob.oh // rblock)

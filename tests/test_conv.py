@@ -313,6 +313,8 @@ def test_strided_im2col_phases(rng, algo, c, h, w, k, r, s, sh, sw, pads, dil):
     (1, 16, 5, 5, 20, 3, 3, 1, (3, 3, 1, 1), 1),      # output rows reading padding only
     (1, 16, 10, 9, 32, 3, 3, 2, (2, 1, 1, 1), 2),     # rows skipped under stride, dilation
     (2, 24, 3, 8, 40, 5, 3, 1, (4, 2, 1, 1), 1),      # every row skips some kernel rows
+    (1, 32, 14, 14, 64, 5, 5, 1, (2, 2, 2, 2), 1),    # two row-end pixels read padding only
+    (1, 16, 13, 13, 32, 3, 3, 2, (1, 1, 1, 1), 1),    # stride 2: the last pixel at tap s=2
 ])
 @pytest.mark.parametrize("act, residual", [(None, False), ("relu6", True), ("hardswish", False)])
 def test_implicit_packed(rng, case, act, residual):

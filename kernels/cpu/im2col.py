@@ -28,7 +28,7 @@ from .blas import sgemm_rm
 from .epilogue import epilogue_tile
 from .tiles import gather_pixels, gemm_task, register_gemm_tile
 from .zmm import (MP, MR, NR, _copy_padded, gemm_block, gemm_block_t, gemm_tile_taps,
-                  gemm_tile_taps16, gemm_tile_t_taps)
+                  gemm_tile_taps16, gemm_tile_t_taps, gemm_tile_t_taps_edges)
 
 
 @njit(inline="always")
@@ -179,9 +179,27 @@ def live_rows(p, sh, dh, pt, H, R):
     return lo, hi
 
 
+@njit(cache=True)
+def edge_codes(ngroups, R, S, sw, dw, pl, W):
+    """codes[g, r*S + s] for the full MP-pixel group g of an output row (pixels g*MP ..):
+    1 when its first pixel reads only padding at tap (r, s) (input column
+    g*MP*sw + s*dw - pl < 0), else 2 when its last pixel does (>= W), else 0 -- the
+    pixel zmm.gemm_tile_t_taps_edges leaves out of that tap."""
+    codes = np.zeros((ngroups, R * S), np.int64)
+    for g in range(ngroups):
+        q0 = g * MP
+        for s in range(S):
+            first = q0 * sw + s * dw - pl
+            last = (q0 + MP - 1) * sw + s * dw - pl
+            code = 1 if first < 0 else (2 if last >= W else 0)
+            for r in range(R):
+                codes[g, r * S + s] = code
+    return codes
+
+
 @njit(parallel=True, cache=True)
 def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, has_res, kblock,
-                           rblock, kch, xp_ws, pt, H):
+                           rblock, kch, xp_ws, pt, H, pl, W):
     """The convolution as im2col_packed's channel-vectorized product with no column matrix
     (an implicit GEMM), groups == 1, every tap inside the micro-kernel's reduction: one
     zmm.gemm_tile_t_taps per 7-pixel group and channel chunk sums all R*S taps of
@@ -198,10 +216,12 @@ def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
     phase-split padded input; tasks (image, block of kblock output channels, block of
     rblock output rows: rows split only where channel blocks alone leave a thread idle);
     xp_ws (threads, >= R*S*kch*MP): a row's last group short of MP pixels, copied
-    zero-padded tap by tap.  pt, H: the input's top padding and height; an output row
-    whose first or last kernel rows read only padding runs without those taps
-    (live_rows: a 3x3 on a 7x7 map does 6/63 fewer products, as direct kernels that
-    skip padding do).
+    zero-padded tap by tap.  pt, H, pl, W: the input's top padding, height, left padding
+    and width.  An output row whose first or last kernel rows read only padding runs
+    without those taps (live_rows), and a whole group at a row's end skips the products
+    of its first or last pixel in the taps where that pixel reads only padding
+    (edge_codes): a 3x3 with padding 1 on a 7x7 map does 18 % fewer products, as direct
+    kernels that skip padding do.
     """
     N, C, HP, WPF = xp.shape
     K = y3.shape[1]
@@ -217,6 +237,7 @@ def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
     wf = wp.reshape(-1)
     yf = y3.reshape(-1)
     rf = res3.reshape(-1)
+    codes = edge_codes(OW // MP, R, S, sw, dw, pl, W)
     for t in prange(N * nkb * nrb):
         n = t // (nkb * nrb)
         k0 = (t // nrb % nkb) * kblock
@@ -245,9 +266,10 @@ def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
                     for q0 in range(0, OW, MP):
                         npx = min(MP, OW - q0)
                         if npx == MP:
-                            gemm_tile_t_taps(xf, xo + q0, plane, toff[t0:], nt, wf, wt, kc, yf,
-                                             yo + q0, P, nr, MP, b, r0, act, rf, has_res, acc,
-                                             fin)
+                            gemm_tile_t_taps_edges(xf, xo + q0, plane, toff[t0:],
+                                                   codes[q0 // MP, t0:], nt, wf, wt, kc, yf,
+                                                   yo + q0, P, nr, MP, b, r0, act, rf,
+                                                   has_res, acc, fin)
                         else:
                             for tap in range(nt):
                                 _copy_padded(xf, xo + q0 + toff[t0 + tap], plane, kc, npx,

@@ -504,6 +504,73 @@ def _make_taps(a_step, nv=NV):
 
 
 gemm_tile_t_taps = _make_taps(1)
+
+
+@intrinsic
+def gemm_tile_t_taps_edges(typingctx, x, x_off, ldx, toff, tcode, ntaps, wp, w_off, nc, y,
+                           y_off, ldy, nr, npx, bias, b_off, act, res, has_res, accumulate,
+                           final):
+    """gemm_tile_t_taps (pixel j of a step at x[... + j]) where a tap's first or last
+    pixel may read only padding: tap t skips the products of pixel 0 when tcode[t] == 1,
+    of pixel MP-1 when tcode[t] == 2 (those pixels' sums go on without the tap), and runs
+    all MP pixels otherwise (tcode int64, one code per tap like toff).  A 3x3 conv with
+    padding 1 has one such pixel in every tap of its left and right columns at a row's
+    ends: on 7-pixel rows (7x7 maps) 2 of the 21 (pixel, column tap) pairs."""
+    sig = types.void(x, types.intp, types.intp, toff, tcode, types.intp, wp, types.intp,
+                     types.intp, y, types.intp, types.intp, types.intp, types.intp, bias,
+                     types.intp, types.intp, res, types.intp, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        x_ptr = _data_ptr(context, builder, signature, args, 0)
+        t_ptr = _data_ptr(context, builder, signature, args, 3, ir.IntType(64))
+        c_ptr = _data_ptr(context, builder, signature, args, 4, ir.IntType(64))
+        w_ptr = _data_ptr(context, builder, signature, args, 6)
+        x_off, ldx, ntaps, w_off, nc = args[1], args[2], args[5], args[7], args[8]
+        intp = x_off.type
+        v16 = ir.VectorType(ir.FloatType(), 16)
+        nr_c = ir.Constant(intp, NR)
+        nv = NV
+
+        def reduce_tap(toff, t, acc):
+            wo = builder.add(w_off, builder.mul(builder.mul(t, nc), nr_c))
+            xo = builder.add(x_off, toff)
+            code = builder.load(builder.gep(c_ptr, [t]))
+            merge = builder.append_basic_block("edge.merge")
+            ways = []
+            for kind in range(3):
+                bb = builder.append_basic_block(f"edge.{kind}")
+                ways.append(bb)
+            sw = builder.switch(code, ways[0])
+            sw.add_case(ir.Constant(code.type, 1), ways[1])
+            sw.add_case(ir.Constant(code.type, 2), ways[2])
+            outs = []
+            for kind, bb in enumerate(ways):
+                builder.position_at_end(bb)
+                if kind == 0:
+                    new = _reduction(builder, x_ptr, xo, ldx, w_ptr, wo, nr_c, nc, acc, MP, nv)
+                elif kind == 1:  # pixel 0 reads padding only
+                    new = acc[:nv] + _reduction(builder, x_ptr, builder.add(xo, ir.Constant(
+                        intp, 1)), ldx, w_ptr, wo, nr_c, nc, acc[nv:], MP - 1, nv)
+                else:  # pixel MP-1 reads padding only
+                    new = _reduction(builder, x_ptr, xo, ldx, w_ptr, wo, nr_c, nc, acc[:-nv],
+                                     MP - 1, nv) + acc[-nv:]
+                outs.append((builder.block, new))
+                builder.branch(merge)
+            builder.position_at_end(merge)
+            res = []
+            for i in range(len(acc)):
+                ph = builder.phi(v16)
+                for blk, new in outs:
+                    ph.add_incoming(new[i], blk)
+                res.append(ph)
+            return res
+
+        new = _tap_reduction(builder, t_ptr, ntaps, [ir.Constant(v16, None)] * (MP * nv),
+                             reduce_tap)
+        _store_t(context, builder, signature, args, new, 9)
+        return context.get_dummy_value()
+
+    return sig, codegen
 # the same over a channel-blocked input: pixel j of a step at x[... + 16*j]
 gemm_tile_t_taps_c16 = _make_taps(16)
 # ... for a last panel of <= 16 channels (nr <= 16): half the accumulators and FMAs
