@@ -163,6 +163,7 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--gemm", action="store_true")
+    ap.add_argument("--no-sparse", action="store_true", help="the int8 table only")
     ap.add_argument("--child")
     a = ap.parse_args()
     if a.child == "gemm":
@@ -176,8 +177,10 @@ def main():
               f"roof ({r['sgemm_roof']:.0f} GFLOP/s); packing b on every call: "
               f"{r['ms_packing_each_call']:.2f} ms")
         return
-    res = {rt: run(rt, a) for rt in ("fastconv-int8", "fastconv-fp32", "torch-int8",
-                                     "onnxruntime-int8", "fastconv-sparse", "torch")}
+    runtimes = ("fastconv-int8", "fastconv-fp32", "torch-int8", "onnxruntime-int8")
+    if not a.no_sparse:
+        runtimes += ("fastconv-sparse", "torch")
+    res = {rt: run(rt, a) for rt in runtimes}
     print(f"int8, batch {a.batch}, {a.threads} threads, median of {a.repeat} (ms; ratios are "
           "fastconv int8's speed relative to each)")
     print("| layer | int8 ms | GOP/s | vs fp32 im2col | vs fp32 auto | vs torch int8 | "
@@ -194,6 +197,8 @@ def main():
               f"{'' if ti is None else f'{ti / i8:.2f}x'} | "
               f"{'' if oi is None else f'{oi / i8:.2f}x'} | {u8 * 1e3:.3f} | "
               f"{'' if oi is None else f'{oi / u8:.2f}x'} |")
+    if a.no_sparse:
+        return
     for block, title in ((1, "unstructured (CSR)"), (4, "in blocks of 4 output channels")):
         print(f"\nsparse conv, pruned {title}, batch {a.batch}: ms at each sparsity "
               "(the kernel chosen at 90 %); ratios at 90 %")

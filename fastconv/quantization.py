@@ -11,12 +11,13 @@
 
 All results match ``kernels/reference.py``'s integer reference bit for bit.
 """
+import math
 import threading
 
 import numpy as np
 
-from . import _backend, _checks, _cuda, _runtime
-from .functional import conv_problem
+from . import _backend, _checks, _cuda, _runtime, _workspace
+from .functional import _key, conv_problem
 from .kernels.cpu import int8 as _int8
 from .kernels.cpu import vnni as _vnni
 
@@ -166,6 +167,31 @@ def int8_gemm(a, b, layer="int8_gemm", backend=None, packed=None):
 
 _ACTS = {None: 0, "relu": 1, "relu6": 2}
 _DUMMY_F = np.zeros((1, 1, 1), np.float32)
+_DUMMY_Q = np.zeros((1, 1, 1), np.int8)
+_NO_REQUANT = (np.float32(1), 0, np.float32(0), np.float32(0))
+_RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
+_geometry_cache = {}
+_GEOMETRY_CACHE_MAX = 4096
+
+
+def _geometry(x_shape, w_shape, stride, padding, dilation, groups, layer):
+    """(ConvProblem, packed width, pixels per task, output channels per task) of an int8
+    conv, validated and worked out once per distinct signature and thread count (the
+    Python of a call had been ~30 us against ~5 for a float layer's)."""
+    threads = _runtime.get_num_threads()
+    key = (x_shape, tuple(w_shape), _key(stride), _key(padding), _key(dilation), _key(groups),
+           threads)
+    hit = None if None in key else _geometry_cache.get(key)
+    if hit is None:
+        prob = conv_problem(x_shape, w_shape, stride, padding, dilation, groups, layer)
+        width = -(-(prob.cg * prob.r * prob.s) // 4) * 4
+        tile = _int8_tile(prob, width, threads)
+        hit = (prob, width, tile, _int8_kblock(prob, tile, threads))
+        if None not in key:
+            if len(_geometry_cache) >= _GEOMETRY_CACHE_MAX:
+                _geometry_cache.clear()
+            _geometry_cache[key] = hit
+    return hit
 
 
 def pack_weights(wq, w_scale, layer="int8_conv2d"):
@@ -219,14 +245,15 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
         raise TypeError(f"{layer}: input must be int8 or uint8 (quantized), got {xa.dtype}")
     if xa.ndim != 4:
         raise ValueError(f"{layer}: input must be 4-D (N, C, H, W), got shape {xa.shape}")
-    info = np.iinfo(xa.dtype)
+    lo, hi = _RANGES[xa.dtype]
     zx = int(x_zero_point)
-    if not info.min <= zx <= info.max:
+    if not lo <= zx <= hi:
         raise ValueError(f"{layer}: x_zero_point {zx} is outside {xa.dtype}'s range")
     sx = float(x_scale)
     if not (sx > 0 and np.isfinite(sx)):
         raise ValueError(f"{layer}: x_scale must be positive and finite, got {x_scale}")
-    prob = conv_problem(xa.shape, np.shape(wq), stride, padding, dilation, groups, layer)
+    prob, width, tile, kblock = _geometry(xa.shape, np.shape(wq), stride, padding, dilation,
+                                          groups, layer)
     hit = None if packed is None else packed.get("int8")
     if hit is None:
         hit = pack_weights(wq, w_scale, layer)
@@ -238,8 +265,13 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
         raise ValueError(f"{layer}: Cg*R*S={crs} could overflow int32 accumulation "
                          f"(at most {MAX_REDUCTION})")
     k = prob.k
-    scale = (np.float32(sx) * sw).astype(np.float32)
-    b = np.zeros(k, np.float32) if bias is None else _checks.as_float32(bias, layer, "bias", 1)
+    scale = None if packed is None else packed.get("int8_scale")
+    if scale is None or scale[0] != sx:
+        scale = (sx, (np.float32(sx) * sw).astype(np.float32))
+        if packed is not None:
+            packed["int8_scale"] = scale
+    scale = scale[1]
+    b = _workspace.zeros(k) if bias is None else _checks.as_float32(bias, layer, "bias", 1)
     if b.shape != (k,):
         raise ValueError(f"{layer}: bias must have {k} elements, got {b.shape[0]}")
     if activation not in _ACTS:
@@ -270,8 +302,8 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
             np.float32(qi.min), np.float32(qi.max)
     else:
         y = np.empty((prob.n, k, P), np.float32) if out is None else out.reshape(prob.n, k, P)
-        yq = np.zeros((1, 1, 1), np.int8)
-        inv, zy, qmin, qmax = np.float32(1), 0, np.float32(0), np.float32(0)
+        yq = _DUMMY_Q
+        inv, zy, qmin, qmax = _NO_REQUANT
     gpu = (backend is not None or _backend._backend == "cuda") and \
         _backend.choose(backend, xa, layer) == "cuda"
     vnni = _vnni.HAS_VNNI and not gpu
@@ -281,41 +313,39 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
         xa = (xa.view(np.uint8) ^ np.uint8(0x80))
         zx += 128
     pt, pb, pl, pr = prob.pads
-    # channels last, padded with the zero point: one parallel pass over the int8 input
-    # (or, from a model, the float input quantized on the way: quantize_nhwc)
-    if nhwc is not None:
-        xp = nhwc
-    else:
-        xp = _int8_workspace(xa.dtype, (prob.n, prob.h + pt + pb, prob.w + pl + pr, prob.c),
-                             "nhwc")
-        with _runtime.kernel_scope(blas=False):
+    run = prob.n and P
+    vp = None
+    if vnni and run:
+        vp = None if packed is None else packed.get("int8_vnni")
+        if vp is None:
+            vp = pack_vnni(wmat, prob.groups)
+            if packed is not None:
+                packed["int8_vnni"] = vp
+    with _runtime.kernel_scope(blas=False):
+        # channels last, padded with the zero point: one parallel pass over the int8 input
+        # (or, from a model, the float input quantized on the way: quantize_nhwc)
+        if nhwc is not None:
+            xp = nhwc
+        else:
+            xp = _int8_workspace(xa.dtype, (prob.n, prob.h + pt + pb, prob.w + pl + pr,
+                                            prob.c), "nhwc")
             src, dst = _as_rows(np.ascontiguousarray(xa), xp, prob.pads)
             _int8.nhwc_padded(src, dst, pt, pl, xa.dtype.type(zx))
-    if gpu and prob.n and P:
-        mode = 1 if quant else 0
-        res_arr = None if not has_res else res
-        host = _cuda.int8_conv2d(prob, xp, np.asarray(wq), wsum, scale, b, zx,
-                                 _ACTS[activation], res_arr, mode, inv, zy, qmin, qmax,
-                                 yq.dtype if quant else np.float32, packed)
-        (yq if quant else y)[...] = host
-    elif prob.n and P:
-        threads = _runtime.get_num_threads()
-        width = -(-wmat.shape[1] // 4) * 4
-        tile = _int8_tile(prob, width, threads)
-        nth = _runtime.max_threads()
-        common = (zx, prob.ow, prob.stride[0], prob.stride[1], prob.dilation[0],
-                  prob.dilation[1], prob.groups, prob.r, prob.s, _ACTS[activation], res, has_res,
-                  y, yq, quant, inv, zy, qmin, qmax, tile)
-        with _runtime.kernel_scope(blas=False):
+        if gpu and run:
+            mode = 1 if quant else 0
+            res_arr = None if not has_res else res
+            host = _cuda.int8_conv2d(prob, xp, np.asarray(wq), wsum, scale, b, zx,
+                                     _ACTS[activation], res_arr, mode, inv, zy, qmin, qmax,
+                                     yq.dtype if quant else np.float32, packed)
+            (yq if quant else y)[...] = host
+        elif run:
+            nth = _runtime.max_threads()
+            common = (zx, prob.ow, prob.stride[0], prob.stride[1], prob.dilation[0],
+                      prob.dilation[1], prob.groups, prob.r, prob.s, _ACTS[activation], res,
+                      has_res, y, yq, quant, inv, zy, qmin, qmax, tile)
             if vnni:
-                vp = None if packed is None else packed.get("int8_vnni")
-                if vp is None:
-                    vp = pack_vnni(wmat, prob.groups)
-                    if packed is not None:
-                        packed["int8_vnni"] = vp
                 cols = _int8_workspace(xp.dtype, (nth, (tile + 8) * vp[1]))
-                _int8.conv2d_int8_vnni(xp, vp[0], wsum, scale, b, *common, vp[1], cols,
-                                       _int8_kblock(prob, tile, threads))
+                _int8.conv2d_int8_vnni(xp, vp[0], wsum, scale, b, *common, vp[1], cols, kblock)
             else:
                 cols = _int8_workspace(xp.dtype, (nth, tile * wmat.shape[1]))
                 _int8.conv2d_int8(xp, wmat, wsum, scale, b, *common, cols)
@@ -360,8 +390,8 @@ def _int8_workspace(dtype, shape, name="cols"):
     pool = getattr(_int8_ws, "pool", None)
     if pool is None:
         pool = _int8_ws.pool = {}
-    key = (name, np.dtype(dtype).str)
-    need = int(np.prod(shape))
+    key = (name, dtype)
+    need = math.prod(shape)
     buf = pool.get(key)
     if buf is None or buf.size < need:
         buf = pool[key] = np.empty(need, dtype)
