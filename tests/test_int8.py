@@ -63,6 +63,9 @@ CONV_CASES = [  # N, C, H, W, K, R, S, stride, padding, dilation, groups
     (2, 96, 20, 19, 48, 1, 1, 1, 0, 1, 1),   # 1x1: many pixel tiles, three 16-channel blocks
     (1, 20, 17, 18, 8, 3, 3, 1, (2, 0, 1, 2), 1, 1),  # 16 x 16 layout moves with both tails
     (2, 48, 14, 14, 20, 1, 1, 1, 0, 1, 1),   # 1x1 read in place; 14-column rows regrouped
+    (2, 12, 13, 11, 40, 3, 3, 2, 2, 2, 1),   # taps read in place under stride and dilation
+    (1, 32, 9, 9, 48, 5, 3, (1, 2), (2, 1, 1, 0), (2, 1), 1),  # ... a 5x3 kernel, mixed
+    (1, 16, 6, 6, 24, 1, 1, 2, 0, 1, 1),     # a strided 1x1 (not read as rows): one tap
 ]
 
 

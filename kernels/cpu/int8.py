@@ -30,7 +30,8 @@ from numba import njit, prange
 from . import nchwc
 from .tiles import gemm_task
 from .vnni import (dot8x16_bcast, dot8x16_epi, dot8x16_epq, dot8x32_bcast, dot8x32_epi,
-                   dot8x32_epq, dot8x32_to_rows)
+                   dot8x32_epq, dot8x32_to_rows, taps8x16_epi, taps8x16_epq, taps8x32_epi,
+                   taps8x32_epq)
 
 I32 = np.int32
 ONE = np.float32(1.0)   # unused scale arguments of a plain byte move
@@ -270,6 +271,15 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
     # each pixel's row of xq is its column already, read in place (no gather)
     direct = (R == 1 and S == 1 and sh == 1 and sw == 1 and groups == 1 and width == C
               and xq.shape[1] * xq.shape[2] == P)
+    # otherwise, with whole 4-byte channel steps per tap, each pixel's taps are read in
+    # place too (taps8x32_*: a start offset per pixel, one per tap): no gathered columns
+    HP, WP = xq.shape[1], xq.shape[2]
+    taps = not direct and Cg % 4 == 0
+    toff = np.empty(R * S, np.int64)
+    for r in range(R):
+        for s in range(S):
+            toff[r * S + s] = (r * dh * WP + s * dw) * C
+    nqt = Cg // 4
     xf = xq.reshape(xq.size)
     yf = y.reshape(y.size)
     rf = res.reshape(res.size)
@@ -286,6 +296,36 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
         tid = numba.get_thread_id()
         cf = cols_ws[tid]
         cols = cf[:(tile + 8) * width].reshape((tile + 8, width))
+        if taps:
+            pix = np.empty(T + 8, np.int64)
+            for j in range(T + 8):
+                p = p0 + min(j, T - 1)  # a last group short of 8 repeats its last pixel
+                oh = p // OW
+                ow = p - oh * OW
+                pix[j] = ((n * HP + oh * sh) * WP + ow * sw) * C + g * Cg
+            for kb in range(kb_lo, kb_hi, 2):
+                pair = kb + 1 < kb_hi
+                woff = (g * kblocks + kb) * nq * 64
+                k0 = g * Kg + 16 * kb
+                for jb in range(0, T, 8):
+                    y_off = (n * K + k0) * P + p0 + jb
+                    npx = min(8, T - jb)
+                    if quant_out:
+                        if pair:
+                            taps8x32_epq(xf, pix, jb, toff, R * S, nqt, wp, woff, nq * 64, yqf,
+                                         y_off, P, npx, Kg - 16 * kb, zw, scale, b, k0, act, rf,
+                                         has_res, inv32, zy32, lo32, hi32)
+                        else:
+                            taps8x16_epq(xf, pix, jb, toff, R * S, nqt, wp, woff, yqf, y_off, P,
+                                         npx, Kg - 16 * kb, zw, scale, b, k0, act, rf, has_res,
+                                         inv32, zy32, lo32, hi32)
+                    elif pair:
+                        taps8x32_epi(xf, pix, jb, toff, R * S, nqt, wp, woff, nq * 64, yf, y_off,
+                                     P, npx, Kg - 16 * kb, zw, scale, b, k0, act, rf, has_res)
+                    else:
+                        taps8x16_epi(xf, pix, jb, toff, R * S, nqt, wp, woff, yf, y_off, P, npx,
+                                     Kg - 16 * kb, zw, scale, b, k0, act, rf, has_res)
+            continue
         # the pixels gathered into cols: all, or (direct) a last group short of 8
         j0 = (T // 8) * 8 if direct else 0
         for j in range(j0, T):

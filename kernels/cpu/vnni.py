@@ -17,7 +17,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .zmm import _emit_epilogue, _masked_load_store, _splat, _zip_columns
+from .zmm import _counted_loop, _emit_epilogue, _masked_load_store, _splat, _zip_columns
 
 HAS_VNNI = "+avx512vnni" in llvm.get_host_cpu_features().flatten().split(",")
 
@@ -269,3 +269,108 @@ def dot8x32_to_rows(typingctx, a, a_off, lda, w, w_off, w_step, nq, out, o_off, 
     sig = types.void(a, types.intp, types.intp, w, types.intp, types.intp, types.intp, out,
                      types.intp, types.intp)
     return sig, _make_dot(2, rows=True)
+
+
+def _make_dot_taps(nblk, quant=False):
+    """The block of _make_dot(nblk, epilogue=True) read straight from a channels-last
+    input (an implicit GEMM, no gathered columns): pixel j's receptive field starts at
+    a[pix[pix_off + j]], tap t is toff[t] bytes further, and each tap is nqt steps of four
+    bytes (channels), its weights following the previous tap's:
+
+        acc[j, l] = sum_(t < ntaps) sum_(q < nqt) sum_(i < 4)
+                    u8 a[pix[pix_off + j] + toff[t] + 4q + i] * s8 w[w_off + 64(t*nqt + q) + 4l + i]
+
+    (block blk's weights at w_off + blk*w_step), then the float epilogue, or with quant
+    the requantization, fused into the store as in _store_epilogue."""
+    def codegen(context, builder, signature, args):
+        i8p = ir.IntType(8).as_pointer()
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        v16 = ir.VectorType(i32, 16)
+
+        def data(i, ty):
+            arr = context.make_array(signature.args[i])(context, builder, args[i])
+            return builder.bitcast(arr.data, ty)
+
+        a_ptr, px_ptr, t_ptr = data(0, i8p), data(1, i64.as_pointer()), data(3, i64.as_pointer())
+        w_ptr = data(6, i8p)
+        pix_off, ntaps, nqt, w_off = args[2], args[4], args[5], args[7]
+        w_step = args[8] if nblk == 2 else None
+        first = 9 if nblk == 2 else 8
+        intp = pix_off.type
+        const = lambda v: ir.Constant(intp, v)  # noqa: E731
+        dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
+                                            "llvm.x86.avx512.vpdpbusd.512")
+        splat = ir.Constant(ir.VectorType(i32, 16), [0] * 16)
+        bases = [builder.load(builder.gep(px_ptr, [builder.add(pix_off, const(j))]))
+                 for j in range(8)]
+
+        def tap(t, accs):
+            to = builder.load(builder.gep(t_ptr, [t]))
+            wt = builder.add(w_off, builder.mul(builder.mul(t, nqt), const(64)))
+            starts = [builder.add(b, to) for b in bases]
+
+            def step(q, acc):
+                wpos = builder.add(wt, builder.mul(q, const(64)))
+                wv = []
+                for blk in range(nblk):
+                    pos = wpos if blk == 0 else builder.add(wpos, w_step)
+                    wv.append(builder.load(builder.bitcast(builder.gep(w_ptr, [pos]),
+                                                           v16.as_pointer()), align=1))
+                q4 = builder.mul(q, const(4))
+                new = list(acc)
+                for j in range(8):
+                    idx = builder.add(starts[j], q4)
+                    word = builder.load(builder.bitcast(builder.gep(a_ptr, [idx]),
+                                                        i32.as_pointer()), align=1)
+                    one = builder.insert_element(ir.Constant(v16, ir.Undefined), word,
+                                                 ir.Constant(i32, 0))
+                    bc = builder.shuffle_vector(one, ir.Constant(v16, ir.Undefined), splat)
+                    for blk in range(nblk):
+                        new[blk * 8 + j] = builder.call(dp, [acc[blk * 8 + j], bc, wv[blk]])
+                return new
+
+            return _counted_loop(builder, const(0), nqt, 1, accs, step)[1]
+
+        zero = ir.Constant(v16, None)
+        finals = _counted_loop(builder, const(0), ntaps, 1, [zero] * (8 * nblk), tap)[1]
+        _store_epilogue(context, builder, signature, args, finals, nblk, first, quant)
+        return context.get_dummy_value()
+
+    return codegen
+
+
+def _taps_head(nblk, a, pix, toff, w):
+    head = (a, pix, types.intp, toff, types.intp, types.intp, w, types.intp)
+    return head + ((types.intp,) if nblk == 2 else ())
+
+
+@intrinsic
+def taps8x16_epi(typingctx, a, pix, pix_off, toff, ntaps, nqt, w, w_off, y, y_off, ldy, npx,
+                 nch, zw, scale, bias, k_off, act, res, has_res):
+    """dot8x16_epi reading each pixel's taps in place (_make_dot_taps)."""
+    return _epilogue_sig(_taps_head(1, a, pix, toff, w), y, zw, scale, bias, res), \
+        _make_dot_taps(1)
+
+
+@intrinsic
+def taps8x32_epi(typingctx, a, pix, pix_off, toff, ntaps, nqt, w, w_off, w_step, y, y_off, ldy,
+                 npx, nch, zw, scale, bias, k_off, act, res, has_res):
+    """dot8x32_epi reading each pixel's taps in place (_make_dot_taps)."""
+    return _epilogue_sig(_taps_head(2, a, pix, toff, w), y, zw, scale, bias, res), \
+        _make_dot_taps(2)
+
+
+@intrinsic
+def taps8x16_epq(typingctx, a, pix, pix_off, toff, ntaps, nqt, w, w_off, y, y_off, ldy, npx,
+                 nch, zw, scale, bias, k_off, act, res, has_res, inv, zy, qmin, qmax):
+    """dot8x16_epq reading each pixel's taps in place (_make_dot_taps)."""
+    return _quant_sig(_taps_head(1, a, pix, toff, w), y, zw, scale, bias, res), \
+        _make_dot_taps(1, quant=True)
+
+
+@intrinsic
+def taps8x32_epq(typingctx, a, pix, pix_off, toff, ntaps, nqt, w, w_off, w_step, y, y_off, ldy,
+                 npx, nch, zw, scale, bias, k_off, act, res, has_res, inv, zy, qmin, qmax):
+    """dot8x32_epq reading each pixel's taps in place (_make_dot_taps)."""
+    return _quant_sig(_taps_head(2, a, pix, toff, w), y, zw, scale, bias, res), \
+        _make_dot_taps(2, quant=True)
