@@ -16,7 +16,7 @@ import threading
 
 import numpy as np
 
-from . import _backend, _checks, _cuda, _runtime, _workspace
+from . import _backend, _checks, _cuda, _runtime, _workspace, planner
 from .functional import _key, conv_problem
 from .kernels.cpu import int8 as _int8
 from .kernels.cpu import vnni as _vnni
@@ -174,19 +174,25 @@ _geometry_cache = {}
 _GEOMETRY_CACHE_MAX = 4096
 
 
-def _geometry(x_shape, w_shape, stride, padding, dilation, groups, layer):
-    """(ConvProblem, packed width, pixels per task, output channels per task) of an int8
-    conv, validated and worked out once per distinct signature and thread count (the
-    Python of a call had been ~30 us against ~5 for a float layer's)."""
+def _geometry(x_shape, w_shape, stride, padding, dilation, groups, layer, trim):
+    """(ConvProblem, packed width, pixels per task, output channels per task, taps) of an
+    int8 conv, validated and worked out once per distinct signature and thread count (the
+    Python of a call had been ~30 us against ~5 for a float layer's).  With ``trim``,
+    taps that only ever read padding are cut (planner.live_taps: a 3x3 on a 1x1 map
+    runs its centre tap): taps is then the window (r0, r1, s0, s1) kept and the problem
+    the trimmed one, else None."""
     threads = _runtime.get_num_threads()
     key = (x_shape, tuple(w_shape), _key(stride), _key(padding), _key(dilation), _key(groups),
-           threads)
+           threads, trim)
     hit = None if None in key else _geometry_cache.get(key)
     if hit is None:
         prob = conv_problem(x_shape, w_shape, stride, padding, dilation, groups, layer)
+        taps = planner.live_taps(prob) if trim else None
+        if taps is not None:
+            prob = planner.trimmed(prob, taps)
         width = -(-(prob.cg * prob.r * prob.s) // 4) * 4
         tile = _int8_tile(prob, width, threads)
-        hit = (prob, width, tile, _int8_kblock(prob, tile, threads))
+        hit = (prob, width, tile, _int8_kblock(prob, tile, threads), taps)
         if None not in key:
             if len(_geometry_cache) >= _GEOMETRY_CACHE_MAX:
                 _geometry_cache.clear()
@@ -239,6 +245,8 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
     requantized int8/uint8 result.  ``packed``: a dict kept with the weights where
     the packed form is cached (``pack_weights``).  ``nhwc``: the input already laid
     out channels-last and padded (``quantize_nhwc``), which ``xq`` then only describes.
+    Without it, kernel taps that only ever read padding are left out (the same integers:
+    each multiplied zero-point padding, which the row-sum correction cancels).
     """
     xa = np.asarray(xq)
     if xa.dtype not in (np.int8, np.uint8):
@@ -252,8 +260,13 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
     sx = float(x_scale)
     if not (sx > 0 and np.isfinite(sx)):
         raise ValueError(f"{layer}: x_scale must be positive and finite, got {x_scale}")
-    prob, width, tile, kblock = _geometry(xa.shape, np.shape(wq), stride, padding, dilation,
-                                          groups, layer)
+    prob, width, tile, kblock, taps = _geometry(xa.shape, np.shape(wq), stride, padding,
+                                                dilation, groups, layer, nhwc is None)
+    if taps is not None:
+        r0, r1, s0, s1 = taps
+        wq = np.asarray(wq)[:, :, r0:r1, s0:s1]
+        if packed is not None:  # the sliced weights' forms apart from the whole ones'
+            packed = packed.setdefault(("int8_trimmed", taps), {})
     hit = None if packed is None else packed.get("int8")
     if hit is None:
         hit = pack_weights(wq, w_scale, layer)

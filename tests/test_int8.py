@@ -66,6 +66,9 @@ CONV_CASES = [  # N, C, H, W, K, R, S, stride, padding, dilation, groups
     (2, 12, 13, 11, 40, 3, 3, 2, 2, 2, 1),   # taps read in place under stride and dilation
     (1, 32, 9, 9, 48, 5, 3, (1, 2), (2, 1, 1, 0), (2, 1), 1),  # ... a 5x3 kernel, mixed
     (1, 16, 6, 6, 24, 1, 1, 2, 0, 1, 1),     # a strided 1x1 (not read as rows): one tap
+    (1, 32, 1, 1, 40, 3, 3, 1, 1, 1, 1),     # 1x1 map: the centre tap alone is run
+    (2, 8, 2, 2, 16, 3, 3, 2, 1, 1, 1),      # stride 2 on 2x2: the top row and column cut
+    (1, 12, 1, 4, 20, 3, 5, 1, (1, 1, 2, 2), 1, 1),  # one row: rows cut, columns kept
 ]
 
 
@@ -128,6 +131,24 @@ def test_int8_vnni_output_channel_split(rng, monkeypatch, kblock):
                              out_scale=0.02, out_zero_point=3, out_dtype=np.uint8)
         np.testing.assert_array_equal(yq, eq)
     assert calls
+
+
+def test_int8_trimmed_taps_keep_their_own_packed_weights(rng):
+    """One layer (weights and packed dict) on a map where only the centre tap reads the
+    input, then on one where every tap does: each equal to the integer reference, the
+    trimmed weights kept apart from the whole ones."""
+    wt = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    wq, sw, _ = fc.quantize_tensor(wt, axis=0)
+    b = rng.standard_normal(24).astype(np.float32)
+    packed = {}
+    for hw in (1, 5, 1):
+        x = rng.standard_normal((1, 16, hw, hw)).astype(np.float32)
+        xq, sx, zx = fc.quantize_tensor(x, dtype="uint8")
+        y = fc.int8_conv2d(xq, sx, zx, wq, sw, b, padding=1, packed=packed)
+        e = ref.int8_conv2d(xq, int(zx), sx, wq, sw, b, 1, 1, 1, 1, None)
+        np.testing.assert_array_equal(y, e)
+    assert ("int8_trimmed", (1, 2, 1, 2)) in packed and "int8" in packed
+    assert packed[("int8_trimmed", (1, 2, 1, 2))]["int8"][0].shape == (24, 16)
 
 
 def test_int8_task_split_choice():
