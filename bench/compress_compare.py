@@ -146,6 +146,20 @@ def gemm_child(threads, repeat):
                       "ms_packing_each_call": t_cold * 1e3}))
 
 
+def _median_over_rounds(results):
+    """One runtime's results over rounds, each number the median of its rounds' numbers
+    (None where the runtime failed in every round)."""
+    results = [r for r in results if r is not None]
+    if not results:
+        return None
+    out = {}
+    for name, v in results[0].items():
+        vals = [r[name] for r in results if name in r]
+        out[name] = (float(np.median(vals)) if isinstance(v, (int, float)) else
+                     _median_over_rounds(vals))
+    return out
+
+
 def run(runtime, a):
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
     res = subprocess.run([sys.executable, __file__, "--child", runtime, "--threads",
@@ -164,6 +178,9 @@ def main():
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--gemm", action="store_true")
     ap.add_argument("--no-sparse", action="store_true", help="the int8 table only")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="int8 table: the runtimes take turns this many times; per layer "
+                         "the median over rounds of each round's median")
     ap.add_argument("--child")
     a = ap.parse_args()
     if a.child == "gemm":
@@ -177,12 +194,14 @@ def main():
               f"roof ({r['sgemm_roof']:.0f} GFLOP/s); packing b on every call: "
               f"{r['ms_packing_each_call']:.2f} ms")
         return
-    runtimes = ("fastconv-int8", "fastconv-fp32", "torch-int8", "onnxruntime-int8")
+    int8_runtimes = ("fastconv-int8", "fastconv-fp32", "torch-int8", "onnxruntime-int8")
+    rounds = [{rt: run(rt, a) for rt in int8_runtimes} for _ in range(max(1, a.rounds))]
+    res = {rt: _median_over_rounds([r[rt] for r in rounds]) for rt in int8_runtimes}
     if not a.no_sparse:
-        runtimes += ("fastconv-sparse", "torch")
-    res = {rt: run(rt, a) for rt in runtimes}
+        res.update({rt: run(rt, a) for rt in ("fastconv-sparse", "torch")})
     print(f"int8, batch {a.batch}, {a.threads} threads, median of {a.repeat} (ms; ratios are "
-          "fastconv int8's speed relative to each)")
+          "fastconv int8's speed relative to each)" +
+          (f"; median over {len(rounds)} interleaved rounds" if len(rounds) > 1 else ""))
     print("| layer | int8 ms | GOP/s | vs fp32 im2col | vs fp32 auto | vs torch int8 | "
           "vs ORT QLinearConv | uint8 out ms | uint8 out vs ORT |")
     print("|---|---|---|---|---|---|---|---|---|")
