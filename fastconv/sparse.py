@@ -185,7 +185,8 @@ def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=
     is one tap of 4 consecutive output channels; zeros inside a kept block are computed);
     None (default) picks the one modelled faster for this weight's zero pattern -- blocks
     where the weight was pruned in blocks (``fc.prune(..., block=4)``), CSR for scattered
-    zeros.  The CPU kernels only: the GPU runs every weight as CSR."""
+    zeros.  The CPU kernels only: the GPU runs every weight as CSR.  Kernel taps that only
+    ever read padding (a 3x3 on a 1x1 map) are left out, as conv2d does."""
     if block is not None and (isinstance(block, bool) or block not in BLOCKS):
         raise ValueError(f"{layer}: block must be one of {BLOCKS} (output channels per "
                          f"block) or None, got {block!r}")
@@ -199,6 +200,13 @@ def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=
     prob = conv_problem(xa.shape, w.shape, stride, padding, dilation, groups, layer)
     b = _bias(bias, prob.k, layer)
     act = _checks.activation_code(activation, layer)
+    taps = planner.live_taps(prob)
+    if taps is not None:  # taps that only ever read padding are left out: the same sums
+        r0, r1, s0, s1 = taps
+        prob = planner.trimmed(prob, taps)
+        w = np.ascontiguousarray(w[:, :, r0:r1, s0:s1])
+        if packed is not None:  # the sliced weight's forms apart from the whole one's
+            packed = packed.setdefault(("trimmed", taps), {})
     kb = _block(w, prob, block, packed, layer)
     key = "csr" if kb == 1 else f"bsr{kb}"
     csr = None if packed is None else packed.get(key)

@@ -33,6 +33,23 @@ def test_sparse_conv_matches_reference(n, g, cg, kg, h, w, r, s, stride, pad, di
     assert rel_err(y, e) < 1e-5
 
 
+@pytest.mark.parametrize("block", [1, 4])
+def test_sparse_conv_trims_taps_that_read_padding_only(rng, block):
+    """One pruned layer (weight and packed dict) on a 1x1 map, where only the centre tap
+    reads the input, then on a 6x6 map and again on 1x1: each equal to the reference,
+    the trimmed weight's CSR kept apart from the whole one's."""
+    wt = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    wt[rng.random(wt.shape) < 0.7] = 0
+    b = rng.standard_normal(16).astype(np.float32)
+    packed = {}
+    for hw in (1, 6, 1):
+        x = rng.standard_normal((2, 8, hw, hw)).astype(np.float32)
+        y = fc.sparse_conv2d(x, wt, b, 1, 1, packed=packed, block=block, activation="relu")
+        assert rel_err(y, np.maximum(ref.conv2d(x, wt, b, 1, 1), 0)) < 1e-5
+    key = "csr" if block == 1 else "bsr4"
+    assert key in packed and key in packed[("trimmed", (1, 2, 1, 2))]
+
+
 SHAPES = [  # (n, c, h, w, k, r, stride, pad, dilation): full and partial tiles of every width
     (1, 8, 30, 30, 10, 3, 1, 1, 1),   # flat, 64-pixel tiles
     (3, 8, 20, 20, 10, 3, 1, 1, 1),   # flat, 32-pixel tiles
