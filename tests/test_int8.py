@@ -66,6 +66,8 @@ CONV_CASES = [  # N, C, H, W, K, R, S, stride, padding, dilation, groups
     (2, 12, 13, 11, 40, 3, 3, 2, 2, 2, 1),   # taps read in place under stride and dilation
     (1, 32, 9, 9, 48, 5, 3, (1, 2), (2, 1, 1, 0), (2, 1), 1),  # ... a 5x3 kernel, mixed
     (1, 16, 6, 6, 24, 1, 1, 2, 0, 1, 1),     # a strided 1x1 (not read as rows): one tap
+    (2, 16, 7, 7, 40, 3, 3, 1, 1, 1, 1),     # 8-pixel blocks across 7-pixel rows
+    (1, 8, 9, 5, 24, 5, 3, 1, (2, 2, 1, 1), 1, 1),  # ... 5-pixel rows, a 5x3 kernel
     (1, 32, 1, 1, 40, 3, 3, 1, 1, 1, 1),     # 1x1 map: the centre tap alone is run
     (2, 8, 2, 2, 16, 3, 3, 2, 1, 1, 1),      # stride 2 on 2x2: the top row and column cut
     (1, 12, 1, 4, 20, 3, 5, 1, (1, 1, 2, 2), 1, 1),  # one row: rows cut, columns kept
