@@ -394,15 +394,16 @@ def int8_conv2d(prob, xp_nhwc_u8, wq, wsum, scale, b, zx, act, res, mode, inv_sy
     cuda = _cuda()
     from .kernels.cuda import int8
     xw = cuda.to_device(int8_words_input(xp_nhwc_u8, prob.groups))
+    k = wq.shape[0]
     if packed is not None and "cuda_int8" in packed:
-        ww, wsd, scd = packed["cuda_int8"]
+        ww, wsd = packed["cuda_int8"]
     else:
-        k = wq.shape[0]
         ww = cuda.to_device(int8_words_weight(wq))
         wsd = cuda.to_device(np.zeros(k, np.int32) if wsum is None else wsum)
-        scd = cuda.to_device(np.ones(k, np.float32) if scale is None else scale)
         if packed is not None:
-            packed["cuda_int8"] = (ww, wsd, scd)
+            packed["cuda_int8"] = (ww, wsd)
+    # the scales follow the input's scale, which may change from call to call
+    scd = cuda.to_device(np.ones(k, np.float32) if scale is None else scale)
     if b is None:
         b = np.zeros(wq.shape[0], np.float32)
     P = prob.oh * prob.ow

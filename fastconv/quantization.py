@@ -264,7 +264,7 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
                                                 dilation, groups, layer, nhwc is None)
     if taps is not None:
         r0, r1, s0, s1 = taps
-        wq = np.asarray(wq)[:, :, r0:r1, s0:s1]
+        wq = np.ascontiguousarray(np.asarray(wq)[:, :, r0:r1, s0:s1])
         if packed is not None:  # the sliced weights' forms apart from the whole ones'
             packed = packed.setdefault(("int8_trimmed", taps), {})
     hit = None if packed is None else packed.get("int8")

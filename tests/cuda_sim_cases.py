@@ -143,6 +143,15 @@ def more_families(out):
         yq = fc.int8_conv2d(xq, sx, zx, wq, sw, b, 1, 1, out_scale=0.03, out_zero_point=2,
                             backend="cuda")
         out[f"cuda_int8_{xdt}_exact"] = bool(np.array_equal(y, e) and np.array_equal(yq, eq))
+    # one layer's packed dict: another input scale, then a 1x1 map (its taps trimmed)
+    wq, sw, _ = fc.quantize_tensor(rng.standard_normal((6, 5, 3, 3)).astype(np.float32), axis=0)
+    pk, ok = {}, True
+    for xs in (x, 3 * x, np.ascontiguousarray(x[:, :, :1, :1])):
+        xq, sx, zx = fc.quantize_tensor(xs, dtype="uint8")
+        y = fc.int8_conv2d(xq, sx, zx, wq, sw, b, 1, 1, packed=pk, backend="cuda")
+        ok = ok and np.array_equal(y, ref.int8_conv2d(xq, int(zx), sx, wq, sw, b, 1, 1, 1, 1,
+                                                      None))
+    out["cuda_int8_packed_exact"] = bool(ok)
     a = rng.integers(-128, 128, (9, 37)).astype(np.int8)
     bm = rng.integers(-128, 128, (37, 6)).astype(np.int8)
     out["cuda_int8_gemm_exact"] = bool(np.array_equal(fc.int8_gemm(a, bm, backend="cuda"),

@@ -41,7 +41,7 @@ def test_winograd_f4_on_the_simulator_within_its_bound(simulated):
 
 
 @pytest.mark.parametrize("case", ["cuda_int8_uint8_exact", "cuda_int8_int8_exact",
-                                  "cuda_int8_gemm_exact"])
+                                  "cuda_int8_packed_exact", "cuda_int8_gemm_exact"])
 def test_int8_on_the_simulator_is_exact(simulated, case):
     assert simulated[case] is True
 
