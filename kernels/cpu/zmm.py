@@ -461,6 +461,65 @@ def gemm_tile_t_store(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr
     return sig, codegen
 
 
+def _taps_codegen(a_step, nv, edges):
+    """Codegen of gemm_tile_t_taps (``edges`` False) and gemm_tile_t_taps_edges (True: a
+    tcode argument after toff, every index after it one further)."""
+    e = 1 if edges else 0
+
+    def codegen(context, builder, signature, args):
+        x_ptr = _data_ptr(context, builder, signature, args, 0)
+        t_ptr = _data_ptr(context, builder, signature, args, 3, ir.IntType(64))
+        w_ptr = _data_ptr(context, builder, signature, args, 5 + e)
+        c_ptr = _data_ptr(context, builder, signature, args, 4, ir.IntType(64)) if edges else None
+        x_off, ldx, ntaps, w_off, nc = args[1], args[2], args[4 + e], args[6 + e], args[7 + e]
+        intp = x_off.type
+        v16 = ir.VectorType(ir.FloatType(), 16)
+        nr_c = ir.Constant(intp, NR)
+
+        def reduce(xo, wo, acc, npix):
+            return _reduction(builder, x_ptr, xo, ldx, w_ptr, wo, nr_c, nc, acc, npix, nv,
+                              a_step)
+
+        def reduce_tap(toff, t, acc):
+            wo = builder.add(w_off, builder.mul(builder.mul(t, nc), nr_c))
+            xo = builder.add(x_off, toff)
+            if not edges:
+                return reduce(xo, wo, acc, MP)
+            code = builder.load(builder.gep(c_ptr, [t]))
+            merge = builder.append_basic_block("edge.merge")
+            ways = [builder.append_basic_block(f"edge.{kind}") for kind in range(3)]
+            sw = builder.switch(code, ways[0])
+            sw.add_case(ir.Constant(code.type, 1), ways[1])
+            sw.add_case(ir.Constant(code.type, 2), ways[2])
+            outs = []
+            for kind, bb in enumerate(ways):
+                builder.position_at_end(bb)
+                if kind == 0:
+                    new = reduce(xo, wo, acc, MP)
+                elif kind == 1:  # pixel 0 reads padding only
+                    new = acc[:nv] + reduce(builder.add(xo, ir.Constant(intp, a_step)), wo,
+                                            acc[nv:], MP - 1)
+                else:  # pixel MP-1 reads padding only
+                    new = reduce(xo, wo, acc[:-nv], MP - 1) + acc[-nv:]
+                outs.append((builder.block, new))
+                builder.branch(merge)
+            builder.position_at_end(merge)
+            res = []
+            for i in range(len(acc)):
+                ph = builder.phi(v16)
+                for blk, new in outs:
+                    ph.add_incoming(new[i], blk)
+                res.append(ph)
+            return res
+
+        new = _tap_reduction(builder, t_ptr, ntaps, [ir.Constant(v16, None)] * (MP * nv),
+                             reduce_tap)
+        _store_t(context, builder, signature, args, new, 8 + e)
+        return context.get_dummy_value()
+
+    return codegen
+
+
 def _make_taps(a_step, nv=NV):
     """gemm_tile_t_taps reading pixel j of a step at ``a_step * j``, over 16*nv channels
     (the weight panels stay NR wide: nv=1 reads a panel's first 16 columns)."""
@@ -478,32 +537,16 @@ def _make_taps(a_step, nv=NV):
         sig = types.void(x, types.intp, types.intp, toff, types.intp, wp, types.intp,
                          types.intp, y, types.intp, types.intp, types.intp, types.intp, bias,
                          types.intp, types.intp, res, types.intp, types.intp, types.intp)
-
-        def codegen(context, builder, signature, args):
-            x_ptr = _data_ptr(context, builder, signature, args, 0)
-            t_ptr = _data_ptr(context, builder, signature, args, 3, ir.IntType(64))
-            w_ptr = _data_ptr(context, builder, signature, args, 5)
-            x_off, ldx, ntaps, w_off, nc = args[1], args[2], args[4], args[6], args[7]
-            intp = x_off.type
-            v16 = ir.VectorType(ir.FloatType(), 16)
-            nr_c = ir.Constant(intp, NR)
-
-            def reduce_tap(toff, t, acc):
-                wo = builder.add(w_off, builder.mul(builder.mul(t, nc), nr_c))
-                return _reduction(builder, x_ptr, builder.add(x_off, toff), ldx, w_ptr, wo, nr_c,
-                                  nc, acc, MP, nv, a_step)
-
-            new = _tap_reduction(builder, t_ptr, ntaps, [ir.Constant(v16, None)] * (MP * nv),
-                                 reduce_tap)
-            _store_t(context, builder, signature, args, new, 8)
-            return context.get_dummy_value()
-
-        return sig, codegen
+        return sig, _taps_codegen(a_step, nv, False)
 
     return taps
 
 
 gemm_tile_t_taps = _make_taps(1)
+# the same over a channel-blocked input: pixel j of a step at x[... + 16*j]
+gemm_tile_t_taps_c16 = _make_taps(16)
+# ... for a last panel of <= 16 channels (nr <= 16): half the accumulators and FMAs
+gemm_tile_t_taps_c16_16 = _make_taps(16, 1)
 
 
 @intrinsic
@@ -519,62 +562,7 @@ def gemm_tile_t_taps_edges(typingctx, x, x_off, ldx, toff, tcode, ntaps, wp, w_o
     sig = types.void(x, types.intp, types.intp, toff, tcode, types.intp, wp, types.intp,
                      types.intp, y, types.intp, types.intp, types.intp, types.intp, bias,
                      types.intp, types.intp, res, types.intp, types.intp, types.intp)
-
-    def codegen(context, builder, signature, args):
-        x_ptr = _data_ptr(context, builder, signature, args, 0)
-        t_ptr = _data_ptr(context, builder, signature, args, 3, ir.IntType(64))
-        c_ptr = _data_ptr(context, builder, signature, args, 4, ir.IntType(64))
-        w_ptr = _data_ptr(context, builder, signature, args, 6)
-        x_off, ldx, ntaps, w_off, nc = args[1], args[2], args[5], args[7], args[8]
-        intp = x_off.type
-        v16 = ir.VectorType(ir.FloatType(), 16)
-        nr_c = ir.Constant(intp, NR)
-        nv = NV
-
-        def reduce_tap(toff, t, acc):
-            wo = builder.add(w_off, builder.mul(builder.mul(t, nc), nr_c))
-            xo = builder.add(x_off, toff)
-            code = builder.load(builder.gep(c_ptr, [t]))
-            merge = builder.append_basic_block("edge.merge")
-            ways = []
-            for kind in range(3):
-                bb = builder.append_basic_block(f"edge.{kind}")
-                ways.append(bb)
-            sw = builder.switch(code, ways[0])
-            sw.add_case(ir.Constant(code.type, 1), ways[1])
-            sw.add_case(ir.Constant(code.type, 2), ways[2])
-            outs = []
-            for kind, bb in enumerate(ways):
-                builder.position_at_end(bb)
-                if kind == 0:
-                    new = _reduction(builder, x_ptr, xo, ldx, w_ptr, wo, nr_c, nc, acc, MP, nv)
-                elif kind == 1:  # pixel 0 reads padding only
-                    new = acc[:nv] + _reduction(builder, x_ptr, builder.add(xo, ir.Constant(
-                        intp, 1)), ldx, w_ptr, wo, nr_c, nc, acc[nv:], MP - 1, nv)
-                else:  # pixel MP-1 reads padding only
-                    new = _reduction(builder, x_ptr, xo, ldx, w_ptr, wo, nr_c, nc, acc[:-nv],
-                                     MP - 1, nv) + acc[-nv:]
-                outs.append((builder.block, new))
-                builder.branch(merge)
-            builder.position_at_end(merge)
-            res = []
-            for i in range(len(acc)):
-                ph = builder.phi(v16)
-                for blk, new in outs:
-                    ph.add_incoming(new[i], blk)
-                res.append(ph)
-            return res
-
-        new = _tap_reduction(builder, t_ptr, ntaps, [ir.Constant(v16, None)] * (MP * nv),
-                             reduce_tap)
-        _store_t(context, builder, signature, args, new, 9)
-        return context.get_dummy_value()
-
-    return sig, codegen
-# the same over a channel-blocked input: pixel j of a step at x[... + 16*j]
-gemm_tile_t_taps_c16 = _make_taps(16)
-# ... for a last panel of <= 16 channels (nr <= 16): half the accumulators and FMAs
-gemm_tile_t_taps_c16_16 = _make_taps(16, 1)
+    return sig, _taps_codegen(1, NV, True)
 
 
 def _store_blocked(builder, accs, y_ptr, y_off, bstride, nr, npx, b_ptr, b_off, act, accumulate,
