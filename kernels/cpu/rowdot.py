@@ -91,14 +91,14 @@ def conv2d_rowdot(x, w, b, y, f, sh, sw, dh, dw, pt, pl, R, S, act, res, has_res
     yf = y.reshape(y.size)
     rf = res.reshape(res.size)
     ntasks = (K + kblock - 1) // kblock
+    base = np.empty(P, np.int64)  # pixel p's offset in y (channel 0), the same for every task
+    for p in range(P):
+        n = p // HW
+        base[p] = n * K * HW + (p - n * HW)
     for t in prange(ntasks):
         ft = f[t]
         taps = np.empty(R * S, np.int64)
         _gather(ft, xf, C, H, W, OH, OW, sh, sw, dh, dw, pt, pl, R, S, taps)
-        base = np.empty(P, np.int64)  # pixel p's offset in y (channel 0)
-        for p in range(P):
-            n = p // HW
-            base[p] = n * K * HW + (p - n * HW)
         k0 = t * kblock
         k1 = min(K, k0 + kblock)
         k = k0
