@@ -99,6 +99,33 @@ def _store_epilogue(context, builder, signature, args, finals, nblk, first, quan
     _emit_epilogue(builder, act, const(1), has_res, 8, stores)
 
 
+def _dot_step(builder, a_ptr, starts, w_ptr, wpos, w_step, nblk, acc):
+    """One four-byte reduction step of an 8-pixel x 16*nblk-channel block: block blk's 64
+    weight bytes at w_ptr[wpos + blk*w_step], pixel j's four activation bytes at
+    a_ptr[starts[j]] broadcast to all lanes, acc[blk*8 + j] += vpdpbusd of the two;
+    returns the new accumulators in the same order."""
+    i32 = ir.IntType(32)
+    v16 = ir.VectorType(i32, 16)
+    dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
+                                        "llvm.x86.avx512.vpdpbusd.512")
+    splat = ir.Constant(ir.VectorType(i32, 16), [0] * 16)
+    wv = []
+    for blk in range(nblk):
+        pos = wpos if blk == 0 else builder.add(wpos, builder.mul(
+            w_step, ir.Constant(w_step.type, blk)))
+        wv.append(builder.load(builder.bitcast(builder.gep(w_ptr, [pos]), v16.as_pointer()),
+                               align=1))
+    new = list(acc)
+    for j in range(8):
+        word = builder.load(builder.bitcast(builder.gep(a_ptr, [starts[j]]), i32.as_pointer()),
+                            align=1)
+        one = builder.insert_element(ir.Constant(v16, ir.Undefined), word, ir.Constant(i32, 0))
+        bc = builder.shuffle_vector(one, ir.Constant(v16, ir.Undefined), splat)
+        for blk in range(nblk):
+            new[blk * 8 + j] = builder.call(dp, [acc[blk * 8 + j], bc, wv[blk]])
+    return new
+
+
 def _make_dot(nblk, epilogue=False, rows=False, quant=False):
     """dot8x16_bcast (nblk 1) or dot8x32_bcast (nblk 2): 8 pixels x 16*nblk channels,
     8*nblk zmm accumulators.  Two weight blocks per activation broadcast halve the
@@ -124,56 +151,16 @@ def _make_dot(nblk, epilogue=False, rows=False, quant=False):
         intp = a_off.type
         a_ptr = builder.bitcast(a_arr.data, i8p)
         w_ptr = builder.bitcast(w_arr.data, i8p)
-        dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
-                                            "llvm.x86.avx512.vpdpbusd.512")
-        zero = ir.Constant(v16, None)
-        mask = ir.Constant(ir.VectorType(i32, 16), [0] * 16)
-        pre = builder.block
-        loop = builder.append_basic_block("bcast.loop")
-        done = builder.append_basic_block("bcast.done")
-        builder.cbranch(builder.icmp_signed(">", nq, ir.Constant(intp, 0)), loop, done)
+        const = lambda v: ir.Constant(intp, v)  # noqa: E731
 
-        builder.position_at_end(loop)
-        q = builder.phi(intp)
-        q.add_incoming(ir.Constant(intp, 0), pre)
-        accs = []
-        for _ in range(8 * nblk):
-            p = builder.phi(v16)
-            p.add_incoming(zero, pre)
-            accs.append(p)
-        wpos = builder.add(w_off, builder.mul(q, ir.Constant(intp, 64)))
-        wv = []
-        for blk in range(nblk):
-            pos = wpos if blk == 0 else builder.add(wpos, builder.mul(w_step, ir.Constant(intp, blk)))
-            wv.append(builder.load(builder.bitcast(builder.gep(w_ptr, [pos]), v16.as_pointer()),
-                                   align=1))
-        apos = builder.add(a_off, builder.mul(q, ir.Constant(intp, 4)))
-        new = []
-        for j in range(8):
-            idx = builder.add(apos, builder.mul(lda, ir.Constant(intp, j)))
-            word = builder.load(builder.bitcast(builder.gep(a_ptr, [idx]), i32.as_pointer()),
-                                align=1)
-            one = builder.insert_element(ir.Constant(v16, ir.Undefined), word,
-                                         ir.Constant(i32, 0))
-            bc = builder.shuffle_vector(one, ir.Constant(v16, ir.Undefined), mask)
-            for blk in range(nblk):
-                new.append(builder.call(dp, [accs[blk * 8 + j], bc, wv[blk]]))
-        # new is ordered (j, blk); accs (blk, j)
-        ordered = [new[j * nblk + blk] for blk in range(nblk) for j in range(8)]
-        q1 = builder.add(q, ir.Constant(intp, 1))
-        end = builder.block
-        q.add_incoming(q1, end)
-        for p, n in zip(accs, ordered):
-            p.add_incoming(n, end)
-        builder.cbranch(builder.icmp_signed("<", q1, nq), loop, done)
+        def step(q, acc):
+            apos = builder.add(a_off, builder.mul(q, const(4)))
+            starts = [builder.add(apos, builder.mul(lda, const(j))) for j in range(8)]
+            return _dot_step(builder, a_ptr, starts, w_ptr,
+                             builder.add(w_off, builder.mul(q, const(64))), w_step, nblk, acc)
 
-        builder.position_at_end(done)
-        finals = []
-        for n in ordered:
-            f = builder.phi(v16)
-            f.add_incoming(zero, pre)
-            f.add_incoming(n, end)
-            finals.append(f)
+        finals = _counted_loop(builder, const(0), nq, 1, [ir.Constant(v16, None)] * (8 * nblk),
+                               step)[1]
         if epilogue:
             _store_epilogue(context, builder, signature, args, finals, nblk, first, quant)
             return context.get_dummy_value()
@@ -298,9 +285,6 @@ def _make_dot_taps(nblk, quant=False):
         first = 9 if nblk == 2 else 8
         intp = pix_off.type
         const = lambda v: ir.Constant(intp, v)  # noqa: E731
-        dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
-                                            "llvm.x86.avx512.vpdpbusd.512")
-        splat = ir.Constant(ir.VectorType(i32, 16), [0] * 16)
         bases = [builder.load(builder.gep(px_ptr, [builder.add(pix_off, const(j))]))
                  for j in range(8)]
 
@@ -310,24 +294,9 @@ def _make_dot_taps(nblk, quant=False):
             starts = [builder.add(b, to) for b in bases]
 
             def step(q, acc):
-                wpos = builder.add(wt, builder.mul(q, const(64)))
-                wv = []
-                for blk in range(nblk):
-                    pos = wpos if blk == 0 else builder.add(wpos, w_step)
-                    wv.append(builder.load(builder.bitcast(builder.gep(w_ptr, [pos]),
-                                                           v16.as_pointer()), align=1))
                 q4 = builder.mul(q, const(4))
-                new = list(acc)
-                for j in range(8):
-                    idx = builder.add(starts[j], q4)
-                    word = builder.load(builder.bitcast(builder.gep(a_ptr, [idx]),
-                                                        i32.as_pointer()), align=1)
-                    one = builder.insert_element(ir.Constant(v16, ir.Undefined), word,
-                                                 ir.Constant(i32, 0))
-                    bc = builder.shuffle_vector(one, ir.Constant(v16, ir.Undefined), splat)
-                    for blk in range(nblk):
-                        new[blk * 8 + j] = builder.call(dp, [acc[blk * 8 + j], bc, wv[blk]])
-                return new
+                return _dot_step(builder, a_ptr, [builder.add(st, q4) for st in starts], w_ptr,
+                                 builder.add(wt, builder.mul(q, const(64))), w_step, nblk, acc)
 
             return _counted_loop(builder, const(0), nqt, 1, accs, step)[1]
 
