@@ -160,7 +160,9 @@ def _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv, 
         return out
 
     groups = _register_groups(mr, nb)
-    if len(groups) == 1:
+    if _SLICE_FILTER:  # a tap loop per group of slices (_tap_reduction): these slices only
+        out = group_loop(0, range(mr), _SLICE_FILTER[-1], const(0), nc, sliced)
+    elif len(groups) == 1:
         out = group_loop(0, *groups[0], const(0), nc, sliced)
     else:
         # blocks of GROUP_BLOCK steps, every group over a block before the next block, so
@@ -331,16 +333,64 @@ def _full_or_partial(builder, npx, width, emit):
     return joined
 
 
-def _tap_reduction(builder, t_ptr, ntaps, init, reduce_tap):
+_SLICE_FILTER = []   # while a short-tap loop is emitted: the slices _reduction computes
+SHORT_TAP = 32       # steps a tap up to which AVX2 runs the slice groups outside the taps
+
+
+def _slice_groups(mr, nb):
+    """The tile's VW-lane slices in groups that fit the registers with all mr rows."""
+    per = max(1, (REGISTERS - 1) // (mr + 1))
+    return [range(s0, min(s0 + per, nb)) for s0 in range(0, nb, per)]
+
+
+def _tap_reduction(builder, t_ptr, ntaps, init, reduce_tap, tile=None, nc=None):
     """acc = init, then for t < ntaps (>= 1): acc = reduce_tap(toff[t], t, acc), the
     accumulators in registers across taps (an implicit GEMM's (tap, channel)
-    reduction); t_ptr: the int64 tap-offset table."""
+    reduction); t_ptr: the int64 tap-offset table.
+
+    tile = (mr, nv), the tile's full shape, and nc, the steps of a tap: where the tile
+    splits into register groups (AVX2), taps of at most SHORT_TAP steps run one tap
+    loop per group of slices (all rows), so a group's sums stay in registers across
+    every tap; longer taps split each tap's steps into groups (_reduction), which
+    touches the other groups' sums only once per block of steps."""
     intp = ntaps.type
 
     def body(t, acc):
         return reduce_tap(builder.load(builder.gep(t_ptr, [t])), t, acc)
 
-    return _counted_loop(builder, ir.Constant(intp, 0), ntaps, 1, init, body)[1]
+    def loop(acc):
+        return _counted_loop(builder, ir.Constant(intp, 0), ntaps, 1, acc, body)[1]
+
+    if tile is None or VW == 16 or len(_register_groups(tile[0], tile[1] * 16 // VW)) == 1:
+        return loop(init)
+    short = builder.icmp_signed("<=", nc, ir.Constant(nc.type, SHORT_TAP))
+    b_short = builder.append_basic_block("taps.short")
+    b_long = builder.append_basic_block("taps.long")
+    b_join = builder.append_basic_block("taps.join")
+    builder.cbranch(short, b_short, b_long)
+    ends = []
+    builder.position_at_end(b_short)
+    acc = init
+    for slices in _slice_groups(tile[0], tile[1] * 16 // VW):
+        _SLICE_FILTER.append(slices)
+        try:
+            acc = loop(acc)
+        finally:
+            _SLICE_FILTER.pop()
+    ends.append((builder.block, acc))
+    builder.branch(b_join)
+    builder.position_at_end(b_long)
+    acc = loop(init)
+    ends.append((builder.block, acc))
+    builder.branch(b_join)
+    builder.position_at_end(b_join)
+    out = []
+    for i in range(len(init)):
+        ph = builder.phi(init[i].type)
+        for blk, vals in ends:
+            ph.add_incoming(vals[i], blk)
+        out.append(ph)
+    return out
 
 
 _ZIP_LO = [i // 2 + (i % 2) * 16 for i in range(16)]       # a0 b0 a1 b1 ... a7 b7
@@ -683,7 +733,7 @@ def _taps_codegen(a_step, nv, edges):
             return res
 
         new = _tap_reduction(builder, t_ptr, ntaps, [ir.Constant(v16, None)] * (MP * nv),
-                             reduce_tap)
+                             reduce_tap, (MP, nv), nc)
         _store_t(context, builder, signature, args, new, 8 + e)
         return context.get_dummy_value()
 
@@ -845,7 +895,7 @@ def gemm_tile_t_taps_blocked(typingctx, x, x_off, ldx, toff, ntaps, a_step, wp, 
 
         accs = _tap_reduction(builder, t_ptr, ntaps,
                               [ir.Constant(ir.VectorType(ir.FloatType(), 16), None)] * (MP * NV),
-                              reduce_tap)
+                              reduce_tap, (MP, NV), nc)
         _store_blocked(builder, accs, y_ptr, y_off, bstride, nr, npx, b_ptr, b_off, act,
                        ir.Constant(intp, 0), ir.Constant(intp, 1))
         return context.get_dummy_value()
@@ -1116,7 +1166,8 @@ def _make_tile_taps(nv):
                     return _reduction(builder, w_ptr, wo, const(MR), x_ptr,
                                       builder.add(x_off, toff), ldx, nc, acc, MR, nv,
                                       b_masks=masks if partial else None)
-                return _tap_reduction(builder, t_ptr, ntaps, [zero] * (MR * nv), reduce_tap)
+                return _tap_reduction(builder, t_ptr, ntaps, [zero] * (MR * nv), reduce_tap,
+                                      (MR, nv), nc)
 
             accs = _full_or_partial(builder, npx, 16 * nv, emit)
             mload, mstore = _masked_load_store(builder, 16)
