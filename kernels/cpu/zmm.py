@@ -308,19 +308,17 @@ def _lane_masks(builder, npx, nv):
                                                       16)) for v in range(nv)]
 
 
-def _full_or_partial(builder, npx, width, emit):
-    """Emit ``emit(partial)`` twice -- for a full tile (npx >= width; plain loads) and
-    a partial one (masked loads) -- branch on npx and join: returns the joined values
-    (emit returns a list of values)."""
-    full = builder.icmp_signed(">=", npx, ir.Constant(npx.type, width))
-    b_full = builder.append_basic_block("tile.full")
-    b_part = builder.append_basic_block("tile.part")
-    b_join = builder.append_basic_block("tile.join")
-    builder.cbranch(full, b_full, b_part)
+def _branch_join(builder, cond, emit, name):
+    """Emit ``emit(True)`` where cond holds and ``emit(False)`` where it does not, and
+    join: returns the values of the branch taken (emit returns a list of values)."""
+    b_yes = builder.append_basic_block(f"{name}.yes")
+    b_no = builder.append_basic_block(f"{name}.no")
+    b_join = builder.append_basic_block(f"{name}.join")
+    builder.cbranch(cond, b_yes, b_no)
     results = []
-    for blk, partial in ((b_full, False), (b_part, True)):
+    for blk, flag in ((b_yes, True), (b_no, False)):
         builder.position_at_end(blk)
-        vals = emit(partial)
+        vals = emit(flag)
         results.append((builder.block, vals))
         builder.branch(b_join)
     builder.position_at_end(b_join)
@@ -331,6 +329,14 @@ def _full_or_partial(builder, npx, width, emit):
             ph.add_incoming(vals[i], blk)
         joined.append(ph)
     return joined
+
+
+def _full_or_partial(builder, npx, width, emit):
+    """Emit ``emit(partial)`` twice -- for a full tile (npx >= width; plain loads) and
+    a partial one (masked loads) -- branch on npx and join: returns the joined values
+    (emit returns a list of values)."""
+    full = builder.icmp_signed(">=", npx, ir.Constant(npx.type, width))
+    return _branch_join(builder, full, lambda is_full: emit(not is_full), "tile")
 
 
 _SLICE_FILTER = []   # while a short-tap loop is emitted: the slices _reduction computes
@@ -361,36 +367,26 @@ def _tap_reduction(builder, t_ptr, ntaps, init, reduce_tap, tile=None, nc=None):
     def loop(acc):
         return _counted_loop(builder, ir.Constant(intp, 0), ntaps, 1, acc, body)[1]
 
-    if tile is None or VW == 16 or len(_register_groups(tile[0], tile[1] * 16 // VW)) == 1:
+    if tile is None or VW == 16:
         return loop(init)
+    mr, nb = tile[0], tile[1] * 16 // VW
+    if len(_register_groups(mr, nb)) == 1:
+        return loop(init)
+
+    def emit(short):
+        if not short:
+            return loop(init)
+        acc = init
+        for slices in _slice_groups(mr, nb):
+            _SLICE_FILTER.append(slices)
+            try:
+                acc = loop(acc)
+            finally:
+                _SLICE_FILTER.pop()
+        return acc
+
     short = builder.icmp_signed("<=", nc, ir.Constant(nc.type, SHORT_TAP))
-    b_short = builder.append_basic_block("taps.short")
-    b_long = builder.append_basic_block("taps.long")
-    b_join = builder.append_basic_block("taps.join")
-    builder.cbranch(short, b_short, b_long)
-    ends = []
-    builder.position_at_end(b_short)
-    acc = init
-    for slices in _slice_groups(tile[0], tile[1] * 16 // VW):
-        _SLICE_FILTER.append(slices)
-        try:
-            acc = loop(acc)
-        finally:
-            _SLICE_FILTER.pop()
-    ends.append((builder.block, acc))
-    builder.branch(b_join)
-    builder.position_at_end(b_long)
-    acc = loop(init)
-    ends.append((builder.block, acc))
-    builder.branch(b_join)
-    builder.position_at_end(b_join)
-    out = []
-    for i in range(len(init)):
-        ph = builder.phi(init[i].type)
-        for blk, vals in ends:
-            ph.add_incoming(vals[i], blk)
-        out.append(ph)
-    return out
+    return _branch_join(builder, short, emit, "taps")
 
 
 _ZIP_LO = [i // 2 + (i % 2) * 16 for i in range(16)]       # a0 b0 a1 b1 ... a7 b7
