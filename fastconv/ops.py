@@ -626,15 +626,22 @@ def _quantize_input(x, node):
 @op("qconv")
 def qconv(node, args, out):
     """Quantize the input (per tensor, calibrated scale), int8 conv, float32 epilogue."""
-    from .quantization import int8_conv2d, quantize_nhwc
+    from .quantization import int8_conv2d, planes_read, quantize_nchw, quantize_nhwc
     a = node.attrs
     x = np.ascontiguousarray(args[0], np.float32)
     xb = x[None] if x.ndim == 3 else x
     res = args[1] if len(args) > 1 else None
-    # quantized straight into the kernel's channels-last padded layout, in one pass
-    xn, zk = quantize_nhwc(xb, a["x_scale"], a["x_zero_point"], a["x_dtype"], tuple(a["pads"]))
-    shape_only = np.broadcast_to(np.zeros((), xn.dtype), xb.shape)
-    y = int8_conv2d(shape_only, a["x_scale"], zk, node.params["weight_q"],
+    if planes_read(xb.shape, node.params["weight_q"].shape, a["stride"], a["pads"],
+                   a["groups"]):
+        # a 1x1 read from NCHW planes: quantized in place, no layout move
+        xq, zk = quantize_nchw(xb, a["x_scale"], a["x_zero_point"], a["x_dtype"])
+        xn = None
+    else:
+        # quantized straight into the kernel's channels-last padded layout, in one pass
+        xn, zk = quantize_nhwc(xb, a["x_scale"], a["x_zero_point"], a["x_dtype"],
+                               tuple(a["pads"]))
+        xq = np.broadcast_to(np.zeros((), xn.dtype), xb.shape)
+    y = int8_conv2d(xq, a["x_scale"], zk, node.params["weight_q"],
                     node.params["w_scale"], node.params.get("bias"), a["stride"], a["pads"],
                     a["dilation"], a["groups"], a.get("activation"), res, packed=node.cache,
                     layer=node.layer, nhwc=xn,

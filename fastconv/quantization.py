@@ -175,12 +175,13 @@ _GEOMETRY_CACHE_MAX = 4096
 
 
 def _geometry(x_shape, w_shape, stride, padding, dilation, groups, layer, trim):
-    """(ConvProblem, packed width, pixels per task, output channels per task, taps) of an
-    int8 conv, validated and worked out once per distinct signature and thread count (the
+    """(ConvProblem, packed width, pixels per task, output channels per task, taps, px) of
+    an int8 conv, validated and worked out once per distinct signature and thread count (the
     Python of a call had been ~30 us against ~5 for a float layer's).  With ``trim``,
     taps that only ever read padding are cut (planner.live_taps: a 3x3 on a 1x1 map
     runs its centre tap): taps is then the window (r0, r1, s0, s1) kept and the problem
-    the trimmed one, else None."""
+    the trimmed one, else None.  px: (pixels, channels) per task of the pixel-vector 1x1
+    kernel where it applies (_px_applies, an NCHW input), else None."""
     threads = _runtime.get_num_threads()
     key = (x_shape, tuple(w_shape), _key(stride), _key(padding), _key(dilation), _key(groups),
            threads, trim)
@@ -192,7 +193,8 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups, layer, trim):
             prob = planner.trimmed(prob, taps)
         width = -(-(prob.cg * prob.r * prob.s) // 4) * 4
         tile = _int8_tile(prob, width, threads)
-        hit = (prob, width, tile, _int8_kblock(prob, tile, threads), taps)
+        px = _px_plan(prob, threads) if trim and _px_applies(prob) else None
+        hit = (prob, width, tile, _int8_kblock(prob, tile, threads), taps, px)
         if None not in key:
             if len(_geometry_cache) >= _GEOMETRY_CACHE_MAX:
                 _geometry_cache.clear()
@@ -218,6 +220,20 @@ def pack_weights(wq, w_scale, layer="int8_conv2d"):
     wmat = np.ascontiguousarray(wq.transpose(0, 2, 3, 1).reshape(k, -1))
     wsum = wmat.sum(axis=1, dtype=np.int64).astype(np.int32)
     return wmat, wsum, np.ascontiguousarray(sw)
+
+
+def pack_px(wmat):
+    """(K, C) int8 -> the pixel-vector 1x1 kernel's weights: output channels padded to
+    vnni.PX_MC and the reduction to a multiple of 4 with zeros, laid out
+    (K8/8, C4/4, 8, 4), so each step of a strip is 8 four-byte words, one per channel
+    (kernels/cpu/vnni.py, _make_px)."""
+    k, c = wmat.shape
+    mc = _vnni.PX_MC
+    k8, c4 = -(-k // mc) * mc, -(-c // 4) * 4
+    w = np.zeros((k8, c4), np.int8)
+    w[:k, :c] = wmat
+    w = w.reshape(k8 // mc, mc, c4 // 4, 4).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(w).reshape(-1)
 
 
 def pack_vnni(wmat, groups):
@@ -260,7 +276,7 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
     sx = float(x_scale)
     if not (sx > 0 and np.isfinite(sx)):
         raise ValueError(f"{layer}: x_scale must be positive and finite, got {x_scale}")
-    prob, width, tile, kblock, taps = _geometry(xa.shape, np.shape(wq), stride, padding,
+    prob, width, tile, kblock, taps, px = _geometry(xa.shape, np.shape(wq), stride, padding,
                                                 dilation, groups, layer, nhwc is None)
     if taps is not None:
         r0, r1, s0, s1 = taps
@@ -327,8 +343,16 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
         zx += 128
     pt, pb, pl, pr = prob.pads
     run = prob.n and P
-    vp = None
-    if vnni and run:
+    vp = wpx = None
+    px = px if vnni else None   # 1x1 stride 1: pixels in the lanes, read from NCHW planes
+    if px is not None and run:
+        wpx = None if packed is None else packed.get("int8_px")
+        if wpx is None:
+            wpx = pack_px(wmat)
+            if packed is not None:
+                packed["int8_px"] = wpx
+        xa = np.ascontiguousarray(xa)
+    elif vnni and run:
         vp = None if packed is None else packed.get("int8_vnni")
         if vp is None:
             vp = pack_vnni(wmat, prob.groups)
@@ -337,7 +361,7 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
     with _runtime.kernel_scope(blas=False):
         # channels last, padded with the zero point: one parallel pass over the int8 input
         # (or, from a model, the float input quantized on the way: quantize_nhwc)
-        if nhwc is not None:
+        if nhwc is not None or px is not None:
             xp = nhwc
         else:
             xp = _int8_workspace(xa.dtype, (prob.n, prob.h + pt + pb, prob.w + pl + pr,
@@ -356,7 +380,13 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
             common = (zx, prob.ow, prob.stride[0], prob.stride[1], prob.dilation[0],
                       prob.dilation[1], prob.groups, prob.r, prob.s, _ACTS[activation], res,
                       has_res, y, yq, quant, inv, zy, qmin, qmax, tile)
-            if vnni:
+            if px is not None:
+                cols = _int8_workspace(np.uint8, (nth, 4 * -(-prob.c // 4) *
+                                                  -(-px[0] // 64) * 64), "panel")
+                _int8.conv1x1_int8_px(xa, wpx, wsum, scale, b, zx, _ACTS[activation], res,
+                                      has_res, y, yq, quant, inv, zy, qmin, qmax, px[0], px[1],
+                                      cols)
+            elif vnni:
                 cols = _int8_workspace(xp.dtype, (nth, (tile + 8) * vp[1]))
                 _int8.conv2d_int8_vnni(xp, vp[0], wsum, scale, b, *common, vp[1], cols, kblock)
             else:
@@ -367,6 +397,50 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
 
 
 INT8_COLS_BYTES = 16384
+PX_PANEL_BYTES = 131072   # a pixel-vector task's interleaved input panel
+
+
+def _px_applies(prob):
+    """The pixel-vector 1x1 kernel (int8.conv1x1_int8_px) runs this conv: 1x1, stride 1,
+    unpadded, ungrouped (on an AVX-512 VNNI CPU: the caller checks)."""
+    return (prob.r == 1 and prob.s == 1 and tuple(prob.stride) == (1, 1) and prob.groups == 1
+            and not any(prob.pads))
+
+
+def planes_read(x_shape, w_shape, stride, pads, groups):
+    """Whether int8_conv2d reads this conv's uint8 input as NCHW planes on this CPU (the
+    pixel-vector 1x1 kernel), so a model quantizes its float input in place
+    (quantize_nchw) rather than channels-last (quantize_nhwc)."""
+    if not _vnni.HAS_VNNI or _backend._backend == "cuda" or len(x_shape) != 4:
+        return False
+    st = (stride, stride) if np.ndim(stride) == 0 else tuple(stride)
+    return (tuple(w_shape[2:]) == (1, 1) and st == (1, 1) and groups == 1
+            and not any(np.atleast_1d(pads)))
+
+
+def _px_plan(prob, threads):
+    """(pixels, output channels) per pixel-vector task: the split that loads the busiest
+    thread least.  A task's cost in cycles: per 8-channel strip and 4-channel step, each
+    block of nv 16-pixel vectors (up to 3) takes 8*nv vpdpbusd and ~6 more for its weight
+    broadcasts and loop; the panel interleave one 8-cycle step per 64 pixels x 4 channels;
+    300 fixed.  Pixels in multiples of 16 with the panel within PX_PANEL_BYTES, channels
+    in multiples of 8; ties go to fewer, larger tasks."""
+    P, nq, K = prob.oh * prob.ow, -(-prob.c // 4), prob.k
+    mc, nv = _vnni.PX_MC, _vnni.PX_NV
+    top = max(16, min(-(-P // 16) * 16, PX_PANEL_BYTES // (4 * nq) // 16 * 16))
+    best = None
+    for tile in range(top, 15, -16):
+        ntiles = -(-P // tile)
+        vecs = -(-min(tile, P) // 16)
+        blocks = (vecs // nv) * (8 * nv + 6) + (8 * (vecs % nv) + 6 if vecs % nv else 0)
+        for parts in range(1, min(8, -(-K // mc)) + 1):
+            kblock = -(-(-(-K // parts)) // mc) * mc
+            tasks = prob.n * ntiles * -(-K // kblock)
+            cost = -(-min(kblock, K) // mc) * nq * blocks + -(-tile // 64) * nq * 8 + 300
+            load = -(-tasks // threads) * cost
+            if best is None or load < best[0]:
+                best = (load, tile, kblock)
+    return best[1], best[2]
 
 
 def _int8_tile(prob, width, threads):
@@ -431,6 +505,24 @@ def quantize_nhwc(x, scale, zero_point, dtype, pads):
         src, dst = _as_rows(np.ascontiguousarray(x, np.float32), out, pads)
         _int8.quantize_nhwc_padded(src, np.float32(1.0 / scale), np.float32(zk),
                                    np.float32(lo), np.float32(hi), dst, pt, pl)
+    return out, zk
+
+
+def quantize_nchw(x, scale, zero_point, dtype):
+    """quantize_nhwc's bytes in x's own NCHW layout (unpadded), for the convolutions that
+    read planes (_px_applies).  Returns (array, zero point as the kernel must see it)."""
+    qt = _qdtype(dtype, "quantize_nchw")
+    zx = int(zero_point)
+    if _vnni.HAS_VNNI and qt is np.int8:
+        qt, lo, hi, zk = np.uint8, 0.0, 255.0, zx + 128
+    else:
+        info = np.iinfo(qt)
+        lo, hi, zk = float(info.min), float(info.max), zx
+    out = _int8_workspace(qt, x.shape, "nchw")
+    with _runtime.kernel_scope(blas=False):
+        _int8.quantize_flat(np.ascontiguousarray(x, np.float32).reshape(-1),
+                            np.float32(1.0 / scale), np.float32(zk), np.float32(lo),
+                            np.float32(hi), out.reshape(-1))
     return out, zk
 
 

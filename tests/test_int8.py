@@ -71,6 +71,10 @@ CONV_CASES = [  # N, C, H, W, K, R, S, stride, padding, dilation, groups
     (1, 32, 1, 1, 40, 3, 3, 1, 1, 1, 1),     # 1x1 map: the centre tap alone is run
     (2, 8, 2, 2, 16, 3, 3, 2, 1, 1, 1),      # stride 2 on 2x2: the top row and column cut
     (1, 12, 1, 4, 20, 3, 5, 1, (1, 1, 2, 2), 1, 1),  # one row: rows cut, columns kept
+    # 1x1 stride 1 from NCHW planes (the pixel-vector kernel on VNNI): C not a multiple
+    # of 4, K not a multiple of 8, a last vector of 3 pixels; one row of 37
+    (3, 130, 9, 11, 70, 1, 1, 1, 0, 1, 1),
+    (1, 5, 3, 37, 13, 1, 1, 1, 0, 1, 1),
 ]
 
 
@@ -133,6 +137,67 @@ def test_int8_vnni_output_channel_split(rng, monkeypatch, kblock):
                              out_scale=0.02, out_zero_point=3, out_dtype=np.uint8)
         np.testing.assert_array_equal(yq, eq)
     assert calls
+
+
+@pytest.mark.skipif(not vnni.HAS_VNNI, reason="the pixel-vector 1x1 kernel needs VNNI")
+@pytest.mark.parametrize("plan", [(16, 8), (48, 16), (112, 24), (64, 200)])
+def test_int8_pixel_vector_task_splits(rng, monkeypatch, plan):
+    """The 1x1 kernel that reads NCHW planes (pixels in the lanes) under forced task splits:
+    tiles of one to seven 16-pixel vectors (blocks of 3, 2 and 1 vectors, a last vector of
+    a few pixels), channel blocks of one to 25 strips with a partial last strip; float,
+    residual + relu6, and uint8 / int8 outputs, equal to the integer reference; the
+    caller's arrays untouched."""
+    from fastconv import quantization
+    calls = []
+
+    def forced(prob, threads):
+        calls.append(prob.k)
+        return plan
+    monkeypatch.setattr(quantization, "_px_plan", forced)
+    monkeypatch.setattr(quantization, "_geometry_cache", {})
+    n, c, h, w, k = 2, 37, 9, 13, 67
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    res = rng.standard_normal((n, k, h, w)).astype(np.float32)
+    xq, sx, zx = fc.quantize_tensor(x, dtype="uint8")
+    wq, sw, _ = fc.quantize_tensor(wt, axis=0)
+    before = (xq.copy(), wq.copy(), res.copy())
+    y = fc.int8_conv2d(xq, sx, zx, wq, sw, b)
+    np.testing.assert_array_equal(y, ref.int8_conv2d(xq, int(zx), sx, wq, sw, b))
+    y = fc.int8_conv2d(xq, sx, zx, wq, sw, b, activation="relu6", residual=res)
+    np.testing.assert_array_equal(y, ref.int8_conv2d(xq, int(zx), sx, wq, sw, b, 1, 0, 1, 1,
+                                                     "relu6", residual=res))
+    for odt, zy in (("uint8", 9), ("int8", -4)):
+        yq = fc.int8_conv2d(xq, sx, zx, wq, sw, b, activation="relu", out_scale=0.05,
+                            out_zero_point=zy, out_dtype=odt)
+        eq = ref.int8_conv2d(xq, int(zx), sx, wq, sw, b, 1, 0, 1, 1, "relu", out_scale=0.05,
+                             out_zero_point=zy, out_dtype=np.dtype(odt).type)
+        np.testing.assert_array_equal(yq, eq)
+    for a, a0 in zip((xq, wq, res), before):
+        np.testing.assert_array_equal(a, a0)
+    assert calls
+    assert fc.int8_conv2d(xq[:0], sx, zx, wq, sw, b).shape == (0, k, h, w)   # no batch
+
+
+def test_int8_pixel_vector_plan():
+    """Which convs read NCHW planes, and the task split's shape: pixels in 16s with the
+    panel within bounds, channels in 8s, every thread busy on ResNet-50's 1x1 layers."""
+    from fastconv.functional import conv_problem
+    from fastconv.quantization import PX_PANEL_BYTES, _px_applies, _px_plan
+    prob = lambda c, h, k, **kw: conv_problem((1, c, h, h), (k, c // kw.get("groups", 1), 1, 1),  # noqa: E731
+                                              kw.get("stride", 1), kw.get("padding", 0),
+                                              groups=kw.get("groups", 1))
+    assert _px_applies(prob(256, 56, 64))
+    assert not _px_applies(prob(256, 56, 64, stride=2))
+    assert not _px_applies(prob(256, 56, 64, padding=1))
+    assert not _px_applies(prob(256, 56, 64, groups=2))
+    assert not _px_applies(conv_problem((1, 64, 14, 14), (64, 64, 3, 3), 1, 1))
+    for c, h, k in ((256, 56, 64), (1024, 14, 256), (2048, 7, 512), (64, 56, 256)):
+        tile, kblock = _px_plan(prob(c, h, k), 2)
+        assert tile % 16 == 0 and kblock % 8 == 0
+        assert tile * 4 * -(-c // 4) <= max(PX_PANEL_BYTES, 64 * c)
+        assert -(-h * h // tile) * -(-k // kblock) >= 2
 
 
 def test_int8_trimmed_taps_keep_their_own_packed_weights(rng):
@@ -225,6 +290,23 @@ def test_quantize_nhwc_is_exact(kernel_path, rng, shape, pads, dtype):
     np.testing.assert_array_equal(x, x_before)
 
 
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+def test_quantize_nchw_is_exact(kernel_path, rng, dtype):
+    """A model's input to a 1x1 read from planes, quantized in place: quantize_tensor's
+    bytes (shifted to uint8 for VNNI), half-way values to even, saturation."""
+    from fastconv.quantization import quantize_nchw
+    scale = 0.05
+    x = (rng.standard_normal((2, 7, 5, 9)) * 4).astype(np.float32)
+    x.flat[::7] = (rng.integers(-300, 300, x.size)[::7] + 0.5).astype(np.float32) * scale
+    x.flat[::11] = 1e4 * np.sign(x.flat[::11])
+    zp = 3 if dtype == "uint8" else -2
+    x_before = x.copy()
+    out, zk = quantize_nchw(x, scale, zp, dtype)
+    q, _, _ = fc.quantize_tensor(x, scale=scale, zero_point=zp, dtype=dtype)
+    np.testing.assert_array_equal(out.astype(np.int64), q.astype(np.int64) + (zk - zp))
+    np.testing.assert_array_equal(x, x_before)
+
+
 def test_int8_errors():
     x = np.zeros((1, 2, 4, 4), np.uint8)
     w = np.zeros((3, 2, 3, 3), np.int8)
@@ -270,6 +352,20 @@ def test_vnni_kernel_emits_vpdpbusd():
     np.testing.assert_array_equal(out, np.full(128, 64))
     asm = "".join(dot.inspect_asm().values())
     assert asm.count("vpdpbusd") >= 8 and "vpbroadcastd" in asm
+
+    @njit
+    def px(a, w, y, zw, scale, bias, res):  # 3 pixel vectors x 8 channels, 2 steps
+        vnni.px3_epi(a, 0, 192, 2, w, 0, y, 0, 48, 48, 8, zw, scale, bias, 0, 0, res, 0)
+
+    a = np.ones(2 * 192, np.uint8)
+    w = np.ones(2 * 32, np.int8)
+    y = np.zeros(8 * 48, np.float32)
+    f = np.ones(8, np.float32)
+    px(a, w, y, np.zeros(8, np.int32), f, f, y)
+    np.testing.assert_array_equal(y, np.full(8 * 48, 9.0))   # 8 products + bias 1
+    asm = "".join(px.inspect_asm().values())
+    assert asm.count("vpdpbusd") >= 24   # weights broadcast: vpbroadcastd or {1to16}
+    assert "vpbroadcastd" in asm or "{1to16}" in asm
 
 
 def test_portable_int8_gemm_uses_multiply_add_pairs():

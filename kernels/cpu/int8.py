@@ -29,9 +29,10 @@ from numba import njit, prange
 
 from . import nchwc
 from .tiles import gemm_task
-from .vnni import (dot8x16_bcast, dot8x16_epi, dot8x16_epq, dot8x32_bcast, dot8x32_epi,
-                   dot8x32_epq, dot8x32_to_rows, taps8x16_epi, taps8x16_epq, taps8x32_epi,
-                   taps8x32_epq)
+from .vnni import (PX_MC, PX_NV, dot8x16_bcast, dot8x16_epi, dot8x16_epq, dot8x32_bcast,
+                   dot8x32_epi, dot8x32_epq, dot8x32_to_rows, pack4x64, px1_epi, px1_epq,
+                   px2_epi, px2_epq, px3_epi, px3_epq, taps8x16_epi, taps8x16_epq,
+                   taps8x32_epi, taps8x32_epq)
 
 I32 = np.int32
 ONE = np.float32(1.0)   # unused scale arguments of a plain byte move
@@ -362,6 +363,73 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
                                 Kg - 16 * kb, zw, scale, b, k0, act, rf, has_res)
 
 
+@njit(parallel=True, cache=True)
+def conv1x1_int8_px(x, wp, wsum, scale, b, zx, act, res, has_res, y, yq, quant_out, inv_sy, zy,
+                    qmin, qmax, tile, kblock, panel_ws):
+    """A 1x1 stride-1 unpadded ungrouped conv of a uint8 NCHW x through the pixel-vector
+    VNNI blocks (vnni.px*_epi / px*_epq), output pixels in the vector lanes:
+
+        acc[k, p] = sum_c u8 x[n, c, p] * s8 w[k, c]
+        y[k, p]   = act(float32(acc[k, p] - zx * wsum[k]) * scale[k] + b[k] (+ res[k, p]))
+
+    wp: the weights packed by quantization.pack_px, (K8/8, C4/4, 8, 4) int8 flat with
+    zeros past K and C.  Tasks: (image, tile of pixels, kblock output channels, a multiple
+    of 8).  Each task interleaves its pixels' channel planes four at a time into
+    vpdpbusd words in panel_ws[thread] (pack4x64; 64 pixels x 4 channels a step, no
+    channels-last copy of the input) and runs every 8-channel strip of its channels
+    over the panel in blocks of up to 48 pixels.  The epilogue is _finish's, bit for bit;
+    its stores are whole channel rows of y (NCHW), no transposes."""
+    N, C = x.shape[0], x.shape[1]
+    P = x.shape[2] * x.shape[3]
+    K = wsum.shape[0]
+    nq = (C + 3) // 4
+    ntiles = (P + tile - 1) // tile
+    nkb = (K + kblock - 1) // kblock
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
+    yqf = yq.reshape(yq.size)
+    rf = res.reshape(res.size)
+    zw = np.empty(K, np.int32)  # zx * wsum[k]: exact in int32 under the API's reduction bound
+    for k in range(K):
+        zw[k] = zx * wsum[k]
+    inv32, zy32, lo32, hi32 = (np.float32(inv_sy), np.float32(zy), np.float32(qmin),
+                               np.float32(qmax))
+    for t in prange(N * ntiles * nkb):
+        n, g, p0, T, k0t, k1t = gemm_task(t, 1, ntiles, nkb, tile, kblock, P, K)
+        panel = panel_ws[numba.get_thread_id()]
+        lda = 4 * ((T + 63) // 64) * 64
+        for q in range(nq):
+            for j0 in range(0, T, 64):
+                pack4x64(xf, (n * C + 4 * q) * P + p0 + j0, P, C - 4 * q, panel,
+                         q * lda + 4 * j0, T - j0)
+        for k0 in range(k0t, k1t, PX_MC):
+            woff = (k0 // PX_MC) * nq * 4 * PX_MC
+            nch = k1t - k0
+            for jb in range(0, T, 16 * PX_NV):
+                npx = T - jb
+                nv = min(PX_NV, (npx + 15) // 16)
+                y_off = (n * K + k0) * P + p0 + jb
+                if quant_out:
+                    if nv == 3:
+                        px3_epq(panel, 4 * jb, lda, nq, wp, woff, yqf, y_off, P, npx, nch, zw,
+                                scale, b, k0, act, rf, has_res, inv32, zy32, lo32, hi32)
+                    elif nv == 2:
+                        px2_epq(panel, 4 * jb, lda, nq, wp, woff, yqf, y_off, P, npx, nch, zw,
+                                scale, b, k0, act, rf, has_res, inv32, zy32, lo32, hi32)
+                    else:
+                        px1_epq(panel, 4 * jb, lda, nq, wp, woff, yqf, y_off, P, npx, nch, zw,
+                                scale, b, k0, act, rf, has_res, inv32, zy32, lo32, hi32)
+                elif nv == 3:
+                    px3_epi(panel, 4 * jb, lda, nq, wp, woff, yf, y_off, P, npx, nch, zw, scale,
+                            b, k0, act, rf, has_res)
+                elif nv == 2:
+                    px2_epi(panel, 4 * jb, lda, nq, wp, woff, yf, y_off, P, npx, nch, zw, scale,
+                            b, k0, act, rf, has_res)
+                else:
+                    px1_epi(panel, 4 * jb, lda, nq, wp, woff, yf, y_off, P, npx, nch, zw, scale,
+                            b, k0, act, rf, has_res)
+
+
 @njit(inline="always")
 def _fill_border(row, h, H, pl, W, fill):
     """Set the padding of one channels-last padded row (WP, C) to ``fill``: the whole row
@@ -449,3 +517,15 @@ def quantize_nhwc_padded(x, inv_scale, zx, qmin, qmax, out, pt, pl):
             for w in range(W):
                 q = np.rint(src[w] * inv_scale) + zx
                 row[pl + w, c] = min(max(q, qmin), qmax)
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def quantize_flat(x, inv_scale, zx, qmin, qmax, out):
+    """out[i] = saturate(round_half_even(x[i] * inv_scale) + zx) for flat float32 x: the
+    arithmetic of quantize_nhwc_padded, the layout kept (the pixel-vector 1x1 kernel reads
+    NCHW planes).  Tasks of 4096 elements."""
+    n = x.size
+    for t in prange((n + 4095) // 4096):
+        for i in range(4096 * t, min(n, 4096 * t + 4096)):
+            q = np.rint(x[i] * inv_scale) + zx
+            out[i] = min(max(q, qmin), qmax)

@@ -17,7 +17,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .zmm import _counted_loop, _emit_epilogue, _masked_load_store, _splat, _zip_columns
+from .zmm import (_counted_loop, _emit_epilogue, _lane_masks, _masked_load_store, _splat,
+                  _zip_columns)
 
 HAS_VNNI = "+avx512vnni" in llvm.get_host_cpu_features().flatten().split(",")
 
@@ -343,3 +344,187 @@ def taps8x32_epq(typingctx, a, pix, pix_off, toff, ntaps, nqt, w, w_off, w_step,
     """dot8x32_epq reading each pixel's taps in place (_make_dot_taps)."""
     return _quant_sig(_taps_head(2, a, pix, toff, w), y, zw, scale, bias, res), \
         _make_dot_taps(2, quant=True)
+
+
+# ---- pixels in the lanes: 1x1 convolutions straight from NCHW planes ----------------------
+
+PX_MC = 8   # output channels per strip of the pixel-vector kernels
+PX_NV = 3   # pixel vectors (16 pixels each) per block, at most
+
+
+@intrinsic
+def pack4x64(typingctx, x, x_off, plane, nrows, out, o_off, npx):
+    """Four channel rows of up to 64 pixels interleaved into vpdpbusd words, for i < 4,
+    j < 64:
+
+        out[o_off + 4*j + i] = x[x_off + min(i, nrows - 1)*plane + j]   (j < npx, else 0)
+
+    so 16 consecutive pixels' four channel bytes are one 64-byte vector (pixel l in
+    lane l).  Rows past nrows repeat the last one: their weights are packed as zeros.
+    Two rounds of two-source byte/word shuffles (vpermt2b / vpermt2w with VBMI)."""
+    sig = types.void(x, types.intp, types.intp, types.intp, out, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        i8, i16, i32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+        v64 = ir.VectorType(i8, 64)
+        xp = builder.bitcast(context.make_array(signature.args[0])(context, builder,
+                                                                    args[0]).data, i8.as_pointer())
+        op = builder.bitcast(context.make_array(signature.args[4])(context, builder,
+                                                                    args[4]).data, i8.as_pointer())
+        x_off, plane, nrows, o_off, npx = args[1], args[2], args[3], args[5], args[6]
+        intp = x_off.type
+        const = lambda v: ir.Constant(intp, v)  # noqa: E731
+        m64 = ir.VectorType(ir.IntType(1), 64)
+        lanes = ir.Constant(ir.VectorType(intp, 64), list(range(64)))
+        mask = builder.icmp_signed("<", lanes, _splat(builder, npx, 64))
+        mload = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(v64, [v64.as_pointer(), i32, m64, v64]),
+            "llvm.masked.load.v64i8.p0")
+        last = builder.sub(nrows, const(1))
+        rows = []
+        for i in range(4):
+            r = builder.select(builder.icmp_signed("<", const(i), last), const(i), last)
+            src = builder.bitcast(builder.gep(xp, [builder.add(x_off, builder.mul(r, plane))]),
+                                  v64.as_pointer())
+            rows.append(builder.call(mload, [src, ir.Constant(i32, 1), mask,
+                                             ir.Constant(v64, None)]))
+        pair = lambda a, b, h, n: builder.shuffle_vector(  # noqa: E731
+            a, b, ir.Constant(ir.VectorType(i32, n), [h * n // 2 + k // 2 + n * (k % 2)
+                                                      for k in range(n)]))
+        v32w = ir.VectorType(i16, 32)
+        words = [[builder.bitcast(pair(rows[2 * u], rows[2 * u + 1], h, 64), v32w)
+                  for h in range(2)] for u in range(2)]   # (row pair, half of the pixels)
+        for h in range(2):
+            for q in range(2):
+                v = pair(words[0][h], words[1][h], q, 32)
+                dst = builder.gep(op, [builder.add(o_off, const(128 * h + 64 * q))])
+                builder.store(builder.bitcast(v, v64), builder.bitcast(dst, v64.as_pointer()),
+                              align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _make_px(nv, quant):
+    """The pixel-vector block: nv vectors of 16 pixels x PX_MC output channels in
+    nv*PX_MC zmm accumulators, lane l of vector v pixel 16v + l of one channel:
+
+        acc[m, 16v + l] = sum_(q < nq) sum_(i < 4)
+                          u8 a[a_off + q*lda + 64v + 4l + i] * s8 w[w_off + 4*PX_MC*q + 4m + i]
+
+    (a packed by pack4x64, the weights (nq, PX_MC, 4) per strip), each step nv vector
+    loads and PX_MC four-byte weight broadcasts feeding nv*PX_MC vpdpbusd.  The lanes
+    are output pixels, so the epilogue needs no transposes: channel m < nch's vectors
+    go to y[y_off + m*ldy + 16v + l] for 16v + l < npx, through _store_epilogue's
+    arithmetic (and with quant its requantization)."""
+    def codegen(context, builder, signature, args):
+        i8, i32 = ir.IntType(8), ir.IntType(32)
+        f32 = ir.FloatType()
+        v16 = ir.VectorType(i32, 16)
+        f16 = ir.VectorType(f32, 16)
+
+        def data(i, ty):
+            arr = context.make_array(signature.args[i])(context, builder, args[i])
+            return builder.bitcast(arr.data, ty.as_pointer())
+
+        a_ptr, w_ptr = data(0, i8), data(4, i8)
+        y_ptr = data(6, i8 if quant else f32)
+        zw_ptr, sc_ptr, b_ptr, r_ptr = data(11, i32), data(12, f32), data(13, f32), data(16, f32)
+        a_off, lda, nq, w_off = args[1], args[2], args[3], args[5]
+        y_off, ldy, npx, nch, k_off, act, has_res = (args[7], args[8], args[9], args[10],
+                                                     args[14], args[15], args[17])
+        intp = a_off.type
+        const = lambda v: ir.Constant(intp, v)  # noqa: E731
+        dp = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(v16, [v16, v16, v16]), "llvm.x86.avx512.vpdpbusd.512")
+
+        def step(q, acc):
+            ap = builder.add(a_off, builder.mul(q, lda))
+            av = [builder.load(builder.bitcast(builder.gep(a_ptr, [builder.add(ap, const(64 * v))]),
+                                               v16.as_pointer()), align=1) for v in range(nv)]
+            wq = builder.add(w_off, builder.mul(q, const(4 * PX_MC)))
+            new = list(acc)
+            for m in range(PX_MC):
+                word = builder.load(builder.bitcast(builder.gep(w_ptr, [builder.add(wq, const(4 * m))]),
+                                                    i32.as_pointer()), align=1)
+                wb = _splat(builder, word, 16)
+                for v in range(nv):
+                    new[m * nv + v] = builder.call(dp, [acc[m * nv + v], av[v], wb])
+            return new
+
+        finals = _counted_loop(builder, const(0), nq, 1, [ir.Constant(v16, None)] * (nv * PX_MC),
+                               step)[1]
+        mload, mstore = _masked_load_store(builder, 16)
+        m16 = ir.VectorType(ir.IntType(1), 16)
+        no_lanes = ir.Constant(m16, [0] * 16)
+        px_masks = _lane_masks(builder, npx, nv)
+        outs = []
+        for m in range(PX_MC):
+            c = const(m)
+            inside = builder.icmp_signed("<", c, nch)
+            k = builder.select(inside, builder.add(k_off, c), k_off)
+            zw = _splat(builder, builder.load(builder.gep(zw_ptr, [k])), 16)
+            sc = _splat(builder, builder.load(builder.gep(sc_ptr, [k])), 16)
+            bb = _splat(builder, builder.load(builder.gep(b_ptr, [k])), 16)
+            row = builder.add(y_off, builder.mul(c, ldy))
+            for v in range(nv):
+                val = builder.fadd(builder.fmul(builder.sitofp(
+                    builder.sub(finals[m * nv + v], zw), f16), sc), bb)
+                outs.append((val, builder.select(inside, px_masks[v], no_lanes),
+                             builder.add(row, const(16 * v))))
+        if quant:
+            inv, zy, qmin, qmax = (_splat(builder, args[18 + i], 16) for i in range(4))
+            b16 = ir.VectorType(i8, 16)
+            rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [f16]),
+                                                  "llvm.rint.v16f32")
+            qstore = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [b16, b16.as_pointer(), i32, m16]),
+                "llvm.masked.store.v16i8.p0")
+
+        def stores(activate, with_res):
+            for val, mask, o in outs:
+                if with_res:
+                    rp = builder.bitcast(builder.gep(r_ptr, [o]), f16.as_pointer())
+                    val = builder.fadd(val, builder.call(mload, [rp, ir.Constant(i32, 4), mask,
+                                                                 ir.Constant(f16, [0.0] * 16)]))
+                val = activate(val)
+                if quant:
+                    q = builder.fadd(builder.call(rint, [builder.fmul(val, inv)]), zy)
+                    q = builder.select(builder.fcmp_ordered("<", q, qmin), qmin, q)
+                    q = builder.select(builder.fcmp_ordered(">", q, qmax), qmax, q)
+                    qb = builder.trunc(builder.fptosi(q, v16), b16)
+                    yp = builder.bitcast(builder.gep(y_ptr, [o]), b16.as_pointer())
+                    builder.call(qstore, [qb, yp, ir.Constant(i32, 1), mask])
+                else:
+                    yp = builder.bitcast(builder.gep(y_ptr, [o]), f16.as_pointer())
+                    builder.call(mstore, [val, yp, ir.Constant(i32, 4), mask])
+
+        _emit_epilogue(builder, act, const(1), has_res, 16, stores)
+        return context.get_dummy_value()
+
+    return codegen
+
+
+def _px_sig(a, w, y, zw, scale, bias, res, quant):
+    head = (a, types.intp, types.intp, types.intp, w, types.intp, y, types.intp, types.intp,
+            types.intp, types.intp, zw, scale, bias, types.intp, types.intp, res, types.intp)
+    return types.void(*head, *((types.float32,) * 4 if quant else ()))
+
+
+def _make_px_intrinsics(nv):
+    @intrinsic
+    def px_epi(typingctx, a, a_off, lda, nq, w, w_off, y, y_off, ldy, npx, nch, zw, scale, bias,
+               k_off, act, res, has_res):
+        return _px_sig(a, w, y, zw, scale, bias, res, False), _make_px(nv, False)
+
+    @intrinsic
+    def px_epq(typingctx, a, a_off, lda, nq, w, w_off, y, y_off, ldy, npx, nch, zw, scale, bias,
+               k_off, act, res, has_res, inv, zy, qmin, qmax):
+        return _px_sig(a, w, y, zw, scale, bias, res, True), _make_px(nv, True)
+
+    return px_epi, px_epq
+
+
+# px{nv}_epi / px{nv}_epq: _make_px's block of nv pixel vectors, float or requantized out
+(px1_epi, px1_epq), (px2_epi, px2_epq), (px3_epi, px3_epq) = (_make_px_intrinsics(nv)
+                                                              for nv in (1, 2, 3))
