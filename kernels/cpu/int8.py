@@ -526,6 +526,11 @@ def quantize_flat(x, inv_scale, zx, qmin, qmax, out):
     NCHW planes).  Tasks of 4096 elements."""
     n = x.size
     for t in prange((n + 4095) // 4096):
-        for i in range(4096 * t, min(n, 4096 * t + 4096)):
-            q = np.rint(x[i] * inv_scale) + zx
-            out[i] = min(max(q, qmin), qmax)
+        lo = 4096 * t
+        xs = x[lo:min(n, lo + 4096)]
+        os_ = out[lo:min(n, lo + 4096)]
+        for i in range(xs.size):
+            q = np.rint(xs[i] * inv_scale) + zx
+            q = qmin if q < qmin else q
+            q = qmax if q > qmax else q
+            os_[i] = np.int32(q)
