@@ -182,7 +182,7 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups, layer, trim):
     taps that only ever read padding are cut (planner.live_taps: a 3x3 on a 1x1 map
     runs its centre tap): taps is then the window (r0, r1, s0, s1) kept and the problem
     the trimmed one, else None.  px: (pixels, channels) per task of the pixel-vector 1x1
-    kernel where it applies (_px_applies, an NCHW input), else None."""
+    kernel where it applies (_px_applies, an NCHW input), else None.  rows: _int8_rows."""
     threads = _runtime.get_num_threads()
     key = (x_shape, tuple(w_shape), _key(stride), _key(padding), _key(dilation), _key(groups),
            threads, trim)
@@ -194,8 +194,11 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups, layer, trim):
             prob = planner.trimmed(prob, taps)
         width = -(-(prob.cg * prob.r * prob.s) // 4) * 4
         tile = _int8_tile(prob, width, threads)
+        rows = _int8_rows(prob)
+        if rows is not None:  # whole output rows per task: a block that crosses a row
+            tile = max(prob.ow, tile // prob.ow * prob.ow)   # end would be run as two
         px = _px_plan(prob, threads) if trim and _px_applies(prob) else None
-        hit = (prob, width, tile, _int8_kblock(prob, tile, threads), taps, px)
+        hit = (prob, width, tile, _int8_kblock(prob, tile, threads), taps, px, rows)
         if None not in key:
             if len(_geometry_cache) >= _GEOMETRY_CACHE_MAX:
                 _geometry_cache.clear()
@@ -277,7 +280,7 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
     sx = float(x_scale)
     if not (sx > 0 and np.isfinite(sx)):
         raise ValueError(f"{layer}: x_scale must be positive and finite, got {x_scale}")
-    prob, width, tile, kblock, taps, px = _geometry(xa.shape, np.shape(wq), stride, padding,
+    prob, width, tile, kblock, taps, px, rows = _geometry(xa.shape, np.shape(wq), stride, padding,
                                                 dilation, groups, layer, nhwc is None)
     if taps is not None:
         r0, r1, s0, s1 = taps
@@ -389,7 +392,16 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
                                       cols)
             elif vnni:
                 cols = _int8_workspace(xp.dtype, (nth, (tile + 8) * vp[1]))
-                _int8.conv2d_int8_vnni(xp, vp[0], wsum, scale, b, *common, vp[1], cols, kblock)
+                row_taps, zwr = _NO_ROWS
+                if rows is not None:
+                    sums = None if packed is None else packed.get("int8_row_sums")
+                    if sums is None:
+                        sums = _row_sums(wmat, prob, rows[1])
+                        if packed is not None:
+                            packed["int8_row_sums"] = sums
+                    row_taps, zwr = rows[0], (np.int64(zx) * sums).astype(np.int32)
+                _int8.conv2d_int8_vnni(xp, vp[0], wsum, scale, b, *common, vp[1], cols, kblock,
+                                       row_taps, zwr)
             else:
                 cols = _int8_workspace(xp.dtype, (nth, tile * wmat.shape[1]))
                 _int8.conv2d_int8(xp, wmat, wsum, scale, b, *common, cols)
@@ -399,6 +411,40 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
 
 INT8_COLS_BYTES = 16384
 PX_PANEL_BYTES = 524288   # a pixel-vector task's interleaved input panel
+
+
+_NO_ROWS = (np.zeros((0, 3), np.int64), np.zeros((1, 1), np.int32))
+
+
+def _int8_rows(prob):
+    """(rows, classes) for the VNNI conv's blocks by output row (int8.conv2d_int8_vnni):
+    on maps 7 or 8 pixels wide whose taps are read in place, output row oh runs kernel
+    rows [lo, hi) only, those whose input row lies inside the map, rows[oh] = (lo, hi,
+    index of (lo, hi) in classes).  None where no row skips any kernel row, on other
+    widths (a row of 4 fills half a block's 8 lanes: 128@4 ran 0.75x; rows wider than 8
+    cross blocks) and on short reductions (Cg*R*S < 1024: 64@8 ran 0.94x, the
+    bookkeeping of a 24 us call)."""
+    if not (7 <= prob.ow <= 8 and prob.r > 1 and prob.cg % 4 == 0
+            and prob.cg * prob.r * prob.s >= 1024):
+        return None
+    (sh, _), (dh, _), pt = prob.stride, prob.dilation, prob.pads[0]
+    rows, classes = [], []
+    for oh in range(prob.oh):
+        live = [r for r in range(prob.r) if 0 <= oh * sh + r * dh - pt < prob.h]
+        span = (live[0], live[-1] + 1) if live else (0, 0)
+        if span not in classes:
+            classes.append(span)
+        rows.append(span + (classes.index(span),))
+    if classes == [(0, prob.r)]:
+        return None
+    return np.array(rows, np.int64), tuple(classes)
+
+
+def _row_sums(wmat, prob, classes):
+    """(len(classes), K) int32: each output channel's weights summed over the kernel rows
+    [lo, hi) of each class (the zero-point correction of a row that skips the others)."""
+    per_row = wmat.reshape(prob.k, prob.r, -1).sum(axis=2, dtype=np.int64)
+    return np.stack([per_row[:, lo:hi].sum(axis=1) for lo, hi in classes]).astype(np.int32)
 
 
 def _px_applies(prob):

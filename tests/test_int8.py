@@ -180,6 +180,58 @@ def test_int8_pixel_vector_task_splits(rng, monkeypatch, plan):
     assert fc.int8_conv2d(xq[:0], sx, zx, wq, sw, b).shape == (0, k, h, w)   # no batch
 
 
+@pytest.mark.skipif(not vnni.HAS_VNNI, reason="the VNNI kernel's row blocks")
+@pytest.mark.parametrize("case", [
+    # N, C, H, W, K, R, S, stride, padding, dilation, groups
+    (2, 128, 7, 7, 40, 3, 3, 1, 1, 1, 1),      # 512@7's shape, small: top/bottom rows skip
+    (1, 48, 8, 8, 24, 5, 5, 1, 2, 1, 1),       # 8 wide, two rows skipped at each border
+    (1, 128, 14, 13, 20, 3, 3, 2, (1, 0, 1, 1), 1, 1),   # stride 2, asymmetric pads
+    (1, 256, 9, 7, 48, 3, 3, 1, (2, 0, 1, 1), (2, 1), 2),  # dilation 2, groups of 128
+])
+@pytest.mark.parametrize("kblock", [None, 32])
+def test_int8_row_blocks_skip_padding_rows(rng, monkeypatch, case, kblock):
+    """Maps 7-8 pixels wide run a block per output row and skip the kernel rows that only
+    read padding, the zero-point correction taken over the rows kept: equal to the integer
+    reference (float, residual, requantized outputs), under output-channel splits too."""
+    from fastconv import quantization
+    monkeypatch.setattr(quantization, "_geometry_cache", {})
+    if kblock:
+        monkeypatch.setattr(quantization, "_int8_kblock", lambda prob, tile, threads: kblock)
+    n, c, h, w, k, r, s, stride, padding, dilation, groups = case
+    x = (2 * rng.standard_normal((n, c, h, w))).astype(np.float32)
+    wt = rng.standard_normal((k, c // groups, r, s)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    xq, sx, zx = fc.quantize_tensor(x, dtype="uint8")
+    wq, sw, _ = fc.quantize_tensor(wt, axis=0)
+    geo = quantization._geometry(xq.shape, wq.shape, stride, padding, dilation, groups, "t",
+                                 True)
+    assert geo[6] is not None and len(geo[6][1]) > 1 and geo[2] % geo[0].ow == 0
+    args = (stride, padding, dilation, groups)
+    y = fc.int8_conv2d(xq, sx, zx, wq, sw, b, *args)
+    np.testing.assert_array_equal(y, ref.int8_conv2d(xq, int(zx), sx, wq, sw, b, *args))
+    res = rng.standard_normal(y.shape).astype(np.float32)
+    y = fc.int8_conv2d(xq, sx, zx, wq, sw, b, *args, activation="relu", residual=res)
+    np.testing.assert_array_equal(y, ref.int8_conv2d(xq, int(zx), sx, wq, sw, b, *args, "relu",
+                                                     residual=res))
+    yq = fc.int8_conv2d(xq, sx, zx, wq, sw, b, *args, activation="relu6", out_scale=0.05,
+                        out_zero_point=-3, out_dtype="int8")
+    np.testing.assert_array_equal(yq, ref.int8_conv2d(xq, int(zx), sx, wq, sw, b, *args,
+                                                      "relu6", out_scale=0.05,
+                                                      out_zero_point=-3, out_dtype=np.int8))
+
+
+def test_int8_row_block_rule():
+    from fastconv.functional import conv_problem
+    from fastconv.quantization import _int8_rows
+    rows, classes = _int8_rows(conv_problem((1, 512, 7, 7), (512, 512, 3, 3), 1, 1))
+    assert classes == ((1, 3), (0, 3), (0, 2))
+    assert rows.tolist() == [[1, 3, 0]] + [[0, 3, 1]] * 5 + [[0, 2, 2]]
+    assert _int8_rows(conv_problem((1, 512, 7, 7), (512, 512, 3, 3), 1, 0)) is None  # no pad
+    assert _int8_rows(conv_problem((1, 512, 14, 14), (512, 512, 3, 3), 1, 1)) is None
+    assert _int8_rows(conv_problem((1, 128, 4, 4), (128, 128, 3, 3), 1, 1)) is None
+    assert _int8_rows(conv_problem((1, 64, 8, 8), (64, 64, 3, 3), 1, 1)) is None
+
+
 def test_int8_pixel_vector_plan():
     """Which convs read NCHW planes, and the task split's shape: pixels in 16s with the
     panel within bounds, channels in 8s, every thread busy on ResNet-50's 1x1 layers."""

@@ -246,7 +246,7 @@ def gemm_u8s8_vnni(a, wp, N, c, out_ws):
 @njit(parallel=True, cache=True)
 def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, S, act, res,
                      has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax, tile, width, cols_ws,
-                     kblock):
+                     kblock, rows, zwr):
     """conv2d_int8 with uint8 xq through dot8x32_bcast / dot8x16_bcast: wp the weights
     packed by pack_vnni per group as (Kg16/16, width/4, 16, 4) int8 flat (width >=
     R*S*Cg, a multiple of 4, zero beyond R*S*Cg); cols_ws (threads, >= (tile + 8) *
@@ -258,7 +258,15 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
     epilogue and the requantization on the way to yq (dot8x32_epq): no int32 tile, no
     second pass (the per-channel epilogue pass over the tile had cost a third of a 1x1
     layer's time, a scalar scatter into that tile a fifth before it).  Same epilogue
-    arithmetic as _finish, same results bit for bit."""
+    arithmetic as _finish, same results bit for bit.
+
+    rows (OH, 3), when not empty (maps at most 8 pixels wide, taps read in place): a
+    block is the part of one output row in the task, and output row oh runs only the
+    kernel rows [rows[oh, 0], rows[oh, 1]) -- those whose input row is inside the map,
+    the others read only padding -- with the zero-point correction of those rows'
+    weights, zwr[rows[oh, 2], k] = zx * (their sum for channel k).  512@7 3x3: the top
+    and bottom rows' 3 padding taps of 9 skipped, 9.5 % of the products, in the same
+    number of 8-lane blocks (7 of 8 lanes, as 49 pixels in blocks of 8 fill 49 of 56)."""
     N, C = xq.shape[0], xq.shape[3]
     K = wsum.shape[0]
     P = y.shape[2] if not quant_out else yq.shape[2]
@@ -290,6 +298,7 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
     yqf = yq.reshape(yq.size)
     inv32, zy32, lo32, hi32 = (np.float32(inv_sy), np.float32(zy), np.float32(qmin),
                                np.float32(qmax))
+    by_rows = taps and rows.shape[0] > 0
     for t in prange(N * groups * ntiles * nkb):
         n, g, p0, T, k0t, k1t = gemm_task(t, groups, ntiles, nkb, tile, kblock, P, Kg)
         kb_lo = (k0t - g * Kg) // 16
@@ -297,6 +306,34 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
         tid = numba.get_thread_id()
         cf = cols_ws[tid]
         cols = cf[:(tile + 8) * width].reshape((tile + 8, width))
+        if by_rows:
+            # the task's pixels cut at row ends: block bi is pixels [bp[bi], +bn[bi]) of
+            # output row bo[bi], its 8 start offsets at pix[8*bi:] (the last repeated)
+            bp = np.empty(T, np.int64)
+            bn = np.empty(T, np.int64)
+            bo = np.empty(T, np.int64)
+            pix = np.empty(8 * T, np.int64)
+            nb = 0
+            p = p0
+            while p < p0 + T:
+                oh = p // OW
+                npx = min(p0 + T, (oh + 1) * OW) - p
+                for j in range(8):
+                    ow = p - oh * OW + min(j, npx - 1)
+                    pix[8 * nb + j] = ((n * HP + oh * sh) * WP + ow * sw) * C + g * Cg
+                bp[nb], bn[nb], bo[nb] = p, npx, oh
+                nb += 1
+                p += npx
+            for kb in range(kb_lo, kb_hi, 2):
+                k0 = g * Kg + 16 * kb
+                for bi in range(nb):
+                    r0, r1, cls = rows[bo[bi], 0], rows[bo[bi], 1], rows[bo[bi], 2]
+                    woff = ((g * kblocks + kb) * nq + r0 * S * nqt) * 64
+                    _taps_block(xf, pix, 8 * bi, toff[r0 * S:r1 * S], (r1 - r0) * S, nqt, wp,
+                                woff, nq * 64, yf, yqf, (n * K + k0) * P + bp[bi], P, bn[bi],
+                                Kg - 16 * kb, zwr[cls], scale, b, k0, act, rf, has_res,
+                                quant_out, kb + 1 < kb_hi, inv32, zy32, lo32, hi32)
+            continue
         if taps:
             pix = np.empty(T + 8, np.int64)
             for j in range(T + 8):
@@ -361,6 +398,27 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
                 else:
                     dot8x16_epi(src, a_off, width, wp, woff, nq, yf, y_off, P, npx,
                                 Kg - 16 * kb, zw, scale, b, k0, act, rf, has_res)
+
+
+@njit(inline="always")
+def _taps_block(xf, pix, pix_off, toff, ntaps, nqt, wp, woff, wstep, yf, yqf, y_off, P, npx,
+                nch, zw, scale, b, k0, act, rf, has_res, quant_out, pair, inv32, zy32, lo32,
+                hi32):
+    """One 8-pixel block of taps read in place: 32 channels (pair) or 16, float or
+    requantized out."""
+    if quant_out:
+        if pair:
+            taps8x32_epq(xf, pix, pix_off, toff, ntaps, nqt, wp, woff, wstep, yqf, y_off, P, npx,
+                         nch, zw, scale, b, k0, act, rf, has_res, inv32, zy32, lo32, hi32)
+        else:
+            taps8x16_epq(xf, pix, pix_off, toff, ntaps, nqt, wp, woff, yqf, y_off, P, npx, nch, zw,
+                         scale, b, k0, act, rf, has_res, inv32, zy32, lo32, hi32)
+    elif pair:
+        taps8x32_epi(xf, pix, pix_off, toff, ntaps, nqt, wp, woff, wstep, yf, y_off, P, npx, nch, zw,
+                     scale, b, k0, act, rf, has_res)
+    else:
+        taps8x16_epi(xf, pix, pix_off, toff, ntaps, nqt, wp, woff, yf, y_off, P, npx, nch, zw, scale,
+                     b, k0, act, rf, has_res)
 
 
 @njit(parallel=True, cache=True)
