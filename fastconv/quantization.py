@@ -194,11 +194,12 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups, layer, trim):
             prob = planner.trimmed(prob, taps)
         width = -(-(prob.cg * prob.r * prob.s) // 4) * 4
         tile = _int8_tile(prob, width, threads)
-        rows = _int8_rows(prob)
-        if rows is not None:  # whole output rows per task: a block that crosses a row
-            tile = max(prob.ow, tile // prob.ow * prob.ow)   # end would be run as two
+        kblock = _int8_kblock(prob, tile, threads)
+        rows = _int8_rows(prob, threads)
+        if rows is not None:  # whole output rows per task
+            rows, tile, kblock = rows[:2], rows[2], rows[3]
         px = _px_plan(prob, threads) if trim and _px_applies(prob) else None
-        hit = (prob, width, tile, _int8_kblock(prob, tile, threads), taps, px, rows)
+        hit = (prob, width, tile, kblock, taps, px, rows)
         if None not in key:
             if len(_geometry_cache) >= _GEOMETRY_CACHE_MAX:
                 _geometry_cache.clear()
@@ -416,16 +417,17 @@ PX_PANEL_BYTES = 524288   # a pixel-vector task's interleaved input panel
 _NO_ROWS = (np.zeros((0, 3), np.int64), np.zeros((1, 1), np.int32))
 
 
-def _int8_rows(prob):
-    """(rows, classes) for the VNNI conv's blocks by output row (int8.conv2d_int8_vnni):
-    on maps 7 or 8 pixels wide whose taps are read in place, output row oh runs kernel
-    rows [lo, hi) only, those whose input row lies inside the map, rows[oh] = (lo, hi,
-    index of (lo, hi) in classes).  None where no row skips any kernel row, on other
-    widths (a row of 4 fills half a block's 8 lanes: 128@4 ran 0.75x; rows wider than 8
-    cross blocks) and on short reductions (Cg*R*S < 1024: 64@8 ran 0.94x, the
-    bookkeeping of a 24 us call)."""
-    if not (7 <= prob.ow <= 8 and prob.r > 1 and prob.cg % 4 == 0
-            and prob.cg * prob.r * prob.s >= 1024):
+def _int8_rows(prob, threads):
+    """(rows, classes, tile, kblock) for the VNNI conv's row blocks
+    (int8.conv2d_int8_vnni), or None.  Output row oh runs kernel rows [lo, hi) only,
+    those whose input row lies inside the map: rows[oh] = (lo, hi, index of (lo, hi) in
+    classes).  A row that skips some gets blocks of its own; runs of rows that skip none
+    are cut into 8-pixel blocks across their ends as before; tasks are whole rows.  The
+    split (_row_plan) must beat the plain blocks' by 3 % in products and blocks, else
+    None: 14x14 3x3 keeps 25 blocks and skips 4.8 % of the products, 7x7 9.5 %; a 4-wide
+    row would fill half a block (128@4 ran 0.75x).  Short reductions (Cg*R*S < 1024: 64@8
+    ran 0.94x, the bookkeeping of a 24 us call) and stems (Cg % 4) keep the plain ones."""
+    if not (prob.r > 1 and prob.cg % 4 == 0 and prob.cg * prob.r * prob.s >= 1024):
         return None
     (sh, _), (dh, _), pt = prob.stride, prob.dilation, prob.pads[0]
     rows, classes = [], []
@@ -437,7 +439,59 @@ def _int8_rows(prob):
         rows.append(span + (classes.index(span),))
     if classes == [(0, prob.r)]:
         return None
-    return np.array(rows, np.int64), tuple(classes)
+    spans = [r[1] - r[0] for r in rows]
+    plan = _row_plan(prob, spans, threads)
+    if plan is None:
+        return None
+    return np.array(rows, np.int64), tuple(classes), plan[0], plan[1]
+
+
+def _row_plan(prob, spans, threads):
+    """(pixels, channels) per task of the row blocks, or None where the plain 8-pixel
+    blocks (_int8_tile, _int8_kblock) load the busiest thread within 3 % as little.  A
+    block costs its share of the kernel rows plus 0.05 (its epilogue), times the task's
+    channels; the tasks (rows of an image x channel blocks of 32s) dealt out in equal
+    runs of consecutive tasks, as Numba does."""
+    R, OW, OH, P, kg = prob.r, prob.ow, prob.oh, prob.oh * prob.ow, prob.kg
+
+    def rows_cost(a, b):
+        cost, run = 0.0, 0
+        for oh in range(a, b):
+            if spans[oh] == R:
+                run += OW
+            else:
+                cost += -(-run // 8) * 1.05 + -(-OW // 8) * (spans[oh] / R + 0.05)
+                run = 0
+        return cost + -(-run // 8) * 1.05
+
+    def load(costs):
+        costs = costs * prob.n * prob.groups
+        run = -(-len(costs) // threads)
+        return max(sum(costs[i:i + run]) for i in range(0, len(costs), run))
+
+    def kblocks():
+        for parts in range(1, min(8, -(-kg // 32)) + 1):
+            kb = -(-(-(-kg // parts)) // 32) * 32
+            yield kb, [min(kb, kg - k0) for k0 in range(0, kg, kb)]
+
+    width = -(-(prob.cg * prob.r * prob.s) // 4) * 4
+    tile = _int8_tile(prob, width, threads)
+    kb = _int8_kblock(prob, tile, threads)
+    plain = load([1.05 * -(-min(tile, P - p0) // 8) * k
+                  for p0 in range(0, P, tile) for k in [min(kb, kg - k0)
+                                                        for k0 in range(0, kg, kb)]])
+    best = None
+    for rpt in range(1, OH + 1):
+        if -(-OH // rpt) * prob.n * prob.groups > 64 * threads:
+            continue   # many tasks of few rows: the plain blocks
+        tiles = [rows_cost(a, min(OH, a + rpt)) for a in range(0, OH, rpt)]
+        for kb, kbs in kblocks():
+            cost = load([t * k for t in tiles for k in kbs])
+            if best is None or cost < best[0] * 0.999:
+                best = (cost, rpt * OW, kb)
+    if best is None or best[0] > 0.97 * plain:
+        return None
+    return best[1], best[2]
 
 
 def _row_sums(wmat, prob, classes):

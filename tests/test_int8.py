@@ -221,15 +221,23 @@ def test_int8_row_blocks_skip_padding_rows(rng, monkeypatch, case, kblock):
 
 
 def test_int8_row_block_rule():
+    """Row blocks where they save products without adding blocks: 7x7 and 14x14 3x3 maps
+    (whole rows per task, every thread busy), not 28x28 (2.4 % of the products for an
+    extra block), 4x4 (half-filled blocks), short reductions or unpadded convs."""
     from fastconv.functional import conv_problem
     from fastconv.quantization import _int8_rows
-    rows, classes = _int8_rows(conv_problem((1, 512, 7, 7), (512, 512, 3, 3), 1, 1))
+    rows, classes, tile, kblock = _int8_rows(conv_problem((1, 512, 7, 7), (512, 512, 3, 3), 1,
+                                                          1), 2)
     assert classes == ((1, 3), (0, 3), (0, 2))
     assert rows.tolist() == [[1, 3, 0]] + [[0, 3, 1]] * 5 + [[0, 2, 2]]
-    assert _int8_rows(conv_problem((1, 512, 7, 7), (512, 512, 3, 3), 1, 0)) is None  # no pad
-    assert _int8_rows(conv_problem((1, 512, 14, 14), (512, 512, 3, 3), 1, 1)) is None
-    assert _int8_rows(conv_problem((1, 128, 4, 4), (128, 128, 3, 3), 1, 1)) is None
-    assert _int8_rows(conv_problem((1, 64, 8, 8), (64, 64, 3, 3), 1, 1)) is None
+    assert tile % 7 == 0 and kblock % 32 == 0
+    assert -(-49 // tile) * -(-512 // kblock) >= 2
+    rows, classes, tile, kblock = _int8_rows(conv_problem((1, 256, 14, 14), (256, 256, 3, 3),
+                                                          1, 1), 2)
+    assert tile % 14 == 0 and -(-196 // tile) * -(-256 // kblock) >= 2
+    for shape, pad in (((1, 512, 7, 7), 0), ((1, 128, 28, 28), 1), ((1, 128, 4, 4), 1),
+                       ((1, 64, 8, 8), 1)):
+        assert _int8_rows(conv_problem(shape, (shape[1], shape[1], 3, 3), 1, pad), 2) is None
 
 
 def test_int8_pixel_vector_plan():
