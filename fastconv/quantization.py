@@ -182,7 +182,9 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups, layer, trim):
     taps that only ever read padding are cut (planner.live_taps: a 3x3 on a 1x1 map
     runs its centre tap): taps is then the window (r0, r1, s0, s1) kept and the problem
     the trimmed one, else None.  px: (pixels, channels) per task of the pixel-vector 1x1
-    kernel where it applies (_px_applies, an NCHW input), else None.  rows: _int8_rows."""
+    kernel where it applies (_px_applies, an NCHW input), else None.  rows: the (rows,
+    classes) of _int8_rows where the VNNI conv runs row blocks (tile and kblock are then
+    its split), else None."""
     threads = _runtime.get_num_threads()
     key = (x_shape, tuple(w_shape), _key(stride), _key(padding), _key(dilation), _key(groups),
            threads, trim)
@@ -281,8 +283,8 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
     sx = float(x_scale)
     if not (sx > 0 and np.isfinite(sx)):
         raise ValueError(f"{layer}: x_scale must be positive and finite, got {x_scale}")
-    prob, width, tile, kblock, taps, px, rows = _geometry(xa.shape, np.shape(wq), stride, padding,
-                                                dilation, groups, layer, nhwc is None)
+    prob, width, tile, kblock, taps, px, rows = _geometry(
+        xa.shape, np.shape(wq), stride, padding, dilation, groups, layer, nhwc is None)
     if taps is not None:
         r0, r1, s0, s1 = taps
         wq = np.ascontiguousarray(np.asarray(wq)[:, :, r0:r1, s0:s1])
@@ -465,9 +467,7 @@ def _row_plan(prob, spans, threads):
         return cost + -(-run // 8) * 1.05
 
     def load(costs):
-        costs = costs * prob.n * prob.groups
-        run = -(-len(costs) // threads)
-        return max(sum(costs[i:i + run]) for i in range(0, len(costs), run))
+        return _busiest(costs * prob.n * prob.groups, threads)
 
     def kblocks():
         for parts in range(1, min(8, -(-kg // 32)) + 1):
@@ -492,6 +492,13 @@ def _row_plan(prob, spans, threads):
     if best is None or best[0] > 0.97 * plain:
         return None
     return best[1], best[2]
+
+
+def _busiest(costs, threads):
+    """The busiest thread's load with the tasks' costs dealt out in equal runs of
+    consecutive tasks, as Numba's parallel loops deal them."""
+    run = -(-len(costs) // threads)
+    return max(sum(costs[i:i + run]) for i in range(0, len(costs), run))
 
 
 def _row_sums(wmat, prob, classes):
@@ -551,10 +558,8 @@ def _px_plan(prob, threads):
                 image = sum((ntiles - 1) * task(tile, kb) + task(last, kb) for kb in kbs)
                 load = prob.n * image / threads + task(tile, kbs[0])
             else:
-                costs = [task(min(tile, P - p0), kb) for p0 in range(0, P, tile)
-                         for kb in kbs] * prob.n
-                run = -(-len(costs) // threads)
-                load = max(sum(costs[i:i + run]) for i in range(0, len(costs), run))
+                load = _busiest([task(min(tile, P - p0), kb) for p0 in range(0, P, tile)
+                                 for kb in kbs] * prob.n, threads)
             if best is None or load < best[0] * 0.999:
                 best = (load, tile, kblock)
     return best[1], best[2]
@@ -602,18 +607,24 @@ def _int8_workspace(dtype, shape, name="cols"):
     return buf[:need].reshape(shape)
 
 
+def _kernel_range(dtype, zero_point, layer):
+    """(dtype, lo, hi, zero point) of the bytes the int8 conv reads for a quantized input of
+    ``dtype``: with VNNI, int8 is shifted to uint8 (+128; the int8 range shifted is exactly
+    [0, 255], and rounding happens before the shift)."""
+    qt = _qdtype(dtype, layer)
+    zx = int(zero_point)
+    if _vnni.HAS_VNNI and qt is np.int8:
+        return np.uint8, 0.0, 255.0, zx + 128
+    info = np.iinfo(qt)
+    return qt, float(info.min), float(info.max), zx
+
+
 def quantize_nhwc(x, scale, zero_point, dtype, pads):
     """A float NCHW input quantized straight into the channels-last, zero-point-padded
     layout int8_conv2d reads, in one pass.  With VNNI, int8 is shifted to uint8 (+128).
 
     Returns (array, zero point as the kernel must see it)."""
-    qt = _qdtype(dtype, "quantize_nhwc")
-    zx = int(zero_point)
-    if _vnni.HAS_VNNI and qt is np.int8:
-        qt, lo, hi, zk = np.uint8, 0.0, 255.0, zx + 128
-    else:
-        info = np.iinfo(qt)
-        lo, hi, zk = float(info.min), float(info.max), zx
+    qt, lo, hi, zk = _kernel_range(dtype, zero_point, "quantize_nhwc")
     n, c, h, w = x.shape
     pt, pb, pl, pr = pads
     out = _int8_workspace(qt, (n, h + pt + pb, w + pl + pr, c), "nhwc")
@@ -628,13 +639,7 @@ def quantize_nhwc(x, scale, zero_point, dtype, pads):
 def quantize_nchw(x, scale, zero_point, dtype):
     """quantize_nhwc's bytes in x's own NCHW layout (unpadded), for the convolutions that
     read planes (_px_applies).  Returns (array, zero point as the kernel must see it)."""
-    qt = _qdtype(dtype, "quantize_nchw")
-    zx = int(zero_point)
-    if _vnni.HAS_VNNI and qt is np.int8:
-        qt, lo, hi, zk = np.uint8, 0.0, 255.0, zx + 128
-    else:
-        info = np.iinfo(qt)
-        lo, hi, zk = float(info.min), float(info.max), zx
+    qt, lo, hi, zk = _kernel_range(dtype, zero_point, "quantize_nchw")
     out = _int8_workspace(qt, x.shape, "nchw")
     with _runtime.kernel_scope(blas=False):
         _int8.quantize_flat(np.ascontiguousarray(x, np.float32).reshape(-1),

@@ -243,6 +243,15 @@ def gemm_u8s8_vnni(a, wp, N, c, out_ws):
                                     row[n0 + lane] += src[lane]
 
 
+@njit(inline="always")
+def _zero_point_sums(zx, wsum):
+    """zx * wsum[k] per output channel, exact in int32 under the API's reduction bound."""
+    zw = np.empty(wsum.shape[0], np.int32)
+    for k in range(wsum.shape[0]):
+        zw[k] = zx * wsum[k]
+    return zw
+
+
 @njit(parallel=True, cache=True)
 def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, S, act, res,
                      has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax, tile, width, cols_ws,
@@ -291,12 +300,8 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
             toff[r * S + s] = (r * dh * WP + s * dw) * C
     nqt = Cg // 4
     xf = xq.reshape(xq.size)
-    yf = y.reshape(y.size)
-    rf = res.reshape(res.size)
-    zw = np.empty(K, np.int32)  # zx * wsum[k]: exact in int32 under the API's reduction bound
-    for k in range(K):
-        zw[k] = zx * wsum[k]
-    yqf = yq.reshape(yq.size)
+    yf, yqf, rf = y.reshape(y.size), yq.reshape(yq.size), res.reshape(res.size)
+    zw = _zero_point_sums(zx, wsum)
     inv32, zy32, lo32, hi32 = (np.float32(inv_sy), np.float32(zy), np.float32(qmin),
                                np.float32(qmax))
     by_rows = taps and rows.shape[0] > 0
@@ -453,12 +458,8 @@ def conv1x1_int8_px(x, wp, wsum, scale, b, zx, act, res, has_res, y, yq, quant_o
     ntiles = (P + tile - 1) // tile
     nkb = (K + kblock - 1) // kblock
     xf = x.reshape(x.size)
-    yf = y.reshape(y.size)
-    yqf = yq.reshape(yq.size)
-    rf = res.reshape(res.size)
-    zw = np.empty(K, np.int32)  # zx * wsum[k]: exact in int32 under the API's reduction bound
-    for k in range(K):
-        zw[k] = zx * wsum[k]
+    yf, yqf, rf = y.reshape(y.size), yq.reshape(yq.size), res.reshape(res.size)
+    zw = _zero_point_sums(zx, wsum)
     inv32, zy32, lo32, hi32 = (np.float32(inv_sy), np.float32(zy), np.float32(qmin),
                                np.float32(qmax))
     for t in prange(N * ntiles * nkb):

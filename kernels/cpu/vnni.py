@@ -52,8 +52,6 @@ def _store_epilogue(context, builder, signature, args, finals, nblk, first, quan
                                                  args[first + 11])
     intp = y_off.type
     const = lambda v: ir.Constant(intp, v)  # noqa: E731
-    mload, mstore = _masked_load_store(builder, 8)
-    align = ir.Constant(i32, 4)
     lanes = ir.Constant(ir.VectorType(intp, 8), list(range(8)))
     px_mask = builder.icmp_signed("<", lanes, _splat(builder, npx, 8))
     no_lanes = ir.Constant(m8, [0] * 8)
@@ -70,34 +68,49 @@ def _store_epilogue(context, builder, signature, args, finals, nblk, first, quan
             o = builder.add(y_off, builder.mul(c, ldy))
             chans.append((v, builder.select(inside, px_mask, no_lanes), o))
 
-    if quant:
-        inv, zy, qmin, qmax = (_splat(builder, args[first + 12 + i], 8) for i in range(4))
-        b8 = ir.VectorType(ir.IntType(8), 8)
-        rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f8, [f8]),
-                                              "llvm.rint.v8f32")
+    _stores(builder, act, has_res, chans, 8, y_ptr, r_ptr,
+            [args[first + 12 + i] for i in range(4)] if quant else None)
+
+
+def _stores(builder, act, has_res, outs, width, y_ptr, r_ptr, quant):
+    """The epilogue's tail for (value, lane mask, offset) vectors of ``width`` floats:
+    v (+ res[o] if has_res), activated (act as in zmm._emit_epilogue), stored at y[o]
+    under the mask; with quant = (inv, zy, qmin, qmax) float32 scalars, y is int8 or uint8
+    and min(max(rint(v * inv) + zy, qmin), qmax) is stored, as int8.int8's _finish_row
+    rounds it."""
+    i32 = ir.IntType(32)
+    fv = ir.VectorType(ir.FloatType(), width)
+    mload, mstore = _masked_load_store(builder, width)
+    align = ir.Constant(i32, 4)
+    if quant is not None:
+        inv, zy, qmin, qmax = (_splat(builder, v, width) for v in quant)
+        bv = ir.VectorType(ir.IntType(8), width)
+        rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(fv, [fv]),
+                                              f"llvm.rint.v{width}f32")
         qstore = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [b8, b8.as_pointer(), i32, m8]),
-            "llvm.masked.store.v8i8.p0")
+            builder.module, ir.FunctionType(ir.VoidType(), [
+                bv, bv.as_pointer(), i32, ir.VectorType(ir.IntType(1), width)]),
+            f"llvm.masked.store.v{width}i8.p0")
 
     def stores(activate, with_res):
-        for v, mask, o in chans:
+        for v, mask, o in outs:
             if with_res:
-                rp = builder.bitcast(builder.gep(r_ptr, [o]), f8.as_pointer())
+                rp = builder.bitcast(builder.gep(r_ptr, [o]), fv.as_pointer())
                 v = builder.fadd(v, builder.call(mload, [rp, align, mask,
-                                                         ir.Constant(f8, [0.0] * 8)]))
+                                                         ir.Constant(fv, [0.0] * width)]))
             v = activate(v)
-            if quant:
+            if quant is not None:
                 q = builder.fadd(builder.call(rint, [builder.fmul(v, inv)]), zy)
                 q = builder.select(builder.fcmp_ordered("<", q, qmin), qmin, q)
                 q = builder.select(builder.fcmp_ordered(">", q, qmax), qmax, q)
-                qb = builder.trunc(builder.fptosi(q, ir.VectorType(i32, 8)), b8)
-                yp = builder.bitcast(builder.gep(y_ptr, [o]), b8.as_pointer())
+                qb = builder.trunc(builder.fptosi(q, ir.VectorType(i32, width)), bv)
+                yp = builder.bitcast(builder.gep(y_ptr, [o]), bv.as_pointer())
                 builder.call(qstore, [qb, yp, ir.Constant(i32, 1), mask])
             else:
-                yp = builder.bitcast(builder.gep(y_ptr, [o]), f8.as_pointer())
+                yp = builder.bitcast(builder.gep(y_ptr, [o]), fv.as_pointer())
                 builder.call(mstore, [v, yp, align, mask])
 
-    _emit_epilogue(builder, act, const(1), has_res, 8, stores)
+    _emit_epilogue(builder, act, ir.Constant(act.type, 1), has_res, width, stores)
 
 
 def _dot_step(builder, a_ptr, starts, w_ptr, wpos, w_step, nblk, acc):
@@ -454,7 +467,6 @@ def _make_px(nv, quant):
 
         finals = _counted_loop(builder, const(0), nq, 1, [ir.Constant(v16, None)] * (nv * PX_MC),
                                step)[1]
-        mload, mstore = _masked_load_store(builder, 16)
         m16 = ir.VectorType(ir.IntType(1), 16)
         no_lanes = ir.Constant(m16, [0] * 16)
         px_masks = _lane_masks(builder, npx, nv)
@@ -472,34 +484,8 @@ def _make_px(nv, quant):
                     builder.sub(finals[m * nv + v], zw), f16), sc), bb)
                 outs.append((val, builder.select(inside, px_masks[v], no_lanes),
                              builder.add(row, const(16 * v))))
-        if quant:
-            inv, zy, qmin, qmax = (_splat(builder, args[18 + i], 16) for i in range(4))
-            b16 = ir.VectorType(i8, 16)
-            rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [f16]),
-                                                  "llvm.rint.v16f32")
-            qstore = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [b16, b16.as_pointer(), i32, m16]),
-                "llvm.masked.store.v16i8.p0")
-
-        def stores(activate, with_res):
-            for val, mask, o in outs:
-                if with_res:
-                    rp = builder.bitcast(builder.gep(r_ptr, [o]), f16.as_pointer())
-                    val = builder.fadd(val, builder.call(mload, [rp, ir.Constant(i32, 4), mask,
-                                                                 ir.Constant(f16, [0.0] * 16)]))
-                val = activate(val)
-                if quant:
-                    q = builder.fadd(builder.call(rint, [builder.fmul(val, inv)]), zy)
-                    q = builder.select(builder.fcmp_ordered("<", q, qmin), qmin, q)
-                    q = builder.select(builder.fcmp_ordered(">", q, qmax), qmax, q)
-                    qb = builder.trunc(builder.fptosi(q, v16), b16)
-                    yp = builder.bitcast(builder.gep(y_ptr, [o]), b16.as_pointer())
-                    builder.call(qstore, [qb, yp, ir.Constant(i32, 1), mask])
-                else:
-                    yp = builder.bitcast(builder.gep(y_ptr, [o]), f16.as_pointer())
-                    builder.call(mstore, [val, yp, ir.Constant(i32, 4), mask])
-
-        _emit_epilogue(builder, act, const(1), has_res, 16, stores)
+        _stores(builder, act, has_res, outs, 16, y_ptr, r_ptr,
+                [args[18 + i] for i in range(4)] if quant else None)
         return context.get_dummy_value()
 
     return codegen
