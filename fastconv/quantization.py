@@ -186,8 +186,9 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups, layer, trim):
     classes) of _int8_rows where the VNNI conv runs row blocks (tile and kblock are then
     its split), else None."""
     threads = _runtime.get_num_threads()
+    vnni = _vnni.HAS_VNNI
     key = (x_shape, tuple(w_shape), _key(stride), _key(padding), _key(dilation), _key(groups),
-           threads, trim)
+           threads, trim, vnni)
     hit = None if None in key else _geometry_cache.get(key)
     if hit is None:
         prob = conv_problem(x_shape, w_shape, stride, padding, dilation, groups, layer)
@@ -197,10 +198,10 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups, layer, trim):
         width = -(-(prob.cg * prob.r * prob.s) // 4) * 4
         tile = _int8_tile(prob, width, threads)
         kblock = _int8_kblock(prob, tile, threads)
-        rows = _int8_rows(prob, threads)
+        rows = _int8_rows(prob, threads) if vnni else None
         if rows is not None:  # whole output rows per task
             rows, tile, kblock = rows[:2], rows[2], rows[3]
-        px = _px_plan(prob, threads) if trim and _px_applies(prob) else None
+        px = _px_plan(prob, threads) if vnni and trim and _px_applies(prob) else None
         hit = (prob, width, tile, kblock, taps, px, rows)
         if None not in key:
             if len(_geometry_cache) >= _GEOMETRY_CACHE_MAX:
