@@ -245,9 +245,9 @@ def test_int8_pixel_vector_plan():
     panel within bounds, channels in 8s, every thread busy on ResNet-50's 1x1 layers."""
     from fastconv.functional import conv_problem
     from fastconv.quantization import PX_PANEL_BYTES, _px_applies, _px_plan
-    prob = lambda c, h, k, **kw: conv_problem((1, c, h, h), (k, c // kw.get("groups", 1), 1, 1),  # noqa: E731
-                                              kw.get("stride", 1), kw.get("padding", 0),
-                                              groups=kw.get("groups", 1))
+    def prob(c, h, k, stride=1, padding=0, groups=1):
+        return conv_problem((1, c, h, h), (k, c // groups, 1, 1), stride, padding,
+                            groups=groups)
     assert _px_applies(prob(256, 56, 64))
     assert not _px_applies(prob(256, 56, 64, stride=2))
     assert not _px_applies(prob(256, 56, 64, padding=1))

@@ -360,23 +360,10 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
                 woff = (g * kblocks + kb) * nq * 64
                 k0 = g * Kg + 16 * kb
                 for jb in range(0, T, 8):
-                    y_off = (n * K + k0) * P + p0 + jb
-                    npx = min(8, T - jb)
-                    if quant_out:
-                        if pair:
-                            taps8x32_epq(xf, pix, jb, toff, R * S, nqt, wp, woff, nq * 64, yqf,
-                                         y_off, P, npx, Kg - 16 * kb, zw, scale, b, k0, act, rf,
-                                         has_res, inv32, zy32, lo32, hi32)
-                        else:
-                            taps8x16_epq(xf, pix, jb, toff, R * S, nqt, wp, woff, yqf, y_off, P,
-                                         npx, Kg - 16 * kb, zw, scale, b, k0, act, rf, has_res,
-                                         inv32, zy32, lo32, hi32)
-                    elif pair:
-                        taps8x32_epi(xf, pix, jb, toff, R * S, nqt, wp, woff, nq * 64, yf, y_off,
-                                     P, npx, Kg - 16 * kb, zw, scale, b, k0, act, rf, has_res)
-                    else:
-                        taps8x16_epi(xf, pix, jb, toff, R * S, nqt, wp, woff, yf, y_off, P, npx,
-                                     Kg - 16 * kb, zw, scale, b, k0, act, rf, has_res)
+                    _taps_block(xf, pix, jb, toff, R * S, nqt, wp, woff, nq * 64, yf, yqf,
+                                (n * K + k0) * P + p0 + jb, P, min(8, T - jb), Kg - 16 * kb, zw,
+                                scale, b, k0, act, rf, has_res, quant_out, pair, inv32, zy32,
+                                lo32, hi32)
             continue
         # the pixels gathered into cols: all, or (direct) a last group short of 8
         j0 = (T // 8) * 8 if direct else 0
@@ -418,21 +405,21 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
 def _taps_block(xf, pix, pix_off, toff, ntaps, nqt, wp, woff, wstep, yf, yqf, y_off, P, npx,
                 nch, zw, scale, b, k0, act, rf, has_res, quant_out, pair, inv32, zy32, lo32,
                 hi32):
-    """One 8-pixel block of taps read in place: 32 channels (pair) or 16, float or
-    requantized out."""
+    """One 8-pixel block of taps read in place (pixel j's start at pix[pix_off + j]): 32
+    channels (pair) or 16, float or requantized out."""
     if quant_out:
         if pair:
-            taps8x32_epq(xf, pix, pix_off, toff, ntaps, nqt, wp, woff, wstep, yqf, y_off, P, npx,
-                         nch, zw, scale, b, k0, act, rf, has_res, inv32, zy32, lo32, hi32)
+            taps8x32_epq(xf, pix, pix_off, toff, ntaps, nqt, wp, woff, wstep, yqf, y_off, P,
+                         npx, nch, zw, scale, b, k0, act, rf, has_res, inv32, zy32, lo32, hi32)
         else:
-            taps8x16_epq(xf, pix, pix_off, toff, ntaps, nqt, wp, woff, yqf, y_off, P, npx, nch, zw,
-                         scale, b, k0, act, rf, has_res, inv32, zy32, lo32, hi32)
+            taps8x16_epq(xf, pix, pix_off, toff, ntaps, nqt, wp, woff, yqf, y_off, P, npx, nch,
+                         zw, scale, b, k0, act, rf, has_res, inv32, zy32, lo32, hi32)
     elif pair:
-        taps8x32_epi(xf, pix, pix_off, toff, ntaps, nqt, wp, woff, wstep, yf, y_off, P, npx, nch, zw,
-                     scale, b, k0, act, rf, has_res)
+        taps8x32_epi(xf, pix, pix_off, toff, ntaps, nqt, wp, woff, wstep, yf, y_off, P, npx,
+                     nch, zw, scale, b, k0, act, rf, has_res)
     else:
-        taps8x16_epi(xf, pix, pix_off, toff, ntaps, nqt, wp, woff, yf, y_off, P, npx, nch, zw, scale,
-                     b, k0, act, rf, has_res)
+        taps8x16_epi(xf, pix, pix_off, toff, ntaps, nqt, wp, woff, yf, y_off, P, npx, nch, zw,
+                     scale, b, k0, act, rf, has_res)
 
 
 @njit(parallel=True, cache=True)

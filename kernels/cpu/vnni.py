@@ -458,8 +458,8 @@ def _make_px(nv, quant):
             wq = builder.add(w_off, builder.mul(q, const(4 * PX_MC)))
             new = list(acc)
             for m in range(PX_MC):
-                word = builder.load(builder.bitcast(builder.gep(w_ptr, [builder.add(wq, const(4 * m))]),
-                                                    i32.as_pointer()), align=1)
+                wp = builder.gep(w_ptr, [builder.add(wq, const(4 * m))])
+                word = builder.load(builder.bitcast(wp, i32.as_pointer()), align=1)
                 wb = _splat(builder, word, 16)
                 for v in range(nv):
                     new[m * nv + v] = builder.call(dp, [acc[m * nv + v], av[v], wb])
