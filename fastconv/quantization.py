@@ -397,12 +397,13 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
             elif vnni:
                 cols = _int8_workspace(xp.dtype, (nth, (tile + 8) * vp[1]))
                 row_taps, zwr = _NO_ROWS
-                if rows is not None:
-                    sums = None if packed is None else packed.get("int8_row_sums")
+                if rows is not None:  # the sums per class, keyed by the classes: another
+                    # map height of the same layer can number them differently
+                    sums = None if packed is None else packed.get(("int8_row_sums", rows[1]))
                     if sums is None:
                         sums = _row_sums(wmat, prob, rows[1])
                         if packed is not None:
-                            packed["int8_row_sums"] = sums
+                            packed[("int8_row_sums", rows[1])] = sums
                     row_taps, zwr = rows[0], (np.int64(zx) * sums).astype(np.int32)
                 _int8.conv2d_int8_vnni(xp, vp[0], wsum, scale, b, *common, vp[1], cols, kblock,
                                        row_taps, zwr)

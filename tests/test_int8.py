@@ -220,6 +220,25 @@ def test_int8_row_blocks_skip_padding_rows(rng, monkeypatch, case, kblock):
                                                       out_zero_point=-3, out_dtype=np.int8))
 
 
+@pytest.mark.skipif(not vnni.HAS_VNNI, reason="the VNNI kernel's row blocks")
+def test_int8_row_blocks_of_one_layer_on_two_heights(rng):
+    """One layer (weights and packed dict) on a 14x14 map, whose rows fall in three
+    classes (top, middle, bottom), then on a 2x14 one, where two classes are numbered
+    differently: each call's zero-point corrections are its own classes', equal to the
+    integer reference."""
+    from fastconv import quantization
+    wt = rng.standard_normal((32, 128, 3, 3)).astype(np.float32)
+    wq, sw, _ = fc.quantize_tensor(wt, axis=0)
+    packed = {}
+    for h in (14, 2, 14):
+        x = rng.standard_normal((1, 128, h, 14)).astype(np.float32)
+        xq, sx, zx = fc.quantize_tensor(x, dtype="uint8")
+        geo = quantization._geometry(xq.shape, wq.shape, 1, 1, 1, 1, "t", True)
+        assert geo[6] is not None and len(geo[6][1]) == (3 if h == 14 else 2)
+        y = fc.int8_conv2d(xq, sx, zx, wq, sw, None, padding=1, packed=packed)
+        np.testing.assert_array_equal(y, ref.int8_conv2d(xq, int(zx), sx, wq, sw, None, 1, 1))
+
+
 def test_int8_row_block_rule():
     """Row blocks where they save products without adding blocks: 7x7 and 14x14 3x3 maps
     (whole rows per task, every thread busy), not 28x28 (2.4 % of the products for an
