@@ -632,7 +632,7 @@ def qconv(node, args, out):
     xb = x[None] if x.ndim == 3 else x
     res = args[1] if len(args) > 1 else None
     if planes_read(xb.shape, node.params["weight_q"].shape, a["stride"], a["pads"],
-                   a["groups"]):
+                   a["dilation"], a["groups"], node.layer):
         # a 1x1 read from NCHW planes: quantized in place, no layout move
         xq, zk = quantize_nchw(xb, a["x_scale"], a["x_zero_point"], a["x_dtype"])
         xn = None

@@ -152,11 +152,7 @@ def int8_gemm(a, b, layer="int8_gemm", backend=None, packed=None):
             shift = a.dtype == np.int8
             au = a.view(np.uint8) ^ np.uint8(0x80) if shift else a
             au = np.pad(au, ((0, -m % 8), (0, -k % 4)))
-            wp = None if packed is None else packed.get("int8_gemm_vnni")
-            if wp is None:
-                wp = pack_vnni(bt, 1)[0]
-                if packed is not None:
-                    packed["int8_gemm_vnni"] = wp
+            wp = _packed_form(packed, "int8_gemm_vnni", lambda: pack_vnni(bt, 1)[0])
             _int8.gemm_u8s8_vnni(au, wp, bt.shape[0], c,
                                  _int8_workspace(np.int32, (_runtime.max_threads(), 272)))
             if shift:
@@ -198,7 +194,7 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups, layer, trim):
         width = -(-(prob.cg * prob.r * prob.s) // 4) * 4
         tile = _int8_tile(prob, width, threads)
         kblock = _int8_kblock(prob, tile, threads)
-        rows = _int8_rows(prob, threads) if vnni else None
+        rows = _int8_rows(prob, threads, tile, kblock) if vnni else None
         if rows is not None:  # whole output rows per task
             rows, tile, kblock = rows[:2], rows[2], rows[3]
         px = _px_plan(prob, threads) if vnni and trim and _px_applies(prob) else None
@@ -228,6 +224,17 @@ def pack_weights(wq, w_scale, layer="int8_conv2d"):
     wmat = np.ascontiguousarray(wq.transpose(0, 2, 3, 1).reshape(k, -1))
     wsum = wmat.sum(axis=1, dtype=np.int64).astype(np.int32)
     return wmat, wsum, np.ascontiguousarray(sw)
+
+
+def _packed_form(packed, key, make):
+    """packed[key], made by make() and kept there at the first call (packed: the layer's
+    dict of weight forms, or None to keep nothing)."""
+    form = None if packed is None else packed.get(key)
+    if form is None:
+        form = make()
+        if packed is not None:
+            packed[key] = form
+    return form
 
 
 def pack_px(wmat):
@@ -291,12 +298,7 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
         wq = np.ascontiguousarray(np.asarray(wq)[:, :, r0:r1, s0:s1])
         if packed is not None:  # the sliced weights' forms apart from the whole ones'
             packed = packed.setdefault(("int8_trimmed", taps), {})
-    hit = None if packed is None else packed.get("int8")
-    if hit is None:
-        hit = pack_weights(wq, w_scale, layer)
-        if packed is not None:
-            packed["int8"] = hit
-    wmat, wsum, sw = hit
+    wmat, wsum, sw = _packed_form(packed, "int8", lambda: pack_weights(wq, w_scale, layer))
     crs = prob.cg * prob.r * prob.s
     if crs > MAX_REDUCTION:
         raise ValueError(f"{layer}: Cg*R*S={crs} could overflow int32 accumulation "
@@ -354,18 +356,10 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
     vp = wpx = None
     px = px if vnni else None   # 1x1 stride 1: pixels in the lanes, read from NCHW planes
     if px is not None and run:
-        wpx = None if packed is None else packed.get("int8_px")
-        if wpx is None:
-            wpx = pack_px(wmat)
-            if packed is not None:
-                packed["int8_px"] = wpx
+        wpx = _packed_form(packed, "int8_px", lambda: pack_px(wmat))
         xa = np.ascontiguousarray(xa)
     elif vnni and run:
-        vp = None if packed is None else packed.get("int8_vnni")
-        if vp is None:
-            vp = pack_vnni(wmat, prob.groups)
-            if packed is not None:
-                packed["int8_vnni"] = vp
+        vp = _packed_form(packed, "int8_vnni", lambda: pack_vnni(wmat, prob.groups))
     with _runtime.kernel_scope(blas=False):
         # channels last, padded with the zero point: one parallel pass over the int8 input
         # (or, from a model, the float input quantized on the way: quantize_nhwc)
@@ -399,11 +393,8 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
                 row_taps, zwr = _NO_ROWS
                 if rows is not None:  # the sums per class, keyed by the classes: another
                     # map height of the same layer can number them differently
-                    sums = None if packed is None else packed.get(("int8_row_sums", rows[1]))
-                    if sums is None:
-                        sums = _row_sums(wmat, prob, rows[1])
-                        if packed is not None:
-                            packed[("int8_row_sums", rows[1])] = sums
+                    sums = _packed_form(packed, ("int8_row_sums", rows[1]),
+                                        lambda: _row_sums(wmat, prob, rows[1]))
                     row_taps, zwr = rows[0], (np.int64(zx) * sums).astype(np.int32)
                 _int8.conv2d_int8_vnni(xp, vp[0], wsum, scale, b, *common, vp[1], cols, kblock,
                                        row_taps, zwr)
@@ -421,7 +412,7 @@ PX_PANEL_BYTES = 524288   # a pixel-vector task's interleaved input panel
 _NO_ROWS = (np.zeros((0, 3), np.int64), np.zeros((1, 1), np.int32))
 
 
-def _int8_rows(prob, threads):
+def _int8_rows(prob, threads, tile, kblock):
     """(rows, classes, tile, kblock) for the VNNI conv's row blocks
     (int8.conv2d_int8_vnni), or None.  Output row oh runs kernel rows [lo, hi) only,
     those whose input row lies inside the map: rows[oh] = (lo, hi, index of (lo, hi) in
@@ -444,15 +435,15 @@ def _int8_rows(prob, threads):
     if classes == [(0, prob.r)]:
         return None
     spans = [r[1] - r[0] for r in rows]
-    plan = _row_plan(prob, spans, threads)
+    plan = _row_plan(prob, spans, threads, tile, kblock)
     if plan is None:
         return None
     return np.array(rows, np.int64), tuple(classes), plan[0], plan[1]
 
 
-def _row_plan(prob, spans, threads):
+def _row_plan(prob, spans, threads, tile, kb):
     """(pixels, channels) per task of the row blocks, or None where the plain 8-pixel
-    blocks (_int8_tile, _int8_kblock) load the busiest thread within 3 % as little.  A
+    blocks (tile pixels x kb channels a task) load the busiest thread within 3 % as little.  A
     block costs its share of the kernel rows plus 0.05 (its epilogue), times the task's
     channels; the tasks (rows of an image x channel blocks of 32s) dealt out in equal
     runs of consecutive tasks, as Numba does."""
@@ -476,9 +467,6 @@ def _row_plan(prob, spans, threads):
             kb = -(-(-(-kg // parts)) // 32) * 32
             yield kb, [min(kb, kg - k0) for k0 in range(0, kg, kb)]
 
-    width = -(-(prob.cg * prob.r * prob.s) // 4) * 4
-    tile = _int8_tile(prob, width, threads)
-    kb = _int8_kblock(prob, tile, threads)
     plain = load([1.05 * -(-min(tile, P - p0) // 8) * k
                   for p0 in range(0, P, tile) for k in [min(kb, kg - k0)
                                                         for k0 in range(0, kg, kb)]])
@@ -517,15 +505,14 @@ def _px_applies(prob):
             and not any(prob.pads))
 
 
-def planes_read(x_shape, w_shape, stride, pads, groups):
+def planes_read(x_shape, w_shape, stride, pads, dilation, groups, layer):
     """Whether int8_conv2d reads this conv's uint8 input as NCHW planes on this CPU (the
-    pixel-vector 1x1 kernel), so a model quantizes its float input in place
-    (quantize_nchw) rather than channels-last (quantize_nhwc)."""
-    if not _vnni.HAS_VNNI or _backend._backend == "cuda" or len(x_shape) != 4:
+    pixel-vector 1x1 kernel, _geometry's px), so a model quantizes its float input in
+    place (quantize_nchw) rather than channels-last (quantize_nhwc)."""
+    if _backend._backend == "cuda":
         return False
-    st = (stride, stride) if np.ndim(stride) == 0 else tuple(stride)
-    return (tuple(w_shape[2:]) == (1, 1) and st == (1, 1) and groups == 1
-            and not any(np.atleast_1d(pads)))
+    return _geometry(tuple(x_shape), w_shape, stride, pads, dilation, groups, layer,
+                     True)[5] is not None
 
 
 def _px_plan(prob, threads):

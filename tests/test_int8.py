@@ -244,19 +244,21 @@ def test_int8_row_block_rule():
     (whole rows per task, every thread busy), not 28x28 (2.4 % of the products for an
     extra block), 4x4 (half-filled blocks), short reductions or unpadded convs."""
     from fastconv.functional import conv_problem
-    from fastconv.quantization import _int8_rows
-    rows, classes, tile, kblock = _int8_rows(conv_problem((1, 512, 7, 7), (512, 512, 3, 3), 1,
-                                                          1), 2)
+    from fastconv.quantization import _int8_kblock, _int8_rows, _int8_tile
+
+    def rows_of(prob):   # against the plain blocks' split at two threads
+        tile = _int8_tile(prob, -(-prob.cg * prob.r * prob.s // 4) * 4, 2)
+        return _int8_rows(prob, 2, tile, _int8_kblock(prob, tile, 2))
+    rows, classes, tile, kblock = rows_of(conv_problem((1, 512, 7, 7), (512, 512, 3, 3), 1, 1))
     assert classes == ((1, 3), (0, 3), (0, 2))
     assert rows.tolist() == [[1, 3, 0]] + [[0, 3, 1]] * 5 + [[0, 2, 2]]
     assert tile % 7 == 0 and kblock % 32 == 0
     assert -(-49 // tile) * -(-512 // kblock) >= 2
-    rows, classes, tile, kblock = _int8_rows(conv_problem((1, 256, 14, 14), (256, 256, 3, 3),
-                                                          1, 1), 2)
+    rows, classes, tile, kblock = rows_of(conv_problem((1, 256, 14, 14), (256, 256, 3, 3), 1, 1))
     assert tile % 14 == 0 and -(-196 // tile) * -(-256 // kblock) >= 2
     for shape, pad in (((1, 512, 7, 7), 0), ((1, 128, 28, 28), 1), ((1, 128, 4, 4), 1),
                        ((1, 64, 8, 8), 1)):
-        assert _int8_rows(conv_problem(shape, (shape[1], shape[1], 3, 3), 1, pad), 2) is None
+        assert rows_of(conv_problem(shape, (shape[1], shape[1], 3, 3), 1, pad)) is None
 
 
 def test_int8_pixel_vector_plan():

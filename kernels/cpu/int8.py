@@ -244,6 +244,14 @@ def gemm_u8s8_vnni(a, wp, N, c, out_ws):
 
 
 @njit(inline="always")
+def _pixel_start(p, n, g, OW, HP, WP, sh, sw, C, Cg):
+    """Where output pixel p of image n, group g starts reading the padded channels-last
+    input (its first tap): byte offset of xq[n, oh*sh, ow*sw, g*Cg]."""
+    oh = p // OW
+    return ((n * HP + oh * sh) * WP + (p - oh * OW) * sw) * C + g * Cg
+
+
+@njit(inline="always")
 def _zero_point_sums(zx, wsum):
     """zx * wsum[k] per output channel, exact in int32 under the API's reduction bound."""
     zw = np.empty(wsum.shape[0], np.int32)
@@ -331,10 +339,8 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
                     end = min(p0 + T, q * OW)
                 npx = min(8, end - p)
                 for j in range(8):
-                    pj = p + min(j, npx - 1)
-                    ohj = pj // OW
-                    pix[8 * nb + j] = ((n * HP + ohj * sh) * WP + (pj - ohj * OW) * sw) * C + \
-                        g * Cg
+                    pix[8 * nb + j] = _pixel_start(p + min(j, npx - 1), n, g, OW, HP, WP, sh,
+                                                   sw, C, Cg)
                 bp[nb], bn[nb], bo[nb] = p, npx, oh
                 nb += 1
                 p += npx
@@ -350,11 +356,8 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
             continue
         if taps:
             pix = np.empty(T + 8, np.int64)
-            for j in range(T + 8):
-                p = p0 + min(j, T - 1)  # a last group short of 8 repeats its last pixel
-                oh = p // OW
-                ow = p - oh * OW
-                pix[j] = ((n * HP + oh * sh) * WP + ow * sw) * C + g * Cg
+            for j in range(T + 8):  # a last group short of 8 repeats its last pixel
+                pix[j] = _pixel_start(p0 + min(j, T - 1), n, g, OW, HP, WP, sh, sw, C, Cg)
             for kb in range(kb_lo, kb_hi, 2):
                 pair = kb + 1 < kb_hi
                 woff = (g * kblocks + kb) * nq * 64

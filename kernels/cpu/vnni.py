@@ -17,8 +17,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .zmm import (_counted_loop, _emit_epilogue, _lane_masks, _masked_load_store, _splat,
-                  _zip_columns)
+from .zmm import (_counted_loop, _data_ptr, _emit_epilogue, _lane_masks, _masked_load_store,
+                  _splat, _zip_columns)
 
 HAS_VNNI = "+avx512vnni" in llvm.get_host_cpu_features().flatten().split(",")
 
@@ -35,12 +35,10 @@ def _store_epilogue(context, builder, signature, args, finals, nblk, first, quan
     and four more float32 arguments follow (inv, zy, qmin, qmax): the value stored is
     min(max(rint(v * inv) + zy, qmin), qmax), as int8.int8's _finish_row rounds it."""
     i32, f32 = ir.IntType(32), ir.FloatType()
-    f8 = ir.VectorType(f32, 8)
     m8 = ir.VectorType(ir.IntType(1), 8)
 
     def ptr(i, ty):
-        arr = context.make_array(signature.args[i])(context, builder, args[i])
-        return builder.bitcast(arr.data, ty.as_pointer())
+        return _data_ptr(context, builder, signature, args, i, ty)
 
     y_ptr, zw_ptr, sc_ptr, b_ptr, r_ptr = (ptr(first, ir.IntType(8) if quant else f32),
                                            ptr(first + 5, i32),
@@ -59,17 +57,26 @@ def _store_epilogue(context, builder, signature, args, finals, nblk, first, quan
     for blk in range(nblk):
         for ch, iv in enumerate(_zip_columns(builder, finals[blk * 8:blk * 8 + 8])):
             c = const(16 * blk + ch)
-            inside = builder.icmp_signed("<", c, nch)
-            k = builder.select(inside, builder.add(k_off, c), k_off)
-            d = builder.sub(iv, _splat(builder, builder.load(builder.gep(zw_ptr, [k])), 8))
-            v = builder.fmul(builder.sitofp(d, f8),
-                             _splat(builder, builder.load(builder.gep(sc_ptr, [k])), 8))
-            v = builder.fadd(v, _splat(builder, builder.load(builder.gep(b_ptr, [k])), 8))
-            o = builder.add(y_off, builder.mul(c, ldy))
-            chans.append((v, builder.select(inside, px_mask, no_lanes), o))
+            inside, correct = _channel(builder, c, nch, k_off, zw_ptr, sc_ptr, b_ptr, 8)
+            chans.append((correct(iv), builder.select(inside, px_mask, no_lanes),
+                          builder.add(y_off, builder.mul(c, ldy))))
 
     _stores(builder, act, has_res, chans, 8, y_ptr, r_ptr,
             [args[first + 12 + i] for i in range(4)] if quant else None)
+
+
+def _channel(builder, c, nch, k_off, zw_ptr, sc_ptr, b_ptr, width):
+    """Channel c of a block (inside: c < nch; k = k_off + c, else k_off, so nothing is read
+    past the channels) and its correction of an int32 vector of ``width`` sums:
+    float32(acc - zw[k]) * scale[k] + bias[k], each step rounded on its own as the integer
+    reference rounds it.  Returns (inside, correct)."""
+    inside = builder.icmp_signed("<", c, nch)
+    k = builder.select(inside, builder.add(k_off, c), k_off)
+    zw, sc, bb = (_splat(builder, builder.load(builder.gep(ptr, [k])), width)
+                  for ptr in (zw_ptr, sc_ptr, b_ptr))
+    fv = ir.VectorType(ir.FloatType(), width)
+    return inside, lambda acc: builder.fadd(builder.fmul(builder.sitofp(
+        builder.sub(acc, zw), fv), sc), bb)
 
 
 def _stores(builder, act, has_res, outs, width, y_ptr, r_ptr, quant):
@@ -113,6 +120,13 @@ def _stores(builder, act, has_res, outs, width, y_ptr, r_ptr, quant):
     _emit_epilogue(builder, act, ir.Constant(act.type, 1), has_res, width, stores)
 
 
+def _vpdpbusd(builder):
+    """llvm.x86.avx512.vpdpbusd.512(acc, u8 bytes, s8 bytes), 16 x int32 each."""
+    v16 = ir.VectorType(ir.IntType(32), 16)
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
+                                          "llvm.x86.avx512.vpdpbusd.512")
+
+
 def _dot_step(builder, a_ptr, starts, w_ptr, wpos, w_step, nblk, acc):
     """One four-byte reduction step of an 8-pixel x 16*nblk-channel block: block blk's 64
     weight bytes at w_ptr[wpos + blk*w_step], pixel j's four activation bytes at
@@ -120,8 +134,7 @@ def _dot_step(builder, a_ptr, starts, w_ptr, wpos, w_step, nblk, acc):
     returns the new accumulators in the same order."""
     i32 = ir.IntType(32)
     v16 = ir.VectorType(i32, 16)
-    dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
-                                        "llvm.x86.avx512.vpdpbusd.512")
+    dp = _vpdpbusd(builder)
     splat = ir.Constant(ir.VectorType(i32, 16), [0] * 16)
     wv = []
     for blk in range(nblk):
@@ -380,10 +393,8 @@ def pack4x64(typingctx, x, x_off, plane, nrows, out, o_off, npx):
     def codegen(context, builder, signature, args):
         i8, i16, i32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
         v64 = ir.VectorType(i8, 64)
-        xp = builder.bitcast(context.make_array(signature.args[0])(context, builder,
-                                                                    args[0]).data, i8.as_pointer())
-        op = builder.bitcast(context.make_array(signature.args[4])(context, builder,
-                                                                    args[4]).data, i8.as_pointer())
+        xp = _data_ptr(context, builder, signature, args, 0, i8)
+        op = _data_ptr(context, builder, signature, args, 4, i8)
         x_off, plane, nrows, o_off, npx = args[1], args[2], args[3], args[5], args[6]
         intp = x_off.type
         const = lambda v: ir.Constant(intp, v)  # noqa: E731
@@ -434,11 +445,9 @@ def _make_px(nv, quant):
         i8, i32 = ir.IntType(8), ir.IntType(32)
         f32 = ir.FloatType()
         v16 = ir.VectorType(i32, 16)
-        f16 = ir.VectorType(f32, 16)
 
         def data(i, ty):
-            arr = context.make_array(signature.args[i])(context, builder, args[i])
-            return builder.bitcast(arr.data, ty.as_pointer())
+            return _data_ptr(context, builder, signature, args, i, ty)
 
         a_ptr, w_ptr = data(0, i8), data(4, i8)
         y_ptr = data(6, i8 if quant else f32)
@@ -448,8 +457,7 @@ def _make_px(nv, quant):
                                                      args[14], args[15], args[17])
         intp = a_off.type
         const = lambda v: ir.Constant(intp, v)  # noqa: E731
-        dp = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(v16, [v16, v16, v16]), "llvm.x86.avx512.vpdpbusd.512")
+        dp = _vpdpbusd(builder)
 
         def step(q, acc):
             ap = builder.add(a_off, builder.mul(q, lda))
@@ -473,16 +481,11 @@ def _make_px(nv, quant):
         outs = []
         for m in range(PX_MC):
             c = const(m)
-            inside = builder.icmp_signed("<", c, nch)
-            k = builder.select(inside, builder.add(k_off, c), k_off)
-            zw = _splat(builder, builder.load(builder.gep(zw_ptr, [k])), 16)
-            sc = _splat(builder, builder.load(builder.gep(sc_ptr, [k])), 16)
-            bb = _splat(builder, builder.load(builder.gep(b_ptr, [k])), 16)
+            inside, correct = _channel(builder, c, nch, k_off, zw_ptr, sc_ptr, b_ptr, 16)
             row = builder.add(y_off, builder.mul(c, ldy))
             for v in range(nv):
-                val = builder.fadd(builder.fmul(builder.sitofp(
-                    builder.sub(finals[m * nv + v], zw), f16), sc), bb)
-                outs.append((val, builder.select(inside, px_masks[v], no_lanes),
+                outs.append((correct(finals[m * nv + v]),
+                             builder.select(inside, px_masks[v], no_lanes),
                              builder.add(row, const(16 * v))))
         _stores(builder, act, has_res, outs, 16, y_ptr, r_ptr,
                 [args[18 + i] for i in range(4)] if quant else None)
