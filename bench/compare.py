@@ -21,7 +21,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from shapes import LAYERS, flops  # noqa: E402
+from shapes import ALL_LAYERS as LAYERS, LAYERS as LAYER_SET, flops  # noqa: E402
 
 from fastconv._peers import timed  # noqa: E402  (time-based warm-up, the same for every runtime)
 
@@ -136,7 +136,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=3,
                     help="interleaved rounds of every runtime (median over rounds)")
-    ap.add_argument("--layers", nargs="*", default=list(LAYERS))
+    ap.add_argument("--layers", nargs="*", default=list(LAYER_SET))
     ap.add_argument("--runtimes", nargs="*",
                     default=["fastconv:direct", "fastconv:im2col", "fastconv", "torch", "onnxruntime"])
     ap.add_argument("--child")

@@ -36,7 +36,9 @@ def child_fastconv(model, threads, repeat, size):
     rows = []
     for (fn, node, ins, o, buf), t in zip(plan.steps, times):
         shapes = [plan.shapes[v][0] for v in node.inputs if v]
-        rows.append({"name": node.name, "conv": node.op.startswith("conv"),
+        block = node.op == "inverted_residual"
+        rows.append({"name": node.name, "conv": node.op.startswith("conv") or block,
+                     "convs": len(node.name.split("+")) if block else 1,
                      "kernel": kernel_of(node, shapes, "cpu"), "ms": t * 1e3})
     return rows
 
@@ -72,6 +74,22 @@ def child_onnxruntime(model, threads, repeat, size, path):
              "ms": float(np.median(per[k][1][-repeat:]))} for k in order]
 
 
+def _grouped(rows, counts):
+    """onnxruntime's convolutions summed in runs of ``counts`` (a fastconv node that runs
+    a whole inverted residual block stands for its two or three convolutions); ``rows``
+    unchanged when the counts do not add up to them."""
+    if sum(counts) != len(rows) or all(c == 1 for c in counts):
+        return rows
+    out, i = [], 0
+    for c in counts:
+        run = rows[i:i + c]
+        out.append({"name": "+".join(r["name"] for r in run), "conv": True,
+                    "kernel": "+".join(r["kernel"] for r in run),
+                    "ms": sum(r["ms"] for r in run)})
+        i += c
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="resnet50")
@@ -100,7 +118,7 @@ def main():
                 sys.exit(f"{rt} failed: {out.stderr[-1500:]}")
             res[rt] = json.loads(out.stdout.strip().splitlines()[-1])
     fcv = [r for r in res["fastconv"] if r["conv"]]
-    orv = [r for r in res["onnxruntime"] if r["conv"]]
+    orv = _grouped([r for r in res["onnxruntime"] if r["conv"]], [f["convs"] for f in fcv])
     if len(fcv) != len(orv):
         sys.exit(f"{len(fcv)} fastconv convolutions against {len(orv)} in onnxruntime: "
                  "they do not pair up (fastconv runs whole blocks as one node, e.g. "
@@ -109,7 +127,7 @@ def main():
     print(f"{a.model}, batch 1, {a.threads} threads, per-node medians of {a.repeat} runs (ms)")
     print(f"{'node':28s} {'fastconv kernel':26s} {'fastconv':>9s} {'ort':>9s} {'ort/fc':>7s}")
     for f, o in zip(fcv, orv):
-        print(f"{f['name']:28s} {f['kernel']:26s} {f['ms']:9.3f} {o['ms']:9.3f} "
+        print(f"{f['name'][:28]:28s} {f['kernel'][:26]:26s} {f['ms']:9.3f} {o['ms']:9.3f} "
               f"{o['ms'] / f['ms']:6.2f}x")
     sums = {}
     for f, o in zip(fcv, orv):

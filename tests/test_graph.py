@@ -312,3 +312,16 @@ def test_conv_transpose_errors():
         fc.conv_transpose2d(x, np.zeros((4, 2, 3, 3), np.float32), stride=2, output_padding=2)
     with pytest.raises(ValueError, match="weight must be 4-D"):
         fc.conv_transpose2d(x, np.zeros((4, 2, 3), np.float32))
+
+
+def test_slot_choice_prefers_the_most_recently_used_fitting_slot():
+    from fastconv.graph import _pick_slot
+    slots, touched = [100, 200, 50], {0: 3, 1: 7, 2: 9}
+    assert _pick_slot([0, 1], slots, touched, 60) == 1      # recent beats best fit
+    assert _pick_slot([0, 1, 2], slots, touched, 60) == 1   # slot 2 is newer but too small
+    assert _pick_slot([0, 1, 2], slots, touched, 40) == 2
+    assert _pick_slot([0, 2], [100, 200, 150], {0: 4, 2: 4}, 50) == 2  # a tie: the larger
+    grown = [100, 200, 50]
+    assert _pick_slot([0, 2], grown, touched, 150) == 0 and grown == [150, 200, 50]
+    fresh = [100]
+    assert _pick_slot([], fresh, {}, 10) == 1 and fresh == [100, 10]
