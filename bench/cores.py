@@ -1,0 +1,62 @@
+"""Is the second core there right now?  A compute-bound kernel (8 x 16 independent FMA
+chains per task, no memory traffic) timed on one thread and on all of them, in
+alternation, for a few seconds: the ratio is the parallel speedup the machine gives
+at that moment.
+
+    python bench/cores.py --seconds 20
+
+On a dedicated machine it reads ~N for N threads every time.  On the shared 2-vCPU
+development VM it moves between 1.0x and 2.0x from one second to the next (the
+host runs the second vCPU on a busy core in its slow phases), which is why the
+benchmarks here time the runtimes in alternating rounds and quote same-run ratios.
+"""
+import argparse
+import time
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def fma_chains(tasks, steps, a, out):
+    """out[t] = sum over 8 x 16 chains of acc <- acc * a[l] + a[16 + l], ``steps`` times."""
+    for t in prange(tasks):
+        acc = np.zeros((8, 16), np.float32)
+        for _ in range(steps):
+            for j in range(8):
+                for lane in range(16):
+                    acc[j, lane] = acc[j, lane] * a[lane] + a[16 + lane]
+        out[t] = acc.sum()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--steps", type=int, default=100000, help="FMA steps per task")
+    args = ap.parse_args()
+    threads = numba.config.NUMBA_NUM_THREADS
+    a = (0.5 * np.random.default_rng(0).random(32)).astype(np.float32)
+    out = np.zeros(threads)
+    fma_chains(threads, 10, a, out)
+    ratios = []
+    end = time.time() + args.seconds
+    while time.time() < end:
+        numba.set_num_threads(1)
+        t0 = time.perf_counter()
+        fma_chains(threads, args.steps, a, out)
+        one = time.perf_counter() - t0
+        numba.set_num_threads(threads)
+        t0 = time.perf_counter()
+        fma_chains(threads, args.steps, a, out)
+        ratios.append(one / (time.perf_counter() - t0))
+        print(f"{time.strftime('%H:%M:%S')}  {threads} threads: {ratios[-1]:.2f}x one thread",
+              flush=True)
+        time.sleep(0.5)
+    r = np.array(ratios)
+    print(f"speedup over {len(r)} samples: median {np.median(r):.2f}x, "
+          f"min {r.min():.2f}x, max {r.max():.2f}x (ideal {threads}x)")
+
+
+if __name__ == "__main__":
+    main()
