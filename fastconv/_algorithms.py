@@ -331,13 +331,15 @@ class DepthwiseBlocked(planner.Algorithm):
         (sh, sw), (dh, dw), R = prob.stride, prob.dilation, prob.r
         band = max(1, DEPTHWISE_BAND_PIXELS // prob.ow)
         kernel, per_thread = _depthwise.depthwise_conv2d_blocked, _workspace.per_thread
+        workspaces = _workspace.cached(lambda: (
+            per_thread("depthwise_plane", threads, plane_shape),
+            per_thread("depthwise_out", threads, out_shape),
+            per_thread("depthwise_bias", threads, (16,))))
 
         def call(x, y, res):
             r, has_res = _res(res, 4)
             kernel(x, wt, b, y, R, sh, sw, pt, pl, hp, wp, dh, dw, act, r, has_res, offs,
-                   per_thread("depthwise_plane", threads, plane_shape),
-                   per_thread("depthwise_out", threads, out_shape),
-                   per_thread("depthwise_bias", threads, (16,)), band, blocked_in, blocked_out)
+                   *workspaces(), band, blocked_in, blocked_out)
         return call
 
 
@@ -767,12 +769,15 @@ def bind_inverted_residual(expand, dw, project, packed, rows=False):
         mid_shape = (pw.n, pw.k // 16, pw.oh * pw.ow * 16)
         edge1 = (_zmm.KC_T * _zmm.MP,)
         k1 = _pointwise.pointwise_conv2d_to_blocked
+        mid_dims = (dprob.n, dprob.c, dprob.h, dprob.w)
+        ws1 = _workspace.cached(lambda: (
+            _workspace.get("ir_expanded", mid_shape),
+            _workspace.per_thread("ir_edge", max_threads, edge1)))
 
         def expand_call(x):
-            mid = _workspace.get("ir_expanded", mid_shape)
-            k1(x, wp1, b1, mid, a1, tile1, kblock1,
-               _workspace.per_thread("ir_edge", max_threads, edge1))
-            return mid.reshape(dprob.n, dprob.c, dprob.h, dprob.w)
+            mid, edge = ws1()
+            k1(x, wp1, b1, mid, a1, tile1, kblock1, edge)
+            return mid.reshape(mid_dims)
     dcall = planner.REGISTRY["depthwise_blocked"].bind(
         dprob, w2, b2, a2, packed, blocked_in=expand is not None, blocked_out=project is not None)
     if project is not None:
@@ -789,11 +794,14 @@ def bind_inverted_residual(expand, dw, project, packed, rows=False):
         y3_shape = (pp.n, pp.k, pp.oh * pp.ow)
         edge3 = (pp.c * _zmm.MP,)
         k3 = _pointwise.pointwise_conv2d_from_blocked
+        d_dims = (dprob.n, dprob.k, dprob.oh, dprob.ow)
+        ws3 = _workspace.cached(lambda: (
+            _workspace.get("ir_depthwise", dw_out_shape),
+            _workspace.per_thread("ir_edge3", max_threads, edge3)))
 
         def project_call(z, y, res):
             r3, has_res = _res(None if res is None else res.reshape(y3_shape), 3)
-            k3(z, wp3, b3, y.reshape(y3_shape), a3, r3, has_res, tile3, kblock3,
-               _workspace.per_thread("ir_edge3", max_threads, edge3))
+            k3(z, wp3, b3, y.reshape(y3_shape), a3, r3, has_res, tile3, kblock3, ws3()[1])
 
     def call(x, y, res):
         with _runtime.kernel_scope(blas=False):
@@ -801,8 +809,8 @@ def bind_inverted_residual(expand, dw, project, packed, rows=False):
             if project_call is None:
                 dcall(z, y, res)
                 return
-            d = _workspace.get("ir_depthwise", dw_out_shape)
-            dcall(z, d.reshape(dprob.n, dprob.k, dprob.oh, dprob.ow), None)
+            d = ws3()[0]
+            dcall(z, d.reshape(d_dims), None)
             project_call(d, y, res)
     return call
 
@@ -890,6 +898,10 @@ def _bind_inverted_residual_rows(expand, dw, project, packed):
     row_shape = (nb * -(-dprob.ow // _zmm.MP) * _zmm.MP * 16,)
     kernel, per_thread = _inverted_residual.inverted_residual_rows, _workspace.per_thread
     h, w = dprob.h, dprob.w
+    workspaces = _workspace.cached(lambda: (
+        per_thread("ir_ring", threads, ring_shape), per_thread("ir_row", threads, row_shape),
+        per_thread("ir_rows_edge", threads, edge_shape),
+        _workspace.get("ir_partials", part_shape)))
 
     def call(x, y, res):
         r, has_res = _res(res, 4)
@@ -903,10 +915,7 @@ def _bind_inverted_residual_rows(expand, dw, project, packed):
                 _pad.pad_nchw(x, xf[:x_size].reshape(n, c, hx, wx), head.pads[0], head.pads[2])
             kernel(xf, n, c, hx_, wx_, fill, wp1, b1, a1, toff1, sh1, sw1, h, w, wt2, b2, a2, R,
                    sh, sw, pt, pl, wpad, dh, dwl, wp3, b3, a3, y, r, has_res, bands, csplit,
-                   ring_slots, per_thread("ir_ring", threads, ring_shape),
-                   per_thread("ir_row", threads, row_shape),
-                   per_thread("ir_rows_edge", threads, edge_shape),
-                   _workspace.get("ir_partials", part_shape))
+                   ring_slots, *workspaces())
     return call
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 _local = threading.local()
 _ZEROS = {}
+_generation = 0  # bumped whenever a buffer is replaced by a larger one
 
 
 def zeros(k):
@@ -42,10 +43,27 @@ def get(name, shape):
         pool = _local.pool = {}
     buf = pool.get(name)
     if buf is None or buf.size < size:
+        global _generation
         buf = pool[name] = _aligned(max(size, 1))
         views.clear()
+        _generation += 1
     view = views[key] = buf[:size].reshape(shape)
     return view
+
+
+def cached(fetch):
+    """A function returning ``fetch()`` (a bound call's workspaces, got through get and
+    per_thread) that runs fetch again only on a Python thread that has not yet, or once
+    any buffer has grown since (its old views would keep the old buffer): a planned call
+    then looks its workspaces up with one attribute read instead of a dict lookup each."""
+    local = threading.local()
+
+    def views():
+        c = getattr(local, "c", None)
+        if c is None or c[0] != _generation:
+            c = local.c = (_generation, fetch())
+        return c[1]
+    return views
 
 
 def _views():

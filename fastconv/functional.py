@@ -317,6 +317,43 @@ def planned_conv(packed, params, x_shape, out_shape):
 _IR = "inverted_residual:bound"
 
 
+def planned_inverted_residual(packed, params, names, x_shape, out_shape):
+    """planned_conv's counterpart for an inverted residual block: the block's planned
+    call (the cache ``packed`` that inverted_residual filled) as ``step(x, y, residual)
+    -> bool``, or None when it has none for x_shape and out_shape or was planned with
+    weight objects other than ``params[name]`` for ``names`` (expansion weight and
+    bias, depthwise weight and bias, projection weight and bias, each possibly absent).
+    The step returns False, doing nothing, when anything differs from what was planned
+    (input or residual type, dtype, shape, layout; the weight objects; the thread count);
+    y must be a C-contiguous float32 array of out_shape that overlaps neither input."""
+    entry = packed.get(_IR) if packed else None
+    if entry is None or entry[0][0] != tuple(x_shape) or entry[3] != tuple(out_shape):
+        return None
+    expand, depthwise, project = entry[1]
+    planned = (expand[:2] or (None, None)) + depthwise[:2] + (project[:2] or (None, None))
+    if any(params.get(k) is not v for k, v in zip(names, planned)):
+        return None
+    (x_shape, threads), call, out_shape = entry[0], entry[2], entry[3]
+    pairs = tuple(zip(names, planned))
+
+    def step(x, y, residual):
+        if (type(x) is not np.ndarray or x.shape != x_shape or x.dtype != _F32
+                or not x.flags.c_contiguous or not x.flags.aligned
+                or _runtime.get_num_threads() != threads):
+            return False
+        for k, v in pairs:
+            if params.get(k) is not v:
+                return False
+        if residual is not None and (
+                type(residual) is not np.ndarray or residual.shape != out_shape
+                or residual.dtype != _F32 or not residual.flags.c_contiguous
+                or not residual.flags.aligned):
+            return False
+        call(x, y, residual)  # it enters the kernel scope itself
+        return True
+    return step
+
+
 def inverted_residual(x, expand, depthwise, project=None, residual=None, packed=None,
                       layer="inverted_residual", out=None):
     """An inverted residual block's convolutions (MobileNetV2) in one call:

@@ -523,11 +523,11 @@ def _describe(node):
 
 
 def _direct_steps(plan):
-    """The plan's steps with each convolution that has a bound call for its shapes (made
-    by the run that planned it) calling that directly (functional.planned_conv): no
-    argument handling, planning or key checks per run, which in a model cost far more
-    than their warm few microseconds once the kernels have evicted the interpreter's
-    data from the caches.  Anything unexpected falls back to the op itself, and the
+    """The plan's steps with each convolution and inverted residual block that has a
+    bound call for its shapes (made by the run that planned it) calling that directly
+    (functional.planned_conv, planned_inverted_residual): no argument handling,
+    planning or key checks per run, which in a model cost far more than their warm few
+    microseconds once the kernels have evicted the interpreter's data from the caches.  Anything unexpected falls back to the op itself, and the
     next run rebuilds these steps from the layers' new bound calls."""
     from . import functional as F
     steps = []
@@ -536,6 +536,11 @@ def _direct_steps(plan):
         if node.op == "conv" and buf is not None and ins and ins[0] >= 0:
             x_shape = plan.shapes[node.inputs[0]][0]
             direct = F.planned_conv(node.cache, node.params, x_shape, buf.shape)
+        elif node.op == "inverted_residual" and buf is not None and ins and ins[0] >= 0:
+            from .ops import _IR_PARAMS
+            x_shape = plan.shapes[node.inputs[0]][0]
+            direct = F.planned_inverted_residual(node.cache, node.params, _IR_PARAMS, x_shape,
+                                                 buf.shape)
         if direct is not None:
             def fn(node, args, buf, _direct=direct, _op=fn):
                 if _direct(args[0], buf, args[1] if len(args) > 1 else None):

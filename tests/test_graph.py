@@ -325,3 +325,55 @@ def test_slot_choice_prefers_the_most_recently_used_fitting_slot():
     assert _pick_slot([0, 2], grown, touched, 150) == 0 and grown == [150, 200, 50]
     fresh = [100]
     assert _pick_slot([], fresh, {}, 10) == 1 and fresh == [100, 10]
+
+
+def test_planned_runs_call_bound_inverted_residual_blocks_directly(rng, monkeypatch):
+    """A fused inverted residual block (1x1 -> depthwise -> 1x1 + x) calls its planned
+    call directly from the second run on; a thread count or weight object other than the
+    planned ones goes through functional.inverted_residual again, and every run equals
+    the first."""
+    from fastconv import functional as F
+    conv = lambda s, p, g: dict(stride=(s, s), pads=(p, p, p, p), dilation=(1, 1),  # noqa: E731
+                                groups=g)
+    w = lambda *s: (0.3 * rng.standard_normal(s)).astype(np.float32)  # noqa: E731
+    six = {"min": 0.0, "max": 6.0}
+    g = Model([Node("conv", "e", ["x"], ["a"], conv(1, 0, 1), {"weight": w(32, 16, 1, 1)}),
+               Node("clip", "e6", ["a"], ["b"], six),
+               Node("conv", "d", ["b"], ["c"], conv(1, 1, 32), {"weight": w(32, 1, 3, 3)}),
+               Node("clip", "d6", ["c"], ["e"], six),
+               Node("conv", "p", ["e"], ["f"], conv(1, 0, 1), {"weight": w(16, 32, 1, 1)}),
+               Node("add", "r", ["f", "x"], ["g"]),
+               Node("relu", "act", ["g"], ["h"]),
+               Node("global_avg_pool", "gap", ["h"], ["y"])],  # the block's output is planned
+              ["x"], ["y"], name="ir", input_shapes={"x": (None, 16, None, None)})
+    x = rng.standard_normal((1, 16, 20, 20)).astype(np.float32)
+    model = fc.optimize(g, x)
+    assert "inverted_residual" in [n.op for n in model.nodes]
+    y0 = model(x)
+    assert rel_err(y0, g(x)) < 1e-5
+    np.testing.assert_array_equal(model(x), y0)
+    plan = model._plans()[(x.shape,)]
+    blocks = [i for i, st in enumerate(plan.steps) if st[1].op == "inverted_residual"]
+    assert len(blocks) == 1 and plan.direct[blocks[0]][0] is not plan.steps[blocks[0]][0]
+    fallbacks = []
+    real = F.inverted_residual
+    monkeypatch.setattr(F, "inverted_residual",
+                        lambda *a, **k: fallbacks.append(1) or real(*a, **k))
+    np.testing.assert_array_equal(model(x), y0)
+    assert fallbacks == []
+    threads = fc.get_num_threads()
+    try:
+        fc.set_num_threads(1)
+        np.testing.assert_allclose(model(x), y0, rtol=1e-5, atol=1e-6)
+    finally:
+        fc.set_num_threads(threads)
+    assert len(fallbacks) == 1
+    np.testing.assert_array_equal(model(x), y0)  # replanned at the old thread count
+    np.testing.assert_array_equal(model(x), y0)
+    assert len(fallbacks) == 2
+    node = plan.steps[blocks[0]][1]
+    node.params["project_weight"] = node.params["project_weight"] * 2  # new weights: replanned
+    y2 = model(x)
+    assert not np.allclose(y2, y0)
+    np.testing.assert_array_equal(model(x), y2)
+    assert len(fallbacks) == 3  # once: the replanned block goes direct again

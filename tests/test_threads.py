@@ -194,3 +194,21 @@ def test_cached_kernels_survive_thread_count_changes(tmp_path):
 
 def test_warmup_compiles_everything():
     assert fc.warmup() >= 0.0
+
+
+def test_cached_workspaces_are_per_thread_and_follow_a_grown_buffer():
+    """_workspace.cached: each Python thread gets its own buffers (never another
+    thread's), and a buffer that grows afterwards is fetched again, not kept stale."""
+    from fastconv import _workspace
+    views = _workspace.cached(lambda: _workspace.get("test_cached", (8,)))
+    first = views()
+    assert views() is first
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(views()))
+    t.start()
+    t.join()
+    assert not np.shares_memory(seen[0], first)
+    _workspace.get("test_cached", (1 << 16,))  # the buffer grows: the old view is stale
+    again = views()
+    assert again is not first
+    assert np.shares_memory(again, _workspace.get("test_cached", (8,)))
