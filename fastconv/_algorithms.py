@@ -58,6 +58,9 @@ IR_ROWS_MIN_BYTES = 1 << 20
 IR_ROWS_MAX_REDO = 0.1
 IR_ROWS_MIN_BAND = 4
 IR_RING_SLOTS = 8
+# a channel-blocked block's expansion and depthwise run as one parallel region, a task
+# per this many expanded channels (a multiple of 32; 0: the two separate kernels)
+IR_EXPAND_DW_GROUP = 32
 _NO_RESIDUAL = np.zeros((1, 1, 1, 1), np.float32)
 _NO_WEIGHTS = np.zeros((1, 1), np.float32)
 _NO_TAPS = np.zeros(1, np.int64)
@@ -750,7 +753,10 @@ def bind_inverted_residual(expand, dw, project, packed, rows=False):
     channel-blocked (NCHW16c) in workspaces: the expansion writes blocks
     (pointwise.pointwise_conv2d_to_blocked), depthwise_blocked reads and writes them
     without transposing, the projection reads them (pointwise_conv2d_from_blocked)
-    and writes y in NCHW with the residual.  Needs the depthwise channels a multiple
+    and writes y in NCHW with the residual; with both 1x1s the expansion and the
+    depthwise are one kernel instead (inverted_residual.expand_depthwise_blocked: a task
+    per IR_EXPAND_DW_GROUP expanded channels, their padded planes in the thread's
+    cache, no expanded tensor in memory).  Needs the depthwise channels a multiple
     of 16, stride-1 1x1s (groups 1) and what depthwise_blocked serves; weights are
     packed into ``packed`` once (a 1x1's under its own key).  The call enters the
     kernel scope itself.  ``rows`` (with a projection; streams_rows): one call streamed
@@ -761,7 +767,9 @@ def bind_inverted_residual(expand, dw, project, packed, rows=False):
     max_threads = _runtime.max_threads()
     dprob, w2, b2, a2 = dw
     expand_call = project_call = None
-    if expand is not None:
+    # with both 1x1s, the expansion and the depthwise run as one kernel
+    fused = expand is not None and project is not None and IR_EXPAND_DW_GROUP
+    if expand is not None and not fused:
         pw, w1, b1, a1 = expand
         tile1, kblock1 = packed_blocking(pw, threads, 0, _zmm.NR)
         tile1 = max(_zmm.MP, tile1 // _zmm.MP * _zmm.MP)
@@ -778,8 +786,12 @@ def bind_inverted_residual(expand, dw, project, packed, rows=False):
             mid, edge = ws1()
             k1(x, wp1, b1, mid, a1, tile1, kblock1, edge)
             return mid.reshape(mid_dims)
-    dcall = planner.REGISTRY["depthwise_blocked"].bind(
-        dprob, w2, b2, a2, packed, blocked_in=expand is not None, blocked_out=project is not None)
+    if fused:
+        dcall = _bind_expand_depthwise(expand, dw, packed, max_threads)
+    else:
+        dcall = planner.REGISTRY["depthwise_blocked"].bind(
+            dprob, w2, b2, a2, packed, blocked_in=expand is not None,
+            blocked_out=project is not None)
     if project is not None:
         pp, w3, b3, a3 = project
         tile3, kblock3 = packed_blocking(pp, threads, 0, _zmm.NR)
@@ -812,6 +824,32 @@ def bind_inverted_residual(expand, dw, project, packed, rows=False):
             d = ws3()[0]
             dcall(z, d.reshape(d_dims), None)
             project_call(d, y, res)
+    return call
+
+
+def _bind_expand_depthwise(expand, dw, packed, threads):
+    """The expansion and depthwise of a channel-blocked block as one
+    inverted_residual.expand_depthwise_blocked call(x, d, None), d the channel-blocked
+    depthwise output viewed as (N, K, OH, OW); a task per IR_EXPAND_DW_GROUP expanded
+    channels."""
+    pw, w1, b1, a1 = expand
+    dprob, w2, b2, a2 = dw
+    wp1 = packed_weights(packed, f"expand_{_zmm.NR}", w1.reshape(pw.k, pw.c), 1, _zmm.NR)
+    wt2 = _depthwise_blocked_weights(dprob, w2, packed)
+    pt, pb, pl, pr = dprob.pads
+    hp, wp = dprob.h + pt + pb, dprob.w + pl + pr
+    (sh, sw), (dh, dwl), R = dprob.stride, dprob.dilation, dprob.r
+    group = IR_EXPAND_DW_GROUP
+    kernel, per_thread = _inverted_residual.expand_depthwise_blocked, _workspace.per_thread
+    workspaces = _workspace.cached(lambda: (
+        per_thread("ir_planes", threads, (group // 16 * hp * wp * 16,)),
+        per_thread("ir_edge", threads, (_zmm.KC_T * _zmm.MP,))))
+    h, w, oh, ow = dprob.h, dprob.w, dprob.oh, dprob.ow
+
+    def call(x, d, res):
+        n, c = x.shape[0], x.shape[1]
+        kernel(x.reshape(-1), n, c, h, w, wp1, b1, a1, wt2, b2, a2, R, sh, sw, pt, pl, hp, wp,
+               dh, dwl, oh, ow, d, group, *workspaces())
     return call
 
 

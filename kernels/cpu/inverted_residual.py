@@ -26,6 +26,12 @@ a workspace that a second pass sums with bias, residual and activation.  The rin
 border columns and the row buffer's padding pixels (up to a whole 7-pixel group) are
 zeroed at the start of every call and never written after.
 
+Blocks whose expanded tensor fits the cores' L2 run channel-blocked instead
+(fastconv/_algorithms.py, bind_inverted_residual): ``expand_depthwise_blocked`` here
+expands a group of 32 channels for the whole image into the thread's padded planes and
+filters them in the same task, and the projection reads the channel-blocked result
+(pointwise.pointwise_conv2d_from_blocked).
+
 Two other sources fill the ring: x itself, transposed 16 pixels x 16 channels at a
 time (a block without expansion), and a "head" conv with any filter and stride in place
 of the 1x1 (a network's stem, 3 channels, 3x3 stride 2, feeding its first depthwise
@@ -225,3 +231,68 @@ def inverted_residual_rows(xf, N, C, HX, WX, fill, wp1, b1, a1, toff1, sh1, sw1,
                 apply_row_res(row, b3[k], rf[t * OHW:(t + 1) * OHW], a3)
             else:
                 apply_row(row, b3[k], a3)
+
+
+@njit(parallel=True, cache=True)
+def expand_depthwise_blocked(xf, N, C, H, W, wp1, b1, a1, wt2, b2, a2, R, sh, sw, pad_top,
+                             pad_left, HP, WP, dh, dw, OH, OW, d, group, plane_ws, edge_ws):
+    """An inverted residual block's expansion 1x1 and depthwise conv in one parallel region,
+    into the channel-blocked depthwise output d (N, K/16, OH*OW*16) that the projection
+    (pointwise.pointwise_conv2d_from_blocked) reads:
+
+        z[k, i, j] = act_e(b_e[k] + sum_c w_e[k, c] * x[n, c, i, j])
+        d[n, k // 16, (p*OW + q)*16 + k % 16]
+            = act_d(b_d[k] + sum_(r, s) w_d[k, r, s] * zp[k, p*sh + r*dh, q*sw + s*dw])
+
+    with zp the zero-padded z.  A task is (image, group of ``group`` expanded channels, a
+    multiple of 32): it expands its channels for every pixel straight into its thread's
+    padded planes of pixel vectors (plane_ws, >= group/16 * HP*WP*16: one
+    pointwise.pixels_to_blocked per input row, its 7-pixel groups on
+    zmm.gemm_tile_t_blocked; the border stays the zeros written before the tasks), then
+    filters each plane row by row (depthwise.blocked_row) into d.  The expanded planes
+    never leave the thread's L1/L2 (32 channels of a 14x14 map: 32 KiB) where the
+    separate kernels wrote the whole expanded tensor and read it back in another parallel
+    region.  x (N, C, H, W) given flat as xf; wp1: zmm.pack_panels of the (K, C) weight,
+    width NR, chunk KC_T; b1, a1 its bias and activation; wt2 (K/16, R*R, 16) from
+    depthwise.pack_blocked, b2 (K,), a2, stride (sh, sw), padding (pad_top, pad_left)
+    within HP x WP, dilation (dh, dw); edge_ws (threads, >= min(C, KC_T)*MP).
+    """
+    nb = wt2.shape[0]
+    K = nb * V
+    npg = (K + NR - 1) // NR
+    gb = group // V  # blocks per task
+    ngroups = (nb + gb - 1) // gb
+    bstride = HP * WP * V
+    for tid in range(plane_ws.shape[0]):
+        P = plane_ws[tid]
+        for blk in range(gb):
+            for r in range(HP):
+                o = blk * bstride + r * WP * V
+                if r < pad_top or r >= pad_top + H:
+                    for j in range(WP * V):
+                        P[o + j] = 0.0
+                else:
+                    for j in range(pad_left * V):
+                        P[o + j] = 0.0
+                    for j in range((pad_left + W) * V, WP * V):
+                        P[o + j] = 0.0
+    wf1 = wp1.reshape(-1)
+    df = d.reshape(-1)
+    for t in prange(N * ngroups):
+        n = t // ngroups
+        blo = (t % ngroups) * gb
+        bhi = min(nb, blo + gb)
+        tid = numba.get_thread_id()
+        P = plane_ws[tid]
+        scratch = edge_ws[tid]
+        # block blk of the task at plane offset (blk - blo) * bstride
+        for ih in range(H):
+            pixels_to_blocked(xf, (n * C * H + ih) * W, H * W, C, W, wf1, npg, blo * V, bhi * V,
+                              P, ((ih + pad_top) * WP + pad_left) * V - blo * bstride, bstride,
+                              b1, a1, scratch)
+        for blk in range(blo, bhi):
+            po = (blk - blo) * bstride
+            for p in range(OH):
+                blocked_row(P, po + p * sh * WP * V, dh * WP * V, sw, dw, R, OW, wt2[blk],
+                            b2[blk * V:(blk + 1) * V], a2, df,
+                            ((n * nb + blk) * OH * OW + p * OW) * V)
