@@ -7,7 +7,8 @@ fastconv: the torch twin imported and optimized (``model.profile``: each node ti
 inside whole-model runs, medians).  onnxruntime: the same twin exported to ONNX,
 all graph optimizations on, its own profiler (``enable_profiling``), medians of the
 kernel times over the timed runs.  Both fuse BatchNorm, activations and residual adds
-into the convolutions, so the convolutions pair up in order; everything else (pooling,
+into the convolutions, so the convolutions pair up in order (a fastconv node that runs a
+whole inverted residual block with the sum of its convolutions); everything else (pooling,
 the classifier, layout reorders) is summed as "other".
 """
 import argparse
@@ -121,9 +122,9 @@ def main():
     orv = _grouped([r for r in res["onnxruntime"] if r["conv"]], [f["convs"] for f in fcv])
     if len(fcv) != len(orv):
         sys.exit(f"{len(fcv)} fastconv convolutions against {len(orv)} in onnxruntime: "
-                 "they do not pair up (fastconv runs whole blocks as one node, e.g. "
-                 "MobileNetV2's inverted residuals; compare those end to end with "
-                 "fastconv bench --compare)")
+                 "they do not pair up (a fused node whose convolutions onnxruntime does "
+                 "not run as separate nodes in the same order; compare such models end to "
+                 "end with fastconv bench --compare)")
     print(f"{a.model}, batch 1, {a.threads} threads, per-node medians of {a.repeat} runs (ms)")
     print(f"{'node':28s} {'fastconv kernel':26s} {'fastconv':>9s} {'ort':>9s} {'ort/fc':>7s}")
     for f, o in zip(fcv, orv):

@@ -55,7 +55,10 @@ def cached(fetch):
     """A function returning ``fetch()`` (a bound call's workspaces, got through get and
     per_thread) that runs fetch again only on a Python thread that has not yet, or once
     any buffer has grown since (its old views would keep the old buffer): a planned call
-    then looks its workspaces up with one attribute read instead of a dict lookup each."""
+    then looks its workspaces up with one attribute read instead of a dict lookup each.
+    (Pools are per thread, so a view cached on one thread is never another thread's
+    buffer; a view of a buffer since replaced still points at memory only such views
+    use, so even a missed generation bump could not make two calls share scratch.)"""
     local = threading.local()
 
     def views():

@@ -11,8 +11,7 @@ intermediate float32 result is written (``out=``) into one of a few reusable
 slots chosen by liveness (a slot is free again after its value's last reader
 ran; views such as reshape keep their source's slot alive; of the free slots
 that fit, the one used most recently, so a result tends to land on lines still in
-cache).  Steady-state
-calls allocate nothing but the returned outputs.  Plans and slots are kept
+cache).  Steady-state calls allocate nothing but the returned outputs.  Plans and slots are kept
 per Python thread, so a model may be called from several threads at once.
 
 Models pickle (plans and caches are dropped and rebuilt on first use) and
@@ -527,8 +526,9 @@ def _direct_steps(plan):
     bound call for its shapes (made by the run that planned it) calling that directly
     (functional.planned_conv, planned_inverted_residual): no argument handling,
     planning or key checks per run, which in a model cost far more than their warm few
-    microseconds once the kernels have evicted the interpreter's data from the caches.  Anything unexpected falls back to the op itself, and the
-    next run rebuilds these steps from the layers' new bound calls."""
+    microseconds once the kernels have evicted the interpreter's data from the caches.
+    Anything unexpected falls back to the op itself, and the next run rebuilds these
+    steps from the layers' new bound calls."""
     from . import functional as F
     steps = []
     for fn, node, ins, o, buf in plan.steps:
