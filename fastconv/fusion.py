@@ -15,6 +15,8 @@ exactly one) run as one ``functional.inverted_residual`` call: the tensors betwe
 them stay channel-blocked, with no transposition.  ``head_block`` puts a network's
 stem in front of its first such block (no expansion) as the block's head conv.
 """
+import numpy as np
+
 from . import functional as F
 from . import nn
 
@@ -111,6 +113,7 @@ class FusedInvertedResidual:
         self.steps = steps  # the steps as fuse_modules found them
         self.fused = (expand, dw, project)
         self._packed = (None, {})
+        self._step = None  # (the cache it was made from, functional.planned_inverted_residual)
         # the fused convs the steps stand for now (a change since fusing: step by step)
         self._live = live or (lambda: [_single_fused(s) for s in self.steps])
         self._layer = "+".join(f.conv.layer_name for f in self.fused if f is not None)
@@ -125,6 +128,19 @@ class FusedInvertedResidual:
         key = nn._version[0]
         if self._packed[0] != key:
             self._packed = (key, {}, self._parts())
+        if out is not None and type(out) is np.ndarray:
+            # the planned call straight into the caller's buffer (a model's own, never
+            # overlapping x), without the argument handling functional.inverted_residual
+            # repeats; the weights are this version's own parts, so no identity checks
+            cache, step = self._packed[1], self._step
+            if step is None or step[0] is not cache:
+                step = self._step = (cache, F.planned_inverted_residual(
+                    cache, {}, (), np.shape(x), out.shape), out.shape)
+            if step[1] is not None and out.shape == step[2] and out.dtype == np.float32 \
+                    and out.flags.c_contiguous and out.flags.writeable:
+                if step[1](x, out, residual):
+                    return out
+            self._step = None  # not planned yet, or replanned since: made again next call
         return F.inverted_residual(x, *self._packed[2], residual=residual,
                                    packed=self._packed[1], layer=self._layer, out=out)
 

@@ -605,3 +605,37 @@ def test_optimize_fuses_the_global_pool_into_the_last_conv(rng, tmp_path):
     assert rel_err(q(x), y) < 0.2
     s = fc.share_weights(model, bits=4)
     assert [n.op for n in s.nodes if n.attrs.get("global_pool")] == ["conv"]
+
+
+def test_zoo_mobilenet_blocks_take_their_planned_calls(rng, monkeypatch):
+    """The zoo MobileNetV2's fused blocks, called into the model's own buffers, go straight
+    to their planned calls from the second run on; another thread count or new weights
+    take functional.inverted_residual again, and every run equals the unfused model."""
+    from fastconv import functional as F
+    from fastconv import models
+    m = models.mobilenet_v2(num_classes=10)
+    x = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    y0 = m(x)
+    np.testing.assert_array_equal(m(x), y0)
+    calls = []
+    real = F.inverted_residual
+    monkeypatch.setattr(F, "inverted_residual", lambda *a, **k: calls.append(1) or real(*a, **k))
+    np.testing.assert_array_equal(m(x), y0)
+    assert calls == []
+    threads = fc.get_num_threads()
+    try:
+        fc.set_num_threads(1)
+        np.testing.assert_allclose(m(x), y0, rtol=1e-5, atol=1e-6)
+    finally:
+        fc.set_num_threads(threads)
+    assert calls  # replanned for one thread
+    np.testing.assert_array_equal(m(x), y0)
+    n = len(calls)
+    np.testing.assert_array_equal(m(x), y0)
+    assert len(calls) == n  # planned calls again
+    bn = m.features[5].conv[-1]
+    bn.weight = bn.weight * 2  # new parameters: the block re-folds and replans
+    y2 = m(x)
+    m.fuse(False)
+    assert rel_err(y2, m(x)) < 1e-4
+    assert not np.allclose(y2, y0)
