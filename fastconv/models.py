@@ -263,7 +263,7 @@ class MobileNetV2(nn.Module):
             # the stem and the first block (no expansion) in one call: fusion.head_block
             shape = self._head.out_shape(np.shape(x)) if type(x) is np.ndarray else None
             x = self._head(x, out=None if shape is None else _workspace.get(
-                "mobilenet_v2.features.1", shape))
+                _MV2_OUT[1], shape))
             start = 2
         last = fusion._single_fused(feats[-1])
         pooled = last is not None and fusion._pointwise(last) and np.ndim(x) == 4
@@ -280,9 +280,11 @@ class MobileNetV2(nn.Module):
 
     def _block(self, i, m, x):
         """features[i](x); a block that runs as one call writes into the thread's buffer
-        for features[i] (the activations between blocks are this forward's own, so they
+        of parity i % 2 (the activations between blocks are this forward's own, so they
         are reused across calls as a model plan's buffers are: a fresh array for each
-        block's output made the next block read it up to 1.6x slower)."""
+        block's output made the next block read it up to 1.6x slower; two buffers rather
+        than one per block keep the lines each block writes recently used, as a plan's
+        slots are)."""
         steps = m.conv.fused_steps() if isinstance(m, InvertedResidual) and m.conv._fuse else ()
         if len(steps) != 1 or not isinstance(steps[0], fusion.FusedInvertedResidual) \
                 or type(x) is not np.ndarray or x.ndim != 4:
@@ -291,9 +293,11 @@ class MobileNetV2(nn.Module):
         shape = ir.out_shape(x.shape)
         if shape is None:
             return m(x)
-        buf = _workspace.get(f"mobilenet_v2.features.{i}", shape)
+        buf = _workspace.get(_MV2_OUT[i % 2], shape)
         return ir(x, residual=x if m.use_res_connect else None, out=buf)
 
+
+_MV2_OUT = ("mobilenet_v2.out0", "mobilenet_v2.out1")  # block outputs by parity
 
 VGG11_CFG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
