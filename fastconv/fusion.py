@@ -129,15 +129,18 @@ class FusedInvertedResidual:
         if self._packed[0] != key:
             self._packed = (key, {}, self._parts())
         if out is not None and type(out) is np.ndarray:
-            # the planned call straight into the caller's buffer (a model's own, never
-            # overlapping x), without the argument handling functional.inverted_residual
-            # repeats; the weights are this version's own parts, so no identity checks
+            # the planned call straight into the caller's buffer (a model's own), without
+            # the argument handling functional.inverted_residual repeats; the weights are
+            # this version's own parts, so no identity checks
             cache, step = self._packed[1], self._step
             if step is None or step[0] is not cache:
                 step = self._step = (cache, F.planned_inverted_residual(
                     cache, {}, (), np.shape(x), out.shape), out.shape)
             if step[1] is not None and out.shape == step[2] and out.dtype == np.float32 \
-                    and out.flags.c_contiguous and out.flags.writeable:
+                    and out.flags.c_contiguous and out.flags.writeable \
+                    and type(x) is np.ndarray and not np.may_share_memory(out, x) \
+                    and (residual is None or (type(residual) is np.ndarray
+                                              and not np.may_share_memory(out, residual))):
                 if step[1](x, out, residual):
                     return out
             self._step = None  # not planned yet, or replanned since: made again next call
