@@ -21,7 +21,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from shapes import ALL_LAYERS as LAYERS, LAYERS as LAYER_SET, flops  # noqa: E402
+from shapes import ALL_LAYERS, LAYERS, flops  # noqa: E402
 
 from fastconv._peers import timed  # noqa: E402  (time-based warm-up, the same for every runtime)
 
@@ -53,8 +53,8 @@ def child(runtime, threads, batch, repeat, names, block=False):
         fc.set_num_threads(threads)
         algo = runtime.split(":")[1] if ":" in runtime else "auto"
         for name in names:
-            c, h, w, k, r, s, p, g = LAYERS[name]
-            x, wt, b = _make(LAYERS[name], batch)
+            c, h, w, k, r, s, p, g = ALL_LAYERS[name]
+            x, wt, b = _make(ALL_LAYERS[name], batch)
             if block:
                 net = fc.nn.Sequential(fc.nn.Conv2d(c, k, r, s, p, groups=g), fc.nn.BatchNorm2d(k),
                                        fc.nn.ReLU())
@@ -70,8 +70,8 @@ def child(runtime, threads, batch, repeat, names, block=False):
         torch.set_num_threads(threads)
         with torch.no_grad():
             for name in names:
-                c, h, w, k, r, s, p, g = LAYERS[name]
-                x, wt, b = (torch.from_numpy(a) for a in _make(LAYERS[name], batch))
+                c, h, w, k, r, s, p, g = ALL_LAYERS[name]
+                x, wt, b = (torch.from_numpy(a) for a in _make(ALL_LAYERS[name], batch))
                 if block:  # eager conv -> bn -> relu, as a torch user runs it
                     net = torch.nn.Sequential(torch.nn.Conv2d(c, k, r, s, p, groups=g),
                                               torch.nn.BatchNorm2d(k), torch.nn.ReLU()).eval()
@@ -85,8 +85,8 @@ def child(runtime, threads, batch, repeat, names, block=False):
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
         for name in names:
-            c, h, w, k, r, s, p, g = LAYERS[name]
-            x, wt, b = _make(LAYERS[name], batch)
+            c, h, w, k, r, s, p, g = ALL_LAYERS[name]
+            x, wt, b = _make(ALL_LAYERS[name], batch)
             nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c" if block else "y"],
                                       kernel_shape=[r, r], strides=[s, s], pads=[p, p, p, p],
                                       group=g)]
@@ -136,7 +136,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=3,
                     help="interleaved rounds of every runtime (median over rounds)")
-    ap.add_argument("--layers", nargs="*", default=list(LAYER_SET))
+    ap.add_argument("--layers", nargs="*", default=list(LAYERS))
     ap.add_argument("--runtimes", nargs="*",
                     default=["fastconv:direct", "fastconv:im2col", "fastconv", "torch", "onnxruntime"])
     ap.add_argument("--child")
@@ -186,7 +186,7 @@ def main():
         for rt in rts:
             med, mn = results[rt][name]
             cells.append(f"{med * 1e3:.3f} ({mn * 1e3:.3f})")
-        fl = flops(LAYERS[name], args.batch)
+        fl = flops(ALL_LAYERS[name], args.batch)
         best = results.get("fastconv", results[rts[0]])[name][0]
         line = f"| {name} | " + " | ".join(cells) + f" | {fl / best / 1e9:.1f} | {100 * fl / best / 1e9 / roof:.0f}% |"
         if "torch" in rts:
@@ -202,7 +202,7 @@ def main():
         print(head)
         print("|" + "---|" * (len(fc_rts) + 1))
         for name in args.layers:
-            fl = flops(LAYERS[name], args.batch)
+            fl = flops(ALL_LAYERS[name], args.batch)
             cells = []
             for rt in fc_rts:
                 med = results[rt][name][0]

@@ -280,6 +280,13 @@ class _BoundConv:
         return y
 
 
+def _planned_array(a, shape):
+    """Whether a planned step may hand ``a`` to its kernel as is: a NumPy float32 array
+    of ``shape``, C-contiguous and aligned."""
+    return (type(a) is np.ndarray and a.shape == shape and a.dtype == _F32
+            and a.flags.c_contiguous and a.flags.aligned)
+
+
 def planned_conv(packed, params, x_shape, out_shape):
     """For a caller that fixes the shapes and owns the output buffer (a Model's plan): the
     layer's bound conv2d as ``step(x, y, residual) -> bool``, or None when the layer has
@@ -298,15 +305,9 @@ def planned_conv(packed, params, x_shape, out_shape):
     x_shape, out_shape = bound.x_shape, bound.out_shape
 
     def step(x, y, residual):
-        if (type(x) is not np.ndarray or x.shape != x_shape or x.dtype != _F32
-                or not x.flags.c_contiguous or not x.flags.aligned
-                or _runtime.get_num_threads() != threads or params.get("weight") is not weight
-                or params.get("bias") is not bias):
-            return False
-        if residual is not None and (
-                type(residual) is not np.ndarray or residual.shape != out_shape
-                or residual.dtype != _F32 or not residual.flags.c_contiguous
-                or not residual.flags.aligned):
+        if (not _planned_array(x, x_shape) or _runtime.get_num_threads() != threads
+                or params.get("weight") is not weight or params.get("bias") is not bias
+                or (residual is not None and not _planned_array(residual, out_shape))):
             return False
         with _runtime.kernel_scope(blas=blas):
             run(x, y, residual)
@@ -337,18 +338,12 @@ def planned_inverted_residual(packed, params, names, x_shape, out_shape):
     pairs = tuple(zip(names, planned))
 
     def step(x, y, residual):
-        if (type(x) is not np.ndarray or x.shape != x_shape or x.dtype != _F32
-                or not x.flags.c_contiguous or not x.flags.aligned
-                or _runtime.get_num_threads() != threads):
+        if (not _planned_array(x, x_shape) or _runtime.get_num_threads() != threads
+                or (residual is not None and not _planned_array(residual, out_shape))):
             return False
         for k, v in pairs:
             if params.get(k) is not v:
                 return False
-        if residual is not None and (
-                type(residual) is not np.ndarray or residual.shape != out_shape
-                or residual.dtype != _F32 or not residual.flags.c_contiguous
-                or not residual.flags.aligned):
-            return False
         call(x, y, residual)  # it enters the kernel scope itself
         return True
     return step

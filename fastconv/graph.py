@@ -282,14 +282,14 @@ class Model:
                 need = res.size
                 naive += 4 * need
                 slot = _pick_slot(free, slots, touched, need)
-                touched.setdefault(slot, i)
                 if slot in free:
                     free.remove(slot)
                 held[out] = slot
                 assign[out] = (slot, res.shape)
-            for v in list(node.inputs) + [out]:
-                if v and root.get(v, v) in held:
-                    touched[held[root.get(v, v)]] = i
+            for v in node.inputs + [out]:  # the slots this step reads or writes
+                r = root.get(v, v)
+                if v and r in held:
+                    touched[held[r]] = i
             for r in [r for r in held if last.get(r, -1) <= i]:
                 free.append(held.pop(r))
 
