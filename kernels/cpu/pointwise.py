@@ -228,11 +228,16 @@ def pointwise_conv2d_from_blocked(xb, wp, b, y3, act, res3, has_res, tile, kbloc
         y3[n, k, p] = act(b[k] + sum_c w[k, c] * xb[n, c // 16, p*16 + c % 16] (+ res3[n, k, p]))
 
     wp: zmm.pack_panels of the (K, C) weight, width NR, chunk C (one chunk: a panel's
-    C x NR weights in channel order); tasks are (image, pixel tile, block of kblock
-    output channels); a 7-pixel group is one zmm.gemm_tile_t_taps_c16 per panel with
-    the channel blocks as its taps (16 steps each, pixels 16 floats apart), stored
-    transposed into y3's channel rows with the epilogue.  A group short of MP pixels
-    is copied, zero-padded, into xp_ws (threads x >= C*MP) first.
+    C x NR weights in channel order).  The work is units of one 32-channel panel x one
+    7-pixel group, ordered (image, pixel tile of ``tile`` pixels -- a multiple of MP --,
+    panel, group in the tile), and the N * ceil(P/tile) * ceil(K/kblock) tasks take
+    equal runs of them: where kblock splits the panels evenly a task is exactly (image,
+    pixel tile, block of kblock output channels); where it does not (160 channels: 5
+    panels in 2 tasks) the tasks meet inside a panel instead of one doing 3 panels and
+    the other 2.  A unit is one zmm.gemm_tile_t_taps_c16 with the channel blocks as its
+    taps (16 steps each, pixels 16 floats apart), stored transposed into y3's channel
+    rows with the epilogue.  A group short of MP pixels is copied, zero-padded, into
+    xp_ws (threads x >= C*MP) first.
     """
     N, nb, PV = xb.shape
     P = PV // 16
@@ -240,6 +245,10 @@ def pointwise_conv2d_from_blocked(xb, wp, b, y3, act, res3, has_res, tile, kbloc
     C = nb * 16
     ntiles = (P + tile - 1) // tile
     nkb = (K + kblock - 1) // kblock
+    npan = (K + NR - 1) // NR
+    gpt = (tile + MP - 1) // MP  # groups per pixel tile (the last tile's may be fewer)
+    units = N * ntiles * npan * gpt
+    ntasks = N * ntiles * nkb
     toff = np.empty(nb, np.int64)
     soff = np.empty(nb, np.int64)
     for t in range(nb):
@@ -249,27 +258,33 @@ def pointwise_conv2d_from_blocked(xb, wp, b, y3, act, res3, has_res, tile, kbloc
     yf = y3.reshape(-1)
     rf = res3.reshape(-1)
     wf = wp.reshape(-1)
-    for t in prange(N * ntiles * nkb):
-        n, g, p0, T, k0, k1 = gemm_task(t, 1, ntiles, nkb, tile, kblock, P, K)
+    for t in prange(ntasks):
         scratch = xp_ws[numba.get_thread_id()]
-        for r0 in range(k0, k1, NR):
-            nr = min(NR, k1 - r0)
-            wo = (r0 // NR) * C * NR
-            yo = (n * K + r0) * P + p0
-            for j0 in range(0, T, MP):
-                npx = min(MP, T - j0)
-                xo = (n * nb * P + p0 + j0) * 16
-                if npx == MP:
-                    gemm_tile_t_taps_c16(xf, xo, 1, toff, nb, wf, wo, 16, yf, yo + j0, P, nr,
-                                         MP, b, r0, act, rf, has_res, 0, 1)
-                else:
-                    for blk in range(nb):
-                        for j in range(MP):
-                            d = (blk * MP + j) * 16
-                            if j < npx:
-                                nchwc.copy_vector(xf, xo + blk * PV + j * 16, scratch, d)
-                            else:
-                                for c in range(16):
-                                    scratch[d + c] = 0.0
-                    gemm_tile_t_taps_c16(scratch, 0, 1, soff, nb, wf, wo, 16, yf, yo + j0, P, nr,
-                                         npx, b, r0, act, rf, has_res, 0, 1)
+        for u in range(t * units // ntasks, (t + 1) * units // ntasks):
+            rest = u // gpt
+            pan = rest % npan
+            rest = rest // npan
+            n = rest // ntiles
+            j0 = (rest % ntiles) * tile + (u % gpt) * MP  # the group's first pixel
+            if j0 >= P:
+                continue
+            npx = min(MP, P - j0)
+            r0 = pan * NR
+            nr = min(NR, K - r0)
+            wo = pan * C * NR
+            yo = (n * K + r0) * P + j0
+            xo = (n * nb * P + j0) * 16
+            if npx == MP:
+                gemm_tile_t_taps_c16(xf, xo, 1, toff, nb, wf, wo, 16, yf, yo, P, nr, MP, b, r0,
+                                     act, rf, has_res, 0, 1)
+            else:
+                for blk in range(nb):
+                    for j in range(MP):
+                        d = (blk * MP + j) * 16
+                        if j < npx:
+                            nchwc.copy_vector(xf, xo + blk * PV + j * 16, scratch, d)
+                        else:
+                            for c in range(16):
+                                scratch[d + c] = 0.0
+                gemm_tile_t_taps_c16(scratch, 0, 1, soff, nb, wf, wo, 16, yf, yo, P, nr, npx,
+                                     b, r0, act, rf, has_res, 0, 1)
