@@ -33,8 +33,8 @@ from .blas import sgemm_rm
 from .epilogue import epilogue_tile
 from .tiles import gather_pixels, gemm_task, register_gemm_tile
 from . import nchwc
-from .zmm import (KC_T, MP, NR, _copy_padded, gemm_block, gemm_block_t, gemm_tile_t_blocked,
-                  gemm_tile_t_taps_c16)
+from .zmm import (KC_T, MP, NR, PF_GROUPS, _copy_padded, gemm_block, gemm_block_t,
+                  gemm_tile_t_blocked, gemm_tile_t_taps_c16_pf)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -234,10 +234,11 @@ def pointwise_conv2d_from_blocked(xb, wp, b, y3, act, res3, has_res, tile, kbloc
     equal runs of them: where kblock splits the panels evenly a task is exactly (image,
     pixel tile, block of kblock output channels); where it does not (160 channels: 5
     panels in 2 tasks) the tasks meet inside a panel instead of one doing 3 panels and
-    the other 2.  A unit is one zmm.gemm_tile_t_taps_c16 with the channel blocks as its
-    taps (16 steps each, pixels 16 floats apart), stored transposed into y3's channel
-    rows with the epilogue.  A group short of MP pixels is copied, zero-padded, into
-    xp_ws (threads x >= C*MP) first.
+    the other 2.  A unit is one zmm.gemm_tile_t_taps_c16_pf with the channel blocks as
+    its taps (16 steps each, pixels 16 floats apart), stored transposed into y3's
+    channel rows with the epilogue; a tile's groups after the first prefetch the next
+    panel's weights in slices (as zmm.gemm_block_t).  A group short of MP pixels is
+    copied, zero-padded, into xp_ws (threads x >= C*MP) first.
     """
     N, nb, PV = xb.shape
     P = PV // 16
@@ -249,6 +250,9 @@ def pointwise_conv2d_from_blocked(xb, wp, b, y3, act, res3, has_res, tile, kbloc
     gpt = (tile + MP - 1) // MP  # groups per pixel tile (the last tile's may be fewer)
     units = N * ntiles * npan * gpt
     ntasks = N * ntiles * nkb
+    npf = min(gpt - 1, PF_GROUPS)
+    sl = (C * NR + npf - 1) // max(npf, 1)  # floats of the next panel a group prefetches
+    pf_step = min(16, (sl + C - 1) // C)    # floats a step on (a line a step at most)
     toff = np.empty(nb, np.int64)
     soff = np.empty(nb, np.int64)
     for t in range(nb):
@@ -274,9 +278,17 @@ def pointwise_conv2d_from_blocked(xb, wp, b, y3, act, res3, has_res, tile, kbloc
             wo = pan * C * NR
             yo = (n * K + r0) * P + j0
             xo = (n * nb * P + j0) * 16
+            # groups 1 .. npf of a tile prefetch the next panel in equal slices (as
+            # zmm.gemm_block_t does): its first group would otherwise wait on memory
+            grp = u % gpt
+            pf = 0
+            pstep = NR
+            if pan + 1 < npan and 1 <= grp <= npf:
+                pf = C * NR + (grp - 1) * sl
+                pstep = pf_step
             if npx == MP:
-                gemm_tile_t_taps_c16(xf, xo, 1, toff, nb, wf, wo, 16, yf, yo, P, nr, MP, b, r0,
-                                     act, rf, has_res, 0, 1)
+                gemm_tile_t_taps_c16_pf(xf, xo, 1, toff, nb, wf, wo, 16, yf, yo, P, nr, MP, b,
+                                        r0, act, rf, has_res, 0, 1, pf, pstep)
             else:
                 for blk in range(nb):
                     for j in range(MP):
@@ -286,5 +298,5 @@ def pointwise_conv2d_from_blocked(xb, wp, b, y3, act, res3, has_res, tile, kbloc
                         else:
                             for c in range(16):
                                 scratch[d + c] = 0.0
-                gemm_tile_t_taps_c16(scratch, 0, 1, soff, nb, wf, wo, 16, yf, yo, P, nr, npx,
-                                     b, r0, act, rf, has_res, 0, 1)
+                gemm_tile_t_taps_c16_pf(scratch, 0, 1, soff, nb, wf, wo, 16, yf, yo, P, nr, npx,
+                                        b, r0, act, rf, has_res, 0, 1, pf, pstep)

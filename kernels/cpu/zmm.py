@@ -62,7 +62,7 @@ def _register_groups(mr, nb):
 
 
 def _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv, a_step=1,
-               b_masks=None, prefetch=None, prefetch_lines=None):
+               b_masks=None, prefetch=None, prefetch_lines=None, prefetch_step=None):
     """Emit acc[r*nv + v] = init[r*nv + v] + sum_(c < nc) a[a_off + c*lda + r*a_step] *
     b[b_off + c*ldb + 16*v : +16] (r < mr, v < nv) with the mr*nv accumulators in
     registers (a_step a Python int or an IR value); returns the final accumulators (init
@@ -124,8 +124,12 @@ def _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv, 
             pf = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
                 "llvm.prefetch")
+            # prefetch_step (floats per step, default ldb) lets a loop spread its
+            # prefetches over a span shorter or longer than the rows it reads
+            prow = brow if prefetch_step is None else builder.add(b_off,
+                                                                  builder.mul(c, prefetch_step))
             for v in range(nv if prefetch_lines is None else prefetch_lines):
-                at = builder.gep(b_ptr, [builder.add(brow, builder.add(prefetch, const(16 * v)))])
+                at = builder.gep(b_ptr, [builder.add(prow, builder.add(prefetch, const(16 * v)))])
                 builder.call(pf, [builder.bitcast(at, i8p), ir.Constant(i32, 0),
                                   ir.Constant(i32, 3), ir.Constant(i32, 1)])
         if masks is None:
@@ -640,7 +644,7 @@ def _data_ptr(context, builder, signature, args, i, ty=None):
 
 @intrinsic
 def gemm_tile_t_store(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr, npx, bias,
-                      b_off, act, res, has_res, accumulate, final, pf):
+                      b_off, act, res, has_res, accumulate, final, pf, pstep):
     """The transposed tile (MP pixels x NR channels: pixels broadcast, weights as vectors) stored
     straight into y's channel rows, epilogue fused:
 
@@ -662,7 +666,7 @@ def gemm_tile_t_store(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr
     """
     sig = types.void(x, types.intp, types.intp, wp, types.intp, types.intp, y, types.intp,
                      types.intp, types.intp, types.intp, bias, types.intp, types.intp, res,
-                     types.intp, types.intp, types.intp, types.intp)
+                     types.intp, types.intp, types.intp, types.intp, types.intp)
 
     def codegen(context, builder, signature, args):
         x_ptr = _data_ptr(context, builder, signature, args, 0)
@@ -670,16 +674,19 @@ def gemm_tile_t_store(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr
         x_off, ldx, w_off, nc = args[1], args[2], args[4], args[5]
         zero16 = ir.Constant(ir.VectorType(ir.FloatType(), 16), None)
         accs = _reduction(builder, x_ptr, x_off, ldx, w_ptr, w_off, ir.Constant(x_off.type, NR),
-                          nc, [zero16] * (MP * NV), MP, NV, prefetch=args[18], prefetch_lines=1)
+                          nc, [zero16] * (MP * NV), MP, NV, prefetch=args[18], prefetch_lines=1,
+                          prefetch_step=args[19])
         _store_t(context, builder, signature, args, accs, 6)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
-def _taps_codegen(a_step, nv, edges):
+def _taps_codegen(a_step, nv, edges, prefetch=False):
     """Codegen of gemm_tile_t_taps (``edges`` False) and gemm_tile_t_taps_edges (True: a
-    tcode argument after toff, every index after it one further)."""
+    tcode argument after toff, every index after it one further); ``prefetch``: two more
+    arguments at the end, pf and pstep: step g of the whole reduction (tap t, step c,
+    g = t*nc + c) also prefetches the line at wp[w_off + pf + g*pstep]."""
     e = 1 if edges else 0
 
     def codegen(context, builder, signature, args):
@@ -692,12 +699,19 @@ def _taps_codegen(a_step, nv, edges):
         v16 = ir.VectorType(ir.FloatType(), 16)
         nr_c = ir.Constant(intp, NR)
 
+        pf_args = {}
+
         def reduce(xo, wo, acc, npix):
             return _reduction(builder, x_ptr, xo, ldx, w_ptr, wo, nr_c, nc, acc, npix, nv,
-                              a_step)
+                              a_step, **pf_args)
 
         def reduce_tap(toff, t, acc):
-            wo = builder.add(w_off, builder.mul(builder.mul(t, nc), nr_c))
+            tnc = builder.mul(t, nc)
+            wo = builder.add(w_off, builder.mul(tnc, nr_c))
+            if prefetch:  # _reduction prefetches at wo + c*pstep + (this offset)
+                pf, pstep = args[20 + e], args[21 + e]
+                pf_args.update(prefetch=builder.add(pf, builder.mul(tnc, builder.sub(pstep, nr_c))),
+                               prefetch_step=pstep, prefetch_lines=1)
             xo = builder.add(x_off, toff)
             if not edges:
                 return reduce(xo, wo, acc, MP)
@@ -736,9 +750,23 @@ def _taps_codegen(a_step, nv, edges):
     return codegen
 
 
-def _make_taps(a_step, nv=NV):
+def _make_taps(a_step, nv=NV, prefetch=False):
     """gemm_tile_t_taps reading pixel j of a step at ``a_step * j``, over 16*nv channels
-    (the weight panels stay NR wide: nv=1 reads a panel's first 16 columns)."""
+    (the weight panels stay NR wide: nv=1 reads a panel's first 16 columns); with
+    ``prefetch``, two more arguments pf and pstep (_taps_codegen)."""
+    if prefetch:
+        @intrinsic
+        def taps_pf(typingctx, x, x_off, ldx, toff, ntaps, wp, w_off, nc, y, y_off, ldy, nr, npx,
+                    bias, b_off, act, res, has_res, accumulate, final, pf, pstep):
+            """gemm_tile_t_taps, each step g of its reduction also prefetching the line at
+            wp[w_off + pf + g*pstep] (another panel's weights, ahead of their use)."""
+            sig = types.void(x, types.intp, types.intp, toff, types.intp, wp, types.intp,
+                             types.intp, y, types.intp, types.intp, types.intp, types.intp, bias,
+                             types.intp, types.intp, res, types.intp, types.intp, types.intp,
+                             types.intp, types.intp)
+            return sig, _taps_codegen(a_step, nv, False, True)
+        return taps_pf
+
     @intrinsic
     def taps(typingctx, x, x_off, ldx, toff, ntaps, wp, w_off, nc, y, y_off, ldy, nr, npx, bias,
              b_off, act, res, has_res, accumulate, final):
@@ -761,6 +789,7 @@ def _make_taps(a_step, nv=NV):
 gemm_tile_t_taps = _make_taps(1)
 # the same over a channel-blocked input: pixel j of a step at x[... + 16*j]
 gemm_tile_t_taps_c16 = _make_taps(16)
+gemm_tile_t_taps_c16_pf = _make_taps(16, prefetch=True)
 # ... for a last panel of <= 16 channels (nr <= 16): half the accumulators and FMAs
 gemm_tile_t_taps_c16_16 = _make_taps(16, 1)
 
@@ -1053,21 +1082,22 @@ def _copy_padded(x, src, ldx, rows, cols, xp, width):
 
 
 KC_T = 1024  # reduction chunk of the transposed kernel: a KC_T x NR weight panel in L2
+PF_GROUPS = 6  # pixel groups over which gemm_block_t prefetches a task's next panel
 
 
 @njit(inline="always")
 def tile_t_group(x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr, npx, xp, b, b_off, act, res,
-                 has_res, acc, fin, pf=0):
+                 has_res, acc, fin, pf=0, pstep=NR):
     """gemm_tile_t_store on a group of npx <= MP pixels, x[x_off + c*ldx + j]: read in
     place when the group is whole, else first copied, zero-padded, into xp (>= nc*MP);
-    pf: gemm_tile_t_store's prefetch offset."""
+    pf, pstep: gemm_tile_t_store's prefetch offset and step."""
     if npx == MP:
         gemm_tile_t_store(x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr, MP, b, b_off, act,
-                          res, has_res, acc, fin, pf)
+                          res, has_res, acc, fin, pf, pstep)
     else:
         _copy_padded(x, x_off, ldx, nc, npx, xp, MP)
         gemm_tile_t_store(xp, 0, MP, wp, w_off, nc, y, y_off, ldy, nr, npx, b, b_off, act,
-                          res, has_res, acc, fin, pf)
+                          res, has_res, acc, fin, pf, pstep)
 
 
 @njit(inline="always")
@@ -1087,10 +1117,12 @@ def gemm_block_t(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nro
     short of MP are copied, zero-padded, into xp (KC_T x MP) first.
 
     A panel (kc x NR weights, up to 128 KiB) is read from memory by its first pixel
-    group and from L2 by the others, so the second and third groups prefetch the
-    next panel (the first line, then the second line of each of its steps) while
-    they compute: at 7x7 and 14x14 a 1x1's weights (1-4 MiB) are the bulk of what it
-    reads, and the first group of every panel otherwise waits on them.
+    group and from L2 by the others, so the groups after the first (up to PF_GROUPS of
+    them) prefetch the next panel in equal slices while they compute, a line every
+    few steps: at 7x7 and 14x14 a 1x1's weights (1-4 MiB) are the bulk of what it
+    reads, and the first group of every panel otherwise waits on them.  (Two groups
+    prefetching a line a step each, as before, left 320->1280 @ 7x7 on one thread 8 %
+    slower with its weights in L3 and 12 % slower from memory; docs/performance.md.)
     """
     ng = (T + MP - 1) // MP
     for c0 in range(0, Cr, KC_T):
@@ -1100,20 +1132,35 @@ def gemm_block_t(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nro
         for r0 in range(0, nrows, NR):
             wo = w_base + c0 * npg * NR + (pan0 + r0 // NR) * kc * NR
             nr = min(NR, nrows - r0)
-            # where the panel this task computes next starts, relative to this one
+            # where the panel this task computes next starts, relative to this one, and
+            # its size
             nxt = 0
+            span = kc * NR
             if r0 + NR < nrows:
                 nxt = kc * NR
             elif c0 + kc < Cr:
-                nxt = w_base + (c0 + kc) * npg * NR + pan0 * min(KC_T, Cr - c0 - kc) * NR - wo
+                span = min(KC_T, Cr - c0 - kc) * NR
+                nxt = w_base + (c0 + kc) * npg * NR + pan0 * span // NR - wo
+            # the groups after the first fetch it in equal slices of sl floats, a step
+            # prefetching pstep floats on from the step before (a new line every
+            # 16 / pstep steps; at most a line a step, so a single prefetching group
+            # fetches the first half of a panel)
+            npf = min(ng - 1, PF_GROUPS)
+            sl = 0
+            pstep = NR
+            if nxt != 0 and npf > 0:
+                sl = (span + npf - 1) // npf
+                pstep = min(16, (sl + kc - 1) // kc)
             for gi in range(ng):
                 j0 = gi * MP
                 pf = 0
-                if nxt != 0 and (gi == 1 or gi == 2):
-                    pf = nxt + 16 * (gi - 1)
+                step = NR
+                if sl > 0 and 1 <= gi <= npf:
+                    pf = nxt + (gi - 1) * sl
+                    step = pstep
                 tile_t_group(x, x_off + c0 * ldx + j0, ldx, wp, wo, kc, y,
                              y_off + r0 * ldy + j0, ldy, nr, min(MP, T - j0), xp, b, b_off + r0,
-                             act, res, has_res, acc, fin, pf)
+                             act, res, has_res, acc, fin, pf, step)
 
 
 def _make_tile_taps(nv):
