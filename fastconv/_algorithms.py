@@ -8,7 +8,7 @@ import functools
 
 import numpy as np
 
-from . import _runtime, _workspace, planner
+from . import _memory, _runtime, _workspace, planner
 from .kernels.cpu import depthwise as _depthwise
 from .kernels.cpu import direct as _direct
 from .kernels.cpu import im2col as _im2col
@@ -350,7 +350,7 @@ def _depthwise_blocked_weights(prob, w, packed):
     """depthwise.pack_blocked of w, cached in the layer's dict."""
     wt = None if packed is None else packed.get(DepthwiseBlocked.name)
     if wt is None:
-        wt = np.empty((-(-prob.c // 16), prob.r * prob.s, 16), np.float32)
+        wt = _memory.empty((-(-prob.c // 16), prob.r * prob.s, 16), np.float32)
         _depthwise.pack_blocked(w, wt)
         if packed is not None:
             packed[DepthwiseBlocked.name] = wt
@@ -454,7 +454,7 @@ class Winograd(planner.Algorithm):
 
     def pack(self, w):
         """The transformed filters U (a*a, K, Cg) of a 3x3 weight."""
-        U = np.empty((self.a * self.a, w.shape[0], w.shape[1]), np.float32)
+        U = _memory.empty((self.a * self.a, w.shape[0], w.shape[1]), np.float32)
         _winograd.filter_transform(w, self.G, U)
         return U
 
@@ -494,7 +494,8 @@ class Winograd(planner.Algorithm):
             if self.packed_gemms(prob, T):
                 wz = None if packed is None else packed.get(self.name + "_zmm")
                 if wz is None:
-                    wz = np.empty((xi, -(-prob.k // _zmm.NR) * prob.c * _zmm.NR), np.float32)
+                    wz = _memory.empty((xi, -(-prob.k // _zmm.NR) * prob.c * _zmm.NR),
+                                       np.float32)
                     for i in range(xi):
                         _zmm.pack_panels(U[i], 1, _zmm.NR, _zmm.KC_T, wz[i:i + 1])
                     if packed is not None:
@@ -597,7 +598,7 @@ def packed_weights(packed, key, wmat, groups, width=None):
     wp = None if packed is None else packed.get(key)
     if wp is None:
         K, Cr = wmat.shape
-        wp = np.empty((groups, -(-(K // groups) // width) * Cr * width), np.float32)
+        wp = _memory.empty((groups, -(-(K // groups) // width) * Cr * width), np.float32)
         chunk = _zmm.KC if width == _zmm.MR else _zmm.KC_T
         _zmm.pack_panels(np.ascontiguousarray(wmat), groups, width, chunk, wp)
         if packed is not None:
@@ -798,7 +799,7 @@ def bind_inverted_residual(expand, dw, project, packed, rows=False):
         tile3 = max(_zmm.MP, tile3 // _zmm.MP * _zmm.MP)
         wp3 = packed.get("project_from_blocked")
         if wp3 is None:
-            wp3 = packed["project_from_blocked"] = np.empty(
+            wp3 = packed["project_from_blocked"] = _memory.empty(
                 (1, -(-pp.k // _zmm.NR) * pp.c * _zmm.NR), np.float32)
             _zmm.pack_panels(np.ascontiguousarray(w3.reshape(pp.k, pp.c)), 1, _zmm.NR, pp.c,
                              wp3)
@@ -907,7 +908,7 @@ def _bind_inverted_residual_rows(expand, dw, project, packed):
             wp1 = packed.get("head_rows")
             if wp1 is None:  # columns (tap, channel): the taps tile's step order
                 wmat = np.ascontiguousarray(w1.transpose(0, 2, 3, 1).reshape(pe.k, -1))
-                wp1 = packed["head_rows"] = np.empty(
+                wp1 = packed["head_rows"] = _memory.empty(
                     (1, -(-pe.k // _zmm.NR) * wmat.shape[1] * _zmm.NR), np.float32)
                 _zmm.pack_panels(wmat, 1, _zmm.NR, wmat.shape[1], wp1)
             head = pe
@@ -920,7 +921,7 @@ def _bind_inverted_residual_rows(expand, dw, project, packed):
     wt2 = _depthwise_blocked_weights(dprob, w2, packed)
     wp3 = packed.get("project_from_blocked")
     if wp3 is None:
-        wp3 = packed["project_from_blocked"] = np.empty(
+        wp3 = packed["project_from_blocked"] = _memory.empty(
             (1, -(-pp.k // _zmm.NR) * pp.c * _zmm.NR), np.float32)
         _zmm.pack_panels(np.ascontiguousarray(w3.reshape(pp.k, pp.c)), 1, _zmm.NR, pp.c, wp3)
     pt, pb, pl, pr = dprob.pads
@@ -1139,7 +1140,7 @@ class ImplicitPacked(planner.Algorithm):
             w3 = np.asarray(w, np.float32).reshape(K, C, R * S)
             wm = np.concatenate([w3[:, c0:c0 + kch].transpose(0, 2, 1).reshape(K, -1)
                                  for c0 in range(0, C, kch)], axis=1)
-            wp = np.empty((1, -(-K // _zmm.NR) * R * S * C * _zmm.NR), np.float32)
+            wp = _memory.empty((1, -(-K // _zmm.NR) * R * S * C * _zmm.NR), np.float32)
             _zmm.pack_panels(np.ascontiguousarray(wm), 1, _zmm.NR, R * S * kch, wp)
             if packed is not None:
                 packed[self.name] = wp
@@ -1232,7 +1233,7 @@ class ImplicitPixels(planner.Algorithm):
             K, C, R, S = w.shape
             wm = np.ascontiguousarray(np.asarray(w, np.float32).reshape(K, C, R * S)
                                       .transpose(0, 2, 1).reshape(K, R * S * C))
-            wp = np.empty((1, -(-K // _zmm.MR) * R * S * C * _zmm.MR), np.float32)
+            wp = _memory.empty((1, -(-K // _zmm.MR) * R * S * C * _zmm.MR), np.float32)
             _zmm.pack_panels(wm, 1, _zmm.MR, R * S * C, wp)
             if packed is not None:
                 packed[self.name] = wp

@@ -9,6 +9,8 @@ import threading
 
 import numpy as np
 
+from . import _memory
+
 _local = threading.local()
 _ZEROS = {}
 _generation = 0  # bumped whenever a buffer is replaced by a larger one
@@ -79,10 +81,8 @@ def _views():
 def _aligned(size):
     """size float32s starting on a 64-byte boundary (a cache line, one zmm vector):
     row blocks that are multiples of 16 floats then never split a vector load
-    across two lines."""
-    raw = np.empty(size + 16, np.float32)
-    skip = (-raw.ctypes.data % 64) // 4
-    return raw[skip:skip + size]
+    across two lines; on huge pages where large (_memory)."""
+    return _memory.empty(size, np.float32)
 
 
 def per_thread(name, threads, shape):

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from . import _checks, _runtime
+from . import _checks, _memory, _runtime
 from .ops import OPS, flops
 
 FORMAT = "fastconv-model"
@@ -296,7 +296,7 @@ class Model:
         index = {}
         for name in list(self.inputs) + list(self.constants) + [nd.outputs[0] for nd in self.nodes]:
             index.setdefault(name, len(index))
-        arena = [np.empty(size, np.float32) for size in slots]
+        arena = [_memory.empty(size, np.float32) for size in slots]
         steps = []
         for node in self.nodes:
             out = node.outputs[0]

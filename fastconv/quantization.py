@@ -17,7 +17,7 @@ import threading
 
 import numpy as np
 
-from . import _backend, _checks, _cuda, _runtime, _workspace, planner
+from . import _backend, _checks, _cuda, _memory, _runtime, _workspace, planner
 from .functional import _key, conv_problem
 from .kernels.cpu import int8 as _int8
 from .kernels.cpu import vnni as _vnni
@@ -248,7 +248,7 @@ def pack_px(wmat):
     w = np.zeros((k8, c4), np.int8)
     w[:k, :c] = wmat
     w = w.reshape(k8 // mc, mc, c4 // 4, 4).transpose(0, 2, 1, 3)
-    return np.ascontiguousarray(w).reshape(-1)
+    return _laid_out(w)
 
 
 def pack_vnni(wmat, groups):
@@ -262,7 +262,15 @@ def pack_vnni(wmat, groups):
     w = np.zeros((groups, kg16, width), np.int8)
     w[:, :kg, :width0] = wmat.reshape(groups, kg, width0)
     w = w.reshape(groups, kg16 // 16, 16, width // 4, 4).transpose(0, 1, 3, 2, 4)
-    return np.ascontiguousarray(w).reshape(-1), width
+    return _laid_out(w), width
+
+
+def _laid_out(w):
+    """w's elements in its (transposed) index order, flat, in memory every call reads
+    (_memory: on huge pages where large)."""
+    out = _memory.empty(w.shape, w.dtype)
+    out[...] = w
+    return out.reshape(-1)
 
 
 def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, padding=0,
@@ -592,7 +600,7 @@ def _int8_workspace(dtype, shape, name="cols"):
     need = math.prod(shape)
     buf = pool.get(key)
     if buf is None or buf.size < need:
-        buf = pool[key] = np.empty(need, dtype)
+        buf = pool[key] = _memory.empty(need, dtype)
     return buf[:need].reshape(shape)
 
 

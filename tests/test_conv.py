@@ -559,7 +559,7 @@ def test_micro_kernel_tiles_and_assembly(rng):
         zmm.gemm_tile(a, 0, zmm.MR, x, 3, 40, nc, y, 0, zmm.NR, 1, b, 0, 0, r, 0, 0, 0)  # y +=
         # roles swapped, stored transposed: yt[l, p] (channel rows of MP pixels)
         zmm.gemm_tile_t_store(x, 3, 40, a, 0, nc, yt, 0, zmm.MP, zmm.NR, zmm.MP, b, 0, 0,
-                              r, 0, 0, 1, pf)
+                              r, 0, 0, 1, pf, 5)  # a prefetch 5 floats on per step
 
     @njit
     def tile_pf(a, x, y, nc, b, r, pf):
@@ -610,7 +610,7 @@ def test_transposed_tile_store_epilogue(rng):
     def store(x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr, npx, b, b_off, act, res,
               has_res, acc, fin):
         zmm.gemm_tile_t_store(x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr, npx, b, b_off,
-                              act, res, has_res, acc, fin, 7 * nc * zmm.NR)
+                              act, res, has_res, acc, fin, 7 * nc * zmm.NR, 3)
 
     MP, NR = zmm.MP, zmm.NR
     for it in range(80):
