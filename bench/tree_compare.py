@@ -74,9 +74,10 @@ def main():
         med = np.array([m for m, _ in res[label]])
         mins = np.array([b for _, b in res[label]])
         rel = med / first
+        ratio = np.median(med) / np.median(first)
         print(f"{label:10s} {' '.join(f'{m:.2f}' for m in med)} | median {np.median(med):.2f}, "
-              f"best min {mins.min():.2f}; time vs {trees[0][0]}: {np.median(med) / np.median(first):.3f} "
-              f"by medians, per round {' '.join(f'{v:.2f}' for v in rel)}")
+              f"best min {mins.min():.2f}; time vs {trees[0][0]}: {ratio:.3f} by medians, "
+              f"per round {' '.join(f'{v:.2f}' for v in rel)}")
 
 
 if __name__ == "__main__":

@@ -315,6 +315,59 @@ def planned_conv(packed, params, x_shape, out_shape):
     return step
 
 
+def planned_conv2d_global_avg_pool(packed, weight, bias, x_shape):
+    """planned_conv's counterpart for conv2d_global_avg_pool (no residual): the call
+    bound in ``packed`` for x_shape and these weight and bias objects as ``step(x) ->
+    pooled`` ((N, K, 1, 1), a new array) or None where it runs no bound pointwise_packed
+    call for them; the step returns None, doing nothing, when x or the thread count
+    differs from what was bound."""
+    entry = packed.get(_GAP) if packed else None
+    if (entry is None or entry[3] is None or entry[0][0] != tuple(x_shape)
+            or entry[1] is not weight or entry[2] is not bias):
+        return None
+    (x_shape, threads), run, conv_shape = (entry[0][0], entry[0][3]), entry[3], entry[4]
+
+    def step(x):
+        if not _planned_array(x, x_shape) or _runtime.get_num_threads() != threads:
+            return None
+        y = np.empty(conv_shape[:2] + (1, 1), np.float32)
+        with _runtime.kernel_scope(blas=False):
+            run(x, _workspace.get("conv_gap_out", conv_shape), None, y.reshape(conv_shape[:2]))
+        return y
+    return step
+
+
+def planned_linear(weight, bias, activation, x_shape, layer="linear"):
+    """For a caller that fixes the input shape (N, F) with N <= LINEAR_ROWS_MAX: linear()
+    as ``step(x) -> y`` (a new (N, K) array) running linear_rows with everything but
+    x and y worked out once, or None where linear() would not run it as is (weight or
+    bias not float32 C-contiguous arrays of matching shapes).  The step returns None,
+    doing nothing, for any other input or thread count; the caller keeps the weight
+    and bias objects (a replaced one needs a new step)."""
+    if (len(x_shape) != 2 or not 0 < x_shape[0] <= LINEAR_ROWS_MAX
+            or type(weight) is not np.ndarray or weight.ndim != 2
+            or not _planned_array(weight, weight.shape) or weight.shape[1] != x_shape[1]
+            or not weight.shape[0]):
+        return None
+    if bias is not None and not _planned_array(bias, (weight.shape[0],)):
+        return None
+    b = _bias(bias, weight.shape[0], layer)
+    act = _checks.activation_code(activation, layer)
+    threads = _runtime.get_num_threads()
+    shape = (x_shape[0], weight.shape[0])
+    block = max(16, -(-weight.shape[0] // (4 * threads)))  # as linear() picks it
+    x_shape = tuple(x_shape)
+
+    def step(x):
+        if not _planned_array(x, x_shape) or _runtime.get_num_threads() != threads:
+            return None
+        y = np.empty(shape, np.float32)
+        with _runtime.kernel_scope(blas=False):
+            _linear.linear_rows(x, weight, b, y, block, act)
+        return y
+    return step
+
+
 _IR = "inverted_residual:bound"
 
 

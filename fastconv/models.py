@@ -252,49 +252,121 @@ class MobileNetV2(nn.Module):
         return self
 
     def forward(self, x):
+        y = self._planned(x)
+        if y is not None:
+            return y
         if "_head" not in self.__dict__:
             self.fuse(self.features._fuse)
         if not self.features._fuse or self.training:
             x = self.avgpool(self.features(x))
             return self.classifier(np.asarray(x).reshape(np.shape(x)[0], -1))
         feats = list(self.features)
+        last = fusion._single_fused(feats[-1])
+        pooled = last is not None and fusion._pointwise(last) and np.ndim(x) == 4
+        x_shape = x.shape if type(x) is np.ndarray else None
+        x, steps = self._features(feats, len(feats) - pooled, x)
+        gap_step = None
+        if pooled:  # the last 1x1 averages its planes as it stores them
+            w, b = last.folded()
+            gap = self.__dict__.setdefault("_gap_packed", {})
+            if steps:
+                gap_step = F.planned_conv2d_global_avg_pool(gap, w, b, steps[-1][2])
+            x = F.conv2d_global_avg_pool(x, w, b, last.activation, packed=gap,
+                                         layer=last.conv.layer_name)
+            if steps and gap_step is None:  # bound by this call
+                gap_step = F.planned_conv2d_global_avg_pool(gap, w, b, steps[-1][2])
+        else:
+            x = self.avgpool(x)
+        flat = np.asarray(x).reshape(np.shape(x)[0], -1)
+        linear = self._classifier_linear()
+        y = self.classifier(flat)
+        if x_shape is not None and steps and gap_step is not None and linear is not None:
+            lin_step = F.planned_linear(linear.weight, linear.bias, linear.activation,
+                                        flat.shape, linear.layer_name)
+            if lin_step is not None:
+                object.__setattr__(self, "_plan", (nn._structure[0], nn._version[0], x_shape,
+                                                   tuple(steps), gap_step, lin_step))
+        return y
+
+    def _classifier_linear(self):
+        """The classifier's Linear where the classifier is dropouts (identities here) then
+        that Linear, else None."""
+        mods = list(self.classifier) if type(self.classifier) is nn.Sequential else []
+        if mods and type(mods[-1]) is nn.Linear and all(type(m) is nn.Dropout
+                                                         for m in mods[:-1]):
+            return mods[-1]
+        return None
+
+    def _features(self, feats, end, x):
+        """(features[:end](x), planned steps): module by module; the steps (_planned_step)
+        where the head and every block ran as one planned call each (into this thread's
+        buffers), else []."""
+        steps = []
         start = 0
         if self._head is not None:
             # the stem and the first block (no expansion) in one call: fusion.head_block
             shape = self._head.out_shape(np.shape(x)) if type(x) is np.ndarray else None
-            x = self._head(x, out=None if shape is None else _workspace.get(
-                _MV2_OUT[1], shape))
-            start = 2
-        last = fusion._single_fused(feats[-1])
-        pooled = last is not None and fusion._pointwise(last) and np.ndim(x) == 4
-        for i in range(start, len(feats) - pooled):
-            x = self._block(i, feats[i], x)
-        if pooled:  # the last 1x1 averages its planes as it stores them
-            w, b = last.folded()
-            x = F.conv2d_global_avg_pool(x, w, b, last.activation,
-                                         packed=self.__dict__.setdefault("_gap_packed", {}),
-                                         layer=last.conv.layer_name)
-        else:
-            x = self.avgpool(x)
-        return self.classifier(np.asarray(x).reshape(np.shape(x)[0], -1))
+            out = None if shape is None else _workspace.get(_MV2_OUT[1], shape)
+            y = self._head(x, out=out)
+            steps.append(_planned_step(self._head, y, out, _MV2_OUT[1], False))
+            x, start = y, 2
+        for i in range(start, end):
+            y, step = self._block(i, feats[i], x)
+            steps.append(step)
+            x = y
+        if end <= start or any(s is None for s in steps):
+            steps = []
+        return x, steps
+
+    def _planned(self, x):
+        """The whole forward as the planned calls the full path kept (self._plan), or None
+        (then nothing was written that the full path does not write again): the head's
+        and the blocks' calls straight into this thread's buffers, the pooled last 1x1,
+        the classifier's Linear, each checking only what its plan does not fix (input
+        and residual type, dtype, shape and layout; the thread count), with no module
+        checks -- the plan holds while no module's submodules, flags or other attributes
+        (nn._structure) and no weights (nn._version) have been assigned since it was
+        made; in-place edits of weight arrays need ``fuse()``, as everywhere."""
+        plan = self.__dict__.get("_plan")
+        if (plan is None or plan[0] != nn._structure[0] or plan[1] != nn._version[0]
+                or type(x) is not np.ndarray or x.shape != plan[2]):
+            return None
+        for step, name, shape, res in plan[3]:
+            out = _workspace.get(name, shape)
+            if not step(x, out, x if res else None):
+                return None
+            x = out
+        pooled = plan[4](x)
+        return None if pooled is None else plan[5](pooled.reshape(pooled.shape[0], -1))
 
     def _block(self, i, m, x):
-        """features[i](x); a block that runs as one call writes into the thread's buffer
-        of parity i % 2 (the activations between blocks are this forward's own, so they
-        are reused across calls as a model plan's buffers are: a fresh array for each
-        block's output made the next block read it up to 1.6x slower; two buffers rather
-        than one per block keep the lines each block writes recently used, as a plan's
-        slots are)."""
+        """(features[i](x), its planned step or None); a block that runs as one call writes
+        into the thread's buffer of parity i % 2 (the activations between blocks are this
+        forward's own, so they are reused across calls as a model plan's buffers are: a
+        fresh array for each block's output made the next block read it up to 1.6x slower;
+        two buffers rather than one per block keep the lines each block writes recently
+        used, as a plan's slots are)."""
         steps = m.conv.fused_steps() if isinstance(m, InvertedResidual) and m.conv._fuse else ()
         if len(steps) != 1 or not isinstance(steps[0], fusion.FusedInvertedResidual) \
                 or type(x) is not np.ndarray or x.ndim != 4:
-            return m(x)
+            return m(x), None
         ir = steps[0]
         shape = ir.out_shape(x.shape)
         if shape is None:
-            return m(x)
+            return m(x), None
         buf = _workspace.get(_MV2_OUT[i % 2], shape)
-        return ir(x, residual=x if m.use_res_connect else None, out=buf)
+        y = ir(x, residual=x if m.use_res_connect else None, out=buf)
+        return y, _planned_step(ir, y, buf, _MV2_OUT[i % 2], m.use_res_connect)
+
+
+def _planned_step(ir, y, out, name, res):
+    """(step, buffer name, shape, whether the block adds its input) of a
+    FusedInvertedResidual that has just run as its planned call into ``out`` (the
+    thread's buffer ``name``), else None."""
+    step = ir._step
+    if out is None or y is not out or step is None or step[1] is None:
+        return None
+    return (step[1], name, out.shape, res)
 
 
 _MV2_OUT = ("mobilenet_v2.out0", "mobilenet_v2.out1")  # block outputs by parity

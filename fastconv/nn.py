@@ -15,6 +15,9 @@ from . import _checks
 from . import functional as F
 
 _version = [0]  # bumped whenever a parameter or buffer is replaced: fused forms re-fold
+# bumped whenever a module's submodules, flags or other attributes are assigned, and by
+# train() and fuse(): a model's planned forward (models.MobileNetV2) is made again
+_structure = [0]
 
 
 def _bump():
@@ -44,6 +47,7 @@ class Module:
         if isinstance(value, Module):
             self._modules[name] = value
             value._set_name(self._child_name(name))
+            _structure[0] += 1
         elif name in self._parameters:
             self._parameters[name] = value
             _bump()
@@ -52,6 +56,7 @@ class Module:
             _bump()
         else:
             object.__setattr__(self, name, value)
+            _structure[0] += 1
 
     def __getattr__(self, name):
         for store in ("_parameters", "_buffers", "_modules"):
@@ -115,6 +120,7 @@ class Module:
     def train(self, mode=True):
         for m in self.modules():
             object.__setattr__(m, "training", bool(mode))
+        _structure[0] += 1
         return self
 
     # -- state --------------------------------------------------------------
@@ -563,6 +569,7 @@ class Sequential(Module):
         """
         object.__setattr__(self, "_fuse", bool(enabled))
         object.__setattr__(self, "_steps", None)
+        _structure[0] += 1
         for m in self._modules.values():
             if isinstance(m, Sequential) or hasattr(m, "fuse"):
                 m.fuse(enabled)

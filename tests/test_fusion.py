@@ -574,6 +574,46 @@ def test_conv2d_global_avg_pool(rng, n, c, hw, k, groups, act, residual):
             F.conv2d_global_avg_pool(x, w, b, act, res[:, :, :1], layer="gap")
 
 
+def test_planned_pooled_conv_and_linear_steps(rng):
+    """functional.planned_conv2d_global_avg_pool / planned_linear: the bound calls as
+    steps equal to the functions they stand for; None where nothing is bound or the
+    arguments are not what the step runs as is, and a step refuses any other input or
+    thread count."""
+    from fastconv import functional as F
+    x = rng.standard_normal((1, 320, 7, 7)).astype(np.float32)
+    w = (rng.standard_normal((1280, 320, 1, 1)) / 18).astype(np.float32)
+    b = rng.standard_normal(1280).astype(np.float32)
+    packed = {}
+    assert F.planned_conv2d_global_avg_pool(packed, w, b, x.shape) is None  # nothing bound
+    want = F.conv2d_global_avg_pool(x, w, b, "relu6", packed=packed)
+    step = F.planned_conv2d_global_avg_pool(packed, w, b, x.shape)
+    np.testing.assert_array_equal(step(x), want)
+    np.testing.assert_array_equal(step(x.copy()), want)
+    assert F.planned_conv2d_global_avg_pool(packed, w.copy(), b, x.shape) is None
+    assert F.planned_conv2d_global_avg_pool(packed, w, b, (2, 320, 7, 7)) is None
+    for bad in (x.astype(np.float64), np.asfortranarray(x), x[:, :, :6], x.tolist()):
+        assert step(bad) is None
+    wl = rng.standard_normal((10, 1280)).astype(np.float32)
+    bl = rng.standard_normal(10).astype(np.float32)
+    v = want.reshape(1, -1)
+    lin = F.planned_linear(wl, bl, "relu", v.shape)
+    np.testing.assert_array_equal(lin(v), F.linear(v, wl, bl, "relu"))
+    np.testing.assert_array_equal(F.planned_linear(wl, None, None, v.shape)(v),
+                                  F.linear(v, wl))
+    for args in ((wl.astype(np.float64), bl), (wl, bl.astype(np.float64)), (wl[:, :-1], bl),
+                 (np.asfortranarray(wl), bl), (wl.tolist(), bl)):
+        assert F.planned_linear(*args, None, v.shape) is None
+    assert F.planned_linear(wl, bl, None, (F.LINEAR_ROWS_MAX + 1, 1280)) is None
+    for bad in (v.astype(np.float64), v[:, :-1], np.vstack([v, v])):
+        assert lin(bad) is None
+    threads = fc.get_num_threads()
+    try:
+        fc.set_num_threads(1 if threads > 1 else 2)
+        assert step(x) is None and lin(v) is None
+    finally:
+        fc.set_num_threads(threads)
+
+
 def test_optimize_fuses_the_global_pool_into_the_last_conv(rng, tmp_path):
     import importlib
     opt = importlib.import_module("fastconv.optimize")
@@ -634,3 +674,82 @@ def test_zoo_mobilenet_blocks_take_their_planned_calls(rng, monkeypatch):
     m.fuse(False)
     assert rel_err(y2, m(x)) < 1e-4
     assert not np.allclose(y2, y0)
+
+
+def test_zoo_mobilenet_forward_runs_as_one_plan(rng, monkeypatch):
+    """From the second call on, the zoo MobileNetV2's whole forward is its planned calls
+    (head, blocks, pooled last 1x1, classifier) with no module walk; any assignment to a
+    module (submodule, flag, attribute, weights), train()/fuse(), another thread count or
+    input takes the full path once, and every result equals the full path's."""
+    from fastconv import models, nn
+    m = models.mobilenet_v2(num_classes=10)
+    x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)  # every block planned
+    y0 = m(x)
+    assert "_plan" not in m.__dict__  # the first call plans the blocks' calls
+    np.testing.assert_array_equal(m(x), y0)
+    assert "_plan" in m.__dict__
+    full = []
+    real = models.MobileNetV2._features
+    monkeypatch.setattr(models.MobileNetV2, "_features",
+                        lambda self, *a: full.append(1) or real(self, *a))
+
+    def planned(model, inp):
+        n = len(full)
+        out = model(inp)
+        return out, len(full) == n
+
+    y, was_planned = planned(m, x)
+    assert was_planned
+    np.testing.assert_array_equal(y, y0)
+    unfused = lambda inp: m.fuse(False)(inp)  # noqa: E731  (then fuse(True) again)
+    # a replaced block (a module assigned): the full path, with the new block
+    setattr(m.features, "5", models.InvertedResidual(32, 32, 1, 6))
+    y1, was_planned = planned(m, x)
+    assert not was_planned and not np.allclose(y1, y0)
+    assert rel_err(y1, unfused(x)) < 1e-5
+    m.fuse(True)
+    for change in (lambda: m.eval(), lambda: setattr(m.features[3].conv[0][0], "algo", "auto"),
+                   lambda: m.load_state_dict(m.state_dict())):
+        m(x), m(x)  # (a fuse() or new weights: the blocks plan their calls again first)
+        assert planned(m, x)[1]
+        change()
+        y2, was_planned = planned(m, x)
+        assert not was_planned
+        np.testing.assert_array_equal(y2, y1)
+    # new weights: replanned with them
+    sd = m.state_dict()
+    sd["classifier.1.weight"] = -sd["classifier.1.weight"]
+    m.load_state_dict(sd)
+    y3, was_planned = planned(m, x)
+    assert not was_planned
+    np.testing.assert_allclose(y3, -y1 + 2 * sd["classifier.1.bias"], rtol=1e-4, atol=1e-5)
+    m(x)
+    assert planned(m, x)[1]
+    # another thread count or input shape: the full path (and a plan for it)
+    threads = fc.get_num_threads()
+    try:
+        fc.set_num_threads(1 if threads > 1 else 2)
+        y4, was_planned = planned(m, x)
+        assert not was_planned
+        np.testing.assert_allclose(y4, y3, rtol=1e-5, atol=1e-6)
+    finally:
+        fc.set_num_threads(threads)
+    x2 = rng.standard_normal((2, 3, 224, 224)).astype(np.float32)
+    y5, was_planned = planned(m, x2)
+    assert not was_planned and y5.shape == (2, 10)
+    assert rel_err(y5, unfused(x2)) < 1e-5
+    m.fuse(True)
+    m(x2)
+    y6, was_planned = planned(m, x2)
+    assert not was_planned  # the blocks planned, the forward's plan made
+    np.testing.assert_array_equal(y6, y5)
+    y7, was_planned = planned(m, x2)
+    assert was_planned
+    np.testing.assert_array_equal(y7, y5)
+    # the structure counter: every assignment to a module, train() and fuse()
+    for op in (lambda: setattr(m.features[2].conv[0], "training", False),
+               lambda: m.train(False), lambda: m.features.fuse(True),
+               lambda: setattr(m.features, "4", m.features[4])):
+        s = nn._structure[0]
+        op()
+        assert nn._structure[0] > s
