@@ -269,11 +269,9 @@ class MobileNetV2(nn.Module):
         if pooled:  # the last 1x1 averages its planes as it stores them
             w, b = last.folded()
             gap = self.__dict__.setdefault("_gap_packed", {})
-            if steps:
-                gap_step = F.planned_conv2d_global_avg_pool(gap, w, b, steps[-1][2])
             x = F.conv2d_global_avg_pool(x, w, b, last.activation, packed=gap,
                                          layer=last.conv.layer_name)
-            if steps and gap_step is None:  # bound by this call
+            if steps:  # the call it has just bound (or found bound)
                 gap_step = F.planned_conv2d_global_avg_pool(gap, w, b, steps[-1][2])
         else:
             x = self.avgpool(x)
