@@ -1,7 +1,7 @@
 """Conv -> BN -> activation fusion gives the unfused result, re-folds on new weights."""
 import numpy as np
 import pytest
-from conftest import rel_err
+from conftest import num_threads, record_calls, rel_err
 
 import fastconv as fc
 from fastconv import fusion, models, nn
@@ -60,9 +60,7 @@ def test_fused_equals_unfused(rng):
 
 def test_fused_is_one_kernel_call_per_chain(rng, monkeypatch):
     net = _randomize_bn(_net(), rng)
-    calls = []
-    real = fc.functional.conv2d
-    monkeypatch.setattr(fc.functional, "conv2d", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = record_calls(monkeypatch, fc.functional, "conv2d")
     monkeypatch.setattr(nn.BatchNorm2d, "forward", lambda self, x: pytest.fail("BN ran unfused"))
     net(rng.standard_normal((1, 3, 8, 8)).astype(np.float32))
     assert len(calls) == 5
@@ -606,12 +604,8 @@ def test_planned_pooled_conv_and_linear_steps(rng):
     assert F.planned_linear(wl, bl, None, (F.LINEAR_ROWS_MAX + 1, 1280)) is None
     for bad in (v.astype(np.float64), v[:, :-1], np.vstack([v, v])):
         assert lin(bad) is None
-    threads = fc.get_num_threads()
-    try:
-        fc.set_num_threads(1 if threads > 1 else 2)
+    with num_threads(1 if fc.get_num_threads() > 1 else 2):
         assert step(x) is None and lin(v) is None
-    finally:
-        fc.set_num_threads(threads)
 
 
 def test_optimize_fuses_the_global_pool_into_the_last_conv(rng, tmp_path):
@@ -652,17 +646,11 @@ def test_zoo_mobilenet_blocks_take_their_planned_calls(rng, monkeypatch):
     x = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
     y0 = m(x)
     np.testing.assert_array_equal(m(x), y0)
-    calls = []
-    real = F.inverted_residual
-    monkeypatch.setattr(F, "inverted_residual", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = record_calls(monkeypatch, F, "inverted_residual")
     np.testing.assert_array_equal(m(x), y0)
     assert calls == []
-    threads = fc.get_num_threads()
-    try:
-        fc.set_num_threads(1)
+    with num_threads(1):
         np.testing.assert_allclose(m(x), y0, rtol=1e-5, atol=1e-6)
-    finally:
-        fc.set_num_threads(threads)
     assert calls  # replanned for one thread
     np.testing.assert_array_equal(m(x), y0)
     n = len(calls)
@@ -688,10 +676,7 @@ def test_zoo_mobilenet_forward_runs_as_one_plan(rng, monkeypatch):
     assert "_plan" not in m.__dict__  # the first call plans the blocks' calls
     np.testing.assert_array_equal(m(x), y0)
     assert "_plan" in m.__dict__
-    full = []
-    real = models.MobileNetV2._features
-    monkeypatch.setattr(models.MobileNetV2, "_features",
-                        lambda self, *a: full.append(1) or real(self, *a))
+    full = record_calls(monkeypatch, models.MobileNetV2, "_features")
 
     def planned(model, inp):
         n = len(full)
@@ -726,14 +711,10 @@ def test_zoo_mobilenet_forward_runs_as_one_plan(rng, monkeypatch):
     m(x)
     assert planned(m, x)[1]
     # another thread count or input shape: the full path (and a plan for it)
-    threads = fc.get_num_threads()
-    try:
-        fc.set_num_threads(1 if threads > 1 else 2)
+    with num_threads(1 if fc.get_num_threads() > 1 else 2):
         y4, was_planned = planned(m, x)
         assert not was_planned
         np.testing.assert_allclose(y4, y3, rtol=1e-5, atol=1e-6)
-    finally:
-        fc.set_num_threads(threads)
     x2 = rng.standard_normal((2, 3, 224, 224)).astype(np.float32)
     y5, was_planned = planned(m, x2)
     assert not was_planned and y5.shape == (2, 10)

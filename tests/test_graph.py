@@ -5,7 +5,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import rel_err
+from conftest import num_threads, record_calls, rel_err
 
 import fastconv as fc
 from fastconv import models
@@ -97,17 +97,11 @@ def test_planned_runs_call_bound_convolutions_directly(rng, monkeypatch):
     plan = model._plans()[(x.shape,)]
     convs = [i for i, st in enumerate(plan.steps) if st[1].op == "conv"]
     assert len(convs) == 2 and all(plan.direct[i][0] is not plan.steps[i][0] for i in convs)
-    fallbacks = []
-    real = F.conv2d
-    monkeypatch.setattr(F, "conv2d", lambda *a, **k: fallbacks.append(1) or real(*a, **k))
+    fallbacks = record_calls(monkeypatch, F, "conv2d")
     np.testing.assert_array_equal(model(x), y0)
     assert fallbacks == []
-    threads = fc.get_num_threads()
-    try:
-        fc.set_num_threads(1)
+    with num_threads(1):
         np.testing.assert_allclose(model(x), y0, rtol=1e-5, atol=1e-6)
-    finally:
-        fc.set_num_threads(threads)
     assert len(fallbacks) == 2
     np.testing.assert_array_equal(model(x), y0)  # rebound at 2 threads: one more fallback each
     assert len(fallbacks) == 4
@@ -355,18 +349,11 @@ def test_planned_runs_call_bound_inverted_residual_blocks_directly(rng, monkeypa
     plan = model._plans()[(x.shape,)]
     blocks = [i for i, st in enumerate(plan.steps) if st[1].op == "inverted_residual"]
     assert len(blocks) == 1 and plan.direct[blocks[0]][0] is not plan.steps[blocks[0]][0]
-    fallbacks = []
-    real = F.inverted_residual
-    monkeypatch.setattr(F, "inverted_residual",
-                        lambda *a, **k: fallbacks.append(1) or real(*a, **k))
+    fallbacks = record_calls(monkeypatch, F, "inverted_residual")
     np.testing.assert_array_equal(model(x), y0)
     assert fallbacks == []
-    threads = fc.get_num_threads()
-    try:
-        fc.set_num_threads(1)
+    with num_threads(1):
         np.testing.assert_allclose(model(x), y0, rtol=1e-5, atol=1e-6)
-    finally:
-        fc.set_num_threads(threads)
     assert len(fallbacks) == 1
     np.testing.assert_array_equal(model(x), y0)  # replanned at the old thread count
     np.testing.assert_array_equal(model(x), y0)
