@@ -43,16 +43,31 @@ def _act(node):
 
 # -- convolution, linear --------------------------------------------------------------
 
+def _cache(node, key="weight"):
+    """node.cache for the object now in node.params[key]: a new, empty one when that object
+    was replaced since the cache was filled (the transformed and packed forms of the old
+    weight must not be used for the new one)."""
+    cache = node.cache
+    w = node.params.get(key)
+    if cache.get(_CACHE_FOR) is not w or not cache:
+        cache = node.cache = {_CACHE_FOR: w}
+    return cache
+
+
+_CACHE_FOR = "node.cache:for"  # the params object a node's cache was filled for
+
+
 @op("conv")
 def conv(node, args, out):
     a = node.attrs
     res = args[1] if len(args) > 1 else None
     if a.get("global_pool"):  # fc.optimize fused the global average pool after it
         return F.conv2d_global_avg_pool(args[0], node.params["weight"], node.params.get("bias"),
-                                        _act(node), res, node.cache, layer=node.layer, out=out)
+                                        _act(node), res, _cache(node), layer=node.layer,
+                                        out=out)
     return F.conv2d(args[0], node.params["weight"], node.params.get("bias"), a["stride"],
                     a["pads"], a["dilation"], a["groups"], _act(node), a.get("algo", "auto"),
-                    res, node.cache, layer=node.layer, out=out)
+                    res, _cache(node), layer=node.layer, out=out)
 
 
 _IR_PARAMS = ("expand_weight", "expand_bias", "dw_weight", "dw_bias", "project_weight",
@@ -82,13 +97,14 @@ def conv_transpose(node, args, out):
     a = node.attrs
     return F.conv_transpose2d(args[0], node.params["weight"], node.params.get("bias"),
                               a["stride"], a["pads"], a["output_padding"], a["groups"],
-                              a["dilation"], _act(node), node.cache, layer=node.layer, out=out)
+                              a["dilation"], _act(node), _cache(node), layer=node.layer,
+                              out=out)
 
 
 @op("linear")
 def linear(node, args, out):
     return F.linear(args[0], node.params["weight"], node.params.get("bias"), _act(node),
-                    layer=node.layer, out=out, packed=node.cache)
+                    layer=node.layer, out=out, packed=_cache(node))
 
 
 @op("matmul")
@@ -643,7 +659,8 @@ def qconv(node, args, out):
         xq = np.broadcast_to(np.zeros((), xn.dtype), xb.shape)
     y = int8_conv2d(xq, a["x_scale"], zk, node.params["weight_q"],
                     node.params["w_scale"], node.params.get("bias"), a["stride"], a["pads"],
-                    a["dilation"], a["groups"], a.get("activation"), res, packed=node.cache,
+                    a["dilation"], a["groups"], a.get("activation"), res,
+                    packed=_cache(node, "weight_q"),
                     layer=node.layer, nhwc=xn,
                     out=None if out is None else out.reshape((xb.shape[0],) + out.shape[-3:]))
     return y[0] if x.ndim == 3 else y
@@ -679,14 +696,14 @@ def sparse_conv(node, args, out):
     a = node.attrs
     res = args[1] if len(args) > 1 else None
     return sparse_conv2d(args[0], node.params["weight"], node.params.get("bias"), a["stride"],
-                         a["pads"], a["dilation"], a["groups"], _act(node), res, node.cache,
+                         a["pads"], a["dilation"], a["groups"], _act(node), res, _cache(node),
                          layer=node.layer, out=out, block=a.get("block"))
 
 
 @op("sparse_linear", "alloc")
 def sparse_linear(node, args, out):
     from .sparse import sparse_linear as run
-    return run(args[0], node.params["weight"], node.params.get("bias"), _act(node), node.cache,
+    return run(args[0], node.params["weight"], node.params.get("bias"), _act(node), _cache(node),
                layer=node.layer)
 
 
@@ -694,7 +711,7 @@ def sparse_linear(node, args, out):
 
 def _decoded(node):
     """The layer's dense weight, decoded from codebook + packed indices once and cached."""
-    w = node.cache.get("decoded")
+    w = _cache(node, "weight_index").get("decoded")
     if w is None:
         from .compress import unpack_indices
         shape = tuple(node.attrs["weight_shape"])

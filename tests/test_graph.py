@@ -10,6 +10,7 @@ from conftest import num_threads, record_calls, rel_err
 import fastconv as fc
 from fastconv import models
 from fastconv.graph import Model, Node
+from fastconv.kernels import reference as ref
 
 
 def _tiny_graph(rng):
@@ -112,6 +113,22 @@ def test_planned_runs_call_bound_convolutions_directly(rng, monkeypatch):
     np.testing.assert_array_equal(model(x), y0)
     np.testing.assert_array_equal(model(x), y0)
     assert len(fallbacks) == 5  # once: the rebound layer goes direct again
+
+
+@pytest.mark.parametrize("r", [1, 3])
+def test_a_replaced_weight_is_used_not_its_old_packed_form(rng, r):
+    """A node's weight replaced by another array: every later run uses the new weight
+    (the node's cache of packed or transformed weights belongs to the old one)."""
+    conv = dict(stride=(1, 1), pads=(r // 2,) * 4, dilation=(1, 1), groups=1)
+    w = rng.standard_normal((32, 16, r, r)).astype(np.float32)
+    model = Model([Node("conv", "c", ["x"], ["y"], conv, {"weight": w})], ["x"], ["y"])
+    x = rng.standard_normal((1, 16, 14, 14)).astype(np.float32)
+    for _ in range(3):
+        model(x)
+    w2 = rng.standard_normal(w.shape).astype(np.float32)
+    model.nodes[0].params["weight"] = w2
+    for _ in range(3):
+        assert rel_err(model(x), ref.conv2d(x, w2, None, 1, r // 2)) < 1e-5
 
 
 def _has_torch():
