@@ -79,7 +79,7 @@ def padded_input(prob, x):
     if pt == pb == pl == pr == 0:
         return x
     xp = _workspace.get("padded_input", (prob.n, prob.c, prob.h + pt + pb, prob.w + pl + pr))
-    _pad.pad_nchw(x, xp, pt, pl)
+    _runtime.launch(_pad.pad_nchw, x, xp, pt, pl)
     return xp
 
 
@@ -92,7 +92,7 @@ def phased_input(prob, x):
     pt, pb, pl, pr = prob.pads
     ws = -(-(prob.w + pl + pr) // sw)
     xp = _workspace.get("padded_input", (prob.n, prob.c, prob.h + pt + pb, ws * sw))
-    _pad.pad_nchw_phased(x, xp, pt, pl, sw)
+    _runtime.launch(_pad.pad_nchw_phased, x, xp, pt, pl, sw)
     return xp
 
 
@@ -304,6 +304,7 @@ class DepthwiseBlocked(planner.Algorithm):
     """Depthwise through 16-channel blocks (NCHW16c inside the call): one task per
     (image, block), every tap one vector FMA for 16 channels."""
     name = "depthwise_blocked"
+    replayable = True
     SIZES = ((3, 3), (5, 5))  # square: the kernels take R only
 
     def serves(self, prob):
@@ -341,8 +342,8 @@ class DepthwiseBlocked(planner.Algorithm):
 
         def call(x, y, res):
             r, has_res = _res(res, 4)
-            kernel(x, wt, b, y, R, sh, sw, pt, pl, hp, wp, dh, dw, act, r, has_res, offs,
-                   *workspaces(), band, blocked_in, blocked_out)
+            _runtime.launch(kernel, x, wt, b, y, R, sh, sw, pt, pl, hp, wp, dh, dw, act, r,
+                            has_res, offs, *workspaces(), band, blocked_in, blocked_out)
         return call
 
 
@@ -367,6 +368,7 @@ def _blocked_offsets(h, w, pt, pl, wp):
 class Winograd(planner.Algorithm):
     """F(m x m, 3 x 3) for 3x3 stride-1 undilated convolutions (any padding, groups)."""
     uses_blas = True
+    replayable = True  # run() launches every kernel; packing fills `packed` once
     # Lavin & Gray 2016, and the F(4x4) points 0, +-1, +-2 of wincnn
     MATRICES = {
         2: (np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32),
@@ -490,7 +492,7 @@ class Winograd(planner.Algorithm):
                 Vc = _workspace.get("winograd_V_tail", (xi, prob.c, T))
                 Mc = _workspace.get("winograd_M_tail", (xi, prob.k, T))
             r, has_res = _res(None if res is None else res[n0:n1], 4)
-            _winograd.input_transform(xp[n0:n1], self.m, th, tw, Vc, t)
+            _runtime.launch(_winograd.input_transform, xp[n0:n1], self.m, th, tw, Vc, t)
             if self.packed_gemms(prob, T):
                 wz = None if packed is None else packed.get(self.name + "_zmm")
                 if wz is None:
@@ -500,12 +502,14 @@ class Winograd(planner.Algorithm):
                         _zmm.pack_panels(U[i], 1, _zmm.NR, _zmm.KC_T, wz[i:i + 1])
                     if packed is not None:
                         packed[self.name + "_zmm"] = wz
-                _winograd.transformed_gemms_packed(
-                    wz, Vc, Mc, _workspace.zeros(prob.k), _workspace.per_thread(
-                        "winograd_edge", threads, (_zmm.KC_T * _zmm.MP,)), _res(None, 1)[0])
+                _runtime.launch(_winograd.transformed_gemms_packed, wz, Vc, Mc,
+                                _workspace.zeros(prob.k), _workspace.per_thread(
+                                    "winograd_edge", threads, (_zmm.KC_T * _zmm.MP,)),
+                                _res(None, 1)[0])
             else:
-                _winograd.transformed_gemms(U, Vc, Mc, prob.groups)
-            _winograd.output_transform(Mc, self.m, b, y[n0:n1], act, r, has_res, t, rows)
+                _runtime.launch(_winograd.transformed_gemms, U, Vc, Mc, prob.groups)
+            _runtime.launch(_winograd.output_transform, Mc, self.m, b, y[n0:n1], act, r, has_res,
+                            t, rows)
 
 
 class PointwiseRegister(planner.Algorithm):
@@ -696,6 +700,7 @@ class PointwisePacked(Pointwise):
     efficiency runs.
     """
     name = "pointwise_packed"
+    replayable = True
     uses_blas = False
 
     def _layout(self, prob, threads):
@@ -738,9 +743,9 @@ class PointwisePacked(Pointwise):
             y3 = y.reshape(y3_shape)
             r3, has_res = _res(None if res is None else res.reshape(y3_shape), 3)
             sc, xpk = _packed_scratch(threads)
-            kernel(x, wp, width, b, y3, ow, sh, sw, groups, act, r3, has_res, tile, kblock,
-                   _workspace.per_thread("gemm_cols", threads, cols_shape), sc, xpk, pooled,
-                   pooled is not _NO_WEIGHTS)
+            _runtime.launch(kernel, x, wp, width, b, y3, ow, sh, sw, groups, act, r3, has_res,
+                            tile, kblock, _workspace.per_thread("gemm_cols", threads, cols_shape),
+                            sc, xpk, pooled, pooled is not _NO_WEIGHTS)
         return call
 
 
@@ -785,7 +790,7 @@ def bind_inverted_residual(expand, dw, project, packed, rows=False):
 
         def expand_call(x):
             mid, edge = ws1()
-            k1(x, wp1, b1, mid, a1, tile1, kblock1, edge)
+            _runtime.launch(k1, x, wp1, b1, mid, a1, tile1, kblock1, edge)
             return mid.reshape(mid_dims)
     if fused:
         dcall = _bind_expand_depthwise(expand, dw, packed, max_threads)
@@ -814,7 +819,8 @@ def bind_inverted_residual(expand, dw, project, packed, rows=False):
 
         def project_call(z, y, res):
             r3, has_res = _res(None if res is None else res.reshape(y3_shape), 3)
-            k3(z, wp3, b3, y.reshape(y3_shape), a3, r3, has_res, tile3, kblock3, ws3()[1])
+            _runtime.launch(k3, z, wp3, b3, y.reshape(y3_shape), a3, r3, has_res, tile3, kblock3,
+                            ws3()[1])
 
     def call(x, y, res):
         with _runtime.kernel_scope(blas=False):
@@ -825,6 +831,7 @@ def bind_inverted_residual(expand, dw, project, packed, rows=False):
             d = ws3()[0]
             dcall(z, d.reshape(d_dims), None)
             project_call(d, y, res)
+    call.replayable = True
     return call
 
 
@@ -849,8 +856,8 @@ def _bind_expand_depthwise(expand, dw, packed, threads):
 
     def call(x, d, res):
         n, c = x.shape[0], x.shape[1]
-        kernel(x.reshape(-1), n, c, h, w, wp1, b1, a1, wt2, b2, a2, R, sh, sw, pt, pl, hp, wp,
-               dh, dwl, oh, ow, d, group, *workspaces())
+        _runtime.launch(kernel, x.reshape(-1), n, c, h, w, wp1, b1, a1, wt2, b2, a2, R, sh, sw,
+                        pt, pl, hp, wp, dh, dwl, oh, ow, d, group, *workspaces())
     return call
 
 
@@ -952,9 +959,10 @@ def _bind_inverted_residual_rows(expand, dw, project, packed):
                 xf[x_size:] = 0.0
                 hx_, wx_ = hx, wx
                 _pad.pad_nchw(x, xf[:x_size].reshape(n, c, hx, wx), head.pads[0], head.pads[2])
-            kernel(xf, n, c, hx_, wx_, fill, wp1, b1, a1, toff1, sh1, sw1, h, w, wt2, b2, a2, R,
-                   sh, sw, pt, pl, wpad, dh, dwl, wp3, b3, a3, y, r, has_res, bands, csplit,
-                   ring_slots, *workspaces())
+            _runtime.launch(kernel, xf, n, c, hx_, wx_, fill, wp1, b1, a1, toff1, sh1, sw1, h, w,
+                            wt2, b2, a2, R, sh, sw, pt, pl, wpad, dh, dwl, wp3, b3, a3, y, r,
+                            has_res, bands, csplit, ring_slots, *workspaces())
+    call.replayable = head is None  # a head's input padding also clears the slack in NumPy
     return call
 
 
@@ -998,6 +1006,7 @@ class Im2colPacked(Im2col):
     """im2col tiles multiplied by fastconv's own micro-kernel, weights packed once
     (pixel- or channel-vectorized, as for PointwisePacked)."""
     name = "im2col_packed"
+    replayable = True
     uses_blas = False
 
     def cost(self, prob, threads, prepacked=False):
@@ -1027,9 +1036,9 @@ class Im2colPacked(Im2col):
             r3, has_res = _res(None if res is None else res.reshape(y3_shape), 3)
             xp = phased_input(prob, x)
             sc, xpk = _packed_scratch(threads)
-            kernel(xp, wp, width, b, y3, prob.ow, sh, sw, dh, dw, prob.groups, prob.r, prob.s,
-                   act, r3, has_res, tile, kblock,
-                   _workspace.per_thread("gemm_cols", threads, cols_shape), sc, xpk)
+            _runtime.launch(kernel, xp, wp, width, b, y3, prob.ow, sh, sw, dh, dw, prob.groups,
+                            prob.r, prob.s, act, r3, has_res, tile, kblock,
+                            _workspace.per_thread("gemm_cols", threads, cols_shape), sc, xpk)
         return call
 
 
@@ -1095,6 +1104,7 @@ class ImplicitPacked(planner.Algorithm):
     place, tap by tap: im2col_packed's product with no column matrix (an implicit
     GEMM).  groups == 1."""
     name = "implicit_packed"
+    replayable = True
     uses_blas = False
 
     def serves(self, prob):
@@ -1159,10 +1169,10 @@ class ImplicitPacked(planner.Algorithm):
         def call(x, y, res):
             y3 = y.reshape(y3_shape)
             r3, has_res = _res(None if res is None else res.reshape(y3_shape), 3)
-            kernel(phased_input(prob, x), wp, b, y3, prob.ow, sh, sw, dh, dw, prob.r, prob.s,
-                   act, r3, has_res, kblock, rblock, kch,
-                   _workspace.per_thread("implicit_edge", threads, edge), prob.pads[0], prob.h,
-                   prob.pads[2], prob.w)
+            _runtime.launch(kernel, phased_input(prob, x), wp, b, y3, prob.ow, sh, sw, dh, dw,
+                            prob.r, prob.s, act, r3, has_res, kblock, rblock, kch,
+                            _workspace.per_thread("implicit_edge", threads, edge), prob.pads[0],
+                            prob.h, prob.pads[2], prob.w)
         return call
 
 
@@ -1193,6 +1203,7 @@ class ImplicitPixels(planner.Algorithm):
     most IMPLICIT_PIXELS_MAX_CHANNELS channels (stems), where implicit_packed's
     channel-vectorized tile stores after a handful of steps."""
     name = "implicit_pixels"
+    replayable = True
     uses_blas = False
 
     def serves(self, prob):
@@ -1249,8 +1260,8 @@ class ImplicitPixels(planner.Algorithm):
         def call(x, y, res):
             y3 = y.reshape(y3_shape)
             r3, has_res = _res(None if res is None else res.reshape(y3_shape), 3)
-            kernel(phased_input(prob, x), wp, b, y3, prob.ow, sh, sw, dh, dw, prob.r, prob.s,
-                   act, r3, has_res, rblock)
+            _runtime.launch(kernel, phased_input(prob, x), wp, b, y3, prob.ow, sh, sw, dh, dw,
+                            prob.r, prob.s, act, r3, has_res, rblock)
         return call
 
 
@@ -1269,6 +1280,7 @@ class RowDot(planner.Algorithm):
     the weight in its own (K, C*R*S) layout streamed once.  groups == 1; in ``auto`` for
     at most ROWDOT_MAX_PIXELS output pixels (a small image's last stages)."""
     name = "rowdot"
+    replayable = True
     weight_gbs = None  # its cost is the weight stream
 
     def serves(self, prob):
@@ -1309,8 +1321,9 @@ class RowDot(planner.Algorithm):
 
         def call(x, y, res):
             r, has_res = _res(res, 4)
-            _rowdot.conv2d_rowdot(x, w2, b, y, _workspace.get("rowdot_fields", f_shape),
-                                  sh, sw, dh, dw, pt, pl, prob.r, prob.s, act, r, has_res, kb)
+            _runtime.launch(_rowdot.conv2d_rowdot, x, w2, b, y,
+                            _workspace.get("rowdot_fields", f_shape), sh, sw, dh, dw, pt, pl,
+                            prob.r, prob.s, act, r, has_res, kb)
         return call
 
 

@@ -233,3 +233,48 @@ def blas_info():
              "version": lib.version, "num_threads": lib.get_num_threads(),
              "architecture": getattr(lib, "architecture", None)}
             for lib in blas_pin.libraries()]
+
+
+# -- recorded kernel launches (a model plan's replay) ------------------------------------------
+#
+# A bound call (Algorithm.bind) that does nothing between its kernels that a later call
+# depends on launches them through ``launch``.  A model's plan captures one run of such
+# calls on its own buffers and afterwards replays the recorded kernels and arguments
+# (the same objects, so the same memory) back to back: no Python between the kernels
+# but a loop, which in a model costs far more than its warm few microseconds once the
+# kernels have evicted the interpreter's code and data from the caches.
+
+_recording = threading.local()
+
+
+def launch(kernel, *args):
+    """``kernel(*args)``, appended as (kernel, args) to this thread's capture if one is
+    open.  Positional arguments only."""
+    rec = getattr(_recording, "launches", None)
+    if rec is not None:
+        rec.append((kernel, args))
+    kernel(*args)
+
+
+class capture:
+    """``with capture() as launches:`` every ``launch`` this thread makes inside is
+    appended to ``launches`` (and, on exit, to an enclosing capture's)."""
+
+    __slots__ = ("launches", "_outer")
+
+    def __enter__(self):
+        self._outer = getattr(_recording, "launches", None)
+        self.launches = _recording.launches = []
+        return self.launches
+
+    def __exit__(self, *exc):
+        _recording.launches = self._outer
+        if self._outer is not None:
+            self._outer.extend(self.launches)
+        return False
+
+
+def replay(launches):
+    """Run recorded (kernel, args) pairs in order (inside a kernel_scope)."""
+    for kernel, args in launches:
+        kernel(*args)

@@ -187,7 +187,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
             packed[_BOUND] = _BoundConv(
                 (stride, padding, dilation, groups, activation, algo, _runtime.get_num_threads()),
                 weight, bias, xa.shape, out_shape, chosen.uses_blas,
-                chosen.bind(prob, w, b, act, packed))
+                chosen.bind(prob, w, b, act, packed), chosen.replayable)
     if unbatched:
         y = y[0]
     return _checks.wrap_like(y, x_in)
@@ -255,11 +255,12 @@ class _BoundConv:
     with the same arguments, weight and bias objects and an input of the same shape
     skips planning and conversion.  Anything else returns None and takes the full
     path, which validates it (and rebinds)."""
-    __slots__ = ("key", "weight", "bias", "x_shape", "out_shape", "blas", "run")
+    __slots__ = ("key", "weight", "bias", "x_shape", "out_shape", "blas", "run", "replayable")
 
-    def __init__(self, key, weight, bias, x_shape, out_shape, blas, run):
+    def __init__(self, key, weight, bias, x_shape, out_shape, blas, run, replayable=False):
         self.key, self.weight, self.bias = key, weight, bias
         self.x_shape, self.out_shape, self.blas, self.run = x_shape, out_shape, blas, run
+        self.replayable = replayable
 
     def __call__(self, x, weight, bias, key, residual, out, layer):
         if (type(x) is not np.ndarray or weight is not self.weight or bias is not self.bias
@@ -312,7 +313,15 @@ def planned_conv(packed, params, x_shape, out_shape):
         with _runtime.kernel_scope(blas=blas):
             run(x, y, residual)
         return True
+    _replay_info(step, bound.replayable, blas, ((params, "weight", weight), (params, "bias", bias)))
     return step
+
+
+def _replay_info(step, replayable, blas, bound_params):
+    """What a model's plan needs to record ``step`` and replay it (graph.py): whether its
+    bound call launches every kernel through _runtime.launch, whether those call BLAS,
+    and the (dict, key, object) entries it was bound to, which must still hold."""
+    step.replayable, step.blas, step.bound_params = replayable, blas, bound_params
 
 
 def planned_conv2d_global_avg_pool(packed, weight, bias, x_shape):
@@ -399,6 +408,8 @@ def planned_inverted_residual(packed, params, names, x_shape, out_shape):
                 return False
         call(x, y, residual)  # it enters the kernel scope itself
         return True
+    _replay_info(step, getattr(call, "replayable", False), False,
+                 tuple((params, k, v) for k, v in pairs))
     return step
 
 

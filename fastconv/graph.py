@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from . import _checks, _memory, _runtime
+from . import _checks, _memory, _runtime, _workspace
 from .ops import OPS, flops
 
 FORMAT = "fastconv-model"
@@ -76,7 +76,7 @@ class _Plan:
     """Execution plan for one set of input shapes: value slots, buffers, output shapes."""
 
     __slots__ = ("steps", "nvalues", "inputs", "outputs", "consts", "slot_bytes", "naive_bytes",
-                 "shapes", "direct")
+                 "shapes", "direct", "program")
 
 
 def _pick_slot(free, slots, touched, need):
@@ -212,14 +212,17 @@ class Model:
         for i, a in zip(plan.inputs, arrays):
             values[i] = a
         if timings is None:
-            steps = plan.direct
-            if steps is None:
-                steps = plan.direct = _direct_steps(plan)
             # one BLAS pin for the whole run: per layer, pinning and restoring the
             # library's thread count costs ~2 us
             with _runtime.blas_pin:
-                for fn, node, ins, o, buf in steps:
-                    values[o] = fn(node, [values[i] if i >= 0 else None for i in ins], buf)
+                program = plan.program
+                if program is not None and program.holds(plan):
+                    program.run(plan, values)
+                else:
+                    plan.program = None
+                    if plan.direct is None:
+                        plan.direct = _direct_steps(plan)
+                    _capture(plan, values)
         else:
             for fn, node, ins, o, buf in plan.steps:
                 t0 = time.perf_counter()
@@ -308,6 +311,7 @@ class Model:
                           index[out], buf))
         plan = _Plan()
         plan.direct = None
+        plan.program = None
         plan.steps = steps
         plan.nvalues = len(index)
         plan.inputs = [index[v] for v in self.inputs]
@@ -547,8 +551,113 @@ def _direct_steps(plan):
                     return buf
                 plan.direct = None  # the op rebinds the layer: take its new call next run
                 return _op(node, args, buf)
+            fn.planned = direct
         steps.append((fn, node, ins, o, buf))
     return steps
+
+
+def _capture(plan, values):
+    """Run the plan's direct steps, recording the kernel launches of every step that may be
+    replayed, and make plan.program from them when the run kept every step's planned
+    call.  A step may be replayed when its planned call's bound call launches all its
+    kernels through _runtime.launch and it reads only constants and slots that earlier
+    steps wrote (the same objects every run) and writes its own slot."""
+    steps = plan.direct
+    stable = {i for i, _ in plan.consts}
+    items = []
+    for step in steps:
+        fn, node, ins, o, buf = step
+        args = [values[i] if i >= 0 else None for i in ins]
+        planned = getattr(fn, "planned", None)
+        if (planned is None or not planned.replayable or buf is None
+                or any(i >= 0 and i not in stable for i in ins)):
+            values[o] = fn(node, args, buf)
+            items.append(step)
+        else:
+            with _runtime.capture() as launches:
+                values[o] = fn(node, args, buf)
+            items.append((step, launches, args))
+        if buf is not None and values[o] is buf:
+            stable.add(o)
+    if plan.direct is steps:
+        plan.program = _Program.build(items, steps)
+
+
+class _Replay:
+    """Consecutive plan steps as their recorded kernel launches.
+
+    Holds while each value they read from outside is the object it was at capture and
+    each layer's weight and bias objects are the ones its call was bound to; then the
+    launches write the same slots that the steps would."""
+
+    __slots__ = ("launches", "reads", "writes", "bound", "blas", "steps")
+
+    def __init__(self, group):
+        self.launches = [launch for _, launches, _ in group for launch in launches]
+        self.steps = [step for step, _, _ in group]
+        self.writes = tuple((step[3], step[4]) for step in self.steps)
+        written = set()
+        reads = []
+        for (fn, node, ins, o, buf), _, args in group:
+            reads += [(i, a) for i, a in zip(ins, args) if i >= 0 and i not in written]
+            written.add(o)
+        self.reads = tuple(reads)
+        self.bound = tuple(e for step in self.steps for e in step[0].planned.bound_params)
+        self.blas = any(step[0].planned.blas for step in self.steps)
+
+    def holds(self, values):
+        for i, a in self.reads:
+            if values[i] is not a:
+                return False
+        for params, key, obj in self.bound:
+            if params.get(key) is not obj:
+                return False
+        return True
+
+
+class _Program:
+    """A plan's run as plain steps and _Replay groups, valid while the plan keeps the direct
+    steps it was captured from, for the thread count and the workspace buffers
+    (``_workspace._generation``) it was captured with."""
+
+    __slots__ = ("items", "direct", "threads", "generation")
+
+    @classmethod
+    def build(cls, items, direct):
+        prog = cls()
+        prog.direct = direct
+        prog.items, group = [], []
+        for item in items + [None]:
+            if type(item) is tuple and len(item) == 3 and item[1]:
+                group.append(item)
+                continue
+            if group:
+                prog.items.append(_Replay(group))
+                group = []
+            if item is not None:
+                prog.items.append(item if len(item) == 5 else item[0])
+        prog.threads = _runtime.get_num_threads()
+        prog.generation = _workspace._generation
+        return prog
+
+    def holds(self, plan):
+        return (plan.direct is self.direct and self.threads == _runtime.get_num_threads()
+                and self.generation == _workspace._generation)
+
+    def run(self, plan, values):
+        for item in self.items:
+            if type(item) is tuple:
+                fn, node, ins, o, buf = item
+                values[o] = fn(node, [values[i] if i >= 0 else None for i in ins], buf)
+            elif item.holds(values):
+                with _runtime.kernel_scope(blas=item.blas):
+                    _runtime.replay(item.launches)
+                for o, buf in item.writes:
+                    values[o] = buf
+            else:  # a changed layer: its steps as planned, and a new capture next run
+                plan.program = None
+                for fn, node, ins, o, buf in item.steps:
+                    values[o] = fn(node, [values[i] if i >= 0 else None for i in ins], buf)
 
 
 def kernel_of(node, in_shapes, backend="cpu"):

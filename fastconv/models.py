@@ -17,9 +17,11 @@ torchvision needed) for parity tests and speed comparisons.  Blocks run fused:
 conv+BN+activation is one kernel call and the residual add rides in the last
 convolution's epilogue.
 """
+import threading
+
 import numpy as np
 
-from . import _workspace, fusion, nn
+from . import _runtime, _workspace, fusion, nn
 from . import functional as F
 
 
@@ -329,11 +331,31 @@ class MobileNetV2(nn.Module):
         if (plan is None or plan[0] != nn._structure[0] or plan[1] != nn._version[0]
                 or type(x) is not np.ndarray or x.shape != plan[2]):
             return None
-        for step, name, shape, res in plan[3]:
-            out = _workspace.get(name, shape)
-            if not step(x, out, x if res else None):
-                return None
-            x = out
+        steps = plan[3]
+        step, name, shape, res = steps[0]  # reads the caller's x: as planned, every time
+        out = _workspace.get(name, shape)
+        if not step(x, out, x if res else None):
+            return None
+        x = first = out
+        rec = getattr(_MV2_REPLAY, "rec", None)
+        if (rec is not None and rec[0] is plan and rec[1] is first
+                and rec[2] == _runtime.get_num_threads() and rec[3] == _workspace._generation):
+            # the blocks' kernels as recorded, into the same buffers
+            with _runtime.kernel_scope(blas=False):
+                _runtime.replay(rec[4])
+            x = rec[5]
+        else:
+            _MV2_REPLAY.rec = None
+            replayable = all(getattr(st[0], "replayable", False) for st in steps[1:])
+            with _runtime.capture() as launches:
+                for step, name, shape, res in steps[1:]:
+                    out = _workspace.get(name, shape)
+                    if not step(x, out, x if res else None):
+                        return None
+                    x = out
+            if replayable and launches:
+                _MV2_REPLAY.rec = (plan, first, _runtime.get_num_threads(),
+                                   _workspace._generation, launches, x)
         pooled = plan[4](x)
         return None if pooled is None else plan[5](pooled.reshape(pooled.shape[0], -1))
 
@@ -368,6 +390,10 @@ def _planned_step(ir, y, out, name, res):
 
 
 _MV2_OUT = ("mobilenet_v2.out0", "mobilenet_v2.out1")  # block outputs by parity
+# per Python thread: the kernel launches of the last planned MobileNetV2 forward's blocks
+# after the first, recorded by _planned with what they hold for (its plan, the first
+# step's buffer, the thread count, the workspaces' generation)
+_MV2_REPLAY = threading.local()
 
 VGG11_CFG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 

@@ -164,6 +164,10 @@ class Algorithm:
     """A registered convolution algorithm (subclasses fill in the three methods)."""
     name = ""
     uses_blas = False  # True if run() calls BLAS (then fastconv pins it to one thread)
+    # True if the bound call (``bind``) launches its kernels through _runtime.launch and
+    # does nothing else a later call depends on: a model's plan may then record one call
+    # and replay its kernels (graph.py)
+    replayable = False
     # GB/s per thread at which the family reads its weights when there are too few
     # pixels to hide them behind the multiply-adds (``stream_floor``); None: its cost
     # model counts the weight reads itself
@@ -302,6 +306,7 @@ class Trimmed(Algorithm):
         self.prob = trimmed(full, taps)
         self.name = inner.name
         self.uses_blas = inner.uses_blas
+        self.replayable = inner.replayable
         r0, r1, s0, s1 = taps
         self.label = f"{inner.name} {r1 - r0}x{s1 - s0}/{full.r}x{full.s}"  # taps run/of
 

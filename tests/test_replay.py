@@ -1,0 +1,265 @@
+"""Recorded kernel launches (_runtime.capture / replay) and the plans that replay them:
+a replayed call must compute from what its buffers hold at replay time, exactly as the
+call would, and a plan must stop replaying whenever a call would take another path."""
+import threading
+
+import numpy as np
+import pytest
+from conftest import num_threads, record_calls, rel_err
+
+import fastconv as fc
+from fastconv import _runtime, _workspace, functional as F, planner
+from fastconv.graph import Model, Node, _Replay
+from fastconv.kernels import reference as ref
+
+
+def test_launch_records_only_inside_a_capture():
+    seen = []
+    kernel = lambda *a: seen.append(a)  # noqa: E731
+    _runtime.launch(kernel, 1, 2)
+    with _runtime.capture() as outer:
+        _runtime.launch(kernel, 3)
+        with _runtime.capture() as inner:
+            _runtime.launch(kernel, 4, 5)
+        assert inner == [(kernel, (4, 5))]
+    _runtime.launch(kernel, 6)
+    assert seen == [(1, 2), (3,), (4, 5), (6,)]
+    assert outer == [(kernel, (3,)), (kernel, (4, 5))]  # the inner launches as well
+    _runtime.replay(outer)
+    assert seen[-2:] == [(3,), (4, 5)]
+
+
+# (algorithm, (N, C, H, W, K, R, stride, padding, groups)): every family that declares
+# itself replayable, on shapes where it runs its own kernels (padding, strides, channel-
+# and pixel-vectorized tiles, grouped, a residual)
+REPLAYABLE = [
+    ("pointwise_packed", (1, 24, 14, 14, 40, 1, 1, 0, 1)),
+    ("pointwise_packed", (2, 16, 28, 28, 24, 1, 1, 0, 1)),
+    ("pointwise_packed", (1, 32, 14, 14, 48, 1, 2, 0, 1)),
+    ("im2col_packed", (1, 8, 15, 13, 20, 3, 2, 1, 2)),
+    ("implicit_packed", (1, 16, 14, 14, 40, 3, 1, 1, 1)),
+    ("implicit_packed", (1, 16, 14, 14, 24, 3, 2, 1, 1)),
+    ("implicit_pixels", (1, 3, 32, 32, 16, 7, 2, 3, 1)),
+    ("depthwise_blocked", (2, 32, 14, 14, 32, 3, 1, 1, 32)),
+    ("depthwise_blocked", (1, 24, 17, 15, 24, 5, 2, 2, 24)),
+    ("winograd_f2x2_3x3", (1, 16, 14, 14, 24, 3, 1, 1, 1)),
+    ("winograd_f4x4_3x3", (2, 8, 11, 9, 12, 3, 1, 1, 1)),
+    ("rowdot", (1, 32, 4, 4, 16, 3, 1, 1, 1)),
+]
+
+
+def test_every_replayable_family_is_covered():
+    declared = {a.name for a in planner.REGISTRY.values() if a.replayable}
+    assert declared == {name for name, _ in REPLAYABLE}
+
+
+@pytest.mark.parametrize("algo, shape", REPLAYABLE)
+def test_a_replayed_bound_call_reads_its_buffers_afresh(rng, algo, shape):
+    """Capture one bound call, write new data into its input and residual in place,
+    replay: the output is the convolution of the new data (nothing the call did in
+    Python between its kernels is missing)."""
+    n, c, h, w, k, r, stride, pad, groups = shape
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((k, c // groups, r, r)) / np.sqrt(c * r * r / groups)
+          ).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    oh, ow = (h + 2 * pad - r) // stride + 1, (w + 2 * pad - r) // stride + 1
+    res = rng.standard_normal((n, k, oh, ow)).astype(np.float32)
+    packed = {}
+    fc.conv2d(x, wt, b, stride, pad, 1, groups, "relu", algo, res, packed)
+    bound = packed[F._BOUND]
+    assert bound.replayable
+    y = np.empty((n, k, oh, ow), np.float32)
+    with _runtime.kernel_scope(blas=bound.blas), _runtime.capture() as launches:
+        bound.run(x, y, res)
+    assert launches
+    x[...] = rng.standard_normal(x.shape)
+    res[...] = rng.standard_normal(res.shape)
+    y.fill(np.nan)
+    with _runtime.kernel_scope(blas=bound.blas):
+        _runtime.replay(launches)
+    want = np.maximum(ref.conv2d(x, wt, b, stride, pad, 1, groups) + res, 0)
+    assert rel_err(y, want) < 1e-4
+
+
+@pytest.mark.parametrize("c, e, h, stride, residual", [
+    (32, 192, 14, 1, True),    # channel-blocked: expansion + depthwise as one kernel
+    (24, 144, 56, 1, True),    # streamed by rows
+    (32, 192, 28, 2, False),   # strided, no residual
+])
+def test_a_replayed_inverted_residual_reads_its_buffers_afresh(rng, c, e, h, stride, residual):
+    x = rng.standard_normal((1, c, h, h)).astype(np.float32)
+    w1 = (rng.standard_normal((e, c, 1, 1)) / np.sqrt(c)).astype(np.float32)
+    w2 = (rng.standard_normal((e, 1, 3, 3)) / 3).astype(np.float32)
+    k = c if residual else 2 * c
+    w3 = (rng.standard_normal((k, e, 1, 1)) / np.sqrt(e)).astype(np.float32)
+    b1, b2, b3 = (rng.standard_normal(m).astype(np.float32) for m in (e, e, k))
+    expand, dw, project = (w1, b1, "relu6"), (w2, b2, "relu6", stride, 1, 1), (w3, b3, None)
+    oh = (h - 1) // stride + 1
+    res = x if residual else None
+    packed = {}
+    F.inverted_residual(x, expand, dw, project, res, packed)
+    call = packed[F._IR][2]
+    assert call.replayable
+    y = np.empty((1, k, oh, oh), np.float32)
+    with _runtime.capture() as launches:
+        call(x, y, res)
+    assert launches
+    x[...] = rng.standard_normal(x.shape)
+    y.fill(np.nan)
+    with _runtime.kernel_scope(blas=False):
+        _runtime.replay(launches)
+    z = np.clip(ref.conv2d(x, w1, b1), 0, 6)
+    d = np.clip(ref.conv2d(z, w2, b2, stride, 1, 1, e), 0, 6)
+    want = ref.conv2d(d, w3, b3) + (x if residual else 0)
+    assert rel_err(y, want) < 1e-4
+
+
+def test_a_head_block_is_not_replayable(rng):
+    """The stem's inverted residual (streamed by rows at 224x224) pads its input and clears
+    the slack in NumPy: its bound call says it may not be replayed."""
+    x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
+    w0 = rng.standard_normal((32, 3, 3, 3)).astype(np.float32)
+    w2 = rng.standard_normal((32, 1, 3, 3)).astype(np.float32)
+    w3 = rng.standard_normal((16, 32, 1, 1)).astype(np.float32)
+    z = np.zeros(32, np.float32)
+    packed = {}
+    F.inverted_residual(x, (w0, z, "relu6", 2, 1), (w2, z, "relu6", 1, 1, 1),
+                        (w3, np.zeros(16, np.float32), None), None, packed)
+    assert packed[F._IR][2].replayable is False
+    assert not getattr(_ir_call((1, 3, 64, 64), w0, w2, w3), "replayable", False)  # separate
+
+
+def _ir_call(x_shape, w0, w2, w3):
+    packed = {}
+    z = np.zeros(w0.shape[0], np.float32)
+    F.inverted_residual(np.zeros(x_shape, np.float32), (w0, z, "relu6", 2, 1),
+                        (w2, z, "relu6", 1, 1, 1), (w3, np.zeros(w3.shape[0], np.float32), None),
+                        None, packed)
+    return packed[F._IR][2]
+
+
+def _chain(rng, c=16, h=14):
+    """x -> 1x1 (c -> 4c) -> 3x3 (4c) -> 1x1 (4c -> c) + x -> relu -> 3x3 depthwise ->
+    gap -> flatten: convolutions the plan replays, between steps it runs as they are."""
+    def conv(name, ins, out, k, cin, r, groups=1, act="relu"):
+        w = (rng.standard_normal((k, cin // groups, r, r)) / np.sqrt(cin * r * r / groups)
+             ).astype(np.float32)
+        attrs = dict(stride=(1, 1), pads=(r // 2,) * 4, dilation=(1, 1), groups=groups,
+                     activation=act)
+        return Node("conv", name, ins, [out], attrs,
+                    {"weight": w, "bias": rng.standard_normal(k).astype(np.float32)})
+    nodes = [conv("a", ["x"], "a", 4 * c, c, 1), conv("b", ["a"], "b", 4 * c, 4 * c, 3),
+             conv("c", ["b", "x"], "c", c, 4 * c, 1, act="relu"),
+             conv("d", ["c"], "d", c, c, 3, groups=c), conv("e", ["d"], "e", 2 * c, c, 1),
+             Node("global_avg_pool", "gap", ["e"], ["f"]),
+             Node("flatten", "flat", ["f"], ["y"], {"start": 1, "end": -1})]
+    return Model(nodes, ["x"], ["y"], name="chain", input_shapes={"x": (None, c, None, None)})
+
+
+def _replays(model, x):
+    plan = model._plans()[(x.shape,)]
+    return [it for it in (plan.program.items if plan.program else ()) if type(it) is _Replay]
+
+
+def test_a_model_plan_replays_its_convolutions(rng, monkeypatch):
+    """From the third run on, the convolutions that read only the plan's own buffers run
+    as replays of their recorded kernels; every run equals a fresh model's first
+    (unrecorded) run."""
+    import pickle
+    model = _chain(rng)
+    x = rng.standard_normal((1, 16, 14, 14)).astype(np.float32)
+    fresh = pickle.loads(pickle.dumps(model))
+    model(x), model(x)
+    groups = _replays(model, x)
+    # a and c read the model's input (c as its residual): they run as planned
+    assert [[st[1].name for st in g.steps] for g in groups] == [["b"], ["d", "e"]]
+    replays = record_calls(monkeypatch, _runtime, "replay")
+    for _ in range(3):
+        x2 = rng.standard_normal(x.shape).astype(np.float32)
+        np.testing.assert_array_equal(model(x2), pickle.loads(pickle.dumps(fresh))(x2))
+    assert len(replays) == 6
+
+
+def test_a_model_plan_stops_replaying_when_a_call_would_change(rng, monkeypatch):
+    """A replaced weight, another thread count or a grown workspace: the runs take the
+    planned calls (each equal to a fresh model's) until one has recorded them again."""
+    import pickle
+    model = _chain(rng)
+    x = rng.standard_normal((1, 16, 14, 14)).astype(np.float32)
+    model(x), model(x)
+    replays = record_calls(monkeypatch, _runtime, "replay")
+
+    def check(groups_replayed):
+        n = len(replays)
+        want = pickle.loads(pickle.dumps(model))(x)
+        np.testing.assert_allclose(model(x), want, rtol=1e-5, atol=1e-6)
+        assert len(replays) - n == groups_replayed
+
+    check(2)
+    node = [nd for nd in model.nodes if nd.name == "e"][0]
+    node.params["weight"] = -node.params["weight"]
+    check(1)  # b's group still holds; d and e run as planned (e rebinds)
+    check(0)  # recorded again
+    check(2)
+    with num_threads(1 if fc.get_num_threads() > 1 else 2):
+        check(0)  # the planned calls rebind for this thread count
+        check(0)  # recorded
+        check(2)
+    check(0)
+    check(0)
+    check(2)
+    _workspace.get("test_replay.grow", (1 << 18,))  # a new buffer: the generation moves
+    check(0)  # recorded again with the buffers as they are now
+    check(2)
+
+
+def test_model_plans_replay_per_python_thread(rng):
+    model = _chain(rng)
+    x = rng.standard_normal((1, 16, 14, 14)).astype(np.float32)
+    want = [model(x) for _ in range(4)][-1]
+    out = []
+    t = threading.Thread(target=lambda: out.extend(model(x) for _ in range(4)))
+    t.start()
+    t.join()
+    for y in out:
+        np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(model(x), want)
+
+
+def test_zoo_mobilenet_replays_its_blocks(rng, monkeypatch):
+    """The zoo MobileNetV2's planned forward replays its blocks' recorded kernels from
+    the third call on; a grown workspace, another model of its kind in the same thread
+    or new input data give the same results as the full path."""
+    from fastconv import models
+    m = models.mobilenet_v2(num_classes=10)
+    m2 = models.mobilenet_v2(num_classes=10, seed=1)
+    x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
+    m(x), m(x), m(x)
+    replays = record_calls(monkeypatch, _runtime, "replay")
+    x2 = rng.standard_normal(x.shape).astype(np.float32)
+    y = m(x2)
+    assert len(replays) == 1
+    np.testing.assert_array_equal(y, m.fuse(True)(x2))  # fuse(): the full path once
+    assert len(replays) == 1
+    m(x2), m(x2)  # the forward planned again, then recorded
+    ya = m(x2)
+    assert len(replays) == 2
+    m2(x), m2(x), m2(x)
+    yb = m2(x2)
+    assert len(replays) == 3  # m2 recorded its own blocks, in place of m's
+    # m's plan went with m2's fuse() (the structure counter): m plans again, records and
+    # replays; its record takes the place of m2's, which records again
+    n = len(replays)
+    for _ in range(3):
+        np.testing.assert_array_equal(m(x2), ya)
+    assert len(replays) == n + 1
+    np.testing.assert_array_equal(m2(x2), yb)
+    assert len(replays) == n + 1
+    np.testing.assert_array_equal(m2(x2), yb)
+    assert len(replays) == n + 2
+    _workspace.get("test_replay.grow_mv2", (1 << 18,))
+    np.testing.assert_array_equal(m2(x2), yb)  # recorded again
+    assert len(replays) == n + 2
+    np.testing.assert_array_equal(m2(x2), yb)
+    assert len(replays) == n + 3
