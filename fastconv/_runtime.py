@@ -248,29 +248,42 @@ _recording = threading.local()
 
 
 def launch(kernel, *args):
-    """``kernel(*args)``, appended as (kernel, args) to this thread's capture if one is
-    open.  Positional arguments only."""
-    rec = getattr(_recording, "launches", None)
-    if rec is not None:
-        rec.append((kernel, args))
+    """``kernel(*args)``, appended as (kernel, args) to this thread's open capture if there
+    is one.  Positional arguments only."""
+    cap = getattr(_recording, "capture", None)
+    if cap is not None:
+        cap.launches.append((kernel, args))
     kernel(*args)
 
 
-class capture:
-    """``with capture() as launches:`` every ``launch`` this thread makes inside is
-    appended to ``launches`` (and, on exit, to an enclosing capture's)."""
+def unrecordable():
+    """Mark this thread's open capture (if any) incomplete: the work just done was not all
+    launches (a call that planned or converted something, a NumPy step), so its
+    launches cannot stand for it."""
+    cap = getattr(_recording, "capture", None)
+    if cap is not None:
+        cap.complete = False
 
-    __slots__ = ("launches", "_outer")
+
+class capture:
+    """``with capture() as cap:`` every ``launch`` this thread makes inside is appended to
+    ``cap.launches``; ``cap.complete`` stays True unless ``unrecordable`` was called.  An
+    enclosing capture gets both on exit."""
+
+    __slots__ = ("launches", "complete", "_outer")
 
     def __enter__(self):
-        self._outer = getattr(_recording, "launches", None)
-        self.launches = _recording.launches = []
-        return self.launches
+        self._outer = getattr(_recording, "capture", None)
+        self.launches = []
+        self.complete = True
+        _recording.capture = self
+        return self
 
     def __exit__(self, *exc):
-        _recording.launches = self._outer
-        if self._outer is not None:
-            self._outer.extend(self.launches)
+        _recording.capture = outer = self._outer
+        if outer is not None:
+            outer.launches.extend(self.launches)
+            outer.complete = outer.complete and self.complete
         return False
 
 

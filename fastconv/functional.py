@@ -164,6 +164,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
                             residual, packed, layer, be == "maybe", algo)
             if y is not None:
                 return y
+    _runtime.unrecordable()  # planning, conversions, binding: not only launches
     x_in = x
     xa = _checks.as_float32(x, layer, "input")
     xa, unbatched = _unbatched(xa, layer)
@@ -274,8 +275,11 @@ class _BoundConv:
             return None
         if out is None:
             y = np.empty(self.out_shape, np.float32)
+            _runtime.unrecordable()  # a new output every call
         else:
             y = _out(out, self.out_shape, layer, (x, residual))
+            if not self.replayable:
+                _runtime.unrecordable()
         with _runtime.kernel_scope(blas=self.blas):
             self.run(x, y, residual)
         return y
@@ -446,6 +450,7 @@ def inverted_residual(x, expand, depthwise, project=None, residual=None, packed=
         # the same weight objects as when the plan was made (and checked): no checks again
         call, out_shape = entry[2], entry[3]
     else:
+        _runtime.unrecordable()  # checks and planning
         _check_inverted_residual(xa, expand, depthwise, project, layer)
         # packed weights live with the plan: new weight objects never meet stale panels
         weights = {}
@@ -454,6 +459,9 @@ def inverted_residual(x, expand, depthwise, project=None, residual=None, packed=
             packed[_IR] = (key, parts, call, out_shape, weights)
     res = _residual(residual, out_shape, layer)
     y = _out(out, out_shape, layer, (xa, res))
+    if (out is None or xa is not x or res is not residual
+            or not getattr(call, "replayable", False)):
+        _runtime.unrecordable()  # new or converted arrays, or a call that is not only launches
     if out_shape[0]:
         call(xa, y, res)  # it enters the kernel scope itself (or conv2d does, per call)
     return _checks.wrap_like(y, x)

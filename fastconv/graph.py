@@ -574,9 +574,9 @@ def _capture(plan, values):
             values[o] = fn(node, args, buf)
             items.append(step)
         else:
-            with _runtime.capture() as launches:
+            with _runtime.capture() as cap:
                 values[o] = fn(node, args, buf)
-            items.append((step, launches, args))
+            items.append((step, cap.launches if cap.complete else [], args))
         if buf is not None and values[o] is buf:
             stable.add(o)
     if plan.direct is steps:

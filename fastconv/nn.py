@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _runtime
 from . import functional as F
 
 _version = [0]  # bumped whenever a parameter or buffer is replaced: fused forms re-fold
@@ -292,6 +292,7 @@ class Conv2d(Module):
         layer = layer or self.layer_name
         padding = self.padding
         if self.padding_mode != "zeros" and padding != "valid":
+            _runtime.unrecordable()  # the input is padded in NumPy
             x_in = x
             xa = _checks.as_float32(x, layer, "input", ndim=(3, 4))
             pads = _checks.padding4(padding, self.kernel_size, self.dilation, self.stride, layer)

@@ -17,16 +17,46 @@ def test_launch_records_only_inside_a_capture():
     seen = []
     kernel = lambda *a: seen.append(a)  # noqa: E731
     _runtime.launch(kernel, 1, 2)
+    _runtime.unrecordable()  # no capture open: nothing to mark
     with _runtime.capture() as outer:
         _runtime.launch(kernel, 3)
         with _runtime.capture() as inner:
             _runtime.launch(kernel, 4, 5)
-        assert inner == [(kernel, (4, 5))]
+            _runtime.unrecordable()
+        assert inner.launches == [(kernel, (4, 5))] and not inner.complete
     _runtime.launch(kernel, 6)
     assert seen == [(1, 2), (3,), (4, 5), (6,)]
-    assert outer == [(kernel, (3,)), (kernel, (4, 5))]  # the inner launches as well
-    _runtime.replay(outer)
+    # the inner capture's launches and its incompleteness reach the outer one
+    assert outer.launches == [(kernel, (3,)), (kernel, (4, 5))] and not outer.complete
+    _runtime.replay(outer.launches)
     assert seen[-2:] == [(3,), (4, 5)]
+    with _runtime.capture() as cap:
+        _runtime.launch(kernel, 7)
+    assert cap.complete
+
+
+def test_only_replayable_bound_calls_into_given_buffers_keep_a_capture_complete(rng):
+    x = rng.standard_normal((1, 16, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 1, 1)).astype(np.float32)
+    y = np.empty((1, 32, 14, 14), np.float32)
+    packed = {}
+    for want, call in ((False, lambda: fc.conv2d(x, w, packed=packed, out=y)),  # plans, binds
+                       (True, lambda: fc.conv2d(x, w, packed=packed, out=y)),   # bound
+                       (False, lambda: fc.conv2d(x, w, packed=packed)),  # a new output
+                       (False, lambda: fc.conv2d(x, w, packed={}, out=y)),
+                       (False, lambda: fc.conv2d(x, w, algo="direct", packed=packed, out=y))):
+        with _runtime.capture() as cap:
+            call()
+        assert cap.complete == want
+    fc.conv2d(x, w, algo="direct", packed=packed, out=y)
+    with _runtime.capture() as cap:  # bound, but the direct kernel is not launched through it
+        fc.conv2d(x, w, algo="direct", packed=packed, out=y)
+    assert not cap.complete
+    layer = fc.nn.Conv2d(16, 8, 3, padding=1, padding_mode="reflect")
+    layer(x), layer(x)
+    with _runtime.capture() as cap:
+        layer(x)
+    assert not cap.complete
 
 
 # (algorithm, (N, C, H, W, K, R, stride, padding, groups)): every family that declares
@@ -70,14 +100,14 @@ def test_a_replayed_bound_call_reads_its_buffers_afresh(rng, algo, shape):
     bound = packed[F._BOUND]
     assert bound.replayable
     y = np.empty((n, k, oh, ow), np.float32)
-    with _runtime.kernel_scope(blas=bound.blas), _runtime.capture() as launches:
+    with _runtime.kernel_scope(blas=bound.blas), _runtime.capture() as cap:
         bound.run(x, y, res)
-    assert launches
+    assert cap.complete and cap.launches
     x[...] = rng.standard_normal(x.shape)
     res[...] = rng.standard_normal(res.shape)
     y.fill(np.nan)
     with _runtime.kernel_scope(blas=bound.blas):
-        _runtime.replay(launches)
+        _runtime.replay(cap.launches)
     want = np.maximum(ref.conv2d(x, wt, b, stride, pad, 1, groups) + res, 0)
     assert rel_err(y, want) < 1e-4
 
@@ -102,13 +132,13 @@ def test_a_replayed_inverted_residual_reads_its_buffers_afresh(rng, c, e, h, str
     call = packed[F._IR][2]
     assert call.replayable
     y = np.empty((1, k, oh, oh), np.float32)
-    with _runtime.capture() as launches:
+    with _runtime.capture() as cap:
         call(x, y, res)
-    assert launches
+    assert cap.complete and cap.launches
     x[...] = rng.standard_normal(x.shape)
     y.fill(np.nan)
     with _runtime.kernel_scope(blas=False):
-        _runtime.replay(launches)
+        _runtime.replay(cap.launches)
     z = np.clip(ref.conv2d(x, w1, b1), 0, 6)
     d = np.clip(ref.conv2d(z, w2, b2, stride, 1, 1, e), 0, 6)
     want = ref.conv2d(d, w3, b3) + (x if residual else 0)
@@ -263,3 +293,59 @@ def test_zoo_mobilenet_replays_its_blocks(rng, monkeypatch):
     assert len(replays) == n + 2
     np.testing.assert_array_equal(m2(x2), yb)
     assert len(replays) == n + 3
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_zoo_resnets_replay_their_blocks(rng, monkeypatch, name):
+    """The zoo ResNets' blocks run as the kernels the previous call recorded, equal to the
+    module walk; a changed module or weight, another thread count, a grown workspace or
+    an unfused stage stop it until a call records again (a call that grows a workspace
+    records nothing: the one after it does)."""
+    from fastconv import models
+    m = getattr(models, name)(num_classes=10)
+    x = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    replays = record_calls(monkeypatch, _runtime, "replay")
+
+    def settle(inp, want=None):
+        """Calls until one replays (at most four), each equal to ``want`` (the first's
+        result if None) within rounding (a first call may plan another kernel variant);
+        returns the replayed result."""
+        for i in range(4):
+            n = len(replays)
+            y = m(inp)
+            want = y if want is None else want
+            assert rel_err(y, want) < 1e-5
+            if len(replays) > n:
+                assert i >= 1  # never the first call after a change
+                return y
+        raise AssertionError("no call replayed")
+
+    y0 = settle(x)
+    n = len(replays)
+    np.testing.assert_array_equal(m(x), y0)
+    x2 = rng.standard_normal(x.shape).astype(np.float32)
+    y2 = m(x2)
+    assert len(replays) == n + 2 and not np.allclose(y2, y0)
+    np.testing.assert_array_equal(m(x2), y2)
+    m.layer2.fuse(False)  # the stage's module walk (NumPy residual adds): nothing recorded
+    for _ in range(3):
+        n = len(replays)
+        assert rel_err(m(x2), y2) < 1e-5 and len(replays) == n
+    m.fuse(True)
+    settle(x2, y2)
+    sd = m.state_dict()
+    sd["layer3.0.conv1.weight"] = -sd["layer3.0.conv1.weight"]
+    m.load_state_dict(sd)
+    y3 = settle(x2)
+    assert not np.allclose(y3, y2)
+    with num_threads(1 if fc.get_num_threads() > 1 else 2):
+        settle(x2, y3)
+    settle(x2, y3)
+    _workspace.get(f"test_replay.grow_{name}", (1 << 19,))
+    settle(x2, y3)
+    m.layer1[0].conv1.padding_mode = "reflect"  # padded in NumPy: never recorded
+    y4 = m(x2)
+    for _ in range(3):
+        n = len(replays)
+        np.testing.assert_array_equal(m(x2), y4)
+        assert len(replays) == n
