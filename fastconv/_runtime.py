@@ -288,6 +288,35 @@ class capture:
 
 
 def replay(launches):
-    """Run recorded (kernel, args) pairs in order (inside a kernel_scope)."""
+    """Run recorded (kernel, args) pairs in order (inside a kernel_scope); an open capture
+    records them as launched."""
+    cap = getattr(_recording, "capture", None)
+    if cap is not None:
+        cap.launches.extend(launches)
     for kernel, args in launches:
         kernel(*args)
+
+
+class Records:
+    """One record per Python thread, kept on the object that replays it (a model), so
+    that it goes with the object; copies and pickles of the object start empty (the
+    launches name this process's buffers)."""
+
+    __slots__ = ("_by_thread",)
+
+    def __init__(self):
+        self._by_thread = {}
+
+    def get(self):
+        return self._by_thread.get(threading.get_ident())
+
+    def set(self, rec):
+        if len(self._by_thread) > 64:  # threads come and go
+            self._by_thread.clear()
+        self._by_thread[threading.get_ident()] = rec
+
+    def __reduce__(self):
+        return (Records, ())
+
+    def __deepcopy__(self, memo):
+        return Records()

@@ -17,9 +17,6 @@ torchvision needed) for parity tests and speed comparisons.  Blocks run fused:
 conv+BN+activation is one kernel call and the residual add rides in the last
 convolution's epilogue.
 """
-import threading
-import weakref
-
 import numpy as np
 
 from . import _runtime, _workspace, fusion, nn
@@ -176,24 +173,25 @@ class ResNet(nn.Module):
         return x
 
     def _replayed_blocks(self, stages, x):
-        """_blocks from x, the pool's buffer: the kernels recorded by the last call on this
-        thread (_RESNET_REPLAY) when it was this model's with nothing since that would
-        change them (the module counters, the thread count, the workspaces, x's buffer);
-        else the blocks, recorded where every call in them was a replayable bound call."""
+        """_blocks from x, the pool's buffer: the kernels this thread's last call recorded
+        (_records) when nothing has changed since that would change them (the module
+        counters, the input shape, the thread count, the workspaces, x's buffer); else the
+        blocks, recorded where every call in them was a replayable bound call."""
         key = (nn._structure[0], nn._version[0], x.shape, _runtime.get_num_threads())
-        rec = getattr(_RESNET_REPLAY, "rec", None)
-        if (rec is not None and rec[0]() is self and rec[1] == key and rec[2] is x
-                and rec[3] == _workspace._generation):
+        records = _records(self)
+        rec = records.get()
+        if (rec is not None and rec[0] == key and rec[1] is x
+                and rec[2] == _workspace._generation):
             with _runtime.kernel_scope(blas=True):  # Winograd's products may call SGEMM
-                _runtime.replay(rec[4])
-            return rec[5]
-        _RESNET_REPLAY.rec = None
+                _runtime.replay(rec[3])
+            return rec[4]
+        records.set(None)
         generation = _workspace._generation
         with _runtime.capture() as cap:
             y = self._blocks(stages, x)
         # (a buffer grown meanwhile: x's view is not the one the next call gets)
         if cap.complete and cap.launches and generation == _workspace._generation:
-            _RESNET_REPLAY.rec = (weakref.ref(self), key, x, generation, cap.launches, y)
+            records.set((key, x, generation, cap.launches, y))
         return y
 
 
@@ -369,7 +367,8 @@ class MobileNetV2(nn.Module):
         if not step(x, out, x if res else None):
             return None
         x = first = out
-        rec = getattr(_MV2_REPLAY, "rec", None)
+        records = _records(self)
+        rec = records.get()
         if (rec is not None and rec[0] is plan and rec[1] is first
                 and rec[2] == _runtime.get_num_threads() and rec[3] == _workspace._generation):
             # the blocks' kernels as recorded, into the same buffers
@@ -377,7 +376,7 @@ class MobileNetV2(nn.Module):
                 _runtime.replay(rec[4])
             x = rec[5]
         else:
-            _MV2_REPLAY.rec = None
+            records.set(None)
             replayable = all(getattr(st[0], "replayable", False) for st in steps[1:])
             generation = _workspace._generation
             with _runtime.capture() as cap:
@@ -389,8 +388,8 @@ class MobileNetV2(nn.Module):
             # (a buffer grown meanwhile: first's view is not the one the next call gets)
             if (replayable and cap.complete and cap.launches
                     and generation == _workspace._generation):
-                _MV2_REPLAY.rec = (plan, first, _runtime.get_num_threads(), generation,
-                                   cap.launches, x)
+                records.set((plan, first, _runtime.get_num_threads(), generation,
+                             cap.launches, x))
         pooled = plan[4](x)
         return None if pooled is None else plan[5](pooled.reshape(pooled.shape[0], -1))
 
@@ -425,12 +424,16 @@ def _planned_step(ir, y, out, name, res):
 
 
 _MV2_OUT = ("mobilenet_v2.out0", "mobilenet_v2.out1")  # block outputs by parity
-# per Python thread: the kernel launches of the last planned MobileNetV2 forward's blocks
-# after the first, recorded by _planned with what they hold for (its plan, the first
-# step's buffer, the thread count, the workspaces' generation)
-_MV2_REPLAY = threading.local()
-# per Python thread: the kernel launches of the last ResNet forward's blocks (_replayed_blocks)
-_RESNET_REPLAY = threading.local()
+
+
+def _records(model):
+    """The model's recorded kernel launches, per Python thread (_runtime.Records): a
+    MobileNetV2's blocks after the first (_planned) or a ResNet's blocks
+    (_replayed_blocks), with what they hold for."""
+    recs = model.__dict__.get("_records")
+    if recs is None:
+        recs = model.__dict__["_records"] = _runtime.Records()
+    return recs
 
 VGG11_CFG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 

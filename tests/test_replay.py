@@ -259,8 +259,10 @@ def test_model_plans_replay_per_python_thread(rng):
 
 def test_zoo_mobilenet_replays_its_blocks(rng, monkeypatch):
     """The zoo MobileNetV2's planned forward replays its blocks' recorded kernels from
-    the third call on; a grown workspace, another model of its kind in the same thread
-    or new input data give the same results as the full path."""
+    the third call on; new input data, another model of its kind or a grown workspace
+    give the same results as the full path.  Each model keeps its own record."""
+    import copy
+    import pickle
     from fastconv import models
     m = models.mobilenet_v2(num_classes=10)
     m2 = models.mobilenet_v2(num_classes=10, seed=1)
@@ -277,14 +279,12 @@ def test_zoo_mobilenet_replays_its_blocks(rng, monkeypatch):
     assert len(replays) == 2
     m2(x), m2(x), m2(x)
     yb = m2(x2)
-    assert len(replays) == 3  # m2 recorded its own blocks, in place of m's
+    assert len(replays) == 3
     # m's plan went with m2's fuse() (the structure counter): m plans again, records and
-    # replays; its record takes the place of m2's, which records again
+    # replays; m2's record is its own and still holds
     n = len(replays)
     for _ in range(3):
         np.testing.assert_array_equal(m(x2), ya)
-    assert len(replays) == n + 1
-    np.testing.assert_array_equal(m2(x2), yb)
     assert len(replays) == n + 1
     np.testing.assert_array_equal(m2(x2), yb)
     assert len(replays) == n + 2
@@ -293,6 +293,23 @@ def test_zoo_mobilenet_replays_its_blocks(rng, monkeypatch):
     assert len(replays) == n + 2
     np.testing.assert_array_equal(m2(x2), yb)
     assert len(replays) == n + 3
+    # copies of the records start empty (the launches name this model's buffers)
+    assert m2.__dict__["_records"].get() is not None
+    assert copy.deepcopy(m2.__dict__["_records"]).get() is None
+    assert pickle.loads(pickle.dumps(m2.__dict__["_records"])).get() is None
+
+
+def test_a_replay_inside_a_capture_is_recorded_as_its_launches(rng):
+    from fastconv import models
+    m = models.resnet18(num_classes=10)
+    x = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    for _ in range(4):
+        y = m(x)
+    with _runtime.capture() as cap:
+        np.testing.assert_array_equal(m(x), y)
+    rec = m.__dict__["_records"].get()[3]  # the blocks' launches, after the stem's
+    assert cap.complete and len(cap.launches) > len(rec)
+    assert all(a is b for a, b in zip(cap.launches[-len(rec):], rec))
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
