@@ -411,7 +411,25 @@ class Model:
         lines.append(f"activation buffers: {mem['planned'] / 2**20:.1f} MiB planned "
                      f"(vs {mem['unplanned'] / 2**20:.1f} MiB without reuse); kernel workspaces "
                      f"{_workspace_bytes() / 2**20:.1f} MiB")
+        if not cuda:
+            lines.append(self._replay_line(arrays))
         return "\n".join(lines)
+
+    def _replay_line(self, arrays):
+        """How much of a run with these inputs replays recorded kernels (two runs first,
+        the second records)."""
+        for _ in range(2):
+            self._run(arrays)
+        plan = self._plans().get(tuple(a.shape for a in arrays))
+        program = None if plan is None else plan.program
+        groups = [] if program is None else [it for it in program.items
+                                             if type(it) is _Replay]
+        if not groups:
+            return "replay: none (no convolution reads only the plan's own buffers)"
+        steps = sum(len(g.steps) for g in groups)
+        kernels = sum(len(g.launches) for g in groups)
+        return (f"replay: {steps} of {len(plan.steps)} nodes run as {kernels} recorded kernel "
+                "launches from the third call on (the times above are their planned calls')")
 
     def summary(self):
         """One line per node: name, op with fused parts, inputs -> output."""

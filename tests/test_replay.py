@@ -209,6 +209,9 @@ def test_a_model_plan_replays_its_convolutions(rng, monkeypatch):
         x2 = rng.standard_normal(x.shape).astype(np.float32)
         np.testing.assert_array_equal(model(x2), pickle.loads(pickle.dumps(fresh))(x2))
     assert len(replays) == 6
+    assert "replay: 3 of 7 nodes run as 4 recorded kernel launches" in model.explain(x, repeat=1)
+    bare = Model([Node("relu", "r", ["x"], ["y"])], ["x"], ["y"])
+    assert "replay: none" in bare.explain(x, repeat=1)
 
 
 def test_a_model_plan_stops_replaying_when_a_call_would_change(rng, monkeypatch):
