@@ -369,3 +369,32 @@ def test_zoo_resnets_replay_their_blocks(rng, monkeypatch, name):
         n = len(replays)
         np.testing.assert_array_equal(m(x2), y4)
         assert len(replays) == n
+
+
+def test_one_zoo_model_replays_on_several_python_threads_at_once(rng):
+    """Records are per Python thread (each names its own thread's buffers): two threads
+    calling one model at once, each replaying its record, give the single-thread result."""
+    from fastconv import models
+    m = models.resnet18(num_classes=10)
+    xs = [rng.standard_normal((1, 3, 64, 64)).astype(np.float32) for _ in range(2)]
+    want = [None, None]
+    for i, x in enumerate(xs):
+        for _ in range(4):
+            want[i] = m(x)
+    got = [[], []]
+    start = threading.Barrier(2)
+
+    def work(i):
+        start.wait()
+        for _ in range(8):
+            got[i].append(m(xs[i]))
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for i in range(2):
+        assert len(got[i]) == 8
+        for y in got[i]:
+            np.testing.assert_array_equal(y, want[i])
