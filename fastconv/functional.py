@@ -158,6 +158,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
             if y is not None:
                 return y
     if backend is not None or _backend.may_use_gpu(x):
+        _runtime.unrecordable()  # may run on the device
         be = _backend.choose(backend, x, layer)
         if be != "cpu":
             y = _conv2d_gpu(x, weight, bias, stride, padding, dilation, groups, activation,

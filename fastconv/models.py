@@ -19,7 +19,7 @@ convolution's epilogue.
 """
 import numpy as np
 
-from . import _runtime, _workspace, fusion, nn
+from . import _backend, _runtime, _workspace, fusion, nn
 from . import functional as F
 
 
@@ -177,7 +177,8 @@ class ResNet(nn.Module):
         (_records) when nothing has changed since that would change them (the module
         counters, the input shape, the thread count, the workspaces, x's buffer); else the
         blocks, recorded where every call in them was a replayable bound call."""
-        key = (nn._structure[0], nn._version[0], x.shape, _runtime.get_num_threads())
+        key = (nn._structure[0], nn._version[0], x.shape, _runtime.get_num_threads(),
+               _backend.get_backend())
         records = _records(self)
         rec = records.get()
         if (rec is not None and rec[0] == key and rec[1] is x
@@ -434,6 +435,7 @@ def _records(model):
     if recs is None:
         recs = model.__dict__["_records"] = _runtime.Records()
     return recs
+
 
 VGG11_CFG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 

@@ -44,7 +44,9 @@ def test_only_replayable_bound_calls_into_given_buffers_keep_a_capture_complete(
                        (True, lambda: fc.conv2d(x, w, packed=packed, out=y)),   # bound
                        (False, lambda: fc.conv2d(x, w, packed=packed)),  # a new output
                        (False, lambda: fc.conv2d(x, w, packed={}, out=y)),
-                       (False, lambda: fc.conv2d(x, w, algo="direct", packed=packed, out=y))):
+                       (False, lambda: fc.conv2d(x, w, algo="direct", packed=packed, out=y)),
+                       # a backend asked for: the call may go to the device
+                       (False, lambda: fc.conv2d(x, w, packed=packed, out=y, backend="cpu"))):
         with _runtime.capture() as cap:
             call()
         assert cap.complete == want
