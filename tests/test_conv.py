@@ -353,6 +353,24 @@ def test_live_rows_are_the_rows_reading_input(p, sh, dh, pt, h, r):
     assert tuple(live_rows(p, sh, dh, pt, h, r)) == expect
 
 
+@pytest.mark.parametrize("ow", [7, 14, 21])
+@pytest.mark.parametrize("activation", [None, "relu6", "hardswish"])
+def test_depthwise_blocked_rows_of_seven(rng, ow, activation):
+    """3x3 stride-1 rows 7, 14 and 21 pixels wide take seven pixels a step (AVX-512): equal
+    to the reference, with a residual and a channel tail."""
+    c = 40  # two whole blocks and a tail
+    x = rng.standard_normal((2, c, 9, ow)).astype(np.float32)
+    wt = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    res = rng.standard_normal((2, c, 9, ow)).astype(np.float32)
+    pre = ref.conv2d(x, wt, b, 1, 1, 1, c) + res
+    expected = (pre * np.clip(pre + 3, 0, 6) / 6 if activation == "hardswish"
+                else ref.activation(pre, activation))
+    y = fc.conv2d(x, wt, b, 1, 1, 1, c, activation=activation, residual=res,
+                  algo="depthwise_blocked")
+    assert rel_err(y, expected) < 1e-4
+
+
 @pytest.mark.parametrize("activation", ["relu", "relu6", "hardswish"])
 def test_depthwise_blocked_nan_passes_through(activation):
     """NaN stays NaN through the fused activation (as in PyTorch), only where it reaches."""

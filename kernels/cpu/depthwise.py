@@ -228,7 +228,9 @@ def blocked_row(P, p_off, rs, sw, dw, R, OW, wb, bv, act, ob, o_off):
     """One output row of a block: the shared-column kernels for dilation 1, stride 1 or 2."""
     V = nchwc.B
     if dw == 1 and OW >= nchwc.QB and sw == 1:
-        if R == 3:
+        if R == 3 and nchwc.ROW7 and OW % 7 == 0 and OW % nchwc.QB != 0:
+            nchwc.depthwise_row3x3_s1_q7(P, p_off, rs, V, V, OW, wb, 0, bv, 0, act, ob, o_off)
+        elif R == 3:
             nchwc.depthwise_row3x3_s1(P, p_off, rs, V, V, OW, wb, 0, bv, 0, act, ob, o_off)
         else:
             nchwc.depthwise_row5x5_s1(P, p_off, rs, V, V, OW, wb, 0, bv, 0, act, ob, o_off)
