@@ -308,25 +308,27 @@ def planned_conv(packed, params, x_shape, out_shape):
             or bound.weight is not weight or bound.bias is not bias):
         return None
     run, blas, threads = bound.run, bound.blas, bound.key[-1]
-    x_shape, out_shape = bound.x_shape, bound.out_shape
+    x_shape, out_shape, replayable = bound.x_shape, bound.out_shape, bound.replayable
 
     def step(x, y, residual):
         if (not _planned_array(x, x_shape) or _runtime.get_num_threads() != threads
                 or params.get("weight") is not weight or params.get("bias") is not bias
                 or (residual is not None and not _planned_array(residual, out_shape))):
             return False
+        if not replayable:
+            _runtime.unrecordable()
         with _runtime.kernel_scope(blas=blas):
             run(x, y, residual)
         return True
-    _replay_info(step, bound.replayable, blas, ((params, "weight", weight), (params, "bias", bias)))
+    _replay_info(step, blas, ((params, "weight", weight), (params, "bias", bias)))
     return step
 
 
-def _replay_info(step, replayable, blas, bound_params):
-    """What a model's plan needs to record ``step`` and replay it (graph.py): whether its
-    bound call launches every kernel through _runtime.launch, whether those call BLAS,
-    and the (dict, key, object) entries it was bound to, which must still hold."""
-    step.replayable, step.blas, step.bound_params = replayable, blas, bound_params
+def _replay_info(step, blas, bound_params):
+    """What a model's plan needs to replay ``step``'s recorded kernels (graph.py): whether
+    they call BLAS, and the (dict, key, object) entries it was bound to, which must still
+    hold.  (A step whose bound call is not only launches marks its capture incomplete.)"""
+    step.blas, step.bound_params = blas, bound_params
 
 
 def planned_conv2d_global_avg_pool(packed, weight, bias, x_shape):
@@ -403,6 +405,7 @@ def planned_inverted_residual(packed, params, names, x_shape, out_shape):
         return None
     (x_shape, threads), call, out_shape = entry[0], entry[2], entry[3]
     pairs = tuple(zip(names, planned))
+    replayable = getattr(call, "replayable", False)
 
     def step(x, y, residual):
         if (not _planned_array(x, x_shape) or _runtime.get_num_threads() != threads
@@ -411,10 +414,11 @@ def planned_inverted_residual(packed, params, names, x_shape, out_shape):
         for k, v in pairs:
             if params.get(k) is not v:
                 return False
+        if not replayable:
+            _runtime.unrecordable()
         call(x, y, residual)  # it enters the kernel scope itself
         return True
-    _replay_info(step, getattr(call, "replayable", False), False,
-                 tuple((params, k, v) for k, v in pairs))
+    _replay_info(step, False, tuple((params, k, v) for k, v in pairs))
     return step
 
 

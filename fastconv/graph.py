@@ -577,9 +577,10 @@ def _direct_steps(plan):
 def _capture(plan, values):
     """Run the plan's direct steps, recording the kernel launches of every step that may be
     replayed, and make plan.program from them when the run kept every step's planned
-    call.  A step may be replayed when its planned call's bound call launches all its
-    kernels through _runtime.launch and it reads only constants and slots that earlier
-    steps wrote (the same objects every run) and writes its own slot."""
+    call.  A step may be replayed when it runs a planned call, reads only constants and
+    slots that earlier steps wrote (the same objects every run), writes its own slot, and
+    its capture stays complete (its bound call launches all its kernels through
+    _runtime.launch)."""
     steps = plan.direct
     stable = {i for i, _ in plan.consts}
     items = []
@@ -587,8 +588,7 @@ def _capture(plan, values):
         fn, node, ins, o, buf = step
         args = [values[i] if i >= 0 else None for i in ins]
         planned = getattr(fn, "planned", None)
-        if (planned is None or not planned.replayable or buf is None
-                or any(i >= 0 and i not in stable for i in ins)):
+        if planned is None or buf is None or any(i >= 0 and i not in stable for i in ins):
             values[o] = fn(node, args, buf)
             items.append(step)
         else:
@@ -665,8 +665,7 @@ class _Program:
     def run(self, plan, values):
         for item in self.items:
             if type(item) is tuple:
-                fn, node, ins, o, buf = item
-                values[o] = fn(node, [values[i] if i >= 0 else None for i in ins], buf)
+                _run_step(item, values)
             elif item.holds(values):
                 with _runtime.kernel_scope(blas=item.blas):
                     _runtime.replay(item.launches)
@@ -674,8 +673,14 @@ class _Program:
                     values[o] = buf
             else:  # a changed layer: its steps as planned, and a new capture next run
                 plan.program = None
-                for fn, node, ins, o, buf in item.steps:
-                    values[o] = fn(node, [values[i] if i >= 0 else None for i in ins], buf)
+                for step in item.steps:
+                    _run_step(step, values)
+
+
+def _run_step(step, values):
+    """A plan step (fn, node, input value indices, output index, buffer) on ``values``."""
+    fn, node, ins, o, buf = step
+    values[o] = fn(node, [values[i] if i >= 0 else None for i in ins], buf)
 
 
 def kernel_of(node, in_shapes, backend="cpu"):

@@ -173,27 +173,12 @@ class ResNet(nn.Module):
         return x
 
     def _replayed_blocks(self, stages, x):
-        """_blocks from x, the pool's buffer: the kernels this thread's last call recorded
-        (_records) when nothing has changed since that would change them (the module
-        counters, the input shape, the thread count, the workspaces, x's buffer); else the
-        blocks, recorded where every call in them was a replayable bound call."""
+        """_blocks from x, the pool's buffer, replayed (_replayed) while the module counters,
+        the input shape, the thread count and the backend setting stand."""
         key = (nn._structure[0], nn._version[0], x.shape, _runtime.get_num_threads(),
                _backend.get_backend())
-        records = _records(self)
-        rec = records.get()
-        if (rec is not None and rec[0] == key and rec[1] is x
-                and rec[2] == _workspace._generation):
-            with _runtime.kernel_scope(blas=True):  # Winograd's products may call SGEMM
-                _runtime.replay(rec[3])
-            return rec[4]
-        records.set(None)
-        generation = _workspace._generation
-        with _runtime.capture() as cap:
-            y = self._blocks(stages, x)
-        # (a buffer grown meanwhile: x's view is not the one the next call gets)
-        if cap.complete and cap.launches and generation == _workspace._generation:
-            records.set((key, x, generation, cap.launches, y))
-        return y
+        # blas: Winograd's products may call SGEMM
+        return _replayed(self, key, x, lambda: self._blocks(stages, x), blas=True)
 
 
 def _block_into_buffers(blk, x, k):
@@ -367,32 +352,23 @@ class MobileNetV2(nn.Module):
         out = _workspace.get(name, shape)
         if not step(x, out, x if res else None):
             return None
-        x = first = out
-        records = _records(self)
-        rec = records.get()
-        if (rec is not None and rec[0] is plan and rec[1] is first
-                and rec[2] == _runtime.get_num_threads() and rec[3] == _workspace._generation):
-            # the blocks' kernels as recorded, into the same buffers
-            with _runtime.kernel_scope(blas=False):
-                _runtime.replay(rec[4])
-            x = rec[5]
-        else:
-            records.set(None)
-            replayable = all(getattr(st[0], "replayable", False) for st in steps[1:])
-            generation = _workspace._generation
-            with _runtime.capture() as cap:
-                for step, name, shape, res in steps[1:]:
-                    out = _workspace.get(name, shape)
-                    if not step(x, out, x if res else None):
-                        return None
-                    x = out
-            # (a buffer grown meanwhile: first's view is not the one the next call gets)
-            if (replayable and cap.complete and cap.launches
-                    and generation == _workspace._generation):
-                records.set((plan, first, _runtime.get_num_threads(), generation,
-                             cap.launches, x))
+        x = _replayed(self, (plan, _runtime.get_num_threads()), out,
+                      lambda: self._planned_blocks(steps[1:], out), blas=False)
+        if x is None:
+            return None
         pooled = plan[4](x)
         return None if pooled is None else plan[5](pooled.reshape(pooled.shape[0], -1))
+
+    @staticmethod
+    def _planned_blocks(steps, x):
+        """The planned blocks' steps from x into the thread's buffers: the last output, or
+        None where a step hands back to the module walk."""
+        for step, name, shape, res in steps:
+            out = _workspace.get(name, shape)
+            if not step(x, out, x if res else None):
+                return None
+            x = out
+        return x
 
     def _block(self, i, m, x):
         """(features[i](x), its planned step or None); a block that runs as one call writes
@@ -430,11 +406,36 @@ _MV2_OUT = ("mobilenet_v2.out0", "mobilenet_v2.out1")  # block outputs by parity
 def _records(model):
     """The model's recorded kernel launches, per Python thread (_runtime.Records): a
     MobileNetV2's blocks after the first (_planned) or a ResNet's blocks
-    (_replayed_blocks), with what they hold for."""
+    (_replayed_blocks), with what they hold for (_replayed)."""
     recs = model.__dict__.get("_records")
     if recs is None:
         recs = model.__dict__["_records"] = _runtime.Records()
     return recs
+
+
+def _replayed(model, key, entry, run, blas):
+    """``run()``'s result, with the kernels it launched recorded on the model for this thread
+    under ``key`` (compared with ==) and ``entry`` (the buffer the kernels start from, by
+    identity); a later call with the same key and entry, and no workspace grown since,
+    replays the recorded kernels into the same buffers instead and returns the recorded
+    result.  Nothing is recorded where run() returns None, where its capture is incomplete
+    (not only replayable launches) or where it grew a workspace (then entry is not the view
+    the next call gets)."""
+    records = _records(model)
+    rec = records.get()
+    if (rec is not None and rec[0] == key and rec[1] is entry
+            and rec[2] == _workspace._generation):
+        with _runtime.kernel_scope(blas=blas):
+            _runtime.replay(rec[3])
+        return rec[4]
+    records.set(None)
+    generation = _workspace._generation
+    with _runtime.capture() as cap:
+        y = run()
+    if (y is not None and cap.complete and cap.launches
+            and generation == _workspace._generation):
+        records.set((key, entry, generation, cap.launches, y))
+    return y
 
 
 VGG11_CFG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
