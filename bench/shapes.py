@@ -32,8 +32,13 @@ RESNET50_POINTWISE = {
     "r50_1x1_2048-512@7": (2048, 7, 7, 512, 1, 1, 0, 1),
 }
 
+# MobileNetV2's last 1x1 (320 -> 1280 on 7x7: its weights stream from L3 at batch 1)
+MOBILENETV2_POINTWISE = {
+    "mv2_pw1x1_320-1280@7": (320, 7, 7, 1280, 1, 1, 0, 1),
+}
+
 LAYERS = {**RESNET50, **MOBILENETV2}
-ALL_LAYERS = {**LAYERS, **RESNET50_POINTWISE}
+ALL_LAYERS = {**LAYERS, **RESNET50_POINTWISE, **MOBILENETV2_POINTWISE}
 
 
 def flops(spec, batch):

@@ -100,6 +100,30 @@ def test_max_pool_any_geometry(rng, kh, kw, sh, sw, dh, dw, ceil, h, w, nan, dat
     np.testing.assert_array_equal(y, e)
 
 
+@pytest.mark.parametrize("w", [1, 2, 3, 15, 16, 17, 31, 32, 33, 34, 63, 64, 65, 112])
+@pytest.mark.parametrize("pad, dh, ceil", [(1, 1, False), (0, 1, False), (1, 1, True),
+                                            (0, 2, True), (1, 2, False)])
+def test_max_pool_3x3_stride2_rows(rng, w, pad, dh, ceil):
+    """ResNet's 3x3 stride-2 pool runs as whole vector rows (max_row3x3_s2): every output
+    width around the 16-lane steps, edge windows, padded and dilated rows; NaN anywhere in
+    a window wins and ties keep the first value (-0.0 before 0.0 stays -0.0), bit for bit
+    as the reference."""
+    h = 9
+    if w + 2 * pad < 3 or h + 2 * pad < 2 * dh + 1:
+        return
+    x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
+    x[0, 1] = np.where(rng.random((h, w)) < 0.5, np.float32(-0.0), np.float32(0.0))
+    x[1, 0].flat[rng.integers(0, h * w, 3)] = np.nan
+    x[1, 2, :, -1] = np.nan  # the last column: the windows that need the step's next column
+    y = fc.max_pool2d(x, 3, 2, pad, (dh, 1), ceil)
+    e = ref.max_pool2d(x, 3, 2, pad, (dh, 1), ceil).astype(np.float32)
+    assert y.shape == e.shape
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(e))
+    ok = ~np.isnan(e)
+    np.testing.assert_array_equal(y[ok], e[ok])
+    np.testing.assert_array_equal(np.signbit(y[ok]), np.signbit(e[ok]))
+
+
 def test_max_pool_nan_propagates(rng):
     x = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
     x[0, 0, 1, 1] = np.nan

@@ -11,14 +11,21 @@ q*sw - pw + j*dw, j < kw; positions outside the plane are padding.
 
 Max and average pooling are computed separably (a vertical pass over the
 window's rows, then a horizontal pass over its columns); tasks are (n, c)
-planes (adaptive pooling: planes and output rows).
+planes (adaptive pooling: planes and output rows).  The 3x3 stride-2 max pool
+(ResNet's) runs a whole output row as vectors in LLVM IR (max_row3x3_s2): the
+loops' 56- and 112-long rows ran mostly in the scalar remainders of LLVM's
+64-wide vector loops.
 """
 import numba
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from . import FASTMATH
+from .nchwc import _ptr
 from .tiles import copy_strided
+from .zmm import _masked_load_store
 
 NEG_INF = np.float32(-np.inf)
 
@@ -63,6 +70,123 @@ def _horizontal(vb, hb, vb64, hb32, out, kw, sw, dw, span, OW):
     copy_strided(out, hb, OW, sw)
 
 
+@intrinsic
+def max_row3x3_s2(typingctx, x, o0, o1, o2, c0, W, y, y_off, nq):
+    """y[y_off + q] = max over rows o0, o1, o2 (offsets of column 0 in x) and columns
+    c0 + 2q + j, j < 3, of the columns inside [0, W), for q < nq: ResNet's 3x3 stride-2
+    pool, one output row, 16 outputs a step as vectors.
+
+    Each step loads the 33 columns its 16 windows span from each row (masked: columns
+    outside the row read as -inf), takes the vertical max of the three rows, splits it
+    into even and odd columns with two-source shuffles and takes max(even[q], odd[q],
+    even[q + 1]).  Every max lets the newer value win where it is greater or NaN, in
+    the order rows o0, o1, o2, then columns left to right (so NaN propagates and ties
+    keep the first value, as the loops of max_pool2d do).  A window needs one column
+    inside the row; rows are whole rows of the plane (a caller passes a row twice for
+    one that is padding)."""
+    sig = types.void(x, types.intp, types.intp, types.intp, types.intp, types.intp, y,
+                     types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        xp = _ptr(context, builder, signature.args[0], args[0])
+        yp = _ptr(context, builder, signature.args[6], args[6])
+        o0, o1, o2, c0, width, y_off, nq = args[1:6] + args[7:9]
+        intp = c0.type
+        const = lambda v: ir.Constant(intp, v)  # noqa: E731
+        i32 = ir.IntType(32)
+        V = 16
+        vt = ir.VectorType(ir.FloatType(), V)
+        mload, mstore = _masked_load_store(builder, V)
+        align = ir.Constant(i32, 4)
+        ninf = ir.Constant(vt, [float("-inf")] * V)
+        evens = ir.Constant(ir.VectorType(i32, V), [2 * i for i in range(V)])
+        odds = ir.Constant(ir.VectorType(i32, V), [2 * i + 1 for i in range(V)])
+
+        def newer(cur, new):  # a max instruction, then NaN in ``new`` put back
+            m = builder.select(builder.fcmp_ordered(">", new, cur), new, cur)
+            return builder.select(builder.fcmp_unordered("uno", new, new), new, m)
+
+        i16 = ir.IntType(16)
+        mt = ir.VectorType(ir.IntType(1), V)
+
+        def in_row(c, limit, lanes_max):
+            """the lanes i < lanes_max with 0 <= c + i < limit, as a mask (scalar bit math)"""
+            lo = builder.select(builder.icmp_signed("<", c, const(0)), builder.neg(c), const(0))
+            hi = builder.sub(limit, c)
+            hi = builder.select(builder.icmp_signed(">", hi, const(lanes_max)), const(lanes_max),
+                                hi)
+            hi = builder.select(builder.icmp_signed("<", hi, lo), lo, hi)
+            bits = builder.sub(builder.shl(const(1), hi), builder.shl(const(1), lo))
+            return builder.bitcast(builder.trunc(bits, i16), mt)
+
+        def vertical(k, nvec, lanes_last):
+            """the vertical max of step k's columns c0 + 32k + j, j < 16*nvec (the last
+            vector's first lanes_last lanes), as vectors"""
+            base = builder.add(c0, builder.mul(k, const(2 * V)))
+            vert = [None] * nvec
+            for j in range(nvec):
+                col = builder.add(base, const(V * j))
+                mask = in_row(col, width, lanes_last if j == nvec - 1 else V)
+                for o in (o0, o1, o2):
+                    at = builder.gep(xp, [builder.add(o, col)])
+                    v = builder.call(mload, [builder.bitcast(at, vt.as_pointer()), align, mask,
+                                             ninf])
+                    vert[j] = v if vert[j] is None else newer(vert[j], v)
+            return vert
+
+        def finish(k, even, odd, even_next):
+            """outputs 16k .. 16k + 15: max(even[q], odd[q], even[q + 1]), where lane 15's
+            even[q + 1] is the next step's first even column"""
+            nxt = builder.shuffle_vector(even, even_next, shift)
+            out = newer(newer(even, odd), nxt)
+            q0 = builder.mul(k, const(V))
+            at = builder.gep(yp, [builder.add(y_off, q0)])
+            builder.call(mstore, [out, builder.bitcast(at, vt.as_pointer()), align,
+                                  in_row(q0, nq, V)])
+
+        shift = ir.Constant(ir.VectorType(i32, V), list(range(1, V + 1)))
+        steps = builder.sdiv(builder.add(nq, const(V - 1)), const(V))
+        with builder.if_then(builder.icmp_signed(">", steps, const(0))):
+            # step k's even and odd columns are carried into step k + 1, which finishes
+            # step k's outputs with its first even column
+            v0 = vertical(const(0), 2, V)
+            e0 = builder.shuffle_vector(v0[0], v0[1], evens)
+            o0v = builder.shuffle_vector(v0[0], v0[1], odds)
+            before = builder.block
+            loop = builder.append_basic_block("maxrow.loop")
+            tail = builder.append_basic_block("maxrow.tail")
+            builder.cbranch(builder.icmp_signed(">", steps, const(1)), loop, tail)
+            builder.position_at_end(loop)
+            k = builder.phi(intp)
+            pe = builder.phi(vt)
+            po = builder.phi(vt)
+            k.add_incoming(const(1), before)
+            pe.add_incoming(e0, before)
+            po.add_incoming(o0v, before)
+            v = vertical(k, 2, V)
+            e = builder.shuffle_vector(v[0], v[1], evens)
+            o = builder.shuffle_vector(v[0], v[1], odds)
+            finish(builder.sub(k, const(1)), pe, po, e)
+            k1 = builder.add(k, const(1))
+            k.add_incoming(k1, builder.block)
+            pe.add_incoming(e, builder.block)
+            po.add_incoming(o, builder.block)
+            builder.cbranch(builder.icmp_signed("<", k1, steps), loop, tail)
+            builder.position_at_end(tail)
+            last_e = builder.phi(vt)
+            last_o = builder.phi(vt)
+            last_e.add_incoming(e0, before)
+            last_o.add_incoming(o0v, before)
+            last_e.add_incoming(e, loop)
+            last_o.add_incoming(o, loop)
+            # the column after the last step: one lane
+            (after_col,) = vertical(steps, 1, 1)
+            finish(builder.sub(steps, const(1)), last_e, last_o, after_col)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(parallel=True, cache=True)
 def max_pool2d(x, y, kh, kw, sh, sw, ph, pw, dh, dw, row_ws):
     """Max pooling of x (N, C, H, W) into y (N, C, OH, OW), separably.
@@ -76,15 +200,40 @@ def max_pool2d(x, y, kh, kw, sh, sw, ph, pw, dh, dw, row_ws):
     unit-stride vector loops but the last pick (a stride-sw gather per tap had
     cost 1.8x the time on ResNet's 3x3/2 pool).  Tasks are (n, c) planes.
     row_ws: (threads, 2, >= max(W + 2*pw, (OW-1)*sw + (kw-1)*dw + 1, 2*OW + 2)), each
-    row starting 8-byte aligned (an even length).
+    row starting 8-byte aligned (an even length).  3 x 3 windows at column stride 2
+    (any row stride and dilation) go a row at a time through max_row3x3_s2 instead,
+    a padding row of the window replaced by one of its rows in the plane.
     """
     N, C, H, W = x.shape
     OH, OW = y.shape[2], y.shape[3]
     span = (OW - 1) * sw + 1
+    rows3s2 = kh == 3 and kw == 3 and sw == 2 and dw == 1
+    xf = x.reshape(N * C * H * W)
+    yf = y.reshape(N * C * OH * OW)
     for t in prange(N * C):
         n = t // C
         c = t % C
         plane = x[n, c]
+        if rows3s2:  # ResNet's pool: whole rows as vectors (max_row3x3_s2)
+            for p in range(OH):
+                first = -1
+                for i in range(3):
+                    hi = p * sh - ph + i * dh
+                    if first < 0 and hi >= 0 and hi < H:
+                        first = hi
+                if first < 0:  # no row of the window is in the plane
+                    for q in range(OW):
+                        y[n, c, p, q] = NEG_INF
+                    continue
+                h0 = p * sh - ph
+                h1 = h0 + dh
+                h2 = h1 + dh
+                h0 = h0 if h0 >= 0 and h0 < H else first
+                h1 = h1 if h1 >= 0 and h1 < H else first
+                h2 = h2 if h2 >= 0 and h2 < H else first
+                max_row3x3_s2(xf, (t * H + h0) * W, (t * H + h1) * W, (t * H + h2) * W, -pw, W,
+                              yf, (t * OH + p) * OW, OW)
+            continue
         buf = row_ws[numba.get_thread_id()]
         vb = buf[0]
         hb = buf[1]
