@@ -37,7 +37,10 @@ def torch_mod(threads):
 
 
 def annotate(benchmark, flop, roof):
-    """GFLOP/s and % of the SGEMM roof from the median, into extra_info."""
+    """GFLOP/s and % of the SGEMM roof from the median, into extra_info (nothing when
+    the run only checks the benchmarks, --benchmark-disable: then there are no stats)."""
+    if benchmark.stats is None:
+        return
     med = benchmark.stats.stats.median
     benchmark.extra_info["gflops"] = round(flop / med / 1e9, 2)
     benchmark.extra_info["roof_pct"] = round(100 * flop / med / 1e9 / roof, 1)

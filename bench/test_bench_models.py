@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import annotate
 
 import fastconv as fc
 from fastconv import models
@@ -54,10 +55,7 @@ def test_fastconv_model(benchmark, sgemm_roof, built, name, batch):
     benchmark.group = f"model {name} b{batch}"
     benchmark.extra_info.update(model=name, batch=batch, runtime="fastconv")
     benchmark.pedantic(graph, args=(x,), rounds=10, iterations=1, warmup_rounds=1)
-    med = benchmark.stats.stats.median
-    fl = _model_flops(graph, x)
-    benchmark.extra_info["gflops"] = round(fl / med / 1e9, 2)
-    benchmark.extra_info["roof_pct"] = round(100 * fl / med / 1e9 / sgemm_roof, 1)
+    annotate(benchmark, _model_flops(graph, x), sgemm_roof)
 
 
 @pytest.mark.parametrize("name, batch", [(m, b) for m in MODELS for b in BATCHES])
