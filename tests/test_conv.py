@@ -877,3 +877,27 @@ def test_rowdot_blocks_and_tasks(rng, case, threads):
         fc.set_num_threads(before)
     expected = ref.conv2d(x, wt, b, stride, padding, activation="relu6")
     assert rel_err(y, expected) < 1e-4
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(0, 2), c=st.integers(1, 4), h=st.integers(1, 12), w=st.integers(1, 70),
+       pads=st.tuples(*[st.integers(0, 3)] * 4), sw=st.sampled_from([2, 3]))
+def test_padded_copies(n, c, h, w, pads, sw):
+    """The padded input copies the convolutions read (pad.pad_nchw, and
+    pad.pad_nchw_phased with each row split into its column phases) against np.pad,
+    every element of the buffer written: rows of every width around the 16-float
+    vectors they are copied in, odd widths, left padding of either parity."""
+    from fastconv.kernels.cpu import pad
+    pt, pb, pl, pr = pads
+    x = np.random.default_rng(h * 100 + w).standard_normal((n, c, h, w)).astype(np.float32)
+    xpad = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    xp = np.full(xpad.shape, np.nan, np.float32)
+    pad.pad_nchw(x, xp, pt, pl)
+    np.testing.assert_array_equal(xp, xpad)
+    ws = -(-(w + pl + pr) // sw)
+    wide = np.pad(xpad, ((0, 0), (0, 0), (0, 0), (0, ws * sw - xpad.shape[3])))
+    want = np.concatenate([wide[..., ph::sw] for ph in range(sw)], axis=3)
+    xs = np.full(want.shape, np.nan, np.float32)
+    pad.pad_nchw_phased(x, xs, pt, pl, sw)
+    np.testing.assert_array_equal(xs, want)

@@ -1,34 +1,177 @@
-"""Zero padding of an NCHW tensor into a caller-owned buffer."""
-from numba import njit, prange
+"""Zero padding of an NCHW tensor into a caller-owned buffer.
+
+The copies run on 16-float vectors with a masked last one (``copy_run``,
+``zero_run``, ``split_pairs``: LLVM IR), not as Numba loops: rows of ResNet's maps
+(56, 28, 14 and 7 floats) are shorter than the 64 elements LLVM's vectorized loops
+take a step, so those loops ran in their scalar remainders.
+"""
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .nchwc import _ptr
+from .zmm import _masked_load_store
+
+_V = 16
+_F32 = ir.FloatType()
+_VT = ir.VectorType(_F32, _V)
+
+
+def _contiguous(*arrays):
+    for a in arrays:
+        if not (isinstance(a, types.Array) and a.dtype == types.float32 and a.layout == "C"):
+            raise TypeError("pad: C-contiguous float32 arrays expected")
+
+
+def _vector_loop(builder, n, body, name):
+    """body(i0, mask) for i0 = 0, 16, 32, ... < n, mask the lanes i0 + i < n (all but
+    the last step full)."""
+    intp = n.type
+    const = lambda v: ir.Constant(intp, v)  # noqa: E731
+    i16 = ir.IntType(16)
+    mt = ir.VectorType(ir.IntType(1), _V)
+    entry = builder.block
+    loop = builder.append_basic_block(f"{name}.loop")
+    done = builder.append_basic_block(f"{name}.done")
+    builder.cbranch(builder.icmp_signed(">", n, const(0)), loop, done)
+    builder.position_at_end(loop)
+    i0 = builder.phi(intp)
+    i0.add_incoming(const(0), entry)
+    left = builder.sub(n, i0)
+    left = builder.select(builder.icmp_signed(">", left, const(_V)), const(_V), left)
+    bits = builder.sub(builder.shl(const(1), left), const(1))
+    body(i0, builder.bitcast(builder.trunc(bits, i16), mt))
+    i1 = builder.add(i0, const(_V))
+    i0.add_incoming(i1, builder.block)
+    builder.cbranch(builder.icmp_signed("<", i1, n), loop, done)
+    builder.position_at_end(done)
+
+
+def _at(builder, base, off):
+    return builder.bitcast(builder.gep(base, [off]), _VT.as_pointer())
+
+
+@intrinsic
+def copy_run(typingctx, src, s_off, dst, d_off, n):
+    """dst[d_off + i] = src[s_off + i] for i < n."""
+    _contiguous(src, dst)
+    sig = types.void(src, types.intp, dst, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        sp = _ptr(context, builder, signature.args[0], args[0])
+        dp = _ptr(context, builder, signature.args[2], args[2])
+        s_off, d_off, n = args[1], args[3], args[4]
+        mload, mstore = _masked_load_store(builder, _V)
+        align = ir.Constant(ir.IntType(32), 4)
+        zero = ir.Constant(_VT, [0.0] * _V)
+
+        def body(i0, mask):
+            v = builder.call(mload, [_at(builder, sp, builder.add(s_off, i0)), align, mask,
+                                     zero])
+            builder.call(mstore, [v, _at(builder, dp, builder.add(d_off, i0)), align, mask])
+
+        _vector_loop(builder, n, body, "copyrun")
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def zero_run(typingctx, dst, d_off, n):
+    """dst[d_off + i] = 0 for i < n."""
+    _contiguous(dst)
+    sig = types.void(dst, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        dp = _ptr(context, builder, signature.args[0], args[0])
+        d_off, n = args[1], args[2]
+        mstore = _masked_load_store(builder, _V)[1]
+        align = ir.Constant(ir.IntType(32), 4)
+        zero = ir.Constant(_VT, [0.0] * _V)
+        _vector_loop(builder, n, lambda i0, mask: builder.call(
+            mstore, [zero, _at(builder, dp, builder.add(d_off, i0)), align, mask]), "zerorun")
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def split_pairs(typingctx, src, s_off, dst, e_off, o_off, n):
+    """dst[e_off + j] = src[s_off + 2j] and dst[o_off + j] = src[s_off + 2j + 1] for
+    j < n: a row's even and odd columns, 16 of each from two vectors by shuffles."""
+    _contiguous(src, dst)
+    sig = types.void(src, types.intp, dst, types.intp, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        sp = _ptr(context, builder, signature.args[0], args[0])
+        dp = _ptr(context, builder, signature.args[2], args[2])
+        s_off, e_off, o_off, n = args[1], args[3], args[4], args[5]
+        intp = n.type
+        mload, mstore = _masked_load_store(builder, _V)
+        align = ir.Constant(ir.IntType(32), 4)
+        zero = ir.Constant(_VT, [0.0] * _V)
+        i32 = ir.IntType(32)
+        evens = ir.Constant(ir.VectorType(i32, _V), [2 * i for i in range(_V)])
+        odds = ir.Constant(ir.VectorType(i32, _V), [2 * i + 1 for i in range(_V)])
+        lanes = ir.Constant(ir.VectorType(i32, _V), [i // 2 for i in range(_V)])
+        lanes_hi = ir.Constant(ir.VectorType(i32, _V), [_V // 2 + i // 2 for i in range(_V)])
+        mt = ir.VectorType(ir.IntType(1), _V)
+
+        def body(j0, mask):
+            # the source pairs of outputs j0 .. j0 + 15: lane i of the first vector is
+            # output j0 + i // 2, of the second j0 + 8 + i // 2
+            mi = builder.zext(mask, ir.VectorType(i32, _V))
+            m0 = builder.trunc(builder.shuffle_vector(mi, mi, lanes), mt)
+            m1 = builder.trunc(builder.shuffle_vector(mi, mi, lanes_hi), mt)
+            base = builder.add(s_off, builder.mul(j0, ir.Constant(intp, 2)))
+            v0 = builder.call(mload, [_at(builder, sp, base), align, m0, zero])
+            v1 = builder.call(mload, [_at(builder, sp, builder.add(base, ir.Constant(intp, _V))),
+                                      align, m1, zero])
+            builder.call(mstore, [builder.shuffle_vector(v0, v1, evens),
+                                  _at(builder, dp, builder.add(e_off, j0)), align, mask])
+            builder.call(mstore, [builder.shuffle_vector(v0, v1, odds),
+                                  _at(builder, dp, builder.add(o_off, j0)), align, mask])
+
+        _vector_loop(builder, n, body, "splitpairs")
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @njit(parallel=True, cache=True)
 def pad_nchw(x, xp, pad_top, pad_left):
     """xp[n, c, pad_top + i, pad_left + j] = x[n, c, i, j]; every other element of xp = 0.
 
-    x: (N, C, H, W); xp: (N, C, H + pad_top + pad_bottom, W + pad_left + pad_right).
+    x: (N, C, H, W); xp: (N, C, H + pad_top + pad_bottom, W + pad_left + pad_right),
+    both C-contiguous.  A plane is one pass over its padded copy in memory order: the
+    zeros up to the first row's data, then per row its W values and the zeros up to the
+    next row's data (the right padding and the next row's left padding in one run), the
+    last row's run reaching to the end of the plane.
     """
     N, C, H, W = x.shape
     HP, WP = xp.shape[2], xp.shape[3]
+    xf = x.reshape(N * C * H * W)
+    pf = xp.reshape(N * C * HP * WP)
     for t in prange(N * C):
-        n = t // C
-        c = t % C
-        for i in range(HP):
-            row = xp[n, c, i]
-            src = i - pad_top
-            if src < 0 or src >= H:
-                for j in range(WP):
-                    row[j] = 0.0
+        s = t * H * W
+        d = t * HP * WP
+        end = d + HP * WP
+        if H == 0 or W == 0:
+            zero_run(pf, d, HP * WP)
+            continue
+        at = d + pad_top * WP + pad_left
+        zero_run(pf, d, at - d)
+        for i in range(H):
+            copy_run(xf, s + i * W, pf, at, W)
+            at += W
+            gap = WP - W if i < H - 1 else end - at
+            if gap <= 2:  # the usual 1 + 1 columns: two stores
+                for j in range(gap):
+                    pf[at + j] = 0.0
             else:
-                xrow = x[n, c, src]
-                inner = row[pad_left:pad_left + W]  # bare loop index: vectorized copy
-                for j in range(W):
-                    inner[j] = xrow[j]
-                for j in range(pad_left):
-                    row[j] = 0.0
-                tail = row[pad_left + W:]
-                for j in range(WP - pad_left - W):
-                    tail[j] = 0.0
+                zero_run(pf, at, gap)
+            at += gap
 
 
 @njit(parallel=True, cache=True)
@@ -45,6 +188,29 @@ def pad_nchw_phased(x, xp, pad_top, pad_left, sw):
     N, C, H, W = x.shape
     HP = xp.shape[2]
     WS = xp.shape[3] // sw
+    if sw == 2:
+        # even input columns land in phase pad_left % 2, odd ones in the other, each a
+        # unit-stride run: one split_pairs a row (x and xp C-contiguous)
+        WP = xp.shape[3]
+        xf = x.reshape(N * C * H * W)
+        pf = xp.reshape(N * C * HP * WP)
+        pe = pad_left % 2
+        po = 1 - pe
+        e0 = pe * WS + (pad_left - pe) // 2
+        o0 = po * WS + (1 + pad_left - po) // 2
+        below = max(0, HP - pad_top - H) * WP
+        for t in prange(N * C):
+            s = t * H * W
+            d = t * HP * WP
+            zero_run(pf, d, min(pad_top, HP) * WP)
+            for i in range(min(H, HP - pad_top)):
+                row = d + (pad_top + i) * WP
+                zero_run(pf, row, WP)
+                split_pairs(xf, s + i * W, pf, row + e0, row + o0, W // 2)
+                if W % 2:
+                    pf[row + e0 + W // 2] = xf[s + i * W + W - 1]
+            zero_run(pf, d + (pad_top + H) * WP, below)
+        return
     for t in prange(N * C):
         n = t // C
         c = t % C
