@@ -7,7 +7,6 @@ take a step, so those loops ran in their scalar remainders.
 """
 from llvmlite import ir
 from numba import njit, prange, types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .nchwc import _ptr
