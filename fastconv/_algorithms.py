@@ -482,7 +482,6 @@ class Winograd(planner.Algorithm):
         M = _workspace.get("winograd_M", (xi, prob.k, chunk * th * tw))
         threads = _runtime.max_threads()
         t = _workspace.per_thread("winograd_t", threads, (self.a, self.a, tw + 2))
-        rows = _workspace.per_thread("winograd_rows", threads, (self.m, tw * self.m))
         for n0 in range(0, prob.n, chunk):
             n1 = min(prob.n, n0 + chunk)
             T = (n1 - n0) * th * tw
@@ -508,8 +507,7 @@ class Winograd(planner.Algorithm):
                                 _res(None, 1)[0])
             else:
                 _runtime.launch(_winograd.transformed_gemms, U, Vc, Mc, prob.groups)
-            _runtime.launch(_winograd.output_transform, Mc, self.m, b, y[n0:n1], act, r, has_res,
-                            t, rows)
+            _runtime.launch(_winograd.output_transform, Mc, self.m, b, y[n0:n1], act, r, has_res)
 
 
 class PointwiseRegister(planner.Algorithm):

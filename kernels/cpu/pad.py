@@ -10,7 +10,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .nchwc import _ptr
-from .zmm import _masked_load_store
+from .zmm import _at, _masked_load_store, _vector_loop
 
 _V = 16
 _F32 = ir.FloatType()
@@ -21,34 +21,6 @@ def _contiguous(*arrays):
     for a in arrays:
         if not (isinstance(a, types.Array) and a.dtype == types.float32 and a.layout == "C"):
             raise TypeError("pad: C-contiguous float32 arrays expected")
-
-
-def _vector_loop(builder, n, body, name):
-    """body(i0, mask) for i0 = 0, 16, 32, ... < n, mask the lanes i0 + i < n (all but
-    the last step full)."""
-    intp = n.type
-    const = lambda v: ir.Constant(intp, v)  # noqa: E731
-    i16 = ir.IntType(16)
-    mt = ir.VectorType(ir.IntType(1), _V)
-    entry = builder.block
-    loop = builder.append_basic_block(f"{name}.loop")
-    done = builder.append_basic_block(f"{name}.done")
-    builder.cbranch(builder.icmp_signed(">", n, const(0)), loop, done)
-    builder.position_at_end(loop)
-    i0 = builder.phi(intp)
-    i0.add_incoming(const(0), entry)
-    left = builder.sub(n, i0)
-    left = builder.select(builder.icmp_signed(">", left, const(_V)), const(_V), left)
-    bits = builder.sub(builder.shl(const(1), left), const(1))
-    body(i0, builder.bitcast(builder.trunc(bits, i16), mt))
-    i1 = builder.add(i0, const(_V))
-    i0.add_incoming(i1, builder.block)
-    builder.cbranch(builder.icmp_signed("<", i1, n), loop, done)
-    builder.position_at_end(done)
-
-
-def _at(builder, base, off):
-    return builder.bitcast(builder.gep(base, [off]), _VT.as_pointer())
 
 
 @intrinsic

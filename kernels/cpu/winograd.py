@@ -23,10 +23,16 @@ up to whole tiles, and their outputs beyond the image are not written.
 Phases: (1) input transform, parallel over (n, c) planes; (2) the a*a*groups
 SGEMMs, one per task, BLAS single-threaded; (3) output transform with the
 fused epilogue, parallel over (n, k).  The 1-D transforms B^T and A^T are
-written out (``bt2``, ``bt4``, ``at2``, ``at4``) and applied to vectors of the
-tiles of one tile row, first down the tile's rows, then along its columns, so
-every loop is a straight vectorizable sweep.  The filter transform G is applied
-once per weight in float64 (``filter_transform``).
+written out (``_bt_ir``, ``_at_ir``) and applied in LLVM IR to 16-float vectors
+(``input_row_f2/f4``, ``output_row_f2/f4``: one tile row of one channel a call):
+the input transform first down the tile rows' input rows along whole rows, then
+along the tiles' columns, which m-way even/odd shuffles split into the vectors
+u[m*t + k] of 16 tiles; the output transform down the tiles' rows on vectors of
+16 tiles, along them, and shuffles the m results of each tile back into output
+columns, the epilogue on the way to the output.  (Numba loops over a tile row ran
+14 or 7 tiles, shorter than the 64 elements of an LLVM vector loop's step: they
+ran in its scalar remainder, 2-5x slower.)  The filter transform G is applied once
+per weight in float64 (``filter_transform``).
 
 Transform matrices (wincnn's interpolation points 0, +-1 (, +-2), infinity):
 
@@ -39,49 +45,255 @@ Transform matrices (wincnn's interpolation points 0, +-1 (, +-2), infinity):
 """
 import numba
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from . import FASTMATH
-from .epilogue import store_row, store_row_res
-from .zmm import NR, gemm_block_t
+from .nchwc import _ptr
+from .zmm import NR, _at, _masked_load_store, _vector_loop, gemm_block_t
 
-TWO = np.float32(2.0)
-FOUR = np.float32(4.0)
-FIVE = np.float32(5.0)
-EIGHT = np.float32(8.0)
+def _consts(vt, *values):
+    return {v: ir.Constant(vt, [float(v)] * vt.count) for v in values}
 
 
-@njit(inline="always")
-def bt2(d0, d1, d2, d3):
-    """B^T d for F(2x2, 3x3)."""
-    return d0 - d2, d1 + d2, d2 - d1, d1 - d3
+def _bt_ir(builder, d):
+    """B^T d on IR vectors, for F(2x2) (4 vectors) or F(4x4) (6):
+
+        F(2x2): d0 - d2, d1 + d2, d2 - d1, d1 - d3
+        F(4x4): 4 d0 - 5 d2 + d4, d3 + d4 - 4 (d1 + d2), 4 (d1 - d2) + d4 - d3,
+                2 (d3 - d1) + d4 - d2, 2 (d1 - d3) + d4 - d2, 4 d1 - 5 d3 + d5
+    """
+    add, sub, mul = builder.fadd, builder.fsub, builder.fmul
+    if len(d) == 4:
+        d0, d1, d2, d3 = d
+        return [sub(d0, d2), add(d1, d2), sub(d2, d1), sub(d1, d3)]
+    c = _consts(d[0].type, 2, 4, 5)
+    d0, d1, d2, d3, d4, d5 = d
+    return [add(sub(mul(c[4], d0), mul(c[5], d2)), d4),
+            sub(add(d3, d4), mul(c[4], add(d1, d2))),
+            sub(add(mul(c[4], sub(d1, d2)), d4), d3),
+            sub(add(mul(c[2], sub(d3, d1)), d4), d2),
+            sub(add(mul(c[2], sub(d1, d3)), d4), d2),
+            add(sub(mul(c[4], d1), mul(c[5], d3)), d5)]
 
 
-@njit(inline="always")
-def bt4(d0, d1, d2, d3, d4, d5):
-    """B^T d for F(4x4, 3x3)."""
-    return (FOUR * d0 - FIVE * d2 + d4,
-            d3 + d4 - FOUR * (d1 + d2),
-            FOUR * (d1 - d2) + d4 - d3,
-            TWO * (d3 - d1) + d4 - d2,
-            TWO * (d1 - d3) + d4 - d2,
-            FOUR * d1 - FIVE * d3 + d5)
+def _at_ir(builder, m):
+    """A^T m on IR vectors, for F(2x2) (4 vectors) or F(4x4) (6):
+
+        F(2x2): m0 + m1 + m2, m1 - m2 - m3
+        F(4x4): with s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4:
+                m0 + s12 + s34, d12 + 2 d34, s12 + 4 s34, d12 + 8 d34 + m5
+    """
+    add, sub, mul = builder.fadd, builder.fsub, builder.fmul
+    if len(m) == 4:
+        m0, m1, m2, m3 = m
+        return [add(add(m0, m1), m2), sub(sub(m1, m2), m3)]
+    c = _consts(m[0].type, 2, 4, 8)
+    m0, m1, m2, m3, m4, m5 = m
+    s12, d12, s34, d34 = add(m1, m2), sub(m1, m2), add(m3, m4), sub(m3, m4)
+    return [add(add(m0, s12), s34), add(d12, mul(c[2], d34)), add(s12, mul(c[4], s34)),
+            add(add(d12, mul(c[8], d34)), m5)]
 
 
-@njit(inline="always")
-def at2(m0, m1, m2, m3):
-    """A^T m for F(2x2, 3x3)."""
-    return m0 + m1 + m2, m1 - m2 - m3
+def _first_lanes(builder, start, limit, lanes):
+    """The mask of lanes k < lanes with start + k < limit (scalar bit math)."""
+    intp = start.type
+    n = builder.sub(limit, start)
+    n = builder.select(builder.icmp_signed("<", n, ir.Constant(intp, 0)), ir.Constant(intp, 0), n)
+    n = builder.select(builder.icmp_signed(">", n, ir.Constant(intp, lanes)),
+                       ir.Constant(intp, lanes), n)
+    bits = builder.sub(builder.shl(ir.Constant(intp, 1), n), ir.Constant(intp, 1))
+    return builder.bitcast(builder.trunc(bits, ir.IntType(16)),
+                           ir.VectorType(ir.IntType(1), 16))
 
 
-@njit(inline="always")
-def at4(m0, m1, m2, m3, m4, m5):
-    """A^T m for F(4x4, 3x3)."""
-    s12 = m1 + m2
-    d12 = m1 - m2
-    s34 = m3 + m4
-    d34 = m3 - m4
-    return m0 + s12 + s34, d12 + TWO * d34, s12 + FOUR * s34, d12 + EIGHT * d34 + m5
+def _index(values):
+    return ir.Constant(ir.VectorType(ir.IntType(32), 16), values)
+
+
+_EVENS = [2 * k for k in range(16)]
+_ODDS = [2 * k + 1 for k in range(16)]
+
+
+def _phases(builder, vs):
+    """16*len(vs) consecutive columns (len 2 or 4) -> their len(vs) column phases:
+    phase k lane t = column len(vs)*t + k (rounds of even/odd two-source shuffles)."""
+    sh = builder.shuffle_vector
+    if len(vs) == 2:
+        return [sh(vs[0], vs[1], _index(_EVENS)), sh(vs[0], vs[1], _index(_ODDS))]
+    e01, o01 = sh(vs[0], vs[1], _index(_EVENS)), sh(vs[0], vs[1], _index(_ODDS))
+    e23, o23 = sh(vs[2], vs[3], _index(_EVENS)), sh(vs[2], vs[3], _index(_ODDS))
+    return [sh(e01, e23, _index(_EVENS)), sh(o01, o23, _index(_EVENS)),
+            sh(e01, e23, _index(_ODDS)), sh(o01, o23, _index(_ODDS))]
+
+
+def _interleave(builder, ph):
+    """The inverse of _phases: len(ph) phase vectors -> their columns, 16 a vector."""
+    sh = builder.shuffle_vector
+    lo = _index([k // 2 + (k % 2) * 16 for k in range(16)])
+    hi = _index([8 + k // 2 + (k % 2) * 16 for k in range(16)])
+    if len(ph) == 2:
+        return [sh(ph[0], ph[1], lo), sh(ph[0], ph[1], hi)]
+    e01, e23 = sh(ph[0], ph[2], lo), sh(ph[0], ph[2], hi)  # columns 4t, 4t + 2
+    o01, o23 = sh(ph[1], ph[3], lo), sh(ph[1], ph[3], hi)  # columns 4t + 1, 4t + 3
+    return [sh(e01, o01, lo), sh(e01, o01, hi), sh(e23, o23, lo), sh(e23, o23, hi)]
+
+
+def _make_input_row(m):
+    """The input transform of one tile row of one channel for F(m x m, 3 x 3), m = 2, 4."""
+    a = m + 2
+
+    @intrinsic
+    def input_row(typingctx, xp, p_off, WP, TW, tmp, V, v_off, v_stride):
+        """On 16-float vectors:
+
+            u_i[w] = (B^T x)[i] for the a input rows x_r = xp[p_off + r*WP:][:WP] (into
+                     tmp[i*WP:][:WP]), then
+            V[(i*a + j)*v_stride + v_off + t] = (B^T (u_i[m*t], ..., u_i[m*t + a - 1]))[j]
+
+        for t < TW, 16 tiles a step: their columns split into the m phases u_i[m*t + k]
+        by rounds of even/odd shuffles of m vectors; the last two taps are phases 0 and
+        1 one tile on.  Edges are masked loads and stores."""
+        sig = types.void(xp, types.intp, types.intp, types.intp, tmp, V, types.intp,
+                         types.intp)
+
+        def codegen(context, builder, signature, args):
+            xpp = _ptr(context, builder, signature.args[0], args[0])
+            tp = _ptr(context, builder, signature.args[4], args[4])
+            vp = _ptr(context, builder, signature.args[5], args[5])
+            p_off, wp, tw, v_off, v_stride = args[1], args[2], args[3], args[6], args[7]
+            const = lambda v: ir.Constant(p_off.type, v)  # noqa: E731
+            mload, mstore = _masked_load_store(builder, 16)
+            align = ir.Constant(ir.IntType(32), 4)
+            zero = ir.Constant(ir.VectorType(ir.FloatType(), 16), [0.0] * 16)
+
+            def rows(w0, mask):
+                d = [builder.call(mload, [_at(builder, xpp, builder.add(
+                    builder.add(p_off, builder.mul(const(r), wp)), w0)), align, mask, zero])
+                    for r in range(a)]
+                for i, u in enumerate(_bt_ir(builder, d)):
+                    at = builder.add(builder.mul(const(i), wp), w0)
+                    builder.call(mstore, [u, _at(builder, tp, at), align, mask])
+
+            _vector_loop(builder, wp, rows, "btrows")
+
+            def columns(t0, tmask):
+                c0 = builder.mul(t0, const(m))  # the step's first column
+                for i in range(a):
+                    row = builder.mul(const(i), wp)
+                    vs = []
+                    for q in range(m + 1):  # the last: the next step's first columns
+                        col = builder.add(c0, const(16 * q))
+                        mask = _first_lanes(builder, col, wp, 16 if q < m else 2)
+                        vs.append(builder.call(mload, [_at(builder, tp, builder.add(row, col)),
+                                                       align, mask, zero]))
+                    ph = _phases(builder, vs[:m])
+                    ph += [builder.shuffle_vector(ph[k], vs[m], _index(list(range(1, 16))
+                                                                       + [16 + k]))
+                           for k in range(a - m)]
+                    for j, v in enumerate(_bt_ir(builder, ph)):
+                        at = builder.add(builder.add(builder.mul(const(i * a + j), v_stride),
+                                                     v_off), t0)
+                        builder.call(mstore, [v, _at(builder, vp, at), align, tmask])
+
+            _vector_loop(builder, tw, columns, "btcols")
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return input_row
+
+
+input_row_f2 = _make_input_row(2)
+input_row_f4 = _make_input_row(4)
+
+
+def _make_output_row(m):
+    """The output transform of one tile row of one output channel, epilogue fused."""
+    a = m + 2
+
+    @intrinsic
+    def output_row(typingctx, M, m_off, m_stride, TW, bk, act, y, y_off, OW, nrows, res,
+                   has_res):
+        """On 16-float vectors, for output rows r < nrows (<= m) and columns q < OW:
+
+            y[y_off + r*OW + q] = act((A^T Mt A)[r, q % m] + bk (+ res[same index]))
+
+        where Mt is tile t = q // m's a x a block, Mt[i, j] = M[(i*a + j)*m_stride + m_off
+        + t]: 16 tiles a step, A^T down the block's rows on vectors of tiles, A^T along
+        them, the m results of each tile interleaved back into m*16 output columns by
+        shuffles.  act as in epilogue.activate (0 none, 1 relu, 2 relu6, 3 hardswish,
+        NaN passing through); has_res: res read at the output's index."""
+        sig = types.void(M, types.intp, types.intp, types.intp, types.float32, types.intp, y,
+                         types.intp, types.intp, types.intp, res, types.intp)
+
+        def codegen(context, builder, signature, args):
+            mp = _ptr(context, builder, signature.args[0], args[0])
+            yp = _ptr(context, builder, signature.args[6], args[6])
+            rp = _ptr(context, builder, signature.args[10], args[10])
+            m_off, m_stride, tw, bk, act, y_off, ow, nrows, has_res = (
+                args[1], args[2], args[3], args[4], args[5], args[7], args[8], args[9],
+                args[11])
+            intp = m_off.type
+            const = lambda v: ir.Constant(intp, v)  # noqa: E731
+            vt = ir.VectorType(ir.FloatType(), 16)
+            mload, mstore = _masked_load_store(builder, 16)
+            align = ir.Constant(ir.IntType(32), 4)
+            c = _consts(vt, 0, 3, 6)
+            zero = c[0]
+            ninf = ir.Constant(vt, [float("-inf")] * 16)
+            inf = ir.Constant(vt, [float("inf")] * 16)
+            sixth = ir.Constant(vt, [1.0 / 6.0] * 16)
+            bias = builder.insert_element(ir.Constant(vt, ir.Undefined), bk,
+                                          ir.Constant(ir.IntType(32), 0))
+            bias = builder.shuffle_vector(bias, ir.Constant(vt, ir.Undefined), _index([0] * 16))
+            lo = builder.select(builder.icmp_signed(">=", act, const(1)), zero, ninf)
+            hi = builder.select(builder.icmp_signed("==", act, const(2)), c[6], inf)
+            hswish = builder.icmp_signed("==", act, const(3))
+            with_res = builder.icmp_signed("!=", has_res, const(0))
+
+            def clamp(v, low, high):
+                v = builder.select(builder.fcmp_ordered("<", v, low), low, v)
+                return builder.select(builder.fcmp_ordered(">", v, high), high, v)
+
+            def columns(t0, tmask):
+                cols = [[None] * a for _ in range(m)]  # cols[r][j]: (A^T Mt)[r, j], tiles
+                for j in range(a):
+                    mv = [builder.call(mload, [_at(builder, mp, builder.add(builder.add(
+                        builder.mul(const(i * a + j), m_stride), m_off), t0)), align, tmask,
+                        zero]) for i in range(a)]
+                    for r, v in enumerate(_at_ir(builder, mv)):
+                        cols[r][j] = v
+                q0 = builder.mul(t0, const(m))
+                for r in range(m):
+                    keep_row = builder.icmp_signed("<", const(r), nrows)
+                    outs = _interleave(builder, _at_ir(builder, cols[r]))
+                    for h, v in enumerate(outs):
+                        q = builder.add(q0, const(16 * h))
+                        mask = _first_lanes(builder, q, ow, 16)
+                        mask = builder.select(keep_row, mask,
+                                              ir.Constant(mask.type, [0] * 16))
+                        at = builder.add(builder.add(y_off, builder.mul(const(r), ow)), q)
+                        v = builder.fadd(v, bias)
+                        rv = builder.call(mload, [_at(builder, rp, at), align, builder.select(
+                            with_res, mask, ir.Constant(mask.type, [0] * 16)), zero])
+                        v = builder.select(with_res, builder.fadd(v, rv), v)
+                        g = clamp(builder.fadd(v, c[3]), zero, c[6])
+                        v = builder.select(hswish, builder.fmul(builder.fmul(v, g), sixth),
+                                           clamp(v, lo, hi))
+                        builder.call(mstore, [v, _at(builder, yp, at), align, mask])
+
+            _vector_loop(builder, tw, columns, "atcols")
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return output_row
+
+
+output_row_f2 = _make_output_row(2)
+output_row_f4 = _make_output_row(4)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -105,102 +317,28 @@ def filter_transform(w, G, U):
 def input_transform(xp, m, TH, TW, V, t_ws):
     """V[i*a + j, c, n*TH*TW + th*TW + tw] = (B^T d B)[i, j] for the input tile d at (th, tw).
 
-    xp: tile-padded input (N, C, TH*m + 2, TW*m + 2); t_ws: (threads, a, a, >= TW + 2)
-    (F(4x4) uses it as a flat scratch of 6*WP + 4*(TW + 1) floats).
+    xp: tile-padded input (N, C, TH*m + 2, TW*m + 2), C-contiguous; V C-contiguous;
+    t_ws: (threads, a, a, >= TW + 2), used as a flat scratch of a*WP floats.  Tasks are
+    (n, c) planes; a tile row is one input_row_f2 / input_row_f4 call (B^T down the a
+    input rows along whole rows, then along the tiles' columns).
     """
     N, C = xp.shape[0], xp.shape[1]
-    WP = xp.shape[3]
+    HPP, WP = xp.shape[2], xp.shape[3]
+    T = V.shape[2]
     tiles = TH * TW
+    xpf = xp.reshape(N * C * HPP * WP)
+    Vf = V.reshape(V.shape[0] * C * T)
     for task in prange(N * C):
         n = task // C
         c = task % C
-        tmp = t_ws[numba.get_thread_id()]
-        flat = tmp.reshape(-1)
-        plane = xp[n, c]
+        flat = t_ws[numba.get_thread_id()].reshape(-1)
         for th in range(TH):
-            r0 = th * m
-            base = n * tiles + th * TW
+            p_off = ((n * C + c) * HPP + th * m) * WP
+            v_off = c * T + n * tiles + th * TW
             if m == 2:
-                x0 = plane[r0]
-                x1 = plane[r0 + 1]
-                x2 = plane[r0 + 2]
-                x3 = plane[r0 + 3]
-                for j in range(4):
-                    y0 = x0[j:]
-                    y1 = x1[j:]
-                    y2 = x2[j:]
-                    y3 = x3[j:]
-                    for t in range(TW):
-                        u = bt2(y0[2 * t], y1[2 * t], y2[2 * t], y3[2 * t])
-                        for i in range(4):
-                            tmp[i, j, t] = u[i]
-                for i in range(4):
-                    v0 = V[i * 4, c, base:base + TW]
-                    v1 = V[i * 4 + 1, c, base:base + TW]
-                    v2 = V[i * 4 + 2, c, base:base + TW]
-                    v3 = V[i * 4 + 3, c, base:base + TW]
-                    ti = tmp[i]
-                    for t in range(TW):
-                        u = bt2(ti[0, t], ti[1, t], ti[2, t], ti[3, t])
-                        v0[t] = u[0]
-                        v1[t] = u[1]
-                        v2[t] = u[2]
-                        v3[t] = u[3]
+                input_row_f2(xpf, p_off, WP, TW, flat, Vf, v_off, C * T)
             else:
-                # F(4x4): first B^T down the six rows, along whole rows (unit stride);
-                # then each transformed row is split into its four column phases
-                # (ph_k[t] = row[4t + k]), so that B^T along the tiles' columns reads
-                # ph_0[t], ph_1[t], ph_2[t], ph_3[t], ph_0[t+1], ph_1[t+1] -- unit stride
-                # too.  (Reading row[4t + j] directly made every load a stride-4 gather.)
-                x0 = plane[r0]
-                x1 = plane[r0 + 1]
-                x2 = plane[r0 + 2]
-                x3 = plane[r0 + 3]
-                x4 = plane[r0 + 4]
-                x5 = plane[r0 + 5]
-                u0 = flat[0:WP]
-                u1 = flat[WP:2 * WP]
-                u2 = flat[2 * WP:3 * WP]
-                u3 = flat[3 * WP:4 * WP]
-                u4 = flat[4 * WP:5 * WP]
-                u5 = flat[5 * WP:6 * WP]
-                for w in range(WP):
-                    r = bt4(x0[w], x1[w], x2[w], x3[w], x4[w], x5[w])
-                    u0[w] = r[0]
-                    u1[w] = r[1]
-                    u2[w] = r[2]
-                    u3[w] = r[3]
-                    u4[w] = r[4]
-                    u5[w] = r[5]
-                ph0 = flat[6 * WP:6 * WP + TW + 1]
-                ph1 = flat[6 * WP + TW + 1:6 * WP + 2 * (TW + 1)]
-                ph2 = flat[6 * WP + 2 * (TW + 1):6 * WP + 3 * (TW + 1)]
-                ph3 = flat[6 * WP + 3 * (TW + 1):6 * WP + 4 * (TW + 1)]
-                for i in range(6):
-                    row = flat[i * WP:(i + 1) * WP]
-                    for t in range(TW):
-                        ph0[t] = row[4 * t]
-                        ph1[t] = row[4 * t + 1]
-                        ph2[t] = row[4 * t + 2]
-                        ph3[t] = row[4 * t + 3]
-                    ph0[TW] = row[4 * TW]
-                    ph1[TW] = row[4 * TW + 1]
-                    v0 = V[i * 6, c, base:base + TW]
-                    v1 = V[i * 6 + 1, c, base:base + TW]
-                    v2 = V[i * 6 + 2, c, base:base + TW]
-                    v3 = V[i * 6 + 3, c, base:base + TW]
-                    v4 = V[i * 6 + 4, c, base:base + TW]
-                    v5 = V[i * 6 + 5, c, base:base + TW]
-                    q0 = ph0[1:]
-                    q1 = ph1[1:]
-                    for t in range(TW):
-                        u = bt4(ph0[t], ph1[t], ph2[t], ph3[t], q0[t], q1[t])
-                        v0[t] = u[0]
-                        v1[t] = u[1]
-                        v2[t] = u[2]
-                        v3[t] = u[3]
-                        v4[t] = u[4]
-                        v5[t] = u[5]
+                input_row_f4(xpf, p_off, WP, TW, flat, Vf, v_off, C * T)
 
 
 @njit(parallel=True, cache=True)
@@ -236,69 +374,31 @@ def transformed_gemms_packed(wp, V, M, zeros, xp_ws, no_res):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def output_transform(M, m, b, y, act, res, has_res, t_ws, row_ws):
+def output_transform(M, m, b, y, act, res, has_res):
     """y[n, k, tile (th, tw)] = act(A^T M[:, k, t] A + b[k] (+ res)), cropped to (OH, OW).
 
-    M: (a*a, K, N*TH*TW); t_ws: (threads, a, a, >= TW); row_ws: (threads, m, >= TW*m).
+    M: (a*a, K, N*TH*TW); y and res (N, K, OH, OW) (res a dummy without has_res); all
+    C-contiguous.  Tasks are (n, k) planes; a tile row's m output rows are one
+    output_row_f2 / output_row_f4 call, the epilogue fused.
     """
     N, K, OH, OW = y.shape
     TH = (OH + m - 1) // m
     TW = (OW + m - 1) // m
     tiles = TH * TW
+    T = M.shape[2]
+    Mf = M.reshape(M.shape[0] * K * T)
+    yf = y.reshape(N * K * OH * OW)
+    rf = res.reshape(res.size)
+    hr = 1 if has_res else 0
     for task in prange(N * K):
         n = task // K
         k = task % K
-        tid = numba.get_thread_id()
-        tmp = t_ws[tid]
-        rows = row_ws[tid]
         bk = b[k]
         for th in range(TH):
-            base = n * tiles + th * TW
+            m_off = k * T + n * tiles + th * TW
+            y_off = ((n * K + k) * OH + th * m) * OW
+            nrows = min(m, OH - th * m)
             if m == 2:
-                for j in range(4):
-                    m0 = M[j, k, base:base + TW]
-                    m1 = M[4 + j, k, base:base + TW]
-                    m2 = M[8 + j, k, base:base + TW]
-                    m3 = M[12 + j, k, base:base + TW]
-                    for t in range(TW):
-                        u = at2(m0[t], m1[t], m2[t], m3[t])
-                        tmp[0, j, t] = u[0]
-                        tmp[1, j, t] = u[1]
-                for r in range(2):
-                    tr = tmp[r]
-                    rr = rows[r]
-                    for t in range(TW):
-                        u = at2(tr[0, t], tr[1, t], tr[2, t], tr[3, t])
-                        rr[2 * t] = u[0]
-                        rr[2 * t + 1] = u[1]
+                output_row_f2(Mf, m_off, K * T, TW, bk, act, yf, y_off, OW, nrows, rf, hr)
             else:
-                for j in range(6):
-                    m0 = M[j, k, base:base + TW]
-                    m1 = M[6 + j, k, base:base + TW]
-                    m2 = M[12 + j, k, base:base + TW]
-                    m3 = M[18 + j, k, base:base + TW]
-                    m4 = M[24 + j, k, base:base + TW]
-                    m5 = M[30 + j, k, base:base + TW]
-                    for t in range(TW):
-                        u = at4(m0[t], m1[t], m2[t], m3[t], m4[t], m5[t])
-                        tmp[0, j, t] = u[0]
-                        tmp[1, j, t] = u[1]
-                        tmp[2, j, t] = u[2]
-                        tmp[3, j, t] = u[3]
-                for r in range(4):
-                    tr = tmp[r]
-                    rr = rows[r]
-                    for t in range(TW):
-                        u = at4(tr[0, t], tr[1, t], tr[2, t], tr[3, t], tr[4, t], tr[5, t])
-                        rr[4 * t] = u[0]
-                        rr[4 * t + 1] = u[1]
-                        rr[4 * t + 2] = u[2]
-                        rr[4 * t + 3] = u[3]
-            for r in range(m):
-                p = th * m + r
-                if p >= OH:
-                    break
-                if has_res:
-                    store_row_res(y[n, k, p], rows[r, :OW], bk, res[n, k, p], act)
-                else:
-                    store_row(y[n, k, p], rows[r, :OW], bk, act)
+                output_row_f4(Mf, m_off, K * T, TW, bk, act, yf, y_off, OW, nrows, rf, hr)

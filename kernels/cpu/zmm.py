@@ -259,6 +259,36 @@ def _masked_load_store(builder, width):
     return mload, mstore
 
 
+def _vector_loop(builder, n, body, name):
+    """body(i0, mask) for i0 = 0, 16, 32, ... < n, mask the lanes i0 + i < n (all but
+    the last step full): a loop over 16-float vectors with a masked last one."""
+    intp = n.type
+    const = lambda v: ir.Constant(intp, v)  # noqa: E731
+    i16 = ir.IntType(16)
+    mt = ir.VectorType(ir.IntType(1), 16)
+    entry = builder.block
+    loop = builder.append_basic_block(f"{name}.loop")
+    done = builder.append_basic_block(f"{name}.done")
+    builder.cbranch(builder.icmp_signed(">", n, const(0)), loop, done)
+    builder.position_at_end(loop)
+    i0 = builder.phi(intp)
+    i0.add_incoming(const(0), entry)
+    left = builder.sub(n, i0)
+    left = builder.select(builder.icmp_signed(">", left, const(16)), const(16), left)
+    bits = builder.sub(builder.shl(const(1), left), const(1))
+    body(i0, builder.bitcast(builder.trunc(bits, i16), mt))
+    i1 = builder.add(i0, const(16))
+    i0.add_incoming(i1, builder.block)
+    builder.cbranch(builder.icmp_signed("<", i1, n), loop, done)
+    builder.position_at_end(done)
+
+
+def _at(builder, base, off):
+    """base + off as a pointer to 16 floats."""
+    vec = ir.VectorType(ir.FloatType(), 16)
+    return builder.bitcast(builder.gep(base, [off]), vec.as_pointer())
+
+
 def _splat(builder, scalar, width):
     vec = ir.VectorType(scalar.type, width)
     i32 = ir.IntType(32)
