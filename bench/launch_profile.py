@@ -1,0 +1,77 @@
+"""A zoo model's recorded kernel launches, each timed on its own, summed per kernel.
+
+    python bench/launch_profile.py --model resnet18 --threads 2 --rounds 20
+    python bench/launch_profile.py --model resnet18 --tree /tmp/base   # another source tree
+
+One inference is captured (``_runtime.capture``: the kernels and arguments the model
+launches, in order) and replayed ``--rounds`` times, every launch timed; per kernel the
+launches per inference and their mean time per inference (the first rounds are warm-up).
+The launches run back to back in the model's order, so each sees the cache the one
+before it leaves, as in the model; the sum is a little above the model's time (the
+timer around every launch).  ``--tree PATH`` imports fastconv from another checkout
+(e.g. a ``git worktree`` of an earlier commit) to compare kernels before and after.
+"""
+import argparse
+import collections
+import importlib.util
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def _use_tree(tree):
+    class Tree:
+        def find_spec(self, name, path, target=None):
+            where = {"fastconv": tree + "/fastconv", "fastconv.kernels": tree + "/kernels"}
+            if name not in where:
+                return None
+            return importlib.util.spec_from_file_location(
+                name, where[name] + "/__init__.py", submodule_search_locations=[where[name]])
+    sys.meta_path.insert(0, Tree())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="resnet18")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--warm", type=int, default=5, help="rounds dropped first")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--tree")
+    args = ap.parse_args()
+    if args.tree:
+        _use_tree(os.path.abspath(args.tree))
+    import fastconv as fc
+    from fastconv import _runtime, models
+    fc.set_num_threads(args.threads)
+    model = getattr(models, args.model)()
+    x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(
+        np.float32)
+    for _ in range(3):
+        model(x)
+    with _runtime.capture() as cap:
+        model(x)
+    launches = cap.launches
+    total = collections.defaultdict(float)
+    count = collections.Counter()
+    timed = max(1, args.rounds - args.warm)
+    for r in range(max(args.rounds, args.warm + 1)):
+        for kernel, kargs in launches:
+            t0 = time.perf_counter()
+            kernel(*kargs)
+            dt = time.perf_counter() - t0
+            if r >= args.warm:
+                name = getattr(kernel, "__name__", str(kernel))
+                total[name] += dt / timed
+                count[name] += 1
+    print(f"{args.model}, {args.threads} threads: {len(launches)} launches an inference"
+          + ("" if cap.complete else " (the capture was incomplete: not all of the model)"))
+    for name, t in sorted(total.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:36s} {count[name] // timed:4d}  {t * 1e3:8.3f} ms")
+    print(f"  {'sum':36s}       {sum(total.values()) * 1e3:8.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
