@@ -13,23 +13,10 @@ timer around every launch).  ``--tree PATH`` imports fastconv from another check
 """
 import argparse
 import collections
-import importlib.util
-import os
-import sys
 import time
 
 import numpy as np
-
-
-def _use_tree(tree):
-    class Tree:
-        def find_spec(self, name, path, target=None):
-            where = {"fastconv": tree + "/fastconv", "fastconv.kernels": tree + "/kernels"}
-            if name not in where:
-                return None
-            return importlib.util.spec_from_file_location(
-                name, where[name] + "/__init__.py", submodule_search_locations=[where[name]])
-    sys.meta_path.insert(0, Tree())
+from trees import use_tree
 
 
 def main():
@@ -42,7 +29,7 @@ def main():
     ap.add_argument("--tree")
     args = ap.parse_args()
     if args.tree:
-        _use_tree(os.path.abspath(args.tree))
+        use_tree(args.tree)
     import fastconv as fc
     from fastconv import _runtime, models
     fc.set_num_threads(args.threads)

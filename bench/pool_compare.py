@@ -15,27 +15,14 @@ import subprocess
 import sys
 
 import numpy as np
+from trees import use_tree
 
 SHAPE = (1, 64, 112, 112)
 
 
-def _use_tree(tree):
-    """Import fastconv (and its kernels/) from the source tree at ``tree``."""
-    import importlib.util
-
-    class Tree:
-        def find_spec(self, name, path, target=None):
-            where = {"fastconv": tree + "/fastconv", "fastconv.kernels": tree + "/kernels"}
-            if name not in where:
-                return None
-            return importlib.util.spec_from_file_location(
-                name, where[name] + "/__init__.py", submodule_search_locations=[where[name]])
-    sys.meta_path.insert(0, Tree())
-
-
 def child(runtime, threads, repeat):
     if runtime.startswith("fastconv="):
-        _use_tree(os.path.abspath(runtime.split("=", 1)[1]))
+        use_tree(runtime.split("=", 1)[1])
     from fastconv._peers import timed
     x = np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
     if runtime.startswith("fastconv"):
