@@ -25,7 +25,7 @@ from numba.extending import intrinsic
 from . import FASTMATH
 from .nchwc import _ptr
 from .tiles import copy_strided
-from .zmm import _masked_load_store
+from .zmm import _lanes_in, _masked_load_store
 
 NEG_INF = np.float32(-np.inf)
 
@@ -76,10 +76,11 @@ def max_row3x3_s2(typingctx, x, o0, o1, o2, c0, W, y, y_off, nq):
     c0 + 2q + j, j < 3, of the columns inside [0, W), for q < nq: ResNet's 3x3 stride-2
     pool, one output row, 16 outputs a step as vectors.
 
-    Each step loads the 33 columns its 16 windows span from each row (masked: columns
-    outside the row read as -inf), takes the vertical max of the three rows, splits it
-    into even and odd columns with two-source shuffles and takes max(even[q], odd[q],
-    even[q + 1]).  Every max lets the newer value win where it is greater or NaN, in
+    Each step loads the 32 columns its 16 windows start on from each row (masked:
+    columns outside the row read as -inf), takes the vertical max of the three rows,
+    splits it into even and odd columns with two-source shuffles and takes
+    max(even[q], odd[q], even[q + 1]), lane 15's even[q + 1] being the next step's first
+    even column (steps carry their columns into the next; after the last, one lane).  Every max lets the newer value win where it is greater or NaN, in
     the order rows o0, o1, o2, then columns left to right (so NaN propagates and ties
     keep the first value, as the loops of max_pool2d do).  A window needs one column
     inside the row; rows are whole rows of the plane (a caller passes a row twice for
@@ -106,19 +107,6 @@ def max_row3x3_s2(typingctx, x, o0, o1, o2, c0, W, y, y_off, nq):
             m = builder.select(builder.fcmp_ordered(">", new, cur), new, cur)
             return builder.select(builder.fcmp_unordered("uno", new, new), new, m)
 
-        i16 = ir.IntType(16)
-        mt = ir.VectorType(ir.IntType(1), V)
-
-        def in_row(c, limit, lanes_max):
-            """the lanes i < lanes_max with 0 <= c + i < limit, as a mask (scalar bit math)"""
-            lo = builder.select(builder.icmp_signed("<", c, const(0)), builder.neg(c), const(0))
-            hi = builder.sub(limit, c)
-            hi = builder.select(builder.icmp_signed(">", hi, const(lanes_max)), const(lanes_max),
-                                hi)
-            hi = builder.select(builder.icmp_signed("<", hi, lo), lo, hi)
-            bits = builder.sub(builder.shl(const(1), hi), builder.shl(const(1), lo))
-            return builder.bitcast(builder.trunc(bits, i16), mt)
-
         def vertical(k, nvec, lanes_last):
             """the vertical max of step k's columns c0 + 32k + j, j < 16*nvec (the last
             vector's first lanes_last lanes), as vectors"""
@@ -126,7 +114,7 @@ def max_row3x3_s2(typingctx, x, o0, o1, o2, c0, W, y, y_off, nq):
             vert = [None] * nvec
             for j in range(nvec):
                 col = builder.add(base, const(V * j))
-                mask = in_row(col, width, lanes_last if j == nvec - 1 else V)
+                mask = _lanes_in(builder, col, width, lanes_last if j == nvec - 1 else V)
                 for o in (o0, o1, o2):
                     at = builder.gep(xp, [builder.add(o, col)])
                     v = builder.call(mload, [builder.bitcast(at, vt.as_pointer()), align, mask,
@@ -142,7 +130,7 @@ def max_row3x3_s2(typingctx, x, o0, o1, o2, c0, W, y, y_off, nq):
             q0 = builder.mul(k, const(V))
             at = builder.gep(yp, [builder.add(y_off, q0)])
             builder.call(mstore, [out, builder.bitcast(at, vt.as_pointer()), align,
-                                  in_row(q0, nq, V)])
+                                  _lanes_in(builder, q0, nq)])
 
         shift = ir.Constant(ir.VectorType(i32, V), list(range(1, V + 1)))
         steps = builder.sdiv(builder.add(nq, const(V - 1)), const(V))
@@ -168,17 +156,18 @@ def max_row3x3_s2(typingctx, x, o0, o1, o2, c0, W, y, y_off, nq):
             o = builder.shuffle_vector(v[0], v[1], odds)
             finish(builder.sub(k, const(1)), pe, po, e)
             k1 = builder.add(k, const(1))
-            k.add_incoming(k1, builder.block)
-            pe.add_incoming(e, builder.block)
-            po.add_incoming(o, builder.block)
+            loop_end = builder.block
+            k.add_incoming(k1, loop_end)
+            pe.add_incoming(e, loop_end)
+            po.add_incoming(o, loop_end)
             builder.cbranch(builder.icmp_signed("<", k1, steps), loop, tail)
             builder.position_at_end(tail)
             last_e = builder.phi(vt)
             last_o = builder.phi(vt)
             last_e.add_incoming(e0, before)
             last_o.add_incoming(o0v, before)
-            last_e.add_incoming(e, loop)
-            last_o.add_incoming(o, loop)
+            last_e.add_incoming(e, loop_end)
+            last_o.add_incoming(o, loop_end)
             # the column after the last step: one lane
             (after_col,) = vertical(steps, 1, 1)
             finish(builder.sub(steps, const(1)), last_e, last_o, after_col)

@@ -51,7 +51,7 @@ from numba.extending import intrinsic
 
 from . import FASTMATH
 from .nchwc import _ptr
-from .zmm import NR, _at, _masked_load_store, _vector_loop, gemm_block_t
+from .zmm import NR, _at, _lanes_in, _masked_load_store, _vector_loop, gemm_block_t
 
 def _consts(vt, *values):
     return {v: ir.Constant(vt, [float(v)] * vt.count) for v in values}
@@ -94,18 +94,6 @@ def _at_ir(builder, m):
     s12, d12, s34, d34 = add(m1, m2), sub(m1, m2), add(m3, m4), sub(m3, m4)
     return [add(add(m0, s12), s34), add(d12, mul(c[2], d34)), add(s12, mul(c[4], s34)),
             add(add(d12, mul(c[8], d34)), m5)]
-
-
-def _first_lanes(builder, start, limit, lanes):
-    """The mask of lanes k < lanes with start + k < limit (scalar bit math)."""
-    intp = start.type
-    n = builder.sub(limit, start)
-    n = builder.select(builder.icmp_signed("<", n, ir.Constant(intp, 0)), ir.Constant(intp, 0), n)
-    n = builder.select(builder.icmp_signed(">", n, ir.Constant(intp, lanes)),
-                       ir.Constant(intp, lanes), n)
-    bits = builder.sub(builder.shl(ir.Constant(intp, 1), n), ir.Constant(intp, 1))
-    return builder.bitcast(builder.trunc(bits, ir.IntType(16)),
-                           ir.VectorType(ir.IntType(1), 16))
 
 
 def _index(values):
@@ -185,7 +173,7 @@ def _make_input_row(m):
                     vs = []
                     for q in range(m + 1):  # the last: the next step's first columns
                         col = builder.add(c0, const(16 * q))
-                        mask = _first_lanes(builder, col, wp, 16 if q < m else 2)
+                        mask = _lanes_in(builder, col, wp, 16 if q < m else 2)
                         vs.append(builder.call(mload, [_at(builder, tp, builder.add(row, col)),
                                                        align, mask, zero]))
                     ph = _phases(builder, vs[:m])
@@ -271,7 +259,7 @@ def _make_output_row(m):
                     outs = _interleave(builder, _at_ir(builder, cols[r]))
                     for h, v in enumerate(outs):
                         q = builder.add(q0, const(16 * h))
-                        mask = _first_lanes(builder, q, ow, 16)
+                        mask = _lanes_in(builder, q, ow, 16)
                         mask = builder.select(keep_row, mask,
                                               ir.Constant(mask.type, [0] * 16))
                         at = builder.add(builder.add(y_off, builder.mul(const(r), ow)), q)

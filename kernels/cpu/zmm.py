@@ -259,13 +259,24 @@ def _masked_load_store(builder, width):
     return mload, mstore
 
 
+def _lanes_in(builder, start, limit, lanes=16):
+    """The 16-lane mask of the lanes k < lanes with 0 <= start + k < limit (scalar bit
+    math: a kmov, not vector compares)."""
+    intp = start.type
+    const = lambda v: ir.Constant(intp, v)  # noqa: E731
+    lo = builder.select(builder.icmp_signed("<", start, const(0)), builder.neg(start), const(0))
+    hi = builder.sub(limit, start)
+    hi = builder.select(builder.icmp_signed(">", hi, const(lanes)), const(lanes), hi)
+    hi = builder.select(builder.icmp_signed("<", hi, lo), lo, hi)
+    bits = builder.sub(builder.shl(const(1), hi), builder.shl(const(1), lo))
+    return builder.bitcast(builder.trunc(bits, ir.IntType(16)), ir.VectorType(ir.IntType(1), 16))
+
+
 def _vector_loop(builder, n, body, name):
     """body(i0, mask) for i0 = 0, 16, 32, ... < n, mask the lanes i0 + i < n (all but
     the last step full): a loop over 16-float vectors with a masked last one."""
     intp = n.type
     const = lambda v: ir.Constant(intp, v)  # noqa: E731
-    i16 = ir.IntType(16)
-    mt = ir.VectorType(ir.IntType(1), 16)
     entry = builder.block
     loop = builder.append_basic_block(f"{name}.loop")
     done = builder.append_basic_block(f"{name}.done")
@@ -273,10 +284,7 @@ def _vector_loop(builder, n, body, name):
     builder.position_at_end(loop)
     i0 = builder.phi(intp)
     i0.add_incoming(const(0), entry)
-    left = builder.sub(n, i0)
-    left = builder.select(builder.icmp_signed(">", left, const(16)), const(16), left)
-    bits = builder.sub(builder.shl(const(1), left), const(1))
-    body(i0, builder.bitcast(builder.trunc(bits, i16), mt))
+    body(i0, _lanes_in(builder, i0, n))
     i1 = builder.add(i0, const(16))
     i0.add_incoming(i1, builder.block)
     builder.cbranch(builder.icmp_signed("<", i1, n), loop, done)
