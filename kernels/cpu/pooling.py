@@ -80,7 +80,8 @@ def max_row3x3_s2(typingctx, x, o0, o1, o2, c0, W, y, y_off, nq):
     columns outside the row read as -inf), takes the vertical max of the three rows,
     splits it into even and odd columns with two-source shuffles and takes
     max(even[q], odd[q], even[q + 1]), lane 15's even[q + 1] being the next step's first
-    even column (steps carry their columns into the next; after the last, one lane).  Every max lets the newer value win where it is greater or NaN, in
+    even column (steps carry their columns into the next; after the last, one lane).
+    Every max lets the newer value win where it is greater or NaN, in
     the order rows o0, o1, o2, then columns left to right (so NaN propagates and ties
     keep the first value, as the loops of max_pool2d do).  A window needs one column
     inside the row; rows are whole rows of the plane (a caller passes a row twice for
