@@ -901,3 +901,22 @@ def test_padded_copies(n, c, h, w, pads, sw):
     xs = np.full(want.shape, np.nan, np.float32)
     pad.pad_nchw_phased(x, xs, pt, pl, sw)
     np.testing.assert_array_equal(xs, want)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(algo=st.sampled_from(["pointwise", "pointwise_packed"]), n=st.integers(1, 2),
+       c=st.integers(1, 40), h=st.integers(1, 30), w=st.integers(1, 70),
+       k=st.integers(1, 40), sh=st.integers(1, 3), sw=st.integers(1, 3),
+       groups=st.sampled_from([1, 2]))
+def test_strided_1x1_gathers(rng, algo, n, c, h, w, k, sh, sw, groups):
+    """Strided 1x1 convolutions gather their subsampled pixels row segment by row segment
+    (tiles.gather_pixels_flat: a vector copy at stride 1, even columns by shuffles at
+    stride 2, a loop otherwise), segments cut by tiles anywhere in a row."""
+    c, k = c * groups, k * groups
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c // groups, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    y = fc.conv2d(x, wt, b, stride=(sh, sw), groups=groups, algo=algo)
+    expected = ref.conv2d(x, wt, b, (sh, sw), groups=groups)
+    assert rel_err(y, expected) < 1e-4

@@ -10,7 +10,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .nchwc import _ptr
-from .zmm import _at, _masked_load_store, _vector_loop
+from .zmm import _at, _lanes_in, _masked_load_store, _vector_loop
 
 _V = 16
 _F32 = ir.FloatType()
@@ -67,47 +67,57 @@ def zero_run(typingctx, dst, d_off, n):
     return sig, codegen
 
 
-@intrinsic
-def split_pairs(typingctx, src, s_off, dst, e_off, o_off, n):
-    """dst[e_off + j] = src[s_off + 2j] and dst[o_off + j] = src[s_off + 2j + 1] for
-    j < n: a row's even and odd columns, 16 of each from two vectors by shuffles."""
-    _contiguous(src, dst)
-    sig = types.void(src, types.intp, dst, types.intp, types.intp, types.intp)
+def _make_pairs(odd):
+    """The stride-2 row copy: even columns only, or even and odd columns (odd)."""
 
     def codegen(context, builder, signature, args):
         sp = _ptr(context, builder, signature.args[0], args[0])
         dp = _ptr(context, builder, signature.args[2], args[2])
-        s_off, e_off, o_off, n = args[1], args[3], args[4], args[5]
+        s_off, e_off, n = args[1], args[3], args[-1]
         intp = n.type
+        two = ir.Constant(intp, 2)
         mload, mstore = _masked_load_store(builder, _V)
         align = ir.Constant(ir.IntType(32), 4)
         zero = ir.Constant(_VT, [0.0] * _V)
         i32 = ir.IntType(32)
         evens = ir.Constant(ir.VectorType(i32, _V), [2 * i for i in range(_V)])
         odds = ir.Constant(ir.VectorType(i32, _V), [2 * i + 1 for i in range(_V)])
-        lanes = ir.Constant(ir.VectorType(i32, _V), [i // 2 for i in range(_V)])
-        lanes_hi = ir.Constant(ir.VectorType(i32, _V), [_V // 2 + i // 2 for i in range(_V)])
-        mt = ir.VectorType(ir.IntType(1), _V)
+        # the source columns read: 2n of them, or up to the last even one
+        span = builder.mul(n, two) if odd else builder.sub(builder.mul(n, two),
+                                                            ir.Constant(intp, 1))
 
         def body(j0, mask):
-            # the source pairs of outputs j0 .. j0 + 15: lane i of the first vector is
-            # output j0 + i // 2, of the second j0 + 8 + i // 2
-            mi = builder.zext(mask, ir.VectorType(i32, _V))
-            m0 = builder.trunc(builder.shuffle_vector(mi, mi, lanes), mt)
-            m1 = builder.trunc(builder.shuffle_vector(mi, mi, lanes_hi), mt)
-            base = builder.add(s_off, builder.mul(j0, ir.Constant(intp, 2)))
-            v0 = builder.call(mload, [_at(builder, sp, base), align, m0, zero])
-            v1 = builder.call(mload, [_at(builder, sp, builder.add(base, ir.Constant(intp, _V))),
-                                      align, m1, zero])
-            builder.call(mstore, [builder.shuffle_vector(v0, v1, evens),
+            c0 = builder.mul(j0, two)  # outputs j0 .. j0 + 15 come from columns c0 .. c0 + 31
+            vs = [builder.call(mload, [_at(builder, sp, builder.add(s_off, c)), align,
+                                       _lanes_in(builder, c, span), zero])
+                  for c in (c0, builder.add(c0, ir.Constant(intp, _V)))]
+            builder.call(mstore, [builder.shuffle_vector(vs[0], vs[1], evens),
                                   _at(builder, dp, builder.add(e_off, j0)), align, mask])
-            builder.call(mstore, [builder.shuffle_vector(v0, v1, odds),
-                                  _at(builder, dp, builder.add(o_off, j0)), align, mask])
+            if odd:
+                builder.call(mstore, [builder.shuffle_vector(vs[0], vs[1], odds),
+                                      _at(builder, dp, builder.add(args[4], j0)), align, mask])
 
-        _vector_loop(builder, n, body, "splitpairs")
+        _vector_loop(builder, n, body, "pairs")
         return context.get_dummy_value()
 
-    return sig, codegen
+    return codegen
+
+
+@intrinsic
+def split_pairs(typingctx, src, s_off, dst, e_off, o_off, n):
+    """dst[e_off + j] = src[s_off + 2j] and dst[o_off + j] = src[s_off + 2j + 1] for
+    j < n: a row's even and odd columns, 16 of each from two vectors by shuffles."""
+    _contiguous(src, dst)
+    return (types.void(src, types.intp, dst, types.intp, types.intp, types.intp),
+            _make_pairs(True))
+
+
+@intrinsic
+def take_evens(typingctx, src, s_off, dst, d_off, n):
+    """dst[d_off + j] = src[s_off + 2j] for j < n (reads no column past src[s_off + 2n - 2]):
+    a stride-2 gather as two vector loads and a shuffle per 16."""
+    _contiguous(src, dst)
+    return types.void(src, types.intp, dst, types.intp, types.intp), _make_pairs(False)
 
 
 @njit(parallel=True, cache=True)

@@ -31,7 +31,7 @@ from numba import njit, prange
 from . import FASTMATH
 from .blas import sgemm_rm
 from .epilogue import epilogue_tile
-from .tiles import gather_pixels, gemm_task, register_gemm_tile
+from .tiles import gather_pixels_flat, gemm_task, register_gemm_tile
 from . import nchwc
 from .zmm import (KC_T, MP, NR, PF_GROUPS, _copy_padded, gemm_block, gemm_block_t,
                   gemm_tile_t_blocked, gemm_tile_t_taps_c16_pf)
@@ -71,12 +71,16 @@ def pointwise_conv2d_strided(x, wmat, b, y3, OW, sh, sw, groups, act, res3, has_
     Kg = K // groups
     ntiles = (P + tile - 1) // tile
     nkb = (Kg + kblock - 1) // kblock
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    xf = x.reshape(N * C * H * W)
+    cf = cols_ws.reshape(cols_ws.size)
     for t in prange(N * groups * ntiles * nkb):
         n, g, p0, T, k0, k1 = gemm_task(t, groups, ntiles, nkb, tile, kblock, P, Kg)
         tid = numba.get_thread_id()
         cols = cols_ws[tid, :Cg * T]
         for c in range(Cg):
-            gather_pixels(cols[c * T:(c + 1) * T], x[n, g * Cg + c], p0, T, OW, sh, sw, 0, 0)
+            gather_pixels_flat(xf, (n * C + g * Cg + c) * H * W, W, cf,
+                               tid * cols_ws.shape[1] + c * T, p0, T, OW, sh, sw)
         sgemm_rm(k1 - k0, T, Cg, wmat, k0 * Cg, Cg, cols, 0, T, y3, (n * K + k0) * P + p0, P,
                  0.0, scal_ws[tid])
         epilogue_tile(y3, n, k0, k1, p0, T, b, act, res3, has_res)
@@ -130,6 +134,7 @@ def pointwise_conv2d_packed(x, wp, width, b, y3, OW, sh, sw, groups, act, res3, 
     yf = y3.reshape(-1)
     rf = res3.reshape(-1)
     wf = wp.reshape(-1)
+    cf = cols_ws.reshape(-1)
     strided = sh != 1 or sw != 1
     for t in prange(N * groups * ntiles * nkb):
         n, g, p0, T, k0, k1 = gemm_task(t, groups, ntiles, nkb, tile, kblock, P, Kg)
@@ -143,7 +148,8 @@ def pointwise_conv2d_packed(x, wp, width, b, y3, OW, sh, sw, groups, act, res3, 
             lds = (T + 15) // 16 * 16
             src = cols_ws[tid, :Cg * lds]
             for c in range(Cg):
-                gather_pixels(src[c * lds:c * lds + T], x[n, g * Cg + c], p0, T, OW, sh, sw, 0, 0)
+                gather_pixels_flat(xf, (n * C + g * Cg + c) * H * W, W, cf,
+                                   tid * cols_ws.shape[1] + c * lds, p0, T, OW, sh, sw)
             s_off = 0
         # the epilogue (bias, residual, activation) is fused into the tiles' stores
         if width == NR:

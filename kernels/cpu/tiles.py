@@ -6,6 +6,7 @@ of the output grid (OH, OW) is the row-major index p = oh*OW + ow.
 from numba import njit
 
 from .epilogue import ZERO, store_row, store_row_res
+from .pad import copy_run, take_evens
 
 
 @njit(inline="always")
@@ -52,6 +53,31 @@ def gather_pixels(dst, plane, p0, T, OW, sh, sw, roff, coff):
         seg = min(OW - q, T - j)
         out = dst[j:j + seg]
         copy_strided(out, plane[p * sh + roff, q * sw + coff:], seg, sw)
+        j += seg
+        p += 1
+        q = 0
+
+
+@njit(inline="always")
+def gather_pixels_flat(xf, plane, W, dst, d_off, p0, T, OW, sh, sw):
+    """dst[d_off + j] = xf[plane + oh*sh*W + ow*sw] for the output pixels p0 + j = oh*OW + ow,
+    j < T (xf and dst flat C-contiguous float32; plane: the offset of the input plane,
+    W its width): row segment by row segment, each one vector copy (copy_run at
+    stride 1, take_evens at stride 2; a scalar loop otherwise).  gather_pixels' loops ran
+    a 28- or 14-pixel segment in the scalar remainder of LLVM's vector loop."""
+    j = 0
+    p = p0 // OW
+    q = p0 % OW
+    while j < T:
+        seg = min(OW - q, T - j)
+        s = plane + p * sh * W + q * sw
+        if sw == 1:
+            copy_run(xf, s, dst, d_off + j, seg)
+        elif sw == 2:
+            take_evens(xf, s, dst, d_off + j, seg)
+        else:
+            for u in range(seg):
+                dst[d_off + j + u] = xf[s + u * sw]
         j += seg
         p += 1
         q = 0
