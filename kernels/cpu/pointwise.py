@@ -10,7 +10,8 @@ that tile while it is hot.  No copy at all.
 
 Stride > 1: BLAS cannot read a column-strided matrix, so each task first
 gathers the subsampled pixels of its tile, (Cg, T), into its thread's
-workspace (1/(sh*sw) of the input, no R*S blow-up).  BLAS runs
+workspace (1/(sh*sw) of the input, no R*S blow-up), each row segment one vector
+copy (tiles.gather_pixels_flat).  BLAS runs
 single-threaded inside Numba's tasks (see fastconv/_runtime.py).
 
 ``pointwise_conv2d_packed`` does the same tasks with fastconv's own
