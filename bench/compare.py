@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from shapes import ALL_LAYERS, LAYERS, flops  # noqa: E402
 
-from fastconv._peers import timed  # noqa: E402  (time-based warm-up, the same for every runtime)
+from fastconv._peers import ort_session, timed  # noqa: E402  (timed: the same warm-up for all)
 
 
 def _timeit(fn, repeat):
@@ -82,7 +82,6 @@ def child(runtime, threads, batch, repeat, names, block=False):
                     out[name] = _timeit(lambda: torch.nn.functional.conv2d(x, wt, b, s, p, 1, g),
                                         repeat)
     elif runtime == "onnxruntime":
-        import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
         for name in names:
             c, h, w, k, r, s, p, g = ALL_LAYERS[name]
@@ -102,12 +101,7 @@ def child(runtime, threads, batch, repeat, names, block=False):
                 nodes, "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
             model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            sess = ort.InferenceSession(model.SerializeToString(), opts,
-                                        providers=["CPUExecutionProvider"])
+            sess = ort_session(model.SerializeToString(), threads)
             out[name] = _timeit(lambda: sess.run(None, {"x": x}), repeat)
     elif runtime == "roof":
         sys.path.insert(0, os.path.dirname(HERE))

@@ -24,7 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from shapes import RESNET50, flops  # noqa: E402
 
-from fastconv._peers import timed  # noqa: E402  (time-based warm-up, the same for every runtime)
+from fastconv._peers import ort_session, timed  # noqa: E402  (timed: the same warm-up for all)
 
 LAYERS = {k: v for k, v in RESNET50.items() if "stem" not in k}
 SPARSITIES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -104,7 +104,6 @@ def child(runtime, threads, batch, repeat):
             with torch.no_grad():
                 out[name] = _t(lambda: torch.nn.functional.conv2d(xt, wtt, None, s, p), repeat)
         elif runtime == "onnxruntime-int8":
-            import onnxruntime as ort
             from onnx import TensorProto, helper, numpy_helper
             sx = float(x.max() / 255)
             sw = (np.abs(wt).reshape(k, -1).max(1) / 127).astype(np.float32)
@@ -122,11 +121,7 @@ def child(runtime, threads, batch, repeat):
                 "x", TensorProto.UINT8, xq.shape)], [helper.make_tensor_value_info(
                     "y", TensorProto.UINT8, None)], inits)
             model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            sess = ort.InferenceSession(model.SerializeToString(), opts,
-                                        providers=["CPUExecutionProvider"])
+            sess = ort_session(model.SerializeToString(), threads)
             out[name] = _t(lambda: sess.run(None, {"x": xq}), repeat)
     print(json.dumps(out))
 

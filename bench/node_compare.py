@@ -45,16 +45,10 @@ def child_fastconv(model, threads, repeat, size):
 
 
 def child_onnxruntime(model, threads, repeat, size, path):
-    import onnxruntime as ort
-    from fastconv._peers import export_zoo_onnx
+    from fastconv._peers import export_zoo_onnx, ort_session
     export_zoo_onnx(model, path, 1, size)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.enable_profiling = True
-    opts.profile_file_prefix = os.path.join(os.path.dirname(path), "ort_profile")
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(path, threads, enable_profiling=True,
+                       profile_file_prefix=os.path.join(os.path.dirname(path), "ort_profile"))
     name = sess.get_inputs()[0].name
     x = _input(size)
     warm = max(10, repeat)

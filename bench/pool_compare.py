@@ -23,7 +23,7 @@ SHAPE = (1, 64, 112, 112)
 def child(runtime, threads, repeat):
     if runtime.startswith("fastconv="):
         use_tree(runtime.split("=", 1)[1])
-    from fastconv._peers import timed
+    from fastconv._peers import ort_session, timed
     x = np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
     if runtime.startswith("fastconv"):
         import fastconv as fc
@@ -36,7 +36,6 @@ def child(runtime, threads, repeat):
         xt = torch.from_numpy(x)
         run = lambda: torch.nn.functional.max_pool2d(xt, 3, 2, 1)  # noqa: E731
     else:
-        import onnxruntime as ort
         from onnx import TensorProto, helper
         node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
                                 pads=[1, 1, 1, 1])
@@ -45,11 +44,7 @@ def child(runtime, threads, repeat):
             [node], "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(model.SerializeToString(), opts,
-                                    providers=["CPUExecutionProvider"])
+        sess = ort_session(model.SerializeToString(), threads)
         run = lambda: sess.run(None, {"x": x})  # noqa: E731
     med, mn = timed(run, repeat)
     print(json.dumps({"median": med, "min": mn}))

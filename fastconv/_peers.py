@@ -83,12 +83,7 @@ def _cpu_runner(spec, x):
             with torch.no_grad():
                 return twin(xt)
     elif runtime == "onnxruntime":
-        import onnxruntime as ort
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+        sess = ort_session(onnx_path, threads)
         name = sess.get_inputs()[0].name
         run = lambda: sess.run(None, {name: x})  # noqa: E731
     else:
@@ -157,6 +152,20 @@ def run_isolated(spec, timeout=1800):
     if res.returncode != 0:
         return {"error": (res.stderr.strip().splitlines() or ["failed"])[-1][-300:]}
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def ort_session(model, threads, **options):
+    """An onnxruntime CPU session of ``model`` (a path or serialized bytes) on ``threads``
+    intra-op threads and one inter-op thread, all graph optimizations on; ``options``
+    are further SessionOptions attributes (e.g. enable_profiling)."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    for key, value in options.items():
+        setattr(opts, key, value)
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
 def export_zoo_onnx(name, path, batch, size, **kwargs):
