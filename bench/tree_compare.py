@@ -22,20 +22,14 @@ import sys
 import numpy as np
 
 _CHILD = r"""
-import importlib.util, json, sys
-tree = sys.argv[1]
-class _Tree:
-    # fastconv and fastconv.kernels (the repository's kernels/) from this tree
-    def find_spec(self, name, path, target=None):
-        where = {"fastconv": tree + "/fastconv", "fastconv.kernels": tree + "/kernels"}.get(name)
-        if where is None:
-            return None
-        return importlib.util.spec_from_file_location(
-            name, where + "/__init__.py", submodule_search_locations=[where])
-sys.meta_path.insert(0, _Tree())
+import json, sys
+sys.path.insert(0, sys.argv[3])
+from trees import use_tree
+use_tree(sys.argv[1])
 from fastconv import _peers
 _peers.child(json.loads(sys.argv[2]))
 """
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _parse(spec):
@@ -61,7 +55,7 @@ def main():
     for _ in range(a.rounds):
         for label, path, settings in trees:
             env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), **settings)
-            out = subprocess.run([sys.executable, "-c", _CHILD, path, json.dumps(spec)],
+            out = subprocess.run([sys.executable, "-c", _CHILD, path, json.dumps(spec), HERE],
                                  capture_output=True, text=True, env=env, cwd=path)
             if out.returncode != 0:
                 sys.exit(f"{label}: {(out.stderr.strip().splitlines() or ['failed'])[-1]}")
