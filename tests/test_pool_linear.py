@@ -57,6 +57,28 @@ def test_adaptive_avg_pool(rng, out):
     assert rel_err(y, expected) < 1e-5
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(off=st.integers(0, 40), n=st.integers(0, 200), seed=st.integers(0, 2 ** 16))
+def test_row_sum(off, n, seed):
+    """zmm.row_sum (16-lane sums, a masked last vector, lanes added pairwise): the sum of
+    any run of a float32 array, every length around the 16-lane steps; nothing past the
+    run is read into it (the values there are huge)."""
+    from numba import njit
+
+    from fastconv.kernels.cpu import zmm
+
+    @njit
+    def run(x, o, m):
+        return zmm.row_sum(x, o, m)
+
+    x = np.random.default_rng(seed).standard_normal(off + n + 40).astype(np.float32)
+    x[:off] = 1e30
+    x[off + n:] = -1e30
+    got = run(x, off, n)
+    want = x[off:off + n].astype(np.float64).sum()
+    assert abs(got - want) <= 1e-6 * max(1.0, np.abs(x[off:off + n]).sum())
+
+
 @pytest.mark.parametrize("shape", [(1, 1280, 7, 7), (3, 70, 1, 1), (2, 65, 13, 3), (0, 4, 5, 5),
                                    (1, 1, 1, 37)])
 @pytest.mark.parametrize("layout", ["contiguous", "strided", "out"])

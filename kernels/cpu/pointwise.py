@@ -35,7 +35,7 @@ from .epilogue import epilogue_tile
 from .tiles import gather_pixels_flat, gemm_task, register_gemm_tile
 from . import nchwc
 from .zmm import (KC_T, MP, NR, PF_GROUPS, _copy_padded, gemm_block, gemm_block_t,
-                  gemm_tile_t_blocked, gemm_tile_t_taps_c16_pf)
+                  gemm_tile_t_blocked, gemm_tile_t_taps_c16_pf, row_sum)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -161,11 +161,7 @@ def pointwise_conv2d_packed(x, wp, width, b, y3, OW, sh, sw, groups, act, res3, 
                        k1 - k0, sc_ws[tid], xp_ws[tid], b, k0, act, rf, has_res, not strided)
         if pool:
             for k in range(k0, k1):
-                acc = np.float32(0.0)
-                o = (n * K + k) * P
-                for j in range(P):
-                    acc += yf[o + j]
-                pooled[n, k] = acc / np.float32(P)
+                pooled[n, k] = row_sum(yf, (n * K + k) * P, P) / np.float32(P)
 
 
 @njit(parallel=True, cache=True)
