@@ -5,15 +5,17 @@ at that moment.
 
     python bench/cores.py --seconds 20
     python bench/cores.py --gaps        # the cost of waking the pool after an idle gap
+    python bench/cores.py --gaps --gap-steps 0     # ... for a call with no work at all
 
 On a dedicated machine it reads ~N for N threads every time.  On the shared 2-vCPU
 development VM it moves between 1.0x and 2.0x from one second to the next (the
 host runs the second vCPU on a busy core in its slow phases), which is why the
 benchmarks here time the runtimes in alternating rounds and quote same-run ratios.
 
-``--gaps``: a short parallel call (~20 us of work a thread) timed after the calling
-thread spun for a gap of 0 us .. 3 ms with the pool idle: the pool's wake-up cost (its
-workers sleep after a while without work) as the machine shows it.
+``--gaps``: a short parallel call (~20 us of work a thread; ``--gap-steps`` FMA steps,
+0 for none) timed after the calling thread spun for a gap of 0 us .. 3 ms with the pool
+idle: the pool's wake-up cost (its workers sleep after a while without work) as the
+machine shows it.  Run it with ``NUMBA_THREADING_LAYER=omp`` for GNU OpenMP's pool.
 """
 import argparse
 import time
@@ -37,16 +39,16 @@ def fma_chains(tasks, steps, a, out):
         out[t] = acc.sum()
 
 
-def gaps(threads, a, out):
+def gaps(threads, a, out, steps):
     """Median / 90th percentile of a short call after each idle gap."""
-    for gap_us in (0, 20, 100, 300, 1000, 3000):
+    for gap_us in (0, 5, 8, 12, 20, 50, 100, 300, 1000, 3000):
         ts = []
         for _ in range(300):
             t1 = time.perf_counter()
             while time.perf_counter() - t1 < gap_us * 1e-6:
                 pass
             t0 = time.perf_counter()
-            fma_chains(threads, 200, a, out)
+            fma_chains(threads, steps, a, out)
             ts.append(time.perf_counter() - t0)
         print(f"after {gap_us:5d} us idle: median {np.median(ts) * 1e6:6.1f} us, "
               f"90th percentile {np.percentile(ts, 90) * 1e6:6.1f} us")
@@ -57,6 +59,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--steps", type=int, default=100000, help="FMA steps per task")
     ap.add_argument("--gaps", action="store_true", help="time a short call after idle gaps")
+    ap.add_argument("--gap-steps", type=int, default=200, help="FMA steps a task in --gaps")
     args = ap.parse_args()
     threads = numba.config.NUMBA_NUM_THREADS
     a = (0.5 * np.random.default_rng(0).random(32)).astype(np.float32)
@@ -64,7 +67,7 @@ def main():
     fma_chains(threads, 10, a, out)
     print(f"threading layer {numba.threading_layer()}, {threads} threads")
     if args.gaps:
-        gaps(threads, a, out)
+        gaps(threads, a, out, args.gap_steps)
         return
     ratios = []
     end = time.time() + args.seconds
