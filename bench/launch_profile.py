@@ -2,6 +2,7 @@
 
     python bench/launch_profile.py --model resnet18 --threads 2 --rounds 20
     python bench/launch_profile.py --model resnet18 --tree /tmp/base   # another source tree
+    python bench/launch_profile.py --model resnet50 --each transform,gemms --alone
 
 One inference is captured (``_runtime.capture``: the kernels and arguments the model
 launches, in order) and replayed ``--rounds`` times, every launch timed; per kernel the
@@ -10,6 +11,10 @@ The launches run back to back in the model's order, so each sees the cache the o
 before it leaves, as in the model; the sum is a little above the model's time (the
 timer around every launch).  ``--tree PATH`` imports fastconv from another checkout
 (e.g. a ``git worktree`` of an earlier commit) to compare kernels before and after.
+``--each NAMES`` (comma-separated parts of kernel names) also lists every matching
+launch with its arrays' shapes and its median time in the model; ``--alone`` adds the
+same launch repeated on its own (its data then stays in the caches): what the model's
+order costs each kernel.
 """
 import argparse
 import collections
@@ -27,6 +32,8 @@ def main():
     ap.add_argument("--warm", type=int, default=5, help="rounds dropped first")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--tree")
+    ap.add_argument("--each", default="", help="list the launches of these kernels")
+    ap.add_argument("--alone", action="store_true", help="--each: also time them alone")
     args = ap.parse_args()
     if args.tree:
         use_tree(args.tree)
@@ -44,8 +51,9 @@ def main():
     total = collections.defaultdict(float)
     count = collections.Counter()
     timed = max(1, args.rounds - args.warm)
+    each = [[] for _ in launches]
     for r in range(max(args.rounds, args.warm + 1)):
-        for kernel, kargs in launches:
+        for i, (kernel, kargs) in enumerate(launches):
             t0 = time.perf_counter()
             kernel(*kargs)
             dt = time.perf_counter() - t0
@@ -53,11 +61,33 @@ def main():
                 name = getattr(kernel, "__name__", str(kernel))
                 total[name] += dt / timed
                 count[name] += 1
+                each[i].append(dt)
     print(f"{args.model}, {args.threads} threads: {len(launches)} launches an inference"
           + ("" if cap.complete else " (the capture was incomplete: not all of the model)"))
     for name, t in sorted(total.items(), key=lambda kv: -kv[1]):
         print(f"  {name:36s} {count[name] // timed:4d}  {t * 1e3:8.3f} ms")
     print(f"  {'sum':36s}       {sum(total.values()) * 1e3:8.3f} ms")
+    parts = [p for p in args.each.split(",") if p]
+    if parts:
+        print("launch  kernel                          arrays                          "
+              "in the model" + ("      alone" if args.alone else ""))
+    for i, (kernel, kargs) in enumerate(launches):
+        name = getattr(kernel, "__name__", str(kernel))
+        if not any(p in name for p in parts):
+            continue
+        shapes = " ".join("x".join(map(str, a.shape)) for a in kargs
+                          if isinstance(a, np.ndarray) and a.ndim > 1)[:30]
+        line = f"{i:6d}  {name[:30]:30s}  {shapes:30s}  {np.median(each[i]) * 1e6:9.1f} us"
+        if args.alone:
+            for _ in range(5):
+                kernel(*kargs)
+            ts = []
+            for _ in range(30):
+                t0 = time.perf_counter()
+                kernel(*kargs)
+                ts.append(time.perf_counter() - t0)
+            line += f"  {np.median(ts) * 1e6:9.1f} us"
+        print(line)
 
 
 if __name__ == "__main__":
