@@ -299,10 +299,10 @@ def _at(builder, base, off):
 
 @intrinsic
 def row_sum(typingctx, x, off, n):
-    """sum_(i < n) x[off + i] of a float32 array x, added as a vectorized sum is (16 lane
-    sums over whole vectors and a masked last one, then the lanes pairwise), not in the
-    loop's order.  A Numba loop this short (a 7x7 plane: 49) never reaches LLVM's
-    64-wide vector loop, and without fastmath its scalar adds wait on each other."""
+    """sum_(i < n) x[off + i] of a float32 array x, in a vectorized sum's order, not a
+    loop's: 16 lane sums over whole vectors and a masked last one, then the lanes added
+    pairwise.  A Numba loop this short (a 7x7 plane: 49) never reaches LLVM's 64-wide
+    vector loop, and without fastmath its scalar adds wait on each other."""
     sig = types.float32(x, types.intp, types.intp)
 
     def codegen(context, builder, signature, args):
