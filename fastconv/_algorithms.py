@@ -481,7 +481,7 @@ class Winograd(planner.Algorithm):
         V = _workspace.get("winograd_V", (xi, prob.c, chunk * th * tw))
         M = _workspace.get("winograd_M", (xi, prob.k, chunk * th * tw))
         threads = _runtime.max_threads()
-        t = _workspace.per_thread("winograd_t", threads, (self.a, self.a, tw + 2))
+        t = _workspace.per_thread("winograd_t", threads, (self.a, tw * self.m + 2))
         for n0 in range(0, prob.n, chunk):
             n1 = min(prob.n, n0 + chunk)
             T = (n1 - n0) * th * tw

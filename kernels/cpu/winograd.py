@@ -306,7 +306,7 @@ def input_transform(xp, m, TH, TW, V, t_ws):
     """V[i*a + j, c, n*TH*TW + th*TW + tw] = (B^T d B)[i, j] for the input tile d at (th, tw).
 
     xp: tile-padded input (N, C, TH*m + 2, TW*m + 2), C-contiguous; V C-contiguous;
-    t_ws: (threads, a, a, >= TW + 2), used as a flat scratch of a*WP floats.  Tasks are
+    t_ws: (threads, a, WP): the rows B^T makes of a tile row's input rows.  Tasks are
     (n, c) planes; a tile row is one input_row_f2 / input_row_f4 call (B^T down the a
     input rows along whole rows, then along the tiles' columns).
     """
