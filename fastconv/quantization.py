@@ -495,6 +495,8 @@ def _row_plan(prob, spans, threads, tile, kb):
 def _busiest(costs, threads):
     """The busiest thread's load with the tasks' costs dealt out in equal runs of
     consecutive tasks, as Numba's parallel loops deal them."""
+    if not len(costs):   # an empty batch
+        return 0.0
     run = -(-len(costs) // threads)
     return max(sum(costs[i:i + run]) for i in range(0, len(costs), run))
 

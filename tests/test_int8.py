@@ -218,6 +218,8 @@ def test_int8_row_blocks_skip_padding_rows(rng, monkeypatch, case, kblock):
     np.testing.assert_array_equal(yq, ref.int8_conv2d(xq, int(zx), sx, wq, sw, b, *args,
                                                       "relu6", out_scale=0.05,
                                                       out_zero_point=-3, out_dtype=np.int8))
+    # no batch: the row-block plan of an empty problem (its cost over no tasks) is no error
+    assert fc.int8_conv2d(xq[:0], sx, zx, wq, sw, b, *args).shape == (0,) + y.shape[1:]
 
 
 @pytest.mark.skipif(not vnni.HAS_VNNI, reason="the VNNI kernel's row blocks")
