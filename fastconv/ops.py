@@ -674,8 +674,11 @@ def qlinear(node, args, out):
     x = args[0]
     x2 = x.reshape(-1, x.shape[-1])
     wq = node.params["weight_q"]  # (out, in) int8
-    acc = int8_gemm(_quantize_input(x2, node), np.ascontiguousarray(wq.T))
-    wsum = wq.sum(axis=1, dtype=np.int64)
+    cache = _cache(node, "weight_q")  # wq's packed form, read in place of wq.T from then on
+    acc = int8_gemm(_quantize_input(x2, node), wq.T, packed=cache)
+    wsum = cache.get("qlinear_wsum")
+    if wsum is None:
+        wsum = cache["qlinear_wsum"] = wq.sum(axis=1, dtype=np.int64)
     scale = (np.float32(a["x_scale"]) * node.params["w_scale"]).astype(np.float32)
     y = (acc - a["x_zero_point"] * wsum).astype(np.float32) * scale
     if node.params.get("bias") is not None:

@@ -104,23 +104,24 @@ def dequantize_tensor(q, scale, zero_point=0, axis=None):
     return ((q.astype(np.int32) - z) * s).astype(np.float32)
 
 
-def _int_matrix(a, layer, what):
+def _int_matrix(a, layer, what, contiguous=True):
     a = np.asarray(a)
     if a.dtype not in (np.int8, np.uint8):
         raise TypeError(f"{layer}: {what} must be int8 or uint8, got {a.dtype}")
     if a.ndim != 2:
         raise ValueError(f"{layer}: {what} must be 2-D, got shape {a.shape}")
-    return np.ascontiguousarray(a)
+    return np.ascontiguousarray(a) if contiguous else a
 
 
 def int8_gemm(a, b, layer="int8_gemm", backend=None, packed=None):
     """Exact int32 ``a @ b`` for int8/uint8 ``a`` (M, K) and ``b`` (K, N).
 
     ``packed``: a dict kept with ``b`` (the weights) where its packed form is cached, as
-    layers keep theirs; pass a fresh dict whenever ``b`` changes.
+    layers keep theirs; pass a fresh dict whenever ``b`` changes.  With the form cached,
+    ``b`` is not read again (it may be any view, e.g. a layer's (N, K) weight transposed).
     """
     a = _int_matrix(a, layer, "a")
-    b = _int_matrix(b, layer, "b")
+    b = _int_matrix(b, layer, "b", contiguous=False)
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"{layer}: inner dimensions differ: a is {a.shape}, b is {b.shape}")
     if a.shape[1] > MAX_REDUCTION:
@@ -129,10 +130,10 @@ def int8_gemm(a, b, layer="int8_gemm", backend=None, packed=None):
     c = np.empty((a.shape[0], b.shape[1]), np.int32)
     if not c.size:
         return c
-    bt = np.ascontiguousarray(b.T)
-    if (backend is not None or _backend._backend == "cuda") and bt.dtype == np.int8 and \
+    if (backend is not None or _backend._backend == "cuda") and b.dtype == np.int8 and \
             _backend.choose(backend, a, layer) == "cuda":
         # a 1 x M image of K channels against N 1x1 filters, raw int32 accumulators out
+        bt = np.ascontiguousarray(b.T)
         shift = a.dtype == np.int8
         au = a.view(np.uint8) ^ np.uint8(0x80) if shift else a
         m, k = a.shape
@@ -145,21 +146,54 @@ def int8_gemm(a, b, layer="int8_gemm", backend=None, packed=None):
             c -= (128 * bt.sum(axis=1, dtype=np.int64)).astype(np.int32)[None, :]
         return c
     with _runtime.kernel_scope(blas=False):
-        if _vnni.HAS_VNNI and bt.dtype == np.int8 and a.shape[1]:
-            # u8 x s8 dot products; a signed a is shifted by 128 and corrected exactly:
-            # (a + 128) . b - 128 * sum(b)
+        if _vnni.HAS_VNNI and b.dtype == np.int8 and a.shape[1]:
+            # u8 x s8 dot products; a signed a is shifted by 128 and corrected exactly,
+            # (a + 128) . b - 128 * sum(b), the correction the accumulators' start
             m, k = a.shape
+            wp, offsets = _packed_form(packed, "int8_gemm_vnni", lambda: _pack_gemm(b))
             shift = a.dtype == np.int8
             au = a.view(np.uint8) ^ np.uint8(0x80) if shift else a
-            au = np.pad(au, ((0, -m % 8), (0, -k % 4)))
-            wp = _packed_form(packed, "int8_gemm_vnni", lambda: pack_vnni(bt, 1)[0])
-            _int8.gemm_u8s8_vnni(au, wp, bt.shape[0], c,
-                                 _int8_workspace(np.int32, (_runtime.max_threads(), 272)))
-            if shift:
-                c -= (128 * bt.sum(axis=1, dtype=np.int64)).astype(np.int32)[None, :]
+            if m % 8 or k % 4:
+                au = np.pad(au, ((0, -m % 8), (0, -k % 4)))
+            _int8.gemm_u8s8_vnni(au, wp, b.shape[1], c, offsets[int(shift)],
+                                 _int8_workspace(np.int32, (_runtime.max_threads(), 272)),
+                                 *_gemm_blocking(m, au.shape[1], b.shape[1],
+                                                 _runtime.get_num_threads()))
         else:
-            _int8.gemm_int8(a, bt, c)
+            _int8.gemm_int8(a, np.ascontiguousarray(b.T), c)
     return c
+
+
+def _pack_gemm(b):
+    """int8 b (K, N) as the VNNI GEMM reads it: (pack_vnni's weights, the column offsets
+    its accumulators start from for a uint8 a and for a shifted int8 one (zeros,
+    -128 * the column sums), each padded to whole 32-column pairs)."""
+    n = b.shape[1]
+    offsets = np.zeros((2, -(-n // 32) * 32), np.int32)
+    offsets[1, :n] = -128 * b.sum(axis=0, dtype=np.int64)
+    return pack_vnni(np.ascontiguousarray(b.T), 1)[0], offsets
+
+
+GEMM_KC = 1024     # reduction bytes per chunk of the VNNI GEMM (a pair's 32 KiB of weights)
+GEMM_GROUP = 8     # pairs of 16-column weight blocks per task (256 columns)
+GEMM_BAND = 16     # 8-row blocks of a per task (128 rows)
+
+
+def _gemm_blocking(m, kp, n, threads):
+    """(kc, group, band) of the VNNI GEMM (int8.gemm_u8s8_vnni): chunks of GEMM_KC
+    reduction bytes, tasks of GEMM_GROUP column pairs x GEMM_BAND row blocks, smaller
+    where that gives fewer than two tasks a thread (columns first: the rows' band is
+    what each pair's weights are reused over).  1024^3 ran 780-840 GOP/s with kc 1024 or
+    2048 and any group of 1-8 pairs and band of 4-16 blocks, 700-750 with kc 256."""
+    npairs = -(-n // 32)
+    blocks = -(-m // 8)
+    band = min(GEMM_BAND, blocks)
+    want = 2 * threads
+    nbands = -(-blocks // band)
+    group = min(GEMM_GROUP, npairs, max(1, npairs * nbands // want))
+    if -(-npairs // group) * nbands < want:   # too few columns: thinner bands
+        band = max(1, min(band, blocks * -(-npairs // group) // want))
+    return GEMM_KC, group, band
 
 
 _ACTS = {None: 0, "relu": 1, "relu6": 2}

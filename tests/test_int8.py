@@ -44,11 +44,55 @@ def test_int8_gemm_both_paths(kernel_path, rng, m, k, n):
         np.testing.assert_array_equal(fc.int8_gemm(a, b), ref.int8_gemm(a, b))
 
 
+@pytest.mark.skipif(not vnni.HAS_VNNI, reason="the VNNI GEMM's blocking")
+@pytest.mark.parametrize("kc, group, band", [(64, 1, 1), (128, 2, 1), (1024, 8, 16),
+                                             (64, 3, 2)])
+@pytest.mark.parametrize("m, k, n", [(8, 260, 64), (41, 300, 100), (24, 129, 33),
+                                     (1, 200, 96), (130, 64, 40)])
+def test_int8_gemm_blocking(rng, monkeypatch, kc, group, band, m, k, n):
+    """The VNNI GEMM's tasks (column pairs x row bands) and reduction chunks, forced small:
+    whole 8 x 32 blocks stored with the column offset on the first chunk and added to on
+    the others, partial blocks through the workspace, int8 a's shift correction in the
+    accumulators' start; one packed dict serving both a types.  Exact."""
+    from fastconv import quantization
+    monkeypatch.setattr(quantization, "GEMM_KC", kc)
+    monkeypatch.setattr(quantization, "GEMM_GROUP", group)
+    monkeypatch.setattr(quantization, "GEMM_BAND", band)
+    b = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    packed = {}
+    for adt in (np.int8, np.uint8, np.int8):
+        a = rng.integers(np.iinfo(adt).min, np.iinfo(adt).max + 1, (m, k)).astype(adt)
+        np.testing.assert_array_equal(fc.int8_gemm(a, b, packed=packed), ref.int8_gemm(a, b))
+    assert quantization._gemm_blocking(m, k, n, 2)[0] == kc
+
+
+def test_int8_gemm_blocking_rule():
+    """Tasks of up to 8 column pairs x 16 row blocks, thinner where that leaves fewer than
+    two a thread."""
+    from fastconv.quantization import _gemm_blocking
+
+    def tasks(m, n, threads):
+        _, group, band = _gemm_blocking(m, 64, n, threads)
+        return -(-(-(-n // 32)) // group) * -(-(-(-m // 8)) // band), group, band
+    assert tasks(1024, 1024, 2) == (32, 8, 16)
+    assert tasks(1, 1000, 2) == (4, 8, 1)       # a vector: column groups only
+    assert tasks(4096, 64, 2) == (32, 2, 16)
+    assert tasks(64, 64, 2)[0] >= 4             # thin: split until each thread has two
+    assert tasks(8, 32, 2) == (1, 1, 1)         # one block: one task
+
+
 def test_int8_gemm_extremes_do_not_overflow():
     k = 4096
     a = np.full((5, k), 255, np.uint8)
     b = np.full((k, 6), -128, np.int8)
     np.testing.assert_array_equal(fc.int8_gemm(a, b), np.full((5, 6), 255 * -128 * k))
+    # the largest reduction, signed a: its shifted products and the column offset cancel
+    # in modular int32 arithmetic
+    k = fc.quantization.MAX_REDUCTION
+    a = np.full((9, k), -128, np.int8)
+    b = np.full((k, 33), -128, np.int8)
+    b[::2, 0] = 127
+    np.testing.assert_array_equal(fc.int8_gemm(a, b), ref.int8_gemm(a, b))
 
 
 CONV_CASES = [  # N, C, H, W, K, R, S, stride, padding, dilation, groups

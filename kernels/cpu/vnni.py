@@ -153,14 +153,16 @@ def _dot_step(builder, a_ptr, starts, w_ptr, wpos, w_step, nblk, acc):
     return new
 
 
-def _make_dot(nblk, epilogue=False, rows=False, quant=False):
+def _make_dot(nblk, epilogue=False, rows=False, quant=False, accumulate=False):
     """dot8x16_bcast (nblk 1) or dot8x32_bcast (nblk 2): 8 pixels x 16*nblk channels,
     8*nblk zmm accumulators.  Two weight blocks per activation broadcast halve the
     broadcasts per vpdpbusd: 8 broadcasts + nblk weight loads feed 8*nblk of them.
     epilogue: the float epilogue fused into the
     store (_store_epilogue), the out argument replaced by its 12 (16 with quant: the
     requantized int8/uint8 store).  rows: pixel j's
-    16*nblk sums stored at out[o_off + j*ldo : +16*nblk] (a row-major int32 result)."""
+    16*nblk sums stored at out[o_off + j*ldo : +16*nblk] (a row-major int32 result),
+    the accumulators starting from a column offset zc[z_off : +16*nblk] (the last two
+    arguments); with accumulate, from what is in those rows instead."""
 
     def codegen(context, builder, signature, args):
         a_arr = context.make_array(signature.args[0])(context, builder, args[0])
@@ -186,21 +188,31 @@ def _make_dot(nblk, epilogue=False, rows=False, quant=False):
             return _dot_step(builder, a_ptr, starts, w_ptr,
                              builder.add(w_off, builder.mul(q, const(64))), w_step, nblk, acc)
 
-        finals = _counted_loop(builder, const(0), nq, 1, [ir.Constant(v16, None)] * (8 * nblk),
-                               step)[1]
+        init = [ir.Constant(v16, None)] * (8 * nblk)
+        if rows:
+            o_ptr = builder.bitcast(o_arr.data, i32.as_pointer())
+            o_off, ldo = args[first + 1], args[first + 2]
+            row_at = [[builder.bitcast(builder.gep(o_ptr, [builder.add(o_off, builder.add(
+                builder.mul(ldo, const(j)), const(16 * blk)))]), v16.as_pointer())
+                for j in range(8)] for blk in range(nblk)]
+            if accumulate:
+                init = [builder.load(row_at[blk][j], align=4) for blk in range(nblk)
+                        for j in range(8)]
+            else:
+                z_ptr = builder.bitcast(_data_ptr(context, builder, signature, args, first + 3),
+                                        i32.as_pointer())
+                zv = [builder.load(builder.bitcast(builder.gep(z_ptr, [builder.add(
+                    args[first + 4], const(16 * blk))]), v16.as_pointer()), align=4)
+                    for blk in range(nblk)]
+                init = [zv[blk] for blk in range(nblk) for j in range(8)]
+        finals = _counted_loop(builder, const(0), nq, 1, init, step)[1]
         if epilogue:
             _store_epilogue(context, builder, signature, args, finals, nblk, first, quant)
             return context.get_dummy_value()
         if rows:
-            o_ptr = builder.bitcast(o_arr.data, i32.as_pointer())
-            o_off, ldo = args[-2], args[-1]
             for blk in range(nblk):
                 for j in range(8):
-                    o = builder.add(o_off, builder.add(builder.mul(ldo, ir.Constant(intp, j)),
-                                                       ir.Constant(intp, 16 * blk)))
-                    builder.store(finals[blk * 8 + j],
-                                  builder.bitcast(builder.gep(o_ptr, [o]), v16.as_pointer()),
-                                  align=4)
+                    builder.store(finals[blk * 8 + j], row_at[blk][j], align=4)
             return context.get_dummy_value()
         o_ptr = builder.bitcast(o_arr.data, v16.as_pointer())
         for i, f in enumerate(finals):
@@ -277,12 +289,22 @@ def dot8x32_epq(typingctx, a, a_off, lda, w, w_off, w_step, nq, y, y_off, ldy, n
 
 
 @intrinsic
-def dot8x32_to_rows(typingctx, a, a_off, lda, w, w_off, w_step, nq, out, o_off, ldo):
-    """dot8x32_bcast's sums stored straight into a row-major result: pixel (row) j's 32
-    sums at out[o_off + j*ldo : +32] (all 8 rows and 32 columns must exist)."""
+def dot8x32_to_rows(typingctx, a, a_off, lda, w, w_off, w_step, nq, out, o_off, ldo, zc, z_off):
+    """dot8x32_bcast's sums plus a column offset stored straight into a row-major result:
+    pixel (row) j's 32 sums + zc[z_off : +32] at out[o_off + j*ldo : +32] (all 8 rows and
+    32 columns must exist; zc int32)."""
+    sig = types.void(a, types.intp, types.intp, w, types.intp, types.intp, types.intp, out,
+                     types.intp, types.intp, zc, types.intp)
+    return sig, _make_dot(2, rows=True)
+
+
+@intrinsic
+def dot8x32_add_rows(typingctx, a, a_off, lda, w, w_off, w_step, nq, out, o_off, ldo):
+    """dot8x32_to_rows adding its sums to the result's rows instead (a reduction run in
+    chunks: the accumulators start from the rows' partial sums)."""
     sig = types.void(a, types.intp, types.intp, w, types.intp, types.intp, types.intp, out,
                      types.intp, types.intp)
-    return sig, _make_dot(2, rows=True)
+    return sig, _make_dot(2, rows=True, accumulate=True)
 
 
 def _make_dot_taps(nblk, quant=False):
