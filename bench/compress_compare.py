@@ -1,7 +1,7 @@
 """int8 and sparse layers against their peers, each runtime in its own process.
 
     python bench/compress_compare.py --threads 2 --batch 1       # int8 and sparse tables
-    python bench/compress_compare.py --gemm                      # int8 GEMM 1024^3 vs SGEMM
+    python bench/compress_compare.py --gemm --rounds 5           # int8 GEMM 1024^3 vs SGEMM
 
 int8: fastconv's int8 conv (uint8 activations, per-channel int8 weights, float32
 out, and requantized uint8 out as QLinearConv's) against fastconv fp32 im2col,
@@ -126,7 +126,9 @@ def child(runtime, threads, batch, repeat):
     print(json.dumps(out))
 
 
-def gemm_child(threads, repeat):
+def gemm_child(threads, repeat, rounds):
+    """The int8 GEMM 1024^3 and the SGEMM roof measured in turn, ``rounds`` times, so
+    each round's ratio compares the two in the same phase of the machine."""
     import fastconv as fc
     from fastconv.cli import measure_sgemm_roof
     fc.set_num_threads(threads)
@@ -134,11 +136,16 @@ def gemm_child(threads, repeat):
     a = rng.integers(0, 256, (1024, 1024)).astype(np.uint8)
     b = rng.integers(-128, 128, (1024, 1024)).astype(np.int8)
     packed = {}  # b packed once, as a layer keeps its weights
-    t = _t(lambda: fc.int8_gemm(a, b, packed=packed), repeat)
-    t_cold = _t(lambda: fc.int8_gemm(a, b), repeat)
-    roof = measure_sgemm_roof(threads)
-    print(json.dumps({"int8_gops": 2 * 1024 ** 3 / t / 1e9, "sgemm_roof": roof, "ms": t * 1e3,
-                      "ms_packing_each_call": t_cold * 1e3}))
+    out = {"ms": [], "int8_gops": [], "sgemm_roof": [], "ratio": []}
+    for _ in range(max(1, rounds)):
+        t = _t(lambda: fc.int8_gemm(a, b, packed=packed), repeat)
+        roof = measure_sgemm_roof(threads)
+        gops = 2 * 1024 ** 3 / t / 1e9
+        for key, v in (("ms", t * 1e3), ("int8_gops", gops), ("sgemm_roof", roof),
+                       ("ratio", gops / roof)):
+            out[key].append(v)
+    out["ms_packing_each_call"] = _t(lambda: fc.int8_gemm(a, b), repeat) * 1e3
+    print(json.dumps(out))
 
 
 def _median_over_rounds(results):
@@ -158,7 +165,8 @@ def _median_over_rounds(results):
 def run(runtime, a):
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
     res = subprocess.run([sys.executable, __file__, "--child", runtime, "--threads",
-                          str(a.threads), "--batch", str(a.batch), "--repeat", str(a.repeat)],
+                          str(a.threads), "--batch", str(a.batch), "--repeat", str(a.repeat),
+                          "--rounds", str(a.rounds)],
                          capture_output=True, text=True, env=env, timeout=3600)
     if res.returncode:
         print(f"{runtime} failed: {res.stderr[-1500:]}", file=sys.stderr)
@@ -175,19 +183,22 @@ def main():
     ap.add_argument("--no-sparse", action="store_true", help="the int8 table only")
     ap.add_argument("--rounds", type=int, default=1,
                     help="int8 table: the runtimes take turns this many times; per layer "
-                         "the median over rounds of each round's median")
+                         "the median over rounds of each round's median (--gemm: the int8 "
+                         "GEMM and the SGEMM roof take turns, the ratio per round)")
     ap.add_argument("--child")
     a = ap.parse_args()
     if a.child == "gemm":
-        return gemm_child(a.threads, a.repeat)
+        return gemm_child(a.threads, a.repeat, a.rounds)
     if a.child:
         return child(a.child, a.threads, a.batch, a.repeat)
     if a.gemm:
         r = run("gemm", a)
-        print(f"int8 GEMM 1024^3, {a.threads} threads, b packed once: {r['ms']:.2f} ms, "
-              f"{r['int8_gops']:.0f} GOP/s = {r['int8_gops'] / r['sgemm_roof']:.2f}x the SGEMM "
-              f"roof ({r['sgemm_roof']:.0f} GFLOP/s); packing b on every call: "
-              f"{r['ms_packing_each_call']:.2f} ms")
+        med = {k: float(np.median(v)) for k, v in r.items() if isinstance(v, list)}
+        print(f"int8 GEMM 1024^3, {a.threads} threads, b packed once: {med['ms']:.2f} ms, "
+              f"{med['int8_gops']:.0f} GOP/s = {med['ratio']:.2f}x the SGEMM roof "
+              f"({med['sgemm_roof']:.0f} GFLOP/s), medians of {len(r['ratio'])} rounds "
+              f"(per round {', '.join(f'{x:.2f}x' for x in r['ratio'])}); packing b on "
+              f"every call: {r['ms_packing_each_call']:.2f} ms")
         return
     int8_runtimes = ("fastconv-int8", "fastconv-fp32", "torch-int8", "onnxruntime-int8")
     rounds = [{rt: run(rt, a) for rt in int8_runtimes} for _ in range(max(1, a.rounds))]

@@ -66,6 +66,22 @@ def test_int8_gemm_blocking(rng, monkeypatch, kc, group, band, m, k, n):
     assert quantization._gemm_blocking(m, k, n, 2)[0] == kc
 
 
+@pytest.mark.parametrize("m, k, n", [(5, 70, 33), (16, 128, 64)])
+def test_int8_gemm_strided_b_and_cached_form(kernel_path, rng, m, k, n):
+    """b given as a transposed view (a layer's (N, K) weight), and then, with its form
+    cached, changed in place without a fresh dict: the cached form is what is used (the
+    documented contract: a fresh dict whenever b changes)."""
+    w = rng.integers(-128, 128, (n, k)).astype(np.int8)
+    a = rng.integers(0, 256, (m, k)).astype(np.uint8)
+    want = ref.int8_gemm(a, w.T)
+    packed = {}
+    np.testing.assert_array_equal(fc.int8_gemm(a, w.T, packed=packed), want)
+    if kernel_path == "vnni":
+        w[...] = 0   # the packed form stands for the old weights
+        np.testing.assert_array_equal(fc.int8_gemm(a, w.T, packed=packed), want)
+        np.testing.assert_array_equal(fc.int8_gemm(a, w.T, packed={}), np.zeros((m, n)))
+
+
 def test_int8_gemm_blocking_rule():
     """Tasks of up to 8 column pairs x 16 row blocks, thinner where that leaves fewer than
     two a thread."""
