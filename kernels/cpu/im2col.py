@@ -27,8 +27,9 @@ from . import FASTMATH
 from .blas import sgemm_rm
 from .epilogue import epilogue_tile
 from .tiles import gather_pixels, gemm_task, register_gemm_tile
-from .zmm import (MP, MR, NR, _copy_padded, gemm_block, gemm_block_t, gemm_tile_taps,
-                  gemm_tile_taps16, gemm_tile_t_taps, gemm_tile_t_taps_edges)
+from .zmm import (MP, MR, NR, PF_GROUPS, _copy_padded, gemm_block, gemm_block_t,
+                  gemm_tile_taps, gemm_tile_taps16, gemm_tile_t_taps, gemm_tile_t_taps_edges,
+                  gemm_tile_t_taps_edges_pf)
 
 
 @njit(inline="always")
@@ -238,6 +239,7 @@ def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
     yf = y3.reshape(-1)
     rf = res3.reshape(-1)
     codes = edge_codes(OW // MP, R, S, sw, dw, pl, W)
+    npf = min(rblock - 1, PF_GROUPS)
     for t in prange(N * nkb * nrb):
         n = t // (nkb * nrb)
         k0 = (t // nrb % nkb) * kblock
@@ -256,6 +258,20 @@ def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
                 acc = 0 if c0 == 0 else 1
                 fin = 1 if c0 + kc >= C else 0
                 xbase = (n * C + c0) * plane
+                # the task's next weight block (the next channel chunk, or the next panel's
+                # first): rows 1 .. npf of this one prefetch it in equal slices, so its
+                # first row does not wait on memory (512@7's 9.4 MB of weights come from
+                # memory inside a model)
+                nxt = -1
+                span = 0
+                if c0 + kc < C:
+                    kn = min(kch, C - c0 - kc)
+                    nxt = RS * (c0 + kc) * npg * NR + (r0 // NR) * RS * kn * NR
+                    span = RS * kn * NR
+                elif r0 + NR < k1:
+                    nxt = (r0 // NR + 1) * RS * min(kch, C) * NR
+                    span = RS * min(kch, C) * NR
+                sl = (span + npf - 1) // max(npf, 1)
                 for p in range(p0, p1):
                     xo = xbase + p * sh * WPF
                     yo = (n * K + r0) * P + p * OW
@@ -263,9 +279,20 @@ def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
                     t0 = lo * S
                     nt = (hi - lo) * S
                     wt = wo + t0 * kc * NR
+                    pf = 0
+                    pstep = NR
+                    if nxt >= 0 and 1 <= p - p0 <= npf and nt > 0:
+                        pf = nxt + (p - p0 - 1) * sl - wt
+                        pstep = min(16, (sl + nt * kc - 1) // (nt * kc))
                     for q0 in range(0, OW, MP):
                         npx = min(MP, OW - q0)
-                        if npx == MP:
+                        if npx == MP and pf != 0:   # the row's first group prefetches
+                            gemm_tile_t_taps_edges_pf(xf, xo + q0, plane, toff[t0:],
+                                                      codes[q0 // MP, t0:], nt, wf, wt, kc, yf,
+                                                      yo + q0, P, nr, MP, b, r0, act, rf,
+                                                      has_res, acc, fin, pf, pstep)
+                            pf = 0
+                        elif npx == MP:
                             gemm_tile_t_taps_edges(xf, xo + q0, plane, toff[t0:],
                                                    codes[q0 // MP, t0:], nt, wf, wt, kc, yf,
                                                    yo + q0, P, nr, MP, b, r0, act, rf,

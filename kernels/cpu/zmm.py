@@ -869,20 +869,41 @@ gemm_tile_t_taps_c16_pf = _make_taps(16, prefetch=True)
 gemm_tile_t_taps_c16_16 = _make_taps(16, 1)
 
 
-@intrinsic
-def gemm_tile_t_taps_edges(typingctx, x, x_off, ldx, toff, tcode, ntaps, wp, w_off, nc, y,
-                           y_off, ldy, nr, npx, bias, b_off, act, res, has_res, accumulate,
-                           final):
-    """gemm_tile_t_taps (pixel j of a step at x[... + j]) where a tap's first or last
-    pixel may read only padding: tap t skips the products of pixel 0 when tcode[t] == 1,
-    of pixel MP-1 when tcode[t] == 2 (those pixels' sums go on without the tap), and runs
-    all MP pixels otherwise (tcode int64, one code per tap like toff).  A 3x3 conv with
-    padding 1 has one such pixel in every tap of its left and right columns at a row's
-    ends: on 7-pixel rows (7x7 maps) 2 of the 21 (pixel, column tap) pairs."""
-    sig = types.void(x, types.intp, types.intp, toff, tcode, types.intp, wp, types.intp,
-                     types.intp, y, types.intp, types.intp, types.intp, types.intp, bias,
-                     types.intp, types.intp, res, types.intp, types.intp, types.intp)
-    return sig, _taps_codegen(1, NV, True)
+def _taps_edges(prefetch):
+    """gemm_tile_t_taps_edges, or with ``prefetch`` its _pf variant (two more arguments)."""
+    if prefetch:
+        @intrinsic
+        def taps_edges_pf(typingctx, x, x_off, ldx, toff, tcode, ntaps, wp, w_off, nc, y,
+                          y_off, ldy, nr, npx, bias, b_off, act, res, has_res, accumulate,
+                          final, pf, pstep):
+            """gemm_tile_t_taps_edges, each step g of its reduction (tap t, step c,
+            g = t*nc + c) also prefetching the line at wp[w_off + pf + g*pstep] (another
+            block's weights, ahead of their use)."""
+            sig = types.void(x, types.intp, types.intp, toff, tcode, types.intp, wp,
+                             types.intp, types.intp, y, types.intp, types.intp, types.intp,
+                             types.intp, bias, types.intp, types.intp, res, types.intp,
+                             types.intp, types.intp, types.intp, types.intp)
+            return sig, _taps_codegen(1, NV, True, True)
+        return taps_edges_pf
+
+    @intrinsic
+    def taps_edges(typingctx, x, x_off, ldx, toff, tcode, ntaps, wp, w_off, nc, y, y_off, ldy,
+                   nr, npx, bias, b_off, act, res, has_res, accumulate, final):
+        """gemm_tile_t_taps (pixel j of a step at x[... + j]) where a tap's first or last
+        pixel may read only padding: tap t skips the products of pixel 0 when tcode[t] == 1,
+        of pixel MP-1 when tcode[t] == 2 (those pixels' sums go on without the tap), and
+        runs all MP pixels otherwise (tcode int64, one code per tap like toff).  A 3x3 conv
+        with padding 1 has one such pixel in every tap of its left and right columns at a
+        row's ends: on 7-pixel rows (7x7 maps) 2 of the 21 (pixel, column tap) pairs."""
+        sig = types.void(x, types.intp, types.intp, toff, tcode, types.intp, wp, types.intp,
+                         types.intp, y, types.intp, types.intp, types.intp, types.intp, bias,
+                         types.intp, types.intp, res, types.intp, types.intp, types.intp)
+        return sig, _taps_codegen(1, NV, True)
+    return taps_edges
+
+
+gemm_tile_t_taps_edges = _taps_edges(False)
+gemm_tile_t_taps_edges_pf = _taps_edges(True)
 
 
 def _store_blocked(builder, accs, y_ptr, y_off, bstride, nr, npx, b_ptr, b_off, act, accumulate,
@@ -925,23 +946,8 @@ def _store_blocked(builder, accs, y_ptr, y_off, bstride, nr, npx, b_ptr, b_off, 
     _emit_epilogue(builder, act, final, const(0), 16, stores)
 
 
-@intrinsic
-def gemm_tile_t_blocked(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, bstride, nr, npx,
-                        bias, b_off, act, accumulate, final):
-    """The transposed tile (MP pixels x NR channels) stored into a channel-blocked output
-    (NCHW16c: 16 channels of a pixel side by side), no transpose needed:
-
-        v = sum_(c < nc) x[x_off + c*ldx + j] * wp[w_off + c*NR + r]  (+ y[o] if accumulate)
-        if final: v = act(v + bias[b_off + r])
-        y[o] = v,   o = y_off + (r // 16)*bstride + j*16 + r % 16,   r < nr, j < npx <= MP
-
-    (nr a multiple of 16; x readable for all MP pixels of a step.)  Each pixel's 16
-    channels are one accumulator vector: one (masked) vector store each.
-    """
-    sig = types.void(x, types.intp, types.intp, wp, types.intp, types.intp, y, types.intp,
-                     types.intp, types.intp, types.intp, bias, types.intp, types.intp,
-                     types.intp, types.intp)
-
+def _tile_t_blocked(prefetch):
+    """gemm_tile_t_blocked, or with ``prefetch`` its _pf variant (two more arguments)."""
     def codegen(context, builder, signature, args):
         x_ptr = _data_ptr(context, builder, signature, args, 0)
         w_ptr = _data_ptr(context, builder, signature, args, 3)
@@ -951,13 +957,48 @@ def gemm_tile_t_blocked(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, bstri
          final) = (args[1], args[2], args[4], args[5], args[7], args[8], args[9], args[10],
                    args[12], args[13], args[14], args[15])
         zero16 = ir.Constant(ir.VectorType(ir.FloatType(), 16), None)
+        pf = dict(prefetch=args[16], prefetch_lines=1, prefetch_step=args[17]) if prefetch \
+            else {}
         accs = _reduction(builder, x_ptr, x_off, ldx, w_ptr, w_off, ir.Constant(x_off.type, NR),
-                          nc, [zero16] * (MP * NV), MP, NV)
+                          nc, [zero16] * (MP * NV), MP, NV, **pf)
         _store_blocked(builder, accs, y_ptr, y_off, bstride, nr, npx, b_ptr, b_off, act,
                        accumulate, final)
         return context.get_dummy_value()
 
-    return sig, codegen
+    if prefetch:
+        @intrinsic
+        def tile_pf(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, bstride, nr, npx, bias,
+                    b_off, act, accumulate, final, pf, pstep):
+            """gemm_tile_t_blocked, each step c also prefetching the line at
+            wp[w_off + pf + c*pstep] (another panel's weights, ahead of their use)."""
+            sig = types.void(x, types.intp, types.intp, wp, types.intp, types.intp, y,
+                             types.intp, types.intp, types.intp, types.intp, bias, types.intp,
+                             types.intp, types.intp, types.intp, types.intp, types.intp)
+            return sig, codegen
+        return tile_pf
+
+    @intrinsic
+    def tile(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, bstride, nr, npx, bias, b_off,
+             act, accumulate, final):
+        """The transposed tile (MP pixels x NR channels) stored into a channel-blocked
+        output (NCHW16c: 16 channels of a pixel side by side), no transpose needed:
+
+            v = sum_(c < nc) x[x_off + c*ldx + j] * wp[w_off + c*NR + r]  (+ y[o] if accumulate)
+            if final: v = act(v + bias[b_off + r])
+            y[o] = v,   o = y_off + (r // 16)*bstride + j*16 + r % 16,   r < nr, j < npx <= MP
+
+        (nr a multiple of 16; x readable for all MP pixels of a step.)  Each pixel's 16
+        channels are one accumulator vector: one (masked) vector store each.
+        """
+        sig = types.void(x, types.intp, types.intp, wp, types.intp, types.intp, y, types.intp,
+                         types.intp, types.intp, types.intp, bias, types.intp, types.intp,
+                         types.intp, types.intp)
+        return sig, codegen
+    return tile
+
+
+gemm_tile_t_blocked = _tile_t_blocked(False)
+gemm_tile_t_blocked_pf = _tile_t_blocked(True)
 
 
 @intrinsic
