@@ -412,7 +412,7 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
     with _runtime.kernel_scope(blas=False):
         # channels last, padded with the zero point: one parallel pass over the int8 input
         # (or, from a model, the float input quantized on the way: quantize_nhwc)
-        if nhwc is not None or px is not None:
+        if nhwc is not None or px is not None or not run:   # (an empty problem: no move)
             xp = nhwc
         else:
             xp = _int8_workspace(xa.dtype, (prob.n, prob.h + pt + pb, prob.w + pl + pr,
