@@ -198,14 +198,12 @@ def gemm_u8s8_vnni(a, wp, N, c, zc, out_ws, kc, group, band):
     A task is (a group of ``group`` pairs of 16-column weight blocks, a band of 8*band
     rows of a).  It runs the reduction in chunks of kc bytes (a multiple of 4); in each,
     pair by pair, dot8x32 over the band's 8-row blocks: the pair's kc x 32 weight bytes
-    stay in L1 while the band's rows (8*band x kc bytes, L2) stream past them, so each
-    vpdpbusd's operands come from L1 but one 4-byte broadcast in eight (the weights
-    streaming from L2 for every 8-row block, the order before, ran at 283 GOP/s on one
-    core against 416).  A whole 8 x 32 block goes from the accumulators straight into
-    c's rows (dot8x32_to_rows, zc added, on the first chunk; dot8x32_add_rows after); the
-    others
-    (a last odd block, columns or rows short of the block) through out_ws (threads,
-    >= 256) int32."""
+    stay in L1 while the band's rows (8*band x kc bytes, L2) stream past them, each of
+    their lines serving 16 steps (the weights streaming from L2 for every 8-row block,
+    the order before, ran at 283 GOP/s on one core against 416).  A whole 8 x 32 block
+    goes from the accumulators straight into c's rows (dot8x32_to_rows, zc added, on the
+    first chunk; dot8x32_add_rows after); the others (a last odd block, columns or rows
+    short of the block) through out_ws (threads, >= 256) int32."""
     M8, Kp = a.shape
     M = c.shape[0]
     nq = Kp // 4
