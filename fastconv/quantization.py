@@ -165,20 +165,17 @@ def int8_gemm(a, b, layer="int8_gemm", backend=None, packed=None):
 
 
 def _pack_gemm(b):
-    """int8 b (K, N) as the VNNI GEMM reads it: (pack_vnni's weights, the column offsets
-    its accumulators start from for a uint8 a and for a shifted int8 one (zeros,
-    -128 * the column sums), each padded to whole 32-column pairs)."""
+    """int8 b (K, N) as the VNNI GEMM reads it: (pack_vnni's layout of b.T, made by
+    int8.pack_gemm_b from b as it is, and the column offsets its accumulators start from
+    for a uint8 a and for a shifted int8 one (zeros, -128 * the column sums), each padded
+    to whole 32-column pairs).  Called inside int8_gemm's kernel scope."""
     k, n = b.shape
+    wp = _memory.empty((-(-n // 16), -(-k // 4), 16, 4), np.int8)
+    sums = np.empty(n, np.int64)
+    _int8.pack_gemm_b(b, wp, sums)   # (int8_gemm's kernel scope is open)
     offsets = np.zeros((2, -(-n // 32) * 32), np.int32)
-    offsets[1, :n] = -128 * b.sum(axis=0, dtype=np.int64)
-    # pack_vnni's layout taken from b itself (not from b.T made contiguous first):
-    # element (nb, q, l, i) = b[4q + i, 16nb + l]
-    kp, n16 = -(-k // 4) * 4, -(-n // 16) * 16
-    if (kp, n16) != (k, n):
-        bp = np.zeros((kp, n16), np.int8)
-        bp[:k, :n] = b
-        b = bp
-    return _laid_out(b.reshape(kp // 4, 4, n16 // 16, 16).transpose(2, 0, 3, 1)), offsets
+    offsets[1, :n] = -128 * sums
+    return wp.reshape(-1), offsets
 
 
 GEMM_KC = 1024     # reduction bytes per chunk of the VNNI GEMM (a pair's 32 KiB of weights)

@@ -252,6 +252,40 @@ def gemm_u8s8_vnni(a, wp, N, c, zc, out_ws, kc, group, band):
                                     row[n0 + lane] += src[lane]
 
 
+@njit(parallel=True, cache=True)
+def pack_gemm_b(b, out, sums):
+    """b (K, N) int8, any strides, packed for gemm_u8s8_vnni, and its column sums:
+
+        out[nb, q, l, i] = b[4q + i, 16nb + l]   (zero past K or N)
+        sums[n] = sum_k b[k, n]
+
+    out (ceil(N/16), ceil(K/4), 16, 4) int8, sums (N,) int64.  One task per 16-column
+    block: for each reduction step the block's 4 rows are read 16 bytes at a time (a
+    NumPy transpose-copy of the same layout took 2.9 ms for 1024 x 1000, the transposed
+    copy it replaced first 1.9 ms more)."""
+    K, N = b.shape
+    nq = out.shape[1]
+    for nb in prange(out.shape[0]):
+        acc = np.zeros(16, np.int64)
+        nl = min(16, N - 16 * nb)
+        for q in range(nq):
+            for i in range(4):
+                k = 4 * q + i
+                if k < K:
+                    row = b[k]
+                    for l in range(nl):
+                        v = row[16 * nb + l]
+                        out[nb, q, l, i] = v
+                        acc[l] += v
+                    for l in range(nl, 16):
+                        out[nb, q, l, i] = 0
+                else:
+                    for l in range(16):
+                        out[nb, q, l, i] = 0
+        for l in range(nl):
+            sums[16 * nb + l] = acc[l]
+
+
 @njit(inline="always")
 def _pixel_start(p, n, g, OW, HP, WP, sh, sw, C, Cg):
     """Where output pixel p of image n, group g starts reading the padded channels-last
