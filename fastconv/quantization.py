@@ -165,17 +165,15 @@ def int8_gemm(a, b, layer="int8_gemm", backend=None, packed=None):
 
 
 def _pack_gemm(b):
-    """int8 b (K, N) as the VNNI GEMM reads it: (pack_vnni's layout of b.T, made by
-    int8.pack_gemm_b from b as it is, and the column offsets its accumulators start from
+    """int8 b (K, N) as the VNNI GEMM reads it: (pack_vnni's layout of b.T, made from b
+    as it is, and the column offsets its accumulators start from
     for a uint8 a and for a shifted int8 one (zeros, -128 * the column sums), each padded
     to whole 32-column pairs).  Called inside int8_gemm's kernel scope."""
-    k, n = b.shape
-    wp = _memory.empty((-(-n // 16), -(-k // 4), 16, 4), np.int8)
-    sums = np.empty(n, np.int64)
-    _int8.pack_gemm_b(b, wp, sums)   # (int8_gemm's kernel scope is open)
+    n = b.shape[1]
+    wp, sums = _pack_vnni_groups(b[None])   # (int8_gemm's kernel scope is open)
     offsets = np.zeros((2, -(-n // 32) * 32), np.int32)
-    offsets[1, :n] = -128 * sums
-    return wp.reshape(-1), offsets
+    offsets[1, :n] = -128 * sums[0]
+    return wp, offsets
 
 
 GEMM_KC = 1024     # reduction bytes per chunk of the VNNI GEMM (a pair's 32 KiB of weights)
@@ -294,13 +292,20 @@ def pack_vnni(wmat, groups):
     16 and the reduction to a multiple of 4, laid out (Kg16/16, width/4, 16, 4) so one
     64-byte load holds four reduction bytes of 16 channels (kernels/cpu/vnni.py)."""
     k, width0 = wmat.shape
-    kg = k // groups
-    kg16 = -(-kg // 16) * 16
-    width = -(-width0 // 4) * 4
-    w = np.zeros((groups, kg16, width), np.int8)
-    w[:, :kg, :width0] = wmat.reshape(groups, kg, width0)
-    w = w.reshape(groups, kg16 // 16, 16, width // 4, 4).transpose(0, 1, 3, 2, 4)
-    return _laid_out(w), width
+    with _runtime.kernel_scope(blas=False):
+        wp, _ = _pack_vnni_groups(np.asarray(wmat).reshape(groups, k // groups, width0)
+                                  .transpose(0, 2, 1))
+    return wp, -(-width0 // 4) * 4
+
+
+def _pack_vnni_groups(b):
+    """(flat packed weights, column sums (G, N) int64) of int8 b (G, K, N): int8.pack_vnni_b
+    into memory every call reads (_memory).  Call inside a kernel scope."""
+    g, k, n = b.shape
+    wp = _memory.empty((g, -(-n // 16), -(-k // 4), 16, 4), np.int8)
+    sums = np.empty((g, n), np.int64)
+    _int8.pack_vnni_b(b, wp, sums)
+    return wp.reshape(-1), sums
 
 
 def _laid_out(w):

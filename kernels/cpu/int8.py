@@ -253,37 +253,41 @@ def gemm_u8s8_vnni(a, wp, N, c, zc, out_ws, kc, group, band):
 
 
 @njit(parallel=True, cache=True)
-def pack_gemm_b(b, out, sums):
-    """b (K, N) int8, any strides, packed for gemm_u8s8_vnni, and its column sums:
+def pack_vnni_b(b, out, sums):
+    """b (G, K, N) int8, any strides (per group g the reduction x output-channel matrix:
+    a GEMM's b, or a conv's (Kg, R*S*Cg) weights transposed), packed in the layout the
+    VNNI kernels read (dot8x16_bcast and its variants), and its column sums:
 
-        out[nb, q, l, i] = b[4q + i, 16nb + l]   (zero past K or N)
-        sums[n] = sum_k b[k, n]
+        out[g, nb, q, l, i] = b[g, 4q + i, 16nb + l]   (zero past K or N)
+        sums[g, n] = sum_k b[g, k, n]
 
-    out (ceil(N/16), ceil(K/4), 16, 4) int8, sums (N,) int64.  One task per 16-column
-    block: for each reduction step the block's 4 rows are read 16 bytes at a time (a
-    NumPy transpose-copy of the same layout took 2.9 ms for 1024 x 1000, the transposed
-    copy it replaced first 1.9 ms more)."""
-    K, N = b.shape
-    nq = out.shape[1]
-    for nb in prange(out.shape[0]):
+    out (G, ceil(N/16), ceil(K/4), 16, 4) int8, sums (G, N) int64.  One task per group and
+    16-column block: for each reduction step the block's 4 rows are read 16 bytes at a
+    time (a NumPy transpose-copy of the same layout took 2.9 ms for 1024 x 1000, the
+    transposed copy it replaced first 1.9 ms more)."""
+    G, K, N = b.shape
+    nblk, nq = out.shape[1], out.shape[2]
+    for t in prange(G * nblk):
+        g = t // nblk
+        nb = t - g * nblk
         acc = np.zeros(16, np.int64)
         nl = min(16, N - 16 * nb)
         for q in range(nq):
             for i in range(4):
                 k = 4 * q + i
                 if k < K:
-                    row = b[k]
+                    row = b[g, k]
                     for l in range(nl):
                         v = row[16 * nb + l]
-                        out[nb, q, l, i] = v
+                        out[g, nb, q, l, i] = v
                         acc[l] += v
                     for l in range(nl, 16):
-                        out[nb, q, l, i] = 0
+                        out[g, nb, q, l, i] = 0
                 else:
                     for l in range(16):
-                        out[nb, q, l, i] = 0
+                        out[g, nb, q, l, i] = 0
         for l in range(nl):
-            sums[16 * nb + l] = acc[l]
+            sums[g, 16 * nb + l] = acc[l]
 
 
 @njit(inline="always")
