@@ -657,6 +657,51 @@ def test_transposed_tile_store_epilogue(rng):
         np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4, err_msg=f"case {it}")
 
 
+def test_blocked_tile_store_epilogue(rng):
+    """gemm_tile_t_blocked (and its prefetching variant) against a float64 reference: the
+    channel-blocked store of a half or whole panel and a partial pixel group (nothing
+    outside them touched), accumulation into y, the bias and activation only on the
+    final chunk (the tile starts from the bias there), an empty reduction."""
+    from numba import njit
+
+    from fastconv.kernels.cpu import zmm
+    from fastconv.kernels.cpu.epilogue import activate
+
+    @njit
+    def store(x, x_off, ldx, wp, w_off, nc, y, y_off, bstride, nr, npx, b, b_off, act, acc, fin,
+              pf):
+        if pf:
+            zmm.gemm_tile_t_blocked_pf(x, x_off, ldx, wp, w_off, nc, y, y_off, bstride, nr, npx,
+                                       b, b_off, act, acc, fin, 5, 3)
+        else:
+            zmm.gemm_tile_t_blocked(x, x_off, ldx, wp, w_off, nc, y, y_off, bstride, nr, npx,
+                                    b, b_off, act, acc, fin)
+
+    MP, NR = zmm.MP, zmm.NR
+    for it in range(60):
+        nc, ldx = int(rng.integers(0, 30)), int(rng.integers(MP, 24))
+        nr, npx = 16 * int(rng.integers(1, 3)), int(rng.integers(1, MP + 1))
+        act, acc, fin, pf = (int(v) for v in rng.integers(0, [4, 2, 2, 2]))
+        x_off, w_off, y_off, b_off = (int(v) for v in rng.integers(0, 5, 4))
+        bstride = 16 * MP + int(rng.integers(0, 9))
+        x = rng.standard_normal(x_off + nc * ldx + MP).astype(np.float32)
+        wp = rng.standard_normal(w_off + nc * NR + 16).astype(np.float32)
+        y = (4 * rng.standard_normal(y_off + 2 * bstride + 8)).astype(np.float32)
+        b = rng.standard_normal(b_off + NR).astype(np.float32)
+        want = y.astype(np.float64)
+        for r in range(nr):
+            for j in range(npx):
+                o = y_off + (r // 16) * bstride + j * 16 + r % 16
+                v = sum(float(x[x_off + c * ldx + j]) * float(wp[w_off + c * NR + r])
+                        for c in range(nc)) + (float(y[o]) if acc else 0.0)
+                if fin:
+                    v = activate(np.float32(v + b[b_off + r]), act)
+                want[o] = v
+        store(x, x_off, ldx, wp, w_off, nc, y, y_off, bstride, nr, npx, b, b_off, act, acc, fin,
+              pf)
+        np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4, err_msg=f"case {it}")
+
+
 def test_tile_store_epilogue(rng):
     """gemm_tile (MR channels x NR pixels) with the epilogue in its stores: accumulation,
     bias, residual and every activation on the final chunk only, NaN passing through."""

@@ -577,10 +577,36 @@ gemm_tile_pf = _make_tile(MR, NV, prefetch=True)  # the same, prefetching the ne
 MP = 7                               # pixels per transposed tile (7 divides 7x7 .. 112x112 maps)
 
 
+def _bias_start(builder, b_ptr, b_off, nr, final, nv):
+    """The channel-vectorized tile's starting accumulators (MP pixels x 16*nv channels):
+    on the last reduction chunk (final != 0) each pixel's vectors start from the bias of
+    its channels, bias[b_off + r] (r < nr: the other lanes, and every lane before the
+    last chunk, start from 0), so the store adds no bias."""
+    f32, i32 = ir.FloatType(), ir.IntType(32)
+    v16 = ir.VectorType(f32, 16)
+    intp = b_off.type
+    mload = _masked_load_store(builder, 16)[0]
+    on = builder.icmp_signed("!=", final, ir.Constant(intp, 0))
+    starts = []
+    for v in range(nv):
+        lanes = _lanes_in(builder, ir.Constant(intp, 16 * v), nr)
+        mask = builder.select(on, lanes, ir.Constant(lanes.type, [0] * 16))
+        at = builder.bitcast(builder.gep(b_ptr, [builder.add(b_off, ir.Constant(intp, 16 * v))]),
+                             v16.as_pointer())
+        starts.append(builder.call(mload, [at, ir.Constant(i32, 4), mask, ir.Constant(v16, None)]))
+    return [starts[v] for _ in range(MP) for v in range(nv)]
+
+
+def _start_t(context, builder, signature, args, first, nv):
+    """_bias_start for a tile that _store_t stores (its arguments from index ``first``)."""
+    b_ptr = _data_ptr(context, builder, signature, args, first + 5)
+    return _bias_start(builder, b_ptr, args[first + 6], args[first + 3], args[first + 11], nv)
+
+
 def _store_t(context, builder, signature, args, accs, first):
     """The transposed tile's store (gemm_tile_t_store's docstring), its arguments from
     index ``first`` on: y, y_off, ldy, nr, npx, bias, b_off, act, res, has_res,
-    accumulate, final."""
+    accumulate, final; accs started from _start_t (the bias on the last chunk)."""
     f32 = ir.FloatType()
     v16 = ir.VectorType(f32, 16)
     v8 = ir.VectorType(f32, 8)
@@ -592,10 +618,10 @@ def _store_t(context, builder, signature, args, accs, first):
         arr = context.make_array(signature.args[i])(context, builder, args[i])
         return builder.bitcast(arr.data, fp)
 
-    y_ptr, b_ptr, r_ptr = ptr(first), ptr(first + 5), ptr(first + 8)
-    (y_off, ldy, nr, npx, b_off, act, has_res, accumulate, final) = (
-        args[first + 1], args[first + 2], args[first + 3], args[first + 4], args[first + 6],
-        args[first + 7], args[first + 9], args[first + 10], args[first + 11])
+    y_ptr, r_ptr = ptr(first), ptr(first + 8)
+    (y_off, ldy, nr, npx, act, has_res, accumulate, final) = (
+        args[first + 1], args[first + 2], args[first + 3], args[first + 4], args[first + 7],
+        args[first + 9], args[first + 10], args[first + 11])
     intp = y_off.type
     const = lambda v: ir.Constant(intp, v)  # noqa: E731
     vconst = lambda v: ir.Constant(v8, [v] * 8)  # noqa: E731
@@ -607,57 +633,59 @@ def _store_t(context, builder, signature, args, accs, first):
     lanes = ir.Constant(ir.VectorType(intp, 8), list(range(8)))
     px_mask = builder.icmp_signed("<", lanes, _splat(builder, npx, 8))
     no_lanes = ir.Constant(m8, [0] * 8)
-    is_final = builder.icmp_signed("!=", final, const(0))
     acc_on = builder.icmp_signed("!=", accumulate, const(0))
 
-    # channel r's MP pixels as an 8-vector (lane 7 is the zero row), its mask and
-    # its bias: 16 channels at a time, through the zip transposition
-    chans = []
+    # channel r's MP pixels as an 8-vector (lane 7 is the zero row) and its mask: 16
+    # channels at a time, through the zip transposition (the bias is already in the
+    # accumulators: _bias_start)
+    cols = []
     nv = len(accs) // MP
     for v in range(nv):
         rows = [accs[p * nv + v] for p in range(MP)] + [zero16] * (8 - MP)
         for ch, val in enumerate(_columns(builder, rows)):
             r = 16 * v + ch
-            inside = builder.icmp_signed("<", const(r), nr)
-            mask = builder.select(inside, px_mask, no_lanes)
+            mask = builder.select(builder.icmp_signed("<", const(r), nr), px_mask, no_lanes)
             o = builder.add(y_off, builder.mul(const(r), ldy))
-            yp = builder.bitcast(builder.gep(y_ptr, [o]), vp8)
-            prev = builder.call(mload, [yp, align, builder.select(acc_on, mask, no_lanes),
-                                        vconst(0.0)])
-            val = builder.fadd(val, prev)
-            bidx = builder.select(inside, builder.add(b_off, const(r)), b_off)
-            bk = builder.select(is_final, builder.load(builder.gep(b_ptr, [bidx])),
-                                ir.Constant(f32, 0.0))
-            chans.append((builder.fadd(val, _splat(builder, bk, 8)), mask, o, yp))
+            cols.append((val, mask, o, builder.bitcast(builder.gep(y_ptr, [o]), vp8)))
 
     # a whole tile (all MP pixels of every channel) on AVX2 stores each channel's
     # pixels as 4 + 2 + 1 plain stores: its masked stores are slow there
     whole = None
     if VW == 8:
         whole = builder.and_(builder.icmp_signed("==", npx, const(MP)),
-                             builder.icmp_signed(">=", nr, const(len(chans))))
+                             builder.icmp_signed(">=", nr, const(len(cols))))
 
-    def stores(activate, with_res):
-        def emit(plain):
-            for val, mask, o, yp in chans:
-                if with_res:
-                    rp = builder.bitcast(builder.gep(r_ptr, [o]), vp8)
-                    val = builder.fadd(val, builder.call(mload, [rp, align, mask, vconst(0.0)]))
-                if plain:
-                    _store_lanes7(builder, activate(val), builder.gep(y_ptr, [o]))
-                else:
-                    builder.call(mstore, [activate(val), yp, align, mask])
+    def finish(chans):
+        def stores(activate, with_res):
+            def emit(plain):
+                for val, mask, o, yp in chans:
+                    if with_res:
+                        rp = builder.bitcast(builder.gep(r_ptr, [o]), vp8)
+                        val = builder.fadd(val, builder.call(mload, [rp, align, mask,
+                                                                     vconst(0.0)]))
+                    if plain:
+                        _store_lanes7(builder, activate(val), builder.gep(y_ptr, [o]))
+                    else:
+                        builder.call(mstore, [activate(val), yp, align, mask])
 
-        if whole is None:
-            emit(False)
-            return
-        with builder.if_else(whole) as (then, otherwise):
-            with then:
-                emit(True)
-            with otherwise:
+            if whole is None:
                 emit(False)
+                return
+            with builder.if_else(whole) as (then, otherwise):
+                with then:
+                    emit(True)
+                with otherwise:
+                    emit(False)
 
-    _emit_epilogue(builder, act, final, has_res, 8, stores)
+        _emit_epilogue(builder, act, final, has_res, 8, stores)
+
+    # a later reduction chunk adds y's partial sums; the first one reads nothing
+    with builder.if_else(acc_on) as (then, otherwise):
+        with then:
+            finish([(builder.fadd(val, builder.call(mload, [yp, align, mask, vconst(0.0)])),
+                     mask, o, yp) for val, mask, o, yp in cols])
+        with otherwise:
+            finish(cols)
 
 
 def _store_lanes7(builder, val, at):
@@ -747,10 +775,9 @@ def gemm_tile_t_store(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr
         x_ptr = _data_ptr(context, builder, signature, args, 0)
         w_ptr = _data_ptr(context, builder, signature, args, 3)
         x_off, ldx, w_off, nc = args[1], args[2], args[4], args[5]
-        zero16 = ir.Constant(ir.VectorType(ir.FloatType(), 16), None)
         accs = _reduction(builder, x_ptr, x_off, ldx, w_ptr, w_off, ir.Constant(x_off.type, NR),
-                          nc, [zero16] * (MP * NV), MP, NV, prefetch=args[18], prefetch_lines=1,
-                          prefetch_step=args[19])
+                          nc, _start_t(context, builder, signature, args, 6, NV), MP, NV,
+                          prefetch=args[18], prefetch_lines=1, prefetch_step=args[19])
         _store_t(context, builder, signature, args, accs, 6)
         return context.get_dummy_value()
 
@@ -817,7 +844,8 @@ def _taps_codegen(a_step, nv, edges, prefetch=False):
                 res.append(ph)
             return res
 
-        new = _tap_reduction(builder, t_ptr, ntaps, [ir.Constant(v16, None)] * (MP * nv),
+        new = _tap_reduction(builder, t_ptr, ntaps,
+                             _start_t(context, builder, signature, args, 8 + e, nv),
                              reduce_tap, (MP, nv), nc)
         _store_t(context, builder, signature, args, new, 8 + e)
         return context.get_dummy_value()
@@ -906,44 +934,44 @@ gemm_tile_t_taps_edges = _taps_edges(False)
 gemm_tile_t_taps_edges_pf = _taps_edges(True)
 
 
-def _store_blocked(builder, accs, y_ptr, y_off, bstride, nr, npx, b_ptr, b_off, act, accumulate,
-                   final):
-    """The channel-vectorized tile's accumulators (MP pixels x 16*nv channels) stored into a
-    channel-blocked output with the epilogue (gemm_tile_t_blocked's docstring)."""
-    f32 = ir.FloatType()
-    v16 = ir.VectorType(f32, 16)
+def _store_blocked(builder, accs, y_ptr, y_off, bstride, nr, npx, act, accumulate, final):
+    """The channel-vectorized tile's accumulators (MP pixels x 16*nv channels, started from
+    _bias_start) stored into a channel-blocked output with the epilogue
+    (gemm_tile_t_blocked's docstring)."""
+    v16 = ir.VectorType(ir.FloatType(), 16)
     i1, i32 = ir.IntType(1), ir.IntType(32)
     m16 = ir.VectorType(i1, 16)
     intp = y_off.type
     const = lambda v: ir.Constant(intp, v)  # noqa: E731
-    zero16 = ir.Constant(v16, None)
     nv = len(accs) // MP
-    vp = v16.as_pointer()
     mload, mstore = _masked_load_store(builder, 16)
     align = ir.Constant(i32, 4)
     ones, none = ir.Constant(m16, [1] * 16), ir.Constant(m16, [0] * 16)
-    is_final = builder.icmp_signed("!=", final, const(0))
     acc_on = builder.icmp_signed("!=", accumulate, const(0))
     items = []
     for v in range(nv):
         block_on = builder.icmp_signed("<", const(16 * v), nr)
-        bmask = builder.select(block_on, ones, none)
-        bp = builder.bitcast(builder.gep(b_ptr, [builder.add(b_off, const(16 * v))]), vp)
-        bvec = builder.call(mload, [bp, align, builder.select(is_final, bmask, none), zero16])
         for j in range(MP):
             on = builder.and_(block_on, builder.icmp_signed("<", const(j), npx))
-            mask = builder.select(on, ones, none)
             o = builder.add(y_off, builder.add(builder.mul(const(v), bstride), const(16 * j)))
-            yp = builder.bitcast(builder.gep(y_ptr, [o]), vp)
-            prev = builder.call(mload, [yp, align, builder.select(acc_on, mask, none), zero16])
-            val = builder.fadd(builder.fadd(accs[j * nv + v], prev), bvec)
-            items.append((val, mask, yp))
+            items.append((accs[j * nv + v], builder.select(on, ones, none),
+                          builder.bitcast(builder.gep(y_ptr, [o]), v16.as_pointer())))
 
-    def stores(activate, with_res):
-        for val, mask, yp in items:
-            builder.call(mstore, [activate(val), yp, align, mask])
+    def finish(items):
+        def stores(activate, with_res):
+            for val, mask, yp in items:
+                builder.call(mstore, [activate(val), yp, align, mask])
 
-    _emit_epilogue(builder, act, final, const(0), 16, stores)
+        _emit_epilogue(builder, act, final, const(0), 16, stores)
+
+    # a later reduction chunk adds y's partial sums; the first one reads nothing
+    with builder.if_else(acc_on) as (then, otherwise):
+        with then:
+            finish([(builder.fadd(val, builder.call(mload, [yp, align, mask,
+                                                            ir.Constant(v16, None)])), mask, yp)
+                    for val, mask, yp in items])
+        with otherwise:
+            finish(items)
 
 
 def _tile_t_blocked(prefetch):
@@ -956,13 +984,11 @@ def _tile_t_blocked(prefetch):
         (x_off, ldx, w_off, nc, y_off, bstride, nr, npx, b_off, act, accumulate,
          final) = (args[1], args[2], args[4], args[5], args[7], args[8], args[9], args[10],
                    args[12], args[13], args[14], args[15])
-        zero16 = ir.Constant(ir.VectorType(ir.FloatType(), 16), None)
         pf = dict(prefetch=args[16], prefetch_lines=1, prefetch_step=args[17]) if prefetch \
             else {}
         accs = _reduction(builder, x_ptr, x_off, ldx, w_ptr, w_off, ir.Constant(x_off.type, NR),
-                          nc, [zero16] * (MP * NV), MP, NV, **pf)
-        _store_blocked(builder, accs, y_ptr, y_off, bstride, nr, npx, b_ptr, b_off, act,
-                       accumulate, final)
+                          nc, _bias_start(builder, b_ptr, b_off, nr, final, NV), MP, NV, **pf)
+        _store_blocked(builder, accs, y_ptr, y_off, bstride, nr, npx, act, accumulate, final)
         return context.get_dummy_value()
 
     if prefetch:
@@ -1034,11 +1060,11 @@ def gemm_tile_t_taps_blocked(typingctx, x, x_off, ldx, toff, ntaps, a_step, wp, 
             return _reduction(builder, x_ptr, builder.add(x_off, toff), ldx, w_ptr, wo, nr_c,
                               nc, acc, MP, NV, a_step)
 
+        zero, one = ir.Constant(intp, 0), ir.Constant(intp, 1)
         accs = _tap_reduction(builder, t_ptr, ntaps,
-                              [ir.Constant(ir.VectorType(ir.FloatType(), 16), None)] * (MP * NV),
+                              _bias_start(builder, b_ptr, b_off, nr, one, NV),
                               reduce_tap, (MP, NV), nc)
-        _store_blocked(builder, accs, y_ptr, y_off, bstride, nr, npx, b_ptr, b_off, act,
-                       ir.Constant(intp, 0), ir.Constant(intp, 1))
+        _store_blocked(builder, accs, y_ptr, y_off, bstride, nr, npx, act, zero, one)
         return context.get_dummy_value()
 
     return sig, codegen
