@@ -658,10 +658,10 @@ def test_transposed_tile_store_epilogue(rng):
 
 
 def test_blocked_tile_store_epilogue(rng):
-    """gemm_tile_t_blocked (and its prefetching variant) against a float64 reference: the
-    channel-blocked store of a half or whole panel and a partial pixel group (nothing
-    outside them touched), accumulation into y, the bias and activation only on the
-    final chunk (the tile starts from the bias there), an empty reduction."""
+    """gemm_tile_t_blocked (its prefetching and 16-channel variants) against a float64
+    reference: the channel-blocked store of a half or whole panel and a partial pixel
+    group (nothing outside them touched), accumulation into y, the bias and activation
+    only on the final chunk (the tile starts from the bias there), an empty reduction."""
     from numba import njit
 
     from fastconv.kernels.cpu import zmm
@@ -670,7 +670,10 @@ def test_blocked_tile_store_epilogue(rng):
     @njit
     def store(x, x_off, ldx, wp, w_off, nc, y, y_off, bstride, nr, npx, b, b_off, act, acc, fin,
               pf):
-        if pf:
+        if pf == 2:  # the 16-channel variant
+            zmm.gemm_tile_t_blocked_16(x, x_off, ldx, wp, w_off, nc, y, y_off, bstride, nr, npx,
+                                       b, b_off, act, acc, fin)
+        elif pf:
             zmm.gemm_tile_t_blocked_pf(x, x_off, ldx, wp, w_off, nc, y, y_off, bstride, nr, npx,
                                        b, b_off, act, acc, fin, 5, 3)
         else:
@@ -681,7 +684,9 @@ def test_blocked_tile_store_epilogue(rng):
     for it in range(60):
         nc, ldx = int(rng.integers(0, 30)), int(rng.integers(MP, 24))
         nr, npx = 16 * int(rng.integers(1, 3)), int(rng.integers(1, MP + 1))
-        act, acc, fin, pf = (int(v) for v in rng.integers(0, [4, 2, 2, 2]))
+        act, acc, fin, pf = (int(v) for v in rng.integers(0, [4, 2, 2, 3]))
+        if pf == 2:
+            nr = 16
         x_off, w_off, y_off, b_off = (int(v) for v in rng.integers(0, 5, 4))
         bstride = 16 * MP + int(rng.integers(0, 9))
         x = rng.standard_normal(x_off + nc * ldx + MP).astype(np.float32)

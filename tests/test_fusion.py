@@ -148,6 +148,8 @@ _IR_CASES = [  # n, c, hw, k, k2, r, stride, dilation, expand, project, residual
     (1, 32, (14, 14), 192, 64, 3, 1, 1, True, True, True, ("relu6", "relu6", None)),  # groups
     (1, 160, (7, 7), 960, 160, 3, 1, 1, True, True, True, ("relu6", "relu6", "relu")),
     (1, 64, (16, 17), 0, 24, 3, 1, 1, False, True, True, (None, "relu6", None)),  # groups
+    (1, 16, (12, 12), 48, 56, 3, 1, 1, True, True, False, ("relu6", "relu6", "hardswish")),
+    (2, 8, (9, 10), 144, 20, 3, 1, 1, True, True, True, ("relu6", "relu6", None)),  # 17-24 out
 ]
 
 

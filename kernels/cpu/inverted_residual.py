@@ -48,7 +48,7 @@ from .epilogue import apply_row, apply_row_res
 from .nchwc import copy_vector, to_blocked
 from .pointwise import pixels_to_blocked
 from .zmm import (KC_T, MP, NR, PF_GROUPS, gemm_tile_t_taps_blocked, gemm_tile_t_taps_c16,
-                  gemm_tile_t_taps_c16_16)
+                  gemm_tile_t_taps_c16_16, gemm_tile_t_taps_c16_24)
 
 V = 16  # channels per block
 
@@ -111,7 +111,7 @@ def inverted_residual_rows(xf, N, C, HX, WX, fill, wp1, b1, a1, toff1, sh1, sw1,
     width WP, dilation (dh, dw).  wp3: zmm.pack_panels of the (K2, K) projection weight,
     width NR, in one chunk: the channel-vectorized tile reads the row's pixel vectors
     (zmm.gemm_tile_t_taps_c16, the channel blocks as taps; a last panel of <= 16
-    channels on the 16-channel tile).
+    channels on the 16-channel tile, of 17-24 on the 24-channel one).
     nbands: row bands per image; csplit: channel groups per image (one of them 1;
     tasks: N * nbands * csplit).  A channel group expands, filters and projects only its
     K / csplit channels (K a multiple of 32*csplit) for every row -- no row expanded
@@ -205,11 +205,16 @@ def inverted_residual_rows(xf, N, C, HX, WX, fill, wp1, b1, a1, toff1, sh1, sw1,
             for r0 in range(0, K2, NR):
                 nr = min(NR, K2 - r0)
                 for j0 in range(0, OW, MP):
-                    if nr > V:
+                    if nr > V + V // 2:
                         gemm_tile_t_taps_c16(ob, (blo * OWP + j0) * V, 1, toff, bhi - blo, wf3,
                                              r0 * K + blo * V * NR, V, dst, yo + r0 * OHW + j0,
                                              OHW, nr, min(MP, OW - j0), bias, r0, act, rf,
                                              with_res, 0, 1)
+                    elif nr > V:  # 17-24 channels: the second 16 on 8-float vectors
+                        gemm_tile_t_taps_c16_24(ob, (blo * OWP + j0) * V, 1, toff, bhi - blo,
+                                                wf3, r0 * K + blo * V * NR, V, dst,
+                                                yo + r0 * OHW + j0, OHW, nr, min(MP, OW - j0),
+                                                bias, r0, act, rf, with_res, 0, 1)
                     else:
                         gemm_tile_t_taps_c16_16(ob, (blo * OWP + j0) * V, 1, toff, bhi - blo, wf3,
                                                 r0 * K + blo * V * NR, V, dst, yo + r0 * OHW + j0,

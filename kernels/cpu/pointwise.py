@@ -35,8 +35,8 @@ from .epilogue import epilogue_tile
 from .tiles import gather_pixels_flat, gemm_task, register_gemm_tile
 from . import nchwc
 from .zmm import (KC_T, MP, NR, PF_GROUPS, _copy_padded, gemm_block, gemm_block_t,
-                  gemm_tile_t_blocked, gemm_tile_t_blocked_pf, gemm_tile_t_taps_c16_pf,
-                  row_sum)
+                  gemm_tile_t_blocked, gemm_tile_t_blocked_16, gemm_tile_t_blocked_pf,
+                  gemm_tile_t_taps_c16_pf, row_sum)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -204,10 +204,11 @@ def pixels_to_blocked(xf, x_off, ldx, C, T, wf, npg, k0, k1, y, y_off, bstride, 
             = act(b[k] + sum_c w[k, c] * xf[x_off + c*ldx + j])
 
     wf: zmm.pack_panels of the (K, C) weight (npg panels of NR, chunk KC_T).  Per chunk,
-    panel and 7-pixel group one zmm.gemm_tile_t_blocked read in place; a group short of
-    MP pixels is copied, zero-padded, into scratch (>= min(C, KC_T)*MP) first.  pf,
-    pstep: with pf != 0, each panel's first group (whole) prefetches pf floats on from
-    the panel, pstep floats a step (zmm.gemm_tile_t_blocked_pf)."""
+    panel and 7-pixel group one zmm.gemm_tile_t_blocked read in place (a last panel of
+    16 channels on the 16-channel tile, gemm_tile_t_blocked_16); a group short of MP
+    pixels is copied, zero-padded, into scratch (>= min(C, KC_T)*MP) first.  pf, pstep:
+    with pf != 0, each 32-channel panel's first group (whole) prefetches pf floats on
+    from the panel, pstep floats a step (zmm.gemm_tile_t_blocked_pf)."""
     for c0 in range(0, C, KC_T):
         kc = min(KC_T, C - c0)
         acc = 1 if c0 > 0 else 0
@@ -219,7 +220,15 @@ def pixels_to_blocked(xf, x_off, ldx, C, T, wf, npg, k0, k1, y, y_off, bstride, 
             yo = y_off + (r0 // 16) * bstride
             for j0 in range(0, T, MP):
                 npx = min(MP, T - j0)
-                if npx == MP:
+                if nr <= 16:  # a last panel of 16 channels
+                    if npx == MP:
+                        gemm_tile_t_blocked_16(xf, xo + j0, ldx, wf, wo, kc, y, yo + j0 * 16,
+                                               bstride, nr, MP, b, r0, act, acc, fin)
+                    else:
+                        _copy_padded(xf, xo + j0, ldx, kc, npx, scratch, MP)
+                        gemm_tile_t_blocked_16(scratch, 0, MP, wf, wo, kc, y, yo + j0 * 16,
+                                               bstride, nr, npx, b, r0, act, acc, fin)
+                elif npx == MP:
                     if pf != 0 and j0 == 0:
                         gemm_tile_t_blocked_pf(xf, xo + j0, ldx, wf, wo, kc, y, yo + j0 * 16,
                                                bstride, nr, MP, b, r0, act, acc, fin, pf, pstep)

@@ -62,13 +62,18 @@ def _register_groups(mr, nb):
 
 
 def _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv, a_step=1,
-               b_masks=None, prefetch=None, prefetch_lines=None, prefetch_step=None):
+               b_masks=None, prefetch=None, prefetch_lines=None, prefetch_step=None,
+               half_last=False):
     """Emit acc[r*nv + v] = init[r*nv + v] + sum_(c < nc) a[a_off + c*lda + r*a_step] *
     b[b_off + c*ldb + 16*v : +16] (r < mr, v < nv) with the mr*nv accumulators in
     registers (a_step a Python int or an IR value); returns the final accumulators (init
     when nc <= 0).  b_masks: per v, the lanes of b to load (the others read as zero and
     touch no memory).  prefetch (an IR value): each step also prefetches
     b[b_off + c*ldb + prefetch + 16*v] (v < prefetch_lines, default nv) into L1.
+    half_last (AVX-512): the last vector v = nv - 1 runs on its first 8 lanes only, as
+    8-float vectors (b read 8 floats a step; its accumulators come back with lanes
+    8-15 zero): a 24-channel tile on a core that splits 16-float FMAs in two halves
+    (Zen 4) then costs 3/4 of a 32-channel one.
 
     The accumulators are 16-lane values to the caller; the loops run on VW-lane
     vectors.  Where the whole tile does not fit the registers (AVX2: 16 of 8 lanes),
@@ -91,8 +96,18 @@ def _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv, 
     def lanes(s):
         return ir.Constant(ir.VectorType(i32, VW), list(range(VW * s, VW * s + VW)))
 
+    half_last = half_last and per == 1 and b_masks is None
+    v8 = ir.VectorType(f32, 8)
+    lo8 = ir.Constant(ir.VectorType(i32, 8), list(range(8)))
+    fma8 = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]),
+                                          "llvm.fma.v8f32")
+
+    def is_half(key):
+        return half_last and key % nv == nv - 1
+
     if per == 1:
-        sliced = list(init)
+        sliced = [builder.shuffle_vector(a, ir.Constant(v16, ir.Undefined), lo8)
+                  if is_half(i) else a for i, a in enumerate(init)]
         masks = b_masks
     else:
         undef16 = ir.Constant(v16, ir.Undefined)
@@ -113,11 +128,12 @@ def _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv, 
         keys = [r * nb + b for r in rows for b in vecs]
         acc = {}
         for k in keys:
-            p = builder.phi(vw)
+            p = builder.phi(v8 if is_half(k) else vw)
             p.add_incoming(start[k], pre)
             acc[k] = p
         brow = builder.add(b_off, builder.mul(c, ldb))
-        bptrs = {b: builder.bitcast(builder.gep(b_ptr, [builder.add(brow, const(VW * b))]), vp)
+        bptrs = {b: builder.bitcast(builder.gep(b_ptr, [builder.add(brow, const(VW * b))]),
+                                    v8.as_pointer() if is_half(b) else vp)
                  for b in vecs}
         if prefetch is not None and gi == 0:
             i8p = ir.IntType(8).as_pointer()
@@ -146,7 +162,11 @@ def _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv, 
             one = builder.insert_element(ir.Constant(vw, ir.Undefined), s, ir.Constant(i32, 0))
             bc = builder.shuffle_vector(one, ir.Constant(vw, ir.Undefined), splat)
             for b in vecs:
-                new[r * nb + b] = builder.call(fma, [bc, xv[b], acc[r * nb + b]])
+                if is_half(b):
+                    bc8 = builder.shuffle_vector(bc, ir.Constant(vw, ir.Undefined), lo8)
+                    new[r * nb + b] = builder.call(fma8, [bc8, xv[b], acc[r * nb + b]])
+                else:
+                    new[r * nb + b] = builder.call(fma, [bc, xv[b], acc[r * nb + b]])
         c1 = builder.add(c, const(1))
         end = builder.block
         c.add_incoming(c1, end)
@@ -157,7 +177,7 @@ def _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv, 
         builder.position_at_end(done)
         out = list(start)
         for k in keys:  # all phis first: LLVM wants them at the top
-            f = builder.phi(vw)
+            f = builder.phi(v8 if is_half(k) else vw)
             f.add_incoming(start[k], pre)
             f.add_incoming(new[k], end)
             out[k] = f
@@ -200,9 +220,10 @@ def _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv, 
             f.add_incoming(v0, pre)
             f.add_incoming(v, end)
             out.append(f)
-    if per == 1:
-        return out
     whole = ir.Constant(ir.VectorType(i32, 16), list(range(16)))
+    if per == 1:
+        return [builder.shuffle_vector(a, ir.Constant(v8, None), whole) if is_half(i) else a
+                for i, a in enumerate(out)]
     return [builder.shuffle_vector(out[i * 2], out[i * 2 + 1], whole)
             for i in range(len(init))]
 
@@ -784,11 +805,12 @@ def gemm_tile_t_store(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr
     return sig, codegen
 
 
-def _taps_codegen(a_step, nv, edges, prefetch=False):
+def _taps_codegen(a_step, nv, edges, prefetch=False, half=False):
     """Codegen of gemm_tile_t_taps (``edges`` False) and gemm_tile_t_taps_edges (True: a
     tcode argument after toff, every index after it one further); ``prefetch``: two more
     arguments at the end, pf and pstep: step g of the whole reduction (tap t, step c,
-    g = t*nc + c) also prefetches the line at wp[w_off + pf + g*pstep]."""
+    g = t*nc + c) also prefetches the line at wp[w_off + pf + g*pstep]; ``half``: the last
+    16 channels on their first 8 lanes only (_reduction's half_last)."""
     e = 1 if edges else 0
 
     def codegen(context, builder, signature, args):
@@ -805,7 +827,7 @@ def _taps_codegen(a_step, nv, edges, prefetch=False):
 
         def reduce(xo, wo, acc, npix):
             return _reduction(builder, x_ptr, xo, ldx, w_ptr, wo, nr_c, nc, acc, npix, nv,
-                              a_step, **pf_args)
+                              a_step, half_last=half, **pf_args)
 
         def reduce_tap(toff, t, acc):
             tnc = builder.mul(t, nc)
@@ -853,10 +875,11 @@ def _taps_codegen(a_step, nv, edges, prefetch=False):
     return codegen
 
 
-def _make_taps(a_step, nv=NV, prefetch=False):
+def _make_taps(a_step, nv=NV, prefetch=False, half=False):
     """gemm_tile_t_taps reading pixel j of a step at ``a_step * j``, over 16*nv channels
     (the weight panels stay NR wide: nv=1 reads a panel's first 16 columns); with
-    ``prefetch``, two more arguments pf and pstep (_taps_codegen)."""
+    ``prefetch``, two more arguments pf and pstep; ``half``, channels 16-23 of the panel
+    only on 8-float vectors (_taps_codegen)."""
     if prefetch:
         @intrinsic
         def taps_pf(typingctx, x, x_off, ldx, toff, ntaps, wp, w_off, nc, y, y_off, ldy, nr, npx,
@@ -884,7 +907,7 @@ def _make_taps(a_step, nv=NV, prefetch=False):
         sig = types.void(x, types.intp, types.intp, toff, types.intp, wp, types.intp,
                          types.intp, y, types.intp, types.intp, types.intp, types.intp, bias,
                          types.intp, types.intp, res, types.intp, types.intp, types.intp)
-        return sig, _taps_codegen(a_step, nv, False)
+        return sig, _taps_codegen(a_step, nv, False, half=half)
 
     return taps
 
@@ -895,6 +918,8 @@ gemm_tile_t_taps_c16 = _make_taps(16)
 gemm_tile_t_taps_c16_pf = _make_taps(16, prefetch=True)
 # ... for a last panel of <= 16 channels (nr <= 16): half the accumulators and FMAs
 gemm_tile_t_taps_c16_16 = _make_taps(16, 1)
+# ... for a last panel of 17-24 channels: the second 16 on 8-float vectors
+gemm_tile_t_taps_c16_24 = _make_taps(16, half=True)
 
 
 def _taps_edges(prefetch):
@@ -974,8 +999,9 @@ def _store_blocked(builder, accs, y_ptr, y_off, bstride, nr, npx, act, accumulat
             finish(items)
 
 
-def _tile_t_blocked(prefetch):
-    """gemm_tile_t_blocked, or with ``prefetch`` its _pf variant (two more arguments)."""
+def _tile_t_blocked(prefetch, nv=NV):
+    """gemm_tile_t_blocked, or with ``prefetch`` its _pf variant (two more arguments);
+    nv=1: the _16 variant, a panel's first 16 channels only (nr <= 16)."""
     def codegen(context, builder, signature, args):
         x_ptr = _data_ptr(context, builder, signature, args, 0)
         w_ptr = _data_ptr(context, builder, signature, args, 3)
@@ -987,7 +1013,7 @@ def _tile_t_blocked(prefetch):
         pf = dict(prefetch=args[16], prefetch_lines=1, prefetch_step=args[17]) if prefetch \
             else {}
         accs = _reduction(builder, x_ptr, x_off, ldx, w_ptr, w_off, ir.Constant(x_off.type, NR),
-                          nc, _bias_start(builder, b_ptr, b_off, nr, final, NV), MP, NV, **pf)
+                          nc, _bias_start(builder, b_ptr, b_off, nr, final, nv), MP, nv, **pf)
         _store_blocked(builder, accs, y_ptr, y_off, bstride, nr, npx, act, accumulate, final)
         return context.get_dummy_value()
 
@@ -1025,6 +1051,8 @@ def _tile_t_blocked(prefetch):
 
 gemm_tile_t_blocked = _tile_t_blocked(False)
 gemm_tile_t_blocked_pf = _tile_t_blocked(True)
+# ... for a last panel of 16 channels (144 = 4 x 32 + 16): half the accumulators and FMAs
+gemm_tile_t_blocked_16 = _tile_t_blocked(False, 1)
 
 
 @intrinsic
