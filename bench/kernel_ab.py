@@ -26,6 +26,7 @@ import sys
 import time
 
 import numpy as np
+from launch_profile import capture_inference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = "fastconv.kernels.cpu"
@@ -87,20 +88,11 @@ def main():
     ap.add_argument("--warm", type=int, default=3, help="rounds dropped first")
     ap.add_argument("--size", type=int, default=224)
     args = ap.parse_args()
-    import fastconv as fc
-    from fastconv import _runtime, models
-    fc.set_num_threads(args.threads)
     here = {m: open(os.path.join(ROOT, "kernels", "cpu", m + ".py")).read()
             for m in _sources("HEAD")}
     sets = {"base": load_side_by_side("base", _sources(args.base)),
             "new": load_side_by_side("new", here)}
-    model = getattr(models, args.model)()
-    x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(
-        np.float32)
-    for _ in range(3):
-        model(x)
-    with _runtime.capture() as cap:
-        model(x)
+    cap = capture_inference(args.model, args.size, args.threads)
 
     def program(mods):
         out = []

@@ -24,6 +24,21 @@ import numpy as np
 from trees import use_tree
 
 
+def capture_inference(model_name, size, threads):
+    """The zoo model's kernel launches of one warm batch-1 inference (_runtime.capture;
+    .launches: (kernel, arguments) in order, .complete)."""
+    import fastconv as fc
+    from fastconv import _runtime, models
+    fc.set_num_threads(threads)
+    model = getattr(models, model_name)()
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+    for _ in range(3):
+        model(x)
+    with _runtime.capture() as cap:
+        model(x)
+    return cap
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="resnet18")
@@ -37,16 +52,7 @@ def main():
     args = ap.parse_args()
     if args.tree:
         use_tree(args.tree)
-    import fastconv as fc
-    from fastconv import _runtime, models
-    fc.set_num_threads(args.threads)
-    model = getattr(models, args.model)()
-    x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(
-        np.float32)
-    for _ in range(3):
-        model(x)
-    with _runtime.capture() as cap:
-        model(x)
+    cap = capture_inference(args.model, args.size, args.threads)
     launches = cap.launches
     total = collections.defaultdict(float)
     count = collections.Counter()
