@@ -220,24 +220,18 @@ def pixels_to_blocked(xf, x_off, ldx, C, T, wf, npg, k0, k1, y, y_off, bstride, 
             yo = y_off + (r0 // 16) * bstride
             for j0 in range(0, T, MP):
                 npx = min(MP, T - j0)
-                if nr <= 16:  # a last panel of 16 channels
-                    if npx == MP:
-                        gemm_tile_t_blocked_16(xf, xo + j0, ldx, wf, wo, kc, y, yo + j0 * 16,
-                                               bstride, nr, MP, b, r0, act, acc, fin)
-                    else:
-                        _copy_padded(xf, xo + j0, ldx, kc, npx, scratch, MP)
-                        gemm_tile_t_blocked_16(scratch, 0, MP, wf, wo, kc, y, yo + j0 * 16,
-                                               bstride, nr, npx, b, r0, act, acc, fin)
-                elif npx == MP:
-                    if pf != 0 and j0 == 0:
-                        gemm_tile_t_blocked_pf(xf, xo + j0, ldx, wf, wo, kc, y, yo + j0 * 16,
-                                               bstride, nr, MP, b, r0, act, acc, fin, pf, pstep)
-                    else:
-                        gemm_tile_t_blocked(xf, xo + j0, ldx, wf, wo, kc, y, yo + j0 * 16,
-                                            bstride, nr, MP, b, r0, act, acc, fin)
-                else:
+                src, so, lds = xf, xo + j0, ldx
+                if npx < MP:
                     _copy_padded(xf, xo + j0, ldx, kc, npx, scratch, MP)
-                    gemm_tile_t_blocked(scratch, 0, MP, wf, wo, kc, y, yo + j0 * 16, bstride,
+                    src, so, lds = scratch, 0, MP
+                if nr <= 16:  # a last panel of 16 channels
+                    gemm_tile_t_blocked_16(src, so, lds, wf, wo, kc, y, yo + j0 * 16, bstride,
+                                           nr, npx, b, r0, act, acc, fin)
+                elif pf != 0 and j0 == 0 and npx == MP:
+                    gemm_tile_t_blocked_pf(src, so, lds, wf, wo, kc, y, yo + j0 * 16, bstride,
+                                           nr, npx, b, r0, act, acc, fin, pf, pstep)
+                else:
+                    gemm_tile_t_blocked(src, so, lds, wf, wo, kc, y, yo + j0 * 16, bstride,
                                         nr, npx, b, r0, act, acc, fin)
 
 

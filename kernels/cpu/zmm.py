@@ -100,7 +100,7 @@ def _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv, 
     v8 = ir.VectorType(f32, 8)
     lo8 = ir.Constant(ir.VectorType(i32, 8), list(range(8)))
     fma8 = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]),
-                                          "llvm.fma.v8f32")
+                                          "llvm.fma.v8f32") if half_last else None
 
     def is_half(key):
         return half_last and key % nv == nv - 1
@@ -654,7 +654,6 @@ def _store_t(context, builder, signature, args, accs, first):
     lanes = ir.Constant(ir.VectorType(intp, 8), list(range(8)))
     px_mask = builder.icmp_signed("<", lanes, _splat(builder, npx, 8))
     no_lanes = ir.Constant(m8, [0] * 8)
-    acc_on = builder.icmp_signed("!=", accumulate, const(0))
 
     # channel r's MP pixels as an 8-vector (lane 7 is the zero row) and its mask: 16
     # channels at a time, through the zip transposition (the bias is already in the
@@ -700,13 +699,23 @@ def _store_t(context, builder, signature, args, accs, first):
 
         _emit_epilogue(builder, act, final, has_res, 8, stores)
 
-    # a later reduction chunk adds y's partial sums; the first one reads nothing
+    _after_partial_sums(builder, accumulate, cols, mload, finish)
+
+
+def _after_partial_sums(builder, accumulate, items, mload, finish):
+    """finish(items) on a reduction's first chunk; on a later one (accumulate != 0)
+    finish(items) with each item's value plus y's partial sums, masked-loaded through
+    mload at the item's mask (items[i][1]) and pointer (items[i][-1]): the first chunk
+    reads nothing of y."""
+    zero = ir.Constant(items[0][0].type, None)
+    align = ir.Constant(ir.IntType(32), 4)
+    acc_on = builder.icmp_signed("!=", accumulate, ir.Constant(accumulate.type, 0))
     with builder.if_else(acc_on) as (then, otherwise):
         with then:
-            finish([(builder.fadd(val, builder.call(mload, [yp, align, mask, vconst(0.0)])),
-                     mask, o, yp) for val, mask, o, yp in cols])
+            finish([(builder.fadd(it[0], builder.call(mload, [it[-1], align, it[1], zero])),)
+                    + tuple(it[1:]) for it in items])
         with otherwise:
-            finish(cols)
+            finish(items)
 
 
 def _store_lanes7(builder, val, at):
@@ -972,7 +981,6 @@ def _store_blocked(builder, accs, y_ptr, y_off, bstride, nr, npx, act, accumulat
     mload, mstore = _masked_load_store(builder, 16)
     align = ir.Constant(i32, 4)
     ones, none = ir.Constant(m16, [1] * 16), ir.Constant(m16, [0] * 16)
-    acc_on = builder.icmp_signed("!=", accumulate, const(0))
     items = []
     for v in range(nv):
         block_on = builder.icmp_signed("<", const(16 * v), nr)
@@ -989,14 +997,7 @@ def _store_blocked(builder, accs, y_ptr, y_off, bstride, nr, npx, act, accumulat
 
         _emit_epilogue(builder, act, final, const(0), 16, stores)
 
-    # a later reduction chunk adds y's partial sums; the first one reads nothing
-    with builder.if_else(acc_on) as (then, otherwise):
-        with then:
-            finish([(builder.fadd(val, builder.call(mload, [yp, align, mask,
-                                                            ir.Constant(v16, None)])), mask, yp)
-                    for val, mask, yp in items])
-        with otherwise:
-            finish(items)
+    _after_partial_sums(builder, accumulate, items, mload, finish)
 
 
 def _tile_t_blocked(prefetch, nv=NV):
