@@ -325,135 +325,203 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
     y = act((acc - x_zero_point * sum(wq[k])) * x_scale * w_scale[k] + bias[k] (+ residual)),
     acc the exact int32 sum of products.  Float32 out, or with ``out_scale`` the
     requantized int8/uint8 result.  ``packed``: a dict kept with the weights where
-    the packed form is cached (``pack_weights``).  ``nhwc``: the input already laid
-    out channels-last and padded (``quantize_nhwc``), which ``xq`` then only describes.
-    Without it, kernel taps that only ever read padding are left out (the same integers:
-    each multiplied zero-point padding, which the row-sum correction cancels).
+    the packed form is cached (``pack_weights``), and with it what a call works out
+    once for its input shape and arguments (_Int8Call), so a repeated call only checks
+    the bias, residual and output and launches its kernels.  ``nhwc``: the input already
+    laid out channels-last and padded (``quantize_nhwc``), which ``xq`` then only
+    describes.  Without it, kernel taps that only ever read padding are left out (the
+    same integers: each multiplied zero-point padding, which the row-sum correction
+    cancels).
     """
-    xa = np.asarray(xq)
-    if xa.dtype not in (np.int8, np.uint8):
-        raise TypeError(f"{layer}: input must be int8 or uint8 (quantized), got {xa.dtype}")
-    if xa.ndim != 4:
-        raise ValueError(f"{layer}: input must be 4-D (N, C, H, W), got shape {xa.shape}")
-    lo, hi = _RANGES[xa.dtype]
-    zx = int(x_zero_point)
-    if not lo <= zx <= hi:
-        raise ValueError(f"{layer}: x_zero_point {zx} is outside {xa.dtype}'s range")
-    sx = float(x_scale)
-    if not (sx > 0 and np.isfinite(sx)):
-        raise ValueError(f"{layer}: x_scale must be positive and finite, got {x_scale}")
-    prob, width, tile, kblock, taps, px, rows = _geometry(
-        xa.shape, np.shape(wq), stride, padding, dilation, groups, layer, nhwc is None)
-    if taps is not None:
-        r0, r1, s0, s1 = taps
-        wq = np.ascontiguousarray(np.asarray(wq)[:, :, r0:r1, s0:s1])
-        if packed is not None:  # the sliced weights' forms apart from the whole ones'
-            packed = packed.setdefault(("int8_trimmed", taps), {})
-    wmat, wsum, sw = _packed_form(packed, "int8", lambda: pack_weights(wq, w_scale, layer))
-    crs = prob.cg * prob.r * prob.s
-    if crs > MAX_REDUCTION:
-        raise ValueError(f"{layer}: Cg*R*S={crs} could overflow int32 accumulation "
-                         f"(at most {MAX_REDUCTION})")
-    k = prob.k
-    scale = None if packed is None else packed.get("int8_scale")
-    if scale is None or scale[0] != sx:
-        scale = (sx, (np.float32(sx) * sw).astype(np.float32))
-        if packed is not None:
-            packed["int8_scale"] = scale
-    scale = scale[1]
-    b = _workspace.zeros(k) if bias is None else _checks.as_float32(bias, layer, "bias", 1)
-    if b.shape != (k,):
-        raise ValueError(f"{layer}: bias must have {k} elements, got {b.shape[0]}")
-    if activation not in _ACTS:
-        raise ValueError(f"{layer}: activation must be None, 'relu' or 'relu6', got {activation!r}")
-    P = prob.oh * prob.ow
-    res, has_res = _DUMMY_F, False
-    if residual is not None:
-        res = _checks.as_float32(residual, layer, "residual")
-        if res.shape != (prob.n, k, prob.oh, prob.ow):
-            raise ValueError(f"{layer}: residual must have shape {(prob.n, k, prob.oh, prob.ow)}, "
-                             f"got {res.shape}")
-        res, has_res = res.reshape(prob.n, k, P), True
-    quant = out_scale is not None
-    if out is not None:
-        want = np.dtype(_qdtype(out_dtype, layer)) if quant else np.dtype(np.float32)
-        if not isinstance(out, np.ndarray) or out.dtype != want or not out.flags.c_contiguous \
-                or not out.flags.writeable or out.shape != (prob.n, k, prob.oh, prob.ow):
-            raise ValueError(f"{layer}: out must be a writeable C-contiguous {want} array of "
-                             f"shape {(prob.n, k, prob.oh, prob.ow)}")
-    if quant:
-        qt = _qdtype(out_dtype, layer)
-        qi = np.iinfo(qt)
-        if not (float(out_scale) > 0):
-            raise ValueError(f"{layer}: out_scale must be positive, got {out_scale}")
-        yq = np.empty((prob.n, k, P), qt) if out is None else out.reshape(prob.n, k, P)
-        y = _DUMMY_F
-        inv, zy, qmin, qmax = np.float32(1.0 / float(out_scale)), int(out_zero_point), \
-            np.float32(qi.min), np.float32(qi.max)
-    else:
-        y = np.empty((prob.n, k, P), np.float32) if out is None else out.reshape(prob.n, k, P)
-        yq = _DUMMY_Q
-        inv, zy, qmin, qmax = _NO_REQUANT
-    gpu = (backend is not None or _backend._backend == "cuda") and \
-        _backend.choose(backend, xa, layer) == "cuda"
-    vnni = _vnni.HAS_VNNI and not gpu
-    if (vnni or gpu) and xa.dtype == np.int8 and nhwc is None:
+    xa = xq if type(xq) is np.ndarray else np.asarray(xq)
+    call = key = calls = None
+    if packed is not None:
+        calls = packed.setdefault(_CALLS, {})
+        try:  # the scales and zero points as numbers (they may come as 0-d arrays)
+            key = (xa.shape, xa.dtype, float(x_scale), int(x_zero_point),
+                   getattr(wq, "shape", None), _key(stride), _key(padding), _key(dilation),
+                   _key(groups), activation, None if out_scale is None else float(out_scale),
+                   int(out_zero_point), out_dtype, nhwc is None, backend, layer,
+                   _backend._backend, _runtime.get_num_threads())
+            call = calls.get(key)
+        except (TypeError, ValueError):  # a malformed or unhashable argument: the checks
+            key = None                    # below name it
+    if call is None:
+        call = _Int8Call(xa, x_scale, x_zero_point, wq, w_scale, stride, padding, dilation,
+                         groups, activation, out_scale, out_zero_point, out_dtype, packed,
+                         layer, nhwc, backend)
+        if key is not None:
+            if len(calls) >= _CALLS_MAX:
+                calls.clear()
+            calls[key] = call
+    return call.run(xa, bias, residual, out, nhwc)
+
+
+_CALLS = "int8_conv2d:calls"   # packed's dict of _Int8Call by call signature
+_CALLS_MAX = 16
+
+
+class _Int8Call:
+    """An int8_conv2d call worked out for one input shape and dtype, scales, zero points,
+    geometry, activation, output type, thread count and backend: the checks of those
+    arguments, the kernel's split, the weights' packed forms and the constant kernel
+    arguments.  run() then checks only what may change between calls (bias, residual,
+    out), moves the input to channels-last and launches the conv.
+
+    Kept in the layer's ``packed`` dict: the Python of a call had been ~40 us against a
+    ~0.3 ms ResNet-50 3x3 layer at batch 1, most of it NumPy calls made slow by the
+    kernel having just flushed the caches."""
+
+    __slots__ = ("prob", "layer", "k", "P", "quant", "qt", "gpu", "vnni", "flip", "zx",
+                 "wq", "wmat", "wsum", "scale", "act", "wpx", "vp", "rows", "packed", "tile",
+                 "width", "kblock", "px", "requant", "out_shape", "zero_bias")
+
+    def __init__(self, xa, x_scale, x_zero_point, wq, w_scale, stride, padding, dilation,
+                 groups, activation, out_scale, out_zero_point, out_dtype, packed, layer,
+                 nhwc, backend):
+        if xa.dtype not in (np.int8, np.uint8):
+            raise TypeError(f"{layer}: input must be int8 or uint8 (quantized), got {xa.dtype}")
+        if xa.ndim != 4:
+            raise ValueError(f"{layer}: input must be 4-D (N, C, H, W), got shape {xa.shape}")
+        lo, hi = _RANGES[xa.dtype]
+        zx = int(x_zero_point)
+        if not lo <= zx <= hi:
+            raise ValueError(f"{layer}: x_zero_point {zx} is outside {xa.dtype}'s range")
+        sx = float(x_scale)
+        if not (sx > 0 and np.isfinite(sx)):
+            raise ValueError(f"{layer}: x_scale must be positive and finite, got {x_scale}")
+        prob, width, tile, kblock, taps, px, rows = _geometry(
+            xa.shape, np.shape(wq), stride, padding, dilation, groups, layer, nhwc is None)
+        if taps is not None:
+            r0, r1, s0, s1 = taps
+            wq = np.ascontiguousarray(np.asarray(wq)[:, :, r0:r1, s0:s1])
+            if packed is not None:  # the sliced weights' forms apart from the whole ones'
+                packed = packed.setdefault(("int8_trimmed", taps), {})
+        wmat, wsum, sw = _packed_form(packed, "int8", lambda: pack_weights(wq, w_scale, layer))
+        crs = prob.cg * prob.r * prob.s
+        if crs > MAX_REDUCTION:
+            raise ValueError(f"{layer}: Cg*R*S={crs} could overflow int32 accumulation "
+                             f"(at most {MAX_REDUCTION})")
+        k = prob.k
+        scale = None if packed is None else packed.get("int8_scale")
+        if scale is None or scale[0] != sx:
+            scale = (sx, (np.float32(sx) * sw).astype(np.float32))
+            if packed is not None:
+                packed["int8_scale"] = scale
+        if activation not in _ACTS:
+            raise ValueError(f"{layer}: activation must be None, 'relu' or 'relu6', got "
+                             f"{activation!r}")
+        self.quant = quant = out_scale is not None
+        if quant:
+            self.qt = qt = _qdtype(out_dtype, layer)
+            qi = np.iinfo(qt)
+            if not (float(out_scale) > 0):
+                raise ValueError(f"{layer}: out_scale must be positive, got {out_scale}")
+            self.requant = (np.float32(1.0 / float(out_scale)), int(out_zero_point),
+                            np.float32(qi.min), np.float32(qi.max))
+        else:
+            self.qt, self.requant = np.float32, _NO_REQUANT
+        self.gpu = gpu = (backend is not None or _backend._backend == "cuda") and \
+            _backend.choose(backend, xa, layer) == "cuda"
+        self.vnni = vnni = _vnni.HAS_VNNI and not gpu
         # VNNI multiplies unsigned activations: x + 128 with zero point zx + 128 gives the
         # same integers after the zero-point correction
-        xa = (xa.view(np.uint8) ^ np.uint8(0x80))
-        zx += 128
-    pt, pb, pl, pr = prob.pads
-    run = prob.n and P
-    vp = wpx = None
-    px = px if vnni else None   # 1x1 stride 1: pixels in the lanes, read from NCHW planes
-    if px is not None and run:
-        wpx = _packed_form(packed, "int8_px", lambda: pack_px(wmat))
-        xa = np.ascontiguousarray(xa)
-    elif vnni and run:
-        vp = _packed_form(packed, "int8_vnni", lambda: pack_vnni(wmat, prob.groups))
-    with _runtime.kernel_scope(blas=False):
-        # channels last, padded with the zero point: one parallel pass over the int8 input
-        # (or, from a model, the float input quantized on the way: quantize_nhwc)
-        if nhwc is not None or px is not None or not run:   # (an empty problem: no move)
-            xp = nhwc
+        self.flip = (vnni or gpu) and xa.dtype == np.int8 and nhwc is None
+        if self.flip:
+            zx += 128
+        P = prob.oh * prob.ow
+        run = prob.n and P
+        self.vp = self.wpx = None
+        self.px = px = px if vnni else None   # 1x1 stride 1: pixels in the lanes, from NCHW
+        if px is not None and run:
+            self.wpx = _packed_form(packed, "int8_px", lambda: pack_px(wmat))
+        elif vnni and run:
+            self.vp = _packed_form(packed, "int8_vnni", lambda: pack_vnni(wmat, prob.groups))
+        self.rows = _NO_ROWS
+        if self.vp is not None and rows is not None:
+            # the sums per class, keyed by the classes: another map height of the same
+            # layer can number them differently
+            sums = _packed_form(packed, ("int8_row_sums", rows[1]),
+                                lambda: _row_sums(wmat, prob, rows[1]))
+            self.rows = (rows[0], (np.int64(zx) * sums).astype(np.int32))
+        self.prob, self.layer, self.k, self.P, self.zx = prob, layer, k, P, zx
+        self.wq, self.wmat, self.wsum = wq, wmat, wsum
+        self.scale, self.act = scale[1], _ACTS[activation]
+        self.packed, self.tile, self.width, self.kblock = packed, tile, width, kblock
+        self.out_shape = (prob.n, k, prob.oh, prob.ow)
+        self.zero_bias = _workspace.zeros(k)
+
+    def run(self, xa, bias, residual, out, nhwc):
+        prob, layer, k, P, quant = self.prob, self.layer, self.k, self.P, self.quant
+        b = self.zero_bias if bias is None else _checks.as_float32(bias, layer, "bias", 1)
+        if b.shape != (k,):
+            raise ValueError(f"{layer}: bias must have {k} elements, got {b.shape[0]}")
+        res, has_res = _DUMMY_F, False
+        if residual is not None:
+            res = _checks.as_float32(residual, layer, "residual")
+            if res.shape != self.out_shape:
+                raise ValueError(f"{layer}: residual must have shape {self.out_shape}, "
+                                 f"got {res.shape}")
+            res, has_res = res.reshape(prob.n, k, P), True
+        if out is not None:
+            if not isinstance(out, np.ndarray) or out.dtype != self.qt or \
+                    not out.flags.c_contiguous or not out.flags.writeable or \
+                    out.shape != self.out_shape:
+                raise ValueError(f"{layer}: out must be a writeable C-contiguous "
+                                 f"{np.dtype(self.qt)} array of shape {self.out_shape}")
+        if quant:
+            yq = np.empty((prob.n, k, P), self.qt) if out is None else out.reshape(prob.n, k, P)
+            y = _DUMMY_F
         else:
-            xp = _int8_workspace(xa.dtype, (prob.n, prob.h + pt + pb, prob.w + pl + pr,
-                                            prob.c), "nhwc")
-            src, dst = _as_rows(np.ascontiguousarray(xa), xp, prob.pads)
-            _int8.nhwc_padded(src, dst, pt, pl, xa.dtype.type(zx))
-        if gpu and run:
-            mode = 1 if quant else 0
-            res_arr = None if not has_res else res
-            host = _cuda.int8_conv2d(prob, xp, np.asarray(wq), wsum, scale, b, zx,
-                                     _ACTS[activation], res_arr, mode, inv, zy, qmin, qmax,
-                                     yq.dtype if quant else np.float32, packed)
-            (yq if quant else y)[...] = host
-        elif run:
-            nth = _runtime.max_threads()
-            common = (zx, prob.ow, prob.stride[0], prob.stride[1], prob.dilation[0],
-                      prob.dilation[1], prob.groups, prob.r, prob.s, _ACTS[activation], res,
-                      has_res, y, yq, quant, inv, zy, qmin, qmax, tile)
-            if px is not None:
-                cols = _int8_workspace(np.uint8, (nth, 4 * -(-prob.c // 4) *
-                                                  -(-px[0] // 64) * 64), "panel")
-                _int8.conv1x1_int8_px(xa, wpx, wsum, scale, b, zx, _ACTS[activation], res,
-                                      has_res, y, yq, quant, inv, zy, qmin, qmax, px[0], px[1],
-                                      cols)
-            elif vnni:
-                cols = _int8_workspace(xp.dtype, (nth, (tile + 8) * vp[1]))
-                row_taps, zwr = _NO_ROWS
-                if rows is not None:  # the sums per class, keyed by the classes: another
-                    # map height of the same layer can number them differently
-                    sums = _packed_form(packed, ("int8_row_sums", rows[1]),
-                                        lambda: _row_sums(wmat, prob, rows[1]))
-                    row_taps, zwr = rows[0], (np.int64(zx) * sums).astype(np.int32)
-                _int8.conv2d_int8_vnni(xp, vp[0], wsum, scale, b, *common, vp[1], cols, kblock,
-                                       row_taps, zwr)
+            y = np.empty((prob.n, k, P), np.float32) if out is None else \
+                out.reshape(prob.n, k, P)
+            yq = _DUMMY_Q
+        inv, zy, qmin, qmax = self.requant
+        zx, px, vp = self.zx, self.px, self.vp
+        if self.flip:
+            xa = (xa.view(np.uint8) ^ np.uint8(0x80))
+        pt, pb, pl, pr = prob.pads
+        run = prob.n and P
+        if px is not None and run and not xa.flags.c_contiguous:
+            xa = np.ascontiguousarray(xa)
+        with _runtime.kernel_scope(blas=False):
+            # channels last, padded with the zero point: one parallel pass over the int8
+            # input (or, from a model, the float input quantized on the way: quantize_nhwc)
+            if nhwc is not None or px is not None or not run:   # (an empty problem: no move)
+                xp = nhwc
             else:
-                cols = _int8_workspace(xp.dtype, (nth, tile * wmat.shape[1]))
-                _int8.conv2d_int8(xp, wmat, wsum, scale, b, *common, cols)
-    out_arr = yq if quant else y
-    return out_arr.reshape(prob.n, k, prob.oh, prob.ow)
+                xp = _int8_workspace(xa.dtype, (prob.n, prob.h + pt + pb, prob.w + pl + pr,
+                                                prob.c), "nhwc")
+                src, dst = _as_rows(xa if xa.flags.c_contiguous else np.ascontiguousarray(xa),
+                                    xp, prob.pads)
+                _int8.nhwc_padded(src, dst, pt, pl, xa.dtype.type(zx))
+            if self.gpu and run:
+                mode = 1 if quant else 0
+                res_arr = None if not has_res else res
+                host = _cuda.int8_conv2d(prob, xp, np.asarray(self.wq), self.wsum, self.scale,
+                                         b, zx, self.act, res_arr, mode, inv, zy, qmin, qmax,
+                                         yq.dtype if quant else np.float32, self.packed)
+                (yq if quant else y)[...] = host
+            elif run:
+                nth = _runtime.max_threads()
+                common = (zx, prob.ow, prob.stride[0], prob.stride[1], prob.dilation[0],
+                          prob.dilation[1], prob.groups, prob.r, prob.s, self.act, res,
+                          has_res, y, yq, quant, inv, zy, qmin, qmax, self.tile)
+                if px is not None:
+                    cols = _int8_workspace(np.uint8, (nth, 4 * -(-prob.c // 4) *
+                                                      -(-px[0] // 64) * 64), "panel")
+                    _int8.conv1x1_int8_px(xa, self.wpx, self.wsum, self.scale, b, zx, self.act,
+                                          res, has_res, y, yq, quant, inv, zy, qmin, qmax,
+                                          px[0], px[1], cols)
+                elif self.vnni:
+                    cols = _int8_workspace(xp.dtype, (nth, (self.tile + 8) * vp[1]))
+                    _int8.conv2d_int8_vnni(xp, vp[0], self.wsum, self.scale, b, *common, vp[1],
+                                           cols, self.kblock, *self.rows)
+                else:
+                    cols = _int8_workspace(xp.dtype, (nth, self.tile * self.wmat.shape[1]))
+                    _int8.conv2d_int8(xp, self.wmat, self.wsum, self.scale, b, *common, cols)
+        out_arr = yq if quant else y
+        return out_arr.reshape(self.out_shape)
 
 
 INT8_COLS_BYTES = 16384

@@ -361,6 +361,76 @@ def test_int8_trimmed_taps_keep_their_own_packed_weights(rng):
     assert packed[("int8_trimmed", (1, 2, 1, 2))]["int8"][0].shape == (24, 16)
 
 
+def test_int8_repeated_calls_through_one_packed_dict(rng):
+    """A layer's packed dict keeps each call signature's worked-out call (_Int8Call): calls
+    that change the input values, scales, zero points, bias, residual, activation, output
+    type, geometry or thread count each equal the integer reference; bad arguments after
+    a kept call are still named, and the caller's arrays are left as they were."""
+    from fastconv import quantization
+    wt = rng.standard_normal((40, 64, 3, 3)).astype(np.float32)
+    wq, sw, _ = fc.quantize_tensor(wt, axis=0)
+    packed = {}
+    threads = fc.get_num_threads()
+    cases = [  # (batch, size, xdtype, bias, residual, activation, out dtype, padding, stride)
+        (1, 14, "uint8", None, False, None, None, 1, 1),
+        (1, 14, "uint8", None, False, None, None, 1, 1),      # the same signature again
+        (1, 14, "uint8", "b1", False, "relu", None, 1, 1),
+        (1, 14, "uint8", "b2", True, "relu", None, 1, 1),
+        (2, 14, "int8", "b1", False, None, "uint8", 1, 1),
+        (2, 14, "int8", None, True, "relu6", "int8", 1, 1),
+        (1, 9, "uint8", "b2", False, None, None, 0, 2),
+        (1, 14, "uint8", None, False, None, None, 0, 2),      # the first's shape, strided
+        (1, 14, "uint8", None, False, None, None, 1, 1),
+    ]
+    biases = {"b1": rng.standard_normal(40).astype(np.float32),
+              "b2": rng.standard_normal(40).astype(np.float32)}
+    for i, (n, hw, xdt, bn, with_res, act, odt, pad, sd) in enumerate(cases):
+        if i == len(cases) - 1:
+            fc.set_num_threads(1)
+        try:
+            x = (2 * rng.standard_normal((n, 64, hw, hw))).astype(np.float32)
+            zp = 128 if xdt == "uint8" else 0   # fixed scales: signatures can repeat
+            xq, sx, zx = fc.quantize_tensor(x, scale=0.05, zero_point=zp, dtype=xdt)
+            b = biases.get(bn)
+            oh = (hw + 2 * pad - 3) // sd + 1
+            res = rng.standard_normal((n, 40, oh, oh)).astype(np.float32) if with_res else None
+            kept = [a.copy() for a in (xq, b, res) if a is not None]
+            kw = dict(stride=sd, padding=pad, activation=act, residual=res)
+            rq = {} if odt is None else dict(out_scale=0.05, out_zero_point=3, out_dtype=odt)
+            y = fc.int8_conv2d(xq, sx, zx, wq, sw, b, packed=packed, **kw, **rq)
+            e = ref.int8_conv2d(xq, int(zx), sx, wq, sw, b, sd, pad, 1, 1, act, residual=res,
+                                **({} if odt is None else dict(
+                                    out_scale=0.05, out_zero_point=3,
+                                    out_dtype=np.dtype(odt).type)))
+            np.testing.assert_array_equal(y, e)
+            for a, k in zip([a for a in (xq, b, res) if a is not None], kept):
+                np.testing.assert_array_equal(a, k)
+        finally:
+            fc.set_num_threads(threads)
+    calls = packed[quantization._CALLS]
+    # one call per signature: bias and residual are checked per call, not part of it
+    assert len(calls) == 7
+    # what run() checks is still checked on a kept call, with the layer's name
+    x = rng.standard_normal((1, 64, 14, 14)).astype(np.float32)
+    xq, sx, zx = fc.quantize_tensor(x, dtype="uint8")
+    with pytest.raises(ValueError, match="conv7: bias must have 40 elements"):
+        fc.int8_conv2d(xq, sx, zx, wq, sw, np.zeros(39, np.float32), padding=1,
+                       packed=packed, layer="conv7")
+    with pytest.raises(ValueError, match="conv7: residual must have shape"):
+        fc.int8_conv2d(xq, sx, zx, wq, sw, None, padding=1, packed=packed, layer="conv7",
+                       residual=np.zeros((1, 40, 13, 13), np.float32))
+    with pytest.raises(ValueError, match="conv7: out must be"):
+        fc.int8_conv2d(xq, sx, zx, wq, sw, None, padding=1, packed=packed, layer="conv7",
+                       out=np.zeros((1, 40, 14, 14), np.float64))
+    out = np.full((1, 40, 14, 14), np.nan, np.float32)
+    y = fc.int8_conv2d(xq, sx, zx, wq, sw, None, padding=1, packed=packed, layer="conv7",
+                       out=out)
+    assert y.base is out or y is out
+    np.testing.assert_array_equal(out, ref.int8_conv2d(xq, int(zx), sx, wq, sw, None, 1, 1))
+    with pytest.raises(ValueError, match="x_scale"):   # a bad scale is never a kept call
+        fc.int8_conv2d(xq, np.nan, zx, wq, sw, None, padding=1, packed=packed)
+
+
 def test_int8_task_split_choice():
     from fastconv.functional import conv_problem
     from fastconv.quantization import _int8_kblock
