@@ -53,25 +53,41 @@ def _store_epilogue(context, builder, signature, args, finals, nblk, first, quan
     lanes = ir.Constant(ir.VectorType(intp, 8), list(range(8)))
     px_mask = builder.icmp_signed("<", lanes, _splat(builder, npx, 8))
     no_lanes = ir.Constant(m8, [0] * 8)
-    chans = []
-    for blk in range(nblk):
-        for ch, iv in enumerate(_zip_columns(builder, finals[blk * 8:blk * 8 + 8])):
-            c = const(16 * blk + ch)
-            inside, correct = _channel(builder, c, nch, k_off, zw_ptr, sc_ptr, b_ptr, 8)
-            chans.append((correct(iv), builder.select(inside, px_mask, no_lanes),
-                          builder.add(y_off, builder.mul(c, ldy))))
+    all_lanes = ir.Constant(m8, [1] * 8)
+    columns = [iv for blk in range(nblk)
+               for iv in _zip_columns(builder, finals[blk * 8:blk * 8 + 8])]
+    quant_args = [args[first + 12 + i] for i in range(4)] if quant else None
 
-    _stores(builder, act, has_res, chans, 8, y_ptr, r_ptr,
-            [args[first + 12 + i] for i in range(4)] if quant else None)
+    def emit(whole):
+        # whole: all 8 pixels and 16*nblk channels exist -- no lane masks, no per-channel
+        # check (the selects and masks of a partial block cost a fifth of the epilogue)
+        chans = []
+        for c_i, iv in enumerate(columns):
+            c = const(c_i)
+            inside, correct = _channel(builder, c, nch, k_off, zw_ptr, sc_ptr, b_ptr, 8, whole)
+            mask = all_lanes if whole else builder.select(inside, px_mask, no_lanes)
+            chans.append((correct(iv), mask, builder.add(y_off, builder.mul(c, ldy))))
+        _stores(builder, act, has_res, chans, 8, y_ptr, r_ptr, quant_args)
+
+    whole = builder.and_(builder.icmp_signed("==", npx, const(8)),
+                         builder.icmp_signed(">=", nch, const(16 * nblk)))
+    with builder.if_else(whole) as (then, otherwise):
+        with then:
+            emit(True)
+        with otherwise:
+            emit(False)
 
 
-def _channel(builder, c, nch, k_off, zw_ptr, sc_ptr, b_ptr, width):
+def _channel(builder, c, nch, k_off, zw_ptr, sc_ptr, b_ptr, width, whole=False):
     """Channel c of a block (inside: c < nch; k = k_off + c, else k_off, so nothing is read
     past the channels) and its correction of an int32 vector of ``width`` sums:
     float32(acc - zw[k]) * scale[k] + bias[k], each step rounded on its own as the integer
-    reference rounds it.  Returns (inside, correct)."""
-    inside = builder.icmp_signed("<", c, nch)
-    k = builder.select(inside, builder.add(k_off, c), k_off)
+    reference rounds it.  Returns (inside, correct).  whole: the caller knows c < nch."""
+    if whole:
+        inside, k = ir.Constant(ir.IntType(1), 1), builder.add(k_off, c)
+    else:
+        inside = builder.icmp_signed("<", c, nch)
+        k = builder.select(inside, builder.add(k_off, c), k_off)
     zw, sc, bb = (_splat(builder, builder.load(builder.gep(ptr, [k])), width)
                   for ptr in (zw_ptr, sc_ptr, b_ptr))
     fv = ir.VectorType(ir.FloatType(), width)
