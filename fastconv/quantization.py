@@ -228,8 +228,11 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups, layer, trim):
         if taps is not None:
             prob = planner.trimmed(prob, taps)
         width = -(-(prob.cg * prob.r * prob.s) // 4) * 4
-        tile = _int8_tile(prob, width, threads)
-        kblock = _int8_kblock(prob, tile, threads)
+        if vnni and _taps_in_place(prob, width):
+            tile, kblock = _taps_split(prob, threads)
+        else:
+            tile = _int8_tile(prob, width, threads)
+            kblock = _int8_kblock(prob, tile, threads)
         rows = _int8_rows(prob, threads, tile, kblock) if vnni else None
         if rows is not None:  # whole output rows per task
             rows, tile, kblock = rows[:2], rows[2], rows[3]
@@ -682,6 +685,40 @@ def _int8_tile(prob, width, threads):
     tile = max(8, min(256, (INT8_COLS_BYTES // max(width, 1)) // 8 * 8))
     share = -(-prob.oh * prob.ow * prob.n * prob.groups // threads)
     return max(8, min(tile, -(-share // 8) * 8))
+
+
+def _taps_in_place(prob, width):
+    """The VNNI conv reads each pixel's taps in place (int8.conv2d_int8_vnni's taps: whole
+    4-byte channel steps per tap, and not the unpadded 1x1 it reads as rows)."""
+    direct = (prob.r == 1 and prob.s == 1 and tuple(prob.stride) == (1, 1)
+              and prob.groups == 1 and width == prob.c and not any(prob.pads))
+    return prob.cg % 4 == 0 and not direct
+
+
+TASK_COST = 0.25   # a task's own work (its pixels' offsets, the loop) in 8x32 blocks
+
+
+def _taps_split(prob, threads):
+    """(pixels, output channels) per task of the VNNI conv reading taps in place: the
+    largest tile (a multiple of 8, at most 256) whose busiest thread is within 1 % of the
+    least loaded split, a task costing its 8-pixel x 32-channel blocks plus TASK_COST
+    (_int8_kblock's channel split for each tile).  No gathered columns bound the tile
+    here (_int8_tile's INT8_COLS_BYTES): 128@28 had run 8-pixel tasks, each of its
+    four 32-channel pairs streaming its weights for one block, 4-7 % slower than 56."""
+    P = prob.oh * prob.ow
+    if not (P and prob.n):   # an empty problem runs no task
+        return 8, _int8_kblock(prob, 8, threads)
+    splits = []
+    for tile in range(8, min(256, -(-P // 8) * 8) + 1, 8):
+        kb = _int8_kblock(prob, tile, threads)
+        blocks = -(-np.minimum(tile, P - np.arange(0, P, tile)) // 8)
+        pairs = -(-np.minimum(kb, prob.kg - np.arange(0, prob.kg, kb)) // 32)
+        costs = np.tile(np.outer(blocks, pairs).ravel() + TASK_COST, prob.n * prob.groups)
+        run = -(-costs.size // threads)
+        load = np.add.reduceat(costs, np.arange(0, costs.size, run)).max()
+        splits.append((load, tile, kb))
+    least = min(load for load, _, _ in splits)
+    return max((tile, kb) for load, tile, kb in splits if load <= 1.01 * least)
 
 
 def _int8_kblock(prob, tile, threads):

@@ -199,6 +199,38 @@ def test_int8_vnni_output_channel_split(rng, monkeypatch, kblock):
     assert calls
 
 
+@pytest.mark.skipif(not vnni.HAS_VNNI, reason="the VNNI kernel's task split")
+@pytest.mark.parametrize("split", [(8, 32), (24, 64), (40, 96), (256, 32)])
+def test_int8_taps_task_tiles(rng, monkeypatch, split):
+    """Taps read in place with tasks of any tile (a multiple of 8, a last one short, one
+    tile past the whole map) and channel block: 3x3 on a 13x11 map, strided, and two
+    groups of 12 channels; float and quantized outputs equal to the integer reference."""
+    from fastconv import quantization
+    calls = []
+
+    def forced(prob, threads):
+        calls.append(prob.kg)
+        return split
+    monkeypatch.setattr(quantization, "_taps_split", forced)
+    monkeypatch.setattr(quantization, "_geometry_cache", {})  # worked out again, forced
+    for n, groups, c, stride in ((2, 1, 24, 1), (1, 1, 16, 2), (2, 2, 24, 1)):
+        x = rng.standard_normal((n, c, 13, 11)).astype(np.float32)
+        wt = rng.standard_normal((80, c // groups, 3, 3)).astype(np.float32)
+        b = rng.standard_normal(80).astype(np.float32)
+        xq, sx, zx = fc.quantize_tensor(x, dtype="uint8")
+        wq, sw, _ = fc.quantize_tensor(wt, axis=0)
+        kw = dict(stride=stride, padding=1, groups=groups, activation="relu6")
+        y = fc.int8_conv2d(xq, sx, zx, wq, sw, b, **kw)
+        e = ref.int8_conv2d(xq, int(zx), sx, wq, sw, b, stride, 1, 1, groups, "relu6")
+        np.testing.assert_array_equal(y, e)
+        yq = fc.int8_conv2d(xq, sx, zx, wq, sw, b, out_scale=0.02, out_zero_point=-2,
+                            out_dtype="int8", **kw)
+        eq = ref.int8_conv2d(xq, int(zx), sx, wq, sw, b, stride, 1, 1, groups, "relu6",
+                             out_scale=0.02, out_zero_point=-2, out_dtype=np.int8)
+        np.testing.assert_array_equal(yq, eq)
+    assert len(calls) == 3
+
+
 @pytest.mark.skipif(not vnni.HAS_VNNI, reason="the pixel-vector 1x1 kernel needs VNNI")
 @pytest.mark.parametrize("plan", [(16, 8), (48, 16), (112, 24), (64, 200)])
 def test_int8_pixel_vector_task_splits(rng, monkeypatch, plan):
@@ -438,6 +470,20 @@ def test_int8_task_split_choice():
     assert _int8_kblock(conv_problem((1, 512, 7, 7), (512, 512, 3, 3), 1, 1), 8, 2) == 256
     # 64@56: 131 tiles already balance; no split
     assert _int8_kblock(conv_problem((1, 64, 56, 56), (64, 64, 3, 3), 1, 1), 24, 2) == 64
+
+
+def test_int8_taps_split_choice():
+    """Taps read in place: tiles as large as keep the two threads as evenly loaded as the
+    best split (8-pixel tasks had streamed each pair's weights for one block)."""
+    from fastconv.functional import conv_problem
+    from fastconv.quantization import _taps_split
+    p = conv_problem((1, 128, 28, 28), (128, 128, 3, 3), 1, 1)
+    assert _taps_split(p, 2) == (112, 64)      # 7 tiles x 2 channel halves: 7 tasks each
+    p = conv_problem((8, 64, 56, 56), (64, 64, 3, 3), 1, 1)
+    assert _taps_split(p, 2) == (256, 64)      # 13 tiles an image, 52 tasks a thread
+    p = conv_problem((1, 16, 5, 5), (24, 16, 3, 3), 1, 1)
+    assert _taps_split(p, 1) == (32, 32)       # one thread: the whole map in one task
+    assert _taps_split(conv_problem((0, 16, 5, 5), (24, 16, 3, 3), 1, 1), 2)[0] == 8
 
 
 def test_int8_conv_residual(rng):
