@@ -546,7 +546,8 @@ def _describe(node):
 def _direct_steps(plan):
     """The plan's steps with each convolution and inverted residual block that has a
     bound call for its shapes (made by the run that planned it) calling that directly
-    (functional.planned_conv, planned_inverted_residual): no argument handling,
+    (functional.planned_conv, planned_inverted_residual), and each int8 conv as a step
+    whose kernels may be recorded (ops.planned_qconv): no argument handling,
     planning or key checks per run, which in a model cost far more than their warm few
     microseconds once the kernels have evicted the interpreter's data from the caches.
     Anything unexpected falls back to the op itself, and the next run rebuilds these
@@ -563,6 +564,9 @@ def _direct_steps(plan):
             x_shape = plan.shapes[node.inputs[0]][0]
             direct = F.planned_inverted_residual(node.cache, node.params, _IR_PARAMS, x_shape,
                                                  buf.shape)
+        elif node.op == "qconv" and buf is not None and ins and ins[0] >= 0:
+            from .ops import planned_qconv
+            direct = planned_qconv(node, plan.shapes[node.inputs[0]][0], buf.shape)
         if direct is not None:
             def fn(node, args, buf, _direct=direct, _op=fn):
                 if _direct(args[0], buf, args[1] if len(args) > 1 else None):

@@ -44,17 +44,21 @@ def _act(node):
 # -- convolution, linear --------------------------------------------------------------
 
 def _cache(node, key="weight"):
-    """node.cache for the object now in node.params[key]: a new, empty one when that object
-    was replaced since the cache was filled (the transformed and packed forms of the old
+    """node.cache for the objects now in node.params[key] (a key, or a tuple of keys whose
+    objects the cached forms all depend on): a new, empty one when any of them was
+    replaced since the cache was filled (the transformed and packed forms of the old
     weight must not be used for the new one)."""
     cache = node.cache
-    w = node.params.get(key)
-    if cache.get(_CACHE_FOR) is not w or not cache:
-        cache = node.cache = {_CACHE_FOR: w}
+    held = tuple(node.params.get(k) for k in key) if type(key) is tuple else \
+        (node.params.get(key),)
+    was = cache.get(_CACHE_FOR)
+    if not cache or was is None or len(was) != len(held) or \
+            any(a is not b for a, b in zip(was, held)):
+        cache = node.cache = {_CACHE_FOR: held}
     return cache
 
 
-_CACHE_FOR = "node.cache:for"  # the params object a node's cache was filled for
+_CACHE_FOR = "node.cache:for"  # the params objects a node's cache was filled for
 
 
 @op("conv")
@@ -660,10 +664,39 @@ def qconv(node, args, out):
     y = int8_conv2d(xq, a["x_scale"], zk, node.params["weight_q"],
                     node.params["w_scale"], node.params.get("bias"), a["stride"], a["pads"],
                     a["dilation"], a["groups"], a.get("activation"), res,
-                    packed=_cache(node, "weight_q"),
+                    packed=_cache(node, ("weight_q", "w_scale")),  # forms with the scales
                     layer=node.layer, nhwc=xn,
                     out=None if out is None else out.reshape((xb.shape[0],) + out.shape[-3:]))
     return y[0] if x.ndim == 3 else y
+
+
+def planned_qconv(node, x_shape, out_shape):
+    """For a Model's plan (graph._direct_steps): the qconv node as ``step(x, y, residual)
+    -> bool`` into the plan's buffer y, or None (an unbatched input).  The step runs the
+    node as qconv does and returns True, or returns False, doing nothing, when the input
+    or residual is not a C-contiguous float32 array of the planned shape, the thread
+    count changed or the node's weight_q, w_scale or bias object was replaced.  Its
+    kernels (the quantizing move and the int8 conv) all go through _runtime.launch, so
+    the plan replays them: a quantized model's layers had each spent ~50 us in Python
+    between kernels, an eighth of an int8 ResNet-50 at batch 1."""
+    from . import functional as F
+    from . import _runtime
+    if len(x_shape) != 4 or len(out_shape) != 4:
+        return None
+    params = node.params
+    held = tuple((params, key, params.get(key)) for key in ("weight_q", "w_scale", "bias"))
+    x_shape, out_shape = tuple(x_shape), tuple(out_shape)
+    threads = _runtime.get_num_threads()
+
+    def step(x, y, residual):
+        if (not F._planned_array(x, x_shape) or _runtime.get_num_threads() != threads
+                or any(d.get(key) is not obj for d, key, obj in held)
+                or (residual is not None and not F._planned_array(residual, out_shape))):
+            return False
+        qconv(node, [x] if residual is None else [x, residual], y)
+        return True
+    F._replay_info(step, False, held)
+    return step
 
 
 @op("qlinear", "alloc")

@@ -460,13 +460,19 @@ class _Int8Call:
         if b.shape != (k,):
             raise ValueError(f"{layer}: bias must have {k} elements, got {b.shape[0]}")
         res, has_res = _DUMMY_F, False
+        if bias is not None and b is not bias:
+            _runtime.unrecordable()   # a converted copy: a replay would read the old one
         if residual is not None:
             res = _checks.as_float32(residual, layer, "residual")
+            if res is not residual:
+                _runtime.unrecordable()
             if res.shape != self.out_shape:
                 raise ValueError(f"{layer}: residual must have shape {self.out_shape}, "
                                  f"got {res.shape}")
             res, has_res = res.reshape(prob.n, k, P), True
-        if out is not None:
+        if out is None:
+            _runtime.unrecordable()   # a new output every call
+        else:
             if not isinstance(out, np.ndarray) or out.dtype != self.qt or \
                     not out.flags.c_contiguous or not out.flags.writeable or \
                     out.shape != self.out_shape:
@@ -482,10 +488,12 @@ class _Int8Call:
         inv, zy, qmin, qmax = self.requant
         zx, px, vp = self.zx, self.px, self.vp
         if self.flip:
+            _runtime.unrecordable()   # a NumPy pass
             xa = (xa.view(np.uint8) ^ np.uint8(0x80))
         pt, pb, pl, pr = prob.pads
         run = prob.n and P
         if px is not None and run and not xa.flags.c_contiguous:
+            _runtime.unrecordable()
             xa = np.ascontiguousarray(xa)
         with _runtime.kernel_scope(blas=False):
             # channels last, padded with the zero point: one parallel pass over the int8
@@ -495,10 +503,13 @@ class _Int8Call:
             else:
                 xp = _int8_workspace(xa.dtype, (prob.n, prob.h + pt + pb, prob.w + pl + pr,
                                                 prob.c), "nhwc")
-                src, dst = _as_rows(xa if xa.flags.c_contiguous else np.ascontiguousarray(xa),
-                                    xp, prob.pads)
-                _int8.nhwc_padded(src, dst, pt, pl, xa.dtype.type(zx))
+                if not xa.flags.c_contiguous:
+                    _runtime.unrecordable()
+                    xa = np.ascontiguousarray(xa)
+                src, dst = _as_rows(xa, xp, prob.pads)
+                _runtime.launch(_int8.nhwc_padded, src, dst, pt, pl, xa.dtype.type(zx))
             if self.gpu and run:
+                _runtime.unrecordable()   # runs on the device
                 mode = 1 if quant else 0
                 res_arr = None if not has_res else res
                 host = _cuda.int8_conv2d(prob, xp, np.asarray(self.wq), self.wsum, self.scale,
@@ -513,16 +524,17 @@ class _Int8Call:
                 if px is not None:
                     cols = _int8_workspace(np.uint8, (nth, 4 * -(-prob.c // 4) *
                                                       -(-px[0] // 64) * 64), "panel")
-                    _int8.conv1x1_int8_px(xa, self.wpx, self.wsum, self.scale, b, zx, self.act,
-                                          res, has_res, y, yq, quant, inv, zy, qmin, qmax,
-                                          px[0], px[1], cols)
+                    _runtime.launch(_int8.conv1x1_int8_px, xa, self.wpx, self.wsum, self.scale,
+                                    b, zx, self.act, res, has_res, y, yq, quant, inv, zy, qmin,
+                                    qmax, px[0], px[1], cols)
                 elif self.vnni:
                     cols = _int8_workspace(xp.dtype, (nth, (self.tile + 8) * vp[1]))
-                    _int8.conv2d_int8_vnni(xp, vp[0], self.wsum, self.scale, b, *common, vp[1],
-                                           cols, self.kblock, *self.rows)
+                    _runtime.launch(_int8.conv2d_int8_vnni, xp, vp[0], self.wsum, self.scale, b,
+                                    *common, vp[1], cols, self.kblock, *self.rows)
                 else:
                     cols = _int8_workspace(xp.dtype, (nth, self.tile * self.wmat.shape[1]))
-                    _int8.conv2d_int8(xp, self.wmat, self.wsum, self.scale, b, *common, cols)
+                    _runtime.launch(_int8.conv2d_int8, xp, self.wmat, self.wsum, self.scale, b,
+                                    *common, cols)
         out_arr = yq if quant else y
         return out_arr.reshape(self.out_shape)
 
@@ -777,9 +789,12 @@ def quantize_nhwc(x, scale, zero_point, dtype, pads):
     out = _int8_workspace(qt, (n, h + pt + pb, w + pl + pr, c), "nhwc")
     with _runtime.kernel_scope(blas=False):
         # the int8 range shifted by 128 is exactly [0, 255]; rounding happens before the shift
-        src, dst = _as_rows(np.ascontiguousarray(x, np.float32), out, pads)
-        _int8.quantize_nhwc_padded(src, np.float32(1.0 / scale), np.float32(zk),
-                                   np.float32(lo), np.float32(hi), dst, pt, pl)
+        xc = np.ascontiguousarray(x, np.float32)
+        if xc is not x:
+            _runtime.unrecordable()   # a converted copy: a replay would read the old one
+        src, dst = _as_rows(xc, out, pads)
+        _runtime.launch(_int8.quantize_nhwc_padded, src, np.float32(1.0 / scale),
+                        np.float32(zk), np.float32(lo), np.float32(hi), dst, pt, pl)
     return out, zk
 
 
@@ -789,9 +804,12 @@ def quantize_nchw(x, scale, zero_point, dtype):
     qt, lo, hi, zk = _kernel_range(dtype, zero_point, "quantize_nchw")
     out = _int8_workspace(qt, x.shape, "nchw")
     with _runtime.kernel_scope(blas=False):
-        _int8.quantize_flat(np.ascontiguousarray(x, np.float32).reshape(-1),
-                            np.float32(1.0 / scale), np.float32(zk), np.float32(lo),
-                            np.float32(hi), out.reshape(-1))
+        xc = np.ascontiguousarray(x, np.float32)
+        if xc is not x:
+            _runtime.unrecordable()
+        _runtime.launch(_int8.quantize_flat, xc.reshape(-1),
+                        np.float32(1.0 / scale), np.float32(zk), np.float32(lo),
+                        np.float32(hi), out.reshape(-1))
     return out, zk
 
 

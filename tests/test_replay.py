@@ -249,6 +249,46 @@ def test_a_model_plan_stops_replaying_when_a_call_would_change(rng, monkeypatch)
     check(2)
 
 
+def test_a_quantized_model_plan_replays_its_int8_convolutions(rng, monkeypatch):
+    """A quantized model's int8 convolutions (qconv: the quantizing move and the int8 conv)
+    replay as recorded launches wherever the float ones would: every run equals a fresh
+    copy's first, bit for bit; a replaced weight_q, w_scale or bias, or another thread
+    count, takes the planned call again until it is recorded anew."""
+    import pickle
+    model = _chain(rng)
+    x = rng.standard_normal((1, 16, 14, 14)).astype(np.float32)
+    q = fc.quantize(model, [x])
+    assert [n.op for n in q.nodes[:5]] == ["conv", "qconv", "qconv", "qconv", "qconv"]
+    q(x), q(x)
+    groups = _replays(q, x)
+    assert [[st[1].name for st in g.steps] for g in groups] == [["b"], ["d", "e"]]
+    assert sum(len(g.launches) for g in groups) == 6   # three layers: a move and a conv each
+    replays = record_calls(monkeypatch, _runtime, "replay")
+
+    def check(groups_replayed):
+        n = len(replays)
+        x2 = rng.standard_normal(x.shape).astype(np.float32)
+        np.testing.assert_array_equal(q(x2), pickle.loads(pickle.dumps(q))(x2))
+        assert len(replays) - n == groups_replayed
+
+    check(2)
+    check(2)
+    node = [nd for nd in q.nodes if nd.name == "e"][0]
+    for key in ("weight_q", "w_scale", "bias"):
+        node.params[key] = node.params[key].copy()
+        if key == "weight_q":
+            node.params[key][:, 0] = -node.params[key][:, 0]
+        else:
+            node.params[key] *= 2
+        check(1)  # b's group still holds; d and e run as planned
+        check(0)  # recorded again
+        check(2)
+    with num_threads(1 if fc.get_num_threads() > 1 else 2):
+        check(0)
+        check(0)
+        check(2)
+
+
 def test_model_plans_replay_per_python_thread(rng):
     model = _chain(rng)
     x = rng.standard_normal((1, 16, 14, 14)).astype(np.float32)
