@@ -498,6 +498,7 @@ class _Int8Call:
         with _runtime.kernel_scope(blas=False):
             # channels last, padded with the zero point: one parallel pass over the int8
             # input (or, from a model, the float input quantized on the way: quantize_nhwc)
+            move = _NO_MOVE
             if nhwc is not None or px is not None or not run:   # (an empty problem: no move)
                 xp = nhwc
             else:
@@ -507,7 +508,10 @@ class _Int8Call:
                     _runtime.unrecordable()
                     xa = np.ascontiguousarray(xa)
                 src, dst = _as_rows(xa, xp, prob.pads)
-                _runtime.launch(_int8.nhwc_padded, src, dst, pt, pl, xa.dtype.type(zx))
+                if self.vnni and not self.gpu:  # in the conv's own call
+                    move = (True, src, dst, pt, pl)
+                else:
+                    _runtime.launch(_int8.nhwc_padded, src, dst, pt, pl, xa.dtype.type(zx))
             if self.gpu and run:
                 _runtime.unrecordable()   # runs on the device
                 mode = 1 if quant else 0
@@ -530,7 +534,7 @@ class _Int8Call:
                 elif self.vnni:
                     cols = _int8_workspace(xp.dtype, (nth, (self.tile + 8) * vp[1]))
                     _runtime.launch(_int8.conv2d_int8_vnni, xp, vp[0], self.wsum, self.scale, b,
-                                    *common, vp[1], cols, self.kblock, *self.rows)
+                                    *common, vp[1], cols, self.kblock, *self.rows, *move)
                 else:
                     cols = _int8_workspace(xp.dtype, (nth, self.tile * self.wmat.shape[1]))
                     _runtime.launch(_int8.conv2d_int8, xp, self.wmat, self.wsum, self.scale, b,
@@ -544,6 +548,7 @@ PX_PANEL_BYTES = 524288   # a pixel-vector task's interleaved input panel
 
 
 _NO_ROWS = (np.zeros((0, 3), np.int64), np.zeros((1, 1), np.int32))
+_NO_MOVE = (False, np.zeros((0, 1, 1, 1), np.uint8), np.zeros((0, 1, 1, 1), np.uint8), 0, 0)
 
 
 def _int8_rows(prob, threads, tile, kblock):

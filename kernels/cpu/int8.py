@@ -310,8 +310,12 @@ def _zero_point_sums(zx, wsum):
 @njit(parallel=True, cache=True)
 def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, S, act, res,
                      has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax, tile, width, cols_ws,
-                     kblock, rows, zwr):
-    """conv2d_int8 with uint8 xq through dot8x32_bcast / dot8x16_bcast: wp the weights
+                     kblock, rows, zwr, move, src, dst, pt, pl):
+    """With move, first nhwc_padded(src, dst, pt, pl, zx) (dst: xq, or xq's rows regrouped)
+    in a parallel loop of its own, one call from Python for the layout move and the conv
+    (the move's own launch had cost 7-30 us of a 0.3 ms layer).
+
+    conv2d_int8 with uint8 xq through dot8x32_bcast / dot8x16_bcast: wp the weights
     packed by pack_vnni per group as (Kg16/16, width/4, 16, 4) int8 flat (width >=
     R*S*Cg, a multiple of 4, zero beyond R*S*Cg); cols_ws (threads, >= (tile + 8) *
     width) uint8.  Tasks: (image, group, tile of pixels, kblock output channels, a
@@ -332,6 +336,9 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
     rows that skip none are cut into 8-pixel blocks across their ends.  512@7 3x3: the
     top and bottom rows' 3 padding taps of 9 skipped, 9.5 % of the products, in the same
     7 blocks; 256@14: 4.8 % in the same 25."""
+    if move:
+        for t in prange(src.shape[0] * dst.shape[1]):
+            _padded_row(src, dst, t, pt, pl, zx)
     N, C = xq.shape[0], xq.shape[3]
     K = wsum.shape[0]
     P = y.shape[2] if not quant_out else yq.shape[2]
@@ -577,27 +584,33 @@ def _row_blocks(x, out, n, i, h, pl, inv_scale, zx, qmin, qmax):
                                    qmin, qmax, of, orow + ww * C + cc, C, npx)
 
 
+@njit(inline="always")
+def _padded_row(x, out, t, pt, pl, fill):
+    """Row t (image t // HP, padded row t % HP) of nhwc_padded's out."""
+    N, C, H, W = x.shape
+    HP = out.shape[1]
+    n = t // HP
+    i = t % HP
+    row = out[n, i]
+    h = i - pt
+    if not _fill_border(row, h, H, pl, W, fill):
+        return
+    if C >= nchwc.B:
+        _row_blocks(x, out, n, i, h, pl, ONE, ZERO, ZERO, ZERO)
+        return
+    for c in range(C):
+        src = x[n, c, h]
+        for w in range(W):
+            row[pl + w, c] = src[w]
+
+
 @njit(parallel=True, cache=True)
 def nhwc_padded(x, out, pt, pl, fill):
     """out (N, HP, WP, C) = x (N, C, H, W) moved channels-last at offset (pt, pl), the border
     set to ``fill`` (the zero point).  One task per output row; x and out one-byte
     integers of the same width."""
-    N, C, H, W = x.shape
-    HP = out.shape[1]
-    for t in prange(N * HP):
-        n = t // HP
-        i = t % HP
-        row = out[n, i]
-        h = i - pt
-        if not _fill_border(row, h, H, pl, W, fill):
-            continue
-        if C >= nchwc.B:
-            _row_blocks(x, out, n, i, h, pl, ONE, ZERO, ZERO, ZERO)
-            continue
-        for c in range(C):
-            src = x[n, c, h]
-            for w in range(W):
-                row[pl + w, c] = src[w]
+    for t in prange(x.shape[0] * out.shape[1]):
+        _padded_row(x, out, t, pt, pl, fill)
 
 
 @njit(parallel=True, cache=True, fastmath=False)
