@@ -746,8 +746,9 @@ def sparse_linear(node, args, out):
 # -- shared weights (fc.share_weights) ---------------------------------------------------------------
 
 def _decoded(node):
-    """The layer's dense weight, decoded from codebook + packed indices once and cached."""
-    w = _cache(node, "weight_index").get("decoded")
+    """The layer's dense weight, decoded from codebook + packed indices once and cached (for
+    the index and codebook objects both)."""
+    w = _cache(node, ("weight_index", "codebook")).get("decoded")
     if w is None:
         from .compress import unpack_indices
         shape = tuple(node.attrs["weight_shape"])

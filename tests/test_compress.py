@@ -108,6 +108,27 @@ def test_codebook_weights_accuracy_and_file_size(data, float_model, tmp_path, bi
     assert f"{bits}bit" in shared.explain(x_test[:1], repeat=1, roof_gflops=100.0)
 
 
+def test_replaced_codebook_or_scales_are_used(data, float_model):
+    """A node's cached forms follow every parameter they were made from: a codebook
+    layer's decoded weight its indices and its codebook, a quantized layer's packed
+    int8 weights its weight_q and w_scale; after replacing either, a run equals a fresh
+    copy's (pickled: no caches) on the same input, within float rounding."""
+    import pickle
+    x_test, _, x_calib = data
+    x = x_test[:5]
+    shared = fc.share_weights(float_model, bits=4)
+    q = fc.quantize(float_model, [x_calib[:32]])
+    for model, op, key in ((shared, "cb_conv", "codebook"), (q, "qconv", "w_scale")):
+        for _ in range(3):   # planned, recorded, replayed
+            model(x)
+        node = next(n for n in model.nodes if n.op == op)
+        node.params[key] = node.params[key] * np.float32(1.5)
+        for _ in range(3):
+            np.testing.assert_allclose(model(x), pickle.loads(pickle.dumps(model))(x),
+                                       rtol=1e-5, atol=1e-5)   # (float layers may bind
+            # other kernels in a fresh copy; a stale form is off by the factor 1.5)
+
+
 def test_codebook_packing_and_kmeans():
     from fastconv.compress import kmeans_1d, pack_indices, unpack_indices
     rng = np.random.default_rng(0)
