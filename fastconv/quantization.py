@@ -345,7 +345,7 @@ def int8_conv2d(xq, x_scale, x_zero_point, wq, w_scale, bias=None, stride=1, pad
                    getattr(wq, "shape", None), _key(stride), _key(padding), _key(dilation),
                    _key(groups), activation, None if out_scale is None else float(out_scale),
                    int(out_zero_point), out_dtype, nhwc is None, backend, layer,
-                   _backend._backend, _runtime.get_num_threads())
+                   _backend._backend, _runtime.get_num_threads(), _vnni.HAS_VNNI)
             call = calls.get(key)
         except (TypeError, ValueError):  # a malformed or unhashable argument: the checks
             key = None                    # below name it
