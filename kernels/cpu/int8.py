@@ -25,7 +25,8 @@ the float epilogue must round exactly like the integer reference.
 """
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from . import nchwc
 from .tiles import gemm_task
@@ -338,7 +339,7 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
     7 blocks; 256@14: 4.8 % in the same 25."""
     if move:
         for t in prange(src.shape[0] * dst.shape[1]):
-            _padded_row(src, dst, t, pt, pl, zx)
+            _padded_row(src, dst, t, pt, pl, zx, ONE, ZERO, ZERO, ZERO)
     N, C = xq.shape[0], xq.shape[3]
     K = wsum.shape[0]
     P = y.shape[2] if not quant_out else yq.shape[2]
@@ -584,9 +585,25 @@ def _row_blocks(x, out, n, i, h, pl, inv_scale, zx, qmin, qmax):
                                    qmin, qmax, of, orow + ww * C + cc, C, npx)
 
 
+def _as_byte(v, inv_scale, zx, qmin, qmax):
+    """The byte an element of x becomes in a channels-last row (typed by _as_byte_impl)."""
+
+
+@overload(_as_byte, inline="always")
+def _as_byte_impl(v, inv_scale, zx, qmin, qmax):
+    """float32 v: saturate(round_half_even(v * inv_scale) + zx), as
+    nchwc.to_channels_last quantizes; a byte v: itself (the scale arguments unused)."""
+    if isinstance(v, types.Float):
+        return lambda v, inv_scale, zx, qmin, qmax: min(max(np.rint(v * inv_scale) + zx,
+                                                            qmin), qmax)
+    return lambda v, inv_scale, zx, qmin, qmax: v
+
+
 @njit(inline="always")
-def _padded_row(x, out, t, pt, pl, fill):
-    """Row t (image t // HP, padded row t % HP) of nhwc_padded's out."""
+def _padded_row(x, out, t, pt, pl, fill, inv_scale, zx, qmin, qmax):
+    """Row t (image t // HP, padded row t % HP) of a channels-last padded out (N, HP, WP,
+    C) from x (N, C, H, W) at offset (pt, pl): the border ``fill``, the row's pixels
+    x's moved (bytes) or quantized (float32 x: _as_byte)."""
     N, C, H, W = x.shape
     HP = out.shape[1]
     n = t // HP
@@ -596,12 +613,12 @@ def _padded_row(x, out, t, pt, pl, fill):
     if not _fill_border(row, h, H, pl, W, fill):
         return
     if C >= nchwc.B:
-        _row_blocks(x, out, n, i, h, pl, ONE, ZERO, ZERO, ZERO)
+        _row_blocks(x, out, n, i, h, pl, inv_scale, zx, qmin, qmax)
         return
     for c in range(C):
         src = x[n, c, h]
         for w in range(W):
-            row[pl + w, c] = src[w]
+            row[pl + w, c] = _as_byte(src[w], inv_scale, zx, qmin, qmax)
 
 
 @njit(parallel=True, cache=True)
@@ -610,7 +627,7 @@ def nhwc_padded(x, out, pt, pl, fill):
     set to ``fill`` (the zero point).  One task per output row; x and out one-byte
     integers of the same width."""
     for t in prange(x.shape[0] * out.shape[1]):
-        _padded_row(x, out, t, pt, pl, fill)
+        _padded_row(x, out, t, pt, pl, fill, ONE, ZERO, ZERO, ZERO)
 
 
 @njit(parallel=True, cache=True, fastmath=False)
@@ -618,23 +635,8 @@ def quantize_nhwc_padded(x, inv_scale, zx, qmin, qmax, out, pt, pl):
     """out (N, HP, WP, C) = saturate(round_half_even(x * inv_scale) + zx), channels-last at
     offset (pt, pl), the border holding zx: a float layer input quantized and laid out for
     the int8 conv in one pass.  inv_scale, zx, qmin, qmax: float32."""
-    N, C, H, W = x.shape
-    HP = out.shape[1]
-    for t in prange(N * HP):
-        n = t // HP
-        i = t % HP
-        row = out[n, i]
-        h = i - pt
-        if not _fill_border(row, h, H, pl, W, zx):
-            continue
-        if C >= nchwc.B:
-            _row_blocks(x, out, n, i, h, pl, inv_scale, zx, qmin, qmax)
-            continue
-        for c in range(C):
-            src = x[n, c, h]
-            for w in range(W):
-                q = np.rint(src[w] * inv_scale) + zx
-                row[pl + w, c] = min(max(q, qmin), qmax)
+    for t in prange(x.shape[0] * out.shape[1]):
+        _padded_row(x, out, t, pt, pl, zx, inv_scale, zx, qmin, qmax)
 
 
 @njit(parallel=True, cache=True, fastmath=False)
