@@ -377,7 +377,7 @@ class _Int8Call:
 
     __slots__ = ("prob", "layer", "k", "P", "quant", "qt", "gpu", "vnni", "flip", "zx",
                  "wq", "wmat", "wsum", "scale", "act", "wpx", "vp", "rows", "packed", "tile",
-                 "width", "kblock", "px", "requant", "out_shape", "zero_bias")
+                 "kblock", "px", "requant", "out_shape", "zero_bias")
 
     def __init__(self, xa, x_scale, x_zero_point, wq, w_scale, stride, padding, dilation,
                  groups, activation, out_scale, out_zero_point, out_dtype, packed, layer,
@@ -450,7 +450,7 @@ class _Int8Call:
         self.prob, self.layer, self.k, self.P, self.zx = prob, layer, k, P, zx
         self.wq, self.wmat, self.wsum = wq, wmat, wsum
         self.scale, self.act = scale[1], _ACTS[activation]
-        self.packed, self.tile, self.width, self.kblock = packed, tile, width, kblock
+        self.packed, self.tile, self.kblock = packed, tile, kblock
         self.out_shape = (prob.n, k, prob.oh, prob.ow)
         self.zero_bias = _workspace.zeros(k)
 
