@@ -626,10 +626,11 @@ def _row_plan(prob, spans, threads, tile, kb):
 def _busiest(costs, threads):
     """The busiest thread's load with the tasks' costs dealt out in equal runs of
     consecutive tasks, as Numba's parallel loops deal them."""
-    if not len(costs):   # an empty batch
+    costs = np.asarray(costs, np.float64)
+    if not costs.size:   # an empty batch
         return 0.0
-    run = -(-len(costs) // threads)
-    return max(sum(costs[i:i + run]) for i in range(0, len(costs), run))
+    run = -(-costs.size // threads)
+    return float(np.add.reduceat(costs, np.arange(0, costs.size, run)).max())
 
 
 def _row_sums(wmat, prob, classes):
@@ -731,9 +732,7 @@ def _taps_split(prob, threads):
         blocks = -(-np.minimum(tile, P - np.arange(0, P, tile)) // 8)
         pairs = -(-np.minimum(kb, prob.kg - np.arange(0, prob.kg, kb)) // 32)
         costs = np.tile(np.outer(blocks, pairs).ravel() + TASK_COST, prob.n * prob.groups)
-        run = -(-costs.size // threads)
-        load = np.add.reduceat(costs, np.arange(0, costs.size, run)).max()
-        splits.append((load, tile, kb))
+        splits.append((_busiest(costs, threads), tile, kb))
     least = min(load for load, _, _ in splits)
     return max((tile, kb) for load, tile, kb in splits if load <= 1.01 * least)
 
