@@ -679,7 +679,6 @@ def planned_qconv(node, x_shape, out_shape):
     kernels (the quantizing move and the int8 conv) all go through _runtime.launch, so
     the plan replays them: a quantized model's layers had each spent ~50 us in Python
     between kernels, an eighth of an int8 ResNet-50 at batch 1."""
-    from . import functional as F
     from . import _runtime
     if len(x_shape) != 4 or len(out_shape) != 4:
         return None
