@@ -26,7 +26,8 @@ def main():
     @njit(cache=False)
     def run_t(x, wp, y, b, reps):
         for _ in range(reps):
-            zmm.gemm_tile_t_store(x, 0, ldx, wp, 0, nc, y, 0, 8, NR, MP, b, 0, 0, y, 0, 0, 1, 0)
+            zmm.gemm_tile_t_store(x, 0, ldx, wp, 0, nc, y, 0, 8, NR, MP, b, 0, 0, y, 0, 0, 1, 0,
+                                      NR)
 
     @njit(cache=False)
     def run_n(a, x, y, b, reps):
