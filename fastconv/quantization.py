@@ -235,7 +235,7 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups, layer, trim):
             kblock = _int8_kblock(prob, tile, threads)
         rows = _int8_rows(prob, threads, tile, kblock) if vnni else None
         if rows is not None:  # whole output rows per task
-            rows, tile, kblock = rows[:2], rows[2], rows[3]
+            rows, tile, kblock = rows[:3], rows[3], rows[4]
         px = _px_plan(prob, threads) if vnni and trim and _px_applies(prob) else None
         hit = (prob, width, tile, kblock, taps, px, rows)
         if None not in key:
@@ -446,7 +446,13 @@ class _Int8Call:
             # layer can number them differently
             sums = _packed_form(packed, ("int8_row_sums", rows[1]),
                                 lambda: _row_sums(wmat, prob, rows[1]))
-            self.rows = (rows[0], (np.int64(zx) * sums).astype(np.int32))
+            colm, zc = _NO_ROWS[2:]
+            if rows[2] is not None:   # seven-pixel blocks, the end columns' taps left out
+                colm = _edge_masks(rows[1], rows[2], prob.s)
+                zc = (np.int64(zx) * _packed_form(
+                    packed, ("int8_edge_sums", rows[1], rows[2]),
+                    lambda: _edge_sums(wmat, prob, rows[1], rows[2]))).astype(np.int32)
+            self.rows = (rows[0], (np.int64(zx) * sums).astype(np.int32), colm, zc)
         self.prob, self.layer, self.k, self.P, self.zx = prob, layer, k, P, zx
         self.wq, self.wmat, self.wsum = wq, wmat, wsum
         self.scale, self.act = scale[1], _ACTS[activation]
@@ -547,12 +553,13 @@ INT8_COLS_BYTES = 16384
 PX_PANEL_BYTES = 524288   # a pixel-vector task's interleaved input panel
 
 
-_NO_ROWS = (np.zeros((0, 3), np.int64), np.zeros((1, 1), np.int32))
+_NO_ROWS = (np.zeros((0, 3), np.int64), np.zeros((1, 1), np.int32), np.zeros((0, 2), np.int64),
+            np.zeros((2, 1, 1), np.int32))
 _NO_MOVE = (False, np.zeros((0, 1, 1, 1), np.uint8), np.zeros((0, 1, 1, 1), np.uint8), 0, 0)
 
 
 def _int8_rows(prob, threads, tile, kblock):
-    """(rows, classes, tile, kblock) for the VNNI conv's row blocks
+    """(rows, classes, edges, tile, kblock) for the VNNI conv's row blocks
     (int8.conv2d_int8_vnni), or None.  Output row oh runs kernel rows [lo, hi) only,
     those whose input row lies inside the map: rows[oh] = (lo, hi, index of (lo, hi) in
     classes).  A row that skips some gets blocks of its own; runs of rows that skip none
@@ -560,7 +567,12 @@ def _int8_rows(prob, threads, tile, kblock):
     split (_row_plan) must beat the plain blocks' by 3 % in products and blocks, else
     None: 14x14 3x3 keeps 25 blocks and skips 4.8 % of the products, 7x7 9.5 %; a 4-wide
     row would fill half a block (128@4 ran 0.75x).  Short reductions (Cg*R*S < 1024: 64@8
-    ran 0.94x, the bookkeeping of a 24 us call) and stems (Cg % 4) keep the plain ones."""
+    ran 0.94x, the bookkeeping of a 24 us call) and stems (Cg % 4) keep the plain ones.
+
+    edges: on maps whose width is a multiple of 7 but not of 8 (ResNet's 7, 14 and 28)
+    every row runs in blocks of seven pixels, none across row ends, and edges = (kernel
+    columns that read only padding from a row's first pixel, from its last) whose taps
+    those pixels leave out (_edge_columns); else None."""
     if not (prob.r > 1 and prob.cg % 4 == 0 and prob.cg * prob.r * prob.s >= 1024):
         return None
     (sh, _), (dh, _), pt = prob.stride, prob.dilation, prob.pads[0]
@@ -571,24 +583,60 @@ def _int8_rows(prob, threads, tile, kblock):
         if span not in classes:
             classes.append(span)
         rows.append(span + (classes.index(span),))
-    if classes == [(0, prob.r)]:
+    seven = prob.ow % 7 == 0 and prob.ow % 8 and prob.r * prob.s < 64   # taps: int64 bits
+    edges = _edge_columns(prob) if seven else None
+    if classes == [(0, prob.r)] and edges is None:
         return None
     spans = [r[1] - r[0] for r in rows]
-    plan = _row_plan(prob, spans, threads, tile, kblock)
+    plan = _row_plan(prob, spans, threads, tile, kblock, edges)
     if plan is None:
         return None
-    return np.array(rows, np.int64), tuple(classes), plan[0], plan[1]
+    return np.array(rows, np.int64), tuple(classes), edges, plan[0], plan[1]
 
 
-def _row_plan(prob, spans, threads, tile, kb):
+def _edge_columns(prob):
+    """(kernel columns s whose input column is padding for output column 0, those for the
+    last output column), as tuples."""
+    (_, sw), (_, dw), pl = prob.stride, prob.dilation, prob.pads[2]
+    last = (prob.ow - 1) * sw - pl
+    return (tuple(s for s in range(prob.s) if s * dw - pl < 0),
+            tuple(s for s in range(prob.s) if last + s * dw >= prob.w))
+
+
+def _edge_masks(classes, edges, S):
+    """(classes, 2) int64: per row class (lo, hi), bit (r - lo)*S + s set for the taps of
+    the row's first pixel (column 0) and last pixel that edges leave out."""
+    return np.array([[sum(1 << ((r - lo) * S + s) for r in range(lo, hi) for s in side)
+                      for side in edges] for lo, hi in classes], np.int64).reshape(-1, 2)
+
+
+def _edge_sums(wmat, prob, classes, edges):
+    """(2, len(classes), ceil32(K) + 32) int32: per row class, each output channel's weights
+    summed over the taps that the row's first (0) and last (1) pixels leave out (zeros past
+    K: the kernel reads whole 32-channel blocks)."""
+    per_tap = wmat.reshape(prob.k, prob.r, prob.s, -1).sum(axis=3, dtype=np.int64)
+    out = np.zeros((2, len(classes), -(-prob.k // 32) * 32 + 32), np.int64)
+    for i, side in enumerate(edges):
+        for c, (lo, hi) in enumerate(classes):
+            if side:
+                out[i, c, :prob.k] = per_tap[:, lo:hi][:, :, list(side)].sum(axis=(1, 2))
+    return out
+
+
+def _row_plan(prob, spans, threads, tile, kb, edges=None):
     """(pixels, channels) per task of the row blocks, or None where the plain 8-pixel
     blocks (tile pixels x kb channels a task) load the busiest thread within 3 % as little.  A
     block costs its share of the kernel rows plus 0.05 (its epilogue), times the task's
-    channels; the tasks (rows of an image x channel blocks of 32s) dealt out in equal
-    runs of consecutive tasks, as Numba does."""
+    channels (with edges, a row's OW/7 blocks of seven their share of the taps they run);
+    the tasks (rows of an image x channel blocks of 32s) dealt out in equal runs of
+    consecutive tasks, as Numba does."""
     R, OW, OH, P, kg = prob.r, prob.ow, prob.oh, prob.oh * prob.ow, prob.kg
+    taps = R * prob.s
 
     def rows_cost(a, b):
+        if edges is not None:
+            return sum((OW * spans[oh] * prob.s - spans[oh] * (len(edges[0]) + len(edges[1])))
+                       / (8 * taps) + OW // 7 * 0.05 for oh in range(a, b))
         cost, run = 0.0, 0
         for oh in range(a, b):
             if spans[oh] == R:

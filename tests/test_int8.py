@@ -315,6 +315,70 @@ def test_int8_row_blocks_skip_padding_rows(rng, monkeypatch, case, kblock):
 
 
 @pytest.mark.skipif(not vnni.HAS_VNNI, reason="the VNNI kernel's row blocks")
+@pytest.mark.parametrize("case", [
+    # N, C, H, W, K, R, S, stride, padding, dilation, groups
+    (1, 128, 14, 14, 72, 3, 3, 1, 1, 1, 1),     # 256@14's blocks: 2 a row, both ends
+    (2, 128, 28, 28, 48, 3, 3, 1, 1, 1, 1),     # 4 a row, 32 + 16 output channels
+    (1, 64, 14, 14, 40, 5, 5, 1, 2, 1, 1),      # two columns at each end, one left out
+    (1, 128, 28, 27, 24, 3, 3, 2, (1, 1, 1, 2), 1, 1),  # stride 2: both ends, 14 wide
+    (1, 128, 28, 28, 24, 3, 3, 2, 1, 1, 1),     # stride 2: the left end only
+    (1, 128, 8, 15, 32, 3, 3, 1, (1, 1, 0, 3), (1, 2), 1),  # dilated columns, the right
+    (1, 256, 7, 7, 48, 3, 3, 1, 1, 1, 2),       # groups of 128, one block a row
+    (1, 128, 6, 9, 16, 3, 3, 1, (0, 0, 0, 0), (1, 1), 1),   # 7 wide, no padding at all
+])
+@pytest.mark.parametrize("kblock", [None, 32])
+def test_int8_seven_pixel_row_blocks(rng, monkeypatch, case, kblock):
+    """Maps whose width is a multiple of 7 (not 8) run blocks of seven pixels along each
+    row, the first and last leaving out the taps that read only padding and starting
+    from those taps' zero-point products: equal to the integer reference (float, residual,
+    requantized int8 and uint8 outputs, int8 input), under output-channel splits too."""
+    from fastconv import quantization
+    monkeypatch.setattr(quantization, "_geometry_cache", {})
+    if kblock:
+        monkeypatch.setattr(quantization, "_row_plan",
+                            lambda prob, spans, threads, tile, kb, edges=None:
+                            (prob.ow * 2, kblock))
+    n, c, h, w, k, r, s, stride, padding, dilation, groups = case
+    x = (2 * rng.standard_normal((n, c, h, w))).astype(np.float32)
+    wt = rng.standard_normal((k, c // groups, r, s)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    wq, sw, _ = fc.quantize_tensor(wt, axis=0)
+    args = (stride, padding, dilation, groups)
+    for xdtype in ("uint8", "int8"):
+        xq, sx, zx = fc.quantize_tensor(x, dtype=xdtype)
+        geo = quantization._geometry(xq.shape, wq.shape, *args, "t", True)
+        assert geo[6] is not None and geo[6][2] is not None and geo[0].ow % 7 == 0
+        y = fc.int8_conv2d(xq, sx, zx, wq, sw, b, *args)
+        np.testing.assert_array_equal(y, ref.int8_conv2d(xq, int(zx), sx, wq, sw, b, *args))
+        res = rng.standard_normal(y.shape).astype(np.float32)
+        y = fc.int8_conv2d(xq, sx, zx, wq, sw, b, *args, activation="relu", residual=res)
+        np.testing.assert_array_equal(y, ref.int8_conv2d(xq, int(zx), sx, wq, sw, b, *args,
+                                                         "relu", residual=res))
+        for odt, zy in (("int8", -3), ("uint8", 7)):
+            yq = fc.int8_conv2d(xq, sx, zx, wq, sw, b, *args, activation="relu6",
+                                out_scale=0.05, out_zero_point=zy, out_dtype=odt)
+            np.testing.assert_array_equal(yq, ref.int8_conv2d(
+                xq, int(zx), sx, wq, sw, b, *args, "relu6", out_scale=0.05, out_zero_point=zy,
+                out_dtype=np.dtype(odt).type))
+
+
+def test_int8_edge_columns_and_masks():
+    """The kernel columns that read only padding from a row's first and last pixels, and
+    each row class's tap bits for them (tap (r - lo)*S + s of the class's rows)."""
+    from fastconv.functional import conv_problem
+    from fastconv.quantization import _edge_columns, _edge_masks
+    assert _edge_columns(conv_problem((1, 8, 14, 14), (8, 8, 3, 3), 1, 1)) == ((0,), (2,))
+    assert _edge_columns(conv_problem((1, 8, 14, 14), (8, 8, 5, 5), 1, 2)) == ((0, 1), (3, 4))
+    assert _edge_columns(conv_problem((1, 8, 28, 28), (8, 8, 3, 3), 2, 1)) == ((0,), ())
+    assert _edge_columns(conv_problem((1, 8, 7, 7), (8, 8, 3, 3), 1, 0)) == ((), ())
+    assert _edge_columns(conv_problem((1, 8, 7, 7), (8, 8, 3, 3), 1, 1, (1, 2))) == \
+        ((0,), (2,))
+    masks = _edge_masks(((1, 3), (0, 3), (0, 2)), ((0,), (2,)), 3)
+    assert masks.tolist() == [[0b001001, 0b100100], [0b001001001, 0b100100100],
+                              [0b001001, 0b100100]]
+
+
+@pytest.mark.skipif(not vnni.HAS_VNNI, reason="the VNNI kernel's row blocks")
 def test_int8_row_blocks_of_one_layer_on_two_heights(rng):
     """One layer (weights and packed dict) on a 14x14 map, whose rows fall in three
     classes (top, middle, bottom), then on a 2x14 one, where two classes are numbered
@@ -334,23 +398,31 @@ def test_int8_row_blocks_of_one_layer_on_two_heights(rng):
 
 
 def test_int8_row_block_rule():
-    """Row blocks where they save products without adding blocks: 7x7 and 14x14 3x3 maps
-    (whole rows per task, every thread busy), not 28x28 (2.4 % of the products for an
-    extra block), 4x4 (half-filled blocks), short reductions or unpadded convs."""
+    """Row blocks where they save products without adding blocks: 7x7, 14x14 and 28x28 3x3
+    maps (whole rows per task, every thread busy; rows of seven pixels whose end columns
+    leave out their padding taps), not 56x56 (2.4 % of the products, and 8-pixel blocks
+    fill its rows already), 4x4 (half-filled blocks), short reductions or unpadded
+    convs."""
     from fastconv.functional import conv_problem
     from fastconv.quantization import _int8_kblock, _int8_rows, _int8_tile
 
     def rows_of(prob):   # against the plain blocks' split at two threads
         tile = _int8_tile(prob, -(-prob.cg * prob.r * prob.s // 4) * 4, 2)
         return _int8_rows(prob, 2, tile, _int8_kblock(prob, tile, 2))
-    rows, classes, tile, kblock = rows_of(conv_problem((1, 512, 7, 7), (512, 512, 3, 3), 1, 1))
-    assert classes == ((1, 3), (0, 3), (0, 2))
+    rows, classes, edges, tile, kblock = rows_of(conv_problem((1, 512, 7, 7), (512, 512, 3, 3),
+                                                              1, 1))
+    assert classes == ((1, 3), (0, 3), (0, 2)) and edges == ((0,), (2,))
     assert rows.tolist() == [[1, 3, 0]] + [[0, 3, 1]] * 5 + [[0, 2, 2]]
     assert tile % 7 == 0 and kblock % 32 == 0
     assert -(-49 // tile) * -(-512 // kblock) >= 2
-    rows, classes, tile, kblock = rows_of(conv_problem((1, 256, 14, 14), (256, 256, 3, 3), 1, 1))
-    assert tile % 14 == 0 and -(-196 // tile) * -(-256 // kblock) >= 2
-    for shape, pad in (((1, 512, 7, 7), 0), ((1, 128, 28, 28), 1), ((1, 128, 4, 4), 1),
+    for h in (14, 28):
+        rows, classes, edges, tile, kblock = rows_of(conv_problem((1, 256, h, h),
+                                                                  (256, 256, 3, 3), 1, 1))
+        assert edges == ((0,), (2,))
+        assert tile % h == 0 and -(-h * h // tile) * -(-256 // kblock) >= 2
+    # stride 2 from 28x28 to 14x14: only the left column reads padding
+    assert rows_of(conv_problem((1, 256, 28, 28), (256, 256, 3, 3), 2, 1))[2] == ((0,), ())
+    for shape, pad in (((1, 512, 7, 7), 0), ((1, 64, 56, 56), 1), ((1, 128, 4, 4), 1),
                        ((1, 64, 8, 8), 1)):
         assert rows_of(conv_problem(shape, (shape[1], shape[1], 3, 3), 1, pad)) is None
 

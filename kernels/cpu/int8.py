@@ -32,8 +32,9 @@ from . import nchwc
 from .tiles import gemm_task
 from .vnni import (PX_MC, PX_NV, dot8x16_bcast, dot8x16_epi, dot8x16_epq, dot8x32_add_rows,
                    dot8x32_bcast, dot8x32_epi, dot8x32_epq, dot8x32_to_rows, pack4x64, px1_epi,
-                   px1_epq, px2_epi, px2_epq, px3_epi, px3_epq, taps8x16_epi, taps8x16_epq,
-                   taps8x32_epi, taps8x32_epq)
+                   px1_epq, px2_epi, px2_epq, px3_epi, px3_epq, taps7x16_cols_epi,
+                   taps7x16_cols_epq, taps7x32_cols_epi, taps7x32_cols_epq, taps8x16_epi,
+                   taps8x16_epq, taps8x32_epi, taps8x32_epq)
 
 I32 = np.int32
 ONE = np.float32(1.0)   # unused scale arguments of a plain byte move
@@ -311,7 +312,7 @@ def _zero_point_sums(zx, wsum):
 @njit(parallel=True, cache=True)
 def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, S, act, res,
                      has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax, tile, width, cols_ws,
-                     kblock, rows, zwr, move, src, dst, pt, pl):
+                     kblock, rows, zwr, colm, zc, move, src, dst, pt, pl):
     """With move, first nhwc_padded(src, dst, pt, pl, zx) (dst: xq, or xq's rows regrouped)
     in a parallel loop of its own, one call from Python for the layout move and the conv
     (the move's own launch had cost 7-30 us of a 0.3 ms layer).
@@ -336,7 +337,16 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
     channel k).  A row that skips kernel rows is cut into blocks of its own; runs of
     rows that skip none are cut into 8-pixel blocks across their ends.  512@7 3x3: the
     top and bottom rows' 3 padding taps of 9 skipped, 9.5 % of the products, in the same
-    7 blocks; 256@14: 4.8 % in the same 25."""
+    7 blocks; 256@14: 4.8 % in the same 25.
+
+    colm (classes, 2), when not empty (maps whose width is a multiple of 7, not of 8):
+    every row is cut into blocks of seven pixels (taps7x32_cols_*), none across row ends,
+    and a row's first and last pixels also leave out the taps that read only the padding
+    left and right of the map: bit t of colm[cls, 0] (colm[cls, 1]) set for tap t of the
+    row's kernel rows, the products left out added back from zc[0, cls] (zc[1, cls]),
+    zx * their weights' sums per channel (zc padded 32 channels past K).  256@14 3x3:
+    another 4.8 % of the products and 28 blocks of 7 for 25 of 8 (196 pixels); 512@7:
+    9.5 % and no eighth lane."""
     if move:
         for t in prange(src.shape[0] * dst.shape[1]):
             _padded_row(src, dst, t, pt, pl, zx, ONE, ZERO, ZERO, ZERO)
@@ -368,6 +378,8 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
     inv32, zy32, lo32, hi32 = (np.float32(inv_sy), np.float32(zy), np.float32(qmin),
                                np.float32(qmax))
     by_rows = taps and rows.shape[0] > 0
+    seven = by_rows and colm.shape[0] > 0
+    rq = np.array([inv32, zy32, lo32, hi32], np.float32)
     for t in prange(N * groups * ntiles * nkb):
         n, g, p0, T, k0t, k1t = gemm_task(t, groups, ntiles, nkb, tile, kblock, P, Kg)
         kb_lo = (k0t - g * Kg) // 16
@@ -377,17 +389,24 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
         cols = cf[:(tile + 8) * width].reshape((tile + 8, width))
         if by_rows:
             # the task's pixels cut at row ends: block bi is pixels [bp[bi], +bn[bi]) of
-            # output row bo[bi], its 8 start offsets at pix[8*bi:] (the last repeated)
+            # output row bo[bi], its 8 start offsets at pix[8*bi:] (the last repeated);
+            # with seven-pixel blocks be[bi] says whether it holds the row's first (1)
+            # and last (2) pixels
             bp = np.empty(T, np.int64)
             bn = np.empty(T, np.int64)
             bo = np.empty(T, np.int64)
+            be = np.zeros(T, np.int64)
             pix = np.empty(8 * T, np.int64)
             nb = 0
             p = p0
             while p < p0 + T:
                 oh = p // OW
                 end = min(p0 + T, (oh + 1) * OW)
-                if rows[oh, 1] - rows[oh, 0] == R:  # a whole row: on into the next whole ones
+                if seven:
+                    c = p - oh * OW
+                    be[nb] = (1 if c == 0 else 0) + (2 if c + 7 >= OW else 0)
+                    end = min(end, p + 7)
+                elif rows[oh, 1] - rows[oh, 0] == R:  # a whole row: on into the next ones
                     q = oh + 1
                     while q * OW < p0 + T and rows[q, 1] - rows[q, 0] == R:
                         q += 1
@@ -404,10 +423,17 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
                 for bi in range(nb):
                     r0, r1, cls = rows[bo[bi], 0], rows[bo[bi], 1], rows[bo[bi], 2]
                     woff = ((g * kblocks + kb) * nq + r0 * S * nqt) * 64
-                    _taps_block(xf, pix, 8 * bi, toff[r0 * S:r1 * S], (r1 - r0) * S, nqt, wp,
-                                woff, nq * 64, yf, yqf, (n * K + k0) * P + bp[bi], P, bn[bi],
-                                Kg - 16 * kb, zwr[cls], scale, b, k0, act, rf, has_res,
-                                quant_out, kb + 1 < kb_hi, inv32, zy32, lo32, hi32)
+                    if seven:
+                        _taps_block7(xf, pix, 8 * bi, toff[r0 * S:r1 * S], (r1 - r0) * S, nqt,
+                                     wp, woff, nq * 64, yf, yqf, (n * K + k0) * P + bp[bi], P,
+                                     bn[bi], Kg - 16 * kb, zwr[cls], scale, b, k0, act, rf,
+                                     has_res, quant_out, kb + 1 < kb_hi, rq, colm, zc, cls,
+                                     be[bi])
+                    else:
+                        _taps_block(xf, pix, 8 * bi, toff[r0 * S:r1 * S], (r1 - r0) * S, nqt,
+                                    wp, woff, nq * 64, yf, yqf, (n * K + k0) * P + bp[bi], P,
+                                    bn[bi], Kg - 16 * kb, zwr[cls], scale, b, k0, act, rf,
+                                    has_res, quant_out, kb + 1 < kb_hi, inv32, zy32, lo32, hi32)
             continue
         if taps:
             pix = np.empty(T + 8, np.int64)
@@ -457,6 +483,35 @@ def conv2d_int8_vnni(xq, wp, wsum, scale, b, zx, OW, sh, sw, dh, dw, groups, R, 
                 else:
                     dot8x16_epi(src, a_off, width, wp, woff, nq, yf, y_off, P, npx,
                                 Kg - 16 * kb, zw, scale, b, k0, act, rf, has_res)
+
+
+@njit(inline="always")
+def _taps_block7(xf, pix, pix_off, toff, ntaps, nqt, wp, woff, wstep, yf, yqf, y_off, P, npx,
+                 nch, zw, scale, b, k0, act, rf, has_res, quant_out, pair, rq, colm, zc, cls,
+                 edge):
+    """_taps_block on seven pixels of one output row (taps7x32_cols_*): with bit 0 of edge
+    the first leaves out the taps of colm[cls, 0], with bit 1 the last those of
+    colm[cls, 1], their products added back from zc[0, cls] and zc[1, cls].  rq: the
+    requantization's (inv, zy, qmin, qmax).  (Fewer than 30 arguments: a longer call is
+    compiled as one with *args, which Numba does not inline.)"""
+    mf = colm[cls, 0] if edge & 1 else 0
+    ml = colm[cls, 1] if edge & 2 else 0
+    zf, zl = zc[0, cls], zc[1, cls]
+    if quant_out:
+        if pair:
+            taps7x32_cols_epq(xf, pix, pix_off, toff, ntaps, nqt, wp, woff, wstep, yqf, y_off,
+                              P, npx, nch, zw, scale, b, k0, act, rf, has_res, rq[0], rq[1],
+                              rq[2], rq[3], mf, ml, zf, zl, k0)
+        else:
+            taps7x16_cols_epq(xf, pix, pix_off, toff, ntaps, nqt, wp, woff, yqf, y_off, P, npx,
+                              nch, zw, scale, b, k0, act, rf, has_res, rq[0], rq[1], rq[2],
+                              rq[3], mf, ml, zf, zl, k0)
+    elif pair:
+        taps7x32_cols_epi(xf, pix, pix_off, toff, ntaps, nqt, wp, woff, wstep, yf, y_off, P,
+                          npx, nch, zw, scale, b, k0, act, rf, has_res, mf, ml, zf, zl, k0)
+    else:
+        taps7x16_cols_epi(xf, pix, pix_off, toff, ntaps, nqt, wp, woff, yf, y_off, P, npx, nch,
+                          zw, scale, b, k0, act, rf, has_res, mf, ml, zf, zl, k0)
 
 
 @njit(inline="always")

@@ -17,13 +17,14 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .zmm import (_counted_loop, _data_ptr, _emit_epilogue, _lane_masks, _masked_load_store,
-                  _splat, _zip_columns)
+from .zmm import (_branch_join, _counted_loop, _data_ptr, _emit_epilogue, _lane_masks,
+                  _masked_load_store, _splat, _zip_columns)
 
 HAS_VNNI = "+avx512vnni" in llvm.get_host_cpu_features().flatten().split(",")
 
 
-def _store_epilogue(context, builder, signature, args, finals, nblk, first, quant=False):
+def _store_epilogue(context, builder, signature, args, finals, nblk, first, quant=False,
+                    npix=8):
     """The float epilogue fused into the block's store, its arguments from index ``first``:
     y, y_off, ldy, npx, nch, zw, scale, bias, k_off, act, res, has_res.  For channel
     c < nch of the block (16*blk + l) and pixel j < npx:
@@ -33,7 +34,8 @@ def _store_epilogue(context, builder, signature, args, finals, nblk, first, quan
     k = k_off + c; each step rounded separately (no fused multiply-add), as the integer
     reference does; act 0 none, 1 relu, 2 relu6 (NaN passes).  quant: y is int8 or uint8
     and four more float32 arguments follow (inv, zy, qmin, qmax): the value stored is
-    min(max(rint(v * inv) + zy, qmin), qmax), as int8.int8's _finish_row rounds it."""
+    min(max(rint(v * inv) + zy, qmin), qmax), as int8.int8's _finish_row rounds it.
+    npix: the block's pixels (7: lane 7 is never stored)."""
     i32, f32 = ir.IntType(32), ir.FloatType()
     m8 = ir.VectorType(ir.IntType(1), 8)
 
@@ -53,14 +55,15 @@ def _store_epilogue(context, builder, signature, args, finals, nblk, first, quan
     lanes = ir.Constant(ir.VectorType(intp, 8), list(range(8)))
     px_mask = builder.icmp_signed("<", lanes, _splat(builder, npx, 8))
     no_lanes = ir.Constant(m8, [0] * 8)
-    all_lanes = ir.Constant(m8, [1] * 8)
+    all_lanes = ir.Constant(m8, [1] * npix + [0] * (8 - npix))
     columns = [iv for blk in range(nblk)
                for iv in _zip_columns(builder, finals[blk * 8:blk * 8 + 8])]
     quant_args = [args[first + 12 + i] for i in range(4)] if quant else None
 
     def emit(whole):
-        # whole: all 8 pixels and 16*nblk channels exist -- no lane masks, no per-channel
-        # check (the selects and masks of a partial block cost a fifth of the epilogue)
+        # whole: all npix pixels and 16*nblk channels exist -- no lane masks to work out,
+        # no per-channel check (the selects and masks of a partial block cost a fifth of
+        # the epilogue)
         chans = []
         for c_i, iv in enumerate(columns):
             c = const(c_i)
@@ -69,7 +72,7 @@ def _store_epilogue(context, builder, signature, args, finals, nblk, first, quan
             chans.append((correct(iv), mask, builder.add(y_off, builder.mul(c, ldy))))
         _stores(builder, act, has_res, chans, 8, y_ptr, r_ptr, quant_args)
 
-    whole = builder.and_(builder.icmp_signed("==", npx, const(8)),
+    whole = builder.and_(builder.icmp_signed("==", npx, const(npix)),
                          builder.icmp_signed(">=", nch, const(16 * nblk)))
     with builder.if_else(whole) as (then, otherwise):
         with then:
@@ -143,11 +146,12 @@ def _vpdpbusd(builder):
                                           "llvm.x86.avx512.vpdpbusd.512")
 
 
-def _dot_step(builder, a_ptr, starts, w_ptr, wpos, w_step, nblk, acc):
+def _dot_step(builder, a_ptr, starts, w_ptr, wpos, w_step, nblk, acc, pixels=range(8)):
     """One four-byte reduction step of an 8-pixel x 16*nblk-channel block: block blk's 64
     weight bytes at w_ptr[wpos + blk*w_step], pixel j's four activation bytes at
-    a_ptr[starts[j]] broadcast to all lanes, acc[blk*8 + j] += vpdpbusd of the two;
-    returns the new accumulators in the same order."""
+    a_ptr[starts[j]] broadcast to all lanes, acc[blk*8 + j] += vpdpbusd of the two, for
+    the pixels j in ``pixels`` (the others' accumulators pass through); returns the new
+    accumulators in the same order."""
     i32 = ir.IntType(32)
     v16 = ir.VectorType(i32, 16)
     dp = _vpdpbusd(builder)
@@ -159,7 +163,7 @@ def _dot_step(builder, a_ptr, starts, w_ptr, wpos, w_step, nblk, acc):
         wv.append(builder.load(builder.bitcast(builder.gep(w_ptr, [pos]), v16.as_pointer()),
                                align=1))
     new = list(acc)
-    for j in range(8):
+    for j in pixels:
         word = builder.load(builder.bitcast(builder.gep(a_ptr, [starts[j]]), i32.as_pointer()),
                             align=1)
         one = builder.insert_element(ir.Constant(v16, ir.Undefined), word, ir.Constant(i32, 0))
@@ -323,7 +327,7 @@ def dot8x32_add_rows(typingctx, a, a_off, lda, w, w_off, w_step, nq, out, o_off,
     return sig, _make_dot(2, rows=True, accumulate=True)
 
 
-def _make_dot_taps(nblk, quant=False):
+def _make_dot_taps(nblk, quant=False, cols=False):
     """The block of _make_dot(nblk, epilogue=True) read straight from a channels-last
     input (an implicit GEMM, no gathered columns): pixel j's receptive field starts at
     a[pix[pix_off + j]], tap t is toff[t] bytes further, and each tap is nqt steps of four
@@ -333,7 +337,18 @@ def _make_dot_taps(nblk, quant=False):
                     u8 a[pix[pix_off + j] + toff[t] + 4q + i] * s8 w[w_off + 64(t*nqt + q) + 4l + i]
 
     (block blk's weights at w_off + blk*w_step), then the float epilogue, or with quant
-    the requantization, fused into the store as in _store_epilogue."""
+    the requantization, fused into the store as in _store_epilogue.
+
+    cols: seven pixels, one output row's columns, whose first and last may sit on the
+    row's ends; five more arguments after the epilogue's, mf, ml, zf, zl, z_off.  Pixel 0
+    runs no tap t with bit t of mf set and pixel 6 none with bit t of ml set (taps that
+    read only the padding left or right of the map), and their sums start from
+    zf[z_off + l] and zl[z_off + l] instead (16 lanes a channel block, read where mf, ml
+    are not zero): the products left out, zero point x weights, so the sums are those of
+    every tap and the epilogue's correction stays the row's.  Each tap runs one of four
+    copies of its loop, chosen by its two bits."""
+    npix = 7 if cols else 8
+
     def codegen(context, builder, signature, args):
         i8p = ir.IntType(8).as_pointer()
         i32, i64 = ir.IntType(32), ir.IntType(64)
@@ -351,23 +366,48 @@ def _make_dot_taps(nblk, quant=False):
         intp = pix_off.type
         const = lambda v: ir.Constant(intp, v)  # noqa: E731
         bases = [builder.load(builder.gep(px_ptr, [builder.add(pix_off, const(j))]))
-                 for j in range(8)]
+                 for j in range(npix)]
+        zero = ir.Constant(v16, None)
+        init = [zero] * (8 * nblk)
+        if cols:
+            c0 = first + 12 + (4 if quant else 0)
+            mf, ml, z_off = args[c0], args[c0 + 1], args[c0 + 4]
+            for j, flags, zi in ((0, mf, c0 + 2), (npix - 1, ml, c0 + 3)):
+                zp = data(zi, i32.as_pointer())
+                edge = builder.icmp_signed("!=", flags, const(0))
+                for blk in range(nblk):
+                    at = builder.gep(zp, [builder.add(z_off, const(16 * blk))])
+                    init[blk * 8 + j] = builder.select(edge, builder.load(
+                        builder.bitcast(at, v16.as_pointer()), align=4), zero)
 
         def tap(t, accs):
             to = builder.load(builder.gep(t_ptr, [t]))
             wt = builder.add(w_off, builder.mul(builder.mul(t, nqt), const(64)))
             starts = [builder.add(b, to) for b in bases]
 
-            def step(q, acc):
-                q4 = builder.mul(q, const(4))
-                return _dot_step(builder, a_ptr, [builder.add(st, q4) for st in starts], w_ptr,
-                                 builder.add(wt, builder.mul(q, const(64))), w_step, nblk, acc)
+            def run(pixels):
+                def step(q, acc):
+                    q4 = builder.mul(q, const(4))
+                    return _dot_step(builder, a_ptr, [builder.add(st, q4) for st in starts],
+                                     w_ptr, builder.add(wt, builder.mul(q, const(64))), w_step,
+                                     nblk, acc, pixels)
 
-            return _counted_loop(builder, const(0), nqt, 1, accs, step)[1]
+                return _counted_loop(builder, const(0), nqt, 1, accs, step)[1]
 
-        zero = ir.Constant(v16, None)
-        finals = _counted_loop(builder, const(0), ntaps, 1, [zero] * (8 * nblk), tap)[1]
-        _store_epilogue(context, builder, signature, args, finals, nblk, first, quant)
+            if not cols:
+                return run(range(8))
+
+            def bit(flags):
+                return builder.icmp_signed("!=", builder.and_(builder.ashr(flags, t), const(1)),
+                                           const(0))
+
+            return _branch_join(builder, bit(mf), lambda skip0: _branch_join(
+                builder, bit(ml), lambda skip6: run(
+                    [j for j in range(npix) if not (skip0 and j == 0)
+                     and not (skip6 and j == npix - 1)]), "tap.last"), "tap.first")
+
+        finals = _counted_loop(builder, const(0), ntaps, 1, init, tap)[1]
+        _store_epilogue(context, builder, signature, args, finals, nblk, first, quant, npix)
         return context.get_dummy_value()
 
     return codegen
@@ -408,6 +448,47 @@ def taps8x32_epq(typingctx, a, pix, pix_off, toff, ntaps, nqt, w, w_off, w_step,
     """dot8x32_epq reading each pixel's taps in place (_make_dot_taps)."""
     return _quant_sig(_taps_head(2, a, pix, toff, w), y, zw, scale, bias, res), \
         _make_dot_taps(2, quant=True)
+
+
+def _cols_sig(sig, zf, zl):
+    return types.void(*sig.args, types.intp, types.intp, zf, zl, types.intp)
+
+
+@intrinsic
+def taps7x16_cols_epi(typingctx, a, pix, pix_off, toff, ntaps, nqt, w, w_off, y, y_off, ldy,
+                      npx, nch, zw, scale, bias, k_off, act, res, has_res, mf, ml, zf, zl,
+                      z_off):
+    """taps8x16_epi on seven pixels of one output row, the row's end columns leaving out
+    the taps that read only padding (_make_dot_taps, cols)."""
+    return _cols_sig(_epilogue_sig(_taps_head(1, a, pix, toff, w), y, zw, scale, bias, res),
+                     zf, zl), _make_dot_taps(1, cols=True)
+
+
+@intrinsic
+def taps7x32_cols_epi(typingctx, a, pix, pix_off, toff, ntaps, nqt, w, w_off, w_step, y, y_off,
+                      ldy, npx, nch, zw, scale, bias, k_off, act, res, has_res, mf, ml, zf, zl,
+                      z_off):
+    """taps8x32_epi on seven pixels of one output row (_make_dot_taps, cols)."""
+    return _cols_sig(_epilogue_sig(_taps_head(2, a, pix, toff, w), y, zw, scale, bias, res),
+                     zf, zl), _make_dot_taps(2, cols=True)
+
+
+@intrinsic
+def taps7x16_cols_epq(typingctx, a, pix, pix_off, toff, ntaps, nqt, w, w_off, y, y_off, ldy,
+                      npx, nch, zw, scale, bias, k_off, act, res, has_res, inv, zy, qmin, qmax,
+                      mf, ml, zf, zl, z_off):
+    """taps8x16_epq on seven pixels of one output row (_make_dot_taps, cols)."""
+    return _cols_sig(_quant_sig(_taps_head(1, a, pix, toff, w), y, zw, scale, bias, res),
+                     zf, zl), _make_dot_taps(1, quant=True, cols=True)
+
+
+@intrinsic
+def taps7x32_cols_epq(typingctx, a, pix, pix_off, toff, ntaps, nqt, w, w_off, w_step, y, y_off,
+                      ldy, npx, nch, zw, scale, bias, k_off, act, res, has_res, inv, zy, qmin,
+                      qmax, mf, ml, zf, zl, z_off):
+    """taps8x32_epq on seven pixels of one output row (_make_dot_taps, cols)."""
+    return _cols_sig(_quant_sig(_taps_head(2, a, pix, toff, w), y, zw, scale, bias, res),
+                     zf, zl), _make_dot_taps(2, quant=True, cols=True)
 
 
 # ---- pixels in the lanes: 1x1 convolutions straight from NCHW planes ----------------------
