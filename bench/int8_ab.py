@@ -25,6 +25,18 @@ from fastconv import quantization as Q
 LAYERS = [(128, 28, 1), (256, 14, 1), (512, 7, 1), (128, 56, 2), (256, 28, 2), (512, 14, 2)]
 
 
+def _turns(run, rounds, warm):
+    """(old, new) arrays of the times of run("old") and run("new") taking turns, which goes
+    first alternating, the first ``warm`` rounds dropped."""
+    times = {"old": [], "new": []}
+    for r in range(rounds):
+        for side in (("old", "new") if r % 2 else ("new", "old")):
+            t0 = time.perf_counter()
+            run(side)
+            times[side].append(time.perf_counter() - t0)
+    return np.array(times["old"][warm:]), np.array(times["new"][warm:])
+
+
 def _model(a):
     import torch
 
@@ -45,13 +57,7 @@ def _model(a):
         Q._edge_columns = edges
         Q._geometry_cache.clear()
     assert np.array_equal(outs["old"], outs["new"])
-    times = {"old": [], "new": []}
-    for r in range(a.rounds):
-        for side in (("old", "new") if r % 2 else ("new", "old")):
-            t0 = time.perf_counter()
-            sides[side](x)
-            times[side].append(time.perf_counter() - t0)
-    old, new = np.array(times["old"]), np.array(times["new"])
+    old, new = _turns(lambda side: sides[side](x), a.rounds, 0)
     print(f"int8 {a.model}, batch {a.batch}, {a.threads} threads: old {np.median(old) * 1e3:.2f}"
           f" ms  new {np.median(new) * 1e3:.2f} ms  new/old {np.median(new) / np.median(old):.3f}"
           f" paired {np.median(new / old):.3f}")
@@ -88,13 +94,8 @@ def main():
             Q._edge_columns = edges
             Q._geometry_cache.clear()
         assert np.array_equal(outs["old"], outs["new"])
-        times = {"old": [], "new": []}
-        for r in range(a.rounds):
-            for side in (("old", "new") if r % 2 else ("new", "old")):
-                t0 = time.perf_counter()
-                fc.int8_conv2d(xq, sx, zx, wq, sw, None, st, 1, packed=packed[side])
-                times[side].append(time.perf_counter() - t0)
-        old, new = np.array(times["old"][4:]), np.array(times["new"][4:])
+        old, new = _turns(lambda side: fc.int8_conv2d(xq, sx, zx, wq, sw, None, st, 1,
+                                                      packed=packed[side]), a.rounds, 4)
         print(f"batch {a.batch}, {a.threads} threads, {c}@{h}/{st}: old {np.median(old) * 1e6:.0f}"
               f" us {plans['old']}  new {np.median(new) * 1e6:.0f} us {plans['new']}  new/old "
               f"{np.median(new) / np.median(old):.3f} paired {np.median(new / old):.3f}",
