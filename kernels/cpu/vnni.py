@@ -342,11 +342,12 @@ def _make_dot_taps(nblk, quant=False, cols=False):
     cols: seven pixels, one output row's columns, whose first and last may sit on the
     row's ends; five more arguments after the epilogue's, mf, ml, zf, zl, z_off.  Pixel 0
     runs no tap t with bit t of mf set and pixel 6 none with bit t of ml set (taps that
-    read only the padding left or right of the map), and their sums start from
-    zf[z_off + l] and zl[z_off + l] instead (16 lanes a channel block, read where mf, ml
-    are not zero): the products left out, zero point x weights, so the sums are those of
-    every tap and the epilogue's correction stays the row's.  Each tap runs one of four
-    copies of its loop, chosen by its two bits."""
+    read only the padding left or right of the map), and where mf (ml) is not zero their
+    sums start from zf[z_off + 16*blk + l] (zl[...]) instead of zero (read in any case:
+    the caller pads zf and zl a block of 32 past the channels): the products left out,
+    zero point x weights, so the sums are those of every tap and the epilogue's
+    correction stays the row's.  Each tap runs one of four copies of its loop, chosen by
+    its two bits."""
     npix = 7 if cols else 8
 
     def codegen(context, builder, signature, args):
