@@ -611,9 +611,10 @@ def _edge_masks(classes, edges, S):
 
 
 def _edge_sums(wmat, prob, classes, edges):
-    """(2, len(classes), ceil32(K) + 32) int32: per row class, each output channel's weights
+    """(2, len(classes), ceil32(K) + 32) int64: per row class, each output channel's weights
     summed over the taps that the row's first (0) and last (1) pixels leave out (zeros past
-    K: the kernel reads whole 32-channel blocks)."""
+    K: the kernel reads whole 32-channel blocks); the caller scales them by the zero point
+    and narrows them to int32."""
     per_tap = wmat.reshape(prob.k, prob.r, prob.s, -1).sum(axis=3, dtype=np.int64)
     out = np.zeros((2, len(classes), -(-prob.k // 32) * 32 + 32), np.int64)
     for i, side in enumerate(edges):
