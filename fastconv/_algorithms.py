@@ -415,13 +415,22 @@ class Winograd(planner.Algorithm):
 
     # F(2x2)'s products on the channel-vectorized micro-kernel from this many tiles up
     # (a chunk's): 256@14 (49 tiles) 0.49 ms against SGEMM's 0.65, 128@28 (196) 0.57
-    # against 0.63; F(4x4)'s 36 products and products of 16 tiles ran slower there
-    # (F(4x4) 128@28 0.29 vs 0.28, 64@56 0.33 vs 0.28; F(2x2) 512@7 1.83 vs 1.59)
+    # against 0.63; on Zen 4 F(4x4)'s 36 products and products of 16 tiles ran slower
+    # there (F(4x4) 128@28 0.29 vs 0.28, 64@56 0.33 vs 0.28; F(2x2) 512@7 1.83 vs 1.59).
+    # Where the micro-kernel runs at twice SGEMM's rate (planner.RATES) F(4x4)'s
+    # products move too (planner.WINOGRAD_PACKED_SIZES), on maps of 32 tiles an image or
+    # more: on Zen 5 at batch 8 the packed F(4x4) ran 256@14 (16 tiles) in 4.4 ms and
+    # 512@7 (4) in 5.0 where the model said 2.6 and 2.8; 128@28 (49) 3.1 against 2.3.
     PACKED_MIN_TILES = 32
 
     def packed_gemms(self, prob, tiles):
         """Whether the products of a chunk of ``tiles`` tiles run on the micro-kernel."""
-        return self.m == 2 and prob.groups == 1 and tiles >= self.PACKED_MIN_TILES
+        if self.m not in planner.WINOGRAD_PACKED_SIZES or prob.groups != 1:
+            return False
+        if self.m == 4:
+            th, tw = self.tiles(prob)
+            tiles = min(tiles, th * tw)
+        return tiles >= self.PACKED_MIN_TILES
 
     def cost(self, prob, threads, prepacked=False):
         th, tw = self.tiles(prob)
@@ -1267,7 +1276,6 @@ class ImplicitPixels(planner.Algorithm):
 # Its rate while the weights stream (GB/s per thread, measured from L3: 512x256x3x3 at
 # one to four pixels) and its multiply-add rate (GFLOP/s per thread, 4x4 register blocks)
 ROWDOT_GBS = 30.0
-ROWDOT_GFLOPS = 80.0 if planner.VECTOR_LANES == 16 else 40.0
 ROWDOT_MAX_PIXELS = 64  # in auto: an 8x8 map at most (64@8x8: 58 us, the next 67-72)
 ROWDOT_MIN_ROWS = 16  # output channels per task at least
 ROWDOT_SUM_STEPS = 64  # an output's horizontal sum, in reduction steps
@@ -1305,7 +1313,7 @@ class RowDot(planner.Algorithm):
         stream = 4.0 * prob.k * cr / (ROWDOT_GBS * 1e9)
         # each output ends in a horizontal sum of its vector accumulator: about 64
         # reduction steps' worth, which short reductions (a 64-channel 1x1) feel
-        compute = prob.flops / (ROWDOT_GFLOPS * 1e9) * (cr + ROWDOT_SUM_STEPS) / cr
+        compute = prob.flops / (planner.ROWDOT_GFLOPS * 1e9) * (cr + ROWDOT_SUM_STEPS) / cr
         gather = 4.0 * pixels * cr / (planner.COPY_GBS * 1e9)  # per task, in parallel
         return planner.CALL_OVERHEAD_S + gather + max(stream, compute) / par
 

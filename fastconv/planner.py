@@ -68,47 +68,90 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _runtime
+from .kernels.cpu.zmm import HOST_CPU as _HOST_CPU
 from .kernels.cpu.zmm import VW as _VW
 
-GEMM_GFLOPS = 110.0
 COPY_GBS = 12.0
 IM2COL_TASK_S = 1.5e-6
-DIRECT_GFLOPS = 16.0
 DIRECT_STRIDED_PENALTY = 3.0
 DIRECT_TASK_S = 0.05e-6
-DEPTHWISE_GFLOPS = 30.0
-REGISTER_GFLOPS = 35.0
 STREAM_GBS = 10.0
 DEPTHWISE_TASK_S = 0.1e-6
-DEPTHWISE_BLOCKED_GFLOPS = 90.0
 BLOCKED_GBS = 30.0
 DEPTHWISE_BLOCKED_TASK_S = 0.5e-6
-TRANSFORM_GFLOPS = 15.0
 WEIGHT_GBS = 40.0
 CALL_OVERHEAD_S = 10e-6
-PACKED_GFLOPS = 140.0
 PACKED_TASK_S = 0.5e-6
 PAD_CALL_S = 6e-6  # the padded copy some families make first: one more parallel call (measured 6.4 us)
 # measured 10-20 GB/s for two threads, 1x1 and 3x3 weights of 1-2.4 MB at 1-4 pixels
 WEIGHT_STREAM_GBS = 8.0
 PACKED_CALL_S = 1e-6  # more per call than the SGEMM families (measured 11-16 us against 12-15, 1x1 on 4x4 and 8x8; 8 us before the repeat-call fast path)
 
-# The rates above are an AVX-512 machine's (Zen 4).  Without AVX-512 the kernels run
-# on 8-lane vectors (kernels/cpu/zmm.py VW) and the compute rates are those measured
-# on an AVX2 Zen 3 (2 threads, batch 1): SGEMM 67 GFLOP/s a thread (the measured
-# roof, 134 for two), the packed micro-kernels 47-56 in the ResNet layers (their
-# tiles run as several register groups there), the blocked depthwise rows half
-# their AVX-512 rate; the plain Numba loops ~0.6 of theirs.  Bandwidths and fixed
-# costs are the same model.
+# The compute rates (GFLOP/s a thread) depend on the kind of core; ``RATES`` holds one
+# table per kind, chosen by ``rates_for`` from the vector width and LLVM's name of the CPU.
+# "avx512" is the AVX-512 machine the model was calibrated on (Zen 4), whose cores split
+# each 512-bit multiply-add into two 256-bit halves.  The other two:
+#
+# * "avx2" (no AVX-512): the kernels run on 8-lane vectors (kernels/cpu/zmm.py VW);
+#   measured on a Zen 3 (2 threads, batch 1): SGEMM 67 GFLOP/s a thread (the measured
+#   roof, 134 for two), the packed micro-kernels 47-56 in the ResNet layers (their tiles
+#   run as several register groups there), the blocked depthwise rows half their AVX-512
+#   rate; the plain Numba loops ~0.6 of theirs.
+# * "avx512-full" (Zen 5, ``FULL_WIDTH_CPUS``): two whole 512-bit multiply-adds a cycle.
+#   Measured on a Zen 5 (2 threads, batch 1, docs/performance.md): the packed
+#   micro-kernel 227-254 GFLOP/s on one thread (1x1 256-64@56, 1024-256@14 and
+#   64-256@56; implicit 3x3 512@7 and 128@28), where the Zen 4 table says 140; Winograd's
+#   transforms about twice Zen 4's rate (the F(2x2) and F(4x4) layers' two-thread times
+#   fit 30 within 10-20 %).  OpenBLAS runs its AVX2 kernels there (SGEMM 94-110 a
+#   thread), so the SGEMM rate stays, and Winograd F(4x4)'s products run on the
+#   micro-kernel too (``WINOGRAD_PACKED_SIZES``): 128@28 0.48 ms against 0.69 on SGEMM,
+#   64@56 0.59 against 0.80.  rowdot's multiply-adds speed up with the micro-kernel's
+#   (80 * 235 / 140): 128@4x4 and 64@8x8 measured fastest on rowdot (39 and 54 us
+#   against im2col_packed's 81 and 59), as the table then plans.
+#
+# Bandwidths and fixed costs are the same model on all three.
+RATES = {
+    "avx512": {"GEMM_GFLOPS": 110.0, "PACKED_GFLOPS": 140.0, "DEPTHWISE_BLOCKED_GFLOPS": 90.0,
+               "DIRECT_GFLOPS": 16.0, "DEPTHWISE_GFLOPS": 30.0, "REGISTER_GFLOPS": 35.0,
+               "TRANSFORM_GFLOPS": 15.0, "ROWDOT_GFLOPS": 80.0, "WINOGRAD_PACKED_SIZES": (2,)},
+    "avx512-full": {"GEMM_GFLOPS": 110.0, "PACKED_GFLOPS": 235.0,
+                    "DEPTHWISE_BLOCKED_GFLOPS": 90.0, "DIRECT_GFLOPS": 16.0,
+                    "DEPTHWISE_GFLOPS": 30.0, "REGISTER_GFLOPS": 35.0, "TRANSFORM_GFLOPS": 30.0,
+                    "ROWDOT_GFLOPS": 135.0, "WINOGRAD_PACKED_SIZES": (2, 4)},
+    "avx2": {"GEMM_GFLOPS": 67.0, "PACKED_GFLOPS": 52.0, "DEPTHWISE_BLOCKED_GFLOPS": 45.0,
+             "DIRECT_GFLOPS": 10.0, "DEPTHWISE_GFLOPS": 18.0, "REGISTER_GFLOPS": 21.0,
+             "TRANSFORM_GFLOPS": 9.0, "ROWDOT_GFLOPS": 40.0, "WINOGRAD_PACKED_SIZES": (2,)},
+}
+FULL_WIDTH_CPUS = ("znver5",)  # LLVM's names of the measured full-width cores
 VECTOR_LANES = _VW
-if _VW == 8:
-    GEMM_GFLOPS = 67.0
-    PACKED_GFLOPS = 52.0
-    DEPTHWISE_BLOCKED_GFLOPS = 45.0
-    DIRECT_GFLOPS = 10.0
-    DEPTHWISE_GFLOPS = 18.0
-    REGISTER_GFLOPS = 21.0
-    TRANSFORM_GFLOPS = 9.0
+
+
+def rates_for(cpu, lanes):
+    """The name of the rate table (``RATES``) for a CPU (LLVM's name) with ``lanes``-float
+    vectors."""
+    if lanes == 8:
+        return "avx2"
+    return "avx512-full" if cpu in FULL_WIDTH_CPUS else "avx512"
+
+
+def use_rates(name):
+    """Set the planner's compute rates to table ``name`` and forget the plans made with the
+    others; returns the name of the table that was in use (tests plan for other cores)."""
+    global RATE_TABLE
+    if name not in RATES:
+        raise ValueError(f"use_rates: expected one of {sorted(RATES)}, got {name!r}")
+    before, RATE_TABLE = RATE_TABLE, name
+    globals().update(RATES[name])
+    from . import _algorithms, functional
+    functional._plan_cache.clear()
+    for f in vars(_algorithms).values():
+        if hasattr(f, "cache_clear"):
+            f.cache_clear()
+    return before
+
+
+RATE_TABLE = rates_for(_HOST_CPU, _VW)
+globals().update(RATES[RATE_TABLE])
 
 
 @dataclass(frozen=True)

@@ -459,6 +459,46 @@ def test_winograd_f2_products_on_the_micro_kernel(rng, monkeypatch, case):
     assert ("winograd_f2x2_3x3_zmm" in packed) == on_zmm
 
 
+@pytest.mark.parametrize("case", [
+    # (n, c, h, w, k, on the micro-kernel)
+    (1, 8, 28, 28, 16, True),     # 49 tiles an image
+    (1, 8, 30, 26, 16, True),     # 8 x 7 tiles, ragged last row and column
+    (2, 8, 14, 14, 16, False),    # 16 tiles an image: SGEMM however many images
+])
+def test_winograd_f4_products_on_the_micro_kernel_on_full_width_cores(rng, case):
+    """With the full-width AVX-512 rates (planner.RATES "avx512-full") F(4x4)'s products
+    run on the micro-kernel on maps of 32 tiles an image or more, and equal the
+    reference like the SGEMM path, bias, residual and activation included."""
+    from fastconv import _algorithms, planner
+    n, c, h, w, k, on_zmm = case
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((k, c, 3, 3)) / np.sqrt(c * 9)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    res = rng.standard_normal((n, k, h, w)).astype(np.float32)
+    e = ref.activation(ref.conv2d(x.astype(np.float64), wt.astype(np.float64),
+                                  b.astype(np.float64), 1, 1, 1, 1) + res, "relu6")
+    prob = F.conv_problem(x.shape, wt.shape, 1, 1)
+    before = planner.use_rates("avx512-full")
+    try:
+        packed = {}
+        for _ in range(2):
+            y = fc.conv2d(x, wt, b, 1, 1, activation="relu6", residual=res,
+                          algo="winograd_f4x4_3x3", packed=packed)
+            assert rel_err(y, e) < 1e-4
+        tiles = -(-h // 4) * -(-w // 4)
+        assert _algorithms.Winograd(4).packed_gemms(prob, tiles * n) == on_zmm
+        assert ("winograd_f4x4_3x3_zmm" in packed) == on_zmm
+        planner.use_rates("avx512")
+        assert not _algorithms.Winograd(4).packed_gemms(prob, tiles * n)
+        y2 = fc.conv2d(x, wt, b, 1, 1, activation="relu6", residual=res,
+                       algo="winograd_f4x4_3x3")
+        assert rel_err(y2, e) < 1e-4
+        if on_zmm:
+            assert rel_err(y2, y) < 1e-5
+    finally:
+        planner.use_rates(before)
+
+
 def test_winograd_f4_kept_out_of_auto_beyond_its_bound():
     from fastconv import planner as P
     big = F.conv_problem((1, 4096, 8, 8), (64, 4096, 3, 3), padding=1)

@@ -54,15 +54,56 @@ def choose(x_shape, w_shape, prepacked=True, **kw):
     ((1, 64, 9, 9), (64, 64, 3, 3), dict(padding=1), "im2col_packed"),   # 81: not any more
 ])
 def test_documented_choices(x_shape, w_shape, kw, expected):
+    key = (x_shape, w_shape)
     if planner.VECTOR_LANES == 8:
-        key = (x_shape, w_shape)
         if key in AVX2_MISSES:
             best, note = AVX2_MISSES[key]
             assert choose(x_shape, w_shape, **kw) not in best, \
                 "the planner now picks the measured best: move this row to AVX2_CHOICES"
             pytest.xfail(f"known AVX2 planner miss: measured best {note}")
         expected = AVX2_CHOICES.get(key, expected)
-    assert choose(x_shape, w_shape, **kw) == expected
+        assert choose(x_shape, w_shape, **kw) == expected
+        return
+    # both AVX-512 tables, whichever this machine uses
+    before = planner.use_rates("avx512")
+    try:
+        assert choose(x_shape, w_shape, **kw) == expected
+        planner.use_rates("avx512-full")
+        assert choose(x_shape, w_shape, **kw) == FULL_WIDTH_CHOICES.get(key, expected)
+    finally:
+        planner.use_rates(before)
+
+
+# Where 512-bit multiply-adds run at full width (planner.RATES "avx512-full", Zen 5) the
+# micro-kernel runs at about twice the rate; these choices differ there, each the fastest
+# measured on a Zen 5 (2 threads):
+FULL_WIDTH_CHOICES = {
+    ((1, 64, 7, 7), (256, 64, 1, 1)): "pointwise_packed",  # one-off: 14 us, SGEMM 19
+}
+
+
+def test_rate_tables():
+    """Each kind of core gets its own table; switching tables re-plans."""
+    assert planner.rates_for("znver5", 16) == "avx512-full"
+    assert planner.rates_for("znver4", 16) == "avx512"
+    assert planner.rates_for("skylake-avx512", 16) == "avx512"
+    assert planner.rates_for("znver5", 8) == "avx2"
+    assert set(planner.RATES) == {"avx512", "avx512-full", "avx2"}
+    assert all(set(t) == set(planner.RATES["avx512"]) for t in planner.RATES.values())
+    with pytest.raises(ValueError, match="use_rates"):
+        planner.use_rates("zen9")
+    prob = F.conv_problem((1, 128, 28, 28), (128, 128, 3, 3), padding=1)
+    before = planner.use_rates("avx512-full")
+    try:
+        assert planner.PACKED_GFLOPS == planner.RATES["avx512-full"]["PACKED_GFLOPS"]
+        full = planner.modelled(planner.REGISTRY["implicit_packed"], prob, 2, True)
+        planner.use_rates("avx512")
+        assert planner.PACKED_GFLOPS == planner.RATES["avx512"]["PACKED_GFLOPS"]
+        half = planner.modelled(planner.REGISTRY["implicit_packed"], prob, 2, True)
+        assert full < 0.8 * half
+    finally:
+        planner.use_rates(before)
+    assert planner.RATE_TABLE == before
 
 
 # Without AVX-512 (8-lane vectors) the rates differ (planner.py, docs/algorithms.md

@@ -32,6 +32,7 @@ from .epilogue import activate
 # tiles stay 16-lane values, so shapes, packing and planning are the same on both
 _FEATURES = llvm.get_host_cpu_features().flatten().split(",")
 VW = 16 if "+avx512f" in _FEATURES else 8
+HOST_CPU = llvm.get_host_cpu_name()  # LLVM's name for the core ("znver4", "znver5", ...)
 REGISTERS = 32 if VW == 16 else 16   # vector registers
 GROUP_BLOCK = 64  # reduction steps per block where a tile runs as several register groups
 
