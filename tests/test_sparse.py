@@ -8,6 +8,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv as fc
+from fastconv import planner
+
+
+@pytest.fixture
+def zen4_rates():
+    """Plan with Zen 4's rates (planner.RATES "avx512") on any AVX-512 machine.
+
+    Which layers fc.prune switches is the cost model's call, and on small layers it is
+    close: with Zen 4's rates the digits CNN's conv4 (93 % zeros) is modelled a hair
+    faster on CSR at batch 1; with Zen 5's the dense kernels run twice as fast and no layer
+    of it is (measured there: conv4 16 us dense, 41 on CSR).  Tests that follow the
+    sparse kernels through a model plan with the Zen 4 table, so they run those kernels on
+    every machine."""
+    before = planner.use_rates("avx512") if planner.VECTOR_LANES == 16 else None
+    yield
+    if before is not None:
+        planner.use_rates(before)
 
 
 @settings(max_examples=40, deadline=None)
@@ -190,7 +207,7 @@ def data():
     return digits.load_data()
 
 
-def test_pruned_digits_cnn_accuracy(data):
+def test_pruned_digits_cnn_accuracy(data, zen4_rates):
     """The script's 90 %-pruned, fine-tuned weights: within one point of the float model."""
     x_test, y_test, _ = data
     base = digits.accuracy(fc.optimize(digits.build(digits.state()), x_test[:2]), x_test, y_test)
@@ -205,7 +222,7 @@ def test_pruned_digits_cnn_accuracy(data):
     assert "csr" in sp.explain(x_test[:1], repeat=1, roof_gflops=100.0)
 
 
-def test_block_pruned_digits_cnn_accuracy(data):
+def test_block_pruned_digits_cnn_accuracy(data, zen4_rates):
     """The script's weights pruned to 90 % in blocks of 4 output channels and fine-tuned:
     within one point of the float model; every layer fc.prune switches runs the block
     kernel, and the result is the dense model's with those zeros."""
@@ -484,7 +501,7 @@ def test_block_pruning_keeps_the_largest_blocks():
     assert list(c5) == [4, 1] and np.allclose(s5, 1)
 
 
-def test_prune_then_optimize_fuses_into_the_sparse_convs(rng):
+def test_prune_then_optimize_fuses_into_the_sparse_convs(rng, zen4_rates):
     """Pruning an imported graph before optimize (the order for MobileNet-style models,
     whose 1x1 convs optimize would fuse into inverted-residual blocks): the BatchNorm
     folds into the sparse convs' weights (their zeros and blocks kept), ReLU6 and the
