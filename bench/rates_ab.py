@@ -2,12 +2,15 @@
 another table (``planner.RATES``), alternating calls in one process.
 
     python bench/rates_ab.py --model resnet18 --base avx512 --rounds 150
+    python bench/rates_ab.py --model resnet50 --batch 8 --rounds 20
 
 Both are the torch twin imported and optimized.  The base model is built and called
 twice with ``planner.use_rates(BASE)``, so its plan is made and its launches recorded
 under that table (from its second call a model replays its recorded kernels); then the
 machine's own table is restored and the second model is built.  The two then take turns,
-one call each, ``--rounds`` times.  Prints which layers the tables plan differently, the
+one call each, ``--rounds`` times.  Prints which layers the tables plan differently (by
+kernel name: whether Winograd F(4x4) runs its products on the micro-kernel follows the
+table in use when its launches were recorded and does not show there), the
 largest difference between the outputs, and the medians and minima of both, their ratio
 and the median of the per-call ratios (this table / base).  On the shared 2-vCPU machine
 a slow phase moves both alike, which is why this compares in one process.
@@ -47,9 +50,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=150)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--batch", type=int, default=1)
     a = ap.parse_args()
     fc.set_num_threads(a.threads)
-    x = np.random.default_rng(0).standard_normal((1, 3, a.size, a.size)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((a.batch, 3, a.size, a.size)).astype(np.float32)
     own = planner.use_rates(a.base)
     try:
         base = _build(a.model, x)
@@ -72,7 +76,7 @@ def main():
             g(x)
             ts.append(time.perf_counter() - t0)
     tb, tn = np.array(tb), np.array(tn)
-    print(f"{a.model}, {a.threads} threads: {a.base} {np.median(tb) * 1e3:.3f} ms "
+    print(f"{a.model}, batch {a.batch}, {a.threads} threads: {a.base} {np.median(tb) * 1e3:.3f} ms "
           f"(min {tb.min() * 1e3:.3f}), {own} {np.median(tn) * 1e3:.3f} ms "
           f"(min {tn.min() * 1e3:.3f}); {own} / {a.base}: medians "
           f"{np.median(tn) / np.median(tb):.3f}, per call {np.median(tn / tb):.3f}")
