@@ -417,20 +417,20 @@ class Winograd(planner.Algorithm):
     # (a chunk's): 256@14 (49 tiles) 0.49 ms against SGEMM's 0.65, 128@28 (196) 0.57
     # against 0.63; on Zen 4 F(4x4)'s 36 products and products of 16 tiles ran slower
     # there (F(4x4) 128@28 0.29 vs 0.28, 64@56 0.33 vs 0.28; F(2x2) 512@7 1.83 vs 1.59).
-    # Where the micro-kernel runs at twice SGEMM's rate (planner.RATES) F(4x4)'s
-    # products move too (planner.WINOGRAD_PACKED_SIZES), on maps of 32 tiles an image or
-    # more: on Zen 5 at batch 8 the packed F(4x4) ran 256@14 (16 tiles) in 4.4 ms and
-    # 512@7 (4) in 5.0 where the model said 2.6 and 2.8; 128@28 (49) 3.1 against 2.3.
+    # Where the micro-kernel runs at twice SGEMM's rate (planner.RATES "avx512-full")
+    # F(4x4)'s products move too, and both sizes' only on maps of 32 tiles an image or
+    # more (planner.WINOGRAD_PACKED): on Zen 5 at batch 8 the packed F(4x4) ran 256@14
+    # (16 tiles) in 4.4 ms and 512@7 (4) in 5.0 where the model said 2.6 and 2.8, and
+    # F(2x2) 512@7 (16) 5.7 where implicit_packed takes 4.2.
     PACKED_MIN_TILES = 32
 
     def packed_gemms(self, prob, tiles):
         """Whether the products of a chunk of ``tiles`` tiles run on the micro-kernel."""
-        if self.m not in planner.WINOGRAD_PACKED_SIZES or prob.groups != 1:
+        per_image = planner.WINOGRAD_PACKED.get(self.m)
+        if per_image is None or prob.groups != 1:
             return False
-        if self.m == 4:
-            th, tw = self.tiles(prob)
-            tiles = min(tiles, th * tw)
-        return tiles >= self.PACKED_MIN_TILES
+        th, tw = self.tiles(prob)
+        return tiles >= self.PACKED_MIN_TILES and th * tw >= per_image
 
     def cost(self, prob, threads, prepacked=False):
         th, tw = self.tiles(prob)

@@ -104,8 +104,11 @@ PACKED_CALL_S = 1e-6  # more per call than the SGEMM families (measured 11-16 us
 #   transforms about twice Zen 4's rate (the F(2x2) and F(4x4) layers' two-thread times
 #   fit 30 within 10-20 %).  OpenBLAS runs its AVX2 kernels there (SGEMM 94-110 a
 #   thread), so the SGEMM rate stays, and Winograd F(4x4)'s products run on the
-#   micro-kernel too (``WINOGRAD_PACKED_SIZES``): 128@28 0.48 ms against 0.69 on SGEMM,
-#   64@56 0.59 against 0.80.  rowdot's multiply-adds speed up with the micro-kernel's
+#   micro-kernel too (``WINOGRAD_PACKED``: F(m x m) -> the tiles an image from which
+#   they do): 128@28 0.48 ms against 0.69 on SGEMM, 64@56 0.59 against 0.80; on maps of
+#   fewer than 32 tiles an image neither size's products do (at batch 8 F(4x4) ran
+#   256@14 in 4.4 ms and 512@7 in 5.0 where the model said 2.6 and 2.8; F(2x2) 512@7
+#   5.7 against implicit_packed's 4.2).  rowdot's multiply-adds speed up with the micro-kernel's
 #   (80 * 235 / 140): 128@4x4 and 64@8x8 measured fastest on rowdot (39 and 54 us
 #   against im2col_packed's 81 and 59), as the table then plans.
 #
@@ -113,14 +116,14 @@ PACKED_CALL_S = 1e-6  # more per call than the SGEMM families (measured 11-16 us
 RATES = {
     "avx512": {"GEMM_GFLOPS": 110.0, "PACKED_GFLOPS": 140.0, "DEPTHWISE_BLOCKED_GFLOPS": 90.0,
                "DIRECT_GFLOPS": 16.0, "DEPTHWISE_GFLOPS": 30.0, "REGISTER_GFLOPS": 35.0,
-               "TRANSFORM_GFLOPS": 15.0, "ROWDOT_GFLOPS": 80.0, "WINOGRAD_PACKED_SIZES": (2,)},
+               "TRANSFORM_GFLOPS": 15.0, "ROWDOT_GFLOPS": 80.0, "WINOGRAD_PACKED": {2: 0}},
     "avx512-full": {"GEMM_GFLOPS": 110.0, "PACKED_GFLOPS": 235.0,
                     "DEPTHWISE_BLOCKED_GFLOPS": 90.0, "DIRECT_GFLOPS": 16.0,
                     "DEPTHWISE_GFLOPS": 30.0, "REGISTER_GFLOPS": 35.0, "TRANSFORM_GFLOPS": 30.0,
-                    "ROWDOT_GFLOPS": 135.0, "WINOGRAD_PACKED_SIZES": (2, 4)},
+                    "ROWDOT_GFLOPS": 135.0, "WINOGRAD_PACKED": {2: 32, 4: 32}},
     "avx2": {"GEMM_GFLOPS": 67.0, "PACKED_GFLOPS": 52.0, "DEPTHWISE_BLOCKED_GFLOPS": 45.0,
              "DIRECT_GFLOPS": 10.0, "DEPTHWISE_GFLOPS": 18.0, "REGISTER_GFLOPS": 21.0,
-             "TRANSFORM_GFLOPS": 9.0, "ROWDOT_GFLOPS": 40.0, "WINOGRAD_PACKED_SIZES": (2,)},
+             "TRANSFORM_GFLOPS": 9.0, "ROWDOT_GFLOPS": 40.0, "WINOGRAD_PACKED": {2: 0}},
 }
 FULL_WIDTH_CPUS = ("znver5",)  # LLVM's names of the measured full-width cores
 VECTOR_LANES = _VW

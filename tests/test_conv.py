@@ -488,8 +488,10 @@ def test_winograd_f4_products_on_the_micro_kernel_on_full_width_cores(rng, case)
         tiles = -(-h // 4) * -(-w // 4)
         assert _algorithms.Winograd(4).packed_gemms(prob, tiles * n) == on_zmm
         assert ("winograd_f4x4_3x3_zmm" in packed) == on_zmm
+        assert _algorithms.Winograd(2).packed_gemms(prob, 64) == (-(-h // 2) * -(-w // 2) >= 32)
         planner.use_rates("avx512")
         assert not _algorithms.Winograd(4).packed_gemms(prob, tiles * n)
+        assert _algorithms.Winograd(2).packed_gemms(prob, 64)
         y2 = fc.conv2d(x, wt, b, 1, 1, activation="relu6", residual=res,
                        algo="winograd_f4x4_3x3")
         assert rel_err(y2, e) < 1e-4
