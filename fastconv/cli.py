@@ -38,7 +38,7 @@ def info(args=None):
     import scipy
 
     import fastconv as fc
-    from fastconv import _runtime
+    from fastconv import _runtime, planner
     model, feats = _cpu_features()
     out = {
         "fastconv": fc.__version__,
@@ -47,6 +47,7 @@ def info(args=None):
         "cpu": model,
         "cpu_features": feats,
         "llvm_cpu": llvm.get_host_cpu_name(),
+        "planner_rates": planner.RATE_TABLE,  # the cost model's table for this kind of core
         "threads": fc.get_num_threads(),
         "max_threads": _runtime.max_threads(),
         "threading_layer": fc.threading_layer(),

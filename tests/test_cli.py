@@ -13,6 +13,8 @@ def test_info_prints_the_essentials(capsys, tmp_path):
         assert word in out
     data = json.loads((tmp_path / "info.json").read_text())
     assert data["threading_layer"] == "tbb" and data["blas"]
+    from fastconv import planner
+    assert data["planner_rates"] == planner.RATE_TABLE in planner.RATES
 
 
 def test_bench_small_model_json(tmp_path, capsys):
