@@ -37,6 +37,7 @@ CASES = [
     (1, 8, 9, 7, 8, 3, 3, 1, 1, 1, 8),       # depthwise (groups = C)
     (1, 4, 9, 7, 8, 5, 5, 2, 2, 1, 4),       # depthwise, multiplier 2, stride 2
     (1, 3, 23, 19, 8, 7, 7, 2, 3, 1, 1),     # stem-like 7x7/2
+    (2, 3, 21, 75, 12, 7, 7, 2, 3, 1, 1),    # RGB 7x7/2, rows of 38 = 32 + 6 pixels, K = 8 + 4
     (1, 2, 4, 4, 3, 5, 5, 1, 2, 1, 1),       # kernel > input, padded
     (1, 16, 3, 3, 16, 3, 3, 1, 1, 1, 1),     # K exact multiple of the block
     (1, 3, 1, 12, 2, 1, 3, 1, 0, 1, 1),      # 1-row input, 1x3 kernel

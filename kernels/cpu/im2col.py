@@ -28,7 +28,8 @@ from .blas import sgemm_rm
 from .epilogue import epilogue_tile
 from .tiles import gather_pixels, gemm_task, register_gemm_tile
 from .zmm import (MP, MR, NR, PF_GROUPS, _copy_padded, gemm_block, gemm_block_t,
-                  gemm_tile_taps, gemm_tile_taps16, gemm_tile_t_taps, gemm_tile_t_taps_edges,
+                  gemm_tile_taps, gemm_tile_taps16, gemm_tile_taps16_c3, gemm_tile_taps_c3,
+                  gemm_tile_t_taps, gemm_tile_t_taps_edges,
                   gemm_tile_t_taps_edges_pf)
 
 
@@ -343,11 +344,19 @@ def conv2d_implicit_pixels(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
                 k0 = pan * MR
                 yo = (n * K + k0) * P + p * OW
                 for q0 in range(0, OW, NR):
+                    wo = pan * RS * C * MR
+                    nr = min(MR, K - k0)
                     if OW - q0 <= 16:  # a short last tile: half the vectors, no idle lanes
-                        gemm_tile_taps16(xf, xo + q0, plane, toff, RS, wf, pan * RS * C * MR, C,
-                                         yf, yo + q0, P, min(MR, K - k0), OW - q0, b, k0, act,
-                                         rf, has_res)
+                        if C == 3:
+                            gemm_tile_taps16_c3(xf, xo + q0, plane, toff, RS, wf, wo, C, yf,
+                                                yo + q0, P, nr, OW - q0, b, k0, act, rf,
+                                                has_res)
+                        else:
+                            gemm_tile_taps16(xf, xo + q0, plane, toff, RS, wf, wo, C, yf,
+                                             yo + q0, P, nr, OW - q0, b, k0, act, rf, has_res)
+                    elif C == 3:
+                        gemm_tile_taps_c3(xf, xo + q0, plane, toff, RS, wf, wo, C, yf, yo + q0,
+                                          P, nr, min(NR, OW - q0), b, k0, act, rf, has_res)
                     else:
-                        gemm_tile_taps(xf, xo + q0, plane, toff, RS, wf, pan * RS * C * MR, C,
-                                       yf, yo + q0, P, min(MR, K - k0), min(NR, OW - q0), b, k0,
-                                       act, rf, has_res)
+                        gemm_tile_taps(xf, xo + q0, plane, toff, RS, wf, wo, C, yf, yo + q0, P,
+                                       nr, min(NR, OW - q0), b, k0, act, rf, has_res)

@@ -1335,8 +1335,11 @@ def gemm_block_t(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nro
                              act, res, has_res, acc, fin, pf, step)
 
 
-def _make_tile_taps(nv):
-    """gemm_tile_taps over 16*nv pixels."""
+def _make_tile_taps(nv, steps=None):
+    """gemm_tile_taps over 16*nv pixels; with ``steps``, for taps of that many channels
+    only (its nc argument is ignored): each tap's reduction is then a constant-count
+    loop, which LLVM unrolls, where a few-channel tap (a stem's 3) otherwise runs a
+    counted loop of 3 steps per tap."""
     @intrinsic
     def gemm_tile_taps(typingctx, x, x_off, ldx, toff, ntaps, wp, w_off, nc, y, y_off, ldy,
                        nr, npx, bias, b_off, act, res, has_res):
@@ -1372,6 +1375,8 @@ def _make_tile_taps(nv):
                 args[14], args[15], args[17])
             intp = x_off.type
             const = lambda v: ir.Constant(intp, v)  # noqa: E731
+            if steps is not None:
+                nc = const(steps)
             zero = ir.Constant(v16, None)
             masks = _lane_masks(builder, npx, nv)
 
@@ -1417,3 +1422,5 @@ def _make_tile_taps(nv):
 
 gemm_tile_taps = _make_tile_taps(NV)      # MR channels x NR pixels
 gemm_tile_taps16 = _make_tile_taps(1)     # MR channels x 16 pixels: a row's short last tile
+gemm_tile_taps_c3 = _make_tile_taps(NV, 3)     # the same for taps of 3 channels (RGB stems)
+gemm_tile_taps16_c3 = _make_tile_taps(1, 3)
