@@ -6,7 +6,8 @@ cost (``cost``, seconds, from the model below), and how to run it.  ``plan``
 picks the cheapest algorithm that serves a problem when ``algo="auto"``, or
 checks the one that was asked for.
 
-Cost model (calibrated on a 2-core AVX-512 machine and an AVX2 one, docs/algorithms.md)
+Cost model (calibrated on 2-core AVX-512 machines, Zen 4 and Zen 5, and an AVX2 one;
+the compute rates per kind of core in ``RATES``, docs/algorithms.md)
 -------------------------------------------------------------------------------------
 Every family models the same direct-convolution flops at its own rate, the
 data it moves, and a fixed cost per parallel task.
@@ -99,8 +100,8 @@ PACKED_CALL_S = 1e-6  # more per call than the SGEMM families (measured 11-16 us
 #   rate; the plain Numba loops ~0.6 of theirs.
 # * "avx512-full" (Zen 5, ``FULL_WIDTH_CPUS``): two whole 512-bit multiply-adds a cycle.
 #   Measured on a Zen 5 (2 threads, batch 1, docs/performance.md): the packed
-#   micro-kernel 227-254 GFLOP/s on one thread (1x1 256-64@56, 1024-256@14 and
-#   64-256@56; implicit 3x3 512@7 and 128@28), where the Zen 4 table says 140; Winograd's
+#   micro-kernel 187-250 GFLOP/s on one thread over two runs (1x1 256-64@56, 1024-256@14
+#   and 64-256@56; implicit 3x3 512@7 and 128@28), where the Zen 4 table says 140; Winograd's
 #   transforms about twice Zen 4's rate (the F(2x2) and F(4x4) layers' two-thread times
 #   fit 30 within 10-20 %).  OpenBLAS runs its AVX2 kernels there (SGEMM 94-110 a
 #   thread), so the SGEMM rate stays, and Winograd F(4x4)'s products run on the
@@ -108,9 +109,9 @@ PACKED_CALL_S = 1e-6  # more per call than the SGEMM families (measured 11-16 us
 #   they do): 128@28 0.48 ms against 0.69 on SGEMM, 64@56 0.59 against 0.80; on maps of
 #   fewer than 32 tiles an image neither size's products do (at batch 8 F(4x4) ran
 #   256@14 in 4.4 ms and 512@7 in 5.0 where the model said 2.6 and 2.8; F(2x2) 512@7
-#   5.7 against implicit_packed's 4.2).  rowdot's multiply-adds speed up with the micro-kernel's
-#   (80 * 235 / 140): 128@4x4 and 64@8x8 measured fastest on rowdot (39 and 54 us
-#   against im2col_packed's 81 and 59), as the table then plans.
+#   5.7 against implicit_packed's 4.2).  rowdot's multiply-adds speed up with the
+#   micro-kernel's (80 * 235 / 140): 128@4x4 and 64@8x8 measured fastest on rowdot (39
+#   and 54 us against im2col_packed's 81 and 59), as the table then plans.
 #
 # Bandwidths and fixed costs are the same model on all three.
 RATES = {
