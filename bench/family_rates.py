@@ -4,7 +4,7 @@
     python bench/family_rates.py --threads 2 --candidates 64@56 128@28 512@7
 
 Default: a few ResNet layers, each on the family named, hot (the weights kept packed
-as a layer keeps them), median of 60 calls after 0.3 s of warm-up; GFLOP/s and the
+as a layer keeps them), median of 60 calls after 0.3 s of warm-up (``_peers.timed``); GFLOP/s and the
 planner's modelled time for each table of ``planner.RATES`` that applies to this
 vector width (``modelled/measured`` near 1 is a calibrated table).  This is how the
 "avx512-full" table's rates were read (docs/algorithms.md, "Full-width AVX-512 cores").
@@ -20,6 +20,7 @@ import numpy as np
 
 import fastconv as fc
 from fastconv import planner
+from fastconv._peers import timed
 from fastconv.planner import REGISTRY, ConvProblem
 
 # name: (C, H, K, kernel size, stride, pad, batch)
@@ -68,18 +69,7 @@ def rates(threads, rng):
     for name, algo in FAMILY_LAYERS:
         prob, x, w, b, s, p = _layer(name, rng)
         pk = {}
-
-        def f():
-            fc.conv2d(x, w, b, s, p, algo=algo, packed=pk)
-        t_end = time.perf_counter() + 0.3
-        while time.perf_counter() < t_end:
-            f()
-        ts = []
-        for _ in range(60):
-            t0 = time.perf_counter()
-            f()
-            ts.append(time.perf_counter() - t0)
-        med = float(np.median(ts))
+        med, best = timed(lambda: fc.conv2d(x, w, b, s, p, algo=algo, packed=pk), 60)
         ratios = []
         for t in tables:
             before = planner.use_rates(t)
@@ -88,7 +78,7 @@ def rates(threads, rng):
             finally:
                 planner.use_rates(before)
         print(f"  {name:17s} {algo:18s} {med * 1e3:7.3f} ms {prob.flops / med / 1e9:6.0f} "
-              f"GFLOP/s (best {prob.flops / min(ts) / 1e9:4.0f})  "
+              f"GFLOP/s (best {prob.flops / best / 1e9:4.0f})  "
               + "  ".join(f"{t} {r:.2f}" for t, r in zip(tables, ratios)))
 
 

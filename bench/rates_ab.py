@@ -19,6 +19,7 @@ import argparse
 import time
 
 import numpy as np
+from int8_ab import _turns
 
 import fastconv as fc
 from fastconv import models, planner
@@ -64,18 +65,12 @@ def main():
         if kb != kn:
             print(f"  {layer}: {kb} -> {kn}")
     print(f"max |difference| {float(np.abs(base(x) - new(x)).max()):.2e}")
-    tb, tn = [], []
     t_end = time.perf_counter() + 1.0
     while time.perf_counter() < t_end:
         base(x)
         new(x)
-    for i in range(a.rounds):
-        pair = ((base, tb), (new, tn)) if i % 2 == 0 else ((new, tn), (base, tb))
-        for g, ts in pair:
-            t0 = time.perf_counter()
-            g(x)
-            ts.append(time.perf_counter() - t0)
-    tb, tn = np.array(tb), np.array(tn)
+    sides = {"old": base, "new": new}
+    tb, tn = _turns(lambda side: sides[side](x), a.rounds, 0)
     print(f"{a.model}, batch {a.batch}, {a.threads} threads: {a.base} {np.median(tb) * 1e3:.3f} ms "
           f"(min {tb.min() * 1e3:.3f}), {own} {np.median(tn) * 1e3:.3f} ms "
           f"(min {tn.min() * 1e3:.3f}); {own} / {a.base}: medians "
