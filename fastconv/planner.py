@@ -113,18 +113,38 @@ PACKED_CALL_S = 1e-6  # more per call than the SGEMM families (measured 11-16 us
 #   micro-kernel's (80 * 235 / 140): 128@4x4 and 64@8x8 measured fastest on rowdot (39
 #   and 54 us against im2col_packed's 81 and 59), as the table then plans.
 #
+#
+# The sparse kernels (fastconv/sparse.py) have their own rates, per thread: SPARSE_GFLOPS
+# (CSR conv: nonzero multiply-adds x 2 over every computed tile lane; one broadcast and nv
+# vector loads per nonzero, so near the load ports' rate, not the FMA peak), BLOCK_GFLOPS
+# (4-channel block CSR: one input read per 4 multiply-adds), SPARSE_TILE_S (per tile and
+# output channel: its epilogue and call) and GATHER_GFLOPS (the few-sample sparse linear:
+# x values gathered VW at a time, 2 flops per nonzero and sample).  The conv rates are
+# fitted by least squares (relative error) to six ResNet-50 layers at 30-95 % sparsity,
+# batch 1, two threads: on Zen 4 36 / 85 / 0.02 us; on Zen 5 (two runs, 168 timings) 55 /
+# 125 / 0.04 us, where Zen 4's modelled 0.35-0.45 too slow (log rms) and chose wrong (by
+# over 5 %) in 24 of 168 cases, the fit in 14 (docs/performance.md).  GATHER_GFLOPS was
+# measured on Zen 5 (3-3.6 G nonzeros a second a thread on 1000-feature layers); the other
+# two tables take lower guesses, not measurements.
+#
 # Bandwidths and fixed costs are the same model on all three.
 RATES = {
     "avx512": {"GEMM_GFLOPS": 110.0, "PACKED_GFLOPS": 140.0, "DEPTHWISE_BLOCKED_GFLOPS": 90.0,
                "DIRECT_GFLOPS": 16.0, "DEPTHWISE_GFLOPS": 30.0, "REGISTER_GFLOPS": 35.0,
-               "TRANSFORM_GFLOPS": 15.0, "ROWDOT_GFLOPS": 80.0, "WINOGRAD_PACKED": {2: 0}},
+               "TRANSFORM_GFLOPS": 15.0, "ROWDOT_GFLOPS": 80.0, "WINOGRAD_PACKED": {2: 0},
+               "SPARSE_GFLOPS": 36.0, "BLOCK_GFLOPS": 85.0, "SPARSE_TILE_S": 0.02e-6,
+               "GATHER_GFLOPS": 4.0},
     "avx512-full": {"GEMM_GFLOPS": 110.0, "PACKED_GFLOPS": 235.0,
                     "DEPTHWISE_BLOCKED_GFLOPS": 90.0, "DIRECT_GFLOPS": 16.0,
                     "DEPTHWISE_GFLOPS": 30.0, "REGISTER_GFLOPS": 35.0, "TRANSFORM_GFLOPS": 30.0,
-                    "ROWDOT_GFLOPS": 135.0, "WINOGRAD_PACKED": {2: 32, 4: 32}},
+                    "ROWDOT_GFLOPS": 135.0, "WINOGRAD_PACKED": {2: 32, 4: 32},
+                    "SPARSE_GFLOPS": 55.0, "BLOCK_GFLOPS": 125.0, "SPARSE_TILE_S": 0.04e-6,
+                    "GATHER_GFLOPS": 6.0},
     "avx2": {"GEMM_GFLOPS": 67.0, "PACKED_GFLOPS": 52.0, "DEPTHWISE_BLOCKED_GFLOPS": 45.0,
              "DIRECT_GFLOPS": 10.0, "DEPTHWISE_GFLOPS": 18.0, "REGISTER_GFLOPS": 21.0,
-             "TRANSFORM_GFLOPS": 9.0, "ROWDOT_GFLOPS": 40.0, "WINOGRAD_PACKED": {2: 0}},
+             "TRANSFORM_GFLOPS": 9.0, "ROWDOT_GFLOPS": 40.0, "WINOGRAD_PACKED": {2: 0},
+             "SPARSE_GFLOPS": 36.0, "BLOCK_GFLOPS": 85.0, "SPARSE_TILE_S": 0.02e-6,
+             "GATHER_GFLOPS": 3.0},
 }
 FULL_WIDTH_CPUS = ("znver5",)  # LLVM's names of the measured full-width cores
 VECTOR_LANES = _VW

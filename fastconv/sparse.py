@@ -19,29 +19,18 @@ from .graph import Model
 from .kernels.cpu import pad as _pad
 from .kernels.cpu import sparse as _sparse
 
-# nonzero multiply-adds x 2 per second per thread and per computed tile lane of the
-# register-tiled kernel (kernels/cpu/sparse.sparse_conv2d_tiles), measured on ResNet-50
-# layers at 50-90 % sparsity (docs/performance.md): one broadcast and nv vector loads per
-# nonzero, so it runs near the load ports' rate, not the FMA peak
-SPARSE_GFLOPS = 36.0
-# per (tile, output channel): the tile's epilogue and the call (a 4-channel block row stores
-# four channels per call at about the same cost per channel)
-SPARSE_TILE_S = 0.02e-6
+# The sparse kernels' rates (SPARSE_GFLOPS, BLOCK_GFLOPS, SPARSE_TILE_S, GATHER_GFLOPS)
+# depend on the kind of core and live in planner.RATES with the dense ones.
 # input channels per chunk: a tile's input for one chunk (the chunk's channels, every stride
 # phase, the rows the taps reach) within this many bytes, so it stays in L1 while every
 # output channel's nonzeros of the chunk stream past
 SPARSE_CHUNK_BYTES = 16384
-# the same with 4-channel blocks (kb 4): one input read per 4 multiply-adds of a stored block;
-# fitted to ResNet-50 layers at 50-90 % (two threads: 64@56 at 50 % 0.75 ms, at 90 % 0.22-0.27)
-BLOCK_GFLOPS = 85.0
 # the block sizes sparse_conv2d runs (output channels per block)
 BLOCKS = (1, 4)
 # ... and at least this many stored blocks of a block row per chunk (fewer chunks where the
 # weight is sparser: measured on ResNet-50 layers, 1x1 256-64@56 at 90 % CSR 0.29 ms with
 # 16 KiB chunks, 0.215 unchunked; at 50 % 0.77 chunked, 0.99 unchunked)
 SPARSE_CHUNK_BLOCKS = 32
-# the CSR linear kernel (one output feature per task), per thread
-SPARSE_LINEAR_GFLOPS = 28.0
 
 
 def _grid(prob):
@@ -169,11 +158,12 @@ def sparse_cost(prob, nnz, threads, kb=1):
             planner.COPY_GBS * 1e9)
     nv, ntiles, tgroup, kblock = _tiling(prob, threads)
     lanes = max(1, prob.n) * ntiles * 16 * nv
-    work = 2.0 * nnz * lanes / ((SPARSE_GFLOPS if kb == 1 else BLOCK_GFLOPS) * 1e9)
+    work = 2.0 * nnz * lanes / ((planner.SPARSE_GFLOPS if kb == 1 else
+                                 planner.BLOCK_GFLOPS) * 1e9)
     tasks = max(1, prob.n) * -(-ntiles // tgroup) * -(-prob.k // kblock)
     calls = max(1, prob.n) * ntiles * prob.k
     return (planner.CALL_OVERHEAD_S + copy
-            + (work + calls * SPARSE_TILE_S) / min(threads, tasks))
+            + (work + calls * planner.SPARSE_TILE_S) / min(threads, tasks))
 
 
 def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
@@ -333,8 +323,58 @@ def _sparse_gpu(x, weight, bias, stride, padding, dilation, groups, activation, 
     return _cuda.wrap(y, x) if device else _checks.wrap_like(y.copy_to_host(), x)
 
 
+def _linear_csr(w, packed):
+    """The linear weight's CSR form (int64 row pointers, int32 columns, values), cached in
+    packed."""
+    csr = None if packed is None else packed.get("csr")
+    if csr is None:
+        rows, cols = np.nonzero(w)
+        indptr = np.zeros(w.shape[0] + 1, np.int64)
+        np.cumsum(np.bincount(rows, minlength=w.shape[0]), out=indptr[1:])
+        csr = (indptr, cols.astype(np.int32), w[rows, cols].astype(np.float32))
+        if packed is not None:
+            packed["csr"] = csr
+    return csr
+
+
+def _linear_as_conv(w, samples):
+    """The 1x1 convolution a linear of weight (O, F) is over ``samples`` inputs: the
+    features as channels, the samples as the pixels of one image."""
+    return conv_problem((1, w.shape[1], 1, samples), (w.shape[0], w.shape[1], 1, 1), 1, 0, 1,
+                        1)
+
+
+def linear_costs(w, samples, threads):
+    """Modelled seconds of a sparse linear over ``samples`` inputs: {"gather": the
+    few-sample kernel, "conv": the 1x1 sparse convolution over the samples (CSR or block
+    CSR, whichever is modelled faster, plus the transposes in and out)}; each never below
+    the stored weights (8 bytes a nonzero) read once at planner.WEIGHT_STREAM_GBS."""
+    nnz = int(np.count_nonzero(w))
+    par = min(threads, max(1, w.shape[0]))
+    floor = planner.CALL_OVERHEAD_S + 8.0 * nnz / (planner.WEIGHT_STREAM_GBS * 1e9 * par)
+    gather = planner.CALL_OVERHEAD_S + 2.0 * samples * nnz / (planner.GATHER_GFLOPS * 1e9 * par)
+    conv = best_block(w.reshape(w.shape + (1, 1)), _linear_as_conv(w, samples), threads)[0]
+    conv += samples * (w.shape[0] + w.shape[1]) * 4 / (planner.COPY_GBS * 1e9)
+    return {"gather": max(gather, floor), "conv": max(conv, floor)}
+
+
+def dense_linear_cost(w, samples, threads):
+    """Modelled seconds of the dense (SGEMM) linear over ``samples`` inputs, never below its
+    weights read once at planner.WEIGHT_STREAM_GBS (one sample is a matrix-vector product,
+    bound by them)."""
+    par = min(threads, max(1, w.shape[0]))
+    return planner.CALL_OVERHEAD_S + max(
+        2.0 * samples * w.size / (planner.GEMM_GFLOPS * 1e9 * par),
+        4.0 * w.size / (planner.WEIGHT_STREAM_GBS * 1e9 * par))
+
+
 def sparse_linear(x, weight, bias=None, activation=None, packed=None, layer="sparse_linear"):
-    """linear (same arguments and result) from the nonzeros of ``weight`` only."""
+    """linear (same arguments and result) from the nonzeros of ``weight`` only.
+
+    Few samples run a gathered dot product per output feature and sample
+    (kernels/cpu/sparse.sparse_linear_rows); more run as a 1x1 sparse convolution with the
+    samples as pixels (sparse_conv2d: CSR or block CSR); the one modelled faster
+    (``linear_costs``) for the number of samples, chosen once per count and cached."""
     x_in = x
     xa = _checks.as_float32(x, layer, "input")
     w = _checks.as_float32(weight, layer, "weight", ndim=2)
@@ -343,21 +383,28 @@ def sparse_linear(x, weight, bias=None, activation=None, packed=None, layer="spa
                          f"dimension, got shape {tuple(xa.shape)}")
     b = _bias(bias, w.shape[0], layer)
     act = _checks.activation_code(activation, layer)
-    csr = None if packed is None else packed.get("csr")
-    if csr is None:
-        rows, cols = np.nonzero(w)
-        indptr = np.zeros(w.shape[0] + 1, np.int64)
-        np.cumsum(np.bincount(rows, minlength=w.shape[0]), out=indptr[1:])
-        csr = (indptr, cols.astype(np.int64), w[rows, cols].astype(np.float32))
-        if packed is not None:
-            packed["csr"] = csr
     x2 = xa.reshape(-1, w.shape[1])
-    yT = np.empty((w.shape[0], x2.shape[0]), np.float32)
-    if yT.size:
-        with _runtime.kernel_scope(blas=False):
-            _sparse.sparse_linear(np.ascontiguousarray(x2.T), *csr, b, yT, act)
-    return _checks.wrap_like(np.ascontiguousarray(yT.T).reshape(xa.shape[:-1] + (w.shape[0],)),
-                             x_in)
+    samples = x2.shape[0]
+    path = None if packed is None else packed.get(("linear_path", samples))
+    if path is None:
+        costs = linear_costs(w, samples, _runtime.get_num_threads())
+        path = min(costs, key=costs.get)
+        if packed is not None:
+            packed[("linear_path", samples)] = path
+    out_shape = xa.shape[:-1] + (w.shape[0],)
+    if path == "conv" and samples:
+        xT = np.ascontiguousarray(x2.T).reshape(1, w.shape[1], 1, samples)
+        y4 = sparse_conv2d(xT, w.reshape(w.shape + (1, 1)), b, activation=activation,
+                           packed=None if packed is None else packed.setdefault("conv", {}),
+                           layer=layer)
+        y = np.ascontiguousarray(y4.reshape(w.shape[0], samples).T)
+    else:
+        csr = _linear_csr(w, packed)
+        y = np.empty((samples, w.shape[0]), np.float32)
+        if y.size:
+            with _runtime.kernel_scope(blas=False):
+                _sparse.sparse_linear_rows(x2, *csr, b, y, act)
+    return _checks.wrap_like(y.reshape(out_shape), x_in)
 
 
 def _eligible(node):
@@ -477,10 +524,8 @@ def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=No
             sparse, kb = best_block(w, prob, threads)
         else:
             rows = int(np.prod(xs[:-1]))
-            dense = planner.CALL_OVERHEAD_S + 2.0 * rows * w.size / (planner.GEMM_GFLOPS * 1e9 *
-                                                                     min(threads, w.shape[0]))
-            sparse = planner.CALL_OVERHEAD_S + 2.0 * rows * nnz / (SPARSE_LINEAR_GFLOPS * 1e9 *
-                                                                   min(threads, w.shape[0]))
+            dense = dense_linear_cost(w, rows, threads)
+            sparse = min(linear_costs(w, rows, threads).values())
         use = sparse < dense
         if use:
             n.op = "sparse_conv" if n.op == "conv" else "sparse_linear"

@@ -202,6 +202,77 @@ def test_sparse_linear_matches_dense(rng):
     assert rel_err(y, np.clip(x @ w.T + b, 0, 6)) < 1e-5
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 5), f=st.integers(1, 70), o=st.integers(0, 9),
+       density=st.sampled_from([0.0, 0.1, 0.5, 1.0]), act=st.sampled_from(["relu", "relu6", None]),
+       seed=st.integers(0, 99))
+def test_sparse_linear_gather_kernel_matches_reference(n, f, o, density, act, seed):
+    """The few-sample kernel on its own: row lengths around the vector width (its masked
+    last step), empty rows, no samples, no outputs."""
+    from fastconv import sparse as fs
+    from fastconv.kernels.cpu import sparse as ks
+    r = np.random.default_rng(seed)
+    x = r.standard_normal((n, f)).astype(np.float32)
+    w = r.standard_normal((o, f)).astype(np.float32)
+    w[r.random(w.shape) >= density] = 0
+    b = r.standard_normal(o).astype(np.float32)
+    y = np.full((n, o), np.nan, np.float32)
+    ks.sparse_linear_rows(x, *fs._linear_csr(w, None), b, y,
+                          {None: 0, "relu": 1, "relu6": 2}[act])
+    assert rel_err(y, ref.activation(ref.linear(x, w, b), act)) < 1e-5
+
+
+@pytest.mark.parametrize("path", ["gather", "conv"])
+@pytest.mark.parametrize("shape", [(5, 3, 40), (1, 40), (40,), (0, 40), (37, 40)])
+def test_sparse_linear_paths(rng, path, shape):
+    """Both ways sparse_linear runs (chosen per sample count, here forced through the cache
+    it keeps them in) equal the dense product, with bias, activation and leading
+    dimensions; the conv path runs zeros in 4-row blocks on the block kernel; the caller's
+    arrays are not modified."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    for blocks in (False, True):
+        w = rng.standard_normal((24, 40)).astype(np.float32)
+        if blocks:
+            w *= np.repeat(rng.random((6, 40)) < 0.2, 4, axis=0)
+        else:
+            w[rng.random(w.shape) < 0.8] = 0
+        b = rng.standard_normal(24).astype(np.float32)
+        x0, w0 = x.copy(), w.copy()
+        samples = int(np.prod(shape[:-1]))
+        packed = {("linear_path", samples): path}
+        for _ in range(2):  # built, then from the cache
+            y = fc.sparse_linear(x, w, b, activation="relu", packed=packed)
+            assert y.shape == shape[:-1] + (24,)
+            assert rel_err(y, np.maximum(x @ w.T + b, 0)) < 1e-5
+        np.testing.assert_array_equal(x, x0)
+        np.testing.assert_array_equal(w, w0)
+        if path == "conv" and samples:
+            assert packed["conv"]["csr_block"] == (4 if blocks else 1)
+
+
+def test_sparse_linear_path_and_prune_choice(rng):
+    """Per sample count the cheaper way is modelled: gathers for one sample, the 1x1 conv
+    for many; fc.prune switches a classifier at 90 % (a tenth of the weight bytes to
+    read), not at 30 %."""
+    from fastconv import sparse as fs
+    from fastconv.graph import Model, Node
+    w = rng.standard_normal((512, 1024)).astype(np.float32)
+    w90 = np.where(np.abs(w) > np.quantile(np.abs(w), 0.9), w, 0).astype(np.float32)
+    one, many = fs.linear_costs(w90, 1, 2), fs.linear_costs(w90, 256, 2)
+    assert one["gather"] < one["conv"] and many["conv"] < many["gather"]
+    assert one["gather"] < fs.dense_linear_cost(w90, 1, 2)
+    packed = {}
+    x = rng.standard_normal((1, 1024)).astype(np.float32)
+    fc.sparse_linear(x, w90, packed=packed)
+    assert packed[("linear_path", 1)] == min(one, key=one.get)
+    m = Model([Node("linear", "fc", ["x"], ["y"], {}, {"weight": w})], ["x"], ["y"])
+    kernels = {a: fc.prune(m, amount=a, example_input=x).prune_report[0]["kernel"]
+               for a in (0.3, 0.9)}
+    assert kernels == {0.3: "dense", 0.9: "csr"}
+    p = fc.prune(m, amount=0.9, example_input=x)
+    assert rel_err(p(x), x @ p.nodes[0].params["weight"].T) < 1e-5
+
+
 @pytest.fixture(scope="module")
 def data():
     return digits.load_data()

@@ -33,7 +33,9 @@ so one input read feeds kb accumulator rows (nv loads, kb broadcasts, kb*nv FMAs
 block: the FMA ports, not the loads, set the pace); zeros inside a stored block are
 multiplied like any value.
 
-Linear: yT[o, n] = act(b[o] + sum_(i in row o) vals[i] * xT[col_i, n]).
+Linear, for few samples: y[n, o] = act(b[o] + sum_(i in row o) vals[i] * x[n, col_i]), the
+x values gathered VW at a time (``sparse_linear_rows``); for many samples the API runs a
+linear as the 1x1 convolution above over the samples as pixels.
 """
 import numba
 import numpy as np
@@ -43,9 +45,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import FASTMATH
-from .epilogue import apply_row
+from .epilogue import activate
 from .zmm import (_counted_loop, _data_ptr, _emit_epilogue, _full_or_partial, _lane_masks,
-                  _masked_load_store, _splat)
+                  _masked_load_store, _splat, VW)
 
 
 def _imax(builder, a, b):
@@ -441,17 +443,89 @@ def block_conv2d_tiles(xs, cptr, offs, vals, b, y, act, res, has_res, nv, tgroup
                    line_ws, zero_b)
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def sparse_linear(xT, indptr, cols, vals, b, yT, act):
-    """yT (O, N) = act(W_csr (O, F) @ xT (F, N) + b), one output feature per task."""
-    O = yT.shape[0]
-    for o in prange(O):
-        acc = yT[o]
-        for j in range(acc.shape[0]):
-            acc[j] = 0.0
-        for i in range(indptr[o], indptr[o + 1]):
-            v = vals[i]
-            src = xT[cols[i]]
-            for j in range(acc.shape[0]):
-                acc[j] += v * src[j]
-        apply_row(acc, b[o], act)
+def _vector_gep(builder, base, idx):
+    """&base[idx[j]] for every lane j of the i32 vector idx: one getelementptr with a vector
+    index (llvmlite's builder only takes scalar ones), so the backend sees 32-bit offsets
+    from one base and emits vgatherdps rather than gathers of 64-bit addresses."""
+    from llvmlite.ir.instructions import GEPInstr
+    gep = GEPInstr(builder.block, base, [idx], True, "", source_etype=ir.FloatType())
+    gep.type = ir.VectorType(base.type, idx.type.count)
+    builder._insert(gep)
+    return gep
+
+
+@intrinsic
+def gather_dot(typingctx, x, x_off, cols, vals, i0, i1):
+    """sum_(i0 <= i < i1) vals[i] * x[x_off + cols[i]] (cols int32), VW lanes at a time:
+    VW columns and values loaded as vectors, the x values they name gathered, two
+    accumulators (the last step masked), then a tree of halving adds."""
+    sig = types.float32(x, x_off, cols, vals, i0, i1)
+
+    def codegen(context, builder, signature, args):
+        f32, i32 = ir.FloatType(), ir.IntType(32)
+        vf, vi = ir.VectorType(f32, VW), ir.VectorType(i32, VW)
+        vm = ir.VectorType(ir.IntType(1), VW)
+        x_ptr = _data_ptr(context, builder, signature, args, 0)
+        c_ptr = _data_ptr(context, builder, signature, args, 2, i32)
+        v_ptr = _data_ptr(context, builder, signature, args, 3)
+        x_off, i0, i1 = args[1], args[4], args[5]
+        intp = i0.type
+        base = builder.gep(x_ptr, [x_off])
+        mod = builder.module
+        gather = cgutils.get_or_insert_function(mod, ir.FunctionType(
+            vf, [ir.VectorType(f32.as_pointer(), VW), i32, vm, vf]),
+            f"llvm.masked.gather.v{VW}f32.v{VW}p0")
+        fma = cgutils.get_or_insert_function(mod, ir.FunctionType(vf, [vf, vf, vf]),
+                                             f"llvm.fma.v{VW}f32")
+        loadf = cgutils.get_or_insert_function(mod, ir.FunctionType(
+            vf, [vf.as_pointer(), i32, vm, vf]), f"llvm.masked.load.v{VW}f32.p0")
+        loadi = cgutils.get_or_insert_function(mod, ir.FunctionType(
+            vi, [vi.as_pointer(), i32, vm, vi]), f"llvm.masked.load.v{VW}i32.p0")
+        align = ir.Constant(i32, 4)
+        zero = ir.Constant(vf, None)
+        every = ir.Constant(vm, [1] * VW)
+
+        def step(i, acc, mask=None):
+            cp = builder.bitcast(builder.gep(c_ptr, [i]), vi.as_pointer())
+            vp = builder.bitcast(builder.gep(v_ptr, [i]), vf.as_pointer())
+            if mask is None:
+                idx, v, mask = builder.load(cp, align=4), builder.load(vp, align=4), every
+            else:
+                idx = builder.call(loadi, [cp, align, mask, ir.Constant(vi, None)])
+                v = builder.call(loadf, [vp, align, mask, zero])
+            g = builder.call(gather, [_vector_gep(builder, base, idx), align, mask, zero])
+            return builder.call(fma, [v, g, acc])
+
+        def pair(i, accs):
+            return [step(i, accs[0]), step(builder.add(i, ir.Constant(intp, VW)), accs[1])]
+        i, (a0, a1) = _counted_loop(builder, i0, i1, 2 * VW, [zero, zero], pair)
+        i, (a0,) = _counted_loop(builder, i, i1, VW, [a0], lambda i, a: [step(i, a[0])])
+        lanes = ir.Constant(ir.VectorType(intp, VW), list(range(VW)))
+        acc = builder.fadd(a0, step(i, a1, builder.icmp_signed(
+            "<", lanes, _splat(builder, builder.sub(i1, i), VW))))
+        w = VW
+        while w > 1:
+            w //= 2
+            halves = [builder.shuffle_vector(acc, acc, ir.Constant(
+                ir.VectorType(i32, w), list(range(h * w, h * w + w)))) for h in (0, 1)]
+            acc = builder.fadd(*halves)
+        return builder.extract_element(acc, ir.Constant(i32, 0))
+    return sig, codegen
+
+
+@njit(parallel=True, cache=True)
+def sparse_linear_rows(x2, indptr, cols, vals, b, y, act):
+    """y (N, O) = act(x2 (N, F) @ W_csr (O, F)^T + b) for few samples (cols int32): one
+    output feature per task, for each sample a gathered dot product over the row's
+    nonzeros,
+
+        y[n, o] = act(b[o] + sum_(i in row o) vals[i] * x2[n, cols[i]]),
+
+    the row's values and columns read from L1 after the first sample.  (Many samples run
+    as a 1x1 sparse convolution over the samples instead: fastconv.sparse.sparse_linear.)"""
+    N, F = x2.shape
+    xf = x2.reshape(-1)
+    for o in prange(y.shape[1]):
+        for n in range(N):
+            s = gather_dot(xf, n * F, cols, vals, indptr[o], indptr[o + 1])
+            y[n, o] = activate(s + b[o], act)
