@@ -1,0 +1,199 @@
+"""The sparse kernels against their cost model (fastconv/sparse.py, planner.RATES).
+
+    python bench/sparse_rates.py --json /tmp/b1.json            # conv: time, fit, choices
+    python bench/sparse_rates.py --fit /tmp/b1.json /tmp/b1b.json  # refit saved runs
+    python bench/sparse_rates.py --linear                         # linear: both paths
+    python bench/sparse_rates.py --plain      # linear: fc.sparse_linear as it is, hot and cold
+
+Conv: the ResNet-50 layers of bench/compress_compare.py pruned by fc.prune at 30-95 %,
+unstructured (CSR) and in 4-channel blocks, each timed in turns with the layer's dense
+plan (three rounds of ten calls, medians), then the rates that fit the timings best
+(relative least squares, the tile cost held at each of a few values) and, per rate set,
+how often the sparse-or-dense choice it models (every table of planner.RATES
+against this machine's dense plan, and the fits) is the slower one by more than 5 % and
+the time that costs.  Linear: fc.sparse_linear on both of its paths (the gathered dot
+product and the 1x1 conv over the samples) against the modelled costs, the path it
+takes, and the dense linear.  Plain: fc.sparse_linear as any tree has it (no forced path,
+so the loop runs on older trees too) against fc.linear, on a 2048->1000 layer, with its
+weights hot and cold (a 64 MB buffer rewritten before each call, as the rest of a model
+would evict them).
+"""
+import time
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from compress_compare import LAYERS, _data, _pruned  # noqa: E402
+
+import fastconv as fc  # noqa: E402
+from fastconv import planner  # noqa: E402
+from fastconv import sparse as fs  # noqa: E402
+from fastconv._peers import timed  # noqa: E402
+from fastconv.functional import conv_problem  # noqa: E402
+
+SPARSITIES = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+RATE_KEYS = ("SPARSE_GFLOPS", "BLOCK_GFLOPS", "SPARSE_TILE_S")
+
+
+def _terms(prob, stored, kb, threads):
+    """sparse_cost's (fixed part, seconds per 1/GFLOPs, seconds per unit of tile cost)."""
+    keep = {k: getattr(planner, k) for k in RATE_KEYS}
+    try:
+        def cost(rate, tile):
+            planner.SPARSE_GFLOPS = planner.BLOCK_GFLOPS = rate
+            planner.SPARSE_TILE_S = tile
+            return fs.sparse_cost(prob, stored, threads, kb)
+        base = cost(1e30, 0.0)
+        return base, cost(1.0, 0.0) - base, cost(1e30, 1.0) - base
+    finally:
+        for k, v in keep.items():
+            setattr(planner, k, v)
+
+
+def measure(batch, threads):
+    rows = []
+    for name, spec in LAYERS.items():
+        c, h, w, k, r, s, p, g = spec
+        x, wt = _data(spec, batch)
+        prob = conv_problem(x.shape, wt.shape, s, p, 1, 1, name)
+        pk = {}
+        algo = planner.plan(prob, "auto", name, True).algorithm
+        for block in fs.BLOCKS:
+            for sp in SPARSITIES:
+                ws = _pruned(fc, wt, sp, block, s, p, x)
+                pk2 = {}
+                turns = {"dense": [], "sparse": []}
+                for _ in range(3):  # in turns, so the machine's phases hit both alike
+                    turns["dense"].append(timed(
+                        lambda: fc.conv2d(x, wt, None, s, p, packed=pk), 10)[0])
+                    turns["sparse"].append(timed(
+                        lambda: fc.sparse_conv2d(x, ws, None, s, p, packed=pk2, block=block),
+                        10)[0])
+                stored = fs.block_counts(ws, 1, block)[1] * block
+                base, per_rate, per_tile = _terms(prob, stored, block, threads)
+                rows.append(dict(layer=name, block=block, sparsity=sp,
+                                 sparse=float(np.median(turns["sparse"])),
+                                 dense=float(np.median(turns["dense"])),
+                                 dense_model=planner.modelled(algo, prob, threads, True),
+                                 algo=algo.name, base=base, per_rate=per_rate,
+                                 per_tile=per_tile))
+                t = rows[-1]
+                print(f"{name:20s} block {block} {sp:.0%}: sparse {t['sparse'] * 1e3:.3f} ms, "
+                      f"dense ({algo.name}) {t['dense'] * 1e3:.3f}", flush=True)
+    return rows
+
+
+def _fit(rows, tile):
+    """The rate (GFLOP/s a thread) that fits rows best with the tile cost held at tile."""
+    a = np.array([r["per_rate"] / r["sparse"] for r in rows])
+    y = np.array([(r["sparse"] - r["base"] - tile * r["per_tile"]) / r["sparse"] for r in rows])
+    return 1.0 / float(a @ y / (a @ a))
+
+
+def report(rows):
+    sets = {f"table {t}": {kb: (rates["SPARSE_GFLOPS" if kb == 1 else "BLOCK_GFLOPS"],
+                                rates["SPARSE_TILE_S"]) for kb in fs.BLOCKS}
+            for t, rates in planner.RATES.items()}
+    for tile in (0.02e-6, 0.04e-6, 0.06e-6):
+        sets[f"fit, tile {tile * 1e6:.2f} us"] = {
+            kb: (_fit([r for r in rows if r["block"] == kb], tile), tile) for kb in fs.BLOCKS}
+    for label, rates in sets.items():
+        def model(r):
+            rate, tile = rates[r["block"]]
+            return r["base"] + r["per_rate"] / rate + r["per_tile"] * tile
+        err = np.array([np.log(model(r) / r["sparse"]) for r in rows])
+        wrong = lost = 0.0
+        for r in rows:
+            took = r["sparse"] if model(r) < r["dense_model"] else r["dense"]
+            best = min(r["sparse"], r["dense"])
+            if took > 1.05 * best:
+                wrong += 1
+                lost += took - best
+        total = sum(min(r["sparse"], r["dense"]) for r in rows)
+        print(f"{label:22s} CSR {rates[1][0]:6.1f}, blocks {rates[4][0]:6.1f} GFLOP/s, "
+              f"tile {rates[1][1] * 1e6:.2f} us: model/measured log rms {np.sqrt(np.mean(err ** 2)):.3f}"
+              f" (mean {err.mean():+.3f}); slower side chosen {int(wrong)}/{len(rows)}, "
+              f"{lost * 1e3:.2f} of {total * 1e3:.2f} ms")
+
+
+def linear(threads):
+    rng = np.random.default_rng(0)
+    print(f"sparse linear, {threads} threads: us measured [modelled]")
+    for cin, cout in ((2048, 1000), (1280, 1000), (512, 512)):
+        w = rng.standard_normal((cout, cin)).astype(np.float32)
+        for sp in (0.5, 0.7, 0.9, 0.95):
+            ws = np.where(np.abs(w) > np.quantile(np.abs(w), sp), w, 0).astype(np.float32)
+            for n in (1, 2, 4, 8, 16, 64, 256):
+                x = rng.standard_normal((n, cin)).astype(np.float32)
+                got = {}
+                for path in ("gather", "conv"):
+                    pk = {("linear_path", n): path}
+                    got[path] = timed(lambda: fc.sparse_linear(x, ws, packed=pk), 20)[0]
+                pk = {}
+                fc.sparse_linear(x, ws, packed=pk)
+                model = fs.linear_costs(ws, n, threads)
+                dense = timed(lambda: fc.linear(x, w), 20)[0]
+                print(f"{cin}->{cout} {sp:.0%} N {n:3d}: " + "  ".join(
+                    f"{p} {got[p] * 1e6:7.1f} [{model[p] * 1e6:7.1f}]" for p in got)
+                    + f"  takes {pk[('linear_path', n)]:6s}  dense {dense * 1e6:7.1f} "
+                    f"[{fs.dense_linear_cost(w, n, threads) * 1e6:7.1f}]", flush=True)
+
+
+def plain():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((1000, 2048)).astype(np.float32)
+    junk = np.zeros(64 << 18, np.float32)
+
+    def cold(f, calls=20):
+        ts = []
+        for _ in range(calls):
+            np.add(junk, 1.0, out=junk)
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+        return float(np.median(ts))
+    print("2048->1000: us, medians of 20 calls, weights hot / cold")
+    for sp in (0.5, 0.7, 0.8, 0.9):
+        ws = np.where(np.abs(w) > np.quantile(np.abs(w), sp), w, 0).astype(np.float32)
+        for n in (1, 8, 64):
+            x = rng.standard_normal((n, 2048)).astype(np.float32)
+            pk = {}
+            sparse = lambda: fc.sparse_linear(x, ws, packed=pk)  # noqa: E731
+            dense = lambda: fc.linear(x, w)  # noqa: E731
+            print(f"{sp:.0%} N {n:2d}: sparse {timed(sparse, 20)[0] * 1e6:7.1f} / "
+                  f"{cold(sparse) * 1e6:7.1f}  dense {timed(dense, 20)[0] * 1e6:7.1f} / "
+                  f"{cold(dense) * 1e6:7.1f}", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--json", help="also save the conv timings here")
+    ap.add_argument("--fit", nargs="+", metavar="JSON", help="refit saved conv timings")
+    ap.add_argument("--linear", action="store_true")
+    ap.add_argument("--plain", action="store_true")
+    a = ap.parse_args()
+    fc.set_num_threads(a.threads)
+    print(f"rate table {getattr(planner, 'RATE_TABLE', '-')}")
+    if a.plain:
+        return plain()
+    if a.linear:
+        return linear(a.threads)
+    if a.fit:
+        rows = sum((json.load(open(f)) for f in a.fit), [])
+    else:
+        rows = measure(a.batch, a.threads)
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(rows, f)
+    report(rows)
+
+
+if __name__ == "__main__":
+    main()
