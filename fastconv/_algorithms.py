@@ -1191,7 +1191,11 @@ class ImplicitPacked(planner.Algorithm):
 # packed rate there (7x7 stem 5.5-5.8 ms against im2col_packed's 3.0).
 IMPLICIT_PIXELS_RATE = 1.0 if planner.VECTOR_LANES == 16 else 0.55
 IMPLICIT_PIXELS_STORE_STEPS = 4.0
-IMPLICIT_PIXELS_MAX_CHANNELS = 8
+# The most input channels for which auto considers it is per kind of core
+# (planner.IMPLICIT_PIXELS_MAX_CHANNELS), but 8 for 1x1s everywhere: on Zen 5 the 16- and
+# 24-channel 1x1s measured level with pointwise_packed or up to 15 % slower (16->96@56
+# 40 us against 34), so the 1x1 families keep them.
+IMPLICIT_PIXELS_1X1_CHANNELS = 8
 
 
 def _pixel_tile_lanes(ow):
@@ -1207,8 +1211,9 @@ class ImplicitPixels(planner.Algorithm):
     """zmm.gemm_tile_taps over the (padded, phase-split) input in place: MR output channels
     x NR pixels of an output row per tile, every (tap, channel) step in registers, the
     tile stored straight into y's rows.  groups == 1; in ``auto`` only for inputs of at
-    most IMPLICIT_PIXELS_MAX_CHANNELS channels (stems), where implicit_packed's
-    channel-vectorized tile stores after a handful of steps."""
+    most planner.IMPLICIT_PIXELS_MAX_CHANNELS channels (stems; on full-width cores also the
+    16- and 24-channel 3x3s of large maps; 1x1s up to IMPLICIT_PIXELS_1X1_CHANNELS), where implicit_packed's channel-vectorized tile
+    stores after a handful of steps."""
     name = "implicit_pixels"
     replayable = True
     uses_blas = False
@@ -1219,9 +1224,11 @@ class ImplicitPixels(planner.Algorithm):
         return None
 
     def auto_excluded(self, prob):
-        if prob.c > IMPLICIT_PIXELS_MAX_CHANNELS:
-            return (f"implicit_pixels is for few input channels (<= "
-                    f"{IMPLICIT_PIXELS_MAX_CHANNELS}), not {prob.c}")
+        most = planner.IMPLICIT_PIXELS_MAX_CHANNELS if prob.r * prob.s > 1 else \
+            IMPLICIT_PIXELS_1X1_CHANNELS
+        if prob.c > most:
+            return (f"implicit_pixels is for few input channels (<= {most} for a "
+                    f"{prob.r}x{prob.s} kernel), not {prob.c}")
         return None
 
     @staticmethod

@@ -125,7 +125,14 @@ PACKED_CALL_S = 1e-6  # more per call than the SGEMM families (measured 11-16 us
 # 125 / 0.04 us, where Zen 4's modelled 0.35-0.45 too slow (log rms) and chose wrong (by
 # over 5 %) in 24 of 168 cases, the fit in 14 (docs/performance.md).  GATHER_GFLOPS was
 # measured on Zen 5 (3-3.6 G nonzeros a second a thread on 1000-feature layers); the other
-# two tables take lower guesses, not measurements.
+# two tables take lower guesses, not measurements; the AVX2 table keeps Zen 4's conv rates,
+# not measured there either.
+#
+# IMPLICIT_PIXELS_MAX_CHANNELS: the most input channels for which auto considers
+# implicit_pixels (RGB stems everywhere).  On Zen 5 it also ran the 16- and 24-channel 3x3s
+# of 112x112 and 224x224 maps fastest (16@224 0.85 ms against Winograd F(4x4)'s 2.18, which
+# auto took; 24@112 0.50 against implicit_packed's 0.67), not 32 channels or more
+# (docs/performance.md).
 #
 # Bandwidths and fixed costs are the same model on all three.
 RATES = {
@@ -133,18 +140,18 @@ RATES = {
                "DIRECT_GFLOPS": 16.0, "DEPTHWISE_GFLOPS": 30.0, "REGISTER_GFLOPS": 35.0,
                "TRANSFORM_GFLOPS": 15.0, "ROWDOT_GFLOPS": 80.0, "WINOGRAD_PACKED": {2: 0},
                "SPARSE_GFLOPS": 36.0, "BLOCK_GFLOPS": 85.0, "SPARSE_TILE_S": 0.02e-6,
-               "GATHER_GFLOPS": 4.0},
+               "GATHER_GFLOPS": 4.0, "IMPLICIT_PIXELS_MAX_CHANNELS": 8},
     "avx512-full": {"GEMM_GFLOPS": 110.0, "PACKED_GFLOPS": 235.0,
                     "DEPTHWISE_BLOCKED_GFLOPS": 90.0, "DIRECT_GFLOPS": 16.0,
                     "DEPTHWISE_GFLOPS": 30.0, "REGISTER_GFLOPS": 35.0, "TRANSFORM_GFLOPS": 30.0,
                     "ROWDOT_GFLOPS": 135.0, "WINOGRAD_PACKED": {2: 32, 4: 32},
                     "SPARSE_GFLOPS": 55.0, "BLOCK_GFLOPS": 125.0, "SPARSE_TILE_S": 0.04e-6,
-                    "GATHER_GFLOPS": 6.0},
+                    "GATHER_GFLOPS": 6.0, "IMPLICIT_PIXELS_MAX_CHANNELS": 24},
     "avx2": {"GEMM_GFLOPS": 67.0, "PACKED_GFLOPS": 52.0, "DEPTHWISE_BLOCKED_GFLOPS": 45.0,
              "DIRECT_GFLOPS": 10.0, "DEPTHWISE_GFLOPS": 18.0, "REGISTER_GFLOPS": 21.0,
              "TRANSFORM_GFLOPS": 9.0, "ROWDOT_GFLOPS": 40.0, "WINOGRAD_PACKED": {2: 0},
              "SPARSE_GFLOPS": 36.0, "BLOCK_GFLOPS": 85.0, "SPARSE_TILE_S": 0.02e-6,
-             "GATHER_GFLOPS": 3.0},
+             "GATHER_GFLOPS": 3.0, "IMPLICIT_PIXELS_MAX_CHANNELS": 8},
 }
 FULL_WIDTH_CPUS = ("znver5",)  # LLVM's names of the measured full-width cores
 VECTOR_LANES = _VW

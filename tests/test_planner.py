@@ -80,7 +80,28 @@ def test_documented_choices(x_shape, w_shape, kw, expected):
 FULL_WIDTH_CHOICES = {
     ((1, 64, 7, 7), (256, 64, 1, 1)): "pointwise_packed",  # one-off: 14 us, SGEMM 19
     ((8, 512, 7, 7), (512, 512, 3, 3)): "implicit_packed",  # 4.2 ms, F(2x2) 5.7
+    ((1, 16, 56, 56), (32, 16, 3, 3)): "implicit_pixels",  # a tie: 0.190 ms, packed 0.186
 }
+
+
+# ... and 3x3s of 16 and 24 channels on large maps run on implicit_pixels there (its
+# auto limit planner.IMPLICIT_PIXELS_MAX_CHANNELS; measured on a Zen 5, 2 threads), 1x1s
+# and 32 channels not:
+@pytest.mark.skipif(planner.VECTOR_LANES == 8, reason="the AVX-512 tables")
+@pytest.mark.parametrize("x_shape,w_shape,kw,expected", [
+    ((1, 16, 224, 224), (16, 16, 3, 3), dict(padding=1), "implicit_pixels"),  # 0.85 ms, F(4x4) 2.18
+    ((1, 16, 112, 112), (32, 16, 3, 3), dict(padding=1), "implicit_pixels"),  # 0.57, packed 0.61
+    ((1, 24, 112, 112), (24, 24, 3, 3), dict(padding=1), "implicit_pixels"),  # 0.50, packed 0.67
+    ((1, 12, 112, 112), (24, 12, 3, 3), dict(padding=1), "implicit_pixels"),  # 0.36, packed 0.48
+    ((1, 16, 112, 112), (96, 16, 1, 1), {}, "pointwise_packed"),  # 1x1: level (0.115 / 0.120)
+    ((1, 32, 112, 112), (32, 32, 3, 3), dict(padding=1), "implicit_packed"),  # 0.64, pixels 0.67
+])
+def test_full_width_small_channel_choices(x_shape, w_shape, kw, expected):
+    before = planner.use_rates("avx512-full")
+    try:
+        assert choose(x_shape, w_shape, **kw) == expected
+    finally:
+        planner.use_rates(before)
 
 
 def test_rate_tables():
