@@ -305,14 +305,14 @@ class DepthwiseBlocked(planner.Algorithm):
     (image, block), every tap one vector FMA for 16 channels."""
     name = "depthwise_blocked"
     replayable = True
-    SIZES = ((3, 3), (5, 5))  # square: the kernels take R only
+    SIZES = ((3, 3), (5, 5), (7, 7))  # square: the kernels take R only
 
     def serves(self, prob):
         if prob.groups != prob.c or prob.cg != 1 or prob.kg != 1:
             return ("needs groups == in_channels == out_channels (depthwise, multiplier 1), "
                     f"got groups={prob.groups}, C={prob.c}, K={prob.k}")
         if (prob.r, prob.s) not in self.SIZES:
-            return f"needs a 3x3 or 5x5 filter, got {prob.r}x{prob.s}"
+            return f"needs a 3x3, 5x5 or 7x7 filter, got {prob.r}x{prob.s}"
         if prob.h * prob.w < 16 or prob.oh * prob.ow < 16:
             return (f"needs input and output planes of >= 16 pixels, got {prob.h}x{prob.w} -> "
                     f"{prob.oh}x{prob.ow}")

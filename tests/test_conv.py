@@ -249,14 +249,14 @@ def test_depthwise_shapes(rng, case):
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.sampled_from([0, 1, 3]), c=st.integers(1, 40), h=st.integers(1, 20),
-       w=st.integers(1, 20), k=st.sampled_from([3, 5]), stride=st.integers(1, 3),
+       w=st.integers(1, 20), k=st.sampled_from([3, 5, 7]), stride=st.integers(1, 3),
        pads=st.tuples(*[st.integers(0, 3)] * 4), dil=st.integers(1, 2),
        activation=st.sampled_from([None, "relu", "relu6", "hardswish"]), with_res=st.booleans(),
        band=st.sampled_from([1, 16, 40, 2048]))
 def test_depthwise_blocked_shapes(rng, monkeypatch, n, c, h, w, k, stride, pads, dil, activation,
                                   with_res, band):
     """16-channel blocks: channel tails (C % 16), planes of exactly 16 pixels and the
-    overlapping last pixel group, asymmetric padding, dilation, strides, 3x3 and 5x5;
+    overlapping last pixel group, asymmetric padding, dilation, strides, 3x3, 5x5 and 7x7;
     row bands of one row up to the whole plane, short last bands whose pixel groups
     reach back into the previous band (with a residual too)."""
     from fastconv import _algorithms
@@ -354,20 +354,22 @@ def test_live_rows_are_the_rows_reading_input(p, sh, dh, pt, h, r):
     assert tuple(live_rows(p, sh, dh, pt, h, r)) == expect
 
 
-@pytest.mark.parametrize("ow", [7, 14, 21])
+@pytest.mark.parametrize("k, ow", [(3, 7), (3, 14), (3, 21), (7, 5), (7, 7), (7, 10),
+                                   (7, 14), (7, 16)])
 @pytest.mark.parametrize("activation", [None, "relu6", "hardswish"])
-def test_depthwise_blocked_rows_of_seven(rng, ow, activation):
-    """3x3 stride-1 rows 7, 14 and 21 pixels wide take seven pixels a step (AVX-512): equal
-    to the reference, with a residual and a channel tail."""
+def test_depthwise_blocked_rows_of_seven(rng, k, ow, activation):
+    """3x3 stride-1 rows 7, 14 and 21 pixels wide take seven pixels a step (AVX-512), as do
+    7x7 rows of at least 7 (a last step reaching back on 10 and 16, one pixel a step on 5):
+    equal to the reference, with a residual and a channel tail."""
     c = 40  # two whole blocks and a tail
     x = rng.standard_normal((2, c, 9, ow)).astype(np.float32)
-    wt = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+    wt = rng.standard_normal((c, 1, k, k)).astype(np.float32)
     b = rng.standard_normal(c).astype(np.float32)
     res = rng.standard_normal((2, c, 9, ow)).astype(np.float32)
-    pre = ref.conv2d(x, wt, b, 1, 1, 1, c) + res
+    pre = ref.conv2d(x, wt, b, 1, k // 2, 1, c) + res
     expected = (pre * np.clip(pre + 3, 0, 6) / 6 if activation == "hardswish"
                 else ref.activation(pre, activation))
-    y = fc.conv2d(x, wt, b, 1, 1, 1, c, activation=activation, residual=res,
+    y = fc.conv2d(x, wt, b, 1, k // 2, 1, c, activation=activation, residual=res,
                   algo="depthwise_blocked")
     assert rel_err(y, expected) < 1e-4
 

@@ -133,6 +133,8 @@ _IR_CASES = [  # n, c, hw, k, k2, r, stride, dilation, expand, project, residual
     (1, 24, (14, 14), 144, 64, 3, 1, 1, True, True, True, ("relu6", "relu6", None)),
     (1, 24, (14, 14), 144, 24, 3, 1, 1, True, True, True, ("relu6", "relu6", None)),  # 24 out
     (3, 24, (9, 11), 48, 32, 5, 1, 1, True, True, True, ("hardswish", None, "relu")),  # ragged
+    (1, 16, (14, 13), 64, 16, 7, 1, 1, True, True, True, ("relu", None, None)),  # 7x7 taps
+    (2, 8, (12, 12), 32, 24, 7, 2, 1, True, True, False, (None, "relu6", None)),  # 7x7/2
     (1, 8, (13, 13), 16, 32, 3, 2, 2, True, True, False, (None, "relu", "relu6")),  # dilation
     (2, 1100, (7, 7), 32, 64, 3, 1, 1, True, True, False, ("relu", "relu6", None)),  # 2 chunks
     (1, 5, (16, 15), 80, 96, 3, 3, 1, True, True, False, ("relu", "hardswish", None)),  # s3

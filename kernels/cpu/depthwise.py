@@ -225,31 +225,36 @@ def pack_blocked(w, out):
 
 @njit(inline="always")
 def blocked_row(P, p_off, rs, sw, dw, R, OW, wb, bv, act, ob, o_off):
-    """One output row of a block: the shared-column kernels for dilation 1, stride 1 or 2."""
+    """One output row of a block: the shared-column kernels for dilation 1, stride 1 (3x3,
+    5x5, 7x7) or 2 (3x3, 5x5); one pixel a step otherwise."""
     V = nchwc.B
-    if dw == 1 and OW >= nchwc.QB and sw == 1:
+    if dw == 1 and OW >= nchwc.QB and sw == 1 and (R != 7 or OW >= nchwc.Q7X7):
         if R == 3 and nchwc.ROW7 and OW % 7 == 0 and OW % nchwc.QB != 0:
             nchwc.depthwise_row3x3_s1_q7(P, p_off, rs, V, V, OW, wb, 0, bv, 0, act, ob, o_off)
         elif R == 3:
             nchwc.depthwise_row3x3_s1(P, p_off, rs, V, V, OW, wb, 0, bv, 0, act, ob, o_off)
-        else:
+        elif R == 5:
             nchwc.depthwise_row5x5_s1(P, p_off, rs, V, V, OW, wb, 0, bv, 0, act, ob, o_off)
-    elif dw == 1 and OW >= nchwc.QB and sw == 2:
+        else:
+            nchwc.depthwise_row7x7_s1(P, p_off, rs, V, V, OW, wb, 0, bv, 0, act, ob, o_off)
+    elif dw == 1 and OW >= nchwc.QB and sw == 2 and R != 7:
         if R == 3:
             nchwc.depthwise_row3x3_s2(P, p_off, rs, V, 2 * V, OW, wb, 0, bv, 0, act, ob, o_off)
         else:
             nchwc.depthwise_row5x5_s2(P, p_off, rs, V, 2 * V, OW, wb, 0, bv, 0, act, ob, o_off)
     elif R == 3:
         nchwc.depthwise_row3x3(P, p_off, rs, dw * V, sw * V, OW, wb, 0, bv, 0, act, ob, o_off)
-    else:
+    elif R == 5:
         nchwc.depthwise_row5x5(P, p_off, rs, dw * V, sw * V, OW, wb, 0, bv, 0, act, ob, o_off)
+    else:
+        nchwc.depthwise_row7x7(P, p_off, rs, dw * V, sw * V, OW, wb, 0, bv, 0, act, ob, o_off)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def depthwise_conv2d_blocked(x, wt, b, y, R, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
                              res, has_res, offs, plane_ws, out_ws, bias_ws, band, blocked_in,
                              blocked_out):
-    """Depthwise conv (multiplier 1, R x R filter, R = 3 or 5) of x (N, C, H, W) into
+    """Depthwise conv (multiplier 1, R x R filter, R = 3, 5 or 7) of x (N, C, H, W) into
     y (N, C, OH, OW) through 16-channel blocks; wt (ceil(C/16), R*R, 16) from pack_blocked.
 
     A task is one (n, 16-channel block): the block's planes are transposed into the

@@ -333,6 +333,13 @@ depthwise_row3x3_s1 = _make_row(3, 3, 1)
 depthwise_row3x3_s2 = _make_row(3, 3, 2)
 depthwise_row5x5_s1 = _make_row(5, 5, 1)
 depthwise_row5x5_s2 = _make_row(5, 5, 2)
+# 7x7 (ConvNeXt-style blocks): 49 taps do not fit the registers with a step's columns and
+# accumulators, so LLVM keeps them on the stack and the FMAs read them from L1; stride 1
+# shares each filter row's input columns between the pixels of a step, seven on AVX-512
+# (13 columns and 7 accumulators in registers, each tap read once for 7 FMAs)
+Q7X7 = 7 if VW == 16 else QB
+depthwise_row7x7 = _make_row(7, 7)
+depthwise_row7x7_s1 = _make_row(7, 7, 1, Q7X7)
 # 3x3 stride-1 rows of 7 and 14 pixels (MobileNetV2's 7x7 and 14x14 maps), where steps of 4
 # computed 8 and 16 pixels: seven a step, with 7 accumulators, 9 taps and 9 columns in 25
 # of AVX-512's 32 vector registers (AVX2's 16 would spill: not used there).  Hot rows,
