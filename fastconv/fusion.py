@@ -101,7 +101,7 @@ def _pointwise(f):
 def _depthwise(f):
     c = f.conv
     return c.groups == c.in_channels == c.out_channels and c.out_channels % 16 == 0 \
-        and c.kernel_size in ((3, 3), (5, 5)) and c.padding_mode == "zeros" \
+        and c.kernel_size in ((3, 3), (5, 5), (7, 7)) and c.padding_mode == "zeros" \
         and c.algo == "auto" and not isinstance(c.padding, str)
 
 

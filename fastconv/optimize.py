@@ -82,12 +82,13 @@ def _is_projection_of(n, k):
 
 
 def _is_depthwise_of(n, k):
-    """A depthwise conv (multiplier 1, square 3x3 or 5x5) over k channels, no residual."""
+    """A depthwise conv (multiplier 1, square 3x3, 5x5 or 7x7) over k channels, no
+    residual."""
     if n.op != "conv" or (len(n.inputs) > 1 and n.inputs[1]) or "weight" not in n.params:
         return False
     w = n.params["weight"]
     return (w.ndim == 4 and w.shape[0] == k and w.shape[1] == 1 and n.attrs["groups"] == k
-            and w.shape[2] == w.shape[3] and w.shape[2] in (3, 5)
+            and w.shape[2] == w.shape[3] and w.shape[2] in (3, 5, 7)
             and n.attrs.get("algo", "auto") == "auto")
 
 

@@ -43,7 +43,7 @@ data it moves, and a fixed cost per parallel task.
 * depthwise (groups == C): ``DEPTHWISE_GFLOPS`` per thread plus the input and
   output moved once at ``STREAM_GBS`` GB/s per thread, ``DEPTHWISE_TASK_S`` per
   (n, c) plane.
-* depthwise_blocked (multiplier 1, 3x3/5x5, planes >= 16 pixels): ``DEPTHWISE_BLOCKED_GFLOPS``
+* depthwise_blocked (multiplier 1, 3x3/5x5/7x7, planes >= 16 pixels): ``DEPTHWISE_BLOCKED_GFLOPS``
   per thread, input and output once at ``BLOCKED_GBS`` (they are transposed in and out),
   ``DEPTHWISE_BLOCKED_TASK_S`` per (n, 16-channel block).
 * rowdot (groups == 1; in auto for at most 64 output pixels): the weights streamed once

@@ -245,8 +245,9 @@ def test_inverted_residual_rejects_mismatched_weights(rng):
         F.inverted_residual(x, (we, None, None), D, (wp, None, None), residual=x, layer="blk")
 
 
-def _inverted_residual_graph(rng, c=16, hidden=96, out=16):
-    """expand 1x1 (+BN, relu6) -> depthwise 3x3 (+BN, relu6) -> project 1x1 (+ x): by hand."""
+def _inverted_residual_graph(rng, c=16, hidden=96, out=16, r=3):
+    """expand 1x1 (+BN, relu6) -> depthwise r x r (+BN, relu6) -> project 1x1 (+ x): by
+    hand."""
     from fastconv.graph import Model, Node
     conv = lambda s, p, g: dict(stride=(s, s), pads=(p, p, p, p), dilation=(1, 1),  # noqa: E731
                                 groups=g)
@@ -257,7 +258,7 @@ def _inverted_residual_graph(rng, c=16, hidden=96, out=16):
         Node("conv", "expand", ["x"], ["a"], conv(1, 0, 1), {"weight": w(hidden, c, 1, 1)}),
         Node("affine", "bn1", ["a"], ["b"], {}, aff(hidden)),
         Node("clip", "r1", ["b"], ["c"], {"min": 0.0, "max": 6.0}),
-        Node("conv", "dw", ["c"], ["d"], conv(1, 1, hidden), {"weight": w(hidden, 1, 3, 3)}),
+        Node("conv", "dw", ["c"], ["d"], conv(1, r // 2, hidden), {"weight": w(hidden, 1, r, r)}),
         Node("affine", "bn2", ["d"], ["e"], {}, aff(hidden)),
         Node("clip", "r2", ["e"], ["f"], {"min": 0.0, "max": 6.0}),
         Node("conv", "project", ["f"], ["g"], conv(1, 0, 1), {"weight": w(out, hidden, 1, 1)}),
@@ -269,14 +270,15 @@ def _inverted_residual_graph(rng, c=16, hidden=96, out=16):
     return Model(nodes, ["x"], [outs], name="block", input_shapes={"x": (None, c, None, None)})
 
 
-@pytest.mark.parametrize("out, ops", [(32, ["inverted_residual"]),          # all three
-                                      (16, ["inverted_residual"])])         # + residual
-def test_optimize_fuses_inverted_residual_blocks(rng, tmp_path, out, ops):
+@pytest.mark.parametrize("out, ops, r", [(32, ["inverted_residual"], 3),      # all three
+                                         (16, ["inverted_residual"], 3),      # + residual
+                                         (16, ["inverted_residual"], 7)])     # 7x7 taps
+def test_optimize_fuses_inverted_residual_blocks(rng, tmp_path, out, ops, r):
     import importlib
     opt = importlib.import_module("fastconv.optimize")
     c = out
     x = rng.standard_normal((2, c, 15, 15)).astype(np.float32)
-    graph = _inverted_residual_graph(rng, c=c, hidden=96, out=out)
+    graph = _inverted_residual_graph(rng, c=c, hidden=96, out=out, r=r)
     model = fc.optimize(graph, x)
     assert [n.op for n in model.nodes] == ops, [n.op for n in model.nodes]
     node = model.nodes[0]
@@ -366,6 +368,20 @@ def test_inverted_residual_module_runs_as_one_call(rng):
         assert rel_err(yb, blk.fuse(False)(xb)) < 1e-5
 
 
+def test_inverted_residual_module_with_7x7_taps(rng):
+    """A module block whose depthwise conv is 7x7 (MixNet/ConvNeXt-style) runs as one
+    call too, equal to its modules one by one."""
+    from fastconv import nn
+    from fastconv.fusion import FusedInvertedResidual
+    seq = _randomize_bn(nn.Sequential(
+        models._conv_bn_act(16, 64, 1), models._conv_bn_act(64, 64, 7, 1, 64),
+        nn.Conv2d(64, 24, 1, bias=False), nn.BatchNorm2d(24)), rng)
+    x = rng.standard_normal((2, 16, 14, 14)).astype(np.float32)
+    y = seq(x)
+    assert [type(st).__name__ for st in seq.fused_steps()] == [FusedInvertedResidual.__name__]
+    assert rel_err(y, seq.fuse(False)(x)) < 1e-5
+
+
 def test_inverted_residual_any_geometry(ir_rows):
     """Random blocks (channels, maps, strides, dilations, filters, which parts exist, residual)
     equal the separate conv2d calls (streamed by rows too)."""
@@ -376,7 +392,7 @@ def test_inverted_residual_any_geometry(ir_rows):
     @hyp.settings(max_examples=60, deadline=None, derandomize=True)
     @hyp.given(n=st.integers(1, 2), c=st.integers(1, 40), h=st.integers(3, 19),
                w=st.integers(3, 19), k=st.sampled_from([16, 32, 48]),
-               k2=st.sampled_from([8, 16, 24, 32, 64]), r=st.sampled_from([3, 5]),
+               k2=st.sampled_from([8, 16, 24, 32, 64]), r=st.sampled_from([3, 5, 7]),
                stride=st.integers(1, 3), dilation=st.integers(1, 2), parts=st.integers(1, 3),
                residual=st.booleans(), seed=st.integers(0, 2 ** 16))
     def check(n, c, h, w, k, k2, r, stride, dilation, parts, residual, seed):
