@@ -353,7 +353,8 @@ def linear_costs(w, samples, threads):
     par = min(threads, max(1, w.shape[0]))
     floor = planner.CALL_OVERHEAD_S + 8.0 * nnz / (planner.WEIGHT_STREAM_GBS * 1e9 * par)
     gather = planner.CALL_OVERHEAD_S + 2.0 * samples * nnz / (planner.GATHER_GFLOPS * 1e9 * par)
-    conv = best_block(w.reshape(w.shape + (1, 1)), _linear_as_conv(w, samples), threads)[0]
+    conv = best_block(w.reshape(w.shape + (1, 1)), _linear_as_conv(w, max(1, samples)),
+                      threads)[0]
     conv += samples * (w.shape[0] + w.shape[1]) * 4 / (planner.COPY_GBS * 1e9)
     return {"gather": max(gather, floor), "conv": max(conv, floor)}
 

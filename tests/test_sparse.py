@@ -265,6 +265,7 @@ def test_sparse_linear_path_and_prune_choice(rng):
     x = rng.standard_normal((1, 1024)).astype(np.float32)
     fc.sparse_linear(x, w90, packed=packed)
     assert packed[("linear_path", 1)] == min(one, key=one.get)
+    assert fc.sparse_linear(x[:0], w90).shape == (0, 512)  # no samples: nothing to plan
     m = Model([Node("linear", "fc", ["x"], ["y"], {}, {"weight": w})], ["x"], ["y"])
     kernels = {a: fc.prune(m, amount=a, example_input=x).prune_report[0]["kernel"]
                for a in (0.3, 0.9)}

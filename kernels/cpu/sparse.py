@@ -448,8 +448,16 @@ def _vector_gep(builder, base, idx):
     index (llvmlite's builder only takes scalar ones), so the backend sees 32-bit offsets
     from one base and emits vgatherdps rather than gathers of 64-bit addresses."""
     from llvmlite.ir.instructions import GEPInstr
-    gep = GEPInstr(builder.block, base, [idx], True, "", source_etype=ir.FloatType())
-    gep.type = ir.VectorType(base.type, idx.type.count)
+    vpt = ir.VectorType(base.type, idx.type.count)
+    try:
+        gep = GEPInstr(builder.block, base, [idx], True, "", source_etype=ir.FloatType())
+    except TypeError:  # an llvmlite without source_etype: the addresses as integers
+        i64 = ir.IntType(64)
+        vi64 = ir.VectorType(i64, idx.type.count)
+        off = builder.shl(builder.sext(idx, vi64), ir.Constant(vi64, [2] * idx.type.count))
+        return builder.inttoptr(builder.add(_splat(builder, builder.ptrtoint(base, i64),
+                                                   idx.type.count), off), vpt)
+    gep.type = vpt
     builder._insert(gep)
     return gep
 
