@@ -116,8 +116,9 @@ def report(rows):
                 lost += took - best
         total = sum(min(r["sparse"], r["dense"]) for r in rows)
         print(f"{label:22s} CSR {rates[1][0]:6.1f}, blocks {rates[4][0]:6.1f} GFLOP/s, "
-              f"tile {rates[1][1] * 1e6:.2f} us: model/measured log rms {np.sqrt(np.mean(err ** 2)):.3f}"
-              f" (mean {err.mean():+.3f}); slower side chosen {int(wrong)}/{len(rows)}, "
+              f"tile {rates[1][1] * 1e6:.2f} us: model/measured log rms "
+              f"{np.sqrt(np.mean(err ** 2)):.3f} (mean {err.mean():+.3f}); "
+              f"slower side chosen {int(wrong)}/{len(rows)}, "
               f"{lost * 1e3:.2f} of {total * 1e3:.2f} ms")
 
 

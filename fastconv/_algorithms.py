@@ -1212,8 +1212,8 @@ class ImplicitPixels(planner.Algorithm):
     x NR pixels of an output row per tile, every (tap, channel) step in registers, the
     tile stored straight into y's rows.  groups == 1; in ``auto`` only for inputs of at
     most planner.IMPLICIT_PIXELS_MAX_CHANNELS channels (stems; on full-width cores also the
-    16- and 24-channel 3x3s of large maps; 1x1s up to IMPLICIT_PIXELS_1X1_CHANNELS), where implicit_packed's channel-vectorized tile
-    stores after a handful of steps."""
+    16- and 24-channel 3x3s of large maps; 1x1s up to IMPLICIT_PIXELS_1X1_CHANNELS), where
+    implicit_packed's channel-vectorized tile stores after a handful of steps."""
     name = "implicit_pixels"
     replayable = True
     uses_blas = False

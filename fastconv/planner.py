@@ -113,7 +113,6 @@ PACKED_CALL_S = 1e-6  # more per call than the SGEMM families (measured 11-16 us
 #   micro-kernel's (80 * 235 / 140): 128@4x4 and 64@8x8 measured fastest on rowdot (39
 #   and 54 us against im2col_packed's 81 and 59), as the table then plans.
 #
-#
 # The sparse kernels (fastconv/sparse.py) have their own rates, per thread: SPARSE_GFLOPS
 # (CSR conv: nonzero multiply-adds x 2 over every computed tile lane; one broadcast and nv
 # vector loads per nonzero, so near the load ports' rate, not the FMA peak), BLOCK_GFLOPS
@@ -122,8 +121,9 @@ PACKED_CALL_S = 1e-6  # more per call than the SGEMM families (measured 11-16 us
 # x values gathered VW at a time, 2 flops per nonzero and sample).  The conv rates are
 # fitted by least squares (relative error) to six ResNet-50 layers at 30-95 % sparsity,
 # batch 1, two threads: on Zen 4 36 / 85 / 0.02 us; on Zen 5 (two runs, 168 timings) 55 /
-# 125 / 0.04 us, where Zen 4's modelled 0.35-0.45 too slow (log rms) and chose wrong (by
-# over 5 %) in 24 of 168 cases, the fit in 14 (docs/performance.md).  GATHER_GFLOPS was
+# 125 / 0.04 us.  On Zen 5 Zen 4's rates modelled the kernels 1.3-1.5x too slow and chose
+# the slower of sparse and dense (by over 5 %) in 24 of 168 cases, the fit in 14; on two
+# later runs 25 and 15 (bench/sparse_rates.py, docs/performance.md).  GATHER_GFLOPS was
 # measured on Zen 5 (3-3.6 G nonzeros a second a thread on 1000-feature layers); the other
 # two tables take lower guesses, not measurements; the AVX2 table keeps Zen 4's conv rates,
 # not measured there either.
