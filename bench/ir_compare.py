@@ -9,9 +9,9 @@ prints the medians and what inverted_residual runs (as fc.explain names it).  Ba
 and two threads unless given.
 """
 import argparse
-import time
 
 import numpy as np
+from shape_sweep import turns
 
 # C, map, expanded channels, depthwise size
 BLOCKS = ((40, 28, 240, 7), (80, 14, 480, 7), (24, 56, 144, 7), (40, 28, 240, 3))
@@ -43,17 +43,10 @@ def main():
             d = fc.conv2d(z, wd, bd, 1, r // 2, 1, k, activation="relu6", packed=packs[2])
             return fc.conv2d(d, wp, bp, residual=x, packed=packs[3])
         err = float(np.abs(fused() - separate()).max())
-        times = {"fused": [], "separate": []}
-        for _ in range(a.rounds):
-            for key, f in (("fused", fused), ("separate", separate)):
-                f()
-                t0 = time.perf_counter()
-                f()
-                times[key].append(time.perf_counter() - t0)
+        med = turns({"fused": fused, "separate": separate}, a.rounds)
         kind = F.inverted_residual_kernel(x.shape, we.shape, wd.shape, 1, r // 2, 1, wp.shape)
-        print(f"{c}->{k}->{c} @ {hw}, depthwise {r}x{r}: one call "
-              f"{np.median(times['fused']) * 1e6:.0f} us ({kind}), three "
-              f"{np.median(times['separate']) * 1e6:.0f} us; largest difference {err:.1e}",
+        print(f"{c}->{k}->{c} @ {hw}, depthwise {r}x{r}: one call {med['fused'] * 1e6:.0f} us "
+              f"({kind}), three {med['separate'] * 1e6:.0f} us; largest difference {err:.1e}",
               flush=True)
 
 

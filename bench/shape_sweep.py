@@ -44,6 +44,21 @@ SHAPES = {
 }
 
 
+def turns(calls, rounds, pause=0.0):
+    """{name: median seconds} of the calls taking turns for ``rounds`` rounds, each timed
+    call after an untimed one and followed by ``pause`` seconds of sleep."""
+    times = {key: [] for key in calls}
+    for _ in range(rounds):
+        for key, f in calls.items():
+            f()
+            t0 = time.perf_counter()
+            f()
+            times[key].append(time.perf_counter() - t0)
+            if pause:
+                time.sleep(pause)
+    return {key: float(np.median(v)) for key, v in times.items()}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -74,15 +89,8 @@ def main():
                 return TF.conv2d(xt, wtt, None, s, p, d, g)
         want = theirs().numpy()
         err = float(np.abs(ours() - want).max() / max(1.0, np.abs(want).max()))
-        times = {"fc": [], "torch": []}
-        for _ in range(a.rounds):
-            for key, f in (("fc", ours), ("torch", theirs)):
-                f()
-                t0 = time.perf_counter()
-                f()
-                times[key].append(time.perf_counter() - t0)
-                time.sleep(0.01)  # the pool just used stops spinning before the other runs
-        tf, tt = (float(np.median(times[key])) for key in ("fc", "torch"))
+        # the pool just used stops spinning before the other runs
+        tf, tt = turns({"fc": ours, "torch": theirs}, a.rounds, pause=0.01).values()
         plan = planner.plan(conv_problem(x.shape, wt.shape, s, p, d, g, name), prepacked=True)
         print(f"{name:30s} {tf * 1e6:8.1f} {tt * 1e6:8.1f}  {tt / tf:5.2f}x  "
               f"{plan.algorithm.name:18s} err {err:.1e}", flush=True)
