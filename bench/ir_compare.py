@@ -5,7 +5,9 @@ three convolutions called one by one, taking turns in one process.
 
 Blocks with 7x7 depthwise convs (MixNet/ConvNeXt-style) and a MobileNetV2 3x3 one for
 scale: expansion 1x1 + ReLU6, depthwise + ReLU6, projection 1x1 + the block's input;
-prints the medians and what inverted_residual runs (as fc.explain names it).  Batch 1
+prints the medians and what inverted_residual runs (as fc.explain names it).  The three
+calls write into buffers kept between calls, as a model's plan does (with a new output
+each call, their page faults had made them look up to 4x slower).  Batch 1
 and two threads unless given.
 """
 import argparse
@@ -38,10 +40,13 @@ def main():
             return F.inverted_residual(x, (we, be, "relu6"), (wd, bd, "relu6", 1, r // 2, 1),
                                        (wp, bp, None), residual=x, packed=packs[0])
 
-        def separate():
-            z = fc.conv2d(x, we, be, activation="relu6", packed=packs[1])
-            d = fc.conv2d(z, wd, bd, 1, r // 2, 1, k, activation="relu6", packed=packs[2])
-            return fc.conv2d(d, wp, bp, residual=x, packed=packs[3])
+        z, d, y = (np.empty(shape, np.float32) for shape in ((1, k, hw, hw), (1, k, hw, hw),
+                                                             x.shape))
+
+        def separate():  # into buffers kept between calls, as a model's plan keeps them
+            fc.conv2d(x, we, be, activation="relu6", packed=packs[1], out=z)
+            fc.conv2d(z, wd, bd, 1, r // 2, 1, k, activation="relu6", packed=packs[2], out=d)
+            return fc.conv2d(d, wp, bp, residual=x, packed=packs[3], out=y)
         err = float(np.abs(fused() - separate()).max())
         med = turns({"fused": fused, "separate": separate}, a.rounds)
         kind = F.inverted_residual_kernel(x.shape, we.shape, wd.shape, 1, r // 2, 1, wp.shape)
