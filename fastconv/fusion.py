@@ -19,6 +19,7 @@ import numpy as np
 
 from . import functional as F
 from . import nn
+from ._algorithms import DepthwiseBlocked
 
 ACTIVATION_OF = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish"}
 
@@ -101,7 +102,7 @@ def _pointwise(f):
 def _depthwise(f):
     c = f.conv
     return c.groups == c.in_channels == c.out_channels and c.out_channels % 16 == 0 \
-        and c.kernel_size in ((3, 3), (5, 5), (7, 7)) and c.padding_mode == "zeros" \
+        and tuple(c.kernel_size) in DepthwiseBlocked.SIZES and c.padding_mode == "zeros" \
         and c.algo == "auto" and not isinstance(c.padding, str)
 
 

@@ -25,6 +25,7 @@ the measured winner is used (see :mod:`fastconv.tuning`).
 import numpy as np
 
 from . import _backend
+from ._algorithms import DepthwiseBlocked
 from .fusion import HEAD_MAX_CHANNELS
 from .graph import Model, Node
 from .ops import OPS
@@ -82,13 +83,13 @@ def _is_projection_of(n, k):
 
 
 def _is_depthwise_of(n, k):
-    """A depthwise conv (multiplier 1, square 3x3, 5x5 or 7x7) over k channels, no
-    residual."""
+    """A depthwise conv (multiplier 1, a filter size depthwise_blocked runs: square 3x3,
+    5x5 or 7x7) over k channels, no residual."""
     if n.op != "conv" or (len(n.inputs) > 1 and n.inputs[1]) or "weight" not in n.params:
         return False
     w = n.params["weight"]
     return (w.ndim == 4 and w.shape[0] == k and w.shape[1] == 1 and n.attrs["groups"] == k
-            and w.shape[2] == w.shape[3] and w.shape[2] in (3, 5, 7)
+            and tuple(w.shape[2:]) in DepthwiseBlocked.SIZES
             and n.attrs.get("algo", "auto") == "auto")
 
 
