@@ -37,22 +37,6 @@ from fastconv._peers import timed  # noqa: E402
 from fastconv.functional import conv_problem  # noqa: E402
 
 SPARSITIES = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
-RATE_KEYS = ("SPARSE_GFLOPS", "BLOCK_GFLOPS", "SPARSE_TILE_S")
-
-
-def _terms(prob, stored, kb, threads):
-    """sparse_cost's (fixed part, seconds per 1/GFLOPs, seconds per unit of tile cost)."""
-    keep = {k: getattr(planner, k) for k in RATE_KEYS}
-    try:
-        def cost(rate, tile):
-            planner.SPARSE_GFLOPS = planner.BLOCK_GFLOPS = rate
-            planner.SPARSE_TILE_S = tile
-            return fs.sparse_cost(prob, stored, threads, kb)
-        base = cost(1e30, 0.0)
-        return base, cost(1.0, 0.0) - base, cost(1e30, 1.0) - base
-    finally:
-        for k, v in keep.items():
-            setattr(planner, k, v)
 
 
 def measure(batch, threads):
@@ -75,7 +59,7 @@ def measure(batch, threads):
                         lambda: fc.sparse_conv2d(x, ws, None, s, p, packed=pk2, block=block),
                         10)[0])
                 stored = fs.block_counts(ws, 1, block)[1] * block
-                base, per_rate, per_tile = _terms(prob, stored, block, threads)
+                base, per_rate, per_tile = fs.sparse_cost_terms(prob, stored, threads)
                 rows.append(dict(layer=name, block=block, sparsity=sp,
                                  sparse=float(np.median(turns["sparse"])),
                                  dense=float(np.median(turns["dense"])),

@@ -142,11 +142,9 @@ def block_counts(w, groups, kb):
     return nnz, int(np.count_nonzero(wp.reshape(kr, kb, -1).any(axis=1)))
 
 
-def sparse_cost(prob, nnz, threads, kb=1):
-    """Modelled seconds of sparse_conv2d: the stored values' multiply-adds (nnz: the
-    nonzeros, or with kb-channel blocks the blocks times kb) over every computed tile lane
-    (partial tiles and, flat, the padding columns count), plus a cost per tile call, spread
-    over the tasks' threads."""
+def sparse_cost_terms(prob, nnz, threads):
+    """sparse_cost's terms, the model linear in its rates: (fixed seconds, seconds per
+    1/rate with the rate in GFLOP/s a thread, seconds per second of tile cost)."""
     copy = planner.PAD_CALL_S if any(prob.pads) or prob.stride != (1, 1) else 0.0
     eq = _strided_pointwise(prob)[0]
     if eq is not None:  # the subsampled input, copied
@@ -158,12 +156,21 @@ def sparse_cost(prob, nnz, threads, kb=1):
             planner.COPY_GBS * 1e9)
     nv, ntiles, tgroup, kblock = _tiling(prob, threads)
     lanes = max(1, prob.n) * ntiles * 16 * nv
-    work = 2.0 * nnz * lanes / ((planner.SPARSE_GFLOPS if kb == 1 else
-                                 planner.BLOCK_GFLOPS) * 1e9)
     tasks = max(1, prob.n) * -(-ntiles // tgroup) * -(-prob.k // kblock)
     calls = max(1, prob.n) * ntiles * prob.k
-    return (planner.CALL_OVERHEAD_S + copy
-            + (work + calls * planner.SPARSE_TILE_S) / min(threads, tasks))
+    par = min(threads, tasks)
+    return planner.CALL_OVERHEAD_S + copy, 2.0 * nnz * lanes / 1e9 / par, calls / par
+
+
+def sparse_cost(prob, nnz, threads, kb=1):
+    """Modelled seconds of sparse_conv2d: the stored values' multiply-adds (nnz: the
+    nonzeros, or with kb-channel blocks the blocks times kb) over every computed tile lane
+    (partial tiles and, flat, the padding columns count) at planner.SPARSE_GFLOPS (CSR) or
+    BLOCK_GFLOPS (blocks), plus SPARSE_TILE_S per tile call, spread over the tasks'
+    threads."""
+    fixed, per_rate, per_tile = sparse_cost_terms(prob, nnz, threads)
+    rate = planner.SPARSE_GFLOPS if kb == 1 else planner.BLOCK_GFLOPS
+    return fixed + per_rate / rate + per_tile * planner.SPARSE_TILE_S
 
 
 def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
