@@ -343,9 +343,9 @@ def conv2d_implicit_pixels(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
             for pan in range(npg):
                 k0 = pan * MR
                 yo = (n * K + k0) * P + p * OW
+                wo = pan * RS * C * MR
+                nr = min(MR, K - k0)
                 for q0 in range(0, OW, NR):
-                    wo = pan * RS * C * MR
-                    nr = min(MR, K - k0)
                     if OW - q0 <= 16:  # a short last tile: half the vectors, no idle lanes
                         if C == 3:
                             gemm_tile_taps16_c3(xf, xo + q0, plane, toff, RS, wf, wo, C, yf,
