@@ -11,12 +11,14 @@ import numpy as np
 from . import _memory, _runtime, _workspace, planner
 from .kernels.cpu import depthwise as _depthwise
 from .kernels.cpu import direct as _direct
+from .kernels.cpu import grouped as _grouped
 from .kernels.cpu import im2col as _im2col
 from .kernels.cpu import inverted_residual as _inverted_residual
 from .kernels.cpu import pad as _pad
 from .kernels.cpu import pointwise as _pointwise
 from .kernels.cpu import rowdot as _rowdot
 from .kernels.cpu import winograd as _winograd
+from .kernels.cpu import nchwc as _nchwc
 from .kernels.cpu import zmm as _zmm
 
 COLS_TILE_BYTES = 2 * 1024 * 1024  # column tile per task: about the L2 of two cores (measured best)
@@ -344,6 +346,57 @@ class DepthwiseBlocked(planner.Algorithm):
             r, has_res = _res(res, 4)
             _runtime.launch(kernel, x, wt, b, y, R, sh, sw, pt, pl, hp, wp, dh, dw, act, r,
                             has_res, offs, *workspaces(), band, blocked_in, blocked_out)
+        return call
+
+
+class GroupedBlocked(planner.Algorithm):
+    """Grouped 3x3 convs with 2, 4, 8, 16 or 32 channels a group, in and out, through
+    16-channel blocks (kernels/cpu/grouped.py): every tap cg vector FMAs for 16 output
+    channels, the tasks and transposes of depthwise_blocked."""
+    name = "grouped_blocked"
+    replayable = True
+
+    def serves(self, prob):
+        if prob.groups == 1 or prob.cg != prob.kg or prob.cg not in _nchwc.GROUPED_CG:
+            return ("needs groups of 2, 4, 8, 16 or 32 input and output channels each, got "
+                    f"groups={prob.groups} of {prob.cg} in, {prob.kg} out")
+        if (prob.r, prob.s) != (3, 3):
+            return f"needs a 3x3 filter, got {prob.r}x{prob.s}"
+        if prob.h * prob.w < 16 or prob.oh * prob.ow < 16:
+            return (f"needs input and output planes of >= 16 pixels, got {prob.h}x{prob.w} -> "
+                    f"{prob.oh}x{prob.ow}")
+        return None
+
+    def cost(self, prob, threads, prepacked=False):
+        return _depthwise_cost(prob, threads, prob.n * -(-prob.c // 16),
+                               planner.GROUPED_BLOCKED_GFLOPS, planner.BLOCKED_GBS,
+                               planner.DEPTHWISE_BLOCKED_TASK_S)
+
+    def bind(self, prob, w, b, act, packed=None):
+        pt, pb, pl, pr = prob.pads
+        hp, wp = prob.h + pt + pb, prob.w + pl + pr
+        wt = None if packed is None else packed.get(self.name)
+        if wt is None:
+            wt = _memory.empty((-(-prob.c // 16), 9 * prob.cg, 16), np.float32)
+            _grouped.pack_grouped(w, prob.cg, wt)
+            if packed is not None:
+                packed[self.name] = wt
+        threads = _runtime.max_threads()
+        unit = max(16, prob.cg)  # the channels of a task and of a pixel of its padded plane
+        plane_shape, out_shape = (hp * wp * unit,), (prob.oh * prob.ow * unit,)
+        offs = _blocked_offsets(prob.h, prob.w, pt, pl, wp) * (unit // 16)
+        (sh, sw), (dh, dw), cg = prob.stride, prob.dilation, prob.cg
+        band = max(1, DEPTHWISE_BAND_PIXELS // prob.ow)
+        kernel, per_thread = _grouped.grouped_conv2d_blocked, _workspace.per_thread
+        workspaces = _workspace.cached(lambda: (
+            per_thread("grouped_plane", threads, plane_shape),
+            per_thread("grouped_out", threads, out_shape),
+            per_thread("depthwise_bias", threads, (16,))))
+
+        def call(x, y, res):
+            r, has_res = _res(res, 4)
+            _runtime.launch(kernel, x, wt, b, y, cg, sh, sw, pt, pl, hp, wp, dh, dw, act, r,
+                            has_res, offs, *workspaces(), band)
         return call
 
 
@@ -1103,6 +1156,15 @@ def _implicit_blocking(prob, threads):
     return -(-npg // splits) * _zmm.NR, -(-prob.oh // rsplits)
 
 
+# in auto: grouped 3x3s with at most this many input channels a group on implicit_pixels
+# (ResNeXt's and RegNet's groups of 8-32 channels; each group's rows their own panels)
+IMPLICIT_PIXELS_GROUP_CHANNELS = 32
+# grouped convs ran 1.4-2.8x the time the model gives the same flops with groups == 1
+# (Zen 5, eleven grouped 3x3s of 2-32 channels a group, three runs: a tile per group
+# panel and row, its loads and stores every few steps); 1.8 fits the stride-1 layers
+# within ~15 %, and the stride-2 ones ran 1.9x that again (their phase-split input)
+IMPLICIT_PIXELS_GROUP_SLOWDOWN = 1.8
+IMPLICIT_PIXELS_GROUP_STRIDED = 1.9
 IMPLICIT_MIN_LANES = 0.75  # in auto: rows filling at least this much of their pixel groups
 
 
@@ -1142,7 +1204,7 @@ class ImplicitPacked(planner.Algorithm):
         seconds = per_thread * (min(kblock // _zmm.NR, npg) * panel / nrb
                                 + planner.PACKED_TASK_S)
         if not prepacked:
-            seconds += prob.k * prob.c * prob.r * prob.s * 8 / (planner.COPY_GBS * 1e9)
+            seconds += prob.k * prob.cg * prob.r * prob.s * 8 / (planner.COPY_GBS * 1e9)
         return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S + pad_call_s(prob, True)
                 + seconds)
 
@@ -1210,25 +1272,24 @@ def _pixel_tile_lanes(ow):
 class ImplicitPixels(planner.Algorithm):
     """zmm.gemm_tile_taps over the (padded, phase-split) input in place: MR output channels
     x NR pixels of an output row per tile, every (tap, channel) step in registers, the
-    tile stored straight into y's rows.  groups == 1; in ``auto`` only for inputs of at
-    most planner.IMPLICIT_PIXELS_MAX_CHANNELS channels (stems; on full-width cores also the
-    16- and 24-channel 3x3s of large maps; 1x1s up to IMPLICIT_PIXELS_1X1_CHANNELS), where
-    implicit_packed's channel-vectorized tile stores after a handful of steps."""
+    tile stored straight into y's rows, each group's rows in panels of their own.  In
+    ``auto`` only for inputs of at most planner.IMPLICIT_PIXELS_MAX_CHANNELS channels a
+    group (stems; on full-width cores also the 16- and 24-channel 3x3s of large maps;
+    1x1s up to IMPLICIT_PIXELS_1X1_CHANNELS), where implicit_packed's channel-vectorized
+    tile stores after a handful of steps, and for grouped 3x3s of up to
+    IMPLICIT_PIXELS_GROUP_CHANNELS a group."""
     name = "implicit_pixels"
     replayable = True
     uses_blas = False
 
-    def serves(self, prob):
-        if prob.groups != 1:
-            return "implicit_pixels needs groups == 1"
-        return None
-
     def auto_excluded(self, prob):
         most = planner.IMPLICIT_PIXELS_MAX_CHANNELS if prob.r * prob.s > 1 else \
             IMPLICIT_PIXELS_1X1_CHANNELS
-        if prob.c > most:
-            return (f"implicit_pixels is for few input channels (<= {most} for a "
-                    f"{prob.r}x{prob.s} kernel), not {prob.c}")
+        if prob.groups > 1 and prob.r * prob.s > 1:
+            most = max(most, IMPLICIT_PIXELS_GROUP_CHANNELS)
+        if prob.cg > most:
+            return (f"implicit_pixels is for few input channels (<= {most} a group for a "
+                    f"{prob.r}x{prob.s} kernel), not {prob.cg}")
         return None
 
     @staticmethod
@@ -1238,34 +1299,39 @@ class ImplicitPixels(planner.Algorithm):
         return max(1, -(-prob.oh // tasks))
 
     def cost(self, prob, threads, prepacked=False):
-        steps = prob.r * prob.s * prob.c
-        eff = (_pixel_tile_lanes(prob.ow) * _lanes_used(prob.k, _zmm.MR)
+        steps = prob.r * prob.s * prob.cg
+        eff = (_pixel_tile_lanes(prob.ow) * _lanes_used(prob.kg, _zmm.MR)
                * steps / (steps + IMPLICIT_PIXELS_STORE_STEPS) * IMPLICIT_PIXELS_RATE)
         rblock = self.rblock(prob, threads)
         tasks = max(1, prob.n) * -(-prob.oh // rblock)
         seconds = prob.flops / (planner.PACKED_GFLOPS * 1e9 * eff)
+        if prob.groups > 1:
+            seconds *= IMPLICIT_PIXELS_GROUP_SLOWDOWN * (
+                IMPLICIT_PIXELS_GROUP_STRIDED if prob.stride[1] > 1 else 1.0)
         seconds = seconds / min(threads, tasks) + planner.PACKED_TASK_S * -(-tasks // threads)
         if not prepacked:
-            seconds += prob.k * prob.c * prob.r * prob.s * 8 / (planner.COPY_GBS * 1e9)
+            seconds += prob.k * prob.cg * prob.r * prob.s * 8 / (planner.COPY_GBS * 1e9)
         return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S + pad_call_s(prob, True)
                 + seconds)
 
-    def pack(self, w, packed=None):
-        """W as (K, R*S*C) with columns in (tap, channel) order, packed by zmm.pack_panels
-        (width MR, one chunk): panel p's step t*C + c at p*R*S*C*MR + (t*C + c)*MR."""
+    def pack(self, w, groups, packed=None):
+        """W as (K, R*S*Cg) with columns in (tap, channel) order, packed by zmm.pack_panels
+        (width MR, one chunk, ``groups`` groups of ppg = ceil(Kg/MR) panels): panel p's
+        step t*Cg + c at p*R*S*Cg*MR + (t*Cg + c)*MR, p counting over all groups."""
         wp = None if packed is None else packed.get(self.name)
         if wp is None:
-            K, C, R, S = w.shape
-            wm = np.ascontiguousarray(np.asarray(w, np.float32).reshape(K, C, R * S)
-                                      .transpose(0, 2, 1).reshape(K, R * S * C))
-            wp = _memory.empty((1, -(-K // _zmm.MR) * R * S * C * _zmm.MR), np.float32)
-            _zmm.pack_panels(wm, 1, _zmm.MR, R * S * C, wp)
+            K, Cg, R, S = w.shape
+            wm = np.ascontiguousarray(np.asarray(w, np.float32).reshape(K, Cg, R * S)
+                                      .transpose(0, 2, 1).reshape(K, R * S * Cg))
+            ppg = -(-(K // groups) // _zmm.MR)
+            wp = _memory.empty((groups, ppg * R * S * Cg * _zmm.MR), np.float32)
+            _zmm.pack_panels(wm, groups, _zmm.MR, R * S * Cg, wp)
             if packed is not None:
                 packed[self.name] = wp
         return wp
 
     def bind(self, prob, w, b, act, packed=None):
-        wp = self.pack(w, packed)
+        wp = self.pack(w, prob.groups, packed)
         rblock = self.rblock(prob, _runtime.get_num_threads())
         y3_shape = (prob.n, prob.k, prob.oh * prob.ow)
         (sh, sw), (dh, dw) = prob.stride, prob.dilation
@@ -1275,7 +1341,7 @@ class ImplicitPixels(planner.Algorithm):
             y3 = y.reshape(y3_shape)
             r3, has_res = _res(None if res is None else res.reshape(y3_shape), 3)
             _runtime.launch(kernel, phased_input(prob, x), wp, b, y3, prob.ow, sh, sw, dh, dw,
-                            prob.r, prob.s, act, r3, has_res, rblock)
+                            prob.r, prob.s, prob.groups, act, r3, has_res, rblock)
         return call
 
 
@@ -1351,6 +1417,7 @@ planner.register(ImplicitPacked())
 planner.register(ImplicitPixels())
 planner.register(Depthwise())
 planner.register(DepthwiseBlocked())
+planner.register(GroupedBlocked())
 planner.register(Winograd(2))
 planner.register(Winograd(4))
 planner.register(RowDot())

@@ -13,7 +13,7 @@ from fastconv import planner
 ALGOS = ["direct", "im2col", "im2col_register", "im2col_packed", "implicit_packed",
          "implicit_pixels", "pointwise",
          "pointwise_register", "pointwise_packed", "depthwise", "depthwise_blocked",
-         "winograd_f2x2_3x3", "winograd_f4x4_3x3", "rowdot", "auto"]
+         "grouped_blocked", "winograd_f2x2_3x3", "winograd_f4x4_3x3", "rowdot", "auto"]
 
 
 def serves(algo, x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1):
@@ -52,6 +52,8 @@ CASES = [
     (1, 12, 40, 40, 10, 1, 1, 1, 0, 1, 2),   # grouped 1x1, Kg = 5 < 8, P = 1600
     (1, 520, 7, 7, 40, 1, 1, 2, 0, 1, 1),    # strided 1x1, three chunks, 16 pixels
     (1, 8, 12, 16, 64, 1, 1, 1, 0, 1, 1),    # exact: 8 panels, 6 full 32-pixel tiles
+    (1, 24, 9, 8, 24, 3, 3, 1, 1, 1, 6),     # grouped 3x3, 4 a group: a partial block
+    (2, 64, 6, 7, 64, 3, 3, 2, 1, 1, 2),     # grouped 3x3/2, 32 a group: 4x3 outputs
 ]
 
 
@@ -282,6 +284,69 @@ def test_depthwise_blocked_shapes(rng, monkeypatch, n, c, h, w, k, stride, pads,
     assert y.shape == expected.shape
     assert rel_err(y, expected) < 1e-4
     np.testing.assert_array_equal(x, x_before)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.sampled_from([0, 1, 2]), cg=st.sampled_from([2, 4, 8, 16, 32]),
+       groups=st.integers(2, 5), h=st.integers(1, 18), w=st.integers(1, 18),
+       stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       pads=st.tuples(*[st.integers(0, 2)] * 4),
+       dil=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       activation=st.sampled_from([None, "relu", "relu6", "hardswish"]), with_res=st.booleans(),
+       bias=st.booleans(), band=st.sampled_from([1, 16, 2048]),
+       algo=st.sampled_from(["grouped_blocked", "implicit_pixels"]))
+def test_grouped_3x3_shapes(rng, monkeypatch, n, cg, groups, h, w, stride, pads, dil, activation,
+                            with_res, bias, band, algo):
+    """Grouped 3x3 convs of 2-32 channels a group on the families built for them: the
+    rotated copies (2, 4, 8 a group; a partial last 16-channel block when C % 16 != 0),
+    whole-block broadcasts (16 and 32 a group; rows shorter and longer than a step),
+    every stride and dilation, asymmetric padding, epilogues, row bands; the caller's
+    arrays unchanged."""
+    from fastconv import _algorithms
+    monkeypatch.setattr(_algorithms, "DEPTHWISE_BAND_PIXELS", band)
+    c = cg * groups
+    if min(h + pads[0] + pads[1], w + pads[2] + pads[3]) < 2 * max(dil) + 1:
+        return
+    x = (3 * rng.standard_normal((n, c, h, w))).astype(np.float32)
+    wt = rng.standard_normal((c, cg, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32) if bias else None
+    pre = ref.conv2d(x, wt, b, stride, pads, dil, groups)
+    res = (3 * rng.standard_normal(pre.shape)).astype(np.float32) if with_res else None
+    if not serves(algo, x.shape, wt.shape, stride, pads, dil, groups):
+        assert algo == "grouped_blocked" and (h * w < 16 or pre.shape[2] * pre.shape[3] < 16)
+        return
+    before = [a.copy() for a in (x, wt, res) if a is not None]
+    y = fc.conv2d(x, wt, b, stride, pads, dil, groups, activation=activation, residual=res,
+                  algo=algo)
+    pre = pre + (res if with_res else 0)
+    if activation == "hardswish":
+        expected = pre * np.clip(pre + 3, 0, 6) / 6
+    else:
+        expected = ref.activation(pre, activation)
+    assert y.shape == expected.shape
+    assert rel_err(y, expected) < 1e-4
+    for a, a0 in zip([a for a in (x, wt, res) if a is not None], before):
+        np.testing.assert_array_equal(a, a0)
+
+
+def test_grouped_blocked_serves_what_it_says():
+    """groups of 2-32 channels in and out, 3x3, planes of 16 pixels or more; otherwise a
+    clear reason."""
+    prob = F.conv_problem((1, 64, 8, 8), (64, 8, 3, 3), 1, 1, 1, 8)
+    assert planner.can_run("grouped_blocked", prob)
+    for x_shape, w_shape, groups, why in [
+            ((1, 64, 8, 8), (64, 64, 3, 3), 1, "groups of 2, 4, 8, 16 or 32"),
+            ((1, 48, 8, 8), (48, 12, 3, 3), 4, "got groups=4 of 12 in"),
+            ((1, 32, 8, 8), (64, 8, 3, 3), 4, "16 out"),
+            ((1, 64, 8, 8), (64, 1, 3, 3), 64, "groups of 2, 4, 8, 16 or 32"),
+            ((1, 64, 8, 8), (64, 8, 5, 5), 8, "3x3 filter"),
+            ((1, 64, 3, 5), (64, 8, 3, 3), 8, ">= 16 pixels")]:
+        prob = F.conv_problem(x_shape, w_shape, 1, 1, 1, groups)
+        assert why in planner.REGISTRY["grouped_blocked"].serves(prob)
+        with pytest.raises(ValueError, match="grouped_blocked"):
+            fc.conv2d(np.zeros(x_shape, np.float32), np.zeros(w_shape, np.float32),
+                      padding=1, groups=groups, algo="grouped_blocked")
 
 
 @settings(max_examples=40, deadline=None,

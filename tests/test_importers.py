@@ -119,6 +119,46 @@ def test_from_torch_fuses_like_the_layer_api(rng):
     assert set(ops) == {"conv", "max_pool", "global_avg_pool", "flatten", "linear"}
 
 
+def test_from_torch_resnext_block(rng):
+    """A ResNeXt bottleneck (32 groups of 4 channels, then of 8 with stride 2): imported,
+    optimized (BN folded, ReLU and the residual in the epilogues) and equal to torch; the
+    grouped 3x3s run on the grouped families where the planner's tables have them."""
+    from fastconv.graph import kernel_of
+
+    class Block(tnn.Module):
+        def __init__(self, c, width, stride):
+            super().__init__()
+            self.body = tnn.Sequential(
+                tnn.Conv2d(c, width, 1, bias=False), tnn.BatchNorm2d(width), tnn.ReLU(),
+                tnn.Conv2d(width, width, 3, stride, 1, groups=32, bias=False),
+                tnn.BatchNorm2d(width), tnn.ReLU(),
+                tnn.Conv2d(width, 2 * c if stride > 1 else c, 1, bias=False),
+                tnn.BatchNorm2d(2 * c if stride > 1 else c))
+            self.down = (tnn.Sequential(tnn.Conv2d(c, 2 * c, 1, stride, bias=False),
+                                        tnn.BatchNorm2d(2 * c)) if stride > 1 else None)
+
+        def forward(self, x):
+            return torch.relu(self.body(x) + (x if self.down is None else self.down(x)))
+
+    m = tnn.Sequential(Block(64, 128, 1), Block(64, 256, 2))
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, tnn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.uniform_(0.5, 1.5)
+    m.eval()
+    x = rng.standard_normal((2, 64, 20, 20)).astype(np.float32)
+    model = fc.optimize(fc.from_torch(m, x), x)
+    assert rel_err(model(x), _torch_out(m, x)) < 1e-4
+    assert not [n for n in model.nodes if n.op in ("add", "batch_norm", "relu")]
+    grouped = [n for n in model.nodes if n.op == "conv" and n.attrs["groups"] == 32]
+    assert len(grouped) == 2
+    if fc.planner.VECTOR_LANES == 16:
+        shapes = [(2, 128, 20, 20), (2, 256, 20, 20)]
+        assert [kernel_of(n, [s]) for n, s in zip(grouped, shapes)] == ["grouped_blocked"] * 2
+
+
 def test_from_torch_functional_conv_and_methods(rng):
     class M(tnn.Module):
         def __init__(self):

@@ -45,7 +45,8 @@ def choose(x_shape, w_shape, prepacked=True, **kw):
     ((1, 32, 28, 28), (64, 1, 3, 3), dict(padding=1, groups=32), "depthwise"),  # multiplier 2
     ((1, 32, 28, 28), (32, 1, 7, 7), dict(padding=3, groups=32), "depthwise_blocked"),  # 7x7:
     # 26 us, depthwise 75 (Zen 5)
-    ((1, 32, 28, 28), (32, 8, 3, 3), dict(padding=1, groups=4), "im2col_packed"),   # grouped
+    ((1, 32, 28, 28), (32, 8, 3, 3), dict(padding=1, groups=4), "grouped_blocked"),  # grouped:
+    # 30 us, implicit_pixels 32, im2col_packed 70 (Zen 5; Zen 4's table plans it by a guess)
     # a few output pixels (a small image's last stages): the weights' stream is the cost
     ((1, 256, 2, 2), (256, 256, 3, 3), dict(padding=1), "rowdot"),
     ((1, 128, 4, 4), (128, 128, 3, 3), dict(padding=1), "rowdot"),
@@ -101,6 +102,35 @@ def test_full_width_small_channel_choices(x_shape, w_shape, kw, expected):
     before = planner.use_rates("avx512-full")
     try:
         assert choose(x_shape, w_shape, **kw) == expected
+    finally:
+        planner.use_rates(before)
+
+
+# Grouped 3x3s (ResNeXt-50 32x4d's and others) on the full-width table, each the fastest
+# family measured on a Zen 5 (2 threads, three runs of ``bench/shape_sweep.py``'s grouped
+# shapes with the families forced, us): grouped_blocked where it is clearly ahead, and the
+# ties the model may give either way marked with both
+@pytest.mark.skipif(planner.VECTOR_LANES == 8, reason="the AVX-512 tables")
+@pytest.mark.parametrize("x_shape,w_shape,kw,expected", [
+    ((1, 128, 56, 56), (128, 4, 3, 3), dict(padding=1, groups=32), ("grouped_blocked",)),
+    # 146-170, implicit_pixels 261-304
+    ((1, 1024, 7, 7), (1024, 32, 3, 3), dict(padding=1, groups=32), ("grouped_blocked",)),
+    # 141-183, implicit_pixels 265-298
+    ((1, 256, 56, 56), (256, 8, 3, 3), dict(stride=2, padding=1, groups=32),
+     ("grouped_blocked",)),  # 199-251, implicit_pixels 248-315
+    ((1, 1024, 14, 14), (1024, 32, 3, 3), dict(stride=2, padding=1, groups=32),
+     ("grouped_blocked",)),  # 152-192, implicit_pixels 303-352
+    ((1, 128, 56, 56), (128, 2, 3, 3), dict(padding=1, groups=64), ("grouped_blocked",)),
+    # 82-136, implicit_pixels 275-676
+    ((1, 256, 28, 28), (256, 8, 3, 3), dict(padding=1, groups=32),
+     ("grouped_blocked", "implicit_pixels")),  # 140-162 against 133-176
+    ((1, 512, 14, 14), (512, 16, 3, 3), dict(padding=1, groups=32),
+     ("grouped_blocked", "implicit_pixels")),  # 137-161 against 150-185
+])
+def test_full_width_grouped_choices(x_shape, w_shape, kw, expected):
+    before = planner.use_rates("avx512-full")
+    try:
+        assert choose(x_shape, w_shape, **kw) in expected
     finally:
         planner.use_rates(before)
 

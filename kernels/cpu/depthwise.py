@@ -250,6 +250,60 @@ def blocked_row(P, p_off, rs, sw, dw, R, OW, wb, bv, act, ob, o_off):
         nchwc.depthwise_row7x7(P, p_off, rs, dw * V, sw * V, OW, wb, 0, bv, 0, act, ob, o_off)
 
 
+@njit(inline="always")
+def zero_plane_borders(plane_ws, H, W, HP, WP, pad_top, pad_left):
+    """The zero border of every thread's padded plane of pixel vectors (HP x WP, the
+    H x W interior at (pad_top, pad_left)), written once per call."""
+    V = nchwc.B
+    for tid in range(plane_ws.shape[0]):
+        P = plane_ws[tid]
+        for r in range(HP):
+            if r < pad_top or r >= pad_top + H:
+                seg = P[r * WP * V:(r + 1) * WP * V]
+            else:
+                seg = P[r * WP * V:(r * WP + pad_left) * V]
+                for j in range(seg.shape[0]):
+                    seg[j] = 0.0
+                seg = P[(r * WP + pad_left + W) * V:(r + 1) * WP * V]
+            for j in range(seg.shape[0]):
+                seg[j] = 0.0
+
+
+@njit(inline="always")
+def plane_rows_in(xf, base, HW, W, cn, P, offs, done, need, blocked_in):
+    """Input rows done .. need - 1 of the cn-channel block whose first plane starts at
+    xf[base] into the padded plane P (offs: each pixel's vector offset there), 16 pixels
+    a transpose (the last group starts at need*W - 16; rows need*W >= 16); blocked_in:
+    xf holds the block's pixel vectors at base, copied as they are."""
+    V = nchwc.B
+    hi = need * W
+    if blocked_in:
+        for f in range(done * W, hi):
+            nchwc.copy_vector(xf, base + f * V, P, offs[f])
+    else:
+        for f0 in range(done * W, hi, V):
+            f = max(0, min(f0, hi - V))
+            nchwc.to_blocked(xf, base + f, HW, cn, P, offs, f)
+
+
+@njit(inline="always")
+def plane_rows_out(ob, yf, ybase, OHW, OW, cn, p0, p1, res, n, c0, act, has_res):
+    """Output rows p0 .. p1 - 1 from the pixel vectors in ob back to the cn channel planes
+    from yf[ybase]; with has_res, then y = act(y + res[n, c0 + c]).  A short band's
+    16-pixel group reaches back into the rows before: rewritten with the same values
+    (and given their residual again, from the unchanged vectors)."""
+    V = nchwc.B
+    hi = p1 * OW
+    lo = max(0, min(p0 * OW, hi - V))
+    for f0 in range(lo, hi, V):
+        f = max(0, min(f0, hi - V))
+        nchwc.from_blocked(ob, f * V, yf, ybase + f, OHW, cn)
+    if has_res:
+        for c in range(cn):
+            o = ybase + c * OHW
+            apply_row_res(yf[o + lo:o + hi], 0.0, res[n, c0 + c].reshape(OHW)[lo:hi], act)
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def depthwise_conv2d_blocked(x, wt, b, y, R, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
                              res, has_res, offs, plane_ws, out_ws, bias_ws, band, blocked_in,
@@ -288,18 +342,7 @@ def depthwise_conv2d_blocked(x, wt, b, y, R, sh, sw, pad_top, pad_left, HP, WP, 
     xf = x.reshape(N * C * HW)
     yf = y.reshape(N * C * OHW)
     inner = 0 if has_res else act
-    for tid in range(plane_ws.shape[0]):
-        P = plane_ws[tid]
-        for r in range(HP):
-            if r < pad_top or r >= pad_top + H:
-                seg = P[r * WP * V:(r + 1) * WP * V]
-            else:
-                seg = P[r * WP * V:(r * WP + pad_left) * V]
-                for j in range(seg.shape[0]):
-                    seg[j] = 0.0
-                seg = P[(r * WP + pad_left + W) * V:(r + 1) * WP * V]
-            for j in range(seg.shape[0]):
-                seg[j] = 0.0
+    zero_plane_borders(plane_ws, H, W, HP, WP, pad_top, pad_left)
     for t in prange(N * nb):
         n = t // nb
         blk = t % nb
@@ -319,14 +362,7 @@ def depthwise_conv2d_blocked(x, wt, b, y, R, sh, sw, pad_top, pad_left, HP, WP, 
             p1 = min(OH, p0 + band)
             need = min(H, (p1 - 1) * sh - pad_top + (R - 1) * dh + 1)
             if need > done:
-                hi = need * W
-                if blocked_in:  # base = (n*C + c0)*HW: block (n, blk)'s start
-                    for f in range(done * W, hi):
-                        nchwc.copy_vector(xf, base + f * V, P, offs[f])
-                else:
-                    for f0 in range(done * W, hi, V):
-                        f = max(0, min(f0, hi - V))
-                        nchwc.to_blocked(xf, base + f, HW, cn, P, offs, f)
+                plane_rows_in(xf, base, HW, W, cn, P, offs, done, need, blocked_in)
                 done = need
             if blocked_out:  # rows straight into y's block: (n, blk) starts at ybase
                 for p in range(p0, p1):
@@ -336,12 +372,4 @@ def depthwise_conv2d_blocked(x, wt, b, y, R, sh, sw, pad_top, pad_left, HP, WP, 
             for p in range(p0, p1):
                 blocked_row(P, p * sh * WP * V, dh * WP * V, sw, dw, R, OW, wb, bv, inner,
                              ob, p * OW * V)
-            hi = p1 * OW
-            lo = max(0, min(p0 * OW, hi - V))  # a short band's group reaches back
-            for f0 in range(lo, hi, V):
-                f = max(0, min(f0, hi - V))
-                nchwc.from_blocked(ob, f * V, yf, ybase + f, OHW, cn)
-            if has_res:
-                for c in range(cn):
-                    o = ybase + c * OHW
-                    apply_row_res(yf[o + lo:o + hi], 0.0, res[n, c0 + c].reshape(OHW)[lo:hi], act)
+            plane_rows_out(ob, yf, ybase, OHW, OW, cn, p0, p1, res, n, c0, act, has_res)

@@ -307,27 +307,31 @@ def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
 
 
 @njit(parallel=True, cache=True)
-def conv2d_implicit_pixels(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, has_res, rblock):
+def conv2d_implicit_pixels(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, groups, act, res3, has_res,
+                           rblock):
     """The implicit GEMM with the pixel-vectorized tile (zmm.gemm_tile_taps: MR output
     channels x NR pixels of one output row, every (tap, channel) step inside its
-    reduction, stored straight into y's rows), groups == 1: for convolutions with few
-    input channels (stems), where the channel-vectorized tile of conv2d_implicit_packed
+    reduction, stored straight into y's rows): for convolutions with few input channels
+    (stems) or few a group, where the channel-vectorized tile of conv2d_implicit_packed
     spends as long on its transposed store as on a reduction of R*S*C steps.
 
-        y3[n, k, p*OW + q] = act(b[k] + sum_(r, s) sum_c W[k, c, r, s] *
-                                 xpad[n, c, p*sh + r*dh, q*sw + s*dw]  (+ res3[n, k, p*OW + q]))
+        y3[n, k, p*OW + q] = act(b[k] + sum_(r, s) sum_(c < Cg) W[k, c, r, s] *
+                                 xpad[n, g*Cg + c, p*sh + r*dh, q*sw + s*dw]  (+ res3[n, k, p*OW + q]))
 
-    wp: zmm.pack_panels (width MR, one chunk) of W arranged as (K, R*S*C) with columns in
-    (tap, channel) order.  xp: the phase-split padded input.  Tasks: (image, block of
-    rblock output rows); a task runs every channel panel over each output row, so the
-    rows the taps read stay in L1.
+    with g = k // Kg (Cg = C/groups, Kg = K/groups).  wp: zmm.pack_panels (width MR, one
+    chunk, ``groups`` groups) of W arranged as (K, R*S*Cg) with columns in (tap, channel)
+    order: each group's rows in ceil(Kg/MR) panels of their own.  xp: the phase-split
+    padded input.  Tasks: (image, block of rblock output rows); a task runs every
+    channel panel over each output row, so the rows the taps read stay in L1.
     """
     N, C, HP, WPF = xp.shape
     K = y3.shape[1]
     P = y3.shape[2]
     OH = P // OW
     plane = HP * WPF
-    npg = (K + MR - 1) // MR
+    Cg = C // groups
+    Kg = K // groups
+    ppg = (Kg + MR - 1) // MR
     nrb = (OH + rblock - 1) // rblock
     RS = R * S
     toff = _tap_offsets(R, S, dh, dw, sw, WPF)
@@ -339,24 +343,26 @@ def conv2d_implicit_pixels(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
         n = t // nrb
         p0 = (t % nrb) * rblock
         for p in range(p0, min(OH, p0 + rblock)):
-            xo = n * C * plane + p * sh * WPF
-            for pan in range(npg):
-                k0 = pan * MR
+            for pan in range(groups * ppg):
+                g = pan // ppg
+                k0 = g * Kg + (pan % ppg) * MR
+                xo = (n * C + g * Cg) * plane + p * sh * WPF
                 yo = (n * K + k0) * P + p * OW
-                wo = pan * RS * C * MR
-                nr = min(MR, K - k0)
+                wo = pan * RS * Cg * MR
+                nr = min(MR, (g + 1) * Kg - k0)
                 for q0 in range(0, OW, NR):
                     if OW - q0 <= 16:  # a short last tile: half the vectors, no idle lanes
-                        if C == 3:
-                            gemm_tile_taps16_c3(xf, xo + q0, plane, toff, RS, wf, wo, C, yf,
+                        if Cg == 3:
+                            gemm_tile_taps16_c3(xf, xo + q0, plane, toff, RS, wf, wo, Cg, yf,
                                                 yo + q0, P, nr, OW - q0, b, k0, act, rf,
                                                 has_res)
                         else:
-                            gemm_tile_taps16(xf, xo + q0, plane, toff, RS, wf, wo, C, yf,
+                            gemm_tile_taps16(xf, xo + q0, plane, toff, RS, wf, wo, Cg, yf,
                                              yo + q0, P, nr, OW - q0, b, k0, act, rf, has_res)
-                    elif C == 3:
-                        gemm_tile_taps_c3(xf, xo + q0, plane, toff, RS, wf, wo, C, yf, yo + q0,
-                                          P, nr, min(NR, OW - q0), b, k0, act, rf, has_res)
+                    elif Cg == 3:
+                        gemm_tile_taps_c3(xf, xo + q0, plane, toff, RS, wf, wo, Cg, yf,
+                                          yo + q0, P, nr, min(NR, OW - q0), b, k0, act, rf,
+                                          has_res)
                     else:
-                        gemm_tile_taps(xf, xo + q0, plane, toff, RS, wf, wo, C, yf, yo + q0, P,
-                                       nr, min(NR, OW - q0), b, k0, act, rf, has_res)
+                        gemm_tile_taps(xf, xo + q0, plane, toff, RS, wf, wo, Cg, yf, yo + q0,
+                                       P, nr, min(NR, OW - q0), b, k0, act, rf, has_res)

@@ -6,6 +6,10 @@
                    conv's layout), quantizing float inputs on the way
     depthwise row: out[o_off + 16*q + c] = act(bias[b_off + c] + sum_(r<R, s<S)
                        wt[w_off + 16*(r*S + s) + c] * p[p_off + q*qstep + r*rs + s*cs + c])
+    grouped row:   the same with cg (2, 4, 8 or 16) input channels per output channel, the
+                   group's channels in the same vector: for c' = c - c%cg + (c%cg + j)%cg
+                   out[o_off + 16*q + c] = act(bias[b_off + c] + sum_(j<cg, r<R, s<S)
+                       wt[w_off + 16*(j*R*S + r*S + s) + c] * p[p_off + ... + c'])
 
 In a blocked plane every pixel holds 16 consecutive channels, so one 64-byte
 aligned vector load is one tap for 16 channels, and a depthwise filter's taps
@@ -208,17 +212,37 @@ QB = 4   # output pixels per step of the strided-constant row kernels
 _HALVES = ((0, B),) if VW == 16 else ((0, 8), (8, 8))
 
 
-def _make_row(R, S, stride=None, qb=QB):
+def _make_row(R, S, stride=None, qb=QB, cg=1):
     """The depthwise row intrinsic for an R x S filter (R*S weight vectors in registers).
 
     With ``stride`` given (dilation 1 and that column stride assumed, so ``cs`` must be
     16 and ``qstep`` 16*stride), each step computes ``qb`` neighbouring pixels and loads
     every input column they share once: a 3x3 stride-1 step of 4 reads 3 x 6 vectors for
     4 x 9 FMAs instead of 36 (the row's last step starts at nq - qb, recomputing a
-    few pixels).  Without it, one pixel a step with any cs and qstep."""
+    few pixels).  Without it, one pixel a step with any cs and qstep.
+
+    ``cg`` 2, 4 or 8: a grouped conv's row, cg input channels per output channel,
+    all of them in the output's 16-channel block (the grouped row in the module
+    docstring).  Each input vector is used as cg copies, copy j rotated by j lanes within
+    every run of cg lanes (one constant shuffle), each with its own R*S weight vectors.
+
+    ``cg`` 16 or 32 (``bcast``): the grouped row of whole 16-channel blocks, every pixel
+    of p holding cg channels (the group) and the 16 outputs one block of the group:
+    input channel j of a pixel broadcast to all lanes, times weight vector j*R*S + t
+    (cs, qstep any: strides and dilations alike; qb pixels a step, the weights loaded in
+    the step, not kept)."""
+    bcast = cg >= B
+    assert cg in (1, 2, 4, 8) or bcast
+    # copy j, lane o: lane o - o%cg + (o%cg + j)%cg (within AVX2's 8-lane halves)
+    rot = [[o - o % cg + (o % cg + j) % cg for o in range(B)] for j in range(1 if bcast else cg)]
+    # a grouped row's cg*R*S FMAs a pixel in R chains (one a filter row), added at the end:
+    # with one chain a pixel, QB pixels a step kept 4 FMAs in flight, not the 8 that two
+    # FMA pipes of 4 cycles' latency need (1 FMA a cycle at most)
+    parts = 1 if cg == 1 else R
+
     @intrinsic
     def row(typingctx, p, p_off, rs, cs, qstep, nq, wt, w_off, bias, b_off, act, out, o_off):
-        """out[o_off + 16*q:][:16] = act(bias + sum of R*S taps) for q < nq (module docstring);
+        """out[o_off + 16*q:][:16] = act(bias + sum of the taps) for q < nq (module docstring);
         act 0 none, 1 relu, 2 relu6, 3 hardswish, NaN passing through as in epilogue.py."""
         sig = types.void(p, types.intp, types.intp, types.intp, types.intp, types.intp, wt,
                          types.intp, bias, types.intp, types.intp, out, types.intp)
@@ -249,7 +273,25 @@ def _make_row(R, S, stride=None, qb=QB):
                 vconst = lambda v: ir.Constant(vt, [v] * L)  # noqa: E731
                 fma = cgutils.get_or_insert_function(
                     builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{L}f32")
-                taps = [vload(wp, builder.add(w_off, const(B * t))) for t in range(R * S)]
+                if not bcast:
+                    taps = [vload(wp, builder.add(w_off, const(B * t)))
+                            for t in range(R * S * cg)]
+                undef = ir.Constant(vt, None)
+                zero = vconst(0.0)
+
+                def total(acc):
+                    """the partial sums of a pixel added up"""
+                    v = acc[0]
+                    for a in acc[1:]:
+                        v = builder.fadd(v, a)
+                    return v
+                masks = [ir.Constant(ir.VectorType(ir.IntType(32), L),
+                                     [v - lane0 for v in rot[j][lane0:lane0 + L]])
+                         for j in range(len(rot))]
+
+                def copies(x):
+                    """x as its cg rotated copies (copy 0 is x)"""
+                    return [x] + [builder.shuffle_vector(x, undef, masks[j]) for j in range(1, cg)]
                 bv = vload(bp, b_off)
                 # relu / relu6 / none as one clamp: v < lo -> lo, v > hi -> hi (NaN stays)
                 lo = builder.select(builder.icmp_signed(">=", act, const(1)), vconst(0.0),
@@ -269,18 +311,67 @@ def _make_row(R, S, stride=None, qb=QB):
                         acc = clamp(acc, lo, hi)
                     vstore(acc, builder.add(o_off, builder.mul(q, const(B))))
 
-                if stride is None:
+                if bcast:
+                    steps = builder.sdiv(builder.add(nq, const(qb - 1)), const(qb))
+                    last = builder.sub(nq, const(qb))
+                    offs = [builder.add(builder.mul(const(r), rs), builder.mul(const(s), cs))
+                            for r in range(R) for s in range(S)]
+                    splat0 = ir.Constant(ir.VectorType(ir.IntType(32), L), [0] * L)
+
+                    def body(k, hswish):
+                        """qb pixels; the input channels j in a loop (not unrolled: its
+                        R*S weights are read once an iteration, where cg*R*S unrolled
+                        ones were hoisted out of the row loop and spilled)"""
+                        q0 = builder.mul(k, const(qb))
+                        q0 = builder.select(builder.icmp_signed(">", q0, last), last, q0)
+                        base = builder.add(p_off, builder.mul(q0, qstep))
+                        pix = [builder.add(base, builder.mul(const(i), qstep)) for i in range(qb)]
+                        pre = builder.block
+                        jloop = builder.append_basic_block(f"bcast.j{lane0}")
+                        after = builder.append_basic_block(f"bcast.after{lane0}")
+                        builder.branch(jloop)
+                        builder.position_at_end(jloop)
+                        j = builder.phi(intp)
+                        j.add_incoming(const(0), pre)
+                        phis = [[builder.phi(vt) for _ in range(parts)] for _ in range(qb)]
+                        for row_phis in phis:
+                            for a, ph in enumerate(row_phis):
+                                ph.add_incoming(bv if a == 0 else zero, pre)
+                        accs = [list(row_phis) for row_phis in phis]
+                        wj = builder.add(w_off, builder.mul(j, const(B * R * S)))
+                        for t in range(R * S):
+                            a = (t // S) % parts
+                            w = vload(wp, builder.add(wj, const(B * t)))
+                            tj = builder.add(offs[t], j)
+                            for i in range(qb):
+                                at = builder.gep(pp, [builder.add(pix[i], tj)])
+                                x = builder.insert_element(undef, builder.load(at, align=4),
+                                                           ir.Constant(ir.IntType(32), 0))
+                                x = builder.shuffle_vector(x, undef, splat0)
+                                accs[i][a] = builder.call(fma, [w, x, accs[i][a]])
+                        j1 = builder.add(j, const(1))
+                        j.add_incoming(j1, builder.block)
+                        for row_phis, row_accs in zip(phis, accs):
+                            for ph, v in zip(row_phis, row_accs):
+                                ph.add_incoming(v, builder.block)
+                        builder.cbranch(builder.icmp_signed("<", j1, const(cg)), jloop, after)
+                        builder.position_at_end(after)
+                        for i in range(qb):
+                            finish(total(accs[i]), builder.add(q0, const(i)), hswish)
+                elif stride is None:
                     steps = nq
                     offs = [builder.add(builder.mul(const(r), rs), builder.mul(const(s), cs))
                             for r in range(R) for s in range(S)]
 
                     def body(k, hswish):
                         base = builder.add(p_off, builder.mul(k, qstep))
-                        acc = bv
+                        acc = [bv] + [zero] * (parts - 1)
                         for t in range(R * S):
-                            x = vload(pp, builder.add(base, offs[t]))
-                            acc = builder.call(fma, [taps[t], x, acc])
-                        finish(acc, k, hswish)
+                            xs = copies(vload(pp, builder.add(base, offs[t])))
+                            for j in range(cg):
+                                a = (t // S) % parts
+                                acc[a] = builder.call(fma, [taps[j * R * S + t], xs[j], acc[a]])
+                        finish(total(acc), k, hswish)
                 else:
                     ncol = (qb - 1) * stride + S
                     steps = builder.sdiv(builder.add(nq, const(qb - 1)), const(qb))
@@ -290,17 +381,20 @@ def _make_row(R, S, stride=None, qb=QB):
                         q0 = builder.mul(k, const(qb))
                         q0 = builder.select(builder.icmp_signed(">", q0, last), last, q0)
                         base = builder.add(p_off, builder.mul(q0, const(B * stride)))
-                        accs = [bv] * qb
+                        accs = [[bv] + [zero] * (parts - 1) for _ in range(qb)]
                         for r in range(R):
                             rb = builder.add(base, builder.mul(const(r), rs))
-                            cols = [vload(pp, builder.add(rb, const(B * j)))
-                                    for j in range(ncol)]
-                            for i in range(qb):
-                                for s in range(S):
-                                    accs[i] = builder.call(fma, [taps[r * S + s],
-                                                                 cols[i * stride + s], accs[i]])
+                            cols = [copies(vload(pp, builder.add(rb, const(B * c))))
+                                    for c in range(ncol)]
+                            a = r % parts
+                            for j in range(cg):
+                                for i in range(qb):
+                                    for s in range(S):
+                                        accs[i][a] = builder.call(fma, [
+                                            taps[j * R * S + r * S + s],
+                                            cols[i * stride + s][j], accs[i][a]])
                         for i in range(qb):
-                            finish(accs[i], builder.add(q0, const(i)), hswish)
+                            finish(total(accs[i]), builder.add(q0, const(i)), hswish)
 
                 done = builder.append_basic_block(f"dwrow.done{lane0}")
                 pick = builder.append_basic_block(f"dwrow.pick{lane0}")
@@ -347,3 +441,21 @@ depthwise_row7x7_s1 = _make_row(7, 7, 1, Q7X7)
 # multiples of 4 keep steps of 4 (28 wide 2.50 against 2.54)
 ROW7 = VW == 16
 depthwise_row3x3_s1_q7 = _make_row(3, 3, 1, 7)
+# grouped 3x3 rows (grouped.py), cg = 2, 4, 8 channels a group (rotated copies): any
+# stride and dilation one pixel a step; stride 1 and 2 (dilation 1) QB pixels a step
+GROUPED_CG = (2, 4, 8, 16, 32)
+grouped_row3x3_g2 = _make_row(3, 3, cg=2)
+grouped_row3x3_g4 = _make_row(3, 3, cg=4)
+grouped_row3x3_g8 = _make_row(3, 3, cg=8)
+grouped_row3x3_s1_g2 = _make_row(3, 3, 1, cg=2)
+grouped_row3x3_s1_g4 = _make_row(3, 3, 1, cg=4)
+grouped_row3x3_s1_g8 = _make_row(3, 3, 1, cg=8)
+grouped_row3x3_s2_g2 = _make_row(3, 3, 2, cg=2)
+grouped_row3x3_s2_g4 = _make_row(3, 3, 2, cg=4)
+grouped_row3x3_s2_g8 = _make_row(3, 3, 2, cg=8)
+# whole-block groups (16 and 32 channels), input channels broadcast: QB pixels a step, or
+# one (rows shorter than QB)
+grouped_row3x3_b16 = _make_row(3, 3, cg=16, qb=QB)
+grouped_row3x3_b32 = _make_row(3, 3, cg=32, qb=QB)
+grouped_row3x3_b16_q1 = _make_row(3, 3, cg=16, qb=1)
+grouped_row3x3_b32_q1 = _make_row(3, 3, cg=32, qb=1)
