@@ -1285,7 +1285,7 @@ class ImplicitPixels(planner.Algorithm):
     def auto_excluded(self, prob):
         most = planner.IMPLICIT_PIXELS_MAX_CHANNELS if prob.r * prob.s > 1 else \
             IMPLICIT_PIXELS_1X1_CHANNELS
-        if prob.groups > 1 and prob.r * prob.s > 1:
+        if prob.groups > 1 and prob.cg > 1 and prob.r * prob.s > 1:  # grouped, not depthwise
             most = max(most, IMPLICIT_PIXELS_GROUP_CHANNELS)
         if prob.cg > most:
             return (f"implicit_pixels is for few input channels (<= {most} a group for a "
