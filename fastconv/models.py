@@ -63,17 +63,22 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))) + shortcut(x)), stride on conv2."""
+    """relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))) + shortcut(x)), stride on conv2;
+    conv2 in ``groups`` groups of ``base_width * planes / 64`` channels (ResNeXt), one
+    group of ``planes`` by default (ResNet)."""
     expansion = 4
+    groups, base_width = 1, 64
 
     def __init__(self, inplanes, planes, stride=1):
         super().__init__()
         out = planes * self.expansion
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
+        width = planes * self.base_width // 64 * self.groups
+        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, groups=self.groups,
+                               bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, out, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(inplanes, out, stride)
@@ -99,6 +104,11 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         return self.relu(np.asarray(out) + np.asarray(identity))
+
+
+class ResNeXtBottleneck(Bottleneck):
+    """ResNeXt-50 32x4d's block: conv2 in 32 groups of 4 * planes / 64 channels."""
+    groups, base_width = 32, 4
 
 
 def _shortcut(inplanes, out, stride):
@@ -502,6 +512,12 @@ def resnet50(num_classes=1000, seed=0):
     return _deterministic(ResNet(Bottleneck, (3, 4, 6, 3), num_classes=num_classes), seed)
 
 
+def resnext50(num_classes=1000, seed=0):
+    """torchvision's ResNeXt-50 32x4d architecture with deterministic weights."""
+    return _deterministic(ResNet(ResNeXtBottleneck, (3, 4, 6, 3), num_classes=num_classes),
+                          seed)
+
+
 def mobilenet_v2(num_classes=1000, seed=0):
     """torchvision's MobileNetV2 architecture with deterministic weights."""
     return _deterministic(MobileNetV2(num_classes), seed)
@@ -513,12 +529,12 @@ def vgg(num_classes=1000, seed=0):
 
 
 ZOO = {"resnet_tiny": resnet_tiny, "resnet18": resnet18, "resnet50": resnet50,
-       "mobilenet_v2": mobilenet_v2, "vgg": vgg}
+       "resnext50": resnext50, "mobilenet_v2": mobilenet_v2, "vgg": vgg}
 
 
 # -- torch twins (torch.nn only) ----------------------------------------------------------
 
-def _torch_resnet(block_kind, layers, widths, num_classes):
+def _torch_resnet(block_kind, layers, widths, num_classes, groups=1, base_width=64):
     import torch
     tnn = torch.nn
 
@@ -545,11 +561,12 @@ def _torch_resnet(block_kind, layers, widths, num_classes):
         def __init__(self, inplanes, planes, stride=1):
             super().__init__()
             out = planes * 4
-            self.conv1 = tnn.Conv2d(inplanes, planes, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(planes)
-            self.conv2 = tnn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(planes)
-            self.conv3 = tnn.Conv2d(planes, out, 1, bias=False)
+            width = planes * base_width // 64 * groups
+            self.conv1 = tnn.Conv2d(inplanes, width, 1, bias=False)
+            self.bn1 = tnn.BatchNorm2d(width)
+            self.conv2 = tnn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
+            self.bn2 = tnn.BatchNorm2d(width)
+            self.conv3 = tnn.Conv2d(width, out, 1, bias=False)
             self.bn3 = tnn.BatchNorm2d(out)
             self.relu = tnn.ReLU(inplace=True)
             self.downsample = _tshortcut(inplanes, out, stride)
@@ -651,6 +668,10 @@ def resnet50_torch(num_classes=1000):
     return _torch_resnet("bottleneck", (3, 4, 6, 3), (64, 128, 256, 512), num_classes)
 
 
+def resnext50_torch(num_classes=1000):
+    return _torch_resnet("bottleneck", (3, 4, 6, 3), (64, 128, 256, 512), num_classes, 32, 4)
+
+
 def mobilenet_v2_torch(num_classes=1000):
     return _torch_mobilenet_v2(num_classes)
 
@@ -682,7 +703,8 @@ def vgg_torch(num_classes=1000):
 
 
 TORCH_ZOO = {"resnet_tiny": resnet_tiny_torch, "resnet18": resnet18_torch,
-             "resnet50": resnet50_torch, "mobilenet_v2": mobilenet_v2_torch, "vgg": vgg_torch}
+             "resnet50": resnet50_torch, "resnext50": resnext50_torch,
+             "mobilenet_v2": mobilenet_v2_torch, "vgg": vgg_torch}
 
 
 def torch_twin(name, model=None, **kwargs):

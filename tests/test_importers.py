@@ -93,7 +93,7 @@ def test_from_torch_kitchen_sink(rng):
     assert rel_err(out.numpy(), _torch_out(m, x3)) < 1e-5
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "vgg", "resnet50"])
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "vgg", "resnet50", "resnext50"])
 def test_from_torch_zoo(rng, name):
     from fastconv import models
     twin = models.torch_twin(name, num_classes=10)

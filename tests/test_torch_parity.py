@@ -128,7 +128,7 @@ def test_builtin_resnet_matches_torch(rng):
     assert rel_err(net(x), expected) < 1e-4
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2", "vgg"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnext50", "mobilenet_v2", "vgg"])
 def test_model_zoo_matches_torch(rng, name):
     """Same architecture, same (torchvision-named) weights, same output -- fused or not."""
     from fastconv import models

@@ -212,7 +212,7 @@ QB = 4   # output pixels per step of the strided-constant row kernels
 _HALVES = ((0, B),) if VW == 16 else ((0, 8), (8, 8))
 
 
-def _make_row(R, S, stride=None, qb=QB, cg=1):
+def _make_row(R, S, stride=None, qb=QB, cg=1, jloop=False):
     """The depthwise row intrinsic for an R x S filter (R*S weight vectors in registers).
 
     With ``stride`` given (dilation 1 and that column stride assumed, so ``cs`` must be
@@ -225,6 +225,10 @@ def _make_row(R, S, stride=None, qb=QB, cg=1):
     all of them in the output's 16-channel block (the grouped row in the module
     docstring).  Each input vector is used as cg copies, copy j rotated by j lanes within
     every run of cg lanes (one constant shuffle), each with its own R*S weight vectors.
+    ``jloop`` (with ``stride``): the copies in a loop, copy j + 1 made from copy j by a
+    rotation of one lane, the weights read in the loop and a pixel's sums in S chains;
+    unrolled, the cg*R*S weight vectors were hoisted out of the row and spilled, and the
+    R chains of a pixel left the FMA pipes idle.
 
     ``cg`` 16 or 32 (``bcast``): the grouped row of whole 16-channel blocks, every pixel
     of p holding cg channels (the group) and the 16 outputs one block of the group:
@@ -273,7 +277,7 @@ def _make_row(R, S, stride=None, qb=QB, cg=1):
                 vconst = lambda v: ir.Constant(vt, [v] * L)  # noqa: E731
                 fma = cgutils.get_or_insert_function(
                     builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{L}f32")
-                if not bcast:
+                if not bcast and not jloop:
                     taps = [vload(wp, builder.add(w_off, const(B * t)))
                             for t in range(R * S * cg)]
                 undef = ir.Constant(vt, None)
@@ -381,6 +385,8 @@ def _make_row(R, S, stride=None, qb=QB, cg=1):
                         q0 = builder.mul(k, const(qb))
                         q0 = builder.select(builder.icmp_signed(">", q0, last), last, q0)
                         base = builder.add(p_off, builder.mul(q0, const(B * stride)))
+                        if jloop:
+                            return body_jloop(q0, base, hswish)
                         accs = [[bv] + [zero] * (parts - 1) for _ in range(qb)]
                         for r in range(R):
                             rb = builder.add(base, builder.mul(const(r), rs))
@@ -393,6 +399,48 @@ def _make_row(R, S, stride=None, qb=QB, cg=1):
                                         accs[i][a] = builder.call(fma, [
                                             taps[j * R * S + r * S + s],
                                             cols[i * stride + s][j], accs[i][a]])
+                        for i in range(qb):
+                            finish(total(accs[i]), builder.add(q0, const(i)), hswish)
+
+                    def body_jloop(q0, base, hswish):
+                        """the copies in a loop: copy j + 1 is copy j rotated by one lane
+                        more, the step's columns carried from one copy to the next; a
+                        pixel's FMAs in S chains (one a filter column)"""
+                        accs = [[bv] + [zero] * (S - 1) for _ in range(qb)]
+                        rot1 = masks[1] if cg > 1 else None
+                        for r in range(R):
+                            rb = builder.add(base, builder.mul(const(r), rs))
+                            cols = [vload(pp, builder.add(rb, const(B * c))) for c in range(ncol)]
+                            pre = builder.block
+                            jl = builder.append_basic_block(f"rot.j{lane0}")
+                            after = builder.append_basic_block(f"rot.after{lane0}")
+                            builder.branch(jl)
+                            builder.position_at_end(jl)
+                            j = builder.phi(intp)
+                            j.add_incoming(const(0), pre)
+                            cphi = [builder.phi(vt) for _ in cols]
+                            aphi = [[builder.phi(vt) for _ in range(S)] for _ in range(qb)]
+                            for ph, v in zip(cphi, cols):
+                                ph.add_incoming(v, pre)
+                            for row_phis, row_accs in zip(aphi, accs):
+                                for ph, v in zip(row_phis, row_accs):
+                                    ph.add_incoming(v, pre)
+                            wj = builder.add(w_off, builder.mul(j, const(B * R * S)))
+                            ws = [vload(wp, builder.add(wj, const(B * (r * S + s))))
+                                  for s in range(S)]
+                            new = [[builder.call(fma, [ws[s], cphi[i * stride + s], aphi[i][s]])
+                                    for s in range(S)] for i in range(qb)]
+                            ncols = [builder.shuffle_vector(c, undef, rot1) for c in cphi]
+                            j1 = builder.add(j, const(1))
+                            j.add_incoming(j1, builder.block)
+                            for ph, v in zip(cphi, ncols):
+                                ph.add_incoming(v, builder.block)
+                            for row_phis, row_new in zip(aphi, new):
+                                for ph, v in zip(row_phis, row_new):
+                                    ph.add_incoming(v, builder.block)
+                            builder.cbranch(builder.icmp_signed("<", j1, const(cg)), jl, after)
+                            builder.position_at_end(after)
+                            accs = new
                         for i in range(qb):
                             finish(total(accs[i]), builder.add(q0, const(i)), hswish)
 
@@ -442,17 +490,20 @@ depthwise_row7x7_s1 = _make_row(7, 7, 1, Q7X7)
 ROW7 = VW == 16
 depthwise_row3x3_s1_q7 = _make_row(3, 3, 1, 7)
 # grouped 3x3 rows (grouped.py), cg = 2, 4, 8 channels a group (rotated copies): any
-# stride and dilation one pixel a step; stride 1 and 2 (dilation 1) QB pixels a step
+# stride and dilation one pixel a step; stride 1 and 2 (dilation 1) QB pixels a step, for
+# 4 and 8 a group with the copies in a loop (hot rows on one Zen 5 thread, 28 wide, FMA
+# vectors a ns: stride 1 cg 8 5.0 -> 6.5, cg 4 6.1 -> 7.1; stride 2 cg 8 3.3 -> 6.0, cg 4
+# 4.8 -> 7.3; cg 2 6.0 either way)
 GROUPED_CG = (2, 4, 8, 16, 32)
 grouped_row3x3_g2 = _make_row(3, 3, cg=2)
 grouped_row3x3_g4 = _make_row(3, 3, cg=4)
 grouped_row3x3_g8 = _make_row(3, 3, cg=8)
 grouped_row3x3_s1_g2 = _make_row(3, 3, 1, cg=2)
-grouped_row3x3_s1_g4 = _make_row(3, 3, 1, cg=4)
-grouped_row3x3_s1_g8 = _make_row(3, 3, 1, cg=8)
+grouped_row3x3_s1_g4 = _make_row(3, 3, 1, cg=4, jloop=True)
+grouped_row3x3_s1_g8 = _make_row(3, 3, 1, cg=8, jloop=True)
 grouped_row3x3_s2_g2 = _make_row(3, 3, 2, cg=2)
-grouped_row3x3_s2_g4 = _make_row(3, 3, 2, cg=4)
-grouped_row3x3_s2_g8 = _make_row(3, 3, 2, cg=8)
+grouped_row3x3_s2_g4 = _make_row(3, 3, 2, cg=4, jloop=True)
+grouped_row3x3_s2_g8 = _make_row(3, 3, 2, cg=8, jloop=True)
 # whole-block groups (16 and 32 channels), input channels broadcast: QB pixels a step, or
 # one (rows shorter than QB)
 grouped_row3x3_b16 = _make_row(3, 3, cg=16, qb=QB)
