@@ -331,16 +331,9 @@ class DepthwiseBlocked(planner.Algorithm):
         pt, pb, pl, pr = prob.pads
         hp, wp = prob.h + pt + pb, prob.w + pl + pr
         wt = _depthwise_blocked_weights(prob, w, packed)
-        threads = _runtime.max_threads()
-        plane_shape, out_shape = (hp * wp * 16,), (prob.oh * prob.ow * 16,)
-        offs = _blocked_offsets(prob.h, prob.w, pt, pl, wp)
+        offs, band, workspaces = _blocked_setup(prob, hp, wp, 16, "depthwise")
         (sh, sw), (dh, dw), R = prob.stride, prob.dilation, prob.r
-        band = max(1, DEPTHWISE_BAND_PIXELS // prob.ow)
-        kernel, per_thread = _depthwise.depthwise_conv2d_blocked, _workspace.per_thread
-        workspaces = _workspace.cached(lambda: (
-            per_thread("depthwise_plane", threads, plane_shape),
-            per_thread("depthwise_out", threads, out_shape),
-            per_thread("depthwise_bias", threads, (16,))))
+        kernel = _depthwise.depthwise_conv2d_blocked
 
         def call(x, y, res):
             r, has_res = _res(res, 4)
@@ -381,23 +374,33 @@ class GroupedBlocked(planner.Algorithm):
             _grouped.pack_grouped(w, prob.cg, wt)
             if packed is not None:
                 packed[self.name] = wt
-        threads = _runtime.max_threads()
         unit = max(16, prob.cg)  # the channels of a task and of a pixel of its padded plane
-        plane_shape, out_shape = (hp * wp * unit,), (prob.oh * prob.ow * unit,)
-        offs = _blocked_offsets(prob.h, prob.w, pt, pl, wp) * (unit // 16)
+        offs, band, workspaces = _blocked_setup(prob, hp, wp, unit, "grouped")
         (sh, sw), (dh, dw), cg = prob.stride, prob.dilation, prob.cg
-        band = max(1, DEPTHWISE_BAND_PIXELS // prob.ow)
-        kernel, per_thread = _grouped.grouped_conv2d_blocked, _workspace.per_thread
-        workspaces = _workspace.cached(lambda: (
-            per_thread("grouped_plane", threads, plane_shape),
-            per_thread("grouped_out", threads, out_shape),
-            per_thread("depthwise_bias", threads, (16,))))
+        kernel = _grouped.grouped_conv2d_blocked
 
         def call(x, y, res):
             r, has_res = _res(res, 4)
             _runtime.launch(kernel, x, wt, b, y, cg, sh, sw, pt, pl, hp, wp, dh, dw, act, r,
                             has_res, offs, *workspaces(), band)
         return call
+
+
+def _blocked_setup(prob, hp, wp, unit, name):
+    """What a channel-blocked call (depthwise_blocked, grouped_blocked) needs besides its
+    weights: the offset of every input pixel in the padded plane (pixels ``unit``
+    channels apart), the output rows a band, and its per-thread workspaces (padded plane,
+    output rows of ``unit`` channels, 16 biases), looked up once per Python thread."""
+    threads = _runtime.max_threads()
+    plane_shape, out_shape = (hp * wp * unit,), (prob.oh * prob.ow * unit,)
+    offs = _blocked_offsets(prob.h, prob.w, prob.pads[0], prob.pads[2], wp) * (unit // 16)
+    band = max(1, DEPTHWISE_BAND_PIXELS // prob.ow)
+    per_thread = _workspace.per_thread
+    workspaces = _workspace.cached(lambda: (
+        per_thread(f"{name}_plane", threads, plane_shape),
+        per_thread(f"{name}_out", threads, out_shape),
+        per_thread("depthwise_bias", threads, (16,))))
+    return offs, band, workspaces
 
 
 def _depthwise_blocked_weights(prob, w, packed):

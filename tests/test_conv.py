@@ -276,14 +276,18 @@ def test_depthwise_blocked_shapes(rng, monkeypatch, n, c, h, w, k, stride, pads,
     x_before = x.copy()
     y = fc.conv2d(x, wt, b, stride, pads, dil, c, activation=activation, residual=res,
                   algo="depthwise_blocked")
-    pre = pre + (res if with_res else 0)
-    if activation == "hardswish":
-        expected = pre * np.clip(pre + 3, 0, 6) / 6
-    else:
-        expected = ref.activation(pre, activation)
+    expected = _with_epilogue(pre, res, activation)
     assert y.shape == expected.shape
     assert rel_err(y, expected) < 1e-4
     np.testing.assert_array_equal(x, x_before)
+
+
+def _with_epilogue(pre, res, activation):
+    """The reference output of a fused epilogue: activation(pre + res)."""
+    pre = pre + (0 if res is None else res)
+    if activation == "hardswish":
+        return pre * np.clip(pre + 3, 0, 6) / 6
+    return ref.activation(pre, activation)
 
 
 @settings(max_examples=60, deadline=None,
@@ -319,11 +323,7 @@ def test_grouped_3x3_shapes(rng, monkeypatch, n, cg, groups, h, w, stride, pads,
     before = [a.copy() for a in (x, wt, res) if a is not None]
     y = fc.conv2d(x, wt, b, stride, pads, dil, groups, activation=activation, residual=res,
                   algo=algo)
-    pre = pre + (res if with_res else 0)
-    if activation == "hardswish":
-        expected = pre * np.clip(pre + 3, 0, 6) / 6
-    else:
-        expected = ref.activation(pre, activation)
+    expected = _with_epilogue(pre, res, activation)
     assert y.shape == expected.shape
     assert rel_err(y, expected) < 1e-4
     for a, a0 in zip([a for a in (x, wt, res) if a is not None], before):
