@@ -289,6 +289,28 @@ def _make_row(R, S, stride=None, qb=QB, cg=1, jloop=False):
                     for a in acc[1:]:
                         v = builder.fadd(v, a)
                     return v
+
+                def counted_loop(n, carried, step, name):
+                    """``for j in range(n): carried = step(j, carried)`` as an IR loop (n >=
+                    1, the carried values as phis); returns the last iteration's values"""
+                    pre = builder.block
+                    loop = builder.append_basic_block(f"{name}.loop")
+                    after = builder.append_basic_block(f"{name}.after")
+                    builder.branch(loop)
+                    builder.position_at_end(loop)
+                    j = builder.phi(intp)
+                    j.add_incoming(const(0), pre)
+                    phis = [builder.phi(v.type) for v in carried]
+                    for ph, v in zip(phis, carried):
+                        ph.add_incoming(v, pre)
+                    out = step(j, phis)
+                    j1 = builder.add(j, const(1))
+                    j.add_incoming(j1, builder.block)
+                    for ph, v in zip(phis, out):
+                        ph.add_incoming(v, builder.block)
+                    builder.cbranch(builder.icmp_signed("<", j1, const(n)), loop, after)
+                    builder.position_at_end(after)
+                    return out
                 masks = [ir.Constant(ir.VectorType(ir.IntType(32), L),
                                      [v - lane0 for v in rot[j][lane0:lane0 + L]])
                          for j in range(len(rot))]
@@ -330,36 +352,26 @@ def _make_row(R, S, stride=None, qb=QB, cg=1, jloop=False):
                         q0 = builder.select(builder.icmp_signed(">", q0, last), last, q0)
                         base = builder.add(p_off, builder.mul(q0, qstep))
                         pix = [builder.add(base, builder.mul(const(i), qstep)) for i in range(qb)]
-                        pre = builder.block
-                        jloop = builder.append_basic_block(f"bcast.j{lane0}")
-                        after = builder.append_basic_block(f"bcast.after{lane0}")
-                        builder.branch(jloop)
-                        builder.position_at_end(jloop)
-                        j = builder.phi(intp)
-                        j.add_incoming(const(0), pre)
-                        phis = [[builder.phi(vt) for _ in range(parts)] for _ in range(qb)]
-                        for row_phis in phis:
-                            for a, ph in enumerate(row_phis):
-                                ph.add_incoming(bv if a == 0 else zero, pre)
-                        accs = [list(row_phis) for row_phis in phis]
-                        wj = builder.add(w_off, builder.mul(j, const(B * R * S)))
-                        for t in range(R * S):
-                            a = (t // S) % parts
-                            w = vload(wp, builder.add(wj, const(B * t)))
-                            tj = builder.add(offs[t], j)
-                            for i in range(qb):
-                                at = builder.gep(pp, [builder.add(pix[i], tj)])
-                                x = builder.insert_element(undef, builder.load(at, align=4),
-                                                           ir.Constant(ir.IntType(32), 0))
-                                x = builder.shuffle_vector(x, undef, splat0)
-                                accs[i][a] = builder.call(fma, [w, x, accs[i][a]])
-                        j1 = builder.add(j, const(1))
-                        j.add_incoming(j1, builder.block)
-                        for row_phis, row_accs in zip(phis, accs):
-                            for ph, v in zip(row_phis, row_accs):
-                                ph.add_incoming(v, builder.block)
-                        builder.cbranch(builder.icmp_signed("<", j1, const(cg)), jloop, after)
-                        builder.position_at_end(after)
+
+                        def step(j, carried):
+                            accs = [carried[i * parts:(i + 1) * parts] for i in range(qb)]
+                            wj = builder.add(w_off, builder.mul(j, const(B * R * S)))
+                            for t in range(R * S):
+                                a = (t // S) % parts
+                                w = vload(wp, builder.add(wj, const(B * t)))
+                                tj = builder.add(offs[t], j)
+                                for i in range(qb):
+                                    at = builder.gep(pp, [builder.add(pix[i], tj)])
+                                    x = builder.insert_element(
+                                        undef, builder.load(at, align=4),
+                                        ir.Constant(ir.IntType(32), 0))
+                                    x = builder.shuffle_vector(x, undef, splat0)
+                                    accs[i][a] = builder.call(fma, [w, x, accs[i][a]])
+                            return [v for row in accs for v in row]
+
+                        init = ([bv] + [zero] * (parts - 1)) * qb
+                        flat = counted_loop(cg, init, step, f"bcast{lane0}")
+                        accs = [flat[i * parts:(i + 1) * parts] for i in range(qb)]
                         for i in range(qb):
                             finish(total(accs[i]), builder.add(q0, const(i)), hswish)
                 elif stride is None:
@@ -411,36 +423,20 @@ def _make_row(R, S, stride=None, qb=QB, cg=1, jloop=False):
                         for r in range(R):
                             rb = builder.add(base, builder.mul(const(r), rs))
                             cols = [vload(pp, builder.add(rb, const(B * c))) for c in range(ncol)]
-                            pre = builder.block
-                            jl = builder.append_basic_block(f"rot.j{lane0}")
-                            after = builder.append_basic_block(f"rot.after{lane0}")
-                            builder.branch(jl)
-                            builder.position_at_end(jl)
-                            j = builder.phi(intp)
-                            j.add_incoming(const(0), pre)
-                            cphi = [builder.phi(vt) for _ in cols]
-                            aphi = [[builder.phi(vt) for _ in range(S)] for _ in range(qb)]
-                            for ph, v in zip(cphi, cols):
-                                ph.add_incoming(v, pre)
-                            for row_phis, row_accs in zip(aphi, accs):
-                                for ph, v in zip(row_phis, row_accs):
-                                    ph.add_incoming(v, pre)
-                            wj = builder.add(w_off, builder.mul(j, const(B * R * S)))
-                            ws = [vload(wp, builder.add(wj, const(B * (r * S + s))))
-                                  for s in range(S)]
-                            new = [[builder.call(fma, [ws[s], cphi[i * stride + s], aphi[i][s]])
-                                    for s in range(S)] for i in range(qb)]
-                            ncols = [builder.shuffle_vector(c, undef, rot1) for c in cphi]
-                            j1 = builder.add(j, const(1))
-                            j.add_incoming(j1, builder.block)
-                            for ph, v in zip(cphi, ncols):
-                                ph.add_incoming(v, builder.block)
-                            for row_phis, row_new in zip(aphi, new):
-                                for ph, v in zip(row_phis, row_new):
-                                    ph.add_incoming(v, builder.block)
-                            builder.cbranch(builder.icmp_signed("<", j1, const(cg)), jl, after)
-                            builder.position_at_end(after)
-                            accs = new
+
+                            def step(j, carried, r=r):
+                                cols, acc = carried[:ncol], carried[ncol:]
+                                wj = builder.add(w_off, builder.mul(j, const(B * R * S)))
+                                ws = [vload(wp, builder.add(wj, const(B * (r * S + s))))
+                                      for s in range(S)]
+                                acc = [builder.call(fma, [ws[s], cols[i * stride + s],
+                                                          acc[i * S + s]])
+                                       for i in range(qb) for s in range(S)]
+                                return [builder.shuffle_vector(c, undef, rot1)
+                                        for c in cols] + acc
+                            flat = counted_loop(cg, cols + [v for row in accs for v in row],
+                                                step, f"rot{lane0}")[ncol:]
+                            accs = [flat[i * S:(i + 1) * S] for i in range(qb)]
                         for i in range(qb):
                             finish(total(accs[i]), builder.add(q0, const(i)), hswish)
 
