@@ -53,7 +53,8 @@ def grouped_row(P, p_off, rs, sw, dw, cg, OW, wb, bv, act, ob, o_off):
     """One output row of a 16-channel output block (pixels of P hold U = max(16, cg)
     channels): for cg < 16 QB pixels a step with shared input columns for dilation 1 and
     stride 1 or 2, one pixel a step otherwise; for cg >= 16 QB pixels a step (one for
-    rows shorter than QB), any stride and dilation."""
+    rows shorter than QB), any stride and dilation, with constant steps for dilation 1
+    and stride 1 or 2."""
     V = nchwc.B
     if cg >= V:
         U = cg
@@ -64,6 +65,18 @@ def grouped_row(P, p_off, rs, sw, dw, cg, OW, wb, bv, act, ob, o_off):
             else:
                 nchwc.grouped_row3x3_b32_q1(P, p_off, rs, dw * U, sw * U, OW, wb, 0, bv, 0,
                                             act, ob, o_off)
+        elif dw == 1 and sw == 1:  # the column and pixel steps compile-time constants
+            if cg == 16:
+                nchwc.grouped_row3x3_s1_b16(P, p_off, rs, U, U, OW, wb, 0, bv, 0, act, ob, o_off)
+            else:
+                nchwc.grouped_row3x3_s1_b32(P, p_off, rs, U, U, OW, wb, 0, bv, 0, act, ob, o_off)
+        elif dw == 1 and sw == 2:
+            if cg == 16:
+                nchwc.grouped_row3x3_s2_b16(P, p_off, rs, U, 2 * U, OW, wb, 0, bv, 0, act, ob,
+                                            o_off)
+            else:
+                nchwc.grouped_row3x3_s2_b32(P, p_off, rs, U, 2 * U, OW, wb, 0, bv, 0, act, ob,
+                                            o_off)
         elif cg == 16:
             nchwc.grouped_row3x3_b16(P, p_off, rs, dw * U, sw * U, OW, wb, 0, bv, 0, act, ob,
                                      o_off)
