@@ -273,8 +273,9 @@ def zero_plane_borders(plane_ws, H, W, HP, WP, pad_top, pad_left):
 def plane_rows_in(xf, base, HW, W, cn, P, offs, done, need, blocked_in):
     """Input rows done .. need - 1 of the cn-channel block whose first plane starts at
     xf[base] into the padded plane P (offs: each pixel's vector offset there), 16 pixels
-    a transpose (the last group starts at need*W - 16; rows need*W >= 16); blocked_in:
-    xf holds the block's pixel vectors at base, copied as they are."""
+    a transpose: the last group starts at max(0, need*W - 16), so it may rewrite pixels
+    before done or reach past need (all 16 exist: H*W >= 16), with the same values;
+    blocked_in: xf holds the block's pixel vectors at base, copied as they are."""
     V = nchwc.B
     hi = need * W
     if blocked_in:
