@@ -16,7 +16,8 @@ j rotated by j lanes within each group of cg lanes, so that lane c of copy j hol
 input channel c' = c - c%cg + (c%cg + j)%cg of lane c's own group; each copy has its
 own weight vectors:
 
-    acc[c] += wt[blk, j*9 + t, c] * xvec[c'],    wt[blk, j*9 + t, c] = w[16 blk + c, (c%cg + j)%cg, t // 3, t % 3]
+    acc[c] += wt[blk, j*9 + t, c] * xvec[c'],
+    wt[blk, j*9 + t, c] = w[16 blk + c, (c%cg + j)%cg, t // 3, t % 3]
 
 (cg vector FMAs and cg - 1 shuffles a tap for 16 output channels).  cg = 16, 32: the
 16 outputs of a block are one group's, so input channel j of a pixel is broadcast to

@@ -6,10 +6,13 @@
                    conv's layout), quantizing float inputs on the way
     depthwise row: out[o_off + 16*q + c] = act(bias[b_off + c] + sum_(r<R, s<S)
                        wt[w_off + 16*(r*S + s) + c] * p[p_off + q*qstep + r*rs + s*cs + c])
-    grouped row:   the same with cg (2, 4, 8 or 16) input channels per output channel, the
+    grouped row:   the same with cg (2, 4 or 8) input channels per output channel, the
                    group's channels in the same vector: for c' = c - c%cg + (c%cg + j)%cg
                    out[o_off + 16*q + c] = act(bias[b_off + c] + sum_(j<cg, r<R, s<S)
                        wt[w_off + 16*(j*R*S + r*S + s) + c] * p[p_off + ... + c'])
+    broadcast row: cg = 16 or 32 channels a pixel of p, one group, broadcast:
+                   out[o_off + 16*q + c] = act(bias[b_off + c] + sum_(j<cg, r<R, s<S)
+                       wt[w_off + 16*(j*R*S + r*S + s) + c] * p[p_off + q*qstep + r*rs + s*cs + j])
 
 In a blocked plane every pixel holds 16 consecutive channels, so one 64-byte
 aligned vector load is one tap for 16 channels, and a depthwise filter's taps
@@ -232,16 +235,18 @@ def _make_row(R, S, stride=None, qb=QB, cg=1, jloop=False):
 
     ``cg`` 16 or 32 (``bcast``): the grouped row of whole 16-channel blocks, every pixel
     of p holding cg channels (the group) and the 16 outputs one block of the group:
-    input channel j of a pixel broadcast to all lanes, times weight vector j*R*S + t
-    (cs, qstep any: strides and dilations alike; qb pixels a step, the weights loaded in
-    the step, not kept)."""
+    input channel j of a pixel broadcast to all lanes, times weight vector j*R*S + t;
+    qb pixels a step, the channels in a loop that reads each iteration's weights.
+    Without ``stride`` any cs and qstep (strides and dilations alike); with it, cs = cg
+    and qstep = cg*stride are compile-time constants (the arguments unused)."""
     bcast = cg >= B
     assert cg in (1, 2, 4, 8) or bcast
     # copy j, lane o: lane o - o%cg + (o%cg + j)%cg (within AVX2's 8-lane halves)
     rot = [[o - o % cg + (o % cg + j) % cg for o in range(B)] for j in range(1 if bcast else cg)]
-    # a grouped row's cg*R*S FMAs a pixel in R chains (one a filter row), added at the end:
-    # with one chain a pixel, QB pixels a step kept 4 FMAs in flight, not the 8 that two
-    # FMA pipes of 4 cycles' latency need (1 FMA a cycle at most)
+    # a grouped row's cg*R*S FMAs a pixel in R chains (one a filter row; S chains, one a
+    # filter column, in the copy loop), added at the end: with one chain a pixel, QB
+    # pixels a step kept 4 FMAs in flight, not the 8 that two FMA pipes of 4 cycles'
+    # latency need (1 FMA a cycle at most)
     parts = 1 if cg == 1 else R
 
     @intrinsic
