@@ -46,7 +46,7 @@ data it moves, and a fixed cost per parallel task.
 * depthwise_blocked (multiplier 1, 3x3/5x5/7x7, planes >= 16 pixels): ``DEPTHWISE_BLOCKED_GFLOPS``
   per thread, input and output once at ``BLOCKED_GBS`` (they are transposed in and out),
   ``DEPTHWISE_BLOCKED_TASK_S`` per (n, 16-channel block).
-* grouped_blocked (3x3, groups of 2-16 channels in and out): the same model at
+* grouped_blocked (3x3, groups of 2-32 channels in and out): the same model at
   ``GROUPED_BLOCKED_GFLOPS``.
 * rowdot (groups == 1; in auto for at most 64 output pixels): the weights streamed once
   at ``ROWDOT_GBS`` or the flops at ``ROWDOT_GFLOPS`` per thread (each output's
