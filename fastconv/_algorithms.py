@@ -343,7 +343,7 @@ class DepthwiseBlocked(planner.Algorithm):
 
 
 class GroupedBlocked(planner.Algorithm):
-    """Grouped 3x3 convs with 2, 4, 8, 16 or 32 channels a group, in and out, through
+    """Grouped 3x3 convs with 2, 4, 8, 16, 32 or 64 channels a group, in and out, through
     16-channel blocks (kernels/cpu/grouped.py): every tap cg vector FMAs for 16 output
     channels, the tasks and transposes of depthwise_blocked."""
     name = "grouped_blocked"
@@ -351,7 +351,7 @@ class GroupedBlocked(planner.Algorithm):
 
     def serves(self, prob):
         if prob.groups == 1 or prob.cg != prob.kg or prob.cg not in _nchwc.GROUPED_CG:
-            return ("needs groups of 2, 4, 8, 16 or 32 input and output channels each, got "
+            return ("needs groups of 2, 4, 8, 16, 32 or 64 input and output channels each, got "
                     f"groups={prob.groups} of {prob.cg} in, {prob.kg} out")
         if (prob.r, prob.s) != (3, 3):
             return f"needs a 3x3 filter, got {prob.r}x{prob.s}"

@@ -46,7 +46,7 @@ data it moves, and a fixed cost per parallel task.
 * depthwise_blocked (multiplier 1, 3x3/5x5/7x7, planes >= 16 pixels): ``DEPTHWISE_BLOCKED_GFLOPS``
   per thread, input and output once at ``BLOCKED_GBS`` (they are transposed in and out),
   ``DEPTHWISE_BLOCKED_TASK_S`` per (n, 16-channel block).
-* grouped_blocked (3x3, groups of 2-32 channels in and out): the same model at
+* grouped_blocked (3x3, groups of 2-64 channels in and out): the same model at
   ``GROUPED_BLOCKED_GFLOPS``.
 * rowdot (groups == 1; in auto for at most 64 output pixels): the weights streamed once
   at ``ROWDOT_GBS`` or the flops at ``ROWDOT_GFLOPS`` per thread (each output's
@@ -136,7 +136,7 @@ PACKED_CALL_S = 1e-6  # more per call than the SGEMM families (measured 11-16 us
 # auto took; 24@112 0.50 against implicit_packed's 0.67), not 32 channels or more
 # (docs/performance.md).
 #
-# GROUPED_BLOCKED_GFLOPS: grouped_blocked's rate (3x3 groups of 2-32 channels).  Zen 5:
+# GROUPED_BLOCKED_GFLOPS: grouped_blocked's rate (3x3 groups of 2-64 channels).  Zen 5:
 # 170 fits ResNeXt's and RegNet's grouped 3x3s (2 threads, batch 1, eleven layers of
 # 2-32 channels a group; the machine's phases moved single layers by up to 1.5x); the
 # other two tables are guesses at half and a quarter of it (half-width vector units),

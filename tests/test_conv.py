@@ -292,7 +292,7 @@ def _with_epilogue(pre, res, activation):
 
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(n=st.sampled_from([0, 1, 2]), cg=st.sampled_from([2, 4, 8, 16, 32]),
+@given(n=st.sampled_from([0, 1, 2]), cg=st.sampled_from([2, 4, 8, 16, 32, 64]),
        groups=st.integers(2, 5), h=st.integers(1, 18), w=st.integers(1, 18),
        stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
        pads=st.tuples(*[st.integers(0, 2)] * 4),
@@ -302,9 +302,9 @@ def _with_epilogue(pre, res, activation):
        algo=st.sampled_from(["grouped_blocked", "implicit_pixels"]))
 def test_grouped_3x3_shapes(rng, monkeypatch, n, cg, groups, h, w, stride, pads, dil, activation,
                             with_res, bias, band, algo):
-    """Grouped 3x3 convs of 2-32 channels a group on the families built for them: the
+    """Grouped 3x3 convs of 2-64 channels a group on the families built for them: the
     rotated copies (2, 4, 8 a group; a partial last 16-channel block when C % 16 != 0),
-    whole-block broadcasts (16 and 32 a group; rows shorter and longer than a step),
+    whole-block broadcasts (16, 32, 64 a group; rows shorter and longer than a step),
     every stride and dilation, asymmetric padding, epilogues, row bands; the caller's
     arrays unchanged."""
     from fastconv import _algorithms
@@ -331,15 +331,16 @@ def test_grouped_3x3_shapes(rng, monkeypatch, n, cg, groups, h, w, stride, pads,
 
 
 def test_grouped_blocked_serves_what_it_says():
-    """groups of 2-32 channels in and out, 3x3, planes of 16 pixels or more; otherwise a
+    """groups of 2-64 channels in and out, 3x3, planes of 16 pixels or more; otherwise a
     clear reason."""
     prob = F.conv_problem((1, 64, 8, 8), (64, 8, 3, 3), 1, 1, 1, 8)
     assert planner.can_run("grouped_blocked", prob)
     for x_shape, w_shape, groups, why in [
-            ((1, 64, 8, 8), (64, 64, 3, 3), 1, "groups of 2, 4, 8, 16 or 32"),
+            ((1, 64, 8, 8), (64, 64, 3, 3), 1, "groups of 2, 4, 8, 16, 32 or 64"),
+            ((1, 256, 8, 8), (256, 128, 3, 3), 2, "got groups=2 of 128 in"),
             ((1, 48, 8, 8), (48, 12, 3, 3), 4, "got groups=4 of 12 in"),
             ((1, 32, 8, 8), (64, 8, 3, 3), 4, "16 out"),
-            ((1, 64, 8, 8), (64, 1, 3, 3), 64, "groups of 2, 4, 8, 16 or 32"),
+            ((1, 64, 8, 8), (64, 1, 3, 3), 64, "groups of 2, 4, 8, 16, 32 or 64"),
             ((1, 64, 8, 8), (64, 8, 5, 5), 8, "3x3 filter"),
             ((1, 64, 3, 5), (64, 8, 3, 3), 8, ">= 16 pixels")]:
         prob = F.conv_problem(x_shape, w_shape, 1, 1, 1, groups)

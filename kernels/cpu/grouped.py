@@ -3,9 +3,9 @@
     y[n, k, p, q] = act(b[k] + sum_{j < cg, r, s} w[k, j, r, s]
                         * xp[n, (k // cg)*cg + j, p*sh + r*dh, q*sw + s*dw] (+ res[n, k, p, q]))
 
-for groups with cg = 2, 4, 8, 16 or 32 input and output channels each (xp the
+for groups with cg = 2, 4, 8, 16, 32 or 64 input and output channels each (xp the
 zero-padded input).  A task's unit is U = max(16, cg) channels -- a 16-channel block of
-whole groups, or one group of 32 -- whose outputs read only its own inputs, so the
+whole groups, or one group of 32 or 64 -- whose outputs read only its own inputs, so the
 call runs as the blocked depthwise conv does (depthwise.py): one task per (image,
 unit), the unit's input planes transposed into a padded plane whose pixels hold U
 channels, each output row of each 16-channel output block one ``nchwc`` row call, the
@@ -19,7 +19,7 @@ own weight vectors:
     acc[c] += wt[blk, j*9 + t, c] * xvec[c'],
     wt[blk, j*9 + t, c] = w[16 blk + c, (c%cg + j)%cg, t // 3, t % 3]
 
-(cg vector FMAs and cg - 1 shuffles a tap for 16 output channels).  cg = 16, 32: the
+(cg vector FMAs and cg - 1 shuffles a tap for 16 output channels).  cg = 16, 32, 64: the
 16 outputs of a block are one group's, so input channel j of a pixel is broadcast to
 all lanes (an FMA's memory operand), wt[blk, j*9 + t, c] = w[16 blk + c, j, t // 3, t % 3].
 An im2col GEMM of a group has cg-row panels and 9*cg-deep dot products instead.
@@ -63,26 +63,37 @@ def grouped_row(P, p_off, rs, sw, dw, cg, OW, wb, bv, act, ob, o_off):
             if cg == 16:
                 nchwc.grouped_row3x3_b16_q1(P, p_off, rs, dw * U, sw * U, OW, wb, 0, bv, 0,
                                             act, ob, o_off)
-            else:
+            elif cg == 32:
                 nchwc.grouped_row3x3_b32_q1(P, p_off, rs, dw * U, sw * U, OW, wb, 0, bv, 0,
+                                            act, ob, o_off)
+            else:
+                nchwc.grouped_row3x3_b64_q1(P, p_off, rs, dw * U, sw * U, OW, wb, 0, bv, 0,
                                             act, ob, o_off)
         elif dw == 1 and sw == 1:  # the column and pixel steps compile-time constants
             if cg == 16:
                 nchwc.grouped_row3x3_s1_b16(P, p_off, rs, U, U, OW, wb, 0, bv, 0, act, ob, o_off)
-            else:
+            elif cg == 32:
                 nchwc.grouped_row3x3_s1_b32(P, p_off, rs, U, U, OW, wb, 0, bv, 0, act, ob, o_off)
+            else:
+                nchwc.grouped_row3x3_s1_b64(P, p_off, rs, U, U, OW, wb, 0, bv, 0, act, ob, o_off)
         elif dw == 1 and sw == 2:
             if cg == 16:
                 nchwc.grouped_row3x3_s2_b16(P, p_off, rs, U, 2 * U, OW, wb, 0, bv, 0, act, ob,
                                             o_off)
-            else:
+            elif cg == 32:
                 nchwc.grouped_row3x3_s2_b32(P, p_off, rs, U, 2 * U, OW, wb, 0, bv, 0, act, ob,
+                                            o_off)
+            else:
+                nchwc.grouped_row3x3_s2_b64(P, p_off, rs, U, 2 * U, OW, wb, 0, bv, 0, act, ob,
                                             o_off)
         elif cg == 16:
             nchwc.grouped_row3x3_b16(P, p_off, rs, dw * U, sw * U, OW, wb, 0, bv, 0, act, ob,
                                      o_off)
-        else:
+        elif cg == 32:
             nchwc.grouped_row3x3_b32(P, p_off, rs, dw * U, sw * U, OW, wb, 0, bv, 0, act, ob,
+                                     o_off)
+        else:
+            nchwc.grouped_row3x3_b64(P, p_off, rs, dw * U, sw * U, OW, wb, 0, bv, 0, act, ob,
                                      o_off)
     elif dw == 1 and OW >= nchwc.QB and sw == 1:
         if cg == 2:

@@ -10,7 +10,7 @@
                    group's channels in the same vector: for c' = c - c%cg + (c%cg + j)%cg
                    out[o_off + 16*q + c] = act(bias[b_off + c] + sum_(j<cg, r<R, s<S)
                        wt[w_off + 16*(j*R*S + r*S + s) + c] * p[p_off + ... + c'])
-    broadcast row: cg = 16 or 32 channels a pixel of p, one group, broadcast:
+    broadcast row: cg = 16, 32 or 64 channels a pixel of p, one group, broadcast:
                    out[o_off + 16*q + c] = act(bias[b_off + c] + sum_(j<cg, r<R, s<S)
                        wt[w_off + 16*(j*R*S + r*S + s) + c] * p[p_off + q*qstep + r*rs + s*cs + j])
 
@@ -233,7 +233,7 @@ def _make_row(R, S, stride=None, qb=QB, cg=1, jloop=False):
     unrolled, the cg*R*S weight vectors were hoisted out of the row and spilled, and the
     R chains of a pixel left the FMA pipes idle.
 
-    ``cg`` 16 or 32 (``bcast``): the grouped row of whole 16-channel blocks, every pixel
+    ``cg`` 16, 32 or 64 (``bcast``): the grouped row of whole 16-channel blocks, every pixel
     of p holding cg channels (the group) and the 16 outputs one block of the group:
     input channel j of a pixel broadcast to all lanes, times weight vector j*R*S + t;
     qb pixels a step, the channels in a loop that reads each iteration's weights.
@@ -500,7 +500,7 @@ depthwise_row3x3_s1_q7 = _make_row(3, 3, 1, 7)
 # 4 and 8 a group with the copies in a loop (hot rows on one Zen 5 thread, 28 wide, FMA
 # vectors a ns: stride 1 cg 8 5.0 -> 6.5, cg 4 6.1 -> 7.1; stride 2 cg 8 3.3 -> 6.0, cg 4
 # 4.8 -> 7.3; cg 2 6.0 either way)
-GROUPED_CG = (2, 4, 8, 16, 32)
+GROUPED_CG = (2, 4, 8, 16, 32, 64)
 grouped_row3x3_g2 = _make_row(3, 3, cg=2)
 grouped_row3x3_g4 = _make_row(3, 3, cg=4)
 grouped_row3x3_g8 = _make_row(3, 3, cg=8)
@@ -510,7 +510,7 @@ grouped_row3x3_s1_g8 = _make_row(3, 3, 1, cg=8, jloop=True)
 grouped_row3x3_s2_g2 = _make_row(3, 3, 2, cg=2)
 grouped_row3x3_s2_g4 = _make_row(3, 3, 2, cg=4, jloop=True)
 grouped_row3x3_s2_g8 = _make_row(3, 3, 2, cg=8, jloop=True)
-# whole-block groups (16 and 32 channels), input channels broadcast: QB pixels a step, or
+# whole-block groups (16, 32, 64 channels), input channels broadcast: QB pixels a step, or
 # one (rows shorter than QB); any stride and dilation, or stride 1 and 2 at dilation 1
 # with the steps constants
 grouped_row3x3_b16 = _make_row(3, 3, cg=16, qb=QB)
@@ -519,5 +519,9 @@ grouped_row3x3_s1_b16 = _make_row(3, 3, 1, cg=16)
 grouped_row3x3_s1_b32 = _make_row(3, 3, 1, cg=32)
 grouped_row3x3_s2_b16 = _make_row(3, 3, 2, cg=16)
 grouped_row3x3_s2_b32 = _make_row(3, 3, 2, cg=32)
+grouped_row3x3_b64 = _make_row(3, 3, cg=64, qb=QB)
+grouped_row3x3_b64_q1 = _make_row(3, 3, cg=64, qb=1)
+grouped_row3x3_s1_b64 = _make_row(3, 3, 1, cg=64)
+grouped_row3x3_s2_b64 = _make_row(3, 3, 2, cg=64)
 grouped_row3x3_b16_q1 = _make_row(3, 3, cg=16, qb=1)
 grouped_row3x3_b32_q1 = _make_row(3, 3, cg=32, qb=1)
