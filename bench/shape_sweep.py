@@ -175,7 +175,7 @@ def _forced(a, prob, fc, planner, x, wt):
     for fam in filter(None, a.families.split(",")):
         if planner.REGISTRY[fam].serves(prob) is None:
             calls[fam] = (lambda fam, kept: lambda: fc.conv2d(  # noqa: E731
-                x, wt, None, s, (p[0], p[1], p[2], p[3]), d, g, algo=fam, packed=kept))(fam, {})
+                x, wt, None, s, p, d, g, algo=fam, packed=kept))(fam, {})
     return calls
 
 

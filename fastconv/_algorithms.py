@@ -315,10 +315,7 @@ class DepthwiseBlocked(planner.Algorithm):
                     f"got groups={prob.groups}, C={prob.c}, K={prob.k}")
         if (prob.r, prob.s) not in self.SIZES:
             return f"needs a 3x3, 5x5 or 7x7 filter, got {prob.r}x{prob.s}"
-        if prob.h * prob.w < 16 or prob.oh * prob.ow < 16:
-            return (f"needs input and output planes of >= 16 pixels, got {prob.h}x{prob.w} -> "
-                    f"{prob.oh}x{prob.ow}")
-        return None
+        return _blocked_planes_reason(prob)
 
     def cost(self, prob, threads, prepacked=False):
         return _depthwise_cost(prob, threads, prob.n * -(-prob.c // 16),
@@ -355,10 +352,7 @@ class GroupedBlocked(planner.Algorithm):
                     f"groups={prob.groups} of {prob.cg} in, {prob.kg} out")
         if (prob.r, prob.s) != (3, 3):
             return f"needs a 3x3 filter, got {prob.r}x{prob.s}"
-        if prob.h * prob.w < 16 or prob.oh * prob.ow < 16:
-            return (f"needs input and output planes of >= 16 pixels, got {prob.h}x{prob.w} -> "
-                    f"{prob.oh}x{prob.ow}")
-        return None
+        return _blocked_planes_reason(prob)
 
     def cost(self, prob, threads, prepacked=False):
         return _depthwise_cost(prob, threads, prob.n * -(-prob.c // 16),
@@ -384,6 +378,15 @@ class GroupedBlocked(planner.Algorithm):
             _runtime.launch(kernel, x, wt, b, y, cg, sh, sw, pt, pl, hp, wp, dh, dw, act, r,
                             has_res, offs, *workspaces(), band)
         return call
+
+
+def _blocked_planes_reason(prob):
+    """None, or why the channel-blocked families cannot run prob: their transposes move 16
+    pixels at a time, so both planes need at least 16."""
+    if prob.h * prob.w < 16 or prob.oh * prob.ow < 16:
+        return (f"needs input and output planes of >= 16 pixels, got {prob.h}x{prob.w} -> "
+                f"{prob.oh}x{prob.ow}")
+    return None
 
 
 def _blocked_setup(prob, hp, wp, unit, name):
