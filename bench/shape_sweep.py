@@ -46,6 +46,12 @@ SHAPES = {
     "grouped 2g 64@56": (1, 64, 56, 56, 64, 3, 1, 1, 1, 2),
     "grouped 8g 1x1 256@14": (1, 256, 14, 14, 256, 1, 1, 0, 1, 8),
     "dilated 2 256@28": (1, 256, 28, 28, 256, 3, 1, 2, 2, 1),
+    "dilated 4 512@28 (deeplab)": (1, 512, 28, 28, 512, 3, 1, 4, 4, 1),
+    "dilated 2 128@56": (1, 128, 56, 56, 128, 3, 1, 2, 2, 1),
+    "dilated 12 256@28 (aspp)": (1, 256, 28, 28, 256, 3, 1, 12, 12, 1),
+    "patch 4x4/4 3->96@224 (convnext stem)": (1, 3, 224, 224, 96, 4, 4, 0, 1, 1),
+    "patch 2x2/2 96->192@56": (1, 96, 56, 56, 192, 2, 2, 0, 1, 1),
+    "patch 16x16/16 3->768@224 (vit)": (1, 3, 224, 224, 768, 16, 16, 0, 1, 1),
     "5x5 64@56": (1, 64, 56, 56, 64, 5, 1, 2, 1, 1),
     "5x5/2 32@112": (1, 32, 112, 112, 64, 5, 2, 2, 1, 1),
     "3x3/3 64@57": (1, 64, 57, 57, 64, 3, 3, 0, 1, 1),
@@ -130,7 +136,7 @@ def main():
                     "side's spinning threads or woken cores touch the other's times)")
     ap.add_argument("--side", choices=["torch"], help=argparse.SUPPRESS)
     a = ap.parse_args()
-    names = [name for name in SHAPES if a.only in name]
+    names = [name for name in SHAPES if any(o in name for o in a.only.split(","))]
     if a.side == "torch":
         return _torch_side(a, names)
     import fastconv as fc

@@ -63,6 +63,10 @@ IR_RING_SLOTS = 8
 # a channel-blocked block's expansion and depthwise run as one parallel region, a task
 # per this many expanded channels (a multiple of 32; 0: the two separate kernels)
 IR_EXPAND_DW_GROUP = 32
+# the element-by-element strided copies (pad.pad_nchw_phased at sw > 2,
+# pad.pad_space_to_depth), G elements a second a thread: 0.8-2.2 measured on Zen 5 (2
+# threads, 3x3/3 64@57, 16x16/16 and 4x4/4 3@224, 2x2/2 96@56)
+STRIDED_GATHER_GELEMS = 1.0
 _NO_RESIDUAL = np.zeros((1, 1, 1, 1), np.float32)
 _NO_WEIGHTS = np.zeros((1, 1), np.float32)
 _NO_TAPS = np.zeros(1, np.int64)
@@ -98,9 +102,17 @@ def phased_input(prob, x):
     return xp
 
 
-def pad_call_s(prob, phased=False):
+def pad_call_s(prob, phased=False, threads=1):
     """PAD_CALL_S when the family first makes a padded (or, phased and sw > 1, a
-    phase-split) copy of the input: one more parallel kernel call."""
+    phase-split) copy of the input: one more parallel kernel call.  Phase splits of
+    sw > 2 are element by element (pad.pad_nchw_phased), at STRIDED_GATHER_GELEMS a
+    thread: 3x3/3 64@57's took 134 us where sw == 2's vector split of the same bytes
+    takes 29."""
+    if phased and prob.stride[1] > 2:
+        pt, pb, pl, pr = prob.pads
+        elems = prob.n * prob.c * (prob.h + pt + pb) * (prob.w + pl + pr)
+        return planner.PAD_CALL_S + elems / (STRIDED_GATHER_GELEMS * 1e9) / min(
+            threads, max(1, prob.n * prob.c))
     if any(prob.pads) or (phased and prob.stride[1] > 1):
         return planner.PAD_CALL_S
     return 0.0
@@ -182,7 +194,7 @@ class Im2col(planner.Algorithm):
         copy = prob.n * prob.groups * crs * P * 4 / (planner.COPY_GBS * 1e9)
         tasks = max(1, prob.n * prob.groups * -(-P // tile) * -(-prob.kg // kblock))
         par = min(threads, tasks)
-        return (planner.CALL_OVERHEAD_S + pad_call_s(prob, True)
+        return (planner.CALL_OVERHEAD_S + pad_call_s(prob, True, threads)
                 + (gemm + copy + tasks * planner.IM2COL_TASK_S) / par)
 
     def run(self, prob, x, w, b, y, act, res=None, packed=None):
@@ -643,7 +655,7 @@ class Im2colRegister(planner.Algorithm):
         tasks = prob.n * prob.groups * -(-P // self.tile(prob, threads))
         par = min(threads, max(1, tasks))
         copy = prob.n * prob.groups * crs * P * 4 / (planner.COPY_GBS * 1e9)
-        return (planner.CALL_OVERHEAD_S + pad_call_s(prob, True)
+        return (planner.CALL_OVERHEAD_S + pad_call_s(prob, True, threads)
                 + (prob.flops / (planner.REGISTER_GFLOPS * 1e9) + copy) / par)
 
     def run(self, prob, x, w, b, y, act, res=None, packed=None):
@@ -812,6 +824,59 @@ class PointwisePacked(Pointwise):
             _runtime.launch(kernel, x, wp, width, b, y3, ow, sh, sw, groups, act, r3, has_res,
                             tile, kblock, _workspace.per_thread("gemm_cols", threads, cols_shape),
                             sc, xpk, pooled, pooled is not _NO_WEIGHTS)
+        return call
+
+
+
+
+class PatchPacked(planner.Algorithm):
+    """Convolutions whose windows tile the input: the kernel equal to the stride (ViT's and
+    Swin's 16x16/16 and 4x4/4 patch embeddings, ConvNeXt's 4x4/4 stem and 2x2/2
+    downsamplings, a 3x3/3).  Each input element then falls in one window, so
+    rearranging the (padded) input into (N, C*R*S, OH, OW) planes
+    (pad.pad_space_to_depth: plane (c, r, s) holds tap (r, s) of every window) copies it
+    once, without im2col's duplication, and the convolution is a 1x1 over C*R*S channels
+    on pointwise_packed, with the weight (K, Cg, R, S) read as (K, Cg*R*S) as it lies.
+    Groups stay contiguous planes, so grouped convs run the same way."""
+    name = "patch_packed"
+    replayable = True
+    _pointwise = PointwisePacked()
+
+    def serves(self, prob):
+        if (prob.r, prob.s) != prob.stride or prob.r * prob.s == 1:
+            return ("needs a kernel equal to its stride (windows that tile the input) and "
+                    f"larger than 1x1, got {prob.r}x{prob.s} at stride {prob.stride}")
+        if prob.dilation != (1, 1):
+            return f"needs dilation 1, got {prob.dilation}"
+        return None
+
+    @staticmethod
+    def inner(prob):
+        """The 1x1 convolution over the rearranged input."""
+        return planner.ConvProblem(prob.n, prob.c * prob.r * prob.s, prob.oh, prob.ow, prob.k,
+                                   1, 1, (1, 1), (0, 0, 0, 0), (1, 1), prob.groups)
+
+    def cost(self, prob, threads, prepacked=False):
+        elems = prob.n * prob.c * prob.r * prob.s * prob.oh * prob.ow
+        gather = elems / (STRIDED_GATHER_GELEMS * 1e9) / min(threads, max(1, prob.n * prob.c
+                                                                          * prob.r))
+        return (planner.PAD_CALL_S + gather
+                + self._pointwise.cost(self.inner(prob), threads, prepacked))
+
+    def bind(self, prob, w, b, act, packed=None):
+        inner = self.inner(prob)
+        sub = None if packed is None else packed.setdefault(self.name, {})
+        wmat = np.ascontiguousarray(w).reshape(prob.k, inner.cg, 1, 1)
+        call_inner = self._pointwise.bind(inner, wmat, b, act, sub)
+        (sh, sw), pt, pl = prob.stride, prob.pads[0], prob.pads[2]
+        shape = (prob.n, inner.c, prob.oh, prob.ow)
+        kernel = _pad.pad_space_to_depth
+        planes = _workspace.cached(lambda: _workspace.get("patch_planes", shape))
+
+        def call(x, y, res):
+            xs = planes()
+            _runtime.launch(kernel, x, xs, pt, pl, sh, sw)
+            call_inner(xs, y, res)
         return call
 
 
@@ -1083,7 +1148,7 @@ class Im2colPacked(Im2col):
             seconds += prob.k * crs * 8 / (planner.COPY_GBS * 1e9)
         tasks = prob.n * prob.groups * -(-P // tile) * -(-prob.kg // kblock)
         par = min(threads, max(1, tasks))
-        return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S + pad_call_s(prob, True)
+        return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S + pad_call_s(prob, True, threads)
                 + (seconds + tasks * planner.PACKED_TASK_S) / par)
 
     def bind(self, prob, w, b, act, packed=None):
@@ -1211,7 +1276,7 @@ class ImplicitPacked(planner.Algorithm):
                                 + planner.PACKED_TASK_S)
         if not prepacked:
             seconds += prob.k * prob.cg * prob.r * prob.s * 8 / (planner.COPY_GBS * 1e9)
-        return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S + pad_call_s(prob, True)
+        return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S + pad_call_s(prob, True, threads)
                 + seconds)
 
     def pack(self, w, packed=None, kch=None):
@@ -1317,7 +1382,7 @@ class ImplicitPixels(planner.Algorithm):
         seconds = seconds / min(threads, tasks) + planner.PACKED_TASK_S * -(-tasks // threads)
         if not prepacked:
             seconds += prob.k * prob.cg * prob.r * prob.s * 8 / (planner.COPY_GBS * 1e9)
-        return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S + pad_call_s(prob, True)
+        return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S + pad_call_s(prob, True, threads)
                 + seconds)
 
     def pack(self, w, groups, packed=None):
@@ -1427,3 +1492,4 @@ planner.register(GroupedBlocked())
 planner.register(Winograd(2))
 planner.register(Winograd(4))
 planner.register(RowDot())
+planner.register(PatchPacked())

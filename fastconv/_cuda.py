@@ -193,7 +193,7 @@ def gpu_algo(prob, algo, layer):
         return "depthwise" if depthwise else "implicit_gemm"
     if algo in ("im2col", "pointwise", "pointwise_register", "im2col_register",
                 "pointwise_packed", "im2col_packed", "implicit_packed", "implicit_pixels",
-                "rowdot", "grouped_blocked"):
+                "rowdot", "grouped_blocked", "patch_packed"):
         return "implicit_gemm"  # the GPU family that plays their part
     if algo == "depthwise_blocked":
         algo = "depthwise"  # the GPU's depthwise kernel is already channel-parallel

@@ -13,7 +13,8 @@ from fastconv import planner
 ALGOS = ["direct", "im2col", "im2col_register", "im2col_packed", "implicit_packed",
          "implicit_pixels", "pointwise",
          "pointwise_register", "pointwise_packed", "depthwise", "depthwise_blocked",
-         "grouped_blocked", "winograd_f2x2_3x3", "winograd_f4x4_3x3", "rowdot", "auto"]
+         "grouped_blocked", "winograd_f2x2_3x3", "winograd_f4x4_3x3", "rowdot", "patch_packed",
+         "auto"]
 
 
 def serves(algo, x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1):
@@ -54,6 +55,8 @@ CASES = [
     (1, 8, 12, 16, 64, 1, 1, 1, 0, 1, 1),    # exact: 8 panels, 6 full 32-pixel tiles
     (1, 24, 9, 8, 24, 3, 3, 1, 1, 1, 6),     # grouped 3x3, 4 a group: a partial block
     (2, 64, 6, 7, 64, 3, 3, 2, 1, 1, 2),     # grouped 3x3/2, 32 a group: 4x3 outputs
+    (1, 3, 35, 37, 10, 4, 4, 4, 0, 1, 1),    # patchify 4x4/4, ragged right and bottom edges
+    (2, 6, 13, 11, 9, 2, 3, (2, 3), (1, 0), 1, 3),  # 2x3/(2,3) windows, padded, grouped
 ]
 
 
@@ -1061,6 +1064,28 @@ def test_padded_copies(n, c, h, w, pads, sw):
     want = np.concatenate([wide[..., ph::sw] for ph in range(sw)], axis=3)
     xs = np.full(want.shape, np.nan, np.float32)
     pad.pad_nchw_phased(x, xs, pt, pl, sw)
+    np.testing.assert_array_equal(xs, want)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 2), c=st.integers(1, 3), h=st.integers(1, 40), w=st.integers(1, 90),
+       sh=st.sampled_from([1, 2, 3, 4, 16]), sw=st.sampled_from([1, 2, 3, 4, 5, 16]),
+       pt=st.integers(0, 5), pl=st.integers(0, 5), cut=st.booleans())
+def test_space_to_depth_copies(n, c, h, w, sh, sw, pt, pl, cut):
+    """pad.pad_space_to_depth against NumPy: every plane element written (zeros past the
+    input), rows of every width around the 16-float vectors they are copied in at
+    sw 1 and 2, left padding wider than a window, and planes cut to a conv's output size
+    (patch_packed) or holding the whole padded input (the sparse kernels)."""
+    from fastconv.kernels.cpu import pad
+    x = np.random.default_rng(h * 100 + w).standard_normal((n, c, h, w)).astype(np.float32)
+    hs, ws = -(-(h + pt) // sh), -(-(w + pl) // sw)
+    if cut:
+        hs, ws = max(1, (h + pt) // sh), max(1, (w + pl) // sw)
+    xpad = np.pad(x, ((0, 0), (0, 0), (pt, hs * sh), (pl, ws * sw)))
+    want = xpad[:, :, :hs * sh, :ws * sw].reshape(n, c, hs, sh, ws, sw)
+    want = want.transpose(0, 1, 3, 5, 2, 4).reshape(n, c * sh * sw, hs, ws)
+    xs = np.full(want.shape, np.nan, np.float32)
+    pad.pad_space_to_depth(x, xs, pt, pl, sh, sw)
     np.testing.assert_array_equal(xs, want)
 
 
