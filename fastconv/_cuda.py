@@ -193,7 +193,8 @@ def gpu_algo(prob, algo, layer):
         return "depthwise" if depthwise else "implicit_gemm"
     if algo in ("im2col", "pointwise", "pointwise_register", "im2col_register",
                 "pointwise_packed", "im2col_packed", "implicit_packed", "implicit_pixels",
-                "rowdot", "grouped_blocked", "patch_packed"):
+                "rowdot", "grouped_blocked", "patch_packed",
+                "dilated_phases"):
         return "implicit_gemm"  # the GPU family that plays their part
     if algo == "depthwise_blocked":
         algo = "depthwise"  # the GPU's depthwise kernel is already channel-parallel

@@ -14,7 +14,7 @@ ALGOS = ["direct", "im2col", "im2col_register", "im2col_packed", "implicit_packe
          "implicit_pixels", "pointwise",
          "pointwise_register", "pointwise_packed", "depthwise", "depthwise_blocked",
          "grouped_blocked", "winograd_f2x2_3x3", "winograd_f4x4_3x3", "rowdot", "patch_packed",
-         "auto"]
+         "dilated_phases", "auto"]
 
 
 def serves(algo, x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1):
@@ -57,6 +57,8 @@ CASES = [
     (2, 64, 6, 7, 64, 3, 3, 2, 1, 1, 2),     # grouped 3x3/2, 32 a group: 4x3 outputs
     (1, 3, 35, 37, 10, 4, 4, 4, 0, 1, 1),    # patchify 4x4/4, ragged right and bottom edges
     (2, 6, 13, 11, 9, 2, 3, (2, 3), (1, 0), 1, 3),  # 2x3/(2,3) windows, padded, grouped
+    (1, 6, 14, 13, 8, 3, 3, 1, (2, 1), (3, 2), 2),  # dilation (3, 2): 6 phases, grouped
+    (2, 16, 20, 20, 16, 3, 3, 1, 2, 2, 1),   # dilation 2 as DeepLab pads it: 10x10 phases
 ]
 
 

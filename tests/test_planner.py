@@ -132,6 +132,31 @@ def test_full_width_grouped_choices(x_shape, w_shape, kw):
         planner.use_rates(before)
 
 
+# Windows that tile the input, and dilated 3x3s, on the full-width table: the fastest family
+# measured on a Zen 5 (2 threads, the families forced and alternating in one process, us).
+# Left out: ViT's 16x16/16 and ConvNeXt's 2x2/2 96@56, within the machine's noise of
+# implicit_packed and im2col_packed in some runs and ahead or behind in others.
+@pytest.mark.skipif(planner.VECTOR_LANES == 8, reason="the AVX-512 tables")
+@pytest.mark.parametrize("x_shape,w_shape,kw,expected", [
+    ((1, 64, 57, 57), (64, 64, 3, 3), dict(stride=3), "patch_packed"),  # 202, 297-374
+    ((1, 3, 224, 224), (96, 3, 4, 4), dict(stride=4), "patch_packed"),  # 254, 297
+    ((1, 256, 28, 28), (256, 256, 3, 3), dict(padding=2, dilation=2), "dilated_phases"),
+    # 1929, implicit_packed 2922
+    ((1, 128, 56, 56), (128, 128, 3, 3), dict(padding=2, dilation=2), "dilated_phases"),
+    # 1857, 2312
+    ((1, 512, 28, 28), (512, 512, 3, 3), dict(padding=4, dilation=4), "implicit_packed"),
+    # 9300, dilated_phases 11951 (its phases 7x7 maps)
+    ((1, 256, 28, 28), (256, 256, 3, 3), dict(padding=12, dilation=12), "implicit_packed"),
+    # ASPP's rate 12: 1929, dilated_phases 26109
+])
+def test_full_width_patch_and_dilated_choices(x_shape, w_shape, kw, expected):
+    before = planner.use_rates("avx512-full")
+    try:
+        assert choose(x_shape, w_shape, **kw) == expected
+    finally:
+        planner.use_rates(before)
+
+
 def test_rate_tables():
     """Each kind of core gets its own table; switching tables re-plans."""
     assert planner.rates_for("znver5", 16) == "avx512-full"

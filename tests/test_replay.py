@@ -81,6 +81,8 @@ REPLAYABLE = [
     ("winograd_f4x4_3x3", (2, 8, 11, 9, 12, 3, 1, 1, 1)),
     ("rowdot", (1, 32, 4, 4, 16, 3, 1, 1, 1)),
     ("patch_packed", (1, 6, 13, 11, 10, 2, 2, 1, 2)),
+    ("dilated_phases", (1, 32, 28, 28, 32, 3, 1, 2, 1, 2)),  # + dilation
+    ("dilated_phases", (2, 8, 13, 11, 12, 3, 1, 3, 2, 3)),
 ]
 
 
@@ -94,15 +96,17 @@ def test_a_replayed_bound_call_reads_its_buffers_afresh(rng, algo, shape):
     """Capture one bound call, write new data into its input and residual in place,
     replay: the output is the convolution of the new data (nothing the call did in
     Python between its kernels is missing)."""
-    n, c, h, w, k, r, stride, pad, groups = shape
+    n, c, h, w, k, r, stride, pad, groups, *dil = shape
+    dil = dil[0] if dil else 1
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     wt = (rng.standard_normal((k, c // groups, r, r)) / np.sqrt(c * r * r / groups)
           ).astype(np.float32)
     b = rng.standard_normal(k).astype(np.float32)
-    oh, ow = (h + 2 * pad - r) // stride + 1, (w + 2 * pad - r) // stride + 1
+    span = dil * (r - 1) + 1
+    oh, ow = (h + 2 * pad - span) // stride + 1, (w + 2 * pad - span) // stride + 1
     res = rng.standard_normal((n, k, oh, ow)).astype(np.float32)
     packed = {}
-    fc.conv2d(x, wt, b, stride, pad, 1, groups, "relu", algo, res, packed)
+    fc.conv2d(x, wt, b, stride, pad, dil, groups, "relu", algo, res, packed)
     bound = packed[F._BOUND]
     assert bound.replayable
     y = np.empty((n, k, oh, ow), np.float32)
@@ -114,7 +118,7 @@ def test_a_replayed_bound_call_reads_its_buffers_afresh(rng, algo, shape):
     y.fill(np.nan)
     with _runtime.kernel_scope(blas=bound.blas):
         _runtime.replay(cap.launches)
-    want = np.maximum(ref.conv2d(x, wt, b, stride, pad, 1, groups) + res, 0)
+    want = np.maximum(ref.conv2d(x, wt, b, stride, pad, dil, groups) + res, 0)
     assert rel_err(y, want) < 1e-4
 
 

@@ -222,12 +222,14 @@ def pad_nchw_phased(x, xp, pad_top, pad_left, sw):
 
 
 @njit(parallel=True, cache=True)
-def pad_space_to_depth(x, xs, pad_top, pad_left, sh, sw):
+def pad_space_to_depth(x, xs, pad_top, pad_left, sh, sw, as_batch=False):
     """Zero padding with rows and columns split into their sh x sw stride phases:
 
         xs[n, (c*sh + pr)*sw + pc, i, j] = xpad[n, c, i*sh + pr, j*sw + pc]
 
-    (pr < sh, pc < sw, i < HS, j < WS; positions past the padded input are zero).
+    (pr < sh, pc < sw, i < HS, j < WS; positions past the padded input are zero), or
+    with as_batch the phases as images, xs[(n*sh + pr)*sw + pc, c, i, j] (space to
+    batch: a dilated convolution's phases, kernels/cpu/phases.py).
     A stride-(sh, sw) conv's tap (r, s) then reads, for output pixels (p, q), the
     unit-stride plane of phase (r % sh, s % sw) at (p + r // sh, q + s // sw): a
     stride-1 access on a grid of WS columns (how the sparse kernel tiles it).  A phase
@@ -245,7 +247,8 @@ def pad_space_to_depth(x, xs, pad_top, pad_left, sh, sw):
         c = (t // sh) % C
         pr = t % sh
         for pc in range(sw):
-            plane = ((n * C + c) * sh + pr) * sw + pc
+            plane = ((n * sh + pr) * sw + pc) * C + c if as_batch else \
+                ((n * C + c) * sh + pr) * sw + pc
             jlo = min(WS, max(0, -((pc - pad_left) // sw)))
             jhi = max(jlo, min(WS, (W - 1 - pc + pad_left) // sw + 1))
             first = jlo * sw + pc - pad_left
