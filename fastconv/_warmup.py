@@ -23,7 +23,8 @@ def warmup(model=None, example_input=None):
     x = np.zeros((1, 4, 5, 5), np.float32)
     problems = [((4, 4, 3, 3), dict(padding=1)), ((4, 4, 3, 3), {}), ((4, 4, 1, 1), {}),
                 ((4, 4, 1, 1), dict(stride=2)), ((4, 1, 3, 3), dict(padding=1, groups=4)),
-                ((4, 2, 3, 3), dict(padding=1, groups=2))]
+                ((4, 2, 3, 3), dict(padding=1, groups=2)), ((4, 4, 2, 2), dict(stride=2)),
+                ((4, 4, 3, 3), dict(padding=2, dilation=2))]
     for w_shape, kw in problems:
         w = np.zeros(w_shape, np.float32)
         prob = F.conv_problem(x.shape, w_shape, **kw)
