@@ -48,6 +48,10 @@ data it moves, and a fixed cost per parallel task.
   ``DEPTHWISE_BLOCKED_TASK_S`` per (n, 16-channel block).
 * grouped_blocked (3x3, groups of 2-64 channels in and out): the same model at
   ``GROUPED_BLOCKED_GFLOPS``.
+* patch_packed (kernel == stride): pointwise_packed's model over C*R*S channels plus the
+  space-to-depth copy at ``STRIDED_GATHER_GELEMS``; dilated_phases (stride 1, dilation
+  > 1): the cheapest replayable family's model for the batch of dilation phases plus the
+  copies in and out at the same rate (_algorithms.py).
 * rowdot (groups == 1; in auto for at most 64 output pixels): the weights streamed once
   at ``ROWDOT_GBS`` or the flops at ``ROWDOT_GFLOPS`` per thread (each output's
   horizontal sum counted as ``ROWDOT_SUM_STEPS`` more reduction steps), whichever is
