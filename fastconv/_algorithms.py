@@ -830,6 +830,14 @@ class PointwisePacked(Pointwise):
 
 
 
+def _phase_copy_s(elems, step, par):
+    """Seconds of a copy of elems elements into or out of column phases ``step`` apart on par
+    threads: vector copies and shuffles at steps 1 and 2, 4x the element loop's rate
+    (STRIDED_GATHER_GELEMS) beyond (Zen 5: 2x2/2 96@56's planes 64 us on one thread, 256@28's
+    rate-2 phases split in 30 us and merged in 27-42 on two)."""
+    return elems * (0.25 if step <= 2 else 1.0) / (STRIDED_GATHER_GELEMS * 1e9) / par
+
+
 class PatchPacked(planner.Algorithm):
     """Convolutions whose windows tile the input: the kernel equal to the stride (ViT's and
     Swin's 16x16/16 and 4x4/4 patch embeddings, ConvNeXt's 4x4/4 stem and 2x2/2
@@ -859,8 +867,8 @@ class PatchPacked(planner.Algorithm):
 
     def cost(self, prob, threads, prepacked=False):
         elems = prob.n * prob.c * prob.r * prob.s * prob.oh * prob.ow
-        gather = elems / (STRIDED_GATHER_GELEMS * 1e9) / min(threads, max(1, prob.n * prob.c
-                                                                          * prob.r))
+        gather = _phase_copy_s(elems, prob.stride[1], min(threads, max(1, prob.n * prob.c
+                                                                        * prob.r)))
         return (planner.PAD_CALL_S + gather
                 + self._pointwise.cost(self.inner(prob), threads, prepacked))
 
@@ -923,12 +931,9 @@ class DilatedPhases(planner.Algorithm):
 
     def cost(self, prob, threads, prepacked=False):
         inner = self.inner(prob)
-        # the merge interleaves two phases by shuffles at dw == 2 (4x the split's rate
-        # measured: 256@28 27 us against 103), element by element beyond
-        merged = prob.n * prob.k * prob.oh * prob.ow * (0.25 if prob.dilation[1] == 2 else 1)
-        moved = inner.n * inner.c * inner.h * inner.w + merged
+        moved = inner.n * inner.c * inner.h * inner.w + prob.n * prob.k * prob.oh * prob.ow
         par = min(threads, max(1, prob.n * prob.k))
-        return (2 * planner.PAD_CALL_S + moved / (STRIDED_GATHER_GELEMS * 1e9) / par
+        return (2 * planner.PAD_CALL_S + _phase_copy_s(moved, prob.dilation[1], par)
                 + _phase_family(inner, threads, prepacked)[1])
 
     def bind(self, prob, w, b, act, packed=None):

@@ -1072,12 +1072,14 @@ def test_padded_copies(n, c, h, w, pads, sw):
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(0, 2), c=st.integers(1, 3), h=st.integers(1, 40), w=st.integers(1, 90),
        sh=st.sampled_from([1, 2, 3, 4, 16]), sw=st.sampled_from([1, 2, 3, 4, 5, 16]),
-       pt=st.integers(0, 5), pl=st.integers(0, 5), cut=st.booleans())
-def test_space_to_depth_copies(n, c, h, w, sh, sw, pt, pl, cut):
+       pt=st.integers(0, 5), pl=st.integers(0, 5), cut=st.booleans(), as_batch=st.booleans())
+def test_space_to_depth_copies(n, c, h, w, sh, sw, pt, pl, cut, as_batch):
     """pad.pad_space_to_depth against NumPy: every plane element written (zeros past the
     input), rows of every width around the 16-float vectors they are copied in at
-    sw 1 and 2, left padding wider than a window, and planes cut to a conv's output size
-    (patch_packed) or holding the whole padded input (the sparse kernels)."""
+    sw 1 and 2 (both phases of a row in one pass at sw 2, or one at a time where the
+    planes cut the row short), left padding wider than a window, planes cut to a conv's
+    output size (patch_packed) or holding the whole padded input (the sparse kernels),
+    and the phases as a batch of images (dilated_phases)."""
     from fastconv.kernels.cpu import pad
     x = np.random.default_rng(h * 100 + w).standard_normal((n, c, h, w)).astype(np.float32)
     hs, ws = -(-(h + pt) // sh), -(-(w + pl) // sw)
@@ -1085,9 +1087,12 @@ def test_space_to_depth_copies(n, c, h, w, sh, sw, pt, pl, cut):
         hs, ws = max(1, (h + pt) // sh), max(1, (w + pl) // sw)
     xpad = np.pad(x, ((0, 0), (0, 0), (pt, hs * sh), (pl, ws * sw)))
     want = xpad[:, :, :hs * sh, :ws * sw].reshape(n, c, hs, sh, ws, sw)
-    want = want.transpose(0, 1, 3, 5, 2, 4).reshape(n, c * sh * sw, hs, ws)
+    if as_batch:
+        want = want.transpose(0, 3, 5, 1, 2, 4).reshape(n * sh * sw, c, hs, ws)
+    else:
+        want = want.transpose(0, 1, 3, 5, 2, 4).reshape(n, c * sh * sw, hs, ws)
     xs = np.full(want.shape, np.nan, np.float32)
-    pad.pad_space_to_depth(x, xs, pt, pl, sh, sw)
+    pad.pad_space_to_depth(x, xs, pt, pl, sh, sw, as_batch)
     np.testing.assert_array_equal(xs, want)
 
 

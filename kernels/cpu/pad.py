@@ -242,10 +242,31 @@ def pad_space_to_depth(x, xs, pad_top, pad_left, sh, sw, as_batch=False):
     HS, WS = xs.shape[2], xs.shape[3]
     xf = x.reshape(N * C * H * W)
     sf = xs.reshape(N * C * sh * sw * HS * WS)
+    # at sw == 2 an input row's even and odd columns go to the two phases in one pass
+    # (split_pairs) where neither phase row cuts the input row short
+    pairs = sw == 2 and -(-W // 2) + pad_left // 2 <= WS and W // 2 + (pad_left + 1) // 2 <= WS
+    pe = pad_left % 2  # the phase of the even input columns
     for t in prange(N * C * sh):
         n = t // (C * sh)
         c = (t // sh) % C
         pr = t % sh
+        if pairs:
+            p0 = ((n * sh + pr) * 2 * C + c) if as_batch else ((n * C + c) * sh + pr) * 2
+            step = C * HS * WS if as_batch else HS * WS
+            for i in range(HS):
+                r0 = (p0 * HS + i) * WS  # phase 0's row; phase 1's at r0 + step
+                zero_run(sf, r0, WS)
+                zero_run(sf, r0 + step, WS)
+                src = i * sh + pr - pad_top
+                if src < 0 or src >= H:
+                    continue
+                s0 = ((n * C + c) * H + src) * W
+                e0 = r0 + pe * step + pad_left // 2
+                o0 = r0 + (1 - pe) * step + (pad_left + 1) // 2
+                split_pairs(xf, s0, sf, e0, o0, W // 2)
+                if W % 2:
+                    sf[e0 + W // 2] = xf[s0 + W - 1]
+            continue
         for pc in range(sw):
             plane = ((n * sh + pr) * sw + pc) * C + c if as_batch else \
                 ((n * C + c) * sh + pr) * sw + pc
