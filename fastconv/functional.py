@@ -17,6 +17,7 @@ from . import (
 )
 from .kernels.cpu import conv_transpose as _convt
 from .kernels.cpu import linear as _linear
+from .kernels.cpu import phases as _phases
 from .kernels.cpu import pooling as _pooling
 
 
@@ -694,6 +695,11 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         y = y[None] if unbatched else y
     else:
         y = np.empty(shape, np.float32)
+    phases = _convt_phases(h, wd, r, s_, st, pads, dil, oh, ow) \
+        if kg >= CONVT_PHASES_MIN_CHANNELS else None
+    if phases is not None and n and h and wd:
+        _conv_transpose_phases(xa, w, b, y, st, groups, act, phases, packed, layer)
+        return _checks.wrap_like(y[0] if unbatched else y, x_in)
     wt = None if packed is None else packed.get("convt")
     if wt is None:
         # (C, Kg, R, S) -> (G, Kg*R*S, Cg): the A operand of each group's SGEMM
@@ -717,6 +723,91 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     return _checks.wrap_like(y[0] if unbatched else y, x_in)
 
 
+# transposed convs with fewer output channels a group than this keep the col2im kernel:
+# the phases' convolutions then fill few lanes of the micro-kernels' 8- and 32-channel
+# panels (DCGAN's last layer, 64->3 4x4/2 @64: 1.47 ms as phases, 0.49 on col2im; with 64
+# or more channels the phases ran 1.1-6.7x faster, docs/performance.md)
+CONVT_PHASES_MIN_CHANNELS = 8
+
+
+def _convt_phases(h, w, r, s, stride, pads, dilation, oh, ow):
+    """A transposed conv (dilation 1) as stride-1 convolutions, one per output phase (the
+    adjoint of a strided conv splits by output phase: kernels/cpu/phases.py).  Per axis,
+    for output phase a (outputs a, a + st, ...) the taps phi, phi + st, ... < k with
+    phi = (a + pad) % st, T of them, flipped, over the input padded by lo = T - 1 -
+    (a + pad) // st before and hi after, so that every phase gives the same number of
+    outputs, n_out >= ceil(out / st).  Returns ((rows, cols), (HS, WS)), rows and cols
+    lists of (phi, T, lo, hi), or None where a phase has no taps (a kernel smaller than
+    its stride) or would need negative padding (then the col2im kernel runs)."""
+    if dilation != (1, 1):
+        return None
+    axes, sizes = [], []
+    for size, k, st, pad, out in ((h, r, stride[0], pads[0], oh), (w, s, stride[1], pads[2], ow)):
+        per = []
+        for a in range(st):
+            phi, taps = (a + pad) % st, -(-(k - (a + pad) % st) // st)
+            lo = taps - 1 - (a + pad) // st
+            if taps <= 0 or lo < 0:
+                return None
+            per.append((phi, taps, lo))
+        n_out = max([-(-out // st)] + [size + lo - taps + 1 for _, taps, lo in per])
+        axes.append([(phi, taps, lo, n_out + taps - 1 - size - lo) for phi, taps, lo in per])
+        sizes.append(n_out)
+    return tuple(axes), tuple(sizes)
+
+
+def conv_transpose_kernel(x_shape, w_shape, stride, pads, output_padding, groups, dilation):
+    """What conv_transpose2d runs for these shapes: "phases SHxSW" (one conv2d per output
+    phase, _convt_phases) or "gemm+col2im"."""
+    st, dil, op = (tuple(int(v) for v in _checks.pair(a, "conv_transpose2d", name))
+                   for a, name in ((stride, "stride"), (dilation, "dilation"),
+                                   (output_padding, "output_padding")))
+    h, w = x_shape[-2:]
+    r, s = w_shape[2:]
+    oh = (h - 1) * st[0] - pads[0] - pads[1] + dil[0] * (r - 1) + op[0] + 1
+    ow = (w - 1) * st[1] - pads[2] - pads[3] + dil[1] * (s - 1) + op[1] + 1
+    if w_shape[1] >= CONVT_PHASES_MIN_CHANNELS and \
+            _convt_phases(h, w, r, s, st, pads, dil, oh, ow) is not None:
+        return f"phases {st[0]}x{st[1]}"
+    return "gemm+col2im"
+
+
+def _conv_transpose_phases(x, w, b, y, stride, groups, act, phases, packed, layer):
+    """y = act(conv_transpose(x, w) + b) as one conv2d per output phase (_convt_phases),
+    each on the family the planner picks for it, into a workspace of phase outputs that
+    phases.merge_phases interleaves into y with the activation; at stride 1 one conv2d
+    straight into y where the output is the conv's whole.  The sub-kernels (K, Cg, T, T') are cut from w once, into
+    ``packed``."""
+    (rows, cols), (hs, ws) = phases
+    sh, sw = stride
+    n, k = y.shape[0], y.shape[1]
+    subs = None if packed is None else packed.get("convt_phases")
+    if subs is None:
+        c, kg, r, s_ = w.shape
+        wg = w.reshape(groups, c // groups, kg, r, s_)
+        subs = {}
+        for a, (pa, ta, la, ha) in enumerate(rows):
+            for bb, (pb, tb, lb, hb) in enumerate(cols):
+                v = wg[:, :, :, pa::sh, pb::sw][:, :, :, :ta, :tb][..., ::-1, ::-1]
+                v = np.ascontiguousarray(v.transpose(0, 2, 1, 3, 4)).reshape(k, c // groups,
+                                                                              ta, tb)
+                subs[a, bb] = (v, (la, ha, lb, hb), {})
+        if packed is not None:
+            packed["convt_phases"] = subs
+    if sh == sw == 1 and (hs, ws) == y.shape[2:]:  # (padding that crops more at the end
+        v, pads, sub = subs[0, 0]                   # than a conv's goes through the merge)
+        name = next(a for a, code in _checks.ACTIVATIONS.items() if code == act)
+        conv2d(x, v, b, 1, pads, 1, groups, name, packed=sub, layer=layer, out=y)
+        return
+    ys = _workspace.get("convt_phase_outputs", (sh * sw * n, k, hs, ws))
+    for (a, bb), (v, pads, sub) in subs.items():
+        i = (a * sw + bb) * n
+        conv2d(x, v, b, 1, pads, 1, groups, packed=sub, layer=layer, out=ys[i:i + n])
+    with _runtime.kernel_scope(blas=False):
+        _phases.merge_phases(ys, y, sh, sw, act, _NO_RES, False)
+
+
+_NO_RES = np.zeros((1, 1, 1, 1), np.float32)
 _ACT_NUMPY = {0: lambda v: v, 1: lambda v: np.maximum(v, 0), 2: lambda v: np.clip(v, 0, 6),
               3: lambda v: v * np.clip(v + 3, 0, 6) / 6}
 

@@ -712,6 +712,15 @@ def kernel_of(node, in_shapes, backend="cpu"):
             return getattr(alg, "label", alg.name)
         except (ValueError, TypeError):
             return "?"
+    if node.op == "conv_transpose" and backend == "cpu":
+        from . import functional as F
+        a, w = node.attrs, node.params["weight"]
+        try:
+            return F.conv_transpose_kernel(tuple(in_shapes[0]), tuple(w.shape), a["stride"],
+                                           tuple(a["pads"]), a["output_padding"], a["groups"],
+                                           a["dilation"])
+        except (ValueError, TypeError):
+            return "?"
     if node.op == "inverted_residual":
         from . import functional as F
         a, p = node.attrs, node.params

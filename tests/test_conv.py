@@ -1088,7 +1088,7 @@ def test_space_to_depth_copies(n, c, h, w, sh, sw, pt, pl, cut, as_batch):
     xpad = np.pad(x, ((0, 0), (0, 0), (pt, hs * sh), (pl, ws * sw)))
     want = xpad[:, :, :hs * sh, :ws * sw].reshape(n, c, hs, sh, ws, sw)
     if as_batch:
-        want = want.transpose(0, 3, 5, 1, 2, 4).reshape(n * sh * sw, c, hs, ws)
+        want = want.transpose(3, 5, 0, 1, 2, 4).reshape(sh * sw * n, c, hs, ws)
     else:
         want = want.transpose(0, 1, 3, 5, 2, 4).reshape(n, c * sh * sw, hs, ws)
     xs = np.full(want.shape, np.nan, np.float32)

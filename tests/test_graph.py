@@ -315,6 +315,59 @@ def test_conv_transpose_against_reference(rng):
     check()
 
 
+def test_conv_transpose_as_phases_against_reference(rng):
+    """Transposed convs with >= 8 output channels a group run as one stride-1 conv2d per
+    output phase (functional._convt_phases) and an interleaving merge: kernels larger and
+    smaller than the stride (the latter on the col2im kernel), output padding,
+    asymmetric pads, groups, activations, empty batches, and a second call through the
+    layer's cache on new data."""
+    from fastconv import functional as F
+    from fastconv.kernels import reference as ref
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=40, deadline=None)
+    @given(n=st.integers(0, 2), g=st.integers(1, 2), cg=st.integers(1, 9),
+           kg=st.sampled_from([8, 13, 32]), h=st.integers(1, 9), w=st.integers(1, 9),
+           r=st.integers(1, 5), s=st.integers(1, 5), sh=st.integers(1, 3), sw=st.integers(1, 3),
+           pads=st.tuples(*[st.integers(0, 3)] * 4), op=st.tuples(st.integers(0, 2),
+                                                                  st.integers(0, 2)),
+           act=st.sampled_from([None, "relu", "relu6"]), seed=st.integers(0, 100))
+    def check(n, g, cg, kg, h, w, r, s, sh, sw, pads, op, act, seed):
+        op = (min(op[0], sh - 1), min(op[1], sw - 1))
+        oh = (h - 1) * sh - pads[0] - pads[1] + r + op[0]
+        ow = (w - 1) * sw - pads[2] - pads[3] + s + op[1]
+        if oh < 1 or ow < 1:
+            return
+        r2 = np.random.default_rng(seed)
+        x = r2.standard_normal((n, g * cg, h, w)).astype(np.float32)
+        wt = r2.standard_normal((g * cg, kg, r, s)).astype(np.float32)
+        b = r2.standard_normal(g * kg).astype(np.float32)
+        packed = {}
+        for _ in range(2):
+            y = fc.conv_transpose2d(x, wt, b, (sh, sw), pads, op, g, activation=act,
+                                    packed=packed)
+            e = ref.conv_transpose2d(x, wt, b, (sh, sw), pads, op, g, 1, act)
+            assert y.shape == e.shape
+            assert rel_err(y, e) < 1e-5
+            x = r2.standard_normal(x.shape).astype(np.float32)
+        def fits(k, st_, p):  # every output phase has taps and needs no negative padding
+            return all(-(-(k - (a + p) % st_) // st_) - 1 >= (a + p) // st_
+                       for a in range(st_))
+        if n and fits(r, sh, pads[0]) and fits(s, sw, pads[2]):
+            assert "convt_phases" in packed  # the phases ran
+    check()
+    # the shapes the phases are for: U-Net's 2x2/2, DCGAN's 4x4/2 pad 1, 3x3/2 with
+    # output padding, a stride-1 3x3 (one conv2d, no merge)
+    for c, k, h, r, st_, p, op in ((16, 8, 6, 2, 2, 0, 0), (16, 16, 4, 4, 2, 1, 0),
+                                   (8, 16, 7, 3, 2, 1, 1), (8, 8, 9, 3, 1, 1, 0)):
+        x = rng.standard_normal((1, c, h, h)).astype(np.float32)
+        wt = rng.standard_normal((c, k, r, r)).astype(np.float32)
+        assert F._convt_phases(h, h, r, r, (st_, st_), (p,) * 4, (1, 1), 1, 1) is not None
+        y = fc.conv_transpose2d(x, wt, None, st_, p, op)
+        assert rel_err(y, ref.conv_transpose2d(x, wt, None, st_, p, op)) < 1e-5
+
+
 def test_conv_transpose_errors():
     x = np.zeros((1, 4, 3, 3), np.float32)
     with pytest.raises(ValueError, match="expected input with 2 channels"):

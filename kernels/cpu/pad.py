@@ -228,8 +228,8 @@ def pad_space_to_depth(x, xs, pad_top, pad_left, sh, sw, as_batch=False):
         xs[n, (c*sh + pr)*sw + pc, i, j] = xpad[n, c, i*sh + pr, j*sw + pc]
 
     (pr < sh, pc < sw, i < HS, j < WS; positions past the padded input are zero), or
-    with as_batch the phases as images, xs[(n*sh + pr)*sw + pc, c, i, j] (space to
-    batch: a dilated convolution's phases, kernels/cpu/phases.py).
+    with as_batch the phases as images, phase by phase, xs[(pr*sw + pc)*N + n, c, i, j]
+    (space to batch: a dilated convolution's phases, kernels/cpu/phases.py).
     A stride-(sh, sw) conv's tap (r, s) then reads, for output pixels (p, q), the
     unit-stride plane of phase (r % sh, s % sw) at (p + r // sh, q + s // sw): a
     stride-1 access on a grid of WS columns (how the sparse kernel tiles it).  A phase
@@ -251,8 +251,8 @@ def pad_space_to_depth(x, xs, pad_top, pad_left, sh, sw, as_batch=False):
         c = (t // sh) % C
         pr = t % sh
         if pairs:
-            p0 = ((n * sh + pr) * 2 * C + c) if as_batch else ((n * C + c) * sh + pr) * 2
-            step = C * HS * WS if as_batch else HS * WS
+            p0 = (pr * 2 * N + n) * C + c if as_batch else ((n * C + c) * sh + pr) * 2
+            step = N * C * HS * WS if as_batch else HS * WS
             for i in range(HS):
                 r0 = (p0 * HS + i) * WS  # phase 0's row; phase 1's at r0 + step
                 zero_run(sf, r0, WS)
@@ -268,7 +268,7 @@ def pad_space_to_depth(x, xs, pad_top, pad_left, sh, sw, as_batch=False):
                     sf[e0 + W // 2] = xf[s0 + W - 1]
             continue
         for pc in range(sw):
-            plane = ((n * sh + pr) * sw + pc) * C + c if as_batch else \
+            plane = ((pr * sw + pc) * N + n) * C + c if as_batch else \
                 ((n * C + c) * sh + pr) * sw + pc
             jlo = min(WS, max(0, -((pc - pad_left) // sw)))
             jhi = max(jlo, min(WS, (W - 1 - pc + pad_left) // sw + 1))

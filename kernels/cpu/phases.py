@@ -13,6 +13,13 @@ the convolution is an undilated, unpadded one over each of them:
 The dh*dw phase images of every input image run as one batch through whichever
 undilated family serves them best (Winograd, the packed micro-kernels), and
 ``merge_phases`` interleaves their outputs back, with the residual and activation.
+
+A transposed convolution with stride (sh, sw) splits the same way on the output side:
+output row o = a + sh*i (a < sh) receives only the taps r = phi + sh*t with
+phi = (a + pt) % sh, so each output phase is an ordinary stride-1 convolution of the
+input with the flipped sub-kernel of those taps (functional.conv_transpose2d), and the
+same merge interleaves the phases.  Phase images and outputs lie phase by phase:
+phase (a, b) of image n is batch entry (a*dw + b)*N + n.
 """
 from llvmlite import ir
 from numba import njit, prange, types
@@ -70,9 +77,9 @@ def interleave_pairs(typingctx, src, e_off, o_off, dst, d_off, n):
 
 @njit(parallel=True, cache=True)
 def merge_phases(ys, y, dh, dw, act, res, has_res):
-    """y[n, k, a + dh*i, b + dw*j] = act(ys[(n*dh + a)*dw + b, k, i, j]
+    """y[n, k, a + dh*i, b + dw*j] = act(ys[(a*dw + b)*N + n, k, i, j]
     (+ res[n, k, a + dh*i, b + dw*j])) for every pixel of y (N, K, OH, OW); ys
-    (N*dh*dw, K, >= ceil(OH/dh), >= ceil(OW/dw)) holds the phases' outputs with their
+    (dh*dw*N, K, >= ceil(OH/dh), >= ceil(OW/dw)) holds the phases' outputs with their
     bias.  A task per output plane: each output row gathers its dw phase rows (two by
     shuffles at dw == 2, interleave_pairs), then the residual and activation run over
     the whole plane (rows of 28 floats are too short for LLVM's vector loops).  y, ys
@@ -81,18 +88,19 @@ def merge_phases(ys, y, dh, dw, act, res, has_res):
     HS, WS = ys.shape[2], ys.shape[3]
     yf = y.reshape(N * K * OH * OW)
     sf = ys.reshape(ys.shape[0] * K * HS * WS)
+    step = N * K * HS * WS  # from phase (a, b) to (a, b + 1)
     for t in prange(N * K):
         n = t // K
         k = t % K
         for p in range(OH):
             a = p % dh
-            row0 = (((n * dh + a) * dw * K + k) * HS + p // dh) * WS  # phase b's row: + b*K*HS*WS
+            row0 = (((a * dw * N + n) * K + k) * HS + p // dh) * WS  # phase b's: + b*step
             at = (t * OH + p) * OW
             if dw == 2:
-                interleave_pairs(sf, row0, row0 + K * HS * WS, yf, at, OW)
+                interleave_pairs(sf, row0, row0 + step, yf, at, OW)
                 continue
             for b in range(min(dw, OW)):
-                src = sf[row0 + b * K * HS * WS:]
+                src = sf[row0 + b * step:]
                 out = yf[at + b:]
                 for j in range((OW - 1 - b) // dw + 1):
                     out[dw * j] = src[j]
