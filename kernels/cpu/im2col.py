@@ -218,7 +218,9 @@ def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
     phase-split padded input; tasks (image, block of kblock output channels, block of
     rblock output rows: rows split only where channel blocks alone leave a thread idle);
     xp_ws (threads, >= R*S*kch*MP): a row's last group short of MP pixels, copied
-    zero-padded tap by tap.  pt, H, pl, W: the input's top padding, height, left padding
+    zero-padded tap by tap where reading its MP lanes in place would run past the input's
+    end (in place elsewhere: the copy, once per row and panel, had 16x16 maps at 3x the
+    time of 14x14 ones).  pt, H, pl, W: the input's top padding, height, left padding
     and width.  An output row whose first or last kernel rows read only padding runs
     without those taps (live_rows), and a whole group at a row's end skips the products
     of its first or last pixel in the taps where that pixel reads only padding
@@ -299,6 +301,17 @@ def conv2d_implicit_packed(xp, wp, b, y3, OW, sh, sw, dh, dw, R, S, act, res3, h
                                                    yo + q0, P, nr, MP, b, r0, act, rf,
                                                    has_res, acc, fin)
                         else:
+                            # a short last group reads its MP lanes in place, those past the
+                            # row from the columns after it (their sums are never stored),
+                            # unless that runs past the input's end: then a zero-padded copy
+                            tmax = 0
+                            for tap in range(nt):
+                                tmax = max(tmax, toff[t0 + tap])
+                            if xo + q0 + tmax + (kc - 1) * plane + MP <= xf.size:
+                                gemm_tile_t_taps(xf, xo + q0, plane, toff[t0:], nt, wf, wt, kc,
+                                                 yf, yo + q0, P, nr, npx, b, r0, act, rf,
+                                                 has_res, acc, fin)
+                                continue
                             for tap in range(nt):
                                 _copy_padded(xf, xo + q0 + toff[t0 + tap], plane, kc, npx,
                                              scratch[tap * kc * MP:(tap + 1) * kc * MP], MP)
