@@ -1313,7 +1313,6 @@ IMPLICIT_PIXELS_GROUP_CHANNELS = 32
 # within ~15 %, and the stride-2 ones ran 1.9x that again (their phase-split input)
 IMPLICIT_PIXELS_GROUP_SLOWDOWN = 1.8
 IMPLICIT_PIXELS_GROUP_STRIDED = 1.9
-IMPLICIT_MIN_LANES = 0.75  # in auto: rows filling at least this much of their pixel groups
 
 
 class ImplicitPacked(planner.Algorithm):
@@ -1327,13 +1326,6 @@ class ImplicitPacked(planner.Algorithm):
     def serves(self, prob):
         if prob.groups != 1:
             return "implicit_packed needs groups == 1"
-        return None
-
-    def auto_excluded(self, prob):
-        if _lanes_used(prob.ow, _zmm.MP) < IMPLICIT_MIN_LANES:
-            return (f"implicit_packed's {_zmm.MP}-pixel row groups would be largely empty "
-                    f"(rows of {prob.ow}): on 4x4 and 8x8 maps it ran 1.4-3x slower than "
-                    f"rowdot, im2col or implicit_pixels")
         return None
 
     def cost(self, prob, threads, prepacked=False):

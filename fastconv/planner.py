@@ -56,8 +56,6 @@ data it moves, and a fixed cost per parallel task.
   at ``ROWDOT_GBS`` or the flops at ``ROWDOT_GFLOPS`` per thread (each output's
   horizontal sum counted as ``ROWDOT_SUM_STEPS`` more reduction steps), whichever is
   slower, plus each task's gather of the receptive fields.
-* implicit_packed is kept out of auto where rows fill less than ``IMPLICIT_MIN_LANES``
-  of its 7-pixel groups.
 * Every family but rowdot is also held to a floor (``modelled``): its weights read once
   at ``weight_gbs`` GB/s per thread (``WEIGHT_STREAM_GBS``; Winograd's transformed
   weights at its own rate).  On 1x1-4x4 maps the flops are nothing and the weights are
