@@ -36,6 +36,8 @@ def warmup(model=None, example_input=None):
     F.inverted_residual(z((1, 4, 4, 4), np.float32), (z((16, 4, 1, 1), np.float32), None, None),
                         (z((16, 1, 3, 3), np.float32), None, None, 1, 1, 1),
                         (z((32, 16, 1, 1), np.float32), None, None))
+    F.conv_transpose2d(x, np.zeros((4, 8, 2, 2), np.float32), stride=2)  # as phases
+    F.conv_transpose2d(x, np.zeros((4, 2, 3, 3), np.float32), stride=2)  # col2im
     F.linear(np.zeros((1, 4), np.float32), np.zeros((3, 4), np.float32))
     F.max_pool2d(x, 2)
     F.avg_pool2d(x, 2)
