@@ -828,8 +828,6 @@ class PointwisePacked(Pointwise):
         return call
 
 
-
-
 def _phase_copy_s(elems, step, par):
     """Seconds of a copy of elems elements into or out of column phases ``step`` apart on par
     threads: vector copies and shuffles at steps 1 and 2, 4x the element loop's rate
@@ -918,6 +916,8 @@ class DilatedPhases(planner.Algorithm):
             return "needs a dilation > 1"
         if prob.stride != (1, 1):
             return f"needs stride 1, got {prob.stride}"
+        if _phase_family(self.inner(prob), 1, True) is None:
+            return "no replayable family serves its batch of phase images"
         return None
 
     @staticmethod
@@ -1225,7 +1225,8 @@ class Im2colPacked(Im2col):
             seconds += prob.k * crs * 8 / (planner.COPY_GBS * 1e9)
         tasks = prob.n * prob.groups * -(-P // tile) * -(-prob.kg // kblock)
         par = min(threads, max(1, tasks))
-        return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S + pad_call_s(prob, True, threads)
+        return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S
+                + pad_call_s(prob, True, threads)
                 + (seconds + tasks * planner.PACKED_TASK_S) / par)
 
     def bind(self, prob, w, b, act, packed=None):
@@ -1345,7 +1346,8 @@ class ImplicitPacked(planner.Algorithm):
                                 + planner.PACKED_TASK_S)
         if not prepacked:
             seconds += prob.k * prob.cg * prob.r * prob.s * 8 / (planner.COPY_GBS * 1e9)
-        return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S + pad_call_s(prob, True, threads)
+        return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S
+                + pad_call_s(prob, True, threads)
                 + seconds)
 
     def pack(self, w, packed=None, kch=None):
@@ -1451,7 +1453,8 @@ class ImplicitPixels(planner.Algorithm):
         seconds = seconds / min(threads, tasks) + planner.PACKED_TASK_S * -(-tasks // threads)
         if not prepacked:
             seconds += prob.k * prob.cg * prob.r * prob.s * 8 / (planner.COPY_GBS * 1e9)
-        return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S + pad_call_s(prob, True, threads)
+        return (planner.CALL_OVERHEAD_S + planner.PACKED_CALL_S
+                + pad_call_s(prob, True, threads)
                 + seconds)
 
     def pack(self, w, groups, packed=None):

@@ -737,7 +737,7 @@ def _convt_phases(h, w, r, s, stride, pads, dilation, oh, ow):
     phi = (a + pad) % st, T of them, flipped, over the input padded by lo = T - 1 -
     (a + pad) // st before and hi after, so that every phase gives the same number of
     outputs, n_out >= ceil(out / st).  Returns ((rows, cols), (HS, WS)), rows and cols
-    lists of (phi, T, lo, hi), or None where a phase has no taps (a kernel smaller than
+    tuples of (phi, T, lo, hi), or None where a phase has no taps (a kernel smaller than
     its stride) or would need negative padding (then the col2im kernel runs)."""
     if dilation != (1, 1):
         return None
@@ -751,7 +751,8 @@ def _convt_phases(h, w, r, s, stride, pads, dilation, oh, ow):
                 return None
             per.append((phi, taps, lo))
         n_out = max([-(-out // st)] + [size + lo - taps + 1 for _, taps, lo in per])
-        axes.append([(phi, taps, lo, n_out + taps - 1 - size - lo) for phi, taps, lo in per])
+        axes.append(tuple((phi, taps, lo, n_out + taps - 1 - size - lo)
+                          for phi, taps, lo in per))
         sizes.append(n_out)
     return tuple(axes), tuple(sizes)
 
@@ -776,12 +777,14 @@ def _conv_transpose_phases(x, w, b, y, stride, groups, act, phases, packed, laye
     """y = act(conv_transpose(x, w) + b) as one conv2d per output phase (_convt_phases),
     each on the family the planner picks for it, into a workspace of phase outputs that
     phases.merge_phases interleaves into y with the activation; at stride 1 one conv2d
-    straight into y where the output is the conv's whole.  The sub-kernels (K, Cg, T, T') are cut from w once, into
+    straight into y where the output is the conv's whole.  The sub-kernels (K, Cg, T, T')
+    are cut from w once per geometry (the pads depend on the input's size), into
     ``packed``."""
     (rows, cols), (hs, ws) = phases
     sh, sw = stride
     n, k = y.shape[0], y.shape[1]
-    subs = None if packed is None else packed.get("convt_phases")
+    cache = {} if packed is None else packed.setdefault("convt_phases", {})
+    subs = cache.get(phases)
     if subs is None:
         c, kg, r, s_ = w.shape
         wg = w.reshape(groups, c // groups, kg, r, s_)
@@ -792,8 +795,7 @@ def _conv_transpose_phases(x, w, b, y, stride, groups, act, phases, packed, laye
                 v = np.ascontiguousarray(v.transpose(0, 2, 1, 3, 4)).reshape(k, c // groups,
                                                                               ta, tb)
                 subs[a, bb] = (v, (la, ha, lb, hb), {})
-        if packed is not None:
-            packed["convt_phases"] = subs
+        cache[phases] = subs
     if sh == sw == 1 and (hs, ws) == y.shape[2:]:  # (padding that crops more at the end
         v, pads, sub = subs[0, 0]                   # than a conv's goes through the merge)
         name = next(a for a, code in _checks.ACTIVATIONS.items() if code == act)

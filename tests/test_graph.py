@@ -366,6 +366,13 @@ def test_conv_transpose_as_phases_against_reference(rng):
         assert F._convt_phases(h, h, r, r, (st_, st_), (p,) * 4, (1, 1), 1, 1) is not None
         y = fc.conv_transpose2d(x, wt, None, st_, p, op)
         assert rel_err(y, ref.conv_transpose2d(x, wt, None, st_, p, op)) < 1e-5
+    # one layer's cache, inputs of two sizes (the phases' padding depends on it)
+    wt = rng.standard_normal((8, 16, 4, 4)).astype(np.float32)
+    packed = {}
+    for h in (5, 6, 5):
+        x = rng.standard_normal((1, 8, h, h + 1)).astype(np.float32)
+        y = fc.conv_transpose2d(x, wt, None, 2, 1, packed=packed)
+        assert rel_err(y, ref.conv_transpose2d(x, wt, None, 2, 1)) < 1e-5
 
 
 def test_conv_transpose_errors():
