@@ -5,14 +5,14 @@ turns in one process (two threads each), batch 1:
 
     python bench/convt_sweep.py --rounds 5
 
-Prints a Markdown row per layer: us, medians of the turns' medians (30 calls each), the
-col2im time over the planned one, PyTorch's over the planned one, and the largest
+Prints a Markdown row per layer: us, medians over the rounds' turns (shape_sweep.turns: 5
+untimed calls, then 30 timed), the col2im time over the planned one, PyTorch's over the planned one, and the largest
 difference from PyTorch's output relative to its scale.
 """
 import argparse
-import time
 
 import numpy as np
+from shape_sweep import turns
 
 import fastconv as fc
 from fastconv import functional as F
@@ -29,17 +29,6 @@ LAYERS = {
     "fcn 256->128 3x3/2 @28, output padding 1": (256, 128, 28, 3, 2, 1, 1),
     "3x3/1 64->64 @56": (64, 64, 56, 3, 1, 1, 0),
 }
-
-
-def median_us(f, n=30):
-    for _ in range(5):
-        f()
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts)) * 1e6
 
 
 def main():
@@ -62,20 +51,21 @@ def main():
             want = torch.nn.functional.conv_transpose2d(xt, wt, None, s, p, op).numpy()
         got = fc.conv_transpose2d(x, w, None, s, p, op, packed=planned)
         err = float(np.abs(got - want).max() / np.abs(want).max())
-        times = {"plan": [], "col2im": [], "torch": []}
-        for _ in range(a.rounds):
-            times["plan"].append(median_us(
-                lambda: fc.conv_transpose2d(x, w, None, s, p, op, packed=planned)))
+
+        def col2im():
             F.CONVT_PHASES_MIN_CHANNELS = 1 << 30
             try:
-                times["col2im"].append(median_us(
-                    lambda: fc.conv_transpose2d(x, w, None, s, p, op, packed=forced)))
+                fc.conv_transpose2d(x, w, None, s, p, op, packed=forced)
             finally:
                 F.CONVT_PHASES_MIN_CHANNELS = threshold
+
+        def peer():
             with torch.no_grad():
-                times["torch"].append(median_us(
-                    lambda: torch.nn.functional.conv_transpose2d(xt, wt, None, s, p, op)))
-        m = {key: float(np.median(v)) for key, v in times.items()}
+                torch.nn.functional.conv_transpose2d(xt, wt, None, s, p, op)
+
+        m = {key: v * 1e6 for key, v in turns(
+            {"plan": lambda: fc.conv_transpose2d(x, w, None, s, p, op, packed=planned),
+             "col2im": col2im, "torch": peer}, a.rounds, burst=30, warm=5).items()}
         kernel = F.conv_transpose_kernel(x.shape, w.shape, s, (p,) * 4, op, 1, 1)
         print(f"| {name} | {m['plan']:.0f} ({kernel}) | {m['col2im']:.0f} | {m['torch']:.0f} "
               f"| {m['col2im'] / m['plan']:.2f}x | {m['torch'] / m['plan']:.2f}x | {err:.1e} |",

@@ -13,6 +13,15 @@ def choose(x_shape, w_shape, prepacked=True, **kw):
     return planner.plan(F.conv_problem(x_shape, w_shape, **kw), prepacked=prepacked).algorithm.name
 
 
+def choose_full_width(x_shape, w_shape, **kw):
+    """choose() with the full-width AVX-512 rates (Zen 5's table), whatever this machine is."""
+    before = planner.use_rates("avx512-full")
+    try:
+        return choose(x_shape, w_shape, **kw)
+    finally:
+        planner.use_rates(before)
+
+
 @pytest.mark.parametrize("x_shape, w_shape, kw, expected", [
     ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "winograd_f4x4_3x3"),  # dense 3x3
     ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "winograd_f2x2_3x3"),  # products on zmm
@@ -105,11 +114,7 @@ FULL_WIDTH_CHOICES = {
     ((1, 32, 112, 112), (32, 32, 3, 3), dict(padding=1), "implicit_packed"),  # 0.64, pixels 0.67
 ])
 def test_full_width_small_channel_choices(x_shape, w_shape, kw, expected):
-    before = planner.use_rates("avx512-full")
-    try:
-        assert choose(x_shape, w_shape, **kw) == expected
-    finally:
-        planner.use_rates(before)
+    assert choose_full_width(x_shape, w_shape, **kw) == expected
 
 
 # Grouped 3x3s (ResNeXt-50 32x4d's and RegNet-like ones) on the full-width table, each
@@ -131,11 +136,7 @@ def test_full_width_small_channel_choices(x_shape, w_shape, kw, expected):
     ((1, 64, 56, 56), (64, 8, 3, 3), dict(padding=1, groups=8)),  # 117-140, 151-289
 ])
 def test_full_width_grouped_choices(x_shape, w_shape, kw):
-    before = planner.use_rates("avx512-full")
-    try:
-        assert choose(x_shape, w_shape, **kw) == "grouped_blocked"
-    finally:
-        planner.use_rates(before)
+    assert choose_full_width(x_shape, w_shape, **kw) == "grouped_blocked"
 
 
 # Windows that tile the input, and dilated 3x3s, on the full-width table: the fastest family
@@ -156,11 +157,7 @@ def test_full_width_grouped_choices(x_shape, w_shape, kw):
     # ASPP's rate 12: 1929, dilated_phases 26109
 ])
 def test_full_width_patch_and_dilated_choices(x_shape, w_shape, kw, expected):
-    before = planner.use_rates("avx512-full")
-    try:
-        assert choose(x_shape, w_shape, **kw) == expected
-    finally:
-        planner.use_rates(before)
+    assert choose_full_width(x_shape, w_shape, **kw) == expected
 
 
 def test_rate_tables():
