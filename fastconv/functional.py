@@ -682,8 +682,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         raise ValueError(f"{layer}: padding must be an int, a pair or (top, bottom, left, right), "
                          f"got {padding!r}")
     pads = _checks.padding4(padding, (r, s_), dil, st, layer)
-    oh = (h - 1) * st[0] - pads[0] - pads[1] + dil[0] * (r - 1) + op[0] + 1
-    ow = (wd - 1) * st[1] - pads[2] - pads[3] + dil[1] * (s_ - 1) + op[1] + 1
+    oh, ow = _convt_size(h, wd, r, s_, st, pads, dil, op)
     if oh < 1 or ow < 1:
         raise ValueError(f"{layer}: padding {pads} crops the whole {oh + pads[0] + pads[1]}x"
                          f"{ow + pads[2] + pads[3]} output away")
@@ -695,10 +694,9 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         y = y[None] if unbatched else y
     else:
         y = np.empty(shape, np.float32)
-    phases = _convt_phases(h, wd, r, s_, st, pads, dil, oh, ow) \
-        if kg >= CONVT_PHASES_MIN_CHANNELS else None
+    phases = _convt_phases(h, wd, kg, r, s_, st, pads, dil, oh, ow)
     if phases is not None and n and h and wd:
-        _conv_transpose_phases(xa, w, b, y, st, groups, act, phases, packed, layer)
+        _conv_transpose_phases(xa, w, b, y, st, groups, activation, phases, packed, layer)
         return _checks.wrap_like(y[0] if unbatched else y, x_in)
     wt = None if packed is None else packed.get("convt")
     if wt is None:
@@ -730,7 +728,15 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
 CONVT_PHASES_MIN_CHANNELS = 8
 
 
-def _convt_phases(h, w, r, s, stride, pads, dilation, oh, ow):
+def _convt_size(h, w, r, s, stride, pads, dilation, output_padding):
+    """(OH, OW) of a transposed convolution (before the check that they are >= 1)."""
+    return tuple((size - 1) * st - p0 - p1 + d * (k - 1) + op + 1
+                 for size, k, st, p0, p1, d, op in
+                 ((h, r, stride[0], pads[0], pads[1], dilation[0], output_padding[0]),
+                  (w, s, stride[1], pads[2], pads[3], dilation[1], output_padding[1])))
+
+
+def _convt_phases(h, w, kg, r, s, stride, pads, dilation, oh, ow):
     """A transposed conv (dilation 1) as stride-1 convolutions, one per output phase (the
     adjoint of a strided conv splits by output phase: kernels/cpu/phases.py).  Per axis,
     for output phase a (outputs a, a + st, ...) the taps phi, phi + st, ... < k with
@@ -738,8 +744,10 @@ def _convt_phases(h, w, r, s, stride, pads, dilation, oh, ow):
     (a + pad) // st before and hi after, so that every phase gives the same number of
     outputs, n_out >= ceil(out / st).  Returns ((rows, cols), (HS, WS)), rows and cols
     tuples of (phi, T, lo, hi), or None where a phase has no taps (a kernel smaller than
-    its stride) or would need negative padding (then the col2im kernel runs)."""
-    if dilation != (1, 1):
+    its stride) or would need negative padding, and for dilated transposed convs or
+    fewer than CONVT_PHASES_MIN_CHANNELS output channels a group (kg): then the col2im
+    kernel runs."""
+    if dilation != (1, 1) or kg < CONVT_PHASES_MIN_CHANNELS:
         return None
     axes, sizes = [], []
     for size, k, st, pad, out in ((h, r, stride[0], pads[0], oh), (w, s, stride[1], pads[2], ow)):
@@ -765,15 +773,13 @@ def conv_transpose_kernel(x_shape, w_shape, stride, pads, output_padding, groups
                                    (output_padding, "output_padding")))
     h, w = x_shape[-2:]
     r, s = w_shape[2:]
-    oh = (h - 1) * st[0] - pads[0] - pads[1] + dil[0] * (r - 1) + op[0] + 1
-    ow = (w - 1) * st[1] - pads[2] - pads[3] + dil[1] * (s - 1) + op[1] + 1
-    if w_shape[1] >= CONVT_PHASES_MIN_CHANNELS and \
-            _convt_phases(h, w, r, s, st, pads, dil, oh, ow) is not None:
+    oh, ow = _convt_size(h, w, r, s, st, pads, dil, op)
+    if _convt_phases(h, w, w_shape[1], r, s, st, pads, dil, oh, ow) is not None:
         return f"phases {st[0]}x{st[1]}"
     return "gemm+col2im"
 
 
-def _conv_transpose_phases(x, w, b, y, stride, groups, act, phases, packed, layer):
+def _conv_transpose_phases(x, w, b, y, stride, groups, activation, phases, packed, layer):
     """y = act(conv_transpose(x, w) + b) as one conv2d per output phase (_convt_phases),
     each on the family the planner picks for it, into a workspace of phase outputs that
     phases.merge_phases interleaves into y with the activation; at stride 1 one conv2d
@@ -798,15 +804,14 @@ def _conv_transpose_phases(x, w, b, y, stride, groups, act, phases, packed, laye
         cache[phases] = subs
     if sh == sw == 1 and (hs, ws) == y.shape[2:]:  # (padding that crops more at the end
         v, pads, sub = subs[0, 0]                   # than a conv's goes through the merge)
-        name = next(a for a, code in _checks.ACTIVATIONS.items() if code == act)
-        conv2d(x, v, b, 1, pads, 1, groups, name, packed=sub, layer=layer, out=y)
+        conv2d(x, v, b, 1, pads, 1, groups, activation, packed=sub, layer=layer, out=y)
         return
     ys = _workspace.get("convt_phase_outputs", (sh * sw * n, k, hs, ws))
     for (a, bb), (v, pads, sub) in subs.items():
         i = (a * sw + bb) * n
         conv2d(x, v, b, 1, pads, 1, groups, packed=sub, layer=layer, out=ys[i:i + n])
     with _runtime.kernel_scope(blas=False):
-        _phases.merge_phases(ys, y, sh, sw, act, _NO_RES, False)
+        _phases.merge_phases(ys, y, sh, sw, _checks.ACTIVATIONS[activation], _NO_RES, False)
 
 
 _NO_RES = np.zeros((1, 1, 1, 1), np.float32)

@@ -363,7 +363,7 @@ def test_conv_transpose_as_phases_against_reference(rng):
                                    (8, 16, 7, 3, 2, 1, 1), (8, 8, 9, 3, 1, 1, 0)):
         x = rng.standard_normal((1, c, h, h)).astype(np.float32)
         wt = rng.standard_normal((c, k, r, r)).astype(np.float32)
-        assert F._convt_phases(h, h, r, r, (st_, st_), (p,) * 4, (1, 1), 1, 1) is not None
+        assert F._convt_phases(h, h, k, r, r, (st_, st_), (p,) * 4, (1, 1), 1, 1) is not None
         y = fc.conv_transpose2d(x, wt, None, st_, p, op)
         assert rel_err(y, ref.conv_transpose2d(x, wt, None, st_, p, op)) < 1e-5
     # one layer's cache, inputs of two sizes (the phases' padding depends on it)

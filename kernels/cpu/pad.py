@@ -120,6 +120,15 @@ def take_evens(typingctx, src, s_off, dst, d_off, n):
     return types.void(src, types.intp, dst, types.intp, types.intp), _make_pairs(False)
 
 
+@njit(inline="always")
+def split_row(xf, s0, W, dst, e0, o0):
+    """An input row's even columns to dst[e0 + j], its odd ones to dst[o0 + j]: split_pairs
+    and, for an odd W, its last (even) column (xf and dst flat C-contiguous float32)."""
+    split_pairs(xf, s0, dst, e0, o0, W // 2)
+    if W % 2:
+        dst[e0 + W // 2] = xf[s0 + W - 1]
+
+
 @njit(parallel=True, cache=True)
 def pad_nchw(x, xp, pad_top, pad_left):
     """xp[n, c, pad_top + i, pad_left + j] = x[n, c, i, j]; every other element of xp = 0.
@@ -187,9 +196,7 @@ def pad_nchw_phased(x, xp, pad_top, pad_left, sw):
             for i in range(min(H, HP - pad_top)):
                 row = d + (pad_top + i) * WP
                 zero_run(pf, row, WP)
-                split_pairs(xf, s + i * W, pf, row + e0, row + o0, W // 2)
-                if W % 2:
-                    pf[row + e0 + W // 2] = xf[s + i * W + W - 1]
+                split_row(xf, s + i * W, W, pf, row + e0, row + o0)
             zero_run(pf, d + (pad_top + H) * WP, below)
         return
     for t in prange(N * C):
@@ -243,7 +250,7 @@ def pad_space_to_depth(x, xs, pad_top, pad_left, sh, sw, as_batch=False):
     xf = x.reshape(N * C * H * W)
     sf = xs.reshape(N * C * sh * sw * HS * WS)
     # at sw == 2 an input row's even and odd columns go to the two phases in one pass
-    # (split_pairs) where neither phase row cuts the input row short
+    # (split_row) where neither phase row cuts the input row short
     pairs = sw == 2 and -(-W // 2) + pad_left // 2 <= WS and W // 2 + (pad_left + 1) // 2 <= WS
     pe = pad_left % 2  # the phase of the even input columns
     for t in prange(N * C * sh):
@@ -261,11 +268,8 @@ def pad_space_to_depth(x, xs, pad_top, pad_left, sh, sw, as_batch=False):
                 if src < 0 or src >= H:
                     continue
                 s0 = ((n * C + c) * H + src) * W
-                e0 = r0 + pe * step + pad_left // 2
-                o0 = r0 + (1 - pe) * step + (pad_left + 1) // 2
-                split_pairs(xf, s0, sf, e0, o0, W // 2)
-                if W % 2:
-                    sf[e0 + W // 2] = xf[s0 + W - 1]
+                split_row(xf, s0, W, sf, r0 + pe * step + pad_left // 2,
+                          r0 + (1 - pe) * step + (pad_left + 1) // 2)
             continue
         for pc in range(sw):
             plane = ((pr * sw + pc) * N + n) * C + c if as_batch else \
