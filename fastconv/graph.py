@@ -740,7 +740,8 @@ def kernel_of(node, in_shapes, backend="cpu"):
     return {"conv_transpose": "gemm+col2im", "linear": "gemm", "matmul": "blas",
             "sparse_conv": "csr", "sparse_linear": "csr",
             "max_pool": "pooling", "avg_pool": "pooling", "global_avg_pool": "pooling",
-            "adaptive_avg_pool": "pooling"}.get(node.op, "numpy")
+            "adaptive_avg_pool": "pooling", "fake_quant": "fakequant",
+            "qadd": "fakequant"}.get(node.op, "numpy")
 
 
 def _workspace_bytes():

@@ -36,6 +36,7 @@ class _Importer:
         self.consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
         self.nodes = []
         self.unsupported = []
+        self.dq_src = {}   # a DequantizeLinear folded at import: output -> (q, scale, zp, axis)
         self.shapes = {}
         for vi in list(proto.graph.value_info) + list(proto.graph.input) + list(proto.graph.output):
             dims = _dims(vi)
@@ -105,6 +106,9 @@ class _Importer:
         params = {"weight": w.astype(np.float32)}
         if b is not None:
             params["bias"] = b.astype(np.float32)
+        wq = self.int8_weight(node.input[1], w.shape[0], 0)
+        if wq is not None:   # a QDQ model's int8 weight, for fuse_qdq
+            params["weight_q"], params["w_scale"] = wq
         self.add("conv", node, [x], {"stride": st, "pads": pads, "dilation": dil,
                                      "groups": int(a.get("group", 1))}, params)
 
@@ -240,6 +244,11 @@ class _Importer:
                 x = t
             w = (B if a.get("transB", 0) else B.T) * alpha
             params = {"weight": np.ascontiguousarray(w, np.float32)}
+            wq = self.int8_weight(node.input[1], n_out, 0 if a.get("transB", 0) else 1)
+            if wq is not None and alpha == 1.0:   # a QDQ model's int8 weight, for fuse_qdq
+                params["weight_q"] = np.ascontiguousarray(wq[0] if a.get("transB", 0)
+                                                          else wq[0].T)
+                params["w_scale"] = wq[1]
             if C is not None:
                 params["bias"] = np.broadcast_to(np.asarray(C, np.float32).reshape(-1) * beta,
                                                  (n_out,)).copy()
@@ -249,8 +258,11 @@ class _Importer:
     def op_MatMul(self, node, a, x):
         B = self.const(node.input[1])
         if B is not None and B.ndim == 2:
-            return self.add("linear", node, [x], {},
-                            {"weight": np.ascontiguousarray(B.T, np.float32)})
+            params = {"weight": np.ascontiguousarray(B.T, np.float32)}
+            wq = self.int8_weight(node.input[1], B.shape[1], 1)
+            if wq is not None:   # a QDQ model's int8 weight, for fuse_qdq
+                params["weight_q"], params["w_scale"] = np.ascontiguousarray(wq[0].T), wq[1]
+            return self.add("linear", node, [x], {}, params)
         self.add("matmul", node, [x, node.input[1]])
 
     def op_Flatten(self, node, a, x):
@@ -400,7 +412,28 @@ class _Importer:
         self.add("reduce_mean", node, [x], {"axes": axes, "keepdims": keep})
 
     def op_DequantizeLinear(self, node, a, x):
-        self.add("dequantize_linear", node, list(node.input), {"axis": int(a.get("axis", 1))})
+        axis = int(a.get("axis", 1))
+        self.add("dequantize_linear", node, list(node.input), {"axis": axis})
+        if node.output[0] in self.consts and x in self.consts:   # a quantized initializer
+            self.dq_src[node.output[0]] = (self.consts[x], self.const(node.input[1]),
+                                           self.const(self.opt_input(node, 2)), axis)
+
+    def int8_weight(self, name, k, axis):
+        """(weight_q, w_scale) where ``name`` is a DequantizeLinear of an int8 initializer
+        with zero points 0 and one scale, or one per output feature along ``axis`` (k of
+        them), else None: what fuse_qdq runs on the int8 kernels."""
+        src = self.dq_src.get(name)
+        if src is None:
+            return None
+        q, s, zp, ax = src
+        if q.dtype != np.int8 or s is None or (zp is not None and np.any(zp != 0)):
+            return None
+        s = np.asarray(s, np.float32).reshape(-1)
+        if s.size == 1:
+            s = np.full(k, s[0], np.float32)
+        elif s.size != k or ax % q.ndim != axis:
+            return None
+        return q, s
 
     def op_QuantizeLinear(self, node, a, x):
         self.add("quantize_linear", node, list(node.input), {"axis": int(a.get("axis", 1))})

@@ -624,6 +624,54 @@ def quantize_linear(node, args, out):
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
+def _fq_args(fq):
+    """(s, z, lo, hi, on) float32 for a (scale, zero point, dtype name) fake quantization,
+    or an all-zero row (off) for None."""
+    if fq is None:
+        return np.zeros(5, np.float32)
+    s, z, dt = fq
+    info = np.iinfo(np.dtype(dt))
+    return np.array([s, z, info.min, info.max, 1], np.float32)
+
+
+def _flat_out(x, out):
+    x = np.ascontiguousarray(x, np.float32)
+    y = np.empty_like(x) if out is None else out
+    return x, y
+
+
+@op("fake_quant")
+def fake_quant(node, args, out):
+    """QuantizeLinear -> DequantizeLinear (per tensor) in one pass (fastconv.optimize's
+    fuse_qdq): x snapped to the int8 grid of attrs ``fq`` = (scale, zero point, dtype)."""
+    from .kernels.cpu.fakequant import fake_quant as run
+    x, y = _flat_out(args[0], out)
+    s, z, lo, hi, _ = _fq_args(node.attrs["fq"])
+    if x.size:
+        run(x.reshape(-1), y.reshape(-1), s, z, lo, hi)
+    return y
+
+
+@op("qadd")
+def qadd(node, args, out):
+    """fq_out(act(fq_a(a) + fq_b(b))): a QDQ graph's add with its operands' and its sum's
+    fake quantizations (attrs fq_a, fq_b, fq_out: (scale, zero point, dtype) or None) and
+    an optional relu, in one pass; operands of one shape (fuse_qdq checks)."""
+    from .kernels.cpu.fakequant import fake_quant_add
+    a = np.ascontiguousarray(args[0], np.float32)
+    b = np.ascontiguousarray(args[1], np.float32)
+    if a.shape != b.shape:
+        raise ValueError(f"{node.layer}: qadd operands must have one shape, got {a.shape} "
+                         f"and {b.shape}")
+    y = np.empty_like(a) if out is None else out
+    at = node.attrs
+    if a.size:
+        fake_quant_add(a.reshape(-1), b.reshape(-1), y.reshape(-1), _fq_args(at.get("fq_a")),
+                       _fq_args(at.get("fq_b")), _fq_args(at.get("fq_out")),
+                       1 if at.get("activation") == "relu" else 0)
+    return y
+
+
 @op("constant_of_shape", "alloc")
 def constant_of_shape(node, args, out):
     value = node.params.get("value", np.zeros(1, np.float32))
