@@ -28,6 +28,10 @@ import numpy as np
 from . import _checks, _memory, _runtime, _workspace
 from .ops import OPS, flops
 
+# the dtypes of the node outputs a plan keeps in its reused buffers: float32 activations,
+# and the int8 / uint8 tensors between the int8 layers of a QDQ model (optimize.fuse_qdq)
+_PLANNED_DTYPES = (np.dtype(np.float32), np.dtype(np.uint8), np.dtype(np.int8))
+
 FORMAT = "fastconv-model"
 FORMAT_VERSION = 1
 
@@ -280,15 +284,15 @@ class Model:
             out = node.outputs[0]
             res = results[i]
             if (OPS[node.op].kind == "out" and isinstance(res, np.ndarray)
-                    and res.dtype == np.float32 and res.size and out not in returned
+                    and res.dtype in _PLANNED_DTYPES and res.size and out not in returned
                     and last.get(out, -1) > i):
-                need = res.size
+                need = -(-res.nbytes // 4)   # slots hold float32s; int8 tensors use their bytes
                 naive += 4 * need
                 slot = _pick_slot(free, slots, touched, need)
                 if slot in free:
                     free.remove(slot)
                 held[out] = slot
-                assign[out] = (slot, res.shape)
+                assign[out] = (slot, res.shape, res.dtype)
             for v in node.inputs + [out]:  # the slots this step reads or writes
                 r = root.get(v, v)
                 if v and r in held:
@@ -305,8 +309,9 @@ class Model:
             out = node.outputs[0]
             buf = None
             if out in assign:
-                slot, shape = assign[out]
-                buf = arena[slot][:int(np.prod(shape))].reshape(shape)
+                slot, shape, dtype = assign[out]
+                n = int(np.prod(shape))
+                buf = arena[slot][:-(-n * dtype.itemsize // 4)].view(dtype)[:n].reshape(shape)
             steps.append((OPS[node.op].fn, node, [index[v] if v else -1 for v in node.inputs],
                           index[out], buf))
         plan = _Plan()
@@ -566,7 +571,8 @@ def _direct_steps(plan):
                                                  buf.shape)
         elif node.op == "qconv" and buf is not None and ins and ins[0] >= 0:
             from .ops import planned_qconv
-            direct = planned_qconv(node, plan.shapes[node.inputs[0]][0], buf.shape)
+            x_shape, x_dtype = plan.shapes[node.inputs[0]]
+            direct = planned_qconv(node, x_shape, buf.shape, x_dtype)
         if direct is not None:
             def fn(node, args, buf, _direct=direct, _op=fn):
                 if _direct(args[0], buf, args[1] if len(args) > 1 else None):

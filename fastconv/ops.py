@@ -624,14 +624,14 @@ def quantize_linear(node, args, out):
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
-def _fq_args(fq):
-    """(s, z, lo, hi, on) float32 for a (scale, zero point, dtype name) fake quantization,
-    or an all-zero row (off) for None."""
+def _fq_args(fq, mode=1):
+    """(s, z, lo, hi, mode) float32 for a (scale, zero point, dtype name) fake quantization
+    (mode: kernels/cpu/fakequant.fake_quant_add's), or an all-zero row (off) for None."""
     if fq is None:
         return np.zeros(5, np.float32)
     s, z, dt = fq
     info = np.iinfo(np.dtype(dt))
-    return np.array([s, z, info.min, info.max, 1], np.float32)
+    return np.array([s, z, info.min, info.max, mode], np.float32)
 
 
 def _flat_out(x, out):
@@ -654,20 +654,27 @@ def fake_quant(node, args, out):
 
 @op("qadd")
 def qadd(node, args, out):
-    """fq_out(act(fq_a(a) + fq_b(b))): a QDQ graph's add with its operands' and its sum's
+    """q_out(act(q_a(a) + q_b(b))): a QDQ graph's add with its operands' and its sum's
     fake quantizations (attrs fq_a, fq_b, fq_out: (scale, zero point, dtype) or None) and
-    an optional relu, in one pass; operands of one shape (fuse_qdq checks)."""
-    from .kernels.cpu.fakequant import fake_quant_add
-    a = np.ascontiguousarray(args[0], np.float32)
-    b = np.ascontiguousarray(args[1], np.float32)
+    an optional relu, in one pass; operands of one shape (fuse_qdq checks).  With attrs
+    int_a / int_b an operand is an integer array on its grid; with int_out the sum is
+    stored as its integers (an array of fq_out's dtype) for the int8 layers that read it."""
+    from .kernels.cpu.fakequant import fake_quant_add, quant_add
+    at = node.attrs
+    a, b = (x if at.get(f"int_{k}") else np.ascontiguousarray(x, np.float32)
+            for k, x in zip("ab", args))
     if a.shape != b.shape:
         raise ValueError(f"{node.layer}: qadd operands must have one shape, got {a.shape} "
                          f"and {b.shape}")
-    y = np.empty_like(a) if out is None else out
-    at = node.attrs
+    dt = np.dtype(at["fq_out"][2]) if at.get("int_out") else np.float32
+    y = np.empty(a.shape, dt) if out is None else out
     if a.size:
-        fake_quant_add(a.reshape(-1), b.reshape(-1), y.reshape(-1), _fq_args(at.get("fq_a")),
-                       _fq_args(at.get("fq_b")), _fq_args(at.get("fq_out")),
+        run = quant_add if at.get("int_a") and at.get("int_b") and at.get("int_out") else \
+            fake_quant_add
+        run(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1),
+                       y.reshape(-1), _fq_args(at.get("fq_a"), 2 if at.get("int_a") else 1),
+                       _fq_args(at.get("fq_b"), 2 if at.get("int_b") else 1),
+                       _fq_args(at.get("fq_out"), 2 if at.get("int_out") else 1),
                        1 if at.get("activation") == "relu" else 0)
     return y
 
@@ -696,9 +703,22 @@ def qconv(node, args, out):
     """Quantize the input (per tensor, calibrated scale), int8 conv, float32 epilogue."""
     from .quantization import int8_conv2d, planes_read, quantize_nchw, quantize_nhwc
     a = node.attrs
+    res = args[1] if len(args) > 1 else None
+    oq = {} if a.get("out_scale") is None else dict(
+        out_scale=a["out_scale"], out_zero_point=a["out_zero_point"], out_dtype=a["out_dtype"])
+    if args[0].dtype == np.dtype(a["x_dtype"]):
+        # an integer tensor on the input's grid (fuse_qdq: the producer stored its integers)
+        x = np.ascontiguousarray(args[0])
+        xb = x[None] if x.ndim == 3 else x
+        y = int8_conv2d(xb, a["x_scale"], a["x_zero_point"], node.params["weight_q"],
+                        node.params["w_scale"], node.params.get("bias"), a["stride"], a["pads"],
+                        a["dilation"], a["groups"], a.get("activation"), res,
+                        packed=_cache(node, ("weight_q", "w_scale")), layer=node.layer,
+                        out=None if out is None else out.reshape((xb.shape[0],) +
+                                                                 out.shape[-3:]), **oq)
+        return y[0] if x.ndim == 3 else y
     x = np.ascontiguousarray(args[0], np.float32)
     xb = x[None] if x.ndim == 3 else x
-    res = args[1] if len(args) > 1 else None
     if planes_read(xb.shape, node.params["weight_q"].shape, a["stride"], a["pads"],
                    a["dilation"], a["groups"], node.layer):
         # a 1x1 read from NCHW planes: quantized in place, no layout move
@@ -714,11 +734,12 @@ def qconv(node, args, out):
                     a["dilation"], a["groups"], a.get("activation"), res,
                     packed=_cache(node, ("weight_q", "w_scale")),  # forms with the scales
                     layer=node.layer, nhwc=xn,
-                    out=None if out is None else out.reshape((xb.shape[0],) + out.shape[-3:]))
+                    out=None if out is None else out.reshape((xb.shape[0],) + out.shape[-3:]),
+                    **oq)
     return y[0] if x.ndim == 3 else y
 
 
-def planned_qconv(node, x_shape, out_shape):
+def planned_qconv(node, x_shape, out_shape, x_dtype=np.float32):
     """For a Model's plan (graph._direct_steps): the qconv node as ``step(x, y, residual)
     -> bool`` into the plan's buffer y, or None (an unbatched input).  The step runs the
     node as qconv does and returns True, or returns False, doing nothing, when the input
@@ -732,11 +753,15 @@ def planned_qconv(node, x_shape, out_shape):
         return None
     params = node.params
     held = tuple((params, key, params.get(key)) for key in ("weight_q", "w_scale", "bias"))
-    x_shape, out_shape = tuple(x_shape), tuple(out_shape)
+    x_shape, out_shape, x_dtype = tuple(x_shape), tuple(out_shape), np.dtype(x_dtype)
+
+    def planned(a):
+        return (type(a) is np.ndarray and a.shape == x_shape and a.dtype == x_dtype
+                and a.flags.c_contiguous and a.flags.aligned)
     threads = _runtime.get_num_threads()
 
     def step(x, y, residual):
-        if (not F._planned_array(x, x_shape) or _runtime.get_num_threads() != threads
+        if (not planned(x) or _runtime.get_num_threads() != threads
                 or any(d.get(key) is not obj for d, key, obj in held)
                 or (residual is not None and not F._planned_array(residual, out_shape))):
             return False

@@ -423,6 +423,41 @@ class _Rewriter:
                                  attrs, params, n.source)
         self.nodes = [n for k, n in enumerate(self.nodes) if k not in drop]
 
+        # 5. uint8 tensors between the int8 layers
+        self.drop_dead()
+        uses = self.uses()
+        for n in self.nodes:
+            v = n.outputs[0]
+            if n.op == "qconv" and "out_scale" not in n.attrs and "x_scale" in n.attrs:
+                grid_of = None   # the grid its readers quantize to
+            elif n.op == "qadd" and n.attrs["fq_out"] and not n.attrs.get("int_out"):
+                grid_of = n.attrs["fq_out"]
+            else:
+                continue
+            readers = [self.nodes[j] for j in uses.get(v, [])]
+            grids = set()
+            for r in readers:
+                if r.op == "qconv" and r.inputs[0] == v and v not in r.inputs[1:]:
+                    grids.add((r.attrs["x_scale"], r.attrs["x_zero_point"], r.attrs["x_dtype"]))
+                elif r.op == "qadd" and r.inputs.count(v) == 1:
+                    side = "ab"[r.inputs.index(v)]
+                    grids.add(r.attrs[f"fq_{side}"] or grid_of)
+                else:
+                    grids.add(None)
+            if v in self.outputs or not readers or len(grids) != 1:
+                continue
+            fq = grids.pop()
+            if fq is None or fq[2] != "uint8" or (grid_of is not None and fq != grid_of):
+                continue
+            if n.op == "qconv":
+                n.attrs.update(out_scale=fq[0], out_zero_point=fq[1], out_dtype=fq[2])
+            else:
+                n.attrs["int_out"] = True
+            for r in readers:
+                if r.op == "qadd":
+                    side = "ab"[r.inputs.index(v)]
+                    r.attrs[f"fq_{side}"], r.attrs[f"int_{side}"] = fq, True
+
     def fuse_global_pool(self):
         """A stride-1 1x1 conv whose only consumer is a global average pool computes the
         pool itself (functional.conv2d_global_avg_pool)."""

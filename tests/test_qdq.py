@@ -8,24 +8,29 @@ from hypothesis import strategies as st
 
 import fastconv as fc
 from fastconv.graph import Node
-from fastconv.kernels.cpu.fakequant import fake_quant, fake_quant_add
+from fastconv.kernels.cpu.fakequant import fake_quant, fake_quant_add, quant_add
 from fastconv.ops import OPS
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 
+def _reference_q(x, s, z, dt):
+    """QuantizeLinear, as fastconv's own op for it computes."""
+    return OPS["quantize_linear"].fn(Node("quantize_linear", "q", ["x", "s", "z"], ["q"]),
+                                     [x, np.float32(s), np.array(z, dt)], None)
+
+
 def _reference_fq(x, s, z, dt):
     """QuantizeLinear then DequantizeLinear, as fastconv's own ops for them compute."""
-    q = OPS["quantize_linear"].fn(Node("quantize_linear", "q", ["x", "s", "z"], ["q"]),
-                                  [x, np.float32(s), np.array(z, dt)], None)
+    q = _reference_q(x, s, z, dt)
     return OPS["dequantize_linear"].fn(Node("dequantize_linear", "d", ["q", "s", "z"], ["d"]),
                                        [q, np.float32(s), np.array(z, dt)], None)
 
 
-def _params(s, z, dt):
+def _params(s, z, dt, mode=1):
     info = np.iinfo(dt)
-    return np.array([s, z, info.min, info.max, 1], np.float32)
+    return np.array([s, z, info.min, info.max, mode], np.float32)
 
 
 @settings(max_examples=40, deadline=None)
@@ -60,6 +65,19 @@ def test_fake_quant_kernels_match_the_onnx_pair(n, s, signed, z, spread, seed):
     off = np.zeros(5, np.float32)
     fake_quant_add(x, b, y, off, off, off, 0)
     np.testing.assert_array_equal(y, x + b)
+    # integer operands and sum (the uint8 tensors between a QDQ model's int8 layers): the
+    # integers the pairs' QuantizeLinear would give, from both kernels
+    qa, qb = _reference_q(x, s, z, dt), _reference_q(b, s2, 3, np.uint8)
+    for relu in (0, 1):
+        want = _reference_fq(x, s, z, dt) + _reference_fq(b, s2, 3, np.uint8)
+        if relu:
+            want = np.maximum(want, np.float32(0))
+        want = _reference_q(want.astype(np.float32), s2, 3, np.uint8)
+        for run in (quant_add, fake_quant_add):
+            y8 = np.empty(n, np.uint8)
+            run(qa, qb, y8, _params(s, z, dt, 2), _params(s2, 3, np.uint8, 2),
+                _params(s2, 3, np.uint8, 2), relu)
+            np.testing.assert_array_equal(y8, want)
 
 
 # -- a QDQ model written by hand ----------------------------------------------------------
@@ -177,6 +195,14 @@ def test_qdq_model_runs_int8_and_matches_the_graph(rng, relu_nodes, per_channel)
     assert ops.count("qconv") == 3 and ops.count("qlinear") == 1 and ops.count("qadd") == 1, ops
     assert "quantize_linear" not in ops and "dequantize_linear" not in ops, ops
     assert "relu" not in ops and ops.count("conv") == 1, ops   # the RGB stem stays float
+    # the tensors only int8 layers read are stored as uint8: the 3x3's output (the 1x1
+    # reads it) and the 1x1's (the add reads it); the add's sum goes to a float pool
+    dtypes = opt.shapes(xs[0])
+    qconv_out = [str(dtypes[n.outputs[0]][1]) for n in opt.nodes if n.op == "qconv"]
+    assert qconv_out == ["uint8", "uint8", "float32"], qconv_out
+    qadd = next(n for n in opt.nodes if n.op == "qadd")
+    assert qadd.attrs.get("int_a") and not qadd.attrs.get("int_b") and \
+        not qadd.attrs.get("int_out"), qadd.attrs
     keep = [x.copy() for x in xs]
     for x, x0 in zip(xs, keep):
         ref = model(x)           # the QDQ graph as written, in float
