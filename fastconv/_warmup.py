@@ -43,4 +43,14 @@ def warmup(model=None, example_input=None):
     F.avg_pool2d(x, 2)
     F.adaptive_avg_pool2d(x, 1)  # the global kernel
     F.adaptive_avg_pool2d(x, 2)
+    # a QDQ model's fake quantizations and adds, on every operand type fuse_qdq gives them
+    from .kernels.cpu import fakequant as fq
+    p = np.array([1, 0, 0, 255, 1], np.float32)
+    f32, u8 = z(8, np.float32), z(8, np.uint8)
+    fq.fake_quant(f32, f32, *p[:4])
+    for a in (f32, u8):
+        for b in (f32, u8):
+            for y in (f32, u8):
+                fq.fake_quant_add(a, b, y, p, p, p, 0)
+    fq.quant_add(u8, u8, u8, p, p, p, 0)
     return time.perf_counter() - t0

@@ -439,9 +439,11 @@ class _Importer:
         self.add("quantize_linear", node, list(node.input), {"axis": int(a.get("axis", 1))})
 
     def op_QLinearConv(self, node, a, x):
-        raise ValueError("QLinearConv is not imported yet (fastconv's int8 layers come from "
-                         "fc.quantize); import the float model and quantize it, or export the "
-                         "model in QDQ form")
+        raise ValueError("QLinearConv is not imported (the operator form of a quantized "
+                         "model); export it in QDQ form (QuantizeLinear/DequantizeLinear "
+                         "pairs, onnxruntime's quantize_static default), which fc.optimize "
+                         "runs on the int8 kernels, or import the float model and use "
+                         "fc.quantize")
 
 
 def _dims(vi):

@@ -7,6 +7,9 @@ Passes, in order (each returns a new node list; the input model is not changed):
 2. identities and dropouts removed;
 3. BatchNorm folding: ``conv -> affine`` (an inference BatchNorm) becomes one
    conv with ``w' = w * scale[k]``, ``b' = b * scale + shift`` (float64);
+3b. QDQ models (CPU): QuantizeLinear/DequantizeLinear pairs become one-pass fake
+   quantizations, residual adds between them ``qadd``, and convs and linears with int8
+   weights between them the int8 layers, uint8 tensors between those (``fuse_qdq``);
 4. residual fusion: ``add(conv(x), r)`` with ``r`` of the output's shape and
    computed before the conv becomes the conv's epilogue residual;
 5. activation fusion: ``relu``, ``clip(0, 6)`` (ReLU6) and ``hardswish``
@@ -518,12 +521,14 @@ def optimize(model, example_input=None, backend="auto", fuse=True):
             tmp = Model(rw.nodes, rw.inputs, rw.outputs, rw.constants, model.name,
                         model.input_shapes)
             rw.shapes = tmp.shapes(*examples)
-        rw.fuse_qdq()
-        rw.fuse_residual()
-        rw.fuse_activations()
         on_gpu = be == "cuda" or (be == "auto" and examples is not None
                                   and any(_is_device(e) for e in examples))
-        if not on_gpu and not _backend.may_use_gpu(np.zeros(0, np.float32)):
+        on_cpu = not on_gpu and not _backend.may_use_gpu(np.zeros(0, np.float32))
+        if on_cpu:   # (the fake quantizations and adds are CPU kernels)
+            rw.fuse_qdq()
+        rw.fuse_residual()
+        rw.fuse_activations()
+        if on_cpu:
             rw.fuse_inverted_residuals()
             rw.fuse_global_pool()
     rw.drop_dead()
