@@ -19,6 +19,7 @@ import numpy as np
 
 from . import _backend, _checks, _cuda, _memory, _runtime, _workspace, planner
 from .functional import _key, conv_problem
+from .kernels.cpu import depthwise_int8 as _dw8
 from .kernels.cpu import int8 as _int8
 from .kernels.cpu import vnni as _vnni
 
@@ -377,7 +378,7 @@ class _Int8Call:
     ~0.3 ms ResNet-50 3x3 layer at batch 1, most of it NumPy calls made slow by the
     kernel having just flushed the caches."""
 
-    __slots__ = ("prob", "layer", "k", "P", "quant", "qt", "gpu", "vnni", "flip", "zx",
+    __slots__ = ("prob", "layer", "k", "P", "quant", "qt", "gpu", "vnni", "flip", "zx", "dw",
                  "wq", "wmat", "wsum", "scale", "act", "wpx", "vp", "rows", "packed", "tile",
                  "kblock", "px", "requant", "out_shape", "zero_bias")
 
@@ -431,7 +432,9 @@ class _Int8Call:
         self.vnni = vnni = _vnni.HAS_VNNI and not gpu
         # VNNI multiplies unsigned activations: x + 128 with zero point zx + 128 gives the
         # same integers after the zero-point correction
-        self.flip = (vnni or gpu) and xa.dtype == np.int8 and nhwc is None
+        # a depthwise conv from the NCHW planes (its own kernel reads int8 as it is)
+        self.dw = dw = not gpu and nhwc is None and _dw_applies(prob)
+        self.flip = (vnni or gpu) and xa.dtype == np.int8 and nhwc is None and not dw
         if self.flip:
             zx += 128
         P = prob.oh * prob.ow
@@ -440,7 +443,7 @@ class _Int8Call:
         self.px = px = px if vnni else None   # 1x1 stride 1: pixels in the lanes, from NCHW
         if px is not None and run:
             self.wpx = _packed_form(packed, "int8_px", lambda: pack_px(wmat))
-        elif vnni and run:
+        elif vnni and run and not dw:
             self.vp = _packed_form(packed, "int8_vnni", lambda: pack_vnni(wmat, prob.groups))
         self.rows = _NO_ROWS
         if self.vp is not None and rows is not None:
@@ -500,13 +503,19 @@ class _Int8Call:
             xa = (xa.view(np.uint8) ^ np.uint8(0x80))
         pt, pb, pl, pr = prob.pads
         run = prob.n and P
-        if px is not None and run and not xa.flags.c_contiguous:
+        if (px is not None or self.dw) and run and not xa.flags.c_contiguous:
             _runtime.unrecordable()
             xa = np.ascontiguousarray(xa)
         with _runtime.kernel_scope(blas=False):
             # channels last, padded with the zero point: one parallel pass over the int8
             # input (or, from a model, the float input quantized on the way: quantize_nhwc)
             move = _NO_MOVE
+            if self.dw and run:   # NCHW planes in, no layout move
+                (sh, sw_), (dh, dw_) = prob.stride, prob.dilation
+                _runtime.launch(_dw8.depthwise_int8, xa, self.wmat, np.int32(zx), self.scale,
+                                b, self.act, res, has_res, y, yq, quant, inv, zy, qmin, qmax,
+                                sh, sw_, dh, dw_, pt, pl, prob.oh, prob.ow, prob.r, prob.s)
+                run = False
             if nhwc is not None or px is not None or not run:   # (an empty problem: no move)
                 xp = nhwc
             else:
@@ -698,14 +707,22 @@ def _px_applies(prob):
             and not any(prob.pads))
 
 
+def _dw_applies(prob):
+    """The int8 depthwise kernel (kernels/cpu/depthwise_int8.py) runs this conv: one input
+    and one output channel a group, a filter of at most MAX_TAPS taps (its float32 sums
+    exact).  The GEMM kernels had run MobileNetV2's 144@56 in 11 ms, this one in ~0.3."""
+    return (prob.cg == 1 and prob.kg == 1 and prob.groups > 1
+            and prob.r * prob.s <= _dw8.MAX_TAPS)
+
+
 def planes_read(x_shape, w_shape, stride, pads, dilation, groups, layer):
     """Whether int8_conv2d reads this conv's uint8 input as NCHW planes on this CPU (the
-    pixel-vector 1x1 kernel, _geometry's px), so a model quantizes its float input in
-    place (quantize_nchw) rather than channels-last (quantize_nhwc)."""
+    pixel-vector 1x1 kernel, _geometry's px, or the depthwise kernel), so a model quantizes
+    its float input in place (quantize_nchw) rather than channels-last (quantize_nhwc)."""
     if _backend._backend == "cuda":
         return False
-    return _geometry(tuple(x_shape), w_shape, stride, pads, dilation, groups, layer,
-                     True)[5] is not None
+    geo = _geometry(tuple(x_shape), w_shape, stride, pads, dilation, groups, layer, True)
+    return geo[5] is not None or _dw_applies(geo[0])
 
 
 def _px_plan(prob, threads):

@@ -574,6 +574,42 @@ def test_int8_conv_residual(rng):
     np.testing.assert_array_equal(yq, eq)
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 2), c=st.integers(2, 40), h=st.integers(1, 19), w=st.integers(1, 23),
+       r=st.integers(1, 5), s=st.integers(1, 5), sh=st.integers(1, 3), sw=st.integers(1, 3),
+       dil=st.integers(1, 2), pads=st.tuples(*[st.integers(0, 3)] * 4),
+       xdtype=st.sampled_from(["int8", "uint8"]), act=st.sampled_from([None, "relu", "relu6"]),
+       with_res=st.booleans(), seed=st.integers(0, 1000))
+def test_int8_depthwise_matches_the_integer_reference(n, c, h, w, r, s, sh, sw, dil, pads,
+                                                      xdtype, act, with_res, seed):
+    """The depthwise kernel (one channel a group, NCHW planes): any filter, stride,
+    dilation and asymmetric padding, both input types, the residual and activations, float
+    and requantized out, equal to the integer reference bit for bit."""
+    rng = np.random.default_rng(seed)
+    oh = (h + pads[0] + pads[1] - dil * (r - 1) - 1) // sh + 1
+    ow = (w + pads[2] + pads[3] - dil * (s - 1) - 1) // sw + 1
+    if oh < 1 or ow < 1:
+        return
+    x = (2 * rng.standard_normal((n, c, h, w))).astype(np.float32)
+    wt = rng.standard_normal((c, 1, r, s)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    res = rng.standard_normal((n, c, oh, ow)).astype(np.float32) if with_res else None
+    xq, sx, zx = fc.quantize_tensor(x, dtype=xdtype)
+    wq, swt, _ = fc.quantize_tensor(wt, axis=0)
+    keep = xq.copy()
+    kw = dict(stride=(sh, sw), padding=pads, dilation=dil, groups=c, activation=act)
+    args = ((sh, sw), pads, dil, c, act)
+    np.testing.assert_array_equal(fc.int8_conv2d(xq, sx, zx, wq, swt, b, residual=res, **kw),
+                                  ref.int8_conv2d(xq, int(zx), sx, wq, swt, b, *args,
+                                                  residual=res))
+    yq = fc.int8_conv2d(xq, sx, zx, wq, swt, b, residual=res, out_scale=0.02,
+                        out_zero_point=7, out_dtype="uint8", **kw)
+    np.testing.assert_array_equal(yq, ref.int8_conv2d(xq, int(zx), sx, wq, swt, b, *args,
+                                                      residual=res, out_scale=0.02,
+                                                      out_zero_point=7, out_dtype=np.uint8))
+    np.testing.assert_array_equal(xq, keep)
+
+
 def test_quantize_tensor_roundtrip_and_saturation():
     x = np.array([-1.0, -0.5, 0.0, 0.26, 1.0], np.float32)
     q, s, z = fc.quantize_tensor(x)
