@@ -9,17 +9,18 @@ reference's acc - zx * sum(w).  Then int8._finish's epilogue, bit for bit: act(f
 
 The sums run in float32 and are exact: each product is an integer of at most 255 * 128 in
 magnitude and every partial sum of at most MAX_TAPS of them stays below 2**24, where float32
-holds every integer (the caller sends larger filters to the general kernels).  So float
-FMAs (two 16-lane ones a cycle) do the integer work that int32 multiplies did at a quarter
-of the rate.  A task is one (image, channel) plane: it writes x - zx into a padded float32
-plane once, then at stride 1 runs each tap as one loop over the whole output plane laid
-out at the padded width (the taps' reads are then one shift apart: long vector loops; the
-pl + pr extra columns a row are never stored), at larger strides row by row.  The general int8 kernels had run a depthwise
-conv as a grouped GEMM of one channel a group: 11 ms on MobileNetV2's 144@56 (2 threads)
-against 98 us fp32; this kernel 0.23-0.35 ms (int32 row-by-row tap loops had taken 1.1).
-What is left is the per-plane copy and epilogue and the taps' loads and stores of acc
-(a tap at a time): still 2-3x the fp32 depthwise kernel, which fuse_qdq therefore keeps
-for QDQ models.
+holds every integer (the caller sends larger filters to the general kernels); the same
+loops on int32 measured no faster.  A task is one (image, channel) plane: it writes x - zx
+into a padded float32 plane once, then at stride 1 runs each tap as one loop over the
+whole output plane laid out at the padded width (the taps' reads are then one shift
+apart: long vector loops; the pl + pr extra columns a row are never stored), at larger
+strides row by row.
+
+The general int8 kernels had run a depthwise conv as a grouped GEMM of one channel a
+group: 11 ms on MobileNetV2's 144@56 (2 threads) against 98 us fp32; this kernel takes
+0.23-0.35 ms (row-by-row tap loops on int32 had taken 1.1).  What is left is the
+per-plane copy and epilogue and each tap's load and store of the sums: still 2-3x the
+fp32 depthwise kernel, which fuse_qdq therefore keeps for QDQ models.
 """
 import numpy as np
 from numba import njit, prange
