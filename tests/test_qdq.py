@@ -277,3 +277,18 @@ def test_quantize_static_model_runs_int8(rng, tmp_path):
     for x in calib:
         d = _steps(opt(x), sess.run(None, {"x": x})[0], float(step))
         assert d.max() <= 2 + 1e-3 and d.mean() <= 0.05, (d.max(), d.mean())
+
+
+def test_optimized_qdq_model_saves_loads_and_pickles(rng, tmp_path):
+    """The fused nodes (fake_quant, qadd, qconv with uint8 tensors between) survive the
+    model file and pickling: the reloaded model computes the same bytes."""
+    import pickle
+    opt = fc.optimize(fc.from_onnx(qdq_resnet_block(rng)), np.zeros((1, 3, 12, 12), np.float32))
+    x = rng.standard_normal((1, 3, 12, 12)).astype(np.float32) * 2
+    want = opt(x)
+    path = tmp_path / "qdq.npz"
+    opt.save(path)
+    for again in (fc.load(path), pickle.loads(pickle.dumps(opt))):
+        assert [n.op for n in again.nodes] == [n.op for n in opt.nodes]
+        for a, b in zip(again(x), want):
+            np.testing.assert_array_equal(a, b)
