@@ -19,7 +19,7 @@ strides row by row.
 The general int8 kernels had run a depthwise conv as a grouped GEMM of one channel a
 group: 11 ms on MobileNetV2's 144@56 (2 threads) against 98 us fp32; this kernel takes
 0.23-0.35 ms (row-by-row tap loops on int32 had taken 1.1).  What is left is the
-per-plane copy and epilogue and each tap's load and store of the sums: still 2-3x the
+per-plane copy and epilogue and each tap's load and store of the sums: still 3-8x the
 fp32 depthwise kernel, which fuse_qdq therefore keeps for QDQ models.
 """
 import numpy as np
