@@ -672,10 +672,10 @@ def qadd(node, args, out):
         run = quant_add if at.get("int_a") and at.get("int_b") and at.get("int_out") else \
             fake_quant_add
         run(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1),
-                       y.reshape(-1), _fq_args(at.get("fq_a"), 2 if at.get("int_a") else 1),
-                       _fq_args(at.get("fq_b"), 2 if at.get("int_b") else 1),
-                       _fq_args(at.get("fq_out"), 2 if at.get("int_out") else 1),
-                       1 if at.get("activation") == "relu" else 0)
+            y.reshape(-1), _fq_args(at.get("fq_a"), 2 if at.get("int_a") else 1),
+            _fq_args(at.get("fq_b"), 2 if at.get("int_b") else 1),
+            _fq_args(at.get("fq_out"), 2 if at.get("int_out") else 1),
+            1 if at.get("activation") == "relu" else 0)
     return y
 
 
@@ -743,7 +743,8 @@ def planned_qconv(node, x_shape, out_shape, x_dtype=np.float32):
     """For a Model's plan (graph._direct_steps): the qconv node as ``step(x, y, residual)
     -> bool`` into the plan's buffer y, or None (an unbatched input).  The step runs the
     node as qconv does and returns True, or returns False, doing nothing, when the input
-    or residual is not a C-contiguous float32 array of the planned shape, the thread
+    is not a C-contiguous array of the planned shape and dtype (float32, or the uint8 a
+    QDQ model's int8 layers pass on), the residual not a float32 one, the thread
     count changed or the node's weight_q, w_scale or bias object was replaced.  Its
     kernels (the quantizing move and the int8 conv) all go through _runtime.launch, so
     the plan replays them: a quantized model's layers had each spent ~50 us in Python

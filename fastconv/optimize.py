@@ -307,7 +307,12 @@ class _Rewriter:
            whose groups have a number of input channels that is not a multiple of 4 (an
            RGB stem, a depthwise conv) stays float, reading the fake-quantized input as
            the graph says: the int8 kernels gather its columns and ran slower than the
-           float ones (ResNet-50's stem 1.31 against 0.68 ms).
+           float ones (ResNet-50's stem 1.31 against 0.68 ms);
+        5. a tensor that only int8 layers and qadds read, each on one uint8 grid, is
+           stored as its integers: the qconv producing it requantizes in its epilogue (or
+           the qadd stores integers), and its readers take the integers as they are (a
+           qconv needs no quantizing pass, a qadd reads (q - z) * s, the value the pair
+           gave): a quarter of the bytes between layers, and a pass fewer each.
 
         The fake quantizations nothing reads any more are then dead.  Everything the
         pairs compute is kept: a residual add sees both operands and its sum on their

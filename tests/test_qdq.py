@@ -134,19 +134,19 @@ def qdq_resnet_block(rng, c=32, hw=12, classes=64, relu_nodes=False, per_channel
     w2 = (rng.standard_normal((c, c, 3, 3)) * 0.06).astype(np.float32)
     w3 = (rng.standard_normal((c, c, 1, 1)) * 0.15).astype(np.float32)
     wf = (rng.standard_normal((classes, c)) * 0.2).astype(np.float32)
+    def conv_relu(name, src, w, s_src, s_out):
+        # conv 3x3 with an int8 bias, (Relu), its output's pair (zero point 0: the relu)
+        wn, ws = _int8_weight(nodes, inits, name, w, per_channel)
+        bn = _bias(nodes, inits, name, rng.standard_normal(c).astype(np.float32) * 0.1,
+                   s_src, ws)
+        nodes.append(helper.make_node("Conv", [src, wn, bn], [name], pads=[1] * 4))
+        if relu_nodes:
+            nodes.append(helper.make_node("Relu", [name], [name + "r"]))
+        return _qdq(nodes, inits, name + "r" if relu_nodes else name, s_out, 0)
+
     # the stem (3 input channels) stays float in fastconv: its input pair is kept
-    wn, ws = _int8_weight(nodes, inits, "c0", w1, per_channel)
-    bn = _bias(nodes, inits, "c0", rng.standard_normal(c).astype(np.float32) * 0.1, s_in, ws)
-    nodes.append(helper.make_node("Conv", [x, wn, bn], ["c0"], pads=[1] * 4))
-    if relu_nodes:
-        nodes.append(helper.make_node("Relu", ["c0"], ["c0r"]))
-    h0 = _qdq(nodes, inits, "c0r" if relu_nodes else "c0", s1, 0)
-    wn, ws = _int8_weight(nodes, inits, "c1", w2, per_channel)
-    bn = _bias(nodes, inits, "c1", rng.standard_normal(c).astype(np.float32) * 0.1, s1, ws)
-    nodes.append(helper.make_node("Conv", [h0, wn, bn], ["c1"], pads=[1] * 4))
-    if relu_nodes:
-        nodes.append(helper.make_node("Relu", ["c1"], ["c1r"]))
-    h1 = _qdq(nodes, inits, "c1r" if relu_nodes else "c1", s2, 0)
+    h0 = conv_relu("c0", x, w1, s_in, s1)
+    h1 = conv_relu("c1", h0, w2, s1, s2)
     wn, ws = _int8_weight(nodes, inits, "c2", w3, per_channel)
     nodes.append(helper.make_node("Conv", [h1, wn], ["c2"]))
     h2 = _qdq(nodes, inits, "c2", s3, 117)            # signed range, on uint8

@@ -1,6 +1,6 @@
 """Fake quantization: the QuantizeLinear -> DequantizeLinear pairs of a QDQ graph in one pass.
 
-A QDQ model (onnxruntime's ``quantize_static`` default, PyTorch's quantized export) marks
+A QDQ model (onnxruntime's ``quantize_static`` writes this form by default) marks
 every int8 tensor with a per-tensor pair
 
     q = saturate(round_half_even(x / s) + z)          QuantizeLinear
