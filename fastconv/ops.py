@@ -634,18 +634,13 @@ def _fq_args(fq, mode=1):
     return np.array([s, z, info.min, info.max, mode], np.float32)
 
 
-def _flat_out(x, out):
-    x = np.ascontiguousarray(x, np.float32)
-    y = np.empty_like(x) if out is None else out
-    return x, y
-
-
 @op("fake_quant")
 def fake_quant(node, args, out):
     """QuantizeLinear -> DequantizeLinear (per tensor) in one pass (fastconv.optimize's
     fuse_qdq): x snapped to the int8 grid of attrs ``fq`` = (scale, zero point, dtype)."""
     from .kernels.cpu.fakequant import fake_quant as run
-    x, y = _flat_out(args[0], out)
+    x = np.ascontiguousarray(args[0], np.float32)
+    y = np.empty_like(x) if out is None else out
     s, z, lo, hi, _ = _fq_args(node.attrs["fq"])
     if x.size:
         run(x.reshape(-1), y.reshape(-1), s, z, lo, hi)
@@ -700,35 +695,32 @@ def _quantize_input(x, node):
 
 @op("qconv")
 def qconv(node, args, out):
-    """Quantize the input (per tensor, calibrated scale), int8 conv, float32 epilogue."""
+    """int8 conv of a float input quantized on the way (per tensor, calibrated scale), or of
+    an integer input already on its grid (fuse_qdq's uint8 tensors); float32 epilogue, or
+    the requantized integers with attrs out_scale / out_zero_point / out_dtype."""
     from .quantization import int8_conv2d, planes_read, quantize_nchw, quantize_nhwc
     a = node.attrs
     res = args[1] if len(args) > 1 else None
     oq = {} if a.get("out_scale") is None else dict(
         out_scale=a["out_scale"], out_zero_point=a["out_zero_point"], out_dtype=a["out_dtype"])
+    xn = None
     if args[0].dtype == np.dtype(a["x_dtype"]):
         # an integer tensor on the input's grid (fuse_qdq: the producer stored its integers)
         x = np.ascontiguousarray(args[0])
-        xb = x[None] if x.ndim == 3 else x
-        y = int8_conv2d(xb, a["x_scale"], a["x_zero_point"], node.params["weight_q"],
-                        node.params["w_scale"], node.params.get("bias"), a["stride"], a["pads"],
-                        a["dilation"], a["groups"], a.get("activation"), res,
-                        packed=_cache(node, ("weight_q", "w_scale")), layer=node.layer,
-                        out=None if out is None else out.reshape((xb.shape[0],) +
-                                                                 out.shape[-3:]), **oq)
-        return y[0] if x.ndim == 3 else y
-    x = np.ascontiguousarray(args[0], np.float32)
-    xb = x[None] if x.ndim == 3 else x
-    if planes_read(xb.shape, node.params["weight_q"].shape, a["stride"], a["pads"],
-                   a["dilation"], a["groups"], node.layer):
-        # a 1x1 read from NCHW planes: quantized in place, no layout move
-        xq, zk = quantize_nchw(xb, a["x_scale"], a["x_zero_point"], a["x_dtype"])
-        xn = None
+        xq = xb = x[None] if x.ndim == 3 else x
+        zk = a["x_zero_point"]
     else:
-        # quantized straight into the kernel's channels-last padded layout, in one pass
-        xn, zk = quantize_nhwc(xb, a["x_scale"], a["x_zero_point"], a["x_dtype"],
-                               tuple(a["pads"]))
-        xq = np.broadcast_to(np.zeros((), xn.dtype), xb.shape)
+        x = np.ascontiguousarray(args[0], np.float32)
+        xb = x[None] if x.ndim == 3 else x
+        if planes_read(xb.shape, node.params["weight_q"].shape, a["stride"], a["pads"],
+                       a["dilation"], a["groups"], node.layer):
+            # read from NCHW planes (a 1x1, a depthwise conv): quantized in place, no move
+            xq, zk = quantize_nchw(xb, a["x_scale"], a["x_zero_point"], a["x_dtype"])
+        else:
+            # quantized straight into the kernel's channels-last padded layout, in one pass
+            xn, zk = quantize_nhwc(xb, a["x_scale"], a["x_zero_point"], a["x_dtype"],
+                                   tuple(a["pads"]))
+            xq = np.broadcast_to(np.zeros((), xn.dtype), xb.shape)
     y = int8_conv2d(xq, a["x_scale"], zk, node.params["weight_q"],
                     node.params["w_scale"], node.params.get("bias"), a["stride"], a["pads"],
                     a["dilation"], a["groups"], a.get("activation"), res,
