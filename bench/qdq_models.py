@@ -1,12 +1,14 @@
-"""A QDQ model (a zoo model exported to ONNX and quantized by onnxruntime's own
-``quantize_static``: QuantizeLinear/DequantizeLinear pairs, per-channel int8 weights,
-uint8 activations) in fastconv (``fc.from_onnx`` + ``fc.optimize``, whose fuse_qdq runs
-it on the int8 kernels) against onnxruntime on the same file, and against fastconv on the
-float export, in alternating isolated rounds (fastconv._peers.run_isolated: 2 threads,
-0.3 s of warm-up, median of --repeat calls, each runtime in a fresh process).
+"""A quantized model (a zoo model exported to ONNX and quantized by onnxruntime's own
+``quantize_static``, per-channel int8 weights, uint8 activations) in fastconv
+(``fc.from_onnx`` + ``fc.optimize``) against onnxruntime on the same file, and against
+fastconv on the float export, in alternating isolated rounds (fastconv._peers.run_isolated:
+2 threads, 0.3 s of warm-up, median of --repeat calls, each runtime in a fresh process).
+``--format qdq`` (the default): QuantizeLinear/DequantizeLinear pairs, which fuse_qdq runs
+on the int8 kernels; ``--format qoperator``: QLinearConv and onnxruntime's QLinearAdd etc.,
+which the importer maps onto them.
 
     python bench/qdq_models.py --model resnet50 --rounds 4
-    python bench/qdq_models.py --model mobilenet_v2 --rounds 4
+    python bench/qdq_models.py --model mobilenet_v2 --rounds 4 --format qoperator
 
 Also prints how far fastconv's output is from onnxruntime's on one input, in steps of
 the output's quantization, and whether the top class agrees.  Needs torch (the export)
@@ -22,8 +24,9 @@ import numpy as np
 from fastconv import _peers
 
 
-def quantize_qdq(float_path, out_path, batches):
-    """onnxruntime's static quantization of ``float_path`` in QDQ form (per channel)."""
+def quantize_qdq(float_path, out_path, batches, form="qdq"):
+    """onnxruntime's static quantization of ``float_path`` (per channel), in QDQ form or
+    (form "qoperator") the operator form."""
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
 
@@ -34,7 +37,8 @@ def quantize_qdq(float_path, out_path, batches):
         def get_next(self):
             return next(self.it, None)
 
-    quantize_static(float_path, out_path, Reader(), quant_format=QuantFormat.QDQ,
+    fmt = QuantFormat.QOperator if form == "qoperator" else QuantFormat.QDQ
+    quantize_static(float_path, out_path, Reader(), quant_format=fmt,
                     per_channel=True, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8)
     return out_path
@@ -49,8 +53,9 @@ def parity(qdq_path, x):
     y = fc.optimize(fc.from_onnx(qdq_path), x)(x)
     ref = _peers.ort_session(qdq_path, 2).run(None, {"x": x})[0]
     proto = onnx.load(qdq_path)
+    last = [n for n in proto.graph.node if n.op_type == "DequantizeLinear"][-1]
     step = float(next(numpy_helper.to_array(t) for t in proto.graph.initializer
-                      if t.name == "y_scale"))
+                      if t.name == last.input[1]))
     d = np.abs(y.astype(np.float64) - ref) / step
     return float(d.max()), float(d.mean()), bool((y.argmax(1) == ref.argmax(1)).all())
 
@@ -62,17 +67,19 @@ def main():
     ap.add_argument("--repeat", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--calibration", type=int, default=4, help="calibration batches")
+    ap.add_argument("--format", choices=("qdq", "qoperator"), default="qdq")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp()
     fp = _peers.export_zoo_onnx(a.model, os.path.join(tmp, "f.onnx"), 1, 224)
     rng = np.random.default_rng(0)
     batches = [rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
                for _ in range(a.calibration)]
-    qp = quantize_qdq(fp, os.path.join(tmp, "q.onnx"), batches)
+    qp = quantize_qdq(fp, os.path.join(tmp, "q.onnx"), batches, a.format)
     spec = {"model": a.model, "batch": 1, "size": 224, "threads": a.threads,
             "repeat": a.repeat, "kwargs": {}}
-    runs = {"fastconv int8 (QDQ file)": ("fastconv", qp),
-            "onnxruntime int8 (QDQ file)": ("onnxruntime", qp),
+    tag = "QDQ" if a.format == "qdq" else "QOperator"
+    runs = {f"fastconv int8 ({tag} file)": ("fastconv", qp),
+            f"onnxruntime int8 ({tag} file)": ("onnxruntime", qp),
             "fastconv fp32 (float file)": ("fastconv", fp)}
     res = {k: [] for k in runs}
     for _ in range(a.rounds):
@@ -85,7 +92,8 @@ def main():
           f"{a.rounds} alternating rounds (ms):")
     for name, v in res.items():
         print(f"  {name:30s} {np.median(v):7.2f}   rounds: " + " ".join(f"{t:.2f}" for t in v))
-    f, o = np.array(res["fastconv int8 (QDQ file)"]), np.array(res["onnxruntime int8 (QDQ file)"])
+    f = np.array(res[f"fastconv int8 ({tag} file)"])
+    o = np.array(res[f"onnxruntime int8 ({tag} file)"])
     print(f"  fastconv int8 speed / onnxruntime int8: {np.median(o) / np.median(f):.2f}x by "
           f"medians (per round {' '.join(f'{r:.2f}' for r in o / f)})")
     fp32 = np.array(res["fastconv fp32 (float file)"])

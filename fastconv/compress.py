@@ -203,7 +203,7 @@ def quantize(model, calibration_batches, method="minmax", per_channel=True,
         nodes = [qnodes[n.name] if n.name in qnodes and n.name not in kept_float else n.copy()
                  for n in model.nodes]
         out = Model(nodes, model.inputs, model.outputs, model.constants, model.name,
-                    model.input_shapes)
+                    model.input_shapes, model.input_dtypes)
         out.example_shapes = getattr(model, "example_shapes", None)
         return out
 
@@ -326,7 +326,7 @@ def share_weights(model, bits=4, iters=30):
     if not report:
         raise ValueError(f"{layer}: {model.name} has no convolution or linear weights to share")
     out = Model(nodes, model.inputs, model.outputs, model.constants, model.name,
-                model.input_shapes)
+                model.input_shapes, model.input_dtypes)
     out.example_shapes = getattr(model, "example_shapes", None)
     out.share_report = report
     return out

@@ -942,12 +942,15 @@ def _pool_out_array(out, xa, hw, unbatched, layer):
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                layer="max_pool2d", out=None, backend=None):
-    """Max pooling, torch.nn.functional.max_pool2d semantics (NaN propagates)."""
+    """Max pooling, torch.nn.functional.max_pool2d semantics (NaN propagates).  A uint8 or
+    int8 array (a quantized model's tensor) is pooled in its type."""
     if _gpu_pool(x, backend, layer):
         k, st, pad, dil, oh, ow = _pool_geometry(_ShapeOnly(x, layer), kernel_size, stride,
                                                  padding, dilation, ceil_mode, layer)
         return _pool_gpu(x, "max_pool2d", (oh, ow), layer, k[0], k[1], st[0], st[1],
                          pad[0], pad[1], dil[0], dil[1])
+    if isinstance(x, np.ndarray) and x.dtype in (np.uint8, np.int8):
+        return _max_pool2d_int(x, kernel_size, stride, padding, dilation, ceil_mode, layer, out)
     x_in = x
     xa, unbatched = _unbatched(_checks.as_float32(x, layer, "input"), layer)
     k, st, pad, dil, oh, ow = _pool_geometry(xa, kernel_size, stride, padding, dilation,
@@ -962,6 +965,31 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
             _pooling.max_pool2d(xa, y, k[0], k[1], st[0], st[1], pad[0], pad[1], dil[0], dil[1],
                                 row)
     return _checks.wrap_like(y[0] if unbatched else y, x_in)
+
+
+def _max_pool2d_int(x, kernel_size, stride, padding, dilation, ceil_mode, layer, out):
+    """max_pool2d of a uint8 / int8 array (a quantized model's tensor), in its type."""
+    xa, unbatched = _unbatched(np.ascontiguousarray(x), layer)
+    k, st, pad, dil, oh, ow = _pool_geometry(xa, kernel_size, stride, padding, dilation,
+                                             ceil_mode, layer)
+    shape = xa.shape[:2] + (oh, ow)
+    if out is None:
+        y = np.empty(shape, xa.dtype)
+    else:
+        want = shape[1:] if unbatched else shape
+        if not (isinstance(out, np.ndarray) and out.dtype == xa.dtype and out.shape == want
+                and out.flags.c_contiguous and out.flags.writeable) or \
+                np.may_share_memory(out, xa):
+            raise ValueError(f"{layer}: out must be a writeable C-contiguous {xa.dtype} array "
+                             f"of shape {want} apart from the input, got "
+                             f"{type(out).__name__} {getattr(out, 'dtype', '')} "
+                             f"{tuple(getattr(out, 'shape', ()))}")
+        y = out[None] if unbatched else out
+    if y.size:
+        with _runtime.kernel_scope(blas=False):
+            _pooling.max_pool2d_int(xa, y, k[0], k[1], st[0], st[1], pad[0], pad[1], dil[0],
+                                    dil[1], xa.dtype.type(np.iinfo(xa.dtype).min))
+    return y[0] if unbatched else y
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,

@@ -107,7 +107,8 @@ class Model:
     same type as the first input.  A model with several outputs returns a tuple.
     """
 
-    def __init__(self, nodes, inputs, outputs, constants=None, name="model", input_shapes=None):
+    def __init__(self, nodes, inputs, outputs, constants=None, name="model", input_shapes=None,
+                 input_dtypes=None):
         self.nodes = list(nodes)
         self.inputs = list(inputs)
         self.outputs = list(outputs)
@@ -115,6 +116,9 @@ class Model:
         self.name = name
         # declared input shapes (None for a free dimension) used to check calls
         self.input_shapes = dict(input_shapes or {})
+        # inputs that are not float32: name -> dtype name ("uint8", "int8"; a quantized
+        # ONNX graph's integer input), taken as exactly that type
+        self.input_dtypes = dict(input_dtypes or {})
         self.backend = "cpu"  # "cuda": run device-resident (fc.optimize(..., backend="cuda"))
         self.validate()
         self._reset()
@@ -148,6 +152,7 @@ class Model:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self.__dict__.setdefault("input_dtypes", {})
         self._reset()
 
     def invalidate(self):
@@ -169,7 +174,15 @@ class Model:
                              f"{self.inputs}, got {len(args)}")
         arrays = []
         for name, a in zip(self.inputs, args):
-            arr = _checks.as_float32(a, f"{self.name} input {name!r}")
+            dt = self.input_dtypes.get(name)
+            if dt is None:
+                arr = _checks.as_float32(a, f"{self.name} input {name!r}")
+            else:
+                arr = a.numpy() if type(a).__module__.startswith("torch") else a
+                if not isinstance(arr, np.ndarray) or arr.dtype != np.dtype(dt):
+                    raise TypeError(f"{self.name}: input {name!r} must be a {dt} array (the "
+                                    f"model's quantized input), got "
+                                    f"{type(a).__name__} {getattr(a, 'dtype', '')}")
             want = self.input_shapes.get(name)
             if want is not None:
                 ok = len(want) == arr.ndim and all(w is None or w == d for w, d in zip(want, arr.shape))
@@ -473,6 +486,7 @@ class Model:
                 "inputs": self.inputs, "outputs": self.outputs, "nodes": desc_nodes,
                 "constants": consts,
                 "input_shapes": {k: list(v) for k, v in self.input_shapes.items()},
+                "input_dtypes": self.input_dtypes,
                 "backend": getattr(self, "backend", "cpu"),
                 "example_shapes": [list(s) for s in (getattr(self, "example_shapes", None) or [])]}
         arrays["__graph__"] = np.frombuffer(json.dumps(desc).encode(), np.uint8)
@@ -500,7 +514,8 @@ def load(path):
                  for d in desc["nodes"]]
         consts = {k: data[v] for k, v in desc["constants"].items()}
     model = Model(nodes, desc["inputs"], desc["outputs"], consts, desc.get("name", "model"),
-                  {k: tuple(v) for k, v in desc.get("input_shapes", {}).items()})
+                  {k: tuple(v) for k, v in desc.get("input_shapes", {}).items()},
+                  desc.get("input_dtypes"))
     model.example_shapes = [tuple(s) for s in desc.get("example_shapes", [])] or None
     model.backend = desc.get("backend", "cpu")
     return model
@@ -740,6 +755,11 @@ def kernel_of(node, in_shapes, backend="cpu"):
             return "?"
     if node.op == "sparse_conv" and node.attrs.get("block", 1) > 1:
         return f"bsr{node.attrs['block']}"
+    if node.op == "qconv" and node.attrs.get("groups", 1) > 1:
+        from .kernels.cpu.depthwise_int8 import MAX_TAPS
+        k, cg, r, s = node.params["weight_q"].shape
+        if (k, cg) == (node.attrs["groups"], 1) and r * s <= MAX_TAPS:
+            return "int8-depthwise"   # (quantization._dw_applies: its own kernel)
     if node.op in ("qconv", "qlinear"):
         from .kernels.cpu import vnni
         return "int8-vnni" if vnni.HAS_VNNI else "int8"

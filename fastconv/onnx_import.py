@@ -18,6 +18,9 @@ from .ops import OPS
 from .torch_import import UnsupportedError
 
 MIN_OPSET, MAX_OPSET = 9, 25  # 22-25 only widened the types of the operators read here
+# onnxruntime's contrib operators read (its quantize_static in QOperator form writes them)
+_INT_INPUTS = {2: "uint8", 3: "int8"}   # TensorProto.UINT8, INT8: a quantized graph's inputs
+MS_OPS = ("QLinearAdd", "QLinearGlobalAveragePool", "QLinearConcat", "QGemm")
 
 
 def _attrs(node):
@@ -78,6 +81,12 @@ class _Importer:
         t = node.op_type
         a = _attrs(node)
         x = node.input[0] if node.input else None
+        if node.domain == "com.microsoft":   # onnxruntime's quantized operators
+            fn = getattr(self, f"ms_{t}", None)
+            if fn is None:
+                raise ValueError(f"{t} of domain 'com.microsoft' is not supported (fastconv "
+                                 f"reads its {', '.join(MS_OPS)})")
+            return fn(node, a, x)
         fn = getattr(self, f"op_{t}", None)
         if node.domain not in ("", "ai.onnx"):
             raise ValueError(f"domain {node.domain!r} is not supported")
@@ -438,12 +447,145 @@ class _Importer:
     def op_QuantizeLinear(self, node, a, x):
         self.add("quantize_linear", node, list(node.input), {"axis": int(a.get("axis", 1))})
 
+    # -- the operator form of quantized models (QLinearConv and kin) ------------------------
+    def qgrid(self, node, i_scale, i_zp, what, optional_zp=True):
+        """(scale, zero point, dtype name) of a per-tensor quantization whose scale and
+        zero point are node inputs i_scale and i_zp (an absent zero point: 0, uint8)."""
+        s = self.need_const(node, i_scale, f"{what} scale")
+        if s is None:
+            raise ValueError(f"{what} scale is missing")
+        if np.size(s) != 1:
+            raise ValueError(f"{what} must be quantized per tensor (one scale), got "
+                             f"{np.size(s)} scales")
+        z = self.need_const(node, i_zp, f"{what} zero point")
+        if z is None:
+            return float(np.float32(np.reshape(s, ()))), 0, "uint8"
+        if z.dtype not in (np.uint8, np.int8) or np.size(z) != 1:
+            raise ValueError(f"{what} zero point must be one uint8 or int8 value, got "
+                             f"{z.dtype} of shape {z.shape}")
+        return float(np.float32(np.reshape(s, ()))), int(np.reshape(z, ())), z.dtype.name
+
+    def qweight(self, node, i_w, i_scale, i_zp, k, axis, what):
+        """(weight_q int8, w_scale (k,) float32) from a constant int8 / uint8 weight with one
+        scale and zero point or one per output feature (``axis``, k of them): the weight
+        minus its zero point, which must fit int8 (the int8 kernels take symmetric
+        weights; an offset weight such as uint8 around 128 is moved there exactly)."""
+        w = self.need_const(node, i_w, f"{what} weight")
+        if w is None:
+            raise ValueError(f"{what} weight is missing")
+        s = np.asarray(self.need_const(node, i_scale, f"{what} weight scale"), np.float32)
+        z = self.need_const(node, i_zp, f"{what} weight zero point")
+        if w.dtype not in (np.uint8, np.int8):
+            raise ValueError(f"{what} weight must be int8 or uint8, got {w.dtype}")
+
+        def per_feature(v, name):
+            v = np.asarray(v).reshape(-1)
+            if v.size not in (1, k):
+                raise ValueError(f"{what} weight {name} must be one value or one per output "
+                                 f"feature ({k}), got {v.size}")
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            return np.broadcast_to(v, (k,)).reshape(shape)
+        scale = per_feature(s, "scale")
+        wi = w.astype(np.int32)
+        if z is not None:
+            wi = wi - per_feature(z, "zero point").astype(np.int32)
+        if wi.size and (wi.min() < -128 or wi.max() > 127):
+            raise ValueError(f"{what} weight minus its zero point must fit int8 (the int8 "
+                             f"kernels' symmetric weights), got values in "
+                             f"[{wi.min()}, {wi.max()}]")
+        return wi.astype(np.int8), np.ascontiguousarray(scale.reshape(-1), np.float32)
+
+    def q_out(self, attrs, out):
+        if out is not None:
+            attrs.update(out_scale=out[0], out_zero_point=out[1], out_dtype=out[2])
+        return attrs
+
     def op_QLinearConv(self, node, a, x):
-        raise ValueError("QLinearConv is not imported (the operator form of a quantized "
-                         "model); export it in QDQ form (QuantizeLinear/DequantizeLinear "
-                         "pairs, onnxruntime's quantize_static default), which fc.optimize "
-                         "runs on the int8 kernels, or import the float model and use "
-                         "fc.quantize")
+        """y = saturate(round(conv(x - zx, w - zw) * sx * sw / sy + B * sx * sw / sy) + zy):
+        a ``qconv`` node on the integer input, its bias (int32, on the accumulator's
+        scale sx * sw) kept as float, requantizing in its epilogue."""
+        xg = self.qgrid(node, 1, 2, "QLinearConv input")
+        yg = self.qgrid(node, 6, 7, "QLinearConv output")
+        w = self.need_const(node, 3, "QLinearConv weight")
+        if w is None or w.ndim != 4:
+            raise ValueError("QLinearConv needs a constant 4-D weight (2-D convolutions)")
+        wq, ws = self.qweight(node, 3, 4, 5, w.shape[0], 0, "QLinearConv")
+        k = tuple(a.get("kernel_shape", w.shape[2:]))
+        st = tuple(a.get("strides", (1, 1)))
+        dil = tuple(a.get("dilations", (1, 1)))
+        params = {"weight_q": wq, "w_scale": ws}
+        B = self.need_const(node, 8, "QLinearConv bias")
+        if B is not None:
+            params["bias"] = (B.astype(np.float64).reshape(-1) * xg[0] * ws).astype(np.float32)
+        attrs = {"stride": st, "pads": self.pads(node, a, x, k, st, dil), "dilation": dil,
+                 "groups": int(a.get("group", 1)), "x_scale": xg[0], "x_zero_point": xg[1],
+                 "x_dtype": xg[2], "float_weight_shape": tuple(w.shape)}
+        self.add("qconv", node, [x], self.q_out(attrs, yg), params)
+
+    def op_QLinearMatMul(self, node, a, x):
+        """y = saturate(round((a - za) @ (b - zb) * sa * sb / sy) + zy), b constant: a
+        ``qlinear`` node on the integer rows."""
+        b = self.need_const(node, 3, "QLinearMatMul b")
+        if b is None or b.ndim != 2:
+            raise ValueError("QLinearMatMul needs a constant 2-D b")
+        xg = self.qgrid(node, 1, 2, "QLinearMatMul a")
+        yg = self.qgrid(node, 6, 7, "QLinearMatMul output")
+        wq, ws = self.qweight(node, 3, 4, 5, b.shape[1], 1, "QLinearMatMul")
+        attrs = {"x_scale": xg[0], "x_zero_point": xg[1], "x_dtype": xg[2]}
+        self.add("qlinear", node, [x], self.q_out(attrs, yg),
+                 {"weight_q": np.ascontiguousarray(wq.T), "w_scale": ws})
+
+    def ms_QGemm(self, node, a, x):
+        """onnxruntime's QGemm: ((A - za) @ (B - zb) + C) * alpha * sa * sb (C int32),
+        requantized when y_scale is given, else float: a ``qlinear`` node."""
+        if a.get("transA", 0):
+            raise ValueError("QGemm with transA is not supported")
+        B = self.need_const(node, 3, "QGemm B")
+        if B is None or B.ndim != 2:
+            raise ValueError("QGemm needs a constant 2-D B")
+        tb = bool(a.get("transB", 0))
+        n_out = B.shape[0] if tb else B.shape[1]
+        xg = self.qgrid(node, 1, 2, "QGemm A")
+        wq, ws = self.qweight(node, 3, 4, 5, n_out, 0 if tb else 1, "QGemm")
+        # (onnxruntime adds C to the int32 sums and scales both by alpha * sa * sb)
+        ws = (ws * np.float32(a.get("alpha", 1.0))).astype(np.float32)
+        params = {"weight_q": np.ascontiguousarray(wq if tb else wq.T), "w_scale": ws}
+        C = self.need_const(node, 6, "QGemm C")
+        if C is not None:
+            if np.size(C) not in (1, n_out):
+                raise ValueError("QGemm's C must be one value or one per output feature")
+            params["bias"] = (np.broadcast_to(C.astype(np.float64).reshape(-1), (n_out,))
+                              * xg[0] * ws).astype(np.float32)
+        yg = self.qgrid(node, 7, 8, "QGemm output") if self.opt_input(node, 7) else None
+        attrs = {"x_scale": xg[0], "x_zero_point": xg[1], "x_dtype": xg[2]}
+        self.add("qlinear", node, [x], self.q_out(attrs, yg), params)
+
+    def ms_QLinearAdd(self, node, a, x):
+        """onnxruntime's QLinearAdd (integers in and out, broadcasting): a ``qadd`` node."""
+        ga = self.qgrid(node, 1, 2, "QLinearAdd A")
+        gb = self.qgrid(node, 4, 5, "QLinearAdd B")
+        gc = self.qgrid(node, 6, 7, "QLinearAdd C")
+        self.add("qadd", node, [node.input[0], node.input[3]],
+                 {"fq_a": ga, "fq_b": gb, "fq_out": gc, "activation": None, "int_a": True,
+                  "int_b": True, "int_out": True})
+
+    def ms_QLinearGlobalAveragePool(self, node, a, x):
+        self.add("qglobal_avg_pool", node, [x],
+                 {"fq_x": self.qgrid(node, 1, 2, "QLinearGlobalAveragePool input"),
+                  "fq_out": self.qgrid(node, 3, 4, "QLinearGlobalAveragePool output"),
+                  "channels_last": bool(a.get("channels_last", 0))})
+
+    def ms_QLinearConcat(self, node, a, x):
+        if (len(node.input) - 2) % 3 or len(node.input) < 5:
+            raise ValueError("QLinearConcat takes Y_scale, Y_zero_point and then triples "
+                             "(X, X_scale, X_zero_point)")
+        out = self.qgrid(node, 0, 1, "QLinearConcat output")
+        ins = node.input[2::3]
+        grids = tuple(self.qgrid(node, i + 1, i + 2, f"QLinearConcat input {j}")
+                      for j, i in enumerate(range(2, len(node.input), 3)))
+        self.add("qconcat", node, list(ins), {"axis": int(a["axis"]), "grids": grids,
+                                              "fq_out": out})
 
 
 def _dims(vi):
@@ -508,10 +650,15 @@ def from_onnx(model, name=None):
             d = _dims(vi)
             if d is not None:
                 input_shapes[vi.name] = d
+    input_dtypes = {}
+    for vi in proto.graph.input:
+        kind = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else None
+        if vi.name in inputs and kind in _INT_INPUTS:
+            input_dtypes[vi.name] = _INT_INPUTS[kind]
     outputs = [vi.name for vi in proto.graph.output]
     used = {v for n in imp.nodes for v in n.inputs} | set(outputs)
     consts = {k: v for k, v in imp.consts.items() if k in used}
-    model = Model(imp.nodes, inputs, outputs, consts, name, input_shapes)
+    model = Model(imp.nodes, inputs, outputs, consts, name, input_shapes, input_dtypes)
     if all(s is not None and all(d is not None for d in s) for s in input_shapes.values()) \
             and len(input_shapes) == len(inputs):
         model.example_shapes = [input_shapes[k] for k in inputs]

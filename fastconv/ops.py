@@ -136,8 +136,9 @@ def relu(node, args, out):
 def clip(node, args, out):
     lo, hi = node.attrs.get("min"), node.attrs.get("max")
     x = args[0]
-    lo = -np.inf if lo is None else lo
-    hi = np.inf if hi is None else hi
+    rng = np.iinfo(x.dtype) if x.dtype.kind in "iu" else None   # (an integer tensor)
+    lo = (-np.inf if rng is None else rng.min) if lo is None else lo
+    hi = (np.inf if rng is None else rng.max) if hi is None else hi
     return np.clip(x, x.dtype.type(lo), x.dtype.type(hi), out=out)
 
 
@@ -246,7 +247,8 @@ def max_pool(node, args, out):
     if _symmetric(pads) and pads[0] <= k[0] // 2 and pads[2] <= k[1] // 2:
         return F.max_pool2d(x, k, a["stride"], (pads[0], pads[2]), a.get("dilation", 1),
                             a.get("ceil_mode", False), layer=node.layer, out=out)
-    xp = np.pad(x, ((0, 0), (0, 0), pads[:2], pads[2:]), constant_values=-np.inf)
+    low = np.iinfo(x.dtype).min if x.dtype.kind in "iu" else -np.inf
+    xp = np.pad(x, ((0, 0), (0, 0), pads[:2], pads[2:]), constant_values=low)
     return F.max_pool2d(xp, k, a["stride"], 0, a.get("dilation", 1), a.get("ceil_mode", False),
                         layer=node.layer, out=out)
 
@@ -651,16 +653,20 @@ def fake_quant(node, args, out):
 def qadd(node, args, out):
     """q_out(act(q_a(a) + q_b(b))): a QDQ graph's add with its operands' and its sum's
     fake quantizations (attrs fq_a, fq_b, fq_out: (scale, zero point, dtype) or None) and
-    an optional relu, in one pass; operands of one shape (fuse_qdq checks).  With attrs
-    int_a / int_b an operand is an integer array on its grid; with int_out the sum is
-    stored as its integers (an array of fq_out's dtype) for the int8 layers that read it."""
+    an optional relu, in one pass (operands of two shapes are broadcast first).  With
+    attrs int_a / int_b an operand is an integer array on its grid; with int_out the sum
+    is stored as its integers (an array of fq_out's dtype) for the int8 layers that read
+    it.  An imported QLinearAdd is one with all three."""
     from .kernels.cpu.fakequant import fake_quant_add, quant_add
     at = node.attrs
     a, b = (x if at.get(f"int_{k}") else np.ascontiguousarray(x, np.float32)
             for k, x in zip("ab", args))
-    if a.shape != b.shape:
-        raise ValueError(f"{node.layer}: qadd operands must have one shape, got {a.shape} "
-                         f"and {b.shape}")
+    if a.shape != b.shape:   # (an imported QLinearAdd may broadcast; fuse_qdq's never do)
+        try:
+            a, b = (np.ascontiguousarray(v) for v in np.broadcast_arrays(a, b))
+        except ValueError:
+            raise ValueError(f"{node.layer}: the operands' shapes {args[0].shape} and "
+                             f"{args[1].shape} do not broadcast") from None
     dt = np.dtype(at["fq_out"][2]) if at.get("int_out") else np.float32
     y = np.empty(a.shape, dt) if out is None else out
     if a.size:
@@ -766,14 +772,18 @@ def planned_qconv(node, x_shape, out_shape, x_dtype=np.float32):
 
 @op("qlinear", "alloc")
 def qlinear(node, args, out):
-    """Quantize the input rows (per tensor), exact int8 GEMM, float32 epilogue."""
+    """Exact int8 GEMM of the input rows, quantized on the way (per tensor) or already
+    integers on the input's grid (an imported QLinearMatMul / QGemm); float32 epilogue,
+    or with attrs out_scale / out_zero_point / out_dtype the requantized integers."""
     from .quantization import int8_gemm
     a = node.attrs
     x = args[0]
     x2 = x.reshape(-1, x.shape[-1])
+    xq = np.ascontiguousarray(x2) if x2.dtype == np.dtype(a["x_dtype"]) else \
+        _quantize_input(x2, node)
     wq = node.params["weight_q"]  # (out, in) int8
     cache = _cache(node, "weight_q")  # wq's packed form, read in place of wq.T from then on
-    acc = int8_gemm(_quantize_input(x2, node), wq.T, packed=cache)
+    acc = int8_gemm(xq, wq.T, packed=cache)
     wsum = cache.get("qlinear_wsum")
     if wsum is None:
         wsum = cache["qlinear_wsum"] = wq.sum(axis=1, dtype=np.int64)
@@ -786,7 +796,53 @@ def qlinear(node, args, out):
         np.maximum(y, 0, out=y)
     elif act == "relu6":
         np.clip(y, 0, 6, out=y)
+    if a.get("out_scale") is not None:
+        info = np.iinfo(np.dtype(a["out_dtype"]))
+        y = np.rint(y * np.float32(1.0 / a["out_scale"]))
+        y += np.float32(a["out_zero_point"])
+        y = np.clip(y, info.min, info.max, out=y).astype(a["out_dtype"])
     return y.reshape(x.shape[:-1] + (wq.shape[0],))
+
+
+def _requantize(q, src, dst):
+    """Integers q on grid src = (scale, zero point, dtype) moved to grid dst, as ONNX's
+    DequantizeLinear then QuantizeLinear compute it (float32, division, half to even)."""
+    if tuple(src) == tuple(dst):
+        return q
+    v = (q.astype(np.int32) - np.int32(src[1])).astype(np.float32) * np.float32(src[0])
+    info = np.iinfo(np.dtype(dst[2]))
+    v = np.rint(v / np.float32(dst[0]))
+    v += np.float32(dst[1])
+    return np.clip(v, info.min, info.max, out=v).astype(dst[2])
+
+
+@op("qglobal_avg_pool", "alloc")
+def qglobal_avg_pool(node, args, out):
+    """The mean over the spatial axes of integers on grid attrs ``fq_x``, quantized on
+    grid ``fq_out`` (onnxruntime's QLinearGlobalAveragePool): y = saturate(round((sum -
+    n*zx) * (sx / (sy*n))) + zy), n the pixels pooled, in float32 as it computes it;
+    attrs ``channels_last`` for NHWC input."""
+    a = node.attrs
+    x = np.asarray(args[0])
+    (sx, zx, _), (sy, zy, dt) = a["fq_x"], a["fq_out"]
+    axes = tuple(range(1, x.ndim - 1)) if a.get("channels_last") else tuple(range(2, x.ndim))
+    n = int(np.prod([x.shape[i] for i in axes]))
+    total = x.sum(axis=axes, keepdims=True, dtype=np.int64) - n * zx
+    scale = np.float32(sx) / (np.float32(sy) * np.float32(n))
+    v = np.rint(total.astype(np.float32) * scale)
+    v += np.float32(zy)
+    info = np.iinfo(np.dtype(dt))
+    return np.clip(v, info.min, info.max, out=v).astype(dt)
+
+
+@op("qconcat", "alloc")
+def qconcat(node, args, out):
+    """Concatenation of integer tensors along attrs ``axis``, each moved from its grid
+    (attrs ``grids``) to the output's (``fq_out``) first (onnxruntime's QLinearConcat)."""
+    a = node.attrs
+    parts = [_requantize(np.asarray(x), g, a["fq_out"]).astype(a["fq_out"][2], copy=False)
+             for x, g in zip(args, a["grids"])]
+    return np.concatenate(parts, axis=a["axis"])
 
 
 # -- pruned layers (fc.prune) ---------------------------------------------------------------------

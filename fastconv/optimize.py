@@ -524,7 +524,7 @@ def optimize(model, example_input=None, backend="auto", fuse=True):
         rw.fold_batchnorm()
         if examples is not None:
             tmp = Model(rw.nodes, rw.inputs, rw.outputs, rw.constants, model.name,
-                        model.input_shapes)
+                        model.input_shapes, model.input_dtypes)
             rw.shapes = tmp.shapes(*examples)
         on_gpu = be == "cuda" or (be == "auto" and examples is not None
                                   and any(_is_device(e) for e in examples))
@@ -537,7 +537,8 @@ def optimize(model, example_input=None, backend="auto", fuse=True):
             rw.fuse_inverted_residuals()
             rw.fuse_global_pool()
     rw.drop_dead()
-    out = Model(rw.nodes, rw.inputs, rw.outputs, rw.constants, model.name, model.input_shapes)
+    out = Model(rw.nodes, rw.inputs, rw.outputs, rw.constants, model.name, model.input_shapes,
+                model.input_dtypes)
     out.example_shapes = ([tuple(np.shape(e)) for e in examples] if examples is not None
                           else getattr(model, "example_shapes", None))
     if be == "cuda" or (be == "auto" and examples is not None
@@ -561,6 +562,9 @@ def _examples(model, example_input):
         if not shapes:
             return None
         rng = np.random.default_rng(0)
-        return tuple(rng.standard_normal(s).astype(np.float32) for s in shapes)
+        kinds = [model.input_dtypes.get(name) for name in model.inputs]
+        return tuple(rng.standard_normal(s).astype(np.float32) if dt is None else
+                     rng.integers(np.iinfo(dt).min, np.iinfo(dt).max + 1, s).astype(dt)
+                     for s, dt in zip(shapes, kinds))
     ex = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
     return tuple(ex)

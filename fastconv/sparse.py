@@ -513,7 +513,7 @@ def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=No
             n.params = dict(n.params, weight=np.where(keep, w, np.float32(0)).astype(
                 np.float32))
     tmp = Model(nodes, model.inputs, model.outputs, model.constants, model.name,
-                model.input_shapes)
+                model.input_shapes, model.input_dtypes)
     shapes = tmp.shapes(*examples)
     threads = _runtime.get_num_threads()
     report = []
@@ -547,7 +547,7 @@ def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=No
                        "kernel": ("csr" if kb == 1 else f"bsr{kb}") if use else "dense",
                        "dense_ms": dense * 1e3, "sparse_ms": sparse * 1e3})
     out = Model(nodes, model.inputs, model.outputs, model.constants, model.name,
-                model.input_shapes)
+                model.input_shapes, model.input_dtypes)
     out.example_shapes = getattr(model, "example_shapes", None)
     out.prune_report = report
     return out

@@ -14,7 +14,7 @@ OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "BatchNormalization",
        "HardSwish", "Sigmoid", "LeakyRelu", "Tanh", "Add", "Sub", "Mul", "Div", "Flatten",
        "Reshape", "Transpose", "Concat", "Resize", "Softmax", "Pad", "Identity", "Dropout",
        "Shape", "Gather", "Cast", "Slice", "Unsqueeze", "Squeeze", "ReduceMean", "Upsample",
-       "QuantizeLinear", "DequantizeLinear")
+       "QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul")
 
 _ALL = None
 
@@ -38,8 +38,9 @@ def frozen_model(case, inputs):
     m = case.model
     g = m.graph
     first = np.asarray(inputs[0])
-    if first.dtype != np.float32:
-        raise Skip(f"first input is {first.dtype}; fastconv models take float32 inputs")
+    if first.dtype not in (np.float32, np.uint8, np.int8):
+        raise Skip(f"first input is {first.dtype}; fastconv models take float32 inputs "
+                   "(and the uint8 / int8 of a quantized graph)")
     if any(np.asarray(v).dtype == object for v in inputs):
         raise Skip("inputs of a type NumPy does not hold (float8, int4, strings, sequences)")
     inits = [numpy_helper.from_array(np.asarray(v), vi.name)

@@ -307,8 +307,9 @@ def test_from_onnx_errors():
     assert "Erf" in str(info.value) and "Einsum" in str(info.value)
     w = numpy_helper.from_array(np.ones((2, 2, 3, 3), np.float32), "w")
     qconv = _single("Conv", [("x", [1, 2, 5, 5])], [("y", [1, 2, 3, 3])], inits=[w])
-    qconv.graph.node[0].op_type = "QLinearConv"
-    with pytest.raises(fc.UnsupportedError, match="QLinearConv is not imported .*QDQ form"):
+    qconv.graph.node[0].op_type = "QLinearConv"   # a malformed one: a weight as x_scale
+    with pytest.raises(fc.UnsupportedError, match="QLinearConv input must be quantized per "
+                                                  "tensor"):
         fc.from_onnx(qconv)
     with pytest.raises(TypeError, match="ModelProto"):
         fc.from_onnx(12)

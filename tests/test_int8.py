@@ -610,6 +610,38 @@ def test_int8_depthwise_matches_the_integer_reference(n, c, h, w, r, s, sh, sw, 
     np.testing.assert_array_equal(xq, keep)
 
 
+@pytest.mark.parametrize("c,h,w,k,stride,dil,pads", [
+    (20, 70, 66, 3, 1, 1, (1, 1, 1, 1)),   # several bands of output rows, a channel tail
+    (33, 61, 64, 3, 2, 1, (1, 0, 0, 1)),   # stride 2 (even / odd columns), asymmetric pads
+    (16, 50, 47, 5, 1, 2, (4, 4, 4, 4)),   # 5x5 dilated
+    (17, 45, 52, 7, 3, 1, (3, 3, 2, 3)),   # 7x7 at stride 3 (one pixel a step)
+    (48, 4, 4, 3, 1, 1, (1, 1, 1, 1)),     # the smallest planes the blocks take
+])
+def test_int8_depthwise_blocks_in_bands(rng, c, h, w, k, stride, dil, pads):
+    """The 16-channel-block form of the int8 depthwise kernel (square 3x3, 5x5, 7x7 filters,
+    planes of >= 16 pixels) on planes large enough for several bands of output rows, each
+    band's input rows converted and transposed as it needs them: the integer reference's
+    result bit for bit, float and requantized, with the residual and relu6."""
+    x = (2 * rng.standard_normal((2, c, h, w))).astype(np.float32)
+    wt = rng.standard_normal((c, 1, k, k)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    xq, sx, zx = fc.quantize_tensor(x, dtype="uint8")
+    wq, swt, _ = fc.quantize_tensor(wt, axis=0)
+    oh = (h + pads[0] + pads[1] - dil * (k - 1) - 1) // stride + 1
+    ow = (w + pads[2] + pads[3] - dil * (k - 1) - 1) // stride + 1
+    res = rng.standard_normal((2, c, oh, ow)).astype(np.float32)
+    kw = dict(stride=stride, padding=pads, dilation=dil, groups=c, activation="relu6")
+    args = (stride, pads, dil, c, "relu6")
+    np.testing.assert_array_equal(fc.int8_conv2d(xq, sx, zx, wq, swt, b, residual=res, **kw),
+                                  ref.int8_conv2d(xq, int(zx), sx, wq, swt, b, *args,
+                                                  residual=res))
+    got = fc.int8_conv2d(xq, sx, zx, wq, swt, b, out_scale=0.02, out_zero_point=3,
+                         out_dtype="uint8", **kw)
+    np.testing.assert_array_equal(got, ref.int8_conv2d(xq, int(zx), sx, wq, swt, b, *args,
+                                                       out_scale=0.02, out_zero_point=3,
+                                                       out_dtype=np.uint8))
+
+
 def test_quantize_tensor_roundtrip_and_saturation():
     x = np.array([-1.0, -0.5, 0.0, 0.26, 1.0], np.float32)
     q, s, z = fc.quantize_tensor(x)

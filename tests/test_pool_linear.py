@@ -122,6 +122,36 @@ def test_max_pool_any_geometry(rng, kh, kw, sh, sw, dh, dw, ceil, h, w, nan, dat
     np.testing.assert_array_equal(y, e)
 
 
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kh=st.integers(1, 4), kw=st.integers(1, 4), sh=st.integers(1, 3), sw=st.integers(1, 3),
+       dh=st.integers(1, 2), dw=st.integers(1, 2), ceil=st.booleans(), h=st.integers(1, 12),
+       w=st.integers(1, 70), signed=st.booleans(), data=st.data())
+def test_max_pool_of_integers(rng, kh, kw, sh, sw, dh, dw, ceil, h, w, signed, data):
+    """uint8 / int8 tensors (a quantized model's) pool in their own type, the padding never
+    winning: the float reference's values, the input untouched, into ``out`` too."""
+    ph = data.draw(st.integers(0, kh // 2))
+    pw = data.draw(st.integers(0, kw // 2))
+    if h + 2 * ph < dh * (kh - 1) + 1 or w + 2 * pw < dw * (kw - 1) + 1:
+        return
+    dt = np.int8 if signed else np.uint8
+    info = np.iinfo(dt)
+    x = rng.integers(info.min, info.max + 1, (2, 3, h, w)).astype(dt)
+    x[0, 0] = info.min   # a plane of the type's minimum: the padding must not show
+    keep = x.copy()
+    y = fc.max_pool2d(x, (kh, kw), (sh, sw), (ph, pw), (dh, dw), ceil)
+    e = ref.max_pool2d(x.astype(np.float32), (kh, kw), (sh, sw), (ph, pw), (dh, dw), ceil)
+    assert y.dtype == dt and y.shape == e.shape
+    np.testing.assert_array_equal(y, e)
+    np.testing.assert_array_equal(x, keep)
+    out = np.empty_like(y)
+    assert fc.max_pool2d(x, (kh, kw), (sh, sw), (ph, pw), (dh, dw), ceil, out=out) is out
+    np.testing.assert_array_equal(out, e)
+    with pytest.raises(ValueError, match="max_pool2d: out must be"):
+        fc.max_pool2d(x, (kh, kw), (sh, sw), (ph, pw), (dh, dw), ceil,
+                      out=np.empty(y.shape, np.float32))
+
+
 @pytest.mark.parametrize("w", [1, 2, 3, 15, 16, 17, 31, 32, 33, 34, 63, 64, 65, 112])
 @pytest.mark.parametrize("pad, dh, ceil", [(1, 1, False), (0, 1, False), (1, 1, True),
                                             (0, 2, True), (1, 2, False)])

@@ -22,6 +22,7 @@ vectors per input row.  The epilogue (bias, residual,
 activation) is a separate, vectorized pass per output row.
 """
 import numba
+import numpy as np
 from numba import njit, prange
 
 from . import FASTMATH, nchwc
@@ -46,6 +47,139 @@ def _plane_epilogue(y, n, k, buf, bk, act, res, has_res):
         store_row(out, buf[:OH * OW], bk, act)
 
 
+@njit(inline="always")
+def load_plane(src, flat, de, H, W, WP, pad_top, pad_left, split, zx):
+    """float32(src) - zx (src an (H, W) plane) into the interior of the padded plane flat
+    (rows of width WP), or, ``split`` (3x3 stride 2), each padded row as its even columns
+    then its odd ones in de (WE = (WP+1)//2 then WP//2 of them).  The borders are never
+    written: the caller keeps them zero.  zx: 0 for a float plane, the zero point for an
+    integer one (whose padding is then the zero the float conv pads with)."""
+    WE = (WP + 1) // 2
+    WO = WP // 2
+    # slices indexed by the bare loop variable let Numba drop its wraparound check and
+    # LLVM vectorize the copies
+    for i in range(H):
+        srow = src[i]
+        if split:
+            r = (i + pad_top) * WP
+            ev = de[r:r + WE]
+            od = de[r + WE:r + WE + WO]
+            if pad_left % 2 == 0:
+                first = ev[pad_left // 2:]
+                second = od[pad_left // 2:]
+            else:
+                first = od[(pad_left - 1) // 2:]
+                second = ev[(pad_left + 1) // 2:]
+            for u in range((W + 1) // 2):
+                first[u] = np.float32(srow[2 * u]) - zx
+            for u in range(W // 2):
+                second[u] = np.float32(srow[2 * u + 1]) - zx
+        else:
+            inner = flat[(i + pad_top) * WP + pad_left:(i + pad_top) * WP + pad_left + W]
+            for j in range(W):
+                inner[j] = np.float32(srow[j]) - zx
+
+
+@njit(inline="always")
+def plane_sums(flat, de, w, k, buf, R, S, sh, sw, dh, dw, WP, OH, OW, split):
+    """sum_(r, s) xp[p*sh + r*dh, q*sw + s*dw] * w[k, 0, r, s] for every output (p, q) of
+    filter k into buf, from the plane load_plane wrote: at stride 1 laid out at the padded
+    width (output row p at buf[p*WP : p*WP + OW], the flat loop's columns between rows
+    computed and thrown away), else at buf[p*OW : (p+1)*OW]."""
+    L = (OH - 1) * WP + OW
+    if sh == 1 and sw == 1:
+        o = buf[:L]
+        if R == 3 and S == 3:
+            r1 = dh * WP
+            r2 = 2 * dh * WP
+            d2 = 2 * dw
+            a0 = flat[0:L]
+            a1 = flat[dw:dw + L]
+            a2 = flat[d2:d2 + L]
+            b0 = flat[r1:r1 + L]
+            b1 = flat[r1 + dw:r1 + dw + L]
+            b2 = flat[r1 + d2:r1 + d2 + L]
+            c0 = flat[r2:r2 + L]
+            c1 = flat[r2 + dw:r2 + dw + L]
+            c2 = flat[r2 + d2:r2 + d2 + L]
+            w00, w01, w02, w10, w11, w12, w20, w21, w22 = _taps3x3(w, k)
+            for q in range(L):
+                o[q] = (w00 * a0[q] + w01 * a1[q] + w02 * a2[q]
+                        + w10 * b0[q] + w11 * b1[q] + w12 * b2[q]
+                        + w20 * c0[q] + w21 * c1[q] + w22 * c2[q])
+        else:
+            for q in range(L):
+                o[q] = 0.0
+            for r in range(R):
+                for s in range(S):
+                    off = r * dh * WP + s * dw
+                    xs = flat[off:off + L]
+                    wv = w[k, 0, r, s]
+                    for q in range(L):
+                        o[q] += wv * xs[q]
+    elif split:
+        WE = (WP + 1) // 2
+        w00, w01, w02, w10, w11, w12, w20, w21, w22 = _taps3x3(w, k)
+        for p in range(OH):
+            o = buf[p * OW:(p + 1) * OW]
+            r0 = p * sh * WP
+            r1 = r0 + dh * WP
+            r2 = r0 + 2 * dh * WP
+            e0 = de[r0:r0 + OW]
+            f0 = de[r0 + WE:r0 + WE + OW]
+            g0 = de[r0 + 1:r0 + 1 + OW]
+            e1 = de[r1:r1 + OW]
+            f1 = de[r1 + WE:r1 + WE + OW]
+            g1 = de[r1 + 1:r1 + 1 + OW]
+            e2 = de[r2:r2 + OW]
+            f2 = de[r2 + WE:r2 + WE + OW]
+            g2 = de[r2 + 1:r2 + 1 + OW]
+            for q in range(OW):
+                o[q] = (w00 * e0[q] + w01 * f0[q] + w02 * g0[q]
+                        + w10 * e1[q] + w11 * f1[q] + w12 * g1[q]
+                        + w20 * e2[q] + w21 * f2[q] + w22 * g2[q])
+    else:
+        for p in range(OH):
+            o = buf[p * OW:(p + 1) * OW]
+            base = p * sh * WP
+            if R == 3 and S == 3:
+                x0 = flat[base:base + WP]
+                x1 = flat[base + dh * WP:base + (dh + 1) * WP]
+                x2 = flat[base + 2 * dh * WP:base + (2 * dh + 1) * WP]
+                w00, w01, w02, w10, w11, w12, w20, w21, w22 = _taps3x3(w, k)
+                d2 = 2 * dw
+                a0 = x0[0:]
+                a1 = x0[dw:]
+                a2 = x0[d2:]
+                b0 = x1[0:]
+                b1 = x1[dw:]
+                b2 = x1[d2:]
+                c0 = x2[0:]
+                c1 = x2[dw:]
+                c2 = x2[d2:]
+                if sw == 2:
+                    for q in range(OW):
+                        o[q] = (w00 * a0[2 * q] + w01 * a1[2 * q] + w02 * a2[2 * q]
+                                + w10 * b0[2 * q] + w11 * b1[2 * q] + w12 * b2[2 * q]
+                                + w20 * c0[2 * q] + w21 * c1[2 * q] + w22 * c2[2 * q])
+                else:
+                    for q in range(OW):
+                        j = q * sw
+                        o[q] = (w00 * a0[j] + w01 * a1[j] + w02 * a2[j]
+                                + w10 * b0[j] + w11 * b1[j] + w12 * b2[j]
+                                + w20 * c0[j] + w21 * c1[j] + w22 * c2[j])
+            else:
+                for q in range(OW):
+                    o[q] = 0.0
+                for r in range(R):
+                    xrow = flat[base + r * dh * WP:base + (r * dh + 1) * WP]
+                    for s in range(S):
+                        wv = w[k, 0, r, s]
+                        xs = xrow[s * dw:]
+                        for q in range(OW):
+                            o[q] += wv * xs[q * sw]
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act, res, has_res,
                      plane_ws, out_ws, deint_ws):
@@ -61,75 +195,22 @@ def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
     mult = K // C
     OH, OW = y.shape[2], y.shape[3]
     L = (OH - 1) * WP + OW
+    # 3x3 stride 2 reads each padded row as its even and odd columns, so that the taps
+    # (s = 0, 1, 2) read even[q], odd[q], even[q + 1] with unit stride
+    split = sw == 2 and dw == 1 and R == 3 and S == 3
     for t in prange(N * C):
         n = t // C
         c = t % C
         tid = numba.get_thread_id()
         flat = plane_ws[tid, :HP * WP]
-        src = x[n, c]
         buf = out_ws[tid]
-        # 3x3 stride 2 reads each padded row as its even and odd columns, so that the
-        # taps (s = 0, 1, 2) read even[q], odd[q], even[q + 1] with unit stride; the
-        # split is written straight from the input rows
-        WE = (WP + 1) // 2
-        WO = WP // 2
-        split = sw == 2 and dw == 1 and R == 3 and S == 3
         de = deint_ws[tid]
-        # the caller zeroed both buffers and only interiors are ever written, so the
-        # padding border stays zero across planes; slices indexed by the bare loop
-        # variable let Numba drop its wraparound check and LLVM vectorize the copies
-        for i in range(H):
-            srow = src[i]
-            if split:
-                r = (i + pad_top) * WP
-                ev = de[r:r + WE]
-                od = de[r + WE:r + WE + WO]
-                if pad_left % 2 == 0:
-                    first = ev[pad_left // 2:]
-                    second = od[pad_left // 2:]
-                else:
-                    first = od[(pad_left - 1) // 2:]
-                    second = ev[(pad_left + 1) // 2:]
-                for u in range((W + 1) // 2):
-                    first[u] = srow[2 * u]
-                for u in range(W // 2):
-                    second[u] = srow[2 * u + 1]
-            else:
-                inner = flat[(i + pad_top) * WP + pad_left:(i + pad_top) * WP + pad_left + W]
-                for j in range(W):
-                    inner[j] = srow[j]
+        load_plane(x[n, c], flat, de, H, W, WP, pad_top, pad_left, split, np.float32(0))
         for m in range(mult):
             k = c * mult + m
+            plane_sums(flat, de, w, k, buf, R, S, sh, sw, dh, dw, WP, OH, OW, split)
             if sh == 1 and sw == 1:
                 o = buf[:L]
-                if R == 3 and S == 3:
-                    r1 = dh * WP
-                    r2 = 2 * dh * WP
-                    d2 = 2 * dw
-                    a0 = flat[0:L]
-                    a1 = flat[dw:dw + L]
-                    a2 = flat[d2:d2 + L]
-                    b0 = flat[r1:r1 + L]
-                    b1 = flat[r1 + dw:r1 + dw + L]
-                    b2 = flat[r1 + d2:r1 + d2 + L]
-                    c0 = flat[r2:r2 + L]
-                    c1 = flat[r2 + dw:r2 + dw + L]
-                    c2 = flat[r2 + d2:r2 + d2 + L]
-                    w00, w01, w02, w10, w11, w12, w20, w21, w22 = _taps3x3(w, k)
-                    for q in range(L):
-                        o[q] = (w00 * a0[q] + w01 * a1[q] + w02 * a2[q]
-                                + w10 * b0[q] + w11 * b1[q] + w12 * b2[q]
-                                + w20 * c0[q] + w21 * c1[q] + w22 * c2[q])
-                else:
-                    for q in range(L):
-                        o[q] = 0.0
-                    for r in range(R):
-                        for s in range(S):
-                            off = r * dh * WP + s * dw
-                            xs = flat[off:off + L]
-                            wv = w[k, 0, r, s]
-                            for q in range(L):
-                                o[q] += wv * xs[q]
                 if has_res:
                     for p in range(OH):
                         store_row_res(y[n, k, p], buf[p * WP:p * WP + OW], b[k], res[n, k, p], act)
@@ -147,67 +228,7 @@ def depthwise_conv2d(x, w, b, y, sh, sw, pad_top, pad_left, HP, WP, dh, dw, act,
                         srow = buf[p * WP:p * WP + OW]
                         for q in range(OW):
                             dst[q] = srow[q]
-            elif split:
-                w00, w01, w02, w10, w11, w12, w20, w21, w22 = _taps3x3(w, k)
-                for p in range(OH):
-                    o = buf[p * OW:(p + 1) * OW]
-                    r0 = p * sh * WP
-                    r1 = r0 + dh * WP
-                    r2 = r0 + 2 * dh * WP
-                    e0 = de[r0:r0 + OW]
-                    f0 = de[r0 + WE:r0 + WE + OW]
-                    g0 = de[r0 + 1:r0 + 1 + OW]
-                    e1 = de[r1:r1 + OW]
-                    f1 = de[r1 + WE:r1 + WE + OW]
-                    g1 = de[r1 + 1:r1 + 1 + OW]
-                    e2 = de[r2:r2 + OW]
-                    f2 = de[r2 + WE:r2 + WE + OW]
-                    g2 = de[r2 + 1:r2 + 1 + OW]
-                    for q in range(OW):
-                        o[q] = (w00 * e0[q] + w01 * f0[q] + w02 * g0[q]
-                                + w10 * e1[q] + w11 * f1[q] + w12 * g1[q]
-                                + w20 * e2[q] + w21 * f2[q] + w22 * g2[q])
-                _plane_epilogue(y, n, k, buf, b[k], act, res, has_res)
             else:
-                for p in range(OH):
-                    o = buf[p * OW:(p + 1) * OW]
-                    base = p * sh * WP
-                    if R == 3 and S == 3:
-                        x0 = flat[base:base + WP]
-                        x1 = flat[base + dh * WP:base + (dh + 1) * WP]
-                        x2 = flat[base + 2 * dh * WP:base + (2 * dh + 1) * WP]
-                        w00, w01, w02, w10, w11, w12, w20, w21, w22 = _taps3x3(w, k)
-                        d2 = 2 * dw
-                        a0 = x0[0:]
-                        a1 = x0[dw:]
-                        a2 = x0[d2:]
-                        b0 = x1[0:]
-                        b1 = x1[dw:]
-                        b2 = x1[d2:]
-                        c0 = x2[0:]
-                        c1 = x2[dw:]
-                        c2 = x2[d2:]
-                        if sw == 2:
-                            for q in range(OW):
-                                o[q] = (w00 * a0[2 * q] + w01 * a1[2 * q] + w02 * a2[2 * q]
-                                        + w10 * b0[2 * q] + w11 * b1[2 * q] + w12 * b2[2 * q]
-                                        + w20 * c0[2 * q] + w21 * c1[2 * q] + w22 * c2[2 * q])
-                        else:
-                            for q in range(OW):
-                                j = q * sw
-                                o[q] = (w00 * a0[j] + w01 * a1[j] + w02 * a2[j]
-                                        + w10 * b0[j] + w11 * b1[j] + w12 * b2[j]
-                                        + w20 * c0[j] + w21 * c1[j] + w22 * c2[j])
-                    else:
-                        for q in range(OW):
-                            o[q] = 0.0
-                        for r in range(R):
-                            xrow = flat[base + r * dh * WP:base + (r * dh + 1) * WP]
-                            for s in range(S):
-                                wv = w[k, 0, r, s]
-                                xs = xrow[s * dw:]
-                                for q in range(OW):
-                                    o[q] += wv * xs[q * sw]
                 _plane_epilogue(y, n, k, buf, b[k], act, res, has_res)
 
 

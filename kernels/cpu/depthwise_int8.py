@@ -7,89 +7,186 @@ xpad the plane padded with the zero point (so the padding's taps add nothing): t
 reference's acc - zx * sum(w).  Then int8._finish's epilogue, bit for bit: act(float32(acc)
 * scale[c] + b[c] (+ res)), stored as float32 or requantized.
 
-The sums run in float32 and are exact: each product is an integer of at most 255 * 128 in
-magnitude and every partial sum of at most MAX_TAPS of them stays below 2**24, where float32
-holds every integer (the caller sends larger filters to the general kernels); the same
-loops on int32 measured no faster.  A task is one (image, channel) plane: it writes x - zx
-into a padded float32 plane once, then at stride 1 runs each tap as one loop over the
-whole output plane laid out at the padded width (the taps' reads are then one shift
-apart: long vector loops; the pl + pr extra columns a row are never stored), at larger
-strides row by row into the same layout.
+The sums run in float32 and are exact in any order: each product is an integer of at most
+255 * 128 in magnitude and every partial sum of at most MAX_TAPS of them stays below 2**24,
+where float32 holds every integer (the caller sends larger filters to the general
+kernels).  So the plane is the float depthwise kernel's (depthwise.load_plane writes
+x - zx, whose padding is the float conv's zero, into a padded float32 plane;
+depthwise.plane_sums runs the taps: a 3x3 filter's nine taps in one loop with the weights
+in registers, stride 2 from the rows' even and odd columns), with the filter as float32
+integers, and _finish_row's epilogue follows.
 
 The general int8 kernels had run a depthwise conv as a grouped GEMM of one channel a
-group: 11 ms on MobileNetV2's 144@56 (2 threads) against 98 us fp32; this kernel takes
-0.23-0.35 ms (row-by-row tap loops on int32 had taken 1.1).  What is left is the
-per-plane copy and epilogue and each tap's load and store of the sums: still 3-8x the
-fp32 depthwise kernel, which fuse_qdq therefore keeps for QDQ models.
+group: 11 ms on MobileNetV2's 144@56 (2 threads) against 98 us fp32.  A first kernel of
+its own, one pass over the plane per tap (and a strided gather per tap at stride 2),
+took 0.23-0.35 ms there and 0.85-1.6 ms on 96@112/2.
 """
+import numba
 import numpy as np
 from numba import njit, prange
+
+from .depthwise import (blocked_row, load_plane, plane_rows_in, plane_rows_out, plane_sums,
+                        zero_plane_borders)
 
 MAX_TAPS = (1 << 24) // (255 * 128)   # 514: float32 sums of that many products are exact
 
 
 @njit(parallel=True, cache=True)
 def depthwise_int8(x, w, zx, scale, b, act, res, has_res, y, yq, quant_out, inv_sy, zy, qmin,
-                   qmax, sh, sw, dh, dw, pt, pl, OH, OW, R, S):
-    """x (N, C, H, W) uint8 or int8; w (C, R*S) int8, R*S <= MAX_TAPS; zx int32; scale, b
-    (C,) float32; y or yq (N, C, OH*OW) float32 or int8/uint8 (quant_out); res (N, C, OH*OW)
-    float32 when has_res.  act: 0 none, 1 relu, 2 relu6."""
+                   qmax, sh, sw, dh, dw, pt, pl, OH, OW, plane_ws, out_ws, q_ws):
+    """x (N, C, H, W) uint8 or int8; w (C, 1, R, S) float32 holding the int8 filters,
+    R*S <= MAX_TAPS; zx int32; scale, b (C,) float32; y or yq (N, C, OH*OW) float32 or
+    int8/uint8 (quant_out); res (N, C, OH*OW) float32 when has_res.  act: 0 none, 1 relu,
+    2 relu6.  Each task, one (image, channel) plane, works in planes of its own (zeroed
+    allocations, so a call needs no workspace the caller must clear)."""
     N, C, H, W = x.shape
+    R, S = w.shape[2], w.shape[3]
     HP = max(H + pt, (OH - 1) * sh + (R - 1) * dh + 1)   # rows the taps read, padded
     WP = max(W + pl, (OW - 1) * sw + (S - 1) * dw + 1)
-    flat = sh == 1 and sw == 1
+    split = sw == 2 and dw == 1 and R == 3 and S == 3
+    flat_stride = sh == 1 and sw == 1
+    zf = np.float32(zx)
     for t in prange(N * C):
         n = t // C
         c = t - n * C
-        plane = x[n, c]
-        # x - zx, zero in the padding; (S-1)*dw spare elements for the flat taps' tail
-        xs = np.zeros(HP * WP + (S - 1) * dw, np.float32)
-        for i in range(H):
-            src = plane[i]
-            dst = xs[(i + pt) * WP + pl:(i + pt) * WP + pl + W]
-            for j in range(W):
-                dst[j] = np.float32(np.int32(src[j]) - zx)
-        # the sums laid out at the padded width: output row oh at acc[oh*WP : oh*WP + OW]
-        acc = np.zeros(OH * WP, np.float32)
-        for r in range(R):
-            for s in range(S):
-                wv = np.float32(w[c, r * S + s])
-                off = r * dh * WP + s * dw
-                if flat:   # every output row at once: the tap's reads are one shift apart
-                    src = xs[off:off + OH * WP]
-                    for j in range(acc.size):
-                        acc[j] += src[j] * wv
-                else:
-                    for oh in range(OH):
-                        base = oh * sh * WP + off
-                        row = acc[oh * WP:oh * WP + OW]
-                        for ow in range(OW):
-                            row[ow] += xs[base + ow * sw] * wv
+        tid = numba.get_thread_id()
+        plane = plane_ws[tid, :HP * WP]   # x - zx, zero in the padding
+        for j in range(HP * WP):
+            plane[j] = 0.0
+        buf = out_ws[tid]
+        load_plane(x[n, c], plane, plane, H, W, WP, pt, pl, split, zf)
+        plane_sums(plane, plane, w, c, buf, R, S, sh, sw, dh, dw, WP, OH, OW, split)
         sc, bc = scale[c], b[c]
-        for oh in range(OH):
-            p0 = oh * OW
-            _finish_row(acc[oh * WP:oh * WP + OW], sc, bc, act,
-                        res[n, c, p0:p0 + OW] if has_res else res[0, 0, :0], has_res,
-                        y[0, 0, :0] if quant_out else y[n, c, p0:p0 + OW],
-                        yq[n, c, p0:p0 + OW] if quant_out else yq[0, 0, :0], quant_out,
-                        inv_sy, zy, qmin, qmax)
+        P = OH * OW
+        if flat_stride and not has_res:
+            # one epilogue over the flat buffer (rows at the padded width, the columns
+            # between them finished and dropped), then row copies: per-row loops of 7 to
+            # 56 elements had run mostly in their scalar remainders
+            L = (OH - 1) * WP + OW
+            if quant_out:
+                qrow = q_ws[tid, :L]
+                _finish_row(buf[:L], sc, bc, act, res[0, 0, :0], False, y[0, 0, :0], qrow,
+                            True, inv_sy, zy, qmin, qmax)
+                for oh in range(OH):
+                    dst = yq[n, c, oh * OW:(oh + 1) * OW]
+                    src = qrow[oh * WP:oh * WP + OW]
+                    for j in range(OW):
+                        dst[j] = src[j]
+            else:
+                _finish_row(buf[:L], sc, bc, act, res[0, 0, :0], False, buf[:L], yq[0, 0, :0],
+                            False, inv_sy, zy, qmin, qmax)
+                for oh in range(OH):
+                    dst = y[n, c, oh * OW:(oh + 1) * OW]
+                    src = buf[oh * WP:oh * WP + OW]
+                    for j in range(OW):
+                        dst[j] = src[j]
+        elif flat_stride:   # the residual's rows are OW apart: row by row
+            for oh in range(OH):
+                p0 = oh * OW
+                _finish_row(buf[oh * WP:oh * WP + OW], sc, bc, act, res[n, c, p0:p0 + OW],
+                            True, y[0, 0, :0] if quant_out else y[n, c, p0:p0 + OW],
+                            yq[n, c, p0:p0 + OW] if quant_out else yq[0, 0, :0], quant_out,
+                            inv_sy, zy, qmin, qmax)
+        else:   # strided sums are laid out as the output plane: one epilogue
+            _finish_row(buf[:P], sc, bc, act, res[n, c] if has_res else res[0, 0, :0],
+                        has_res, y[0, 0, :0] if quant_out else y[n, c],
+                        yq[n, c] if quant_out else yq[0, 0, :0], quant_out, inv_sy, zy, qmin,
+                        qmax)
+
+
+@njit(parallel=True, cache=True)
+def depthwise_int8_blocked(x, wt, zx, scale, b, act, res, has_res, y, yq, quant_out, inv_sy,
+                           zy, qmin, qmax, R, sh, sw, pt, pl, HP, WP, dh, dw, OH, OW, offs,
+                           plane_ws, out_ws, bias_ws, band, xb_ws, yb_ws):
+    """The same convolution through 16-channel blocks, the float depthwise_blocked kernel's
+    way (R x R filters, R = 3, 5 or 7; input and output planes of >= 16 pixels): a task
+    is one (image, 16-channel block); band by band, the input rows it newly needs are
+    written as x - zx into the block's float32 planes (xb_ws, (threads, >= 16*H*W)),
+    transposed into the padded plane of pixel vectors (plane_ws, its border zeroed once a
+    call), each output row is one depthwise_row call (R*R vector FMAs a pixel for 16
+    channels, the filters wt (ceil(C/16), R*R, 16) float32 integers, no bias: the exact
+    sums) into out_ws, transposed back into float32 planes (yb_ws, (threads, >= 16*OH*OW))
+    and finished there by _finish_row into y / yq (N, C, OH*OW).  offs, band, HP, WP,
+    bias_ws: as depthwise_conv2d_blocked's."""
+    N, C, H, W = x.shape
+    V = 16
+    nb = (C + V - 1) // V
+    HW = H * W
+    OHW = OH * OW
+    xf = x.reshape(N * C * HW)
+    zf = np.float32(zx)
+    zero_plane_borders(plane_ws, H, W, HP, WP, pt, pl)
+    for t in prange(N * nb):
+        n = t // nb
+        blk = t % nb
+        c0 = blk * V
+        cn = min(V, C - c0)
+        tid = numba.get_thread_id()
+        P = plane_ws[tid]
+        ob = out_ws[tid]
+        bv = bias_ws[tid]
+        xb = xb_ws[tid]
+        yb = yb_ws[tid]
+        for c in range(V):
+            bv[c] = 0.0
+        wb = wt[blk]
+        done = 0   # input rows in the padded plane so far
+        conv = 0   # input pixels written to xb so far (the transposes read 16 at a time)
+        for p0 in range(0, OH, band):
+            p1 = min(OH, p0 + band)
+            need = min(H, (p1 - 1) * sh - pt + (R - 1) * dh + 1)
+            if need > done:
+                hi = min(HW, max(need * W, V))
+                if hi > conv:
+                    for c in range(cn):
+                        src = xf[(n * C + c0 + c) * HW + conv:(n * C + c0 + c) * HW + hi]
+                        dst = xb[c * HW + conv:c * HW + hi]
+                        for j in range(hi - conv):
+                            dst[j] = np.float32(src[j]) - zf
+                    conv = hi
+                plane_rows_in(xb, 0, HW, W, cn, P, offs, done, need, False)
+                done = need
+            for p in range(p0, p1):
+                blocked_row(P, p * sh * WP * V, dh * WP * V, sw, dw, R, OW, wb, bv, 0, ob,
+                            p * OW * V)
+            plane_rows_out(ob, yb, 0, OHW, OW, cn, p0, p1, res, n, c0, 0, False)
+            q0, q1 = p0 * OW, p1 * OW
+            for c in range(cn):
+                k = c0 + c
+                _finish_row(yb[c * OHW + q0:c * OHW + q1], scale[k], b[k], act,
+                            res[n, k, q0:q1] if has_res else res[0, 0, :0], has_res,
+                            y[0, 0, :0] if quant_out else y[n, k, q0:q1],
+                            yq[n, k, q0:q1] if quant_out else yq[0, 0, :0], quant_out,
+                            inv_sy, zy, qmin, qmax)
 
 
 @njit(inline="always")
 def _finish_row(a, sc, bc, act, res, has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax):
-    """int8._finish over one output row's sums a (exact integers in float32; views of the
-    row, so the loop vectorizes)."""
+    """int8._finish over one output row's sums a (exact integers in float32, in a scratch
+    row this overwrites): act(a * sc + bc (+ res)), stored in y, or requantized into yq as
+    min(max(rint(v * inv_sy) + zy, qmin), qmax).  One loop a step, each branch outside
+    its loop and the integers stored through int32, so that every loop vectorizes (the
+    one loop with the branches inside had taken half the kernel's time)."""
+    n = a.size
+    if has_res:
+        for i in range(n):
+            a[i] = a[i] * sc + bc + res[i]
+    else:
+        for i in range(n):
+            a[i] = a[i] * sc + bc
     zero, six = np.float32(0), np.float32(6)
-    for ow in range(a.size):
-        v = a[ow] * sc + bc
-        if has_res:
-            v = v + res[ow]
-        if act == 1:
-            v = max(v, zero)
-        elif act == 2:
-            v = min(max(v, zero), six)
-        if quant_out:
-            q = np.rint(v * inv_sy) + zy
-            yq[ow] = min(max(q, qmin), qmax)
-        else:
-            y[ow] = v
+    if act == 1:
+        for i in range(n):
+            a[i] = max(a[i], zero)
+    elif act == 2:
+        for i in range(n):
+            a[i] = min(max(a[i], zero), six)
+    if quant_out:
+        for i in range(n):
+            q = np.rint(a[i] * inv_sy) + zy
+            q = qmin if q < qmin else q
+            q = qmax if q > qmax else q
+            yq[i] = np.int32(q)
+    else:
+        for i in range(n):
+            y[i] = a[i]

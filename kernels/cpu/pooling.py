@@ -4,6 +4,7 @@ Window (p, q) of a plane covers rows p*sh - ph + i*dh, i < kh, and columns
 q*sw - pw + j*dw, j < kw; positions outside the plane are padding.
 
     max:  y = max over the in-plane positions (padding is -inf); NaN wins, as in PyTorch
+          (integer tensors, max_pool2d_int: padding never wins)
     avg:  y = sum over in-plane positions / divisor, divisor = divisor_override, or the
           window clipped to the padded plane (count_include_pad), or the in-plane count
     adaptive avg: bin p spans rows [floor(p*H/OH), ceil((p+1)*H/OH)), likewise columns
@@ -260,6 +261,62 @@ def max_pool2d(x, y, kh, kw, sh, sw, ph, pw, dh, dw, row_ws):
                 for j in range(W):
                     inner[j] = NEG_INF
             _horizontal(vb, hb, vb64, hb32, y[n, c, p], kw, sw, dw, span, OW)
+
+
+@njit(parallel=True, cache=True)
+def max_pool2d_int(x, y, kh, kw, sh, sw, ph, pw, dh, dw, lowest):
+    """Max pooling of an integer x (N, C, H, W; uint8 or int8) into y (N, C, OH, OW) of its
+    type: y = max over the window's in-plane positions (padding never wins), ``lowest``
+    (the type's minimum) for a window with none.  Separable as the float kernel: the
+    vertical max of the window's in-plane rows into a row carrying pw columns of
+    ``lowest`` on the left and enough on the right, then at unit stride the max over the
+    kw taps for every column a window may start on, of which the output row takes every
+    sw-th (unit-stride loops vectorize; a strided gather per tap had made it slower than
+    the float kernel).  Tasks are (n, c) planes; integers are exact, so the max of a
+    quantized tensor is the quantized max."""
+    N, C, H, W = x.shape
+    OH, OW = y.shape[2], y.shape[3]
+    span = (OW - 1) * sw + 1
+    width = max(W + pw, span + (kw - 1) * dw)
+    for t in prange(N * C):
+        n = t // C
+        c = t % C
+        plane = x[n, c]
+        row = np.empty(width, x.dtype)
+        hor = np.empty(span, x.dtype)
+        for j in range(width):
+            row[j] = lowest
+        inner = row[pw:pw + W]   # (slices: indices LLVM knows are in range, so it vectorizes)
+        for p in range(OH):
+            yrow = y[n, c, p]
+            first = True
+            for i in range(kh):
+                hi = p * sh - ph + i * dh
+                if hi >= 0 and hi < H:
+                    src = plane[hi]
+                    if first:
+                        for j in range(W):
+                            inner[j] = src[j]
+                        first = False
+                    else:
+                        for j in range(W):
+                            v = src[j]
+                            r = inner[j]
+                            inner[j] = v if v > r else r
+            if first:   # no row of the window is in the plane
+                for q in range(OW):
+                    yrow[q] = lowest
+                continue
+            for j in range(span):
+                hor[j] = row[j]
+            for tap in range(1, kw):
+                shifted = row[tap * dw:tap * dw + span]
+                for j in range(span):
+                    v = shifted[j]
+                    h = hor[j]
+                    hor[j] = v if v > h else h
+            for q in range(OW):
+                yrow[q] = hor[q * sw]
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
