@@ -304,10 +304,11 @@ class _Rewriter:
            input lies on an int8 grid becomes ``qconv`` / ``qlinear``: it quantizes its
            float input itself, so it reads the tensor before the fake quantization (the
            integers are the same), and a relu after it moves into its epilogue.  A conv
-           whose groups have a number of input channels that is not a multiple of 4 (an
-           RGB stem, a depthwise conv) stays float, reading the fake-quantized input as
-           the graph says: the int8 kernels gather its columns and ran slower than the
-           float ones (ResNet-50's stem 1.31 against 0.68 ms);
+           whose groups have a number of input channels that is not a multiple of 4 and
+           more than MAX_TAPS products a sum stays float, reading the fake-quantized input
+           as the graph says: the int8 kernels would gather its columns (an RGB stem and
+           a depthwise conv have kernels of their own: int8_conv2d's float-kernel path
+           and the int8 depthwise kernel);
         5. a tensor that only int8 layers and qadds read, each on one uint8 grid, is
            stored as its integers: the qconv producing it requantizes in its epilogue (or
            the qadd stores integers), and its readers take the integers as they are (a
@@ -317,6 +318,7 @@ class _Rewriter:
         The fake quantizations nothing reads any more are then dead.  Everything the
         pairs compute is kept: a residual add sees both operands and its sum on their
         grids, as onnxruntime's QLinearAdd does."""
+        from .kernels.cpu.depthwise_int8 import MAX_TAPS
         from .quantization import MAX_REDUCTION
 
         def index():
@@ -413,8 +415,10 @@ class _Rewriter:
                 fq = self.nodes[p].attrs["fq_out"]   # already on the grid
             wq = n.params["weight_q"]
             if n.op == "conv" and (wq.shape[1] * wq.shape[2] * wq.shape[3] > MAX_REDUCTION
-                                   or wq.shape[1] % 4 or n.attrs.get("algo", "auto") != "auto"):
-                continue   # (a Cg % 4 conv, an RGB stem or a depthwise one, is faster float)
+                                   or (wq.shape[1] % 4 and wq.shape[1] * wq.shape[2]
+                                       * wq.shape[3] > MAX_TAPS)
+                                   or n.attrs.get("algo", "auto") != "auto"):
+                continue   # (Cg % 4 with more taps: the int8 kernels' column gathers)
             params = {"weight_q": wq, "w_scale": np.asarray(n.params["w_scale"], np.float32)}
             if n.params.get("bias") is not None:
                 params["bias"] = n.params["bias"]

@@ -380,7 +380,7 @@ class _Int8Call:
 
     __slots__ = ("prob", "layer", "k", "P", "quant", "qt", "gpu", "vnni", "flip", "zx", "dw",
                  "wq", "wmat", "wsum", "scale", "act", "wpx", "vp", "rows", "packed", "tile",
-                 "wdw", "dwb",
+                 "wdw", "dwb", "fx", "wfx",
                  "kblock", "px", "requant", "out_shape", "zero_bias")
 
     def __init__(self, xa, x_scale, x_zero_point, wq, w_scale, stride, padding, dilation,
@@ -435,7 +435,12 @@ class _Int8Call:
         # same integers after the zero-point correction
         # a depthwise conv from the NCHW planes (its own kernel reads int8 as it is)
         self.dw = dw = not gpu and nhwc is None and _dw_applies(prob)
-        self.flip = (vnni or gpu) and xa.dtype == np.int8 and nhwc is None and not dw
+        # a stem-like conv (Cg % 4) on the float kernels, its sums exact (_fx_applies):
+        # fx is then the float family to ask for
+        self.fx = fx = _fx_algo(prob) if not gpu and nhwc is None and not dw and \
+            _fx_applies(prob) else None
+        self.flip = (vnni or gpu) and xa.dtype == np.int8 and nhwc is None and not dw \
+            and fx is None
         if self.flip:
             zx += 128
         P = prob.oh * prob.ow
@@ -450,6 +455,11 @@ class _Int8Call:
         self.wdw = _packed_form(packed, "int8_dw", lambda: wmat.astype(np.float32).reshape(
             prob.k, 1, prob.r, prob.s)) if dw and run else None
         self.dwb = _dw_blocked(prob, self.wdw, packed) if dw and run else None
+        self.wfx = None
+        if fx is not None and run:   # the float kernels' weights: the int8 ones as floats
+            self.wfx = _packed_form(packed, "int8_fx", lambda: np.ascontiguousarray(
+                wmat.reshape(prob.k, prob.r, prob.s, prob.cg).transpose(0, 3, 1, 2),
+                np.float32))
         self.rows = _NO_ROWS
         if self.vp is not None and rows is not None:
             # the sums per class, keyed by the classes: another map height of the same
@@ -508,7 +518,7 @@ class _Int8Call:
             xa = (xa.view(np.uint8) ^ np.uint8(0x80))
         pt, pb, pl, pr = prob.pads
         run = prob.n and P
-        if (px is not None or self.dw) and run and not xa.flags.c_contiguous:
+        if (px is not None or self.dw or self.fx) and run and not xa.flags.c_contiguous:
             _runtime.unrecordable()
             xa = np.ascontiguousarray(xa)
         with _runtime.kernel_scope(blas=False):
@@ -529,6 +539,9 @@ class _Int8Call:
                                     self.scale, b, self.act, res, has_res, y, yq, quant, inv,
                                     zy, qmin, qmax, sh, sw_, dh, dw_, pt, pl, prob.oh,
                                     prob.ow, *_dw8_workspaces(prob, yq.dtype))
+                run = False
+            if self.fx is not None and run:
+                self._float_conv(xa, b, res, has_res, y, yq)
                 run = False
             if nhwc is not None or px is not None or not run:   # (an empty problem: no move)
                 xp = nhwc
@@ -572,6 +585,24 @@ class _Int8Call:
                                     *common, cols)
         out_arr = yq if quant else y
         return out_arr.reshape(self.out_shape)
+
+
+    def _float_conv(self, xa, b, res, has_res, y, yq):
+        """The conv on the float kernels: x - zx as float32 (float_planes), the planner's
+        float conv of it with the int8 filters as floats and no bias (its sums are the
+        exact integers acc - zx * wsum: _fx_applies), then _finish (finish_planes)."""
+        from . import functional as F
+        prob = self.prob
+        xf = _workspace.get("int8_fx_in", (prob.n, prob.c, prob.h, prob.w))
+        acc = _workspace.get("int8_fx_sums", self.out_shape)
+        _runtime.launch(_int8.float_planes, xa.reshape(-1), xf.reshape(-1),
+                        np.float32(self.zx))
+        F.conv2d(xf, self.wfx, None, prob.stride, prob.pads, prob.dilation, prob.groups,
+                 algo=self.fx, packed=_packed_form(self.packed, "int8_fx_conv", dict),
+                 layer=self.layer, out=acc)
+        inv, zy, qmin, qmax = self.requant
+        _runtime.launch(_int8.finish_planes, acc.reshape(prob.n, self.k, self.P), self.scale,
+                        b, self.act, res, has_res, y, yq, self.quant, inv, zy, qmin, qmax)
 
 
 INT8_COLS_BYTES = 16384
@@ -766,6 +797,22 @@ def _dw8_block_planes(prob):
             _workspace.per_thread("int8_dw_block_out", threads, (16 * prob.oh * prob.ow,)))
 
 
+def _fx_applies(prob):
+    """Whether int8_conv2d runs this conv on the float kernels (_Int8Call._float_conv): a
+    conv whose groups have a number of input channels that is not a multiple of 4 (an RGB
+    stem), which the int8 kernels gather column by column, with at most MAX_TAPS products
+    a sum, so that float32 holds every partial sum exactly (depthwise_int8.MAX_TAPS: each
+    product at most 255 * 128).  ResNet-50's 7x7 stem from uint8 had taken 3.2 ms."""
+    return prob.cg % 4 != 0 and prob.cg * prob.r * prob.s <= _dw8.MAX_TAPS
+
+
+def _fx_algo(prob):
+    """The float conv family for _float_conv: the planner's, unless that is a Winograd
+    one (its transforms are not sums of the products), then the packed im2col."""
+    name = planner.plan(prob).algorithm.name
+    return "im2col_packed" if "winograd" in name else "auto"
+
+
 def _dw_applies(prob):
     """The int8 depthwise kernel (kernels/cpu/depthwise_int8.py) runs this conv: one input
     and one output channel a group, a filter of at most MAX_TAPS taps (its float32 sums
@@ -776,12 +823,13 @@ def _dw_applies(prob):
 
 def planes_read(x_shape, w_shape, stride, pads, dilation, groups, layer):
     """Whether int8_conv2d reads this conv's uint8 input as NCHW planes on this CPU (the
-    pixel-vector 1x1 kernel, _geometry's px, or the depthwise kernel), so a model quantizes
+    pixel-vector 1x1 kernel, _geometry's px, the depthwise kernel or the float kernels
+    of a stem, _fx_applies), so a model quantizes
     its float input in place (quantize_nchw) rather than channels-last (quantize_nhwc)."""
     if _backend._backend == "cuda":
         return False
     geo = _geometry(tuple(x_shape), w_shape, stride, pads, dilation, groups, layer, True)
-    return geo[5] is not None or _dw_applies(geo[0])
+    return geo[5] is not None or _dw_applies(geo[0]) or _fx_applies(geo[0])
 
 
 def _px_plan(prob, threads):

@@ -642,6 +642,49 @@ def test_int8_depthwise_blocks_in_bands(rng, c, h, w, k, stride, dil, pads):
                                                        out_dtype=np.uint8))
 
 
+@pytest.mark.parametrize("c,k,r,stride,pads,groups,hw", [
+    (3, 64, 7, 2, (3, 3, 3, 3), 1, 38),   # ResNet's stem
+    (3, 32, 3, 2, (1, 1, 1, 1), 1, 29),   # MobileNetV2's
+    (3, 16, 3, 1, (1, 0, 2, 1), 1, 17),   # stride 1, asymmetric pads
+    (6, 12, 3, 1, (1, 1, 1, 1), 2, 9),    # 3 channels a group
+    (5, 8, 1, 1, (0, 0, 0, 0), 1, 11),    # a 1x1 of 5 channels
+    (57, 8, 3, 1, (1, 1, 1, 1), 1, 6),    # 513 taps: the most a float32 sum holds exactly
+])
+@pytest.mark.parametrize("xdtype", ["uint8", "int8"])
+def test_int8_stems_run_exactly_on_the_float_kernels(rng, c, k, r, stride, pads, groups, hw,
+                                                     xdtype):
+    """A conv with Cg % 4 input channels a group and at most MAX_TAPS products a sum (an RGB
+    stem) runs on the float kernels from x - zx, its float32 sums the exact integers:
+    the integer reference's result bit for bit, float and requantized, with the residual
+    and activations; the input untouched."""
+    from fastconv import quantization as Q
+    x = (2 * rng.standard_normal((2, c, hw, hw))).astype(np.float32)
+    xq, sx, zx = fc.quantize_tensor(x, dtype=xdtype)
+    # extreme integers: every product at its largest, so an inexact sum would show
+    xq[0, :, :3] = np.iinfo(xq.dtype).max
+    wq, swt, _ = fc.quantize_tensor(rng.standard_normal((k, c // groups, r, r))
+                                    .astype(np.float32), axis=0)
+    wq[0] = 127
+    b = rng.standard_normal(k).astype(np.float32)
+    oh = (hw + pads[0] + pads[1] - r) // stride + 1
+    ow = (hw + pads[2] + pads[3] - r) // stride + 1
+    res = rng.standard_normal((2, k, oh, ow)).astype(np.float32)
+    keep = xq.copy()
+    pk = {}
+    for act, residual in ((None, None), ("relu6", res)):
+        args = (stride, pads, 1, groups, act)
+        np.testing.assert_array_equal(
+            fc.int8_conv2d(xq, sx, zx, wq, swt, b, *args, residual=residual, packed=pk),
+            ref.int8_conv2d(xq, int(zx), sx, wq, swt, b, *args, residual=residual))
+        np.testing.assert_array_equal(
+            fc.int8_conv2d(xq, sx, zx, wq, swt, b, *args, residual=residual, out_scale=0.05,
+                           out_zero_point=4, out_dtype="uint8", packed=pk),
+            ref.int8_conv2d(xq, int(zx), sx, wq, swt, b, *args, residual=residual,
+                            out_scale=0.05, out_zero_point=4, out_dtype=np.uint8))
+    assert all(call.fx is not None for call in pk[Q._CALLS].values())
+    np.testing.assert_array_equal(xq, keep)
+
+
 def test_quantize_tensor_roundtrip_and_saturation():
     x = np.array([-1.0, -0.5, 0.0, 0.26, 1.0], np.float32)
     q, s, z = fc.quantize_tensor(x)

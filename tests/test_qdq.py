@@ -144,7 +144,7 @@ def qdq_resnet_block(rng, c=32, hw=12, classes=64, relu_nodes=False, per_channel
             nodes.append(helper.make_node("Relu", [name], [name + "r"]))
         return _qdq(nodes, inits, name + "r" if relu_nodes else name, s_out, 0)
 
-    # the stem (3 input channels) stays float in fastconv: its input pair is kept
+    # the stem (3 input channels): int8_conv2d runs it on the float kernels, exactly
     h0 = conv_relu("c0", x, w1, s_in, s1)
     h1 = conv_relu("c1", h0, w2, s1, s2)
     wn, ws = _int8_weight(nodes, inits, "c2", w3, per_channel)
@@ -192,16 +192,17 @@ def test_qdq_model_runs_int8_and_matches_the_graph(rng, relu_nodes, per_channel)
     xs = [rng.standard_normal((1, 3, 12, 12)).astype(np.float32) * 2 for _ in range(4)]
     opt = fc.optimize(model, xs[0])
     ops = [n.op for n in opt.nodes]
-    assert ops.count("qconv") == 3 and ops.count("qlinear") == 1 and ops.count("qadd") == 1, ops
+    assert ops.count("qconv") == 4 and ops.count("qlinear") == 1 and ops.count("qadd") == 1, ops
     assert "quantize_linear" not in ops and "dequantize_linear" not in ops, ops
-    assert "relu" not in ops and ops.count("conv") == 1, ops   # the RGB stem stays float
-    # the tensors only int8 layers read are stored as uint8: the 3x3's output (the 1x1
-    # reads it) and the 1x1's (the add reads it); the add's sum goes to a float pool
+    assert "relu" not in ops and "conv" not in ops, ops   # the RGB stem too
+    # the tensors only int8 layers read are stored as uint8: the stem's output (the 3x3
+    # and the add read it), the 3x3's (the 1x1 reads it) and the 1x1's (the add reads
+    # it); the add's sum goes to a float pool
     dtypes = opt.shapes(xs[0])
     qconv_out = [str(dtypes[n.outputs[0]][1]) for n in opt.nodes if n.op == "qconv"]
-    assert qconv_out == ["uint8", "uint8", "float32"], qconv_out
+    assert qconv_out == ["uint8", "uint8", "uint8", "float32"], qconv_out
     qadd = next(n for n in opt.nodes if n.op == "qadd")
-    assert qadd.attrs.get("int_a") and not qadd.attrs.get("int_b") and \
+    assert qadd.attrs.get("int_a") and qadd.attrs.get("int_b") and \
         not qadd.attrs.get("int_out"), qadd.attrs
     keep = [x.copy() for x in xs]
     for x, x0 in zip(xs, keep):
@@ -270,7 +271,7 @@ def test_quantize_static_model_runs_int8(rng, tmp_path):
     sess = ort.InferenceSession(str(qp), providers=["CPUExecutionProvider"])
     opt = fc.optimize(fc.from_onnx(str(qp)), calib[0])
     ops = [n.op for n in opt.nodes]
-    assert ops.count("qconv") == 2 and "quantize_linear" not in ops, ops
+    assert ops.count("qconv") == 3 and "quantize_linear" not in ops, ops
     ys = onnx.load(str(qp))
     step = next(numpy_helper.to_array(t) for t in ys.graph.initializer
                 if t.name.startswith("y_") and t.name.endswith("scale"))

@@ -14,7 +14,7 @@ kernels).  So the plane is the float depthwise kernel's (depthwise.load_plane wr
 x - zx, whose padding is the float conv's zero, into a padded float32 plane;
 depthwise.plane_sums runs the taps: a 3x3 filter's nine taps in one loop with the weights
 in registers, stride 2 from the rows' even and odd columns), with the filter as float32
-integers, and _finish_row's epilogue follows.
+integers, and int8.finish_row's epilogue follows.
 
 The general int8 kernels had run a depthwise conv as a grouped GEMM of one channel a
 group: 11 ms on MobileNetV2's 144@56 (2 threads) against 98 us fp32.  A first kernel of
@@ -27,6 +27,7 @@ from numba import njit, prange
 
 from .depthwise import (blocked_row, load_plane, plane_rows_in, plane_rows_out, plane_sums,
                         zero_plane_borders)
+from .int8 import finish_row
 
 MAX_TAPS = (1 << 24) // (255 * 128)   # 514: float32 sums of that many products are exact
 
@@ -65,16 +66,16 @@ def depthwise_int8(x, w, zx, scale, b, act, res, has_res, y, yq, quant_out, inv_
             L = (OH - 1) * WP + OW
             if quant_out:
                 qrow = q_ws[tid, :L]
-                _finish_row(buf[:L], sc, bc, act, res[0, 0, :0], False, y[0, 0, :0], qrow,
-                            True, inv_sy, zy, qmin, qmax)
+                finish_row(buf[:L], sc, bc, act, res[0, 0, :0], False, y[0, 0, :0], qrow,
+                           True, inv_sy, zy, qmin, qmax)
                 for oh in range(OH):
                     dst = yq[n, c, oh * OW:(oh + 1) * OW]
                     src = qrow[oh * WP:oh * WP + OW]
                     for j in range(OW):
                         dst[j] = src[j]
             else:
-                _finish_row(buf[:L], sc, bc, act, res[0, 0, :0], False, buf[:L], yq[0, 0, :0],
-                            False, inv_sy, zy, qmin, qmax)
+                finish_row(buf[:L], sc, bc, act, res[0, 0, :0], False, buf[:L], yq[0, 0, :0],
+                           False, inv_sy, zy, qmin, qmax)
                 for oh in range(OH):
                     dst = y[n, c, oh * OW:(oh + 1) * OW]
                     src = buf[oh * WP:oh * WP + OW]
@@ -83,15 +84,15 @@ def depthwise_int8(x, w, zx, scale, b, act, res, has_res, y, yq, quant_out, inv_
         elif flat_stride:   # the residual's rows are OW apart: row by row
             for oh in range(OH):
                 p0 = oh * OW
-                _finish_row(buf[oh * WP:oh * WP + OW], sc, bc, act, res[n, c, p0:p0 + OW],
-                            True, y[0, 0, :0] if quant_out else y[n, c, p0:p0 + OW],
-                            yq[n, c, p0:p0 + OW] if quant_out else yq[0, 0, :0], quant_out,
-                            inv_sy, zy, qmin, qmax)
+                finish_row(buf[oh * WP:oh * WP + OW], sc, bc, act, res[n, c, p0:p0 + OW],
+                           True, y[0, 0, :0] if quant_out else y[n, c, p0:p0 + OW],
+                           yq[n, c, p0:p0 + OW] if quant_out else yq[0, 0, :0], quant_out,
+                           inv_sy, zy, qmin, qmax)
         else:   # strided sums are laid out as the output plane: one epilogue
-            _finish_row(buf[:P], sc, bc, act, res[n, c] if has_res else res[0, 0, :0],
-                        has_res, y[0, 0, :0] if quant_out else y[n, c],
-                        yq[n, c] if quant_out else yq[0, 0, :0], quant_out, inv_sy, zy, qmin,
-                        qmax)
+            finish_row(buf[:P], sc, bc, act, res[n, c] if has_res else res[0, 0, :0],
+                       has_res, y[0, 0, :0] if quant_out else y[n, c],
+                       yq[n, c] if quant_out else yq[0, 0, :0], quant_out, inv_sy, zy, qmin,
+                       qmax)
 
 
 @njit(parallel=True, cache=True)
@@ -106,7 +107,7 @@ def depthwise_int8_blocked(x, wt, zx, scale, b, act, res, has_res, y, yq, quant_
     call), each output row is one depthwise_row call (R*R vector FMAs a pixel for 16
     channels, the filters wt (ceil(C/16), R*R, 16) float32 integers, no bias: the exact
     sums) into out_ws, transposed back into float32 planes (yb_ws, (threads, >= 16*OH*OW))
-    and finished there by _finish_row into y / yq (N, C, OH*OW).  offs, band, HP, WP,
+    and finished there by finish_row into y / yq (N, C, OH*OW).  offs, band, HP, WP,
     bias_ws: as depthwise_conv2d_blocked's."""
     N, C, H, W = x.shape
     V = 16
@@ -153,40 +154,8 @@ def depthwise_int8_blocked(x, wt, zx, scale, b, act, res, has_res, y, yq, quant_
             q0, q1 = p0 * OW, p1 * OW
             for c in range(cn):
                 k = c0 + c
-                _finish_row(yb[c * OHW + q0:c * OHW + q1], scale[k], b[k], act,
-                            res[n, k, q0:q1] if has_res else res[0, 0, :0], has_res,
-                            y[0, 0, :0] if quant_out else y[n, k, q0:q1],
-                            yq[n, k, q0:q1] if quant_out else yq[0, 0, :0], quant_out,
-                            inv_sy, zy, qmin, qmax)
-
-
-@njit(inline="always")
-def _finish_row(a, sc, bc, act, res, has_res, y, yq, quant_out, inv_sy, zy, qmin, qmax):
-    """int8._finish over one output row's sums a (exact integers in float32, in a scratch
-    row this overwrites): act(a * sc + bc (+ res)), stored in y, or requantized into yq as
-    min(max(rint(v * inv_sy) + zy, qmin), qmax).  One loop a step, each branch outside
-    its loop and the integers stored through int32, so that every loop vectorizes (the
-    one loop with the branches inside had taken half the kernel's time)."""
-    n = a.size
-    if has_res:
-        for i in range(n):
-            a[i] = a[i] * sc + bc + res[i]
-    else:
-        for i in range(n):
-            a[i] = a[i] * sc + bc
-    zero, six = np.float32(0), np.float32(6)
-    if act == 1:
-        for i in range(n):
-            a[i] = max(a[i], zero)
-    elif act == 2:
-        for i in range(n):
-            a[i] = min(max(a[i], zero), six)
-    if quant_out:
-        for i in range(n):
-            q = np.rint(a[i] * inv_sy) + zy
-            q = qmin if q < qmin else q
-            q = qmax if q > qmax else q
-            yq[i] = np.int32(q)
-    else:
-        for i in range(n):
-            y[i] = a[i]
+                finish_row(yb[c * OHW + q0:c * OHW + q1], scale[k], b[k], act,
+                           res[n, k, q0:q1] if has_res else res[0, 0, :0], has_res,
+                           y[0, 0, :0] if quant_out else y[n, k, q0:q1],
+                           yq[n, k, q0:q1] if quant_out else yq[0, 0, :0], quant_out,
+                           inv_sy, zy, qmin, qmax)
