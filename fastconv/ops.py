@@ -827,7 +827,11 @@ def qglobal_avg_pool(node, args, out):
     (sx, zx, _), (sy, zy, dt) = a["fq_x"], a["fq_out"]
     axes = tuple(range(1, x.ndim - 1)) if a.get("channels_last") else tuple(range(2, x.ndim))
     n = int(np.prod([x.shape[i] for i in axes]))
-    total = x.sum(axis=axes, keepdims=True, dtype=np.int64) - n * zx
+    if a.get("channels_last") or n >= 1 << 23:
+        total = x.sum(axis=axes, keepdims=True, dtype=np.int64) - n * zx
+    else:   # (rows of the planes: twice as fast; int32 holds n * 255)
+        total = np.ascontiguousarray(x).reshape(-1, n).sum(axis=1, dtype=np.int32).reshape(
+            x.shape[:2] + (1,) * (x.ndim - 2)) - np.int32(n * zx)
     scale = np.float32(sx) / (np.float32(sy) * np.float32(n))
     v = np.rint(total.astype(np.float32) * scale)
     v += np.float32(zy)

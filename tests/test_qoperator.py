@@ -235,6 +235,8 @@ def test_quantize_static_operator_form_model(rng, tmp_path):
     ops = [n.op for n in model.nodes]
     assert ops.count("qconv") == 4 and "conv" not in ops and "qadd" in ops, ops
     opt = fc.optimize(model, calib[0])
+    # the input's QuantizeLinear: the stem quantizes the float image itself
+    assert "quantize_linear" in ops and "quantize_linear" not in [n.op for n in opt.nodes]
     dtypes = opt.shapes(calib[0])
     assert all(str(dtypes[n.outputs[0]][1]) == "uint8" for n in opt.nodes
                if n.op in ("qconv", "qadd", "max_pool")), dtypes
