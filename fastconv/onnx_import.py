@@ -466,10 +466,14 @@ class _Importer:
         return float(np.float32(np.reshape(s, ()))), int(np.reshape(z, ())), z.dtype.name
 
     def qweight(self, node, i_w, i_scale, i_zp, k, axis, what):
-        """(weight_q int8, w_scale (k,) float32) from a constant int8 / uint8 weight with one
-        scale and zero point or one per output feature (``axis``, k of them): the weight
-        minus its zero point, which must fit int8 (the int8 kernels take symmetric
-        weights; an offset weight such as uint8 around 128 is moved there exactly)."""
+        """(weight_q int8, w_scale (k,) float32, rest) from a constant int8 / uint8 weight
+        with one scale and zero point or one per output feature (``axis``, k of them): the
+        weight minus its zero point, moved exactly into the int8 kernels' symmetric
+        weights.  Where that difference does not fit int8 (uint8 weights far from their
+        zero point, as some converters write them), weight_q is it clipped to int8 and
+        ``rest`` (S, ...) int8 holds the parts that sum with it to the weight (S = 1 or
+        2; the layer then runs one exact int8 product a part and adds the sums), else
+        rest is None."""
         w = self.need_const(node, i_w, f"{what} weight")
         if w is None:
             raise ValueError(f"{what} weight is missing")
@@ -486,15 +490,18 @@ class _Importer:
             shape = [1] * w.ndim
             shape[axis] = -1
             return np.broadcast_to(v, (k,)).reshape(shape)
-        scale = per_feature(s, "scale")
+        scale = np.ascontiguousarray(per_feature(s, "scale").reshape(-1), np.float32)
         wi = w.astype(np.int32)
         if z is not None:
             wi = wi - per_feature(z, "zero point").astype(np.int32)
-        if wi.size and (wi.min() < -128 or wi.max() > 127):
-            raise ValueError(f"{what} weight minus its zero point must fit int8 (the int8 "
-                             f"kernels' symmetric weights), got values in "
-                             f"[{wi.min()}, {wi.max()}]")
-        return wi.astype(np.int8), np.ascontiguousarray(scale.reshape(-1), np.float32)
+        parts = []
+        while wi.size and (wi.min() < -128 or wi.max() > 127 or parts) and np.any(wi):
+            part = np.clip(wi, -128, 127)   # (|w - zw| <= 255: at most three parts)
+            parts.append(part.astype(np.int8))
+            wi = wi - part
+        if not parts:
+            return wi.astype(np.int8), scale, None
+        return parts[0], scale, np.stack(parts[1:])
 
     def q_out(self, attrs, out):
         if out is not None:
@@ -510,11 +517,13 @@ class _Importer:
         w = self.need_const(node, 3, "QLinearConv weight")
         if w is None or w.ndim != 4:
             raise ValueError("QLinearConv needs a constant 4-D weight (2-D convolutions)")
-        wq, ws = self.qweight(node, 3, 4, 5, w.shape[0], 0, "QLinearConv")
+        wq, ws, rest = self.qweight(node, 3, 4, 5, w.shape[0], 0, "QLinearConv")
         k = tuple(a.get("kernel_shape", w.shape[2:]))
         st = tuple(a.get("strides", (1, 1)))
         dil = tuple(a.get("dilations", (1, 1)))
         params = {"weight_q": wq, "w_scale": ws}
+        if rest is not None:
+            params["weight_q_rest"] = rest
         B = self.need_const(node, 8, "QLinearConv bias")
         if B is not None:
             params["bias"] = (B.astype(np.float64).reshape(-1) * xg[0] * ws).astype(np.float32)
@@ -531,10 +540,12 @@ class _Importer:
             raise ValueError("QLinearMatMul needs a constant 2-D b")
         xg = self.qgrid(node, 1, 2, "QLinearMatMul a")
         yg = self.qgrid(node, 6, 7, "QLinearMatMul output")
-        wq, ws = self.qweight(node, 3, 4, 5, b.shape[1], 1, "QLinearMatMul")
+        wq, ws, rest = self.qweight(node, 3, 4, 5, b.shape[1], 1, "QLinearMatMul")
         attrs = {"x_scale": xg[0], "x_zero_point": xg[1], "x_dtype": xg[2]}
-        self.add("qlinear", node, [x], self.q_out(attrs, yg),
-                 {"weight_q": np.ascontiguousarray(wq.T), "w_scale": ws})
+        params = {"weight_q": np.ascontiguousarray(wq.T), "w_scale": ws}
+        if rest is not None:
+            params["weight_q_rest"] = np.ascontiguousarray(rest.transpose(0, 2, 1))
+        self.add("qlinear", node, [x], self.q_out(attrs, yg), params)
 
     def ms_QGemm(self, node, a, x):
         """onnxruntime's QGemm: ((A - za) @ (B - zb) + C) * alpha * sa * sb (C int32),
@@ -547,10 +558,13 @@ class _Importer:
         tb = bool(a.get("transB", 0))
         n_out = B.shape[0] if tb else B.shape[1]
         xg = self.qgrid(node, 1, 2, "QGemm A")
-        wq, ws = self.qweight(node, 3, 4, 5, n_out, 0 if tb else 1, "QGemm")
+        wq, ws, rest = self.qweight(node, 3, 4, 5, n_out, 0 if tb else 1, "QGemm")
         # (onnxruntime adds C to the int32 sums and scales both by alpha * sa * sb)
         ws = (ws * np.float32(a.get("alpha", 1.0))).astype(np.float32)
         params = {"weight_q": np.ascontiguousarray(wq if tb else wq.T), "w_scale": ws}
+        if rest is not None:
+            params["weight_q_rest"] = np.ascontiguousarray(rest if tb else
+                                                           rest.transpose(0, 2, 1))
         C = self.need_const(node, 6, "QGemm C")
         if C is not None:
             if np.size(C) not in (1, n_out):

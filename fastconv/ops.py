@@ -707,6 +707,12 @@ def qconv(node, args, out):
     from .quantization import int8_conv2d, planes_read, quantize_nchw, quantize_nhwc
     a = node.attrs
     res = args[1] if len(args) > 1 else None
+    if "weight_q_rest" in node.params:
+        y = _qconv_parts(node, args[0], res)
+        if out is None:
+            return y
+        out[...] = y
+        return out
     oq = {} if a.get("out_scale") is None else dict(
         out_scale=a["out_scale"], out_zero_point=a["out_zero_point"], out_dtype=a["out_dtype"])
     xn = None
@@ -737,6 +743,45 @@ def qconv(node, args, out):
     return y[0] if x.ndim == 3 else y
 
 
+def _qconv_parts(node, x, res):
+    """qconv of a weight that int8 does not hold (an imported uint8 weight far from its
+    zero point): weight_q plus the parts in weight_q_rest.  Each part is one exact int8
+    conv with unit scales, no bias and float out (float32(acc - zx * wsum), exact while
+    below 2**24 in magnitude); the sums are added and _finish's epilogue (scale, bias,
+    residual, activation, requantization) runs in NumPy.  A fallback: no replay
+    (planned_qconv leaves it to the op)."""
+    from .quantization import int8_conv2d
+    a, p = node.attrs, node.params
+    xb = x[None] if x.ndim == 3 else x
+    if xb.dtype != np.dtype(a["x_dtype"]):
+        xb = _quantize_input(np.asarray(xb, np.float32), node)
+    parts = [p["weight_q"]] + list(p["weight_q_rest"])
+    ones = np.ones(parts[0].shape[0], np.float32)
+    total = None
+    for i, wq in enumerate(parts):
+        y = int8_conv2d(xb, 1.0, a["x_zero_point"], wq, ones, None, a["stride"], a["pads"],
+                        a["dilation"], a["groups"], layer=node.layer,
+                        packed=_cache(node, ("weight_q", "weight_q_rest")).setdefault(i, {}))
+        total = y.astype(np.float64) if total is None else total + y
+    k = (1, -1, 1, 1)
+    scale = (np.float32(a["x_scale"]) * p["w_scale"]).astype(np.float32)
+    v = total.astype(np.float32) * scale.reshape(k)
+    if p.get("bias") is not None:
+        v += np.asarray(p["bias"], np.float32).reshape(k)
+    if res is not None:
+        v += np.asarray(res, np.float32).reshape(v.shape)
+    if a.get("activation") == "relu":
+        np.maximum(v, 0, out=v)
+    elif a.get("activation") == "relu6":
+        np.clip(v, 0, 6, out=v)
+    if a.get("out_scale") is not None:
+        info = np.iinfo(np.dtype(a["out_dtype"]))
+        v = np.rint(v * np.float32(1.0 / a["out_scale"]))
+        v += np.float32(a["out_zero_point"])
+        v = np.clip(v, info.min, info.max, out=v).astype(a["out_dtype"])
+    return v[0] if x.ndim == 3 else v
+
+
 def planned_qconv(node, x_shape, out_shape, x_dtype=np.float32):
     """For a Model's plan (graph._direct_steps): the qconv node as ``step(x, y, residual)
     -> bool`` into the plan's buffer y, or None (an unbatched input).  The step runs the
@@ -748,7 +793,7 @@ def planned_qconv(node, x_shape, out_shape, x_dtype=np.float32):
     the plan replays them: a quantized model's layers had each spent ~50 us in Python
     between kernels, an eighth of an int8 ResNet-50 at batch 1."""
     from . import _runtime
-    if len(x_shape) != 4 or len(out_shape) != 4:
+    if len(x_shape) != 4 or len(out_shape) != 4 or "weight_q_rest" in node.params:
         return None
     params = node.params
     held = tuple((params, key, params.get(key)) for key in ("weight_q", "w_scale", "bias"))
@@ -787,6 +832,14 @@ def qlinear(node, args, out):
     wsum = cache.get("qlinear_wsum")
     if wsum is None:
         wsum = cache["qlinear_wsum"] = wq.sum(axis=1, dtype=np.int64)
+    rest = node.params.get("weight_q_rest")   # (an imported weight int8 does not hold)
+    if rest is not None:
+        for i, part in enumerate(rest):   # exact int32 sums, one part at a time
+            acc = acc + int8_gemm(xq, part.T, packed=cache.setdefault(("rest", i), {}))
+        wsum = cache.get("qlinear_wsum_all")
+        if wsum is None:
+            wsum = cache["qlinear_wsum_all"] = (wq.sum(axis=1, dtype=np.int64)
+                                                + rest.sum(axis=(0, 2), dtype=np.int64))
     scale = (np.float32(a["x_scale"]) * node.params["w_scale"]).astype(np.float32)
     y = (acc - a["x_zero_point"] * wsum).astype(np.float32) * scale
     if node.params.get("bias") is not None:

@@ -586,7 +586,6 @@ class _Int8Call:
         out_arr = yq if quant else y
         return out_arr.reshape(self.out_shape)
 
-
     def _float_conv(self, xa, b, res, has_res, y, yq):
         """The conv on the float kernels: x - zx as float32 (float_planes), the planner's
         float conv of it with the int8 filters as floats and no bias (its sums are the
@@ -769,7 +768,7 @@ def _dw_blocked(prob, wdw, packed):
     """(filters, pixel offsets, band, workspaces, HP, WP) for the int8 depthwise kernel's
     16-channel-block form, where it runs this conv (the float depthwise_blocked kernel's
     geometry: a square 3x3, 5x5 or 7x7 filter, planes of >= 16 pixels in and out), else
-    None: the plane-a-task form.  On MobileNetV2's layers the blocks took 0.4-0.6x the
+    None: the plane-a-task form.  On MobileNetV2's layers the blocks took 0.3-0.9x the
     planes' time (a plane's short rows and tap loops against one vector FMA a tap for 16
     channels)."""
     from . import _algorithms
@@ -802,15 +801,17 @@ def _fx_applies(prob):
     conv whose groups have a number of input channels that is not a multiple of 4 (an RGB
     stem), which the int8 kernels gather column by column, with at most MAX_TAPS products
     a sum, so that float32 holds every partial sum exactly (depthwise_int8.MAX_TAPS: each
-    product at most 255 * 128).  ResNet-50's 7x7 stem from uint8 had taken 3.2 ms."""
+    product at most 255 * 128).  ResNet-50's 7x7 stem on a uint8 image: 1.5 ms gathered,
+    0.8 this way (the fp32 conv alone 0.64)."""
     return prob.cg % 4 != 0 and prob.cg * prob.r * prob.s <= _dw8.MAX_TAPS
 
 
 def _fx_algo(prob):
-    """The float conv family for _float_conv: the planner's, unless that is a Winograd
-    one (its transforms are not sums of the products), then the packed im2col."""
+    """The float conv family for _float_conv, named so that the call never replans: the
+    planner's, unless that is a Winograd one (its transforms are not sums of the
+    products), then the packed im2col."""
     name = planner.plan(prob).algorithm.name
-    return "im2col_packed" if "winograd" in name else "auto"
+    return "im2col_packed" if "winograd" in name else name
 
 
 def _dw_applies(prob):
@@ -823,9 +824,9 @@ def _dw_applies(prob):
 
 def planes_read(x_shape, w_shape, stride, pads, dilation, groups, layer):
     """Whether int8_conv2d reads this conv's uint8 input as NCHW planes on this CPU (the
-    pixel-vector 1x1 kernel, _geometry's px, the depthwise kernel or the float kernels
-    of a stem, _fx_applies), so a model quantizes
-    its float input in place (quantize_nchw) rather than channels-last (quantize_nhwc)."""
+    pixel-vector 1x1 kernel, _geometry's px, the depthwise kernel or, for a stem, the
+    float kernels: _fx_applies), so a model quantizes its float input in place
+    (quantize_nchw) rather than channels-last (quantize_nhwc)."""
     if _backend._backend == "cuda":
         return False
     geo = _geometry(tuple(x_shape), w_shape, stride, pads, dilation, groups, layer, True)

@@ -39,11 +39,8 @@ def test_onnx_cases_actually_ran():
         except oc.Skip:
             pass
     # these operators' cases all feed integer or float8/int4 tensors (held as TensorProto
-    # objects) as the first input; torch-exported models exercise them in test_importers.
-    # The QLinear cases' uint8 weights lie further from their zero points than int8 holds
-    # (or b is 3-D): test_qoperator runs both against onnxruntime
-    untestable_here = ("DequantizeLinear", "QuantizeLinear", "Cast", "QLinearConv",
-                       "QLinearMatMul")
+    # objects) as the first input; torch-exported models exercise them in test_importers
+    untestable_here = ("DequantizeLinear", "QuantizeLinear", "Cast")
     missing = [op for op in oc.OPS if ran[op] == 0 and op not in untestable_here]
     assert not missing, (missing, ran)
     assert sum(ran.values()) >= 200, ran
