@@ -770,15 +770,7 @@ def _qconv_parts(node, x, res):
         v += np.asarray(p["bias"], np.float32).reshape(k)
     if res is not None:
         v += np.asarray(res, np.float32).reshape(v.shape)
-    if a.get("activation") == "relu":
-        np.maximum(v, 0, out=v)
-    elif a.get("activation") == "relu6":
-        np.clip(v, 0, 6, out=v)
-    if a.get("out_scale") is not None:
-        info = np.iinfo(np.dtype(a["out_dtype"]))
-        v = np.rint(v * np.float32(1.0 / a["out_scale"]))
-        v += np.float32(a["out_zero_point"])
-        v = np.clip(v, info.min, info.max, out=v).astype(a["out_dtype"])
+    v = _act_requant(v, a)
     return v[0] if x.ndim == 3 else v
 
 
@@ -844,17 +836,24 @@ def qlinear(node, args, out):
     y = (acc - a["x_zero_point"] * wsum).astype(np.float32) * scale
     if node.params.get("bias") is not None:
         y += node.params["bias"]
-    act = a.get("activation")
-    if act == "relu":
-        np.maximum(y, 0, out=y)
-    elif act == "relu6":
-        np.clip(y, 0, 6, out=y)
-    if a.get("out_scale") is not None:
-        info = np.iinfo(np.dtype(a["out_dtype"]))
-        y = np.rint(y * np.float32(1.0 / a["out_scale"]))
-        y += np.float32(a["out_zero_point"])
-        y = np.clip(y, info.min, info.max, out=y).astype(a["out_dtype"])
+    y = _act_requant(y, a)
     return y.reshape(x.shape[:-1] + (wq.shape[0],))
+
+
+def _act_requant(v, a):
+    """The tail of _finish's epilogue in NumPy on float32 v (modified): attrs
+    ``activation`` (relu, relu6), then with ``out_scale`` the requantized integers
+    min(max(rint(v * (1 / out_scale)) + out_zero_point, lo), hi) of ``out_dtype``."""
+    if a.get("activation") == "relu":
+        np.maximum(v, 0, out=v)
+    elif a.get("activation") == "relu6":
+        np.clip(v, 0, 6, out=v)
+    if a.get("out_scale") is None:
+        return v
+    info = np.iinfo(np.dtype(a["out_dtype"]))
+    v = np.rint(v * np.float32(1.0 / a["out_scale"]))
+    v += np.float32(a["out_zero_point"])
+    return np.clip(v, info.min, info.max, out=v).astype(a["out_dtype"])
 
 
 def _requantize(q, src, dst):
