@@ -18,8 +18,8 @@ from .ops import OPS
 from .torch_import import UnsupportedError
 
 MIN_OPSET, MAX_OPSET = 9, 25  # 22-25 only widened the types of the operators read here
-# onnxruntime's contrib operators read (its quantize_static in QOperator form writes them)
 _INT_INPUTS = {2: "uint8", 3: "int8"}   # TensorProto.UINT8, INT8: a quantized graph's inputs
+# onnxruntime's contrib operators read (its quantize_static in QOperator form writes them)
 MS_OPS = ("QLinearAdd", "QLinearGlobalAveragePool", "QLinearConcat", "QGemm")
 
 
@@ -448,7 +448,7 @@ class _Importer:
         self.add("quantize_linear", node, list(node.input), {"axis": int(a.get("axis", 1))})
 
     # -- the operator form of quantized models (QLinearConv and kin) ------------------------
-    def qgrid(self, node, i_scale, i_zp, what, optional_zp=True):
+    def qgrid(self, node, i_scale, i_zp, what):
         """(scale, zero point, dtype name) of a per-tensor quantization whose scale and
         zero point are node inputs i_scale and i_zp (an absent zero point: 0, uint8)."""
         s = self.need_const(node, i_scale, f"{what} scale")
@@ -471,13 +471,16 @@ class _Importer:
         weight minus its zero point, moved exactly into the int8 kernels' symmetric
         weights.  Where that difference does not fit int8 (uint8 weights far from their
         zero point, as some converters write them), weight_q is it clipped to int8 and
-        ``rest`` (S, ...) int8 holds the parts that sum with it to the weight (S = 1 or
-        2; the layer then runs one exact int8 product a part and adds the sums), else
-        rest is None."""
+        ``rest`` (S, ...) int8 holds the parts that sum with it to the weight (S = 1 or 2:
+        |w - zw| <= 255; the layer then runs one exact int8 product a part and adds the
+        sums), else rest is None."""
         w = self.need_const(node, i_w, f"{what} weight")
         if w is None:
             raise ValueError(f"{what} weight is missing")
-        s = np.asarray(self.need_const(node, i_scale, f"{what} weight scale"), np.float32)
+        s = self.need_const(node, i_scale, f"{what} weight scale")
+        if s is None:
+            raise ValueError(f"{what} weight scale is missing")
+        s = np.asarray(s, np.float32)
         z = self.need_const(node, i_zp, f"{what} weight zero point")
         if w.dtype not in (np.uint8, np.int8):
             raise ValueError(f"{what} weight must be int8 or uint8, got {w.dtype}")
