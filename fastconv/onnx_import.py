@@ -20,7 +20,8 @@ from .torch_import import UnsupportedError
 MIN_OPSET, MAX_OPSET = 9, 25  # 22-25 only widened the types of the operators read here
 _INT_INPUTS = {2: "uint8", 3: "int8"}   # TensorProto.UINT8, INT8: a quantized graph's inputs
 # onnxruntime's contrib operators read (its quantize_static in QOperator form writes them)
-MS_OPS = ("QLinearAdd", "QLinearGlobalAveragePool", "QLinearConcat", "QGemm")
+MS_OPS = ("QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearAveragePool",
+          "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu", "QGemm")
 
 
 def _attrs(node):
@@ -592,6 +593,51 @@ class _Importer:
                  {"fq_x": self.qgrid(node, 1, 2, "QLinearGlobalAveragePool input"),
                   "fq_out": self.qgrid(node, 3, 4, "QLinearGlobalAveragePool output"),
                   "channels_last": bool(a.get("channels_last", 0))})
+
+    def ms_QLinearMul(self, node, a, x):
+        """onnxruntime's QLinearMul (integers in and out, broadcasting; a squeeze-excitation
+        block's scaling): a ``qmul`` node."""
+        self.add("qmul", node, [node.input[0], node.input[3]],
+                 {"fq_a": self.qgrid(node, 1, 2, "QLinearMul A"),
+                  "fq_b": self.qgrid(node, 4, 5, "QLinearMul B"),
+                  "fq_out": self.qgrid(node, 6, 7, "QLinearMul C")})
+
+    def ms_QLinearAveragePool(self, node, a, x):
+        """onnxruntime's QLinearAveragePool: a ``qavg_pool`` node with AveragePool's
+        attributes (NCHW)."""
+        if a.get("channels_last", 0):
+            raise ValueError("QLinearAveragePool with channels_last is not supported")
+        k = tuple(a["kernel_shape"])
+        if len(k) != 2:
+            raise ValueError(f"only 2-D pooling is supported (kernel_shape {k})")
+        st = tuple(a.get("strides", (1, 1)))
+        self.add("qavg_pool", node, [x],
+                 {"kernel": k, "stride": st, "pads": self.pads(node, a, x, k, st, (1, 1)),
+                  "ceil_mode": bool(a.get("ceil_mode", 0)),
+                  "count_include_pad": bool(a.get("count_include_pad", 0)),
+                  "fq_x": self.qgrid(node, 1, 2, "QLinearAveragePool input"),
+                  "fq_out": self.qgrid(node, 3, 4, "QLinearAveragePool output")})
+
+    def _lookup(self, node, x, f, what):
+        """A unary operator on one integer tensor as a ``qlookup`` node: the 256 values
+        the input type holds, dequantized, through f in float32, quantized on the
+        output's grid, as onnxruntime builds its own table for these operators."""
+        xg = self.qgrid(node, 1, 2, f"{what} input")
+        yg = self.qgrid(node, 3, 4, f"{what} output")
+        q = np.arange(256, dtype=np.uint8).view(np.dtype(xg[2]))   # by byte pattern
+        v = (q.astype(np.float32) - np.float32(xg[1])) * np.float32(xg[0])
+        info = np.iinfo(np.dtype(yg[2]))
+        t = np.rint(f(v).astype(np.float32) / np.float32(yg[0])) + np.float32(yg[1])
+        self.add("qlookup", node, [x], {},
+                 {"table": np.clip(t, info.min, info.max).astype(yg[2])})
+
+    def ms_QLinearSigmoid(self, node, a, x):
+        self._lookup(node, x, lambda v: np.float32(1) / (np.float32(1) + np.exp(-v)),
+                     "QLinearSigmoid")
+
+    def ms_QLinearLeakyRelu(self, node, a, x):
+        alpha = np.float32(a.get("alpha", 0.01))
+        self._lookup(node, x, lambda v: np.where(v >= 0, v, v * alpha), "QLinearLeakyRelu")
 
     def ms_QLinearConcat(self, node, a, x):
         if (len(node.input) - 2) % 3 or len(node.input) < 5:

@@ -891,6 +891,43 @@ def qglobal_avg_pool(node, args, out):
     return np.clip(v, info.min, info.max, out=v).astype(dt)
 
 
+@op("qmul", "alloc")
+def qmul(node, args, out):
+    """The product of two integer tensors on grids attrs ``fq_a`` and ``fq_b``, quantized
+    on ``fq_out`` (onnxruntime's QLinearMul): each operand dequantized in float32, the
+    product divided by the output's scale, rounded half to even; broadcasting."""
+    a = node.attrs
+    (sa, za, _), (sb, zb, _), (sc, zc, dt) = a["fq_a"], a["fq_b"], a["fq_out"]
+    va = (np.asarray(args[0]).astype(np.int32) - np.int32(za)).astype(np.float32)
+    vb = (np.asarray(args[1]).astype(np.int32) - np.int32(zb)).astype(np.float32)
+    v = np.rint((va * np.float32(sa)) * (vb * np.float32(sb)) / np.float32(sc))
+    v += np.float32(zc)
+    info = np.iinfo(np.dtype(dt))
+    return np.clip(v, info.min, info.max, out=v).astype(dt)
+
+
+@op("qavg_pool", "alloc")
+def qavg_pool(node, args, out):
+    """Average pooling of integers on grid attrs ``fq_x`` into grid ``fq_out``
+    (onnxruntime's QLinearAveragePool): the pool of x - zx in float32 (avg_pool's
+    attributes and kernel), times sx / sy, rounded half to even."""
+    a = node.attrs
+    (sx, zx, _), (sy, zy, dt) = a["fq_x"], a["fq_out"]
+    xf = (np.asarray(args[0]).astype(np.int32) - np.int32(zx)).astype(np.float32)
+    v = np.rint(avg_pool(node, [xf], None) * (np.float32(sx) / np.float32(sy)))
+    v += np.float32(zy)
+    info = np.iinfo(np.dtype(dt))
+    return np.clip(v, info.min, info.max, out=v).astype(dt)
+
+
+@op("qlookup", "alloc")
+def qlookup(node, args, out):
+    """y = params ``table`` at x's byte: a unary function of one integer tensor, every
+    value its type holds looked up (an imported QLinearSigmoid / QLinearLeakyRelu)."""
+    x = np.ascontiguousarray(args[0])
+    return node.params["table"][x.view(np.uint8)]
+
+
 @op("qconcat", "alloc")
 def qconcat(node, args, out):
     """Concatenation of integer tensors along attrs ``axis``, each moved from its grid

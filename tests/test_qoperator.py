@@ -213,6 +213,45 @@ def test_qlinear_add_pool_concat_and_max_pool_match_onnxruntime(rng):
         np.testing.assert_array_equal(v, v0)
 
 
+@pytest.mark.parametrize("signed", [False, True])
+def test_qlinear_unary_mul_and_average_pool_match_onnxruntime(rng, signed):
+    """onnxruntime's QLinearSigmoid and QLinearLeakyRelu (tables of every value the input
+    type holds), QLinearMul (a per-channel operand broadcast, as a squeeze-excitation
+    block scales) and QLinearAveragePool (asymmetric pads, with and without the padding
+    counted, ceil mode), on uint8 and int8 tensors."""
+    dt = np.int8 if signed else np.uint8
+    info = np.iinfo(dt)
+    shape = [1, 8, 9, 9]
+    x = rng.integers(info.min, info.max + 1, shape).astype(dt)
+    s = rng.integers(info.min, info.max + 1, (1, 8, 1, 1)).astype(dt)
+    inits = {}
+    for k in ("x", "s", "g", "l", "m", "p", "q"):
+        inits[f"{k}s"], inits[f"{k}z"] = _grid(rng, dt)
+    inits["xs"] = np.float32(0.05)   # a range where the sigmoid bends
+    nodes = [
+        helper.make_node("QLinearSigmoid", ["x", "xs", "xz", "gs", "gz"], ["g"],
+                         domain="com.microsoft"),
+        helper.make_node("QLinearLeakyRelu", ["x", "xs", "xz", "ls", "lz"], ["l"], alpha=0.2,
+                         domain="com.microsoft"),
+        helper.make_node("QLinearMul", ["x", "xs", "xz", "s", "ss", "sz", "ms", "mz"], ["m"],
+                         domain="com.microsoft"),
+        helper.make_node("QLinearAveragePool", ["m", "ms", "mz", "ps", "pz"], ["p"],
+                         kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 0, 1],
+                         domain="com.microsoft"),
+        helper.make_node("QLinearAveragePool", ["x", "xs", "xz", "qs", "qz"], ["q"],
+                         kernel_shape=[2, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                         count_include_pad=1, ceil_mode=1, domain="com.microsoft"),
+    ]
+    proto = _model(nodes, inits, [("x", dt, shape), ("s", dt, [1, 8, 1, 1])],
+                   [(v, dt, None) for v in ("g", "l", "m", "p", "q")])
+    keep = x.copy()
+    plain, opt, ref = _both(proto, {"x": x, "s": s})
+    for ys in (plain, opt):
+        for y, r in zip(ys, ref):
+            _close(y, r)
+    np.testing.assert_array_equal(x, keep)
+
+
 def _quantize_qoperator(rng, tmp_path):
     """A small float CNN (stem, 3x3 and 1x1 convs with relus, a residual add, a max pool, a
     depthwise conv, global pooling, Gemm) quantized by onnxruntime's quantize_static in
@@ -297,6 +336,59 @@ def test_quantize_static_operator_form_model(rng, tmp_path):
         np.testing.assert_array_equal(x, keep)
 
 
+def test_quantize_static_squeeze_excitation_block(rng, tmp_path):
+    """A squeeze-excitation block (conv, LeakyRelu, global pool, 1x1 conv, Sigmoid, Mul,
+    AveragePool) quantized by onnxruntime in the operator form: QLinearLeakyRelu,
+    QLinearSigmoid, QLinearMul and QLinearAveragePool imported, onnxruntime's output within
+    a step."""
+    quant = pytest.importorskip("onnxruntime.quantization")
+    c = 16
+    inits = {"w0": (rng.standard_normal((c, 3, 3, 3)) / 5).astype(np.float32),
+             "b0": np.zeros(c, np.float32),
+             "w1": (rng.standard_normal((c, c, 1, 1)) / 4).astype(np.float32),
+             "b1": np.zeros(c, np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1] * 4),
+             helper.make_node("LeakyRelu", ["c0"], ["r0"], alpha=0.1),
+             helper.make_node("GlobalAveragePool", ["r0"], ["g"]),
+             helper.make_node("Conv", ["g", "w1", "b1"], ["c1"]),
+             helper.make_node("Sigmoid", ["c1"], ["s"]),
+             helper.make_node("Mul", ["r0", "s"], ["m"]),
+             helper.make_node("AveragePool", ["m"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                              pads=[1] * 4)]
+    graph = helper.make_graph(
+        nodes, "se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    fp, qp = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), fp)
+    calib = [rng.standard_normal((1, 3, 16, 16)).astype(np.float32) for _ in range(4)]
+
+    class Reader(quant.CalibrationDataReader):
+        def __init__(self):
+            self.it = iter({"x": x} for x in calib)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quant.quantize_static(str(fp), str(qp), Reader(),
+                          quant_format=quant.QuantFormat.QOperator, per_channel=True,
+                          activation_type=quant.QuantType.QUInt8,
+                          weight_type=quant.QuantType.QInt8)
+    kinds = {n.op_type for n in onnx.load(str(qp)).graph.node}
+    assert {"QLinearSigmoid", "QLinearMul", "QLinearAveragePool"} <= kinds, kinds
+    model = fc.optimize(fc.from_onnx(str(qp)), calib[0])
+    ops = [n.op for n in model.nodes]
+    assert ops.count("qlookup") == 2 and "qmul" in ops and "qavg_pool" in ops, ops
+    sess = ort.InferenceSession(str(qp), providers=["CPUExecutionProvider"])
+    proto = onnx.load(str(qp))
+    deq = next(n for n in proto.graph.node if n.op_type == "DequantizeLinear")
+    step = float(next(numpy_helper.to_array(t) for t in proto.graph.initializer
+                      if t.name == deq.input[1]))
+    for x in calib:
+        d = np.abs(model(x).astype(np.float64) - sess.run(None, {"x": x})[0]) / step
+        assert d.max() <= 1 + 1e-3 and d.mean() <= 0.05, (d.max(), d.mean())
+
+
 def test_operator_form_errors_name_the_node():
     """What the int8 kernels cannot run is reported for every node at once: an input
     quantized per channel, int32 weights, an operator of onnxruntime's that is not
@@ -309,8 +401,8 @@ def test_operator_form_errors_name_the_node():
                               ["a"], name="per_channel_input"),
              helper.make_node("QLinearConv", ["x", "s1", "z1", "w", "ws", "wz", "ys", "yz"],
                               ["b"], name="int32_weights"),
-             helper.make_node("QLinearSigmoid", ["x", "s1", "z1", "ys", "yz"], ["c"],
-                              name="sigmoid", domain="com.microsoft")]
+             helper.make_node("QLinearSoftmax", ["x", "s1", "z1", "ys", "yz"], ["c"],
+                              name="softmax", domain="com.microsoft")]
     proto = _model(nodes, inits, [("x", np.uint8, [1, 4, 3, 3])],
                    [(v, np.uint8, None) for v in "abc"])
     with pytest.raises(fc.UnsupportedError) as err:
@@ -319,4 +411,4 @@ def test_operator_form_errors_name_the_node():
     assert "3 node(s)" in msg, msg
     assert "'per_channel_input'" in msg and "per tensor (one scale)" in msg, msg
     assert "'int32_weights'" in msg and "must be int8 or uint8" in msg, msg
-    assert "'sigmoid'" in msg and "QLinearSigmoid of domain 'com.microsoft'" in msg, msg
+    assert "'softmax'" in msg and "QLinearSoftmax of domain 'com.microsoft'" in msg, msg
