@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv as fc
+from conftest import quantize_static_with_onnxruntime
 from fastconv.graph import Node
 from fastconv.kernels.cpu.fakequant import fake_quant, fake_quant_add, quant_add
 from fastconv.ops import OPS
@@ -237,37 +238,18 @@ def test_quantize_static_model_runs_int8(rng, tmp_path):
     """A float ONNX model quantized by onnxruntime's own tool (QDQ, per channel): every
     conv on the int8 kernels, the result onnxruntime's within a few output steps."""
     ort = pytest.importorskip("onnxruntime")
-    quant = pytest.importorskip("onnxruntime.quantization")
-    nodes, inits = [], []
+    nodes, inits = [], {}
     c = 16
     for i, (cin, k) in enumerate(((3, 3), (c, 3), (c, 1))):
-        w = (rng.standard_normal((c, cin, k, k)) / np.sqrt(cin * k * k)).astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"w{i}"),
-                  numpy_helper.from_array(rng.standard_normal(c).astype(np.float32) * 0.1,
-                                          f"b{i}")]
+        inits[f"w{i}"] = (rng.standard_normal((c, cin, k, k))
+                          / np.sqrt(cin * k * k)).astype(np.float32)
+        inits[f"b{i}"] = rng.standard_normal(c).astype(np.float32) * 0.1
         src = "x" if i == 0 else f"r{i - 1}"
         nodes += [helper.make_node("Conv", [src, f"w{i}", f"b{i}"], [f"c{i}"],
                                    pads=[k // 2] * 4),
                   helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
     nodes.append(helper.make_node("Add", ["r2", "r0"], ["y"]))
-    graph = helper.make_graph(nodes, "f", [helper.make_tensor_value_info(
-        "x", TensorProto.FLOAT, [1, 3, 16, 16])], [helper.make_tensor_value_info(
-            "y", TensorProto.FLOAT, None)], inits)
-    fp = tmp_path / "f.onnx"
-    qp = tmp_path / "q.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), fp)
-    calib = [rng.standard_normal((1, 3, 16, 16)).astype(np.float32) for _ in range(4)]
-
-    class Reader(quant.CalibrationDataReader):
-        def __init__(self):
-            self.it = iter({"x": x} for x in calib)
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quant.quantize_static(str(fp), str(qp), Reader(), quant_format=quant.QuantFormat.QDQ,
-                          per_channel=True, activation_type=quant.QuantType.QUInt8,
-                          weight_type=quant.QuantType.QInt8)
+    qp, calib = quantize_static_with_onnxruntime(nodes, inits, (1, 3, 16, 16), tmp_path, rng)
     sess = ort.InferenceSession(str(qp), providers=["CPUExecutionProvider"])
     opt = fc.optimize(fc.from_onnx(str(qp)), calib[0])
     ops = [n.op for n in opt.nodes]

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastconv as fc
+from conftest import quantize_static_with_onnxruntime
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -256,7 +257,6 @@ def _quantize_qoperator(rng, tmp_path):
     """A small float CNN (stem, 3x3 and 1x1 convs with relus, a residual add, a max pool, a
     depthwise conv, global pooling, Gemm) quantized by onnxruntime's quantize_static in
     the operator form; its path and calibration batches."""
-    quant = pytest.importorskip("onnxruntime.quantization")
     c = 16
     inits = {}
 
@@ -278,26 +278,8 @@ def _quantize_qoperator(rng, tmp_path):
              + [helper.make_node("GlobalAveragePool", ["dw"], ["gap"]),
                 helper.make_node("Flatten", ["gap"], ["flat"]),
                 helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["y"], transB=1)])
-    graph = helper.make_graph(
-        nodes, "f", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    fp, qp = tmp_path / "f.onnx", tmp_path / "q.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), fp)
-    calib = [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(4)]
-
-    class Reader(quant.CalibrationDataReader):
-        def __init__(self):
-            self.it = iter({"x": x} for x in calib)
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quant.quantize_static(str(fp), str(qp), Reader(),
-                          quant_format=quant.QuantFormat.QOperator, per_channel=True,
-                          activation_type=quant.QuantType.QUInt8,
-                          weight_type=quant.QuantType.QInt8)
-    return qp, calib
+    return quantize_static_with_onnxruntime(nodes, inits, (1, 3, 32, 32), tmp_path, rng,
+                                            "qoperator")
 
 
 def test_quantize_static_operator_form_model(rng, tmp_path):
@@ -341,7 +323,6 @@ def test_quantize_static_squeeze_excitation_block(rng, tmp_path):
     AveragePool) quantized by onnxruntime in the operator form: QLinearLeakyRelu,
     QLinearSigmoid, QLinearMul and QLinearAveragePool imported, onnxruntime's output within
     a step."""
-    quant = pytest.importorskip("onnxruntime.quantization")
     c = 16
     inits = {"w0": (rng.standard_normal((c, 3, 3, 3)) / 5).astype(np.float32),
              "b0": np.zeros(c, np.float32),
@@ -355,25 +336,8 @@ def test_quantize_static_squeeze_excitation_block(rng, tmp_path):
              helper.make_node("Mul", ["r0", "s"], ["m"]),
              helper.make_node("AveragePool", ["m"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
                               pads=[1] * 4)]
-    graph = helper.make_graph(
-        nodes, "se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    fp, qp = tmp_path / "f.onnx", tmp_path / "q.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), fp)
-    calib = [rng.standard_normal((1, 3, 16, 16)).astype(np.float32) for _ in range(4)]
-
-    class Reader(quant.CalibrationDataReader):
-        def __init__(self):
-            self.it = iter({"x": x} for x in calib)
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quant.quantize_static(str(fp), str(qp), Reader(),
-                          quant_format=quant.QuantFormat.QOperator, per_channel=True,
-                          activation_type=quant.QuantType.QUInt8,
-                          weight_type=quant.QuantType.QInt8)
+    qp, calib = quantize_static_with_onnxruntime(nodes, inits, (1, 3, 16, 16), tmp_path, rng,
+                                                 "qoperator")
     kinds = {n.op_type for n in onnx.load(str(qp)).graph.node}
     assert {"QLinearSigmoid", "QLinearMul", "QLinearAveragePool"} <= kinds, kinds
     model = fc.optimize(fc.from_onnx(str(qp)), calib[0])
