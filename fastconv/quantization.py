@@ -752,14 +752,14 @@ def _px_applies(prob):
 
 
 def _dw8_workspaces(prob, qt):
-    """The int8 depthwise kernel's per-thread scratch: its padded plane and its sums,
-    (threads, HP*WP) and (threads, OH*WP) float32, and (threads, OH*WP) of the output's
-    integer type qt (it clears what it reads itself)."""
+    """The int8 depthwise plane kernel's HP, WP (the padded plane its taps read) and
+    per-thread scratch: that plane and its sums, (threads, HP*WP) and (threads, OH*WP)
+    float32, and (threads, OH*WP) of the output's integer type qt."""
     (sh, sw), (dh, dw), (pt, _, pl, _) = prob.stride, prob.dilation, prob.pads
     hp = max(prob.h + pt, (prob.oh - 1) * sh + (prob.r - 1) * dh + 1)
     wp = max(prob.w + pl, (prob.ow - 1) * sw + (prob.s - 1) * dw + 1)
     threads = _runtime.max_threads()
-    return (_workspace.per_thread("int8_dw_plane", threads, (hp * wp,)),
+    return (hp, wp, _workspace.per_thread("int8_dw_plane", threads, (hp * wp,)),
             _workspace.per_thread("int8_dw_sums", threads, (prob.oh * wp,)),
             _int8_workspace(qt, (threads, prob.oh * wp), "dw_out"))
 

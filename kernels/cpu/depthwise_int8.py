@@ -34,16 +34,17 @@ MAX_TAPS = (1 << 24) // (255 * 128)   # 514: float32 sums of that many products 
 
 @njit(parallel=True, cache=True)
 def depthwise_int8(x, w, zx, scale, b, act, res, has_res, y, yq, quant_out, inv_sy, zy, qmin,
-                   qmax, sh, sw, dh, dw, pt, pl, OH, OW, plane_ws, out_ws, q_ws):
+                   qmax, sh, sw, dh, dw, pt, pl, OH, OW, HP, WP, plane_ws, out_ws, q_ws):
     """x (N, C, H, W) uint8 or int8; w (C, 1, R, S) float32 holding the int8 filters,
     R*S <= MAX_TAPS; zx int32; scale, b (C,) float32; y or yq (N, C, OH*OW) float32 or
     int8/uint8 (quant_out); res (N, C, OH*OW) float32 when has_res.  act: 0 none, 1 relu,
-    2 relu6.  Each task, one (image, channel) plane, works in planes of its own (zeroed
-    allocations, so a call needs no workspace the caller must clear)."""
+    2 relu6.  HP, WP: the padded plane the taps read (at least H + pt rows and W + pl
+    columns, and all that the last output reads).  Each task, one (image, channel) plane,
+    clears its thread's padded plane (plane_ws, (threads, >= HP*WP)) and writes its sums
+    in out_ws (threads, >= OH*WP), float32, and at stride 1 its integers in q_ws (threads,
+    >= OH*WP) of yq's type: the caller clears nothing."""
     N, C, H, W = x.shape
     R, S = w.shape[2], w.shape[3]
-    HP = max(H + pt, (OH - 1) * sh + (R - 1) * dh + 1)   # rows the taps read, padded
-    WP = max(W + pl, (OW - 1) * sw + (S - 1) * dw + 1)
     split = sw == 2 and dw == 1 and R == 3 and S == 3
     flat_stride = sh == 1 and sw == 1
     zf = np.float32(zx)
