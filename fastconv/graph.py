@@ -566,13 +566,15 @@ def _describe(node):
 def _direct_steps(plan):
     """The plan's steps with each convolution and inverted residual block that has a
     bound call for its shapes (made by the run that planned it) calling that directly
-    (functional.planned_conv, planned_inverted_residual), and each int8 conv as a step
-    whose kernels may be recorded (ops.planned_qconv): no argument handling,
+    (functional.planned_conv, planned_inverted_residual), and each int8 conv, integer
+    add, max pool and integer global pool as a step whose kernels may be recorded
+    (ops.planned_qconv, ops.planned_step): no argument handling,
     planning or key checks per run, which in a model cost far more than their warm few
     microseconds once the kernels have evicted the interpreter's data from the caches.
     Anything unexpected falls back to the op itself, and the next run rebuilds these
     steps from the layers' new bound calls."""
     from . import functional as F
+    from .ops import PLANNED_OPS, planned_step
     steps = []
     for fn, node, ins, o, buf in plan.steps:
         direct = None
@@ -588,6 +590,8 @@ def _direct_steps(plan):
             from .ops import planned_qconv
             x_shape, x_dtype = plan.shapes[node.inputs[0]]
             direct = planned_qconv(node, x_shape, buf.shape, x_dtype)
+        elif node.op in PLANNED_OPS and buf is not None and ins and all(i >= 0 for i in ins):
+            direct = planned_step(node, [plan.shapes[v] for v in node.inputs], buf)
         if direct is not None:
             def fn(node, args, buf, _direct=direct, _op=fn):
                 if _direct(args[0], buf, args[1] if len(args) > 1 else None):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _workspace
 from . import functional as F
 
 _F32 = np.float32
@@ -743,6 +744,102 @@ def qconv(node, args, out):
     return y[0] if x.ndim == 3 else y
 
 
+def planned_step(node, inputs, buf):
+    """For a Model's plan (graph._direct_steps): a qadd, max_pool or qglobal_avg_pool node
+    as ``step(x, y, other) -> bool`` into the plan's buffer y, or None where the node
+    does not run one kernel on its inputs as they come (broadcast operands, a max pool's
+    pads that need a padded copy, a channels-last pool).  ``inputs``: the (shape, dtype)
+    of each input.  The step checks that its inputs are C-contiguous arrays of those
+    shapes and dtypes and that the thread count is the planned one, then launches the
+    kernel through _runtime.launch with the arguments worked out here once, so the plan
+    records and replays it; it returns False, doing nothing, otherwise.  Between the
+    replayed convs of a quantized ResNet-50 these ops had each spent 30-60 us of Python
+    on a kernel of 10-50 (the argument handling made slow by the caches the convs had
+    just flushed)."""
+    from . import _runtime
+    from .kernels.cpu import fakequant, pooling
+    a = node.attrs
+    specs = [(tuple(shape), np.dtype(dtype)) for shape, dtype in inputs]
+    threads = _runtime.get_num_threads()
+    if node.op == "qadd":
+        if len(specs) != 2 or any(shape != buf.shape for shape, _ in specs):
+            return None
+        want = [np.dtype(np.float32) if not a.get(f"int_{k}") else dt
+                for k, (_, dt) in zip("ab", specs)]
+        out_dt = np.dtype(a["fq_out"][2]) if a.get("int_out") else np.dtype(np.float32)
+        if [dt for _, dt in specs] != want or buf.dtype != out_dt:
+            return None
+        run = fakequant.quant_add if a.get("int_a") and a.get("int_b") and a.get("int_out") \
+            else fakequant.fake_quant_add
+        consts = tuple(_fq_args(a.get(f"fq_{k}"), 2 if a.get(f"int_{k}") else 1)
+                       for k in ("a", "b", "out"))
+        relu = 1 if a.get("activation") == "relu" else 0
+
+        def launch(x, y, other):
+            _runtime.launch(run, x.reshape(-1), other.reshape(-1), y.reshape(-1), *consts,
+                            relu)
+    elif node.op == "max_pool":
+        (shape, dt), = specs
+        pads, k = a["pads"], a["kernel"]
+        if len(shape) != 4 or not (_symmetric(pads) and pads[0] <= k[0] // 2
+                                   and pads[2] <= k[1] // 2) or buf.dtype != dt:
+            return None
+        k, st, pad, dil, oh, ow = F._pool_geometry(
+            np.broadcast_to(np.zeros((), dt), shape), k, a["stride"], (pads[0], pads[2]),
+            a.get("dilation", 1), a.get("ceil_mode", False), node.layer)
+        if buf.shape != shape[:2] + (oh, ow) or not buf.size:
+            return None
+        geo = (k[0], k[1], st[0], st[1], pad[0], pad[1], dil[0], dil[1])
+        if dt.kind in "iu":
+            low = dt.type(np.iinfo(dt).min)
+
+            def launch(x, y, other):
+                _runtime.launch(pooling.max_pool2d_int, x, y, *geo, low)
+        elif dt == np.float32:
+            width = max(shape[3] + 2 * pad[1], (ow - 1) * st[1] + (k[1] - 1) * dil[1] + 1,
+                        2 * ow + 2)
+            rows = _workspace.per_thread("pool_rows", _runtime.max_threads(),
+                                           (2, width + width % 2))
+
+            def launch(x, y, other):
+                _runtime.launch(pooling.max_pool2d, x, y, *geo, rows)
+        else:
+            return None
+    elif node.op == "qglobal_avg_pool":
+        (shape, dt), = specs
+        (sx, zx, _), (sy, zy, odt) = a["fq_x"], a["fq_out"]
+        n = int(np.prod(shape[2:]))
+        if a.get("channels_last") or len(shape) < 3 or not n or dt.kind not in "iu" or \
+                buf.dtype != np.dtype(odt) or buf.shape != shape[:2] + (1,) * (len(shape) - 2):
+            return None
+        info = np.iinfo(np.dtype(odt))
+        consts = (int(zx), np.float32(sx) / (np.float32(sy) * np.float32(n)), np.float32(zy),
+                  np.float32(info.min), np.float32(info.max))
+
+        def launch(x, y, other):
+            _runtime.launch(pooling.global_avg_pool_int, x.reshape(-1, n), y.reshape(-1),
+                            *consts)
+    else:
+        return None
+
+    def planned(x, spec):
+        return (type(x) is np.ndarray and x.shape == spec[0] and x.dtype == spec[1]
+                and x.flags.c_contiguous and x.flags.aligned)
+
+    def step(x, y, other):
+        if not planned(x, specs[0]) or (len(specs) > 1 and not planned(other, specs[1])) \
+                or _runtime.get_num_threads() != threads:
+            return False
+        with _runtime.kernel_scope(blas=False):
+            launch(x, y, other)
+        return True
+    F._replay_info(step, False, ())
+    return step
+
+
+PLANNED_OPS = ("qadd", "max_pool", "qglobal_avg_pool")
+
+
 def _qconv_parts(node, x, res):
     """qconv of a weight that int8 does not hold (an imported uint8 weight far from its
     zero point): weight_q plus the parts in weight_q_rest.  Each part is one exact int8
@@ -868,7 +965,7 @@ def _requantize(q, src, dst):
     return np.clip(v, info.min, info.max, out=v).astype(dst[2])
 
 
-@op("qglobal_avg_pool", "alloc")
+@op("qglobal_avg_pool")
 def qglobal_avg_pool(node, args, out):
     """The mean over the spatial axes of integers on grid attrs ``fq_x``, quantized on
     grid ``fq_out`` (onnxruntime's QLinearGlobalAveragePool): y = saturate(round((sum -
@@ -879,16 +976,20 @@ def qglobal_avg_pool(node, args, out):
     (sx, zx, _), (sy, zy, dt) = a["fq_x"], a["fq_out"]
     axes = tuple(range(1, x.ndim - 1)) if a.get("channels_last") else tuple(range(2, x.ndim))
     n = int(np.prod([x.shape[i] for i in axes]))
-    if a.get("channels_last") or n >= 1 << 23:
-        total = x.sum(axis=axes, keepdims=True, dtype=np.int64) - n * zx
-    else:   # (rows of the planes: twice as fast; int32 holds n * 255)
-        total = np.ascontiguousarray(x).reshape(-1, n).sum(axis=1, dtype=np.int32).reshape(
-            x.shape[:2] + (1,) * (x.ndim - 2)) - np.int32(n * zx)
     scale = np.float32(sx) / (np.float32(sy) * np.float32(n))
-    v = np.rint(total.astype(np.float32) * scale)
-    v += np.float32(zy)
     info = np.iinfo(np.dtype(dt))
-    return np.clip(v, info.min, info.max, out=v).astype(dt)
+    if a.get("channels_last") or not n:
+        total = x.sum(axis=axes, keepdims=True, dtype=np.int64) - n * zx
+        v = np.rint(total.astype(np.float32) * scale)
+        v += np.float32(zy)
+        return np.clip(v, info.min, info.max, out=v).astype(dt)
+    from .kernels.cpu.pooling import global_avg_pool_int
+    shape = x.shape[:2] + (1,) * (x.ndim - 2)
+    y = np.empty(shape, dt) if out is None or out.shape != shape or out.dtype != dt else out
+    if y.size:
+        global_avg_pool_int(np.ascontiguousarray(x).reshape(-1, n), y.reshape(-1), int(zx),
+                            scale, np.float32(zy), np.float32(info.min), np.float32(info.max))
+    return y
 
 
 @op("qmul", "alloc")

@@ -649,15 +649,29 @@ def test_int8_depthwise_blocks_in_bands(rng, c, h, w, k, stride, dil, pads):
     (6, 12, 3, 1, (1, 1, 1, 1), 2, 9),    # 3 channels a group
     (5, 8, 1, 1, (0, 0, 0, 0), 1, 11),    # a 1x1 of 5 channels
     (57, 8, 3, 1, (1, 1, 1, 1), 1, 6),    # 513 taps: the most a float32 sum holds exactly
+    (19, 16, 7, 1, (3, 2, 3, 3), 1, 9),   # 931 taps: channel padding only
+    (2, 8, 5, 3, (2, 2, 1, 0), 1, 16),    # 2 channels, stride 3
+    (1, 8, 5, 1, (2, 2, 2, 2), 1, 12),    # one channel: the float kernels
 ])
 @pytest.mark.parametrize("xdtype", ["uint8", "int8"])
-def test_int8_stems_run_exactly_on_the_float_kernels(rng, c, k, r, stride, pads, groups, hw,
-                                                     xdtype):
-    """A conv with Cg % 4 input channels a group and at most MAX_TAPS products a sum (an RGB
-    stem) runs on the float kernels from x - zx, its float32 sums the exact integers:
-    the integer reference's result bit for bit, float and requantized, with the residual
-    and activations; the input untouched."""
+@pytest.mark.parametrize("path", ["float", "cpad"])
+def test_int8_stems_run_exactly(rng, monkeypatch, c, k, r, stride, pads, groups, hw, xdtype,
+                                path):
+    """A conv with Cg % 4 input channels a group (an RGB stem) runs on the float kernels
+    from x - zx where its float32 sums are the exact integers (at most MAX_TAPS products),
+    or (path cpad, an AVX-512 VNNI CPU) ungrouped with its channels padded to a multiple of
+    4 on the VNNI conv: either way the integer reference's result bit for bit, float and
+    requantized, with the residual and activations; the input untouched."""
     from fastconv import quantization as Q
+    from fastconv.kernels.cpu import vnni
+    from fastconv.kernels.cpu.depthwise_int8 import MAX_TAPS
+    cpad = path == "cpad" and groups == 1 and c > 1 and r > 1
+    if path == "cpad" and not (cpad and vnni.HAS_VNNI):
+        pytest.skip("channel padding: ungrouped, 2 or more channels, a VNNI CPU")
+    if path == "float":
+        if c // groups * r * r > MAX_TAPS:
+            pytest.skip("more products a sum than float32 holds exactly")
+        monkeypatch.setattr(Q, "_cpad_applies", lambda prob, px: False)
     x = (2 * rng.standard_normal((2, c, hw, hw))).astype(np.float32)
     xq, sx, zx = fc.quantize_tensor(x, dtype=xdtype)
     # extreme integers: every product at its largest, so an inexact sum would show
@@ -681,7 +695,11 @@ def test_int8_stems_run_exactly_on_the_float_kernels(rng, c, k, r, stride, pads,
                            out_zero_point=4, out_dtype="uint8", packed=pk),
             ref.int8_conv2d(xq, int(zx), sx, wq, swt, b, *args, residual=residual,
                             out_scale=0.05, out_zero_point=4, out_dtype=np.uint8))
-    assert all(call.fx is not None for call in pk[Q._CALLS].values())
+    calls = pk[Q._CALLS].values()
+    if cpad:
+        assert all(call.cpad == -(-c // 4) * 4 and call.fx is None for call in calls)
+    else:
+        assert all(call.fx is not None and call.cpad is None for call in calls)
     np.testing.assert_array_equal(xq, keep)
 
 

@@ -214,6 +214,29 @@ def test_qlinear_add_pool_concat_and_max_pool_match_onnxruntime(rng):
         np.testing.assert_array_equal(v, v0)
 
 
+@pytest.mark.parametrize("shape", [(1, 8, 9, 9), (2, 300, 7, 7), (1, 3, 1, 1), (1, 5, 33, 40)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinear_global_average_pool_equals_onnxruntime(rng, shape, dtype):
+    """QLinearGlobalAveragePool (fastconv's integer kernel: planes in tasks, the sum exact)
+    equals onnxruntime's node bit for bit, on inputs at the type's extremes too."""
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max + 1, shape).astype(dtype)
+    x[0, 0] = info.max
+    x[-1, -1] = info.min
+    inits = {}
+    for k in ("x", "p"):
+        inits[f"{k}s"], inits[f"{k}z"] = _grid(rng, dtype)
+    inits["ps"] = np.float32(inits["ps"] / 4)   # a finer output grid: saturates at the ends
+    node = helper.make_node("QLinearGlobalAveragePool", ["x", "xs", "xz", "ps", "pz"], ["p"],
+                            domain="com.microsoft")
+    proto = _model([node], inits, [("x", dtype, list(shape))], [("p", dtype, None)])
+    keep = x.copy()
+    plain, opt, ref = _both(proto, {"x": x})
+    np.testing.assert_array_equal(plain[0] if isinstance(plain, list) else plain, ref[0])
+    np.testing.assert_array_equal(opt[0] if isinstance(opt, list) else opt, ref[0])
+    np.testing.assert_array_equal(x, keep)
+
+
 @pytest.mark.parametrize("signed", [False, True])
 def test_qlinear_unary_mul_and_average_pool_match_onnxruntime(rng, signed):
     """onnxruntime's QLinearSigmoid and QLinearLeakyRelu (tables of every value the input

@@ -297,6 +297,67 @@ def test_a_quantized_model_plan_replays_its_int8_convolutions(rng, monkeypatch):
         check(2)
 
 
+def test_a_quantized_model_plan_replays_its_adds_and_pools(rng, monkeypatch):
+    """The integer ops between int8 layers (onnxruntime's QLinearAdd, MaxPool on uint8,
+    QLinearGlobalAveragePool; a float max pool too) replay as recorded launches where they
+    read the plan's own buffers: every run equals a fresh copy's first, bit for bit, with
+    new input data; another thread count takes the planned steps until recorded again."""
+    import pickle
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    shape = [1, 8, 9, 9]
+    inits = {"as": 0.02, "az": 3, "bs": 0.03, "bz": 5, "ss": 0.04, "sz": 7, "ts": 0.05,
+             "tz": 2, "ps": 0.01, "pz": 1}
+    q = lambda n: [n, f"{n}s", f"{n}z"]  # noqa: E731
+    nodes = [
+        helper.make_node("QLinearAdd", q("a") + q("b") + ["ss", "sz"], ["s"],
+                         domain="com.microsoft"),
+        helper.make_node("QLinearAdd", q("s") + q("s") + ["ts", "tz"], ["t"],
+                         domain="com.microsoft"),
+        helper.make_node("MaxPool", ["t"], ["m"], kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("QLinearGlobalAveragePool", ["m", "ts", "tz", "ps", "pz"], ["g"],
+                         domain="com.microsoft"),
+        helper.make_node("Flatten", ["g"], ["gf"]),
+        helper.make_node("DequantizeLinear", ["gf", "ps", "pz"], ["p"]),
+        helper.make_node("DequantizeLinear", ["t", "ts", "tz"], ["f"]),
+        helper.make_node("Relu", ["f"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["fp"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Relu", ["fp"], ["fm"]),
+    ]
+    tensors = [numpy_helper.from_array(np.array(v, np.float32 if k.endswith("s") else np.uint8),
+                                       k) for k, v in inits.items()]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(v, TensorProto.UINT8, shape)
+                     for v in ("a", "b")],
+        [helper.make_tensor_value_info(v, TensorProto.FLOAT, None) for v in ("p", "fm")],
+        tensors)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    a, b = (rng.integers(0, 256, shape).astype(np.uint8) for _ in range(2))
+    model = fc.optimize(fc.from_onnx(proto), (a, b))
+    fresh = pickle.dumps(model)
+    model(a, b), model(a, b)
+    plan = model._plans()[(a.shape, b.shape)]
+    steps = [st[1].op for g in plan.program.items if type(g) is _Replay for st in g.steps]
+    # the first add reads the model's inputs: it runs as planned; the rest replays
+    assert steps.count("qadd") == 1 and steps.count("max_pool") == 2 and \
+        "qglobal_avg_pool" in steps, steps
+    replays = record_calls(monkeypatch, _runtime, "replay")
+    for i in range(6):
+        a2, b2 = (rng.integers(0, 256, shape).astype(np.uint8) for _ in range(2))
+        keep = a2.copy()
+        if i == 3:
+            ctx = num_threads(1 if fc.get_num_threads() > 1 else 2)
+            ctx.__enter__()
+        for y, want in zip(model(a2, b2), pickle.loads(fresh)(a2, b2)):
+            np.testing.assert_array_equal(y, want)
+        np.testing.assert_array_equal(a2, keep)
+        if i == 5:
+            ctx.__exit__(None, None, None)
+    assert len(replays) >= 3
+
+
 def test_model_plans_replay_per_python_thread(rng):
     model = _chain(rng)
     x = rng.standard_normal((1, 16, 14, 14)).astype(np.float32)

@@ -718,23 +718,27 @@ def _as_byte_impl(v, inv_scale, zx, qmin, qmax):
 @njit(inline="always")
 def _padded_row(x, out, t, pt, pl, fill, inv_scale, zx, qmin, qmax):
     """Row t (image t // HP, padded row t % HP) of a channels-last padded out (N, HP, WP,
-    C) from x (N, C, H, W) at offset (pt, pl): the border ``fill``, the row's pixels
-    x's moved (bytes) or quantized (float32 x: _as_byte)."""
+    CP) from x (N, C, H, W) at offset (pt, pl): the border ``fill``, the row's pixels
+    x's moved (bytes) or quantized (float32 x: _as_byte), and where out has more
+    channels than x (CP > C: a conv's input padded to a multiple of 4) those ``fill``."""
     N, C, H, W = x.shape
-    HP = out.shape[1]
+    HP, CP = out.shape[1], out.shape[3]
     n = t // HP
     i = t % HP
     row = out[n, i]
     h = i - pt
     if not _fill_border(row, h, H, pl, W, fill):
         return
-    if C >= nchwc.B:
+    if C >= nchwc.B and CP == C:
         _row_blocks(x, out, n, i, h, pl, inv_scale, zx, qmin, qmax)
         return
     for c in range(C):
         src = x[n, c, h]
         for w in range(W):
             row[pl + w, c] = _as_byte(src[w], inv_scale, zx, qmin, qmax)
+    for c in range(C, CP):
+        for w in range(W):
+            row[pl + w, c] = fill
 
 
 @njit(parallel=True, cache=True)
