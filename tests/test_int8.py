@@ -620,8 +620,9 @@ def test_int8_depthwise_matches_the_integer_reference(n, c, h, w, r, s, sh, sw, 
 def test_int8_depthwise_blocks_in_bands(rng, c, h, w, k, stride, dil, pads):
     """The 16-channel-block form of the int8 depthwise kernel (square 3x3, 5x5, 7x7 filters,
     planes of >= 16 pixels) on planes large enough for several bands of output rows, each
-    band's input rows converted and transposed as it needs them: the integer reference's
-    result bit for bit, float and requantized, with the residual and relu6."""
+    band's input rows converted and transposed as it needs them, finished on the pixel
+    vectors (no residual) or on the planes (a residual): the integer reference's result
+    bit for bit, float and requantized, with each activation."""
     x = (2 * rng.standard_normal((2, c, h, w))).astype(np.float32)
     wt = rng.standard_normal((c, 1, k, k)).astype(np.float32)
     b = rng.standard_normal(c).astype(np.float32)
@@ -630,16 +631,18 @@ def test_int8_depthwise_blocks_in_bands(rng, c, h, w, k, stride, dil, pads):
     oh = (h + pads[0] + pads[1] - dil * (k - 1) - 1) // stride + 1
     ow = (w + pads[2] + pads[3] - dil * (k - 1) - 1) // stride + 1
     res = rng.standard_normal((2, c, oh, ow)).astype(np.float32)
-    kw = dict(stride=stride, padding=pads, dilation=dil, groups=c, activation="relu6")
-    args = (stride, pads, dil, c, "relu6")
-    np.testing.assert_array_equal(fc.int8_conv2d(xq, sx, zx, wq, swt, b, residual=res, **kw),
-                                  ref.int8_conv2d(xq, int(zx), sx, wq, swt, b, *args,
-                                                  residual=res))
-    got = fc.int8_conv2d(xq, sx, zx, wq, swt, b, out_scale=0.02, out_zero_point=3,
-                         out_dtype="uint8", **kw)
-    np.testing.assert_array_equal(got, ref.int8_conv2d(xq, int(zx), sx, wq, swt, b, *args,
-                                                       out_scale=0.02, out_zero_point=3,
-                                                       out_dtype=np.uint8))
+    for residual, act in ((res, "relu6"), (None, "relu6"), (None, None), (res, "relu"),
+                          (None, "relu")):
+        kw = dict(stride=stride, padding=pads, dilation=dil, groups=c, activation=act)
+        args = (stride, pads, dil, c, act)
+        np.testing.assert_array_equal(
+            fc.int8_conv2d(xq, sx, zx, wq, swt, b, residual=residual, **kw),
+            ref.int8_conv2d(xq, int(zx), sx, wq, swt, b, *args, residual=residual))
+        got = fc.int8_conv2d(xq, sx, zx, wq, swt, b, residual=residual, out_scale=0.02,
+                             out_zero_point=3, out_dtype="uint8", **kw)
+        np.testing.assert_array_equal(got, ref.int8_conv2d(
+            xq, int(zx), sx, wq, swt, b, *args, residual=residual, out_scale=0.02,
+            out_zero_point=3, out_dtype=np.uint8))
 
 
 @pytest.mark.parametrize("c,k,r,stride,pads,groups,hw", [

@@ -303,7 +303,7 @@ def test_a_quantized_model_plan_replays_its_adds_and_pools(rng, monkeypatch):
     read the plan's own buffers: every run equals a fresh copy's first, bit for bit, with
     new input data; another thread count takes the planned steps until recorded again."""
     import pickle
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
     shape = [1, 8, 9, 9]
     inits = {"as": 0.02, "az": 3, "bs": 0.03, "bz": 5, "ss": 0.04, "sz": 7, "ts": 0.05,
