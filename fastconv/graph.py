@@ -574,7 +574,7 @@ def _direct_steps(plan):
     Anything unexpected falls back to the op itself, and the next run rebuilds these
     steps from the layers' new bound calls."""
     from . import functional as F
-    from .ops import PLANNED_OPS, planned_step
+    from .ops import OPS, PLANNED_OPS, planned_step
     steps = []
     for fn, node, ins, o, buf in plan.steps:
         direct = None
@@ -592,6 +592,8 @@ def _direct_steps(plan):
             direct = planned_qconv(node, x_shape, buf.shape, x_dtype)
         elif node.op in PLANNED_OPS and buf is not None and ins and all(i >= 0 for i in ins):
             direct = planned_step(node, [plan.shapes[v] for v in node.inputs], buf)
+        elif buf is None and OPS[node.op].kind == "alias":
+            fn = _same_view(fn)
         if direct is not None:
             def fn(node, args, buf, _direct=direct, _op=fn):
                 if _direct(args[0], buf, args[1] if len(args) > 1 else None):
@@ -601,6 +603,24 @@ def _direct_steps(plan):
             fn.planned = direct
         steps.append((fn, node, ins, o, buf))
     return steps
+
+
+def _same_view(op):
+    """An alias step (flatten, reshape, ...) that returns the view it made last while its
+    inputs are the same objects: a view of a plan buffer is then as stable as the buffer,
+    so that the steps after it (a classifier after the flatten) may be replayed."""
+    memo = [None, None]
+
+    def fn(node, args, buf):
+        last = memo[0]
+        if last is not None and len(last) == len(args) and \
+                all(a is b for a, b in zip(args, last)):
+            return memo[1]
+        out = op(node, args, buf)
+        memo[0], memo[1] = list(args), out
+        return out
+    fn.alias = True
+    return fn
 
 
 def _capture(plan, values):
@@ -624,8 +644,9 @@ def _capture(plan, values):
             with _runtime.capture() as cap:
                 values[o] = fn(node, args, buf)
             items.append((step, cap.launches if cap.complete else [], args))
-        if buf is not None and values[o] is buf:
-            stable.add(o)
+        if (buf is not None and values[o] is buf) or \
+                (getattr(fn, "alias", False) and all(i < 0 or i in stable for i in ins)):
+            stable.add(o)   # (a view of stable slots: the same object every run)
     if plan.direct is steps:
         plan.program = _Program.build(items, steps)
 

@@ -319,14 +319,19 @@ def test_a_quantized_model_plan_replays_its_adds_and_pools(rng, monkeypatch):
         helper.make_node("QLinearGlobalAveragePool", ["m", "ts", "tz", "ps", "pz"], ["g"],
                          domain="com.microsoft"),
         helper.make_node("Flatten", ["g"], ["gf"]),
-        helper.make_node("DequantizeLinear", ["gf", "ps", "pz"], ["p"]),
+        helper.make_node("QLinearMatMul", ["gf", "ps", "pz", "w", "ws", "wz", "ls", "lz"],
+                         ["l"]),
+        helper.make_node("DequantizeLinear", ["l", "ls", "lz"], ["p"]),
         helper.make_node("DequantizeLinear", ["t", "ts", "tz"], ["f"]),
         helper.make_node("Relu", ["f"], ["r"]),
         helper.make_node("MaxPool", ["r"], ["fp"], kernel_shape=[2, 2], strides=[2, 2]),
         helper.make_node("Relu", ["fp"], ["fm"]),
     ]
+    inits.update(ws=0.01, ls=0.002, lz=100)
     tensors = [numpy_helper.from_array(np.array(v, np.float32 if k.endswith("s") else np.uint8),
                                        k) for k, v in inits.items()]
+    tensors += [numpy_helper.from_array(rng.integers(-127, 128, (8, 5)).astype(np.int8), "w"),
+                numpy_helper.from_array(np.array(0, np.int8), "wz")]
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info(v, TensorProto.UINT8, shape)
                      for v in ("a", "b")],
@@ -342,7 +347,7 @@ def test_a_quantized_model_plan_replays_its_adds_and_pools(rng, monkeypatch):
     steps = [st[1].op for g in plan.program.items if type(g) is _Replay for st in g.steps]
     # the first add reads the model's inputs: it runs as planned; the rest replays
     assert steps.count("qadd") == 1 and steps.count("max_pool") == 2 and \
-        "qglobal_avg_pool" in steps, steps
+        "qglobal_avg_pool" in steps and "qlinear" in steps, steps
     replays = record_calls(monkeypatch, _runtime, "replay")
     for i in range(6):
         a2, b2 = (rng.integers(0, 256, shape).astype(np.uint8) for _ in range(2))

@@ -236,6 +236,40 @@ def finish_planes(acc, scale, b, act, res, has_res, y, yq, quant_out, inv_sy, zy
                    yq[n, k] if quant_out else yq[0, 0, :0], quant_out, inv_sy, zy, qmin, qmax)
 
 
+@njit(cache=True)
+def finish_gemm(c, scale, b, act, y, yq, quant_out, inv_sy, zy, qmin, qmax):
+    """The int8 linear's epilogue on c (M, N) int32 sums acc - zx * wsum: v = act(float32(c)
+    * scale[n] + b[n]) into y (M, N) float32, or with quant_out min(max(rint(v * inv_sy)
+    + zy, qmin), qmax) into yq (M, N) of the output's integer type: ops.qlinear's NumPy
+    epilogue, the same float32 operations.  One thread (a classifier's row or few)."""
+    M, N = c.shape
+    zero, six = np.float32(0), np.float32(6)
+    for m in range(M):
+        for n in range(N):
+            v = np.float32(c[m, n]) * scale[n] + b[n]
+            if act == 1:
+                v = max(v, zero)
+            elif act == 2:
+                v = min(max(v, zero), six)
+            if quant_out:
+                q = np.rint(v * inv_sy) + zy
+                q = qmin if q < qmin else q
+                yq[m, n] = qmax if q > qmax else q
+            else:
+                y[m, n] = v
+
+
+@njit(cache=True)
+def copy_rows(a, out, flip):
+    """out[:M, :K] = a (M, K) one-byte integers as uint8 bytes, flipped (a ^ 0x80: int8 +
+    128) with ``flip``, for an out of whole 8-row blocks and 4-byte steps (the int8 GEMM's
+    input; the rows and columns past a's kept zero)."""
+    for m in range(a.shape[0]):
+        for k in range(a.shape[1]):
+            v = np.uint8(a[m, k])
+            out[m, k] = v ^ np.uint8(0x80) if flip else v
+
+
 @njit(parallel=True, cache=True)
 def float_planes(x, xf, zx):
     """xf[i] = float32(x[i]) - zx over flat arrays (x int8 or uint8): a quantized input as
