@@ -756,8 +756,10 @@ def planned_step(node, inputs, buf):
     replayed convs of a quantized ResNet-50 these ops had each spent 30-60 us of Python
     on a kernel of 10-50 (the argument handling made slow by the caches the convs had
     just flushed)."""
-    from . import _runtime
+    from . import _backend, _runtime
     from .kernels.cpu import fakequant, pooling
+    if _backend._backend == "cuda":   # (the ops themselves go to the device then)
+        return None
     a = node.attrs
     specs = [(tuple(shape), np.dtype(dtype)) for shape, dtype in inputs]
     threads = _runtime.get_num_threads()
