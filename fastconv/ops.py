@@ -745,8 +745,9 @@ def qconv(node, args, out):
 
 
 def planned_step(node, inputs, buf):
-    """For a Model's plan (graph._direct_steps): a qadd, max_pool or qglobal_avg_pool node
-    as ``step(x, y, other) -> bool`` into the plan's buffer y, or None where the node
+    """For a Model's plan (graph._direct_steps): a qadd, max_pool, qglobal_avg_pool,
+    global_avg_pool, fake_quant or qlinear node as ``step(x, y, other) -> bool`` into the
+    plan's buffer y, or None where the node
     does not run one kernel on its inputs as they come (broadcast operands, a max pool's
     pads that need a padded copy, a channels-last pool).  ``inputs``: the (shape, dtype)
     of each input.  The step checks that its inputs are C-contiguous arrays of those
@@ -821,6 +822,23 @@ def planned_step(node, inputs, buf):
         def launch(x, y, other):
             _runtime.launch(pooling.global_avg_pool_int, x.reshape(-1, n), y.reshape(-1),
                             *consts)
+    elif node.op == "global_avg_pool":
+        (shape, dt), = specs
+        if len(shape) != 4 or dt != np.float32 or buf.dtype != np.float32 or \
+                buf.shape != shape[:2] + (1, 1) or not buf.size or not shape[2] * shape[3]:
+            return None
+        hw = shape[2] * shape[3]
+
+        def launch(x, y, other):
+            _runtime.launch(pooling.global_avg_pool2d, x.reshape(-1, hw), y.reshape(-1))
+    elif node.op == "fake_quant":
+        (shape, dt), = specs
+        if dt != np.float32 or buf.dtype != np.float32 or buf.shape != shape or not buf.size:
+            return None
+        consts = tuple(_fq_args(a["fq"])[:4])
+
+        def launch(x, y, other):
+            _runtime.launch(fakequant.fake_quant, x.reshape(-1), y.reshape(-1), *consts)
     elif node.op == "qlinear":
         return _planned_qlinear(node, specs[0], buf, threads)
     else:
@@ -841,7 +859,8 @@ def planned_step(node, inputs, buf):
     return step
 
 
-PLANNED_OPS = ("qadd", "max_pool", "qglobal_avg_pool", "qlinear")
+PLANNED_OPS = ("qadd", "max_pool", "qglobal_avg_pool", "global_avg_pool", "fake_quant",
+               "qlinear")
 
 
 def _planned_qlinear(node, spec, buf, threads):

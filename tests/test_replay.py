@@ -299,9 +299,11 @@ def test_a_quantized_model_plan_replays_its_int8_convolutions(rng, monkeypatch):
 
 def test_a_quantized_model_plan_replays_its_adds_and_pools(rng, monkeypatch):
     """The integer ops between int8 layers (onnxruntime's QLinearAdd, MaxPool on uint8,
-    QLinearGlobalAveragePool; a float max pool too) replay as recorded launches where they
-    read the plan's own buffers: every run equals a fresh copy's first, bit for bit, with
-    new input data; another thread count takes the planned steps until recorded again."""
+    QLinearGlobalAveragePool, QLinearMatMul after a flatten; a float max pool, global
+    average pool and QuantizeLinear / DequantizeLinear pair too) replay as recorded
+    launches where they read the plan's own buffers: every run equals a fresh copy's
+    first, bit for bit, with new input data; another thread count takes the planned steps
+    until recorded again."""
     import pickle
     pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
@@ -325,7 +327,10 @@ def test_a_quantized_model_plan_replays_its_adds_and_pools(rng, monkeypatch):
         helper.make_node("DequantizeLinear", ["t", "ts", "tz"], ["f"]),
         helper.make_node("Relu", ["f"], ["r"]),
         helper.make_node("MaxPool", ["r"], ["fp"], kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("Relu", ["fp"], ["fm"]),
+        helper.make_node("GlobalAveragePool", ["fp"], ["ga"]),
+        helper.make_node("QuantizeLinear", ["ga", "ts", "tz"], ["gq"]),
+        helper.make_node("DequantizeLinear", ["gq", "ts", "tz"], ["gd"]),
+        helper.make_node("Relu", ["gd"], ["fm"]),
     ]
     inits.update(ws=0.01, ls=0.002, lz=100)
     tensors = [numpy_helper.from_array(np.array(v, np.float32 if k.endswith("s") else np.uint8),
@@ -347,7 +352,8 @@ def test_a_quantized_model_plan_replays_its_adds_and_pools(rng, monkeypatch):
     steps = [st[1].op for g in plan.program.items if type(g) is _Replay for st in g.steps]
     # the first add reads the model's inputs: it runs as planned; the rest replays
     assert steps.count("qadd") == 1 and steps.count("max_pool") == 2 and \
-        "qglobal_avg_pool" in steps and "qlinear" in steps, steps
+        "qglobal_avg_pool" in steps and "qlinear" in steps and "global_avg_pool" in steps \
+        and "fake_quant" in steps, steps
     replays = record_calls(monkeypatch, _runtime, "replay")
     for i in range(6):
         a2, b2 = (rng.integers(0, 256, shape).astype(np.uint8) for _ in range(2))
