@@ -369,6 +369,33 @@ def test_a_quantized_model_plan_replays_its_adds_and_pools(rng, monkeypatch):
     assert len(replays) >= 3
 
 
+def test_a_quantized_classifier_replays_after_its_flatten(rng, monkeypatch):
+    """An int8 linear reading the flatten of a planned pool (fc.quantize with
+    quantize_last: its float input quantized on the way) replays: the flatten's view is
+    the same object every run, so the qlinear step after it records its launches, and
+    every run equals a fresh copy's first bit for bit."""
+    import pickle
+    chain = _chain(rng)
+    x = rng.standard_normal((1, 16, 14, 14)).astype(np.float32)
+    w = (0.2 * rng.standard_normal((10, 32))).astype(np.float32)
+    b = rng.standard_normal(10).astype(np.float32)
+    nodes = list(chain.nodes) + [Node("linear", "fc", ["y"], ["z"], {}, {"weight": w, "bias": b}),
+                                 Node("relu", "r", ["z"], ["out"])]
+    model = Model(nodes, ["x"], ["out"], name="classifier",
+                  input_shapes={"x": (None, 16, None, None)})
+    q = fc.quantize(model, [x], quantize_last=True)
+    assert "qlinear" in [n.op for n in q.nodes]
+    fresh = pickle.dumps(q)
+    q(x), q(x)
+    steps = [st[1].op for g in _replays(q, x) for st in g.steps]
+    assert "qlinear" in steps and "global_avg_pool" in steps, steps
+    replays = record_calls(monkeypatch, _runtime, "replay")
+    for _ in range(3):
+        x2 = rng.standard_normal(x.shape).astype(np.float32)
+        np.testing.assert_array_equal(q(x2), pickle.loads(fresh)(x2))
+    assert len(replays) >= 3
+
+
 def test_model_plans_replay_per_python_thread(rng):
     model = _chain(rng)
     x = rng.standard_normal((1, 16, 14, 14)).astype(np.float32)
