@@ -566,9 +566,11 @@ def _describe(node):
 def _direct_steps(plan):
     """The plan's steps with each convolution and inverted residual block that has a
     bound call for its shapes (made by the run that planned it) calling that directly
-    (functional.planned_conv, planned_inverted_residual), and each int8 conv, integer
-    add, max pool and integer global pool as a step whose kernels may be recorded
-    (ops.planned_qconv, ops.planned_step): no argument handling,
+    (functional.planned_conv, planned_inverted_residual), and each int8 conv, int8
+    linear, quantized add, max pool, global average pool and fake quantization as a step
+    whose kernels may be recorded (ops.planned_qconv, ops.planned_step), each alias
+    (flatten, reshape) returning the same view while its input is the same object
+    (_same_view): no argument handling,
     planning or key checks per run, which in a model cost far more than their warm few
     microseconds once the kernels have evicted the interpreter's data from the caches.
     Anything unexpected falls back to the op itself, and the next run rebuilds these

@@ -747,9 +747,9 @@ def qconv(node, args, out):
 def planned_step(node, inputs, buf):
     """For a Model's plan (graph._direct_steps): a qadd, max_pool, qglobal_avg_pool,
     global_avg_pool, fake_quant or qlinear node as ``step(x, y, other) -> bool`` into the
-    plan's buffer y, or None where the node
-    does not run one kernel on its inputs as they come (broadcast operands, a max pool's
-    pads that need a padded copy, a channels-last pool).  ``inputs``: the (shape, dtype)
+    plan's buffer y, or None where the node does not run its kernels on its inputs as
+    they come (broadcast operands, a max pool's pads that need a padded copy, a
+    channels-last pool, weights int8 does not hold).  ``inputs``: the (shape, dtype)
     of each input.  The step checks that its inputs are C-contiguous arrays of those
     shapes and dtypes and that the thread count is the planned one, then launches the
     kernel through _runtime.launch with the arguments worked out here once, so the plan
@@ -802,7 +802,7 @@ def planned_step(node, inputs, buf):
             width = max(shape[3] + 2 * pad[1], (ow - 1) * st[1] + (k[1] - 1) * dil[1] + 1,
                         2 * ow + 2)
             rows = _workspace.per_thread("pool_rows", _runtime.max_threads(),
-                                           (2, width + width % 2))
+                                         (2, width + width % 2))
 
             def launch(x, y, other):
                 _runtime.launch(pooling.max_pool2d, x, y, *geo, rows)

@@ -547,7 +547,7 @@ class _Int8Call:
                                     self.scale, b, self.act, res, has_res, y, yq, quant, inv,
                                     zy, qmin, qmax, prob.r, sh, sw_, pt, pl, hp, wp, dh, dw_,
                                     prob.oh, prob.ow, offs, *workspaces(), band,
-                                    *_dw8_block_planes(prob))
+                                    _dw8_block_planes(prob))
                 else:
                     _runtime.launch(_dw8.depthwise_int8, xa, self.wdw, np.int32(zx),
                                     self.scale, b, self.act, res, has_res, y, yq, quant, inv,
@@ -803,11 +803,10 @@ def _dw_blocked(prob, wdw, packed):
 
 
 def _dw8_block_planes(prob):
-    """The blocked int8 depthwise kernel's per-thread float32 planes of a block's input
-    (x - zx) and of its sums: (threads, 16*H*W) and (threads, 16*OH*OW)."""
-    threads = _runtime.max_threads()
-    return (_workspace.per_thread("int8_dw_block_in", threads, (16 * prob.h * prob.w,)),
-            _workspace.per_thread("int8_dw_block_out", threads, (16 * prob.oh * prob.ow,)))
+    """The blocked int8 depthwise kernel's per-thread float32 planes of a block's finished
+    outputs, (threads, 16*OH*OW)."""
+    return _workspace.per_thread("int8_dw_block_out", _runtime.max_threads(),
+                                 (16 * prob.oh * prob.ow,))
 
 
 def _cpad_applies(prob, px):

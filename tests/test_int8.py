@@ -617,16 +617,20 @@ def test_int8_depthwise_matches_the_integer_reference(n, c, h, w, r, s, sh, sw, 
     (17, 45, 52, 7, 3, 1, (3, 3, 2, 3)),   # 7x7 at stride 3 (one pixel a step)
     (48, 4, 4, 3, 1, 1, (1, 1, 1, 1)),     # the smallest planes the blocks take
 ])
-def test_int8_depthwise_blocks_in_bands(rng, c, h, w, k, stride, dil, pads):
+@pytest.mark.parametrize("xdtype", ["uint8", "int8"])
+def test_int8_depthwise_blocks_in_bands(rng, c, h, w, k, stride, dil, pads, xdtype):
     """The 16-channel-block form of the int8 depthwise kernel (square 3x3, 5x5, 7x7 filters,
     planes of >= 16 pixels) on planes large enough for several bands of output rows, each
     band's input rows converted and transposed as it needs them, finished on the pixel
     vectors (no residual) or on the planes (a residual): the integer reference's result
-    bit for bit, float and requantized, with each activation."""
+    bit for bit, float and requantized, with each activation, on both input types at
+    their extremes."""
     x = (2 * rng.standard_normal((2, c, h, w))).astype(np.float32)
     wt = rng.standard_normal((c, 1, k, k)).astype(np.float32)
     b = rng.standard_normal(c).astype(np.float32)
-    xq, sx, zx = fc.quantize_tensor(x, dtype="uint8")
+    xq, sx, zx = fc.quantize_tensor(x, dtype=xdtype)
+    xq[0, :, :2] = np.iinfo(xq.dtype).min   # the type's extremes, converted on the way in
+    xq[1, :, -2:] = np.iinfo(xq.dtype).max
     wq, swt, _ = fc.quantize_tensor(wt, axis=0)
     oh = (h + pads[0] + pads[1] - dil * (k - 1) - 1) // stride + 1
     ow = (w + pads[2] + pads[3] - dil * (k - 1) - 1) // stride + 1

@@ -25,9 +25,10 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .depthwise import (blocked_row, load_plane, plane_rows_in, plane_rows_out, plane_sums,
+from .depthwise import (blocked_row, load_plane, plane_rows_out, plane_sums,
                         zero_plane_borders)
 from .int8 import finish_row, finish_vectors
+from .nchwc import to_blocked_int
 
 MAX_TAPS = (1 << 24) // (255 * 128)   # 514: float32 sums of that many products are exact
 
@@ -99,13 +100,12 @@ def depthwise_int8(x, w, zx, scale, b, act, res, has_res, y, yq, quant_out, inv_
 @njit(parallel=True, cache=True)
 def depthwise_int8_blocked(x, wt, zx, scale, b, act, res, has_res, y, yq, quant_out, inv_sy,
                            zy, qmin, qmax, R, sh, sw, pt, pl, HP, WP, dh, dw, OH, OW, offs,
-                           plane_ws, out_ws, bias_ws, band, xb_ws, yb_ws):
+                           plane_ws, out_ws, bias_ws, band, yb_ws):
     """The same convolution through 16-channel blocks, the float depthwise_blocked kernel's
     way (R x R filters, R = 3, 5 or 7; input and output planes of >= 16 pixels): a task
     is one (image, 16-channel block); band by band, the input rows it newly needs are
-    written as x - zx into the block's float32 planes (xb_ws, (threads, >= 16*H*W)),
-    transposed into the padded plane of pixel vectors (plane_ws, its border zeroed once a
-    call), each output row is one depthwise_row call (R*R vector FMAs a pixel for 16
+    converted to x - zx and transposed in one step (nchwc.to_blocked_int) into the padded
+    plane of pixel vectors (plane_ws, its border zeroed once a call), each output row is one depthwise_row call (R*R vector FMAs a pixel for 16
     channels, the filters wt (ceil(C/16), R*R, 16) float32 integers, no bias: the exact
     sums) into out_ws, finished there on the pixel vectors (finish_vectors), transposed
     back into float32 planes (yb_ws, (threads, >= 16*OH*OW)) and stored into y / yq (N,
@@ -130,7 +130,6 @@ def depthwise_int8_blocked(x, wt, zx, scale, b, act, res, has_res, y, yq, quant_
         P = plane_ws[tid]
         ob = out_ws[tid]
         bv = bias_ws[tid]
-        xb = xb_ws[tid]
         yb = yb_ws[tid]
         for c in range(V):
             bv[c] = 0.0
@@ -141,20 +140,14 @@ def depthwise_int8_blocked(x, wt, zx, scale, b, act, res, has_res, y, yq, quant_
             sb[c] = b[c0 + c]
         wb = wt[blk]
         done = 0   # input rows in the padded plane so far
-        conv = 0   # input pixels written to xb so far (the transposes read 16 at a time)
         for p0 in range(0, OH, band):
             p1 = min(OH, p0 + band)
             need = min(H, (p1 - 1) * sh - pt + (R - 1) * dh + 1)
-            if need > done:
-                hi = min(HW, max(need * W, V))
-                if hi > conv:
-                    for c in range(cn):
-                        src = xf[(n * C + c0 + c) * HW + conv:(n * C + c0 + c) * HW + hi]
-                        dst = xb[c * HW + conv:c * HW + hi]
-                        for j in range(hi - conv):
-                            dst[j] = np.float32(src[j]) - zf
-                    conv = hi
-                plane_rows_in(xb, 0, HW, W, cn, P, offs, done, need, False)
+            if need > done:   # (16 pixels a transpose, the last group ending at need's)
+                hi = need * W
+                for f0 in range(done * W, hi, V):
+                    f = max(0, min(f0, hi - V))
+                    to_blocked_int(xf, (n * C + c0) * HW + f, HW, cn, P, offs, f, zf)
                 done = need
             for p in range(p0, p1):
                 blocked_row(P, p * sh * WP * V, dh * WP * V, sw, dw, R, OW, wb, bv, 0, ob,
@@ -171,7 +164,7 @@ def depthwise_int8_blocked(x, wt, zx, scale, b, act, res, has_res, y, yq, quant_
                                y[0, 0, :0] if quant_out else y[n, k, q0:q1],
                                yq[n, k, q0:q1] if quant_out else yq[0, 0, :0], quant_out,
                                inv_sy, zy, qmin, qmax)
-            elif q0 == 0 and q1 == OHW:   # whole planes: one loop over the block's
+            elif q0 == 0 and q1 == OHW:   # a band of the whole map: one loop, all planes
                 vals = yb[:cn * OHW]
                 if quant_out:
                     dst = yq[n, c0:c0 + cn].reshape(cn * OHW)
