@@ -658,7 +658,6 @@ def qadd(node, args, out):
     attrs int_a / int_b an operand is an integer array on its grid; with int_out the sum
     is stored as its integers (an array of fq_out's dtype) for the int8 layers that read
     it.  An imported QLinearAdd is one with all three."""
-    from .kernels.cpu.fakequant import fake_quant_add, quant_add
     at = node.attrs
     a, b = (x if at.get(f"int_{k}") else np.ascontiguousarray(x, np.float32)
             for k, x in zip("ab", args))
@@ -671,14 +670,21 @@ def qadd(node, args, out):
     dt = np.dtype(at["fq_out"][2]) if at.get("int_out") else np.float32
     y = np.empty(a.shape, dt) if out is None else out
     if a.size:
-        run = quant_add if at.get("int_a") and at.get("int_b") and at.get("int_out") else \
-            fake_quant_add
+        run, consts = _qadd_kernel(at)
         run(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1),
-            y.reshape(-1), _fq_args(at.get("fq_a"), 2 if at.get("int_a") else 1),
-            _fq_args(at.get("fq_b"), 2 if at.get("int_b") else 1),
-            _fq_args(at.get("fq_out"), 2 if at.get("int_out") else 1),
-            1 if at.get("activation") == "relu" else 0)
+            y.reshape(-1), *consts)
     return y
+
+
+def _qadd_kernel(at):
+    """(kernel, its arguments after a, b, y) for a qadd with attrs ``at``: quant_add when
+    both operands and the sum are integers, else fake_quant_add; the three (s, z, lo, hi,
+    mode) rows and the relu flag."""
+    from .kernels.cpu.fakequant import fake_quant_add, quant_add
+    run = quant_add if at.get("int_a") and at.get("int_b") and at.get("int_out") else \
+        fake_quant_add
+    return run, tuple(_fq_args(at.get(f"fq_{k}"), 2 if at.get(f"int_{k}") else 1)
+                      for k in ("a", "b", "out")) + (1 if at.get("activation") == "relu" else 0,)
 
 
 @op("constant_of_shape", "alloc")
@@ -744,6 +750,13 @@ def qconv(node, args, out):
     return y[0] if x.ndim == 3 else y
 
 
+def _planned(a, shape, dtype):
+    """Whether a planned step may hand ``a`` to its kernels as is: a NumPy array of this
+    shape and dtype, C-contiguous and aligned (functional._planned_array for any dtype)."""
+    return (type(a) is np.ndarray and a.shape == shape and a.dtype == dtype
+            and a.flags.c_contiguous and a.flags.aligned)
+
+
 def planned_step(node, inputs, buf):
     """For a Model's plan (graph._direct_steps): a qadd, max_pool, qglobal_avg_pool,
     global_avg_pool, fake_quant or qlinear node as ``step(x, y, other) -> bool`` into the
@@ -772,15 +785,10 @@ def planned_step(node, inputs, buf):
         out_dt = np.dtype(a["fq_out"][2]) if a.get("int_out") else np.dtype(np.float32)
         if [dt for _, dt in specs] != want or buf.dtype != out_dt:
             return None
-        run = fakequant.quant_add if a.get("int_a") and a.get("int_b") and a.get("int_out") \
-            else fakequant.fake_quant_add
-        consts = tuple(_fq_args(a.get(f"fq_{k}"), 2 if a.get(f"int_{k}") else 1)
-                       for k in ("a", "b", "out"))
-        relu = 1 if a.get("activation") == "relu" else 0
+        run, consts = _qadd_kernel(a)
 
         def launch(x, y, other):
-            _runtime.launch(run, x.reshape(-1), other.reshape(-1), y.reshape(-1), *consts,
-                            relu)
+            _runtime.launch(run, x.reshape(-1), other.reshape(-1), y.reshape(-1), *consts)
     elif node.op == "max_pool":
         (shape, dt), = specs
         pads, k = a["pads"], a["kernel"]
@@ -810,14 +818,12 @@ def planned_step(node, inputs, buf):
             return None
     elif node.op == "qglobal_avg_pool":
         (shape, dt), = specs
-        (sx, zx, _), (sy, zy, odt) = a["fq_x"], a["fq_out"]
         n = int(np.prod(shape[2:]))
         if a.get("channels_last") or len(shape) < 3 or not n or dt.kind not in "iu" or \
-                buf.dtype != np.dtype(odt) or buf.shape != shape[:2] + (1,) * (len(shape) - 2):
+                buf.dtype != np.dtype(a["fq_out"][2]) or \
+                buf.shape != shape[:2] + (1,) * (len(shape) - 2):
             return None
-        info = np.iinfo(np.dtype(odt))
-        consts = (int(zx), np.float32(sx) / (np.float32(sy) * np.float32(n)), np.float32(zy),
-                  np.float32(info.min), np.float32(info.max))
+        consts = _qgap_args(a, n)
 
         def launch(x, y, other):
             _runtime.launch(pooling.global_avg_pool_int, x.reshape(-1, n), y.reshape(-1),
@@ -844,12 +850,8 @@ def planned_step(node, inputs, buf):
     else:
         return None
 
-    def planned(x, spec):
-        return (type(x) is np.ndarray and x.shape == spec[0] and x.dtype == spec[1]
-                and x.flags.c_contiguous and x.flags.aligned)
-
     def step(x, y, other):
-        if not planned(x, specs[0]) or (len(specs) > 1 and not planned(other, specs[1])) \
+        if not _planned(x, *specs[0]) or (len(specs) > 1 and not _planned(other, *specs[1])) \
                 or _runtime.get_num_threads() != threads:
             return False
         with _runtime.kernel_scope(blas=False):
@@ -917,9 +919,7 @@ def _planned_qlinear(node, spec, buf, threads):
     quantize = (np.float32(1.0 / a["x_scale"]), np.float32(zk), np.float32(lo), np.float32(hi))
 
     def step(x, out, other):
-        if not (type(x) is np.ndarray and x.shape == shape and x.dtype == dt
-                and x.flags.c_contiguous and x.flags.aligned) or \
-                _runtime.get_num_threads() != threads or \
+        if not _planned(x, shape, dt) or _runtime.get_num_threads() != threads or \
                 any(d.get(key) is not obj for d, key, obj in held):
             return False
         x2 = x.reshape(M, K)
@@ -984,13 +984,10 @@ def planned_qconv(node, x_shape, out_shape, x_dtype=np.float32):
     held = tuple((params, key, params.get(key)) for key in ("weight_q", "w_scale", "bias"))
     x_shape, out_shape, x_dtype = tuple(x_shape), tuple(out_shape), np.dtype(x_dtype)
 
-    def planned(a):
-        return (type(a) is np.ndarray and a.shape == x_shape and a.dtype == x_dtype
-                and a.flags.c_contiguous and a.flags.aligned)
     threads = _runtime.get_num_threads()
 
     def step(x, y, residual):
-        if (not planned(x) or _runtime.get_num_threads() != threads
+        if (not _planned(x, x_shape, x_dtype) or _runtime.get_num_threads() != threads
                 or any(d.get(key) is not obj for d, key, obj in held)
                 or (residual is not None and not F._planned_array(residual, out_shape))):
             return False
@@ -1072,23 +1069,32 @@ def qglobal_avg_pool(node, args, out):
     attrs ``channels_last`` for NHWC input."""
     a = node.attrs
     x = np.asarray(args[0])
-    (sx, zx, _), (sy, zy, dt) = a["fq_x"], a["fq_out"]
+    dt = a["fq_out"][2]
     axes = tuple(range(1, x.ndim - 1)) if a.get("channels_last") else tuple(range(2, x.ndim))
     n = int(np.prod([x.shape[i] for i in axes]))
-    scale = np.float32(sx) / (np.float32(sy) * np.float32(n))
-    info = np.iinfo(np.dtype(dt))
+    zx, scale, zy, lo, hi = _qgap_args(a, n)
     if a.get("channels_last") or not n:
         total = x.sum(axis=axes, keepdims=True, dtype=np.int64) - n * zx
         v = np.rint(total.astype(np.float32) * scale)
-        v += np.float32(zy)
-        return np.clip(v, info.min, info.max, out=v).astype(dt)
+        v += zy
+        return np.clip(v, lo, hi, out=v).astype(dt)
     from .kernels.cpu.pooling import global_avg_pool_int
     shape = x.shape[:2] + (1,) * (x.ndim - 2)
     y = np.empty(shape, dt) if out is None or out.shape != shape or out.dtype != dt else out
     if y.size:
-        global_avg_pool_int(np.ascontiguousarray(x).reshape(-1, n), y.reshape(-1), int(zx),
-                            scale, np.float32(zy), np.float32(info.min), np.float32(info.max))
+        global_avg_pool_int(np.ascontiguousarray(x).reshape(-1, n), y.reshape(-1), zx, scale,
+                            zy, lo, hi)
     return y
+
+
+def _qgap_args(a, n):
+    """(zx, scale, zy, lo, hi) of a qglobal_avg_pool with attrs ``a`` over n pixels:
+    scale = sx / (sy * n) in float32 as onnxruntime computes it, zy and the output type's
+    range as float32 (pooling.global_avg_pool_int's arguments after x, y)."""
+    (sx, zx, _), (sy, zy, dt) = a["fq_x"], a["fq_out"]
+    info = np.iinfo(np.dtype(dt))
+    return (int(zx), np.float32(sx) / (np.float32(sy) * np.float32(n)), np.float32(zy),
+            np.float32(info.min), np.float32(info.max))
 
 
 @op("qmul", "alloc")

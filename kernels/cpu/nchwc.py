@@ -72,6 +72,27 @@ def _vstore(builder, val, base, off):
     builder.store(val, builder.bitcast(builder.gep(base, [off]), _V16.as_pointer()), align=4)
 
 
+def _blocked_rows(context, builder, signature, args, load_row):
+    """to_blocked's codegen around ``load_row(start)``, the 16-float vector of a channel row
+    from element ``start`` of x: channel c's row (channels from nch on repeating nch - 1)
+    for c < 16, transposed, pixel i's vector stored at dst[offs[o_off + i]:]."""
+    dp = _ptr(context, builder, signature.args[4], args[4])
+    x_off, plane, nch, o_off = args[1], args[2], args[3], args[6]
+    intp = x_off.type
+    op = _ptr(context, builder, signature.args[5], args[5], intp)
+    last = builder.sub(nch, ir.Constant(intp, 1))
+    rows = []
+    for c in range(B):
+        cc = ir.Constant(intp, c)
+        ch = builder.select(builder.icmp_signed("<", cc, nch), cc, last)
+        rows.append(load_row(builder.add(x_off, builder.mul(ch, plane))))
+    cols = _transpose(builder, rows)
+    for i in range(B):
+        off = builder.load(builder.gep(op, [builder.add(o_off, ir.Constant(intp, i))]))
+        _vstore(builder, cols[i], dp, off)
+    return context.get_dummy_value()
+
+
 @intrinsic
 def to_blocked(typingctx, x, x_off, plane, nch, dst, offs, o_off):
     """Pixels x_off .. x_off + 15 of channels 0 .. 15 (channel stride ``plane``) into
@@ -81,21 +102,8 @@ def to_blocked(typingctx, x, x_off, plane, nch, dst, offs, o_off):
 
     def codegen(context, builder, signature, args):
         xp = _ptr(context, builder, signature.args[0], args[0])
-        dp = _ptr(context, builder, signature.args[4], args[4])
-        x_off, plane, nch, o_off = args[1], args[2], args[3], args[6]
-        intp = x_off.type
-        op = _ptr(context, builder, signature.args[5], args[5], intp)
-        last = builder.sub(nch, ir.Constant(intp, 1))
-        rows = []
-        for c in range(B):
-            cc = ir.Constant(intp, c)
-            ch = builder.select(builder.icmp_signed("<", cc, nch), cc, last)
-            rows.append(_vload(builder, xp, builder.add(x_off, builder.mul(ch, plane))))
-        cols = _transpose(builder, rows)
-        for i in range(B):
-            off = builder.load(builder.gep(op, [builder.add(o_off, ir.Constant(intp, i))]))
-            _vstore(builder, cols[i], dp, off)
-        return context.get_dummy_value()
+        return _blocked_rows(context, builder, signature, args,
+                             lambda at: _vload(builder, xp, at))
 
     return sig, codegen
 
@@ -114,25 +122,13 @@ def to_blocked_int(typingctx, x, x_off, plane, nch, dst, offs, o_off, zx):
         i8 = ir.IntType(8)
         v8 = ir.VectorType(i8, B)
         xp = _ptr(context, builder, signature.args[0], args[0], i8)
-        dp = _ptr(context, builder, signature.args[4], args[4])
-        x_off, plane, nch, o_off = args[1], args[2], args[3], args[6]
-        intp = x_off.type
-        op = _ptr(context, builder, signature.args[5], args[5], intp)
         vz = _splat(builder, args[7], B)
-        last = builder.sub(nch, ir.Constant(intp, 1))
-        rows = []
-        for c in range(B):
-            cc = ir.Constant(intp, c)
-            ch = builder.select(builder.icmp_signed("<", cc, nch), cc, last)
-            at = builder.gep(xp, [builder.add(x_off, builder.mul(ch, plane))])
-            v = builder.load(builder.bitcast(at, v8.as_pointer()), align=1)
+
+        def load_row(at):
+            v = builder.load(builder.bitcast(builder.gep(xp, [at]), v8.as_pointer()), align=1)
             v = builder.sitofp(v, _V16) if signed else builder.uitofp(v, _V16)
-            rows.append(builder.fsub(v, vz))
-        cols = _transpose(builder, rows)
-        for i in range(B):
-            off = builder.load(builder.gep(op, [builder.add(o_off, ir.Constant(intp, i))]))
-            _vstore(builder, cols[i], dp, off)
-        return context.get_dummy_value()
+            return builder.fsub(v, vz)
+        return _blocked_rows(context, builder, signature, args, load_row)
 
     return sig, codegen
 
