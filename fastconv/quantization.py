@@ -440,6 +440,9 @@ class _Int8Call:
             qi = np.iinfo(qt)
             if not (float(out_scale) > 0):
                 raise ValueError(f"{layer}: out_scale must be positive, got {out_scale}")
+            if not qi.min <= int(out_zero_point) <= qi.max:
+                raise ValueError(f"{layer}: out_zero_point {out_zero_point} is outside "
+                                 f"{np.dtype(qt).name}'s range [{qi.min}, {qi.max}]")
             self.requant = (np.float32(1.0 / float(out_scale)), int(out_zero_point),
                             np.float32(qi.min), np.float32(qi.max))
         else:

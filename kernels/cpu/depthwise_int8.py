@@ -105,20 +105,23 @@ def depthwise_int8_blocked(x, wt, zx, scale, b, act, res, has_res, y, yq, quant_
     way (R x R filters, R = 3, 5 or 7; input and output planes of >= 16 pixels): a task
     is one (image, 16-channel block); band by band, the input rows it newly needs are
     converted to x - zx and transposed in one step (nchwc.to_blocked_int) into the padded
-    plane of pixel vectors (plane_ws, its border zeroed once a call), each output row is one depthwise_row call (R*R vector FMAs a pixel for 16
-    channels, the filters wt (ceil(C/16), R*R, 16) float32 integers, no bias: the exact
-    sums) into out_ws, finished there on the pixel vectors (finish_vectors), transposed
-    back into float32 planes (yb_ws, (threads, >= 16*OH*OW)) and stored into y / yq (N,
-    C, OH*OW), in one loop over the block's planes where a band is the whole map.  With
-    a residual (an NCHW array) the sums go back first and finish_row finishes them
-    there.  offs, band, HP, WP, bias_ws: as depthwise_conv2d_blocked's.  960@7: 44 us
-    finishing each 49-output plane row by row, against the fp32 kernel's 18."""
+    plane of pixel vectors (plane_ws, its border zeroed once a call), each output row is
+    one depthwise_row call (R*R vector FMAs a pixel for 16 channels, the filters wt
+    (ceil(C/16), R*R, 16) float32 integers, no bias: the exact sums) into out_ws, finished
+    there on the pixel vectors (finish_vectors) and transposed straight into y / yq (N, C,
+    OH*OW; the requantized integers stored as bytes by the transpose).  With a residual
+    (an NCHW array) the sums go back first, into float32 planes (yb_ws, (threads, >=
+    16*OH*OW)), and finish_row finishes them there.  offs, band, HP, WP, bias_ws: as
+    depthwise_conv2d_blocked's.  960@7: 44 us finishing each 49-output plane row by row,
+    against the fp32 kernel's 18; 144@56 110-130 us going through float planes and a
+    byte loop, against 74."""
     N, C, H, W = x.shape
     V = 16
     nb = (C + V - 1) // V
     HW = H * W
     OHW = OH * OW
     xf = x.reshape(N * C * HW)
+    yf, yqf = y.reshape(y.size), yq.reshape(yq.size)
     zf = np.float32(zx)
     zero_plane_borders(plane_ws, H, W, HP, WP, pt, pl)
     for t in prange(N * nb):
@@ -153,35 +156,21 @@ def depthwise_int8_blocked(x, wt, zx, scale, b, act, res, has_res, y, yq, quant_
                 blocked_row(P, p * sh * WP * V, dh * WP * V, sw, dw, R, OW, wb, bv, 0, ob,
                             p * OW * V)
             q0, q1 = p0 * OW, p1 * OW
-            if not has_res:   # the epilogue on the pixel vectors, then the values moved out
+            if not has_res:   # the epilogue on the pixel vectors, transposed into y / yq
                 finish_vectors(ob, q0, q1, sv, sb, act, quant_out, inv_sy, zy, qmin, qmax)
-            plane_rows_out(ob, yb, 0, OHW, OW, cn, p0, p1, res, n, c0, 0, False)
-            if has_res:
-                for c in range(cn):
-                    k = c0 + c
-                    finish_row(yb[c * OHW + q0:c * OHW + q1], scale[k], b[k], act,
-                               res[n, k, q0:q1], True,
-                               y[0, 0, :0] if quant_out else y[n, k, q0:q1],
-                               yq[n, k, q0:q1] if quant_out else yq[0, 0, :0], quant_out,
-                               inv_sy, zy, qmin, qmax)
-            elif q0 == 0 and q1 == OHW:   # a band of the whole map: one loop, all planes
-                vals = yb[:cn * OHW]
                 if quant_out:
-                    dst = yq[n, c0:c0 + cn].reshape(cn * OHW)
-                    for j in range(cn * OHW):
-                        dst[j] = np.int32(vals[j])
+                    plane_rows_out(ob, yqf, (n * C + c0) * OHW, OHW, OW, cn, p0, p1, res, n,
+                                   c0, 0, False)
                 else:
-                    dstf = y[n, c0:c0 + cn].reshape(cn * OHW)
-                    for j in range(cn * OHW):
-                        dstf[j] = vals[j]
-            else:
-                for c in range(cn):
-                    vals = yb[c * OHW + q0:c * OHW + q1]
-                    if quant_out:
-                        dst = yq[n, c0 + c, q0:q1]
-                        for j in range(q1 - q0):
-                            dst[j] = np.int32(vals[j])
-                    else:
-                        dstf = y[n, c0 + c, q0:q1]
-                        for j in range(q1 - q0):
-                            dstf[j] = vals[j]
+                    plane_rows_out(ob, yf, (n * C + c0) * OHW, OHW, OW, cn, p0, p1, res, n,
+                                   c0, 0, False)
+                continue
+            # with a residual (NCHW) the sums go back first and finish_row finishes them
+            plane_rows_out(ob, yb, 0, OHW, OW, cn, p0, p1, res, n, c0, 0, False)
+            for c in range(cn):
+                k = c0 + c
+                finish_row(yb[c * OHW + q0:c * OHW + q1], scale[k], b[k], act,
+                           res[n, k, q0:q1], True,
+                           y[0, 0, :0] if quant_out else y[n, k, q0:q1],
+                           yq[n, k, q0:q1] if quant_out else yq[0, 0, :0], quant_out,
+                           inv_sy, zy, qmin, qmax)

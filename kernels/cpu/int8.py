@@ -30,7 +30,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from . import nchwc, zmm
+from . import nchwc, vnni, zmm
 from .tiles import gemm_task
 from .vnni import (PX_MC, PX_NV, dot8x16_bcast, dot8x16_epi, dot8x16_epq, dot8x32_add_rows,
                    dot8x32_bcast, dot8x32_epi, dot8x32_epq, dot8x32_to_rows, pack4x64, px1_epi,
@@ -182,9 +182,10 @@ def finish_vectors(typingctx, ob, lo, hi, sv, sb, act, quant_out, inv_sy, zy, qm
     < hi, 16 channels each, in place (float32 ob, sv, sb): sv, sb the 16 channels' scales
     and biases.  v = act(v * sv + bv) (act 1 relu, 2 relu6), then with quant_out the
     integer min(max(rint(v * inv_sy) + zy, qmin), qmax), kept as a float32 the caller
-    stores.  The same float32 operations in the same order as finish_row (a multiply,
-    then an add: no fused multiply-add), on one 16-lane vector a pixel; as Numba loops
-    over a vector's lanes this had run 3x slower than finish_row's per-channel loops."""
+    stores (vnni.requantize's form of it, the same integer).  The same float32 operations
+    as finish_row (a multiply, then an add: no fused multiply-add), on one 16-lane vector
+    a pixel, one loop per activation and output kind; as Numba loops over a vector's lanes
+    this had run 3x slower than finish_row's per-channel loops."""
     sig = types.void(ob, types.intp, types.intp, sv, sb, types.intp, types.boolean,
                      types.float32, types.float32, types.float32, types.float32)
 
@@ -192,31 +193,34 @@ def finish_vectors(typingctx, ob, lo, hi, sv, sb, act, quant_out, inv_sy, zy, qm
         obp = zmm._data_ptr(context, builder, signature, args, 0)
         svp = zmm._data_ptr(context, builder, signature, args, 3)
         sbp = zmm._data_ptr(context, builder, signature, args, 4)
-        lo, hi, act, quant, inv, zy, qmin, qmax = args[1], args[2], *args[5:]
+        lo, hi, act, quant = args[1], args[2], args[5], args[6]
         intp = lo.type
         v16 = ir.VectorType(ir.FloatType(), 16)
         scale = builder.load(zmm._at(builder, svp, ir.Constant(intp, 0)), align=4)
         bias = builder.load(zmm._at(builder, sbp, ir.Constant(intp, 0)), align=4)
-        zero = ir.Constant(v16, None)
-        six = ir.Constant(v16, [6.0] * 16)
-        inv, zy, qmin, qmax = (zmm._splat(builder, a, 16) for a in (inv, zy, qmin, qmax))
-        relu = builder.icmp_signed("==", act, ir.Constant(act.type, 1))
-        relu6 = builder.icmp_signed("==", act, ir.Constant(act.type, 2))
+        bounds = vnni.requant_bounds(builder, args[7:11], 16)
+        zy = zmm._splat(builder, args[8], 16)
         rint = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(v16, [v16]), "llvm.rint.v16f32")
 
-        def body(i, accs):
-            at = zmm._at(builder, obp, builder.mul(i, ir.Constant(intp, 16)))
-            v = builder.fadd(builder.fmul(builder.load(at, align=4), scale), bias)
-            r = builder.select(builder.fcmp_ordered(">", v, zero), v, zero)
-            r6 = builder.select(builder.fcmp_ordered("<", r, six), r, six)
-            v = builder.select(relu, r, builder.select(relu6, r6, v))
-            q = builder.fadd(builder.call(rint, [builder.fmul(v, inv)]), zy)
-            q = builder.select(builder.fcmp_ordered("<", q, qmin), qmin, q)
-            q = builder.select(builder.fcmp_ordered(">", q, qmax), qmax, q)
-            builder.store(builder.select(quant, q, v), at, align=4)
-            return []
-        zmm._counted_loop(builder, lo, hi, 1, [], body)
+        def variant(activate, with_res):
+            def emit(q):
+                def body(i, accs):
+                    at = zmm._at(builder, obp, builder.mul(i, ir.Constant(intp, 16)))
+                    v = builder.fadd(builder.fmul(builder.load(at, align=4), scale), bias)
+                    if q:
+                        v = builder.fadd(builder.call(
+                            rint, [vnni.requantize(builder, v, activate, bounds)]), zy)
+                    else:
+                        v = activate(v)
+                    builder.store(v, at, align=4)
+                    return []
+                zmm._counted_loop(builder, lo, hi, 1, [], body)
+                return []
+            zmm._branch_join(builder, quant, emit, "fv")
+
+        zmm._emit_epilogue(builder, act, ir.Constant(intp, 1), ir.Constant(intp, 0), 16,
+                           variant)
         return context.get_dummy_value()
 
     return sig, codegen

@@ -150,12 +150,15 @@ def copy_vector(typingctx, src, s_off, dst, d_off):
 @intrinsic
 def from_blocked(typingctx, src, s_off, y, y_off, plane, nch):
     """The 16 pixel vectors at src[s_off:][:256] back to channel rows:
-    y[y_off + c*plane:][:16] for c < nch."""
+    y[y_off + c*plane:][:16] for c < nch.  y int8 or uint8: the vectors hold integers of
+    its range (a requantized epilogue's), stored as bytes (vcvttps2dq, vpmovdb)."""
     sig = types.void(src, types.intp, y, types.intp, types.intp, types.intp)
+    as_bytes = isinstance(y.dtype, types.Integer)
 
     def codegen(context, builder, signature, args):
+        i8 = ir.IntType(8)
         sp = _ptr(context, builder, signature.args[0], args[0])
-        yp = _ptr(context, builder, signature.args[2], args[2])
+        yp = _ptr(context, builder, signature.args[2], args[2], i8 if as_bytes else None)
         s_off, y_off, plane, nch = args[1], args[3], args[4], args[5]
         intp = s_off.type
         rows = [_vload(builder, sp, builder.add(s_off, ir.Constant(intp, B * i)))
@@ -164,7 +167,15 @@ def from_blocked(typingctx, src, s_off, y, y_off, plane, nch):
         for c in range(B):
             cc = ir.Constant(intp, c)
             with builder.if_then(builder.icmp_signed("<", cc, nch), likely=True):
-                _vstore(builder, chans[c], yp, builder.add(y_off, builder.mul(cc, plane)))
+                at = builder.add(y_off, builder.mul(cc, plane))
+                if as_bytes:
+                    v8 = ir.VectorType(i8, B)
+                    q = builder.trunc(builder.fptosi(chans[c], ir.VectorType(ir.IntType(32), B)),
+                                      v8)
+                    builder.store(q, builder.bitcast(builder.gep(yp, [at]), v8.as_pointer()),
+                                  align=1)
+                else:
+                    _vstore(builder, chans[c], yp, at)
         return context.get_dummy_value()
 
     return sig, codegen

@@ -81,21 +81,62 @@ def _store_epilogue(context, builder, signature, args, finals, nblk, first, quan
             emit(False)
 
 
-def _channel(builder, c, nch, k_off, zw_ptr, sc_ptr, b_ptr, width, whole=False):
-    """Channel c of a block (inside: c < nch; k = k_off + c, else k_off, so nothing is read
-    past the channels) and its correction of an int32 vector of ``width`` sums:
-    float32(acc - zw[k]) * scale[k] + bias[k], each step rounded on its own as the integer
-    reference rounds it.  Returns (inside, correct).  whole: the caller knows c < nch."""
+def _channel_index(builder, c, nch, k_off, whole=False):
+    """(inside, k) for channel c of a block: inside c < nch, k = k_off + c, else k_off (so
+    nothing is read past the channels).  whole: the caller knows c < nch."""
     if whole:
-        inside, k = ir.Constant(ir.IntType(1), 1), builder.add(k_off, c)
-    else:
-        inside = builder.icmp_signed("<", c, nch)
-        k = builder.select(inside, builder.add(k_off, c), k_off)
-    zw, sc, bb = (_splat(builder, builder.load(builder.gep(ptr, [k])), width)
-                  for ptr in (zw_ptr, sc_ptr, b_ptr))
+        return ir.Constant(ir.IntType(1), 1), builder.add(k_off, c)
+    inside = builder.icmp_signed("<", c, nch)
+    return inside, builder.select(inside, builder.add(k_off, c), k_off)
+
+
+def _channel(builder, c, nch, k_off, zw_ptr, sc_ptr, b_ptr, width, whole=False):
+    """Channel c of a block (_channel_index) and its correction of an int32 vector of
+    ``width`` sums: float32(acc - zw[k]) * scale[k] + bias[k], each step rounded on its own
+    as the integer reference rounds it.  Returns (inside, correct).  zw_ptr None: the sums
+    started from -zw[k] (acc - zw already; int32 sums wrap alike in any order)."""
+    inside, k = _channel_index(builder, c, nch, k_off, whole)
+    sc, bb = (_splat(builder, builder.load(builder.gep(ptr, [k])), width)
+              for ptr in (sc_ptr, b_ptr))
     fv = ir.VectorType(ir.FloatType(), width)
+    if zw_ptr is None:
+        return inside, lambda acc: builder.fadd(builder.fmul(builder.sitofp(acc, fv), sc), bb)
+    zw = _splat(builder, builder.load(builder.gep(zw_ptr, [k])), width)
     return inside, lambda acc: builder.fadd(builder.fmul(builder.sitofp(
         builder.sub(acc, zw), fv), sc), bb)
+
+
+def requant_bounds(builder, quant, width):
+    """The requantization's constants for vectors of ``width`` floats, quant = (inv, zy,
+    qmin, qmax) float32 scalars (zy >= qmin, as int8_conv2d checks): (inv, lo, hi, hi6,
+    zy as int32 lanes) for requantize.  hi6 = min(fl(6 * inv), hi)."""
+    i32 = ir.IntType(32)
+    hi_s = builder.fsub(quant[3], quant[1])
+    six_s = builder.fmul(quant[0], ir.Constant(ir.FloatType(), 6.0))
+    hi6_s = builder.select(builder.fcmp_ordered("<", six_s, hi_s), six_s, hi_s)
+    inv, lo, hi, hi6 = (_splat(builder, v, width) for v in (
+        quant[0], builder.fsub(quant[2], quant[1]), hi_s, hi6_s))
+    return inv, lo, hi, hi6, _splat(builder, builder.fptosi(quant[1], i32), width)
+
+
+def requantize(builder, v, activate, bounds):
+    """act(v) requantized, before the rounding: t with rint(t) + zy equal to
+    min(max(rint(act(v) * inv) + zy, qmin), qmax) for every v (finish_row's integer):
+    rint is monotonic and the bounds are integers, so the clamps move before the rounding
+    as t = min(max(act(v) * inv, qmin - zy), qmax - zy).  After relu (t >= 0 >= lo) the
+    lower bound goes; after relu6 (v <= 6, so t <= fl(6 * inv)) hi6, the lower of the two
+    upper bounds, does both upper clamps (the values above it are the ones either clamp
+    sets to it).  NaN passes."""
+    inv, lo, hi, hi6, _ = bounds
+    if getattr(activate, "six", False):
+        zero = ir.Constant(v.type, None)
+        v = builder.select(builder.fcmp_ordered("<", v, zero), zero, v)
+        t = builder.fmul(v, inv)
+        return builder.select(builder.fcmp_ordered(">", t, hi6), hi6, t)
+    t = builder.fmul(activate(v), inv)
+    if not getattr(activate, "nonneg", False):
+        t = builder.select(builder.fcmp_ordered("<", t, lo), lo, t)
+    return builder.select(builder.fcmp_ordered(">", t, hi), hi, t)
 
 
 def _stores(builder, act, has_res, outs, width, y_ptr, r_ptr, quant):
@@ -103,16 +144,18 @@ def _stores(builder, act, has_res, outs, width, y_ptr, r_ptr, quant):
     v (+ res[o] if has_res), activated (act as in zmm._emit_epilogue), stored at y[o]
     under the mask; with quant = (inv, zy, qmin, qmax) float32 scalars, y is int8 or uint8
     and min(max(rint(v * inv) + zy, qmin), qmax) is stored, as int8.int8's _finish_row
-    rounds it."""
+    rounds it: requantize's t, rounded and converted by one vcvtps2dq (lrint, in the
+    current rounding mode as rint), zy added in int32."""
     i32 = ir.IntType(32)
     fv = ir.VectorType(ir.FloatType(), width)
     mload, mstore = _masked_load_store(builder, width)
     align = ir.Constant(i32, 4)
     if quant is not None:
-        inv, zy, qmin, qmax = (_splat(builder, v, width) for v in quant)
+        bounds = requant_bounds(builder, quant, width)
+        vi = ir.VectorType(i32, width)
         bv = ir.VectorType(ir.IntType(8), width)
-        rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(fv, [fv]),
-                                              f"llvm.rint.v{width}f32")
+        lrint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vi, [fv]),
+                                               f"llvm.lrint.v{width}i32.v{width}f32")
         qstore = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [
                 bv, bv.as_pointer(), i32, ir.VectorType(ir.IntType(1), width)]),
@@ -124,17 +167,14 @@ def _stores(builder, act, has_res, outs, width, y_ptr, r_ptr, quant):
                 rp = builder.bitcast(builder.gep(r_ptr, [o]), fv.as_pointer())
                 v = builder.fadd(v, builder.call(mload, [rp, align, mask,
                                                          ir.Constant(fv, [0.0] * width)]))
-            v = activate(v)
             if quant is not None:
-                q = builder.fadd(builder.call(rint, [builder.fmul(v, inv)]), zy)
-                q = builder.select(builder.fcmp_ordered("<", q, qmin), qmin, q)
-                q = builder.select(builder.fcmp_ordered(">", q, qmax), qmax, q)
-                qb = builder.trunc(builder.fptosi(q, ir.VectorType(i32, width)), bv)
+                t = requantize(builder, v, activate, bounds)
+                qb = builder.trunc(builder.add(builder.call(lrint, [t]), bounds[4]), bv)
                 yp = builder.bitcast(builder.gep(y_ptr, [o]), bv.as_pointer())
                 builder.call(qstore, [qb, yp, ir.Constant(i32, 1), mask])
             else:
                 yp = builder.bitcast(builder.gep(y_ptr, [o]), fv.as_pointer())
-                builder.call(mstore, [v, yp, align, mask])
+                builder.call(mstore, [activate(v), yp, align, mask])
 
     _emit_epilogue(builder, act, ir.Constant(act.type, 1), has_res, width, stores)
 
@@ -593,15 +633,19 @@ def _make_px(nv, quant):
                     new[m * nv + v] = builder.call(dp, [acc[m * nv + v], av[v], wb])
             return new
 
-        finals = _counted_loop(builder, const(0), nq, 1, [ir.Constant(v16, None)] * (nv * PX_MC),
-                               step)[1]
+        start = []   # each channel's sums start from -zw[k]: the epilogue subtracts nothing
+        for m in range(PX_MC):
+            k = _channel_index(builder, const(m), nch, k_off)[1]
+            zw = builder.load(builder.gep(zw_ptr, [k]))
+            start += [_splat(builder, builder.sub(ir.Constant(i32, 0), zw), 16)] * nv
+        finals = _counted_loop(builder, const(0), nq, 1, start, step)[1]
         m16 = ir.VectorType(ir.IntType(1), 16)
         no_lanes = ir.Constant(m16, [0] * 16)
         px_masks = _lane_masks(builder, npx, nv)
         outs = []
         for m in range(PX_MC):
             c = const(m)
-            inside, correct = _channel(builder, c, nch, k_off, zw_ptr, sc_ptr, b_ptr, 16)
+            inside, correct = _channel(builder, c, nch, k_off, None, sc_ptr, b_ptr, 16)
             row = builder.add(y_off, builder.mul(c, ldy))
             for v in range(nv):
                 outs.append((correct(finals[m * nv + v]),

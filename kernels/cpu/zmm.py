@@ -254,6 +254,9 @@ def _emit_epilogue(builder, act, final, has_res, width, body):
             lambda v: clamp(v, vconst(0.0), vconst(6.0)),
             lambda v: builder.fmul(builder.fmul(v, clamp(builder.fadd(v, vconst(3.0)), vconst(0.0),
                                                           vconst(6.0))), vconst(1.0 / 6.0))]
+    for a in acts[1:3]:
+        a.nonneg = True   # relu, relu6: no value below 0 leaves them (NaN passes)
+    acts[2].six = True
     done = builder.append_basic_block("epi.done")
     blocks = [builder.append_basic_block(f"epi.{i}") for i in range(8)]
     switch = builder.switch(code, blocks[0])
