@@ -649,6 +649,38 @@ def test_int8_depthwise_blocks_in_bands(rng, c, h, w, k, stride, dil, pads, xdty
             out_zero_point=3, out_dtype=np.uint8))
 
 
+@pytest.mark.parametrize("layer", [
+    dict(c=16, k=40, r=1, groups=1, hw=13),    # the pixel-vector 1x1
+    dict(c=12, k=24, r=3, groups=1, hw=9),     # taps read in place
+    dict(c=24, k=24, r=3, groups=24, hw=11),   # depthwise in 16-channel blocks
+    dict(c=5, k=5, r=3, groups=5, hw=3),       # depthwise plane by plane
+])
+@pytest.mark.parametrize("out_dtype, zy", [("uint8", 3), ("int8", -5)])
+def test_int8_requantization_bounds(rng, layer, out_dtype, zy):
+    """The requantizing epilogues clamp before rounding, relu's lower and relu6's upper
+    bound merged with the output range's: outputs driven far past both ends of the range
+    and past 6, with 6 / out_scale below, at and above the range's top (qmax - zy), equal
+    the integer reference bit for bit."""
+    c, k, r, groups, hw = (layer[n] for n in ("c", "k", "r", "groups", "hw"))
+    xq = rng.integers(0, 256, (1, c, hw, hw), dtype=np.uint8)
+    wq = rng.integers(-127, 128, (k, c // groups, r, r), dtype=np.int8)
+    b = rng.permutation(np.linspace(-12, 12, k)).astype(np.float32)
+    sw = rng.uniform(0.5, 2.0, k).astype(np.float32) / (c // groups * r * r * 127 * 64)
+    top = np.iinfo(out_dtype).max - zy
+    for act in (None, "relu", "relu6"):
+        for s6 in (top - 40, top, top + 1, top + 60):
+            kw = dict(padding=r // 2, groups=groups, activation=act, out_scale=6.0 / s6,
+                      out_zero_point=zy, out_dtype=out_dtype)
+            got = fc.int8_conv2d(xq, 0.05, 128, wq, sw, b, **kw)
+            want = ref.int8_conv2d(xq, 128, 0.05, wq, sw, b, 1, r // 2, 1, groups, act,
+                                   out_scale=6.0 / s6, out_zero_point=zy,
+                                   out_dtype=np.dtype(out_dtype))
+            np.testing.assert_array_equal(got, want)
+            lo, hi = np.iinfo(out_dtype).min, np.iinfo(out_dtype).max   # both ends reached
+            assert got.min() == (zy if act else lo)
+            assert got.max() == (min(hi, zy + s6) if act == "relu6" else hi)
+
+
 @pytest.mark.parametrize("c,k,r,stride,pads,groups,hw", [
     (3, 64, 7, 2, (3, 3, 3, 3), 1, 38),   # ResNet's stem
     (3, 32, 3, 2, (1, 1, 1, 1), 1, 29),   # MobileNetV2's
@@ -785,6 +817,11 @@ def test_int8_errors():
         fc.int8_conv2d(x, 0.1, 0, w, np.ones(2))
     with pytest.raises(ValueError, match="x_zero_point"):
         fc.int8_conv2d(x, 0.1, 300, w, 0.1)
+    with pytest.raises(ValueError, match=r"out_zero_point 200 is outside int8's range"):
+        fc.int8_conv2d(x, 0.1, 0, w, 0.1, out_scale=0.1, out_zero_point=200)
+    with pytest.raises(ValueError, match=r"out_zero_point -1 is outside uint8's range"):
+        fc.int8_conv2d(x, 0.1, 0, w, 0.1, out_scale=0.1, out_zero_point=-1,
+                       out_dtype="uint8")
     with pytest.raises(ValueError, match="x_scale"):
         fc.int8_conv2d(x, 0.0, 0, w, 0.1)
     with pytest.raises(ValueError, match="expected input with 2 channels"):
