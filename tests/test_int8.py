@@ -691,6 +691,7 @@ def test_int8_requantization_bounds(rng, layer, out_dtype, zy):
     (19, 16, 7, 1, (3, 2, 3, 3), 1, 9),   # 931 taps: channel padding only
     (2, 8, 5, 3, (2, 2, 1, 0), 1, 16),    # 2 channels, stride 3
     (1, 8, 5, 1, (2, 2, 2, 2), 1, 12),    # one channel: the float kernels
+    (3, 16, 3, 2, (1, 1, 1, 1), 1, 70),   # rows of >= 64 pixels, moved 64 a step
 ])
 @pytest.mark.parametrize("xdtype", ["uint8", "int8"])
 @pytest.mark.parametrize("path", ["float", "cpad"])
@@ -740,6 +741,36 @@ def test_int8_stems_run_exactly(rng, monkeypatch, c, k, r, stride, pads, groups,
     else:
         assert all(call.fx is not None and call.cpad is None for call in calls)
     np.testing.assert_array_equal(xq, keep)
+
+
+@pytest.mark.parametrize("c, h, w, pads", [(4, 5, 64, (1, 1, 1, 1)), (4, 3, 131, (0, 2, 3, 0)),
+                                           (2, 4, 70, (2, 0, 0, 5)), (3, 2, 63, (1, 1, 1, 1))])
+@pytest.mark.parametrize("xdtype", [np.uint8, np.int8])
+def test_int8_move_of_four_channels(rng, c, h, w, pads, xdtype):
+    """The channels-last move of at most four byte channels into words of four (rows of
+    >= 64 pixels 64 at a time, the last step overlapping; narrower rows element by
+    element): the padded layout with the border at the fill value and every pixel's
+    channels in place, the channels past c copies of the last; and the conv that reads
+    it equal to the integer reference."""
+    from fastconv.kernels.cpu import int8 as k8
+    info = np.iinfo(xdtype)
+    x = rng.integers(info.min, info.max + 1, (2, c, h, w)).astype(xdtype)
+    pt, pb, pl, pr = pads
+    out = np.full((2, h + pt + pb, w + pl + pr, 4), 99, xdtype)
+    k8.nhwc_padded(x, out, pt, pl, xdtype(7))
+    want = np.full_like(out, 7)
+    want[:, pt:pt + h, pl:pl + w, :c] = x.transpose(0, 2, 3, 1)
+    if w >= 64:   # the word interleave repeats the last channel
+        want[:, pt:pt + h, pl:pl + w, c:] = x[:, -1:].transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(out, want)
+    wq = rng.integers(-127, 128, (8, c, 3, 3), dtype=np.int8)
+    sw = np.full(8, 0.01, np.float32)
+    zx = 3 if xdtype == np.uint8 else -3
+    np.testing.assert_array_equal(
+        fc.int8_conv2d(x, 0.05, zx, wq, sw, None, padding=pads, activation="relu",
+                       out_scale=0.1, out_zero_point=2, out_dtype="uint8"),
+        ref.int8_conv2d(x, zx, 0.05, wq, sw, None, 1, pads, 1, 1, "relu", out_scale=0.1,
+                        out_zero_point=2, out_dtype=np.uint8))
 
 
 def test_quantize_tensor_roundtrip_and_saturation():

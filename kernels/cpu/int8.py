@@ -801,12 +801,44 @@ def _as_byte_impl(v, inv_scale, zx, qmin, qmax):
     return lambda v, inv_scale, zx, qmin, qmax: v
 
 
+def _words_row(x, out, n, i, h, pl):
+    """Moves row h of byte planes x (N, C, H, W), C <= 4, into the padded row out[n, i]
+    (N, HP, WP, 4) from column pl, if it can (typed by _words_row_impl); True if it did."""
+
+
+@overload(_words_row, inline="always")
+def _words_row_impl(x, out, n, i, h, pl):
+    """Byte x with rows of >= 64 pixels: 64 pixels a step through vnni.pack4x64 (the four
+    channel rows interleaved into four-byte words by byte shuffles; a channel past C
+    repeats the last, which is what it holds then), the last step starting at W - 64 and
+    rewriting a few words with the same bytes.  The RGB stems' move had run as a scalar
+    loop of one byte store an element: 96 us of the 3x3/2 3->32 @224 conv's 182 at one
+    thread.  Float x (quantized on the way): not here."""
+    if isinstance(x.dtype, types.Float):
+        return lambda x, out, n, i, h, pl: False
+
+    def impl(x, out, n, i, h, pl):
+        N, C, H, W = x.shape
+        if W < 64:
+            return False
+        xf = x.reshape(x.size)
+        of = out.reshape(out.size)
+        orow = ((n * out.shape[1] + i) * out.shape[2] + pl) * 4
+        for w0 in range(0, W, 64):
+            w = min(w0, W - 64)
+            pack4x64(xf, (n * C * H + h) * W + w, H * W, C, of, orow + 4 * w, 64)
+        return True
+    return impl
+
+
 @njit(inline="always")
 def _padded_row(x, out, t, pt, pl, fill, inv_scale, zx, qmin, qmax):
     """Row t (image t // HP, padded row t % HP) of a channels-last padded out (N, HP, WP,
     CP) from x (N, C, H, W) at offset (pt, pl): the border ``fill``, the row's pixels
     x's moved (bytes) or quantized (float32 x: _as_byte), and where out has more
-    channels than x (CP > C: a conv's input padded to a multiple of 4) those ``fill``."""
+    channels than x (CP > C: a conv's input padded to a multiple of 4) those ``fill``,
+    or, moved four channels a pixel by _words_row, a copy of the last channel (a padded
+    conv's weights for them are zero: any byte adds nothing)."""
     N, C, H, W = x.shape
     HP, CP = out.shape[1], out.shape[3]
     n = t // HP
@@ -817,6 +849,8 @@ def _padded_row(x, out, t, pt, pl, fill, inv_scale, zx, qmin, qmax):
         return
     if C >= nchwc.B and CP == C:
         _row_blocks(x, out, n, i, h, pl, inv_scale, zx, qmin, qmax)
+        return
+    if CP == 4 and _words_row(x, out, n, i, h, pl):
         return
     for c in range(C):
         src = x[n, c, h]
