@@ -3,6 +3,9 @@ of this tree, alternating in one process.
 
     python bench/kernel_ab.py --model mobilenet_v2 --base HEAD~2 --rounds 60
     python bench/kernel_ab.py --model resnet50 --base 9203f2b --rounds 20 --threads 2
+    python bench/kernel_ab.py --model mv2_q.onnx --base ea051c6 --rounds 200
+
+(``--model`` a zoo name, or an ONNX file: bench/qdq_models.py --save writes quantized ones.)
 
 One inference is captured (``_runtime.capture``) and replayed ``--rounds`` times,
 the two kernel sets taking turns (which goes first alternates).  The base set is

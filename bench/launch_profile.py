@@ -25,13 +25,17 @@ from trees import use_tree
 
 
 def capture_inference(model_name, size, threads):
-    """The zoo model's kernel launches of one warm batch-1 inference (_runtime.capture;
+    """The zoo model's (or, for a name ending in .onnx, that file's, imported and
+    optimized) kernel launches of one warm batch-1 inference (_runtime.capture;
     .launches: (kernel, arguments) in order, .complete)."""
     import fastconv as fc
     from fastconv import _runtime, models
     fc.set_num_threads(threads)
-    model = getattr(models, model_name)()
     x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+    if model_name.endswith(".onnx"):
+        model = fc.optimize(fc.from_onnx(model_name), x)
+    else:
+        model = getattr(models, model_name)()
     for _ in range(3):
         model(x)
     with _runtime.capture() as cap:

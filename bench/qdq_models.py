@@ -9,6 +9,10 @@ which the importer maps onto them.
 
     python bench/qdq_models.py --model resnet50 --rounds 4
     python bench/qdq_models.py --model mobilenet_v2 --rounds 4 --format qoperator
+    python bench/qdq_models.py --model mobilenet_v2 --format qoperator --save mv2_q.onnx
+
+(``--save``: write the quantized file and stop, e.g. for ``bench/kernel_ab.py --model
+mv2_q.onnx``.)
 
 Also prints how far fastconv's output is from onnxruntime's on one input, in steps of
 the output's quantization, and whether the top class agrees.  Needs torch (the export)
@@ -17,6 +21,7 @@ images: enough for timing, not for accuracy (tests/test_compress.py measures tha
 """
 import argparse
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -68,6 +73,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--calibration", type=int, default=4, help="calibration batches")
     ap.add_argument("--format", choices=("qdq", "qoperator"), default="qdq")
+    ap.add_argument("--save", help="write the quantized file here and stop")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp()
     fp = _peers.export_zoo_onnx(a.model, os.path.join(tmp, "f.onnx"), 1, 224)
@@ -75,6 +81,10 @@ def main():
     batches = [rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
                for _ in range(a.calibration)]
     qp = quantize_qdq(fp, os.path.join(tmp, "q.onnx"), batches, a.format)
+    if a.save:
+        shutil.copyfile(qp, a.save)
+        print(f"wrote {a.save}")
+        return
     spec = {"model": a.model, "batch": 1, "size": 224, "threads": a.threads,
             "repeat": a.repeat, "kwargs": {}}
     tag = "QDQ" if a.format == "qdq" else "QOperator"
