@@ -550,7 +550,7 @@ class _Int8Call:
                                     self.scale, b, self.act, res, has_res, y, yq, quant, inv,
                                     zy, qmin, qmax, prob.r, sh, sw_, pt, pl, hp, wp, dh, dw_,
                                     prob.oh, prob.ow, offs, *workspaces(), band,
-                                    _dw8_block_planes(prob))
+                                    _dw8_block_planes(prob, has_res))
                 else:
                     _runtime.launch(_dw8.depthwise_int8, xa, self.wdw, np.int32(zx),
                                     self.scale, b, self.act, res, has_res, y, yq, quant, inv,
@@ -805,11 +805,12 @@ def _dw_blocked(prob, wdw, packed):
     return wt, offs, band, workspaces, hp, wp
 
 
-def _dw8_block_planes(prob):
-    """The blocked int8 depthwise kernel's per-thread float32 planes of a block's finished
-    outputs, (threads, 16*OH*OW)."""
+def _dw8_block_planes(prob, has_res):
+    """The blocked int8 depthwise kernel's per-thread float32 planes of a block's sums,
+    (threads, 16*OH*OW), which only a conv with a residual goes through (else one float a
+    thread: the kernel transposes its finished pixel vectors straight into the output)."""
     return _workspace.per_thread("int8_dw_block_out", _runtime.max_threads(),
-                                 (16 * prob.oh * prob.ow,))
+                                 (16 * prob.oh * prob.ow if has_res else 1,))
 
 
 def _cpad_applies(prob, px):
@@ -817,8 +818,9 @@ def _cpad_applies(prob, px):
     (int8_conv2d; on an AVX-512 VNNI CPU, not the GPU: the caller checks): an ungrouped
     conv of 2 or more input channels, not a multiple of 4, that is not the pixel-vector
     1x1 (px: it reads NCHW planes).  The move into the padded channels-last layout writes
-    the extra channels as the zero point and their weights are zero, so the sums are the
-    same integers; the kernel then reads whole 4-byte steps in place instead of gathering
+    the extra channels (the zero point, or copies of the last channel where it moves four
+    channels a pixel at once) and their weights are zero, so the sums are the same
+    integers; the kernel then reads whole 4-byte steps in place instead of gathering
     columns byte by byte.  On an RGB image (uint8 out, 2 threads): ResNet's 7x7/2 -> 64
     0.67 ms on the float kernels (_fx_applies) -> 0.33, VGG's 3x3/1 -> 64 0.84 -> 0.53,
     5x5/2 0.40 -> 0.24, MobileNetV2's 3x3/2 -> 32 0.15 -> 0.13.  One channel stays on the

@@ -72,21 +72,28 @@ def _vstore(builder, val, base, off):
     builder.store(val, builder.bitcast(builder.gep(base, [off]), _V16.as_pointer()), align=4)
 
 
-def _blocked_rows(context, builder, signature, args, load_row):
-    """to_blocked's codegen around ``load_row(start)``, the 16-float vector of a channel row
-    from element ``start`` of x: channel c's row (channels from nch on repeating nch - 1)
-    for c < 16, transposed, pixel i's vector stored at dst[offs[o_off + i]:]."""
-    dp = _ptr(context, builder, signature.args[4], args[4])
-    x_off, plane, nch, o_off = args[1], args[2], args[3], args[6]
+def _channel_rows(builder, x_off, plane, nch, load_row):
+    """load_row(start) of channel c's row for c < 16, start = x_off + c*plane (channels
+    from nch on repeating nch - 1)."""
     intp = x_off.type
-    op = _ptr(context, builder, signature.args[5], args[5], intp)
     last = builder.sub(nch, ir.Constant(intp, 1))
     rows = []
     for c in range(B):
         cc = ir.Constant(intp, c)
         ch = builder.select(builder.icmp_signed("<", cc, nch), cc, last)
         rows.append(load_row(builder.add(x_off, builder.mul(ch, plane))))
-    cols = _transpose(builder, rows)
+    return rows
+
+
+def _blocked_rows(context, builder, signature, args, load_row):
+    """to_blocked's codegen around ``load_row(start)``, the 16-float vector of a channel row
+    from element ``start`` of x: the rows of _channel_rows transposed, pixel i's vector
+    stored at dst[offs[o_off + i]:]."""
+    dp = _ptr(context, builder, signature.args[4], args[4])
+    x_off, plane, nch, o_off = args[1], args[2], args[3], args[6]
+    intp = x_off.type
+    op = _ptr(context, builder, signature.args[5], args[5], intp)
+    cols = _transpose(builder, _channel_rows(builder, x_off, plane, nch, load_row))
     for i in range(B):
         off = builder.load(builder.gep(op, [builder.add(o_off, ir.Constant(intp, i))]))
         _vstore(builder, cols[i], dp, off)
@@ -130,14 +137,8 @@ def to_blocked_int(typingctx, x, x_off, plane, nch, dst, offs, o_off, zx):
         intp = x_off.type
         op = _ptr(context, builder, signature.args[5], args[5], intp)
         vz = _splat(builder, args[7], B)
-        last = builder.sub(nch, ir.Constant(intp, 1))
-        rows = []
-        for c in range(B):
-            cc = ir.Constant(intp, c)
-            at = builder.add(x_off, builder.mul(builder.select(
-                builder.icmp_signed("<", cc, nch), cc, last), plane))
-            rows.append(builder.load(builder.bitcast(builder.gep(xp, [at]), v8.as_pointer()),
-                                     align=1))
+        rows = _channel_rows(builder, x_off, plane, nch, lambda at: builder.load(
+            builder.bitcast(builder.gep(xp, [at]), v8.as_pointer()), align=1))
 
         def shuffle(a, b, idx):
             return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32),
