@@ -27,7 +27,7 @@ from numba import njit, prange
 
 from .depthwise import (blocked_row, load_plane, plane_rows_out, plane_sums,
                         zero_plane_borders)
-from .int8 import finish_row, finish_vectors
+from .int8 import finish_out, finish_row
 from .nchwc import to_blocked_int
 
 MAX_TAPS = (1 << 24) // (255 * 128)   # 514: float32 sums of that many products are exact
@@ -107,9 +107,9 @@ def depthwise_int8_blocked(x, wt, zx, scale, b, act, res, has_res, y, yq, quant_
     converted to x - zx and transposed in one step (nchwc.to_blocked_int) into the padded
     plane of pixel vectors (plane_ws, its border zeroed once a call), each output row is
     one depthwise_row call (R*R vector FMAs a pixel for 16 channels, the filters wt
-    (ceil(C/16), R*R, 16) float32 integers, no bias: the exact sums) into out_ws, finished
-    there on the pixel vectors (finish_vectors) and transposed straight into y / yq (N, C,
-    OH*OW; the requantized integers stored as bytes by the transpose).  With a residual
+    (ceil(C/16), R*R, 16) float32 integers, no bias: the exact sums) into out_ws, and
+    finished on their way back, 16 pixel vectors a step (finish_out), transposed straight
+    into y / yq (N, C, OH*OW; the requantized integers stored as bytes).  With a residual
     (an NCHW array) the sums go back first, into float32 planes (yb_ws, (threads, >=
     16*OH*OW)), and finish_row finishes them there.  offs, band, HP, WP, bias_ws: as
     depthwise_conv2d_blocked's.  960@7: 44 us finishing each 49-output plane row by row,
@@ -156,14 +156,16 @@ def depthwise_int8_blocked(x, wt, zx, scale, b, act, res, has_res, y, yq, quant_
                 blocked_row(P, p * sh * WP * V, dh * WP * V, sw, dw, R, OW, wb, bv, 0, ob,
                             p * OW * V)
             q0, q1 = p0 * OW, p1 * OW
-            if not has_res:   # the epilogue on the pixel vectors, transposed into y / yq
-                finish_vectors(ob, q0, q1, sv, sb, act, quant_out, inv_sy, zy, qmin, qmax)
-                if quant_out:
-                    plane_rows_out(ob, yqf, (n * C + c0) * OHW, OHW, OW, cn, p0, p1, res, n,
-                                   c0, 0, False)
-                else:
-                    plane_rows_out(ob, yf, (n * C + c0) * OHW, OHW, OW, cn, p0, p1, res, n,
-                                   c0, 0, False)
+            if not has_res:   # finished on the way out, transposed into y / yq
+                hi = q1   # 16-pixel groups; a short band's last reaches back (same values)
+                for f0 in range(max(0, min(q0, hi - V)), hi, V):
+                    f = max(0, min(f0, hi - V))
+                    if quant_out:
+                        finish_out(ob, f * V, yqf, (n * C + c0) * OHW + f, OHW, cn, sv, sb,
+                                   act, inv_sy, zy, qmin, qmax)
+                    else:
+                        finish_out(ob, f * V, yf, (n * C + c0) * OHW + f, OHW, cn, sv, sb,
+                                   act, inv_sy, zy, qmin, qmax)
                 continue
             # with a residual (NCHW) the sums go back first and finish_row finishes them
             plane_rows_out(ob, yb, 0, OHW, OW, cn, p0, p1, res, n, c0, 0, False)

@@ -177,50 +177,60 @@ def finish_row(a, sc, bc, act, res, has_res, y, yq, quant_out, inv_sy, zy, qmin,
 
 
 @intrinsic
-def finish_vectors(typingctx, ob, lo, hi, sv, sb, act, quant_out, inv_sy, zy, qmin, qmax):
-    """finish_row's arithmetic (no residual) on pixel vectors ob[i*16 : (i+1)*16], lo <= i
-    < hi, 16 channels each, in place (float32 ob, sv, sb): sv, sb the 16 channels' scales
-    and biases.  v = act(v * sv + bv) (act 1 relu, 2 relu6), then with quant_out the
-    integer min(max(rint(v * inv_sy) + zy, qmin), qmax), kept as a float32 the caller
-    stores (vnni.requantize's form of it, the same integer).  The same float32 operations
-    as finish_row (a multiply, then an add: no fused multiply-add), on one 16-lane vector
-    a pixel, one loop per activation and output kind; as Numba loops over a vector's lanes
-    this had run 3x slower than finish_row's per-channel loops."""
-    sig = types.void(ob, types.intp, types.intp, sv, sb, types.intp, types.boolean,
-                     types.float32, types.float32, types.float32, types.float32)
+def finish_out(typingctx, ob, s_off, y, y_off, plane, nch, sv, sb, act, inv_sy, zy, qmin,
+               qmax):
+    """finish_row's arithmetic (no residual) on the 16 pixel vectors of sums at
+    ob[s_off:][:256] (16 channels each, float32; sv, sb the 16 channels' scales and
+    biases), transposed back to channel rows y[y_off + c*plane:][:16], c < nch: float32 y
+    act(v * sv + sb) (act 1 relu, 2 relu6: the same float32 multiply, then add, no fused
+    multiply-add); int8/uint8 y min(max(rint(act(v * sv + sb) * inv_sy) + zy, qmin), qmax)
+    as bytes, vnni.requantize's t transposed, then one vcvtps2dq (the rounding), zy added
+    in int32, narrowed.  One pass over the sums: finishing them in place first (an LLVM
+    loop over the pixel vectors) and transposing them after had read and written each
+    vector twice, 3-7 % of a large map's depthwise time; as Numba loops over a vector's
+    lanes the finish had run 3x slower than finish_row's per-channel loops."""
+    sig = types.void(ob, types.intp, y, types.intp, types.intp, types.intp, sv, sb,
+                     types.intp, types.float32, types.float32, types.float32, types.float32)
+    as_bytes = isinstance(y.dtype, types.Integer)
 
     def codegen(context, builder, signature, args):
-        obp = zmm._data_ptr(context, builder, signature, args, 0)
-        svp = zmm._data_ptr(context, builder, signature, args, 3)
-        sbp = zmm._data_ptr(context, builder, signature, args, 4)
-        lo, hi, act, quant = args[1], args[2], args[5], args[6]
-        intp = lo.type
+        i8, i32 = ir.IntType(8), ir.IntType(32)
         v16 = ir.VectorType(ir.FloatType(), 16)
-        scale = builder.load(zmm._at(builder, svp, ir.Constant(intp, 0)), align=4)
-        bias = builder.load(zmm._at(builder, sbp, ir.Constant(intp, 0)), align=4)
-        bounds = vnni.requant_bounds(builder, args[7:11], 16)
-        zy = zmm._splat(builder, args[8], 16)
-        rint = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(v16, [v16]), "llvm.rint.v16f32")
+        obp = zmm._data_ptr(context, builder, signature, args, 0)
+        yp = zmm._data_ptr(context, builder, signature, args, 2, i8 if as_bytes else None)
+        svp = zmm._data_ptr(context, builder, signature, args, 6)
+        sbp = zmm._data_ptr(context, builder, signature, args, 7)
+        s_off, y_off, plane, nch, act = args[1], args[3], args[4], args[5], args[8]
+        intp = s_off.type
+        const = lambda v: ir.Constant(intp, v)  # noqa: E731
+        scale = builder.load(zmm._at(builder, svp, const(0)), align=4)
+        bias = builder.load(zmm._at(builder, sbp, const(0)), align=4)
+        rows = [builder.load(zmm._at(builder, obp, builder.add(s_off, const(16 * i))),
+                             align=4) for i in range(16)]
+        if as_bytes:
+            bounds = vnni.requant_bounds(builder, args[9:13], 16)
+            vi, v8 = ir.VectorType(i32, 16), ir.VectorType(i8, 16)
+            lrint = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vi, [v16]), "llvm.lrint.v16i32.v16f32")
 
         def variant(activate, with_res):
-            def emit(q):
-                def body(i, accs):
-                    at = zmm._at(builder, obp, builder.mul(i, ir.Constant(intp, 16)))
-                    v = builder.fadd(builder.fmul(builder.load(at, align=4), scale), bias)
-                    if q:
-                        v = builder.fadd(builder.call(
-                            rint, [vnni.requantize(builder, v, activate, bounds)]), zy)
+            vals = [builder.fadd(builder.fmul(r, scale), bias) for r in rows]
+            vals = [vnni.requantize(builder, v, activate, bounds) if as_bytes else
+                    activate(v) for v in vals]
+            chans = nchwc._transpose(builder, vals)
+            for c in range(16):
+                cc = const(c)
+                with builder.if_then(builder.icmp_signed("<", cc, nch), likely=True):
+                    at = builder.add(y_off, builder.mul(cc, plane))
+                    if as_bytes:
+                        q = builder.trunc(builder.add(builder.call(lrint, [chans[c]]),
+                                                      bounds[4]), v8)
+                        builder.store(q, builder.bitcast(builder.gep(yp, [at]),
+                                                         v8.as_pointer()), align=1)
                     else:
-                        v = activate(v)
-                    builder.store(v, at, align=4)
-                    return []
-                zmm._counted_loop(builder, lo, hi, 1, [], body)
-                return []
-            zmm._branch_join(builder, quant, emit, "fv")
+                        builder.store(chans[c], zmm._at(builder, yp, at), align=4)
 
-        zmm._emit_epilogue(builder, act, ir.Constant(intp, 1), ir.Constant(intp, 0), 16,
-                           variant)
+        zmm._emit_epilogue(builder, act, const(1), const(0), 16, variant)
         return context.get_dummy_value()
 
     return sig, codegen
