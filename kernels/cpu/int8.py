@@ -217,18 +217,15 @@ def finish_out(typingctx, ob, s_off, y, y_off, plane, nch, sv, sb, act, inv_sy, 
             vals = [builder.fadd(builder.fmul(r, scale), bias) for r in rows]
             vals = [vnni.requantize(builder, v, activate, bounds) if as_bytes else
                     activate(v) for v in vals]
-            chans = nchwc._transpose(builder, vals)
-            for c in range(16):
-                cc = const(c)
-                with builder.if_then(builder.icmp_signed("<", cc, nch), likely=True):
-                    at = builder.add(y_off, builder.mul(cc, plane))
-                    if as_bytes:
-                        q = builder.trunc(builder.add(builder.call(lrint, [chans[c]]),
-                                                      bounds[4]), v8)
-                        builder.store(q, builder.bitcast(builder.gep(yp, [at]),
-                                                         v8.as_pointer()), align=1)
-                    else:
-                        builder.store(chans[c], zmm._at(builder, yp, at), align=4)
+            def store(v, at):
+                if as_bytes:
+                    q = builder.trunc(builder.add(builder.call(lrint, [v]), bounds[4]), v8)
+                    builder.store(q, builder.bitcast(builder.gep(yp, [at]), v8.as_pointer()),
+                                  align=1)
+                else:
+                    builder.store(v, zmm._at(builder, yp, at), align=4)
+            nchwc._store_rows(builder, nchwc._transpose(builder, vals), y_off, plane, nch,
+                              store)
 
         zmm._emit_epilogue(builder, act, const(1), const(0), 16, variant)
         return context.get_dummy_value()

@@ -85,19 +85,13 @@ def _channel_rows(builder, x_off, plane, nch, load_row):
     return rows
 
 
-def _blocked_rows(context, builder, signature, args, load_row):
-    """to_blocked's codegen around ``load_row(start)``, the 16-float vector of a channel row
-    from element ``start`` of x: the rows of _channel_rows transposed, pixel i's vector
-    stored at dst[offs[o_off + i]:]."""
-    dp = _ptr(context, builder, signature.args[4], args[4])
-    x_off, plane, nch, o_off = args[1], args[2], args[3], args[6]
-    intp = x_off.type
-    op = _ptr(context, builder, signature.args[5], args[5], intp)
-    cols = _transpose(builder, _channel_rows(builder, x_off, plane, nch, load_row))
-    for i in range(B):
-        off = builder.load(builder.gep(op, [builder.add(o_off, ir.Constant(intp, i))]))
-        _vstore(builder, cols[i], dp, off)
-    return context.get_dummy_value()
+def _store_rows(builder, chans, y_off, plane, nch, store):
+    """store(chans[c], y_off + c*plane) for the channel rows c < nch."""
+    intp = y_off.type
+    for c in range(B):
+        cc = ir.Constant(intp, c)
+        with builder.if_then(builder.icmp_signed("<", cc, nch), likely=True):
+            store(chans[c], builder.add(y_off, builder.mul(cc, plane)))
 
 
 @intrinsic
@@ -109,8 +103,16 @@ def to_blocked(typingctx, x, x_off, plane, nch, dst, offs, o_off):
 
     def codegen(context, builder, signature, args):
         xp = _ptr(context, builder, signature.args[0], args[0])
-        return _blocked_rows(context, builder, signature, args,
-                             lambda at: _vload(builder, xp, at))
+        dp = _ptr(context, builder, signature.args[4], args[4])
+        x_off, plane, nch, o_off = args[1], args[2], args[3], args[6]
+        intp = x_off.type
+        op = _ptr(context, builder, signature.args[5], args[5], intp)
+        cols = _transpose(builder, _channel_rows(builder, x_off, plane, nch,
+                                                 lambda at: _vload(builder, xp, at)))
+        for i in range(B):
+            off = builder.load(builder.gep(op, [builder.add(o_off, ir.Constant(intp, i))]))
+            _vstore(builder, cols[i], dp, off)
+        return context.get_dummy_value()
 
     return sig, codegen
 
@@ -186,32 +188,18 @@ def copy_vector(typingctx, src, s_off, dst, d_off):
 @intrinsic
 def from_blocked(typingctx, src, s_off, y, y_off, plane, nch):
     """The 16 pixel vectors at src[s_off:][:256] back to channel rows:
-    y[y_off + c*plane:][:16] for c < nch.  y int8 or uint8: the vectors hold integers of
-    its range (a requantized epilogue's), stored as bytes (vcvttps2dq, vpmovdb)."""
+    y[y_off + c*plane:][:16] for c < nch."""
     sig = types.void(src, types.intp, y, types.intp, types.intp, types.intp)
-    as_bytes = isinstance(y.dtype, types.Integer)
 
     def codegen(context, builder, signature, args):
-        i8 = ir.IntType(8)
         sp = _ptr(context, builder, signature.args[0], args[0])
-        yp = _ptr(context, builder, signature.args[2], args[2], i8 if as_bytes else None)
+        yp = _ptr(context, builder, signature.args[2], args[2])
         s_off, y_off, plane, nch = args[1], args[3], args[4], args[5]
         intp = s_off.type
         rows = [_vload(builder, sp, builder.add(s_off, ir.Constant(intp, B * i)))
                 for i in range(B)]
-        chans = _transpose(builder, rows)
-        for c in range(B):
-            cc = ir.Constant(intp, c)
-            with builder.if_then(builder.icmp_signed("<", cc, nch), likely=True):
-                at = builder.add(y_off, builder.mul(cc, plane))
-                if as_bytes:
-                    v8 = ir.VectorType(i8, B)
-                    q = builder.trunc(builder.fptosi(chans[c], ir.VectorType(ir.IntType(32), B)),
-                                      v8)
-                    builder.store(q, builder.bitcast(builder.gep(yp, [at]), v8.as_pointer()),
-                                  align=1)
-                else:
-                    _vstore(builder, chans[c], yp, at)
+        _store_rows(builder, _transpose(builder, rows), y_off, plane, nch,
+                    lambda v, at: _vstore(builder, v, yp, at))
         return context.get_dummy_value()
 
     return sig, codegen
