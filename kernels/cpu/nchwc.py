@@ -141,34 +141,39 @@ def to_blocked_int(typingctx, x, x_off, plane, nch, dst, offs, o_off, zx):
         vz = _splat(builder, args[7], B)
         rows = _channel_rows(builder, x_off, plane, nch, lambda at: builder.load(
             builder.bitcast(builder.gep(xp, [at]), v8.as_pointer()), align=1))
-
-        def shuffle(a, b, idx):
-            return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32),
-                                                                          len(idx)), idx))
-        # the 16 x 16 bytes transposed as bytes: four rows a 64-byte register, then two
-        # rounds of two-source byte shuffles: a[h] (b[h]) holds pixels 8h .. 8h + 7 of
-        # channels 0-7 (8-15), eight bytes a pixel; q[m] pixels 4m .. 4m + 3, 16 bytes each
-        z = [shuffle(shuffle(rows[4 * k], rows[4 * k + 1], list(range(32))),
-                     shuffle(rows[4 * k + 2], rows[4 * k + 3], list(range(32))),
-                     list(range(64))) for k in range(4)]
-        half = [[shuffle(z[2 * g], z[2 * g + 1],
-                         [64 * (c // 4) + 16 * (c % 4) + 8 * h + p
-                          for p in range(8) for c in range(8)]) for h in range(2)]
-                for g in range(2)]
-        for m in range(4):
-            h, p0 = m // 2, 4 * (m % 2)
-            q = shuffle(half[0][h], half[1][h], [8 * (p0 + j) + c if c < 8 else
-                                                 64 + 8 * (p0 + j) + c - 8
-                                                 for j in range(4) for c in range(B)])
-            for j in range(4):
-                v = shuffle(q, q, list(range(16 * j, 16 * j + 16)))
-                v = builder.sitofp(v, _V16) if signed else builder.uitofp(v, _V16)
-                i = ir.Constant(intp, 4 * m + j)
-                off = builder.load(builder.gep(op, [builder.add(o_off, i)]))
-                _vstore(builder, builder.fsub(v, vz), dp, off)
+        for i, v in enumerate(transpose_bytes(builder, rows)):
+            v = builder.sitofp(v, _V16) if signed else builder.uitofp(v, _V16)
+            off = builder.load(builder.gep(op, [builder.add(o_off, ir.Constant(intp, i))]))
+            _vstore(builder, builder.fsub(v, vz), dp, off)
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+def transpose_bytes(builder, rows):
+    """The 16 x 16 bytes of rows (16 vectors of 16 bytes) transposed: out[i][r] =
+    rows[r][i].  Four rows a 64-byte register, then two rounds of two-source byte
+    shuffles: half[g][h] holds bytes 8h .. 8h + 7 of rows 8g .. 8g + 7, eight a row; q
+    columns 4m .. 4m + 3, 16 bytes each (twelve shuffles of 64 bytes where a transpose of
+    16 float vectors takes 64)."""
+    def shuffle(a, b, idx):
+        return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32),
+                                                                      len(idx)), idx))
+    z = [shuffle(shuffle(rows[4 * k], rows[4 * k + 1], list(range(32))),
+                 shuffle(rows[4 * k + 2], rows[4 * k + 3], list(range(32))),
+                 list(range(64))) for k in range(4)]
+    half = [[shuffle(z[2 * g], z[2 * g + 1],
+                     [64 * (c // 4) + 16 * (c % 4) + 8 * h + p
+                      for p in range(8) for c in range(8)]) for h in range(2)]
+            for g in range(2)]
+    out = []
+    for m in range(4):
+        h, p0 = m // 2, 4 * (m % 2)
+        q = shuffle(half[0][h], half[1][h], [8 * (p0 + j) + c if c < 8 else
+                                             64 + 8 * (p0 + j) + c - 8
+                                             for j in range(4) for c in range(B)])
+        out += [shuffle(q, q, list(range(16 * j, 16 * j + 16))) for j in range(4)]
+    return out
 
 
 @intrinsic
