@@ -153,9 +153,10 @@ def to_blocked_int(typingctx, x, x_off, plane, nch, dst, offs, o_off, zx):
 def transpose_bytes(builder, rows):
     """The 16 x 16 bytes of rows (16 vectors of 16 bytes) transposed: out[i][r] =
     rows[r][i].  Four rows a 64-byte register, then two rounds of two-source byte
-    shuffles: half[g][h] holds bytes 8h .. 8h + 7 of rows 8g .. 8g + 7, eight a row; q
-    columns 4m .. 4m + 3, 16 bytes each (twelve shuffles of 64 bytes where a transpose of
-    16 float vectors takes 64)."""
+    shuffles: half[g][h] holds columns 8h .. 8h + 7 of rows 8g .. 8g + 7, each column's
+    eight bytes together; q columns 4m .. 4m + 3, 16 bytes each (twelve shuffles of 64
+    bytes, where a transpose of 16 float vectors takes 64).  to_blocked_int's way in
+    (channel rows to pixel vectors) and finish_out's way out (pixels to channel rows)."""
     def shuffle(a, b, idx):
         return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32),
                                                                       len(idx)), idx))
