@@ -10,7 +10,12 @@ QLinearConv, on the ResNet-50 3x3 and 1x1 layers.  Sparse: fastconv's sparse con
 at 30-90 % magnitude sparsity against the dense conv of fastconv (auto) and PyTorch
 on the same layers, pruned unstructured (CSR kernel) and in blocks of 4 output
 channels (``fc.prune(..., block=4)``, block CSR kernel); the break-even sparsity is
-where it first beats fastconv's dense time.
+where it first beats fastconv's dense time, timed in the same process as the sparse
+ones (a dense time from another process and minute had moved break-evens by 20-60
+points on the shared machine).  With ``--rounds N`` every runtime, the sparse ones
+included, takes N turns and each cell is the median over them:
+
+    python bench/compress_compare.py --threads 2 --batch 1 --rounds 3
 """
 import argparse
 import json
@@ -74,7 +79,10 @@ def child(runtime, threads, batch, repeat):
             out[name] = {"im2col": _t(lambda: fc.conv2d(x, wt, None, s, p, algo="im2col"), repeat),
                          "auto": _t(lambda: fc.conv2d(x, wt, None, s, p, packed=pk), repeat)}
         elif runtime == "fastconv-sparse":
-            res = {}
+            # the dense conv (fastconv's auto plan) timed in the same process and minutes
+            # as the sparse ones: the break-even compares the two
+            pkd = {}
+            res = {"dense": _t(lambda: fc.conv2d(x, wt, None, s, p, packed=pkd), repeat)}
             for block in (1, 4):
                 for sp in SPARSITIES:
                     ws = _pruned(fc, wt, sp, block, s, p, x)
@@ -157,8 +165,12 @@ def _median_over_rounds(results):
     out = {}
     for name, v in results[0].items():
         vals = [r[name] for r in results if name in r]
-        out[name] = (float(np.median(vals)) if isinstance(v, (int, float)) else
-                     _median_over_rounds(vals))
+        if isinstance(v, (int, float)):
+            out[name] = float(np.median(vals))
+        elif isinstance(v, dict):
+            out[name] = _median_over_rounds(vals)
+        else:   # a label (the sparse kernel chosen): the most frequent
+            out[name] = max(set(vals), key=vals.count)
     return out
 
 
@@ -182,9 +194,10 @@ def main():
     ap.add_argument("--gemm", action="store_true")
     ap.add_argument("--no-sparse", action="store_true", help="the int8 table only")
     ap.add_argument("--rounds", type=int, default=1,
-                    help="int8 table: the runtimes take turns this many times; per layer "
-                         "the median over rounds of each round's median (--gemm: the int8 "
-                         "GEMM and the SGEMM roof take turns, the ratio per round)")
+                    help="the runtimes take turns this many times (the sparse ones too "
+                         "unless --no-sparse); per layer the median over rounds of each "
+                         "round's median (--gemm: the int8 GEMM and the SGEMM roof take "
+                         "turns, the ratio per round)")
     ap.add_argument("--child")
     a = ap.parse_args()
     if a.child == "gemm":
@@ -200,11 +213,10 @@ def main():
               f"(per round {', '.join(f'{x:.2f}x' for x in r['ratio'])}); packing b on "
               f"every call: {r['ms_packing_each_call']:.2f} ms")
         return
-    int8_runtimes = ("fastconv-int8", "fastconv-fp32", "torch-int8", "onnxruntime-int8")
-    rounds = [{rt: run(rt, a) for rt in int8_runtimes} for _ in range(max(1, a.rounds))]
-    res = {rt: _median_over_rounds([r[rt] for r in rounds]) for rt in int8_runtimes}
-    if not a.no_sparse:
-        res.update({rt: run(rt, a) for rt in ("fastconv-sparse", "torch")})
+    runtimes = ("fastconv-int8", "fastconv-fp32", "torch-int8", "onnxruntime-int8") + (
+        () if a.no_sparse else ("fastconv-sparse", "torch"))
+    rounds = [{rt: run(rt, a) for rt in runtimes} for _ in range(max(1, a.rounds))]
+    res = {rt: _median_over_rounds([r[rt] for r in rounds]) for rt in runtimes}
     print(f"int8, batch {a.batch}, {a.threads} threads, median of {a.repeat} (ms; ratios are "
           "fastconv int8's speed relative to each)" +
           (f"; median over {len(rounds)} interleaved rounds" if len(rounds) > 1 else ""))
@@ -235,7 +247,7 @@ def main():
             sp = {s: res["fastconv-sparse"][name][f"{block}/{s}"] for s in SPARSITIES}
             kernel = res["fastconv-sparse"][name][f"{block}/0.9/kernel"]
             td = (res["torch"] or {}).get(name)
-            fd = res["fastconv-fp32"][name]["auto"]
+            fd = res["fastconv-sparse"][name]["dense"]
             even = next((f"{s:.0%}" for s in SPARSITIES if sp[s] < fd), "> 90 %")
             print(f"| {name} ({kernel}) | {'' if td is None else f'{td * 1e3:.3f}'} | "
                   f"{fd * 1e3:.3f} | " + " | ".join(f"{sp[s] * 1e3:.3f}" for s in SPARSITIES) +
