@@ -641,18 +641,33 @@ def _make_px(nv, quant):
         finals = _counted_loop(builder, const(0), nq, 1, start, step)[1]
         m16 = ir.VectorType(ir.IntType(1), 16)
         no_lanes = ir.Constant(m16, [0] * 16)
-        px_masks = _lane_masks(builder, npx, nv)
-        outs = []
-        for m in range(PX_MC):
-            c = const(m)
-            inside, correct = _channel(builder, c, nch, k_off, None, sc_ptr, b_ptr, 16)
-            row = builder.add(y_off, builder.mul(c, ldy))
-            for v in range(nv):
-                outs.append((correct(finals[m * nv + v]),
-                             builder.select(inside, px_masks[v], no_lanes),
-                             builder.add(row, const(16 * v))))
-        _stores(builder, act, has_res, outs, 16, y_ptr, r_ptr,
-                [args[18 + i] for i in range(4)] if quant else None)
+        all_lanes = ir.Constant(m16, [1] * 16)
+
+        def emit(whole):
+            # whole: all 16*nv pixels and PX_MC channels exist -- constant masks (plain
+            # stores), no per-channel checks
+            px_masks = [all_lanes] * nv if whole else _lane_masks(builder, npx, nv)
+            outs = []
+            for m in range(PX_MC):
+                c = const(m)
+                inside, correct = _channel(builder, c, nch, k_off, None, sc_ptr, b_ptr, 16,
+                                           whole)
+                row = builder.add(y_off, builder.mul(c, ldy))
+                for v in range(nv):
+                    outs.append((correct(finals[m * nv + v]),
+                                 px_masks[v] if whole else
+                                 builder.select(inside, px_masks[v], no_lanes),
+                                 builder.add(row, const(16 * v))))
+            _stores(builder, act, has_res, outs, 16, y_ptr, r_ptr,
+                    [args[18 + i] for i in range(4)] if quant else None)
+
+        whole = builder.and_(builder.icmp_signed(">=", npx, const(16 * nv)),
+                             builder.icmp_signed(">=", nch, const(PX_MC)))
+        with builder.if_else(whole) as (then, otherwise):
+            with then:
+                emit(True)
+            with otherwise:
+                emit(False)
         return context.get_dummy_value()
 
     return codegen
