@@ -600,7 +600,8 @@ def _make_px(nv, quant):
     loads and PX_MC four-byte weight broadcasts feeding nv*PX_MC vpdpbusd.  The lanes
     are output pixels, so the epilogue needs no transposes: channel m < nch's vectors
     go to y[y_off + m*ldy + 16v + l] for 16v + l < npx, through _store_epilogue's
-    arithmetic (and with quant its requantization)."""
+    arithmetic (and with quant its requantization); a block whose pixels and channels
+    all exist stores through constant masks, the others through run-time ones."""
     def codegen(context, builder, signature, args):
         i8, i32 = ir.IntType(8), ir.IntType(32)
         f32 = ir.FloatType()
