@@ -8,9 +8,10 @@ requantized uint8 channel rows with relu6 (int8.finish_out).
     python bench/depthwise_parts.py --maps 112:1 56:2
 
 Each part: best of 7 rounds of 50 passes over the whole block from one @njit loop.  The
-kernel: medians of 200 calls of a 64-channel layer (four blocks) at one thread, divided
-by its blocks; what it takes beyond the three parts is the time between them (the
-buffers' way through the caches, the per-band bookkeeping, the call).
+kernel: medians of 200 calls (after ``_peers.timed``'s warm-up) of a 64-channel layer
+(four blocks) at one thread, divided by its blocks; what it takes beyond the three parts
+is the time between them (the buffers' way through the caches, the per-band bookkeeping,
+the call).
 """
 import argparse
 import time
@@ -20,6 +21,7 @@ from numba import njit
 
 import fastconv as fc
 from fastconv import _algorithms
+from fastconv._peers import timed
 from fastconv.kernels.cpu.depthwise import blocked_row
 from fastconv.kernels.cpu.int8 import finish_out
 from fastconv.kernels.cpu.nchwc import to_blocked_int
@@ -71,14 +73,7 @@ def _kernel_per_block(hw, sh, channels=64, calls=200):
     def call():
         fc.int8_conv2d(xq, 0.02, 3, wq, sw, None, sh, 1, groups=channels, activation="relu6",
                        out_scale=0.05, out_dtype="uint8", packed=pk)
-    for _ in range(5):
-        call()
-    ts = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        call()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts)) / (channels // V)
+    return timed(call, calls)[0] / (channels // V)
 
 
 def main():
