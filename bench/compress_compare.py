@@ -9,7 +9,9 @@ PyTorch's quantized conv (x86 engine, quint8 x qint8) and onnxruntime's
 QLinearConv, on the ResNet-50 3x3 and 1x1 layers.  Sparse: fastconv's sparse conv
 at 30-90 % magnitude sparsity against the dense conv of fastconv (auto) and PyTorch
 on the same layers, pruned unstructured (CSR kernel) and in blocks of 4 output
-channels (``fc.prune(..., block=4)``, block CSR kernel); the break-even sparsity is
+channels (``fc.prune(..., block=4)``, block CSR kernel), and the 3x3 layers also in
+blocks of 4 output channels x one input channel's whole filter (``fc.prune(..., block=4,
+whole_filters=True)``, the sparse Winograd kernel where modelled faster); the break-even sparsity is
 where it first beats fastconv's dense time, timed in the same process as the sparse
 ones (a dense time from another process and minute had moved break-evens by 20-60
 points on the shared machine).  With ``--rounds N`` every runtime, the sparse ones
@@ -48,12 +50,21 @@ def _data(spec, batch):
 
 
 def _pruned(fc, wt, amount, block, s, p, x):
-    """wt pruned by fc.prune (magnitude, per layer, blocks of ``block`` output channels)."""
+    """wt pruned by fc.prune (magnitude, per layer, blocks of ``block`` output channels;
+    "4f": 4 output channels x one input channel's whole filter)."""
     from fastconv.graph import Model, Node
     node = Node("conv", "c", ["x"], ["y"], dict(stride=(s, s), pads=(p,) * 4, dilation=(1, 1),
                                                 groups=1), {"weight": wt})
-    model = fc.prune(Model([node], ["x"], ["y"]), amount, block=block, example_input=x)
+    model = fc.prune(Model([node], ["x"], ["y"]), amount, block=4 if block == "4f" else block,
+                     whole_filters=block == "4f", example_input=x)
     return model.nodes[0].params["weight"]
+
+
+def _kernel(pk):
+    """The sparse kernel sparse_conv2d chose (and cached in pk) for a weight."""
+    from fastconv.sparse import _kernel_name
+    m = pk.get(("winograd", None)) or 0
+    return _kernel_name(4 if m else pk["csr_block"], m)
 
 
 def child(runtime, threads, batch, repeat):
@@ -83,14 +94,13 @@ def child(runtime, threads, batch, repeat):
             # as the sparse ones: the break-even compares the two
             pkd = {}
             res = {"dense": _t(lambda: fc.conv2d(x, wt, None, s, p, packed=pkd), repeat)}
-            for block in (1, 4):
+            for block in (1, 4, "4f") if r > 1 else (1, 4):
                 for sp in SPARSITIES:
                     ws = _pruned(fc, wt, sp, block, s, p, x)
-                    pk = {}  # the kernel (CSR or block CSR) is chosen from the zeros
+                    pk = {}  # the kernel (CSR, block CSR, sparse Winograd): from the zeros
                     res[f"{block}/{sp}"] = _t(lambda: fc.sparse_conv2d(x, ws, None, s, p,
                                                                        packed=pk), repeat)
-                    res[f"{block}/{sp}/kernel"] = "csr" if pk["csr_block"] == 1 else \
-                        f"bsr{pk['csr_block']}"
+                    res[f"{block}/{sp}/kernel"] = _kernel(pk)
             out[name] = res
         elif runtime == "torch-int8":
             import torch
@@ -193,6 +203,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--gemm", action="store_true")
     ap.add_argument("--no-sparse", action="store_true", help="the int8 table only")
+    ap.add_argument("--no-int8", action="store_true", help="the sparse tables only")
     ap.add_argument("--rounds", type=int, default=1,
                     help="the runtimes take turns this many times (the sparse ones too "
                          "unless --no-sparse); per layer the median over rounds of each "
@@ -213,13 +224,21 @@ def main():
               f"(per round {', '.join(f'{x:.2f}x' for x in r['ratio'])}); packing b on "
               f"every call: {r['ms_packing_each_call']:.2f} ms")
         return
-    runtimes = ("fastconv-int8", "fastconv-fp32", "torch-int8", "onnxruntime-int8") + (
+    runtimes = (() if a.no_int8 else ("fastconv-int8", "fastconv-fp32", "torch-int8",
+                                      "onnxruntime-int8")) + (
         () if a.no_sparse else ("fastconv-sparse", "torch"))
     rounds = [{rt: run(rt, a) for rt in runtimes} for _ in range(max(1, a.rounds))]
     res = {rt: _median_over_rounds([r[rt] for r in rounds]) for rt in runtimes}
+    if not a.no_int8:
+        _int8_table(res, a, len(rounds))
+    if not a.no_sparse:
+        _sparse_tables(res, a)
+
+
+def _int8_table(res, a, nrounds):
     print(f"int8, batch {a.batch}, {a.threads} threads, median of {a.repeat} (ms; ratios are "
           "fastconv int8's speed relative to each)" +
-          (f"; median over {len(rounds)} interleaved rounds" if len(rounds) > 1 else ""))
+          (f"; median over {nrounds} interleaved rounds" if nrounds > 1 else ""))
     print("| layer | int8 ms | GOP/s | vs fp32 im2col | vs fp32 auto | vs torch int8 | "
           "vs ORT QLinearConv | uint8 out ms | uint8 out vs ORT |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -234,9 +253,11 @@ def main():
               f"{'' if ti is None else f'{ti / i8:.2f}x'} | "
               f"{'' if oi is None else f'{oi / i8:.2f}x'} | {u8 * 1e3:.3f} | "
               f"{'' if oi is None else f'{oi / u8:.2f}x'} |")
-    if a.no_sparse:
-        return
-    for block, title in ((1, "unstructured (CSR)"), (4, "in blocks of 4 output channels")):
+
+
+def _sparse_tables(res, a):
+    for block, title in ((1, "unstructured (CSR)"), (4, "in blocks of 4 output channels"),
+                         ("4f", "in blocks of 4 output channels x whole 3x3 filters")):
         print(f"\nsparse conv, pruned {title}, batch {a.batch}: ms at each sparsity "
               "(the kernel chosen at 90 %); ratios at 90 %")
         print("| layer | torch dense | fastconv dense | " +
@@ -244,6 +265,8 @@ def main():
               " | 90 % vs torch | 90 % vs fastconv | break-even |")
         print("|---|---|---|" + "---|" * len(SPARSITIES) + "---|---|---|")
         for name in LAYERS:
+            if f"{block}/0.9" not in res["fastconv-sparse"][name]:
+                continue   # (whole filters: the 3x3 layers only)
             sp = {s: res["fastconv-sparse"][name][f"{block}/{s}"] for s in SPARSITIES}
             kernel = res["fastconv-sparse"][name][f"{block}/0.9/kernel"]
             td = (res["torch"] or {}).get(name)

@@ -781,7 +781,8 @@ def kernel_of(node, in_shapes, backend="cpu"):
         except (ValueError, TypeError):
             return "?"
     if node.op == "sparse_conv" and node.attrs.get("block", 1) > 1:
-        return f"bsr{node.attrs['block']}"
+        m = node.attrs.get("winograd")
+        return f"winograd{m}_bsr{node.attrs['block']}" if m else f"bsr{node.attrs['block']}"
     if node.op == "qconv" and node.attrs.get("groups", 1) > 1:
         from .kernels.cpu.depthwise_int8 import MAX_TAPS
         k, cg, r, s = node.params["weight_q"].shape

@@ -1153,7 +1153,10 @@ def sparse_conv(node, args, out):
     res = args[1] if len(args) > 1 else None
     return sparse_conv2d(args[0], node.params["weight"], node.params.get("bias"), a["stride"],
                          a["pads"], a["dilation"], a["groups"], _act(node), res, _cache(node),
-                         layer=node.layer, out=out, block=a.get("block"))
+                         layer=node.layer, out=out, block=a.get("block"),
+                         # fc.prune chose the sparse Winograd kernel: still the modelled
+                         # choice at this input's shape (a 3x3 on a 1x1 map runs its centre)
+                         winograd=None if a.get("winograd") else False)
 
 
 @op("sparse_linear", "alloc")

@@ -90,6 +90,11 @@ PACKED_TASK_S = 0.5e-6
 PAD_CALL_S = 6e-6  # the padded copy some families make first: one more parallel call (measured 6.4 us)
 # measured 10-20 GB/s for two threads, 1x1 and 3x3 weights of 1-2.4 MB at 1-4 pixels
 WEIGHT_STREAM_GBS = 8.0
+# the sparse Winograd kernel's transforms (fastconv/sparse.py, winograd_sparse_cost): V's
+# and M's bytes with every tile row's tiles padded to 16-tile vectors, written and read at
+# this rate whatever the thread count (Zen 4, ResNet-50's 3x3 maps, F(2x2) and F(4x4):
+# 12-36 GB/s at one thread, 17-31 at two)
+TRANSFORM_GBS = 22.0
 PACKED_CALL_S = 1e-6  # more per call than the SGEMM families (measured 11-16 us against 12-15, 1x1 on 4x4 and 8x8; 8 us before the repeat-call fast path)
 
 # The compute rates (GFLOP/s a thread) depend on the kind of core; ``RATES`` holds one

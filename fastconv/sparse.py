@@ -13,11 +13,12 @@ model pruned with ``torch.nn.utils.prune`` imports with its zeros).
 import numpy as np
 
 from . import _backend, _checks, _cuda, _runtime, _workspace, planner
-from ._algorithms import padded_input
+from ._algorithms import _res, padded_input
 from .functional import _bias, _out, _residual, _unbatched, conv_problem
 from .graph import Model
 from .kernels.cpu import pad as _pad
 from .kernels.cpu import sparse as _sparse
+from .kernels.cpu import winograd as _winograd
 
 # The sparse kernels' rates (SPARSE_GFLOPS, BLOCK_GFLOPS, SPARSE_TILE_S, GATHER_GFLOPS)
 # depend on the kind of core and live in planner.RATES with the dense ones.
@@ -31,6 +32,14 @@ BLOCKS = (1, 4)
 # weight is sparser: measured on ResNet-50 layers, 1x1 256-64@56 at 90 % CSR 0.29 ms with
 # 16 KiB chunks, 0.215 unchunked; at 50 % 0.77 chunked, 0.99 unchunked)
 SPARSE_CHUNK_BLOCKS = 32
+# the Winograd tile sizes F(m x m, 3 x 3) of the sparse Winograd kernel (winograd_block_products)
+WINOGRAD_M = (2, 4)
+# ... F(4x4) chosen only where the batch has at least this many of its tiles: with fewer,
+# the transforms' 16-tile vectors run mostly empty and outweigh its fewer products (Zen 4, 2
+# threads, filter blocks at 30-70 %, batch 1: 256@14 (16 tiles) F(4x4) 0.67-0.87 ms against
+# F(2x2)'s 0.61-0.79, 512@7 (4) 1.08-1.97 against 0.70-1.30; 128@28 (49) 0.26-0.51 against
+# 0.33-0.75; batch 8: 256@14 (128) 3.2-4.8 against 3.0-5.5, 512@7 (32) 4.2-5.4 against 4.5-7.3)
+WINOGRAD_F4_MIN_TILES = 32
 
 
 def _grid(prob):
@@ -175,18 +184,30 @@ def sparse_cost(prob, nnz, threads, kb=1):
 
 def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
                   activation=None, residual=None, packed=None, layer="sparse_conv2d", out=None,
-                  backend=None, block=None):
+                  backend=None, block=None, winograd=None):
     """conv2d (same arguments and result) computed from the nonzeros of ``weight`` only.
 
     block: 1 runs the weight as CSR (one row per output channel), 4 as block CSR (a block
     is one tap of 4 consecutive output channels; zeros inside a kept block are computed);
     None (default) picks the one modelled faster for this weight's zero pattern -- blocks
     where the weight was pruned in blocks (``fc.prune(..., block=4)``), CSR for scattered
-    zeros.  The CPU kernels only: the GPU runs every weight as CSR.  Kernel taps that only
-    ever read padding (a 3x3 on a 1x1 map) are left out, as conv2d does."""
+    zeros.  winograd: a 3x3 stride-1 undilated ungrouped conv can also run as Winograd
+    F(2x2) or F(4x4) whose a*a products skip the blocks of 4 output channels x one input
+    channel's whole filter that are all zero (``fc.prune(..., block=4,
+    whole_filters=True)`` prunes that way): None (default) where block is None or 4 and
+    it is modelled faster, True always (an error where it does not apply; 2 or 4: with
+    that tile size), False never.
+    The CPU kernels only: the GPU runs every weight as CSR.  Kernel taps that only ever
+    read padding (a 3x3 on a 1x1 map) are left out, as conv2d does."""
     if block is not None and (isinstance(block, bool) or block not in BLOCKS):
         raise ValueError(f"{layer}: block must be one of {BLOCKS} (output channels per "
                          f"block) or None, got {block!r}")
+    if not (winograd is None or isinstance(winograd, bool) or winograd in WINOGRAD_M):
+        raise ValueError(f"{layer}: winograd must be None, True, False or a tile size in "
+                         f"{WINOGRAD_M}, got {winograd!r}")
+    if winograd and block == 1:
+        raise ValueError(f"{layer}: winograd={winograd!r} runs blocks of 4 output "
+                         "channels; block=1 asks for CSR")
     if backend is not None or _backend._backend == "cuda" or _cuda.is_device_array(x):
         if _backend.choose(backend, x, layer) == "cuda":
             return _sparse_gpu(x, weight, bias, stride, padding, dilation, groups, activation,
@@ -204,23 +225,28 @@ def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=
         w = np.ascontiguousarray(w[:, :, r0:r1, s0:s1])
         if packed is not None:  # the sliced weight's forms apart from the whole one's
             packed = packed.setdefault(("trimmed", taps), {})
-    kb = _block(w, prob, block, packed, layer)
+    kb, m = _kernel(w, prob, block, winograd, packed, layer)
+    shape = (prob.n, prob.k, prob.oh, prob.ow)
+    res = _residual(residual, shape, layer, unbatched)
+    if out is not None:
+        y = _out(out, shape[1:] if unbatched else shape, layer, (xa,))
+        y = y[None] if unbatched else y
+    else:
+        y = np.empty(shape, np.float32)
+    if m:  # the Winograd domain's products over the stored filter blocks
+        if prob.n:
+            with _runtime.kernel_scope(blas=False):
+                _winograd_run(prob, xa, w, b, y, act, res, m, packed)
+        return _checks.wrap_like(y[0] if unbatched else y, x_in)
     key = "csr" if kb == 1 else f"bsr{kb}"
     csr = None if packed is None else packed.get(key)
     if csr is None:
         csr = csr_conv(w, prob.dilation, prob.groups, kb)
         if packed is not None:
             packed[key] = csr
-    shape = (prob.n, prob.k, prob.oh, prob.ow)
-    res = _residual(residual, shape, layer, unbatched)
     has_res = res is not None
     if res is None:
         res = np.zeros((1, 1, 1, 1), np.float32)
-    if out is not None:
-        y = _out(out, shape[1:] if unbatched else shape, layer, (xa,))
-        y = y[None] if unbatched else y
-    else:
-        y = np.empty(shape, np.float32)
     if prob.n:
         eq, sub = _strided_pointwise(prob)
         if eq is not None:  # only every sh-th row and sw-th column is read: copy those
@@ -245,21 +271,47 @@ def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=
     return _checks.wrap_like(y[0] if unbatched else y, x_in)
 
 
-def _block(w, prob, block, packed, layer):
-    """Output channels per block for this weight: ``block`` checked, or (None) the block
-    size of lower modelled cost for the weight's zero pattern, cached in packed."""
-    if block is not None:  # one of BLOCKS (sparse_conv2d checked)
-        if block > 1 and prob.groups > 1 and (prob.k // prob.groups) % block:
-            raise ValueError(f"{layer}: block={block} needs each group's output channels "
-                             f"({prob.k // prob.groups}) to be a multiple of {block}")
-        return block
-    cached = None if packed is None else packed.get("csr_block")
-    if cached is not None:
-        return cached
-    kb = best_block(w, prob, _runtime.get_num_threads())[1]
-    if packed is not None:
-        packed["csr_block"] = kb
-    return kb
+def _kernel(w, prob, block, winograd, packed, layer):
+    """(output channels per block, Winograd m or 0) for this weight: ``block`` and
+    ``winograd`` checked, or where left None the choice of lower modelled cost for the
+    weight's zero pattern, cached in packed ("csr_block": the block size; ("winograd",
+    block): m, 0 where the block kernels are modelled faster)."""
+    if winograd:
+        why = winograd_serves(prob)
+        if why is not None:
+            raise ValueError(f"{layer}: winograd={winograd!r}: the sparse Winograd kernel "
+                             f"{why}")
+    if block is not None and block > 1 and prob.groups > 1 and (prob.k // prob.groups) % block:
+        raise ValueError(f"{layer}: block={block} needs each group's output channels "
+                         f"({prob.k // prob.groups}) to be a multiple of {block}")
+    threads = _runtime.get_num_threads()
+    if winograd is True:
+        return 4, _kernel_cached(packed, "winograd_m",
+                                 lambda: winograd_choice(w, prob, threads)[1])
+    if winograd:   # a tile size
+        return 4, winograd
+    kb = block if block is not None else _kernel_cached(
+        packed, "csr_block", lambda: best_block(w, prob, threads)[1])
+    if kb == 1 or winograd is False:
+        return kb, 0
+
+    def choose():
+        wino = winograd_choice(w, prob, threads)
+        stored = block_counts(w, prob.groups, kb)[1]
+        return wino[1] if wino is not None and wino[0] < sparse_cost(
+            prob, stored * kb, threads, kb) else 0
+    m = _kernel_cached(packed, ("winograd", block), choose)
+    return (4, m) if m else (kb, 0)
+
+
+def _kernel_cached(packed, key, make):
+    """packed[key], made by make() at the first call (packed None: nothing kept)."""
+    value = None if packed is None else packed.get(key)
+    if value is None:
+        value = make()
+        if packed is not None:
+            packed[key] = value
+    return value
 
 
 def best_block(w, prob, threads):
@@ -273,6 +325,142 @@ def best_block(w, prob, threads):
             if best is None or cost < best[0]:
                 best = (cost, size)
     return best
+
+
+def winograd_serves(prob):
+    """None where the sparse Winograd kernel runs this problem (a 3x3 stride-1 undilated
+    ungrouped convolution), else the reason it does not."""
+    if (prob.r, prob.s) != (3, 3) or prob.stride != (1, 1) or prob.dilation != (1, 1):
+        return (f"needs a 3x3 kernel with stride 1 and dilation 1, got {prob.r}x{prob.s}, "
+                f"stride {prob.stride}, dilation {prob.dilation}")
+    if prob.groups != 1:
+        return f"needs groups=1, got {prob.groups}"
+    return None
+
+
+def filter_blocks(w):
+    """(ceil(K/4), Cg) bool: whether the block of 4 consecutive output channels x input
+    channel c's whole R x S filter holds a nonzero weight (a block the Winograd domain
+    keeps: the transformed filters of an all-zero block are zero)."""
+    k, cg = w.shape[:2]
+    kr = -(-k // 4)
+    nz = np.zeros((kr * 4, cg), bool)
+    nz[:k] = (w.reshape(k, cg, -1) != 0).any(axis=2)
+    return nz.reshape(kr, 4, cg).any(axis=1)
+
+
+def _winograd_tiling(tiles, xi, kr, threads):
+    """winograd_block_products' (nv, tgroup, kblock) for ``tiles`` Winograd tiles: the tile
+    width (16*nv lanes) that leaves the fewest lanes idle (the wider on ties), tasks of
+    every block row (xi alone gives 16 or 36 tasks) and about eight tasks a thread."""
+    nv = min((4, 2, 1), key=lambda v: -(-tiles // (16 * v)) * 16 * v)
+    ntiles = -(-tiles // (16 * nv))
+    tgroup = max(1, xi * ntiles // (8 * threads))
+    return nv, tgroup, kr
+
+
+def winograd_sparse_cost(prob, blocks, threads, m):
+    """Modelled seconds of the sparse Winograd kernel, F(m x m): the input and output
+    transforms as V's and M's bytes, each tile row's tiles padded to 16-tile vectors, at
+    planner.TRANSFORM_GBS (they scale little with threads: measured), and the a*a products
+    over the ``blocks`` stored filter blocks (4 multiply-adds a tile lane each, at
+    planner.BLOCK_GFLOPS, SPARSE_TILE_S a tile call), spread over the tasks' threads."""
+    a = m + 2
+    xi = a * a
+    th, tw = -(-prob.oh // m), -(-prob.ow // m)
+    tiles = prob.n * th * tw
+    kr = -(-prob.k // 4)
+    nv, tgroup, _ = _winograd_tiling(tiles, xi, kr, threads)
+    ntiles = -(-tiles // (16 * nv))
+    lanes = ntiles * 16 * nv
+    transform = 4.0 * xi * (prob.c + prob.k) * prob.n * th * -(-tw // 16) * 16
+    products = (2.0 * xi * blocks * 4 * lanes / (planner.BLOCK_GFLOPS * 1e9)
+                + xi * ntiles * kr * planner.SPARSE_TILE_S)
+    par = max(1, min(threads, xi * -(-ntiles // tgroup)))
+    return (3 * planner.CALL_OVERHEAD_S + planner.PAD_CALL_S
+            + transform / (planner.TRANSFORM_GBS * 1e9) + products / par)
+
+
+def winograd_choice(w, prob, threads):
+    """(modelled seconds, m) of the faster sparse Winograd tile size for this weight's
+    filter blocks, or None where the kernel does not serve the problem."""
+    if winograd_serves(prob) is not None:
+        return None
+    blocks = int(np.count_nonzero(filter_blocks(w)))
+    f4 = prob.n * (-(-prob.oh // 4)) * (-(-prob.ow // 4)) >= WINOGRAD_F4_MIN_TILES and \
+        prob.cg <= planner.REGISTRY["winograd_f4x4_3x3"].F4_AUTO_MAX_CG
+    return min((winograd_sparse_cost(prob, blocks, threads, m), m) for m in WINOGRAD_M
+               if m == 2 or f4)
+
+
+def winograd_blocks(w, m):
+    """The sparse Winograd kernel's weights: (indptr over block rows, each stored block's
+    input channel, values (a*a, 4 * blocks)): the filter transform U = G g G^T of every
+    3x3 filter (planner's winograd_f{m}x{m}_3x3, in float64), and of U the 4-channel
+    blocks over input channels that filter_blocks keeps, in CSR order (zeros past K)."""
+    k, cg = w.shape[:2]
+    kr = -(-k // 4)
+    rows, chan = np.nonzero(filter_blocks(w))
+    U = planner.REGISTRY[f"winograd_f{m}x{m}_3x3"].pack(np.ascontiguousarray(w))
+    up = np.zeros((U.shape[0], kr * 4, cg), np.float32)
+    up[:, :k] = U
+    # (blocks, xi, 4) -> (xi, blocks * 4)
+    vals = up.reshape(U.shape[0], kr, 4, cg)[:, rows, :, chan].transpose(1, 0, 2)
+    indptr = np.zeros(kr + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=kr), out=indptr[1:])
+    return indptr, chan.astype(np.int64), np.ascontiguousarray(vals.reshape(U.shape[0], -1))
+
+
+def _winograd_run(prob, xa, w, b, y, act, res, m, packed):
+    """y = act(conv(xa, w) + b (+ res)) through the sparse Winograd kernel, F(m x m): the
+    input padded to whole tiles, winograd.input_transform, winograd_block_products over
+    the stored filter blocks, winograd.output_transform with the epilogue (as
+    _algorithms.Winograd.run, the products sparse); images in chunks whose V and M stay
+    within WINOGRAD_CHUNK_BYTES."""
+    from ._algorithms import WINOGRAD_CHUNK_BYTES
+    key = ("winograd_bsr4", m)
+    form = None if packed is None else packed.get(key)
+    if form is None:
+        form = winograd_blocks(w, m)
+        if packed is not None:
+            packed[key] = form
+    indptr, chan, vals = form
+    a = m + 2
+    xi = a * a
+    th, tw = -(-prob.oh // m), -(-prob.ow // m)
+    pt, pb, pl, pr = prob.pads
+    hp, wp = th * m + 2, tw * m + 2
+    tiled = planner.ConvProblem(prob.n, prob.c, prob.h, prob.w, prob.k, 3, 3, (1, 1),
+                                (pt, hp - prob.h - pt, pl, wp - prob.w - pl), (1, 1), 1)
+    xp = padded_input(tiled, xa)
+    per_image = xi * (prob.c + prob.k) * th * tw * 4
+    chunk = max(1, min(prob.n, WINOGRAD_CHUNK_BYTES // max(per_image, 1)))
+    threads = _runtime.max_threads()
+    kr = len(indptr) - 1
+    t_ws = _workspace.per_thread("winograd_t", threads, (a, tw * m + 2))
+    for n0 in range(0, prob.n, chunk):
+        n1 = min(prob.n, n0 + chunk)
+        T = (n1 - n0) * th * tw
+        V = _workspace.get("sparse_winograd_V", (xi, prob.c, T))
+        M = _workspace.get("sparse_winograd_M", (xi, prob.k, T))
+        nv, tgroup, kblock = _winograd_tiling(T, xi, kr, _runtime.get_num_threads())
+        cached = None if packed is None else packed.get("winograd_chunks")
+        ckey = (m, T, nv)
+        if cached is None or cached[0] != ckey:
+            per_row = len(chan) / max(1, kr)
+            cw = max(1, min(prob.c, max(SPARSE_CHUNK_BYTES * 4 // (64 * nv),
+                                        int(np.ceil(SPARSE_CHUNK_BLOCKS * prob.c / per_row))
+                                        if per_row else 1)))
+            cached = (ckey, _chunk_pointers((indptr, chan), kr, prob.c, cw),
+                      (chan * T).astype(np.int32))
+            if packed is not None:
+                packed["winograd_chunks"] = cached
+        line = _workspace.per_thread("sparse_line", threads, (kblock * 4 * 16 * nv,))
+        r, has_res = _res(None if res is None else res[n0:n1], 4)
+        _runtime.launch(_winograd.input_transform, xp[n0:n1], m, th, tw, V, t_ws)
+        _runtime.launch(_sparse.winograd_block_products, V, cached[1], cached[2], vals, M,
+                        nv, tgroup, kblock, line)
+        _runtime.launch(_winograd.output_transform, M, m, b, y[n0:n1], act, r, has_res)
 
 
 def _phase_planes(prob, x):
@@ -415,6 +603,12 @@ def sparse_linear(x, weight, bias=None, activation=None, packed=None, layer="spa
     return _checks.wrap_like(y.reshape(out_shape), x_in)
 
 
+def _kernel_name(kb, m=0):
+    """The sparse conv kernel's name in reports: csr, bsr4, winograd{m}_bsr4."""
+    name = "csr" if kb == 1 else f"bsr{kb}"
+    return f"winograd{m}_{name}" if m else name
+
+
 def _eligible(node):
     if node.op == "conv":
         w = node.params["weight"]
@@ -432,17 +626,19 @@ def _prune_block(node, block):
     return block if (w.shape[0] // groups) % block == 0 or groups == 1 else 1
 
 
-def _block_scores(w, kb):
-    """(scores, count) of a weight's blocks of kb consecutive output channels at one
-    column: their root-mean-square (the magnitude for kb 1), shape (ceil(K/kb), columns),
-    and how many weights each block holds (kb, fewer in a last partial block)."""
+def _block_scores(w, kb, span=1):
+    """(scores, count) of a weight's blocks of kb consecutive output channels x ``span``
+    consecutive columns (1: one tap; a conv's R*S: an input channel's whole filter):
+    their root-mean-square (the magnitude for kb 1, span 1), shape (ceil(K/kb),
+    columns/span), and how many weights each block holds (kb*span, fewer in a last
+    partial block)."""
     k = w.shape[0]
-    wm = w.reshape(k, -1).astype(np.float64)
+    wm = w.reshape(k, -1, span).astype(np.float64)
     kr = -(-k // kb)
-    sq = np.zeros((kr * kb, wm.shape[1]))
+    sq = np.zeros((kr * kb,) + wm.shape[1:])
     sq[:k] = wm * wm
-    count = np.minimum(kb, k - np.arange(kr) * kb)
-    return np.sqrt(sq.reshape(kr, kb, -1).sum(1) / count[:, None]), count
+    count = np.minimum(kb, k - np.arange(kr) * kb) * span
+    return np.sqrt(sq.reshape(kr, kb, -1, span).sum(axis=(1, 3)) / count[:, None]), count
 
 
 def _quantile(scores, amount):
@@ -456,13 +652,14 @@ def _quantile(scores, amount):
     return vals[order[min(i, len(order) - 1)]]
 
 
-def _expand_blocks(keep, shape, kb):
-    """The (K, ...) weight mask of a (ceil(K/kb), columns) block mask."""
+def _expand_blocks(keep, shape, kb, span=1):
+    """The (K, ...) weight mask of a (ceil(K/kb), columns/span) block mask."""
     k = shape[0]
-    return np.repeat(keep, kb, axis=0)[:k].reshape(shape)
+    return np.repeat(np.repeat(keep, kb, axis=0)[:k], span, axis=1).reshape(shape)
 
 
-def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=None, block=1):
+def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=None, block=1,
+          whole_filters=False):
     """A pruned copy of ``model`` with sparse kernels where they are modelled faster.
 
     amount: fraction of each eligible layer's weights (``scope="layer"``) or of all
@@ -471,9 +668,14 @@ def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=No
     (linear) across 4 consecutive output channels, the blocks of smallest root-mean-square
     first, so the block-CSR conv kernel (one input read per 4 multiply-adds, ~1.7x the
     speed per stored value) runs them (a grouped conv whose groups' output channels are
-    not a multiple of 4 is pruned unstructured).  ``example_input`` gives the shapes the
-    kernel choice needs (default: the model's example).  ``model.prune_report`` lists per
-    layer: sparsity, block, kernel ("csr", "bsr4" or "dense"), modelled dense and sparse
+    not a multiple of 4 is pruned unstructured).  whole_filters (with block 4): a conv's
+    blocks are 4 output channels x one input channel's whole R x S filter, so a 3x3
+    stride-1 layer keeps its zeros in the Winograd domain and the sparse Winograd kernel
+    (sparse_conv2d's ``winograd``) can run it at a fraction of dense Winograd's
+    multiply-adds; coarser blocks lose more accuracy for the same amount.
+    ``example_input`` gives the shapes the kernel choice needs (default: the model's
+    example).  ``model.prune_report`` lists per layer: sparsity, block, kernel ("csr",
+    "bsr4", "winograd2_bsr4", "winograd4_bsr4" or "dense"), modelled dense and sparse
     milliseconds.
     """
     layer = "prune"
@@ -488,6 +690,12 @@ def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=No
     if isinstance(block, bool) or block not in BLOCKS:
         raise ValueError(f"{layer}: block must be one of {BLOCKS} (output channels pruned "
                          f"together), got {block!r}")
+    if not isinstance(whole_filters, bool):
+        raise ValueError(f"{layer}: whole_filters must be True or False, got "
+                         f"{whole_filters!r}")
+    if whole_filters and block == 1:
+        raise ValueError(f"{layer}: whole_filters=True prunes blocks of 4 output channels; "
+                         "pass block=4")
     examples = example_input if isinstance(example_input, (tuple, list)) else (
         (example_input,) if example_input is not None else None)
     if examples is None:
@@ -500,7 +708,10 @@ def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=No
         raise ValueError(f"{layer}: {model.name} has no convolution or linear layer to prune")
     if amount > 0:
         sizes = {n.name: _prune_block(n, block) for n in targets}
-        scores = {n.name: _block_scores(n.params["weight"], sizes[n.name]) for n in targets}
+        spans = {n.name: int(np.prod(n.params["weight"].shape[2:])) if whole_filters
+                 and n.op == "conv" and sizes[n.name] > 1 else 1 for n in targets}
+        scores = {n.name: _block_scores(n.params["weight"], sizes[n.name], spans[n.name])
+                  for n in targets}
         if scope == "global":
             thr = _quantile(list(scores.values()), amount)
             thresholds = {n.name: thr for n in targets}
@@ -509,7 +720,7 @@ def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=No
         for n in targets:
             w = n.params["weight"]
             keep = _expand_blocks(scores[n.name][0] > thresholds[n.name], w.shape,
-                                  sizes[n.name])
+                                  sizes[n.name], spans[n.name])
             n.params = dict(n.params, weight=np.where(keep, w, np.float32(0)).astype(
                 np.float32))
     tmp = Model(nodes, model.inputs, model.outputs, model.constants, model.name,
@@ -522,7 +733,7 @@ def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=No
         nnz = int(np.count_nonzero(w))
         sparsity = 1.0 - nnz / w.size
         xs = shapes[n.inputs[0]][0]
-        kb = 1
+        kb, m = 1, 0
         if n.op == "conv":
             a = n.attrs
             prob = conv_problem(xs, w.shape, a["stride"], tuple(a["pads"]), a["dilation"],
@@ -530,6 +741,9 @@ def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=No
             chosen = planner.plan(prob, a.get("algo", "auto"), n.layer, True).algorithm
             dense = planner.modelled(chosen, prob, threads, True)
             sparse, kb = best_block(w, prob, threads)
+            wino = winograd_choice(w, prob, threads)
+            if wino is not None and wino[0] < sparse:
+                (sparse, m), kb = wino, 4
         else:
             rows = int(np.prod(xs[:-1]))
             dense = dense_linear_cost(w, rows, threads)
@@ -540,11 +754,12 @@ def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=No
             n.attrs = {k: v for k, v in n.attrs.items() if k != "algo"}
             if n.op == "sparse_conv":
                 n.attrs["block"] = kb
+                n.attrs["winograd"] = m
         n.attrs["sparsity"] = round(sparsity, 4)
         n.cache = {}
         report.append({"layer": n.name, "sparsity": sparsity,
                        "block": sizes[n.name] if amount > 0 else 1,
-                       "kernel": ("csr" if kb == 1 else f"bsr{kb}") if use else "dense",
+                       "kernel": _kernel_name(kb, m) if use else "dense",
                        "dense_ms": dense * 1e3, "sparse_ms": sparse * 1e3})
     out = Model(nodes, model.inputs, model.outputs, model.constants, model.name,
                 model.input_shapes, model.input_dtypes)

@@ -443,6 +443,56 @@ def block_conv2d_tiles(xs, cptr, offs, vals, b, y, act, res, has_res, nv, tgroup
                    line_ws, zero_b)
 
 
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def winograd_block_products(V, cptr, offs, vals, M, nv, tgroup, kblock, line_ws):
+    """The a*a products of a Winograd convolution (winograd.py) whose filters are sparse in
+    blocks of 4 output channels x one input channel's whole 3x3 filter (such a block's
+    transformed filters are zero for every xi when its 36 weights are):
+
+        M[xi, k, t] = sum_(i in block row k // 4) vals[xi, 4*i + k % 4] * V[xi, chan_i, t]
+
+    V (a*a, C, T) and M (a*a, K, T) as winograd.input_transform / output_transform use
+    them; the stored blocks are one block CSR for every xi (cptr (ceil(K/4), nch + 1)
+    chunk pointers over block rows as block_conv2d_tiles', offs[i] = chan_i * T int32),
+    their values per xi in vals (a*a, 4 * blocks).  Each xi's product is
+    block_conv2d_tiles' 1x1 case over the T tiles as pixels (the same tile intrinsics,
+    no bias or activation: the output transform applies those).  Tasks: (xi, group of
+    tgroup tiles of 16*nv tiles, kblock block rows); line_ws (threads, >= 4*kblock*16*nv).
+    """
+    XI, C, T = V.shape
+    K = M.shape[1]
+    KR = cptr.shape[0]
+    nch = cptr.shape[1] - 1
+    NB = 16 * nv
+    ntiles = (T + NB - 1) // NB
+    ngr = (ntiles + tgroup - 1) // tgroup
+    nkb = (KR + kblock - 1) // kblock
+    vf = V.reshape(-1)
+    mf = M.reshape(-1)
+    zero_b = np.zeros(4, np.float32)
+    for t in prange(XI * ngr * nkb):
+        xi = t // (ngr * nkb)
+        g = (t // nkb) % ngr
+        r0 = (t % nkb) * kblock
+        r1 = min(KR, r0 + kblock)
+        vx = vals[xi]
+        line = line_ws[numba.get_thread_id()]
+        for tile in range(g * tgroup, min(ntiles, (g + 1) * tgroup)):
+            f0 = tile * NB
+            npx = min(NB, T - f0)
+            xo = xi * C * T + f0
+            for j in range(nch - 1):  # partial sums of the first chunks, in line
+                for r in range(r0, r1):
+                    lo = (r - r0) * 4 * NB
+                    _spmm(4, nv, 0, vf, xo, offs, vx, cptr[r, j], cptr[r, j + 1], line, lo,
+                          NB, 0, NB, NB, 0, 1, min(4, K - r * 4), npx, zero_b, 0, 0, mf, 0,
+                          line, lo, NB, j)
+            for r in range(r0, r1):  # the last chunk into M's rows
+                _spmm(4, nv, 1, vf, xo, offs, vx, cptr[r, nch - 1], cptr[r, nch], mf,
+                      (xi * K + r * 4) * T, T, f0, T, T, 0, 1, min(4, K - r * 4), npx,
+                      zero_b, 0, 0, mf, 0, line, (r - r0) * 4 * NB, NB, nch - 1)
+
+
 def _vector_gep(builder, base, idx):
     """&base[idx[j]] for every lane j of the i32 vector idx: one getelementptr with a vector
     index (llvmlite's builder only takes scalar ones), so the backend sees 32-bit offsets
