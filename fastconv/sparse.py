@@ -196,7 +196,8 @@ def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=
     channel's whole filter that are all zero (``fc.prune(..., block=4,
     whole_filters=True)`` prunes that way): None (default) where block is None or 4 and
     it is modelled faster, True always (an error where it does not apply; 2 or 4: with
-    that tile size), False never.
+    that tile size; a map so small that taps are left out, below, runs block CSR), False
+    never.
     The CPU kernels only: the GPU runs every weight as CSR.  Kernel taps that only ever
     read padding (a 3x3 on a 1x1 map) are left out, as conv2d does."""
     if block is not None and (isinstance(block, bool) or block not in BLOCKS):
@@ -218,6 +219,11 @@ def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=
     prob = conv_problem(xa.shape, w.shape, stride, padding, dilation, groups, layer)
     b = _bias(bias, prob.k, layer)
     act = _checks.activation_code(activation, layer)
+    if winograd:
+        why = winograd_serves(prob)
+        if why is not None:
+            raise ValueError(f"{layer}: winograd={winograd!r}: the sparse Winograd kernel "
+                             f"{why}")
     taps = planner.live_taps(prob)
     if taps is not None:  # taps that only ever read padding are left out: the same sums
         r0, r1, s0, s1 = taps
@@ -225,6 +231,8 @@ def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=
         w = np.ascontiguousarray(w[:, :, r0:r1, s0:s1])
         if packed is not None:  # the sliced weight's forms apart from the whole one's
             packed = packed.setdefault(("trimmed", taps), {})
+        if winograd:   # no longer a 3x3: its blocks on block CSR
+            winograd, block = False, 4
     kb, m = _kernel(w, prob, block, winograd, packed, layer)
     shape = (prob.n, prob.k, prob.oh, prob.ow)
     res = _residual(residual, shape, layer, unbatched)
@@ -272,15 +280,10 @@ def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=
 
 
 def _kernel(w, prob, block, winograd, packed, layer):
-    """(output channels per block, Winograd m or 0) for this weight: ``block`` and
-    ``winograd`` checked, or where left None the choice of lower modelled cost for the
-    weight's zero pattern, cached in packed ("csr_block": the block size; ("winograd",
-    block): m, 0 where the block kernels are modelled faster)."""
-    if winograd:
-        why = winograd_serves(prob)
-        if why is not None:
-            raise ValueError(f"{layer}: winograd={winograd!r}: the sparse Winograd kernel "
-                             f"{why}")
+    """(output channels per block, Winograd m or 0) for this weight: ``block`` checked
+    (sparse_conv2d checked ``winograd``), or where left None the choice of lower modelled
+    cost for the weight's zero pattern, cached in packed ("csr_block": the block size;
+    ("winograd", block): m, 0 where the block kernels are modelled faster)."""
     if block is not None and block > 1 and prob.groups > 1 and (prob.k // prob.groups) % block:
         raise ValueError(f"{layer}: block={block} needs each group's output channels "
                          f"({prob.k // prob.groups}) to be a multiple of {block}")

@@ -18,9 +18,11 @@ def load_data():
 
 def state(pruned=False):
     """The float weights, or (pruned=True) the 90 %-pruned fine-tuned ones, or
-    (pruned="block4") those pruned in blocks of 4 output channels."""
+    (pruned="block4") those pruned in blocks of 4 output channels, or ("filters4") those
+    pruned to 70 % in blocks of 4 output channels x whole 3x3 filters."""
     name = {False: "digits_cnn.npz", True: "digits_cnn_pruned.npz",
-            "block4": "digits_cnn_pruned_block4.npz"}[pruned]
+            "block4": "digits_cnn_pruned_block4.npz",
+            "filters4": "digits_cnn_pruned_filters4.npz"}[pruned]
     with np.load(os.path.join(DATA, name)) as f:
         return {k: f[k] for k in f.files}
 

@@ -318,6 +318,45 @@ def test_block_pruned_digits_cnn_accuracy(data, zen4_rates):
     assert "bsr4" in sp.explain(x_test[:1], repeat=1, roof_gflops=100.0)
 
 
+def test_filter_pruned_digits_cnn_accuracy(data, zen4_rates):
+    """The script's weights pruned to 70 % in blocks of 4 output channels x whole 3x3
+    filters and fine-tuned: within one point of the float model, the zeros in whole
+    filter blocks, and each pruned 3x3 conv on the test images' activations the same
+    through the sparse Winograd kernel (both tile sizes) as dense."""
+    from fastconv.graph import Model
+    x_test, y_test, _ = data
+    base = digits.accuracy(fc.optimize(digits.build(digits.state()), x_test[:2]), x_test, y_test)
+    pruned = fc.optimize(digits.build(digits.state(pruned="filters4")), x_test[:2])
+    acc = digits.accuracy(pruned, x_test, y_test)
+    assert base - acc <= 1.0, (base, acc)
+    weights = [n.params["weight"] for n in pruned.nodes if n.op in ("conv", "linear")]
+    zeros = sum(int(np.count_nonzero(w == 0)) for w in weights)
+    assert abs(zeros / sum(w.size for w in weights) - 0.7) < 0.01
+    sp = fc.prune(pruned, amount=0, example_input=x_test[:1])
+    assert {r["layer"] for r in sp.prune_report} >= {"conv2", "conv3", "conv4"}
+    assert digits.accuracy(sp, x_test, y_test) == acc
+    x = x_test[:64].astype(np.float32) / 16
+    checked = 0
+    for n in pruned.nodes:
+        if n.op != "conv" or n.params["weight"].shape[2:] != (3, 3):
+            continue
+        w = n.params["weight"]
+        k, c = w.shape[:2]
+        nz = np.zeros((-(-k // 4) * 4, c, 9), bool)
+        nz[:k] = (w != 0).reshape(k, c, 9)
+        nz = nz.reshape(-1, 4, c, 9)
+        assert (nz.any(axis=3).all(axis=1) | ~nz.any(axis=(1, 3))).all(), n.name
+        xin = Model(pruned.nodes, pruned.inputs, [n.inputs[0]])(x)
+        a = n.attrs
+        dense = fc.conv2d(xin, w, n.params.get("bias"), a["stride"], tuple(a["pads"]))
+        for m in (2, 4):
+            y = fc.sparse_conv2d(xin, w, n.params.get("bias"), a["stride"], tuple(a["pads"]),
+                                 winograd=m)
+            assert rel_err(y, dense) < 5e-5, (n.name, m)
+        checked += 1
+    assert checked == 4
+
+
 def test_prune_scopes_and_crossover(rng):
     from fastconv.graph import Model, Node
     conv = dict(stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1)
@@ -616,3 +655,152 @@ def test_prune_then_optimize_fuses_into_the_sparse_convs(rng, zen4_rates):
         np.testing.assert_array_equal(w != 0, w0 != 0)  # the same zeros, so the same blocks
     assert rel_err(opt(x), pruned(x)) < 1e-5
     assert "bsr4" in opt.explain(x, repeat=1, roof_gflops=100.0)
+
+
+def _filter_pruned(rng, shape, density):
+    """A weight whose zeros come in blocks of 4 output channels x one input channel's whole
+    filter (fc.prune(..., block=4, whole_filters=True)), a few zeros inside kept blocks."""
+    k, c = shape[:2]
+    w = rng.standard_normal(shape).astype(np.float32)
+    keep = rng.random((-(-k // 4), c)) < density
+    w *= np.repeat(keep, 4, axis=0)[:k][:, :, None, None]
+    w[rng.random(shape) < 0.05] = 0
+    return w
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.sampled_from([0, 1, 3]), c=st.integers(1, 9), k=st.integers(1, 11),
+       h=st.integers(1, 13), w=st.integers(1, 13), pads=st.tuples(*[st.integers(0, 2)] * 4),
+       m=st.sampled_from([2, 4]), density=st.sampled_from([0.0, 0.3, 1.0]),
+       act=st.sampled_from([None, "relu", "relu6"]), use_res=st.booleans(),
+       seed=st.integers(0, 99))
+def test_sparse_winograd_matches_reference(n, c, k, h, w, pads, m, density, act, use_res, seed):
+    """winograd=2 / 4: F(m x m) with the products over the stored filter blocks equals the
+    reference conv on any map (edge tiles, asymmetric pads, channels not a multiple of 4,
+    an empty batch), with bias, residual and activation; the caller's arrays unchanged and
+    ``out`` written in place."""
+    rng = np.random.default_rng(seed)
+    pt, pb, pl, pr = pads
+    if h + pt + pb < 3 or w + pl + pr < 3:
+        return
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = _filter_pruned(rng, (k, c, 3, 3), density)
+    b = rng.standard_normal(k).astype(np.float32)
+    e = ref.conv2d(x, wt, b, 1, pads)
+    res = rng.standard_normal(e.shape).astype(np.float32) if use_res else None
+    e = e + (res if use_res else 0)
+    e = np.clip(e, 0, 6 if act == "relu6" else None) if act else e
+    copies = [a.copy() for a in (x, wt, b)]
+    out = np.full(e.shape, np.nan, np.float32)
+    packed = {}
+    for _ in range(2):  # built, then from packed
+        y = fc.sparse_conv2d(x, wt, b, 1, pads, activation=act, residual=res, winograd=m,
+                             packed=packed, out=out)
+        assert y is out and rel_err(y, e) < (1e-5 if m == 2 else 5e-5)
+    for a, a0 in zip((x, wt, b), copies):
+        np.testing.assert_array_equal(a, a0)
+
+
+def test_sparse_winograd_blocks_are_the_dense_transform(rng):
+    """winograd_blocks keeps the 4-channel blocks over input channels that hold a nonzero
+    filter, in CSR order, each with its transformed filters G g G^T (the dense Winograd's);
+    a weight with no nonzero stores no block and gives the bias."""
+    from fastconv import sparse as fs
+    wt = _filter_pruned(rng, (10, 7, 3, 3), 0.4)
+    for m in (2, 4):
+        indptr, chan, vals = fs.winograd_blocks(wt, m)
+        mask = fs.filter_blocks(wt)
+        assert mask.shape == (3, 7) and indptr[-1] == mask.sum() == len(chan)
+        U = planner.REGISTRY[f"winograd_f{m}x{m}_3x3"].pack(wt)
+        Up = np.zeros((U.shape[0], 12, 7), np.float32)
+        Up[:, :10] = U
+        for row in range(3):
+            for i in range(indptr[row], indptr[row + 1]):
+                assert mask[row, chan[i]]
+                np.testing.assert_array_equal(vals[:, 4 * i:4 * i + 4],
+                                              Up[:, 4 * row:4 * row + 4, chan[i]])
+        assert vals.shape == (U.shape[0], 4 * len(chan))
+    x = rng.standard_normal((1, 5, 9, 9)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    y = fc.sparse_conv2d(x, np.zeros((6, 5, 3, 3), np.float32), b, 1, 1, winograd=True)
+    np.testing.assert_array_equal(y, np.broadcast_to(b[None, :, None, None], y.shape))
+
+
+def test_sparse_winograd_chosen_from_the_zero_pattern(rng):
+    """block=None, winograd=None: filter blocks at half density on a 56x56 map run the
+    sparse Winograd kernel (modelled faster than block CSR's 9 taps a block), scattered
+    zeros and tap blocks at 90 % do not; winograd=False never, and every choice gives
+    the reference's result."""
+    x = rng.standard_normal((1, 64, 56, 56)).astype(np.float32)
+    cases = ((_filter_pruned(rng, (64, 64, 3, 3), 0.5), 4),
+             (_block_pruned(rng, (64, 64, 3, 3), 0.1), 0))
+    for wt, m in cases:
+        e = ref.conv2d(x, wt, None, 1, 1)
+        pk = {}
+        y = fc.sparse_conv2d(x, wt, None, 1, 1, packed=pk)
+        assert pk[("winograd", None)] == m
+        assert (("winograd_bsr4", 4) in pk) == (m == 4)
+        assert rel_err(y, e) < 5e-5
+        pk = {}
+        assert rel_err(fc.sparse_conv2d(x, wt, None, 1, 1, packed=pk, winograd=False), e) < 1e-5
+        assert not any(isinstance(key, tuple) and key[0] == "winograd_bsr4" for key in pk)
+
+
+def test_sparse_winograd_errors(rng):
+    x = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
+    w3 = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    for kwargs, match in ((dict(winograd=3), "winograd must be None, True, False or a tile"),
+                          (dict(winograd="yes"), "winograd must be None"),
+                          (dict(winograd=True, block=1), "block=1 asks for CSR"),
+                          (dict(winograd=True, stride=2), "needs a 3x3 kernel with stride 1"),
+                          (dict(winograd=4, dilation=2), "needs a 3x3 kernel with stride 1"),
+                          (dict(winograd=True, groups=2), "needs groups=1")):
+        conv = dict(stride=1, padding=1, dilation=1, groups=1)
+        conv.update({k: v for k, v in kwargs.items() if k in conv})
+        extra = {k: v for k, v in kwargs.items() if k not in conv}
+        wt = w3 if conv["groups"] == 1 else w3[:, :2]
+        with pytest.raises(ValueError, match=match) as info:
+            fc.sparse_conv2d(x, wt, None, layer="layer7", **conv, **extra)
+        assert "layer7" in str(info.value)
+    with pytest.raises(ValueError, match="needs a 3x3 kernel"):
+        fc.sparse_conv2d(x, w3[:, :, :1, :1], None, winograd=True)
+
+
+def test_prune_whole_filters(rng, tmp_path):
+    """whole_filters=True: every zeroed weight's block is 4 output channels x one input
+    channel's whole filter, the amount holds per layer, the 3x3 stride-1 layers run the
+    sparse Winograd kernel where it is modelled faster (report, explain, save/load), and
+    the model equals the dense one with those zeros; 1x1 layers prune as with block=4."""
+    from fastconv.graph import Model, Node
+    conv = dict(stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), groups=1)
+    nodes = [Node("conv", "a", ["x"], ["h1"], dict(conv, activation="relu"),
+                  {"weight": rng.standard_normal((64, 64, 3, 3)).astype(np.float32),
+                   "bias": rng.standard_normal(64).astype(np.float32)}),
+             Node("conv", "s", ["h1"], ["h2"], dict(conv, stride=(2, 2)),
+                  {"weight": rng.standard_normal((64, 64, 3, 3)).astype(np.float32)}),
+             Node("conv", "p", ["h2"], ["y"], dict(conv, pads=(0, 0, 0, 0)),
+                  {"weight": rng.standard_normal((32, 64, 1, 1)).astype(np.float32)})]
+    m = Model(nodes, ["x"], ["y"])
+    x = rng.standard_normal((1, 64, 56, 56)).astype(np.float32)
+    p = fc.prune(m, amount=0.5, example_input=x, block=4, whole_filters=True)
+    rep = {r["layer"]: r for r in p.prune_report}
+    by = {n.name: n for n in p.nodes}
+    for name in ("a", "s"):
+        w = by[name].params["weight"]
+        nz = (w != 0).reshape(16, 4, 64, 9)
+        assert (nz.any(axis=3).all(axis=1) | ~nz.any(axis=(1, 3))).all(), name
+        assert abs(rep[name]["sparsity"] - 0.5) < 0.02
+    assert abs(rep["p"]["sparsity"] - 0.5) < 0.02
+    assert rep["a"]["kernel"] == "winograd4_bsr4" and by["a"].attrs["winograd"] == 4
+    assert not rep["s"]["kernel"].startswith("winograd")   # stride 2: block CSR or dense
+    assert rel_err(p(x), _dense_equivalent(p, x)) < 5e-5
+    assert "winograd4_bsr4" in p.explain(x, repeat=1, roof_gflops=100.0)
+    path = tmp_path / "m.fcm"
+    p.save(path)
+    np.testing.assert_array_equal(fc.load(path)(x), p(x))
+    tap = fc.prune(m, amount=0.5, example_input=x, block=4)
+    np.testing.assert_array_equal(tap.nodes[2].params["weight"], p.nodes[2].params["weight"])
+    with pytest.raises(ValueError, match="whole_filters=True prunes blocks of 4"):
+        fc.prune(m, amount=0.5, example_input=x, whole_filters=True)
+    with pytest.raises(ValueError, match="whole_filters must be True or False"):
+        fc.prune(m, amount=0.5, example_input=x, block=4, whole_filters=1)
