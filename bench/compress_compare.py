@@ -11,10 +11,11 @@ at 30-90 % magnitude sparsity against the dense conv of fastconv (auto) and PyTo
 on the same layers, pruned unstructured (CSR kernel) and in blocks of 4 output
 channels (``fc.prune(..., block=4)``, block CSR kernel), and the 3x3 layers also in
 blocks of 4 output channels x one input channel's whole filter (``fc.prune(..., block=4,
-whole_filters=True)``, the sparse Winograd kernel where modelled faster); the break-even sparsity is
-where it first beats fastconv's dense time, timed in the same process as the sparse
-ones (a dense time from another process and minute had moved break-evens by 20-60
-points on the shared machine).  With ``--rounds N`` every runtime, the sparse ones
+whole_filters=True)``, the sparse Winograd kernel where modelled faster); the break-even
+sparsity is where it first beats fastconv's dense time, each sparse cell timed call by
+call alternating with the dense conv (a dense time from another process and minute had
+moved break-evens by 20-60 points on the shared machine, one from the same process minutes
+before still 10-30).  With ``--rounds N`` every runtime, the sparse ones
 included, takes N turns and each cell is the median over them:
 
     python bench/compress_compare.py --threads 2 --batch 1 --rounds 3
@@ -24,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -39,6 +41,22 @@ SPARSITIES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 def _t(fn, repeat):
     return timed(fn, repeat)[0]
+
+
+def _paired(fa, fb, repeat):
+    """(median of fa, median of fb) over ``repeat`` calls of each, alternating call by call,
+    after timed's warm-up: a slow phase of the machine then moves both alike."""
+    ta, tb = [], []
+
+    def both():
+        t0 = time.perf_counter()
+        fa()
+        t1 = time.perf_counter()
+        fb()
+        ta.append(t1 - t0)
+        tb.append(time.perf_counter() - t1)
+    timed(both, repeat)
+    return float(np.median(ta[-repeat:])), float(np.median(tb[-repeat:]))
 
 
 def _data(spec, batch):
@@ -90,16 +108,17 @@ def child(runtime, threads, batch, repeat):
             out[name] = {"im2col": _t(lambda: fc.conv2d(x, wt, None, s, p, algo="im2col"), repeat),
                          "auto": _t(lambda: fc.conv2d(x, wt, None, s, p, packed=pk), repeat)}
         elif runtime == "fastconv-sparse":
-            # the dense conv (fastconv's auto plan) timed in the same process and minutes
-            # as the sparse ones: the break-even compares the two
+            # the dense conv (fastconv's auto plan) timed alternating with each sparse one:
+            # the break-even compares the two
             pkd = {}
-            res = {"dense": _t(lambda: fc.conv2d(x, wt, None, s, p, packed=pkd), repeat)}
+            res = {}
             for block in (1, 4, "4f") if r > 1 else (1, 4):
                 for sp in SPARSITIES:
                     ws = _pruned(fc, wt, sp, block, s, p, x)
                     pk = {}  # the kernel (CSR, block CSR, sparse Winograd): from the zeros
-                    res[f"{block}/{sp}"] = _t(lambda: fc.sparse_conv2d(x, ws, None, s, p,
-                                                                       packed=pk), repeat)
+                    res[f"{block}/{sp}/dense"], res[f"{block}/{sp}"] = _paired(
+                        lambda: fc.conv2d(x, wt, None, s, p, packed=pkd),
+                        lambda: fc.sparse_conv2d(x, ws, None, s, p, packed=pk), repeat)
                     res[f"{block}/{sp}/kernel"] = _kernel(pk)
             out[name] = res
         elif runtime == "torch-int8":
@@ -255,11 +274,26 @@ def _int8_table(res, a, nrounds):
               f"{'' if oi is None else f'{oi / u8:.2f}x'} |")
 
 
+def _kernel_runs(kernels):
+    """The kernel chosen at each of SPARSITIES, as runs: "bsr4" or "winograd4_bsr4 30-70 %,
+    bsr4 80-90 %"."""
+    runs = []
+    for s, k in zip(SPARSITIES, kernels):
+        if runs and runs[-1][0] == k:
+            runs[-1][2] = s
+        else:
+            runs.append([k, s, s])
+    if len(runs) == 1:
+        return runs[0][0]
+    return ", ".join(f"{k} {lo:.0%}" + ("" if hi == lo else f"-{hi:.0%}") for k, lo, hi in runs)
+
+
 def _sparse_tables(res, a):
     for block, title in ((1, "unstructured (CSR)"), (4, "in blocks of 4 output channels"),
                          ("4f", "in blocks of 4 output channels x whole 3x3 filters")):
         print(f"\nsparse conv, pruned {title}, batch {a.batch}: ms at each sparsity "
-              "(the kernel chosen at 90 %); ratios at 90 %")
+              "(the kernels chosen, by sparsity); ratios at 90 %; fastconv dense: the median "
+              "of its times paired with each sparsity's, the break-even from each pair")
         print("| layer | torch dense | fastconv dense | " +
               " | ".join(f"{s:.0%}" for s in SPARSITIES) +
               " | 90 % vs torch | 90 % vs fastconv | break-even |")
@@ -268,14 +302,16 @@ def _sparse_tables(res, a):
             if f"{block}/0.9" not in res["fastconv-sparse"][name]:
                 continue   # (whole filters: the 3x3 layers only)
             sp = {s: res["fastconv-sparse"][name][f"{block}/{s}"] for s in SPARSITIES}
-            kernel = res["fastconv-sparse"][name][f"{block}/0.9/kernel"]
+            kernel = _kernel_runs([res["fastconv-sparse"][name][f"{block}/{s}/kernel"]
+                                   for s in SPARSITIES])
             td = (res["torch"] or {}).get(name)
-            fd = res["fastconv-sparse"][name]["dense"]
-            even = next((f"{s:.0%}" for s in SPARSITIES if sp[s] < fd), "> 90 %")
+            dense = {s: res["fastconv-sparse"][name][f"{block}/{s}/dense"] for s in SPARSITIES}
+            fd = float(np.median(list(dense.values())))
+            even = next((f"{s:.0%}" for s in SPARSITIES if sp[s] < dense[s]), "> 90 %")
             print(f"| {name} ({kernel}) | {'' if td is None else f'{td * 1e3:.3f}'} | "
                   f"{fd * 1e3:.3f} | " + " | ".join(f"{sp[s] * 1e3:.3f}" for s in SPARSITIES) +
                   f" | {'' if td is None else f'{td / sp[0.9]:.2f}x'} | "
-                  f"{fd / sp[0.9]:.2f}x | {even} |")
+                  f"{dense[0.9] / sp[0.9]:.2f}x | {even} |")
 
 
 if __name__ == "__main__":
