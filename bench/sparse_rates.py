@@ -4,6 +4,7 @@
     python bench/sparse_rates.py --fit /tmp/b1.json /tmp/b1b.json  # refit saved runs
     python bench/sparse_rates.py --linear                         # linear: both paths
     python bench/sparse_rates.py --plain      # linear: fc.sparse_linear as it is, hot and cold
+    python bench/sparse_rates.py --winograd --batch 8   # 3x3 in filter blocks: each kernel
 
 Conv: the ResNet-50 layers of bench/compress_compare.py pruned by fc.prune at 30-95 %,
 unstructured (CSR) and in 4-channel blocks, each timed in turns with the layer's dense
@@ -16,7 +17,11 @@ product and the 1x1 conv over the samples) against the modelled costs, the path 
 takes, and the dense linear.  Plain: fc.sparse_linear as any tree has it (no forced path,
 so the loop runs on older trees too) against fc.linear, on a 2048->1000 layer, with its
 weights hot and cold (a 64 MB buffer rewritten before each call, as the rest of a model
-would evict them).
+would evict them).  Winograd: the ResNet-50 3x3 layers pruned in blocks of 4 output
+channels x whole filters (``fc.prune(..., block=4, whole_filters=True)``) at 30-90 %,
+the dense plan, block CSR and the sparse Winograd kernel at both tile sizes timed call by
+call in turns (medians), each beside its modelled time, the kernel sparse_conv2d picks,
+and how often its pick is the slower by more than 5 %.
 """
 import time
 import argparse
@@ -56,8 +61,8 @@ def measure(batch, threads):
                     turns["dense"].append(timed(
                         lambda: fc.conv2d(x, wt, None, s, p, packed=pk), 10)[0])
                     turns["sparse"].append(timed(
-                        lambda: fc.sparse_conv2d(x, ws, None, s, p, packed=pk2, block=block),
-                        10)[0])
+                        lambda: fc.sparse_conv2d(x, ws, None, s, p, packed=pk2, block=block,
+                                                 winograd=False), 10)[0])
                 stored = fs.block_counts(ws, 1, block)[1] * block
                 base, per_rate, per_tile = fs.sparse_cost_terms(prob, stored, threads)
                 rows.append(dict(layer=name, block=block, sparsity=sp,
@@ -70,6 +75,50 @@ def measure(batch, threads):
                 print(f"{name:20s} block {block} {sp:.0%}: sparse {t['sparse'] * 1e3:.3f} ms, "
                       f"dense ({algo.name}) {t['dense'] * 1e3:.3f}", flush=True)
     return rows
+
+
+def winograd(batch, threads, repeat=20):
+    """Filter-block-pruned 3x3 layers: dense, block CSR, F(2x2), F(4x4) and the automatic
+    pick, alternating call by call; measured ms [modelled ms]."""
+    wrong = cases = 0
+    for name, spec in LAYERS.items():
+        c, h, w, k, r, s, p, g = spec
+        if r != 3 or s != 1:
+            continue
+        x, wt = _data(spec, batch)
+        prob = conv_problem(x.shape, wt.shape, s, p, 1, 1, name)
+        pd = {}
+        for sp in (0.3, 0.5, 0.7, 0.9):
+            ws = _pruned(fc, wt, sp, "4f", s, p, x)
+            pk = {key: {} for key in ("bsr4", 2, 4, "auto")}
+            runs = {"dense": lambda: fc.conv2d(x, wt, None, s, p, packed=pd),
+                    "bsr4": lambda: fc.sparse_conv2d(x, ws, None, s, p, packed=pk["bsr4"],
+                                                     block=4, winograd=False),
+                    "F2": lambda: fc.sparse_conv2d(x, ws, None, s, p, packed=pk[2], winograd=2),
+                    "F4": lambda: fc.sparse_conv2d(x, ws, None, s, p, packed=pk[4], winograd=4),
+                    "auto": lambda: fc.sparse_conv2d(x, ws, None, s, p, packed=pk["auto"])}
+            times = {key: [] for key in runs}
+
+            def turn():
+                for key, f in runs.items():
+                    t0 = time.perf_counter()
+                    f()
+                    times[key].append(time.perf_counter() - t0)
+            timed(turn, repeat)
+            med = {key: float(np.median(v[-repeat:])) for key, v in times.items()}
+            blocks = int(np.count_nonzero(fs.filter_blocks(ws)))
+            model = {"bsr4": fs.sparse_cost(prob, fs.block_counts(ws, 1, 4)[1] * 4, threads, 4),
+                     "F2": fs.winograd_sparse_cost(prob, blocks, threads, 2),
+                     "F4": fs.winograd_sparse_cost(prob, blocks, threads, 4)}
+            m = pk["auto"].get(("winograd", None)) or 0
+            picked = {0: "bsr4", 2: "F2", 4: "F4"}[m]
+            cases += 1
+            if med[picked] > 1.05 * min(med[key] for key in model):
+                wrong += 1
+            print(f"{name:16s} {sp:.0%}: " + "  ".join(
+                f"{key} {v * 1e3:.3f}" + (f" [{model[key] * 1e3:.3f}]" if key in model else "")
+                for key, v in med.items()) + f"  picks {picked}", flush=True)
+    print(f"the pick slower than the fastest sparse kernel by > 5 %: {wrong} of {cases}")
 
 
 def _fit(rows, tile):
@@ -163,6 +212,7 @@ def main():
     ap.add_argument("--fit", nargs="+", metavar="JSON", help="refit saved conv timings")
     ap.add_argument("--linear", action="store_true")
     ap.add_argument("--plain", action="store_true")
+    ap.add_argument("--winograd", action="store_true")
     a = ap.parse_args()
     fc.set_num_threads(a.threads)
     print(f"rate table {getattr(planner, 'RATE_TABLE', '-')}")
@@ -170,6 +220,8 @@ def main():
         return plain()
     if a.linear:
         return linear(a.threads)
+    if a.winograd:
+        return winograd(a.batch, a.threads)
     if a.fit:
         rows = sum((json.load(open(f)) for f in a.fit), [])
     else:

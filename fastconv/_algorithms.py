@@ -674,6 +674,17 @@ class Im2colRegister(planner.Algorithm):
                                        prob.r, prob.s, act, r3, has_res, tile, cols, acc)
 
 
+def packed_form(packed, key, make):
+    """packed[key], made by make() and kept there at the first call (packed: the layer's
+    dict of weight forms and choices, or None to keep nothing)."""
+    form = None if packed is None else packed.get(key)
+    if form is None:
+        form = make()
+        if packed is not None:
+            packed[key] = form
+    return form
+
+
 def packed_weights(packed, key, wmat, groups, width=None):
     """zmm.pack_panels of wmat (K, Cr) in panels of width rows (default MR),
     cached under key in the layer's dict."""

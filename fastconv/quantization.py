@@ -18,6 +18,7 @@ import threading
 import numpy as np
 
 from . import _backend, _checks, _cuda, _memory, _runtime, _workspace, planner
+from ._algorithms import packed_form as _packed_form
 from .functional import _key, conv_problem
 from .kernels.cpu import depthwise_int8 as _dw8
 from .kernels.cpu import int8 as _int8
@@ -266,17 +267,6 @@ def pack_weights(wq, w_scale, layer="int8_conv2d"):
     wmat = np.ascontiguousarray(wq.transpose(0, 2, 3, 1).reshape(k, -1))
     wsum = wmat.sum(axis=1, dtype=np.int64).astype(np.int32)
     return wmat, wsum, np.ascontiguousarray(sw)
-
-
-def _packed_form(packed, key, make):
-    """packed[key], made by make() and kept there at the first call (packed: the layer's
-    dict of weight forms, or None to keep nothing)."""
-    form = None if packed is None else packed.get(key)
-    if form is None:
-        form = make()
-        if packed is not None:
-            packed[key] = form
-    return form
 
 
 def pack_px(wmat):

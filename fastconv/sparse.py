@@ -13,7 +13,7 @@ model pruned with ``torch.nn.utils.prune`` imports with its zeros).
 import numpy as np
 
 from . import _backend, _checks, _cuda, _runtime, _workspace, planner
-from ._algorithms import _res, padded_input
+from ._algorithms import _res, packed_form, padded_input
 from .functional import _bias, _out, _residual, _unbatched, conv_problem
 from .graph import Model
 from .kernels.cpu import pad as _pad
@@ -289,11 +289,11 @@ def _kernel(w, prob, block, winograd, packed, layer):
                          f"({prob.k // prob.groups}) to be a multiple of {block}")
     threads = _runtime.get_num_threads()
     if winograd is True:
-        return 4, _kernel_cached(packed, "winograd_m",
-                                 lambda: winograd_choice(w, prob, threads)[1])
+        return 4, packed_form(packed, "winograd_m",
+                              lambda: winograd_choice(w, prob, threads)[1])
     if winograd:   # a tile size
         return 4, winograd
-    kb = block if block is not None else _kernel_cached(
+    kb = block if block is not None else packed_form(
         packed, "csr_block", lambda: best_block(w, prob, threads)[1])
     if kb == 1 or winograd is False:
         return kb, 0
@@ -303,18 +303,8 @@ def _kernel(w, prob, block, winograd, packed, layer):
         stored = block_counts(w, prob.groups, kb)[1]
         return wino[1] if wino is not None and wino[0] < sparse_cost(
             prob, stored * kb, threads, kb) else 0
-    m = _kernel_cached(packed, ("winograd", block), choose)
+    m = packed_form(packed, ("winograd", block), choose)
     return (4, m) if m else (kb, 0)
-
-
-def _kernel_cached(packed, key, make):
-    """packed[key], made by make() at the first call (packed None: nothing kept)."""
-    value = None if packed is None else packed.get(key)
-    if value is None:
-        value = make()
-        if packed is not None:
-            packed[key] = value
-    return value
 
 
 def best_block(w, prob, threads):
@@ -421,13 +411,8 @@ def _winograd_run(prob, xa, w, b, y, act, res, m, packed):
     _algorithms.Winograd.run, the products sparse); images in chunks whose V and M stay
     within WINOGRAD_CHUNK_BYTES."""
     from ._algorithms import WINOGRAD_CHUNK_BYTES
-    key = ("winograd_bsr4", m)
-    form = None if packed is None else packed.get(key)
-    if form is None:
-        form = winograd_blocks(w, m)
-        if packed is not None:
-            packed[key] = form
-    indptr, chan, vals = form
+    indptr, chan, vals = packed_form(packed, ("winograd_bsr4", m),
+                                     lambda: winograd_blocks(w, m))
     a = m + 2
     xi = a * a
     th, tw = -(-prob.oh // m), -(-prob.ow // m)
@@ -736,7 +721,7 @@ def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=No
         nnz = int(np.count_nonzero(w))
         sparsity = 1.0 - nnz / w.size
         xs = shapes[n.inputs[0]][0]
-        kb, m = 1, 0
+        kb, m, bar = 1, 0, None
         if n.op == "conv":
             a = n.attrs
             prob = conv_problem(xs, w.shape, a["stride"], tuple(a["pads"]), a["dilation"],
@@ -747,11 +732,15 @@ def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=No
             wino = winograd_choice(w, prob, threads)
             if wino is not None and wino[0] < sparse:
                 (sparse, m), kb = wino, 4
+                # against dense, the same kernel over every block stands for dense Winograd
+                # (the transforms modelled alike): only the blocks pruned away count
+                bar = min(dense, winograd_choice(np.ones(w.shape[:2] + (1, 1), np.float32),
+                                                 prob, threads)[0])
         else:
             rows = int(np.prod(xs[:-1]))
             dense = dense_linear_cost(w, rows, threads)
             sparse = min(linear_costs(w, rows, threads).values())
-        use = sparse < dense
+        use = sparse < (dense if bar is None else bar)
         if use:
             n.op = "sparse_conv" if n.op == "conv" else "sparse_linear"
             n.attrs = {k: v for k, v in n.attrs.items() if k != "algo"}
