@@ -12,9 +12,9 @@ on the same layers, pruned unstructured (CSR kernel) and in blocks of 4 output
 channels (``fc.prune(..., block=4)``, block CSR kernel), and the 3x3 layers also in
 blocks of 4 output channels x one input channel's whole filter (``fc.prune(..., block=4,
 whole_filters=True)``, the sparse Winograd kernel where modelled faster); the break-even
-sparsity is where it first beats fastconv's dense time, each sparse cell timed call by
-call alternating with the dense conv (a dense time from another process and minute had
-moved break-evens by 20-60 points on the shared machine, one from the same process minutes
+sparsity is where it first beats fastconv's dense time, the dense conv timed just before
+and after each sparse cell (a dense time from another process and minute had moved
+break-evens by 20-60 points on the shared machine, one from the same process minutes
 before still 10-30).  With ``--rounds N`` every runtime, the sparse ones
 included, takes N turns and each cell is the median over them:
 
@@ -25,7 +25,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -43,20 +42,15 @@ def _t(fn, repeat):
     return timed(fn, repeat)[0]
 
 
-def _paired(fa, fb, repeat):
-    """(median of fa, median of fb) over ``repeat`` calls of each, alternating call by call,
-    after timed's warm-up: a slow phase of the machine then moves both alike."""
-    ta, tb = [], []
-
-    def both():
-        t0 = time.perf_counter()
-        fa()
-        t1 = time.perf_counter()
-        fb()
-        ta.append(t1 - t0)
-        tb.append(time.perf_counter() - t1)
-    timed(both, repeat)
-    return float(np.median(ta[-repeat:])), float(np.median(tb[-repeat:]))
+def _around(fa, fb, repeat):
+    """(fa's time, fb's time): fb timed (``timed``: warm-up, then the median of ``repeat``
+    calls) between two timings of fa, whose mean is fa's, all within about a second, so a
+    slow phase of the machine moves both alike while each runs hot, as alone.  (Alternating
+    the two call by call made each read the other's workspaces back from memory: dense
+    Winograd then took up to twice its time.)"""
+    before = timed(fa, repeat)[0]
+    t = timed(fb, repeat)[0]
+    return (before + timed(fa, repeat)[0]) / 2, t
 
 
 def _data(spec, batch):
@@ -108,15 +102,15 @@ def child(runtime, threads, batch, repeat):
             out[name] = {"im2col": _t(lambda: fc.conv2d(x, wt, None, s, p, algo="im2col"), repeat),
                          "auto": _t(lambda: fc.conv2d(x, wt, None, s, p, packed=pk), repeat)}
         elif runtime == "fastconv-sparse":
-            # the dense conv (fastconv's auto plan) timed alternating with each sparse one:
-            # the break-even compares the two
+            # the dense conv (fastconv's auto plan) timed around each sparse one: the
+            # break-even compares the two
             pkd = {}
             res = {}
             for block in (1, 4, "4f") if r > 1 else (1, 4):
                 for sp in SPARSITIES:
                     ws = _pruned(fc, wt, sp, block, s, p, x)
                     pk = {}  # the kernel (CSR, block CSR, sparse Winograd): from the zeros
-                    res[f"{block}/{sp}/dense"], res[f"{block}/{sp}"] = _paired(
+                    res[f"{block}/{sp}/dense"], res[f"{block}/{sp}"] = _around(
                         lambda: fc.conv2d(x, wt, None, s, p, packed=pkd),
                         lambda: fc.sparse_conv2d(x, ws, None, s, p, packed=pk), repeat)
                     res[f"{block}/{sp}/kernel"] = _kernel(pk)
@@ -293,7 +287,7 @@ def _sparse_tables(res, a):
                          ("4f", "in blocks of 4 output channels x whole 3x3 filters")):
         print(f"\nsparse conv, pruned {title}, batch {a.batch}: ms at each sparsity "
               "(the kernels chosen, by sparsity); ratios at 90 %; fastconv dense: the median "
-              "of its times paired with each sparsity's, the break-even from each pair")
+              "of its times around each sparsity's, the break-even from each pair")
         print("| layer | torch dense | fastconv dense | " +
               " | ".join(f"{s:.0%}" for s in SPARSITIES) +
               " | 90 % vs torch | 90 % vs fastconv | break-even |")
