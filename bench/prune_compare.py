@@ -1,10 +1,14 @@
-"""A whole model pruned by fc.prune, unstructured and in 4-channel blocks, against the dense
-model, in one process with the variants alternating (so the machine's phases hit them alike).
+"""A whole model pruned by fc.prune, unstructured, in 4-channel blocks and in blocks of 4
+output channels x whole filters (``whole_filters=True``: its 3x3 layers on the sparse
+Winograd kernel), against the dense model, in one process with the variants alternating
+(so the machine's phases hit them alike).
 
     python bench/prune_compare.py --model resnet50 --rounds 8
+    python bench/prune_compare.py --model resnet50 --amounts 0.5,0.7 --blocks 4,4f
 
-Prints each variant's kernels (how many layers run dense, CSR, block CSR) and its median and
-minimum latency over the rounds (batch 1, 224x224, 2 threads unless --threads).
+Prints each variant's kernels (how many layers run dense, CSR, block CSR, sparse Winograd)
+and its median and minimum latency over the rounds (batch 1, 224x224, 2 threads unless
+--threads).
 """
 import argparse
 import time
@@ -21,6 +25,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--amounts", default="0.5,0.7,0.9")
+    ap.add_argument("--blocks", default="1,4,4f",
+                    help="1 unstructured, 4 blocks of one tap, 4f blocks of whole filters")
     a = ap.parse_args()
     import torch
     fc.set_num_threads(a.threads)
@@ -29,9 +35,10 @@ def main():
     dense = fc.optimize(fc.from_torch(getattr(models, a.model + "_torch")().eval(), x), x)
     variants = {"dense": dense}
     for amount in (float(v) for v in a.amounts.split(",")):
-        for block in (1, 4):
-            variants[f"{amount:.0%} block {block}"] = fc.prune(dense, amount, block=block,
-                                                               example_input=x)
+        for block in a.blocks.split(","):
+            variants[f"{amount:.0%} block {block}"] = fc.prune(
+                dense, amount, block=int(block.rstrip("f")), whole_filters=block.endswith("f"),
+                example_input=x)
     for v in variants.values():
         v(x)
         v(x)

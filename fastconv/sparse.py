@@ -40,6 +40,9 @@ WINOGRAD_M = (2, 4)
 # F(2x2)'s 0.61-0.79, 512@7 (4) 1.08-1.97 against 0.70-1.30; 128@28 (49) 0.26-0.51 against
 # 0.33-0.75; batch 8: 256@14 (128) 3.2-4.8 against 3.0-5.5, 512@7 (32) 4.2-5.4 against 4.5-7.3)
 WINOGRAD_F4_MIN_TILES = 32
+# fc.prune switches a layer to the sparse Winograd kernel only where it is modelled at most
+# this fraction of the time of dense and of itself over every filter block
+WINOGRAD_PRUNE_GAIN = 0.95
 
 
 def _grid(prob):
@@ -733,9 +736,11 @@ def prune(model, amount=0.9, method="magnitude", scope="layer", example_input=No
             if wino is not None and wino[0] < sparse:
                 (sparse, m), kb = wino, 4
                 # against dense, the same kernel over every block stands for dense Winograd
-                # (the transforms modelled alike): only the blocks pruned away count
-                bar = min(dense, winograd_choice(np.ones(w.shape[:2] + (1, 1), np.float32),
-                                                 prob, threads)[0])
+                # (the transforms modelled alike): only the blocks pruned away count, and
+                # by at least WINOGRAD_PRUNE_GAIN (tap blocks at 50 % leave ~0.2 % of the
+                # filter blocks empty: no reason to switch a layer)
+                bar = WINOGRAD_PRUNE_GAIN * min(dense, winograd_choice(
+                    np.ones(w.shape[:2] + (1, 1), np.float32), prob, threads)[0])
         else:
             rows = int(np.prod(xs[:-1]))
             dense = dense_linear_cost(w, rows, threads)
