@@ -269,8 +269,8 @@ def _int8_table(res, a, nrounds):
 
 
 def _kernel_runs(kernels):
-    """The kernel chosen at each of SPARSITIES, as runs: "bsr4" or "winograd4_bsr4 30-70 %,
-    bsr4 80-90 %"."""
+    """The kernel chosen at each of SPARSITIES, as runs: "bsr4" or "winograd4_bsr4 30%-70%,
+    bsr4 80%-90%"."""
     runs = []
     for s, k in zip(SPARSITIES, kernels):
         if runs and runs[-1][0] == k:
