@@ -547,6 +547,31 @@ class Winograd(planner.Algorithm):
             U = self.pack(w)
             if packed is not None:
                 packed[self.name] = U
+        xi = self.a * self.a
+
+        def products(V, M, T):
+            if self.packed_gemms(prob, T):
+                wz = None if packed is None else packed.get(self.name + "_zmm")
+                if wz is None:
+                    wz = _memory.empty((xi, -(-prob.k // _zmm.NR) * prob.c * _zmm.NR),
+                                       np.float32)
+                    for i in range(xi):
+                        _zmm.pack_panels(U[i], 1, _zmm.NR, _zmm.KC_T, wz[i:i + 1])
+                    if packed is not None:
+                        packed[self.name + "_zmm"] = wz
+                _runtime.launch(_winograd.transformed_gemms_packed, wz, V, M,
+                                _workspace.zeros(prob.k), _workspace.per_thread(
+                                    "winograd_edge", _runtime.max_threads(),
+                                    (_zmm.KC_T * _zmm.MP,)),
+                                _res(None, 1)[0])
+            else:
+                _runtime.launch(_winograd.transformed_gemms, U, V, M, prob.groups)
+        self.phases(prob, x, b, y, act, res, products)
+
+    def phases(self, prob, x, b, y, act, res, products):
+        """The input padded to whole tiles, then per chunk of images the input transform,
+        ``products(V, M, T)`` (launches M[xi] = U[xi] V[xi] over the chunk's T tiles) and
+        the output transform with the epilogue (bias, residual, activation)."""
         th, tw = self.tiles(prob)
         pt, pb, pl, pr = prob.pads
         hp, wp = th * self.m + 2, tw * self.m + 2
@@ -573,21 +598,7 @@ class Winograd(planner.Algorithm):
                 Mc = _workspace.get("winograd_M_tail", (xi, prob.k, T))
             r, has_res = _res(None if res is None else res[n0:n1], 4)
             _runtime.launch(_winograd.input_transform, xp[n0:n1], self.m, th, tw, Vc, t)
-            if self.packed_gemms(prob, T):
-                wz = None if packed is None else packed.get(self.name + "_zmm")
-                if wz is None:
-                    wz = _memory.empty((xi, -(-prob.k // _zmm.NR) * prob.c * _zmm.NR),
-                                       np.float32)
-                    for i in range(xi):
-                        _zmm.pack_panels(U[i], 1, _zmm.NR, _zmm.KC_T, wz[i:i + 1])
-                    if packed is not None:
-                        packed[self.name + "_zmm"] = wz
-                _runtime.launch(_winograd.transformed_gemms_packed, wz, Vc, Mc,
-                                _workspace.zeros(prob.k), _workspace.per_thread(
-                                    "winograd_edge", threads, (_zmm.KC_T * _zmm.MP,)),
-                                _res(None, 1)[0])
-            else:
-                _runtime.launch(_winograd.transformed_gemms, U, Vc, Mc, prob.groups)
+            products(Vc, Mc, T)
             _runtime.launch(_winograd.output_transform, Mc, self.m, b, y[n0:n1], act, r, has_res)
 
 

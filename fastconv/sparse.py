@@ -13,12 +13,11 @@ model pruned with ``torch.nn.utils.prune`` imports with its zeros).
 import numpy as np
 
 from . import _backend, _checks, _cuda, _runtime, _workspace, planner
-from ._algorithms import _res, packed_form, padded_input
+from ._algorithms import packed_form, padded_input
 from .functional import _bias, _out, _residual, _unbatched, conv_problem
 from .graph import Model
 from .kernels.cpu import pad as _pad
 from .kernels.cpu import sparse as _sparse
-from .kernels.cpu import winograd as _winograd
 
 # The sparse kernels' rates (SPARSE_GFLOPS, BLOCK_GFLOPS, SPARSE_TILE_S, GATHER_GFLOPS)
 # depend on the kind of core and live in planner.RATES with the dense ones.
@@ -409,31 +408,16 @@ def winograd_blocks(w, m):
 
 def _winograd_run(prob, xa, w, b, y, act, res, m, packed):
     """y = act(conv(xa, w) + b (+ res)) through the sparse Winograd kernel, F(m x m): the
-    input padded to whole tiles, winograd.input_transform, winograd_block_products over
-    the stored filter blocks, winograd.output_transform with the epilogue (as
-    _algorithms.Winograd.run, the products sparse); images in chunks whose V and M stay
-    within WINOGRAD_CHUNK_BYTES."""
-    from ._algorithms import WINOGRAD_CHUNK_BYTES
+    dense Winograd's phases (_algorithms.Winograd.phases: the padding to whole tiles, the
+    chunks of images, the transforms and the epilogue) with winograd_block_products over
+    the stored filter blocks as its products."""
     indptr, chan, vals = packed_form(packed, ("winograd_bsr4", m),
                                      lambda: winograd_blocks(w, m))
-    a = m + 2
-    xi = a * a
-    th, tw = -(-prob.oh // m), -(-prob.ow // m)
-    pt, pb, pl, pr = prob.pads
-    hp, wp = th * m + 2, tw * m + 2
-    tiled = planner.ConvProblem(prob.n, prob.c, prob.h, prob.w, prob.k, 3, 3, (1, 1),
-                                (pt, hp - prob.h - pt, pl, wp - prob.w - pl), (1, 1), 1)
-    xp = padded_input(tiled, xa)
-    per_image = xi * (prob.c + prob.k) * th * tw * 4
-    chunk = max(1, min(prob.n, WINOGRAD_CHUNK_BYTES // max(per_image, 1)))
-    threads = _runtime.max_threads()
+    alg = planner.REGISTRY[f"winograd_f{m}x{m}_3x3"]
+    xi = alg.a * alg.a
     kr = len(indptr) - 1
-    t_ws = _workspace.per_thread("winograd_t", threads, (a, tw * m + 2))
-    for n0 in range(0, prob.n, chunk):
-        n1 = min(prob.n, n0 + chunk)
-        T = (n1 - n0) * th * tw
-        V = _workspace.get("sparse_winograd_V", (xi, prob.c, T))
-        M = _workspace.get("sparse_winograd_M", (xi, prob.k, T))
+
+    def products(V, M, T):
         nv, tgroup, kblock = _winograd_tiling(T, xi, kr, _runtime.get_num_threads())
         cached = None if packed is None else packed.get("winograd_chunks")
         ckey = (m, T, nv)
@@ -446,12 +430,11 @@ def _winograd_run(prob, xa, w, b, y, act, res, m, packed):
                       (chan * T).astype(np.int32))
             if packed is not None:
                 packed["winograd_chunks"] = cached
-        line = _workspace.per_thread("sparse_line", threads, (kblock * 4 * 16 * nv,))
-        r, has_res = _res(None if res is None else res[n0:n1], 4)
-        _runtime.launch(_winograd.input_transform, xp[n0:n1], m, th, tw, V, t_ws)
+        line = _workspace.per_thread("sparse_line", _runtime.max_threads(),
+                                     (kblock * 4 * 16 * nv,))
         _runtime.launch(_sparse.winograd_block_products, V, cached[1], cached[2], vals, M,
                         nv, tgroup, kblock, line)
-        _runtime.launch(_winograd.output_transform, M, m, b, y[n0:n1], act, r, has_res)
+    alg.phases(prob, xa, b, y, act, res, products)
 
 
 def _phase_planes(prob, x):
