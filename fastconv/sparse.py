@@ -25,6 +25,14 @@ from .kernels.cpu import sparse as _sparse
 # phase, the rows the taps reach) within this many bytes, so it stays in L1 while every
 # output channel's nonzeros of the chunk stream past
 SPARSE_CHUNK_BYTES = 16384
+# an input larger than this (a quarter of the 32 MiB L3) comes from memory rather than the
+# caches: the tiled kernels then prefetch each plane's run SPARSE_PREFETCH_TILES tiles ahead
+# (Zen 4, 2 threads, 90 %, blocks / CSR, paired in one process: 1x1 256->64 @ 56 batch 8,
+# 26 MB, 0.57 / 0.68 of the time; 512->128 @ 28 batch 8, 13 MB, 1.08 / 0.86; 64->256 @ 56
+# batch 8, 6.4 MB, 0.91 / 0.98; batch 1, 3.2 MB, 1.04 / 1.06: a cost where the lines are
+# in the caches; 3x3 64@56 batch 8 level)
+SPARSE_PREFETCH_BYTES = 8 << 20
+SPARSE_PREFETCH_TILES = 2
 # the block sizes sparse_conv2d runs (output channels per block)
 BLOCKS = (1, 4)
 # ... and at least this many stored blocks of a block row per chunk (fewer chunks where the
@@ -95,6 +103,17 @@ def _chunk(prob, nv, kb=1, per_row=None):
     if per_row is not None and per_row > 0:
         chunk = max(chunk, int(np.ceil(SPARSE_CHUNK_BLOCKS * prob.c / per_row)))
     return max(1, min(prob.c, chunk))
+
+
+def _prefetch_distance(prob, nv, nbytes):
+    """The tiled kernels' pf: 0 for an input of nbytes within SPARSE_PREFETCH_BYTES, else
+    the floats from a tile's first position to the input that tile + SPARSE_PREFETCH_TILES
+    reads first (its own first run plus the taps' largest shift in the phase planes)."""
+    if nbytes <= SPARSE_PREFETCH_BYTES:
+        return 0
+    (sh, sw), (dh, dw) = prob.stride, prob.dilation
+    lead = ((prob.r - 1) * dh // sh) * _grid(prob)[1] + (prob.s - 1) * dw // sw
+    return SPARSE_PREFETCH_TILES * 16 * nv + lead
 
 
 def _chunk_pointers(csr, k, c, chunk):
@@ -277,7 +296,8 @@ def sparse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=
             line = _workspace.per_thread("sparse_line", _runtime.max_threads(),
                                          (rows * kb * 16 * nv,))
             run = _sparse.sparse_conv2d_tiles if kb == 1 else _sparse.block_conv2d_tiles
-            run(xs, cached[1], offs, csr[4], b, y, act, res, has_res, nv, tgroup, rows, line)
+            run(xs, cached[1], offs, csr[4], b, y, act, res, has_res, nv, tgroup, rows, line,
+                _prefetch_distance(prob, nv, xs.nbytes))
     return _checks.wrap_like(y[0] if unbatched else y, x_in)
 
 

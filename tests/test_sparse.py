@@ -122,13 +122,14 @@ def test_sparse_tile_kernel_every_blocking(kb, nv, stride, pad, rng):
     xs = fs._phase_planes(prob, x).copy()
     offs = fs._tap_offsets(csr, prob, None, "t", kb)
     no_res = np.zeros((1, 1, 1, 1), np.float32)
-    for tgroup, kblock, chunk in ((1, 9, 5), (3, 2, 2), (100, 1, 1), (2, 100, 3)):
+    for tgroup, kblock, chunk, pf in ((1, 9, 5, 0), (3, 2, 2, 1), (100, 1, 1, 40),
+                                      (2, 100, 3, 10 ** 6)):
         y = np.full(e.shape, np.nan, np.float32)
         line = np.empty((4, min(kblock, rows) * kb * 16 * nv), np.float32)
         cptr = fs._chunk_pointers(csr, rows, 5, chunk)
         run = ks.sparse_conv2d_tiles if kb == 1 else ks.block_conv2d_tiles
-        run(xs, cptr, offs, csr[4], b, y, 1, no_res, False, nv, tgroup, kblock, line)
-        assert rel_err(y, e) < 1e-5, (tgroup, kblock, chunk)
+        run(xs, cptr, offs, csr[4], b, y, 1, no_res, False, nv, tgroup, kblock, line, pf)
+        assert rel_err(y, e) < 1e-5, (tgroup, kblock, chunk, pf)
 
 
 def test_space_to_depth_planes(rng):
@@ -459,6 +460,34 @@ def test_block_sparse_conv_matches_reference(n, g, cg, kg, h, w, r, stride, pad,
     assert y.shape == e.shape
     assert rel_err(y, e) < 1e-5
     np.testing.assert_array_equal(x, x0)
+
+
+@pytest.mark.parametrize("block", [1, 4])
+def test_sparse_conv_prefetching_inputs(block, rng, monkeypatch):
+    """Inputs past SPARSE_PREFETCH_BYTES run the tiled kernels with prefetches (made to
+    apply to every input here): the same results on every geometry, stride phases,
+    dilation, padding and maps whose tiles end inside a prefetched run."""
+    from fastconv import sparse as fs
+    monkeypatch.setattr(fs, "SPARSE_PREFETCH_BYTES", 0)
+    seen = []
+    real = fs._prefetch_distance
+    monkeypatch.setattr(fs, "_prefetch_distance", lambda *a: seen.append(real(*a)) or seen[-1])
+    for n, c, k, h, w, r, stride, pad, dil in ((2, 9, 8, 40, 37, 1, 1, 0, 1),
+                                               (3, 6, 12, 23, 30, 3, 1, 1, 1),
+                                               (2, 5, 4, 31, 29, 3, 2, 1, 1),
+                                               (1, 7, 8, 26, 26, 3, 1, 2, 2),
+                                               (2, 8, 16, 30, 30, 1, 2, 0, 1)):
+        x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+        wt = _block_pruned(rng, (k, c, r, r), 0.3) if block == 4 else \
+            rng.standard_normal((k, c, r, r)).astype(np.float32) * (rng.random((k, c, r, r)) < 0.3)
+        b = rng.standard_normal(k).astype(np.float32)
+        e = np.maximum(ref.conv2d(x, wt, b, stride, pad, dil), 0)
+        x0 = x.copy()
+        y = fc.sparse_conv2d(x, wt, b, stride, pad, dil, activation="relu", block=block,
+                             winograd=False)
+        assert rel_err(y, e) < 1e-5, (n, c, k, h, w, r, stride, pad, dil)
+        np.testing.assert_array_equal(x, x0)
+    assert len(seen) == 5 and all(pf > 0 for pf in seen)
 
 
 @pytest.mark.parametrize("k", [1, 3, 5, 6, 7, 13, 64])
