@@ -12,6 +12,17 @@ development VM it moves between 1.0x and 2.0x from one second to the next (the
 host runs the second vCPU on a busy core in its slow phases), which is why the
 benchmarks here time the runtimes in alternating rounds and quote same-run ratios.
 
+``--handoff``: each sample also times how fast a thread reads 1 MiB that another thread has
+just written against 1 MiB it wrote itself (the "handoff" ratio; each task picks its block
+by thread id).  A kernel whose phases hand data from one thread to another (Winograd's
+input transform, products and output transform; any layer reading the output of the one
+before) pays that ratio.  On the development VM it reads ~1.0x (the two vCPUs share
+their caches) and, in slow phases, 1.7-2.4x, while the compute speedup can stay at 1.95x:
+the host has then placed the vCPUs where a modified line travels at memory speed, and
+Winograd 64@56 at two threads reads 0.85 ms against 0.42 (one thread: 0.79).
+
+    python bench/cores.py --seconds 30 --handoff
+
 ``--gaps``: a short parallel call (~20 us of work a thread; ``--gap-steps`` FMA steps,
 0 for none) timed after the calling thread spun for a gap of 0 us .. 3 ms with the pool
 idle: the pool's wake-up cost (its workers sleep after a while without work) as the
@@ -39,6 +50,42 @@ def fma_chains(tasks, steps, a, out):
         out[t] = acc.sum()
 
 
+@njit(parallel=True, fastmath=True, cache=True)
+def write_blocks(buf, v):
+    """Each task fills the block of the thread running it."""
+    for _ in prange(buf.shape[0]):
+        b = buf[numba.get_thread_id()]
+        for i in range(b.size):
+            b[i] = v + i
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def read_blocks(buf, shift, out):
+    """Each task sums the block of thread (its own id + shift) % threads."""
+    for _ in prange(buf.shape[0]):
+        tid = numba.get_thread_id()
+        b = buf[(tid + shift) % buf.shape[0]]
+        s = np.float32(0.0)
+        for i in range(b.size):
+            s += b[i]
+        out[tid] = s
+
+
+def handoff(buf, out, repeat=20):
+    """(own, other's) median seconds of reading the blocks just written: each thread its
+    own, then each thread the next thread's."""
+    res = []
+    for shift in (0, 1):
+        ts = []
+        for k in range(repeat):
+            write_blocks(buf, np.float32(k))
+            t0 = time.perf_counter()
+            read_blocks(buf, shift, out)
+            ts.append(time.perf_counter() - t0)
+        res.append(float(np.median(ts)))
+    return res
+
+
 def gaps(threads, a, out, steps):
     """Median / 90th percentile of a short call after each idle gap."""
     for gap_us in (0, 5, 8, 12, 20, 50, 100, 300, 1000, 3000):
@@ -60,6 +107,8 @@ def main():
     ap.add_argument("--steps", type=int, default=100000, help="FMA steps per task")
     ap.add_argument("--gaps", action="store_true", help="time a short call after idle gaps")
     ap.add_argument("--gap-steps", type=int, default=200, help="FMA steps a task in --gaps")
+    ap.add_argument("--handoff", action="store_true",
+                    help="also time reading another thread's freshly written 1 MiB")
     args = ap.parse_args()
     threads = numba.config.NUMBA_NUM_THREADS
     a = (0.5 * np.random.default_rng(0).random(32)).astype(np.float32)
@@ -69,7 +118,10 @@ def main():
     if args.gaps:
         gaps(threads, a, out, args.gap_steps)
         return
-    ratios = []
+    ratios, hands = [], []
+    buf = np.zeros((threads, 1 << 18), np.float32)
+    if args.handoff:
+        handoff(buf, out, 2)
     end = time.time() + args.seconds
     while time.time() < end:
         numba.set_num_threads(1)
@@ -80,12 +132,21 @@ def main():
         t0 = time.perf_counter()
         fma_chains(threads, args.steps, a, out)
         ratios.append(one / (time.perf_counter() - t0))
-        print(f"{time.strftime('%H:%M:%S')}  {threads} threads: {ratios[-1]:.2f}x one thread",
-              flush=True)
+        line = f"{time.strftime('%H:%M:%S')}  {threads} threads: {ratios[-1]:.2f}x one thread"
+        if args.handoff:
+            own, other = handoff(buf, out)
+            hands.append(other / own)
+            line += (f"; 1 MiB read {own * 1e6:.0f} us own, {other * 1e6:.0f} us another "
+                     f"thread's: handoff {hands[-1]:.2f}x")
+        print(line, flush=True)
         time.sleep(0.5)
     r = np.array(ratios)
     print(f"speedup over {len(r)} samples: median {np.median(r):.2f}x, "
           f"min {r.min():.2f}x, max {r.max():.2f}x (ideal {threads}x)")
+    if hands:
+        h = np.array(hands)
+        print(f"handoff over {len(h)} samples: median {np.median(h):.2f}x, "
+              f"min {h.min():.2f}x, max {h.max():.2f}x (1.0x where the threads share caches)")
 
 
 if __name__ == "__main__":
