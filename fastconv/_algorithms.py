@@ -839,6 +839,10 @@ class PointwisePacked(Pointwise):
         cols_shape = (prob.cg * -(-tile // 16) * 16 if strided else 1,)
         (sh, sw), groups, ow = prob.stride, prob.groups, prob.ow
         kernel = _pointwise.pointwise_conv2d_packed
+        # read in place (stride 1): prefetch the next tile's rows; from memory, also the
+        # next column block's (zmm.gemm_block)
+        prefetch = 0 if strided else (
+            2 if prob.n * prob.c * prob.h * prob.w * 4 > planner.STREAMED_BYTES else 1)
 
         def call(x, y, res, pooled=_NO_WEIGHTS):
             y3 = y.reshape(y3_shape)
@@ -846,7 +850,7 @@ class PointwisePacked(Pointwise):
             sc, xpk = _packed_scratch(threads)
             _runtime.launch(kernel, x, wp, width, b, y3, ow, sh, sw, groups, act, r3, has_res,
                             tile, kblock, _workspace.per_thread("gemm_cols", threads, cols_shape),
-                            sc, xpk, pooled, pooled is not _NO_WEIGHTS)
+                            sc, xpk, pooled, pooled is not _NO_WEIGHTS, prefetch)
         return call
 
 

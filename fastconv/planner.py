@@ -95,6 +95,11 @@ WEIGHT_STREAM_GBS = 8.0
 # this rate whatever the thread count (Zen 4, ResNet-50's 3x3 maps, F(2x2) and F(4x4):
 # 12-36 GB/s at one thread, 17-31 at two)
 TRANSFORM_GBS = 22.0
+# an input larger than this (a quarter of the 32 MiB L3 the two cores share, with other
+# tenants) comes from memory rather than the caches: kernels that read it in short runs of
+# many planes then prefetch further ahead than the hardware does (sparse tiles, the 1x1's
+# column blocks; measured in kernels/cpu/sparse.py and zmm.gemm_block)
+STREAMED_BYTES = 8 << 20
 PACKED_CALL_S = 1e-6  # more per call than the SGEMM families (measured 11-16 us against 12-15, 1x1 on 4x4 and 8x8; 8 us before the repeat-call fast path)
 
 # The compute rates (GFLOP/s a thread) depend on the kind of core; ``RATES`` holds one

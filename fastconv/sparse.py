@@ -25,13 +25,12 @@ from .kernels.cpu import sparse as _sparse
 # phase, the rows the taps reach) within this many bytes, so it stays in L1 while every
 # output channel's nonzeros of the chunk stream past
 SPARSE_CHUNK_BYTES = 16384
-# an input larger than this (a quarter of the 32 MiB L3) comes from memory rather than the
-# caches: the tiled kernels then prefetch each plane's run SPARSE_PREFETCH_TILES tiles ahead
+# an input larger than planner.STREAMED_BYTES comes from memory rather than the caches: the
+# tiled kernels then prefetch each plane's run SPARSE_PREFETCH_TILES tiles ahead
 # (Zen 4, 2 threads, 90 %, blocks / CSR, paired in one process: 1x1 256->64 @ 56 batch 8,
 # 26 MB, 0.57 / 0.68 of the time; 512->128 @ 28 batch 8, 13 MB, 1.08 / 0.86; 64->256 @ 56
 # batch 8, 6.4 MB, 0.91 / 0.98; batch 1, 3.2 MB, 1.04 / 1.06: a cost where the lines are
 # in the caches; 3x3 64@56 batch 8 level)
-SPARSE_PREFETCH_BYTES = 8 << 20
 SPARSE_PREFETCH_TILES = 2
 # the block sizes sparse_conv2d runs (output channels per block)
 BLOCKS = (1, 4)
@@ -106,10 +105,10 @@ def _chunk(prob, nv, kb=1, per_row=None):
 
 
 def _prefetch_distance(prob, nv, nbytes):
-    """The tiled kernels' pf: 0 for an input of nbytes within SPARSE_PREFETCH_BYTES, else
+    """The tiled kernels' pf: 0 for an input of nbytes within planner.STREAMED_BYTES, else
     the floats from a tile's first position to the input that tile + SPARSE_PREFETCH_TILES
     reads first (its own first run plus the taps' largest shift in the phase planes)."""
-    if nbytes <= SPARSE_PREFETCH_BYTES:
+    if nbytes <= planner.STREAMED_BYTES:
         return 0
     (sh, sw), (dh, dw) = prob.stride, prob.dilation
     lead = ((prob.r - 1) * dh // sh) * _grid(prob)[1] + (prob.s - 1) * dw // sw

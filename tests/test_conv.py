@@ -608,6 +608,7 @@ def test_depthwise_epilogue_paths(rng, hw, activation):
     assert rel_err(y, ref.conv2d(x, w, b, 1, 1, 1, 6, activation=activation)) < 1e-4
 
 
+@pytest.mark.parametrize("streamed", [False, True])
 @pytest.mark.parametrize("width", ["pixels", "channels"])
 @pytest.mark.parametrize("case", [
     # (N, C, H, W, K, stride, groups)
@@ -617,13 +618,19 @@ def test_depthwise_epilogue_paths(rng, hw, activation):
     (2, 300, 14, 14, 20, 1, 1),    # two chunks of the pixel kernel; unaligned 196-float rows
     (1, 24, 9, 11, 40, 2, 2),      # strided and grouped
     (1, 8, 1, 1, 8, 1, 1),         # one pixel
+    (2, 24, 40, 40, 20, 1, 1),     # aligned 1600-float rows: column blocks, a ragged last
+    (1, 300, 32, 32, 28, 1, 1),    # ... and two reduction chunks
 ])
-def test_pointwise_packed_both_orientations(rng, monkeypatch, width, case):
+def test_pointwise_packed_both_orientations(rng, monkeypatch, width, case, streamed):
     """Pixel-vectorized (MR-channel panels) and channel-vectorized (NR-channel panels,
-    MP-pixel tiles) micro-kernel paths, each forced, with a fused residual + activation."""
-    from fastconv import _algorithms
+    MP-pixel tiles) micro-kernel paths, each forced, with a fused residual + activation;
+    streamed: as for an input past planner.STREAMED_BYTES (the next column blocks
+    prefetched, zmm.gemm_block)."""
+    from fastconv import _algorithms, planner
     from fastconv.kernels.cpu import zmm
     wd = zmm.MR if width == "pixels" else zmm.NR
+    if streamed:
+        monkeypatch.setattr(planner, "STREAMED_BYTES", 0)
 
     def layout(self, prob, threads):
         tile, kblock = _algorithms.packed_blocking(prob, threads, 0, wd)

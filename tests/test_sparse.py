@@ -464,11 +464,11 @@ def test_block_sparse_conv_matches_reference(n, g, cg, kg, h, w, r, stride, pad,
 
 @pytest.mark.parametrize("block", [1, 4])
 def test_sparse_conv_prefetching_inputs(block, rng, monkeypatch):
-    """Inputs past SPARSE_PREFETCH_BYTES run the tiled kernels with prefetches (made to
+    """Inputs past planner.STREAMED_BYTES run the tiled kernels with prefetches (made to
     apply to every input here): the same results on every geometry, stride phases,
     dilation, padding and maps whose tiles end inside a prefetched run."""
-    from fastconv import sparse as fs
-    monkeypatch.setattr(fs, "SPARSE_PREFETCH_BYTES", 0)
+    from fastconv import planner, sparse as fs
+    monkeypatch.setattr(planner, "STREAMED_BYTES", 0)
     seen = []
     real = fs._prefetch_distance
     monkeypatch.setattr(fs, "_prefetch_distance", lambda *a: seen.append(real(*a)) or seen[-1])

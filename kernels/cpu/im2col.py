@@ -146,7 +146,7 @@ def conv2d_im2col_packed(xp, wp, width, b, y3, OW, sh, sw, dh, dw, groups, R, S,
         else:
             gemm_block(wf, w_base, npg, pan0, CRS, cols, 0, ldt, T,
                        yf, (n * K + k0) * P + p0, P, k1 - k0, sc_ws[tid], xp_ws[tid],
-                       b, k0, act, rf, has_res, False)
+                       b, k0, act, rf, has_res, 0)
 
 
 @njit(inline="always")

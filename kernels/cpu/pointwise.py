@@ -109,7 +109,7 @@ def pointwise_conv2d_register(x3, wmat, b, y3, groups, act, res3, has_res, tile,
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def pointwise_conv2d_packed(x, wp, width, b, y3, OW, sh, sw, groups, act, res3, has_res, tile,
-                            kblock, cols_ws, sc_ws, xp_ws, pooled, pool):
+                            kblock, cols_ws, sc_ws, xp_ws, pooled, pool, prefetch):
     """1x1 conv of x (N, C, H, W) with packed weights into y3/res3 (N, K, OH*OW).
 
     pool: also the global average of every output plane into pooled (N, K) (the tile a
@@ -123,6 +123,7 @@ def pointwise_conv2d_packed(x, wp, width, b, y3, OW, sh, sw, groups, act, res3, 
     (Cg x T, rows padded to 16 floats) into cols_ws (threads, >= Cg*ceil16(tile),
     only used when strided).
     sc_ws (threads, >= MR*NR), xp_ws (threads, >= KC*JB): micro-kernel scratch.
+    prefetch: zmm.gemm_block's (0 for a strided conv, whose tiles are gathered copies).
     """
     N, C, H, W = x.shape
     K = y3.shape[1]
@@ -159,7 +160,7 @@ def pointwise_conv2d_packed(x, wp, width, b, y3, OW, sh, sw, groups, act, res3, 
                          k1 - k0, xp_ws[tid], b, k0, act, rf, has_res)
         else:
             gemm_block(wf, w_base, npg, pan0, Cg, src, s_off, lds, T, yf, (n * K + k0) * P + p0, P,
-                       k1 - k0, sc_ws[tid], xp_ws[tid], b, k0, act, rf, has_res, not strided)
+                       k1 - k0, sc_ws[tid], xp_ws[tid], b, k0, act, rf, has_res, prefetch)
         if pool:
             for k in range(k0, k1):
                 pooled[n, k] = row_sum(yf, (n * K + k) * P, P) / np.float32(P)

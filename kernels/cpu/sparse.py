@@ -47,7 +47,7 @@ from numba.extending import intrinsic
 from . import FASTMATH
 from .epilogue import activate
 from .zmm import (_counted_loop, _data_ptr, _emit_epilogue, _full_or_partial, _lane_masks,
-                  _masked_load_store, _splat, VW)
+                  _masked_load_store, _splat, prefetch_line, VW)
 
 
 def _imax(builder, a, b):
@@ -56,24 +56,6 @@ def _imax(builder, a, b):
 
 def _imin(builder, a, b):
     return builder.select(builder.icmp_signed("<", a, b), a, b)
-
-
-@intrinsic
-def prefetch_line(typingctx, x, i):
-    """Prefetch the cache line holding x[i] into every cache level (llvm.prefetch, read,
-    locality 3); no load, no fault on any address."""
-    sig = types.void(x, i)
-
-    def codegen(context, builder, signature, args):
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch")
-        at = builder.gep(_data_ptr(context, builder, signature, args, 0), [args[1]])
-        builder.call(fn, [builder.bitcast(at, i8p), ir.Constant(i32, 0), ir.Constant(i32, 2),
-                          ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-    return sig, codegen
 
 
 PART, RUN, ROWS = 0, 1, 2  # what a tile call stores (see _make_spmm)

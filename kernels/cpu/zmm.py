@@ -780,6 +780,24 @@ def _data_ptr(context, builder, signature, args, i, ty=None):
 
 
 @intrinsic
+def prefetch_line(typingctx, x, i):
+    """Prefetch the cache line holding x[i] (float32) into L2 (llvm.prefetch, read,
+    locality 2); no load, no fault on any address."""
+    sig = types.void(x, i)
+
+    def codegen(context, builder, signature, args):
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch")
+        at = builder.gep(_data_ptr(context, builder, signature, args, 0), [args[1]])
+        builder.call(fn, [builder.bitcast(at, i8p), ir.Constant(i32, 0), ir.Constant(i32, 2),
+                          ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
 def gemm_tile_t_store(typingctx, x, x_off, ldx, wp, w_off, nc, y, y_off, ldy, nr, npx, bias,
                       b_off, act, res, has_res, accumulate, final, pf, pstep):
     """The transposed tile (MP pixels x NR channels: pixels broadcast, weights as vectors) stored
@@ -1161,12 +1179,17 @@ def gemm_block(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nrows
     reduction chunk, inside the tiles' stores (and after the copy for the
     partial ones), while the tile is in registers or L1.
 
-    prefetch (X read in place from memory, not a tile just built in cache): the first
+    prefetch 1 (X read in place, not a tile just built in cache): the first
     row panel's tiles, the first to read each part of X, each prefetch the next tile's
     X rows as they go.  X's rows are one plane apart (a 56x56 map: 12.5 KB), so every
     row of a tile is on another page and the hardware prefetchers, which stay within
     a page, fetch nothing ahead: 1x1 256->64 @ 56x56 ran in 0.62-0.67 ms with the
-    input just out of L3, 0.54-0.55 ms with this (docs/algorithms.md).
+    input just out of L3, 0.54-0.55 ms with this (docs/algorithms.md).  One tile ahead
+    is too late for an input that streams from memory (a batch of 8 such images, 26 MB):
+    the first panel then waits on every line, so with prefetch 2 the other panels' tiles
+    also prefetch the next column block's X rows into L2, each a share of the rows (1x1
+    256->64 @ 56, batch 8: 0.87 of the time; with the input in the caches, batch 1, the
+    prefetches cost 6 %, so callers ask for them by the input's size).  0: none.
     """
     copy_all = (ldx % 16 != 0) or (x_off % 16 != 0)
     for c0 in range(0, Cr, KC):
@@ -1181,12 +1204,22 @@ def gemm_block(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nrows
             cw = -(-(jw - cfrom) // NR) * NR
             if cw:
                 _copy_padded(x, x_off + c0 * ldx + jb + cfrom, ldx, kc, jw - cfrom, xp, cw)
+            # in place from memory: the tiles of the panels after the first fetch the next
+            # column block's X rows into L2, a share each (nxt: its lines a row)
+            nxt = (min(JB, T - jb - JB) + 15) // 16 if prefetch >= 2 and not copy_all else 0
+            ntl = (-(-nrows // MR) - 1) * (-(-jw // NR))
             for r0 in range(0, nrows, MR):
                 wo = w_base + c0 * npg * MR + (pan0 + r0 // MR) * kc * MR
                 mr = min(MR, nrows - r0)
                 for j0 in range(0, jw, NR):
                     yo = y_off + r0 * ldy + jb + j0
                     nj = min(NR, jw - j0)
+                    if nxt > 0 and r0 > 0:
+                        u = (r0 // MR - 1) * (-(-jw // NR)) + j0 // NR
+                        po = x_off + jb + JB
+                        for c in range(c0 + u * kc // ntl, c0 + (u + 1) * kc // ntl):
+                            for v in range(nxt):
+                                prefetch_line(x, po + c * ldx + 16 * v)
                     if j0 >= cfrom:  # from the copy
                         if mr == MR and nj == NR:
                             gemm_tile(wp, wo, MR, xp, j0 - cfrom, cw, kc, y, yo, ldy, acc,
