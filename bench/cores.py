@@ -13,8 +13,9 @@ host runs the second vCPU on a busy core in its slow phases), which is why the
 benchmarks here time the runtimes in alternating rounds and quote same-run ratios.
 
 ``--handoff``: each sample also times how fast a thread reads 1 MiB that another thread has
-just written against 1 MiB it wrote itself (the "handoff" ratio; each task picks its block
-by thread id).  A kernel whose phases hand data from one thread to another (Winograd's
+just written against 1 MiB it wrote itself (the "handoff" ratio of
+``fastconv.cli.measure_handoff``, which ``fastconv bench`` prints too).  A kernel whose
+phases hand data from one thread to another (Winograd's
 input transform, products and output transform; any layer reading the output of the one
 before) pays that ratio.  On the development VM it reads ~1.0x (the two vCPUs share
 their caches) and, in slow phases, 1.7-2.4x, while the compute speedup can stay at 1.95x:
@@ -36,6 +37,7 @@ import numpy as np
 from numba import njit, prange
 
 import fastconv  # noqa: F401  (the threading layer fastconv runs on: TBB where installed)
+from fastconv.cli import measure_handoff
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -48,42 +50,6 @@ def fma_chains(tasks, steps, a, out):
                 for lane in range(16):
                     acc[j, lane] = acc[j, lane] * a[lane] + a[16 + lane]
         out[t] = acc.sum()
-
-
-@njit(parallel=True, fastmath=True, cache=True)
-def write_blocks(buf, v):
-    """Each task fills the block of the thread running it."""
-    for _ in prange(buf.shape[0]):
-        b = buf[numba.get_thread_id()]
-        for i in range(b.size):
-            b[i] = v + i
-
-
-@njit(parallel=True, fastmath=True, cache=True)
-def read_blocks(buf, shift, out):
-    """Each task sums the block of thread (its own id + shift) % threads."""
-    for _ in prange(buf.shape[0]):
-        tid = numba.get_thread_id()
-        b = buf[(tid + shift) % buf.shape[0]]
-        s = np.float32(0.0)
-        for i in range(b.size):
-            s += b[i]
-        out[tid] = s
-
-
-def handoff(buf, out, repeat=20):
-    """(own, other's) median seconds of reading the blocks just written: each thread its
-    own, then each thread the next thread's."""
-    res = []
-    for shift in (0, 1):
-        ts = []
-        for k in range(repeat):
-            write_blocks(buf, np.float32(k))
-            t0 = time.perf_counter()
-            read_blocks(buf, shift, out)
-            ts.append(time.perf_counter() - t0)
-        res.append(float(np.median(ts)))
-    return res
 
 
 def gaps(threads, a, out, steps):
@@ -119,9 +85,6 @@ def main():
         gaps(threads, a, out, args.gap_steps)
         return
     ratios, hands = [], []
-    buf = np.zeros((threads, 1 << 18), np.float32)
-    if args.handoff:
-        handoff(buf, out, 2)
     end = time.time() + args.seconds
     while time.time() < end:
         numba.set_num_threads(1)
@@ -134,7 +97,7 @@ def main():
         ratios.append(one / (time.perf_counter() - t0))
         line = f"{time.strftime('%H:%M:%S')}  {threads} threads: {ratios[-1]:.2f}x one thread"
         if args.handoff:
-            own, other = handoff(buf, out)
+            own, other = measure_handoff(threads)
             hands.append(other / own)
             line += (f"; 1 MiB read {own * 1e6:.0f} us own, {other * 1e6:.0f} us another "
                      f"thread's: handoff {hands[-1]:.2f}x")

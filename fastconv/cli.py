@@ -148,6 +148,35 @@ def measure_bandwidth(threads, mib=256, repeat=5):
     return 12.0 * n / float(np.median(ts)) / 1e9
 
 
+def measure_handoff(threads, mib=1, repeat=20):
+    """(own, other's) median seconds for every thread to read ``mib`` MiB just written by
+    itself, and by the next thread (kernels/cpu/stream.py): their ratio is ~1.0 where the
+    threads share their caches.  None on one thread."""
+    import fastconv as fc
+    from fastconv import _runtime
+    from fastconv.kernels.cpu.stream import read_blocks, write_blocks
+    if threads < 2:
+        return None
+    buf = np.zeros((threads, mib * 2 ** 18), np.float32)
+    out = np.zeros(threads, np.float32)
+    old = fc.get_num_threads()
+    fc.set_num_threads(threads)
+    try:
+        with _runtime.kernel_scope(blas=False):
+            res = []
+            for shift in (0, 1):
+                ts = []
+                for k in range(repeat + 2):
+                    write_blocks(buf, np.float32(k))
+                    t0 = time.perf_counter()
+                    read_blocks(buf, shift, out)
+                    ts.append(time.perf_counter() - t0)
+                res.append(float(np.median(ts[2:])))
+    finally:
+        fc.set_num_threads(old)
+    return res[0], res[1]
+
+
 class _Progress:
     """A one-line progress bar on stderr (nothing when quiet or not a terminal run)."""
 
@@ -306,6 +335,7 @@ def bench(args):
     progress(f"kernels compiled or loaded from cache in {compile_s:.2f} s")
     roof = measure_sgemm_roof(threads)
     bandwidth = measure_bandwidth(threads)
+    handoff = measure_handoff(threads)
     time.sleep(0.5)  # let NumPy's BLAS workers stop spinning before fastconv is timed
     progress(f"SGEMM roof ({threads} threads): {roof:.1f} GFLOP/s; memory {bandwidth:.1f} GB/s")
 
@@ -332,6 +362,10 @@ def bench(args):
           f"input {tuple(x.shape[1:])}, {threads} threads ({fc.threading_layer()}), backend cpu")
     print(f"SGEMM roof {roof:.1f} GFLOP/s, memory bandwidth {bandwidth:.1f} GB/s; kernel "
           f"compile/cache-load {compile_s:.2f} s (reported apart from run time)")
+    if handoff:
+        print(f"cross-thread handoff {handoff[1] / handoff[0]:.2f}x (1 MiB another thread "
+              f"just wrote read in {handoff[1] * 1e6:.0f} us, its own in "
+              f"{handoff[0] * 1e6:.0f}; ~1.0x where the threads share their caches)")
     _print_rows(rows)
     print(f"end-to-end (auto, in this process): median {e2e_med * 1e3:.2f} ms, "
           f"min {e2e_min * 1e3:.2f} ms")
@@ -352,6 +386,7 @@ def bench(args):
     if args.json:
         _write_json(args.json, {"version": fc.__version__, "threads": threads, "model": args.model,
                                 "sgemm_roof_gflops": roof, "bandwidth_gbs": bandwidth,
+                                "handoff": None if handoff is None else handoff[1] / handoff[0],
                                 "compile_s": compile_s, "batch": args.batch, "size": args.size,
                                 "layers": rows, "end_to_end_ms": {"median": e2e_med * 1e3,
                                                                   "min": e2e_min * 1e3},

@@ -30,6 +30,31 @@ def test_bench_small_model_json(tmp_path, capsys):
     assert all(r["ok"] for r in data["layers"])
     assert data["sgemm_roof_gflops"] > 0 and data["compile_s"] >= 0
     assert sum(r["auto"] for r in data["layers"]) == len({r["layer"] for r in data["layers"]})
+    assert "handoff" in data
+
+
+def test_measure_handoff():
+    """Each thread's read of its own freshly written block and of the next thread's."""
+    import numpy as np
+    import fastconv as fc
+    from fastconv import _runtime
+    from fastconv.kernels.cpu.stream import read_blocks, write_blocks
+    assert cli.measure_handoff(1) is None
+    if _runtime.max_threads() >= 2:
+        own, other = cli.measure_handoff(2, repeat=3)
+        assert 0 < own < 1 and 0 < other < 1
+    old = fc.get_num_threads()
+    fc.set_num_threads(1)   # every task on thread 0: its block written, the next one not
+    try:
+        buf = np.zeros((2, 64), np.float32)
+        out = np.zeros(2, np.float32)
+        write_blocks(buf, np.float32(1.0))
+        read_blocks(buf, 0, out)
+        assert out[0] == 64 + 63 * 64 / 2 and not buf[1].any()
+        read_blocks(buf, 1, out)
+        assert out[0] == 0
+    finally:
+        fc.set_num_threads(old)
 
 
 def test_console_script_runs():
