@@ -18,9 +18,9 @@ just written against 1 MiB it wrote itself (the "handoff" ratio of
 phases hand data from one thread to another (Winograd's
 input transform, products and output transform; any layer reading the output of the one
 before) pays that ratio.  On the development VM it reads ~1.0x (the two vCPUs share
-their caches) and, in slow phases, 1.7-2.4x, while the compute speedup can stay at 1.95x:
+their caches) and, in slow phases, 1.7-2.1x, while the compute speedup can stay at 1.95x:
 the host has then placed the vCPUs where a modified line travels at memory speed, and
-Winograd 64@56 at two threads reads 0.85 ms against 0.42 (one thread: 0.79).
+Winograd 64@56 at two threads reads 0.85-0.89 ms against 0.42-0.46 (one thread: 0.79).
 
     python bench/cores.py --seconds 30 --handoff
 
