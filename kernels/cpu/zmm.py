@@ -137,18 +137,13 @@ def _reduction(builder, a_ptr, a_off, lda, b_ptr, b_off, ldb, nc, init, mr, nv, 
                                     v8.as_pointer() if is_half(b) else vp)
                  for b in vecs}
         if prefetch is not None and gi == 0:
-            i8p = ir.IntType(8).as_pointer()
-            pf = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                "llvm.prefetch")
             # prefetch_step (floats per step, default ldb) lets a loop spread its
             # prefetches over a span shorter or longer than the rows it reads
             prow = brow if prefetch_step is None else builder.add(b_off,
                                                                   builder.mul(c, prefetch_step))
             for v in range(nv if prefetch_lines is None else prefetch_lines):
                 at = builder.gep(b_ptr, [builder.add(prow, builder.add(prefetch, const(16 * v)))])
-                builder.call(pf, [builder.bitcast(at, i8p), ir.Constant(i32, 0),
-                                  ir.Constant(i32, 3), ir.Constant(i32, 1)])
+                _prefetch(builder, at, 3)
         if masks is None:
             xv = {b: builder.load(bptrs[b], align=4) for b in vecs}
         else:
@@ -779,6 +774,16 @@ def _data_ptr(context, builder, signature, args, i, ty=None):
     return builder.bitcast(arr.data, (ty or ir.FloatType()).as_pointer())
 
 
+def _prefetch(builder, ptr, locality):
+    """llvm.prefetch of the line at ptr: a read, into the caches ``locality`` names (3 all
+    levels, 2 L2 and out), data cache."""
+    i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch")
+    builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, locality),
+                      ir.Constant(i32, 1)])
+
+
 @intrinsic
 def prefetch_line(typingctx, x, i):
     """Prefetch the cache line holding x[i] (float32) into L2 (llvm.prefetch, read,
@@ -786,13 +791,8 @@ def prefetch_line(typingctx, x, i):
     sig = types.void(x, i)
 
     def codegen(context, builder, signature, args):
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch")
-        at = builder.gep(_data_ptr(context, builder, signature, args, 0), [args[1]])
-        builder.call(fn, [builder.bitcast(at, i8p), ir.Constant(i32, 0), ir.Constant(i32, 2),
-                          ir.Constant(i32, 1)])
+        _prefetch(builder, builder.gep(_data_ptr(context, builder, signature, args, 0),
+                                       [args[1]]), 2)
         return context.get_dummy_value()
     return sig, codegen
 
@@ -1207,7 +1207,8 @@ def gemm_block(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nrows
             # in place from memory: the tiles of the panels after the first fetch the next
             # column block's X rows into L2, a share each (nxt: its lines a row)
             nxt = (min(JB, T - jb - JB) + 15) // 16 if prefetch >= 2 and not copy_all else 0
-            ntl = (-(-nrows // MR) - 1) * (-(-jw // NR))
+            tiles = -(-jw // NR)                     # column tiles of a panel in this block
+            ntl = (-(-nrows // MR) - 1) * tiles      # ... of all the panels after the first
             for r0 in range(0, nrows, MR):
                 wo = w_base + c0 * npg * MR + (pan0 + r0 // MR) * kc * MR
                 mr = min(MR, nrows - r0)
@@ -1215,7 +1216,7 @@ def gemm_block(wp, w_base, npg, pan0, Cr, x, x_off, ldx, T, y, y_off, ldy, nrows
                     yo = y_off + r0 * ldy + jb + j0
                     nj = min(NR, jw - j0)
                     if nxt > 0 and r0 > 0:
-                        u = (r0 // MR - 1) * (-(-jw // NR)) + j0 // NR
+                        u = (r0 // MR - 1) * tiles + j0 // NR
                         po = x_off + jb + JB
                         for c in range(c0 + u * kc // ntl, c0 + (u + 1) * kc // ntl):
                             for v in range(nxt):
