@@ -377,7 +377,7 @@ def bench(args):
                 "kwargs": {"widths": list(args.widths)} if args.model == "resnet_tiny" else {}}
         e2e = _peer_runs(spec, peers, args, is_onnx, x, progress)
         _print_peer_runs(e2e, f"end-to-end, each runtime in its own process, {threads} threads, "
-                              f"median of {spec['repeat']}:")
+                              f"median of {spec['repeat']}{_rounds_note(args)}:")
     if args.plot and rows:
         if _plot(rows, roof, bandwidth, args.plot, f"{model_desc}, batch {args.batch}, "
                  f"{threads} threads"):
@@ -400,8 +400,16 @@ def bench(args):
 
 def _peer_runs(spec, peers, args, is_onnx, x, progress, where=""):
     """fastconv and each peer end to end, each in a process of its own
-    (fastconv._peers.child, with ``spec``): {runtime: result}.  A built-in model is
-    exported to ONNX for onnxruntime (which needs torch; without it that peer is dropped)."""
+    (fastconv._peers.child, with ``spec``), in ``args.rounds`` rounds: {runtime: result}.
+    A built-in model is exported to ONNX for onnxruntime (which needs torch; without it
+    that peer is dropped).
+
+    Every round runs each runtime once, the order rotated from round to round, so that
+    all of them meet the machine's slow and quiet phases alike.  A runtime's result is its
+    first round's dict with ``median_s`` the median of its rounds' medians, ``min_s`` the
+    least minimum and ``rounds`` every round's dict; a peer's ``speed`` is the median over
+    the rounds of (its median / fastconv's median in the same round), ``speed_rounds``
+    those ratios.  A runtime that fails in any round is reported by its first error."""
     import os
     import tempfile
 
@@ -421,28 +429,65 @@ def _peer_runs(spec, peers, args, is_onnx, x, progress, where=""):
     if is_onnx:
         spec = dict(spec, input_shape=list(x.shape))
     runtimes = ["fastconv"] + peers
+    runs = {rt: [] for rt in runtimes}
+    rounds = getattr(args, "rounds", 1)
+    step = 0
+    for r in range(rounds):
+        for i in range(len(runtimes)):
+            rt = runtimes[(i + r) % len(runtimes)]
+            step += 1
+            progress(f"end-to-end{where}: {rt} (own process)"
+                     + (f", round {r + 1} of {rounds}" if rounds > 1 else ""),
+                     step, rounds * len(runtimes))
+            s = dict(spec, runtime=rt)
+            if rt == "onnxruntime" or (rt == "fastconv" and is_onnx):
+                s["onnx"] = onnx_path
+            runs[rt].append(_peers.run_isolated(s))
+    return _combine_rounds(runs)
+
+
+def _combine_rounds(runs):
+    """{runtime: [one dict per round]} -> {runtime: result}, as _peer_runs describes."""
     e2e = {}
-    for i, rt in enumerate(runtimes, 1):
-        progress(f"end-to-end{where}: {rt} (own process)", i, len(runtimes))
-        s = dict(spec, runtime=rt)
-        if rt == "onnxruntime" or (rt == "fastconv" and is_onnx):
-            s["onnx"] = onnx_path
-        e2e[rt] = _peers.run_isolated(s)
+    for rt, res in runs.items():
+        bad = [r for r in res if "error" in r]
+        if bad:
+            e2e[rt] = dict(bad[0])
+            continue
+        e2e[rt] = dict(res[0], median_s=float(np.median([r["median_s"] for r in res])),
+                       min_s=min(r["min_s"] for r in res), rounds=res)
+    base = e2e.get("fastconv", {})
+    if "error" not in base:
+        for rt, r in e2e.items():
+            if rt != "fastconv" and "error" not in r:
+                ratios = [p["median_s"] / f["median_s"]
+                          for p, f in zip(r["rounds"], base["rounds"])]
+                r["speed_rounds"] = ratios
+                r["speed"] = float(np.median(ratios))
     return e2e
 
 
 def _print_peer_runs(e2e, header):
-    """``header``, then each runtime's median, minimum, first call and speed ratio."""
+    """``header``, then each runtime's median, minimum, first call and speed ratio (over
+    several rounds: the median of the same-round ratios, and their range)."""
     print(header)
-    base = e2e["fastconv"].get("median_s")
     for rt, r in e2e.items():
         if "error" in r:
             print(f"  {rt:12s} failed: {r['error']}")
             continue
-        ratio = "" if rt == "fastconv" or not base else \
-            f"   fastconv speed: {r['median_s'] / base:.2f}x {rt}"
+        ratio = ""
+        if "speed" in r:
+            ratio = f"   fastconv speed: {r['speed']:.2f}x {rt}"
+            if len(r["speed_rounds"]) > 1:
+                ratio += (f" (median of {len(r['speed_rounds'])} rounds, "
+                          f"{min(r['speed_rounds']):.2f}-{max(r['speed_rounds']):.2f}x)")
         print(f"  {rt:12s} {r['median_s'] * 1e3:9.2f} ms (min {r['min_s'] * 1e3:.2f}, "
               f"first call {r['first_call_s']:.2f} s){ratio}")
+
+
+def _rounds_note(args):
+    rounds = getattr(args, "rounds", 1)
+    return f", {rounds} alternating rounds" if rounds > 1 else ""
 
 
 def _print_rows(rows):
@@ -537,7 +582,8 @@ def _bench_cuda(args, is_onnx, peers, progress):
                 "repeat": max(5, args.repeat), "device": "cuda", "kwargs": kwargs}
         e2e = _peer_runs(spec, peers, args, is_onnx, x, progress, " on the GPU")
         _print_peer_runs(e2e, f"end-to-end on the GPU, each runtime in its own process, input "
-                              f"on the device, median of {spec['repeat']} synchronized calls:")
+                              f"on the device, median of {spec['repeat']} synchronized calls"
+                              f"{_rounds_note(args)}:")
     if args.plot and rows and roof:
         if _plot(rows, roof, bandwidth, args.plot, f"{model_desc}, batch {args.batch}, "
                  f"{_cuda.device_name()}"):
@@ -588,6 +634,10 @@ def main(argv=None):
     pb.add_argument("--compare", default="",
                     help="peers timed end to end in the same run, each in its own process: "
                          "'torch', 'onnxruntime' or 'torch,onnxruntime'")
+    pb.add_argument("--rounds", type=int, default=1,
+                    help="with --compare: run every runtime this many times, in rotating "
+                         "order, and give each peer's speed as the median of the same-round "
+                         "ratios (a machine whose speed drifts then meets all runtimes alike)")
     pb.add_argument("--plot", help="write a roofline plot (needs matplotlib) to this file")
     pb.add_argument("--no-layers", dest="layers", action="store_false",
                     help="skip the per-layer table (end-to-end numbers only)")
@@ -595,8 +645,9 @@ def main(argv=None):
     pb.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = p.parse_args(argv)
     if args.cmd == "bench":
-        if args.batch < 1 or args.size < 32 or args.repeat < 1 or not args.warm >= 0:
-            p.error("--batch and --repeat must be >= 1, --size >= 32 and --warm >= 0")
+        if (args.batch < 1 or args.size < 32 or args.repeat < 1 or args.rounds < 1
+                or not args.warm >= 0):
+            p.error("--batch, --repeat and --rounds must be >= 1, --size >= 32 and --warm >= 0")
         return bench(args)
     return info(args)
 

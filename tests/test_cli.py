@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+
 from fastconv import cli
 
 
@@ -64,7 +66,7 @@ def test_console_script_runs():
 
 
 def test_bad_arguments_are_rejected(capsys):
-    for bad in (["--batch", "0"], ["--warm", "-1"], ["--warm", "nan"]):
+    for bad in (["--batch", "0"], ["--warm", "-1"], ["--warm", "nan"], ["--rounds", "0"]):
         try:
             cli.main(["bench"] + bad)
         except SystemExit as e:
@@ -80,20 +82,48 @@ def test_bench_compares_peers_end_to_end_and_plots(tmp_path, capsys):
     path = tmp_path / "bench.json"
     plot = tmp_path / "roof.png"
     rc = cli.main(["bench", "--size", "32", "--widths", "8", "8", "8", "8", "--repeat", "2", "--warm", "0",
-                   "--compare", "torch,onnxruntime", "--plot", str(plot), "--json", str(path),
-                   "--quiet"])
+                   "--compare", "torch,onnxruntime", "--rounds", "2", "--plot", str(plot),
+                   "--json", str(path), "--quiet"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "fastconv speed:" in out and "x torch" in out and "x onnxruntime" in out
+    assert "2 alternating rounds" in out and "(median of 2 rounds," in out
     data = json.loads(path.read_text())
     assert set(data["isolated"]) == {"fastconv", "torch", "onnxruntime"}
-    assert all("median_s" in r for r in data["isolated"].values()), data["isolated"]
+    assert all("median_s" in r and len(r["rounds"]) == 2 for r in data["isolated"].values()), \
+        data["isolated"]
+    for peer in ("torch", "onnxruntime"):
+        r = data["isolated"][peer]
+        assert len(r["speed_rounds"]) == 2 and r["speed"] > 0
     assert data["bandwidth_gbs"] > 0
     try:
         import matplotlib  # noqa: F401
         assert plot.stat().st_size > 1000
     except ImportError:
         assert not plot.exists()
+
+
+def test_rounds_combine_into_same_round_ratios(capsys):
+    """Each peer's speed is the median of its ratios to fastconv in the same round (not the
+    ratio of the runtimes' overall medians); a failure in any round is reported."""
+    def run(med, mn):
+        return {"median_s": med, "min_s": mn, "first_call_s": 0.5}
+    runs = {"fastconv": [run(1.0, 0.9), run(3.0, 2.5), run(1.1, 1.0)],
+            "torch": [run(2.0, 1.9), run(3.0, 2.9), run(2.4, 2.2)],
+            "onnxruntime": [run(1.0, 1.0), {"error": "boom"}, run(1.0, 1.0)]}
+    e2e = cli._combine_rounds(runs)
+    assert e2e["fastconv"]["median_s"] == 1.1 and e2e["fastconv"]["min_s"] == 0.9
+    assert np.allclose(e2e["torch"]["speed_rounds"], [2.0, 1.0, 2.4 / 1.1])
+    assert np.isclose(e2e["torch"]["speed"], 2.0)      # not 2.4 / 1.1 from the medians
+    assert e2e["onnxruntime"] == {"error": "boom"}
+    cli._print_peer_runs(e2e, "head")
+    out = capsys.readouterr().out
+    assert "fastconv speed: 2.00x torch (median of 3 rounds, 1.00-2.18x)" in out
+    assert "onnxruntime  failed: boom" in out
+    one = cli._combine_rounds({"fastconv": [run(1.0, 0.9)], "torch": [run(1.5, 1.4)]})
+    cli._print_peer_runs(one, "head")
+    out = capsys.readouterr().out
+    assert "fastconv speed: 1.50x torch\n" in out
 
 
 def test_bench_an_onnx_file(tmp_path, capsys):
