@@ -430,7 +430,7 @@ def _peer_runs(spec, peers, args, is_onnx, x, progress, where=""):
         spec = dict(spec, input_shape=list(x.shape))
     runtimes = ["fastconv"] + peers
     runs = {rt: [] for rt in runtimes}
-    rounds = getattr(args, "rounds", 1)
+    rounds = args.rounds
     step = 0
     for r in range(rounds):
         for i in range(len(runtimes)):
@@ -486,8 +486,7 @@ def _print_peer_runs(e2e, header):
 
 
 def _rounds_note(args):
-    rounds = getattr(args, "rounds", 1)
-    return f", {rounds} alternating rounds" if rounds > 1 else ""
+    return f", {args.rounds} alternating rounds" if args.rounds > 1 else ""
 
 
 def _print_rows(rows):
