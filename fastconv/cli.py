@@ -1,5 +1,6 @@
 """The ``fastconv`` command: ``fastconv info`` and ``fastconv bench``."""
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -124,27 +125,35 @@ def _capture_convs(model, x):
     return seen
 
 
-def measure_bandwidth(threads, mib=256, repeat=5):
-    """Median GB/s of a parallel STREAM triad over ``mib`` MiB per array (12 bytes/element)."""
+@contextlib.contextmanager
+def _on_threads(threads):
+    """fastconv's kernels on ``threads`` threads (BLAS pinned as in a fastconv call) for
+    the block, the thread count restored after it."""
     import fastconv as fc
     from fastconv import _runtime
+    old = fc.get_num_threads()
+    fc.set_num_threads(threads)
+    try:
+        with _runtime.kernel_scope(blas=False):
+            yield
+    finally:
+        fc.set_num_threads(old)
+
+
+def measure_bandwidth(threads, mib=256, repeat=5):
+    """Median GB/s of a parallel STREAM triad over ``mib`` MiB per array (12 bytes/element)."""
     from fastconv.kernels.cpu.stream import triad
     n = mib * 2 ** 20 // 4
     a = np.empty(n, np.float32)
     b = np.ones(n, np.float32)
     c = np.ones(n, np.float32)
-    old = fc.get_num_threads()
-    fc.set_num_threads(threads)
-    try:
-        with _runtime.kernel_scope(blas=False):
+    with _on_threads(threads):
+        triad(a, b, c, np.float32(0.5), threads * 8)
+        ts = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
             triad(a, b, c, np.float32(0.5), threads * 8)
-            ts = []
-            for _ in range(repeat):
-                t0 = time.perf_counter()
-                triad(a, b, c, np.float32(0.5), threads * 8)
-                ts.append(time.perf_counter() - t0)
-    finally:
-        fc.set_num_threads(old)
+            ts.append(time.perf_counter() - t0)
     return 12.0 * n / float(np.median(ts)) / 1e9
 
 
@@ -152,28 +161,21 @@ def measure_handoff(threads, mib=1, repeat=20):
     """(own, other's) median seconds for every thread to read ``mib`` MiB just written by
     itself, and by the next thread (kernels/cpu/stream.py): their ratio is ~1.0 where the
     threads share their caches.  None on one thread."""
-    import fastconv as fc
-    from fastconv import _runtime
     from fastconv.kernels.cpu.stream import read_blocks, write_blocks
     if threads < 2:
         return None
     buf = np.zeros((threads, mib * 2 ** 18), np.float32)
     out = np.zeros(threads, np.float32)
-    old = fc.get_num_threads()
-    fc.set_num_threads(threads)
-    try:
-        with _runtime.kernel_scope(blas=False):
-            res = []
-            for shift in (0, 1):
-                ts = []
-                for k in range(repeat + 2):
-                    write_blocks(buf, np.float32(k))
-                    t0 = time.perf_counter()
-                    read_blocks(buf, shift, out)
-                    ts.append(time.perf_counter() - t0)
-                res.append(float(np.median(ts[2:])))
-    finally:
-        fc.set_num_threads(old)
+    res = []
+    with _on_threads(threads):
+        for shift in (0, 1):
+            ts = []
+            for k in range(repeat + 2):
+                write_blocks(buf, np.float32(k))
+                t0 = time.perf_counter()
+                read_blocks(buf, shift, out)
+                ts.append(time.perf_counter() - t0)
+            res.append(float(np.median(ts[2:])))
     return res[0], res[1]
 
 
